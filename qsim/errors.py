@@ -1,0 +1,20 @@
+"""User-facing errors.  The CLI turns these into one paragraph and an exit code.
+
+Exit codes: 0 ok, 1 mismatch/failure found, 2 usage or input error.
+"""
+
+
+class QsimError(Exception):
+    """Bad input or an impossible request: printed without a traceback, exit 2."""
+
+    exit_code = 2
+
+
+class UnsupportedModelError(QsimError):
+    """The model uses ops or types qsim does not implement (all listed at once)."""
+
+
+class MismatchError(Exception):
+    """A comparison found a difference: exit 1."""
+
+    exit_code = 1

@@ -1,0 +1,181 @@
+"""qsim's intermediate representation: plain dataclasses between the loader and everything else.
+
+Layout conventions follow TFLite: activations NHWC; CONV_2D filters
+[out_ch, kh, kw, in_ch]; DEPTHWISE_CONV_2D filters [1, kh, kw, in_ch*multiplier];
+FULLY_CONNECTED weights [out_units, in_units].  Per-channel quantization names
+its axis (``Quant.axis``, TFLite's quantized_dimension).  Real value =
+scale * (q - zero_point).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# TFLite ActivationFunctionType / Padding enums, by name.
+ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+PADDINGS = {0: "SAME", 1: "VALID"}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantization: per-tensor (len 1) or per-channel along ``axis``."""
+
+    scale: np.ndarray  # float64 (values as stored, float32 in the file)
+    zero_point: np.ndarray  # int64
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+    @property
+    def scale0(self) -> float:
+        return float(self.scale[0])
+
+    @property
+    def zp0(self) -> int:
+        return int(self.zero_point[0])
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype  # numpy dtype: int8, int16, int32, int64, uint8, float32, bool...
+    quant: Quant | None = None
+    data: np.ndarray | None = None  # constant contents (read-only view) or None
+    is_variable: bool = False
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+# ---------------------------------------------------------------- typed op options
+
+@dataclass(frozen=True)
+class Conv2DOptions:
+    padding: str = "SAME"
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class DepthwiseConv2DOptions:
+    padding: str = "SAME"
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    depth_multiplier: int = 1
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class FullyConnectedOptions:
+    activation: str = "NONE"
+    keep_num_dims: bool = False
+    weights_format: int = 0  # 0 = DEFAULT; shuffled formats are unsupported
+
+
+@dataclass(frozen=True)
+class Pool2DOptions:
+    padding: str = "SAME"
+    stride_h: int = 1
+    stride_w: int = 1
+    filter_h: int = 1
+    filter_w: int = 1
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class ActivationOptions:
+    """ADD / SUB / MUL / DIV: only a fused activation."""
+
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class ConcatenationOptions:
+    axis: int = 0
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
+class ReshapeOptions:
+    new_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SoftmaxOptions:
+    beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class ReducerOptions:
+    keep_dims: bool = False
+
+
+@dataclass(frozen=True)
+class SqueezeOptions:
+    squeeze_dims: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StridedSliceOptions:
+    begin_mask: int = 0
+    end_mask: int = 0
+    ellipsis_mask: int = 0
+    new_axis_mask: int = 0
+    shrink_axis_mask: int = 0
+    offset: bool = False
+
+
+@dataclass(frozen=True)
+class LeakyReluOptions:
+    alpha: float = 0.0
+
+
+@dataclass
+class Operator:
+    index: int
+    opcode: str  # TFLite builtin name, e.g. "CONV_2D"; custom ops: "CUSTOM:<name>"
+    inputs: tuple[int, ...]  # tensor indices, -1 for an omitted optional input
+    outputs: tuple[int, ...]
+    options: Any = None  # one of the *Options dataclasses above, or None
+    version: int = 1
+
+
+@dataclass
+class Graph:
+    tensors: list[Tensor]
+    operators: list[Operator]
+    inputs: list[int]
+    outputs: list[int]
+    name: str = ""
+    description: str = ""
+    source: str = ""  # file path the graph came from
+    metadata: dict = field(default_factory=dict)
+
+    def tensor(self, i: int) -> Tensor:
+        return self.tensors[i]
+
+    def op_inputs(self, op: Operator) -> list[Tensor | None]:
+        return [self.tensors[i] if i >= 0 else None for i in op.inputs]
+
+    def op_outputs(self, op: Operator) -> list[Tensor]:
+        return [self.tensors[i] for i in op.outputs]

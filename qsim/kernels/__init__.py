@@ -1,0 +1,74 @@
+"""Bit-exact int8 kernels, TFLite's prepare/eval seam made explicit.
+
+Each op registers a :class:`Kernel`:
+
+* ``prepare(op, graph, profile) -> params``: everything TFLite computes in
+  Prepare (requant multipliers/shifts via :mod:`qsim.fixedpoint`, LUTs,
+  offsets, activation ranges, padding), as a plain dataclass of numpy arrays
+  and ints.  Codegen emits these params as C tables; the accelerator model and
+  RTL tests reuse them.
+* ``eval(params, inputs) -> list[np.ndarray]``: integer-only evaluation on the
+  op's input arrays (NHWC), returning one array per op output.
+
+GEMM-like ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) also register
+``accumulate(params, inputs) -> int64 array`` giving the raw int32 accumulators
+(sum of (x - x_zp) * w, *without* bias, channel last) and keep a
+``params.requant`` (:class:`RequantParams`), so that
+``eval == requant.apply(accumulate(...))``: the seam the accelerator model and
+the RTL replay use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import fixedpoint as fp
+
+
+@dataclass
+class RequantParams:
+    """Per-output-channel requantization tables (channel = last axis of the accumulator)."""
+
+    bias: np.ndarray  # int64 [C] (zeros when the op has no bias)
+    multiplier: np.ndarray  # int64 [C], Q31 M0
+    shift: np.ndarray  # int64 [C], TFLite sign convention (>0 left)
+    output_zero_point: int
+    act_min: int
+    act_max: int
+    rounding: str  # "double" | "single"
+
+    def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
+        return fp.requantize(acc, self.bias, self.multiplier, self.shift, self.output_zero_point,
+                             self.act_min, self.act_max, self.rounding).astype(dtype)
+
+
+@dataclass
+class Kernel:
+    opcode: str
+    prepare: Callable[..., Any]
+    eval: Callable[[Any, list], list]
+    accumulate: Callable[[Any, list], np.ndarray] | None = None
+
+
+REGISTRY: dict[str, Kernel] = {}
+
+
+def register(opcode: str, prepare, eval, accumulate=None) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate)
+
+
+def _load_all() -> None:
+    # Import kernel modules for their register() side effects.  Each module is
+    # optional while the op set grows; a missing one just leaves its ops unregistered.
+    import importlib
+    for mod in ("conv", "fully_connected", "pooling", "elementwise", "activations", "shape_ops", "quantize"):
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{mod}":
+                raise
+
+
+_load_all()

@@ -1,0 +1,221 @@
+"""Reader: .tflite flatbuffer -> qsim IR (``qsim.ir.Graph``).
+
+Parses with the ``tflite`` package's generated flatbuffer accessors.  Any
+malformed file (truncated, random bytes, wrong identifier, more than one
+subgraph) raises :class:`qsim.errors.QsimError` with a plain explanation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tflite
+from tflite.utils import BUILTIN_OPCODE2NAME
+
+from . import ir
+from .errors import QsimError
+
+# TFLite TensorType enum -> numpy dtype (None: no numpy equivalent qsim handles)
+TENSOR_TYPES = {
+    0: np.dtype(np.float32), 1: np.dtype(np.float16), 2: np.dtype(np.int32), 3: np.dtype(np.uint8),
+    4: np.dtype(np.int64), 5: None, 6: np.dtype(np.bool_), 7: np.dtype(np.int16), 8: np.dtype(np.complex64),
+    9: np.dtype(np.int8), 10: np.dtype(np.float64), 15: np.dtype(np.uint32), 16: np.dtype(np.uint16),
+}
+TENSOR_TYPE_NAMES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 4: "INT64", 5: "STRING", 6: "BOOL",
+                     7: "INT16", 8: "COMPLEX64", 9: "INT8", 10: "FLOAT64", 11: "COMPLEX128", 12: "UINT64",
+                     13: "RESOURCE", 14: "VARIANT", 15: "UINT32", 16: "UINT16", 17: "INT4"}
+
+
+def load(path: str | Path) -> ir.Graph:
+    """Read a .tflite file into a Graph.  Raises QsimError on any unreadable input."""
+    p = Path(path)
+    if not p.is_file():
+        raise QsimError(f"model file not found: {p}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise QsimError(f"cannot read model file {p}: {e.strerror}") from None
+    return load_bytes(data, source=str(p))
+
+
+def load_bytes(data: bytes, source: str = "<bytes>") -> ir.Graph:
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise QsimError(
+            f"{source} is not a TensorFlow Lite model: a .tflite flatbuffer carries the identifier "
+            f"'TFL3' at byte 4 and this file ({len(data)} bytes) does not. Check that the file is a "
+            "complete .tflite export, not a SavedModel, .h5, or a partial download.")
+    try:
+        return _parse(bytearray(data), source)
+    except QsimError:
+        raise
+    except Exception as e:  # flatbuffer accessors fail with struct/index errors on corrupt data
+        raise QsimError(
+            f"{source} is a corrupt or truncated TFLite flatbuffer ({len(data)} bytes): reading it "
+            f"failed with {type(e).__name__}: {e}. Re-export the model or copy the file again.") from None
+
+
+def _parse(buf: bytearray, source: str) -> ir.Graph:
+    model = tflite.Model.GetRootAsModel(buf, 0)
+    n_sub = model.SubgraphsLength()
+    if n_sub != 1:
+        raise QsimError(f"{source} has {n_sub} subgraphs; qsim supports models with exactly one "
+                        "subgraph (no control flow ops such as WHILE/IF/CALL_ONCE).")
+    opcodes = [_opcode_name(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+    sg = model.Subgraphs(0)
+    nbuf = model.BuffersLength()
+    tensors = [_tensor(model, sg.Tensors(i), i, buf, nbuf) for i in range(sg.TensorsLength())]
+    operators = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        idx = op.OpcodeIndex()
+        if idx >= len(opcodes):
+            raise QsimError(f"{source}: operator {i} names opcode index {idx}, but the model only has "
+                            f"{len(opcodes)} operator codes: the file is corrupt.")
+        name, version = opcodes[idx]
+        ins = tuple(int(v) for v in _vec(op.InputsAsNumpy()))
+        outs = tuple(int(v) for v in _vec(op.OutputsAsNumpy()))
+        for t in ins + outs:
+            if t >= len(tensors) or t < -1:
+                raise QsimError(f"{source}: operator {i} ({name}) refers to tensor {t}, but there are "
+                                f"only {len(tensors)} tensors: the file is corrupt.")
+        operators.append(ir.Operator(i, name, ins, outs, _options(name, op), version))
+    inputs = [int(v) for v in _vec(sg.InputsAsNumpy())]
+    outputs = [int(v) for v in _vec(sg.OutputsAsNumpy())]
+    desc = model.Description()
+    return ir.Graph(tensors=tensors, operators=operators, inputs=inputs, outputs=outputs,
+                    name=(sg.Name() or b"").decode("utf-8", "replace"),
+                    description=(desc or b"").decode("utf-8", "replace"), source=source)
+
+
+def _vec(v) -> np.ndarray:
+    # The generated accessors return the int 0 for an absent vector.
+    return v if isinstance(v, np.ndarray) else np.zeros(0, dtype=np.int32)
+
+
+def _opcode_name(oc) -> tuple[str, int]:
+    # TFLite: the real code is max(builtin_code, deprecated_builtin_code) (schema v3a).
+    code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+    if code == 32:  # CUSTOM
+        custom = oc.CustomCode()
+        return "CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?"), int(oc.Version())
+    return BUILTIN_OPCODE2NAME.get(code, f"UNKNOWN_BUILTIN_{code}"), int(oc.Version())
+
+
+def _tensor(model, t, index: int, buf: bytearray, nbuf: int) -> ir.Tensor:
+    ttype = int(t.Type())
+    dtype = TENSOR_TYPES.get(ttype)
+    shape = tuple(int(d) for d in _vec(t.ShapeAsNumpy()))
+    name = (t.Name() or b"").decode("utf-8", "replace")
+    quant = None
+    q = t.Quantization()
+    if q is not None and q.ScaleLength() > 0:
+        scale = np.asarray(_vec(q.ScaleAsNumpy()), dtype=np.float64)
+        zp = np.asarray(_vec(q.ZeroPointAsNumpy()), dtype=np.int64)
+        if zp.size == 0:
+            zp = np.zeros_like(scale, dtype=np.int64)
+        quant = ir.Quant(scale=scale, zero_point=zp, axis=int(q.QuantizedDimension()))
+    data = None
+    b = t.Buffer()
+    if 0 < b < nbuf:
+        raw = _buffer_bytes(model.Buffers(b), buf)
+        if raw is not None and raw.size:
+            if dtype is None:
+                raise QsimError(f"tensor {index} '{name}' has type {TENSOR_TYPE_NAMES.get(ttype, ttype)}, "
+                                "which qsim cannot read.")
+            arr = np.frombuffer(raw.tobytes(), dtype=dtype.newbyteorder("<"))
+            n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if arr.size != n:
+                raise QsimError(f"tensor {index} '{name}' has shape {list(shape)} ({n} elements) but its "
+                                f"buffer holds {arr.size}: the file is corrupt.")
+            data = arr.reshape(shape).astype(dtype, copy=False)
+            data.flags.writeable = False
+    elif b >= nbuf:
+        raise QsimError(f"tensor {index} '{name}' refers to buffer {b}, but the model has {nbuf}: corrupt file.")
+    return ir.Tensor(index=index, name=name, shape=shape,
+                     dtype=dtype if dtype is not None else np.dtype(np.void),
+                     quant=quant, data=data, is_variable=bool(t.IsVariable()))
+
+
+def _buffer_bytes(b, buf: bytearray):
+    off, size = int(b.Offset()), int(b.Size())
+    if off > 1:  # large models keep buffers after the flatbuffer (offset/size fields)
+        if off + size > len(buf):
+            raise QsimError("a buffer points past the end of the file: the file is truncated.")
+        return np.frombuffer(bytes(buf[off:off + size]), dtype=np.uint8)
+    d = b.DataAsNumpy()
+    return d if isinstance(d, np.ndarray) else None
+
+
+# ------------------------------------------------------------------ typed options
+
+def _table(op, cls):
+    t = op.BuiltinOptions()
+    if t is None:
+        return None
+    o = cls()
+    o.Init(t.Bytes, t.Pos)
+    return o
+
+
+def _act(v) -> str:
+    return ir.ACTIVATIONS.get(int(v), f"UNKNOWN_{int(v)}")
+
+
+def _pad(v) -> str:
+    return ir.PADDINGS.get(int(v), f"UNKNOWN_{int(v)}")
+
+
+def _options(name: str, op):
+    if name == "CONV_2D":
+        o = _table(op, tflite.Conv2DOptions)
+        return ir.Conv2DOptions() if o is None else ir.Conv2DOptions(
+            _pad(o.Padding()), o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor(),
+            _act(o.FusedActivationFunction()))
+    if name == "DEPTHWISE_CONV_2D":
+        o = _table(op, tflite.DepthwiseConv2DOptions)
+        return ir.DepthwiseConv2DOptions() if o is None else ir.DepthwiseConv2DOptions(
+            _pad(o.Padding()), o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor(),
+            o.DepthMultiplier(), _act(o.FusedActivationFunction()))
+    if name == "FULLY_CONNECTED":
+        o = _table(op, tflite.FullyConnectedOptions)
+        return ir.FullyConnectedOptions() if o is None else ir.FullyConnectedOptions(
+            _act(o.FusedActivationFunction()), bool(o.KeepNumDims()), int(o.WeightsFormat()))
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        o = _table(op, tflite.Pool2DOptions)
+        return ir.Pool2DOptions() if o is None else ir.Pool2DOptions(
+            _pad(o.Padding()), o.StrideH(), o.StrideW(), o.FilterHeight(), o.FilterWidth(),
+            _act(o.FusedActivationFunction()))
+    if name in ("ADD", "SUB", "MUL", "DIV"):
+        cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions,
+               "DIV": tflite.DivOptions}[name]
+        o = _table(op, cls)
+        return ir.ActivationOptions() if o is None else ir.ActivationOptions(_act(o.FusedActivationFunction()))
+    if name == "CONCATENATION":
+        o = _table(op, tflite.ConcatenationOptions)
+        return ir.ConcatenationOptions() if o is None else ir.ConcatenationOptions(
+            o.Axis(), _act(o.FusedActivationFunction()))
+    if name == "RESHAPE":
+        o = _table(op, tflite.ReshapeOptions)
+        if o is None or o.NewShapeLength() == 0:
+            return ir.ReshapeOptions(None)
+        return ir.ReshapeOptions(tuple(int(v) for v in o.NewShapeAsNumpy()))
+    if name == "SOFTMAX":
+        o = _table(op, tflite.SoftmaxOptions)
+        return ir.SoftmaxOptions() if o is None else ir.SoftmaxOptions(float(o.Beta()))
+    if name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
+        o = _table(op, tflite.ReducerOptions)
+        return ir.ReducerOptions() if o is None else ir.ReducerOptions(bool(o.KeepDims()))
+    if name == "SQUEEZE":
+        o = _table(op, tflite.SqueezeOptions)
+        if o is None or o.SqueezeDimsLength() == 0:
+            return ir.SqueezeOptions(())
+        return ir.SqueezeOptions(tuple(int(v) for v in o.SqueezeDimsAsNumpy()))
+    if name == "STRIDED_SLICE":
+        o = _table(op, tflite.StridedSliceOptions)
+        return ir.StridedSliceOptions() if o is None else ir.StridedSliceOptions(
+            o.BeginMask(), o.EndMask(), o.EllipsisMask(), o.NewAxisMask(), o.ShrinkAxisMask(),
+            bool(o.Offset()))
+    if name == "LEAKY_RELU":
+        o = _table(op, tflite.LeakyReluOptions)
+        return ir.LeakyReluOptions() if o is None else ir.LeakyReluOptions(float(o.Alpha()))
+    return None
