@@ -10,8 +10,8 @@ Conventions (identical to TFLite / gemmlowp):
     shift.  That is ``QuantizeMultiplier`` in quantization_util.cc.
   * "double" rounding is TFLite's default MultiplyByQuantizedMultiplier:
     optional left shift, SaturatingRoundingDoublingHighMul (round half away
-    from zero on the 64-bit product), then RoundingDivideByPOT (round half away
-    from zero).  Two roundings.
+    toward +infinity on the 64-bit product), then RoundingDivideByPOT (round
+    half away from zero).  Two roundings.
   * "single" rounding is the ``TFLITE_SINGLE_ROUNDING`` build:
     ``(x * M0 + 2**(30 - shift)) >> (31 - shift)`` in 64 bits (round half up).
 
@@ -99,8 +99,10 @@ def _round_half_away(v: float) -> int:
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 values.
 
-    Returns the high 32 bits of 2*a*b rounded to nearest (ties away from zero);
-    the one overflow case INT32_MIN * INT32_MIN saturates to INT32_MAX.
+    Returns round(a*b / 2**31) with ties rounded toward +infinity (the nudge is
+    2**30 for a non-negative product and 1 - 2**30 for a negative one, then C
+    division truncates toward zero); the one overflow case
+    INT32_MIN * INT32_MIN saturates to INT32_MAX.
     """
     a, b = _i64(a), _i64(b)
     ab = a * b  # |a*b| <= 2**62: exact in int64
@@ -169,3 +171,37 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
     summed = wrap_int32(_i64(acc) + _i64(bias))
     scaled = multiply_by_quantized_multiplier(summed, m0, shift, rounding)
     return saturate(scaled + _i64(output_zero_point), act_min, act_max)
+
+
+# --------------------------------------------------------------------------- activation ranges
+
+def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
+    """TFLite's Quantize helper in CalculateActivationRangeQuantized.
+
+    ``zero_point + round(float32(value) / float32(scale))``: the division is
+    done in float32 (TfLiteRound on a float, ties away from zero).
+    """
+    q = np.float32(value) / np.float32(scale)
+    return int(zero_point) + _round_half_away(float(q))
+
+
+def quantized_activation_range(activation: str, scale: float, zero_point: int,
+                               qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized: (act_min, act_max) for a fused activation.
+
+    ``activation`` is the ir name ("NONE", "RELU", "RELU6", "RELU_N1_TO_1");
+    the bounds are the output tensor's real 0 / 6 / -1..1 quantized with its
+    scale and zero point, intersected with [qmin, qmax] (int8 by default).
+    Raises ValueError for other activations (TANH, SIGN_BIT are not fusable here).
+    """
+    if activation == "NONE":
+        return qmin, qmax
+    if activation == "RELU":
+        return max(qmin, quantize_float_to_int(0.0, scale, zero_point)), qmax
+    if activation == "RELU6":
+        return (max(qmin, quantize_float_to_int(0.0, scale, zero_point)),
+                min(qmax, quantize_float_to_int(6.0, scale, zero_point)))
+    if activation == "RELU_N1_TO_1":
+        return (max(qmin, quantize_float_to_int(-1.0, scale, zero_point)),
+                min(qmax, quantize_float_to_int(1.0, scale, zero_point)))
+    raise ValueError(f"unsupported fused activation {activation!r}")

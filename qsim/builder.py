@@ -1,0 +1,426 @@
+"""Writer of real .tflite flatbuffers (schema v3) from a few Python calls.
+
+Tests and the model zoo use it to make int8 models that LiteRT, TFLite Micro
+and qsim's loader all read::
+
+    b = ModelBuilder(description="tiny conv")
+    x = b.add_input("x", (1, 8, 8, 3), np.int8, scale=0.05, zero_point=-3)
+    w = b.add_const("w", w_q, scale=w_scales, zero_point=np.zeros(16, np.int64), axis=0)
+    bias = b.add_const("b", bias_q, scale=0.05 * w_scales, zero_point=0)
+    y = b.add_tensor("y", (1, 8, 8, 16), np.int8, scale=0.1, zero_point=5)
+    b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions(padding="SAME"))
+    b.mark_output(y)
+    blob = b.build()
+
+Conventions: layouts are TFLite's (NHWC activations, OHWI conv filters,
+[1, kh, kw, C*mult] depthwise filters, [out, in] fully-connected weights);
+real = scale * (q - zero_point); per-channel quantization along ``axis``
+(written as quantized_dimension).  Buffer 0 is the empty sentinel buffer,
+every constant gets its own 16-byte-aligned buffer, activations use buffer 0.
+Operator-code versions default to what the TFLite converter writes for int8
+models (see ``INT8_VERSIONS``); both ``builtin_code`` and
+``deprecated_builtin_code`` (= min(code, 127)) are written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import tflite
+from tflite.utils import BUILTIN_OPCODE2NAME
+
+from . import ir
+from .errors import QsimError
+
+OPCODES = {name: code for code, name in BUILTIN_OPCODE2NAME.items()}
+
+# numpy dtype -> TFLite TensorType enum
+TENSOR_TYPES = {
+    np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int32): 2, np.dtype(np.uint8): 3,
+    np.dtype(np.int64): 4, np.dtype(np.bool_): 6, np.dtype(np.int16): 7, np.dtype(np.int8): 9,
+    np.dtype(np.float64): 10, np.dtype(np.uint32): 15, np.dtype(np.uint16): 16,
+}
+
+# Operator-code versions the TFLite converter (lite/tools/versioning/op_version.cc)
+# assigns when an op runs on int8 activations.  Other activation types get version 1.
+# LiteRT's resolvers accept any version in [1, max]; TFLM ignores versions.
+INT8_VERSIONS = {
+    "ADD": 2, "SUB": 2, "MUL": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4,
+    "AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "SOFTMAX": 2, "RESHAPE": 1, "CONCATENATION": 2,
+    "MEAN": 2, "SUM": 2, "REDUCE_MAX": 2, "PAD": 2, "PADV2": 2, "TRANSPOSE": 2, "STRIDED_SLICE": 2,
+    "SQUEEZE": 1, "QUANTIZE": 2, "DEQUANTIZE": 2, "LEAKY_RELU": 1, "LOGISTIC": 2, "TANH": 2,
+    "RELU": 2, "RELU6": 2, "HARD_SWISH": 1, "MAXIMUM": 2, "MINIMUM": 2, "SPLIT": 2, "GATHER": 2,
+}
+
+# Ops whose converter output always carries an (empty) options table.
+EMPTY_OPTIONS = {
+    "PAD": "PadOptions", "PADV2": "PadV2Options", "TRANSPOSE": "TransposeOptions",
+    "QUANTIZE": "QuantizeOptions", "DEQUANTIZE": "DequantizeOptions",
+    "MAXIMUM": "MaximumMinimumOptions", "MINIMUM": "MaximumMinimumOptions",
+    "HARD_SWISH": "HardSwishOptions",
+}
+
+ACT_CODES = {v: k for k, v in ir.ACTIVATIONS.items()}
+PAD_CODES = {v: k for k, v in ir.PADDINGS.items()}
+
+
+@dataclass
+class _TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: np.ndarray | None
+    zero_point: np.ndarray | None
+    axis: int
+    data: np.ndarray | None
+
+
+@dataclass
+class _OpSpec:
+    opcode: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    options: object
+    version: int
+
+
+class ModelBuilder:
+    """Accumulate tensors and operators, then ``build()`` one-subgraph .tflite bytes."""
+
+    def __init__(self, description: str = "qsim.builder", name: str = "main"):
+        self.description = description
+        self.name = name
+        self.tensors: list[_TensorSpec] = []
+        self.ops: list[_OpSpec] = []
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+
+    # ------------------------------------------------------------ tensors
+
+    def add_tensor(self, name: str, shape, dtype=np.int8, scale=None, zero_point=None, axis: int = 0) -> int:
+        """An activation (non-constant) tensor; returns its index."""
+        return self._add(name, shape, dtype, scale, zero_point, axis, None)
+
+    def add_input(self, name: str, shape, dtype=np.int8, scale=None, zero_point=None, axis: int = 0) -> int:
+        """A graph input (in call order); returns its tensor index."""
+        t = self._add(name, shape, dtype, scale, zero_point, axis, None)
+        self.inputs.append(t)
+        return t
+
+    def add_const(self, name: str, array, scale=None, zero_point=None, axis: int = 0, dtype=None) -> int:
+        """A constant tensor holding ``array`` (dtype kept unless ``dtype`` given)."""
+        a = np.asarray(array)
+        if dtype is not None:
+            a = a.astype(dtype)
+        return self._add(name, a.shape, a.dtype, scale, zero_point, axis, np.ascontiguousarray(a))
+
+    def mark_output(self, t: int) -> None:
+        self._check_index(t, "mark_output")
+        self.outputs.append(int(t))
+
+    def _add(self, name, shape, dtype, scale, zero_point, axis, data) -> int:
+        dt = np.dtype(dtype)
+        if dt not in TENSOR_TYPES:
+            raise QsimError(f"tensor '{name}': dtype {dt} has no TFLite tensor type.")
+        shape = tuple(int(d) for d in shape)
+        sc = zp = None
+        if scale is not None:
+            sc = np.atleast_1d(np.asarray(scale, dtype=np.float64)).ravel()
+            zp = np.zeros(sc.size, np.int64) if zero_point is None else \
+                np.atleast_1d(np.asarray(zero_point, dtype=np.int64)).ravel()
+            if zp.size == 1 and sc.size > 1:
+                zp = np.full(sc.size, zp[0], np.int64)
+            if zp.size != sc.size:
+                raise QsimError(f"tensor '{name}': {sc.size} scales but {zp.size} zero points.")
+            if sc.size > 1 and not (0 <= axis < len(shape) and shape[axis] == sc.size):
+                raise QsimError(f"tensor '{name}': {sc.size} per-channel scales do not match "
+                                f"dimension {axis} of shape {list(shape)}.")
+        elif zero_point is not None:
+            raise QsimError(f"tensor '{name}': a zero point without a scale.")
+        self.tensors.append(_TensorSpec(name, shape, dt, sc, zp, int(axis), data))
+        return len(self.tensors) - 1
+
+    def _check_index(self, t: int, where: str) -> None:
+        if not (0 <= int(t) < len(self.tensors)):
+            raise QsimError(f"{where}: tensor index {t} does not exist ({len(self.tensors)} tensors).")
+
+    # ------------------------------------------------------------ operators
+
+    def add_op(self, opcode: str, inputs, outputs, options=None, version: int | None = None) -> int:
+        """Append an operator (graph order = call order); -1 marks an omitted optional input."""
+        if opcode not in OPCODES:
+            raise QsimError(f"'{opcode}' is not a TFLite builtin operator name.")
+        ins = tuple(int(i) for i in inputs)
+        outs = tuple(int(o) for o in outputs)
+        for i in ins:
+            if i != -1:
+                self._check_index(i, opcode)
+        for o in outs:
+            self._check_index(o, opcode)
+        if version is None:
+            first = self.tensors[outs[0]] if outs else None
+            int8 = first is not None and first.dtype == np.int8
+            version = INT8_VERSIONS.get(opcode, 1) if int8 else 1
+        self.ops.append(_OpSpec(opcode, ins, outs, options, int(version)))
+        return len(self.ops) - 1
+
+    # ------------------------------------------------------------ output
+
+    def save(self, path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(self.build())
+        return p
+
+    def build(self) -> bytes:
+        """Serialize to .tflite bytes (identifier 'TFL3', schema version 3)."""
+        if not self.outputs:
+            raise QsimError("the model has no outputs: call mark_output() first.")
+        fb = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in self.tensors if t.data is not None))
+        # buffers: 0 = empty sentinel, then one per constant
+        buffer_of, datas = {}, []
+        for i, t in enumerate(self.tensors):
+            if t.data is not None:
+                buffer_of[i] = len(datas) + 1
+                datas.append(t.data)
+        buf_offsets = [_empty_table(fb, tflite.BufferStart, tflite.BufferEnd)]
+        for d in datas:
+            vec = _aligned_bytes(fb, d.astype(d.dtype.newbyteorder("<"), copy=False).tobytes())
+            tflite.BufferStart(fb)
+            tflite.BufferAddData(fb, vec)
+            buf_offsets.append(tflite.BufferEnd(fb))
+
+        codes: list[tuple[str, int]] = []
+        op_code_index = []
+        for op in self.ops:
+            key = (op.opcode, op.version)
+            if key not in codes:
+                codes.append(key)
+            op_code_index.append(codes.index(key))
+        code_offsets = [_operator_code(fb, name, ver) for name, ver in codes]
+        tensor_offsets = [_tensor(fb, t, buffer_of.get(i, 0)) for i, t in enumerate(self.tensors)]
+        op_offsets = [_operator(fb, op, idx) for op, idx in zip(self.ops, op_code_index)]
+
+        sg_name = fb.CreateString(self.name)
+        tensors_vec = _table_vector(fb, tensor_offsets)
+        ops_vec = _table_vector(fb, op_offsets)
+        ins_vec = _int_vector(fb, self.inputs, np.int32)
+        outs_vec = _int_vector(fb, self.outputs, np.int32)
+        tflite.SubGraphStart(fb)
+        tflite.SubGraphAddTensors(fb, tensors_vec)
+        tflite.SubGraphAddInputs(fb, ins_vec)
+        tflite.SubGraphAddOutputs(fb, outs_vec)
+        tflite.SubGraphAddOperators(fb, ops_vec)
+        tflite.SubGraphAddName(fb, sg_name)
+        subgraph = tflite.SubGraphEnd(fb)
+
+        desc = fb.CreateString(self.description)
+        codes_vec = _table_vector(fb, code_offsets)
+        subgraphs_vec = _table_vector(fb, [subgraph])
+        buffers_vec = _table_vector(fb, buf_offsets)
+        tflite.ModelStart(fb)
+        tflite.ModelAddVersion(fb, 3)
+        tflite.ModelAddOperatorCodes(fb, codes_vec)
+        tflite.ModelAddSubgraphs(fb, subgraphs_vec)
+        tflite.ModelAddDescription(fb, desc)
+        tflite.ModelAddBuffers(fb, buffers_vec)
+        model = tflite.ModelEnd(fb)
+        fb.Finish(model, file_identifier=b"TFL3")
+        return bytes(fb.Output())
+
+
+# ---------------------------------------------------------------- flatbuffer helpers
+
+def _aligned_bytes(fb: flatbuffers.Builder, payload: bytes, alignment: int = 16) -> int:
+    """A [ubyte] vector whose first byte is ``alignment``-aligned in the final file."""
+    fb.StartVector(1, len(payload), alignment)
+    fb.head = fb.head - len(payload)
+    fb.Bytes[fb.head:fb.head + len(payload)] = payload
+    fb.vectorNumElems = len(payload)
+    return fb.EndVector()
+
+
+def _int_vector(fb: flatbuffers.Builder, values, dtype) -> int:
+    return fb.CreateNumpyVector(np.asarray(list(values), dtype=dtype))
+
+
+def _table_vector(fb: flatbuffers.Builder, offsets: list[int]) -> int:
+    fb.StartVector(4, len(offsets), 4)
+    for off in reversed(offsets):
+        fb.PrependUOffsetTRelative(off)
+    return fb.EndVector()
+
+
+def _empty_table(fb, start, end) -> int:
+    start(fb)
+    return end(fb)
+
+
+def _operator_code(fb: flatbuffers.Builder, name: str, version: int) -> int:
+    code = OPCODES[name]
+    tflite.OperatorCodeStart(fb)
+    tflite.OperatorCodeAddDeprecatedBuiltinCode(fb, min(code, 127))
+    tflite.OperatorCodeAddBuiltinCode(fb, code)
+    tflite.OperatorCodeAddVersion(fb, version)
+    return tflite.OperatorCodeEnd(fb)
+
+
+def _tensor(fb: flatbuffers.Builder, t: _TensorSpec, buffer: int) -> int:
+    quant = None
+    if t.scale is not None:
+        sc = fb.CreateNumpyVector(t.scale.astype(np.float32))
+        zp = fb.CreateNumpyVector(t.zero_point.astype(np.int64))
+        tflite.QuantizationParametersStart(fb)
+        tflite.QuantizationParametersAddScale(fb, sc)
+        tflite.QuantizationParametersAddZeroPoint(fb, zp)
+        tflite.QuantizationParametersAddQuantizedDimension(fb, t.axis)
+        quant = tflite.QuantizationParametersEnd(fb)
+    name = fb.CreateString(t.name)
+    shape = _int_vector(fb, t.shape, np.int32)
+    tflite.TensorStart(fb)
+    tflite.TensorAddShape(fb, shape)
+    tflite.TensorAddType(fb, TENSOR_TYPES[t.dtype])
+    tflite.TensorAddBuffer(fb, buffer)
+    tflite.TensorAddName(fb, name)
+    if quant is not None:
+        tflite.TensorAddQuantization(fb, quant)
+    return tflite.TensorEnd(fb)
+
+
+def _operator(fb: flatbuffers.Builder, op: _OpSpec, code_index: int) -> int:
+    opt_type, opt = _options(fb, op)
+    ins = _int_vector(fb, op.inputs, np.int32)
+    outs = _int_vector(fb, op.outputs, np.int32)
+    tflite.OperatorStart(fb)
+    tflite.OperatorAddOpcodeIndex(fb, code_index)
+    tflite.OperatorAddInputs(fb, ins)
+    tflite.OperatorAddOutputs(fb, outs)
+    if opt is not None:
+        tflite.OperatorAddBuiltinOptionsType(fb, opt_type)
+        tflite.OperatorAddBuiltinOptions(fb, opt)
+    return tflite.OperatorEnd(fb)
+
+
+# ---------------------------------------------------------------- option tables
+
+def _act(name: str) -> int:
+    if name not in ACT_CODES:
+        raise QsimError(f"unknown fused activation '{name}'; one of {sorted(ACT_CODES)}.")
+    return ACT_CODES[name]
+
+
+def _padding(name: str) -> int:
+    if name not in PAD_CODES:
+        raise QsimError(f"unknown padding '{name}'; use 'SAME' or 'VALID'.")
+    return PAD_CODES[name]
+
+
+def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
+    """(BuiltinOptions enum, table offset) for the operator, or (0, None)."""
+    o, name = op.options, op.opcode
+    T = tflite.BuiltinOptions
+    if o is None:
+        if name in ("ADD", "SUB", "MUL", "DIV", "CONCATENATION", "SOFTMAX", "MEAN", "SUM", "REDUCE_MAX",
+                    "REDUCE_MIN", "REDUCE_PROD", "SQUEEZE", "STRIDED_SLICE", "RESHAPE", "LEAKY_RELU",
+                    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+                    "L2_POOL_2D"):
+            o = _DEFAULT_OPTIONS[name]()
+        elif name in EMPTY_OPTIONS:
+            cls = EMPTY_OPTIONS[name]
+            mod = getattr(tflite, cls)
+            start = getattr(tflite, cls + "Start", None) or mod.Start
+            end = getattr(tflite, cls + "End", None) or mod.End
+            return getattr(T, cls), _empty_table(fb, start, end)
+        else:
+            return 0, None
+    if isinstance(o, ir.Conv2DOptions) and name == "CONV_2D":
+        tflite.Conv2DOptionsStart(fb)
+        tflite.Conv2DOptionsAddPadding(fb, _padding(o.padding))
+        tflite.Conv2DOptionsAddStrideW(fb, o.stride_w)
+        tflite.Conv2DOptionsAddStrideH(fb, o.stride_h)
+        tflite.Conv2DOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.Conv2DOptionsAddDilationWFactor(fb, o.dilation_w)
+        tflite.Conv2DOptionsAddDilationHFactor(fb, o.dilation_h)
+        return T.Conv2DOptions, tflite.Conv2DOptionsEnd(fb)
+    if isinstance(o, ir.DepthwiseConv2DOptions) and name == "DEPTHWISE_CONV_2D":
+        tflite.DepthwiseConv2DOptionsStart(fb)
+        tflite.DepthwiseConv2DOptionsAddPadding(fb, _padding(o.padding))
+        tflite.DepthwiseConv2DOptionsAddStrideW(fb, o.stride_w)
+        tflite.DepthwiseConv2DOptionsAddStrideH(fb, o.stride_h)
+        tflite.DepthwiseConv2DOptionsAddDepthMultiplier(fb, o.depth_multiplier)
+        tflite.DepthwiseConv2DOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.DepthwiseConv2DOptionsAddDilationWFactor(fb, o.dilation_w)
+        tflite.DepthwiseConv2DOptionsAddDilationHFactor(fb, o.dilation_h)
+        return T.DepthwiseConv2DOptions, tflite.DepthwiseConv2DOptionsEnd(fb)
+    if isinstance(o, ir.FullyConnectedOptions) and name == "FULLY_CONNECTED":
+        tflite.FullyConnectedOptionsStart(fb)
+        tflite.FullyConnectedOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.FullyConnectedOptionsAddWeightsFormat(fb, o.weights_format)
+        tflite.FullyConnectedOptionsAddKeepNumDims(fb, bool(o.keep_num_dims))
+        return T.FullyConnectedOptions, tflite.FullyConnectedOptionsEnd(fb)
+    if isinstance(o, ir.Pool2DOptions) and name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        tflite.Pool2DOptionsStart(fb)
+        tflite.Pool2DOptionsAddPadding(fb, _padding(o.padding))
+        tflite.Pool2DOptionsAddStrideW(fb, o.stride_w)
+        tflite.Pool2DOptionsAddStrideH(fb, o.stride_h)
+        tflite.Pool2DOptionsAddFilterWidth(fb, o.filter_w)
+        tflite.Pool2DOptionsAddFilterHeight(fb, o.filter_h)
+        tflite.Pool2DOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        return T.Pool2DOptions, tflite.Pool2DOptionsEnd(fb)
+    if isinstance(o, ir.ActivationOptions) and name in ("ADD", "SUB", "MUL", "DIV"):
+        cls = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions"}[name]
+        getattr(tflite, cls + "Start")(fb)
+        getattr(tflite, cls + "AddFusedActivationFunction")(fb, _act(o.activation))
+        return getattr(T, cls), getattr(tflite, cls + "End")(fb)
+    if isinstance(o, ir.ConcatenationOptions) and name == "CONCATENATION":
+        tflite.ConcatenationOptionsStart(fb)
+        tflite.ConcatenationOptionsAddAxis(fb, o.axis)
+        tflite.ConcatenationOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        return T.ConcatenationOptions, tflite.ConcatenationOptionsEnd(fb)
+    if isinstance(o, ir.ReshapeOptions) and name == "RESHAPE":
+        vec = None if o.new_shape is None else _int_vector(fb, o.new_shape, np.int32)
+        tflite.ReshapeOptionsStart(fb)
+        if vec is not None:
+            tflite.ReshapeOptionsAddNewShape(fb, vec)
+        return T.ReshapeOptions, tflite.ReshapeOptionsEnd(fb)
+    if isinstance(o, ir.SoftmaxOptions) and name == "SOFTMAX":
+        tflite.SoftmaxOptionsStart(fb)
+        tflite.SoftmaxOptionsAddBeta(fb, o.beta)
+        return T.SoftmaxOptions, tflite.SoftmaxOptionsEnd(fb)
+    if isinstance(o, ir.ReducerOptions) and name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
+        tflite.ReducerOptionsStart(fb)
+        tflite.ReducerOptionsAddKeepDims(fb, bool(o.keep_dims))
+        return T.ReducerOptions, tflite.ReducerOptionsEnd(fb)
+    if isinstance(o, ir.SqueezeOptions) and name == "SQUEEZE":
+        vec = _int_vector(fb, o.squeeze_dims, np.int32)
+        tflite.SqueezeOptionsStart(fb)
+        tflite.SqueezeOptionsAddSqueezeDims(fb, vec)
+        return T.SqueezeOptions, tflite.SqueezeOptionsEnd(fb)
+    if isinstance(o, ir.StridedSliceOptions) and name == "STRIDED_SLICE":
+        tflite.StridedSliceOptionsStart(fb)
+        tflite.StridedSliceOptionsAddBeginMask(fb, o.begin_mask)
+        tflite.StridedSliceOptionsAddEndMask(fb, o.end_mask)
+        tflite.StridedSliceOptionsAddEllipsisMask(fb, o.ellipsis_mask)
+        tflite.StridedSliceOptionsAddNewAxisMask(fb, o.new_axis_mask)
+        tflite.StridedSliceOptionsAddShrinkAxisMask(fb, o.shrink_axis_mask)
+        tflite.StridedSliceOptionsAddOffset(fb, bool(o.offset))
+        return T.StridedSliceOptions, tflite.StridedSliceOptionsEnd(fb)
+    if isinstance(o, ir.LeakyReluOptions) and name == "LEAKY_RELU":
+        tflite.LeakyReluOptionsStart(fb)
+        tflite.LeakyReluOptionsAddAlpha(fb, o.alpha)
+        return T.LeakyReluOptions, tflite.LeakyReluOptionsEnd(fb)
+    raise QsimError(f"{name}: options of type {type(o).__name__} cannot be written for this op.")
+
+
+_DEFAULT_OPTIONS = {
+    "ADD": ir.ActivationOptions, "SUB": ir.ActivationOptions, "MUL": ir.ActivationOptions,
+    "DIV": ir.ActivationOptions, "CONCATENATION": ir.ConcatenationOptions, "SOFTMAX": ir.SoftmaxOptions,
+    "MEAN": ir.ReducerOptions, "SUM": ir.ReducerOptions, "REDUCE_MAX": ir.ReducerOptions,
+    "REDUCE_MIN": ir.ReducerOptions, "REDUCE_PROD": ir.ReducerOptions, "SQUEEZE": ir.SqueezeOptions,
+    "STRIDED_SLICE": ir.StridedSliceOptions, "RESHAPE": ir.ReshapeOptions, "LEAKY_RELU": ir.LeakyReluOptions,
+    "CONV_2D": ir.Conv2DOptions, "DEPTHWISE_CONV_2D": ir.DepthwiseConv2DOptions,
+    "FULLY_CONNECTED": ir.FullyConnectedOptions, "AVERAGE_POOL_2D": ir.Pool2DOptions,
+    "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions,
+}

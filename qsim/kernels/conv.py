@@ -1,0 +1,283 @@
+"""CONV_2D and DEPTHWISE_CONV_2D, int8, bit-exact with TFLite's reference kernels.
+
+Layouts (TFLite): input/output NHWC; CONV_2D filter [out_ch, kh, kw, in_ch];
+DEPTHWISE_CONV_2D filter [1, kh, kw, in_ch * depth_multiplier] where output
+channel ``oc = ic * depth_multiplier + m``.  Weights are symmetric int8
+(zero point 0), per-tensor or per-output-channel (CONV_2D axis 0, depthwise
+axis 3).  Bias is int32 (optional, input index -1).
+
+Accumulation follows reference_integer_ops::ConvPerChannel /
+DepthwiseConvPerChannel: ``acc = sum((x - x_zp) * w)`` over in-bounds taps
+(padding contributes nothing), then ``requantize(acc + bias)`` per output
+channel.  Speed: CONV_2D is im2col (numpy stride tricks) + a float64 BLAS
+matmul.  Every product is an integer of magnitude <= 255 * 128 and every sum
+stays far below 2**53, so float64 is exact whatever order BLAS adds in;
+the result converts to int64 without rounding.  Depthwise vectorizes over
+the kernel taps.
+
+The helpers here (padding, tensor checks, requant tables) are shared with
+fully_connected.py and pooling.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import RequantParams, register
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def compute_out_size(padding: str, size: int, filter_size: int, stride: int, dilation: int = 1) -> int:
+    """TFLite ComputeOutSize: SAME -> ceil(size / stride); VALID -> ceil((size - eff + 1) / stride)."""
+    eff = (filter_size - 1) * dilation + 1
+    if padding == "SAME":
+        return (size + stride - 1) // stride
+    if padding == "VALID":
+        return (size + stride - eff) // stride
+    raise QsimError(f"unsupported padding {padding!r} (TFLite has SAME and VALID)")
+
+
+def compute_padding(stride: int, dilation: int, in_size: int, filter_size: int, out_size: int) -> int:
+    """TFLite ComputePaddingWithOffset: leading (top/left) padding in elements.
+
+    total = (out - 1) * stride + effective_filter - in; the reference kernels
+    use total // 2 at the start (the odd element, if any, goes at the end).
+    """
+    eff = (filter_size - 1) * dilation + 1
+    total = (out_size - 1) * stride + eff - in_size
+    return max(total // 2, 0)
+
+
+def require_int8(t, role: str) -> None:
+    """Raise a QsimError unless tensor ``t`` is int8 with per-tensor quantization."""
+    if t is None:
+        raise QsimError(f"the {role} tensor is missing.")
+    if np.dtype(t.dtype) != np.int8:
+        raise QsimError(f"{role} '{t.name}' is {np.dtype(t.dtype).name}; qsim supports int8 activations only "
+                        "(int16x8 and float/hybrid kernels are not simulated).")
+    if t.quant is None or t.quant.scale.size == 0:
+        raise QsimError(f"{role} '{t.name}' has no quantization parameters; int8 kernels need a scale and zero point.")
+    if t.quant.per_channel:
+        raise QsimError(f"{role} '{t.name}' is quantized per channel; TFLite requires per-tensor activations.")
+
+
+def weight_scales(w, n_channels: int, axis: int, role: str = "filter") -> np.ndarray:
+    """Per-output-channel weight scales (float64, length ``n_channels``), validating the layout.
+
+    Weights must be constant int8 with zero point 0, per-tensor or per-channel
+    along ``axis`` (the output-channel dimension).
+    """
+    if w is None or not w.is_const:
+        raise QsimError(f"the {role} must be a constant tensor (qsim does not simulate runtime weights).")
+    if np.dtype(w.dtype) != np.int8:
+        raise QsimError(f"{role} '{w.name}' is {np.dtype(w.dtype).name}; only int8 weights are supported "
+                        "(hybrid float/int8, int4 and int16 weights are not simulated).")
+    q = w.quant
+    if q is None or q.scale.size == 0:
+        raise QsimError(f"{role} '{w.name}' has no quantization parameters.")
+    if np.any(q.zero_point != 0):
+        raise QsimError(f"{role} '{w.name}' has non-zero zero points {q.zero_point[:4].tolist()}; "
+                        "TFLite's int8 kernels require symmetric weights (zero point 0).")
+    if q.per_channel:
+        if q.axis != axis or q.scale.size != n_channels:
+            raise QsimError(f"{role} '{w.name}' is per-channel along axis {q.axis} with {q.scale.size} scales; "
+                            f"expected {n_channels} scales along axis {axis} (the output channels).")
+        return q.scale.astype(np.float64)
+    return np.full(n_channels, q.scale0, dtype=np.float64)
+
+
+def bias_values(b, n_channels: int) -> np.ndarray:
+    """Constant int32 bias as int64 [n_channels]; zeros when the op has no bias."""
+    if b is None:
+        return np.zeros(n_channels, dtype=np.int64)
+    if not b.is_const:
+        raise QsimError(f"bias '{b.name}' must be a constant tensor.")
+    if np.dtype(b.dtype) != np.int32:
+        raise QsimError(f"bias '{b.name}' is {np.dtype(b.dtype).name}; int8 kernels need an int32 bias.")
+    if b.size != n_channels:
+        raise QsimError(f"bias '{b.name}' has {b.size} values for {n_channels} output channels.")
+    return np.asarray(b.data, dtype=np.int64).reshape(n_channels)
+
+
+def make_requant(input_t, w_scales: np.ndarray, output_t, bias: np.ndarray, activation: str,
+                 rounding: str) -> RequantParams:
+    """Per-channel RequantParams as PopulateConvolutionQuantizationParams computes them.
+
+    effective_scale[c] = double(input_scale) * double(filter_scale[c]) / double(output_scale)
+    (all float32 values widened to double first), then QuantizeMultiplier.
+    """
+    eff = np.float64(input_t.quant.scale0) * w_scales / np.float64(output_t.quant.scale0)
+    m0, shift = fp.quantize_multiplier_array(eff, single_rounding=(rounding == "single"))
+    try:
+        act_min, act_max = fp.quantized_activation_range(activation, output_t.quant.scale0, output_t.quant.zp0)
+    except ValueError:
+        raise QsimError(f"fused activation {activation} is not supported on this op "
+                        "(TFLite allows NONE, RELU, RELU6, RELU_N1_TO_1).") from None
+    return RequantParams(bias=bias, multiplier=m0, shift=shift, output_zero_point=output_t.quant.zp0,
+                         act_min=act_min, act_max=act_max, rounding=rounding)
+
+
+def _window_geometry(opts, in_h, in_w, k_h, k_w):
+    out_h = compute_out_size(opts.padding, in_h, k_h, opts.stride_h, opts.dilation_h)
+    out_w = compute_out_size(opts.padding, in_w, k_w, opts.stride_w, opts.dilation_w)
+    if out_h <= 0 or out_w <= 0:
+        raise QsimError(f"the {k_h}x{k_w} filter (dilation {opts.dilation_h}x{opts.dilation_w}) does not fit the "
+                        f"{in_h}x{in_w} input with {opts.padding} padding.")
+    pad_h = compute_padding(opts.stride_h, opts.dilation_h, in_h, k_h, out_h)
+    pad_w = compute_padding(opts.stride_w, opts.dilation_w, in_w, k_w, out_w)
+    return out_h, out_w, pad_h, pad_w
+
+
+def check_output_shape(out_t, expected: tuple[int, ...]) -> None:
+    if tuple(out_t.shape) != tuple(expected):
+        raise QsimError(f"output '{out_t.name}' has shape {list(out_t.shape)} but the op produces {list(expected)}.")
+
+
+def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need_h: int, need_w: int) -> np.ndarray:
+    """float64 (x - zp) in NHWC, zero-padded so rows [0, need_h) / cols [0, need_w) exist.
+
+    ``pad_h``/``pad_w`` rows/cols go before the data; the tail is padded as far
+    as the windows reach.  Padding is 0 after the zero-point shift, which is
+    exactly TFLite's "skip out-of-bounds taps".
+    """
+    xs = x.astype(np.float64) - float(zero_point)
+    n, h, w, c = xs.shape
+    bottom = max(need_h - h - pad_h, 0)
+    right = max(need_w - w - pad_w, 0)
+    if pad_h or pad_w or bottom or right:
+        xs = np.pad(xs, ((0, 0), (pad_h, bottom), (pad_w, right), (0, 0)))
+    return xs
+
+
+# --------------------------------------------------------------------------- CONV_2D
+
+@dataclass
+class ConvParams:
+    """Prepared CONV_2D / DEPTHWISE_CONV_2D (units: elements; NHWC)."""
+
+    input_zero_point: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_h: int  # leading (top) padding
+    pad_w: int  # leading (left) padding
+    out_h: int
+    out_w: int
+    kernel_h: int
+    kernel_w: int
+    weights: np.ndarray  # CONV_2D: float64 [kh*kw*in_ch, out_ch]; depthwise: float64 [kh, kw, out_ch]
+    out_channels: int
+    depth_multiplier: int  # 1 for CONV_2D
+    requant: RequantParams
+
+
+def prepare_conv(op, graph, profile) -> ConvParams:
+    ins = graph.op_inputs(op)
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    require_int8(x, "input")
+    require_int8(out, "output")
+    if len(x.shape) != 4 or w is None or len(w.shape) != 4:
+        raise QsimError("CONV_2D needs a 4-D NHWC input and a 4-D [out_ch, kh, kw, in_ch] filter.")
+    oc, kh, kw, ic = w.shape
+    if x.shape[3] != ic:
+        raise QsimError(f"input has {x.shape[3]} channels but the filter expects {ic} "
+                        "(grouped convolution is not supported).")
+    scales = weight_scales(w, oc, axis=0)
+    out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
+    check_output_shape(out, (x.shape[0], out_h, out_w, oc))
+    wmat = np.asarray(w.data, dtype=np.float64).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
+    rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
+    return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                      out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
+
+
+def _im2col(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """float64 patches [N*OH*OW, KH*KW*C] of (x - zp), via a strided view."""
+    n, h, w, c = x.shape
+    need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
+    need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
+    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w)
+    if p.kernel_h == 1 and p.kernel_w == 1 and p.stride_h == 1 and p.stride_w == 1:
+        return xs[:, :p.out_h, :p.out_w, :].reshape(n * p.out_h * p.out_w, c)
+    sn, sh, sw, sc = xs.strides
+    view = np.lib.stride_tricks.as_strided(
+        xs, shape=(n, p.out_h, p.out_w, p.kernel_h, p.kernel_w, c),
+        strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc),
+        writeable=False)
+    return view.reshape(n * p.out_h * p.out_w, p.kernel_h * p.kernel_w * c)
+
+
+def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
+    """Raw accumulators sum((x - x_zp) * w), int64 [N, OH, OW, OC], without bias."""
+    x = np.asarray(inputs[0])
+    acc = _im2col(p, x) @ p.weights
+    return acc.astype(np.int64).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+
+
+def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
+    return [p.requant.apply(accumulate_conv(p, inputs))]
+
+
+# --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
+
+def prepare_depthwise(op, graph, profile) -> ConvParams:
+    ins = graph.op_inputs(op)
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    require_int8(x, "input")
+    require_int8(out, "output")
+    if len(x.shape) != 4 or w is None or len(w.shape) != 4 or w.shape[0] != 1:
+        raise QsimError("DEPTHWISE_CONV_2D needs a 4-D NHWC input and a [1, kh, kw, in_ch*multiplier] filter.")
+    _, kh, kw, oc = w.shape
+    ic = x.shape[3]
+    if ic == 0 or oc % ic != 0:
+        raise QsimError(f"depthwise filter has {oc} output channels, not a multiple of the {ic} input channels.")
+    mult = oc // ic
+    if o.depth_multiplier not in (0, mult):
+        raise QsimError(f"depth_multiplier option is {o.depth_multiplier} but the filter shape implies {mult} "
+                        f"({oc} output / {ic} input channels).")
+    scales = weight_scales(w, oc, axis=3)
+    out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
+    check_output_shape(out, (x.shape[0], out_h, out_w, oc))
+    wk = np.asarray(w.data, dtype=np.float64).reshape(kh, kw, oc)
+    rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
+    return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                      out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+
+
+def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
+    """Raw depthwise accumulators, int64 [N, OH, OW, C*M], without bias (one pass per kernel tap)."""
+    x = np.asarray(inputs[0])
+    need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
+    need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
+    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w)
+    if p.depth_multiplier > 1:
+        xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
+    acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=np.float64)
+    h_span = (p.out_h - 1) * p.stride_h + 1
+    w_span = (p.out_w - 1) * p.stride_w + 1
+    for i in range(p.kernel_h):
+        r0 = i * p.dilation_h
+        for j in range(p.kernel_w):
+            c0 = j * p.dilation_w
+            tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
+            acc += tap * p.weights[i, j]
+    return acc.astype(np.int64)
+
+
+def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
+    return [p.requant.apply(accumulate_depthwise(p, inputs))]
+
+
+register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv)
+register("DEPTHWISE_CONV_2D", prepare_depthwise, eval_depthwise, accumulate=accumulate_depthwise)

@@ -1,0 +1,94 @@
+"""FULLY_CONNECTED, int8, bit-exact with TFLite's reference kernels.
+
+Weights [out_units, in_units] (TFLite's DEFAULT format), int8, per-tensor
+(optionally with a weight zero point, as reference_integer_ops::FullyConnected
+allows) or per-output-channel along axis 0 (zero point 0).  The input may have
+any rank: it is flattened to [batch, in_units] with batch = size / in_units.
+Output [batch, out_units], or input.shape[:-1] + [out_units] with keep_num_dims.
+
+acc[b, o] = sum_i (x[b, i] - x_zp) * (w[o, i] - w_zp), computed as one float64
+BLAS matmul (exact: every partial sum is an integer far below 2**53), then
+requantized per output unit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import QsimError
+from . import RequantParams, register
+from .conv import bias_values, make_requant, require_int8
+
+
+@dataclass
+class FullyConnectedParams:
+    input_zero_point: int
+    in_units: int
+    out_units: int
+    weights_t: np.ndarray  # float64 [in_units, out_units] = (w - w_zp).T
+    requant: RequantParams
+
+
+def _scales(w, out_units: int) -> np.ndarray:
+    if w is None or not w.is_const:
+        raise QsimError("the FULLY_CONNECTED weights must be a constant tensor.")
+    if np.dtype(w.dtype) != np.int8:
+        raise QsimError(f"weights '{w.name}' are {np.dtype(w.dtype).name}; only int8 weights are supported "
+                        "(hybrid float/int8, int4 and int16 weights are not simulated).")
+    q = w.quant
+    if q is None or q.scale.size == 0:
+        raise QsimError(f"weights '{w.name}' have no quantization parameters.")
+    if q.per_channel:
+        if q.axis != 0 or q.scale.size != out_units:
+            raise QsimError(f"weights '{w.name}' are per-channel along axis {q.axis} with {q.scale.size} scales; "
+                            f"expected {out_units} along axis 0.")
+        if np.any(q.zero_point != 0):
+            raise QsimError(f"per-channel weights '{w.name}' must have zero point 0.")
+        return q.scale.astype(np.float64)
+    return np.full(out_units, q.scale0, dtype=np.float64)
+
+
+def prepare_fc(op, graph, profile) -> FullyConnectedParams:
+    ins = graph.op_inputs(op)
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    if o is not None and o.weights_format != 0:
+        raise QsimError("FULLY_CONNECTED with shuffled weights (SHUFFLED4x16INT8) is not supported; "
+                        "only the DEFAULT weights format is simulated.")
+    require_int8(x, "input")
+    require_int8(out, "output")
+    if w is None or len(w.shape) != 2:
+        raise QsimError("FULLY_CONNECTED needs 2-D [out_units, in_units] weights.")
+    out_units, in_units = w.shape
+    scales = _scales(w, out_units)
+    if in_units == 0 or x.size % in_units != 0:
+        raise QsimError(f"input '{x.name}' has {x.size} elements, not a multiple of in_units={in_units}.")
+    batch = x.size // in_units
+    if o is not None and o.keep_num_dims:
+        if x.shape[-1] != in_units:
+            raise QsimError(f"keep_num_dims needs the input's last dimension ({x.shape[-1]}) to equal "
+                            f"in_units ({in_units}).")
+    if out.size != batch * out_units:
+        raise QsimError(f"output '{out.name}' has {out.size} elements; the op produces {batch} x {out_units}.")
+    w_zp = int(w.quant.zero_point[0]) if not w.quant.per_channel else 0
+    wt = (np.asarray(w.data, dtype=np.float64) - float(w_zp)).T
+    activation = o.activation if o is not None else "NONE"
+    rq = make_requant(x, scales, out, bias_values(b, out_units), activation, profile.rounding(op.opcode))
+    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
+
+
+def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
+    """Raw accumulators int64 [batch, out_units], without bias."""
+    x = np.asarray(inputs[0]).reshape(-1, p.in_units)
+    acc = (x.astype(np.float64) - float(p.input_zero_point)) @ p.weights_t
+    return acc.astype(np.int64)
+
+
+def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
+    return [p.requant.apply(accumulate_fc(p, inputs))]
+
+
+register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc)

@@ -1,0 +1,350 @@
+"""Compare qsim against the real reference interpreters, tensor by tensor.
+
+Two references, each with its own rounding profile (:mod:`qsim.profiles`):
+
+* ``"litert"``: the LiteRT interpreter (ai-edge-litert) with
+  ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels) and
+  ``experimental_preserve_all_tensors=True`` so every intermediate survives.
+* ``"tflm"``: the TensorFlow Lite Micro Python runtime with
+  ``InterpreterConfig.kPreserveAllTensors``; intermediates via
+  ``GetTensor(index, 0)``.
+
+Both use the same tensor indices as qsim's IR (they read the same
+flatbuffer), so a comparison is a walk over qsim's ops in execution order:
+for every op output, count differing elements and the largest absolute
+difference in integer steps (LSB).  The first op with a difference is the
+"first divergent op", the place to look.
+
+A reference may refuse a model (LiteRT 2.3 rejects per-channel biases with
+``quantized_dimension`` 3, e.g. person_detect.tflite).  That is reported as
+``refused`` with the reference's own reason; it is not a qsim failure.
+
+LiteRT's default (optimized, XNNPACK) kernels are measured too, against the
+reference, on graph outputs only: informational, never a failure.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ir
+from .errors import QsimError
+from .interpreter import PreparedGraph, check_inputs, prepare_graph
+from .loader import load, load_bytes
+
+REFERENCES = ("litert", "tflm")
+REFERENCE_TITLES = {"litert": "LiteRT BUILTIN_REF", "tflm": "TFLite Micro", "xnnpack": "LiteRT default (XNNPACK)"}
+
+
+class ReferenceRefused(Exception):
+    """A reference interpreter would not load or run the model (its reason in ``args[0]``)."""
+
+
+# ------------------------------------------------------------------ model source
+
+@dataclass
+class Model:
+    """A model as bytes plus its parsed graph (bytes feed the references, the graph feeds qsim)."""
+
+    blob: bytes
+    graph: ir.Graph
+    path: str | None = None
+
+    @classmethod
+    def open(cls, model: "str | Path | bytes | Model") -> "Model":
+        if isinstance(model, Model):
+            return model
+        if isinstance(model, (bytes, bytearray)):
+            return cls(bytes(model), load_bytes(bytes(model)), None)
+        g = load(model)
+        return cls(Path(model).read_bytes(), g, str(model))
+
+
+# ------------------------------------------------------------------ reference runners
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C++ log lines (e.g. "INFO: Created TensorFlow Lite XNNPACK delegate") on fd 2."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_sentence(msg: str) -> str:
+    """LiteRT repeats its complaint per tensor; keep the first statement and count the rest."""
+    msg = " ".join(str(msg).split())
+    cut = msg.find(".Tensor ")
+    if cut < 0:
+        return msg
+    head = msg[:cut + 1]
+    n = msg.count("has invalid quantization parameters")
+    return f"{head} ({n} tensor(s) have invalid quantization parameters)" if n else head
+
+
+class LiteRTRunner:
+    """LiteRT interpreter.  ``reference=True``: BUILTIN_REF kernels, all tensors kept;
+    ``reference=False``: the default optimized kernels (XNNPACK delegate), outputs only."""
+
+    def __init__(self, blob: bytes, reference: bool = True):
+        try:
+            from ai_edge_litert import interpreter as li
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise QsimError("the LiteRT interpreter is not installed (pip install ai-edge-litert); "
+                            "it is needed to compare against LiteRT.") from e
+        self.reference = reference
+        try:
+            with _quiet_stderr():
+                if reference:
+                    self.it = li.Interpreter(model_content=blob,
+                                             experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF,
+                                             experimental_preserve_all_tensors=True)
+                else:
+                    self.it = li.Interpreter(model_content=blob)
+                self.it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ReferenceRefused(_first_sentence(str(e))) from None
+        self.input_indices = [d["index"] for d in self.it.get_input_details()]
+        self.output_indices = [d["index"] for d in self.it.get_output_details()]
+
+    def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
+        """Set inputs (graph input order), invoke, return {index: copy} for ``tensors``."""
+        for idx, a in zip(self.input_indices, inputs):
+            self.it.set_tensor(idx, a)
+        try:
+            self.it.invoke()
+        except (ValueError, RuntimeError) as e:
+            raise ReferenceRefused(_first_sentence(str(e))) from None
+        return {t: np.array(self.it.get_tensor(t)) for t in tensors}
+
+
+class TFLMRunner:
+    """TensorFlow Lite Micro Python runtime with every tensor preserved."""
+
+    def __init__(self, blob: bytes):
+        try:
+            from tflite_micro.python.tflite_micro import runtime
+        except ImportError as e:  # pragma: no cover
+            raise QsimError("the TFLite Micro runtime is not installed (pip install tflite-micro); "
+                            "it is needed to compare against TFLM.") from e
+        try:
+            with _quiet_stderr():
+                self.it = runtime.Interpreter.from_bytes(
+                    blob, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+        except (ValueError, RuntimeError) as e:
+            raise ReferenceRefused(_first_sentence(str(e))) from None
+
+    def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
+        for i, a in enumerate(inputs):
+            self.it.set_input(a, i)
+        try:
+            with _quiet_stderr():
+                self.it.invoke()
+        except (ValueError, RuntimeError) as e:
+            raise ReferenceRefused(_first_sentence(str(e))) from None
+        return {t: np.array(self.it.GetTensor(t, 0)["tensor_data"]) for t in tensors}
+
+
+def make_runner(reference: str, blob: bytes):
+    """Runner for "litert" (BUILTIN_REF), "xnnpack" (LiteRT default kernels) or "tflm"."""
+    if reference == "litert":
+        return LiteRTRunner(blob, reference=True)
+    if reference == "xnnpack":
+        return LiteRTRunner(blob, reference=False)
+    if reference == "tflm":
+        return TFLMRunner(blob)
+    raise QsimError(f"unknown reference '{reference}'; choose one of: litert, tflm, both")
+
+
+# ------------------------------------------------------------------ comparison
+
+@dataclass
+class TensorDiff:
+    """One op output compared over all inputs: mismatching elements and max |diff| in LSB."""
+
+    op_index: int
+    opcode: str
+    tensor_index: int
+    name: str
+    elements: int  # per inference
+    mismatches: int = 0  # summed over all inferences
+    max_diff: int = 0
+
+    def add(self, ours: np.ndarray, theirs: np.ndarray) -> None:
+        a = np.asarray(ours)
+        b = np.asarray(theirs)
+        if b.size == a.size and b.shape != a.shape:
+            b = b.reshape(a.shape)
+        if b.shape != a.shape:
+            self.mismatches += a.size
+            self.max_diff = max(self.max_diff, 1 << 32)  # shape disagreement: maximal
+            return
+        if np.issubdtype(a.dtype, np.floating) or np.issubdtype(b.dtype, np.floating):
+            d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            bad = ~((a == b) | (np.isnan(a.astype(np.float64)) & np.isnan(b.astype(np.float64))))
+            self.mismatches += int(bad.sum())
+            if bad.any():
+                self.max_diff = max(self.max_diff, int(np.ceil(np.nanmax(np.where(bad, d, 0)))) or 1)
+            return
+        d = np.abs(a.astype(np.int64) - b.astype(np.int64))
+        self.mismatches += int(np.count_nonzero(d))
+        if d.size:
+            self.max_diff = max(self.max_diff, int(d.max()))
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+    def as_dict(self) -> dict:
+        return {"op_index": self.op_index, "op": self.opcode, "tensor_index": self.tensor_index,
+                "tensor": self.name, "elements": self.elements, "mismatches": self.mismatches,
+                "max_diff_lsb": self.max_diff}
+
+
+@dataclass
+class Comparison:
+    """qsim (under ``profile``) vs one reference over ``n_inputs`` inferences."""
+
+    reference: str
+    profile: str
+    n_inputs: int = 0
+    layers: list[TensorDiff] = field(default_factory=list)
+    refused: str | None = None  # the reference's reason when it would not run the model
+
+    @property
+    def ok(self) -> bool:
+        """True when the reference ran and every tensor matched."""
+        return self.refused is None and all(t.ok for t in self.layers)
+
+    @property
+    def total_mismatches(self) -> int:
+        return sum(t.mismatches for t in self.layers)
+
+    @property
+    def first_divergent(self) -> TensorDiff | None:
+        return next((t for t in self.layers if not t.ok), None)
+
+    def summary(self) -> str:
+        title = REFERENCE_TITLES.get(self.reference, self.reference)
+        if self.refused is not None:
+            return f"{title} refused this model: {self.refused}"
+        if self.ok:
+            return (f"{title} (profile '{self.profile}'): all {len(self.layers)} op output tensors "
+                    f"bit-exact on {self.n_inputs} input(s)")
+        f = self.first_divergent
+        bad = sum(1 for t in self.layers if not t.ok)
+        return (f"{title} (profile '{self.profile}'): {bad} of {len(self.layers)} tensors differ "
+                f"({self.total_mismatches} elements); first divergent op: #{f.op_index} {f.opcode} "
+                f"-> '{f.name}' ({f.mismatches} mismatches, max |diff| {f.max_diff} LSB)")
+
+    def as_dict(self) -> dict:
+        f = self.first_divergent
+        return {"reference": self.reference, "profile": self.profile, "inputs": self.n_inputs,
+                "refused": self.refused, "ok": self.ok, "total_mismatches": self.total_mismatches,
+                "first_divergent": None if f is None else f.as_dict(),
+                "layers": [t.as_dict() for t in self.layers]}
+
+
+def op_output_tensors(g: ir.Graph) -> list[tuple[ir.Operator, int]]:
+    """(op, output tensor index) in execution order: what the comparison walks."""
+    return [(op, t) for op in g.operators for t in op.outputs if t >= 0]
+
+
+def compare(model, inputs_list: list, reference: str = "tflm", profile: str | None = None,
+            prepared: PreparedGraph | None = None) -> Comparison:
+    """Run qsim and ``reference`` on each input set and compare every op output tensor.
+
+    ``inputs_list``: a list of input sets, each a list of arrays in graph input
+    order (or one array for single-input graphs).  ``profile`` defaults to the
+    reference's own name ("litert" or "tflm").  Raises QsimError when qsim
+    cannot run the model or an input is malformed; a reference that refuses the
+    model gives ``Comparison.refused`` instead.
+    """
+    m = Model.open(model)
+    g = m.graph
+    profile = profile or reference
+    prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
+    cmp = Comparison(reference=reference, profile=profile)
+    targets = op_output_tensors(g)
+    cmp.layers = [TensorDiff(op.index, op.opcode, t, g.tensors[t].name, g.tensors[t].size) for op, t in targets]
+    try:
+        runner = make_runner(reference, m.blob)
+    except ReferenceRefused as e:
+        cmp.refused = str(e)
+        return cmp
+    wanted = [t for _, t in targets]
+    for inputs in inputs_list:
+        arrays = _ordered_inputs(g, inputs)
+        ours = prep.run(arrays, keep_all=True)
+        try:
+            theirs = runner.run(arrays, wanted)
+        except ReferenceRefused as e:
+            cmp.refused = str(e)
+            return cmp
+        for diff in cmp.layers:
+            diff.add(ours[diff.tensor_index], theirs[diff.tensor_index])
+        cmp.n_inputs += 1
+    return cmp
+
+
+def _ordered_inputs(g: ir.Graph, inputs) -> list[np.ndarray]:
+    checked = check_inputs(g, inputs)
+    return [np.ascontiguousarray(checked[t]) for t in g.inputs]
+
+
+def xnnpack_drift(model, inputs_list: list) -> list[TensorDiff] | str:
+    """LiteRT default kernels vs BUILTIN_REF on graph outputs (informational).
+
+    Returns one TensorDiff per graph output, or a string saying why it could not be measured.
+    """
+    m = Model.open(model)
+    g = m.graph
+    try:
+        ref = make_runner("litert", m.blob)
+        fast = make_runner("xnnpack", m.blob)
+    except ReferenceRefused as e:
+        return f"LiteRT refused this model: {e}"
+    producer = {t: op for op in g.operators for t in op.outputs}
+    diffs = []
+    for t in g.outputs:
+        op = producer.get(t)
+        diffs.append(TensorDiff(op.index if op else -1, op.opcode if op else "INPUT", t, g.tensors[t].name,
+                                g.tensors[t].size))
+    for inputs in inputs_list:
+        arrays = _ordered_inputs(g, inputs)
+        try:
+            a = ref.run(arrays, g.outputs)
+            b = fast.run(arrays, g.outputs)
+        except ReferenceRefused as e:
+            return f"LiteRT failed on this model: {e}"
+        for d in diffs:
+            d.add(b[d.tensor_index], a[d.tensor_index])
+    return diffs
+
+
+def check(model, inputs_list: list, references=REFERENCES, xnnpack: bool = True) -> dict:
+    """Compare against each reference under its own profile; returns a JSON-ready report.
+
+    ``report["ok"]`` is True when every reference that ran matched on every
+    tensor and at least one reference ran.
+    """
+    m = Model.open(model)
+    results = [compare(m, inputs_list, reference=r) for r in references]
+    report = {"model": m.path or "<bytes>", "inputs": len(inputs_list),
+              "comparisons": results,
+              "ok": any(c.refused is None for c in results) and all(c.ok for c in results if c.refused is None)}
+    if xnnpack and "litert" in references:
+        report["xnnpack"] = xnnpack_drift(m, inputs_list)
+    return report

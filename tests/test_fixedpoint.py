@@ -1,0 +1,200 @@
+"""qsim.fixedpoint against plain big-int / exact-rational statements of each definition.
+
+The references below are written from the definitions (what the result *means*:
+a rounded rational), not from the vectorized bit tricks in qsim.fixedpoint, so a
+wrong nudge, mask or shift there fails here.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from qsim import fixedpoint as fp
+
+I32 = st.integers(min_value=fp.INT32_MIN, max_value=fp.INT32_MAX)
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def ref_round_half_up(r: Fraction) -> int:
+    return math.floor(r + Fraction(1, 2))
+
+
+def ref_round_half_away(r: Fraction) -> int:
+    return math.floor(r + Fraction(1, 2)) if r >= 0 else -math.floor(-r + Fraction(1, 2))
+
+
+def ref_srdhm(a: int, b: int) -> int:
+    """High word of the doubled product, a*b/2^31, nearest, ties toward +inf; MIN*MIN saturates."""
+    if a == b == INT32_MIN:
+        return INT32_MAX
+    return ref_round_half_up(Fraction(a * b, 2 ** 31))
+
+
+def ref_rdbpot(x: int, e: int) -> int:
+    return ref_round_half_away(Fraction(x, 2 ** e))
+
+
+def ref_wrap32(v: int) -> int:
+    return (v + 2 ** 31) % 2 ** 32 - 2 ** 31
+
+
+def ref_mbqm_double(x: int, m0: int, shift: int) -> int:
+    left, right = max(shift, 0), max(-shift, 0)
+    return ref_rdbpot(ref_srdhm(ref_wrap32(x * 2 ** left), m0), right)
+
+
+def ref_mbqm_single(x: int, m0: int, shift: int) -> int:
+    return ref_round_half_up(Fraction(x * m0, 2 ** (31 - shift)))
+
+
+# ------------------------------------------------------------------ SRDHM
+
+def test_srdhm_int32_min_squared_saturates():
+    assert int(fp.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN)) == INT32_MAX
+    # and the neighbours do not saturate
+    assert int(fp.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN + 1)) == ref_srdhm(INT32_MIN, INT32_MIN + 1)
+    assert int(fp.saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MAX)) == ref_srdhm(INT32_MIN, INT32_MAX)
+
+
+def test_srdhm_ties():
+    # a*b = +-2^30 is exactly +-0.5 after the /2^31: +0.5 -> 1, -0.5 -> 0 (ties toward +inf)
+    assert int(fp.saturating_rounding_doubling_high_mul(1 << 15, 1 << 15)) == 1
+    assert int(fp.saturating_rounding_doubling_high_mul(-(1 << 15), 1 << 15)) == 0
+    assert int(fp.saturating_rounding_doubling_high_mul(-3 * (1 << 15), 1 << 15)) == -1  # -1.5 -> -1
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(I32, I32)
+def test_srdhm_matches_definition(a, b):
+    assert int(fp.saturating_rounding_doubling_high_mul(a, b)) == ref_srdhm(a, b)
+
+
+def test_srdhm_vectorized_matches_scalar():
+    rng = np.random.default_rng(1)
+    a = rng.integers(INT32_MIN, INT32_MAX, 20000, endpoint=True)
+    b = rng.integers(INT32_MIN, INT32_MAX, 20000, endpoint=True)
+    got = fp.saturating_rounding_doubling_high_mul(a, b)
+    assert [int(v) for v in got] == [ref_srdhm(int(x), int(y)) for x, y in zip(a, b)]
+
+
+# ------------------------------------------------------------------ RoundingDivideByPOT
+
+@pytest.mark.parametrize("e", range(0, 32))
+def test_rdbpot_every_exponent(e):
+    rng = np.random.default_rng(e)
+    xs = np.concatenate([rng.integers(INT32_MIN, INT32_MAX, 2000, endpoint=True),
+                         [INT32_MIN, INT32_MAX, 0, -1, 1],
+                         # exact ties, both signs
+                         [(2 * k + 1) * (1 << e) // 2 for k in range(-5, 5)] if e > 0 else []]).astype(np.int64)
+    got = fp.rounding_divide_by_pot(xs, e)
+    assert [int(v) for v in got] == [ref_rdbpot(int(x), e) for x in xs]
+
+
+def test_rdbpot_negative_ties_round_away_from_zero():
+    assert int(fp.rounding_divide_by_pot(-3, 1)) == -2
+    assert int(fp.rounding_divide_by_pot(3, 1)) == 2
+    assert int(fp.rounding_divide_by_pot(-5, 2)) == -1  # -1.25
+    assert int(fp.rounding_divide_by_pot(-6, 2)) == -2  # -1.5
+
+
+def test_rdbpot_rejects_bad_exponent():
+    with pytest.raises(ValueError):
+        fp.rounding_divide_by_pot(1, 32)
+
+
+# ------------------------------------------------------------------ QuantizeMultiplier
+
+def test_quantize_multiplier_rounds_up_to_two_pow_31():
+    # q = 1 - 2^-40 rounds to 2^31 -> halved to 2^30 with the exponent bumped.
+    assert fp.quantize_multiplier(1 - 2 ** -40) == (1 << 30, 1)
+    assert fp.quantize_multiplier(0.5 - 2 ** -41) == (1 << 30, 0)
+
+
+def test_quantize_multiplier_hand_values():
+    assert fp.quantize_multiplier(0.5) == (1 << 30, 0)
+    assert fp.quantize_multiplier(0.25) == (1 << 30, -1)
+    assert fp.quantize_multiplier(1.0) == (1 << 30, 1)
+    assert fp.quantize_multiplier(0.75) == (3 << 29, 0)
+    assert fp.quantize_multiplier(0.0) == (0, 0)
+    assert fp.quantize_multiplier(2.0 ** -40) == (0, 0)  # below 2^-31: flushed
+    assert fp.quantize_multiplier(3.0 * 2 ** 31, single_rounding=True) == (INT32_MAX, 30)
+
+
+@settings(max_examples=2000, derandomize=True)
+@given(st.floats(min_value=2.0 ** -31, max_value=2.0 ** 30, allow_nan=False, allow_infinity=False))
+def test_quantize_multiplier_represents_the_real_value(m):
+    m0, shift = fp.quantize_multiplier(m)
+    assert (1 << 30) <= m0 < (1 << 31)
+    # M0 * 2^(shift-31) is the nearest Q31 significand: error at most half an ulp of 2^(shift-31)
+    err = abs(Fraction(m0) * Fraction(2) ** (shift - 31) - Fraction(m))
+    assert err <= Fraction(2) ** (shift - 32)
+
+
+def test_quantize_multiplier_bad_values():
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            fp.quantize_multiplier(bad)
+
+
+# ------------------------------------------------------------------ MultiplyByQuantizedMultiplier
+
+@pytest.mark.parametrize("shift", range(-31, 31))
+def test_mbqm_every_shift_both_roundings(shift):
+    rng = np.random.default_rng(100 + shift)
+    m0s = np.concatenate([rng.integers(1 << 30, INT32_MAX, 300, endpoint=True), [1 << 30, INT32_MAX]])
+    if shift > 0:  # left shifts: TFLite's inputs fit after the shift; include wrapping cases too
+        xs = rng.integers(-(1 << (31 - shift)), 1 << (31 - shift), 302)
+    else:
+        xs = rng.integers(INT32_MIN, INT32_MAX, 302, endpoint=True)
+    xs[:2] = [INT32_MIN if shift <= 0 else -(1 << (31 - shift)), -1]
+    got_d = fp.multiply_by_quantized_multiplier(xs, m0s, shift, "double")
+    got_s = fp.multiply_by_quantized_multiplier(xs, m0s, shift, "single")
+    assert [int(v) for v in got_d] == [ref_mbqm_double(int(x), int(m), shift) for x, m in zip(xs, m0s)]
+    assert [int(v) for v in got_s] == [ref_mbqm_single(int(x), int(m), shift) for x, m in zip(xs, m0s)]
+
+
+def test_double_and_single_rounding_really_differ():
+    # M = M0 * 2^(shift-31) = 2^30 * 2^-32 = 0.25.
+    # x = 5: SRDHM gives 5 * 0.5 = 2.5 -> 3 (tie up), then 3 / 2 = 1.5 -> 2 (away);
+    #        single rounding rounds 5 * 0.25 = 1.25 once -> 1.
+    assert int(fp.multiply_by_quantized_multiplier(5, 1 << 30, -1, "double")) == 2
+    assert int(fp.multiply_by_quantized_multiplier(5, 1 << 30, -1, "single")) == 1
+    # x = -10: SRDHM exact (-5), then -5 / 2 = -2.5 -> -3 (away from zero); single: -2.5 -> -2 (half up).
+    assert int(fp.multiply_by_quantized_multiplier(-10, 1 << 30, -1, "double")) == -3
+    assert int(fp.multiply_by_quantized_multiplier(-10, 1 << 30, -1, "single")) == -2
+
+
+def test_mbqm_per_channel_broadcast():
+    acc = np.array([[100, 200, -300], [7, -8, 9]])
+    m0 = np.array([1 << 30, 3 << 29, 1 << 30])
+    sh = np.array([0, -2, 3])
+    got = fp.multiply_by_quantized_multiplier(acc, m0, sh)
+    want = [[ref_mbqm_double(int(acc[i, c]), int(m0[c]), int(sh[c])) for c in range(3)] for i in range(2)]
+    assert got.tolist() == want
+
+
+def test_single_rounding_rejects_out_of_range_shift():
+    with pytest.raises(ValueError):
+        fp.multiply_by_quantized_multiplier(1, 1 << 30, 31, "single")
+    with pytest.raises(ValueError):
+        fp.multiply_by_quantized_multiplier(1, 1 << 30, 0, "triple")
+
+
+# ------------------------------------------------------------------ requantize
+
+def test_requantize_hand_derived():
+    # acc 1000 + bias 24 = 1024; M = 0.5 (M0 = 2^30, shift 0) -> 512; + zp 3 = 515
+    assert int(fp.requantize(1000, 24, 1 << 30, 0, 3, -10_000, 10_000)) == 515
+    # same, clamped to int8 and to a RELU6-like range
+    assert int(fp.requantize(1000, 24, 1 << 30, 0, 3, -128, 127)) == 127
+    assert int(fp.requantize(-1000, 24, 1 << 30, 0, 3, -128, 127)) == -128
+    assert int(fp.requantize(-1000, 24, 1 << 30, 0, 3, 3, 50)) == 3
+
+
+def test_requantize_accumulator_add_wraps_like_int32():
+    assert int(fp.requantize(INT32_MAX, 1, 1 << 30, 1, 0, INT32_MIN, INT32_MAX)) == \
+        ref_mbqm_double(INT32_MIN, 1 << 30, 1)
