@@ -44,7 +44,8 @@ TENSOR_TYPES = {
 }
 
 # Operator-code versions the TFLite converter (lite/tools/versioning/op_version.cc)
-# assigns when an op runs on int8 activations.  Other activation types get version 1.
+# assigns when an op reads or writes int8 activations.  Other ops get version 1
+# (or MIN_VERSIONS).
 # LiteRT's resolvers accept any version in [1, max]; TFLM ignores versions.
 INT8_VERSIONS = {
     "ADD": 2, "SUB": 2, "MUL": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4,
@@ -52,7 +53,10 @@ INT8_VERSIONS = {
     "MEAN": 2, "SUM": 2, "REDUCE_MAX": 2, "PAD": 2, "PADV2": 2, "TRANSPOSE": 2, "STRIDED_SLICE": 2,
     "SQUEEZE": 1, "QUANTIZE": 2, "DEQUANTIZE": 2, "LEAKY_RELU": 1, "LOGISTIC": 2, "TANH": 2,
     "RELU": 2, "RELU6": 2, "HARD_SWISH": 1, "MAXIMUM": 2, "MINIMUM": 2, "SPLIT": 2, "GATHER": 2,
+    "BROADCAST_TO": 2,
 }
+# Ops whose version 1 is reserved (LiteRT registers them from version 2 on).
+MIN_VERSIONS = {"BROADCAST_TO": 2}
 
 # Ops whose converter output always carries an (empty) options table.
 EMPTY_OPTIONS = {
@@ -160,9 +164,9 @@ class ModelBuilder:
         for o in outs:
             self._check_index(o, opcode)
         if version is None:
-            first = self.tensors[outs[0]] if outs else None
-            int8 = first is not None and first.dtype == np.int8
-            version = INT8_VERSIONS.get(opcode, 1) if int8 else 1
+            acts = [self.tensors[t] for t in ins + outs if t != -1 and self.tensors[t].data is None]
+            int8 = any(t.dtype == np.int8 for t in acts)
+            version = INT8_VERSIONS.get(opcode, 1) if int8 else MIN_VERSIONS.get(opcode, 1)
         self.ops.append(_OpSpec(opcode, ins, outs, options, int(version)))
         return len(self.ops) - 1
 

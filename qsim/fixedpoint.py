@@ -205,3 +205,277 @@ def quantized_activation_range(activation: str, scale: float, zero_point: int,
         return (max(qmin, quantize_float_to_int(-1.0, scale, zero_point)),
                 min(qmax, quantize_float_to_int(1.0, scale, zero_point)))
     raise ValueError(f"unsupported fused activation {activation!r}")
+
+
+# --------------------------------------------------------------------------- float rescale
+
+def round_half_away(x) -> np.ndarray:
+    """std::round / TfLiteRound on doubles, vectorized: ties away from zero. Returns float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x < 0, -np.floor(-x + 0.5), np.floor(x + 0.5))
+
+
+def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max) -> np.ndarray:
+    """Requantization by a double-precision real multiplier (no Q31 fixed point).
+
+    ``clamp(round_half_away(double(int32(acc + bias)) * real_scale) + zp, act_min, act_max)``
+    with ``real_scale = double(input_scale) * double(filter_scale[c]) / double(output_scale)``
+    broadcast along the last (channel) axis.  This is what LiteRT 2.3's
+    BUILTIN_REF FULLY_CONNECTED does for int8 (established by differential
+    tests in tests/test_kernels_gemm.py: it matches neither double nor single
+    fixed-point rounding on exact ties, and follows the unquantized double
+    scale where QuantizeMultiplier rounds the multiplier).
+    """
+    summed = wrap_int32(_i64(acc) + _i64(bias)).astype(np.float64)
+    r = round_half_away(summed * np.asarray(real_scale, dtype=np.float64))
+    r = np.clip(r, INT32_MIN, INT32_MAX).astype(np.int64)
+    return saturate(r + _i64(output_zero_point), act_min, act_max)
+
+
+# --------------------------------------------------------------------------- gemmlowp fixed point (softmax/logistic/tanh)
+# Conventions of this block: a gemmlowp ``FixedPoint<int32, I>`` value is passed
+# as its raw int32 (held in int64 arrays) plus, where it matters, its number of
+# integer bits ``I`` (the value is raw / 2**(31 - I)).  Plain ``+``/``-`` on
+# FixedPoint raws wrap like int32 (gemmlowp's Add/Sub/Neg); ``*`` is
+# saturating_rounding_doubling_high_mul (integer bits add up).
+
+def rounding_half_sum(a, b) -> np.ndarray:
+    """gemmlowp RoundingHalfSum on int32: (a + b) / 2 rounded half away from zero (exact in 64 bits)."""
+    s = _i64(a) + _i64(b)
+    num = s + np.where(s >= 0, 1, -1)
+    return np.where(num >= 0, num // 2, -((-num) // 2))  # C division truncates toward zero
+
+
+def saturating_rounding_multiply_by_pot(x, exponent: int, bits: int = 32) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<exponent> on a ``bits``-bit signed value.
+
+    exponent > 0: left shift saturating to the type's range (gemmlowp saturates when
+    |x| > 2**(bits-1-exponent) - 1); exponent < 0: RoundingDivideByPOT(x, -exponent)
+    (ties away from zero); exponent == 0: identity.
+    """
+    x = _i64(x)
+    if exponent == 0:
+        return x
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    threshold = (1 << (bits - 1 - exponent)) - 1
+    return np.where(x > threshold, hi, np.where(x < -threshold, lo, x << exponent))
+
+
+def rescale_fixed(x, src_integer_bits: int, dst_integer_bits: int) -> np.ndarray:
+    """gemmlowp Rescale<dst>(FixedPoint<int32, src>): SaturatingRoundingMultiplyByPOT<src - dst> on the raw."""
+    return saturating_rounding_multiply_by_pot(x, src_integer_bits - dst_integer_bits)
+
+
+def _fx_mul(a, b) -> np.ndarray:
+    return saturating_rounding_doubling_high_mul(a, b)
+
+
+def exp_on_interval_between_negative_one_quarter_and_0_excl(a) -> np.ndarray:
+    """gemmlowp: exp(a) for a Q0.31 raw ``a`` in [-1/4, 0); result Q0.31 raw.
+
+    Fourth-order Taylor expansion around -1/8: exp(-1/8) * (1 + x + x^2/2 + x^3/6 + x^4/24)
+    with x = a + 1/8, every product an SRDHM and the constants gemmlowp's
+    (exp(-1/8) = 1895147668 / 2**31, 1/3 = 715827883 / 2**31).
+    """
+    constant_term = 1895147668
+    constant_1_over_3 = 715827883
+    x = wrap_int32(_i64(a) + (1 << 28))
+    x2 = _fx_mul(x, x)
+    x3 = _fx_mul(x2, x)
+    x4 = _fx_mul(x2, x2)
+    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2)
+    inner = wrap_int32(_fx_mul(wrap_int32(x4_over_4 + x3), constant_1_over_3) + x2)
+    poly = saturating_rounding_multiply_by_pot(inner, -1)
+    return wrap_int32(constant_term + _fx_mul(constant_term, wrap_int32(x + poly)))
+
+
+# (exponent, Q0.31 raw of exp(-2**exponent)) for gemmlowp's barrel shifter
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))
+
+
+def exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
+    """gemmlowp exp_on_negative_values: exp(a) for a <= 0 given as FixedPoint<int32, integer_bits> raw.
+
+    Returns a Q0.31 raw (exp(0) saturates to INT32_MAX).  a is split into
+    (a mod 1/4) - 1/4, evaluated by the Taylor kernel, then multiplied by
+    exp(-2**k) for each set bit k of the remainder; inputs below -32 give 0
+    (when integer_bits > 5).
+    """
+    a = _i64(a)
+    frac_bits = 31 - integer_bits
+    one_quarter = 1 << (frac_bits - 2)
+    mask = one_quarter - 1
+    a_mod_quarter_minus_one_quarter = wrap_int32((a & mask) - one_quarter)
+    result = exp_on_interval_between_negative_one_quarter_and_0_excl(
+        rescale_fixed(a_mod_quarter_minus_one_quarter, integer_bits, 0))
+    remainder = wrap_int32(a_mod_quarter_minus_one_quarter - a)
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = 1 << (frac_bits + exponent)
+            result = np.where((remainder & bit) != 0, _fx_mul(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _newton_reciprocal_half_denominator(a) -> tuple[np.ndarray, np.ndarray]:
+    """Shared Newton-Raphson core of gemmlowp's 1/(1+x) and (1-x)/(1+x): returns Q2.29 x ~ 1/half_denominator."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)  # (1 + a) / 2, Q0.31
+    x = wrap_int32(1515870810 + _fx_mul(half_denominator, -1010580540))  # 48/17 - 32/17 * hd, Q2.29
+    one_q2 = 1 << 29
+    for _ in range(3):
+        half_denominator_times_x = _fx_mul(half_denominator, x)
+        one_minus = wrap_int32(one_q2 - half_denominator_times_x)
+        x = wrap_int32(x + rescale_fixed(_fx_mul(x, one_minus), 4, 2))
+    return x, half_denominator
+
+
+def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """gemmlowp: 1 / (1 + a) for a Q0.31 raw a in [0, 1); result Q0.31 raw (3 Newton-Raphson steps)."""
+    x, _ = _newton_reciprocal_half_denominator(a)
+    return rescale_fixed(x, 1, 0)  # ExactMulByPot<-1> (Q2 -> Q1, same raw) then Rescale<0>
+
+
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """gemmlowp: (1 - a) / (1 + a) for a Q0.31 raw a in [0, 1); result Q0.31 raw."""
+    x, _ = _newton_reciprocal_half_denominator(a)
+    return rescale_fixed(wrap_int32(x - (1 << 29)), 2, 0)
+
+
+def fixed_logistic(a, integer_bits: int) -> np.ndarray:
+    """gemmlowp logistic(FixedPoint<int32, integer_bits>) -> Q0.31 raw of 1 / (1 + exp(-a)).
+
+    Positive side: 1 / (1 + exp(-|a|)); negative side: INT32_MAX - that (wrapping);
+    a == 0 gives exactly 2**30 (one half).
+    """
+    a = _i64(a)
+    positive = a > 0
+    abs_input = np.where(positive, a, wrap_int32(-a))
+    if_positive = one_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(wrap_int32(-abs_input), integer_bits))
+    if_negative = wrap_int32(INT32_MAX - if_positive)
+    return np.where(a == 0, 1 << 30, np.where(positive, if_positive, if_negative))
+
+
+def fixed_tanh(a, integer_bits: int) -> np.ndarray:
+    """gemmlowp tanh(FixedPoint<int32, integer_bits>) -> Q0.31 raw.
+
+    t = (1 - exp(2n)) / (1 + exp(2n)) with n = -|a| (the doubling is exact: the raw
+    is reinterpreted with integer_bits + 1); the sign is restored, tanh(0) = 0.
+    """
+    a = _i64(a)
+    negative = a < 0
+    n = np.where(negative, a, wrap_int32(-a))
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1))
+    return np.where(a == 0, 0, np.where(negative, wrap_int32(-t), t))
+
+
+def count_leading_zeros_u32(x) -> np.ndarray:
+    """Leading zero bits of x viewed as uint32 (32 for 0)."""
+    u = _i64(x) & 0xFFFFFFFF
+    n = np.zeros_like(u)
+    for shift in (16, 8, 4, 2, 1):
+        small = u < (np.int64(1) << (32 - shift))
+        n = np.where(small, n + shift, n)
+        u = np.where(small, u << shift, u)
+    return np.where(_i64(x) & 0xFFFFFFFF == 0, 32, n)
+
+
+def get_reciprocal(x, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite GetReciprocal: x (raw FixedPoint<int32, x_integer_digits>, > 0) -> (Q0.31 raw, num_bits_over_unit).
+
+    x is normalised to 1 + s with s in [0, 1) by a left shift of its leading zeros;
+    the reciprocal is 1 / (1 + s) (one_over_one_plus_x_for_x_in_0_1) and
+    1 / x = raw / 2**31 * 2**-num_bits_over_unit, num_bits_over_unit =
+    x_integer_digits - leading_zeros.
+    """
+    x = _i64(x)
+    headroom_plus_one = count_leading_zeros_u32(x)
+    num_bits_over_unit = x_integer_digits - headroom_plus_one
+    shifted = ((x & 0xFFFFFFFF) << headroom_plus_one) & 0xFFFFFFFF
+    shifted_sum_minus_one = wrap_int32(shifted - (1 << 31))
+    return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
+
+
+def quantize_multiplier_greater_than_one(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:
+    """TFLite QuantizeMultiplierGreaterThanOne: M > 1 -> (M0 Q31, left_shift >= 0)."""
+    if not real_multiplier > 1.0:
+        raise ValueError(f"multiplier must be > 1, got {real_multiplier!r}")
+    m0, shift = quantize_multiplier(real_multiplier, single_rounding)
+    if shift < 0:
+        raise ValueError("multiplier rounded to < 1")
+    return m0, shift
+
+
+def multiply_by_quantized_multiplier_greater_than_one(x, m0, left_shift, rounding: str = "double") -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplierGreaterThanOne.
+
+    "double": SRDHM(x * 2**left_shift, M0) with the left shift wrapping like C int32;
+    "single": the single-rounding MultiplyByQuantizedMultiplier(x, M0, left_shift).
+    """
+    if rounding == "single":
+        return multiply_by_quantized_multiplier_single(x, m0, left_shift)
+    if rounding != "double":
+        raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+    return saturating_rounding_doubling_high_mul(wrap_int32(_i64(x) << _i64(left_shift)), m0)
+
+
+def preprocess_softmax_scaling(beta: float, input_scale: float, input_integer_bits: int,
+                               single_rounding: bool = False) -> tuple[int, int]:
+    """TFLite PreprocessSoftmaxScaling -> (input_multiplier Q31, input_left_shift >= 0).
+
+    Real multiplier min(beta * input_scale * 2**(31 - input_integer_bits), cap) in double,
+    cap = 2**31 - 1 (2**30 - 1 for single-rounding builds), then
+    QuantizeMultiplierGreaterThanOne: input differences become Q(input_integer_bits).
+    """
+    cap = float((1 << 30) - 1) if single_rounding else float((1 << 31) - 1)
+    real = min(float(beta) * float(input_scale) * float(1 << (31 - input_integer_bits)), cap)
+    return quantize_multiplier_greater_than_one(real, single_rounding)
+
+
+def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total_signed_bits: int = 31) -> int:
+    """TFLite CalculateInputRadius: floor((2**ib - 1) * 2**(tsb - ib) / 2**left_shift), in double."""
+    max_input_rescaled = (1.0 * ((1 << input_integer_bits) - 1) * float(1 << (total_signed_bits - input_integer_bits))
+                          / float(1 << input_left_shift) if input_left_shift < 63 else 0.0)
+    return int(math.floor(max_input_rescaled))
+
+
+# --------------------------------------------------------------------------- int16 fixed point (HARD_SWISH)
+
+def wrap_int16(x) -> np.ndarray:
+    """Two's-complement wrap to int16 range (C's conversion of an int to int16_t)."""
+    return ((_i64(x) + (1 << 15)) & 0xFFFF) - (1 << 15)
+
+
+def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul<int16>: round(a * b / 2**15) ties away from zero; -32768**2 -> 32767."""
+    a, b = _i64(a), _i64(b)
+    ab = a * b
+    num = ab + np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    high = np.where(num >= 0, num >> 15, -((-num) >> 15))
+    return np.where((a == -32768) & (b == -32768), 32767, wrap_int16(high))
+
+
+def saturating_doubling_high_mul_int16(a, b) -> np.ndarray:
+    """TFLite's SaturatingDoublingHighMul<int16> (SQDMULH): a * b / 2**15 truncated toward zero; -32768**2 -> 32767."""
+    a, b = _i64(a), _i64(b)
+    ab = a * b
+    high = np.where(ab >= 0, ab >> 15, -((-ab) >> 15))
+    return np.where((a == -32768) & (b == -32768), 32767, wrap_int16(high))
+
+
+def saturating_left_shift_int16(x, amount: int) -> np.ndarray:
+    """TFLite's SaturatingLeftShift on int16: clamp(x * 2**amount, -32768, 32767)."""
+    return np.clip(_i64(x) * (1 << amount), -32768, 32767)
+
+
+def downscale_int32_to_int16_multiplier(m0: int) -> int:
+    """TFLite DownScaleInt32ToInt16Multiplier: Q31 multiplier -> Q15, round half up, saturating at 32767."""
+    if m0 < 0:
+        raise ValueError("multiplier must be >= 0")
+    if m0 >= INT32_MAX - (1 << 15):
+        return 32767
+    return (m0 + (1 << 15)) >> 16

@@ -55,11 +55,12 @@ class Model:
     path: str | None = None
 
     @classmethod
-    def open(cls, model: "str | Path | bytes | Model") -> "Model":
+    def open(cls, model: "str | Path | bytes | Model", source: str = "<bytes>") -> "Model":
+        """From a path, from bytes (``source`` names them in messages), or an existing Model."""
         if isinstance(model, Model):
             return model
         if isinstance(model, (bytes, bytearray)):
-            return cls(bytes(model), load_bytes(bytes(model)), None)
+            return cls(bytes(model), load_bytes(bytes(model), source=source), None)
         g = load(model)
         return cls(Path(model).read_bytes(), g, str(model))
 
@@ -239,7 +240,8 @@ class Comparison:
     def summary(self) -> str:
         title = REFERENCE_TITLES.get(self.reference, self.reference)
         if self.refused is not None:
-            return f"{title} refused this model: {self.refused}"
+            who = {"litert": "LiteRT", "xnnpack": "LiteRT", "tflm": "TFLM"}.get(self.reference, title)
+            return f"{who} refused this model: {self.refused}"
         if self.ok:
             return (f"{title} (profile '{self.profile}'): all {len(self.layers)} op output tensors "
                     f"bit-exact on {self.n_inputs} input(s)")
@@ -275,15 +277,15 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     m = Model.open(model)
     g = m.graph
     profile = profile or reference
-    prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
     cmp = Comparison(reference=reference, profile=profile)
     targets = op_output_tensors(g)
     cmp.layers = [TensorDiff(op.index, op.opcode, t, g.tensors[t].name, g.tensors[t].size) for op, t in targets]
-    try:
+    try:  # the reference first: its refusal is news even when qsim cannot run the model either
         runner = make_runner(reference, m.blob)
     except ReferenceRefused as e:
         cmp.refused = str(e)
         return cmp
+    prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
     wanted = [t for _, t in targets]
     for inputs in inputs_list:
         arrays = _ordered_inputs(g, inputs)
@@ -334,14 +336,15 @@ def xnnpack_drift(model, inputs_list: list) -> list[TensorDiff] | str:
     return diffs
 
 
-def check(model, inputs_list: list, references=REFERENCES, xnnpack: bool = True) -> dict:
-    """Compare against each reference under its own profile; returns a JSON-ready report.
+def check(model, inputs_list: list, references=REFERENCES, xnnpack: bool = True,
+          profile: str | None = None) -> dict:
+    """Compare against each reference under its own profile (or ``profile`` for all); returns a report dict.
 
     ``report["ok"]`` is True when every reference that ran matched on every
     tensor and at least one reference ran.
     """
     m = Model.open(model)
-    results = [compare(m, inputs_list, reference=r) for r in references]
+    results = [compare(m, inputs_list, reference=r, profile=profile) for r in references]
     report = {"model": m.path or "<bytes>", "inputs": len(inputs_list),
               "comparisons": results,
               "ok": any(c.refused is None for c in results) and all(c.ok for c in results if c.refused is None)}

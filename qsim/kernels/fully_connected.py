@@ -16,9 +16,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, register
 from .conv import bias_values, make_requant, require_int8
+
+
+@dataclass
+class FloatRescaleRequant(RequantParams):
+    """RequantParams whose apply() rescales by the double-precision real scale.
+
+    Used for profiles whose FULLY_CONNECTED variant is "float_rescale"
+    (LiteRT 2.3 BUILTIN_REF).  ``multiplier``/``shift`` still hold
+    QuantizeMultiplier's Q31 form of ``real_scale`` for reference, but
+    ``rounding`` is "float" and only ``real_scale`` is used.
+    """
+
+    real_scale: np.ndarray = None  # float64 [C]
+
+    def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
+        return fp.requantize_float_rescale(acc, self.bias, self.real_scale, self.output_zero_point,
+                                           self.act_min, self.act_max).astype(dtype)
 
 
 @dataclass
@@ -77,6 +95,10 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     wt = (np.asarray(w.data, dtype=np.float64) - float(w_zp)).T
     activation = o.activation if o is not None else "NONE"
     rq = make_requant(x, scales, out, bias_values(b, out_units), activation, profile.rounding(op.opcode))
+    if profile.variant(op.opcode) == "float_rescale":
+        real = np.float64(x.quant.scale0) * scales / np.float64(out.quant.scale0)
+        rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
+                                 "float", real_scale=real)
     return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
 
 

@@ -1,0 +1,290 @@
+"""The C generator: int8 .tflite -> NAME.h, NAME.c, NAME_weights.c, qkernels.c/.h, main.c, Makefile.
+
+Pipeline: load the model, reject every op the C kernels or qsim cannot run
+(all at once), prepare the graph with qsim's kernels under the rounding
+profile ("tflm" = double rounding, "single" = TFLITE_SINGLE_ROUNDING), turn
+each prepared op into an :class:`codegen.tables.OpEmit`, plan the arena
+(:mod:`codegen.planner`), render the templates and write the directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from qsim import ir
+from qsim.errors import QsimError, UnsupportedModelError
+from qsim.interpreter import prepare_graph, unsupported_ops
+from qsim.loader import load
+
+from . import planner, tables
+
+TEMPLATES = Path(__file__).with_name("templates")
+STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c", "cortex_m.ld")
+ROUNDING_PROFILES = {"double": "tflm", "single": "single"}
+ROUNDING_DOC = {"double": "TFLite's classic SRDHM + RoundingDivideByPOT, as TFLite Micro by default",
+                "single": "TFLITE_SINGLE_ROUNDING: one rounding, half up"}
+# --target -> (-mcpu for the Cortex-M build, QEMU machine, default make goal)
+TARGETS = {
+    "host": ("cortex-m4", "mps2-an386", "host"),
+    "cortex-m4": ("cortex-m4", "mps2-an386", "cortex-m"),
+    "cortex-m7": ("cortex-m7", "mps2-an500", "cortex-m"),
+    "cortex-m33": ("cortex-m33", "mps2-an505", "cortex-m"),
+}
+C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto
+if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned
+void volatile while _Bool _Complex _Imaginary main""".split())
+
+
+@dataclass
+class LayerReport:
+    position: int
+    opcode: str
+    output: str
+    macs: int
+    scratch_bytes: int
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    name: str
+    files: list[Path]
+    arena_bytes: int
+    weights_bytes: int
+    total_macs: int
+    layers: list[LayerReport] = field(default_factory=list)
+
+    def report_text(self) -> str:
+        lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
+                 f"  arena:   {self.arena_bytes} bytes (static, planned greedy-by-size; I/O in caller buffers)",
+                 f"  weights: {self.weights_bytes} bytes (const tables, flash)",
+                 f"  MACs:    {self.total_macs} per inference",
+                 "  per layer:"]
+        for l in self.layers:
+            lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ names
+
+def c_identifier(text: str, taken: set[str] | None = None) -> str:
+    """A valid C identifier from any model name; unique within ``taken`` (updated)."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", text.encode("ascii", "replace").decode("ascii"))
+    s = re.sub(r"_+", "_", s).strip("_") or "model"
+    if s[0].isdigit():
+        s = "m_" + s
+    if s in C_KEYWORDS or s.startswith("qk_") or re.match(r"_[A-Z_]", s):
+        s = "m_" + s
+    if taken is not None:
+        base, k = s, 2
+        while s in taken:
+            s = f"{base}_{k}"
+            k += 1
+        taken.add(s)
+    return s
+
+
+def c_comment(text: str) -> str:
+    """Text safe inside a C block comment (ASCII, no comment delimiters)."""
+    s = text.encode("ascii", "replace").decode("ascii")
+    return s.replace("*/", "* /").replace("/*", "/ *").replace("\n", " ")
+
+
+def _c_int(v: int) -> str:
+    v = int(v)
+    return "(-2147483647 - 1)" if v == -(1 << 31) else str(v)
+
+
+def _array_text(values: np.ndarray, per_line: int = 16) -> str:
+    vals = [_c_int(v) for v in np.asarray(values).reshape(-1)]
+    rows = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    return ",\n".join("    " + r for r in rows) if rows else "    0"
+
+
+def _field_text(v) -> str:
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "{" + ", ".join(_c_int(x) for x in v) + "}"
+    return _c_int(v)
+
+
+# ------------------------------------------------------------------ validation
+
+def check_supported(g: ir.Graph) -> None:
+    """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O."""
+    problems = list(unsupported_ops(g))
+    flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
+    for op in g.operators:
+        if op.opcode not in tables.C_SUPPORTED and op.index not in flagged:
+            out = g.tensors[op.outputs[0]].name if op.outputs else "?"
+            problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no C kernel in qsim codegen "
+                            f"(supported: {', '.join(tables.C_SUPPORTED)})")
+    for role, idxs in (("input", g.inputs), ("output", g.outputs)):
+        for t in idxs:
+            tensor = g.tensors[t]
+            if np.dtype(tensor.dtype) != np.int8:
+                problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; "
+                                "the generated API takes int8 tensors only")
+    if problems:
+        raise UnsupportedModelError(
+            f"{g.source or 'the model'}: cannot generate C, {len(problems)} problem(s):\n  - "
+            + "\n  - ".join(problems))
+
+
+def prepare_output_dir(out_dir: Path, force: bool) -> None:
+    """Create ``out_dir``; refuse a file, a non-empty directory (unless ``force``) or no write access."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QsimError(f"output path {out_dir} exists and is not a directory; choose another -o DIR.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise QsimError(f"output directory {out_dir} exists and is not empty; pass --force to overwrite "
+                        "the generated files in it, or choose another -o DIR.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QsimError(f"cannot create output directory {out_dir}: {e.strerror}.") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise QsimError(f"output directory {out_dir} is not writable.")
+
+
+# ------------------------------------------------------------------ generation
+
+def _io_info(g: ir.Graph, idxs) -> list[dict]:
+    out = []
+    for t in idxs:
+        tensor = g.tensors[t]
+        q = tensor.quant
+        out.append(dict(comment=c_comment(tensor.name), shape=list(tensor.shape), size=tensor.size,
+                        scale=f"{q.scale0:.9g}f" if q is not None else "1.0f",
+                        zero_point=q.zp0 if q is not None else 0))
+    return out
+
+
+def _pointer(g: ir.Graph, plan: planner.MemoryPlan, t: int, name: str, in_names, out_names,
+             const_arrays: dict[int, str]) -> str:
+    tensor = g.tensors[t]
+    if tensor.is_const:
+        return const_arrays[t]
+    b = plan.placement(t)
+    if b.kind == "input":
+        return in_names[b.io_index]
+    if b.kind == "output":
+        return out_names[b.io_index]
+    return f"({name}_arena + {b.offset})"
+
+
+def generate(model, out_dir, name: str | None = None, target: str = "host", rounding: str = "double",
+             force: bool = False) -> GenerateResult:
+    """Generate the C sources for ``model`` (path or ir.Graph) into ``out_dir``."""
+    if target not in TARGETS:
+        raise QsimError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
+    if rounding not in ROUNDING_PROFILES:
+        raise QsimError(f"unknown rounding '{rounding}'; choose double (TFLM default) or single.")
+    g = model if isinstance(model, ir.Graph) else load(model)
+    source = g.source or "model"
+    name = c_identifier(name or Path(source).stem or "model")
+    out_dir = Path(out_dir)
+    check_supported(g)
+    prepared = prepare_graph(g, ROUNDING_PROFILES[rounding])
+    emits = []
+    for pos, p in enumerate(prepared.ops):
+        e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
+        e.prefix = f"{name}_op{pos}"
+        emits.append(e)
+    plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits})
+    prepare_output_dir(out_dir, force)
+
+    arrays = [a for e in emits for a in e.arrays]
+    const_arrays: dict[int, str] = {}
+    for e, p in zip(emits, prepared.ops):
+        if p.op.opcode in ("ADD", "MUL"):
+            for t in p.op.inputs[:2]:
+                tensor = g.tensors[t]
+                if tensor.is_const and t not in const_arrays:
+                    if np.dtype(tensor.dtype) != np.int8:
+                        raise QsimError(f"constant operand '{tensor.name}' of {p.op.opcode} must be int8.")
+                    const_arrays[t] = f"{name}_const{t}"
+                    arrays.append(tables.CArray(const_arrays[t], "int8_t",
+                                                np.asarray(tensor.data, np.int64).reshape(-1)))
+    single_in = len(g.inputs) == 1
+    single_out = len(g.outputs) == 1
+    in_names = ["input"] if single_in else [f"input{k}" for k in range(len(g.inputs))]
+    out_names = ["output"] if single_out else [f"output{k}" for k in range(len(g.outputs))]
+    signature = ", ".join([f"const int8_t *{n}" for n in in_names] + [f"int8_t *{n}" for n in out_names])
+
+    ops_ctx = []
+    for e, p in zip(emits, prepared.ops):
+        ptr = lambda t: _pointer(g, plan, t, name, in_names, out_names, const_arrays)  # noqa: E731
+        subs = {f"in{k}": ptr(t) for k, t in enumerate(p.op.inputs[:2]) if t >= 0}
+        subs["out0"] = ptr(p.op.outputs[0])
+        subs["scratch"] = (f"({name}_arena + {plan.buffers[plan.scratch_buffer[e.position]].offset})"
+                           if e.position in plan.scratch_buffer else "0")
+        if e.position in plan.aliased_ops:
+            call = "/* planned in place: same bytes, new shape */"
+        else:
+            call = e.call.format(**subs)
+        ops_ctx.append(dict(position=e.position, comment=c_comment(e.comment), struct_type=e.struct_type,
+                            prefix=e.prefix, fields=[(k, _field_text(v)) for k, v in e.struct_fields.items()],
+                            macs=e.macs, c_call=call))
+    final_copies = []
+    for k, t in enumerate(g.outputs):
+        b = plan.placement(t)
+        if not (b.kind == "output" and b.io_index == k):
+            src = _pointer(g, plan, t, name, in_names, out_names, const_arrays)
+            final_copies.append(f"qk_copy({src}, {out_names[k]}, {g.tensors[t].nbytes});")
+
+    weights_bytes = sum(a.nbytes for a in arrays)
+    total_macs = sum(e.macs for e in emits)
+    in_info, out_info = _io_info(g, g.inputs), _io_info(g, g.outputs)
+    in_total = sum(i["size"] for i in in_info)
+    out_total = sum(o["size"] for o in out_info)
+    call_args = ", ".join(
+        [f"in_buf + {sum(i['size'] for i in in_info[:k])}" for k in range(len(in_info))]
+        + [f"out_buf + {sum(o['size'] for o in out_info[:k])}" for k in range(len(out_info))])
+    mcpu, machine, goal = TARGETS[target]
+    ctx = dict(name=name, NAME=name.upper(), source=c_comment(Path(source).name), rounding=rounding,
+               rounding_doc=ROUNDING_DOC[rounding], inputs=in_info, outputs=out_info,
+               arena_size=plan.arena_size, arena_alloc=max(plan.arena_size, 16), weights_size=weights_bytes,
+               total_macs=total_macs, signature=signature, param_names=in_names + out_names,
+               arrays=[dict(name=a.name, ctype=a.ctype, values=a.values, text=_array_text(a.values))
+                       for a in arrays],
+               ops=ops_ctx, final_copies=final_copies, in_total=in_total, out_total=out_total,
+               call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    rendered = {
+        f"{name}.h": env.get_template("model.h.j2").render(**ctx),
+        f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+        f"{name}_weights.c": env.get_template("weights.c.j2").render(**ctx),
+        "main.c": env.get_template("main.c.j2").render(**ctx),
+        "Makefile": env.get_template("Makefile.j2").render(**ctx),
+        "qk_config.h": _config_header(rounding),
+    }
+    files = []
+    for fname, text in rendered.items():
+        (out_dir / fname).write_text(text)
+        files.append(out_dir / fname)
+    for fname in STATIC_FILES:
+        shutil.copyfile(TEMPLATES / fname, out_dir / fname)
+        files.append(out_dir / fname)
+    layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes)
+              for e, p in zip(emits, prepared.ops)]
+    result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers)
+    report = dict(name=name, source=source, rounding=rounding, target=target, arena_bytes=plan.arena_size,
+                  weights_bytes=weights_bytes, total_macs=total_macs,
+                  layers=[vars(l) for l in layers])
+    (out_dir / f"{name}_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    files.append(out_dir / f"{name}_report.json")
+    return result
+
+
+def _config_header(rounding: str) -> str:
+    define = "#define QK_SINGLE_ROUNDING 1\n" if rounding == "single" else ""
+    return ("/* qk_config.h: build configuration of the qkernels (generated by `qsim codegen`).\n"
+            f" * Rounding: {rounding} ({ROUNDING_DOC[rounding]}). */\n"
+            "#ifndef QK_CONFIG_H\n#define QK_CONFIG_H\n" + define + "#endif /* QK_CONFIG_H */\n")

@@ -1,0 +1,258 @@
+"""Per-op C emission data: kernel call, parameter struct and flash tables.
+
+Every number that TFLite computes in Prepare (multipliers, shifts, biases,
+offsets, activation ranges, padding, softmax scaling) is read from the
+prepared params of qsim's Python kernels (``qsim.interpreter.prepare_graph``);
+nothing here re-derives quantization math.  Weights are the model's own int8
+constants, emitted byte for byte in TFLite's layouts (see qkernels.h).
+
+Each ``emit_<op>`` returns an :class:`OpEmit` whose ``call`` is a C statement
+with ``{in0}``, ``{in1}``, ``{out0}``, ``{scratch}`` placeholders that
+:mod:`codegen.emit` fills with pointers once memory is planned.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qsim import ir
+from qsim.errors import QsimError
+
+# Ops the C kernels implement (anything else is reported at generation time).
+C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+               "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "MUL")
+
+
+@dataclass
+class CArray:
+    """A const table for NAME_weights.c (lives in flash)."""
+
+    name: str
+    ctype: str  # "int8_t" | "int32_t"
+    values: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+
+
+@dataclass
+class OpEmit:
+    position: int
+    opcode: str
+    comment: str
+    call: str  # C statement with {in0} {in1} {out0} {scratch} placeholders
+    struct_type: str = ""  # qk_*_params, or "" when the call needs none
+    struct_fields: dict = field(default_factory=dict)
+    arrays: list[CArray] = field(default_factory=list)
+    scratch_bytes: int = 0
+    macs: int = 0
+    prefix: str = ""  # C name prefix of this op's params and tables (set by the generator)
+
+
+def _i32(values) -> np.ndarray:
+    a = np.asarray(values, dtype=np.int64).reshape(-1)
+    if a.size and (a.min() < -(1 << 31) or a.max() >= (1 << 31)):
+        raise QsimError("a requantization table value does not fit in int32.")
+    return a
+
+
+def _shift8(values) -> np.ndarray:
+    a = np.asarray(values, dtype=np.int64).reshape(-1)
+    if a.size and (a.min() < -128 or a.max() > 127):
+        raise QsimError("a requantization shift does not fit in int8.")
+    return a
+
+
+def _check_rounding(rq, opcode: str) -> None:
+    if rq.rounding not in ("double", "single"):
+        raise QsimError(f"{opcode}: the '{rq.rounding}' requantization variant has no C kernel "
+                        "(generate with --rounding double or single).")
+
+
+def _requant_arrays(prefix: str, rq, channels: int) -> list[CArray]:
+    """bias / multiplier / shift tables, broadcast to one entry per output channel."""
+    def per_channel(a):
+        a = np.asarray(a, dtype=np.int64).reshape(-1)
+        return np.broadcast_to(a, (channels,)).copy() if a.size == 1 else a
+    return [CArray(prefix + "_bias", "int32_t", _i32(per_channel(rq.bias))),
+            CArray(prefix + "_mult", "int32_t", _i32(per_channel(rq.multiplier))),
+            CArray(prefix + "_shift", "int8_t", _shift8(per_channel(rq.shift)))]
+
+
+def _weights(prefix: str, t: ir.Tensor) -> CArray:
+    if t is None or not t.is_const or np.dtype(t.dtype) != np.int8:
+        raise QsimError(f"weights of {prefix} must be a constant int8 tensor.")
+    return CArray(prefix + "_w", "int8_t", np.asarray(t.data, dtype=np.int64).reshape(-1))
+
+
+def _gemm_call(fn: str, prefix: str, scratch_type: str) -> str:
+    return (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
+            f"{prefix}_shift, {{out0}}, ({scratch_type} *){{scratch}});")
+
+
+def emit_conv(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    rq = p.requant
+    _check_rounding(rq, op.opcode)
+    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    n, h, wd, c = x.shape
+    fields = dict(batches=n, in_h=h, in_w=wd, in_c=c, out_h=p.out_h, out_w=p.out_w, out_c=p.out_channels,
+                  k_h=p.kernel_h, k_w=p.kernel_w, stride_h=p.stride_h, stride_w=p.stride_w,
+                  dil_h=p.dilation_h, dil_w=p.dilation_w, pad_h=p.pad_h, pad_w=p.pad_w,
+                  input_offset=-p.input_zero_point, output_offset=rq.output_zero_point,
+                  act_min=rq.act_min, act_max=rq.act_max)
+    macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w * c
+    return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
+                  _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
+                  scratch_bytes=2 * p.kernel_h * p.kernel_w * c, macs=macs)
+
+
+def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    rq = p.requant
+    _check_rounding(rq, op.opcode)
+    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    n, h, wd, c = x.shape
+    fields = dict(batches=n, in_h=h, in_w=wd, in_c=c, out_h=p.out_h, out_w=p.out_w, out_c=p.out_channels,
+                  depth_multiplier=p.depth_multiplier, k_h=p.kernel_h, k_w=p.kernel_w,
+                  stride_h=p.stride_h, stride_w=p.stride_w, dil_h=p.dilation_h, dil_w=p.dilation_w,
+                  pad_h=p.pad_h, pad_w=p.pad_w, input_offset=-p.input_zero_point,
+                  output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
+    macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w
+    return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} -> '{out.name}'",
+                  _gemm_call("qk_depthwise_conv2d", prefix, "int32_t"), "qk_dwconv_params", fields,
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
+                  scratch_bytes=4 * p.out_channels, macs=macs)
+
+
+def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    rq = p.requant
+    _check_rounding(rq, op.opcode)
+    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    batches = x.size // p.in_units
+    # The Python kernel folds the weight zero point into its float weights; the C
+    # kernel reads the raw int8 weights, so it gets TFLite's filter_offset = -w_zp.
+    w_zp = 0 if w.quant is None or w.quant.per_channel else w.quant.zp0
+    fields = dict(batches=batches, in_units=p.in_units, out_units=p.out_units,
+                  input_offset=-p.input_zero_point, filter_offset=-w_zp,
+                  output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
+    return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
+                  _gemm_call("qk_fully_connected", prefix, "int16_t"), "qk_fc_params", fields,
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units),
+                  scratch_bytes=2 * p.in_units, macs=batches * p.in_units * p.out_units)
+
+
+def emit_pool(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    n, h, wd, c = x.shape
+    fields = dict(batches=n, in_h=h, in_w=wd, channels=c, out_h=p.out_h, out_w=p.out_w,
+                  filter_h=p.filter_h, filter_w=p.filter_w, stride_h=p.stride_h, stride_w=p.stride_w,
+                  pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
+    fn = "qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d"
+    return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
+                  f"{fn}(&{prefix}_params, {{in0}}, {{out0}});", "qk_pool_params", fields,
+                  macs=n * p.out_h * p.out_w * c * p.filter_h * p.filter_w)
+
+
+def emit_alias(pos, prepared, g, prefix) -> OpEmit:
+    op = prepared.op
+    out = g.tensors[op.outputs[0]]
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
+                  f"qk_copy({{in0}}, {{out0}}, {out.nbytes});")
+
+
+def _attr(p, names, opcode):
+    """First present attribute among ``names`` of a prepared params object."""
+    for n in names:
+        if hasattr(p, n):
+            return getattr(p, n)
+    raise QsimError(f"{opcode}: the Python kernel's prepared params lack '{names[0]}' "
+                    f"(have: {', '.join(sorted(vars(p)))}); codegen cannot emit this op.")
+
+
+def broadcast_strides(in_shape, out_shape) -> list[int]:
+    """Element strides of an input over a 4-D output shape, 0 along broadcast dimensions."""
+    in4 = [1] * (4 - len(in_shape)) + list(in_shape)
+    out4 = [1] * (4 - len(out_shape)) + list(out_shape)
+    strides, step = [0] * 4, 1
+    for d in range(3, -1, -1):
+        strides[d] = 0 if (in4[d] == 1 and out4[d] != 1) else step
+        step *= in4[d]
+    return strides
+
+
+def _binary_geometry(op, g) -> dict:
+    a, b = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    if len(out.shape) > 4:
+        raise QsimError(f"{op.opcode} on more than 4 dimensions has no C kernel.")
+    out4 = [1] * (4 - len(out.shape)) + list(out.shape)
+    return dict(out_dims=out4, in1_strides=broadcast_strides(a.shape, out.shape),
+                in2_strides=broadcast_strides(b.shape, out.shape))
+
+
+def emit_add(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
+    fields = _binary_geometry(op, g)
+    fields.update(left_shift=get("left_shift"),
+                  input1_offset=get("input1_offset"), input1_multiplier=get("input1_multiplier"),
+                  input1_shift=get("input1_shift"),
+                  input2_offset=get("input2_offset"), input2_multiplier=get("input2_multiplier"),
+                  input2_shift=get("input2_shift"),
+                  output_offset=get("output_offset"), output_multiplier=get("output_multiplier"),
+                  output_shift=get("output_shift"), act_min=get("act_min", "activation_min"),
+                  act_max=get("act_max", "activation_max"))
+    out = g.tensors[op.outputs[0]]
+    return OpEmit(pos, op.opcode, f"ADD -> '{out.name}'",
+                  f"qk_add(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_add_params", fields)
+
+
+def emit_mul(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
+    fields = _binary_geometry(op, g)
+    fields.update(input1_offset=get("input1_offset"), input2_offset=get("input2_offset"),
+                  output_offset=get("output_offset"), output_multiplier=get("output_multiplier"),
+                  output_shift=get("output_shift"), act_min=get("act_min", "activation_min"),
+                  act_max=get("act_max", "activation_max"))
+    out = g.tensors[op.outputs[0]]
+    return OpEmit(pos, op.opcode, f"MUL -> '{out.name}'",
+                  f"qk_mul(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_mul_params", fields)
+
+
+def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if np.dtype(out.dtype) != np.int8:
+        raise QsimError("SOFTMAX with a non-int8 output has no C kernel.")
+    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
+    depth = int(x.shape[-1]) if x.shape else 1
+    fields = dict(outer=x.size // max(depth, 1), depth=depth,
+                  input_multiplier=get("input_multiplier"),
+                  input_left_shift=get("input_left_shift"), diff_min=get("diff_min"))
+    return OpEmit(pos, op.opcode, f"SOFTMAX -> '{out.name}'",
+                  f"qk_softmax(&{prefix}_params, {{in0}}, {{out0}});", "qk_softmax_params", fields)
+
+
+EMITTERS = {
+    "CONV_2D": emit_conv,
+    "DEPTHWISE_CONV_2D": emit_depthwise,
+    "FULLY_CONNECTED": emit_fully_connected,
+    "AVERAGE_POOL_2D": emit_pool,
+    "MAX_POOL_2D": emit_pool,
+    "RESHAPE": emit_alias,
+    "SQUEEZE": emit_alias,
+    "EXPAND_DIMS": emit_alias,
+    "ADD": emit_add,
+    "MUL": emit_mul,
+    "SOFTMAX": emit_softmax,
+}

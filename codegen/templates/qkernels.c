@@ -1,0 +1,453 @@
+/* qkernels.c: portable C99 int8 kernels emitted by `qsim codegen` (see qkernels.h).
+ *
+ * Each kernel performs the arithmetic of TFLite Micro's reference int8 kernel
+ * (tensorflow/lite/kernels/internal/reference/integer_ops/...): the same
+ * int32 accumulation, the same MultiplyByQuantizedMultiplier rounding, the
+ * same clamping.  Loop order differs where it makes the code faster; integer
+ * sums are order independent, so the results are bit-identical.
+ */
+#include "qkernels.h"
+
+#include <string.h>
+
+#define QK_INT32_MIN (-2147483647 - 1)
+#define QK_INT32_MAX 2147483647
+
+static int32_t qk_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Two's-complement left shift without signed-overflow UB (wraps like int32). */
+static int32_t qk_shl_wrap(int32_t x, int s)
+{
+    return (int32_t)((uint32_t)x << s);
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: high 32 bits of 2*a*b, ties away from zero. */
+int32_t qk_srdhm(int32_t a, int32_t b)
+{
+    int64_t ab, nudge;
+    if (a == QK_INT32_MIN && b == QK_INT32_MIN) {
+        return QK_INT32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? (int64_t)(1 << 30) : (int64_t)(1 - (1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* gemmlowp RoundingDivideByPOT: x / 2^exponent, ties away from zero (0 <= exponent <= 31). */
+int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
+{
+    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+#if defined(QK_SINGLE_ROUNDING)
+/* TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier: one rounding, half up. */
+int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+{
+    const int total_shift = 31 - shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    const int64_t result = (int64_t)x * (int64_t)multiplier + round;
+    return (int32_t)(result >> total_shift);
+}
+#else
+/* TFLite's classic MultiplyByQuantizedMultiplier: left shift, SRDHM, rounding right shift. */
+int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+{
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    return qk_rounding_divide_by_pot(qk_srdhm(qk_shl_wrap(x, left), multiplier), right);
+}
+#endif
+
+static int8_t qk_requant(int32_t acc, int32_t multiplier, int shift, int32_t output_offset,
+                         int32_t act_min, int32_t act_max)
+{
+    int32_t v = qk_mbqm(acc, multiplier, shift) + output_offset;
+    return (int8_t)qk_clamp(v, act_min, act_max);
+}
+
+/* ------------------------------------------------------------------ CONV_2D */
+
+static void qk_conv_patch(const qk_conv_params *p, const int8_t *input, int32_t b, int32_t oy,
+                          int32_t ox, int16_t *patch)
+{
+    const int32_t in_c = p->in_c;
+    int32_t ky, kx, c;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
+        for (kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                for (c = 0; c < in_c; ++c) {
+                    patch[c] = 0; /* outside the image: TFLM skips the tap */
+                }
+            } else {
+                const int8_t *src = input + (((size_t)b * p->in_h + iy) * p->in_w + ix) * in_c;
+                for (c = 0; c < in_c; ++c) {
+                    patch[c] = (int16_t)(src[c] + p->input_offset);
+                }
+            }
+            patch += in_c;
+        }
+    }
+}
+
+static int32_t qk_dot(const int8_t *w, const int16_t *x, int32_t n)
+{
+    int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        acc0 += (int32_t)w[k] * x[k];
+        acc1 += (int32_t)w[k + 1] * x[k + 1];
+        acc2 += (int32_t)w[k + 2] * x[k + 2];
+        acc3 += (int32_t)w[k + 3] * x[k + 3];
+    }
+    for (; k < n; ++k) {
+        acc0 += (int32_t)w[k] * x[k];
+    }
+    return acc0 + acc1 + acc2 + acc3;
+}
+
+void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+               int8_t *output, int16_t *scratch)
+{
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    int32_t b, oy, ox, oc;
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
+                qk_conv_patch(p, input, b, oy, ox, scratch);
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    int32_t acc = qk_dot(filter + (size_t)oc * depth, scratch, depth);
+                    if (bias != NULL) {
+                        acc += bias[oc];
+                    }
+                    out[oc] = qk_requant(acc, multiplier[oc], shift[oc], p->output_offset,
+                                         p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
+/* -------------------------------------------------------- DEPTHWISE_CONV_2D */
+
+static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *src, const int8_t *w, int32_t *acc)
+{
+    const int32_t dm = p->depth_multiplier;
+    int32_t c, m;
+    if (dm == 1) {
+        for (c = 0; c < p->in_c; ++c) {
+            acc[c] += (int32_t)w[c] * (src[c] + p->input_offset);
+        }
+        return;
+    }
+    for (c = 0; c < p->in_c; ++c) {
+        const int32_t v = src[c] + p->input_offset;
+        for (m = 0; m < dm; ++m) {
+            acc[c * dm + m] += (int32_t)w[c * dm + m] * v;
+        }
+    }
+}
+
+void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                         int8_t *output, int32_t *scratch)
+{
+    int32_t b, oy, ox, ky, kx, oc;
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    scratch[oc] = 0;
+                }
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        qk_dw_tap(p, input + (((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c,
+                                  filter + ((size_t)ky * p->k_w + kx) * p->out_c, scratch);
+                    }
+                }
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    int32_t acc = scratch[oc];
+                    if (bias != NULL) {
+                        acc += bias[oc];
+                    }
+                    out[oc] = qk_requant(acc, multiplier[oc], shift[oc], p->output_offset,
+                                         p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------- FULLY_CONNECTED */
+
+void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                        int8_t *output, int16_t *scratch)
+{
+    int32_t b, i, o;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = input + (size_t)b * p->in_units;
+        for (i = 0; i < p->in_units; ++i) {
+            scratch[i] = (int16_t)(x[i] + p->input_offset);
+        }
+        for (o = 0; o < p->out_units; ++o) {
+            const int8_t *w = filter + (size_t)o * p->in_units;
+            int32_t acc;
+            if (p->filter_offset == 0) {
+                acc = qk_dot(w, scratch, p->in_units);
+            } else {
+                acc = 0;
+                for (i = 0; i < p->in_units; ++i) {
+                    acc += (w[i] + p->filter_offset) * (int32_t)scratch[i];
+                }
+            }
+            if (bias != NULL) {
+                acc += bias[o];
+            }
+            output[(size_t)b * p->out_units + o] =
+                qk_requant(acc, multiplier[o], shift[o], p->output_offset, p->act_min, p->act_max);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------- POOLING */
+
+static int32_t qk_max_i32(int32_t a, int32_t b)
+{
+    return a > b ? a : b;
+}
+
+static int32_t qk_min_i32(int32_t a, int32_t b)
+{
+    return a < b ? a : b;
+}
+
+static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output, int is_max)
+{
+    int32_t b, oy, ox, c, fy, fx;
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t y0 = oy * p->stride_h - p->pad_h;
+            const int32_t fy0 = qk_max_i32(0, -y0);
+            const int32_t fy1 = qk_min_i32(p->filter_h, p->in_h - y0);
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t x0 = ox * p->stride_w - p->pad_w;
+                const int32_t fx0 = qk_max_i32(0, -x0);
+                const int32_t fx1 = qk_min_i32(p->filter_w, p->in_w - x0);
+                int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->channels;
+                for (c = 0; c < p->channels; ++c) {
+                    int32_t acc = is_max ? -128 : 0;
+                    int32_t count = 0;
+                    for (fy = fy0; fy < fy1; ++fy) {
+                        for (fx = fx0; fx < fx1; ++fx) {
+                            const int32_t v = input[(((size_t)b * p->in_h + y0 + fy) * p->in_w + x0 + fx)
+                                                    * p->channels + c];
+                            acc = is_max ? qk_max_i32(acc, v) : acc + v;
+                            ++count;
+                        }
+                    }
+                    if (!is_max && count > 0) {
+                        /* TFLite's rounding average: half away from zero. */
+                        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                    }
+                    out[c] = (int8_t)qk_clamp(acc, p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
+void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output)
+{
+    qk_pool(p, input, output, 0);
+}
+
+void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output)
+{
+    qk_pool(p, input, output, 1);
+}
+
+/* ----------------------------------------------------------------- ADD / MUL */
+
+static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+{
+    const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
+    const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
+    const int32_t s1 = qk_mbqm(x1, p->input1_multiplier, p->input1_shift);
+    const int32_t s2 = qk_mbqm(x2, p->input2_multiplier, p->input2_shift);
+    const int32_t raw = qk_mbqm(s1 + s2, p->output_multiplier, p->output_shift) + p->output_offset;
+    return (int8_t)qk_clamp(raw, p->act_min, p->act_max);
+}
+
+void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
+{
+    int32_t i0, i1, i2, i3;
+    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
+                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
+                for (i3 = 0; i3 < d[3]; ++i3) {
+                    *output++ = qk_add_one(p, a[i3 * s1[3]], b[i3 * s2[3]]);
+                }
+            }
+        }
+    }
+}
+
+void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
+{
+    int32_t i0, i1, i2, i3;
+    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
+                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
+                for (i3 = 0; i3 < d[3]; ++i3) {
+                    const int32_t prod = (p->input1_offset + a[i3 * s1[3]]) * (p->input2_offset + b[i3 * s2[3]]);
+                    const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift) + p->output_offset;
+                    *output++ = (int8_t)qk_clamp(raw, p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ SOFTMAX
+ * gemmlowp fixed point on int32 raw values.  F<n> means n integer bits. */
+
+/* SaturatingRoundingMultiplyByPOT<e> for e > 0: saturating left shift. */
+static int32_t qk_sat_shl(int32_t x, int e)
+{
+    const int32_t threshold = (int32_t)(((uint32_t)1 << (31 - e)) - 1);
+    if (x > threshold) {
+        return QK_INT32_MAX;
+    }
+    if (x < -threshold) {
+        return QK_INT32_MIN;
+    }
+    return qk_shl_wrap(x, e);
+}
+
+/* exp(a) for a in [-1/4, 0), F0 in and out (Taylor series around -1/8). */
+static int32_t qk_exp_quarter(int32_t a)
+{
+    const int32_t constant_term = 1895147668;  /* exp(-1/8) */
+    const int32_t one_third = 715827883;
+    const int32_t x = a + (1 << 28);
+    const int32_t x2 = qk_srdhm(x, x);
+    const int32_t x3 = qk_srdhm(x2, x);
+    const int32_t x4 = qk_srdhm(x2, x2);
+    const int32_t x4_over_4 = qk_rounding_divide_by_pot(x4, 2);
+    const int32_t poly = qk_rounding_divide_by_pot(qk_srdhm(x4_over_4 + x3, one_third) + x2, 1);
+    return constant_term + qk_srdhm(constant_term, x + poly);
+}
+
+/* exp(a) for a <= 0: a is F5 (26 fractional bits), result F0. */
+static int32_t qk_exp_on_negative_values(int32_t a)
+{
+    static const int32_t barrel[7] = {1672461947, 1302514674, 790015084, 290630308,
+                                      39332535, 720401, 242};
+    const int32_t one_quarter = 1 << 24;
+    const int32_t a_mod_minus_quarter = (a & (one_quarter - 1)) - one_quarter;
+    const int32_t remainder = a_mod_minus_quarter - a;
+    int32_t result = qk_exp_quarter(qk_sat_shl(a_mod_minus_quarter, 5));
+    int k;
+    for (k = 0; k < 7; ++k) {
+        if (remainder & ((int32_t)1 << (24 + k))) { /* bit 26 + exponent, exponent = -2..4 */
+            result = qk_srdhm(result, barrel[k]);
+        }
+    }
+    return a == 0 ? QK_INT32_MAX : result;
+}
+
+/* 1 / (1 + a) for a in [0, 1): F0 in, F0 out (Newton-Raphson, 3 steps). */
+static int32_t qk_one_over_one_plus_x(int32_t a)
+{
+    const int64_t sum = (int64_t)a + QK_INT32_MAX;
+    const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+    int32_t x = 1515870810 + qk_srdhm(half_denominator, -1010580540); /* 48/17 - 32/17 d, F2 */
+    int i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t one_minus = (1 << 29) - qk_srdhm(half_denominator, x);
+        x = x + qk_sat_shl(qk_srdhm(x, one_minus), 2);
+    }
+    return qk_sat_shl(x, 1);
+}
+
+static int qk_clz32(uint32_t x)
+{
+    int n = 0;
+    if (x == 0) {
+        return 32;
+    }
+    while ((x & 0x80000000u) == 0) {
+        x <<= 1;
+        ++n;
+    }
+    return n;
+}
+
+void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
+{
+    int32_t i, c;
+    for (i = 0; i < p->outer; ++i) {
+        const int8_t *x = input + (size_t)i * p->depth;
+        int8_t *y = output + (size_t)i * p->depth;
+        int32_t max_in_row = -128, sum_of_exps = 0, shifted_scale;
+        int headroom_plus_one, num_bits_over_unit;
+        for (c = 0; c < p->depth; ++c) {
+            max_in_row = qk_max_i32(max_in_row, x[c]);
+        }
+        for (c = 0; c < p->depth; ++c) {
+            const int32_t diff = x[c] - max_in_row;
+            if (diff >= p->diff_min) {
+                const int32_t scaled = qk_mbqm(diff, p->input_multiplier, p->input_left_shift);
+                sum_of_exps += qk_rounding_divide_by_pot(qk_exp_on_negative_values(scaled), 12);
+            }
+        }
+        headroom_plus_one = qk_clz32((uint32_t)sum_of_exps);
+        num_bits_over_unit = 12 - headroom_plus_one;
+        shifted_scale = qk_one_over_one_plus_x(
+            (int32_t)(((uint32_t)sum_of_exps << headroom_plus_one) - 0x80000000u));
+        for (c = 0; c < p->depth; ++c) {
+            const int32_t diff = x[c] - max_in_row;
+            if (diff >= p->diff_min) {
+                const int32_t scaled = qk_mbqm(diff, p->input_multiplier, p->input_left_shift);
+                const int32_t e = qk_exp_on_negative_values(scaled);
+                const int32_t unsat = qk_rounding_divide_by_pot(qk_srdhm(shifted_scale, e),
+                                                                num_bits_over_unit + 31 - 8);
+                y[c] = (int8_t)qk_clamp(unsat - 128, -128, 127);
+            } else {
+                y[c] = -128;
+            }
+        }
+    }
+}
+
+void qk_copy(const int8_t *input, int8_t *output, int32_t n)
+{
+    if (input != output) {
+        memmove(output, input, (size_t)n);
+    }
+}

@@ -1,0 +1,124 @@
+/* qkernels.h: portable C99 int8 kernels emitted by `qsim codegen`.
+ *
+ * Integer-only implementations of TFLite Micro's reference int8 kernels
+ * (same accumulation, same rounding), so the generated firmware is
+ * bit-exact with TFLM.  No malloc, no VLAs, no float at run time.
+ *
+ * Conventions: activations NHWC int8; CONV_2D filters [out_c][kh][kw][in_c];
+ * DEPTHWISE_CONV_2D filters [kh][kw][in_c * depth_multiplier];
+ * FULLY_CONNECTED weights [out_units][in_units].  Requantization tables are
+ * per output channel: multiplier[] is a Q31 M0, shift[] uses TFLite's sign
+ * convention (> 0 shifts left).  Offsets are TFLite's: input_offset =
+ * -input_zero_point, output_offset = +output_zero_point.
+ *
+ * Rounding: TFLite's classic double rounding (SRDHM + RoundingDivideByPOT),
+ * or one rounding when qk_config.h defines QK_SINGLE_ROUNDING (the
+ * TFLITE_SINGLE_ROUNDING build).
+ */
+#ifndef QKERNELS_H
+#define QKERNELS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "qk_config.h"
+
+#if defined(__GNUC__)
+#define QK_ALIGN(n) __attribute__((aligned(n)))
+#else
+#define QK_ALIGN(n)
+#endif
+
+/* ---- fixed-point primitives (gemmlowp / TFLite semantics) ---- */
+int32_t qk_srdhm(int32_t a, int32_t b);
+int32_t qk_rounding_divide_by_pot(int32_t x, int exponent);
+int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift);
+
+/* ---- CONV_2D (per-channel requantization) ---- */
+typedef struct {
+    int32_t batches, in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
+    int32_t input_offset, output_offset, act_min, act_max;
+} qk_conv_params;
+
+/* scratch: k_h * k_w * in_c int16 values (the zero-padded, offset input patch). */
+void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+               int8_t *output, int16_t *scratch);
+
+/* ---- DEPTHWISE_CONV_2D (per-channel requantization, depth multiplier) ---- */
+typedef struct {
+    int32_t batches, in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c; /* out_c = in_c * depth_multiplier */
+    int32_t depth_multiplier;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
+    int32_t input_offset, output_offset, act_min, act_max;
+} qk_dwconv_params;
+
+/* scratch: out_c int32 accumulators. */
+void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                         int8_t *output, int32_t *scratch);
+
+/* ---- FULLY_CONNECTED (per-tensor tables repeated, or per-channel) ---- */
+typedef struct {
+    int32_t batches, in_units, out_units;
+    int32_t input_offset, filter_offset, output_offset, act_min, act_max;
+} qk_fc_params;
+
+/* scratch: in_units int16 values (offset input row). */
+void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                        int8_t *output, int16_t *scratch);
+
+/* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
+typedef struct {
+    int32_t batches, in_h, in_w, channels;
+    int32_t out_h, out_w;
+    int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
+    int32_t act_min, act_max;
+} qk_pool_params;
+
+void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
+void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
+
+/* ---- ADD / MUL with 4-D NHWC broadcasting ----
+ * in1_strides / in2_strides: element strides of each input over the 4-D
+ * output shape out_dims (0 along a broadcast dimension). */
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in1_strides[4], in2_strides[4];
+    int32_t left_shift;
+    int32_t input1_offset, input1_multiplier, input1_shift;
+    int32_t input2_offset, input2_multiplier, input2_shift;
+    int32_t output_offset, output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} qk_add_params;
+
+void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in1_strides[4], in2_strides[4];
+    int32_t input1_offset, input2_offset;
+    int32_t output_offset, output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} qk_mul_params;
+
+void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+
+/* ---- SOFTMAX int8 -> int8 (gemmlowp fixed point, kScaledDiffIntegerBits = 5) ---- */
+typedef struct {
+    int32_t outer, depth;
+    int32_t input_multiplier, input_left_shift, diff_min;
+} qk_softmax_params;
+
+void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output);
+
+/* ---- RESHAPE between distinct buffers ---- */
+void qk_copy(const int8_t *input, int8_t *output, int32_t n);
+
+#endif /* QKERNELS_H */

@@ -1,0 +1,209 @@
+"""Hardware description of the modelled int8 accelerator: one flat dataclass, presets in TOML.
+
+Units: sizes in KiB (1024 bytes), bandwidth in bytes per clock cycle, latencies
+and costs in clock cycles, the clock in MHz.  Every field can be set by a
+preset file, then overridden one by one (``with_overrides``, the CLI's flags).
+
+Presets live in ``qsim/presets/<name>.toml`` with sections::
+
+    [array]    rows, cols, dataflow ("ws" | "os"), clock_mhz
+    [sram]     ifmap_kib, weight_kib, output_kib          (each double buffered)
+    [dram]     bytes_per_cycle, latency_cycles
+    [requant]  lanes, depth (omit: the RTL's pipeline depth), profile, acc_bits, overflow
+    [vector]   lanes
+    [layer]    setup_cycles
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..errors import QsimError
+from ..profiles import PROFILES
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+DEFAULT_PRESET = "edge16"
+DATAFLOWS = ("ws", "os")
+OVERFLOW_MODES = ("wrap", "saturate")
+
+# TOML section.key -> HwConfig field
+TOML_KEYS = {
+    ("array", "rows"): "rows", ("array", "cols"): "cols", ("array", "dataflow"): "dataflow",
+    ("array", "clock_mhz"): "clock_mhz",
+    ("sram", "ifmap_kib"): "ifmap_sram_kib", ("sram", "weight_kib"): "weight_sram_kib",
+    ("sram", "output_kib"): "output_sram_kib",
+    ("dram", "bytes_per_cycle"): "dram_bytes_per_cycle", ("dram", "latency_cycles"): "dram_latency_cycles",
+    ("requant", "lanes"): "requant_lanes", ("requant", "depth"): "requant_depth",
+    ("requant", "profile"): "rounding_profile", ("requant", "acc_bits"): "acc_bits",
+    ("requant", "overflow"): "acc_overflow",
+    ("vector", "lanes"): "vector_lanes",
+    ("layer", "setup_cycles"): "layer_setup_cycles",
+}
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """The machine.  ``requant_depth`` None means "the RTL's depth" (qsim.rtl_info)."""
+
+    name: str = "custom"
+    description: str = ""
+    rows: int = 16
+    cols: int = 16
+    dataflow: str = "ws"  # "ws" weight-stationary | "os" output-stationary
+    clock_mhz: float = 500.0
+    ifmap_sram_kib: float = 64.0
+    weight_sram_kib: float = 64.0
+    output_sram_kib: float = 64.0
+    dram_bytes_per_cycle: float = 8.0
+    dram_latency_cycles: int = 100
+    requant_lanes: int = 16
+    requant_depth: int | None = None
+    rounding_profile: str = "tflm"  # qsim.profiles name: tflm (double), single, litert (per op)
+    acc_bits: int = 32
+    acc_overflow: str = "wrap"  # what the accumulator does past acc_bits: "wrap" | "saturate"
+    vector_lanes: int = 16
+    layer_setup_cycles: int = 64
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    def sram_bytes(self, which: str) -> int:
+        """Whole buffer in bytes (``which``: ifmap | weight | output); half of it is one tile slot."""
+        return int(getattr(self, f"{which}_sram_kib") * 1024)
+
+    def resolved_requant_depth(self) -> int:
+        """Requant pipeline depth in cycles: the configured one, else the RTL's (rtl/requant_unit.sv)."""
+        if self.requant_depth is not None:
+            return int(self.requant_depth)
+        from .. import rtl_info
+        return int(rtl_info.requant_latency(_profile_rounding(self.rounding_profile)))
+
+    def with_overrides(self, **changes) -> "HwConfig":
+        """A copy with fields replaced (None values ignored), validated."""
+        known = {f.name for f in fields(self)}
+        bad = sorted(k for k in changes if k not in known)
+        if bad:
+            raise QsimError(f"unknown hardware field(s) {', '.join(bad)}; known fields: {', '.join(sorted(known))}.")
+        cfg = dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items() if v is not None})
+        validate(cfg)
+        return cfg
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["requant_depth"] = self.resolved_requant_depth()
+        return d
+
+
+def _profile_rounding(profile: str) -> str:
+    return PROFILES[profile].default_rounding if profile in PROFILES else "double"
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(HwConfig)}
+
+
+def _coerce(name: str, value):
+    """Convert a string/number to the field's type, with a clear error."""
+    t = str(_FIELD_TYPES[name])
+    try:
+        if t.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value, 0)
+        if t.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise QsimError(f"hardware field '{name}' must be a number ({t}), got {value!r}.") from None
+
+
+def validate(cfg: HwConfig) -> None:
+    """Reject impossible machines with one clear message listing every problem."""
+    p = []
+    if cfg.rows < 1 or cfg.cols < 1:
+        p.append(f"the MAC array must have at least 1x1 PEs, got {cfg.rows}x{cfg.cols}")
+    if cfg.dataflow not in DATAFLOWS:
+        p.append(f"dataflow must be 'ws' (weight-stationary) or 'os' (output-stationary), got {cfg.dataflow!r}")
+    if cfg.clock_mhz <= 0:
+        p.append(f"clock_mhz must be > 0, got {cfg.clock_mhz}")
+    for which in ("ifmap", "weight", "output"):
+        if getattr(cfg, f"{which}_sram_kib") <= 0:
+            p.append(f"{which}_sram_kib must be > 0, got {getattr(cfg, f'{which}_sram_kib')}")
+    if cfg.dram_bytes_per_cycle <= 0:
+        p.append(f"dram_bytes_per_cycle must be > 0, got {cfg.dram_bytes_per_cycle}")
+    if cfg.dram_latency_cycles < 0:
+        p.append(f"dram_latency_cycles must be >= 0, got {cfg.dram_latency_cycles}")
+    if cfg.requant_lanes < 1:
+        p.append(f"requant_lanes must be >= 1, got {cfg.requant_lanes}")
+    if cfg.requant_depth is not None and cfg.requant_depth < 0:
+        p.append(f"requant_depth must be >= 0, got {cfg.requant_depth}")
+    if cfg.rounding_profile not in PROFILES:
+        p.append(f"rounding profile must be one of {', '.join(PROFILES)}, got {cfg.rounding_profile!r}")
+    if not 8 <= cfg.acc_bits <= 32:
+        p.append(f"acc_bits must be between 8 and 32, got {cfg.acc_bits}")
+    if cfg.acc_overflow not in OVERFLOW_MODES:
+        p.append(f"acc_overflow must be 'wrap' or 'saturate', got {cfg.acc_overflow!r}")
+    if cfg.vector_lanes < 1:
+        p.append(f"vector_lanes must be >= 1, got {cfg.vector_lanes}")
+    if cfg.layer_setup_cycles < 0:
+        p.append(f"layer_setup_cycles must be >= 0, got {cfg.layer_setup_cycles}")
+    if p:
+        raise QsimError(f"invalid hardware configuration '{cfg.name}': " + "; ".join(p) + ".")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_hw(spec: str | Path | None = None) -> HwConfig:
+    """A preset name (``edge16``) or a path to a TOML file -> validated HwConfig."""
+    spec = DEFAULT_PRESET if spec is None else spec
+    path = Path(spec)
+    if not (path.suffix == ".toml" or path.is_file()):
+        path = PRESET_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise QsimError(f"unknown hardware preset '{spec}'; presets: {', '.join(preset_names())} "
+                            "(or give the path of a .toml file).")
+    elif not path.is_file():
+        raise QsimError(f"hardware file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise QsimError(f"cannot read hardware file {path}: {e}") from None
+    return from_toml_dict(data, default_name=path.stem)
+
+
+def from_toml_dict(data: dict, default_name: str = "custom") -> HwConfig:
+    changes: dict = {"name": data.get("name", default_name), "description": data.get("description", "")}
+    unknown = []
+    for section, body in data.items():
+        if section in ("name", "description"):
+            continue
+        if not isinstance(body, dict):
+            unknown.append(section)
+            continue
+        for key, value in body.items():
+            field = TOML_KEYS.get((section, key))
+            if field is None:
+                unknown.append(f"{section}.{key}")
+            else:
+                changes[field] = value
+    if unknown:
+        raise QsimError(f"unknown key(s) in hardware file: {', '.join(unknown)}; known: "
+                        + ", ".join(f"{s}.{k}" for s, k in TOML_KEYS) + ".")
+    return HwConfig().with_overrides(**changes)
+
+
+def parse_array(text: str) -> tuple[int, int]:
+    """'32x32' -> (32, 32)."""
+    try:
+        r, c = text.lower().split("x")
+        return int(r), int(c)
+    except ValueError:
+        raise QsimError(f"--array must look like ROWSxCOLS (e.g. 32x32), got {text!r}.") from None

@@ -1,0 +1,108 @@
+"""Values through the modelled datapath: accumulators at the configured width, then the requant unit.
+
+For every GEMM op (a kernel with ``accumulate`` and ``params.requant``):
+
+1. the array produces the raw accumulators (the kernel's ``accumulate``:
+   sum of (x - x_zp) * w, no bias, channel last);
+2. the bias is added in an ``acc_bits``-wide register.  A sum outside
+   [-2**(acc_bits-1), 2**(acc_bits-1) - 1] is counted as an overflow and
+   wrapped (two's complement, what a plain adder does) or saturated, as
+   configured.  Only the final sum is checked: with wrapping, intermediate
+   partial-sum wrap-around is harmless when the final value fits; with
+   saturation the model assumes the array saturates only at the end.
+3. the requant unit applies :func:`qsim.fixedpoint.requantize` (the one
+   source of truth, rounding from the rounding profile: "double" or "single";
+   "float" = :func:`qsim.fixedpoint.requantize_float_rescale`, what LiteRT's
+   reference FULLY_CONNECTED does) without the output clamp to count
+   saturations (values clamped at act_min/act_max), then clamps.
+
+With the default 32-bit wrapping accumulator this is exactly the kernel's
+``eval`` (requantize wraps acc + bias to int32 the same way), so the profiled
+run stays bit-exact with the functional run and the references.
+Other ops run their kernel's ``eval`` unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..interpreter import PreparedGraph, check_inputs
+from ..kernels import RequantParams
+
+UNCLAMPED = (-(1 << 62), 1 << 62)
+
+
+@dataclass
+class LayerValues:
+    """Per-layer datapath statistics (GEMM ops only)."""
+
+    acc_min: int = 0  # range of acc + bias actually produced (before wrap/saturation)
+    acc_max: int = 0
+    acc_bits_used: int = 0  # signed width needed for that range
+    overflow_count: int = 0  # sums outside the configured accumulator width
+    saturation_count: int = 0  # outputs clamped at act_min / act_max
+    outputs: int = 0
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every value in [lo, hi]."""
+    need = max(int(hi).bit_length(), int(-lo - 1).bit_length() if lo < 0 else 0)
+    return need + 1
+
+
+def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str) -> tuple[np.ndarray, int]:
+    """(value held by an acc_bits register, overflow count) for int64 sums ``total``."""
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    over = int(np.count_nonzero((total < lo) | (total > hi)))
+    if not over:
+        return total, 0
+    if overflow == "saturate":
+        return np.clip(total, lo, hi), over
+    span = 1 << acc_bits
+    return ((total - lo) & (span - 1)) + lo, over
+
+
+def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
+                 overflow: str = "wrap") -> tuple[np.ndarray, LayerValues]:
+    """Raw accumulators (int64, channel last) -> (int64 outputs, statistics)."""
+    total = np.asarray(acc, dtype=np.int64) + np.asarray(rq.bias, dtype=np.int64)
+    held, over = accumulate_to_width(total, acc_bits, overflow)
+    # held fits acc_bits <= 32, so requantize's own int32 wrap of (held + 0) leaves it unchanged;
+    # at the default 32-bit wrap this is the kernels' int32 wrap of acc + bias.
+    zeros = np.zeros_like(rq.bias, dtype=np.int64)
+    if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
+        unclamped = fp.requantize_float_rescale(held, zeros, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
+    else:
+        unclamped = fp.requantize(held, zeros, rq.multiplier, rq.shift, rq.output_zero_point,
+                                  UNCLAMPED[0], UNCLAMPED[1], rq.rounding)
+    sat = int(np.count_nonzero((unclamped < rq.act_min) | (unclamped > rq.act_max)))
+    out = fp.saturate(unclamped, rq.act_min, rq.act_max)
+    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
+
+
+def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap"
+               ) -> tuple[dict[int, np.ndarray], dict[int, LayerValues]]:
+    """Run the graph with GEMM ops through the modelled datapath.
+
+    Returns ({tensor index: array} for every produced tensor and the inputs,
+    {op index: LayerValues} for the GEMM ops).
+    """
+    g = prepared.graph
+    values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
+    stats: dict[int, LayerValues] = {}
+    for p in prepared.ops:
+        ins = [None if i < 0 else (values[i] if i in values else g.tensors[i].data) for i in p.op.inputs]
+        rq = getattr(p.params, "requant", None)
+        if p.kernel.accumulate is not None and isinstance(rq, RequantParams):
+            out, st = requant_unit(p.kernel.accumulate(p.params, ins), rq, acc_bits, overflow)
+            stats[p.op.index] = st
+            outs = [out]
+        else:
+            outs = p.kernel.eval(p.params, ins)
+        for t, arr in zip(p.op.outputs, outs):
+            tensor = g.tensors[t]
+            values[t] = np.asarray(arr).astype(tensor.dtype, copy=False).reshape(tensor.shape)
+    return values, stats

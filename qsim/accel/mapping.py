@@ -1,0 +1,164 @@
+"""Stage 1 of the accelerator model: graph -> one :class:`LayerMap` per op (what runs where).
+
+* CONV_2D and FULLY_CONNECTED are im2col GEMMs on the MAC array:
+  M = output pixels (batch * OH * OW; FC: batch rows), K = kh*kw*cin (FC: in
+  units), N = cout.
+* DEPTHWISE_CONV_2D runs as one small GEMM per input channel (M = output
+  pixels, K = kh*kw, N = depth multiplier), the way systolic arrays (and
+  SCALE-Sim) run it: each channel needs its own input stream, so it cannot
+  share the array's input rows with other channels.  The timing stage packs
+  channels block-diagonally where the array is tall enough (weight-stationary)
+  and otherwise shows the poor utilization as it is.
+* Shape-only ops (RESHAPE, SQUEEZE, ...) are free: metadata, no data moves.
+* Everything else (ADD/SUB/MUL, pooling, softmax/logistic, pad/transpose/
+  concat, quantize) runs on the vector unit; ``vector_ops`` counts its
+  element operations (``VECTOR_COST`` per output element, as data).
+
+Byte counts are int8 activations/weights as stored in DRAM; ``table_bytes``
+are the per-channel requant tables (bias int32 + multiplier int32 + shift
+int8 = 9 bytes per output channel) loaded at layer setup.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ir
+
+ARRAY_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
+FREE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+TABLE_BYTES_PER_CHANNEL = 9
+
+# vector-unit element operations per *output* element (pools: per window tap, see vector_ops())
+VECTOR_COST = {
+    "ADD": 1, "SUB": 1, "MUL": 1, "MAXIMUM": 1, "MINIMUM": 1, "SQUARED_DIFFERENCE": 2,
+    "RELU": 1, "RELU6": 1, "LEAKY_RELU": 1, "HARD_SWISH": 2,
+    "LOGISTIC": 2, "TANH": 2,  # LUT / fixed-point polynomial: load + lookup
+    "SOFTMAX": 4,  # max pass, exp + sum pass, reciprocal, scale pass
+    "MEAN": 1, "SUM": 1,
+    "PAD": 1, "PADV2": 1, "TRANSPOSE": 1, "CONCATENATION": 1, "STRIDED_SLICE": 1, "SLICE": 1,
+    "QUANTIZE": 1, "DEQUANTIZE": 1, "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1,
+}
+
+
+@dataclass
+class LayerMap:
+    """One op as the machine sees it (units: elements, bytes, MACs)."""
+
+    index: int
+    opcode: str
+    name: str  # output tensor name
+    unit: str  # "array" | "vector" | "free"
+    out_shape: tuple[int, ...]
+    macs: int = 0
+    # GEMM view (array ops); depthwise: per-channel GEMM repeated `groups` times
+    m: int = 0
+    k: int = 0
+    n: int = 0
+    groups: int = 1
+    # row geometry for SRAM tiling along output rows (NHWC: one row = OW pixels)
+    out_rows: int = 1  # batch * OH (FC: batch)
+    pixels_per_row: int = 1  # OW (FC: 1)
+    in_rows: int = 1  # batch * padded input height that tiling walks over (FC: batch)
+    in_row_bytes: int = 0  # bytes of one input row, all channels (FC: in units)
+    row_stride: int = 1
+    window_rows: int = 1  # dilated kernel height (FC: 1)
+    # DRAM-side sizes
+    ifmap_bytes: int = 0
+    weight_bytes: int = 0
+    output_bytes: int = 0
+    table_bytes: int = 0
+    vector_ops: int = 0
+    # what SCALE-Sim needs to run the same layer (padded input, one stride); None for non-GEMM
+    scalesim: dict | None = None
+
+    @property
+    def depthwise(self) -> bool:
+        return self.opcode == "DEPTHWISE_CONV_2D"
+
+
+def _nbytes(t: ir.Tensor) -> int:
+    return t.size * np.dtype(t.dtype).itemsize
+
+
+def map_graph(g: ir.Graph) -> list[LayerMap]:
+    """One LayerMap per operator, in execution order."""
+    return [map_op(g, op) for op in g.operators]
+
+
+def map_op(g: ir.Graph, op: ir.Operator) -> LayerMap:
+    out = g.tensors[op.outputs[0]]
+    base = dict(index=op.index, opcode=op.opcode, name=out.name, out_shape=tuple(out.shape))
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return _map_conv(g, op, base)
+    if op.opcode == "FULLY_CONNECTED":
+        return _map_fc(g, op, base)
+    if op.opcode in FREE_OPS:
+        return LayerMap(unit="free", **base)
+    return _map_vector(g, op, base)
+
+
+def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
+    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    o = op.options
+    batch, oh, ow, cout = out.shape
+    _, h, wid, cin = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    ekh = (kh - 1) * o.dilation_h + 1
+    ekw = (kw - 1) * o.dilation_w + 1
+    pad_h = (oh - 1) * o.stride_h + ekh  # input rows the window walks over (padded)
+    pad_w = (ow - 1) * o.stride_w + ekw
+    m = batch * oh * ow
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        mult = cout // cin
+        k, n, groups = kh * kw, mult, cin
+        macs = m * k * cout
+    else:
+        k, n, groups = kh * kw * cin, cout, 1
+        macs = m * k * n
+    sim = None
+    if o.stride_h == o.stride_w and o.dilation_h == 1 and o.dilation_w == 1:
+        sim = dict(name=f"op{op.index}_{op.opcode.lower()}", ifmap_h=pad_h, ifmap_w=pad_w, filt_h=kh, filt_w=kw,
+                   channels=cin if groups == 1 else 1, num_filt=n, stride=o.stride_h, repeat=groups)
+    return LayerMap(unit="array", macs=macs, m=m, k=k, n=n, groups=groups,
+                    out_rows=batch * oh, pixels_per_row=ow, in_rows=batch * pad_h,
+                    in_row_bytes=min(wid, pad_w) * cin, row_stride=o.stride_h, window_rows=ekh,
+                    ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
+                    table_bytes=TABLE_BYTES_PER_CHANNEL * cout, scalesim=sim, **base)
+
+
+def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
+    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    out = g.tensors[op.outputs[0]]
+    n, k = w.shape
+    m = x.size // k
+    sim = dict(name=f"op{op.index}_fully_connected", ifmap_h=m, ifmap_w=1, filt_h=1, filt_w=1,
+               channels=k, num_filt=n, stride=1, repeat=1)
+    return LayerMap(unit="array", macs=m * k * n, m=m, k=k, n=n, out_rows=m, pixels_per_row=1,
+                    in_rows=m, in_row_bytes=k * np.dtype(x.dtype).itemsize, row_stride=1, window_rows=1,
+                    ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
+                    table_bytes=TABLE_BYTES_PER_CHANNEL * n, scalesim=sim, **base)
+
+
+def _map_vector(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
+    ins = [g.tensors[i] for i in op.inputs if i >= 0]
+    outs = [g.tensors[i] for i in op.outputs]
+    act_in = [t for t in ins if not t.is_const]
+    const_in = [t for t in ins if t.is_const]
+    return LayerMap(unit="vector", vector_ops=vector_ops(op, g),
+                    ifmap_bytes=sum(_nbytes(t) for t in act_in),
+                    weight_bytes=sum(_nbytes(t) for t in const_in),
+                    output_bytes=sum(_nbytes(t) for t in outs), **base)
+
+
+def vector_ops(op: ir.Operator, g: ir.Graph) -> int:
+    """Element operations the vector unit performs for ``op`` (pools: one per window tap)."""
+    out_elems = sum(g.tensors[i].size for i in op.outputs)
+    cost = VECTOR_COST.get(op.opcode, 1)
+    if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        cost = op.options.filter_h * op.options.filter_w
+    if op.opcode in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"):
+        return sum(g.tensors[i].size for i in op.inputs[:1])
+    return out_elems * cost

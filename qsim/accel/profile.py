@@ -1,0 +1,97 @@
+"""The accelerator model's pipeline: graph -> mapping -> timing (+ values) -> a performance estimate.
+
+    result = profile_graph(graph, cfg, inputs)        # inputs None: timing only
+
+Stages, each a module with plain data between them:
+:mod:`mapping` (LayerMap per op) -> :mod:`timing` (LayerTiming per op) ->
+:mod:`datapath` (values and LayerValues per GEMM op) -> :class:`ProfileResult`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import ir
+from ..interpreter import prepare_graph
+from . import datapath, mapping, timing
+from .config import HwConfig
+
+
+@dataclass
+class LayerReport:
+    map: mapping.LayerMap
+    timing: timing.LayerTiming
+    values: datapath.LayerValues | None = None
+    start_cycle: int = 0
+
+    def as_dict(self) -> dict:
+        m, t = self.map, self.timing
+        d = {"index": m.index, "op": m.opcode, "name": m.name, "unit": m.unit, "shape": list(m.out_shape),
+             "macs": m.macs, "gemm_mkn": [m.m, m.k, m.n] if m.unit == "array" else None,
+             "groups": m.groups, "start_cycle": self.start_cycle, "cycles": t.cycles,
+             "array_cycles": t.array_cycles, "stream_cycles": t.stream_cycles,
+             "fill_drain_cycles": t.fill_drain_cycles, "requant_cycles": t.requant_cycles,
+             "vector_cycles": t.vector_cycles, "dram_cycles": t.dram_cycles, "setup_cycles": t.setup_cycles,
+             "stall_cycles": t.stall_cycles, "utilization_pct": round(100 * t.utilization, 3),
+             "dram_read_bytes": t.dram_read_bytes, "dram_write_bytes": t.dram_write_bytes,
+             "bound": t.bound, "tiles": t.tiles, "tile_rows": t.tile_rows, "tile_channels": t.tile_channels}
+        v = self.values
+        if v is not None:
+            d.update(acc_min=v.acc_min, acc_max=v.acc_max, acc_bits_used=v.acc_bits_used,
+                     acc_overflows=v.overflow_count, output_saturations=v.saturation_count)
+        return d
+
+
+@dataclass
+class ProfileResult:
+    cfg: HwConfig
+    layers: list[LayerReport]
+    values: dict[int, np.ndarray] | None = None
+    source: str = ""
+    totals: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"model": self.source, "hardware": self.cfg.as_dict(), "totals": self.totals,
+                "layers": [L.as_dict() for L in self.layers]}
+
+
+def time_graph(g: ir.Graph, cfg: HwConfig) -> list[LayerReport]:
+    """Mapping + timing for every op, layers back to back."""
+    reports, clock = [], 0
+    for lm in mapping.map_graph(g):
+        lt = timing.time_layer(lm, cfg)
+        reports.append(LayerReport(lm, lt, start_cycle=clock))
+        clock += lt.cycles
+    return reports
+
+
+def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
+    cycles = sum(L.timing.cycles for L in layers)
+    macs = sum(L.map.macs for L in layers)
+    seconds = cycles / (cfg.clock_mhz * 1e6)
+    rd = sum(L.timing.dram_read_bytes for L in layers)
+    wr = sum(L.timing.dram_write_bytes for L in layers)
+    out = {"cycles": cycles, "array_cycles": sum(L.timing.array_cycles for L in layers),
+           "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
+           "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
+           "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
+           "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr}
+    vals = [L.values for L in layers if L.values is not None]
+    if vals:
+        out["acc_overflows"] = sum(v.overflow_count for v in vals)
+        out["output_saturations"] = sum(v.saturation_count for v in vals)
+        out["acc_bits_used"] = max(v.acc_bits_used for v in vals)
+    return out
+
+
+def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None) -> ProfileResult:
+    """Timing for every layer; with ``inputs`` also the values through the modelled datapath."""
+    layers = time_graph(g, cfg)
+    values = None
+    if inputs is not None:
+        prepared = prepare_graph(g, cfg.rounding_profile)
+        values, stats = datapath.run_values(prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
+        for L in layers:
+            L.values = stats.get(L.map.index)
+    return ProfileResult(cfg, layers, values, g.source, totals(layers, cfg))

@@ -1,0 +1,275 @@
+"""Stage 2 of the accelerator model: LayerMap + HwConfig -> tiles -> a cycle schedule per layer.
+
+Array (GEMM) cycles per fold follow the systolic-array model SCALE-Sim uses,
+so the two agree by construction on compute cycles (tests/test_accel_scalesim.py):
+
+* output-stationary: a fold is R output pixels x C output channels; it takes
+  ``K`` cycles of streaming plus ``R-1`` fill (skew) and ``C-1`` drain
+  cycles.  Folds = ceil(M/R) * ceil(N/C).
+* weight-stationary: a fold is R reduction rows x C output channels; ``R``
+  cycles to load the weights, ``M`` cycles of streaming, ``R-1`` fill (skew)
+  and ``C-1`` drain.  Folds = ceil(K/R) * ceil(N/C).
+  Folds do not overlap (outputs drain before the next fold starts), as in
+  SCALE-Sim.
+
+SRAM tiling (double buffered: each buffer is two halves, one being filled by
+DMA while the other is used): a tile is a chunk of output rows x a chunk of
+output channels such that its weights fit half the weight buffer, its input
+window half the ifmap buffer and its int32 accumulators half the output
+buffer.  Tiles run in order ``for channel chunk: for row chunk``; the weight
+chunk is loaded once per channel chunk, the input once when it fits whole.
+
+The schedule is a fixed-order max-plus recurrence (so more bandwidth can only
+move events earlier, and fewer requant lanes only later):
+
+* one DRAM port serves, in order, the layer's requant tables, then
+  L0, L1, S0, L2, S1, ... (L = tile load, S = tile store); an access costs
+  ``dram_latency_cycles + ceil(bytes / dram_bytes_per_cycle)``;
+* load(t) may start once compute(t-2) has freed its buffer half;
+* compute(t) starts when load(t) is done, compute(t-1) is done and store(t-2)
+  has freed its output half; it lasts max(array cycles, requant cycles): the
+  requant unit (``lanes`` outputs/cycle) consumes outputs as the array drains;
+* store(t) starts ``requant_depth`` cycles after compute(t) ends.
+
+Vector-unit layers use the same recurrence with ``ceil(ops / vector_lanes)``
+compute per tile.  Every array/vector layer starts with ``layer_setup_cycles``
+(descriptor decode) before its first DMA.  Layers run back to back.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import QsimError
+from .config import HwConfig
+from .mapping import LayerMap
+
+ACC_BYTES = 4  # accumulators are held as 32-bit words in the output SRAM
+
+
+@dataclass
+class Tile:
+    load_bytes: int
+    compute_cycles: int  # array (or vector) busy cycles
+    stream_cycles: int  # array cycles spent streaming operands (the rest is fill/drain/weight load)
+    outputs: int  # values through the requant unit
+    store_bytes: int
+
+
+@dataclass
+class LayerTiming:
+    """Cycle figures of one layer (all in clock cycles, relative to the layer's start)."""
+
+    cycles: int = 0
+    setup_cycles: int = 0
+    array_cycles: int = 0  # MAC-array busy cycles (SCALE-Sim's "compute cycles")
+    stream_cycles: int = 0
+    fill_drain_cycles: int = 0
+    requant_cycles: int = 0
+    vector_cycles: int = 0
+    dram_cycles: int = 0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    stall_cycles: int = 0  # compute engine idle, waiting for DMA, after setup
+    bound: str = "none"
+    tiles: int = 0
+    tile_rows: int = 0
+    tile_channels: int = 0
+    utilization: float = 0.0  # MACs / (cycles * rows * cols)
+    events: list = field(default_factory=list)  # (lane, label, start, duration)
+
+
+# ----------------------------------------------------------------------------- array cycles
+
+def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> tuple[int, int]:
+    """(cycles, streaming cycles) of an M x K x N GEMM folded onto a rows x cols array."""
+    if m <= 0 or k <= 0 or n <= 0:
+        return 0, 0
+    if dataflow == "os":
+        folds = math.ceil(m / rows) * math.ceil(n / cols)
+        return folds * (k + rows + cols - 2), folds * k
+    folds = math.ceil(k / rows) * math.ceil(n / cols)
+    return folds * (m + 2 * rows + cols - 2), folds * m
+
+
+def depthwise_cycles(m: int, k: int, mult: int, channels: int, rows: int, cols: int,
+                     dataflow: str) -> tuple[int, int]:
+    """Depthwise: one M x K x mult GEMM per channel.
+
+    Weight-stationary arrays pack ``g = min(rows // K, cols // mult)`` channels
+    block-diagonally in one fold (channel c's K taps on its own rows and its
+    own columns); output-stationary arrays cannot share an input row between
+    channels, so each channel is its own fold set.
+    """
+    if dataflow == "ws" and k <= rows and mult <= cols:
+        g = max(1, min(rows // k, cols // mult))
+        folds = math.ceil(channels / g)
+        return folds * (m + 2 * rows + cols - 2), folds * m
+    c, s = gemm_cycles(m, k, mult, rows, cols, dataflow)
+    return channels * c, channels * s
+
+
+# ----------------------------------------------------------------------------- tiling
+
+def _input_rows(L: LayerMap, out_rows: int) -> int:
+    return min(L.in_rows, (out_rows - 1) * L.row_stride + L.window_rows)
+
+
+def _input_density(L: LayerMap) -> float:
+    """Stored bytes per walked byte (< 1 when the walk covers padding rows/cols)."""
+    walked = L.in_rows * L.in_row_bytes
+    return min(1.0, L.ifmap_bytes / walked) if walked else 1.0
+
+
+def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
+    """(output rows, output channels) per SRAM tile; QsimError when not even one tile fits."""
+    cout = L.n * L.groups
+    unit = L.n if L.depthwise else min(cfg.cols, cout)  # channel granularity
+    if_half = cfg.sram_bytes("ifmap") // 2
+    w_half = cfg.sram_bytes("weight") // 2
+    o_half = cfg.sram_bytes("output") // 2
+    need_w = L.k * unit
+    need_o = L.pixels_per_row * unit * ACC_BYTES
+    ch_frac = unit / cout if L.depthwise else 1.0
+    need_i = math.ceil(_input_rows(L, 1) * L.in_row_bytes * ch_frac)
+    short = []
+    if need_w > w_half:
+        short.append(f"weights need {need_w} B per tile (K={L.k} x {unit} channels) but half the weight SRAM is {w_half} B")
+    if need_i > if_half:
+        short.append(f"one output row's input window needs {need_i} B but half the ifmap SRAM is {if_half} B")
+    if need_o > o_half:
+        short.append(f"one output row's int32 accumulators need {need_o} B but half the output SRAM is {o_half} B")
+    if short:
+        raise QsimError(f"SRAM smaller than one tile for op #{L.index} {L.opcode} ('{L.name}'): "
+                        + "; ".join(short) + ". Increase the SRAM sizes (--sram-kib / --ifmap-sram-kib / "
+                        "--weight-sram-kib / --output-sram-kib) or use a smaller array.")
+    nc = min(cout, (w_half // L.k) // unit * unit)
+    nc = min(nc, max(unit, (o_half // (L.pixels_per_row * ACC_BYTES)) // unit * unit))
+    ch_frac = nc / cout if L.depthwise else 1.0
+    per_row_in = L.in_row_bytes * ch_frac
+    r_in = int((if_half / per_row_in - L.window_rows) // L.row_stride) + 1 if per_row_in else L.out_rows
+    r_out = o_half // (L.pixels_per_row * nc * ACC_BYTES)
+    r = max(1, min(L.out_rows, r_in, r_out))
+    return r, nc
+
+
+def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[list[Tile], int, int]:
+    r, nc = choose_tile(L, cfg)
+    cout = L.n * L.groups
+    density = _input_density(L)
+    whole_input = r >= L.out_rows and not L.depthwise
+    tiles = []
+    for c0 in range(0, cout, nc):
+        cn = min(nc, cout - c0)
+        ch_frac = cn / cout if L.depthwise else 1.0
+        for r0 in range(0, L.out_rows, r):
+            rn = min(r, L.out_rows - r0)
+            m = rn * L.pixels_per_row
+            load = L.k * cn if r0 == 0 else 0
+            if not (whole_input and c0 > 0):
+                load += math.ceil(_input_rows(L, rn) * L.in_row_bytes * ch_frac * density)
+            if L.depthwise:
+                cyc, stream = depthwise_cycles(m, L.k, L.n, cn // L.n, cfg.rows, cfg.cols, cfg.dataflow)
+            else:
+                cyc, stream = gemm_cycles(m, L.k, cn, cfg.rows, cfg.cols, cfg.dataflow)
+            tiles.append(Tile(load, cyc, stream, m * cn, m * cn))
+    return tiles, r, nc
+
+
+def vector_tiles(L: LayerMap, cfg: HwConfig) -> list[Tile]:
+    n = max(1, math.ceil((L.ifmap_bytes + L.weight_bytes) / (cfg.sram_bytes("ifmap") // 2)),
+            math.ceil(L.output_bytes / (cfg.sram_bytes("output") // 2)))
+    tiles = []
+    for i in range(n):
+        share = lambda total: total * (i + 1) // n - total * i // n  # noqa: E731 - exact integer split
+        ops = share(L.vector_ops)
+        tiles.append(Tile(share(L.ifmap_bytes + L.weight_bytes), math.ceil(ops / cfg.vector_lanes), 0, 0,
+                          share(L.output_bytes)))
+    return tiles
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def dram_cycles(nbytes: int, cfg: HwConfig) -> int:
+    return cfg.dram_latency_cycles + math.ceil(nbytes / cfg.dram_bytes_per_cycle) if nbytes > 0 else 0
+
+
+def time_layer(L: LayerMap, cfg: HwConfig) -> LayerTiming:
+    """Schedule one layer; see the module docstring for the recurrence."""
+    if L.unit == "free":
+        return LayerTiming(bound="none")
+    lt = LayerTiming(setup_cycles=cfg.layer_setup_cycles)
+    is_array = L.unit == "array"
+    if is_array:
+        tiles, lt.tile_rows, lt.tile_channels = array_tiles(L, cfg)
+        depth = cfg.resolved_requant_depth()
+    else:
+        tiles, depth = vector_tiles(L, cfg), 0
+    engine = "array" if is_array else "vector"
+    ev = lt.events
+    t0 = cfg.layer_setup_cycles
+    ev.append(("control", "setup", 0, t0))
+    port = t0
+    if is_array and L.table_bytes:
+        d = dram_cycles(L.table_bytes, cfg)
+        ev.append(("dma", "requant tables", port, d))
+        port += d
+        lt.dram_cycles += d
+    lanes = cfg.requant_lanes
+    n = len(tiles)
+    load_end = [0] * n
+    comp_end = [0] * n
+    store_end = [0] * n
+
+    def issue_load(t: int) -> None:
+        nonlocal port
+        ready = comp_end[t - 2] if t >= 2 else t0
+        start = max(port, ready)
+        d = dram_cycles(tiles[t].load_bytes, cfg)
+        port = start + d
+        load_end[t] = port
+        lt.dram_cycles += d
+        if d:
+            ev.append(("dma", f"load tile {t}", start, d))
+
+    issue_load(0)
+    prev_end = port if n else t0
+    first_ready = port
+    for t, tile in enumerate(tiles):
+        if t + 1 < n:
+            issue_load(t + 1)
+        start = max(load_end[t], comp_end[t - 1] if t else first_ready, store_end[t - 2] if t >= 2 else 0)
+        start = max(start, t0)
+        lt.stall_cycles += start - (comp_end[t - 1] if t else t0)
+        rq = math.ceil(tile.outputs / lanes) if is_array else 0
+        stage = max(tile.compute_cycles, rq)
+        comp_end[t] = start + stage
+        ev.append((engine, f"tile {t}", start, tile.compute_cycles))
+        if rq:
+            ev.append(("requant", f"tile {t}", start, rq + depth))
+        lt.requant_cycles += rq
+        ready = comp_end[t] + depth
+        s = max(port, ready)
+        d = dram_cycles(tile.store_bytes, cfg)
+        port = s + d
+        store_end[t] = port
+        lt.dram_cycles += d
+        if d:
+            ev.append(("dma", f"store tile {t}", s, d))
+        prev_end = max(prev_end, store_end[t], ready)
+    lt.cycles = max(prev_end, port)
+    lt.tiles = n
+    busy = sum(t.compute_cycles for t in tiles)
+    lt.dram_read_bytes = sum(t.load_bytes for t in tiles) + (L.table_bytes if is_array else 0)
+    lt.dram_write_bytes = sum(t.store_bytes for t in tiles)
+    if is_array:
+        lt.array_cycles = busy
+        lt.stream_cycles = sum(t.stream_cycles for t in tiles)
+        lt.fill_drain_cycles = busy - lt.stream_cycles
+        lt.utilization = L.macs / (lt.cycles * cfg.macs_per_cycle) if lt.cycles else 0.0
+        loads = {"compute": busy, "requant": lt.requant_cycles, "memory": lt.dram_cycles}
+    else:
+        lt.vector_cycles = busy
+        loads = {"vector": busy, "memory": lt.dram_cycles}
+    lt.bound = max(loads, key=lambda k: loads[k])
+    return lt

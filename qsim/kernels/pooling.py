@@ -1,0 +1,198 @@
+"""AVERAGE_POOL_2D, MAX_POOL_2D and MEAN, int8, bit-exact with TFLite's reference kernels.
+
+Pooling (NHWC, reference_integer_ops::AveragePool / MaxPool): each output
+element looks at the filter window clipped to the input (padding cells are
+skipped, not zero), so ``count`` = number of in-bounds elements.  Average:
+``sum > 0 ? (sum + count//2) / count : (sum - count//2) / count`` with C
+division (truncation toward zero), i.e. round half away from zero; the raw
+int8 values are averaged (input and output share scale/zero point).  Both
+clamp to the fused activation range of the output.
+
+MEAN over constant int32 axes (int8): both references (LiteRT 2.3
+BUILTIN_REF and TFLM) run the integer QuantizedMeanOrSum for every axis set,
+including keep_dims 4-D means over {1, 2} and equal input/output scales
+(established in tests/test_kernels_gemm.py; the older reference_integer_ops::
+Mean and "sum / count" branches are not taken).  The 1/count factor is folded
+into the multiplier M from in_scale / out_scale:
+``s = min(floor(log2(count)), 32, 31 + shift)``, ``M' = (M << s) // count``,
+``shift' = shift - s``, then
+``out = clamp(MBQM(sum(x) - in_zp * count, M', shift') + out_zp, -128, 127)``.
+An empty axis list copies the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import register
+from .conv import check_output_shape, compute_out_size, compute_padding, require_int8
+
+
+# --------------------------------------------------------------------------- 2-D pooling
+
+@dataclass
+class PoolParams:
+    """Prepared AVERAGE_POOL_2D / MAX_POOL_2D (units: elements, NHWC)."""
+
+    filter_h: int
+    filter_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int  # leading (top) padding
+    pad_w: int  # leading (left) padding
+    out_h: int
+    out_w: int
+    count: np.ndarray  # int64 [OH, OW]: in-bounds elements per window
+    act_min: int
+    act_max: int
+
+
+def _axis_counts(out_size: int, stride: int, pad: int, filt: int, in_size: int) -> np.ndarray:
+    """In-bounds filter taps along one axis for every output position (TFLite's clipped window)."""
+    origin = np.arange(out_size, dtype=np.int64) * stride - pad
+    start = np.maximum(0, -origin)
+    end = np.minimum(filt, in_size - origin)
+    return np.maximum(end - start, 0)
+
+
+def prepare_pool(op, graph, profile) -> PoolParams:
+    x = graph.op_inputs(op)[0]
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    require_int8(x, "input")
+    require_int8(out, "output")
+    if len(x.shape) != 4:
+        raise QsimError(f"{op.opcode} needs a 4-D NHWC input, got shape {list(x.shape)}.")
+    n, h, w, c = x.shape
+    out_h = compute_out_size(o.padding, h, o.filter_h, o.stride_h)
+    out_w = compute_out_size(o.padding, w, o.filter_w, o.stride_w)
+    if out_h <= 0 or out_w <= 0:
+        raise QsimError(f"the {o.filter_h}x{o.filter_w} pool window does not fit the {h}x{w} input "
+                        f"with {o.padding} padding.")
+    pad_h = compute_padding(o.stride_h, 1, h, o.filter_h, out_h)
+    pad_w = compute_padding(o.stride_w, 1, w, o.filter_w, out_w)
+    check_output_shape(out, (n, out_h, out_w, c))
+    count = np.outer(_axis_counts(out_h, o.stride_h, pad_h, o.filter_h, h),
+                     _axis_counts(out_w, o.stride_w, pad_w, o.filter_w, w))
+    if np.any(count == 0):
+        raise QsimError(f"{op.opcode}: some pool windows contain no input element (TFLite fails on these).")
+    try:
+        act_min, act_max = fp.quantized_activation_range(o.activation, out.quant.scale0, out.quant.zp0)
+    except ValueError:
+        raise QsimError(f"fused activation {o.activation} is not supported on {op.opcode}.") from None
+    return PoolParams(o.filter_h, o.filter_w, o.stride_h, o.stride_w, pad_h, pad_w, out_h, out_w,
+                      count, act_min, act_max)
+
+
+def _windows(p: PoolParams, x: np.ndarray, fill: int):
+    """Yield one [N, OH, OW, C] int64 view per filter tap; out-of-bounds cells hold ``fill``."""
+    n, h, w, c = x.shape
+    need_h = (p.out_h - 1) * p.stride_h + p.filter_h
+    need_w = (p.out_w - 1) * p.stride_w + p.filter_w
+    bottom = max(need_h - h - p.pad_h, 0)
+    right = max(need_w - w - p.pad_w, 0)
+    xp = np.pad(x.astype(np.int64), ((0, 0), (p.pad_h, bottom), (p.pad_w, right), (0, 0)), constant_values=fill)
+    h_span = (p.out_h - 1) * p.stride_h + 1
+    w_span = (p.out_w - 1) * p.stride_w + 1
+    for i in range(p.filter_h):
+        for j in range(p.filter_w):
+            yield xp[:, i:i + h_span:p.stride_h, j:j + w_span:p.stride_w, :]
+
+
+def rounded_average(total: np.ndarray, count) -> np.ndarray:
+    """TFLite's integer average: (sum +/- count//2) / count with C truncation (ties away from zero)."""
+    total = np.asarray(total, dtype=np.int64)
+    count = np.asarray(count, dtype=np.int64)
+    half = count // 2
+    pos = (total + half) // count
+    neg = -((-total + half) // count)
+    return np.where(total > 0, pos, neg)
+
+
+def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
+    x = np.asarray(inputs[0])
+    total = np.zeros((x.shape[0], p.out_h, p.out_w, x.shape[3]), dtype=np.int64)
+    for tap in _windows(p, x, 0):
+        total += tap
+    avg = rounded_average(total, p.count[None, :, :, None])
+    return [np.clip(avg, p.act_min, p.act_max).astype(np.int8)]
+
+
+def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
+    x = np.asarray(inputs[0])
+    best = np.full((x.shape[0], p.out_h, p.out_w, x.shape[3]), -(1 << 20), dtype=np.int64)
+    for tap in _windows(p, x, -(1 << 20)):
+        np.maximum(best, tap, out=best)
+    return [np.clip(best, p.act_min, p.act_max).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- MEAN
+
+@dataclass
+class MeanParams:
+    """Prepared int8 MEAN.  ``axes``: sorted unique non-negative reduced axes."""
+
+    axes: tuple[int, ...]
+    path: str  # "general" | "copy"
+    count: int  # elements averaged per output
+    input_zero_point: int
+    output_zero_point: int
+    multiplier: int  # Q31 from in_scale / out_scale, folded with 1/count
+    shift: int
+    rounding: str
+
+
+def fold_count_into_multiplier(m0: int, shift: int, count: int) -> tuple[int, int]:
+    """QuantizedMeanOrSum's (M, shift) -> (M * 2**s / count, shift - s), s = min(log2 floor, 32, 31 + shift)."""
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return int((m0 << s) // count), shift - s
+
+
+def prepare_mean(op, graph, profile) -> MeanParams:
+    ins = graph.op_inputs(op)
+    x = ins[0]
+    axis_t = ins[1] if len(ins) > 1 else None
+    out = graph.op_outputs(op)[0]
+    require_int8(x, "input")
+    require_int8(out, "output")
+    if axis_t is None or not axis_t.is_const:
+        raise QsimError("MEAN needs a constant axis tensor (dynamic axes are not simulated).")
+    rank = len(x.shape)
+    raw = [int(a) for a in np.asarray(axis_t.data).reshape(-1)]
+    if any(a < -rank or a >= rank for a in raw):
+        raise QsimError(f"MEAN axis {raw} is out of range for a rank-{rank} input.")
+    axes = tuple(sorted({a % rank for a in raw}))
+    keep = bool(op.options.keep_dims) if op.options is not None else False
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if axes else 1
+    expected = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
+        tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    if int(np.prod(expected, dtype=np.int64)) != out.size:
+        raise QsimError(f"MEAN output '{out.name}' has {out.size} elements; reducing {list(x.shape)} over "
+                        f"{list(axes)} gives {list(expected)}.")
+    if count == 0:
+        raise QsimError("MEAN over an empty axis is not supported.")
+    path = "general" if axes else "copy"
+    rounding = profile.rounding(op.opcode)
+    m0, shift = fp.quantize_multiplier(np.float64(x.quant.scale0) / np.float64(out.quant.scale0),
+                                       single_rounding=(rounding == "single"))
+    if path == "general":
+        m0, shift = fold_count_into_multiplier(m0, shift, count)
+    return MeanParams(axes, path, count, x.quant.zp0, out.quant.zp0, m0, shift, rounding)
+
+
+def eval_mean(p: MeanParams, inputs) -> list[np.ndarray]:
+    x = np.asarray(inputs[0])
+    if p.path == "copy":
+        return [x.copy()]
+    total = x.astype(np.int64).sum(axis=p.axes)
+    shifted = fp.wrap_int32(total - p.input_zero_point * p.count)
+    q = fp.multiply_by_quantized_multiplier(shifted, p.multiplier, p.shift, p.rounding) + p.output_zero_point
+    return [np.clip(q, -128, 127).astype(np.int8)]
+
+
+register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool)
+register("MAX_POOL_2D", prepare_pool, eval_max_pool)
+register("MEAN", prepare_mean, eval_mean)

@@ -1,0 +1,178 @@
+"""Plain-text tables and the model summary behind ``qsim inspect``.
+
+Everything here returns strings or JSON-ready dicts; the CLI prints them.
+MACs count multiply-accumulates of the GEMM-like ops only (CONV_2D,
+DEPTHWISE_CONV_2D, FULLY_CONNECTED, per inference, batch included).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ir
+from .errors import QsimError
+from .interpreter import check_quantized, unsupported_ops
+from .loader import TENSOR_TYPE_NAMES  # noqa: F401  (re-exported for callers formatting types)
+
+
+def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
+    """Fixed-width text table; ``align`` per column: 'l' or 'r' (default: numbers right)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    if align is None:
+        align = "".join("r" if rows and all(isinstance(r[i], (int, np.integer)) for r in rows) else "l"
+                        for i in range(len(headers)))
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells])
+
+
+# ------------------------------------------------------------------ quantization text
+
+def quant_text(q: ir.Quant | None) -> str:
+    """'s=0.0039 zp=-128' or, per channel, 'per-channel(axis 0, 16 scales 0.001..0.02, zp 0)'."""
+    if q is None:
+        return "-"
+    if not q.per_channel:
+        return f"s={q.scale0:.6g} zp={q.zp0}"
+    zps = np.unique(q.zero_point)
+    zp = str(int(zps[0])) if zps.size == 1 else f"{int(zps.min())}..{int(zps.max())}"
+    return (f"per-channel(axis {q.axis}, {q.scale.size} scales "
+            f"{q.scale.min():.3g}..{q.scale.max():.3g}, zp {zp})")
+
+
+def quant_dict(q: ir.Quant | None) -> dict | None:
+    if q is None:
+        return None
+    if not q.per_channel:
+        return {"scale": q.scale0, "zero_point": q.zp0}
+    return {"per_channel": True, "axis": q.axis, "count": int(q.scale.size),
+            "scale_min": float(q.scale.min()), "scale_max": float(q.scale.max()),
+            "zero_point_min": int(q.zero_point.min()), "zero_point_max": int(q.zero_point.max())}
+
+
+def input_guidance(t: ir.Tensor) -> str:
+    """How a user must encode data for input ``t``."""
+    if t.quant is None or not np.issubdtype(t.dtype, np.integer) or t.quant.per_channel:
+        return f"input '{t.name}' expects {t.dtype} values of shape {list(t.shape)} (not quantized per tensor)."
+    info = np.iinfo(t.dtype)
+    s, zp = t.quant.scale0, t.quant.zp0
+    lo, hi = s * (int(info.min) - zp), s * (int(info.max) - zp)
+    return (f"input '{t.name}' expects {t.dtype} {list(t.shape)}: q = round(x / {s:.6g}) + ({zp}), "
+            f"clamped to [{info.min}, {info.max}], i.e. real range [{lo:.4g}, {hi:.4g}]"
+            + (f"; image pixels p map to q = p - 128 (real = {s:.6g} * (p - 128 - ({zp})))"
+               if t.dtype == np.int8 and _image_like(t.shape) else "")
+            + ".")
+
+
+def _image_like(shape) -> bool:
+    """[1, H, W, 1|3] with H, W >= 16: plausibly an image input."""
+    return len(shape) == 4 and shape[0] == 1 and shape[3] in (1, 3) and min(shape[1], shape[2]) >= 16
+
+
+def output_guidance(t: ir.Tensor) -> str:
+    if t.quant is None or t.quant.per_channel:
+        return f"output '{t.name}' is {t.dtype} {list(t.shape)} (used as is)."
+    s, zp = t.quant.scale0, t.quant.zp0
+    info = np.iinfo(t.dtype) if np.issubdtype(t.dtype, np.integer) else None
+    rng = f", real range [{s * (int(info.min) - zp):.4g}, {s * (int(info.max) - zp):.4g}]" if info else ""
+    return f"output '{t.name}' is {t.dtype} {list(t.shape)}: real = {s:.6g} * (q - ({zp})){rng}."
+
+
+# ------------------------------------------------------------------ model summary
+
+def op_macs(g: ir.Graph, op: ir.Operator) -> int:
+    """Multiply-accumulates of one inference of ``op`` (0 for non-GEMM ops)."""
+    if not op.outputs or len(op.inputs) < 2 or op.inputs[1] < 0:
+        return 0
+    out = g.tensors[op.outputs[0]]
+    w = g.tensors[op.inputs[1]]
+    if op.opcode == "CONV_2D" and len(w.shape) == 4:
+        return out.size * w.shape[1] * w.shape[2] * w.shape[3]
+    if op.opcode == "DEPTHWISE_CONV_2D" and len(w.shape) == 4:
+        return out.size * w.shape[1] * w.shape[2]
+    if op.opcode == "FULLY_CONNECTED" and len(w.shape) == 2:
+        return out.size * w.shape[1]
+    return 0
+
+
+def summarize(g: ir.Graph) -> dict:
+    """Everything ``qsim inspect`` shows, as a JSON-ready dict."""
+    ops = []
+    for op in g.operators:
+        outs = g.op_outputs(op)
+        weights = [t for t in g.op_inputs(op)[1:] if t is not None and t.is_const]
+        ops.append({
+            "index": op.index, "op": op.opcode, "version": op.version,
+            "inputs": [_tensor_dict(t) for t in g.op_inputs(op) if t is not None and not t.is_const],
+            "params": [_tensor_dict(t) for t in weights],
+            "outputs": [_tensor_dict(t) for t in outs],
+            "macs": op_macs(g, op),
+        })
+    try:
+        check_quantized(g)
+        float_model = None
+    except QsimError as e:
+        float_model = str(e)
+    counts: dict[str, int] = {}
+    for op in g.operators:
+        counts[op.opcode] = counts.get(op.opcode, 0) + 1
+    return {
+        "model": g.source, "description": g.description,
+        "inputs": [_tensor_dict(g.tensors[t]) for t in g.inputs],
+        "outputs": [_tensor_dict(g.tensors[t]) for t in g.outputs],
+        "op_counts": counts, "ops": ops, "total_macs": sum(o["macs"] for o in ops),
+        "guidance": [input_guidance(g.tensors[t]) for t in g.inputs]
+        + [output_guidance(g.tensors[t]) for t in g.outputs],
+        "float_model": float_model,
+        "unsupported": unsupported_ops(g),
+        "parameter_bytes": int(sum(t.nbytes for t in g.tensors if t.is_const)),
+    }
+
+
+def _tensor_dict(t: ir.Tensor) -> dict:
+    return {"index": t.index, "name": t.name, "shape": list(t.shape), "dtype": str(t.dtype),
+            "quant": quant_dict(t.quant), "quant_text": quant_text(t.quant)}
+
+
+def render_summary(s: dict) -> str:
+    """Human-readable text of :func:`summarize`'s dict."""
+    lines = [f"model: {s['model']}"]
+    if s["description"]:
+        lines.append(f"description: {s['description']}")
+    lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in s["op_counts"].items()))
+    lines.append(f"parameters: {s['parameter_bytes']} bytes; total MACs per inference: {s['total_macs']:,}")
+    lines.append("")
+    rows = []
+    for o in s["ops"]:
+        out = o["outputs"][0] if o["outputs"] else {"name": "-", "shape": [], "dtype": "-", "quant_text": "-"}
+        inq = o["inputs"][0]["quant_text"] if o["inputs"] else "-"
+        wq = "; ".join(p["quant_text"] for p in o["params"][:1]) or "-"
+        rows.append([o["index"], o["op"], out["name"][:40], "x".join(map(str, out["shape"])), out["dtype"],
+                     inq, wq, out["quant_text"], o["macs"]])
+    lines.append(table(["#", "op", "output", "shape", "dtype", "input q", "weights q", "output q", "MACs"], rows,
+                       align="rllllllllr"))
+    lines.append("")
+    lines.extend(s["guidance"])
+    if s["float_model"]:
+        lines.append("")
+        lines.append("NOT SIMULATABLE: " + s["float_model"])
+    if s["unsupported"]:
+        lines.append("")
+        lines.append(f"unsupported by qsim ({len(s['unsupported'])} op(s)):")
+        lines.extend("  - " + u for u in s["unsupported"])
+    elif not s["float_model"]:
+        lines.append("")
+        lines.append("all ops are supported by qsim.")
+    return "\n".join(lines)
+
+
+def render_comparison(c) -> str:
+    """Per-layer table of a :class:`qsim.reference.Comparison`."""
+    head = c.summary()
+    if c.refused is not None or not c.layers:
+        return head
+    rows = [[d.op_index, d.opcode, d.name[:48], d.elements, d.mismatches, d.max_diff] for d in c.layers]
+    return head + "\n" + table(["#", "op", "output tensor", "elements", "mismatches", "max|diff| LSB"], rows,
+                               align="rllrrr")

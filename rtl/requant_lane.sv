@@ -1,0 +1,154 @@
+// requant_lane.sv -- datapath of one lane of requant_unit (see requant_unit.sv).
+//
+// Computes TFLite's requantization of one int32 accumulator:
+//   out = clamp(MultiplyByQuantizedMultiplier(acc + bias, M0, shift) + zp, act_min, act_max)
+// in five registered stages.  Stage k's register loads when en[k-1] is high;
+// the handshake logic lives in requant_unit.  Data registers are not reset
+// (valid bits in requant_unit are), so a bubble may carry garbage harmlessly.
+//
+// Conventions (identical to qsim.fixedpoint):
+//   * acc + bias wraps like C int32 arithmetic.
+//   * M0 is a Q31 int32; shift > 0 is a left shift (multiplier > 1).
+//   * SINGLE_ROUNDING = 0: TFLite's default double rounding
+//       x << max(shift,0) (wraps), SaturatingRoundingDoublingHighMul by M0
+//       (INT32_MIN*INT32_MIN saturates to INT32_MAX), RoundingDivideByPOT by
+//       max(-shift,0) (ties away from zero).  Valid shift: [-31, 31].
+//   * SINGLE_ROUNDING = 1: TFLITE_SINGLE_ROUNDING,
+//       (x * M0 + 2^(30-shift)) >>> (31-shift) in 64 bits.  Valid shift: [-31, 30].
+//       A result outside int32 saturates before the zero-point add, which
+//       gives the same clamped int8 as the unbounded value.
+//   * clamp is max(., act_min) then min(., act_max), as TFLite does.
+module requant_lane #(
+    parameter bit SINGLE_ROUNDING = 1'b0
+) (
+    input  logic               clk,
+    input  logic [4:0]         en,       // en[k]: stage k+1 register loads
+    input  logic signed [31:0] acc,
+    input  logic signed [31:0] bias,
+    input  logic signed [31:0] mult,     // Q31 M0
+    input  logic signed [5:0]  shift,    // TFLite sign convention: > 0 means left
+    input  logic signed [7:0]  zp,       // sideband aligned with stage 4
+    input  logic signed [7:0]  act_min,  // sideband aligned with stage 4
+    input  logic signed [7:0]  act_max,  // sideband aligned with stage 4
+    output logic signed [7:0]  out       // stage 5 register
+);
+  localparam logic signed [31:0] I32_MIN = 32'sh8000_0000;
+  localparam logic signed [31:0] I32_MAX = 32'sh7fff_ffff;
+
+  // Stage 4 result (int32), common to both rounding modes.
+  logic signed [31:0] s4_x;
+
+  if (SINGLE_ROUNDING) begin : g_single
+    // ---- stage 1: bias add, total right shift 31 - shift (1..62)
+    logic signed [31:0] s1_x, s1_m;
+    logic        [5:0]  s1_total;
+    always_ff @(posedge clk) begin
+      if (en[0]) begin
+        s1_x     <= acc + bias;
+        s1_m     <= mult;
+        s1_total <= 6'd31 - shift;
+      end
+    end
+
+    // ---- stage 2: 32x32 -> 64-bit signed product
+    logic signed [63:0] s2_p;
+    logic        [5:0]  s2_total;
+    always_ff @(posedge clk) begin
+      if (en[1]) begin
+        s2_p     <= 64'(s1_x) * 64'(s1_m);
+        s2_total <= s1_total;
+      end
+    end
+
+    // ---- stage 3: add the rounding constant 2^(total-1)
+    logic signed [63:0] s3_p;
+    logic        [5:0]  s3_total;
+    always_ff @(posedge clk) begin
+      if (en[2]) begin
+        s3_p     <= s2_p + (64'sd1 <<< (s2_total - 6'd1));
+        s3_total <= s2_total;
+      end
+    end
+
+    // ---- stage 4: arithmetic right shift, saturate to int32
+    logic signed [63:0] q;
+    assign q = s3_p >>> s3_total;
+    always_ff @(posedge clk) begin
+      if (en[3]) begin
+        if (q > 64'(I32_MAX)) s4_x <= I32_MAX;
+        else if (q < 64'(I32_MIN)) s4_x <= I32_MIN;
+        else s4_x <= q[31:0];
+      end
+    end
+  end else begin : g_double
+    // ---- stage 1: bias add (wraps), left shift (wraps), right-shift amount
+    logic signed [31:0] sum;
+    logic        [4:0]  left;
+    assign sum  = acc + bias;
+    assign left = shift[5] ? 5'd0 : shift[4:0];
+    logic signed [31:0] s1_x, s1_m;
+    logic        [4:0]  s1_right;
+    always_ff @(posedge clk) begin
+      if (en[0]) begin
+        s1_x     <= sum <<< left;
+        s1_m     <= mult;
+        s1_right <= shift[5] ? 5'(-shift) : 5'd0;
+      end
+    end
+
+    // ---- stage 2: 32x32 -> 64-bit signed product, INT32_MIN*INT32_MIN flag
+    logic signed [63:0] s2_p;
+    logic               s2_ovf;
+    logic        [4:0]  s2_right;
+    always_ff @(posedge clk) begin
+      if (en[1]) begin
+        s2_p     <= 64'(s1_x) * 64'(s1_m);
+        s2_ovf   <= (s1_x == I32_MIN) && (s1_m == I32_MIN);
+        s2_right <= s1_right;
+      end
+    end
+
+    // ---- stage 3: SaturatingRoundingDoublingHighMul
+    // gemmlowp adds nudge = p >= 0 ? 2^30 : 1 - 2^30 and divides by 2^31
+    // truncating toward zero.  For p < 0 the nudged value is negative, and
+    // truncation of (p + 1 - 2^30) equals floor(p + 1 - 2^30 + 2^31 - 1), so
+    // both signs reduce to floor((p + 2^30) / 2^31): one adder, no sign mux.
+    /* verilator lint_off UNUSEDSIGNAL */
+    logic signed [63:0] nudged;  // only bits [62:31] are the result
+    /* verilator lint_on UNUSEDSIGNAL */
+    assign nudged = s2_p + 64'sd1073741824;
+    logic signed [31:0] s3_x;
+    logic        [4:0]  s3_right;
+    always_ff @(posedge clk) begin
+      if (en[2]) begin
+        s3_x     <= s2_ovf ? I32_MAX : nudged[62:31];
+        s3_right <= s2_right;
+      end
+    end
+
+    // ---- stage 4: RoundingDivideByPOT (ties away from zero)
+    logic        [31:0] mask, remainder, threshold;
+    logic signed [31:0] shifted;
+    assign mask      = (32'd1 << s3_right) - 32'd1;
+    assign remainder = s3_x & mask;
+    assign threshold = (mask >> 1) + {31'd0, s3_x[31]};
+    assign shifted   = s3_x >>> s3_right;
+    always_ff @(posedge clk) begin
+      if (en[3]) s4_x <= shifted + ((remainder > threshold) ? 32'sd1 : 32'sd0);
+    end
+  end
+
+  // ---- stage 5: zero point (33-bit, no wrap), clamp to [act_min, act_max]
+  logic signed [32:0] with_zp, lo_clamped, hi_clamped;
+  assign with_zp    = 33'(s4_x) + 33'(zp);
+  assign lo_clamped = (with_zp < 33'(act_min)) ? 33'(act_min) : with_zp;
+  assign hi_clamped = (lo_clamped > 33'(act_max)) ? 33'(act_max) : lo_clamped;
+  always_ff @(posedge clk) begin
+    if (en[4]) out <= hi_clamped[7:0];
+  end
+
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic unused_hi;  // hi_clamped is within [act_min, act_max]: int8
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign unused_hi = ^hi_clamped[32:8];
+endmodule
