@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+# One BLAS thread, set before numpy loads (the references are single-threaded too; on a shared
+# 2-core machine OpenBLAS's thread pool slows qsim's small matmuls by orders of magnitude).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -134,7 +140,8 @@ def main(argv=None) -> int:
     body = [[r["model"], f"{r['macs']:,}", fmt_ms(r["qsim"]), fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]),
              fmt_ms(r["tflm"]), ratio(r["qsim"], r["litert_ref"]), ratio(r["qsim"], r["xnnpack"]),
              ratio(r["qsim"], r["tflm"])] for r in rows]
-    print("median ms per inference (qsim profile tflm; ratios = qsim time / other)")
+    print("median ms per inference (qsim profile tflm; ratios = qsim time / other; "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')})")
     print(table(["model", "MACs", "qsim", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF", "qsim/XNNPACK", "qsim/TFLM"],
                 body, align="lrrrrrrrr"))
     for r in rows:

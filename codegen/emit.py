@@ -169,7 +169,7 @@ def _pointer(g: ir.Graph, plan: planner.MemoryPlan, t: int, name: str, in_names,
              const_arrays: dict[int, str]) -> str:
     tensor = g.tensors[t]
     if tensor.is_const:
-        return const_arrays[t]
+        return const_arrays.get(t, "0")  # weights are passed by name, not as operands
     b = plan.placement(t)
     if b.kind == "input":
         return in_names[b.io_index]
@@ -193,16 +193,18 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     prepared = prepare_graph(g, ROUNDING_PROFILES[rounding])
     emits = []
     for pos, p in enumerate(prepared.ops):
+        _check_op_rounding(p, rounding)
         e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         emits.append(e)
-    plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits})
+    plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},
+                               {pos: tables.overlap_delta(p, g) for pos, p in enumerate(prepared.ops)})
     prepare_output_dir(out_dir, force)
 
     arrays = [a for e in emits for a in e.arrays]
     const_arrays: dict[int, str] = {}
     for e, p in zip(emits, prepared.ops):
-        if p.op.opcode in ("ADD", "MUL"):
+        if p.op.opcode in ("ADD", "SUB", "MUL"):
             for t in p.op.inputs[:2]:
                 tensor = g.tensors[t]
                 if tensor.is_const and t not in const_arrays:
@@ -251,7 +253,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                rounding_doc=ROUNDING_DOC[rounding], inputs=in_info, outputs=out_info,
                arena_size=plan.arena_size, arena_alloc=max(plan.arena_size, 16), weights_size=weights_bytes,
                total_macs=total_macs, signature=signature, param_names=in_names + out_names,
-               arrays=[dict(name=a.name, ctype=a.ctype, values=a.values, text=_array_text(a.values))
+               arrays=[dict(name=a.name, ctype=a.ctype, count=int(a.values.size), text=_array_text(a.values))
                        for a in arrays],
                ops=ops_ctx, final_copies=final_copies, in_total=in_total, out_total=out_total,
                call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal)
@@ -281,6 +283,16 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     (out_dir / f"{name}_report.json").write_text(json.dumps(report, indent=2) + "\n")
     files.append(out_dir / f"{name}_report.json")
     return result
+
+
+def _check_op_rounding(prepared, rounding: str) -> None:
+    """The C kernels use one rounding for the whole build: every op's prepared rounding must match."""
+    params = prepared.params
+    rq = getattr(params, "requant", None) or params
+    op_rounding = getattr(rq, "rounding", None)
+    if op_rounding is not None and op_rounding != rounding:
+        raise QsimError(f"op #{prepared.op.index} {prepared.op.opcode} was prepared with '{op_rounding}' "
+                        f"requantization but the C build uses '{rounding}' rounding throughout.")
 
 
 def _config_header(rounding: str) -> str:

@@ -21,7 +21,7 @@ from qsim.errors import QsimError
 
 # Ops the C kernels implement (anything else is reported at generation time).
 C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
-               "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "MUL")
+               "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL")
 
 
 @dataclass
@@ -203,7 +203,7 @@ def emit_add(pos, prepared, g, prefix) -> OpEmit:
     op, p = prepared.op, prepared.params
     get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
     fields = _binary_geometry(op, g)
-    fields.update(left_shift=get("left_shift"),
+    fields.update(sign=get("sign"), left_shift=get("left_shift"),
                   input1_offset=get("input1_offset"), input1_multiplier=get("input1_multiplier"),
                   input1_shift=get("input1_shift"),
                   input2_offset=get("input2_offset"), input2_multiplier=get("input2_multiplier"),
@@ -212,7 +212,7 @@ def emit_add(pos, prepared, g, prefix) -> OpEmit:
                   output_shift=get("output_shift"), act_min=get("act_min", "activation_min"),
                   act_max=get("act_max", "activation_max"))
     out = g.tensors[op.outputs[0]]
-    return OpEmit(pos, op.opcode, f"ADD -> '{out.name}'",
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
                   f"qk_add(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_add_params", fields)
 
 
@@ -253,6 +253,72 @@ EMITTERS = {
     "SQUEEZE": emit_alias,
     "EXPAND_DIMS": emit_alias,
     "ADD": emit_add,
+    "SUB": emit_add,
     "MUL": emit_mul,
     "SOFTMAX": emit_softmax,
 }
+
+
+# ------------------------------------------------------------------ in-place overlap
+
+def _delta(write_end: np.ndarray, read_start_after: np.ndarray) -> int:
+    """Smallest d >= 0 with write_end[p] - d <= read_start_after[p] for every step p (bytes)."""
+    if write_end.size == 0:
+        return 0
+    return int(max(0, np.max(write_end - read_start_after)))
+
+
+def _suffix_min(a: np.ndarray) -> np.ndarray:
+    return np.minimum.accumulate(a[::-1])[::-1]
+
+
+def _window_delta(in_shape, out_shape, stride_h, stride_w, pad_h, pad_w, same_step: bool) -> int:
+    """Overlap delta of a sliding-window kernel that steps over output pixels in row-major order.
+
+    Each output pixel p is one step; it writes out_c bytes at [p*out_c, (p+1)*out_c)
+    relative to the output base.  The lowest input byte any step >= q reads is
+    bounded below by its window's clamped top-left corner.  ``same_step``: the
+    kernel writes part of a step's output before that step's reads are done
+    (pooling loops channels outermost), so writes must also spare the current
+    step's reads.
+    """
+    _, in_h, in_w, in_c = in_shape
+    _, out_h, out_w, out_c = out_shape
+    oy, ox = np.meshgrid(np.arange(out_h), np.arange(out_w), indexing="ij")
+    iy = np.maximum(oy.reshape(-1) * stride_h - pad_h, 0)
+    ix = np.maximum(ox.reshape(-1) * stride_w - pad_w, 0)
+    low = _suffix_min((iy * in_w + ix) * in_c)
+    write_end = (np.arange(low.size) + 1) * out_c
+    if same_step:
+        return _delta(write_end, low)
+    return _delta(write_end[:-1], low[1:])
+
+
+def overlap_delta(prepared, g) -> list[tuple[int, int]]:
+    """[(input tensor, delta)] this op's C kernel may run in place over (empty: none).
+
+    Valid because every kernel here finishes a step's reads before writing that
+    step's output (conv/depthwise: per output pixel; FC: per batch row, input
+    row copied to scratch first; softmax: per row; ADD/SUB/MUL: per element).
+    """
+    op, p = prepared.op, prepared.params
+    x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
+    out = g.tensors[op.outputs[0]]
+    if x is None or x.is_const or np.dtype(out.dtype) != np.int8:
+        return []
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(x.shape) == 4 and x.shape[0] == 1:
+        return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+                                             False))]
+    if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and len(x.shape) == 4 and x.shape[0] == 1:
+        return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+                                             True))]
+    if op.opcode == "FULLY_CONNECTED":
+        rows = x.size // p.in_units
+        write_end = (np.arange(rows) + 1) * p.out_units
+        return [(op.inputs[0], _delta(write_end[:-1], (np.arange(1, rows)) * p.in_units))]
+    if op.opcode == "SOFTMAX":
+        return [(op.inputs[0], 0)]
+    if op.opcode in ("ADD", "SUB", "MUL"):
+        return [(t, 0) for t in op.inputs[:2]
+                if t >= 0 and not g.tensors[t].is_const and tuple(g.tensors[t].shape) == tuple(out.shape)]
+    return []

@@ -9,18 +9,19 @@ import subprocess
 
 import pytest
 
-from conftest import SOURCES, verilator_cmd
+from hdl_runner import SOURCES, shared_model, verilator_cmd
 
 ROUNDINGS = ["double", "single"]
 LANES = 4
 SEED = 20240601
 
 
+@pytest.mark.parametrize("lanes", [1, LANES])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_lint_wall_clean(rounding):
+def test_lint_wall_clean(rounding, lanes):
     """verilator --lint-only -Wall reports nothing, in both rounding modes."""
     cmd = verilator_cmd("--lint-only", "-Wall", "--top-module", "requant_unit",
-                        f"-GSINGLE_ROUNDING={int(rounding == 'single')}", f"-GLANES={LANES}",
+                        f"-GSINGLE_ROUNDING={int(rounding == 'single')}", f"-GLANES={lanes}",
                         *map(str, SOURCES))
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "%Warning" not in r.stderr and "%Error" not in r.stderr, r.stderr
@@ -29,6 +30,11 @@ def test_lint_wall_clean(rounding):
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_directed_corners(rtl, rounding):
     rtl(LANES, rounding).run("directed_corners", RQ_SEED=SEED)
+
+
+def test_directed_corners_three_lanes(rtl):
+    """LANES is a real parameter: an odd lane count (3) packs and computes the same corners."""
+    rtl(3, "single").run("directed_corners", RQ_SEED=SEED)
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -41,6 +47,15 @@ def test_latency_equals_rtl_info(rtl, rounding):
     rtl(LANES, rounding).run("latency_matches_rtl_info", RQ_SEED=SEED)
 
 
+@pytest.mark.parametrize("profile,rounding", [("tflm", "double"), ("single", "single")])
+def test_hardware_model_uses_the_rtl_latency(profile, rounding):
+    """The accelerator model's default requant depth is the RTL's LATENCY (via qsim.rtl_info), the
+    number test_latency_equals_rtl_info measures on the simulated RTL."""
+    from qsim import rtl_info
+    from qsim.accel.config import HwConfig
+    assert HwConfig(rounding_profile=profile).resolved_requant_depth() == rtl_info.requant_latency(rounding)
+
+
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_full_throughput(rtl, rounding):
     rtl(LANES, rounding).run("full_throughput", RQ_SEED=SEED)
@@ -49,3 +64,60 @@ def test_full_throughput(rtl, rounding):
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_reset_mid_stream(rtl, rounding):
     rtl(LANES, rounding).run("reset_mid_stream", RQ_SEED=SEED)
+
+
+def _conv_layer_replay_data(model_path, conv_number: int, seed: int) -> dict:
+    """Accumulators of the ``conv_number``-th CONV_2D of a model (qsim's CONV_2D accumulate on the
+    layer input taken from a TFLM run with all tensors preserved), the layer's per-channel
+    requant tables (qsim's CONV_2D prepare, "tflm" profile) and TFLM's int8 output of the layer."""
+    import numpy as np
+    from tflite_micro.python.tflite_micro import runtime
+
+    from qsim.kernels import REGISTRY
+    from qsim.loader import load
+    from qsim.profiles import get_profile
+
+    g = load(model_path)
+    op = [o for o in g.operators if o.opcode == "CONV_2D"][conv_number]
+    kernel = REGISTRY["CONV_2D"]
+    params = kernel.prepare(op, g, get_profile("tflm"))
+    rq = params.requant
+    t = runtime.Interpreter.from_file(str(model_path),
+                                      intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    x_t = g.tensors[g.inputs[0]]
+    x = np.random.default_rng(seed).integers(-128, 128, size=x_t.shape).astype(np.int8)
+    t.set_input(x, 0)
+    t.invoke()
+    layer_in = t.GetTensor(op.inputs[0], 0)["tensor_data"]
+    ref = t.GetTensor(op.outputs[0], 0)["tensor_data"]
+    consts = [g.tensors[i].data if i >= 0 else None for i in op.inputs[1:]]
+    acc = np.asarray(kernel.accumulate(params, [layer_in, *consts]), dtype=np.int64)
+    c = acc.shape[-1]
+    assert ref.shape[-1] == c and ref.size == acc.size
+    return dict(name=f"{model_path.name} CONV_2D #{conv_number} (op {op.index})",
+                acc=acc.reshape(-1, c), ref=np.asarray(ref, dtype=np.int64).reshape(-1, c),
+                bias=rq.bias, mult=rq.multiplier, shift=rq.shift, zp=rq.output_zero_point,
+                act_min=rq.act_min, act_max=rq.act_max, rounding=rq.rounding)
+
+
+@pytest.mark.parametrize("conv_number", [0, 1], ids=["first_conv", "pointwise_conv"])
+def test_real_layer_replay_kws(rtl, conv_number):
+    """kws_ref_model's CONV_2D: qsim accumulators + per-channel tables through the RTL == TFLM's int8."""
+    import numpy as np
+
+    d = _conv_layer_replay_data(shared_model("kws_ref_model.tflite"), conv_number, seed=SEED)
+    b = rtl(LANES, d.pop("rounding"))
+    path = b.build_dir / f"replay_kws_conv{conv_number}.npz"
+    np.savez(path, **d)
+    b.run("real_layer_replay", RQ_SEED=SEED, RQ_REPLAY=path)
+
+
+def test_yosys_synth_reports_cells_per_lane():
+    """`make synth` flow: yosys synthesizes the unit and the lane count scales the cells (skipped
+    without yosys, an optional Debian package)."""
+    import shutil
+    if shutil.which("yosys") is None:
+        pytest.skip("yosys is not installed (optional: apt-get install yosys)")
+    from synth_report import per_lane
+    s = per_lane(2, "double")
+    assert s["cells_per_lane"] > 1000 and s["flops_per_lane"] > 100 and s["shared_cells"] >= 0, s

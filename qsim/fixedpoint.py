@@ -479,3 +479,100 @@ def downscale_int32_to_int16_multiplier(m0: int) -> int:
     if m0 >= INT32_MAX - (1 << 15):
         return 32767
     return (m0 + (1 << 15)) >> 16
+
+
+# --------------------------------------------------------------------------- float32 LUTs (LiteRT LOGISTIC/TANH int8)
+
+def _libm_float_fn(name: str):
+    """The C library's float32 function (``expf``, ``tanhf``) via ctypes, or None if unavailable.
+
+    LiteRT's Prepare calls std::exp / std::tanh on floats, i.e. the platform's
+    libm ``expf`` / ``tanhf``; calling the same functions reproduces its
+    float32 results bit for bit (numpy's own float32 exp may differ by 1 ulp).
+    """
+    import ctypes
+    import ctypes.util
+    path = ctypes.util.find_library("m")
+    if path is None:
+        return None
+    try:
+        f = getattr(ctypes.CDLL(path), name)
+    except (OSError, AttributeError):
+        return None
+    f.restype = ctypes.c_float
+    f.argtypes = [ctypes.c_float]
+    return f
+
+
+def _float32_transform(kind: str):
+    """float32 -> float32 callable for the LUT transforms: "logistic" 1/(1+expf(-x)) or "tanh" tanhf(x)."""
+    f32 = np.float32
+    if kind == "logistic":
+        expf = _libm_float_fn("expf")
+        exp = (lambda v: f32(expf(f32(v)))) if expf else (lambda v: f32(np.exp(f32(v))))
+        return lambda v: f32(f32(1.0) / f32(f32(1.0) + exp(f32(-v))))
+    if kind == "tanh":
+        tanhf = _libm_float_fn("tanhf")
+        return (lambda v: f32(tanhf(f32(v)))) if tanhf else (lambda v: f32(np.tanh(f32(v))))
+    raise ValueError(f"unknown LUT transform {kind!r}")
+
+
+def lut_populate_int8(kind: str, input_scale: float, input_zero_point: int,
+                      output_scale: float, output_zero_point: int) -> np.ndarray:
+    """TFLite LUTPopulate<int8_t> with a float32 transform: 256-entry table indexed by q_in + 128.
+
+    For every int8 q: x = float32(in_scale) * float32(q - in_zp) (float32 product),
+    y = transform(x) in float32, r = round_half_away(y * float32(1 / out_scale))
+    (float32 product), out = clamp(int32(float32(r + out_zp)), -128, 127) where an
+    out-of-range float -> int32 conversion gives INT32_MIN as on x86.
+    Returns int64[256] with entry i for input value i - 128.
+    """
+    f32 = np.float32
+    transform = _float32_transform(kind)
+    in_scale = f32(input_scale)
+    inverse_scale = f32(f32(1.0) / f32(output_scale))
+    table = np.empty(256, dtype=np.int64)
+    for q in range(-128, 128):
+        x = f32(in_scale * f32(q - int(input_zero_point)))
+        y = transform(x)
+        scaled = f32(y * inverse_scale)
+        total = f32(f32(_round_half_away(float(scaled)) if np.isfinite(scaled) else scaled) + f32(output_zero_point))
+        # static_cast<int32_t> of an out-of-range float is INT32_MIN on x86 (cvttss2si): clamps to -128
+        quantized = int(total) if np.isfinite(total) and -2.0 ** 31 <= total < 2.0 ** 31 else INT32_MIN
+        table[q + 128] = min(max(quantized, -128), 127)
+    return table
+
+
+def requantize_double_fast(acc, bias, m0, shift, output_zero_point, act_min, act_max) -> np.ndarray:
+    """Same result as ``requantize(..., rounding="double")`` in far fewer numpy passes (~4x faster).
+
+    For 0 <= M0 < 2**31 (every QuantizeMultiplier output) the two gemmlowp roundings
+    have closed forms that need no sign tests on the product p = x * M0:
+      * SRDHM(x, M0) == h == (p + 2**30) >> 31 (floor shift; the nudge 1 - 2**30 for
+        negative products followed by truncation is the same floor);
+      * RoundingDivideByPOT(h, e) == (h + (2**e >> 1) - [h < 0 and e > 0]) >> e,
+    and nested floor shifts fold into one:
+      result == (p + 2**30 + ((2**e >> 1) - [p < -2**30 and e > 0]) * 2**31) >> (31 + e)
+    (|p| < 2**62, so the sum stays inside int64).  ``bias``, ``m0``, ``shift``
+    broadcast along the last axis; int32 wrap-around of ``acc + bias`` and of the
+    left shift is kept.  tests/test_kernels_gemm.py checks equality with
+    :func:`requantize` on random and extreme values.
+    """
+    m0, shift = _i64(m0), _i64(shift)
+    if np.any((m0 < 0) | (m0 > INT32_MAX)):
+        return requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, "double")
+    x = _i64(acc) + _i64(bias)
+    if x.size and (x.max() > INT32_MAX or x.min() < INT32_MIN):
+        x = wrap_int32(x)
+    left = np.maximum(shift, 0)
+    if np.any(left):
+        x = wrap_int32(x << left)
+    right = np.maximum(-shift, 0)
+    x *= m0
+    neg_fix = np.where(right > 0, np.int64(1) << 31, 0)  # subtracted where h < 0, i.e. p < -2**30
+    if np.any(neg_fix):
+        x -= (x < -(1 << 30)) * neg_fix
+    x += (1 << 30) + (((np.int64(1) << right) >> 1) << 31)
+    x >>= 31 + right
+    x += int(output_zero_point)
+    return np.clip(x, act_min, act_max, out=x)

@@ -183,8 +183,9 @@ def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
 def _reshape(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
     if tuple(a.shape) == tuple(t.shape):
         return a
-    if a.size == t.size and len(t.shape) and tuple(a.shape) in (tuple(t.shape[1:]), (t.size,)):
-        return a.reshape(t.shape)  # batch dimension left out, or flattened data
+    squeeze = [d for d in a.shape if d != 1]
+    if a.size == t.size and (squeeze == [d for d in t.shape if d != 1] or a.ndim == 1):
+        return a.reshape(t.shape)  # only size-1 dims (batch, channel) differ, or flattened data
     raise QsimError(f"input '{t.name}' must have shape {list(t.shape)} ({t.size} values), got an array of "
                     f"shape {list(a.shape)} ({a.size} values).")
 

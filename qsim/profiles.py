@@ -36,7 +36,14 @@ PROFILES: dict[str, Profile] = {
         default_rounding="double",
         # STRIDED_SLICE "tflm": ignores ellipsis/new_axis/offset, <= 4-D, legacy begin clamp in its
         # output-shape check (tests/test_kernels_shape.py).
-        variant_per_op={"STRIDED_SLICE": "tflm"},
+        # PAD/PADV2 "tflm": int64 paddings are read as int32 words.
+        variant_per_op={"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
+                        # Elementwise/activations (tests/test_kernels_elementwise.py): LOGISTIC/TANH run
+                        # gemmlowp fixed point (Q4.27 input); RELU forms s_in/s_out in double; RELU6 does not
+                        # requantize (clamps the raw input to [zp, q(6)]); MUL forms s1*s2/s_out in double.
+                        # Per-channel QUANTIZE is refused; per-channel DEQUANTIZE uses scale[0]/zp[0] throughout.
+                        "LOGISTIC": "fixed", "TANH": "fixed", "RELU": "double_scale", "RELU6": "clamp_only",
+                        "MUL": "double", "QUANTIZE": "per_tensor_only", "DEQUANTIZE": "first_scale"},
     ),
     "litert": Profile(
         name="litert",
@@ -48,7 +55,13 @@ PROFILES: dict[str, Profile] = {
         # by the double real scale in_scale*w_scale/out_scale with std::round (ties away from
         # zero); "single" only looked right on ad01 because it has no exact ties.
         rounding_per_op={},
-        variant_per_op={"FULLY_CONNECTED": "float_rescale"},
+        variant_per_op={"FULLY_CONNECTED": "float_rescale",
+                        # Elementwise/activations (tests/test_kernels_elementwise.py): LOGISTIC/TANH are a
+                        # float32 LUT built in Prepare; RELU/RELU6 requantize by float32(s_in/s_out); MUL
+                        # forms s1*s2/s_out in float32.  ADD/SUB/SOFTMAX/HARD_SWISH/LEAKY_RELU/QUANTIZE/
+                        # DEQUANTIZE (per tensor) are bit-identical in both references (double rounding).
+                        "LOGISTIC": "lut", "TANH": "lut", "RELU": "float32_scale", "RELU6": "float32_scale",
+                        "MUL": "float32", "QUANTIZE": "per_channel", "DEQUANTIZE": "per_channel"},
     ),
     "single": Profile(
         name="single",

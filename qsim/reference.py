@@ -134,7 +134,7 @@ class LiteRTRunner:
 class TFLMRunner:
     """TensorFlow Lite Micro Python runtime with every tensor preserved."""
 
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, graph: ir.Graph | None = None):
         try:
             from tflite_micro.python.tflite_micro import runtime
         except ImportError as e:  # pragma: no cover
@@ -143,7 +143,8 @@ class TFLMRunner:
         try:
             with _quiet_stderr():
                 self.it = runtime.Interpreter.from_bytes(
-                    blob, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+                    blob, arena_size=tflm_arena_bytes(blob, graph),
+                    intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
         except (ValueError, RuntimeError) as e:
             raise ReferenceRefused(_first_sentence(str(e))) from None
 
@@ -158,14 +159,23 @@ class TFLMRunner:
         return {t: np.array(self.it.GetTensor(t, 0)["tensor_data"]) for t in tensors}
 
 
-def make_runner(reference: str, blob: bytes):
+def tflm_arena_bytes(blob: bytes, graph: ir.Graph | None = None) -> int:
+    """Arena for TFLM with every tensor preserved: the runtime's own default (10x the model
+    size) fails on models with small weights and large activations, so add twice the bytes
+    of all non-constant tensors plus 1 MiB of slack for scratch buffers."""
+    g = graph if graph is not None else load_bytes(blob)
+    activations = sum(t.nbytes for t in g.tensors if not t.is_const)
+    return 10 * len(blob) + 2 * activations + (1 << 20)
+
+
+def make_runner(reference: str, blob: bytes, graph: ir.Graph | None = None):
     """Runner for "litert" (BUILTIN_REF), "xnnpack" (LiteRT default kernels) or "tflm"."""
     if reference == "litert":
         return LiteRTRunner(blob, reference=True)
     if reference == "xnnpack":
         return LiteRTRunner(blob, reference=False)
     if reference == "tflm":
-        return TFLMRunner(blob)
+        return TFLMRunner(blob, graph)
     raise QsimError(f"unknown reference '{reference}'; choose one of: litert, tflm, both")
 
 
@@ -281,7 +291,7 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     targets = op_output_tensors(g)
     cmp.layers = [TensorDiff(op.index, op.opcode, t, g.tensors[t].name, g.tensors[t].size) for op, t in targets]
     try:  # the reference first: its refusal is news even when qsim cannot run the model either
-        runner = make_runner(reference, m.blob)
+        runner = make_runner(reference, m.blob, g)
     except ReferenceRefused as e:
         cmp.refused = str(e)
         return cmp

@@ -11,7 +11,6 @@ import numpy as np
 from . import ir
 from .errors import QsimError
 from .interpreter import check_quantized, unsupported_ops
-from .loader import TENSOR_TYPE_NAMES  # noqa: F401  (re-exported for callers formatting types)
 
 
 def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
@@ -61,7 +60,8 @@ def input_guidance(t: ir.Tensor) -> str:
     lo, hi = s * (int(info.min) - zp), s * (int(info.max) - zp)
     return (f"input '{t.name}' expects {t.dtype} {list(t.shape)}: q = round(x / {s:.6g}) + ({zp}), "
             f"clamped to [{info.min}, {info.max}], i.e. real range [{lo:.4g}, {hi:.4g}]"
-            + (f"; image pixels p map to q = p - 128 (real = {s:.6g} * (p - 128 - ({zp})))"
+            + (f"; image files: pixel p -> q = p - 128 (real = {s:.6g} * (p - 128 - ({zp}))), or with "
+               "--image-mode raw the stored bytes as int8 (TFLM's person_detection example)"
                if t.dtype == np.int8 and _image_like(t.shape) else "")
             + ".")
 
@@ -174,5 +174,6 @@ def render_comparison(c) -> str:
     if c.refused is not None or not c.layers:
         return head
     rows = [[d.op_index, d.opcode, d.name[:48], d.elements, d.mismatches, d.max_diff] for d in c.layers]
-    return head + "\n" + table(["#", "op", "output tensor", "elements", "mismatches", "max|diff| LSB"], rows,
+    n = f"mismatches/{c.n_inputs} runs" if c.n_inputs > 1 else "mismatches"
+    return head + "\n" + table(["#", "op", "output tensor", "elements", n, "max|diff| LSB"], rows,
                                align="rllrrr")

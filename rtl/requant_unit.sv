@@ -56,7 +56,7 @@ module requant_unit #(
 
   always_ff @(posedge clk) begin
     if (rst) begin
-      vld <= vld;
+      vld <= '0;
     end else begin
       if (en[0]) vld[0] <= s_valid;
       for (int k = 1; k < LATENCY; k++) begin
@@ -68,14 +68,18 @@ module requant_unit #(
   assign s_ready = en[0];
   assign m_valid = vld[LATENCY-1];
 
-  // ---- per-beat sideband (zp, act_min, act_max) travelling with stages 1..4
-  logic [23:0] side [LATENCY-1];
+  // ---- per-beat sideband {zp, act_min, act_max} travelling with stages 1..4
+  // (a flat vector: side[k*24 +: 24] belongs to stage k+1)
+  localparam int SW = 24;
+  logic [(LATENCY-1)*SW-1:0] side;
   always_ff @(posedge clk) begin
-    if (en[0]) side[0] <= {s_zp, s_act_min, s_act_max};
+    if (en[0]) side[0 +: SW] <= {s_zp, s_act_min, s_act_max};
     for (int k = 1; k < LATENCY - 1; k++) begin
-      if (en[k]) side[k] <= side[k-1];
+      if (en[k]) side[k*SW +: SW] <= side[(k-1)*SW +: SW];
     end
   end
+  logic [SW-1:0] side_s4;  // aligned with the lanes' stage-4 registers
+  assign side_s4 = side[(LATENCY-2)*SW +: SW];
 
   // ---- lanes
   for (genvar i = 0; i < LANES; i++) begin : g_lane
@@ -86,9 +90,9 @@ module requant_unit #(
         .bias   (s_bias[i*32 +: 32]),
         .mult   (s_mult[i*32 +: 32]),
         .shift  (s_shift[i*6 +: 6]),
-        .zp     (side[LATENCY-2][23:16]),
-        .act_min(side[LATENCY-2][15:8]),
-        .act_max(side[LATENCY-2][7:0]),
+        .zp     (side_s4[23:16]),
+        .act_min(side_s4[15:8]),
+        .act_max(side_s4[7:0]),
         .out    (m_data[i*8 +: 8])
     );
   end

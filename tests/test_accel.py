@@ -270,6 +270,8 @@ def _cli(argv, capsys):
     (["--sram-kib", "0.25"], "SRAM smaller than one tile"),
     (["--array", "banana"], "ROWSxCOLS"),
     (["--set", "rows"], "FIELD=VALUE"),
+    (["--set", "rows=many"], "must be a number"),
+    (["--json", "--csv", "-"], "both write to stdout"),
 ])
 def test_cli_bad_config_exit_2(extra, words, capsys):
     model = str(shared_model("pretrainedResnet_quant.tflite"))
@@ -298,15 +300,23 @@ def test_cli_outputs_json_csv_trace(tmp_path, capsys):
     spans = [e for e in events if e["ph"] == "X"]
     assert {e["cat"] for e in spans} >= {"dma", "array", "requant", "vector", "layer"}
     assert all(e["dur"] > 0 and e["ts"] >= 0 for e in spans)
+    for lane in ("dma", "array", "vector", "layer"):  # one DRAM port, one array, one vector unit, layers in series
+        seq = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans if e["cat"] == lane)
+        assert all(b[0] >= a[1] - 1e-9 for a, b in zip(seq, seq[1:])), lane
+    array_cycles = sum(e["args"]["cycles"] for e in spans if e["cat"] == "array")
+    assert array_cycles == doc["totals"]["array_cycles"]
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("index,op,name") and len(rows) == 17
 
 
 # ----------------------------------------------------------------------------- values (real models)
 
-MODELS = ["ad01_int8.tflite", "pretrainedResnet_quant.tflite", "kws_ref_model.tflite", "vww_96_int8.tflite"]
+MODELS = ["ad01_int8.tflite", "pretrainedResnet_quant.tflite", "kws_ref_model.tflite", "vww_96_int8.tflite",
+          "person_detect.tflite"]
+REFUSED = {("litert", "person_detect.tflite")}  # LiteRT 2.3 rejects its per-channel bias (models README)
 HW_VARIANTS = [dict(), dict(rows=8, cols=4, dataflow="os", ifmap_sram_kib=16, weight_sram_kib=16,
-                            output_sram_kib=16, dram_bytes_per_cycle=1, requant_lanes=1)]
+                            output_sram_kib=16, dram_bytes_per_cycle=1, requant_lanes=1),
+               dict(rows=32, cols=32, acc_overflow="saturate", requant_depth=0)]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -321,6 +331,8 @@ def test_values_bit_exact_and_independent_of_hardware(name):
     x = random_inputs(g, 1, seed=11)[0]
     produced = [t for op in g.operators for t in op.outputs]
     for ref in ("tflm", "litert"):
+        if (ref, name) in REFUSED:
+            continue
         base = config.load_hw("edge16").with_overrides(rounding_profile=ref)
         functional = prepare_graph(g, ref).run(x)
         try:
@@ -328,11 +340,7 @@ def test_values_bit_exact_and_independent_of_hardware(name):
         except ReferenceRefused as e:  # pragma: no cover - documented refusals only
             pytest.fail(f"{ref} refused {name}: {e}")
         for hw in HW_VARIANTS:
-            try:
-                res = profile_graph(g, base.with_overrides(**hw), x)
-            except QsimError as e:
-                assert "SRAM smaller than one tile" in str(e)
-                continue
+            res = profile_graph(g, base.with_overrides(**hw), x)
             for t in produced:
                 assert np.array_equal(res.values[t], functional[t]), (ref, hw, t)
                 assert np.array_equal(res.values[t], theirs[t].reshape(functional[t].shape)), (ref, hw, t)

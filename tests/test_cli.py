@@ -14,7 +14,7 @@ from conftest import REPO, shared_model
 ENV_TIMEOUT = 300
 
 
-def qsim(*args, ok_codes=None):
+def qsim(*args):
     """Run `python -m qsim.cli ARGS`; returns CompletedProcess (text)."""
     r = subprocess.run([sys.executable, "-m", "qsim.cli", *map(str, args)], cwd=REPO, capture_output=True,
                        text=True, timeout=ENV_TIMEOUT)

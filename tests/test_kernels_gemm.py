@@ -37,10 +37,13 @@ def _out_size(padding, size, k, stride, dil):
     return (size + stride - 1) // stride if padding == "SAME" else (size + stride - eff) // stride
 
 
-def _acc_scale(rng, in_scale, w_scales, taps):
-    """An output scale that keeps typical accumulators inside int8 (with some saturation)."""
+def _acc_scale(rng, in_scale, w_scales, taps, gain=1):
+    """An output scale that keeps typical accumulators inside int8 (with some saturation).
+
+    ``gain`` > 1 shrinks it so the real multiplier exceeds 1 (TFLite's left-shift path).
+    """
     spread = np.sqrt(taps) * 74.0 * 60.0 * in_scale * float(np.mean(w_scales))
-    return float(spread / 45.0 * rng.uniform(0.4, 2.5))
+    return float(spread / 45.0 * rng.uniform(0.4, 2.5) / gain)
 
 
 def _weights(rng, shape, n_ch, axis, per_channel):
@@ -67,7 +70,7 @@ def conv_model(p: dict, rng) -> bytes:
     wq, ws = _weights(rng, (cout, p["kh"], p["kw"], cin), cout, 0, p["per_channel"])
     wt = b.add_const("w", wq, scale=ws, zero_point=np.zeros(ws.size, np.int64), axis=0)
     bias = _bias(b, rng, in_scale, ws, cout, p["bias"])
-    out_scale = _acc_scale(rng, in_scale, ws, p["kh"] * p["kw"] * cin)
+    out_scale = _acc_scale(rng, in_scale, ws, p["kh"] * p["kw"] * cin, p.get("gain", 1))
     y = b.add_tensor("y", (n, oh, ow, cout), np.int8, scale=out_scale, zero_point=int(rng.integers(-30, 30)))
     b.add_op("CONV_2D", [x, wt] + ([] if bias is None else [bias]), [y], ir.Conv2DOptions(
         padding=p["padding"], stride_h=p["sh"], stride_w=p["sw"], dilation_h=p["dh"], dilation_w=p["dw"],
@@ -87,7 +90,7 @@ def depthwise_model(p: dict, rng) -> bytes:
     wq, ws = _weights(rng, (1, p["kh"], p["kw"], cout), cout, 3, p["per_channel"])
     wt = b.add_const("w", wq, scale=ws, zero_point=np.zeros(ws.size, np.int64), axis=3)
     bias = _bias(b, rng, in_scale, ws, cout, p["bias"])
-    out_scale = _acc_scale(rng, in_scale, ws, p["kh"] * p["kw"])
+    out_scale = _acc_scale(rng, in_scale, ws, p["kh"] * p["kw"], p.get("gain", 1))
     y = b.add_tensor("y", (n, oh, ow, cout), np.int8, scale=out_scale, zero_point=int(rng.integers(-30, 30)))
     b.add_op("DEPTHWISE_CONV_2D", [x, wt] + ([] if bias is None else [bias]), [y], ir.DepthwiseConv2DOptions(
         padding=p["padding"], stride_h=p["sh"], stride_w=p["sw"], dilation_h=p["dh"], dilation_w=p["dw"],
@@ -108,7 +111,7 @@ def fc_model(p: dict, rng) -> bytes:
     wq, ws = _weights(rng, (units, in_units), units, 0, p["per_channel"])
     wt = b.add_const("w", wq, scale=ws, zero_point=np.zeros(ws.size, np.int64), axis=0)
     bias = _bias(b, rng, in_scale, ws, units, p["bias"])
-    out_scale = _acc_scale(rng, in_scale, ws, in_units)
+    out_scale = _acc_scale(rng, in_scale, ws, in_units, p.get("gain", 1))
     out_shape = in_shape[:-1] + (units,) if p["keep_num_dims"] else (total // in_units, units)
     y = b.add_tensor("y", out_shape, np.int8, scale=out_scale, zero_point=int(rng.integers(-30, 30)))
     b.add_op("FULLY_CONNECTED", [x, wt, -1 if bias is None else bias], [y],
@@ -154,19 +157,8 @@ def mean_model(p: dict, rng) -> bytes:
 # ------------------------------------------------------------------ comparison
 
 def reference_outputs(blob: bytes, reference: str, x: np.ndarray, tensors) -> dict[int, np.ndarray]:
-    """Run one reference with every tensor preserved; {tensor index: array} for ``tensors``."""
-    if reference == "litert":
-        return make_runner("litert", blob).run([x], tensors)
-    # TFLM's default arena (10x the model size) is too small for tiny test models and the
-    # runtime then crashes, so size the arena from the tensors.
-    from tflite_micro.python.tflite_micro import runtime
-    g = load_bytes(blob)
-    arena = 10 * len(blob) + 4 * sum(t.nbytes for t in g.tensors) + (256 << 10)
-    it = runtime.Interpreter.from_bytes(blob, arena_size=arena,
-                                        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    it.set_input(x, 0)
-    it.invoke()
-    return {t: np.array(it.GetTensor(t, 0)["tensor_data"]) for t in tensors}
+    """Run one reference ("litert" BUILTIN_REF or "tflm") with every tensor preserved."""
+    return make_runner(reference, blob).run([x], tensors)
 
 
 def assert_bitexact(blob: bytes, rng, refs=REFS) -> None:
@@ -188,6 +180,9 @@ def assert_bitexact(blob: bytes, rng, refs=REFS) -> None:
 
 # ------------------------------------------------------------------ strategies
 
+GAINS = st.sampled_from([1, 1, 1, 1, 3000])  # 3000: real multiplier > 1 (left shift)
+
+
 def _window(draw, max_hw=11):
     padding = draw(st.sampled_from(["SAME", "VALID"]))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -202,7 +197,8 @@ def _window(draw, max_hw=11):
 def conv_params(draw):
     p = _window(draw)
     p.update(n=draw(st.integers(1, 2)), cin=draw(st.integers(1, 6)), cout=draw(st.integers(1, 8)),
-             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)))
+             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
+             gain=draw(GAINS))
     return p
 
 
@@ -210,7 +206,8 @@ def conv_params(draw):
 def depthwise_params(draw):
     p = _window(draw)
     p.update(n=draw(st.integers(1, 2)), cin=draw(st.integers(1, 6)), mult=draw(st.integers(1, 3)),
-             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)))
+             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
+             gain=draw(GAINS))
     return p
 
 
@@ -219,7 +216,7 @@ def fc_params(draw):
     shape = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
     return dict(in_shape=shape, units=draw(st.integers(1, 12)), in_units=draw(st.integers(1, 24)),
                 keep_num_dims=draw(st.booleans()), per_channel=draw(st.booleans()), bias=draw(st.booleans()),
-                act=draw(st.sampled_from(ACTS)))
+                act=draw(st.sampled_from(ACTS)), gain=draw(GAINS))
 
 
 @st.composite
@@ -599,3 +596,26 @@ def test_conv_with_weight_zero_point_or_runtime_weights_is_rejected():
     b.mark_output(y)
     with pytest.raises(QsimError, match="constant"):
         prepare_graph(load_bytes(b.build()), "tflm")
+
+
+# ------------------------------------------------------------------ the fast requantizer
+
+def test_requantize_double_fast_equals_requantize():
+    """The few-pass double-rounding requantizer the conv/fc kernels use == fixedpoint.requantize."""
+    from qsim import fixedpoint as fp
+    rng = np.random.default_rng(2026)
+    edges = np.array([2**31 - 1, -2**31, 0, 1, -1, 2**30, -2**30, -(2**30) - 1, 2**31, -2**31 - 1, 3, -3])
+    for trial in range(300):
+        c = int(rng.integers(1, 6))
+        m0 = rng.integers(0, 2**31, c)
+        m0[rng.random(c) < 0.3] = 1 << 30  # exact ties
+        shift = rng.integers(-31, 8, c) if trial % 3 else rng.integers(-12, 1, c)
+        acc = rng.integers(-2**33, 2**33, (120, c))  # includes int32 wrap-around of acc + bias
+        acc[:50] = rng.integers(-3000, 3000, (50, c))
+        acc[50:50 + edges.size] = edges[:, None]
+        bias = rng.integers(-2**31, 2**31, c)
+        zp = int(rng.integers(-128, 128))
+        lo, hi = (-128, 127) if trial % 2 else (-2**31, 2**31 - 1)
+        want = fp.requantize(acc, bias, m0, shift, zp, lo, hi, "double")
+        got = fp.requantize_double_fast(acc, bias, m0, shift, zp, lo, hi)
+        assert np.array_equal(got, want), (m0, shift, bias, zp)

@@ -122,6 +122,10 @@ def test_coerce_integer_rules():
         qin.coerce_integer(np.zeros((1, 4), np.float32), t)
     with pytest.raises(QsimError, match=r"shape \[1, 4\]"):
         qin.coerce_integer(np.zeros((1, 5), np.int8), t)
+    with pytest.raises(QsimError, match=r"shape \[1, 4\]"):
+        qin.coerce_integer(np.zeros((2, 2), np.int8), t)  # same size, different layout
+    img = _tensor((1, 3, 2, 1))
+    assert qin.coerce_integer(np.arange(6, dtype=np.int8).reshape(3, 2), img).shape == (1, 3, 2, 1)
 
 
 def test_image_to_input_int8_is_pixel_minus_128():
@@ -252,8 +256,9 @@ def test_read_png_rejects_16bit(tmp_path):
 
 
 def test_npz_by_name_and_count(tmp_path):
-    b = pytest.importorskip("qsim.builder")
-    mb = b.ModelBuilder()
+    from qsim.builder import ModelBuilder
+
+    mb = ModelBuilder()
     x = mb.add_input("x", (1, 4), np.int8, scale=0.1, zero_point=0)
     y = mb.add_input("y", (1, 4), np.int8, scale=0.1, zero_point=0)
     z = mb.add_tensor("z", (1, 4), np.int8, scale=0.2, zero_point=0)

@@ -116,3 +116,51 @@ def test_person_detect_refused_by_litert_in_check():
     assert isinstance(result["xnnpack"], str) and result["xnnpack"].startswith("LiteRT refused this model")
     assert result["ok"] == tflm.ok
     assert tflm.ok, "\n" + render_comparison(tflm)
+
+
+@pytest.mark.parametrize("name,reference,profile,first_op", [
+    ("kws_ref_model", "tflm", "single", "CONV_2D"),  # conv requant: both references use double rounding
+    ("ad01_int8", "tflm", "litert", "FULLY_CONNECTED"),  # TFLM's FC: double; LiteRT's: single
+])
+def test_wrong_profile_is_caught(name, reference, profile, first_op):
+    """The comparison has teeth: simulating with the other reference's rounding diverges, and the
+    first divergent op is named."""
+    m = model(name)
+    c = ref.compare(m, _inputs(m)[:3], reference=reference, profile=profile)
+    assert not c.ok and c.refused is None
+    f = c.first_divergent
+    assert f.opcode == first_op and all(d.ok for d in c.layers[:c.layers.index(f)])
+    assert f.max_diff >= 1 and "first divergent op: #" in c.summary()
+
+
+def test_tensor_diff_counts():
+    d = ref.TensorDiff(3, "ADD", 7, "t", 4)
+    d.add(np.array([1, -128, 5, 127], np.int8), np.array([1, 127, 4, 127], np.int8))
+    assert (d.mismatches, d.max_diff) == (2, 255)
+    d.add(np.zeros((1, 4), np.int8), np.zeros(4, np.int8))  # same elements, reference shape flattened
+    assert (d.mismatches, d.max_diff) == (2, 255) and not d.ok
+    e = ref.TensorDiff(0, "X", 0, "t", 4)
+    e.add(np.zeros(4, np.int8), np.zeros(5, np.int8))  # different element counts: all mismatched
+    assert e.mismatches == 4 and not e.ok
+
+
+def test_tflm_runner_sizes_arena_for_large_activations():
+    """1.2 kB of model, 2 x 64 KiB of activations: TFLM's default arena (10x the file) is too small;
+    the runner sizes it from the graph so the comparison runs instead of a bogus refusal."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+
+    rng = np.random.default_rng(5)
+    b = ModelBuilder(description="small weights, large activations")
+    x = b.add_input("x", (1, 64, 64, 16), np.int8, scale=0.05, zero_point=-3)
+    w = b.add_const("w", rng.integers(-127, 128, (16, 1, 1, 16)).astype(np.int8), scale=np.full(16, 0.01),
+                    zero_point=np.zeros(16, np.int64), axis=0)
+    y = b.add_tensor("y", (1, 64, 64, 16), np.int8, scale=0.1, zero_point=0)
+    b.add_op("CONV_2D", [x, w, -1], [y], ir.Conv2DOptions(padding="SAME"))
+    z = b.add_tensor("z", (1, 64, 64, 16), np.int8, scale=0.1, zero_point=0)
+    b.add_op("CONV_2D", [y, w, -1], [z], ir.Conv2DOptions(padding="SAME"))
+    b.mark_output(z)
+    m = ref.Model.open(b.build())
+    c = ref.compare(m, random_inputs(m.graph, 2, seed=3), reference="tflm")
+    assert c.refused is None, c.summary()
+    assert c.ok, "\n" + render_comparison(c)

@@ -285,7 +285,7 @@ void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output)
     qk_pool(p, input, output, 1);
 }
 
-/* ----------------------------------------------------------------- ADD / MUL */
+/* ------------------------------------------------------------ ADD / SUB / MUL */
 
 static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
 {
@@ -293,7 +293,7 @@ static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
     const int32_t s1 = qk_mbqm(x1, p->input1_multiplier, p->input1_shift);
     const int32_t s2 = qk_mbqm(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm(s1 + s2, p->output_multiplier, p->output_shift) + p->output_offset;
+    const int32_t raw = qk_mbqm(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift) + p->output_offset;
     return (int8_t)qk_clamp(raw, p->act_min, p->act_max);
 }
 

@@ -85,12 +85,13 @@ typedef struct {
 void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
 void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
 
-/* ---- ADD / MUL with 4-D NHWC broadcasting ----
+/* ---- ADD / SUB / MUL with 4-D NHWC broadcasting ----
  * in1_strides / in2_strides: element strides of each input over the 4-D
  * output shape out_dims (0 along a broadcast dimension). */
 typedef struct {
     int32_t out_dims[4];
     int32_t in1_strides[4], in2_strides[4];
+    int32_t sign; /* +1 ADD, -1 SUB (scaled input 2 is subtracted) */
     int32_t left_shift;
     int32_t input1_offset, input1_multiplier, input1_shift;
     int32_t input2_offset, input2_multiplier, input2_shift;

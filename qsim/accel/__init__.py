@@ -1,0 +1,20 @@
+"""Cycle-approximate model of an int8 systolic MAC-array accelerator (``qsim profile``).
+
+A Vela-like pipeline, one module per stage, plain dataclasses in between:
+
+    config.HwConfig (presets in qsim/presets/*.toml)
+    graph --mapping.map_graph--> [LayerMap] --timing.time_layer--> [LayerTiming]
+          --datapath.run_values--> values + [LayerValues]      (profile.profile_graph ties them)
+          --> report (table / CSV / JSON), trace (Chrome/Perfetto trace events)
+
+Validation against SCALE-Sim v3 (tests/test_accel_scalesim.py, benchmarks/profile_speed.py):
+qsim's array cycles use the same fold model as SCALE-Sim (OS: folds x (K + R + C - 2);
+WS: folds x (M + 2R + C - 2); folds never overlap) and agree to within one cycle per
+layer: SCALE-Sim's "Total Cycles" is one lower because it reports the index of the
+cycle in which the last output is written, qsim the number of cycles the folds occupy.
+Where qsim departs from SCALE-Sim on purpose: SRAM tiling (a layer whose operands do
+not fit the double-buffered SRAM halves is split into tiles, and each weight-stationary
+tile reloads its weights), block-diagonal packing of depthwise channels on tall WS
+arrays (SCALE-Sim runs one conv per channel), DRAM modelled as one port with a fixed
+latency per access, and the requant / vector units, which SCALE-Sim does not model.
+"""

@@ -95,9 +95,13 @@ def _inputs(args, g):
 
 
 def handler(args) -> int:
+    if args.json and args.csv == "-":
+        raise QsimError("--json and --csv - both write to stdout; give --csv a file name.")
     cfg = hw_from_args(args)
     g = load(args.model)
     result = profile_graph(g, cfg, _inputs(args, g))
+    if not args.no_values:
+        result.input = args.input or f"random (seed {args.seed})"
     if args.trace:
         trace.write_trace(result, args.trace)
     if args.csv:

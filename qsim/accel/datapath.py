@@ -52,9 +52,15 @@ def signed_bits(lo: int, hi: int) -> int:
     return need + 1
 
 
-def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str) -> tuple[np.ndarray, int]:
-    """(value held by an acc_bits register, overflow count) for int64 sums ``total``."""
+def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
+                        seen: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """(value held by an acc_bits register, overflow count) for int64 sums ``total``.
+
+    ``seen``: (min, max) of ``total`` when already known (skips the count when nothing overflows).
+    """
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    if seen is not None and lo <= seen[0] and seen[1] <= hi:
+        return total, 0
     over = int(np.count_nonzero((total < lo) | (total > hi)))
     if not over:
         return total, 0
@@ -68,18 +74,19 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
                  overflow: str = "wrap") -> tuple[np.ndarray, LayerValues]:
     """Raw accumulators (int64, channel last) -> (int64 outputs, statistics)."""
     total = np.asarray(acc, dtype=np.int64) + np.asarray(rq.bias, dtype=np.int64)
-    held, over = accumulate_to_width(total, acc_bits, overflow)
+    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    held, over = accumulate_to_width(total, acc_bits, overflow, (lo, hi))
     # held fits acc_bits <= 32, so requantize's own int32 wrap of (held + 0) leaves it unchanged;
     # at the default 32-bit wrap this is the kernels' int32 wrap of acc + bias.
-    zeros = np.zeros_like(rq.bias, dtype=np.int64)
     if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
-        unclamped = fp.requantize_float_rescale(held, zeros, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
+        unclamped = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
+    elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
+        unclamped = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *UNCLAMPED)
     else:
-        unclamped = fp.requantize(held, zeros, rq.multiplier, rq.shift, rq.output_zero_point,
+        unclamped = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point,
                                   UNCLAMPED[0], UNCLAMPED[1], rq.rounding)
-    sat = int(np.count_nonzero((unclamped < rq.act_min) | (unclamped > rq.act_max)))
     out = fp.saturate(unclamped, rq.act_min, rq.act_max)
-    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    sat = int(np.count_nonzero(out != unclamped))
     return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
 
 

@@ -20,6 +20,7 @@ int8 = 9 bytes per output channel) loaded at layer setup.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,8 +79,12 @@ class LayerMap:
         return self.opcode == "DEPTHWISE_CONV_2D"
 
 
+def _size(t: ir.Tensor) -> int:
+    return math.prod(t.shape)  # math.prod: ~50x cheaper than np.prod for a 4-tuple
+
+
 def _nbytes(t: ir.Tensor) -> int:
-    return t.size * np.dtype(t.dtype).itemsize
+    return _size(t) * np.dtype(t.dtype).itemsize
 
 
 def map_graph(g: ir.Graph) -> list[LayerMap]:
@@ -133,7 +138,7 @@ def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     out = g.tensors[op.outputs[0]]
     n, k = w.shape
-    m = x.size // k
+    m = _size(x) // k
     sim = dict(name=f"op{op.index}_fully_connected", ifmap_h=m, ifmap_w=1, filt_h=1, filt_w=1,
                channels=k, num_filt=n, stride=1, repeat=1)
     return LayerMap(unit="array", macs=m * k * n, m=m, k=k, n=n, out_rows=m, pixels_per_row=1,
@@ -155,10 +160,10 @@ def _map_vector(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
 
 def vector_ops(op: ir.Operator, g: ir.Graph) -> int:
     """Element operations the vector unit performs for ``op`` (pools: one per window tap)."""
-    out_elems = sum(g.tensors[i].size for i in op.outputs)
+    out_elems = sum(_size(g.tensors[i]) for i in op.outputs)
     cost = VECTOR_COST.get(op.opcode, 1)
     if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
         cost = op.options.filter_h * op.options.filter_w
     if op.opcode in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"):
-        return sum(g.tensors[i].size for i in op.inputs[:1])
+        return sum(_size(g.tensors[i]) for i in op.inputs[:1])
     return out_elems * cost

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ir
-from ..interpreter import prepare_graph
+from ..interpreter import PreparedGraph, prepare_graph
 from . import datapath, mapping, timing
 from .config import HwConfig
 
@@ -50,9 +50,11 @@ class ProfileResult:
     values: dict[int, np.ndarray] | None = None
     source: str = ""
     totals: dict = field(default_factory=dict)
+    input: str = ""  # where the values came from (file name, "random (seed N)"), "" = timing only
 
     def as_dict(self) -> dict:
-        return {"model": self.source, "hardware": self.cfg.as_dict(), "totals": self.totals,
+        return {"model": self.source, "input": self.input or None, "hardware": self.cfg.as_dict(),
+                "totals": self.totals,
                 "layers": [L.as_dict() for L in self.layers]}
 
 
@@ -85,12 +87,16 @@ def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
     return out
 
 
-def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None) -> ProfileResult:
-    """Timing for every layer; with ``inputs`` also the values through the modelled datapath."""
+def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None, prepared: PreparedGraph | None = None) -> ProfileResult:
+    """Timing for every layer; with ``inputs`` also the values through the modelled datapath.
+
+    ``prepared``: reuse an already prepared graph (must use ``cfg.rounding_profile``).
+    """
     layers = time_graph(g, cfg)
     values = None
     if inputs is not None:
-        prepared = prepare_graph(g, cfg.rounding_profile)
+        if prepared is None or prepared.profile.name != cfg.rounding_profile:
+            prepared = prepare_graph(g, cfg.rounding_profile)
         values, stats = datapath.run_values(prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
         for L in layers:
             L.values = stats.get(L.map.index)

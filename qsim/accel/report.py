@@ -39,7 +39,7 @@ def table(result: ProfileResult) -> str:
                  f"MAC utilization {tot['mac_utilization_pct']:.2f}%, DRAM {tot['dram_bytes']} bytes "
                  f"({tot['dram_read_bytes']} read, {tot['dram_write_bytes']} written)")
     if "acc_overflows" in tot:
-        lines.append(f"datapath: {tot['acc_overflows']} accumulator overflows at {cfg.acc_bits} bits, "
+        lines.append(f"datapath ({result.input or 'values'}): {tot['acc_overflows']} accumulator overflows at {cfg.acc_bits} bits, "
                      f"{tot['output_saturations']} saturated outputs, widest accumulator used "
                      f"{tot['acc_bits_used']} bits")
     return "\n".join(lines)

@@ -76,7 +76,7 @@ class LayerTiming:
     tile_rows: int = 0
     tile_channels: int = 0
     utilization: float = 0.0  # MACs / (cycles * rows * cols)
-    events: list = field(default_factory=list)  # (lane, label, start, duration)
+    events: list = field(default_factory=list)  # (lane, label, start, duration[, args dict])
 
 
 # ----------------------------------------------------------------------------- array cycles
@@ -244,7 +244,9 @@ def time_layer(L: LayerMap, cfg: HwConfig) -> LayerTiming:
         rq = math.ceil(tile.outputs / lanes) if is_array else 0
         stage = max(tile.compute_cycles, rq)
         comp_end[t] = start + stage
-        ev.append((engine, f"tile {t}", start, tile.compute_cycles))
+        detail = ({"stream_cycles": tile.stream_cycles, "fill_drain_cycles": tile.compute_cycles - tile.stream_cycles,
+                   "outputs": tile.outputs} if is_array else {"ops": tile.compute_cycles * cfg.vector_lanes})
+        ev.append((engine, f"tile {t}", start, tile.compute_cycles, detail))
         if rq:
             ev.append(("requant", f"tile {t}", start, rq + depth))
         lt.requant_cycles += rq

@@ -32,11 +32,13 @@ def trace_events(result: ProfileResult) -> list[dict]:
                    "ts": base * us, "dur": L.timing.cycles * us,
                    "args": {"cycles": L.timing.cycles, "bound": L.timing.bound, "macs": L.map.macs,
                             "output": L.map.name}})
-        for lane, what, start, dur in L.timing.events:
+        for lane, what, start, dur, *extra in L.timing.events:
             if dur <= 0:
                 continue
-            ev.append({"name": f"{label} {what}", "cat": lane, "ph": "X", "pid": 1, "tid": tid[lane],
-                       "ts": (base + start) * us, "dur": dur * us})
+            e = {"name": f"{label} {what}", "cat": lane, "ph": "X", "pid": 1, "tid": tid[lane],
+                 "ts": (base + start) * us, "dur": dur * us}
+            e["args"] = {"cycles": dur, **(extra[0] if extra else {})}
+            ev.append(e)
     return ev
 
 

@@ -9,11 +9,12 @@ axis 3).  Bias is int32 (optional, input index -1).
 Accumulation follows reference_integer_ops::ConvPerChannel /
 DepthwiseConvPerChannel: ``acc = sum((x - x_zp) * w)`` over in-bounds taps
 (padding contributes nothing), then ``requantize(acc + bias)`` per output
-channel.  Speed: CONV_2D is im2col (numpy stride tricks) + a float64 BLAS
-matmul.  Every product is an integer of magnitude <= 255 * 128 and every sum
-stays far below 2**53, so float64 is exact whatever order BLAS adds in;
-the result converts to int64 without rounding.  Depthwise vectorizes over
-the kernel taps.
+channel.  Speed: CONV_2D is im2col (numpy stride tricks) + a BLAS matmul in
+floating point.  Every product is an integer of magnitude <= 255 * 128; any
+partial sum is bounded by max|x - zp| * sum|w| of the output channel, so the
+matmul runs in float32 when that bound is below 2**24 and in float64 (exact
+below 2**53) otherwise, exact whatever order BLAS adds in; the result
+converts to int64 without rounding.  Depthwise vectorizes over the kernel taps.
 
 The helpers here (padding, tensor checks, requant tables) are shared with
 fully_connected.py and pooling.py.
@@ -137,20 +138,43 @@ def check_output_shape(out_t, expected: tuple[int, ...]) -> None:
         raise QsimError(f"output '{out_t.name}' has shape {list(out_t.shape)} but the op produces {list(expected)}.")
 
 
-def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need_h: int, need_w: int) -> np.ndarray:
-    """float64 (x - zp) in NHWC, zero-padded so rows [0, need_h) / cols [0, need_w) exist.
+def exact_float_dtype(w_int: np.ndarray, input_zero_point: int, reduce_axes) -> type:
+    """float32 when every partial sum of (x - zp) * w is provably exact in float32, else float64.
+
+    Any partial sum of a dot product is bounded by max|x - zp| * sum|w| over the
+    reduced axes; below 2**24 float32 represents all of them exactly, whatever order
+    BLAS adds in.  float64 (53 bits) is exact for every int8 model of sane size.
+    """
+    max_x = max(127 - int(input_zero_point), int(input_zero_point) + 128)
+    col = np.abs(np.asarray(w_int, dtype=np.int64)).sum(axis=reduce_axes)
+    bound = max_x * int(col.max()) if col.size else 0
+    return np.float32 if bound < (1 << 24) else np.float64
+
+
+def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need_h: int, need_w: int,
+                    dtype=np.float64) -> np.ndarray:
+    """(x - zp) as ``dtype`` in NHWC, zero-padded so rows [0, need_h) / cols [0, need_w) exist.
 
     ``pad_h``/``pad_w`` rows/cols go before the data; the tail is padded as far
     as the windows reach.  Padding is 0 after the zero-point shift, which is
     exactly TFLite's "skip out-of-bounds taps".
     """
-    xs = x.astype(np.float64) - float(zero_point)
-    n, h, w, c = xs.shape
+    n, h, w, c = x.shape
     bottom = max(need_h - h - pad_h, 0)
     right = max(need_w - w - pad_w, 0)
-    if pad_h or pad_w or bottom or right:
-        xs = np.pad(xs, ((0, 0), (pad_h, bottom), (pad_w, right), (0, 0)))
+    xs = np.zeros((n, pad_h + h + bottom, pad_w + w + right, c), dtype=dtype)
+    core = xs[:, pad_h:pad_h + h, pad_w:pad_w + w, :]
+    core[...] = x
+    core -= zero_point
     return xs
+
+
+def apply_requant(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
+    """``rq.apply(acc)``; the classic double rounding takes fixedpoint's few-pass equivalent."""
+    if rq.rounding == "double" and type(rq) is RequantParams:
+        return fp.requantize_double_fast(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
+                                         rq.act_min, rq.act_max).astype(np.int8)
+    return rq.apply(acc)
 
 
 # --------------------------------------------------------------------------- CONV_2D
@@ -170,7 +194,7 @@ class ConvParams:
     out_w: int
     kernel_h: int
     kernel_w: int
-    weights: np.ndarray  # CONV_2D: float64 [kh*kw*in_ch, out_ch]; depthwise: float64 [kh, kw, out_ch]
+    weights: np.ndarray  # CONV_2D: float [kh*kw*in_ch, out_ch]; depthwise: float [kh, kw, out_ch] (exact dtype)
     out_channels: int
     depth_multiplier: int  # 1 for CONV_2D
     requant: RequantParams
@@ -193,20 +217,25 @@ def prepare_conv(op, graph, profile) -> ConvParams:
     scales = weight_scales(w, oc, axis=0)
     out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
-    wmat = np.asarray(w.data, dtype=np.float64).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
+    dt = exact_float_dtype(w.data, x.quant.zp0, (1, 2, 3))
+    wmat = np.asarray(w.data, dtype=dt).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
 
 
 def _im2col(p: ConvParams, x: np.ndarray) -> np.ndarray:
-    """float64 patches [N*OH*OW, KH*KW*C] of (x - zp), via a strided view."""
+    """Float patches [N*OH*OW, KH*KW*C] of (x - zp) (the weights' dtype), via a strided view."""
     n, h, w, c = x.shape
+    dt = p.weights.dtype
+    if p.kernel_h == 1 and p.kernel_w == 1 and p.stride_h == 1 and p.stride_w == 1 and \
+            (p.out_h, p.out_w) == (h, w):
+        xs = x.reshape(n * h * w, c).astype(dt)
+        xs -= p.input_zero_point
+        return xs
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
-    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w)
-    if p.kernel_h == 1 and p.kernel_w == 1 and p.stride_h == 1 and p.stride_w == 1:
-        return xs[:, :p.out_h, :p.out_w, :].reshape(n * p.out_h * p.out_w, c)
+    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, dt)
     sn, sh, sw, sc = xs.strides
     view = np.lib.stride_tricks.as_strided(
         xs, shape=(n, p.out_h, p.out_w, p.kernel_h, p.kernel_w, c),
@@ -223,7 +252,7 @@ def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_conv(p, inputs))]
+    return [apply_requant(p.requant, accumulate_conv(p, inputs))]
 
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
@@ -249,7 +278,7 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     scales = weight_scales(w, oc, axis=3)
     out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
-    wk = np.asarray(w.data, dtype=np.float64).reshape(kh, kw, oc)
+    wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
@@ -260,10 +289,10 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     x = np.asarray(inputs[0])
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
-    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w)
+    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
-    acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=np.float64)
+    acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=p.weights.dtype)
     h_span = (p.out_h - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
     for i in range(p.kernel_h):
@@ -271,12 +300,12 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
         for j in range(p.kernel_w):
             c0 = j * p.dilation_w
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
-            acc += tap * p.weights[i, j]
+            acc += tap * p.weights[i, j]  # exact: exact_float_dtype bounded every partial sum
     return acc.astype(np.int64)
 
 
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_depthwise(p, inputs))]
+    return [apply_requant(p.requant, accumulate_depthwise(p, inputs))]
 
 
 register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv)

@@ -6,9 +6,9 @@ allows) or per-output-channel along axis 0 (zero point 0).  The input may have
 any rank: it is flattened to [batch, in_units] with batch = size / in_units.
 Output [batch, out_units], or input.shape[:-1] + [out_units] with keep_num_dims.
 
-acc[b, o] = sum_i (x[b, i] - x_zp) * (w[o, i] - w_zp), computed as one float64
-BLAS matmul (exact: every partial sum is an integer far below 2**53), then
-requantized per output unit.
+acc[b, o] = sum_i (x[b, i] - x_zp) * (w[o, i] - w_zp), computed as one BLAS
+matmul in float32 or float64, whichever conv.exact_float_dtype proves exact,
+then requantized per output unit (fixed point, or LiteRT's double rescale).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, register
-from .conv import bias_values, make_requant, require_int8
+from .conv import apply_requant, bias_values, exact_float_dtype, make_requant, require_int8
 
 
 @dataclass
@@ -44,7 +44,7 @@ class FullyConnectedParams:
     input_zero_point: int
     in_units: int
     out_units: int
-    weights_t: np.ndarray  # float64 [in_units, out_units] = (w - w_zp).T
+    weights_t: np.ndarray  # float32/float64 (exact, see conv.exact_float_dtype) [in_units, out_units] = (w - w_zp).T
     requant: RequantParams
 
 
@@ -92,7 +92,8 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     if out.size != batch * out_units:
         raise QsimError(f"output '{out.name}' has {out.size} elements; the op produces {batch} x {out_units}.")
     w_zp = int(w.quant.zero_point[0]) if not w.quant.per_channel else 0
-    wt = (np.asarray(w.data, dtype=np.float64) - float(w_zp)).T
+    w_centered = np.asarray(w.data, dtype=np.int64) - w_zp
+    wt = w_centered.astype(exact_float_dtype(w_centered, x.quant.zp0, 1)).T
     activation = o.activation if o is not None else "NONE"
     rq = make_requant(x, scales, out, bias_values(b, out_units), activation, profile.rounding(op.opcode))
     if profile.variant(op.opcode) == "float_rescale":
@@ -104,13 +105,14 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
 
 def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
     """Raw accumulators int64 [batch, out_units], without bias."""
-    x = np.asarray(inputs[0]).reshape(-1, p.in_units)
-    acc = (x.astype(np.float64) - float(p.input_zero_point)) @ p.weights_t
+    xs = np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype)
+    xs -= p.input_zero_point
+    acc = xs @ p.weights_t
     return acc.astype(np.int64)
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_fc(p, inputs))]
+    return [apply_requant(p.requant, accumulate_fc(p, inputs))]
 
 
 register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc)

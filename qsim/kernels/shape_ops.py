@@ -7,15 +7,17 @@ What the references do, established by tests/test_kernels_shape.py:
 * RESHAPE / SQUEEZE / TRANSPOSE: raw copy (no requantization even if the
   output quantization differs, in both LiteRT and TFLM).
 * PAD / PADV2: raw copy; the fill value is PADV2's constant (a raw int8) or,
-  for PAD, the output zero point (real 0.0).
+  for PAD, the output zero point (real 0.0).  TFLM reads int64 paddings as
+  int32 words (profile variant "tflm" for PAD/PADV2 reproduces that).
 * CONCATENATION, int8: LiteRT BUILTIN_REF and TFLM both refuse inputs whose
   scale or zero point differs from the output's (no rescaling path for int8),
   so qsim raises QsimError for those too; otherwise a raw concatenation.
 * STRIDED_SLICE: LiteRT handles ellipsis_mask, new_axis_mask and offset and
   clamps begin by direction ([0, n] forward, [-1, n-1] backward).  TFLM
   ignores ellipsis/new_axis/offset, supports <= 4-D, and checks the output
-  shape with the older clamping (begin in [0, n-1]) while its eval uses the
-  newer one; the profile's ``variant("STRIDED_SLICE")`` picks "tflm" or
+  shape with StartForAxis/StopForAxis (a shrunk axis always counts 1) while
+  its eval uses StridedSliceStartForAxis/EndForAxis (a shrunk axis whose begin
+  is past the end copies nothing): such models are refused; the profile's ``variant("STRIDED_SLICE")`` picks "tflm" or
   "litert" behaviour.
 
 Conventions: params come from constant index tensors at prepare time; eval
@@ -141,6 +143,10 @@ def prepare_pad(op, g, profile) -> PadParams:
     if pads.dtype not in (np.int32, np.int64) or pads.shape != (len(x.shape), 2):
         raise QsimError(f"{_where(op, g)}: paddings must be int32/int64 of shape [{len(x.shape)}, 2], got "
                         f"{pads.dtype} {list(pads.shape)}.")
+    if pads.dtype == np.int64 and profile.variant(op.opcode, "litert") == "tflm":
+        # TFLM reads the paddings buffer as int32 whatever its type: an int64 table is seen as its
+        # first 2*rank little-endian 32-bit words (so only all-zero int64 paddings survive its checks).
+        pads = np.ascontiguousarray(pads).astype("<i8").view("<i4").reshape(-1)[:pads.size].reshape(pads.shape)
     pads = pads.astype(np.int64)
     if (pads < 0).any():
         raise QsimError(f"{_where(op, g)}: negative paddings {pads.tolist()} are not allowed.")
@@ -274,14 +280,14 @@ def _end_new(end: int, start: int, stride: int, n: int, masked: bool, shrink: bo
 
 
 def _start_old(begin: int, stride: int, n: int, masked: bool) -> int:
-    """The older StartForAxis TFLM still uses for its output-shape check: clamp to [0, n-1]."""
+    """StartForAxis, which TFLM's output-shape check uses (same values as _start_new for n > 0)."""
     if n == 0:
         return 0
     if masked:
         begin = -(2 ** 31) if stride > 0 else 2 ** 31 - 1
     if begin < 0:
         begin += n
-    return _clamp(begin, 0, n - 1)
+    return _clamp(begin, 0, n) if stride > 0 else _clamp(begin, -1, n - 1)
 
 
 def _stop_old(end: int, start: int, stride: int, n: int, masked: bool, shrink: bool) -> int:
@@ -371,24 +377,42 @@ def _prepare_ss_litert(op, g, x, o, begin, end, strides) -> StridedSliceParams:
     shape, spec = _effective_spec_litert(o, x.shape, begin, end, strides)
     if len(shape) > 5:
         raise QsimError(f"{_where(op, g)}: more than 5 dimensions after adding new axes.")
-    indices, out_shape = [], []
+    if o.offset and end.size < len(shape):
+        raise QsimError(f"{_where(op, g)}: with offset=True LiteRT sizes each of the {len(shape)} effective axes "
+                        f"from end[axis], but end has only {end.size} entries (it reads past the vector): the "
+                        "result is undefined, qsim refuses it.")
+    indices, out_shape, problems = [], [], []
     for k, (b, e, s, bm, em, sh) in enumerate(spec):
         n = shape[k]
         start = _start_new(b, s, n, bm)
         stop = _end_new(e, start, s, n, em, sh, bool(o.offset))
         idx = np.arange(start, stop, s, dtype=np.int64)
         indices.append(idx)
-        if sh and idx.size != 1:
-            raise QsimError(f"{_where(op, g)}: shrink axis {k} starts at {start}, outside its {n} elements.")
-        if not sh:
-            # LiteRT sizes the output with ceil((end - begin) / stride), or ceil(end / stride) with offset.
-            span = int(end[k]) if (o.offset and k < end.size) else stop - start
-            dim = max(0, math.ceil(np.float32(span) / np.float32(s)))
-            if dim != idx.size:
-                raise QsimError(f"{_where(op, g)}: LiteRT would size axis {k} as {dim} but copy {idx.size} "
-                                "elements into it; the result is undefined, qsim refuses it.")
-            out_shape.append(dim)
+        if sh:
+            if idx.size != 1:
+                problems.append(f"shrink axis {k} selects {idx.size} elements (begin {start} of {n}, stride {s})")
+            continue
+        # LiteRT sizes the output with ceil((end - begin) / stride), or ceil(end / stride) with offset.
+        span = int(end[k]) if o.offset else stop - start
+        dim = max(0, math.ceil(np.float32(span) / np.float32(s)))
+        if dim != idx.size:
+            problems.append(f"axis {k} is sized {dim} but {idx.size} elements are copied into it")
+        out_shape.append(dim)
+    _refuse_undefined(op, g, "LiteRT", problems, out_shape, indices)
     return StridedSliceParams(tuple(shape), tuple(indices), _check_shape(op, g, out_shape))
+
+
+def _refuse_undefined(op, g, who: str, problems: list[str], out_shape, indices) -> None:
+    """Refuse when the reference's output size and its copy loop disagree.
+
+    Fewer copied elements than the output holds leaves some unwritten; more
+    overruns the output buffer (LiteRT can crash).  Both empty is fine.
+    """
+    size = int(np.prod(out_shape, dtype=np.int64))
+    copied = int(np.prod([i.size for i in indices], dtype=np.int64))
+    if problems and (size > 0 or copied > size):
+        raise QsimError(f"{_where(op, g)}: {'; '.join(problems)}, so {who} leaves output elements unwritten or "
+                        "writes past them: the result is undefined, qsim refuses it.")
 
 
 def _prepare_ss_tflm(op, g, x, o, begin, end, strides) -> StridedSliceParams:
@@ -398,22 +422,28 @@ def _prepare_ss_tflm(op, g, x, o, begin, end, strides) -> StridedSliceParams:
     if begin.size != rank:
         raise QsimError(f"{_where(op, g)}: TFLM needs begin/end/strides with one entry per input axis "
                         f"({rank}), got {begin.size}.")
-    indices, out_shape = [], []
+    indices, out_shape, problems = [], [], []
     for k in range(rank):
         n, b, e, s = x.shape[k], int(begin[k]), int(end[k]), int(strides[k])
         bm, em, sh = _bit(o.begin_mask, k), _bit(o.end_mask, k), _bit(o.shrink_axis_mask, k)
         # TFLM ignores ellipsis_mask, new_axis_mask and offset (it never reads them).
         start = _start_new(b, s, n, bm)
         idx = np.arange(start, _end_new(e, start, s, n, em, sh, False), s, dtype=np.int64)
-        ostart = _start_old(b, s, n, bm)
-        ostop = ostart + 1 if sh else _stop_old(e, ostart, s, n, em, sh)
-        dim = max(0, math.ceil(np.float32(ostop - ostart) / np.float32(s)))
-        if dim != (1 if sh else idx.size) or (sh and idx.size != 1):
-            raise QsimError(f"{_where(op, g)}: TFLM checks axis {k} as size {dim} but copies {idx.size} "
-                            "elements into it (begin out of range); the result is undefined, qsim refuses it.")
         indices.append(idx)
-        if not sh:
-            out_shape.append(dim)
+        if sh:
+            if idx.size != 1:
+                problems.append(f"shrink axis {k} selects {idx.size} elements (begin {start} of {n}, stride {s})")
+            continue
+        ostart = _start_old(b, s, n, bm)
+        ostop = _stop_old(e, ostart, s, n, em, sh)
+        dim = max(0, math.ceil(np.float32(ostop - ostart) / np.float32(s)))
+        if dim != idx.size:
+            problems.append(f"axis {k} is checked as size {dim} but {idx.size} elements are copied into it")
+        out_shape.append(dim)
+    if 0 in out_shape and len(out_shape) > 1:
+        raise QsimError(f"{_where(op, g)}: the slice is empty (shape {out_shape}); TFLM treats a tensor of rank "
+                        ">= 2 with a zero dimension as dynamic and refuses the model.")
+    _refuse_undefined(op, g, "TFLM", problems, out_shape, indices)
     return StridedSliceParams(tuple(x.shape), tuple(indices), _check_shape(op, g, out_shape))
 
 

@@ -1,0 +1,118 @@
+"""Benchmark (not a test): how fast is `qsim profile`?
+
+Measured in one run, on the same model and the same layers:
+
+* functional: prepare_graph + run (qsim's plain bit-exact interpreter);
+* profile: qsim.accel's whole pipeline, mapping + timing + values through the
+  modelled datapath (what `qsim profile` does, minus printing);
+* timing only: mapping + timing, no values;
+* SCALE-Sim v3 (its own virtualenv, subprocess) on the model's CONV_2D /
+  FULLY_CONNECTED layers, same array and dataflow, SRAM big enough not to stall,
+  against qsim's timing of the same layers.
+
+Targets: the cycle model adds <= 25% to the functional run; >= 1000x faster
+than SCALE-Sim per simulated layer; >= 1e7 simulated cycles per wall second with
+values computed.
+
+    python benchmarks/profile_speed.py [--models a.tflite b.tflite] [--hw edge16 tiny8] [--repeat 9] [--no-scalesim]
+
+Wall times are the fastest of ``--repeat`` runs (the machine may be shared).
+Simulated cycles per wall second depend on the machine modelled: a smaller
+array needs more cycles for the same values, so it simulates more cycles per
+second of host time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qsim.accel import config, mapping, scalesim_ref, timing  # noqa: E402
+from qsim.accel.profile import profile_graph, time_graph  # noqa: E402
+from qsim.inputs import random_inputs  # noqa: E402
+from qsim.interpreter import prepare_graph  # noqa: E402
+from qsim.loader import load  # noqa: E402
+
+MODELS = [REPO.parent / "shared" / "models" / n for n in ("pretrainedResnet_quant.tflite", "vww_96_int8.tflite")]
+
+
+def best_of(fn, repeat: int) -> float:
+    """Fastest wall seconds of ``repeat`` calls after one warm-up call (the minimum is the
+    figure least disturbed by other processes on a shared machine)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_model(path: Path, cfg: config.HwConfig, repeat: int, with_scalesim: bool) -> dict:
+    g = load(path)
+    x = random_inputs(g, 1, seed=0)[0]
+    functional = best_of(lambda: prepare_graph(g, cfg.rounding_profile).run(x), repeat)
+    prof = best_of(lambda: profile_graph(g, cfg, x), repeat)
+    prepared = prepare_graph(g, cfg.rounding_profile)  # prepare once, like a compiled model
+    functional_run = best_of(lambda: prepared.run(x), repeat)
+    prof_run = best_of(lambda: profile_graph(g, cfg, x, prepared=prepared), repeat)
+    timing_only = best_of(lambda: time_graph(g, cfg), repeat)
+    cycles = profile_graph(g, cfg, x).totals["cycles"]
+    row = {"model": path.name, "hw": cfg.name, "functional_s": functional, "profile_s": prof,
+           "functional_run_s": functional_run, "profile_run_s": prof_run,
+           "timing_only_s": timing_only, "overhead_pct": 100.0 * (prof - functional) / functional,
+           "overhead_run_pct": 100.0 * (prof_run - functional_run) / functional_run,
+           "simulated_cycles": cycles, "cycles_per_wall_s": cycles / prof,
+           "cycles_per_wall_s_prepared": cycles / prof_run}
+    if with_scalesim:
+        gemm = [L for L in mapping.map_graph(g) if L.unit == "array" and L.groups == 1 and L.scalesim]
+        big = cfg.with_overrides(ifmap_sram_kib=4096, weight_sram_kib=4096, output_sram_kib=4096)
+        t = time.perf_counter()
+        ref = scalesim_ref.run(gemm, cfg.rows, cfg.cols, cfg.dataflow, sram_kib=1024)
+        scalesim_s = time.perf_counter() - t
+        ours_s = best_of(lambda: [timing.time_layer(L, big) for L in gemm], repeat)
+        ours = [timing.time_layer(L, big).array_cycles for L in gemm]
+        worst = max(abs(o - r["compute_cycles"]) / r["compute_cycles"] for o, r in zip(ours, ref["layers"]))
+        row.update(scalesim_layers=len(gemm), scalesim_s=scalesim_s, scalesim_inner_s=ref["seconds"],
+                   qsim_same_layers_s=ours_s, speedup_per_layer=scalesim_s / ours_s,
+                   worst_cycle_diff_pct=100.0 * worst)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", type=Path, default=MODELS)
+    ap.add_argument("--hw", nargs="+", default=["edge16", "tiny8"],
+                    help="presets to time (SCALE-Sim runs for the first only)")
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--no-scalesim", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = [bench_model(p, config.load_hw(hw), args.repeat, not args.no_scalesim and i == 0)
+            for p in args.models for i, hw in enumerate(args.hw)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['model']} on {r['hw']}: functional {r['functional_s'] * 1e3:.1f} ms, profile (timing + values) "
+              f"{r['profile_s'] * 1e3:.1f} ms (+{r['overhead_pct']:.1f}%, target <= 25%), timing only "
+              f"{r['timing_only_s'] * 1e3:.2f} ms; {r['simulated_cycles']} cycles simulated at "
+              f"{r['cycles_per_wall_s']:.3g} cycles/s with values (target >= 1e7)")
+        print(f"  graph prepared once (kernel tables built, like a compiled model): functional run "
+              f"{r['functional_run_s'] * 1e3:.1f} ms, profile {r['profile_run_s'] * 1e3:.1f} ms "
+              f"(+{r['overhead_run_pct']:.1f}%), {r['cycles_per_wall_s_prepared']:.3g} cycles/s with values")
+        if "scalesim_s" in r:
+            print(f"  SCALE-Sim on the same {r['scalesim_layers']} CONV/FC layers: {r['scalesim_s']:.2f} s "
+                  f"(inside SCALE-Sim {r['scalesim_inner_s']:.2f} s) vs qsim {r['qsim_same_layers_s'] * 1e3:.2f} ms: "
+                  f"{r['speedup_per_layer']:.0f}x faster per layer (target >= 1000x); worst compute-cycle "
+                  f"difference {r['worst_cycle_diff_pct']:.3f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

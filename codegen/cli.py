@@ -1,0 +1,37 @@
+"""`qsim codegen MODEL -o DIR [--name NAME] [--target ...] [--rounding double|single] [--force]`.
+
+qsim/cli.py imports this module and calls :func:`register` on its
+subparsers; ``handler(args)`` returns the exit code (0 ok; QsimError, i.e.
+bad input, propagates and the main CLI maps it to exit 2).
+"""
+from __future__ import annotations
+
+from .emit import TARGETS, generate
+
+
+def register(subparsers) -> None:
+    s = subparsers.add_parser(
+        "codegen", help="generate plain C99 firmware (bit-exact with TFLite Micro) from an int8 .tflite",
+        description="Emit NAME.h/NAME.c/NAME_weights.c, qkernels.c/.h, main.c and a Makefile for an int8 "
+                    "model: straight-line kernel calls, flash-resident tables, one static arena.")
+    s.add_argument("model", help="int8 .tflite file")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    s.add_argument("--name", default=None, help="C name prefix (default: the model file's stem, sanitized)")
+    s.add_argument("--target", default="host", choices=list(TARGETS),
+                   help="default make goal and -mcpu (host builds with gcc; cortex-m* with arm-none-eabi-gcc)")
+    s.add_argument("--rounding", default="double", choices=["double", "single"],
+                   help="double = TFLite Micro's default; single = TFLITE_SINGLE_ROUNDING builds")
+    s.add_argument("--force", action="store_true", help="write into a non-empty output directory")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    result = generate(args.model, args.output, name=args.name, target=args.target, rounding=args.rounding,
+                      force=args.force)
+    if args.json:
+        print((result.out_dir / f"{result.name}_report.json").read_text(), end="")
+    else:
+        print(result.report_text())
+    return 0
+

@@ -1,0 +1,333 @@
+"""SOFTMAX, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, RELU, RELU6 on int8, bit-exact per reference.
+
+Where TFLite Micro and LiteRT's BUILTIN_REF run different algorithms, the
+profile names the variant (qsim/profiles.py, established by
+tests/test_kernels_elementwise.py):
+
+* SOFTMAX: both run reference_ops::Softmax, gemmlowp fixed point.  Input
+  differences ``q - max(q)`` (row = last axis) >= diff_min are rescaled by
+  (input_multiplier, input_left_shift) from PreprocessSoftmaxScaling(beta,
+  s_in, 5) into Q5.26, exp'd (exp_on_negative_values -> Q0.31), summed in
+  Q12.19, the sum's reciprocal taken (GetReciprocal), and each output is
+  ``RoundingDivideByPOT(SRDHM(recip, exp), num_bits_over_unit + 23) - 128``
+  clamped to int8; entries below diff_min output -128.  The output scale
+  is assumed to be 1/256 with zero point -128 (as TFLite requires).
+* LOGISTIC / TANH: variant "lut" (LiteRT): a 256-entry table computed in
+  Prepare with float32 math (LUTPopulate, libm expf/tanhf) and a lookup in
+  eval.  Variant "fixed" (TFLM): reference_integer_ops::Logistic / Tanh:
+  ``d = q - zp_in``; |d| >= input_range_radius saturates; otherwise
+  d -> Q4.27 via MBQM(d, M, left_shift), gemmlowp logistic/tanh -> Q0.31,
+  then RoundingDivideByPOT by 23 (logistic, + -128) or 24 (tanh); the output
+  quantization is implied (1/256, -128 and 1/128, 0) not read.
+* RELU / RELU6: variant "float32_scale" (LiteRT, ReluX): requantize by
+  M ~ float32(s_in / s_out) then clamp to the activation range;
+  "double_scale" (TFLM RELU): the same with the ratio in double;
+  "clamp_only" (TFLM RELU6): no requantization, clamp the raw input to
+  [zp_in, round(6 / s_in) + zp_in].
+* HARD_SWISH: reference_ops::HardSwish (int16 fixed point, both references).
+* LEAKY_RELU: QuantizeLeakyRelu: ``d = q - zp_in``; d >= 0 uses the identity
+  multiplier s_in/s_out, d < 0 the alpha multiplier s_in*alpha/s_out (both
+  formed in float32, then QuantizeMultiplier), then + zp_out and clamp.
+
+Multipliers are Q31 (or Q15 for HARD_SWISH); shifts use TFLite's sign
+convention (> 0 left) unless a field name says "right"/"left".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import register
+from .elementwise import require_int8_tensor
+
+SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5
+SOFTMAX_ACCUMULATION_INTEGER_BITS = 12
+SIGMOID_INPUT_INTEGER_BITS = 4  # logistic / tanh "fixed" variant: input in Q4.27
+
+
+def _unary_tensors(op, graph):
+    ins = graph.op_inputs(op)
+    if len(ins) < 1 or len(op.outputs) != 1:
+        raise QsimError(f"{op.opcode} needs 1 input and 1 output.")
+    x, out = ins[0], graph.op_outputs(op)[0]
+    require_int8_tensor(x, "input", op.opcode)
+    require_int8_tensor(out, "output", op.opcode)
+    if tuple(x.shape) != tuple(out.shape) and int(np.prod(x.shape)) != int(np.prod(out.shape)):
+        raise QsimError(f"{op.opcode}: output shape {list(out.shape)} does not match input {list(x.shape)}.")
+    return x, out
+
+
+def _f32(v) -> np.float32:
+    return np.float32(v)
+
+
+# --------------------------------------------------------------------------- SOFTMAX
+
+@dataclass
+class SoftmaxParams:
+    """Prepared int8 SOFTMAX over the last axis (gemmlowp fixed point)."""
+
+    input_multiplier: int  # Q31, from PreprocessSoftmaxScaling
+    input_left_shift: int  # >= 0
+    diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
+    rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
+
+
+def prepare_softmax(op, graph, profile) -> SoftmaxParams:
+    x, out = _unary_tensors(op, graph)
+    if len(x.shape) < 1:
+        raise QsimError("SOFTMAX needs an input with at least one dimension.")
+    if out.quant.zp0 != -128 or abs(out.quant.scale0 - 1.0 / 256) > 0.001 / 256:
+        raise QsimError(f"SOFTMAX: int8 output '{out.name}' must have scale 1/256 and zero point -128 "
+                        f"(TFLite requires it), got scale {out.quant.scale0:.6g} and zero point {out.quant.zp0}.")
+    beta = float(_f32(getattr(op.options, "beta", 1.0) if op.options is not None else 1.0))
+    rounding = profile.rounding("SOFTMAX")
+    try:
+        m, left = fp.preprocess_softmax_scaling(beta, float(_f32(x.quant.scale0)), SOFTMAX_SCALED_DIFF_INTEGER_BITS,
+                                                single_rounding=rounding == "single")
+    except ValueError as e:
+        raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
+    diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
+    return SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+
+
+def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0], np.int64)
+    diff = q - q.max(axis=-1, keepdims=True)
+    live = diff >= p.diff_min
+    rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift,
+                                                                    p.rounding)
+    exp_q0 = fp.exp_on_negative_values(rescaled, SOFTMAX_SCALED_DIFF_INTEGER_BITS)  # Q0.31
+    exp_acc = fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
+    sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
+    recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
+    prod = fp.saturating_rounding_doubling_high_mul(recip, exp_q0)
+    unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - 8)
+    outv = np.clip(unsat - 128, -128, 127)
+    return [np.where(live, outv, -128).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- LOGISTIC / TANH
+
+@dataclass
+class SigmoidParams:
+    """Prepared int8 LOGISTIC or TANH: a LUT ("lut") or gemmlowp fixed point ("fixed")."""
+
+    kind: str  # "logistic" | "tanh"
+    variant: str  # "lut" | "fixed"
+    lut: np.ndarray | None  # int64[256], entry i for q_in = i - 128 ("lut")
+    input_zero_point: int
+    input_range_radius: int  # |q - zp| >= radius saturates ("fixed")
+    input_multiplier: int  # Q31 ("fixed"), may wrap to INT32_MIN like TFLite's cast
+    input_left_shift: int  # frexp exponent of s_in * 2**27 ("fixed"; applied as MBQM shift)
+    rounding: str
+
+
+def _frexp_multiplier(real: float) -> tuple[int, int]:
+    """TFLM's inline frexp + TfLiteRound(q * 2**31) cast to int32 (no 2**31 renormalisation: wraps)."""
+    import math
+    q, e = math.frexp(real)
+    m = fp._round_half_away(q * (1 << 31))
+    return int(fp.wrap_int32(m)), e
+
+
+def prepare_sigmoid(op, graph, profile) -> SigmoidParams:
+    x, out = _unary_tensors(op, graph)
+    kind = "logistic" if op.opcode == "LOGISTIC" else "tanh"
+    variant = profile.variant(op.opcode, "fixed")
+    s_in = float(_f32(x.quant.scale0))
+    if variant == "lut":
+        if kind == "logistic" and float(_f32(out.quant.scale0)) != 1.0 / 256:
+            raise QsimError(f"LOGISTIC: int8 output '{out.name}' must have scale exactly 1/256 (LiteRT requires it), "
+                            f"got {out.quant.scale0:.9g}.")
+        lut = fp.lut_populate_int8(kind, s_in, x.quant.zp0, out.quant.scale0, out.quant.zp0)
+        return SigmoidParams(kind, variant, lut, x.quant.zp0, 0, 0, 0, profile.rounding(op.opcode))
+    if variant != "fixed":
+        raise QsimError(f"{op.opcode}: unknown variant '{variant}' in profile '{profile.name}'.")
+    if kind == "logistic" and out.quant.zp0 != -128:
+        raise QsimError(f"LOGISTIC: int8 output '{out.name}' must have zero point -128 (TFLite Micro requires it), "
+                        f"got {out.quant.zp0}.")
+    m, left = _frexp_multiplier(s_in * float(1 << (31 - SIGMOID_INPUT_INTEGER_BITS)))
+    radius = fp.calculate_input_radius(SIGMOID_INPUT_INTEGER_BITS, left, 31)
+    return SigmoidParams(kind, variant, None, x.quant.zp0, radius, m, left, profile.rounding(op.opcode))
+
+
+def eval_sigmoid(p: SigmoidParams, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0], np.int64)
+    if p.variant == "lut":
+        return [p.lut[q + 128].astype(np.int8)]
+    d = q - p.input_zero_point
+    inner = (d > -p.input_range_radius) & (d < p.input_range_radius)
+    safe = np.where(inner, d, 0)
+    if p.input_left_shift > 30 or p.input_left_shift < -31:
+        x_q4 = np.zeros_like(safe)  # unreachable: the radius is 0 then, every input saturates
+    else:
+        x_q4 = fp.multiply_by_quantized_multiplier(safe, p.input_multiplier, p.input_left_shift, p.rounding)
+    if p.kind == "logistic":
+        y = fp.rounding_divide_by_pot(fp.fixed_logistic(x_q4, SIGMOID_INPUT_INTEGER_BITS), 31 - 8) - 128
+    else:
+        y = fp.rounding_divide_by_pot(fp.fixed_tanh(x_q4, SIGMOID_INPUT_INTEGER_BITS), 31 - 7)
+    y = np.clip(y, -128, 127)
+    y = np.where(d <= -p.input_range_radius, -128, np.where(d >= p.input_range_radius, 127, y))
+    return [y.astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- RELU / RELU6
+
+@dataclass
+class ReluParams:
+    """Prepared int8 RELU / RELU6 (ReluX requantize-and-clamp, or TFLM RELU6's plain clamp)."""
+
+    variant: str  # "float32_scale" | "double_scale" | "clamp_only"
+    input_offset: int  # zp_in (subtracted)
+    output_offset: int  # zp_out (added)
+    output_multiplier: int  # Q31 (unused for "clamp_only")
+    output_shift: int  # TFLite sign (> 0 left)
+    act_min: int
+    act_max: int
+    rounding: str
+
+
+def _round_float32_ratio(value: float, scale: float) -> int:
+    """roundf(float32(value) / float32(scale)) (ties away from zero)."""
+    return fp._round_half_away(float(_f32(_f32(value) / _f32(scale))))
+
+
+def prepare_relu(op, graph, profile) -> ReluParams:
+    x, out = _unary_tensors(op, graph)
+    upper = 6.0 if op.opcode == "RELU6" else None
+    variant = profile.variant(op.opcode, "double_scale")
+    rounding = profile.rounding(op.opcode)
+    if variant == "clamp_only":
+        lo = x.quant.zp0
+        hi = 127 if upper is None else min(127, max(-128, _round_float32_ratio(upper, x.quant.scale0) + x.quant.zp0))
+        return ReluParams(variant, x.quant.zp0, x.quant.zp0, 0, 0, max(-128, lo), hi, rounding)
+    if variant == "float32_scale":
+        real = float(_f32(_f32(x.quant.scale0) / _f32(out.quant.scale0)))
+    elif variant == "double_scale":
+        real = float(_f32(x.quant.scale0)) / float(_f32(out.quant.scale0))
+    else:
+        raise QsimError(f"{op.opcode}: unknown variant '{variant}' in profile '{profile.name}'.")
+    m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
+    zp = out.quant.zp0
+    act_min = max(-128, zp + _round_float32_ratio(0.0, out.quant.scale0))
+    act_max = 127 if upper is None else min(127, zp + _round_float32_ratio(upper, out.quant.scale0))
+    return ReluParams(variant, x.quant.zp0, zp, m, shift, act_min, act_max, rounding)
+
+
+def eval_relu(p: ReluParams, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0], np.int64)
+    if p.variant == "clamp_only":
+        return [np.clip(q, p.act_min, p.act_max).astype(np.int8)]
+    y = p.output_offset + fp.multiply_by_quantized_multiplier(q - p.input_offset, p.output_multiplier,
+                                                              p.output_shift, p.rounding)
+    return [np.clip(y, p.act_min, p.act_max).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- LEAKY_RELU
+
+@dataclass
+class LeakyReluParams:
+    """Prepared int8 LEAKY_RELU: identity and alpha branches, each a Q31 multiplier and shift."""
+
+    input_offset: int  # zp_in
+    output_offset: int  # zp_out
+    multiplier_identity: int
+    shift_identity: int
+    multiplier_alpha: int  # may be negative (alpha < 0)
+    shift_alpha: int
+    rounding: str
+
+
+def prepare_leaky_relu(op, graph, profile) -> LeakyReluParams:
+    x, out = _unary_tensors(op, graph)
+    alpha = _f32(getattr(op.options, "alpha", 0.0) if op.options is not None else 0.0)
+    s_in, s_out = _f32(x.quant.scale0), _f32(out.quant.scale0)
+    rounding = profile.rounding("LEAKY_RELU")
+    single = rounding == "single"
+    alpha_real = float(_f32(_f32(s_in * alpha) / s_out))  # float32 arithmetic, as in both references
+    identity_real = float(_f32(s_in / s_out))
+    if not np.isfinite(alpha_real) or not np.isfinite(identity_real):
+        raise QsimError(f"LEAKY_RELU: alpha {float(alpha)} and the scales give a non-finite multiplier.")
+    if alpha_real < 0:
+        if single:
+            raise QsimError("LEAKY_RELU: a negative alpha has no single-rounding multiplier (TFLite requires M >= 0).")
+        m_a, s_a = fp.quantize_multiplier(-alpha_real)
+        m_a = -m_a
+    else:
+        m_a, s_a = fp.quantize_multiplier(alpha_real, single)
+    m_i, s_i = fp.quantize_multiplier(identity_real, single)
+    return LeakyReluParams(x.quant.zp0, out.quant.zp0, m_i, s_i, m_a, s_a, rounding)
+
+
+def eval_leaky_relu(p: LeakyReluParams, inputs) -> list[np.ndarray]:
+    d = np.asarray(inputs[0], np.int64) - p.input_offset
+    pos = fp.multiply_by_quantized_multiplier(d, p.multiplier_identity, p.shift_identity, p.rounding)
+    neg = fp.multiply_by_quantized_multiplier(d, p.multiplier_alpha, p.shift_alpha, p.rounding)
+    y = p.output_offset + np.where(d >= 0, pos, neg)
+    return [np.clip(y, -128, 127).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- HARD_SWISH
+
+@dataclass
+class HardSwishParams:
+    """Prepared int8 HARD_SWISH (reference_ops::HardSwish, int16 fixed point).
+
+    Both multipliers are Q15 (int16) with a TFLite-sign exponent; the
+    real multipliers are formed in float32 from hires_input_scale = s_in / 128:
+    output = hires / s_out (exponent <= 0), reluish = hires / (3 / 32768).
+    """
+
+    input_zero_point: int
+    output_zero_point: int
+    output_multiplier_fixedpoint_int16: int
+    output_multiplier_exponent: int  # <= 0
+    reluish_multiplier_fixedpoint_int16: int
+    reluish_multiplier_exponent: int
+
+
+def prepare_hard_swish(op, graph, profile) -> HardSwishParams:
+    x, out = _unary_tensors(op, graph)
+    single = profile.rounding("HARD_SWISH") == "single"
+    hires = _f32(_f32(1.0 / 128.0) * _f32(x.quant.scale0))
+    reluish_scale = _f32(_f32(3.0) / _f32(32768.0))
+    out_real = float(_f32(hires / _f32(out.quant.scale0)))
+    reluish_real = float(_f32(hires / reluish_scale))
+    m_o, e_o = fp.quantize_multiplier(out_real, single)
+    if e_o > 0:
+        raise QsimError(f"HARD_SWISH: input scale / output scale is too large (output exponent {e_o} > 0; "
+                        "TFLite rejects this model).")
+    m_r, e_r = fp.quantize_multiplier(reluish_real, single)
+    return HardSwishParams(x.quant.zp0, out.quant.zp0, fp.downscale_int32_to_int16_multiplier(m_o), e_o,
+                           fp.downscale_int32_to_int16_multiplier(m_r), e_r)
+
+
+def eval_hard_swish(p: HardSwishParams, inputs) -> list[np.ndarray]:
+    v = fp.wrap_int16(np.asarray(inputs[0], np.int64) - p.input_zero_point)
+    hires = fp.wrap_int16(v * 128)
+    preshift_out = fp.saturating_rounding_doubling_high_mul_int16(hires, p.output_multiplier_fixedpoint_int16)
+    r = hires
+    if p.reluish_multiplier_exponent > 0:
+        r = fp.saturating_left_shift_int16(r, p.reluish_multiplier_exponent - 1)
+    r = fp.saturating_rounding_doubling_high_mul_int16(r, p.reluish_multiplier_fixedpoint_int16)
+    if p.reluish_multiplier_exponent > 0:
+        r = fp.saturating_left_shift_int16(r, 1)
+    if p.reluish_multiplier_exponent < 0:
+        r = fp.rounding_divide_by_pot(r, -p.reluish_multiplier_exponent)
+    r = (r + (1 << 15)) >> 1  # [-1, 1] -> [0, 1] in Q0.15
+    pre = fp.saturating_doubling_high_mul_int16(r, preshift_out)
+    y = fp.wrap_int16(fp.rounding_divide_by_pot(pre, -p.output_multiplier_exponent) + p.output_zero_point)
+    return [np.clip(y, -128, 127).astype(np.int8)]
+
+
+register("SOFTMAX", prepare_softmax, eval_softmax)
+register("LOGISTIC", prepare_sigmoid, eval_sigmoid)
+register("TANH", prepare_sigmoid, eval_sigmoid)
+register("RELU", prepare_relu, eval_relu)
+register("RELU6", prepare_relu, eval_relu)
+register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu)
+register("HARD_SWISH", prepare_hard_swish, eval_hard_swish)

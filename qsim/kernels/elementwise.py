@@ -1,0 +1,238 @@
+"""ADD, SUB, MUL, MAXIMUM, MINIMUM on int8, bit-exact with TFLite's reference kernels.
+
+Broadcasting follows numpy rules, which is what TFLite's BroadcastAdd/Mul
+(4-D in TFLM, up to 6-D in LiteRT) compute: a dimension of size 1 repeats.
+
+ADD / SUB (reference_integer_ops::Add, PrepareGeneralSubOp): both inputs are
+moved to a common high-resolution scale 2 * max(s1, s2) / 2**20:
+
+    x_i'   = (q_i - zp_i) * 2**left_shift                       left_shift = 20
+    y_i    = MBQM(x_i', M_i, shift_i)        M_i ~ s_i / (2 max(s1, s2)), shift_i <= 0
+    sum    = y_1 +/- y_2                     (int32 wrap)
+    out    = clamp(MBQM(sum, M_o, shift_o) + zp_o, act_min, act_max)
+             M_o ~ 2 max(s1, s2) / (2**20 s_o)
+
+Each MBQM is QuantizeMultiplierSmallerThanOneExp's pair applied with the
+profile's rounding (double: SRDHM then RoundingDivideByPOT; single: one
+rounding).  Shifts use TFLite's sign convention (> 0 left, < 0 right).
+
+MUL (reference_integer_ops::Mul):
+``out = clamp(MBQM((q1 - zp1) * (q2 - zp2), M, shift) + zp_o, act_min, act_max)``
+with M ~ s1 * s2 / s_o.  How that real multiplier is formed is a per-profile
+variant (mul_real_multiplier): LiteRT computes it in float32, TFLM in double;
+they differ when QuantizeMultiplier's rounding lands on the other side.
+
+MAXIMUM / MINIMUM: element-wise max/min of the raw int8 values (TFLite does
+not rescale; it assumes both inputs share the output's quantization).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import register
+
+ADD_LEFT_SHIFT = 20  # TFLite's left_shift for int8 ADD/SUB (15 is for int16)
+INT8_MIN, INT8_MAX = -128, 127
+
+
+# --------------------------------------------------------------------------- shared checks
+
+def require_int8_tensor(t, role: str, opcode: str) -> None:
+    """QsimError unless ``t`` is an int8 tensor with per-tensor quantization (int16 is refused)."""
+    if t is None:
+        raise QsimError(f"{opcode}: the {role} tensor is missing.")
+    dt = np.dtype(t.dtype)
+    if dt == np.int16:
+        raise QsimError(f"{opcode}: {role} '{t.name}' is int16: int16 activations are not supported "
+                        "(qsim simulates int8 kernels only).")
+    if dt != np.int8:
+        raise QsimError(f"{opcode}: {role} '{t.name}' is {dt.name}; this kernel supports int8 only.")
+    if t.quant is None or t.quant.scale.size == 0:
+        raise QsimError(f"{opcode}: {role} '{t.name}' has no quantization parameters; int8 kernels need a "
+                        "scale and zero point.")
+    if t.quant.per_channel:
+        raise QsimError(f"{opcode}: {role} '{t.name}' is quantized per channel; TFLite needs per-tensor "
+                        "quantization here.")
+
+
+def activation_range(activation: str, out, opcode: str) -> tuple[int, int]:
+    """(act_min, act_max) of a fused activation on the int8 output (CalculateActivationRangeQuantized)."""
+    try:
+        return fp.quantized_activation_range(activation, out.quant.scale0, out.quant.zp0)
+    except ValueError:
+        raise QsimError(f"{opcode}: fused activation {activation} is not supported on int8 outputs "
+                        "(TFLite only fuses NONE, RELU, RELU6 and RELU_N1_TO_1 into quantized ops).") from None
+
+
+def broadcast_shape(a, b, out, opcode: str) -> tuple[int, ...]:
+    """numpy/TFLite broadcast of the two input shapes; must equal the output tensor's shape."""
+    try:
+        shape = tuple(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
+    except ValueError:
+        raise QsimError(f"{opcode}: input shapes {list(a.shape)} and {list(b.shape)} do not broadcast.") from None
+    if len(shape) > 6:
+        raise QsimError(f"{opcode}: broadcasting beyond 6 dimensions is not supported by TFLite.")
+    if tuple(out.shape) != shape:
+        raise QsimError(f"{opcode}: output '{out.name}' has shape {list(out.shape)} but the inputs broadcast "
+                        f"to {list(shape)}.")
+    return shape
+
+
+def _activation_of(op) -> str:
+    return getattr(op.options, "activation", "NONE") if op.options is not None else "NONE"
+
+
+def _binary_tensors(op, graph):
+    ins = graph.op_inputs(op)
+    if len(ins) != 2 or len(op.outputs) != 1:
+        raise QsimError(f"{op.opcode} needs exactly 2 inputs and 1 output, got {len(ins)} and {len(op.outputs)}.")
+    a, b = ins
+    out = graph.op_outputs(op)[0]
+    for t, role in ((a, "first input"), (b, "second input"), (out, "output")):
+        require_int8_tensor(t, role, op.opcode)
+    return a, b, out
+
+
+# --------------------------------------------------------------------------- ADD / SUB
+
+@dataclass
+class AddSubParams:
+    """Prepared int8 ADD/SUB.  Multipliers are Q31 M0, shifts <= 0 (right shifts, TFLite sign)."""
+
+    sign: int  # +1 for ADD, -1 for SUB (the second scaled input is subtracted)
+    input1_offset: int  # -zp1
+    input2_offset: int  # -zp2
+    output_offset: int  # zp_out
+    left_shift: int  # 20
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+    rounding: str  # "double" | "single"
+    out_shape: tuple[int, ...]
+
+
+def _smaller_than_one(real: float, what: str, opcode: str) -> tuple[int, int]:
+    try:
+        return fp.quantize_multiplier_smaller_than_one_exp(real)
+    except ValueError:
+        raise QsimError(f"{opcode}: the {what} multiplier {real!r} is outside (0, 1), which TFLite's int8 "
+                        "kernel cannot represent (scales too far apart).") from None
+
+
+def prepare_add_sub(op, graph, profile) -> AddSubParams:
+    a, b, out = _binary_tensors(op, graph)
+    shape = broadcast_shape(a, b, out, op.opcode)
+    s1, s2, so = (float(np.float32(t.quant.scale0)) for t in (a, b, out))
+    if min(s1, s2, so) <= 0:
+        raise QsimError(f"{op.opcode}: scales must be positive, got {s1}, {s2}, {so}.")
+    twice_max = 2.0 * max(s1, s2)
+    m1, sh1 = _smaller_than_one(s1 / twice_max, "first input", op.opcode)
+    m2, sh2 = _smaller_than_one(s2 / twice_max, "second input", op.opcode)
+    out_denominator = float(np.float32((1 << ADD_LEFT_SHIFT) * np.float32(so)))  # int * float in float32
+    mo, sho = _smaller_than_one(twice_max / out_denominator, "output", op.opcode)
+    act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
+    return AddSubParams(sign=-1 if op.opcode == "SUB" else 1,
+                        input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
+                        left_shift=ADD_LEFT_SHIFT, input1_multiplier=m1, input1_shift=sh1,
+                        input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho,
+                        act_min=act_min, act_max=act_max, rounding=profile.rounding(op.opcode), out_shape=shape)
+
+
+def eval_add_sub(p: AddSubParams, inputs) -> list[np.ndarray]:
+    x1 = (np.asarray(inputs[0], np.int64) + p.input1_offset) << p.left_shift
+    x2 = (np.asarray(inputs[1], np.int64) + p.input2_offset) << p.left_shift
+    y1 = fp.multiply_by_quantized_multiplier(x1, p.input1_multiplier, p.input1_shift, p.rounding)
+    y2 = fp.multiply_by_quantized_multiplier(x2, p.input2_multiplier, p.input2_shift, p.rounding)
+    raw = fp.wrap_int32(y1 + p.sign * y2)
+    out = fp.multiply_by_quantized_multiplier(raw, p.output_multiplier, p.output_shift, p.rounding)
+    out = np.clip(out + p.output_offset, p.act_min, p.act_max)
+    return [np.broadcast_to(out, p.out_shape).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- MUL
+
+@dataclass
+class MulParams:
+    """Prepared int8 MUL: one Q31 multiplier M0 and shift (TFLite sign, > 0 left) for s1*s2/s_out."""
+
+    input1_offset: int
+    input2_offset: int
+    output_offset: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+    rounding: str
+    out_shape: tuple[int, ...]
+    real_multiplier: float  # the real value that was quantized (for documentation / codegen comments)
+
+
+def mul_real_multiplier(s1: float, s2: float, so: float, variant: str) -> float:
+    """s1 * s2 / s_out as the reference computes it.
+
+    "float32": LiteRT's mul.cc multiplies and divides the float32 scales in
+    float32 before widening to double; "double" (TFLM): in double.
+    """
+    if variant == "float32":
+        return float(np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so))
+    return float(s1) * float(s2) / float(so)
+
+
+def prepare_mul(op, graph, profile) -> MulParams:
+    a, b, out = _binary_tensors(op, graph)
+    shape = broadcast_shape(a, b, out, op.opcode)
+    variant = profile.variant("MUL", "double")
+    real = mul_real_multiplier(a.quant.scale0, b.quant.scale0, out.quant.scale0, variant)
+    rounding = profile.rounding("MUL")
+    try:
+        m0, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
+    except ValueError:
+        raise QsimError(f"MUL: invalid real multiplier {real!r} from the tensor scales.") from None
+    act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
+    return MulParams(input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
+                     output_multiplier=m0, output_shift=shift, act_min=act_min, act_max=act_max,
+                     rounding=rounding, out_shape=shape, real_multiplier=real)
+
+
+def eval_mul(p: MulParams, inputs) -> list[np.ndarray]:
+    prod = (np.asarray(inputs[0], np.int64) + p.input1_offset) * (np.asarray(inputs[1], np.int64) + p.input2_offset)
+    out = fp.multiply_by_quantized_multiplier(prod, p.output_multiplier, p.output_shift, p.rounding)
+    out = np.clip(out + p.output_offset, p.act_min, p.act_max)
+    return [np.broadcast_to(out, p.out_shape).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- MAXIMUM / MINIMUM
+
+@dataclass
+class MinMaxParams:
+    """MAXIMUM / MINIMUM: no arithmetic, only the broadcast output shape and which extreme."""
+
+    take_max: bool
+    out_shape: tuple[int, ...]
+
+
+def prepare_min_max(op, graph, profile) -> MinMaxParams:
+    a, b, out = _binary_tensors(op, graph)
+    shape = broadcast_shape(a, b, out, op.opcode)
+    return MinMaxParams(take_max=op.opcode == "MAXIMUM", out_shape=shape)
+
+
+def eval_min_max(p: MinMaxParams, inputs) -> list[np.ndarray]:
+    f = np.maximum if p.take_max else np.minimum
+    return [np.broadcast_to(f(np.asarray(inputs[0]), np.asarray(inputs[1])), p.out_shape).astype(np.int8)]
+
+
+register("ADD", prepare_add_sub, eval_add_sub)
+register("SUB", prepare_add_sub, eval_add_sub)
+register("MUL", prepare_mul, eval_mul)
+register("MAXIMUM", prepare_min_max, eval_min_max)
+register("MINIMUM", prepare_min_max, eval_min_max)

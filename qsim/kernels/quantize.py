@@ -1,0 +1,173 @@
+"""QUANTIZE (float32 -> int8, int8 -> int8) and DEQUANTIZE (int8 -> float32), as TFLite computes them.
+
+QUANTIZE float32 -> int8 (reference_ops::AffineQuantize), per tensor or per
+channel (PerChannelQuantize, along the output's quantized dimension):
+
+    q = clamp(int32(round_half_away(float32(x) / float32(scale))) + zp, -128, 127)
+
+The division is a float32 division and the rounding TfLiteRound on a float.
+A float -> int32 conversion that is out of range (|x / scale| >= 2**31, inf,
+NaN) gives INT32_MIN, as x86's cvttss2si does in the reference builds, so it
+clamps to -128 (also for +inf and NaN): qsim reproduces that.
+
+QUANTIZE int8 -> int8 (reference_ops::Requantize): multiplier from
+double(s_in) / double(s_out) (QuantizeMultiplier), then
+``clamp(MBQM(q - zp_in, M, shift) + zp_out, -128, 127)`` with the profile's
+rounding.
+
+DEQUANTIZE int8 -> float32 (reference_ops::Dequantize):
+``float32(double(scale) * (q - zp))`` (exact product, one rounding to float32).
+
+Per-channel tensors (profile variants): LiteRT quantizes/dequantizes per
+channel; TFLite Micro refuses a per-channel QUANTIZE ("per_tensor_only") and
+dequantizes every element with the first channel's scale and zero point
+("first_scale").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import register
+from .elementwise import require_int8_tensor
+
+
+def _io(op, graph):
+    ins = graph.op_inputs(op)
+    if len(ins) != 1 or len(op.outputs) != 1:
+        raise QsimError(f"{op.opcode} needs 1 input and 1 output.")
+    x, out = ins[0], graph.op_outputs(op)[0]
+    if x.size != out.size:
+        raise QsimError(f"{op.opcode}: output shape {list(out.shape)} does not match input {list(x.shape)}.")
+    return x, out
+
+
+def _int16_refusal(op, t, role):
+    if np.dtype(t.dtype) == np.int16:
+        raise QsimError(f"{op.opcode}: {role} '{t.name}' is int16: int16 activations are not supported "
+                        "(qsim simulates int8 kernels only).")
+
+
+# --------------------------------------------------------------------------- QUANTIZE
+
+@dataclass
+class QuantizeParams:
+    """Prepared QUANTIZE.  mode "float": scale/zero_point per channel along ``axis`` (len 1 = per tensor);
+    mode "requant": Q31 multiplier and TFLite-sign shift for s_in / s_out."""
+
+    mode: str  # "float" | "requant"
+    scale: np.ndarray  # float32 [C] ("float")
+    zero_point: np.ndarray  # int64 [C] ("float")
+    axis: int  # channel axis of the per-channel case ("float")
+    input_zero_point: int  # ("requant")
+    output_zero_point: int  # ("requant")
+    multiplier: int  # ("requant")
+    shift: int  # ("requant")
+    rounding: str
+
+
+def prepare_quantize(op, graph, profile) -> QuantizeParams:
+    x, out = _io(op, graph)
+    _int16_refusal(op, x, "input")
+    _int16_refusal(op, out, "output")
+    rounding = profile.rounding("QUANTIZE")
+    if np.dtype(x.dtype) == np.float32:
+        if np.dtype(out.dtype) != np.int8:
+            raise QsimError(f"QUANTIZE: output '{out.name}' is {np.dtype(out.dtype).name}; only float32 -> int8 "
+                            "is supported.")
+        if out.quant is None or out.quant.scale.size == 0:
+            raise QsimError(f"QUANTIZE: output '{out.name}' has no quantization parameters.")
+        scale = out.quant.scale.astype(np.float32)
+        if np.any(~np.isfinite(scale)) or np.any(scale <= 0):
+            raise QsimError(f"QUANTIZE: output '{out.name}' has a non-positive or non-finite scale.")
+        axis = out.quant.axis if out.quant.per_channel else 0
+        if out.quant.per_channel and profile.variant("QUANTIZE", "per_channel") == "per_tensor_only":
+            raise QsimError(f"QUANTIZE: output '{out.name}' is quantized per channel ({scale.size} scales); the "
+                            f"'{profile.name}' reference (TFLite Micro) only supports per-tensor QUANTIZE and refuses "
+                            "this model (quantize_common.cc: scale->size == 1).")
+        if out.quant.per_channel and (axis >= len(out.shape) or out.shape[axis] != scale.size):
+            raise QsimError(f"QUANTIZE: {scale.size} per-channel scales do not match dimension {axis} of "
+                            f"{list(out.shape)}.")
+        return QuantizeParams("float", scale, out.quant.zero_point.astype(np.int64), axis, 0, 0, 0, 0, rounding)
+    require_int8_tensor(x, "input", "QUANTIZE")
+    require_int8_tensor(out, "output", "QUANTIZE")
+    real = float(np.float32(x.quant.scale0)) / float(np.float32(out.quant.scale0))
+    m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
+    return QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
+                          x.quant.zp0, out.quant.zp0, m, shift, rounding)
+
+
+def _float_to_int32_x86(v: np.ndarray) -> np.ndarray:
+    """C static_cast<int32_t>(float) of already-rounded values; out of range / NaN -> INT32_MIN (x86)."""
+    v = np.asarray(v, np.float64)
+    ok = np.isfinite(v) & (v >= -2.0 ** 31) & (v < 2.0 ** 31)
+    return np.where(ok, np.where(ok, v, 0).astype(np.int64), fp.INT32_MIN)
+
+
+def eval_quantize(p: QuantizeParams, inputs) -> list[np.ndarray]:
+    x = np.asarray(inputs[0])
+    if p.mode == "requant":
+        y = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift,
+                                                p.rounding) + p.output_zero_point
+        return [np.clip(y, -128, 127).astype(np.int8)]
+    x = x.astype(np.float32)
+    shape = [1] * x.ndim
+    if p.scale.size > 1:
+        shape[p.axis] = p.scale.size
+    scale = p.scale.reshape(shape) if x.ndim else p.scale[0]
+    zp = p.zero_point.reshape(shape) if x.ndim else p.zero_point[0]
+    with np.errstate(all="ignore"):
+        ratio = (x / scale).astype(np.float32)  # float32 division
+    rounded = fp.round_half_away(ratio)
+    q = fp.wrap_int32(_float_to_int32_x86(rounded) + zp)
+    return [np.clip(q, -128, 127).astype(np.int8)]
+
+
+# --------------------------------------------------------------------------- DEQUANTIZE
+
+@dataclass
+class DequantizeParams:
+    """Prepared DEQUANTIZE int8 -> float32 (per tensor or per channel along ``axis``)."""
+
+    scale: np.ndarray  # float64 holding the float32 scales [C]
+    zero_point: np.ndarray  # int64 [C]
+    axis: int
+
+
+def prepare_dequantize(op, graph, profile) -> DequantizeParams:
+    x, out = _io(op, graph)
+    _int16_refusal(op, x, "input")
+    if np.dtype(x.dtype) != np.int8:
+        raise QsimError(f"DEQUANTIZE: input '{x.name}' is {np.dtype(x.dtype).name}; only int8 -> float32 is "
+                        "supported (float16 weights dequantization is not simulated).")
+    if np.dtype(out.dtype) != np.float32:
+        raise QsimError(f"DEQUANTIZE: output '{out.name}' must be float32, got {np.dtype(out.dtype).name}.")
+    if x.quant is None or x.quant.scale.size == 0:
+        raise QsimError(f"DEQUANTIZE: input '{x.name}' has no quantization parameters.")
+    scale = x.quant.scale.astype(np.float32).astype(np.float64)
+    zero_point = x.quant.zero_point.astype(np.int64)
+    axis = x.quant.axis if x.quant.per_channel else 0
+    if x.quant.per_channel and profile.variant("DEQUANTIZE", "per_channel") == "first_scale":
+        # TFLite Micro reads only scale[0] / zero_point[0] and applies them to every element.
+        return DequantizeParams(scale[:1], zero_point[:1], 0)
+    if x.quant.per_channel and (axis >= len(x.shape) or x.shape[axis] != scale.size):
+        raise QsimError(f"DEQUANTIZE: {scale.size} per-channel scales do not match dimension {axis} of "
+                        f"{list(x.shape)}.")
+    return DequantizeParams(scale, zero_point, axis)
+
+
+def eval_dequantize(p: DequantizeParams, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0]).astype(np.int64)
+    shape = [1] * q.ndim
+    if p.scale.size > 1:
+        shape[p.axis] = p.scale.size
+    scale = p.scale.reshape(shape) if q.ndim else p.scale[0]
+    zp = p.zero_point.reshape(shape) if q.ndim else p.zero_point[0]
+    return [(scale * (q - zp).astype(np.float64)).astype(np.float32)]
+
+
+register("QUANTIZE", prepare_quantize, eval_quantize)
+register("DEQUANTIZE", prepare_dequantize, eval_dequantize)

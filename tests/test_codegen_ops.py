@@ -1,0 +1,164 @@
+"""Generated C kernels, op by op, on single-op models built with qsim.builder: bit-exact with TFLM.
+
+Covers what the shared models do not: strides, dilation, VALID padding,
+per-tensor weights, fused activations, depth multipliers, batches, MAX_POOL_2D,
+broadcasting ADD / SUB / MUL, and alias ops feeding graph outputs.  Shapes
+and quantization parameters are drawn from a fixed seed.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import require_module
+from qsim import ir
+from qsim.loader import load_bytes
+
+from codegen import generate
+from test_codegen import assert_equal, make, need_tool, qsim_outputs, random_samples, run_host, tflm_outputs
+
+builder = require_module("qsim.builder", "model builder")
+
+
+def _conv_model(rng, depthwise: bool, padding: str, stride: int, dilation: int, act: str,
+                per_channel: bool, mult: int = 1, bias: bool = True) -> bytes:
+    b = builder.ModelBuilder(description="codegen conv case")
+    h, w, ic = int(rng.integers(5, 12)), int(rng.integers(5, 12)), int(rng.integers(1, 6))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    oc = ic * mult if depthwise else int(rng.integers(1, 9))
+    x_scale, x_zp = float(rng.uniform(0.01, 0.1)), int(rng.integers(-20, 20))
+    x = b.add_input("x", (1, h, w, ic), np.int8, scale=x_scale, zero_point=x_zp)
+    w_shape = (1, kh, kw, oc) if depthwise else (oc, kh, kw, ic)
+    wq = rng.integers(-127, 128, size=w_shape, dtype=np.int8)
+    scales = rng.uniform(0.002, 0.02, size=oc) if per_channel else np.array([0.01])
+    axis = 3 if depthwise else 0
+    wt = b.add_const("w", wq, scale=scales, zero_point=np.zeros(scales.size, np.int64), axis=axis)
+    bias_scales = x_scale * (scales if per_channel else np.full(oc, scales[0]))
+    bt = b.add_const("b", rng.integers(-3000, 3000, size=oc).astype(np.int32), scale=bias_scales,
+                     zero_point=np.zeros(oc, np.int64), axis=0) if bias else -1
+    eff_kh, eff_kw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    if padding == "SAME":
+        oh, ow = -(-h // stride), -(-w // stride)
+    else:
+        oh, ow = (h - eff_kh) // stride + 1, (w - eff_kw) // stride + 1
+    y = b.add_tensor("y", (1, oh, ow, oc), np.int8, scale=float(rng.uniform(0.02, 0.2)),
+                     zero_point=int(rng.integers(-10, 10)))
+    if depthwise:
+        opts = ir.DepthwiseConv2DOptions(padding=padding, stride_h=stride, stride_w=stride, dilation_h=dilation,
+                                         dilation_w=dilation, depth_multiplier=mult, activation=act)
+        b.add_op("DEPTHWISE_CONV_2D", [x, wt, bt], [y], opts)
+    else:
+        opts = ir.Conv2DOptions(padding=padding, stride_h=stride, stride_w=stride, dilation_h=dilation,
+                                dilation_w=dilation, activation=act)
+        b.add_op("CONV_2D", [x, wt, bt], [y], opts)
+    b.mark_output(y)
+    return b.build()
+
+
+def _fc_model(rng, batches: int, per_channel: bool, act: str, keep_num_dims: bool) -> bytes:
+    b = builder.ModelBuilder(description="codegen fc case")
+    n_in, n_out = int(rng.integers(3, 40)), int(rng.integers(1, 20))
+    x_scale = 0.05
+    x = b.add_input("x", (batches, 2, n_in) if keep_num_dims else (batches, n_in), np.int8, scale=x_scale,
+                    zero_point=int(rng.integers(-30, 30)))
+    scales = rng.uniform(0.002, 0.02, size=n_out) if per_channel else np.array([0.01])
+    wt = b.add_const("w", rng.integers(-127, 128, size=(n_out, n_in), dtype=np.int8), scale=scales,
+                     zero_point=np.zeros(scales.size, np.int64), axis=0)
+    bt = b.add_const("b", rng.integers(-500, 500, size=n_out).astype(np.int32),
+                     scale=x_scale * (scales if per_channel else np.full(n_out, scales[0])),
+                     zero_point=np.zeros(n_out, np.int64), axis=0)
+    y = b.add_tensor("y", (batches, 2, n_out) if keep_num_dims else (batches, n_out), np.int8, scale=0.1,
+                     zero_point=3)
+    b.add_op("FULLY_CONNECTED", [x, wt, bt], [y], ir.FullyConnectedOptions(activation=act,
+                                                                           keep_num_dims=keep_num_dims))
+    b.mark_output(y)
+    return b.build()
+
+
+def _pool_model(opcode: str, padding: str, stride: int, fh: int, fw: int, act: str) -> bytes:
+    b = builder.ModelBuilder(description="codegen pool case")
+    h, w, c = 9, 7, 3
+    x = b.add_input("x", (2, h, w, c), np.int8, scale=0.05, zero_point=-4)
+    oh = -(-h // stride) if padding == "SAME" else (h - fh) // stride + 1
+    ow = -(-w // stride) if padding == "SAME" else (w - fw) // stride + 1
+    y = b.add_tensor("y", (2, oh, ow, c), np.int8, scale=0.05, zero_point=-4)
+    b.add_op(opcode, [x], [y], ir.Pool2DOptions(padding=padding, stride_h=stride, stride_w=stride,
+                                                filter_h=fh, filter_w=fw, activation=act))
+    b.mark_output(y)
+    return b.build()
+
+
+def _binary_model(opcode: str, shape1, shape2, act: str, const_second: bool = False) -> bytes:
+    b = builder.ModelBuilder(description="codegen binary case")
+    out_shape = tuple(np.broadcast_shapes(shape1, shape2))
+    x1 = b.add_input("in/one", shape1, np.int8, scale=0.07, zero_point=5)
+    if const_second:
+        rng = np.random.default_rng(7)
+        x2 = b.add_const("c", rng.integers(-128, 128, size=shape2, dtype=np.int8), scale=0.03, zero_point=-9)
+    else:
+        x2 = b.add_input("in:two", shape2, np.int8, scale=0.03, zero_point=-9)
+    y = b.add_tensor("out", out_shape, np.int8, scale=0.05 if opcode != "MUL" else 0.01, zero_point=-2)
+    b.add_op(opcode, [x1, x2], [y], ir.ActivationOptions(activation=act))
+    b.mark_output(y)
+    return b.build()
+
+
+def _reshape_chain_model() -> bytes:
+    """FC -> RESHAPE (graph output) and FC -> RESHAPE -> FC: alias planning and the output copy."""
+    b = builder.ModelBuilder(description="codegen reshape case")
+    rng = np.random.default_rng(3)
+    x = b.add_input("x", (1, 2, 6), np.int8, scale=0.05, zero_point=1)
+    r = b.add_tensor("r", (1, 12), np.int8, scale=0.05, zero_point=1)
+    b.add_op("RESHAPE", [x, b.add_const("s", np.array([1, 12], np.int32))], [r], ir.ReshapeOptions((1, 12)))
+    wt = b.add_const("w", rng.integers(-127, 128, size=(8, 12), dtype=np.int8), scale=0.01)
+    y = b.add_tensor("y", (1, 8), np.int8, scale=0.05, zero_point=0)
+    b.add_op("FULLY_CONNECTED", [r, wt, -1], [y], ir.FullyConnectedOptions())
+    z = b.add_tensor("z", (1, 2, 4), np.int8, scale=0.05, zero_point=0)
+    b.add_op("RESHAPE", [y, b.add_const("s2", np.array([1, 2, 4], np.int32))], [z], ir.ReshapeOptions((1, 2, 4)))
+    b.mark_output(z)
+    b.mark_output(y)
+    return b.build()
+
+
+def _cases():
+    rng = np.random.default_rng(1234)
+    cases = []
+    for k, (pad, stride, dil, act, pc) in enumerate([("SAME", 1, 1, "NONE", True), ("VALID", 2, 1, "RELU", True),
+                                                     ("SAME", 2, 2, "RELU6", False), ("VALID", 1, 2, "NONE", False),
+                                                     ("SAME", 3, 1, "RELU_N1_TO_1", True)]):
+        cases.append((f"conv{k}_{pad}_s{stride}_d{dil}_{act}", _conv_model(rng, False, pad, stride, dil, act, pc,
+                                                                         bias=k != 3)))
+    for k, (pad, stride, dil, mult) in enumerate([("SAME", 1, 1, 1), ("SAME", 2, 1, 8), ("VALID", 1, 2, 3),
+                                                  ("SAME", 1, 1, 2)]):
+        cases.append((f"dw{k}_{pad}_s{stride}_d{dil}_m{mult}",
+                      _conv_model(rng, True, pad, stride, dil, "RELU6" if k % 2 else "NONE", k != 3, mult=mult)))
+    for k, (batches, pc, act, knd) in enumerate([(1, False, "NONE", False), (3, True, "RELU", False),
+                                                 (2, False, "NONE", True)]):
+        cases.append((f"fc{k}_b{batches}", _fc_model(rng, batches, pc, act, knd)))
+    for opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        for pad, stride, fh, fw, act in [("SAME", 2, 3, 3, "NONE"), ("VALID", 1, 2, 3, "RELU")]:
+            cases.append((f"{opcode.lower()}_{pad}_s{stride}_{fh}x{fw}", _pool_model(opcode, pad, stride, fh, fw, act)))
+    for opcode in ("ADD", "SUB", "MUL"):
+        cases.append((f"{opcode.lower()}_same", _binary_model(opcode, (1, 4, 4, 3), (1, 4, 4, 3), "NONE")))
+        cases.append((f"{opcode.lower()}_bcast", _binary_model(opcode, (1, 4, 1, 3), (2, 1, 5, 1), "RELU")))
+    cases.append(("add_const_bcast", _binary_model("ADD", (1, 3, 3, 4), (4,), "NONE", const_second=True)))
+    cases.append(("reshape_chain", _reshape_chain_model()))
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_op_bit_exact_with_tflm(case, tmp_path):
+    need_tool("gcc")
+    blob = dict(CASES)[case]
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m", force=True)
+    make(tmp_path, "host")
+    samples = random_samples(g, 6, seed=zlib.crc32(case.encode()))
+    got = run_host(tmp_path, "m", samples)
+    assert_equal(got, tflm_outputs(blob, samples, len(g.outputs)), f"{case}: C vs TFLM")
+    assert_equal(got, qsim_outputs(g, samples, "tflm"), f"{case}: C vs qsim")
