@@ -27,5 +27,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests hdl_tests
 
+synth: $(STAMP)
+	$(BIN)/python hdl_tests/synth_report.py
+
 clean:
 	rm -rf build hdl_tests/sim_build .pytest_cache .hypothesis

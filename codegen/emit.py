@@ -232,7 +232,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
             call = e.call.format(**subs)
         ops_ctx.append(dict(position=e.position, comment=c_comment(e.comment), struct_type=e.struct_type,
                             prefix=e.prefix, fields=[(k, _field_text(v)) for k, v in e.struct_fields.items()],
-                            macs=e.macs, c_call=call))
+                            macs=e.macs, c_call=call, out_ptr=subs["out0"],
+                            out_bytes=g.tensors[p.op.outputs[0]].nbytes))
     final_copies = []
     for k, t in enumerate(g.outputs):
         b = plan.placement(t)

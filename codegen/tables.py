@@ -108,7 +108,7 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
                   _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
                   [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
-                  scratch_bytes=2 * p.kernel_h * p.kernel_w * c, macs=macs)
+                  scratch_bytes=2 * 4 * p.kernel_h * p.kernel_w * c, macs=macs)  # QK_CONV_TILE patches
 
 
 def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
@@ -144,9 +144,10 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
-                  _gemm_call("qk_fully_connected", prefix, "int16_t"), "qk_fc_params", fields,
+                  f"qk_fully_connected(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
+                  f"{prefix}_shift, {{out0}});", "qk_fc_params", fields,
                   [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units),
-                  scratch_bytes=2 * p.in_units, macs=batches * p.in_units * p.out_units)
+                  macs=batches * p.in_units * p.out_units)
 
 
 def emit_pool(pos, prepared, g, prefix) -> OpEmit:
@@ -298,8 +299,9 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     """[(input tensor, delta)] this op's C kernel may run in place over (empty: none).
 
     Valid because every kernel here finishes a step's reads before writing that
-    step's output (conv/depthwise: per output pixel; FC: per batch row, input
-    row copied to scratch first; softmax: per row; ADD/SUB/MUL: per element).
+    step's output (conv: per tile of output pixels; depthwise: per output pixel;
+    softmax: per row; ADD/SUB/MUL: per element).  FULLY_CONNECTED writes outputs
+    while still reading its input row, so it never runs in place.
     """
     op, p = prepared.op, prepared.params
     x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
@@ -312,10 +314,6 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and len(x.shape) == 4 and x.shape[0] == 1:
         return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
                                              True))]
-    if op.opcode == "FULLY_CONNECTED":
-        rows = x.size // p.in_units
-        write_end = (np.arange(rows) + 1) * p.out_units
-        return [(op.inputs[0], _delta(write_end[:-1], (np.arange(1, rows)) * p.in_units))]
     if op.opcode == "SOFTMAX":
         return [(op.inputs[0], 0)]
     if op.opcode in ("ADD", "SUB", "MUL"):

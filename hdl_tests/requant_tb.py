@@ -118,11 +118,12 @@ def random_vectors(seed: int, beats: int, lanes: int, rounding: str) -> Vectors:
 
 
 def directed_vectors(lanes: int, rounding: str) -> Vectors:
-    """Hand-picked corners, laid out LANES per beat (last beat padded with zeros).
+    """Hand-picked corners, LANES per beat (rows sharing zp/act range grouped, zero-padded).
 
-    * every supported shift x values (2k+1)*2^j of both signs, so each shift
-      meets exact ties (x.5) at the SRDHM / RoundingDivideByPOT / single
-      rounding step, positive and negative, with M0 in {2^30, 2^30+1, INT32_MAX, INT32_MIN}
+    * for every supported shift, x = +-(2k+1)*2^j (k in {0,1}, j in 0..30) with
+      M0 in {2^30, 2^30+1, INT32_MAX, INT32_MIN}: with M0 = 2^30 each shift meets
+      exact ties (x.5) of both signs at the SRDHM / RoundingDivideByPOT / single
+      rounding step
     * SaturatingRoundingDoublingHighMul's INT32_MIN * INT32_MIN (also reached
       through a wrapping bias add and through a wrapping left shift)
     * int32 wrap of acc + bias, left shifts that wrap, M0 = 0 and 1
@@ -155,6 +156,9 @@ def directed_vectors(lanes: int, rounding: str) -> Vectors:
                  (12345, -12345, INT32_MAX, shift, *full),
                  (777, 0, 0, shift, 17, -128, 127),             # M0 = 0 -> zp
                  (INT32_MAX, 0, 1, shift, *full)]
+    # shift -31: no positive int32 x, M0 make x*M0/2^62 an exact tie, but double rounding
+    # still meets one at RoundingDivideByPOT(SRDHM(x, M0) = +-2^30, 31)
+    rows += [(x, 0, INT32_MAX, -31, *full) for x in ((1 << 30) + 1, -(1 << 30) - 1)]
     if rounding == "double":
         for left in range(0, 32):  # left shift wraps like C int32 arithmetic
             for x in (1, -1, 3, 0x12345678, -0x12345678, INT32_MAX, INT32_MIN, 0x40000001):

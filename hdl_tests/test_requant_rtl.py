@@ -9,11 +9,20 @@ import subprocess
 
 import pytest
 
-from hdl_runner import SOURCES, shared_model, verilator_cmd
+from hdl_runner import SOURCES, rtl_build, shared_model, verilator_cmd
+
+# No conftest.py here on purpose: tests/ modules do `from conftest import ...`, and a second
+# conftest module would shadow theirs when both folders are collected in one pytest run.
 
 ROUNDINGS = ["double", "single"]
 LANES = 4
 SEED = 20240601
+
+
+@pytest.fixture(scope="module")
+def rtl():
+    """Factory ``rtl(lanes, rounding) -> RtlBuild``; each configuration is built once per session."""
+    return rtl_build
 
 
 @pytest.mark.parametrize("lanes", [1, LANES])
@@ -100,14 +109,17 @@ def _conv_layer_replay_data(model_path, conv_number: int, seed: int) -> dict:
                 act_min=rq.act_min, act_max=rq.act_max, rounding=rq.rounding)
 
 
-@pytest.mark.parametrize("conv_number", [0, 1], ids=["first_conv", "pointwise_conv"])
-def test_real_layer_replay_kws(rtl, conv_number):
-    """kws_ref_model's CONV_2D: qsim accumulators + per-channel tables through the RTL == TFLM's int8."""
+@pytest.mark.parametrize("model,conv_number", [("kws_ref_model.tflite", 0), ("kws_ref_model.tflite", 1),
+                                               ("person_detect.tflite", 0)],
+                         ids=["kws_first_conv", "kws_pointwise_conv", "person_detect_first_conv"])
+def test_real_layer_replay(rtl, model, conv_number):
+    """A real CONV_2D layer: qsim accumulators + per-channel tables through the RTL == TFLM's int8
+    output of that layer (person_detect is the per-channel-bias model LiteRT refuses)."""
     import numpy as np
 
-    d = _conv_layer_replay_data(shared_model("kws_ref_model.tflite"), conv_number, seed=SEED)
+    d = _conv_layer_replay_data(shared_model(model), conv_number, seed=SEED)
     b = rtl(LANES, d.pop("rounding"))
-    path = b.build_dir / f"replay_kws_conv{conv_number}.npz"
+    path = b.build_dir / f"replay_{model.split('.')[0]}_conv{conv_number}.npz"
     np.savez(path, **d)
     b.run("real_layer_replay", RQ_SEED=SEED, RQ_REPLAY=path)
 
@@ -121,3 +133,30 @@ def test_yosys_synth_reports_cells_per_lane():
     from synth_report import per_lane
     s = per_lane(2, "double")
     assert s["cells_per_lane"] > 1000 and s["flops_per_lane"] > 100 and s["shared_cells"] >= 0, s
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_directed_set_covers_every_shift_ties_and_srdhm_overflow(rounding):
+    """The directed vectors really contain what directed_corners claims (checked with exact
+    rational arithmetic, not with the model under test)."""
+    from fractions import Fraction
+
+    from requant_tb import INT32_MIN, directed_vectors, shift_range
+    v = directed_vectors(LANES, rounding)
+    acc, bias, m0, sh = (a.reshape(-1).tolist() for a in (v.acc, v.bias, v.mult, v.shift))
+    lo, hi = shift_range(rounding)
+    assert set(sh) >= set(range(lo, hi + 1))
+    for s in range(lo, min(hi, 30) + 1):  # at shift 31, x << 31 is 0 or INT32_MIN: no ties exist
+        signs = set()
+        for x, b, m, k in zip(acc, bias, m0, sh):
+            if k == s and b == 0 and abs(x) << max(s, 0) < 2**31:  # no int32 wrap on the way
+                exact = Fraction(x * m) * Fraction(2) ** (s - 31)  # the real product x * M
+                if exact.denominator == 2:  # exact tie
+                    signs.add(exact > 0)
+        assert signs == {True, False}, f"shift {s}: ties of signs {signs} only"
+    if rounding == "double":  # ... so the intermediate tie RDBP(+-2^30, 31) is in the set
+        from qsim.fixedpoint import saturating_rounding_doubling_high_mul as srdhm
+        ys = {int(srdhm(x, m)) for x, m, k in zip(acc, m0, sh) if k == -31}
+        assert {1 << 30, -(1 << 30)} <= ys
+    pairs = set(zip([(a + b + 2**31) % 2**32 - 2**31 for a, b in zip(acc, bias)], m0))
+    assert (INT32_MIN, INT32_MIN) in pairs

@@ -451,7 +451,11 @@ def wrap_int16(x) -> np.ndarray:
 
 
 def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul<int16>: round(a * b / 2**15) ties away from zero; -32768**2 -> 32767."""
+    """gemmlowp SaturatingRoundingDoublingHighMul<int16>: a * b / 2**15 rounded to nearest, -32768**2 -> 32767.
+
+    The nudge is 2**14 for a * b >= 0 and 1 - 2**14 below, then C truncation, so exact ties
+    round up (toward +inf): -0.5 -> 0, +0.5 -> 1.
+    """
     a, b = _i64(a), _i64(b)
     ab = a * b
     num = ab + np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
@@ -575,4 +579,27 @@ def requantize_double_fast(acc, bias, m0, shift, output_zero_point, act_min, act
     x += (1 << 30) + (((np.int64(1) << right) >> 1) << 31)
     x >>= 31 + right
     x += int(output_zero_point)
-    return np.clip(x, act_min, act_max, out=x)
+    np.maximum(x, act_min, out=x)
+    return np.minimum(x, act_max, out=x)
+
+
+def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier for any finite real, negative ones included (LEAKY_RELU's alpha < 0).
+
+    Same as :func:`quantize_multiplier` for m >= 0.  For m < 0, frexp keeps the sign:
+    M0 = round_half_away(q * 2**31) with q in (-1, -0.5]; rounding to -2**31 is kept as is
+    (TFLite only renormalises +2**31), shift < -31 flushes to (0, 0), and single-rounding
+    builds saturate shift > 30 to (2**31 - 1, 30) like the positive case.
+    """
+    m = float(real_multiplier)
+    if m >= 0:
+        return quantize_multiplier(m, single_rounding)
+    if not math.isfinite(m):
+        raise ValueError(f"multiplier must be finite, got {real_multiplier!r}")
+    q, shift = math.frexp(m)
+    q_fixed = _round_half_away(q * (1 << 31))
+    if shift < -31:
+        return 0, 0
+    if single_rounding and shift > 30:
+        return (1 << 31) - 1, 30
+    return int(q_fixed), int(shift)

@@ -49,8 +49,9 @@ PROFILES: dict[str, Profile] = {
         name="litert",
         description="LiteRT interpreter with OpResolverType.BUILTIN_REF (ai-edge-litert 2.3).",
         default_rounding="double",
-        # CONV_2D / DEPTHWISE_CONV_2D (per-tensor and per-channel), AVERAGE_POOL_2D, MAX_POOL_2D:
-        # classic double rounding (tests/test_kernels_gemm.py, exact-tie models).
+        # CONV_2D / DEPTHWISE_CONV_2D (per-tensor and per-channel) and MEAN (integer
+        # QuantizedMeanOrSum for every axis set, as in TFLM): classic double rounding
+        # (tests/test_kernels_gemm.py, exact-tie models); pooling has no requantization.
         # FULLY_CONNECTED int8 (per-tensor and per-channel) is NOT fixed point at all: it rescales
         # by the double real scale in_scale*w_scale/out_scale with std::round (ties away from
         # zero); "single" only looked right on ad01 because it has no exact ties.

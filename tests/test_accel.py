@@ -358,3 +358,19 @@ def test_timing_only_on_all_gemm_models_is_consistent():
         assert cycles >= macs / cfg.macs_per_cycle
         starts = [L.start_cycle for L in layers]
         assert starts == sorted(starts) and starts[0] == 0
+
+
+def test_vector_unit_ops_and_free_reshape():
+    from qsim.loader import load
+    g = load(shared_model("pretrainedResnet_quant.tflite"))
+    cfg = config.load_hw("edge16")
+    layers = {L.map.index: L for L in time_graph(g, cfg)}
+    pool = layers[12]  # AVERAGE_POOL_2D 8x8 window -> 1x1x64: one add per window tap per output
+    assert (pool.map.opcode, pool.map.unit, pool.map.vector_ops) == ("AVERAGE_POOL_2D", "vector", 64 * 8 * 8)
+    assert pool.timing.vector_cycles == math.ceil(64 * 8 * 8 / cfg.vector_lanes)
+    assert pool.timing.bound in ("vector", "memory") and pool.timing.array_cycles == 0
+    add = layers[3]  # ADD of two 32x32x16 tensors: reads both, writes one
+    assert add.map.unit == "vector" and add.timing.dram_read_bytes == 2 * 32 * 32 * 16
+    assert add.timing.dram_write_bytes == 32 * 32 * 16
+    reshape = layers[13]
+    assert reshape.map.unit == "free" and reshape.timing.cycles == 0 and reshape.timing.dram_read_bytes == 0

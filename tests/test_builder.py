@@ -210,3 +210,95 @@ def test_bad_calls_raise_qsim_error(call):
         call(b)
         b.mark_output(0)
         b.build()
+
+
+# --------------------------------------------------------------------------- qsim.zoo models
+
+from pathlib import Path  # noqa: E402
+
+from qsim import zoo  # noqa: E402
+from qsim.interpreter import prepare_graph  # noqa: E402
+
+from test_kernels_shape import check_against_references  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "models"
+
+
+class _Blob:
+    """Adapter: check_against_references takes anything with build()."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def build(self) -> bytes:
+        return self.blob
+
+
+def test_demo_model_is_small_and_bit_exact_with_both_references():
+    blob = (DEMO / "demo_cnn_int8.tflite").read_bytes()
+    assert len(blob) < 200_000
+    g = load_bytes(blob)
+    assert [op.opcode for op in g.operators] == ["CONV_2D", "CONV_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    x = np.load(DEMO / "demo_input.npy")
+    assert x.shape == (1, 8, 8, 1) and x.dtype == np.int8
+    test = np.load(DEMO / "demo_testset.npz")
+    ran = check_against_references(_Blob(blob), [x])
+    assert ran == {"litert": True, "tflm": True}
+    for xi in test["x"][:8]:  # every intermediate tensor, a few more digits
+        check_against_references(_Blob(blob), [xi[None]])
+
+
+def test_demo_model_classifies_held_out_digits():
+    """Labels are scikit-learn's ground truth (stored beside the model), not anything qsim produced."""
+    blob = (DEMO / "demo_cnn_int8.tflite").read_bytes()
+    g = load_bytes(blob)
+    test = np.load(DEMO / "demo_testset.npz")
+    prepared = prepare_graph(g, "tflm")
+    preds = np.array([np.argmax(prepared.run([xi[None]], keep_all=False)[g.outputs[0]]) for xi in test["x"]])
+    assert len(preds) == 360
+    assert np.mean(preds == test["y"]) > 0.95
+
+
+def test_small_cnn_random_is_deterministic_and_runs():
+    a, b = zoo.small_cnn(seed=3), zoo.small_cnn(seed=3)
+    assert a == b and a != zoo.small_cnn(seed=4)
+    x = np.random.default_rng(0).integers(-128, 128, (1, 8, 8, 1), dtype=np.int8)
+    assert check_against_references(_Blob(a), [x]) == {"litert": True, "tflm": True}
+
+
+def _assert_not_saturated(g, values):
+    for op in g.operators:
+        t = g.tensors[op.outputs[0]]
+        v = values[op.outputs[0]]
+        assert np.unique(v).size > 1 or v.size == 1, f"{t.name} is constant"
+        assert np.mean(v == 127) < 0.15, f"{t.name} saturates at +127"
+        if op.opcode not in ("SOFTMAX",):
+            assert np.mean(v == -128) < 0.75, f"{t.name} sits at -128"
+
+
+def test_mobilenet_v2_like_224_shape_macs_and_bit_exact():
+    blob = zoo.mobilenet_v2_like()
+    assert blob == zoo.mobilenet_v2_like()  # deterministic
+    g = load_bytes(blob)
+    ops = [op.opcode for op in g.operators]
+    assert ops[0] == "CONV_2D" and ops[-4:] == ["AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert ops.count("DEPTHWISE_CONV_2D") == 17 and ops.count("ADD") == 10
+    assert g.tensors[g.inputs[0]].shape == (1, 224, 224, 3)
+    assert g.tensors[g.outputs[0]].shape == (1, 1000)
+    macs = zoo.count_macs(g)
+    assert 280e6 < macs < 320e6, macs  # MobileNetV2 1.0/224 is ~300 M MACs
+    x = zoo.quantize_input(np.random.default_rng(7).uniform(-1, 1, (1, 224, 224, 3)), 1 / 128, 0)
+    assert check_against_references(_Blob(blob), [x]) == {"litert": True, "tflm": True}
+    values = prepare_graph(g, "tflm").run([x])
+    _assert_not_saturated(g, values)
+    probs = values[g.outputs[0]].astype(np.int64) + 128
+    assert probs.max() > 8  # a peaked softmax, not 1000 zeros
+
+
+def test_mobilenet_v2_like_small_variant():
+    blob = zoo.mobilenet_v2_like(input_hw=96, alpha=0.35, num_classes=10, seed=1)
+    g = load_bytes(blob)
+    assert g.tensors[g.inputs[0]].shape == (1, 96, 96, 3) and g.tensors[g.outputs[0]].shape == (1, 10)
+    x = zoo.quantize_input(np.random.default_rng(8).uniform(-1, 1, (1, 96, 96, 3)), 1 / 128, 0)
+    assert check_against_references(_Blob(blob), [x]) == {"litert": True, "tflm": True}
+    _assert_not_saturated(g, prepare_graph(g, "litert").run([x]))

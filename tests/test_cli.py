@@ -237,3 +237,14 @@ def test_plugin_absence_is_tolerated_but_broken_plugin_is_not(monkeypatch):
     monkeypatch.setattr(cli.importlib, "import_module", import_with_missing_dependency)
     with pytest.raises(ModuleNotFoundError):  # a plug-in's own broken import must surface
         cli._plugin("qsim.accel.cli")
+
+
+def test_run_image_through_cli():
+    """person.bmp -> person_detect (raw bytes as int8, as TFLM's example): 'person' (index 1) wins."""
+    m = shared_model("person_detect.tflite")
+    r = qsim("run", m, "--input", shared_model("person.bmp"), "--image-mode", "raw", "--top-k", 2, "--json")
+    assert r.returncode == 0, r.stderr
+    top = json.loads(r.stdout)["outputs"][0]["top_k"]
+    assert [t["index"] for t in top] == [1, 0] and top[0]["real"] > 0.5
+    r = qsim("run", m, "--input", shared_model("person.bmp"), "--float-input")
+    assert_input_error(r, "--float-input applies to .npy/.npz")

@@ -116,6 +116,47 @@ def image_samples(g: ir.Graph) -> list[list[np.ndarray]]:
     return [load_inputs(shared_model(img), g).arrays for img in IMAGES]
 
 
+def tflm_all_tensors(model, samples, tensor_indices) -> list[dict[int, np.ndarray]]:
+    """Every requested tensor after invoke, from TFLM with kPreserveAllTensors."""
+    runtime = require_module("tflite_micro.python.tflite_micro.runtime", "TFLM reference")
+    cfg = runtime.InterpreterConfig.kPreserveAllTensors
+    arena = 4 << 20  # preserving every tensor needs more than TFLM's default arena for tiny models
+    it = (runtime.Interpreter.from_bytes(model, arena_size=arena, intrepreter_config=cfg)
+          if isinstance(model, (bytes, bytearray))
+          else runtime.Interpreter.from_file(str(model), arena_size=arena, intrepreter_config=cfg))
+    res = []
+    for s in samples:
+        for k, a in enumerate(s):
+            it.set_input(a, k)
+        it.invoke()
+        res.append({t: np.asarray(it.GetTensor(t, 0)["tensor_data"]).reshape(-1).copy() for t in tensor_indices})
+    return res
+
+
+def check_trace(build_dir: Path, name: str, g: ir.Graph, model, samples) -> None:
+    """Build with -DQK_TRACE and compare EVERY op output (in-place buffers included) with TFLM and qsim."""
+    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", "qkernels.c"]
+    r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-DQK_TRACE",
+                        "-o", "trace_run", *srcs], cwd=build_dir, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    run_host(build_dir, name, samples, exe="trace_run")
+    trace = np.fromfile(build_dir / "trace.bin", dtype=np.int8)
+    outs = [op.outputs[0] for op in g.operators]
+    sizes = [g.tensors[t].size for t in outs]
+    assert trace.size == len(samples) * sum(sizes)
+    refs = tflm_all_tensors(model, samples, outs)
+    pg = prepare_graph(g, "tflm")
+    pos = 0
+    for k, s in enumerate(samples):
+        mine = pg.run(s, keep_all=True)
+        for op, t, n in zip(g.operators, outs, sizes):
+            got = trace[pos:pos + n]
+            pos += n
+            where = f"sample {k}, op #{op.index} {op.opcode} -> '{g.tensors[t].name}'"
+            assert_equal(got[None], refs[k][t].astype(np.int8)[None], f"{where}: C vs TFLM")
+            assert_equal(got[None], mine[t].reshape(-1).astype(np.int8)[None], f"{where}: C vs qsim")
+
+
 def assert_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
     diff = np.argwhere(got != want)
     assert diff.size == 0, (f"{what}: {len(diff)} differing values, first at sample/index {diff[0].tolist()}: "
@@ -149,6 +190,7 @@ def test_host_bit_exact_with_tflm_and_qsim(model, host_builds):
     got = run_host(d, model, samples)
     assert_equal(got, tflm_outputs(shared_model(model + ".tflite"), samples), f"{model} C vs TFLM")
     assert_equal(got, qsim_outputs(g, samples, "tflm"), f"{model} C vs qsim tflm profile")
+    check_trace(d, model, g, shared_model(model + ".tflite"), samples[:2] + samples[len(samples) - 1:])
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -17,7 +17,7 @@ from qsim import ir
 from qsim.loader import load_bytes
 
 from codegen import generate
-from test_codegen import assert_equal, make, need_tool, qsim_outputs, random_samples, run_host, tflm_outputs
+from test_codegen import assert_equal, check_trace, make, need_tool, qsim_outputs, random_samples, run_host, tflm_outputs
 
 builder = require_module("qsim.builder", "model builder")
 
@@ -122,6 +122,87 @@ def _reshape_chain_model() -> bytes:
     return b.build()
 
 
+class _Net:
+    """Builder helper for a multi-op chain: output scales track the accumulator spread so values stay
+    inside the int8 range without saturating everything."""
+
+    def __init__(self, rng):
+        self.b = builder.ModelBuilder(description="codegen in-place chain")
+        self.rng = rng
+        self.n = 0
+
+    def tensor(self, shape, scale, zp=0):
+        self.n += 1
+        return self.b.add_tensor(f"t{self.n}/act", shape, np.int8, scale=scale, zero_point=zp)
+
+    def conv(self, x, x_scale, shape_in, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1):
+        _, h, w, ic = shape_in
+        eff = (k - 1) * dil + 1
+        oh, ow = ((-(-h // stride), -(-w // stride)) if padding == "SAME"
+                  else ((h - eff) // stride + 1, (w - eff) // stride + 1))
+        oc = ic * mult if depthwise else oc
+        wq = self.rng.integers(-127, 128, size=(1, k, k, oc) if depthwise else (oc, k, k, ic), dtype=np.int8)
+        ws = self.rng.uniform(0.005, 0.02, size=oc)
+        wt = self.b.add_const(f"w{self.n}", wq, scale=ws, zero_point=np.zeros(oc, np.int64),
+                              axis=3 if depthwise else 0)
+        bt = self.b.add_const(f"b{self.n}", self.rng.integers(-2000, 2000, size=oc).astype(np.int32),
+                              scale=x_scale * ws, zero_point=np.zeros(oc, np.int64), axis=0)
+        depth = k * k * (1 if depthwise else ic)
+        out_scale = float(np.sqrt(depth) * 40 * 73 * x_scale * ws.mean() / 128)
+        y = self.tensor((1, oh, ow, oc), out_scale, 0)
+        if depthwise:
+            self.b.add_op("DEPTHWISE_CONV_2D", [x, wt, bt], [y], ir.DepthwiseConv2DOptions(
+                padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil, dilation_w=dil,
+                depth_multiplier=mult, activation="NONE"))
+        else:
+            self.b.add_op("CONV_2D", [x, wt, bt], [y], ir.Conv2DOptions(
+                padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil, dilation_w=dil,
+                activation="RELU"))
+        return y, out_scale, (1, oh, ow, oc)
+
+
+def _inplace_chain_model() -> bytes:
+    """Every op's input dies at that op, so the planner runs them in place (overlap contracts):
+    strided, dilated, VALID convs, depth multiplier, pools, a residual ADD, FC and softmax."""
+    net = _Net(np.random.default_rng(42))
+    b = net.b
+    x = b.add_input("x", (1, 12, 12, 3), np.int8, scale=0.05, zero_point=-3)
+    t, s, sh = net.conv(x, 0.05, (1, 12, 12, 3), 8, 3)
+    t, s, sh = net.conv(t, s, sh, 0, 3, stride=2, depthwise=True)
+    t, s, sh = net.conv(t, s, sh, 16, 1)
+    p = net.tensor(sh, s, 0)
+    b.add_op("MAX_POOL_2D", [t], [p], ir.Pool2DOptions(padding="SAME", filter_h=2, filter_w=2))
+    d, ds, dsh = net.conv(p, s, sh, 0, 3, dil=2, depthwise=True, mult=2)
+    d2, ds2, dsh2 = net.conv(d, ds, dsh, 16, 1)
+    a = net.tensor(dsh2, max(ds2, s), 1)
+    b.add_op("ADD", [d2, p], [a], ir.ActivationOptions(activation="RELU"))
+    c, cs, csh = net.conv(a, max(ds2, s), dsh2, 8, 3, padding="VALID")
+    q = net.tensor((1, 2, 2, 8), cs, 0)
+    b.add_op("AVERAGE_POOL_2D", [c], [q], ir.Pool2DOptions(padding="VALID", stride_h=2, stride_w=2,
+                                                         filter_h=2, filter_w=2))
+    r = net.tensor((1, 32), cs, 0)
+    b.add_op("RESHAPE", [q, b.add_const("shape", np.array([1, 32], np.int32))], [r], ir.ReshapeOptions((1, 32)))
+    fw = b.add_const("fc_w", net.rng.integers(-127, 128, size=(10, 32), dtype=np.int8), scale=0.01)
+    f = net.tensor((1, 10), float(np.sqrt(32) * 20 * 73 * cs * 0.01 / 128), 0)
+    b.add_op("FULLY_CONNECTED", [r, fw, -1], [f], ir.FullyConnectedOptions())
+    o = b.add_tensor("prob", (1, 10), np.int8, scale=1 / 256, zero_point=-128)
+    b.add_op("SOFTMAX", [f], [o], ir.SoftmaxOptions(beta=1.0))
+    b.mark_output(o)
+    return b.build()
+
+
+def test_inplace_chain_really_overlaps(tmp_path):
+    from codegen import planner, tables
+    from qsim.interpreter import prepare_graph
+    g = load_bytes(_inplace_chain_model())
+    pg = prepare_graph(g, "tflm")
+    plan = planner.plan_memory(g, {}, {pos: tables.overlap_delta(p, g) for pos, p in enumerate(pg.ops)})
+    overlapping = [(y, x) for (y, x) in plan.contracts
+                   if not (plan.buffers[y].offset + plan.buffers[y].size <= plan.buffers[x].offset
+                           or plan.buffers[x].offset + plan.buffers[x].size <= plan.buffers[y].offset)]
+    assert len(overlapping) >= 3, plan.contracts  # the bit-exact case below then exercises them
+
+
 def _cases():
     rng = np.random.default_rng(1234)
     cases = []
@@ -145,6 +226,7 @@ def _cases():
         cases.append((f"{opcode.lower()}_bcast", _binary_model(opcode, (1, 4, 1, 3), (2, 1, 5, 1), "RELU")))
     cases.append(("add_const_bcast", _binary_model("ADD", (1, 3, 3, 4), (4,), "NONE", const_second=True)))
     cases.append(("reshape_chain", _reshape_chain_model()))
+    cases.append(("inplace_chain", _inplace_chain_model()))
     return cases
 
 
@@ -162,3 +244,4 @@ def test_op_bit_exact_with_tflm(case, tmp_path):
     got = run_host(tmp_path, "m", samples)
     assert_equal(got, tflm_outputs(blob, samples, len(g.outputs)), f"{case}: C vs TFLM")
     assert_equal(got, qsim_outputs(g, samples, "tflm"), f"{case}: C vs qsim")
+    check_trace(tmp_path, "m", g, blob, samples[:2])

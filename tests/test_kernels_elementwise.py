@@ -194,14 +194,16 @@ def test_get_reciprocal(x, integer_bits):
     assert 2 ** 30 - 4 <= int(raw) < 2 ** 31  # 1/(1+s) with s in [0, 1): (1/2, 1], a few LSB of error
 
 
-@given(st.integers(-32768, 32767), st.integers(-32768, 32767))
+@given(st.integers(-32768, 32767), st.integers(-32768, 32767) | st.sampled_from([1024, 16384, -16384, 2048]))
 @settings(max_examples=300, **SETTINGS)
 def test_int16_high_muls(a, b):
     if a == b == -32768:
         assert int(fp.saturating_rounding_doubling_high_mul_int16(a, b)) == 32767
         assert int(fp.saturating_doubling_high_mul_int16(a, b)) == 32767
         return
-    assert int(fp.saturating_rounding_doubling_high_mul_int16(a, b)) == _round_half_away(Fraction(a * b, 2 ** 15))
+    # gemmlowp's nudge (1 - 2**14 for negative products, then truncation) makes ties round up (toward +inf)
+    assert int(fp.saturating_rounding_doubling_high_mul_int16(a, b)) == math.floor(Fraction(a * b, 2 ** 15)
+                                                                                  + Fraction(1, 2))
     q = Fraction(a * b, 2 ** 15)
     assert int(fp.saturating_doubling_high_mul_int16(a, b)) == (math.floor(q) if q >= 0 else -math.floor(-q))
 
@@ -226,13 +228,28 @@ def test_preprocess_softmax_scaling_and_radius(beta, scale):
 
 
 def test_multiply_by_quantized_multiplier_greater_than_one():
-    # double: SRDHM(x * 2**s, M); single: round-half-up of x * M * 2**(s - 31)
+    # double: SRDHM(x * 2**s, M) (nearest, ties up); single: round-half-up of x * M * 2**(s - 31)
     x = np.array([-300, -7, 0, 5, 123456])
     m0, s = 1518500250, 3
-    want_double = [_round_half_away(Fraction(int(v) * 2 ** s * m0, 2 ** 31)) for v in x]
+    want_double = [math.floor(Fraction(int(v) * 2 ** s * m0, 2 ** 31) + Fraction(1, 2)) for v in x]
     want_single = [math.floor(Fraction(int(v) * m0 * 2 ** s, 2 ** 31) + Fraction(1, 2)) for v in x]
     assert fp.multiply_by_quantized_multiplier_greater_than_one(x, m0, s).tolist() == want_double
     assert fp.multiply_by_quantized_multiplier_greater_than_one(x, m0, s, "single").tolist() == want_single
+
+
+@given(st.floats(-1e6, -1e-9))
+@settings(max_examples=200, **SETTINGS)
+def test_quantize_multiplier_signed_negative(m):
+    m0, shift = fp.quantize_multiplier_signed(m)
+    assert -(2 ** 31) <= m0 <= -(2 ** 30)
+    # M0 is round_half_away(q * 2**31) for m = q * 2**shift, q in (-1, -0.5]
+    assert m0 == _round_half_away(Fraction(m) / Fraction(2) ** shift * 2 ** 31)
+    assert fp.quantize_multiplier_signed(-m) == fp.quantize_multiplier(-m)
+
+
+def test_quantize_multiplier_signed_keeps_minus_two_pow_31():
+    assert fp.quantize_multiplier_signed(-(1 - 2.0 ** -40)) == (-(2 ** 31), 0)  # not renormalised
+    assert fp.quantize_multiplier(1 - 2.0 ** -40) == (2 ** 30, 1)  # the positive case is
 
 
 def test_lut_populate_logistic_matches_real_sigmoid_to_one_lsb():
@@ -467,6 +484,17 @@ def test_int16_activations_are_refused():
                                    out_dtype=np.float32 if opcode == "DEQUANTIZE" else np.int16))
         with pytest.raises(QsimError, match="int16"):
             REGISTRY[opcode].prepare(g.operators[0], g, get_profile("litert"))
+
+
+def test_softmax_rows_the_references_abort_on_are_a_clear_error():
+    """A row whose exponentials sum to >= 512 makes TFLite's int8 softmax shift by > 31 bits: LiteRT and TFLM
+    abort the process (measured: 511 equal entries run, 512 abort).  qsim refuses with a QsimError."""
+    for depth in (512, 5000):
+        blob = unary_model("SOFTMAX", (1, depth), (0.001, 0), (1 / 256, -128))
+        with pytest.raises(QsimError, match="512"):
+            qsim_run(blob, "tflm", [np.full((1, depth), 7, np.int8)])
+    blob = unary_model("SOFTMAX", (2, 511), (0.001, 0), (1 / 256, -128))
+    assert_bitexact(blob, [np.full((2, 511), 7, np.int8)])
 
 
 def test_bad_quantization_is_a_clear_error():

@@ -26,7 +26,7 @@ from conftest import shared_model
 
 ACTS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 REFS = ("litert", "tflm")
-PROPERTY = settings(derandomize=True, max_examples=150, deadline=None,
+PROPERTY = settings(derandomize=True, max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -619,3 +619,67 @@ def test_requantize_double_fast_equals_requantize():
         want = fp.requantize(acc, bias, m0, shift, zp, lo, hi, "double")
         got = fp.requantize_double_fast(acc, bias, m0, shift, zp, lo, hi)
         assert np.array_equal(got, want), (m0, shift, bias, zp)
+
+
+@pytest.mark.parametrize("opcode", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+def test_pool_with_different_in_out_quantization_is_rejected(opcode):
+    """TFLM refuses it, LiteRT ignores the output scale; qsim says why instead of guessing."""
+    b = ModelBuilder(description="pool rescale")
+    x = b.add_input("x", (1, 4, 4, 2), np.int8, scale=0.1, zero_point=3)
+    y = b.add_tensor("y", (1, 2, 2, 2), np.int8, scale=0.3, zero_point=-5)
+    b.add_op(opcode, [x], [y], ir.Pool2DOptions(padding="VALID", stride_h=2, stride_w=2, filter_h=2, filter_w=2))
+    b.mark_output(y)
+    with pytest.raises(QsimError, match="quantized differently"):
+        prepare_graph(load_bytes(b.build()), "litert")
+
+
+def test_large_reductions_switch_to_float64_and_stay_exact():
+    """3x3x300 taps of |w| = 127 push partial sums past 2**24: float32 would round, so the kernel must
+    pick float64.  Extreme inputs (all -128 with zero point 127 -> x - zp = -255) maximise every product."""
+    rng = np.random.default_rng(9)
+    b = ModelBuilder(description="big reduction")
+    x = b.add_input("x", (1, 5, 5, 300), np.int8, scale=0.02, zero_point=127)
+    wq = np.where(rng.random((4, 3, 3, 300)) < 0.9, 127, -127).astype(np.int8)
+    ws = np.full(4, 0.01)
+    w = b.add_const("w", wq, scale=ws, zero_point=np.zeros(4, np.int64), axis=0)
+    bias = b.add_const("b", rng.integers(-1000, 1000, 4).astype(np.int32), scale=0.02 * ws,
+                       zero_point=np.zeros(4, np.int64), axis=0)
+    y = b.add_tensor("y", (1, 5, 5, 4), np.int8, scale=4000.0, zero_point=0)
+    b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions(padding="SAME"))
+    b.mark_output(y)
+    blob = b.build()
+    g = load_bytes(blob)
+    params = REGISTRY["CONV_2D"].prepare(g.operators[0], g, get_profile("tflm"))
+    assert params.weights.dtype == np.float64
+    xv = np.full((1, 5, 5, 300), -128, np.int8)
+    xv[0, 2, 2, :7] = 100
+    acc = REGISTRY["CONV_2D"].accumulate(params, [xv])
+    centre = int(sum((int(v) - 127) * int(wv) for v, wv in zip(xv[0, 1:4, 1:4, :].ravel(),
+                                                                   wq[0].ravel())))
+    assert acc[0, 2, 2, 0] == centre and abs(centre) > 2**24
+    for ref in REFS:
+        theirs = reference_outputs(blob, ref, xv, [y])[y]
+        assert np.array_equal(prepare_graph(g, ref).run([xv])[y], theirs)
+
+
+def test_mean_rounding_is_double_in_both_references():
+    """MEAN over 4 elements with equal scales folds to M' = 2**30, shift' = -1 (divide by 4): sums
+    like -2, -6, 2 are exact ties where double and single rounding disagree."""
+    from qsim.profiles import Profile
+    b = ModelBuilder(description="mean ties")
+    x = b.add_input("x", (1, 64, 4), np.int8, scale=0.05, zero_point=0)
+    ax = b.add_const("axis", np.array([2], np.int32))
+    y = b.add_tensor("y", (1, 64), np.int8, scale=0.05, zero_point=0)
+    b.add_op("MEAN", [x, ax], [y], ir.ReducerOptions(keep_dims=False))
+    b.mark_output(y)
+    blob = b.build()
+    g = load_bytes(blob)
+    params = REGISTRY["MEAN"].prepare(g.operators[0], g, get_profile("tflm"))
+    assert (params.multiplier, params.shift) == (1 << 30, -1)
+    xv = np.random.default_rng(4).integers(-3, 4, (1, 64, 4)).astype(np.int8)
+    double = prepare_graph(g, Profile("d", "", "double")).run([xv])[y]
+    single = prepare_graph(g, Profile("s", "", "single")).run([xv])[y]
+    assert not np.array_equal(double, single)
+    for ref in REFS:
+        theirs = reference_outputs(blob, ref, xv, [y])[y]
+        assert np.array_equal(double, theirs) and np.array_equal(prepare_graph(g, ref).run([xv])[y], theirs)

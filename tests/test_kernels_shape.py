@@ -22,7 +22,7 @@ from qsim.loader import load_bytes
 from conftest import require_module
 
 PROFILES = ("litert", "tflm")
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 Q = dict(scale=0.0625, zero_point=-5)
 
@@ -51,7 +51,8 @@ def _tflm(blob, inputs, tensors, runs=1):
     runtime = require_module("tflite_micro.python.tflite_micro.runtime", "TFLM reference interpreter")
     # An explicit arena: the runtime's default (10x the file size) is too small for tiny
     # models with kPreserveAllTensors and then segfaults instead of raising.
-    arena = 1 << 20
+    g = load_bytes(blob)
+    arena = (1 << 20) + 2 * len(blob) + 2 * sum(t.nbytes for t in g.tensors if not t.is_const)
     try:  # a failing Prepare under kPreserveAllTensors crashes the process: probe without it first
         runtime.Interpreter.from_bytes(blob, arena_size=arena)
     except RuntimeError:
@@ -70,7 +71,7 @@ def _tflm(blob, inputs, tensors, runs=1):
 REFS = {"litert": _litert, "tflm": _tflm}
 
 
-def check_against_references(b: ModelBuilder, inputs, expect_run=None):
+def check_against_references(b: ModelBuilder, inputs, expect_run=None, profiles=PROFILES):
     """Assert qsim == each reference on every op output, or qsim refuses where the reference does.
 
     A reference may also "run" a model whose result is undefined (an output
@@ -85,7 +86,7 @@ def check_against_references(b: ModelBuilder, inputs, expect_run=None):
     g = load_bytes(blob)
     produced = [t for op in g.operators for t in op.outputs]
     ran = {}
-    for prof in PROFILES:
+    for prof in profiles:
         ref = REFS[prof](blob, inputs, produced)
         ran[prof] = ref is not None
         if expect_run is not None and prof in expect_run:
@@ -319,7 +320,7 @@ def test_strided_slice_masks_negative_strides(case):
     _check_slice(case)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=150)
 @given(case=slices(rich=True))
 def test_strided_slice_ellipsis_new_axis_offset(case):
     _check_slice(case)
@@ -334,8 +335,9 @@ def test_strided_slice_tflm_ignores_offset():
         b, _ = _ss_model(out_shape, (3, 4), [1, 1], [2, 2], [1, 1], opts)
         g = load_bytes(b.build())
         np.testing.assert_array_equal(prepare_graph(g, prof).run([x])[b.outputs[0]], expected)
-        ran = check_against_references(b, [x])
-        assert ran[prof]
+        # (LiteRT resizes outputs itself and ignores the declared shape; qsim refuses a declared shape
+        # that differs from what the profile's reference computes, so each model is checked on its own.)
+        assert check_against_references(b, [x], profiles=(prof,)) == {prof: True}
 
 
 _CHILD = """

@@ -10,6 +10,13 @@
 
 #include <string.h>
 
+/* GCC at -O2 only vectorizes loops whose trip count is a known multiple of the
+ * vector width; these kernels' channel loops are not, so allow the dynamic
+ * cost model here (GCC only; other compilers ignore this block). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
 #define QK_INT32_MIN (-2147483647 - 1)
 #define QK_INT32_MAX 2147483647
 
@@ -25,7 +32,7 @@ static int32_t qk_shl_wrap(int32_t x, int s)
 }
 
 /* gemmlowp SaturatingRoundingDoublingHighMul: high 32 bits of 2*a*b, ties away from zero. */
-int32_t qk_srdhm(int32_t a, int32_t b)
+static int32_t qk_srdhm_inline(int32_t a, int32_t b)
 {
     int64_t ab, nudge;
     if (a == QK_INT32_MIN && b == QK_INT32_MIN) {
@@ -37,7 +44,7 @@ int32_t qk_srdhm(int32_t a, int32_t b)
 }
 
 /* gemmlowp RoundingDivideByPOT: x / 2^exponent, ties away from zero (0 <= exponent <= 31). */
-int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
+static int32_t qk_rdbpot_inline(int32_t x, int exponent)
 {
     const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
     const int32_t remainder = x & mask;
@@ -45,9 +52,19 @@ int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+int32_t qk_srdhm(int32_t a, int32_t b)
+{
+    return qk_srdhm_inline(a, b);
+}
+
+int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
+{
+    return qk_rdbpot_inline(x, exponent);
+}
+
 #if defined(QK_SINGLE_ROUNDING)
 /* TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier: one rounding, half up. */
-int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 {
     const int total_shift = 31 - shift;
     const int64_t round = (int64_t)1 << (total_shift - 1);
@@ -56,18 +73,23 @@ int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
 }
 #else
 /* TFLite's classic MultiplyByQuantizedMultiplier: left shift, SRDHM, rounding right shift. */
-int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
-    return qk_rounding_divide_by_pot(qk_srdhm(qk_shl_wrap(x, left), multiplier), right);
+    return qk_rdbpot_inline(qk_srdhm_inline(qk_shl_wrap(x, left), multiplier), right);
 }
 #endif
+
+int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+{
+    return qk_mbqm_inline(x, multiplier, shift);
+}
 
 static int8_t qk_requant(int32_t acc, int32_t multiplier, int shift, int32_t output_offset,
                          int32_t act_min, int32_t act_max)
 {
-    int32_t v = qk_mbqm(acc, multiplier, shift) + output_offset;
+    int32_t v = qk_mbqm_inline(acc, multiplier, shift) + output_offset;
     return (int8_t)qk_clamp(v, act_min, act_max);
 }
 
@@ -99,18 +121,74 @@ static void qk_conv_patch(const qk_conv_params *p, const int8_t *input, int32_t 
 
 static int32_t qk_dot(const int8_t *w, const int16_t *x, int32_t n)
 {
-    int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
-    int32_t k = 0;
-    for (; k + 4 <= n; k += 4) {
-        acc0 += (int32_t)w[k] * x[k];
-        acc1 += (int32_t)w[k + 1] * x[k + 1];
-        acc2 += (int32_t)w[k + 2] * x[k + 2];
-        acc3 += (int32_t)w[k + 3] * x[k + 3];
+    int32_t acc = 0;
+    int32_t k;
+    for (k = 0; k < n; ++k) {
+        acc += (int32_t)w[k] * x[k];
     }
-    for (; k < n; ++k) {
-        acc0 += (int32_t)w[k] * x[k];
+    return acc;
+}
+
+/* Four pixels x two output channels: acc[j][c] = dot(filter row oc + c, patch j). */
+static void qk_tile4x2(const int8_t *w0, const int8_t *w1, const int16_t *x, int32_t depth, int32_t acc[4][2])
+{
+    const int16_t *x0 = x, *x1 = x + depth, *x2 = x + 2 * depth, *x3 = x + 3 * depth;
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, a20 = 0, a21 = 0, a30 = 0, a31 = 0;
+    int32_t k;
+    for (k = 0; k < depth; ++k) {
+        const int32_t f0 = w0[k], f1 = w1[k];
+        const int32_t v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
+        a00 += f0 * v0;
+        a01 += f1 * v0;
+        a10 += f0 * v1;
+        a11 += f1 * v1;
+        a20 += f0 * v2;
+        a21 += f1 * v2;
+        a30 += f0 * v3;
+        a31 += f1 * v3;
     }
-    return acc0 + acc1 + acc2 + acc3;
+    acc[0][0] = a00;
+    acc[0][1] = a01;
+    acc[1][0] = a10;
+    acc[1][1] = a11;
+    acc[2][0] = a20;
+    acc[2][1] = a21;
+    acc[3][0] = a30;
+    acc[3][1] = a31;
+}
+
+static int8_t qk_conv_out(const qk_conv_params *p, int32_t acc, const int32_t *bias, const int32_t *multiplier,
+                          const int8_t *shift, int32_t oc)
+{
+    if (bias != NULL) {
+        acc += bias[oc];
+    }
+    return qk_requant(acc, multiplier[oc], shift[oc], p->output_offset, p->act_min, p->act_max);
+}
+
+/* Output pixels p0 .. p0 + n - 1 (row-major within one image) from their patches in scratch. */
+static void qk_conv_pixels(const qk_conv_params *p, int32_t n, const int8_t *filter, const int32_t *bias,
+                           const int32_t *multiplier, const int8_t *shift, int8_t *out, const int16_t *patches)
+{
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int32_t out_c = p->out_c;
+    int32_t oc = 0, j;
+    if (n == QK_CONV_TILE) {
+        for (; oc + 2 <= out_c; oc += 2) {
+            int32_t acc[4][2];
+            qk_tile4x2(filter + (size_t)oc * depth, filter + (size_t)(oc + 1) * depth, patches, depth, acc);
+            for (j = 0; j < 4; ++j) {
+                out[j * out_c + oc] = qk_conv_out(p, acc[j][0], bias, multiplier, shift, oc);
+                out[j * out_c + oc + 1] = qk_conv_out(p, acc[j][1], bias, multiplier, shift, oc + 1);
+            }
+        }
+    }
+    for (; oc < out_c; ++oc) {
+        for (j = 0; j < n; ++j) {
+            const int32_t acc = qk_dot(filter + (size_t)oc * depth, patches + (size_t)j * depth, depth);
+            out[j * out_c + oc] = qk_conv_out(p, acc, bias, multiplier, shift, oc);
+        }
+    }
 }
 
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
@@ -118,39 +196,37 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
                int8_t *output, int16_t *scratch)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
-    int32_t b, oy, ox, oc;
+    const int32_t npix = p->out_h * p->out_w;
+    int32_t b, p0, j;
     for (b = 0; b < p->batches; ++b) {
-        for (oy = 0; oy < p->out_h; ++oy) {
-            for (ox = 0; ox < p->out_w; ++ox) {
-                int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
-                qk_conv_patch(p, input, b, oy, ox, scratch);
-                for (oc = 0; oc < p->out_c; ++oc) {
-                    int32_t acc = qk_dot(filter + (size_t)oc * depth, scratch, depth);
-                    if (bias != NULL) {
-                        acc += bias[oc];
-                    }
-                    out[oc] = qk_requant(acc, multiplier[oc], shift[oc], p->output_offset,
-                                         p->act_min, p->act_max);
-                }
+        for (p0 = 0; p0 < npix; p0 += QK_CONV_TILE) {
+            const int32_t n = npix - p0 < QK_CONV_TILE ? npix - p0 : QK_CONV_TILE;
+            /* All reads of the tile happen before any of its writes (in-place planning relies on it). */
+            for (j = 0; j < n; ++j) {
+                qk_conv_patch(p, input, b, (p0 + j) / p->out_w, (p0 + j) % p->out_w, scratch + (size_t)j * depth);
             }
+            qk_conv_pixels(p, n, filter, bias, multiplier, shift,
+                           output + ((size_t)b * npix + p0) * p->out_c, scratch);
         }
     }
 }
 
 /* -------------------------------------------------------- DEPTHWISE_CONV_2D */
 
-static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *src, const int8_t *w, int32_t *acc)
+static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *restrict src, const int8_t *restrict w,
+                      int32_t *restrict acc)
 {
     const int32_t dm = p->depth_multiplier;
     int32_t c, m;
+    const int32_t offset = p->input_offset, in_c = p->in_c;
     if (dm == 1) {
-        for (c = 0; c < p->in_c; ++c) {
-            acc[c] += (int32_t)w[c] * (src[c] + p->input_offset);
+        for (c = 0; c < in_c; ++c) {
+            acc[c] += (int32_t)w[c] * (src[c] + offset);
         }
         return;
     }
-    for (c = 0; c < p->in_c; ++c) {
-        const int32_t v = src[c] + p->input_offset;
+    for (c = 0; c < in_c; ++c) {
+        const int32_t v = src[c] + offset;
         for (m = 0; m < dm; ++m) {
             acc[c * dm + m] += (int32_t)w[c * dm + m] * v;
         }
@@ -198,27 +274,33 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
 
 /* ---------------------------------------------------------- FULLY_CONNECTED */
 
+static int32_t qk_fc_dot(const int8_t *restrict w, const int8_t *restrict x, int32_t n, int32_t input_offset,
+                         int32_t filter_offset)
+{
+    int32_t acc = 0;
+    int32_t i;
+    if (filter_offset == 0) {
+        for (i = 0; i < n; ++i) {
+            acc += (int32_t)w[i] * (x[i] + input_offset);
+        }
+    } else {
+        for (i = 0; i < n; ++i) {
+            acc += (w[i] + filter_offset) * (x[i] + input_offset);
+        }
+    }
+    return acc;
+}
+
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                        int8_t *output, int16_t *scratch)
+                        int8_t *output)
 {
-    int32_t b, i, o;
+    int32_t b, o;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->in_units;
-        for (i = 0; i < p->in_units; ++i) {
-            scratch[i] = (int16_t)(x[i] + p->input_offset);
-        }
         for (o = 0; o < p->out_units; ++o) {
-            const int8_t *w = filter + (size_t)o * p->in_units;
-            int32_t acc;
-            if (p->filter_offset == 0) {
-                acc = qk_dot(w, scratch, p->in_units);
-            } else {
-                acc = 0;
-                for (i = 0; i < p->in_units; ++i) {
-                    acc += (w[i] + p->filter_offset) * (int32_t)scratch[i];
-                }
-            }
+            int32_t acc = qk_fc_dot(filter + (size_t)o * p->in_units, x, p->in_units, p->input_offset,
+                                    p->filter_offset);
             if (bias != NULL) {
                 acc += bias[o];
             }

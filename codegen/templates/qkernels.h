@@ -43,7 +43,10 @@ typedef struct {
     int32_t input_offset, output_offset, act_min, act_max;
 } qk_conv_params;
 
-/* scratch: k_h * k_w * in_c int16 values (the zero-padded, offset input patch). */
+/* Output pixels computed per tile (one zero-padded, offset int16 input patch each). */
+#define QK_CONV_TILE 4
+
+/* scratch: QK_CONV_TILE * k_h * k_w * in_c int16 values (the tile's input patches). */
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int16_t *scratch);
@@ -69,10 +72,10 @@ typedef struct {
     int32_t input_offset, filter_offset, output_offset, act_min, act_max;
 } qk_fc_params;
 
-/* scratch: in_units int16 values (offset input row). */
+/* Output units are written while the input row is still being read: never in place. */
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                        int8_t *output, int16_t *scratch);
+                        int8_t *output);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
@@ -118,6 +121,10 @@ typedef struct {
 } qk_softmax_params;
 
 void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output);
+
+/* ---- tracing: with -DQK_TRACE, NAME_invoke calls qk_trace() after every op with
+ * that op's output bytes; the application (main.c) defines it. ---- */
+void qk_trace(int32_t op_position, const int8_t *data, int32_t nbytes);
 
 /* ---- RESHAPE between distinct buffers ---- */
 void qk_copy(const int8_t *input, int8_t *output, int32_t n);

@@ -82,8 +82,11 @@ class HwConfig:
         """Requant pipeline depth in cycles: the configured one, else the RTL's (rtl/requant_unit.sv)."""
         if self.requant_depth is not None:
             return int(self.requant_depth)
-        from .. import rtl_info
-        return int(rtl_info.requant_latency(_profile_rounding(self.rounding_profile)))
+        rounding = _profile_rounding(self.rounding_profile)
+        if rounding not in _RTL_DEPTH:  # read the SV source once per process
+            from .. import rtl_info
+            _RTL_DEPTH[rounding] = int(rtl_info.requant_latency(rounding))
+        return _RTL_DEPTH[rounding]
 
     def with_overrides(self, **changes) -> "HwConfig":
         """A copy with fields replaced (None values ignored), validated."""
@@ -99,6 +102,9 @@ class HwConfig:
         d = dataclasses.asdict(self)
         d["requant_depth"] = self.resolved_requant_depth()
         return d
+
+
+_RTL_DEPTH: dict[str, int] = {}
 
 
 def _profile_rounding(profile: str) -> str:

@@ -73,21 +73,32 @@ def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
                  overflow: str = "wrap") -> tuple[np.ndarray, LayerValues]:
     """Raw accumulators (int64, channel last) -> (int64 outputs, statistics)."""
-    total = np.asarray(acc, dtype=np.int64) + np.asarray(rq.bias, dtype=np.int64)
-    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
-    held, over = accumulate_to_width(total, acc_bits, overflow, (lo, hi))
-    # held fits acc_bits <= 32, so requantize's own int32 wrap of (held + 0) leaves it unchanged;
-    # at the default 32-bit wrap this is the kernels' int32 wrap of acc + bias.
-    if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
-        unclamped = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
-    elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
-        unclamped = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *UNCLAMPED)
+    acc = np.asarray(acc, dtype=np.int64)
+    bias = np.asarray(rq.bias, dtype=np.int64)
+    if acc.size:  # range of acc + bias from per-channel extremes: no full-size temporary
+        per_ch = acc.reshape(-1, acc.shape[-1]) if acc.ndim else acc.reshape(1, 1)
+        lo, hi = int((per_ch.min(axis=0) + bias).min()), int((per_ch.max(axis=0) + bias).max())
     else:
-        unclamped = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point,
+        lo = hi = 0
+    if acc_bits == 32 and overflow == "wrap":
+        # requantize wraps acc + bias to int32 itself: exactly a 32-bit adder's wrap
+        held, add_bias, over = acc, bias, 0
+        if lo < fp.INT32_MIN or hi > fp.INT32_MAX:
+            _, over = accumulate_to_width(acc + bias, 32, overflow)
+    else:
+        held, over = accumulate_to_width(acc + bias, acc_bits, overflow, (lo, hi))
+        add_bias = 0  # held fits acc_bits <= 32: requantize's int32 wrap of (held + 0) is a no-op
+    if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
+        unclamped = fp.requantize_float_rescale(held, add_bias, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
+    elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
+        unclamped = fp.requantize_double_fast(held, add_bias, rq.multiplier, rq.shift, rq.output_zero_point,
+                                              *UNCLAMPED)
+    else:
+        unclamped = fp.requantize(held, add_bias, rq.multiplier, rq.shift, rq.output_zero_point,
                                   UNCLAMPED[0], UNCLAMPED[1], rq.rounding)
     out = fp.saturate(unclamped, rq.act_min, rq.act_max)
     sat = int(np.count_nonzero(out != unclamped))
-    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
+    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(acc.size))
 
 
 def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap"

@@ -293,6 +293,7 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
     acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=p.weights.dtype)
+    prod = np.empty_like(acc)
     h_span = (p.out_h - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
     for i in range(p.kernel_h):
@@ -300,7 +301,8 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
         for j in range(p.kernel_w):
             c0 = j * p.dilation_w
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
-            acc += tap * p.weights[i, j]  # exact: exact_float_dtype bounded every partial sum
+            np.multiply(tap, p.weights[i, j], out=prod)
+            acc += prod  # exact: exact_float_dtype bounded every partial sum
     return acc.astype(np.int64)
 
 

@@ -66,6 +66,11 @@ def prepare_pool(op, graph, profile) -> PoolParams:
     require_int8(out, "output")
     if len(x.shape) != 4:
         raise QsimError(f"{op.opcode} needs a 4-D NHWC input, got shape {list(x.shape)}.")
+    if x.quant.zp0 != out.quant.zp0 or np.float32(x.quant.scale0) != np.float32(out.quant.scale0):
+        raise QsimError(f"{op.opcode} input '{x.name}' (scale {x.quant.scale0:.6g}, zero point {x.quant.zp0}) and "
+                        f"output '{out.name}' (scale {out.quant.scale0:.6g}, zero point {out.quant.zp0}) are quantized "
+                        "differently; TFLite's int8 pooling does not rescale (TFLite Micro refuses such a model and "
+                        "LiteRT silently ignores the output quantization), so qsim rejects it.")
     n, h, w, c = x.shape
     out_h = compute_out_size(o.padding, h, o.filter_h, o.stride_h)
     out_w = compute_out_size(o.padding, w, o.filter_w, o.stride_w)

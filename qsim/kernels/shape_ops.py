@@ -372,11 +372,8 @@ def prepare_strided_slice(op, g, profile) -> StridedSliceParams:
 
 
 def _prepare_ss_litert(op, g, x, o, begin, end, strides) -> StridedSliceParams:
-    if len(x.shape) > 5:
-        raise QsimError(f"{_where(op, g)}: STRIDED_SLICE supports 1-D to 5-D inputs.")
+    # (LiteRT 2.3 has no 5-D limit any more: 6-D and 7-D inputs and new axes beyond 5-D run.)
     shape, spec = _effective_spec_litert(o, x.shape, begin, end, strides)
-    if len(shape) > 5:
-        raise QsimError(f"{_where(op, g)}: more than 5 dimensions after adding new axes.")
     if o.offset and end.size < len(shape):
         raise QsimError(f"{_where(op, g)}: with offset=True LiteRT sizes each of the {len(shape)} effective axes "
                         f"from end[axis], but end has only {end.size} entries (it reads past the vector): the "
