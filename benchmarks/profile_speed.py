@@ -73,10 +73,11 @@ def bench_model(path: Path, cfg: config.HwConfig, repeat: int, with_scalesim: bo
     prepared = prepare_graph(g, cfg.rounding_profile)  # prepared once, like a compiled model
     t = best_of({
         "functional": lambda: prepare_graph(g, cfg.rounding_profile).run(x),
-        "profile": lambda: profile_graph(g, cfg, x),
+        "profile": lambda: profile_graph(g, cfg, x, events=False),  # what `qsim profile` does without --trace
         "functional_run": lambda: prepared.run(x),
-        "profile_run": lambda: profile_graph(g, cfg, x, prepared=prepared),
-        "timing_only": lambda: time_graph(g, cfg),
+        "profile_run": lambda: profile_graph(g, cfg, x, prepared=prepared, events=False),
+        "timing_only": lambda: time_graph(g, cfg, events=False),
+        "profile_traced": lambda: profile_graph(g, cfg, x),
     }, repeat)
     functional, prof, functional_run, prof_run, timing_only = (
         t["functional"], t["profile"], t["functional_run"], t["profile_run"], t["timing_only"])
@@ -86,7 +87,7 @@ def bench_model(path: Path, cfg: config.HwConfig, repeat: int, with_scalesim: bo
            "timing_only_s": timing_only, "overhead_pct": 100.0 * (prof - functional) / functional,
            "overhead_run_pct": 100.0 * (prof_run - functional_run) / functional_run,
            "simulated_cycles": cycles, "cycles_per_wall_s": cycles / prof,
-           "cycles_per_wall_s_prepared": cycles / prof_run,
+           "cycles_per_wall_s_prepared": cycles / prof_run, "profile_traced_s": t["profile_traced"],
            "overhead_cpu_pct": 100.0 * (t["profile_cpu"] - t["functional_cpu"]) / t["functional_cpu"],
            "overhead_run_cpu_pct": 100.0 * (t["profile_run_cpu"] - t["functional_run_cpu"]) / t["functional_run_cpu"]}
     if with_scalesim:
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['model']} on {r['hw']}: functional {r['functional_s'] * 1e3:.1f} ms, profile (timing + values) "
               f"{r['profile_s'] * 1e3:.1f} ms (+{r['overhead_pct']:.1f}%, target <= 25%), timing only "
-              f"{r['timing_only_s'] * 1e3:.2f} ms; {r['simulated_cycles']} cycles simulated at "
+              f"{r['timing_only_s'] * 1e3:.2f} ms, with trace spans {r['profile_traced_s'] * 1e3:.1f} ms; "
+              f"{r['simulated_cycles']} cycles simulated at "
               f"{r['cycles_per_wall_s']:.3g} cycles/s with values (target >= 1e7)")
         print(f"  graph prepared once (kernel tables built, like a compiled model): functional run "
               f"{r['functional_run_s'] * 1e3:.1f} ms, profile {r['profile_run_s'] * 1e3:.1f} ms "

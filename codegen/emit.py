@@ -26,16 +26,17 @@ from qsim.loader import load
 from . import planner, tables
 
 TEMPLATES = Path(__file__).with_name("templates")
-STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c", "cortex_m.ld")
+STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c")
 ROUNDING_PROFILES = {"double": "tflm", "single": "single"}
 ROUNDING_DOC = {"double": "TFLite's classic SRDHM + RoundingDivideByPOT, as TFLite Micro by default",
                 "single": "TFLITE_SINGLE_ROUNDING: one rounding, half up"}
-# --target -> (-mcpu for the Cortex-M build, QEMU machine, default make goal)
+# --target -> (-mcpu for the Cortex-M build, QEMU machine, default make goal, code origin, RAM origin)
+# (MPS2/AN386 and AN500: code at 0, RAM at 0x20000000; AN505 boots Secure: code 0x10000000, RAM 0x38000000)
 TARGETS = {
-    "host": ("cortex-m4", "mps2-an386", "host"),
-    "cortex-m4": ("cortex-m4", "mps2-an386", "cortex-m"),
-    "cortex-m7": ("cortex-m7", "mps2-an500", "cortex-m"),
-    "cortex-m33": ("cortex-m33", "mps2-an505", "cortex-m"),
+    "host": ("cortex-m4", "mps2-an386", "host", "0x00000000", "0x20000000"),
+    "cortex-m4": ("cortex-m4", "mps2-an386", "cortex-m", "0x00000000", "0x20000000"),
+    "cortex-m7": ("cortex-m7", "mps2-an500", "cortex-m", "0x00000000", "0x20000000"),
+    "cortex-m33": ("cortex-m33", "mps2-an505", "cortex-m", "0x10000000", "0x38000000"),
 }
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto
 if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned
@@ -131,6 +132,10 @@ def check_supported(g: ir.Graph) -> None:
             if np.dtype(tensor.dtype) != np.int8:
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; "
                                 "the generated API takes int8 tensors only")
+    def order(line: str):
+        m = re.match(r"op #(\d+)", line)
+        return (0, int(m.group(1))) if m else (1, 0)
+    problems.sort(key=order)
     if problems:
         raise UnsupportedModelError(
             f"{g.source or 'the model'}: cannot generate C, {len(problems)} problem(s):\n  - "
@@ -204,8 +209,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     arrays = [a for e in emits for a in e.arrays]
     const_arrays: dict[int, str] = {}
     for e, p in zip(emits, prepared.ops):
-        if p.op.opcode in ("ADD", "SUB", "MUL"):
-            for t in p.op.inputs[:2]:
+        if p.op.opcode in ("ADD", "SUB", "MUL", "CONCATENATION"):
+            for t in (i for i in p.op.inputs if i >= 0):
                 tensor = g.tensors[t]
                 if tensor.is_const and t not in const_arrays:
                     if np.dtype(tensor.dtype) != np.int8:
@@ -222,7 +227,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     ops_ctx = []
     for e, p in zip(emits, prepared.ops):
         ptr = lambda t: _pointer(g, plan, t, name, in_names, out_names, const_arrays)  # noqa: E731
-        subs = {f"in{k}": ptr(t) for k, t in enumerate(p.op.inputs[:2]) if t >= 0}
+        subs = {f"in{k}": ptr(t) for k, t in enumerate(t for t in p.op.inputs if t >= 0)}
         subs["out0"] = ptr(p.op.outputs[0])
         subs["scratch"] = (f"({name}_arena + {plan.buffers[plan.scratch_buffer[e.position]].offset})"
                            if e.position in plan.scratch_buffer else "0")
@@ -249,7 +254,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     call_args = ", ".join(
         [f"in_buf + {sum(i['size'] for i in in_info[:k])}" for k in range(len(in_info))]
         + [f"out_buf + {sum(o['size'] for o in out_info[:k])}" for k in range(len(out_info))])
-    mcpu, machine, goal = TARGETS[target]
+    mcpu, machine, goal, flash_origin, ram_origin = TARGETS[target]
     ctx = dict(name=name, NAME=name.upper(), source=c_comment(Path(source).name), rounding=rounding,
                rounding_doc=ROUNDING_DOC[rounding], inputs=in_info, outputs=out_info,
                arena_size=plan.arena_size, arena_alloc=max(plan.arena_size, 16), weights_size=weights_bytes,
@@ -257,7 +262,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                arrays=[dict(name=a.name, ctype=a.ctype, count=int(a.values.size), text=_array_text(a.values))
                        for a in arrays],
                ops=ops_ctx, final_copies=final_copies, in_total=in_total, out_total=out_total,
-               call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal)
+               call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal,
+               flash_origin=flash_origin, ram_origin=ram_origin)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     rendered = {
@@ -267,6 +273,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         "main.c": env.get_template("main.c.j2").render(**ctx),
         "Makefile": env.get_template("Makefile.j2").render(**ctx),
         "qk_config.h": _config_header(rounding),
+        "cortex_m.ld": env.get_template("cortex_m.ld.j2").render(**ctx),
     }
     files = []
     for fname, text in rendered.items():
@@ -288,6 +295,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
 
 def _check_op_rounding(prepared, rounding: str) -> None:
     """The C kernels use one rounding for the whole build: every op's prepared rounding must match."""
+    if prepared.op.opcode in tables.UNARY_LUT_OPS:
+        return  # tabulated from the Python kernel itself: no C rounding involved
     params = prepared.params
     rq = getattr(params, "requant", None) or params
     op_rounding = getattr(rq, "rounding", None)

@@ -20,8 +20,13 @@ from qsim import ir
 from qsim.errors import QsimError
 
 # Ops the C kernels implement (anything else is reported at generation time).
+# Element-wise unary int8 -> int8 ops: the output element is a function of the input
+# element's value alone, so generation evaluates qsim's own kernel on all 256 int8
+# values and the C code is one table lookup (bit-exact by construction, no run-time math).
+UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH", "QUANTIZE")
 C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
-               "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL")
+               "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
+               "CONCATENATION") + UNARY_LUT_OPS
 
 
 @dataclass
@@ -244,6 +249,84 @@ def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
                   f"qk_softmax(&{prefix}_params, {{in0}}, {{out0}});", "qk_softmax_params", fields)
 
 
+def _dims4(shape, opcode: str) -> list[int]:
+    if len(shape) > 4:
+        raise QsimError(f"{opcode} on more than 4 dimensions has no C kernel.")
+    return [1] * (4 - len(shape)) + [int(d) for d in shape]
+
+
+def emit_mean(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if p.path == "copy":
+        return OpEmit(pos, op.opcode, f"MEAN (no axes: copy) -> '{out.name}'",
+                      f"qk_copy({{in0}}, {{out0}}, {out.nbytes});")
+    lead = 4 - len(x.shape)
+    _dims4(x.shape, op.opcode)
+    reduce = [0] * lead + [1 if a in p.axes else 0 for a in range(len(x.shape))]
+    fields = dict(in_dims=_dims4(x.shape, op.opcode), reduce=reduce, out_size=out.size, count=p.count,
+                  input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
+                  multiplier=int(_i32([p.multiplier])[0]), shift=int(_shift8([p.shift])[0]))
+    return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
+                  f"qk_mean(&{prefix}_params, {{in0}}, {{out0}}, (int32_t *){{scratch}});", "qk_mean_params",
+                  fields, scratch_bytes=4 * out.size, macs=x.size)
+
+
+def emit_pad(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if np.dtype(out.dtype) != np.int8:
+        raise QsimError(f"{op.opcode} on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    lead = 4 - len(x.shape)
+    fields = dict(in_dims=_dims4(x.shape, op.opcode), out_dims=_dims4(out.shape, op.opcode),
+                  before=[0] * lead + [int(v) for v in np.asarray(p.pads)[:, 0]], value=int(p.value))
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
+                  f"qk_pad(&{prefix}_params, {{in0}}, {{out0}});", "qk_pad_params", fields)
+
+
+def emit_concat(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    out = g.tensors[op.outputs[0]]
+    if np.dtype(out.dtype) != np.int8:
+        raise QsimError(f"CONCATENATION on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    outer = int(np.prod(out.shape[:p.axis], dtype=np.int64))
+    out_inner = int(np.prod(out.shape[p.axis:], dtype=np.int64))
+    calls, offset = [], 0
+    for k, t in enumerate(i for i in op.inputs if i >= 0):
+        inner = int(np.prod(g.tensors[t].shape[p.axis:], dtype=np.int64))
+        calls.append(f"qk_concat_part({{in{k}}}, {{out0}} + {offset}, {outer}, {inner}, {out_inner});")
+        offset += inner
+    return OpEmit(pos, op.opcode, f"CONCATENATION axis {p.axis} -> '{out.name}'", "\n    ".join(calls))
+
+
+def unary_table(prepared, g) -> np.ndarray:
+    """int64[256]: the op's output for int8 input value i - 128, from the Python kernel's eval."""
+    op = prepared.op
+    x = g.tensors[op.inputs[0]]
+    values = np.arange(-128, 128, dtype=np.int64)
+    n = x.size
+    table = np.empty(256, dtype=np.int64)
+    for start in range(0, 256, n):
+        chunk = values[start:start + n]
+        arr = np.resize(chunk, n).astype(np.int8).reshape(x.shape)
+        out = np.asarray(prepared.kernel.eval(prepared.params, [arr])[0]).reshape(-1)
+        table[start:start + chunk.size] = out[:chunk.size]
+    return table
+
+
+def emit_unary_lut(pos, prepared, g, prefix) -> OpEmit:
+    op = prepared.op
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    for t, role in ((x, "input"), (out, "output")):
+        if np.dtype(t.dtype) != np.int8:
+            raise QsimError(f"{op.opcode} with a {np.dtype(t.dtype).name} {role} has no C kernel (int8 only).")
+    if x.size != out.size:
+        raise QsimError(f"{op.opcode}: input and output sizes differ.")
+    return OpEmit(pos, op.opcode, f"{op.opcode} (256-entry table) -> '{out.name}'",
+                  f"qk_lut({prefix}_lut, {{in0}}, {{out0}}, {out.size});",
+                  arrays=[CArray(prefix + "_lut", "int8_t", unary_table(prepared, g))])
+
+
 EMITTERS = {
     "CONV_2D": emit_conv,
     "DEPTHWISE_CONV_2D": emit_depthwise,
@@ -257,6 +340,11 @@ EMITTERS = {
     "SUB": emit_add,
     "MUL": emit_mul,
     "SOFTMAX": emit_softmax,
+    "MEAN": emit_mean,
+    "PAD": emit_pad,
+    "PADV2": emit_pad,
+    "CONCATENATION": emit_concat,
+    **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
 }
 
 
@@ -314,7 +402,7 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and len(x.shape) == 4 and x.shape[0] == 1:
         return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
                                              True))]
-    if op.opcode == "SOFTMAX":
+    if op.opcode == "SOFTMAX" or op.opcode in UNARY_LUT_OPS:
         return [(op.inputs[0], 0)]
     if op.opcode in ("ADD", "SUB", "MUL"):
         return [(t, 0) for t in op.inputs[:2]

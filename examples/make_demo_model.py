@@ -70,7 +70,7 @@ class Conv:
         return dx, dw, db
 
 
-def train(x, y, epochs: int = 40, batch: int = 64, lr: float = 0.01):
+def train(x, y, epochs: int = 20, batch: int = 64, lr: float = 0.01):
     """Adam on softmax cross-entropy; returns float weights named as in zoo.SMALL_CNN_SHAPES."""
     rng = np.random.default_rng(SEED)
     p = {k: (rng.normal(0, np.sqrt(2.0 / np.prod(s[1:])), s) if k.startswith("w") else np.zeros(s))

@@ -333,10 +333,7 @@ def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
             o = _DEFAULT_OPTIONS[name]()
         elif name in EMPTY_OPTIONS:
             cls = EMPTY_OPTIONS[name]
-            mod = getattr(tflite, cls)
-            start = getattr(tflite, cls + "Start", None) or mod.Start
-            end = getattr(tflite, cls + "End", None) or mod.End
-            return getattr(T, cls), _empty_table(fb, start, end)
+            return getattr(T, cls), _empty_table(fb, getattr(tflite, cls + "Start"), getattr(tflite, cls + "End"))
         else:
             return 0, None
     if isinstance(o, ir.Conv2DOptions) and name == "CONV_2D":

@@ -34,8 +34,8 @@ PROFILES: dict[str, Profile] = {
         name="tflm",
         description="TensorFlow Lite Micro (tflite-micro Python runtime): TFLite's classic double rounding everywhere.",
         default_rounding="double",
-        # STRIDED_SLICE "tflm": ignores ellipsis/new_axis/offset, <= 4-D, legacy begin clamp in its
-        # output-shape check (tests/test_kernels_shape.py).
+        # STRIDED_SLICE "tflm": ignores ellipsis/new_axis/offset, <= 4-D, refuses rank>=2 outputs with
+        # a zero dimension (tests/test_kernels_shape.py; LiteRT honours all three masks/flags).
         # PAD/PADV2 "tflm": int64 paddings are read as int32 words.
         variant_per_op={"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
                         # Elementwise/activations (tests/test_kernels_elementwise.py): LOGISTIC/TANH run

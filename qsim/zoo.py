@@ -129,10 +129,10 @@ class QuantNet:
         self.n += 1
         return f"{kind}_{self.n}"
 
-    def _out(self, kind: str, value: np.ndarray, quant=None) -> Act:
+    def _out(self, kind: str, value: np.ndarray, quant=None, name: str | None = None) -> Act:
         scale, zp = quant if quant is not None else activation_quant(value.min(), value.max())
         shape = (1,) + value.shape[1:]
-        idx = self.b.add_tensor(self._name(kind), shape, np.int8, scale=scale, zero_point=zp)
+        idx = self.b.add_tensor(name or self._name(kind), shape, np.int8, scale=scale, zero_point=zp)
         return Act(idx, value, scale, zp)
 
     def input(self, name: str, calib: np.ndarray, scale: float, zero_point: int) -> Act:
@@ -146,13 +146,14 @@ class QuantNet:
         q = np.clip(np.round(b / bscale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
         return self.b.add_const(self._name("bias"), q, scale=bscale, zero_point=np.zeros(bscale.size, np.int64))
 
-    def conv(self, x: Act, w: np.ndarray, b: np.ndarray, stride: int = 1, act: str = "NONE") -> Act:
+    def conv(self, x: Act, w: np.ndarray, b: np.ndarray, stride: int = 1, act: str = "NONE",
+             name: str | None = None) -> Act:
         """CONV_2D SAME, w float [O, kh, kw, I], per-channel int8."""
         wq, ws = quantize_per_channel(w, 0)
         wi = self.b.add_const(self._name("conv_w"), wq, scale=ws, zero_point=np.zeros(ws.size, np.int64), axis=0)
         bi = self._bias(b, x, ws)
         wd = wq.astype(np.float32) * ws.reshape(-1, 1, 1, 1).astype(np.float32)
-        y = self._out("conv", _activate(conv2d_float(x.value, wd, b, stride), act))
+        y = self._out("conv", _activate(conv2d_float(x.value, wd, b, stride), act), name=name)
         self.b.add_op("CONV_2D", [x.index, wi, bi], [y.index],
                       ir.Conv2DOptions("SAME", stride, stride, 1, 1, act))
         return y
@@ -180,25 +181,26 @@ class QuantNet:
         self.b.add_op("AVERAGE_POOL_2D", [x.index], [y.index], ir.Pool2DOptions("VALID", 1, 1, h, w, "NONE"))
         return y
 
-    def flatten(self, x: Act) -> Act:
+    def flatten(self, x: Act, name: str | None = None) -> Act:
         units = int(np.prod(x.value.shape[1:]))
         shape = self.b.add_const(self._name("shape"), np.array([1, units], np.int32))
-        y = self._out("flatten", x.value.reshape(len(x.value), units), quant=(x.scale, x.zero_point))
+        y = self._out("flatten", x.value.reshape(len(x.value), units), quant=(x.scale, x.zero_point), name=name)
         self.b.add_op("RESHAPE", [x.index, shape], [y.index], ir.ReshapeOptions((1, units)))
         return y
 
-    def fully_connected(self, x: Act, w: np.ndarray, b: np.ndarray, act: str = "NONE") -> Act:
+    def fully_connected(self, x: Act, w: np.ndarray, b: np.ndarray, act: str = "NONE",
+                        name: str | None = None) -> Act:
         """FULLY_CONNECTED, w float [out, in], per-tensor int8."""
         wq, ws = quantize_per_tensor(w)
         wi = self.b.add_const(self._name("fc_w"), wq, scale=ws, zero_point=0)
         bi = self._bias(b, x, [ws])
-        y = self._out("fc", _activate(x.value @ (wq.astype(np.float32) * np.float32(ws)).T + b, act))
+        y = self._out("fc", _activate(x.value @ (wq.astype(np.float32) * np.float32(ws)).T + b, act), name=name)
         self.b.add_op("FULLY_CONNECTED", [x.index, wi, bi], [y.index], ir.FullyConnectedOptions(act))
         return y
 
-    def softmax(self, x: Act) -> Act:
+    def softmax(self, x: Act, name: str | None = None) -> Act:
         e = np.exp(x.value - x.value.max(axis=-1, keepdims=True))
-        y = self._out("softmax", e / e.sum(axis=-1, keepdims=True), quant=(1.0 / 256.0, -128))
+        y = self._out("softmax", e / e.sum(axis=-1, keepdims=True), quant=(1.0 / 256.0, -128), name=name)
         self.b.add_op("SOFTMAX", [x.index], [y.index], ir.SoftmaxOptions(1.0))
         return y
 
@@ -328,10 +330,10 @@ def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed
         calib = rng.uniform(0, 1, size=(64, 8, 8, 1)).astype(np.float32)
     net = QuantNet("qsim demo: 8x8 digit classifier (int8)", rng)
     x = net.input("image", calib.astype(np.float32), **SMALL_CNN_INPUT)
-    h = net.conv(x, weights["w1"], weights["b1"], 1, "RELU")
-    h = net.conv(h, weights["w2"], weights["b2"], 2, "RELU")
-    logits = net.fully_connected(net.flatten(h), weights["w3"], weights["b3"])
-    return net.finish(net.softmax(logits))
+    h = net.conv(x, weights["w1"], weights["b1"], 1, "RELU", name="conv1")
+    h = net.conv(h, weights["w2"], weights["b2"], 2, "RELU", name="conv2")
+    logits = net.fully_connected(net.flatten(h, name="flatten"), weights["w3"], weights["b3"], name="logits")
+    return net.finish(net.softmax(logits, name="probabilities"))
 
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -302,3 +302,17 @@ def test_mobilenet_v2_like_small_variant():
     x = zoo.quantize_input(np.random.default_rng(8).uniform(-1, 1, (1, 96, 96, 3)), 1 / 128, 0)
     assert check_against_references(_Blob(blob), [x]) == {"litert": True, "tflm": True}
     _assert_not_saturated(g, prepare_graph(g, "litert").run([x]))
+
+
+def test_explicit_version_and_float_default_versions():
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 4), np.int8, scale=0.1, zero_point=0)
+    y = b.add_tensor("y", (1, 4), np.int8, scale=0.1, zero_point=0)
+    b.add_op("ADD", [x, x], [y], version=1)
+    f = b.add_tensor("f", (1, 4), np.float32)
+    b.add_op("DEQUANTIZE", [y], [f])
+    g2 = b.add_tensor("g", (1, 4), np.float32)
+    b.add_op("ADD", [f, f], [g2])
+    b.mark_output(g2)
+    g = load_bytes(b.build())
+    assert [(op.opcode, op.version) for op in g.operators] == [("ADD", 1), ("DEQUANTIZE", 2), ("ADD", 1)]

@@ -4,7 +4,8 @@ qemu-system-arm -M mps2-an386 with semihosting; outputs bit-exact with TFLite Mi
 Needs the Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi and
 qemu-system-arm (.ci/run installs them); outside CI the tests skip when they
 are absent.  Flash (.text + .rodata) and RAM (.data + .bss) come from
-arm-none-eabi-size.
+arm-none-eabi-size; the stack high-water mark of NAME_invoke from the harness's stack
+painting (-DQK_STACK_PAINT).
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def elf_sizes(elf) -> dict[str, int]:
     return sizes
 
 
-def run_qemu(build_dir, elf: str, timeout: int = 600) -> str:
-    r = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+def run_qemu(build_dir, elf: str, timeout: int = 600, machine: str = "mps2-an386") -> str:
+    r = subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
                         "-semihosting-config", "enable=on,target=native", "-kernel", elf],
                        cwd=build_dir, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0 and "done" in r.stdout, f"QEMU run failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
@@ -62,20 +63,27 @@ def test_cortex_m4_qemu_bit_exact_with_tflm(model, tmp_path):
     s = elf_sizes(elf)
     flash = s.get(".text", 0) + s.get(".rodata", 0)
     ram = s.get(".data", 0) + s.get(".bss", 0)
-    print(f"{model}: flash (.text+.rodata) {flash} B, RAM (.data+.bss) {ram} B, arena {res.arena_bytes} B; "
-          f"{stdout.strip().splitlines()[0]}")
+    stack = int(re.search(r"stack used (\d+) bytes", stdout).group(1))
+    assert 0 < stack < 4096  # straight-line calls, no big locals: a few hundred bytes
+    print(f"{model}: flash (.text+.rodata) {flash} B, RAM (.data+.bss+stack) {ram + stack} B "
+          f"(arena {res.arena_bytes} B, stack {stack} B); {stdout.strip().splitlines()[0]}")
     assert flash >= res.weights_bytes  # the tables live in flash...
     assert ram >= res.arena_bytes  # ...the arena in RAM
     assert ram < res.arena_bytes + 64 * 1024  # and nothing large besides it (I/O buffers, libc)
 
 
-def test_cortex_m7_and_m33_compile(tmp_path):
-    """The other targets build warning-free (not run: no QEMU board in the test matrix)."""
-    need_tool("arm-none-eabi-gcc")
+@pytest.mark.parametrize("target,machine", [("cortex-m7", "mps2-an500"), ("cortex-m33", "mps2-an505")])
+def test_cortex_m7_m33_qemu_bit_exact_with_tflm(target, machine, tmp_path):
+    """The other targets: their own -mcpu and memory map (AN505 boots Secure from 0x10000000)."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
     path = shared_model("kws_ref_model.tflite")
-    for target in ("cortex-m7", "cortex-m33"):
-        d = tmp_path / target
-        generate(path, d, name="kws", target=target)
-        assert f"MCPU ?= {target}" in (d / "Makefile").read_text()
-        make(d)
-        assert (d / "kws.elf").is_file()
+    g = load(path)
+    generate(path, tmp_path, name="kws", target=target)
+    assert f"MCPU ?= {target}" in (tmp_path / "Makefile").read_text()
+    make(tmp_path)
+    samples = random_samples(g, 3, seed=5)
+    write_samples(tmp_path / "input.bin", samples)
+    run_qemu(tmp_path, "kws.elf", machine=machine)
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+    assert_equal(got, tflm_outputs(path, samples), f"kws on {target}/QEMU {machine} vs TFLM")

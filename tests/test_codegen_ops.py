@@ -105,6 +105,42 @@ def _binary_model(opcode: str, shape1, shape2, act: str, const_second: bool = Fa
     return b.build()
 
 
+def _unary_model(opcode: str, in_scale: float, in_zp: int, out_scale: float, out_zp: int, options=None) -> bytes:
+    b = builder.ModelBuilder(description="codegen unary case")
+    x = b.add_input("x", (1, 5, 5, 3), np.int8, scale=in_scale, zero_point=in_zp)
+    y = b.add_tensor("y", (1, 5, 5, 3), np.int8, scale=out_scale, zero_point=out_zp)
+    b.add_op(opcode, [x], [y], options)
+    b.mark_output(y)
+    return b.build()
+
+
+def _mean_model(shape, axes, keep_dims: bool) -> bytes:
+    b = builder.ModelBuilder(description="codegen mean case")
+    x = b.add_input("x", shape, np.int8, scale=0.05, zero_point=7)
+    out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep_dims else \
+        tuple(d for i, d in enumerate(shape) if i not in axes)
+    y = b.add_tensor("y", out_shape, np.int8, scale=0.03, zero_point=-5)
+    b.add_op("MEAN", [x, b.add_const("axes", np.array(axes, np.int32))], [y], ir.ReducerOptions(keep_dims=keep_dims))
+    b.mark_output(y)
+    return b.build()
+
+
+def _pad_concat_model() -> bytes:
+    """PAD (zero point fill) and PADV2 (constant) feeding a CONCATENATION with a constant block."""
+    b = builder.ModelBuilder(description="codegen pad/concat case")
+    x = b.add_input("x", (1, 3, 4, 2), np.int8, scale=0.05, zero_point=-6)
+    p1 = b.add_tensor("p1", (1, 5, 5, 2), np.int8, scale=0.05, zero_point=-6)
+    b.add_op("PAD", [x, b.add_const("pads", np.array([[0, 0], [1, 1], [0, 1], [0, 0]], np.int32))], [p1])
+    p2 = b.add_tensor("p2", (1, 5, 5, 3), np.int8, scale=0.05, zero_point=-6)
+    cv = b.add_const("cv", np.array([9], np.int8), scale=0.05, zero_point=-6)
+    b.add_op("PADV2", [p1, b.add_const("pads2", np.array([[0, 0], [0, 0], [0, 0], [1, 0]], np.int32)), cv], [p2])
+    c = b.add_const("blk", np.arange(25, dtype=np.int8).reshape(1, 5, 5, 1), scale=0.05, zero_point=-6)
+    y = b.add_tensor("y", (1, 5, 5, 6), np.int8, scale=0.05, zero_point=-6)
+    b.add_op("CONCATENATION", [p2, c, p1], [y], ir.ConcatenationOptions(axis=3))
+    b.mark_output(y)
+    return b.build()
+
+
 def _reshape_chain_model() -> bytes:
     """FC -> RESHAPE (graph output) and FC -> RESHAPE -> FC: alias planning and the output copy."""
     b = builder.ModelBuilder(description="codegen reshape case")
@@ -226,7 +262,16 @@ def _cases():
         cases.append((f"{opcode.lower()}_bcast", _binary_model(opcode, (1, 4, 1, 3), (2, 1, 5, 1), "RELU")))
     cases.append(("add_const_bcast", _binary_model("ADD", (1, 3, 3, 4), (4,), "NONE", const_second=True)))
     cases.append(("reshape_chain", _reshape_chain_model()))
+    for opcode, args in [("LOGISTIC", (0.06, -5, 1 / 256, -128, None)), ("TANH", (0.03, 4, 1 / 128, 0, None)),
+                         ("RELU", (0.05, -10, 0.04, -128, None)), ("RELU6", (0.05, -10, 0.05, -10, None)),
+                         ("LEAKY_RELU", (0.05, 3, 0.04, -20, ir.LeakyReluOptions(alpha=0.2))),
+                         ("HARD_SWISH", (0.05, 3, 0.03, -40, None)), ("QUANTIZE", (0.05, 3, 0.11, -7, None))]:
+        cases.append((f"lut_{opcode.lower()}", _unary_model(opcode, *args)))
     cases.append(("inplace_chain", _inplace_chain_model()))
+    cases.append(("mean_hw_keep", _mean_model((1, 6, 5, 4), [1, 2], True)))
+    cases.append(("mean_c", _mean_model((2, 3, 5, 7), [3], False)))
+    cases.append(("mean_3d", _mean_model((3, 9, 4), [1], False)))
+    cases.append(("pad_concat", _pad_concat_model()))
     return cases
 
 

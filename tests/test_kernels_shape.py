@@ -49,16 +49,15 @@ def _litert(blob, inputs, tensors, runs=1):
 
 def _tflm(blob, inputs, tensors, runs=1):
     runtime = require_module("tflite_micro.python.tflite_micro.runtime", "TFLM reference interpreter")
-    # An explicit arena: the runtime's default (10x the file size) is too small for tiny
-    # models with kPreserveAllTensors and then segfaults instead of raising.
+    # An explicit arena: the runtime's default (10x the file size) is too small for tiny models
+    # with kPreserveAllTensors ("Failed to allocate tail memory") and the process then segfaults.
     g = load_bytes(blob)
     arena = (1 << 20) + 2 * len(blob) + 2 * sum(t.nbytes for t in g.tensors if not t.is_const)
-    try:  # a failing Prepare under kPreserveAllTensors crashes the process: probe without it first
-        runtime.Interpreter.from_bytes(blob, arena_size=arena)
+    try:
+        it = runtime.Interpreter.from_bytes(blob, arena_size=arena,
+                                            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
     except RuntimeError:
         return None
-    it = runtime.Interpreter.from_bytes(blob, arena_size=arena,
-                                        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
     results = []
     for r in range(runs):
         for i, x in enumerate(inputs):
@@ -124,7 +123,7 @@ def rand_int8(rng, shape):
     return rng.integers(-128, 128, size=shape, dtype=np.int8)
 
 
-shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=5).map(tuple)
 
 
 # --------------------------------------------------------------------------- RESHAPE / SQUEEZE
@@ -178,6 +177,27 @@ def test_squeeze_non_unit_dim_is_refused():
         prepare_graph(load_bytes(b.build()), "tflm")
 
 
+@pytest.mark.parametrize("opcode", ["RESHAPE", "SQUEEZE", "TRANSPOSE"])
+def test_copy_ops_ignore_output_quantization(opcode):
+    """Pure data movement: an output with another scale/zero point gets the raw int8 bytes."""
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 2, 3), np.int8, **Q)
+    extra, out_shape, opts = [], (2, 3), None
+    if opcode == "RESHAPE":
+        extra, out_shape = [b.add_const("shape", np.array([3, 2], np.int32))], (3, 2)
+    elif opcode == "SQUEEZE":
+        opts = ir.SqueezeOptions((0,))
+    else:
+        extra, out_shape = [b.add_const("perm", np.array([2, 0, 1], np.int32))], (3, 1, 2)
+    y = b.add_tensor("y", out_shape, np.int8, scale=0.5, zero_point=17)
+    b.add_op(opcode, [x] + extra, [y], opts)
+    b.mark_output(y)
+    xv = np.array([[[-128, -1, 0], [1, 50, 127]]], np.int8)
+    assert check_against_references(b, [xv]) == {"litert": True, "tflm": True}
+    out = prepare_graph(load_bytes(b.build()), "tflm").run([xv])[y]
+    assert sorted(out.ravel().tolist()) == sorted(xv.ravel().tolist())
+
+
 # --------------------------------------------------------------------------- PAD / PADV2
 
 def _pad_model(out_shape, shape, pads, opcode, value, pads_dtype, out_q):
@@ -216,6 +236,19 @@ def test_pad_fills_output_zero_point():
         out = prepare_graph(g, prof).run([x])[b.outputs[0]]
         np.testing.assert_array_equal(out, [[-5, 3, -4, -5]])
     check_against_references(b, [x], expect_run={"litert": True, "tflm": True})
+
+
+@pytest.mark.parametrize("value_q", [dict(scale=0.3, zero_point=0), dict(scale=Q["scale"], zero_point=0), {}])
+def test_padv2_value_with_other_quantization_is_refused(value_q):
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 2), np.int8, **Q)
+    p = b.add_const("pads", np.array([[0, 0], [1, 1]], np.int32))
+    v = b.add_const("value", np.array([9], np.int8), **value_q)
+    y = b.add_tensor("y", (1, 4), np.int8, **Q)
+    b.add_op("PADV2", [x, p, v], [y])
+    b.mark_output(y)
+    ran = check_against_references(b, [np.array([[1, 2]], np.int8)])
+    assert ran == {"litert": False, "tflm": False}
 
 
 # --------------------------------------------------------------------------- TRANSPOSE
@@ -258,7 +291,7 @@ def test_concatenation(shape, seed, n_in, negative_axis, rescale):
     b.add_op("CONCATENATION", ins, [y], ir.ConcatenationOptions(axis - rank if negative_axis else axis))
     b.mark_output(y)
     ran = check_against_references(b, arrays)
-    if rescale and Q["scale"] != 0.1 * n_in:
+    if rescale:  # the last input's scale/zero point differ from the output's
         assert ran == {"litert": False, "tflm": False}  # int8 rescaling: both references refuse
     else:
         assert ran["litert"]

@@ -527,6 +527,71 @@ void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
     }
 }
 
+void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch)
+{
+    const int32_t *d = p->in_dims, *r = p->reduce;
+    const int32_t od1 = r[1] ? 1 : d[1], od2 = r[2] ? 1 : d[2], od3 = r[3] ? 1 : d[3];
+    int32_t i0, i1, i2, i3, o;
+    size_t idx = 0;
+    for (o = 0; o < p->out_size; ++o) {
+        scratch[o] = 0;
+    }
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                const int32_t base = (((r[0] ? 0 : i0) * od1 + (r[1] ? 0 : i1)) * od2 + (r[2] ? 0 : i2)) * od3;
+                for (i3 = 0; i3 < d[3]; ++i3) {
+                    scratch[base + (r[3] ? 0 : i3)] += input[idx++];
+                }
+            }
+        }
+    }
+    for (o = 0; o < p->out_size; ++o) {
+        /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does */
+        const int32_t shifted = (int32_t)((uint32_t)scratch[o] - (uint32_t)p->input_zero_point * (uint32_t)p->count);
+        const int32_t v = qk_mbqm_inline(shifted, p->multiplier, p->shift) + p->output_zero_point;
+        output[o] = (int8_t)qk_clamp(v, -128, 127);
+    }
+}
+
+void qk_pad(const qk_pad_params *p, const int8_t *input, int8_t *output)
+{
+    const int32_t *id = p->in_dims, *od = p->out_dims, *b = p->before;
+    int32_t o0, o1, o2, o3;
+    for (o0 = 0; o0 < od[0]; ++o0) {
+        const int32_t i0 = o0 - b[0];
+        for (o1 = 0; o1 < od[1]; ++o1) {
+            const int32_t i1 = o1 - b[1];
+            for (o2 = 0; o2 < od[2]; ++o2) {
+                const int32_t i2 = o2 - b[2];
+                const int row_in = i0 >= 0 && i0 < id[0] && i1 >= 0 && i1 < id[1] && i2 >= 0 && i2 < id[2];
+                for (o3 = 0; o3 < od[3]; ++o3) {
+                    const int32_t i3 = o3 - b[3];
+                    *output++ = (row_in && i3 >= 0 && i3 < id[3])
+                        ? input[(((size_t)i0 * id[1] + i1) * id[2] + i2) * id[3] + i3]
+                        : (int8_t)p->value;
+                }
+            }
+        }
+    }
+}
+
+void qk_concat_part(const int8_t *input, int8_t *output, int32_t outer, int32_t inner, int32_t out_inner)
+{
+    int32_t o;
+    for (o = 0; o < outer; ++o) {
+        memcpy(output + (size_t)o * out_inner, input + (size_t)o * inner, (size_t)inner);
+    }
+}
+
+void qk_lut(const int8_t *lut, const int8_t *input, int8_t *output, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        output[i] = lut[input[i] + 128];
+    }
+}
+
 void qk_copy(const int8_t *input, int8_t *output, int32_t n)
 {
     if (input != output) {

@@ -122,6 +122,31 @@ typedef struct {
 
 void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output);
 
+/* ---- MEAN over any of 4 (NHWC-padded) axes: TFLite's int8 QuantizedMeanOrSum.
+ * multiplier/shift already fold in 1/count; scratch: out_size int32 sums. ---- */
+typedef struct {
+    int32_t in_dims[4];
+    int32_t reduce[4]; /* 1 = axis reduced */
+    int32_t out_size, count;
+    int32_t input_zero_point, output_zero_point, multiplier, shift;
+} qk_mean_params;
+
+void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+
+/* ---- PAD / PADV2 (4-D, raw fill value) ---- */
+typedef struct {
+    int32_t in_dims[4], out_dims[4], before[4];
+    int32_t value;
+} qk_pad_params;
+
+void qk_pad(const qk_pad_params *p, const int8_t *input, int8_t *output);
+
+/* ---- CONCATENATION: one input's [outer][inner] block into the output's rows of out_inner ---- */
+void qk_concat_part(const int8_t *input, int8_t *output, int32_t outer, int32_t inner, int32_t out_inner);
+
+/* ---- element-wise unary op as a 256-entry table: out = lut[in + 128] ---- */
+void qk_lut(const int8_t *lut, const int8_t *input, int8_t *output, int32_t n);
+
 /* ---- tracing: with -DQK_TRACE, NAME_invoke calls qk_trace() after every op with
  * that op's output bytes; the application (main.c) defines it. ---- */
 void qk_trace(int32_t op_position, const int8_t *data, int32_t nbytes);

@@ -17,4 +17,9 @@ not fit the double-buffered SRAM halves is split into tiles, and each weight-sta
 tile reloads its weights), block-diagonal packing of depthwise channels on tall WS
 arrays (SCALE-Sim runs one conv per channel), DRAM modelled as one port with a fixed
 latency per access, and the requant / vector units, which SCALE-Sim does not model.
+SCALE-Sim streams a whole layer through the array whatever its SRAM size (a small SRAM
+only adds stall cycles), so at equal 64 KiB buffers qsim's tiled array cycles are higher
+where a layer does not fit: pretrainedResnet_quant 16x16 OS +0.02%, WS +1.5%;
+vww_96_int8 OS +1.5%, WS +5.1% (row tiles that are not a multiple of the array rows
+leave partial folds; each WS tile pays the weight load and fill/drain again).
 """

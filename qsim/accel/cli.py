@@ -99,7 +99,7 @@ def handler(args) -> int:
         raise QsimError("--json and --csv - both write to stdout; give --csv a file name.")
     cfg = hw_from_args(args)
     g = load(args.model)
-    result = profile_graph(g, cfg, _inputs(args, g))
+    result = profile_graph(g, cfg, _inputs(args, g), events=bool(args.trace))
     if not args.no_values:
         result.input = args.input or f"random (seed {args.seed})"
     if args.trace:

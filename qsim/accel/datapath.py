@@ -31,7 +31,7 @@ from .. import fixedpoint as fp
 from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
 
-UNCLAMPED = (-(1 << 62), 1 << 62)
+UNCLAMPED = (np.int64(-(1 << 62)), np.int64(1 << 62))  # "no clamp" bounds; numpy scalars clip faster
 
 
 @dataclass
@@ -71,34 +71,34 @@ def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
 
 
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
-                 overflow: str = "wrap") -> tuple[np.ndarray, LayerValues]:
-    """Raw accumulators (int64, channel last) -> (int64 outputs, statistics)."""
-    acc = np.asarray(acc, dtype=np.int64)
+                 overflow: str = "wrap", reuse_acc: bool = False) -> tuple[np.ndarray, LayerValues]:
+    """Raw accumulators (int64, channel last) -> (int64 outputs, statistics).
+
+    ``reuse_acc``: ``acc`` is a scratch int64 array the caller no longer needs (the bias is
+    added in place).
+    """
     bias = np.asarray(rq.bias, dtype=np.int64)
-    if acc.size:  # range of acc + bias from per-channel extremes: no full-size temporary
-        per_ch = acc.reshape(-1, acc.shape[-1]) if acc.ndim else acc.reshape(1, 1)
-        lo, hi = int((per_ch.min(axis=0) + bias).min()), int((per_ch.max(axis=0) + bias).max())
+    if reuse_acc and isinstance(acc, np.ndarray) and acc.dtype == np.int64 and acc.flags.writeable:
+        total = np.add(acc, bias, out=acc)
     else:
-        lo = hi = 0
-    if acc_bits == 32 and overflow == "wrap":
-        # requantize wraps acc + bias to int32 itself: exactly a 32-bit adder's wrap
-        held, add_bias, over = acc, bias, 0
-        if lo < fp.INT32_MIN or hi > fp.INT32_MAX:
-            _, over = accumulate_to_width(acc + bias, 32, overflow)
-    else:
-        held, over = accumulate_to_width(acc + bias, acc_bits, overflow, (lo, hi))
-        add_bias = 0  # held fits acc_bits <= 32: requantize's int32 wrap of (held + 0) is a no-op
+        total = np.asarray(acc, dtype=np.int64) + bias
+    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    held, over = accumulate_to_width(total, acc_bits, overflow, (lo, hi))
+    # held fits acc_bits <= 32, or (default 32-bit wrap) requantize's own int32 wrap of
+    # held + 0 is exactly the 32-bit adder's wrap: the bias is already in.
     if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
-        unclamped = fp.requantize_float_rescale(held, add_bias, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
+        unclamped = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *UNCLAMPED)
     elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
-        unclamped = fp.requantize_double_fast(held, add_bias, rq.multiplier, rq.shift, rq.output_zero_point,
-                                              *UNCLAMPED)
+        unclamped = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *UNCLAMPED)
     else:
-        unclamped = fp.requantize(held, add_bias, rq.multiplier, rq.shift, rq.output_zero_point,
+        unclamped = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point,
                                   UNCLAMPED[0], UNCLAMPED[1], rq.rounding)
-    out = fp.saturate(unclamped, rq.act_min, rq.act_max)
-    sat = int(np.count_nonzero(out != unclamped))
-    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(acc.size))
+    sat = 0
+    if unclamped.size and (unclamped.min() < rq.act_min or unclamped.max() > rq.act_max):
+        sat = int(np.count_nonzero(unclamped < rq.act_min)) + int(np.count_nonzero(unclamped > rq.act_max))
+        np.clip(unclamped, rq.act_min, rq.act_max, out=unclamped)  # fp.saturate, in place
+    out = unclamped
+    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
 
 
 def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap"
@@ -115,7 +115,7 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
         ins = [None if i < 0 else (values[i] if i in values else g.tensors[i].data) for i in p.op.inputs]
         rq = getattr(p.params, "requant", None)
         if p.kernel.accumulate is not None and isinstance(rq, RequantParams):
-            out, st = requant_unit(p.kernel.accumulate(p.params, ins), rq, acc_bits, overflow)
+            out, st = requant_unit(p.kernel.accumulate(p.params, ins), rq, acc_bits, overflow, reuse_acc=True)
             stats[p.op.index] = st
             outs = [out]
         else:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ir
-from ..interpreter import PreparedGraph, prepare_graph
+from ..errors import UnsupportedModelError
+from ..interpreter import PreparedGraph, check_quantized, prepare_graph, unsupported_ops
 from . import datapath, mapping, timing
 from .config import HwConfig
 
@@ -58,11 +59,11 @@ class ProfileResult:
                 "layers": [L.as_dict() for L in self.layers]}
 
 
-def time_graph(g: ir.Graph, cfg: HwConfig) -> list[LayerReport]:
-    """Mapping + timing for every op, layers back to back."""
+def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True) -> list[LayerReport]:
+    """Mapping + timing for every op, layers back to back (``events``: keep trace spans)."""
     reports, clock = [], 0
     for lm in mapping.map_graph(g):
-        lt = timing.time_layer(lm, cfg)
+        lt = timing.time_layer(lm, cfg, events)
         reports.append(LayerReport(lm, lt, start_cycle=clock))
         clock += lt.cycles
     return reports
@@ -87,12 +88,19 @@ def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
     return out
 
 
-def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None, prepared: PreparedGraph | None = None) -> ProfileResult:
+def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None, prepared: PreparedGraph | None = None,
+                  events: bool = True) -> ProfileResult:
     """Timing for every layer; with ``inputs`` also the values through the modelled datapath.
 
-    ``prepared``: reuse an already prepared graph (must use ``cfg.rounding_profile``).
+    ``prepared``: reuse an already prepared graph (used when its profile is ``cfg.rounding_profile``).
+    ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
     """
-    layers = time_graph(g, cfg)
+    check_quantized(g)  # an int8 machine: a float model is refused even for timing only
+    problems = unsupported_ops(g)  # and so is an op qsim cannot run (LSTM, int16, unknown)
+    if problems:
+        raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
+                                    + "\n  - ".join(problems))
+    layers = time_graph(g, cfg, events)
     values = None
     if inputs is not None:
         if prepared is None or prepared.profile.name != cfg.rounding_profile:

@@ -190,12 +190,11 @@ def vector_tiles(L: LayerMap, cfg: HwConfig) -> list[Tile]:
 
 # ----------------------------------------------------------------------------- schedule
 
-def dram_cycles(nbytes: int, cfg: HwConfig) -> int:
-    return cfg.dram_latency_cycles + math.ceil(nbytes / cfg.dram_bytes_per_cycle) if nbytes > 0 else 0
+def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True) -> LayerTiming:
+    """Schedule one layer; see the module docstring for the recurrence.
 
-
-def time_layer(L: LayerMap, cfg: HwConfig) -> LayerTiming:
-    """Schedule one layer; see the module docstring for the recurrence."""
+    ``events``: also record (lane, label, start, duration, details) spans for the trace.
+    """
     if L.unit == "free":
         return LayerTiming(bound="none")
     lt = LayerTiming(setup_cycles=cfg.layer_setup_cycles)
@@ -203,64 +202,81 @@ def time_layer(L: LayerMap, cfg: HwConfig) -> LayerTiming:
     if is_array:
         tiles, lt.tile_rows, lt.tile_channels = array_tiles(L, cfg)
         depth = cfg.resolved_requant_depth()
+        lanes = cfg.requant_lanes
     else:
-        tiles, depth = vector_tiles(L, cfg), 0
-    engine = "array" if is_array else "vector"
-    ev = lt.events
+        tiles, depth, lanes = vector_tiles(L, cfg), 0, 0
+    lat, bw = cfg.dram_latency_cycles, cfg.dram_bytes_per_cycle
     t0 = cfg.layer_setup_cycles
-    ev.append(("control", "setup", 0, t0))
-    port = t0
+    ev = lt.events if events else None
+    port = t0  # the DRAM port is free from this cycle on
+    dram_busy = 0
     if is_array and L.table_bytes:
-        d = dram_cycles(L.table_bytes, cfg)
-        ev.append(("dma", "requant tables", port, d))
+        d = lat + math.ceil(L.table_bytes / bw)
         port += d
-        lt.dram_cycles += d
-    lanes = cfg.requant_lanes
+        dram_busy += d
+        if ev is not None:
+            ev.append(("dma", "requant tables", t0, d))
     n = len(tiles)
-    load_end = [0] * n
     comp_end = [0] * n
     store_end = [0] * n
-
-    def issue_load(t: int) -> None:
-        nonlocal port
-        ready = comp_end[t - 2] if t >= 2 else t0
-        start = max(port, ready)
-        d = dram_cycles(tiles[t].load_bytes, cfg)
-        port = start + d
-        load_end[t] = port
-        lt.dram_cycles += d
-        if d:
-            ev.append(("dma", f"load tile {t}", start, d))
-
-    issue_load(0)
-    prev_end = port if n else t0
-    first_ready = port
-    for t, tile in enumerate(tiles):
+    # load(t) is issued on the port in order L0, L1, S0, L2, S1, ...; ready once compute(t-2) is done
+    b = tiles[0].load_bytes
+    d = lat + math.ceil(b / bw) if b > 0 else 0
+    next_load_end = port + d
+    if ev is not None and d:
+        ev.append(("dma", "load tile 0", port, d))
+    port = next_load_end
+    dram_busy += d
+    prev_comp = t0
+    stalls = requant_busy = 0
+    end = t0
+    engine = "array" if is_array else "vector"
+    for t in range(n):
+        tile = tiles[t]
+        load_end_t = next_load_end
         if t + 1 < n:
-            issue_load(t + 1)
-        start = max(load_end[t], comp_end[t - 1] if t else first_ready, store_end[t - 2] if t >= 2 else 0)
-        start = max(start, t0)
-        lt.stall_cycles += start - (comp_end[t - 1] if t else t0)
-        rq = math.ceil(tile.outputs / lanes) if is_array else 0
-        stage = max(tile.compute_cycles, rq)
-        comp_end[t] = start + stage
-        detail = ({"stream_cycles": tile.stream_cycles, "fill_drain_cycles": tile.compute_cycles - tile.stream_cycles,
-                   "outputs": tile.outputs} if is_array else {"ops": tile.compute_cycles * cfg.vector_lanes})
-        ev.append((engine, f"tile {t}", start, tile.compute_cycles, detail))
-        if rq:
-            ev.append(("requant", f"tile {t}", start, rq + depth))
-        lt.requant_cycles += rq
-        ready = comp_end[t] + depth
-        s = max(port, ready)
-        d = dram_cycles(tile.store_bytes, cfg)
-        port = s + d
-        store_end[t] = port
-        lt.dram_cycles += d
-        if d:
-            ev.append(("dma", f"store tile {t}", s, d))
-        prev_end = max(prev_end, store_end[t], ready)
-    lt.cycles = max(prev_end, port)
+            ready = comp_end[t - 1] if t >= 1 else t0
+            b = tiles[t + 1].load_bytes
+            d = lat + math.ceil(b / bw) if b > 0 else 0
+            start_l = port if port > ready else ready
+            next_load_end = port = start_l + d
+            dram_busy += d
+            if ev is not None and d:
+                ev.append(("dma", f"load tile {t + 1}", start_l, d))
+        start = load_end_t if load_end_t > prev_comp else prev_comp
+        if t >= 2 and store_end[t - 2] > start:
+            start = store_end[t - 2]
+        stalls += start - prev_comp
+        rq = -(-tile.outputs // lanes) if is_array else 0
+        cc = tile.compute_cycles
+        prev_comp = comp_end[t] = start + (cc if cc > rq else rq)
+        requant_busy += rq
+        ready = prev_comp + depth
+        b = tile.store_bytes
+        d = lat + math.ceil(b / bw) if b > 0 else 0
+        start_s = port if port > ready else ready
+        store_end[t] = port = start_s + d
+        dram_busy += d
+        if ready > end:
+            end = ready
+        if ev is not None:
+            if is_array:
+                detail = {"stream_cycles": tile.stream_cycles, "fill_drain_cycles": cc - tile.stream_cycles,
+                          "outputs": tile.outputs}
+            else:
+                detail = {"ops": cc * cfg.vector_lanes}
+            ev.append((engine, f"tile {t}", start, cc, detail))
+            if rq:
+                ev.append(("requant", f"tile {t}", start, rq + depth))
+            if d:
+                ev.append(("dma", f"store tile {t}", start_s, d))
+    if ev is not None:
+        ev.insert(0, ("control", "setup", 0, t0))
+    lt.cycles = max(end, port)
     lt.tiles = n
+    lt.stall_cycles = stalls
+    lt.requant_cycles = requant_busy
+    lt.dram_cycles = dram_busy
     busy = sum(t.compute_cycles for t in tiles)
     lt.dram_read_bytes = sum(t.load_bytes for t in tiles) + (L.table_bytes if is_array else 0)
     lt.dram_write_bytes = sum(t.store_bytes for t in tiles)
@@ -269,9 +285,9 @@ def time_layer(L: LayerMap, cfg: HwConfig) -> LayerTiming:
         lt.stream_cycles = sum(t.stream_cycles for t in tiles)
         lt.fill_drain_cycles = busy - lt.stream_cycles
         lt.utilization = L.macs / (lt.cycles * cfg.macs_per_cycle) if lt.cycles else 0.0
-        loads = {"compute": busy, "requant": lt.requant_cycles, "memory": lt.dram_cycles}
+        loads = {"compute": busy, "requant": requant_busy, "memory": dram_busy}
     else:
         lt.vector_cycles = busy
-        loads = {"vector": busy, "memory": lt.dram_cycles}
-    lt.bound = max(loads, key=lambda k: loads[k])
+        loads = {"vector": busy, "memory": dram_busy}
+    lt.bound = max(loads, key=loads.__getitem__)
     return lt

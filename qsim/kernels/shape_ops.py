@@ -6,19 +6,21 @@ What the references do, established by tests/test_kernels_shape.py:
 
 * RESHAPE / SQUEEZE / TRANSPOSE: raw copy (no requantization even if the
   output quantization differs, in both LiteRT and TFLM).
-* PAD / PADV2: raw copy; the fill value is PADV2's constant (a raw int8) or,
-  for PAD, the output zero point (real 0.0).  TFLM reads int64 paddings as
+* PAD / PADV2: raw copy; the fill value is PADV2's constant (a raw int8,
+  which both references require to share the output's scale and zero point)
+  or, for PAD, the output zero point (real 0.0).  TFLM reads int64 paddings as
   int32 words (profile variant "tflm" for PAD/PADV2 reproduces that).
 * CONCATENATION, int8: LiteRT BUILTIN_REF and TFLM both refuse inputs whose
   scale or zero point differs from the output's (no rescaling path for int8),
   so qsim raises QsimError for those too; otherwise a raw concatenation.
-* STRIDED_SLICE: LiteRT handles ellipsis_mask, new_axis_mask and offset and
-  clamps begin by direction ([0, n] forward, [-1, n-1] backward).  TFLM
-  ignores ellipsis/new_axis/offset, supports <= 4-D, and checks the output
-  shape with StartForAxis/StopForAxis (a shrunk axis always counts 1) while
-  its eval uses StridedSliceStartForAxis/EndForAxis (a shrunk axis whose begin
-  is past the end copies nothing): such models are refused; the profile's ``variant("STRIDED_SLICE")`` picks "tflm" or
-  "litert" behaviour.
+* STRIDED_SLICE: LiteRT handles ellipsis_mask, new_axis_mask and offset (and
+  more than 5 dimensions) and clamps begin by direction ([0, n] forward,
+  [-1, n-1] backward).  TFLM ignores ellipsis/new_axis/offset, supports <= 4-D
+  and refuses rank >= 2 outputs with a zero dimension.  Where a reference's
+  output size and its copy loop disagree (a shrunk axis with a negative stride
+  or past the end, offset sizes that the clamped loop does not fill) the
+  result is undefined (unwritten memory, or a crash): qsim refuses those.  The
+  profile's ``variant("STRIDED_SLICE")`` picks "tflm" or "litert" behaviour.
 
 Conventions: params come from constant index tensors at prepare time; eval
 only moves numpy elements.  int16 activations raise QsimError (int8 only).
@@ -39,31 +41,27 @@ COPYABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64, np.floa
 
 # ----------------------------------------------------------------------------- helpers
 
-def _where(op, g) -> str:
-    return f"{op.opcode} (output '{g.tensors[op.outputs[0]].name}')"
-
-
 def _check_copy_types(op, g, data_inputs=(0,)) -> None:
     """Data inputs and the output must have one copyable dtype (int16 -> QsimError)."""
     out = g.tensors[op.outputs[0]]
     for i in data_inputs:
         t = g.tensors[op.inputs[i]]
         if np.dtype(t.dtype) == np.int16 or np.dtype(out.dtype) == np.int16:
-            raise QsimError(f"{_where(op, g)}: int16 tensors are not supported (qsim simulates int8 models).")
+            raise QsimError("int16 tensors are not supported (qsim simulates int8 models).")
         if np.dtype(t.dtype) not in COPYABLE:
-            raise QsimError(f"{_where(op, g)}: tensor type {np.dtype(t.dtype).name} is not supported.")
+            raise QsimError(f"tensor type {np.dtype(t.dtype).name} is not supported.")
         if np.dtype(t.dtype) != np.dtype(out.dtype):
-            raise QsimError(f"{_where(op, g)}: input '{t.name}' is {np.dtype(t.dtype).name} but the output is "
+            raise QsimError(f"input '{t.name}' is {np.dtype(t.dtype).name} but the output is "
                             f"{np.dtype(out.dtype).name}; this op cannot change the type.")
 
 
 def _const(op, g, pos: int, what: str) -> np.ndarray:
     """The constant contents of input ``pos`` (QsimError if absent or computed at run time)."""
     if pos >= len(op.inputs) or op.inputs[pos] < 0:
-        raise QsimError(f"{_where(op, g)}: the {what} input is missing.")
+        raise QsimError(f"the {what} input is missing.")
     t = g.tensors[op.inputs[pos]]
     if t.data is None:
-        raise QsimError(f"{_where(op, g)}: the {what} tensor '{t.name}' is computed at run time; qsim needs it "
+        raise QsimError(f"the {what} tensor '{t.name}' is computed at run time; qsim needs it "
                         "to be a constant in the model (static shapes only).")
     return np.asarray(t.data)
 
@@ -72,7 +70,7 @@ def _check_shape(op, g, shape) -> tuple[int, ...]:
     out = g.tensors[op.outputs[0]]
     shape = tuple(int(d) for d in shape)
     if shape != tuple(out.shape):
-        raise QsimError(f"{_where(op, g)}: the op produces shape {list(shape)} but the model declares "
+        raise QsimError(f"the op produces shape {list(shape)} but the model declares "
                         f"{list(out.shape)} for its output.")
     return shape
 
@@ -97,7 +95,7 @@ def prepare_reshape(op, g, profile) -> ReshapeParams:
     _check_copy_types(op, g)
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     if x.size != out.size:
-        raise QsimError(f"{_where(op, g)}: input shape {list(x.shape)} ({x.size} elements) cannot become "
+        raise QsimError(f"input shape {list(x.shape)} ({x.size} elements) cannot become "
                         f"{list(out.shape)} ({out.size} elements).")
     return ReshapeParams(tuple(out.shape))
 
@@ -111,10 +109,10 @@ def prepare_squeeze(op, g, profile) -> ReshapeParams:
         axes = set()
         for d in dims:
             if not -rank <= d < rank:
-                raise QsimError(f"{_where(op, g)}: squeeze dimension {d} is out of range for rank {rank}.")
+                raise QsimError(f"squeeze dimension {d} is out of range for rank {rank}.")
             a = d % rank
             if x.shape[a] != 1:
-                raise QsimError(f"{_where(op, g)}: cannot squeeze dimension {d} of size {x.shape[a]}.")
+                raise QsimError(f"cannot squeeze dimension {d} of size {x.shape[a]}.")
             axes.add(a)
     else:
         axes = {i for i, n in enumerate(x.shape) if n == 1}
@@ -141,7 +139,7 @@ def prepare_pad(op, g, profile) -> PadParams:
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     pads = _const(op, g, 1, "paddings")
     if pads.dtype not in (np.int32, np.int64) or pads.shape != (len(x.shape), 2):
-        raise QsimError(f"{_where(op, g)}: paddings must be int32/int64 of shape [{len(x.shape)}, 2], got "
+        raise QsimError(f"paddings must be int32/int64 of shape [{len(x.shape)}, 2], got "
                         f"{pads.dtype} {list(pads.shape)}.")
     if pads.dtype == np.int64 and profile.variant(op.opcode, "litert") == "tflm":
         # TFLM reads the paddings buffer as int32 whatever its type: an int64 table is seen as its
@@ -149,16 +147,16 @@ def prepare_pad(op, g, profile) -> PadParams:
         pads = np.ascontiguousarray(pads).astype("<i8").view("<i4").reshape(-1)[:pads.size].reshape(pads.shape)
     pads = pads.astype(np.int64)
     if (pads < 0).any():
-        raise QsimError(f"{_where(op, g)}: negative paddings {pads.tolist()} are not allowed.")
+        raise QsimError(f"negative paddings {pads.tolist()} are not allowed.")
     if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
         cv = g.tensors[op.inputs[2]]
         vals = _const(op, g, 2, "constant_values")
         if vals.size != 1:
-            raise QsimError(f"{_where(op, g)}: constant_values must hold one value, got {vals.size}.")
+            raise QsimError(f"constant_values must hold one value, got {vals.size}.")
         if np.dtype(cv.dtype) != np.dtype(out.dtype):
-            raise QsimError(f"{_where(op, g)}: constant_values is {cv.dtype} but the output is {out.dtype}.")
+            raise QsimError(f"constant_values is {cv.dtype} but the output is {out.dtype}.")
         if out.quant is not None and not _same_quant(cv, out):
-            raise QsimError(f"{_where(op, g)}: constant_values '{cv.name}' must share the output's scale and "
+            raise QsimError(f"constant_values '{cv.name}' must share the output's scale and "
                             "zero point (the TFLite kernels copy it raw).")
         value = vals.reshape(-1)[0].item()
     else:
@@ -185,7 +183,7 @@ def prepare_transpose(op, g, profile) -> TransposeParams:
     perm = _const(op, g, 1, "perm").reshape(-1).astype(np.int64)
     rank = len(x.shape)
     if sorted(perm.tolist()) != list(range(rank)):
-        raise QsimError(f"{_where(op, g)}: perm {perm.tolist()} is not a permutation of the {rank} input axes.")
+        raise QsimError(f"perm {perm.tolist()} is not a permutation of the {rank} input axes.")
     _check_shape(op, g, [x.shape[a] for a in perm])
     return TransposeParams(tuple(int(a) for a in perm))
 
@@ -207,26 +205,27 @@ def prepare_concat(op, g, profile) -> ConcatParams:
     out = g.tensors[op.outputs[0]]
     opts = op.options
     if opts is not None and opts.activation != "NONE":
-        raise QsimError(f"{_where(op, g)}: a fused {opts.activation} on CONCATENATION is not supported.")
+        raise QsimError(f"a fused {opts.activation} on CONCATENATION is not supported.")
     rank = len(out.shape)
     axis = opts.axis if opts is not None else 0
     if not -rank <= axis < rank:
-        raise QsimError(f"{_where(op, g)}: axis {axis} is out of range for rank {rank}.")
+        raise QsimError(f"axis {axis} is out of range for rank {rank}.")
     axis %= rank
     for i in ins:
         t = g.tensors[i]
         if len(t.shape) != rank or any(a != b for k, (a, b) in enumerate(zip(t.shape, out.shape)) if k != axis):
-            raise QsimError(f"{_where(op, g)}: input '{t.name}' shape {list(t.shape)} does not fit output "
+            raise QsimError(f"input '{t.name}' shape {list(t.shape)} does not fit output "
                             f"{list(out.shape)} along axis {axis}.")
-        if np.dtype(out.dtype) == np.int8 and not _same_quant(t, out):
+        if (t.quant is not None or out.quant is not None) and not _same_quant(t, out):
             raise QsimError(
-                f"{_where(op, g)}: int8 input '{t.name}' has scale/zero point "
+                f"input '{t.name}' has scale/zero point "
                 f"{t.quant.scale0 if t.quant else None}/{t.quant.zp0 if t.quant else None} but the output has "
                 f"{out.quant.scale0 if out.quant else None}/{out.quant.zp0 if out.quant else None}. TFLite's int8 "
-                "CONCATENATION (LiteRT and TFLM alike) refuses to rescale; requantize the inputs first.")
+                "CONCATENATION (LiteRT and TFLM alike) refuses to rescale (qsim does not simulate uint8 "
+                "rescaling either); requantize the inputs first.")
     total = sum(g.tensors[i].shape[axis] for i in ins)
     if total != out.shape[axis]:
-        raise QsimError(f"{_where(op, g)}: inputs add up to {total} along axis {axis}, output has "
+        raise QsimError(f"inputs add up to {total} along axis {axis}, output has "
                         f"{out.shape[axis]}.")
     return ConcatParams(axis)
 
@@ -360,12 +359,12 @@ def prepare_strided_slice(op, g, profile) -> StridedSliceParams:
     strides = _const(op, g, 3, "strides").reshape(-1)
     for name, v in (("begin", begin), ("end", end), ("strides", strides)):
         if v.dtype != np.int32:
-            raise QsimError(f"{_where(op, g)}: {name} must be int32 (TFLite's only index type), got {v.dtype}.")
+            raise QsimError(f"{name} must be int32 (TFLite's only index type), got {v.dtype}.")
     if not (begin.size == end.size == strides.size):
-        raise QsimError(f"{_where(op, g)}: begin, end and strides differ in length "
+        raise QsimError(f"begin, end and strides differ in length "
                         f"({begin.size}, {end.size}, {strides.size}).")
     if (strides == 0).any():
-        raise QsimError(f"{_where(op, g)}: a stride is 0.")
+        raise QsimError("a stride is 0.")
     if profile.variant("STRIDED_SLICE", "litert") == "tflm":
         return _prepare_ss_tflm(op, g, x, o, begin, end, strides)
     return _prepare_ss_litert(op, g, x, o, begin, end, strides)
@@ -375,7 +374,7 @@ def _prepare_ss_litert(op, g, x, o, begin, end, strides) -> StridedSliceParams:
     # (LiteRT 2.3 has no 5-D limit any more: 6-D and 7-D inputs and new axes beyond 5-D run.)
     shape, spec = _effective_spec_litert(o, x.shape, begin, end, strides)
     if o.offset and end.size < len(shape):
-        raise QsimError(f"{_where(op, g)}: with offset=True LiteRT sizes each of the {len(shape)} effective axes "
+        raise QsimError(f"with offset=True LiteRT sizes each of the {len(shape)} effective axes "
                         f"from end[axis], but end has only {end.size} entries (it reads past the vector): the "
                         "result is undefined, qsim refuses it.")
     indices, out_shape, problems = [], [], []
@@ -408,16 +407,16 @@ def _refuse_undefined(op, g, who: str, problems: list[str], out_shape, indices) 
     size = int(np.prod(out_shape, dtype=np.int64))
     copied = int(np.prod([i.size for i in indices], dtype=np.int64))
     if problems and (size > 0 or copied > size):
-        raise QsimError(f"{_where(op, g)}: {'; '.join(problems)}, so {who} leaves output elements unwritten or "
+        raise QsimError(f"{'; '.join(problems)}, so {who} leaves output elements unwritten or "
                         "writes past them: the result is undefined, qsim refuses it.")
 
 
 def _prepare_ss_tflm(op, g, x, o, begin, end, strides) -> StridedSliceParams:
     rank = len(x.shape)
     if rank > 4:
-        raise QsimError(f"{_where(op, g)}: TFLM's STRIDED_SLICE supports at most 4-D inputs.")
+        raise QsimError("TFLM's STRIDED_SLICE supports at most 4-D inputs.")
     if begin.size != rank:
-        raise QsimError(f"{_where(op, g)}: TFLM needs begin/end/strides with one entry per input axis "
+        raise QsimError(f"TFLM needs begin/end/strides with one entry per input axis "
                         f"({rank}), got {begin.size}.")
     indices, out_shape, problems = [], [], []
     for k in range(rank):
@@ -438,7 +437,7 @@ def _prepare_ss_tflm(op, g, x, o, begin, end, strides) -> StridedSliceParams:
             problems.append(f"axis {k} is checked as size {dim} but {idx.size} elements are copied into it")
         out_shape.append(dim)
     if 0 in out_shape and len(out_shape) > 1:
-        raise QsimError(f"{_where(op, g)}: the slice is empty (shape {out_shape}); TFLM treats a tensor of rank "
+        raise QsimError(f"the slice is empty (shape {out_shape}); TFLM treats a tensor of rank "
                         ">= 2 with a zero dimension as dynamic and refuses the model.")
     _refuse_undefined(op, g, "TFLM", problems, out_shape, indices)
     return StridedSliceParams(tuple(x.shape), tuple(indices), _check_shape(op, g, out_shape))
