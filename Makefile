@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(MAKE) -C $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests hdl_tests
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest tests hdl_tests
 
 synth: $(STAMP)
 	$(BIN)/python hdl_tests/synth_report.py

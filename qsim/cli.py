@@ -1,8 +1,10 @@
 """The ``qsim`` command line.
 
     qsim inspect MODEL [--json]
-    qsim run MODEL --input FILE [--float-input] [--profile tflm|litert|single] [--top-k K] [--json]
-    qsim check MODEL [--input FILE | --random N] [--seed S] [--reference litert|tflm|both] [--json]
+    qsim run MODEL --input FILE [--float-input] [--image-mode shift|raw] [--profile tflm|litert|single]
+             [--top-k K] [--json]
+    qsim check MODEL [--input FILE | --random N] [--seed S] [--reference litert|tflm|both]
+               [--profile P] [--no-xnnpack] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
 Exit codes: 0 ok, 1 mismatch or failure found, 2 usage or input error (the

@@ -236,8 +236,7 @@ def test_narrow_accumulator_counts_overflow_wraps_or_saturates():
     rq = _rq([0, 0])
     out_w, st_w = datapath.requant_unit(acc, rq, acc_bits=16, overflow="wrap")
     assert st_w.overflow_count == 2 and st_w.acc_bits_used == 18
-    wrapped = np.array([[100_000 - 131072 + 65536 * 0, -100_000 + 131072], [10, 20]])  # 16-bit two's complement
-    wrapped[0, 0] = ((100_000 + 32768) % 65536) - 32768
+    wrapped = np.array([[100_000 - 2 * 65536, -100_000 + 2 * 65536], [10, 20]])  # 16-bit two's complement
     assert np.array_equal(out_w, rq.apply(wrapped, np.int64))
     out_s, st_s = datapath.requant_unit(acc, rq, acc_bits=16, overflow="saturate")
     assert st_s.overflow_count == 2

@@ -310,9 +310,9 @@ def _tiny_model(opcodes, with_int16=False) -> bytes:
     b = builder.ModelBuilder(description="codegen error test")
     x = b.add_input("x", (1, 4), np.int8, scale=0.1, zero_point=0)
     prev = x
-    for k, (opc, opts) in enumerate(opcodes):
+    for k, (opc, opts, extra) in enumerate(opcodes):
         y = b.add_tensor(f"y{k}", (1, 4), np.int8, scale=0.1, zero_point=0)
-        b.add_op(opc, [prev], [y], opts)
+        b.add_op(opc, [prev] + [b.add_const(f"c{k}_{j}", a) for j, a in enumerate(extra)], [y], opts)
         prev = y
     if with_int16:
         z = b.add_tensor("z16", (1, 4), np.int16, scale=1 / 32768, zero_point=0)
@@ -323,15 +323,15 @@ def _tiny_model(opcodes, with_int16=False) -> bytes:
 
 
 def test_unsupported_ops_all_named_at_generation_time(tmp_path):
-    """EXP / NEG: qsim has no kernel; CONCATENATION: qsim runs it but the C generator does not;
+    """EXP / NEG: qsim has no kernel; TRANSPOSE: qsim runs it but the C generator does not;
     QUANTIZE to int16: int16 activations.  One error names all four."""
     from qsim.loader import load_bytes
-    g = load_bytes(_tiny_model([("EXP", None), ("NEG", None), ("CONCATENATION", ir.ConcatenationOptions(axis=1))],
+    g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("TRANSPOSE", None, [np.array([0, 1], np.int32)])],
                                with_int16=True))
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("op #0 EXP", "op #1 NEG", "op #2 CONCATENATION", "op #3 QUANTIZE", "int16", "no C kernel"):
+    for needle in ("op #0 EXP", "op #1 NEG", "op #2 TRANSPOSE", "op #3 QUANTIZE", "int16", "no C kernel"):
         assert needle in msg, msg
     assert not (tmp_path / "out").exists()  # nothing written
 

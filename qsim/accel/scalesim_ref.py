@@ -7,6 +7,8 @@ is missing (the same commands as the Makefile's)::
 
     python3 -m venv .venv-scalesim
     .venv-scalesim/bin/pip install scalesim==3.0.0 "numpy<2"
+
+``QSIM_SCALESIM_VENV`` points it at another environment directory.
 """
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..errors import QsimError
 from .config import HwConfig
@@ -81,6 +82,7 @@ class LayerTiming:
 
 # ----------------------------------------------------------------------------- array cycles
 
+@lru_cache(maxsize=4096)
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> tuple[int, int]:
     """(cycles, streaming cycles) of an M x K x N GEMM folded onto a rows x cols array."""
     if m <= 0 or k <= 0 or n <= 0:
@@ -92,6 +94,7 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> 
     return folds * (m + 2 * rows + cols - 2), folds * m
 
 
+@lru_cache(maxsize=4096)
 def depthwise_cycles(m: int, k: int, mult: int, channels: int, rows: int, cols: int,
                      dataflow: str) -> tuple[int, int]:
     """Depthwise: one M x K x mult GEMM per channel.

@@ -5,8 +5,9 @@ element looks at the filter window clipped to the input (padding cells are
 skipped, not zero), so ``count`` = number of in-bounds elements.  Average:
 ``sum > 0 ? (sum + count//2) / count : (sum - count//2) / count`` with C
 division (truncation toward zero), i.e. round half away from zero; the raw
-int8 values are averaged (input and output share scale/zero point).  Both
-clamp to the fused activation range of the output.
+int8 values are averaged.  Both clamp to the fused activation range of the
+output.  Input and output must share scale and zero point (TFLM refuses other
+models, LiteRT silently ignores the output quantization): qsim raises QsimError.
 
 MEAN over constant int32 axes (int8): both references (LiteRT 2.3
 BUILTIN_REF and TFLM) run the integer QuantizedMeanOrSum for every axis set,
