@@ -274,33 +274,38 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
 
 /* ---------------------------------------------------------- FULLY_CONNECTED */
 
-static int32_t qk_fc_dot(const int8_t *restrict w, const int8_t *restrict x, int32_t n, int32_t input_offset,
-                         int32_t filter_offset)
+/* sum_i w[i] * (x[i] + input_offset) computed as sum(w*x) + input_offset * sum(w):
+ * the same int32 value (integer sums are exact), with 8-bit products the
+ * vectorizer handles well. */
+static int32_t qk_fc_dot(const int8_t *restrict w, const int8_t *restrict x, int32_t n, int32_t input_offset)
 {
-    int32_t acc = 0;
+    int32_t acc = 0, wsum = 0;
     int32_t i;
-    if (filter_offset == 0) {
-        for (i = 0; i < n; ++i) {
-            acc += (int32_t)w[i] * (x[i] + input_offset);
-        }
-    } else {
-        for (i = 0; i < n; ++i) {
-            acc += (w[i] + filter_offset) * (x[i] + input_offset);
-        }
+    for (i = 0; i < n; ++i) {
+        acc += (int32_t)w[i] * x[i];
+        wsum += w[i];
     }
-    return acc;
+    return acc + input_offset * wsum;
 }
 
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                         int8_t *output)
 {
-    int32_t b, o;
+    int32_t b, o, i;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->in_units;
         for (o = 0; o < p->out_units; ++o) {
-            int32_t acc = qk_fc_dot(filter + (size_t)o * p->in_units, x, p->in_units, p->input_offset,
-                                    p->filter_offset);
+            const int8_t *w = filter + (size_t)o * p->in_units;
+            int32_t acc;
+            if (p->filter_offset == 0) {
+                acc = qk_fc_dot(w, x, p->in_units, p->input_offset);
+            } else {
+                acc = 0;
+                for (i = 0; i < p->in_units; ++i) {
+                    acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
+                }
+            }
             if (bias != NULL) {
                 acc += bias[o];
             }
