@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qsim-installed
 DEMO   := examples/models/demo_cnn_int8.tflite
 OUT    := build/demo
+SCALESIM := .venv-scalesim/bin/python
 
 .PHONY: install demo test test-fast synth clean
 
@@ -16,6 +17,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# SCALE-Sim 3.0.0 (the cycle-count reference for `qsim profile`) crashes with numpy 2.x,
+# so it lives in its own environment; tests/test_accel_scalesim.py runs it as a subprocess.
+$(SCALESIM):
+	$(PYTHON) -m venv .venv-scalesim
+	.venv-scalesim/bin/python -m pip install -q scalesim==3.0.0 "numpy<2"
+
 demo: $(STAMP)
 	$(BIN)/qsim inspect $(DEMO)
 	$(BIN)/qsim run $(DEMO) --input examples/models/demo_input.npy --top-k 3
@@ -24,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/qsim codegen $(DEMO) -o $(OUT) --name demo --force
 	$(MAKE) -C $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(SCALESIM)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest tests hdl_tests
 
 synth: $(STAMP)

@@ -127,12 +127,21 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
                   depth_multiplier=p.depth_multiplier, k_h=p.kernel_h, k_w=p.kernel_w,
                   stride_h=p.stride_h, stride_w=p.stride_w, dil_h=p.dilation_h, dil_w=p.dilation_w,
                   pad_h=p.pad_h, pad_w=p.pad_w, input_offset=-p.input_zero_point,
-                  output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
+                  output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max,
+                  channel_major=int(p.out_channels <= DW_FEW_CHANNELS))
     macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w
+    weights = _weights(prefix, w)
+    scratch = 4 * p.out_channels
+    if fields["channel_major"]:
+        # Few output channels: store the filter [out_c][kh][kw] so each output is one contiguous dot.
+        weights.values = np.ascontiguousarray(weights.values.reshape(-1, p.out_channels).T).reshape(-1)
+        scratch += 2 * p.kernel_h * p.kernel_w * c
     return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} -> '{out.name}'",
                   _gemm_call("qk_depthwise_conv2d", prefix, "int32_t"), "qk_dwconv_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
-                  scratch_bytes=4 * p.out_channels, macs=macs)
+                  [weights] + _requant_arrays(prefix, rq, p.out_channels), scratch_bytes=scratch, macs=macs)
+
+
+DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
 
 
 def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:

@@ -540,3 +540,17 @@ def test_real_model_add_and_softmax_layers(name):
             out = k.eval(k.prepare(op, g, prof), ins)[0]
             want = theirs[op.outputs[0]]
             assert np.array_equal(np.asarray(out).reshape(want.shape), want), f"{name} op #{op.index} vs {ref}"
+
+
+def test_leaky_relu_multiplier_precision_differs_per_reference():
+    """alpha = 0.9 with equal input/output scales: LiteRT forms s_in*alpha/s_out in float32
+    (0.90000004 -> M0 1932735360), TFLM in double (0.89999998 -> M0 1932735232); 13 of the 256
+    inputs land on the other side of a rounding boundary.  Each profile must match its reference
+    and only its reference."""
+    s = 0.0067379469983279705
+    blob = unary_model("LEAKY_RELU", (1, 256), (s, 0), (s, 0), ir.LeakyReluOptions(0.9))
+    xs = [np.arange(-128, 128, dtype=np.int8).reshape(1, 256)]
+    assert mismatches(blob, xs, "tflm", "tflm") == 0
+    assert mismatches(blob, xs, "litert", "litert") == 0
+    assert mismatches(blob, xs, "tflm", "litert") > 0
+    assert mismatches(blob, xs, "litert", "tflm") > 0

@@ -233,32 +233,62 @@ static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *restrict src, con
     }
 }
 
+/* Few output channels (e.g. one input channel times a depth multiplier): the filter
+ * is stored channel-major ([out_c][kh][kw], p->channel_major) and each output is one
+ * dot product over the pixel's zero-padded, offset window of its input channel. */
+static void qk_dw_few_channels(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                               int32_t b, int32_t oy, int32_t ox, int32_t *acc, int16_t *patch)
+{
+    const int32_t taps = p->k_h * p->k_w;
+    int32_t ky, kx, c, oc;
+    for (c = 0; c < p->in_c; ++c) {
+        int16_t *pc = patch + (size_t)c * taps;
+        for (ky = 0; ky < p->k_h; ++ky) {
+            const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
+                pc[ky * p->k_w + kx] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) ? 0 :
+                    (int16_t)(input[(((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c + c] + p->input_offset);
+            }
+        }
+    }
+    for (oc = 0; oc < p->out_c; ++oc) {
+        acc[oc] = qk_dot(filter + (size_t)oc * taps, patch + (size_t)(oc / p->depth_multiplier) * taps, taps);
+    }
+}
+
 void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                          int8_t *output, int32_t *scratch)
 {
+    const int few_channels = p->channel_major;
     int32_t b, oy, ox, ky, kx, oc;
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
-                for (oc = 0; oc < p->out_c; ++oc) {
-                    scratch[oc] = 0;
-                }
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
+                if (few_channels) {
+                    qk_dw_few_channels(p, input, filter, b, oy, ox, scratch, (int16_t *)(scratch + p->out_c));
+                } else {
+                    for (oc = 0; oc < p->out_c; ++oc) {
+                        scratch[oc] = 0;
                     }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
-                        if (ix < 0 || ix >= p->in_w) {
+                    for (ky = 0; ky < p->k_h; ++ky) {
+                        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
+                        if (iy < 0 || iy >= p->in_h) {
                             continue;
                         }
-                        qk_dw_tap(p, input + (((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c,
-                                  filter + ((size_t)ky * p->k_w + kx) * p->out_c, scratch);
+                        for (kx = 0; kx < p->k_w; ++kx) {
+                            const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
+                            if (ix < 0 || ix >= p->in_w) {
+                                continue;
+                            }
+                            qk_dw_tap(p, input + (((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c,
+                                      filter + ((size_t)ky * p->k_w + kx) * p->out_c, scratch);
+                        }
                     }
                 }
+                /* every read of this pixel's window is done: now write it (in-place planning relies on it) */
                 for (oc = 0; oc < p->out_c; ++oc) {
                     int32_t acc = scratch[oc];
                     if (bias != NULL) {

@@ -59,9 +59,10 @@ typedef struct {
     int32_t k_h, k_w;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t input_offset, output_offset, act_min, act_max;
+    int32_t channel_major; /* 1: filter stored [out_c][kh][kw] (few output channels) */
 } qk_dwconv_params;
 
-/* scratch: out_c int32 accumulators. */
+/* scratch: out_c int32 accumulators, then (channel_major) k_h * k_w * in_c int16 patch values. */
 void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                          int8_t *output, int32_t *scratch);

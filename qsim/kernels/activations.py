@@ -26,8 +26,9 @@ tests/test_kernels_elementwise.py):
   [zp_in, round(6 / s_in) + zp_in].
 * HARD_SWISH: reference_ops::HardSwish (int16 fixed point, both references).
 * LEAKY_RELU: QuantizeLeakyRelu: ``d = q - zp_in``; d >= 0 uses the identity
-  multiplier s_in/s_out, d < 0 the alpha multiplier s_in*alpha/s_out (both
-  formed in float32, then QuantizeMultiplier), then + zp_out and clamp.
+  multiplier s_in/s_out, d < 0 the alpha multiplier s_in*alpha/s_out (formed
+  in float32 for LiteRT, "float32_scale", in double for TFLM,
+  "double_scale"; then QuantizeMultiplier), then + zp_out and clamp.
 
 Multipliers are Q31 (or Q15 for HARD_SWISH); shifts use TFLite's sign
 convention (> 0 left) unless a field name says "right"/"left".
@@ -253,8 +254,12 @@ def prepare_leaky_relu(op, graph, profile) -> LeakyReluParams:
     s_in, s_out = _f32(x.quant.scale0), _f32(out.quant.scale0)
     rounding = profile.rounding("LEAKY_RELU")
     single = rounding == "single"
-    alpha_real = float(_f32(_f32(s_in * alpha) / s_out))  # float32 arithmetic, as in both references
-    identity_real = float(_f32(s_in / s_out))
+    if profile.variant("LEAKY_RELU", "float32_scale") == "double_scale":  # TFLM: operands cast to double
+        alpha_real = float(s_in) * float(alpha) / float(s_out)
+        identity_real = float(s_in) / float(s_out)
+    else:  # LiteRT: float32 arithmetic, widened afterwards
+        alpha_real = float(_f32(_f32(s_in * alpha) / s_out))
+        identity_real = float(_f32(s_in / s_out))
     if not np.isfinite(alpha_real) or not np.isfinite(identity_real):
         raise QsimError(f"LEAKY_RELU: alpha {float(alpha)} and the scales give a non-finite multiplier.")
     m_a, s_a = fp.quantize_multiplier_signed(alpha_real, single)  # alpha < 0 gives M0 < 0
