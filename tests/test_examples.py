@@ -1,0 +1,24 @@
+"""The newcomer's examples run and show what they claim (goldens: the demo's held-out labels and TFLM)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import require_module
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_common_mistakes_example():
+    require_module("tflite_micro", "the example compares against TFLite Micro")
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "common_mistakes.py")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {m.group(1): (float(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"^(\S+)\s+([\d.]+)%\s+(\d+)", r.stdout, re.M)}
+    assert set(rows) == {"right", "no-quantize", "shift-by-8", "wrong-round"}, r.stdout
+    assert rows["right"][0] >= 95.0 and rows["right"][1] == 0       # accurate and bit-exact with TFLM
+    assert rows["no-quantize"][0] < 50.0                             # unquantized input collapses accuracy
+    assert rows["shift-by-8"][1] > 0 and rows["wrong-round"][1] > 0  # both visibly diverge from TFLM
