@@ -209,7 +209,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     arrays = [a for e in emits for a in e.arrays]
     const_arrays: dict[int, str] = {}
     for e, p in zip(emits, prepared.ops):
-        if p.op.opcode in ("ADD", "SUB", "MUL", "CONCATENATION"):
+        if p.op.opcode in ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "CONCATENATION"):
             for t in (i for i in p.op.inputs if i >= 0):
                 tensor = g.tensors[t]
                 if tensor.is_const and t not in const_arrays:

@@ -26,7 +26,7 @@ from qsim.errors import QsimError
 UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH", "QUANTIZE")
 C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
-               "CONCATENATION") + UNARY_LUT_OPS
+               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE") + UNARY_LUT_OPS
 
 
 @dataclass
@@ -244,6 +244,30 @@ def emit_mul(pos, prepared, g, prefix) -> OpEmit:
                   f"qk_mul(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_mul_params", fields)
 
 
+def emit_minmax(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    out = g.tensors[op.outputs[0]]
+    fields = _binary_geometry(op, g)
+    fields["take_max"] = int(bool(p.take_max))
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
+                  f"qk_minmax(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_minmax_params", fields)
+
+
+def emit_transpose(pos, prepared, g, prefix) -> OpEmit:
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if np.dtype(out.dtype) != np.int8:
+        raise QsimError(f"TRANSPOSE on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    rank = len(x.shape)
+    in_dims = _dims4(x.shape, op.opcode)
+    strides = [int(np.prod(in_dims[d + 1:], dtype=np.int64)) for d in range(4)]
+    lead = 4 - rank
+    perm4 = list(range(lead)) + [lead + a for a in p.perm]
+    fields = dict(out_dims=[in_dims[a] for a in perm4], in_strides=[strides[a] for a in perm4])
+    return OpEmit(pos, op.opcode, f"TRANSPOSE {list(p.perm)} -> '{out.name}'",
+                  f"qk_transpose(&{prefix}_params, {{in0}}, {{out0}});", "qk_transpose_params", fields)
+
+
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
     op, p = prepared.op, prepared.params
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
@@ -353,6 +377,9 @@ EMITTERS = {
     "PAD": emit_pad,
     "PADV2": emit_pad,
     "CONCATENATION": emit_concat,
+    "MAXIMUM": emit_minmax,
+    "MINIMUM": emit_minmax,
+    "TRANSPOSE": emit_transpose,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
 }
 
@@ -413,7 +440,7 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
                                              True))]
     if op.opcode == "SOFTMAX" or op.opcode in UNARY_LUT_OPS:
         return [(op.inputs[0], 0)]
-    if op.opcode in ("ADD", "SUB", "MUL"):
+    if op.opcode in ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM"):
         return [(t, 0) for t in op.inputs[:2]
                 if t >= 0 and not g.tensors[t].is_const and tuple(g.tensors[t].shape) == tuple(out.shape)]
     return []

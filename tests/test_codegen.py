@@ -323,15 +323,18 @@ def _tiny_model(opcodes, with_int16=False) -> bytes:
 
 
 def test_unsupported_ops_all_named_at_generation_time(tmp_path):
-    """EXP / NEG: qsim has no kernel; TRANSPOSE: qsim runs it but the C generator does not;
+    """EXP / NEG: qsim has no kernel; STRIDED_SLICE: qsim runs it but the C generator does not;
     QUANTIZE to int16: int16 activations.  One error names all four."""
     from qsim.loader import load_bytes
-    g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("TRANSPOSE", None, [np.array([0, 1], np.int32)])],
+    g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("STRIDED_SLICE", ir.StridedSliceOptions(),
+                                                                       [np.array([0, 0], np.int32),
+                                                                        np.array([1, 4], np.int32),
+                                                                        np.array([1, 1], np.int32)])],
                                with_int16=True))
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("op #0 EXP", "op #1 NEG", "op #2 TRANSPOSE", "op #3 QUANTIZE", "int16", "no C kernel"):
+    for needle in ("op #0 EXP", "op #1 NEG", "op #2 STRIDED_SLICE", "op #3 QUANTIZE", "int16", "no C kernel"):
         assert needle in msg, msg
     assert not (tmp_path / "out").exists()  # nothing written
 
@@ -359,6 +362,9 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["codegen", str(path), "-o", str(tmp_path / "ok"), "--name", "3 hello-world"]) == 0
     out = capsys.readouterr().out
     assert "arena" in out and (tmp_path / "ok" / "m_3_hello_world.h").is_file()
+    need_tool("gcc")
+    make(tmp_path / "ok", "host")  # the sanitized name compiles warning-free
+    assert (tmp_path / "ok" / "m_3_hello_world_run").is_file()
     assert main(["codegen", str(path), "-o", str(tmp_path / "ok")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["codegen", str(tmp_path / "missing.tflite"), "-o", str(tmp_path / "x")]) == 2

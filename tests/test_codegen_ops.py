@@ -93,14 +93,16 @@ def _pool_model(opcode: str, padding: str, stride: int, fh: int, fw: int, act: s
 def _binary_model(opcode: str, shape1, shape2, act: str, const_second: bool = False) -> bytes:
     b = builder.ModelBuilder(description="codegen binary case")
     out_shape = tuple(np.broadcast_shapes(shape1, shape2))
-    x1 = b.add_input("in/one", shape1, np.int8, scale=0.07, zero_point=5)
+    raw = opcode in ("MAXIMUM", "MINIMUM")  # compare raw values: one quantization for all three
+    q1, q2 = ((0.05, -2), (0.05, -2)) if raw else ((0.07, 5), (0.03, -9))
+    x1 = b.add_input("in/one", shape1, np.int8, scale=q1[0], zero_point=q1[1])
     if const_second:
         rng = np.random.default_rng(7)
-        x2 = b.add_const("c", rng.integers(-128, 128, size=shape2, dtype=np.int8), scale=0.03, zero_point=-9)
+        x2 = b.add_const("c", rng.integers(-128, 128, size=shape2, dtype=np.int8), scale=q2[0], zero_point=q2[1])
     else:
-        x2 = b.add_input("in:two", shape2, np.int8, scale=0.03, zero_point=-9)
+        x2 = b.add_input("in:two", shape2, np.int8, scale=q2[0], zero_point=q2[1])
     y = b.add_tensor("out", out_shape, np.int8, scale=0.05 if opcode != "MUL" else 0.01, zero_point=-2)
-    b.add_op(opcode, [x1, x2], [y], ir.ActivationOptions(activation=act))
+    b.add_op(opcode, [x1, x2], [y], None if raw else ir.ActivationOptions(activation=act))
     b.mark_output(y)
     return b.build()
 
@@ -137,6 +139,15 @@ def _pad_concat_model() -> bytes:
     c = b.add_const("blk", np.arange(25, dtype=np.int8).reshape(1, 5, 5, 1), scale=0.05, zero_point=-6)
     y = b.add_tensor("y", (1, 5, 5, 6), np.int8, scale=0.05, zero_point=-6)
     b.add_op("CONCATENATION", [p2, c, p1], [y], ir.ConcatenationOptions(axis=3))
+    b.mark_output(y)
+    return b.build()
+
+
+def _transpose_model(shape, perm) -> bytes:
+    b = builder.ModelBuilder(description="codegen transpose case")
+    x = b.add_input("x", shape, np.int8, scale=0.05, zero_point=2)
+    y = b.add_tensor("y", tuple(shape[a] for a in perm), np.int8, scale=0.05, zero_point=2)
+    b.add_op("TRANSPOSE", [x, b.add_const("perm", np.array(perm, np.int32))], [y])
     b.mark_output(y)
     return b.build()
 
@@ -257,7 +268,7 @@ def _cases():
     for opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         for pad, stride, fh, fw, act in [("SAME", 2, 3, 3, "NONE"), ("VALID", 1, 2, 3, "RELU")]:
             cases.append((f"{opcode.lower()}_{pad}_s{stride}_{fh}x{fw}", _pool_model(opcode, pad, stride, fh, fw, act)))
-    for opcode in ("ADD", "SUB", "MUL"):
+    for opcode in ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM"):
         cases.append((f"{opcode.lower()}_same", _binary_model(opcode, (1, 4, 4, 3), (1, 4, 4, 3), "NONE")))
         cases.append((f"{opcode.lower()}_bcast", _binary_model(opcode, (1, 4, 1, 3), (2, 1, 5, 1), "RELU")))
     cases.append(("add_const_bcast", _binary_model("ADD", (1, 3, 3, 4), (4,), "NONE", const_second=True)))
@@ -272,6 +283,8 @@ def _cases():
     cases.append(("mean_c", _mean_model((2, 3, 5, 7), [3], False)))
     cases.append(("mean_3d", _mean_model((3, 9, 4), [1], False)))
     cases.append(("pad_concat", _pad_concat_model()))
+    cases.append(("transpose_4d", _transpose_model((1, 3, 4, 5), (0, 2, 3, 1))))
+    cases.append(("transpose_3d", _transpose_model((2, 3, 4), (2, 0, 1))))
     return cases
 
 

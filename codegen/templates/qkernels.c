@@ -450,6 +450,40 @@ void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t
     }
 }
 
+void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
+{
+    int32_t i0, i1, i2, i3;
+    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
+                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
+                for (i3 = 0; i3 < d[3]; ++i3) {
+                    const int8_t x = a[i3 * s1[3]], y = b[i3 * s2[3]];
+                    *output++ = p->take_max ? (x > y ? x : y) : (x < y ? x : y);
+                }
+            }
+        }
+    }
+}
+
+void qk_transpose(const qk_transpose_params *p, const int8_t *input, int8_t *output)
+{
+    int32_t i0, i1, i2, i3;
+    const int32_t *d = p->out_dims, *s = p->in_strides;
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                const int8_t *src = input + (size_t)i0 * s[0] + (size_t)i1 * s[1] + (size_t)i2 * s[2];
+                for (i3 = 0; i3 < d[3]; ++i3) {
+                    *output++ = src[(size_t)i3 * s[3]];
+                }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ SOFTMAX
  * gemmlowp fixed point on int32 raw values.  F<n> means n integer bits. */
 

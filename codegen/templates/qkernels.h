@@ -115,6 +115,23 @@ typedef struct {
 
 void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
 
+/* MAXIMUM (take_max = 1) / MINIMUM of the raw int8 values (same quantization). */
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in1_strides[4], in2_strides[4];
+    int32_t take_max;
+} qk_minmax_params;
+
+void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+
+/* ---- TRANSPOSE (4-D): output axis i is input axis perm[i]; in_strides in elements ---- */
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in_strides[4]; /* input stride of the axis that becomes output axis i */
+} qk_transpose_params;
+
+void qk_transpose(const qk_transpose_params *p, const int8_t *input, int8_t *output);
+
 /* ---- SOFTMAX int8 -> int8 (gemmlowp fixed point, kScaledDiffIntegerBits = 5) ---- */
 typedef struct {
     int32_t outer, depth;
