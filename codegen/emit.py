@@ -20,7 +20,7 @@ import numpy as np
 
 from qsim import ir
 from qsim.errors import QsimError, UnsupportedModelError
-from qsim.interpreter import prepare_graph, unsupported_ops
+from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
 from qsim.loader import load
 
 from . import planner, tables
@@ -118,7 +118,9 @@ def _field_text(v) -> str:
 # ------------------------------------------------------------------ validation
 
 def check_supported(g: ir.Graph) -> None:
-    """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O."""
+    """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O
+    (a float model gets qsim's own explanation first)."""
+    check_quantized(g)
     problems = list(unsupported_ops(g))
     flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
     for op in g.operators:

@@ -59,7 +59,7 @@ def quantize_multiplier(real_multiplier: float, single_rounding: bool = False) -
     if m == 0.0:
         return 0, 0
     q, shift = math.frexp(m)
-    q_fixed = _round_half_away(q * (1 << 31))
+    q_fixed = round_half_away_int(q * (1 << 31))
     if q_fixed == (1 << 31):
         q_fixed //= 2
         shift += 1
@@ -89,9 +89,26 @@ def quantize_multiplier_smaller_than_one_exp(real_multiplier: float) -> tuple[in
     return m0, shift
 
 
-def _round_half_away(v: float) -> int:
-    """C's std::round for doubles: round half away from zero."""
-    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+def round_half_away_int(v: float) -> int:
+    """C's std::round / TfLiteRound on one double: nearest integer, ties away from zero.
+
+    Exact for every double (``floor(|v| + 0.5)`` is not: it rounds 0.49999999999999994 up).
+    """
+    a = abs(float(v))
+    r = math.floor(a)
+    if a - r >= 0.5:  # a - floor(a) is exact in binary floating point
+        r += 1
+    return int(r) if v >= 0 else -int(r)
+
+
+
+
+def quantize_multiplier_unnormalized(real_multiplier: float) -> tuple[int, int]:
+    """TFLM's inline multiplier for LOGISTIC/TANH (fixed-point variant): frexp, then
+    ``(int32_t)TfLiteRound(q * 2**31)`` with no renormalisation of a 2**31 result (it
+    wraps to INT32_MIN like the C cast) and no flush of tiny values.  -> (M0, exponent)."""
+    q, e = math.frexp(float(real_multiplier))
+    return int(wrap_int32(round_half_away_int(q * (1 << 31)))), int(e)
 
 
 # --------------------------------------------------------------------------- eval
@@ -182,7 +199,7 @@ def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
     done in float32 (TfLiteRound on a float, ties away from zero).
     """
     q = np.float32(value) / np.float32(scale)
-    return int(zero_point) + _round_half_away(float(q))
+    return int(zero_point) + round_half_away_int(float(q))
 
 
 def quantized_activation_range(activation: str, scale: float, zero_point: int,
@@ -212,7 +229,11 @@ def quantized_activation_range(activation: str, scale: float, zero_point: int,
 def round_half_away(x) -> np.ndarray:
     """std::round / TfLiteRound on doubles, vectorized: ties away from zero. Returns float64."""
     x = np.asarray(x, dtype=np.float64)
-    return np.where(x < 0, -np.floor(-x + 0.5), np.floor(x + 0.5))
+    a = np.abs(x)
+    r = np.floor(a)
+    with np.errstate(invalid="ignore"):  # inf - inf for infinite inputs: they stay infinite
+        r = r + (a - r >= 0.5)  # exact, unlike floor(a + 0.5) at 0.49999999999999994
+    return np.where(x < 0, -r, r)
 
 
 def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max) -> np.ndarray:
@@ -540,7 +561,7 @@ def lut_populate_int8(kind: str, input_scale: float, input_zero_point: int,
         x = f32(in_scale * f32(q - int(input_zero_point)))
         y = transform(x)
         scaled = f32(y * inverse_scale)
-        total = f32(f32(_round_half_away(float(scaled)) if np.isfinite(scaled) else scaled) + f32(output_zero_point))
+        total = f32(f32(round_half_away_int(float(scaled)) if np.isfinite(scaled) else scaled) + f32(output_zero_point))
         # static_cast<int32_t> of an out-of-range float is INT32_MIN on x86 (cvttss2si): clamps to -128
         quantized = int(total) if np.isfinite(total) and -2.0 ** 31 <= total < 2.0 ** 31 else INT32_MIN
         table[q + 128] = min(max(quantized, -128), 127)
@@ -597,7 +618,7 @@ def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = F
     if not math.isfinite(m):
         raise ValueError(f"multiplier must be finite, got {real_multiplier!r}")
     q, shift = math.frexp(m)
-    q_fixed = _round_half_away(q * (1 << 31))
+    q_fixed = round_half_away_int(q * (1 << 31))
     if shift < -31:
         return 0, 0
     if single_rounding and shift > 30:

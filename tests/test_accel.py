@@ -381,3 +381,103 @@ def test_vector_unit_ops_and_free_reshape():
     assert add.timing.dram_write_bytes == 32 * 32 * 16
     reshape = layers[13]
     assert reshape.map.unit == "free" and reshape.timing.cycles == 0 and reshape.timing.dram_read_bytes == 0
+
+
+# ----------------------------------------------------------------------------- datapath statistics, pinned
+# The datapath computes its statistics in as few numpy passes as it can; these tests pin every
+# figure against the plain definition (one obvious numpy expression per figure, fixedpoint for
+# the requant), on synthetic extremes and on every GEMM layer of real models.
+
+WIDE = (-(1 << 62), 1 << 62)  # no clamp
+
+
+def _plain_requant_unit(acc, rq, acc_bits, overflow):
+    """(outputs, acc_min, acc_max, acc_bits_used, overflows, saturations) by definition."""
+    total = np.asarray(acc, dtype=np.int64) + np.asarray(rq.bias, dtype=np.int64)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    overflows = int(np.sum((total < lo) | (total > hi)))
+    if overflow == "saturate":
+        held = np.clip(total, lo, hi)
+    else:
+        held = (total - lo) % (1 << acc_bits) + lo
+    if rq.rounding == "float":
+        unclamped = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *WIDE)
+    else:
+        unclamped = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *WIDE, rq.rounding)
+    saturations = int(np.sum(unclamped < rq.act_min) + np.sum(unclamped > rq.act_max))
+    amin, amax = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    bits = next(w for w in range(1, 66) if -(1 << (w - 1)) <= amin and amax <= (1 << (w - 1)) - 1)
+    return np.clip(unclamped, rq.act_min, rq.act_max), amin, amax, bits, overflows, saturations
+
+
+def _check_unit(acc, rq, acc_bits, overflow):
+    exp_out, *exp_stats = _plain_requant_unit(acc, rq, acc_bits, overflow)
+    out, st = datapath.requant_unit(np.array(acc, dtype=np.int64), rq, acc_bits, overflow, reuse_acc=True)
+    assert np.array_equal(np.asarray(out, np.int64), exp_out)
+    got = [st.acc_min, st.acc_max, st.acc_bits_used, st.overflow_count, st.saturation_count]
+    assert got == exp_stats, (acc_bits, overflow, rq.rounding)
+    assert st.outputs == np.asarray(acc).size
+    return exp_stats
+
+
+def _random_rq(rng, channels, rounding):
+    from qsim.kernels.fully_connected import FloatRescaleRequant
+    real = rng.choice([rng.uniform(1e-5, 0.9), rng.uniform(1.0, 6.0)], size=channels)  # shift < 0 and > 0
+    m0, sh = fp.quantize_multiplier_array(real, single_rounding=(rounding == "single"))
+    bias = rng.integers(-(1 << 20), 1 << 20, size=channels)
+    zp = int(rng.integers(-128, 128))
+    act = sorted(rng.integers(-128, 128, size=2)) if rng.random() < 0.5 else (-128, 127)
+    if rounding == "float":
+        return FloatRescaleRequant(bias, m0, sh, zp, int(act[0]), int(act[1]), "float", real_scale=real)
+    return RequantParams(bias, m0, sh, zp, int(act[0]), int(act[1]), rounding)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single", "float"])
+def test_requant_unit_statistics_match_their_definition(rounding):
+    rng = np.random.default_rng(20261122)
+    seen = {"overflow": 0, "saturation": 0, "clean": 0}
+    for case in range(60):
+        channels = int(rng.choice([1, 3, 16]))
+        rows = int(rng.choice([0, 1, 5, 64])) if case else 0  # case 0: an empty layer
+        span = int(rng.choice([1 << 8, 1 << 15, 1 << 24, 1 << 31, 1 << 33]))
+        acc = rng.integers(-span, span, size=(rows, channels))
+        if rows and rng.random() < 0.3:  # extremes: int32 edges and far outside
+            acc.flat[0], acc.flat[-1] = fp.INT32_MIN - int(rng.integers(0, 3)), fp.INT32_MAX
+        rq = _random_rq(rng, channels, rounding)
+        for acc_bits, overflow in [(32, "wrap"), (32, "saturate"), (16, "wrap"), (16, "saturate"),
+                                   (24, "wrap"), (12, "saturate"), (8, "wrap")]:
+            _, _, _, overflows, saturations = _check_unit(acc, rq, acc_bits, overflow)
+            seen["overflow"] += overflows > 0
+            seen["saturation"] += saturations > 0
+            seen["clean"] += overflows == 0 and saturations == 0
+    assert all(seen.values()), seen  # every branch was exercised
+
+
+@pytest.mark.parametrize("name, ref", [("pretrainedResnet_quant.tflite", "tflm"), ("ad01_int8.tflite", "litert"),
+                                       ("kws_ref_model.tflite", "single")])
+def test_profiled_layers_match_the_plain_definition(name, ref):
+    """Every GEMM layer of a real model: statistics and outputs from that layer's own inputs."""
+    from qsim.inputs import random_inputs
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load
+
+    g = load(shared_model(name))
+    x = random_inputs(g, 1, seed=5)[0]
+    prepared = prepare_graph(g, ref)
+    for hw in [dict(), dict(acc_bits=16), dict(acc_bits=18, acc_overflow="saturate")]:
+        cfg = config.load_hw("edge16").with_overrides(rounding_profile=ref, **hw)
+        res = profile_graph(g, cfg, x)
+        layers = {L.map.index: L for L in res.layers}
+        checked = 0
+        for p in prepared.ops:
+            if p.kernel.accumulate is None:
+                continue
+            ins = [None if i < 0 else (res.values[i] if i in res.values else g.tensors[i].data) for i in p.op.inputs]
+            exp_out, *exp = _plain_requant_unit(p.kernel.accumulate(p.params, ins), p.params.requant,
+                                                cfg.acc_bits, cfg.acc_overflow)
+            v = layers[p.op.index].values
+            assert [v.acc_min, v.acc_max, v.acc_bits_used, v.overflow_count, v.saturation_count] == exp, p.op.index
+            assert np.array_equal(res.values[p.op.outputs[0]].reshape(-1), exp_out.reshape(-1)), p.op.index
+            checked += 1
+        assert checked >= 3
+        assert res.totals["acc_overflows"] == sum(L.values.overflow_count for L in layers.values() if L.values)

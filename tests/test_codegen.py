@@ -368,3 +368,6 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["codegen", str(path), "-o", str(tmp_path / "ok")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["codegen", str(tmp_path / "missing.tflite"), "-o", str(tmp_path / "x")]) == 2
+    capsys.readouterr()
+    assert main(["codegen", str(shared_model("kws_ref_model_float32.tflite")), "-o", str(tmp_path / "f")]) == 2
+    assert "float model" in capsys.readouterr().err and not (tmp_path / "f").exists()

@@ -198,3 +198,18 @@ def test_requantize_hand_derived():
 def test_requantize_accumulator_add_wraps_like_int32():
     assert int(fp.requantize(INT32_MAX, 1, 1 << 30, 1, 0, INT32_MIN, INT32_MAX)) == \
         ref_mbqm_double(INT32_MIN, 1 << 30, 1)
+
+
+def test_round_half_away_is_exact_at_the_largest_double_below_one_half():
+    just_below_half = 0.49999999999999994  # floor(x + 0.5) would give 1
+    assert fp.round_half_away_int(just_below_half) == 0
+    assert fp.round_half_away_int(-just_below_half) == 0
+    assert float(fp.round_half_away(just_below_half)) == 0.0
+    assert [fp.round_half_away_int(v) for v in (0.5, -0.5, 1.5, -2.5, 2.4999)] == [1, -1, 2, -3, 2]
+    assert fp.round_half_away(np.array([0.5, -0.5, 1.5, -2.5])).tolist() == [1.0, -1.0, 2.0, -3.0]
+
+
+def test_quantize_multiplier_unnormalized_wraps_like_the_c_cast():
+    # q = 1 - 2^-40 rounds to 2^31, which the (int32_t) cast wraps to INT32_MIN (no renormalisation).
+    assert fp.quantize_multiplier_unnormalized(1 - 2 ** -40) == (INT32_MIN, 0)
+    assert fp.quantize_multiplier_unnormalized(0.75 * 2 ** 5) == (3 << 29, 5)

@@ -32,6 +32,7 @@ from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
 
 UNCLAMPED = (np.int64(-(1 << 62)), np.int64(1 << 62))  # "no clamp" bounds; numpy scalars clip faster
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # whole-array reductions, less call overhead than .min()
 
 
 @dataclass
@@ -56,12 +57,13 @@ def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
                         seen: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
     """(value held by an acc_bits register, overflow count) for int64 sums ``total``.
 
-    ``seen``: (min, max) of ``total`` when already known (skips the count when nothing overflows).
+    ``seen``: (min, max) of ``total`` when already known: nothing is counted or copied
+    when that range fits the register.
     """
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     if seen is not None and lo <= seen[0] and seen[1] <= hi:
         return total, 0
-    over = int(np.count_nonzero((total < lo) | (total > hi)))
+    over = int(np.count_nonzero(total < lo)) + int(np.count_nonzero(total > hi))
     if not over:
         return total, 0
     if overflow == "saturate":
@@ -70,19 +72,39 @@ def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
     return ((total - lo) & (span - 1)) + lo, over
 
 
+def clamp_counting(values: np.ndarray, act_min: int, act_max: int) -> int:
+    """Clamp int64 ``values`` to [act_min, act_max] in place; returns how many were outside.
+
+    Each side is looked at only when the array's min/max says it saturates (one reduction
+    per side, then one compare + one clamp for a side that does).
+    """
+    sat = 0
+    if values.size and _MIN(values, None) < act_min:
+        sat += int(np.count_nonzero(values < act_min))
+        np.maximum(values, act_min, out=values)
+    if values.size and _MAX(values, None) > act_max:
+        sat += int(np.count_nonzero(values > act_max))
+        np.minimum(values, act_max, out=values)
+    return sat
+
+
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
                  overflow: str = "wrap", reuse_acc: bool = False) -> tuple[np.ndarray, LayerValues]:
     """Raw accumulators (int64, channel last) -> (int64 outputs, statistics).
 
     ``reuse_acc``: ``acc`` is a scratch int64 array the caller no longer needs (the bias is
-    added in place).
+    added in place).  Passes over the data beyond the plain requantization: the bias add,
+    one min and one max of the sums (the range statistics, which also decide whether any
+    sum overflows the register: only then are overflows counted), and one min and one max
+    of the unclamped outputs (a side is counted and clamped only when it saturates).
     """
-    bias = np.asarray(rq.bias, dtype=np.int64)
+    bias = rq.bias if isinstance(rq.bias, np.ndarray) and rq.bias.dtype == np.int64 else \
+        np.asarray(rq.bias, dtype=np.int64)
     if reuse_acc and isinstance(acc, np.ndarray) and acc.dtype == np.int64 and acc.flags.writeable:
         total = np.add(acc, bias, out=acc)
     else:
         total = np.asarray(acc, dtype=np.int64) + bias
-    lo, hi = (int(total.min()), int(total.max())) if total.size else (0, 0)
+    lo, hi = (int(_MIN(total, None)), int(_MAX(total, None))) if total.size else (0, 0)
     held, over = accumulate_to_width(total, acc_bits, overflow, (lo, hi))
     # held fits acc_bits <= 32, or (default 32-bit wrap) requantize's own int32 wrap of
     # held + 0 is exactly the 32-bit adder's wrap: the bias is already in.
@@ -93,12 +115,8 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
     else:
         unclamped = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point,
                                   UNCLAMPED[0], UNCLAMPED[1], rq.rounding)
-    sat = 0
-    if unclamped.size and (unclamped.min() < rq.act_min or unclamped.max() > rq.act_max):
-        sat = int(np.count_nonzero(unclamped < rq.act_min)) + int(np.count_nonzero(unclamped > rq.act_max))
-        np.clip(unclamped, rq.act_min, rq.act_max, out=unclamped)  # fp.saturate, in place
-    out = unclamped
-    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
+    sat = clamp_counting(unclamped, rq.act_min, rq.act_max)  # fp.saturate, in place, counted
+    return unclamped, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
 
 
 def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap"

@@ -1,6 +1,8 @@
 """The accelerator model's pipeline: graph -> mapping -> timing (+ values) -> a performance estimate.
 
     result = profile_graph(graph, cfg, inputs)        # inputs None: timing only
+    pp = prepare_profile(graph, cfg)                  # timing once per (graph, machine) ...
+    result = pp.run(inputs)                           # ... then values for each input
 
 Stages, each a module with plain data between them:
 :mod:`mapping` (LayerMap per op) -> :mod:`timing` (LayerTiming per op) ->
@@ -69,23 +71,89 @@ def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True) -> list[LayerRep
     return reports
 
 
-def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
+def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
+    """Whole-model figures from the layers' mapping and timing (independent of the values)."""
     cycles = sum(L.timing.cycles for L in layers)
     macs = sum(L.map.macs for L in layers)
     seconds = cycles / (cfg.clock_mhz * 1e6)
     rd = sum(L.timing.dram_read_bytes for L in layers)
     wr = sum(L.timing.dram_write_bytes for L in layers)
-    out = {"cycles": cycles, "array_cycles": sum(L.timing.array_cycles for L in layers),
-           "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
-           "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
-           "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
-           "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr}
-    vals = [L.values for L in layers if L.values is not None]
-    if vals:
-        out["acc_overflows"] = sum(v.overflow_count for v in vals)
-        out["output_saturations"] = sum(v.saturation_count for v in vals)
-        out["acc_bits_used"] = max(v.acc_bits_used for v in vals)
+    return {"cycles": cycles, "array_cycles": sum(L.timing.array_cycles for L in layers),
+            "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
+            "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
+            "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
+            "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr}
+
+
+def value_totals(vals: list[datapath.LayerValues]) -> dict:
+    """Whole-model datapath statistics ({} when no values were computed)."""
+    if not vals:
+        return {}
+    return {"acc_overflows": sum(v.overflow_count for v in vals),
+            "output_saturations": sum(v.saturation_count for v in vals),
+            "acc_bits_used": max(v.acc_bits_used for v in vals)}
+
+
+def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
+    out = timing_totals(layers, cfg)
+    out.update(value_totals([L.values for L in layers if L.values is not None]))
     return out
+
+
+def check_profilable(g: ir.Graph) -> None:
+    """QsimError unless ``g`` is an int8 model whose every op qsim can run."""
+    check_quantized(g)  # an int8 machine: a float model is refused even for timing only
+    problems = unsupported_ops(g)  # and so is an op qsim cannot run (LSTM, int16, unknown)
+    if problems:
+        raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
+                                    + "\n  - ".join(problems))
+
+
+@dataclass
+class PreparedProfile:
+    """A graph made ready to profile on one machine: validated, mapped and timed once.
+
+    The timing does not depend on the values, so it is computed here once per
+    (graph, machine) and shared by every :meth:`run`, which only pushes values
+    through the modelled datapath (like :class:`qsim.interpreter.PreparedGraph`
+    for the functional run).  The layers' ``map`` / ``timing`` objects are shared
+    between the results of every run: treat them as read-only.
+    """
+
+    graph: ir.Graph
+    cfg: HwConfig
+    timed: list[LayerReport]  # mapping + timing, no values
+    timing_totals: dict
+    prepared: PreparedGraph | None = None  # kernels prepared with cfg.rounding_profile (built on first use)
+
+    def run(self, inputs=None) -> ProfileResult:
+        """The profile; with ``inputs`` (as PreparedGraph.run takes them) also the values and their statistics."""
+        g, cfg = self.graph, self.cfg
+        if inputs is None:
+            layers = [LayerReport(L.map, L.timing, None, L.start_cycle) for L in self.timed]
+            return ProfileResult(cfg, layers, None, g.source, dict(self.timing_totals))
+        if self.prepared is None:
+            self.prepared = prepare_graph(g, cfg.rounding_profile)
+        values, stats = datapath.run_values(self.prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
+        layers = [LayerReport(L.map, L.timing, stats.get(L.map.index), L.start_cycle) for L in self.timed]
+        out = dict(self.timing_totals)
+        out.update(value_totals([v for v in (L.values for L in layers) if v is not None]))
+        return ProfileResult(cfg, layers, values, g.source, out)
+
+
+def prepare_profile(g: ir.Graph, cfg: HwConfig, prepared: PreparedGraph | None = None,
+                    events: bool = True) -> PreparedProfile:
+    """Validate, map and time ``g`` on ``cfg`` once; :meth:`PreparedProfile.run` then adds values.
+
+    ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile``
+    (else the kernels are prepared again, with that profile, on the first run with inputs).
+    ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
+    """
+    check_profilable(g)
+    layers = time_graph(g, cfg, events)
+    if prepared is not None and prepared.profile.name != cfg.rounding_profile:
+        prepared = None
+    return PreparedProfile(g, cfg, layers, timing_totals(layers, cfg), prepared)
 
 
 def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None, prepared: PreparedGraph | None = None,
@@ -94,18 +162,6 @@ def profile_graph(g: ir.Graph, cfg: HwConfig, inputs=None, prepared: PreparedGra
 
     ``prepared``: reuse an already prepared graph (used when its profile is ``cfg.rounding_profile``).
     ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
+    To profile many inputs on one machine, :func:`prepare_profile` once and ``run`` each input.
     """
-    check_quantized(g)  # an int8 machine: a float model is refused even for timing only
-    problems = unsupported_ops(g)  # and so is an op qsim cannot run (LSTM, int16, unknown)
-    if problems:
-        raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
-                                    + "\n  - ".join(problems))
-    layers = time_graph(g, cfg, events)
-    values = None
-    if inputs is not None:
-        if prepared is None or prepared.profile.name != cfg.rounding_profile:
-            prepared = prepare_graph(g, cfg.rounding_profile)
-        values, stats = datapath.run_values(prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
-        for L in layers:
-            L.values = stats.get(L.map.index)
-    return ProfileResult(cfg, layers, values, g.source, totals(layers, cfg))
+    return prepare_profile(g, cfg, prepared, events).run(inputs)

@@ -35,7 +35,6 @@ convention (> 0 left) unless a field name says "right"/"left".
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,13 +132,6 @@ class SigmoidParams:
     rounding: str
 
 
-def _frexp_multiplier(real: float) -> tuple[int, int]:
-    """TFLM's inline frexp + TfLiteRound(q * 2**31) cast to int32 (no 2**31 renormalisation: wraps)."""
-    q, e = math.frexp(real)
-    m = fp._round_half_away(q * (1 << 31))
-    return int(fp.wrap_int32(m)), e
-
-
 def prepare_sigmoid(op, graph, profile) -> SigmoidParams:
     x, out = _unary_tensors(op, graph)
     kind = "logistic" if op.opcode == "LOGISTIC" else "tanh"
@@ -156,7 +148,7 @@ def prepare_sigmoid(op, graph, profile) -> SigmoidParams:
     if kind == "logistic" and out.quant.zp0 != -128:
         raise QsimError(f"LOGISTIC: int8 output '{out.name}' must have zero point -128 (TFLite Micro requires it), "
                         f"got {out.quant.zp0}.")
-    m, left = _frexp_multiplier(s_in * float(1 << (31 - SIGMOID_INPUT_INTEGER_BITS)))
+    m, left = fp.quantize_multiplier_unnormalized(s_in * float(1 << (31 - SIGMOID_INPUT_INTEGER_BITS)))
     radius = fp.calculate_input_radius(SIGMOID_INPUT_INTEGER_BITS, left, 31)
     return SigmoidParams(kind, variant, None, x.quant.zp0, radius, m, left, profile.rounding(op.opcode))
 
@@ -199,7 +191,7 @@ class ReluParams:
 
 def _round_float32_ratio(value: float, scale: float) -> int:
     """roundf(float32(value) / float32(scale)) (ties away from zero)."""
-    return fp._round_half_away(float(_f32(_f32(value) / _f32(scale))))
+    return fp.round_half_away_int(float(_f32(_f32(value) / _f32(scale))))
 
 
 def prepare_relu(op, graph, profile) -> ReluParams:
