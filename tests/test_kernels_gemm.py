@@ -683,3 +683,36 @@ def test_mean_rounding_is_double_in_both_references():
     for ref in REFS:
         theirs = reference_outputs(blob, ref, xv, [y])[y]
         assert np.array_equal(double, theirs) and np.array_equal(prepare_graph(g, ref).run([xv])[y], theirs)
+
+
+def test_requantize_double_fast_with_a_proven_accumulator_bound():
+    """With acc_bound (the kernels' static |acc| bound) the wrap check is skipped; results must not change,
+    including large zero points and right shifts beyond the zero-point folding limit."""
+    from qsim import fixedpoint as fp
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        c = int(rng.integers(1, 6))
+        m0 = rng.integers(0, 2**31, c)
+        shift = rng.integers(-31, 4, c)
+        bound = int(rng.integers(1, 2**30))
+        acc = rng.integers(-bound, bound + 1, (200, c))
+        bias = rng.integers(-(2**31 - 1 - bound), 2**31 - bound, c)
+        zp = int(rng.integers(-128, 128)) if trial % 4 else int(rng.integers(-2**20, 2**20))
+        lo, hi = (-128, 127) if trial % 2 else (-2**31, 2**31 - 1)
+        want = fp.requantize(acc, bias, m0, shift, zp, lo, hi, "double")
+        got = fp.requantize_double_fast(acc, bias, m0, shift, zp, lo, hi, acc_bound=bound)
+        assert np.array_equal(got, want), (m0, shift, bias, zp)
+
+
+def test_accumulator_bound_holds_on_extreme_inputs():
+    """The prepared acc_bound really bounds the accumulator (all inputs at the worst extreme)."""
+    from qsim.kernels import REGISTRY
+    g = load(shared_model("kws_ref_model.tflite"))
+    prep = prepare_graph(g, "tflm")
+    for p in prep.ops:
+        if p.kernel.accumulate is None:
+            continue
+        t_in = g.tensors[p.op.inputs[0]]
+        for v in (-128, 127):
+            acc = p.kernel.accumulate(p.params, [np.full(t_in.shape, v, np.int8)] + [None] * (len(p.op.inputs) - 1))
+            assert np.abs(acc).max() <= p.params.requant.acc_bound

@@ -38,6 +38,7 @@ class RequantParams:
     act_min: int
     act_max: int
     rounding: str  # "double" | "single"
+    acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
 
     def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
         return fp.requantize(acc, self.bias, self.multiplier, self.shift, self.output_zero_point,

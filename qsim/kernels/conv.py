@@ -138,17 +138,21 @@ def check_output_shape(out_t, expected: tuple[int, ...]) -> None:
         raise QsimError(f"output '{out_t.name}' has shape {list(out_t.shape)} but the op produces {list(expected)}.")
 
 
+def accumulator_bound(w_int: np.ndarray, input_zero_point: int, reduce_axes) -> int:
+    """Bound on |partial sum| of (x - zp) * w for any int8 x: max|x - zp| * max column sum|w|."""
+    max_x = max(127 - int(input_zero_point), int(input_zero_point) + 128)
+    col = np.abs(np.asarray(w_int, dtype=np.int64)).sum(axis=reduce_axes)
+    return max_x * int(col.max()) if col.size else 0
+
+
 def exact_float_dtype(w_int: np.ndarray, input_zero_point: int, reduce_axes) -> type:
     """float32 when every partial sum of (x - zp) * w is provably exact in float32, else float64.
 
-    Any partial sum of a dot product is bounded by max|x - zp| * sum|w| over the
-    reduced axes; below 2**24 float32 represents all of them exactly, whatever order
-    BLAS adds in.  float64 (53 bits) is exact for every int8 model of sane size.
+    Any partial sum of a dot product is bounded by :func:`accumulator_bound`; below
+    2**24 float32 represents all of them exactly, whatever order BLAS adds in.
+    float64 (53 bits) is exact for every int8 model of sane size.
     """
-    max_x = max(127 - int(input_zero_point), int(input_zero_point) + 128)
-    col = np.abs(np.asarray(w_int, dtype=np.int64)).sum(axis=reduce_axes)
-    bound = max_x * int(col.max()) if col.size else 0
-    return np.float32 if bound < (1 << 24) else np.float64
+    return np.float32 if accumulator_bound(w_int, input_zero_point, reduce_axes) < (1 << 24) else np.float64
 
 
 def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need_h: int, need_w: int,
@@ -173,7 +177,7 @@ def apply_requant(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
     """``rq.apply(acc)``; the classic double rounding takes fixedpoint's few-pass equivalent."""
     if rq.rounding == "double" and type(rq) is RequantParams:
         return fp.requantize_double_fast(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
-                                         rq.act_min, rq.act_max).astype(np.int8)
+                                         rq.act_min, rq.act_max, rq.acc_bound).astype(np.int8)
     return rq.apply(acc)
 
 
@@ -220,6 +224,7 @@ def prepare_conv(op, graph, profile) -> ConvParams:
     dt = exact_float_dtype(w.data, x.quant.zp0, (1, 2, 3))
     wmat = np.asarray(w.data, dtype=dt).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
+    rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (1, 2, 3))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
 
@@ -280,6 +285,7 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
+    rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
 

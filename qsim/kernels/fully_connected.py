@@ -19,7 +19,7 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, register
-from .conv import apply_requant, bias_values, exact_float_dtype, make_requant, require_int8
+from .conv import accumulator_bound, apply_requant, bias_values, exact_float_dtype, make_requant, require_int8
 
 
 @dataclass
@@ -100,6 +100,7 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
         real = np.float64(x.quant.scale0) * scales / np.float64(out.quant.scale0)
         rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
                                  "float", real_scale=real)
+    rq.acc_bound = accumulator_bound(w_centered, x.quant.zp0, 1)
     return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
 
 
