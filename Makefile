@@ -29,7 +29,8 @@ demo: $(STAMP)
 	$(BIN)/qsim check $(DEMO) --random 3 --reference both
 	$(BIN)/qsim profile $(DEMO) --hw edge16
 	$(BIN)/qsim codegen $(DEMO) -o $(OUT) --name demo --force
-	$(MAKE) -C $(OUT)
+	$(BIN)/python examples/firmware_roundtrip.py $(OUT)-roundtrip
+	$(BIN)/python examples/common_mistakes.py
 
 test: $(STAMP) $(SCALESIM)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest tests hdl_tests

@@ -87,3 +87,97 @@ def test_cortex_m7_m33_qemu_bit_exact_with_tflm(target, machine, tmp_path):
     run_qemu(tmp_path, "kws.elf", machine=machine)
     got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
     assert_equal(got, tflm_outputs(path, samples), f"kws on {target}/QEMU {machine} vs TFLM")
+
+
+# ------------------------------------------------------------------ start-up: .data from flash
+
+def _section_table(elf) -> dict[str, tuple[int, int, int]]:
+    """name -> (size, VMA, LMA) from `arm-none-eabi-objdump -h`."""
+    out = subprocess.run(["arm-none-eabi-objdump", "-h", str(elf)], capture_output=True, text=True,
+                         check=True).stdout
+    table = {}
+    for line in out.splitlines():
+        m = re.match(r"^\s*\d+\s+(\.\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s", line)
+        if m:
+            table[m.group(1)] = (int(m.group(2), 16), int(m.group(3), 16), int(m.group(4), 16))
+    return table
+
+
+def _symbols(elf) -> dict[str, int]:
+    out = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True).stdout
+    return {parts[2]: int(parts[0], 16) for parts in (line.split() for line in out.splitlines()) if len(parts) == 3}
+
+
+def _build_hello(tmp_path, target: str = "cortex-m4"):
+    for tool in ("make", "arm-none-eabi-gcc", "arm-none-eabi-objdump", "arm-none-eabi-nm", "arm-none-eabi-objcopy"):
+        need_tool(tool)
+    path = shared_model("hello_world_int8.tflite")
+    generate(path, tmp_path, name="hw", target=target)
+    make(tmp_path)
+    return path, tmp_path / "hw.elf"
+
+
+@pytest.mark.parametrize("target,flash,ram", [("cortex-m4", 0x00000000, 0x20000000),
+                                              ("cortex-m33", 0x10000000, 0x38000000)])
+def test_data_is_loaded_in_flash_and_runs_in_ram(target, flash, ram, tmp_path):
+    """.data's load address (LMA) is in flash, its run address (VMA) in RAM; the linker script exports
+    both for the start-up copy, plus newlib's __bss_start__/__bss_end__ around .bss; Reset is the
+    start-up handler that copies .data and zeroes .bss (not crt0's _start, which only zeroes .bss)."""
+    _, elf = _build_hello(tmp_path, target)
+    sec, sym = _section_table(elf), _symbols(elf)
+    size, vma, lma = sec[".data"]
+    assert size > 0  # newlib's own initialized data and the harness self-check word
+    in_flash = lambda a: flash <= a < flash + (4 << 20)  # noqa: E731
+    in_ram = lambda a: ram <= a < ram + (4 << 20)  # noqa: E731
+    assert in_flash(lma) and in_ram(vma), f".data VMA {vma:#x} LMA {lma:#x}"
+    text_size, text_vma, _ = sec[".text"]
+    assert lma >= text_vma + text_size  # after the code and constants, not overlapping them
+    assert (sym["__data_load__"], sym["__data_start__"], sym["__data_end__"]) == (lma, vma, vma + size)
+    assert lma % 4 == 0 and vma % 4 == 0 and size % 4 == 0  # the reset handler copies words
+    assert vma <= sym["qk_data_check"] < vma + size  # the harness self-check word is in .data
+    bss_size, bss_vma, _ = sec[".bss"]
+    assert (sym["__bss_start__"], sym["__bss_end__"]) == (bss_vma, bss_vma + bss_size)
+    vectors = subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".text", str(elf), "/dev/stdout"],
+                             capture_output=True, check=True).stdout
+    initial_sp, reset = np.frombuffer(vectors[:8], dtype="<u4")
+    assert initial_sp == sym["__stack_top"] == ram + (4 << 20)
+    assert reset == sym["qk_reset_handler"] | 1  # Thumb bit
+
+
+def _qemu(cwd, image: str, machine: str = "mps2-an386"):
+    return subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
+                           "-semihosting-config", "enable=on,target=native", "-kernel", image],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_flash_image_only_boots_and_needs_the_data_copy(tmp_path):
+    """Boot from the raw flash image (objcopy -O binary: what a programmer writes to flash; RAM
+    starts empty): bit-exact with TFLM.  The same program with the start-up's .data copy removed
+    fails (newlib's initialized data and the harness self-check word are wrong), as an ELF with
+    .data at a flash LMA does too: the copy is what the runs above depend on."""
+    need_tool("qemu-system-arm")
+    path, elf = _build_hello(tmp_path)
+    g = load(path)
+    samples = random_samples(g, 5, seed=11)
+    write_samples(tmp_path / "input.bin", samples)
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", elf.name, "hw.bin"], cwd=tmp_path, check=True)
+    image_size = (tmp_path / "hw.bin").stat().st_size
+    sec = _section_table(elf)
+    assert image_size == sec[".data"][2] + sec[".data"][0]  # code, constants, then .data's initial values
+    r = _qemu(tmp_path, "hw.bin")
+    assert r.returncode == 0 and "done" in r.stdout, f"flash-image boot failed:\n{r.stdout}\n{r.stderr}"
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+    assert_equal(got, tflm_outputs(path, samples), "hello_world from the flash image vs TFLM")
+
+    startup = tmp_path / "startup_cm.c"
+    text = startup.read_text()
+    call = "    qk_copy_data(); /* .data: flash (load address) -> RAM (run address) */\n"
+    assert text.count(call) == 1
+    startup.write_text(text.replace(call, "    (void)qk_copy_data; /* disabled by the test */\n"))
+    make(tmp_path)
+    (tmp_path / "output.bin").unlink()
+    for image in ("hw.elf", "hw.bin"):
+        if image == "hw.bin":
+            subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "hw.elf", "hw.bin"], cwd=tmp_path, check=True)
+        r = _qemu(tmp_path, image)
+        assert "done" not in r.stdout, f"{image}: ran correctly without the .data copy:\n{r.stdout}"

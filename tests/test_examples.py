@@ -22,3 +22,13 @@ def test_common_mistakes_example():
     assert rows["right"][0] >= 95.0 and rows["right"][1] == 0       # accurate and bit-exact with TFLM
     assert rows["no-quantize"][0] < 50.0                             # unquantized input collapses accuracy
     assert rows["shift-by-8"][1] > 0 and rows["wrong-round"][1] > 0  # both visibly diverge from TFLM
+
+
+def test_firmware_roundtrip_example(tmp_path):
+    """Generated C on the 360 held-out digits: bit-exact with qsim's TFLM profile, accurate on the labels."""
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "firmware_roundtrip.py"), str(tmp_path / "fw")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"accuracy ([\d.]+)%, (\d+) of (\d+) output bytes differ", r.stdout)
+    assert m, r.stdout
+    assert float(m.group(1)) >= 95.0 and int(m.group(2)) == 0 and int(m.group(3)) == 3600
