@@ -211,8 +211,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     arrays = [a for e in emits for a in e.arrays]
     const_arrays: dict[int, str] = {}
     for e, p in zip(emits, prepared.ops):
-        if p.op.opcode in ("ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "CONCATENATION"):
-            for t in (i for i in p.op.inputs if i >= 0):
+        if p.op.opcode in tables.CONST_DATA_INPUTS:
+            positions = tables.CONST_DATA_INPUTS[p.op.opcode]
+            for t in (i for k, i in enumerate(p.op.inputs) if i >= 0 and (positions is None or k in positions)):
                 tensor = g.tensors[t]
                 if tensor.is_const and t not in const_arrays:
                     if np.dtype(tensor.dtype) != np.int8:

@@ -26,7 +26,13 @@ from qsim.errors import QsimError
 UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH", "QUANTIZE")
 C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
-               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE") + UNARY_LUT_OPS
+               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE") + UNARY_LUT_OPS
+
+# Operand positions a C call reads as int8 data ({inK}) that may be model constants; those become
+# flash arrays (None: every operand).  Other constant operands are only read at generation time.
+CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MINIMUM": None,
+                     "CONCATENATION": None, "STRIDED_SLICE": (0,), "TRANSPOSE": (0,), "PAD": (0,),
+                     "PADV2": (0,)}
 
 
 @dataclass
@@ -263,9 +269,54 @@ def emit_transpose(pos, prepared, g, prefix) -> OpEmit:
     strides = [int(np.prod(in_dims[d + 1:], dtype=np.int64)) for d in range(4)]
     lead = 4 - rank
     perm4 = list(range(lead)) + [lead + a for a in p.perm]
-    fields = dict(out_dims=[in_dims[a] for a in perm4], in_strides=[strides[a] for a in perm4])
+    fields = dict(out_dims=[in_dims[a] for a in perm4], in_strides=[strides[a] for a in perm4], in_offset=0)
     return OpEmit(pos, op.opcode, f"TRANSPOSE {list(p.perm)} -> '{out.name}'",
-                  f"qk_transpose(&{prefix}_params, {{in0}}, {{out0}});", "qk_transpose_params", fields)
+                  f"qk_gather(&{prefix}_params, {{in0}}, {{out0}});", "qk_gather_params", fields)
+
+
+def slice_axes(params) -> list[tuple[int, int, int, int]]:
+    """Per effective input axis of a prepared STRIDED_SLICE, (dim, start, step, count).
+
+    Read from the Python kernel's prepare() result (``StridedSliceParams``:
+    ``effective_shape`` and the gathered ``indices`` per axis, with masks,
+    negative strides, clamping, shrink and new axes already applied); each
+    index list must be the arithmetic progression start + step * i, i < count.
+    """
+    axes = []
+    for k, (dim, idx) in enumerate(zip(params.effective_shape, params.indices)):
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        start = int(idx[0]) if idx.size else 0
+        step = int(idx[1] - idx[0]) if idx.size > 1 else 1
+        if not np.array_equal(idx, start + step * np.arange(idx.size, dtype=np.int64)) \
+                or (idx.size and (idx.min() < 0 or idx.max() >= dim)):
+            raise QsimError(f"STRIDED_SLICE axis {k}: the prepared indices are not an in-bounds "
+                            "arithmetic progression; codegen cannot emit this op.")
+        axes.append((int(dim), start, step, int(idx.size)))
+    return axes
+
+
+def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
+    """STRIDED_SLICE as a 4-D strided gather: axes taking one element fold into the start
+    offset (shrunk and new axes included), at most 4 others remain."""
+    op, p = prepared.op, prepared.params
+    out = g.tensors[op.outputs[0]]
+    if np.dtype(out.dtype) != np.int8:
+        raise QsimError(f"STRIDED_SLICE on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    axes = slice_axes(p)
+    in_strides = [int(np.prod(p.effective_shape[k + 1:], dtype=np.int64)) for k in range(len(axes))]
+    offset = sum(start * st for (_, start, _, _), st in zip(axes, in_strides))
+    loops = [(count, step * st) for (_, _, step, count), st in zip(axes, in_strides) if count != 1]
+    if len(loops) > 4:
+        raise QsimError(f"STRIDED_SLICE taking more than one element along {len(loops)} axes has no C kernel "
+                        "(at most 4).")
+    loops = [(1, 0)] * (4 - len(loops)) + loops
+    if int(np.prod([c for c, _ in loops], dtype=np.int64)) != out.size:
+        raise QsimError(f"STRIDED_SLICE: the prepared slice has {out.size} elements in '{out.name}' but "
+                        "the gather would copy a different number; codegen cannot emit this op.")
+    fields = dict(out_dims=[c for c, _ in loops], in_strides=[s for _, s in loops], in_offset=offset)
+    desc = ", ".join(f"{start}:{step}x{count}" for _, start, step, count in axes)
+    return OpEmit(pos, op.opcode, f"STRIDED_SLICE [{desc}] -> '{out.name}'",
+                  f"qk_gather(&{prefix}_params, {{in0}}, {{out0}});", "qk_gather_params", fields)
 
 
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
@@ -380,6 +431,7 @@ EMITTERS = {
     "MAXIMUM": emit_minmax,
     "MINIMUM": emit_minmax,
     "TRANSPOSE": emit_transpose,
+    "STRIDED_SLICE": emit_strided_slice,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
 }
 

@@ -481,3 +481,31 @@ def test_profiled_layers_match_the_plain_definition(name, ref):
             checked += 1
         assert checked >= 3
         assert res.totals["acc_overflows"] == sum(L.values.overflow_count for L in layers.values() if L.values)
+
+
+def test_prepared_profile_runs_many_inputs_like_fresh_profiles():
+    """Timing computed once per (graph, machine) and reused: no state leaks from run to run."""
+    from qsim.accel.profile import prepare_profile
+    from qsim.inputs import random_inputs
+    from qsim.loader import load
+
+    g = load(shared_model("pretrainedResnet_quant.tflite"))
+    cfg = config.load_hw("edge16").with_overrides(acc_bits=16)  # overflows and saturations both happen
+    pp = prepare_profile(g, cfg)
+    runs = []
+    for x in random_inputs(g, 2, seed=9):
+        mine, fresh = pp.run(x), profile_graph(g, cfg, x)
+        assert mine.as_dict() == fresh.as_dict()
+        assert mine.values.keys() == fresh.values.keys()
+        assert all(np.array_equal(mine.values[t], fresh.values[t]) for t in fresh.values)
+        runs.append([(L.values.acc_min, L.values.acc_max, L.values.saturation_count)
+                     for L in mine.layers if L.values is not None])
+    assert runs[0] != runs[1]  # the statistics follow the input
+    assert pp.run(None).as_dict() == profile_graph(g, cfg).as_dict() == time_graph_dict(g, cfg)
+
+
+def time_graph_dict(g, cfg) -> dict:
+    from qsim.accel.profile import totals
+    layers = time_graph(g, cfg)
+    return {"model": g.source, "input": None, "hardware": cfg.as_dict(), "totals": totals(layers, cfg),
+            "layers": [L.as_dict() for L in layers]}

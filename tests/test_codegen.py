@@ -323,18 +323,15 @@ def _tiny_model(opcodes, with_int16=False) -> bytes:
 
 
 def test_unsupported_ops_all_named_at_generation_time(tmp_path):
-    """EXP / NEG: qsim has no kernel; STRIDED_SLICE: qsim runs it but the C generator does not;
+    """EXP / NEG: qsim has no kernel; DEQUANTIZE: qsim runs it but the C generator does not;
     QUANTIZE to int16: int16 activations.  One error names all four."""
     from qsim.loader import load_bytes
-    g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("STRIDED_SLICE", ir.StridedSliceOptions(),
-                                                                       [np.array([0, 0], np.int32),
-                                                                        np.array([1, 4], np.int32),
-                                                                        np.array([1, 1], np.int32)])],
+    g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("DEQUANTIZE", None, [])],
                                with_int16=True))
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("op #0 EXP", "op #1 NEG", "op #2 STRIDED_SLICE", "op #3 QUANTIZE", "int16", "no C kernel"):
+    for needle in ("op #0 EXP", "op #1 NEG", "op #2 DEQUANTIZE", "op #3 QUANTIZE", "int16", "no C kernel"):
         assert needle in msg, msg
     assert not (tmp_path / "out").exists()  # nothing written
 

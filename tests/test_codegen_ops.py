@@ -152,6 +152,47 @@ def _transpose_model(shape, perm) -> bytes:
     return b.build()
 
 
+def _slice_model(shape, begin, end, strides, expected_shape, opts=None) -> bytes:
+    """One STRIDED_SLICE; ``expected_shape`` is hand-derived (numpy slicing of the same spec)."""
+    b = builder.ModelBuilder(description="codegen strided slice case")
+    x = b.add_input("x", shape, np.int8, scale=0.05, zero_point=3)
+    ins = [x] + [b.add_const(n, np.array(v, np.int32)) for n, v in
+                 (("begin", begin), ("end", end), ("strides", strides))]
+    y = b.add_tensor("y", expected_shape, np.int8, scale=0.05, zero_point=3)
+    b.add_op("STRIDED_SLICE", ins, [y], opts or ir.StridedSliceOptions())
+    b.mark_output(y)
+    return b.build()
+
+
+def _const_slice_add_model() -> bytes:
+    """STRIDED_SLICE of a constant (c[1:2, 6:0:-2] of a 3x8 table: a flash array) added to the input."""
+    b = builder.ModelBuilder(description="codegen const slice case")
+    x = b.add_input("x", (1, 3), np.int8, scale=0.05, zero_point=3)
+    c = b.add_const("table", np.arange(-60, 36, 4, dtype=np.int8).reshape(3, 8), scale=0.05, zero_point=3)
+    ins = [c] + [b.add_const(n, np.array(v, np.int32)) for n, v in
+                 (("begin", [1, 6]), ("end", [2, 0]), ("strides", [1, -2]))]
+    s = b.add_tensor("s", (1, 3), np.int8, scale=0.05, zero_point=3)
+    b.add_op("STRIDED_SLICE", ins, [s], ir.StridedSliceOptions())
+    y = b.add_tensor("y", (1, 3), np.int8, scale=0.07, zero_point=-1)
+    b.add_op("ADD", [x, s], [y], ir.ActivationOptions(activation="NONE"))
+    b.mark_output(y)
+    return b.build()
+
+
+# (shape, begin, end, strides, options, numpy spelling of the same slice)
+SLICES = {
+    "ss_4d_steps": ((1, 6, 7, 5), [0, 1, 0, 1], [1, 6, 7, 5], [1, 2, 3, 2], ir.StridedSliceOptions(),
+                    np.s_[0:1, 1:6:2, 0:7:3, 1:5:2]),
+    "ss_negative_masks": ((2, 5, 6, 3), [1, -1, 4, 0], [0, 0, 0, 3], [-1, -1, -2, 1],
+                          ir.StridedSliceOptions(begin_mask=0b0001, end_mask=0b0110),
+                          np.s_[:0:-1, -1::-1, 4::-2, 0:3]),
+    "ss_shrink_reverse": ((3, 4, 5), [1, -1, 1], [2, -5, 4], [1, -1, 1],
+                          ir.StridedSliceOptions(shrink_axis_mask=0b001), np.s_[1, -1:-5:-1, 1:4]),
+    "ss_1d_clamped": ((9,), [20], [-20], [-3], ir.StridedSliceOptions(), np.s_[20:-20:-3]),
+    "ss_2d_end_mask": ((4, 7), [-3, 2], [0, 0], [2, 1], ir.StridedSliceOptions(end_mask=0b11), np.s_[-3::2, 2:]),
+}
+
+
 def _reshape_chain_model() -> bytes:
     """FC -> RESHAPE (graph output) and FC -> RESHAPE -> FC: alias planning and the output copy."""
     b = builder.ModelBuilder(description="codegen reshape case")
@@ -285,6 +326,10 @@ def _cases():
     cases.append(("pad_concat", _pad_concat_model()))
     cases.append(("transpose_4d", _transpose_model((1, 3, 4, 5), (0, 2, 3, 1))))
     cases.append(("transpose_3d", _transpose_model((2, 3, 4), (2, 0, 1))))
+    for case, (shape, begin, end, strides, opts, np_slice) in SLICES.items():
+        expected_shape = np.zeros(shape)[np_slice].shape
+        cases.append((case, _slice_model(shape, begin, end, strides, expected_shape, opts)))
+    cases.append(("ss_const_input", _const_slice_add_model()))
     return cases
 
 
@@ -303,3 +348,58 @@ def test_op_bit_exact_with_tflm(case, tmp_path):
     assert_equal(got, tflm_outputs(blob, samples, len(g.outputs)), f"{case}: C vs TFLM")
     assert_equal(got, qsim_outputs(g, samples, "tflm"), f"{case}: C vs qsim")
     check_trace(tmp_path, "m", g, blob, samples[:2])
+
+
+@pytest.mark.parametrize("case", sorted(SLICES))
+def test_strided_slice_matches_numpy_slicing(case):
+    """The slice each case emits, read back through codegen's gather parameters, is numpy's slicing of
+    the same spec (hand-written above), so the cases really exercise negative steps, masks and shrink."""
+    from codegen import tables
+    from qsim.interpreter import prepare_graph
+    shape, *_, np_slice = SLICES[case]
+    g = load_bytes(dict(CASES)[case])
+    (prepared,) = prepare_graph(g, "tflm").ops
+    e = tables.emit_strided_slice(0, prepared, g, "m_op0")
+    f = e.struct_fields
+    x = np.arange(int(np.prod(shape)), dtype=np.int64)
+    d, st = f["out_dims"], f["in_strides"]
+    i = np.ix_(*[np.arange(n) for n in d])
+    got = x[f["in_offset"] + sum(i[k] * st[k] for k in range(4))].reshape(-1)
+    np.testing.assert_array_equal(got, x.reshape(shape)[np_slice].reshape(-1))
+
+
+def test_strided_slice_axes_hand_derived():
+    """x[::-1, 2] of a 3x4 input (begin_mask on axis 0, stride -1; shrink axis 1):
+    axis 0 starts at 2 and steps -1 three times, axis 1 takes element 2 once."""
+    from codegen import tables
+    from qsim.interpreter import prepare_graph
+    blob = _slice_model((3, 4), [0, 2], [0, 3], [-1, 1], (3,),
+                        ir.StridedSliceOptions(begin_mask=1, end_mask=1, shrink_axis_mask=2))
+    (prepared,) = prepare_graph(load_bytes(blob), "tflm").ops
+    assert tables.slice_axes(prepared.params) == [(3, 2, -1, 3), (4, 2, 1, 1)]
+
+
+def test_strided_slice_ellipsis_new_axis_single_build(tmp_path):
+    """--rounding single prepares with qsim's "single" profile, whose STRIDED_SLICE follows LiteRT
+    (ellipsis and new axes honoured; TFLM ignores them): x[..., None, 3:0:-1] of a 2x3x4 input,
+    bit-exact with LiteRT BUILTIN_REF and qsim."""
+    need_tool("gcc")
+    li = require_module("ai_edge_litert.interpreter", "LiteRT reference")
+    opts = ir.StridedSliceOptions(ellipsis_mask=0b001, new_axis_mask=0b010)
+    expected_shape = np.zeros((2, 3, 4))[..., None, 3:0:-1].shape
+    blob = _slice_model((2, 3, 4), [0, 0, 3], [0, 0, 0], [1, 1, -1], expected_shape, opts)
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m", rounding="single")
+    make(tmp_path, "host")
+    samples = random_samples(g, 4, seed=31)
+    got = run_host(tmp_path, "m", samples)
+    it = li.Interpreter(model_content=blob, experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    want = []
+    for (x,) in samples:
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        want.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    assert_equal(got, np.stack(want).astype(np.int8), "ellipsis/new-axis slice: C vs LiteRT")
+    assert_equal(got, qsim_outputs(g, samples, "single"), "ellipsis/new-axis slice: C vs qsim single")
+    assert_equal(got, np.stack([x[..., None, 3:0:-1].reshape(-1) for (x,) in samples]), "vs numpy")

@@ -10,6 +10,7 @@ there).  Fixed-point primitives are checked against exact rational math.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -554,3 +555,21 @@ def test_leaky_relu_multiplier_precision_differs_per_reference():
     assert mismatches(blob, xs, "litert", "litert") == 0
     assert mismatches(blob, xs, "tflm", "litert") > 0
     assert mismatches(blob, xs, "litert", "tflm") > 0
+
+
+@pytest.mark.parametrize("opcode", ["ADD", "SUB", "MUL"])
+def test_pair_table_lookup_equals_the_arithmetic(opcode):
+    """eval gathers from a table of the op's own arithmetic: same values, bit-pattern indexing and
+    broadcasting included, on every int8 pair and on broadcast shapes."""
+    from qsim.kernels import elementwise as ew
+    blob = binary_model(opcode, (1, 4, 5, 3), (1, 1, 5, 1), (0.02, -7), (0.05, 11), (0.07, 3), "RELU6")
+    p = prepare_graph(load_bytes(blob), "tflm").ops[0].params
+    arith = ew.mul_arithmetic if opcode == "MUL" else ew.add_sub_arithmetic
+    a = np.arange(-128, 128, dtype=np.int8)[:, None]
+    b = np.arange(-128, 128, dtype=np.int8)[None, :]
+    p_full = dataclasses.replace(p, out_shape=(256, 256))
+    assert np.array_equal(ew.lookup_pair(p_full, [a, b]), arith(p, a, b).astype(np.int8))
+    rng = np.random.default_rng(3)
+    x1 = rng.integers(-128, 128, (1, 4, 5, 3)).astype(np.int8)
+    x2 = rng.integers(-128, 128, (1, 1, 5, 1)).astype(np.int8)
+    assert np.array_equal(ew.lookup_pair(p, [x1, x2]), np.broadcast_to(arith(p, x1, x2), (1, 4, 5, 3)))

@@ -124,13 +124,18 @@ typedef struct {
 
 void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
 
-/* ---- TRANSPOSE (4-D): output axis i is input axis perm[i]; in_strides in elements ---- */
+/* ---- TRANSPOSE / STRIDED_SLICE: 4-D strided gather.  The output, row-major over
+ * out_dims, is output[i0][i1][i2][i3] = input[in_offset + i0*in_strides[0] + ... + i3*in_strides[3]]
+ * (elements; a stride may be negative: reversed slice).  TRANSPOSE: in_strides[i] is the input
+ * stride of the axis that becomes output axis i, in_offset 0.  STRIDED_SLICE: in_strides are the
+ * input strides times the slice steps, in_offset the first element taken. ---- */
 typedef struct {
     int32_t out_dims[4];
-    int32_t in_strides[4]; /* input stride of the axis that becomes output axis i */
-} qk_transpose_params;
+    int32_t in_strides[4];
+    int32_t in_offset;
+} qk_gather_params;
 
-void qk_transpose(const qk_transpose_params *p, const int8_t *input, int8_t *output);
+void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output);
 
 /* ---- SOFTMAX int8 -> int8 (gemmlowp fixed point, kScaledDiffIntegerBits = 5) ---- */
 typedef struct {

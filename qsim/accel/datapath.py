@@ -78,30 +78,19 @@ def accumulate_to_width(total: np.ndarray, acc_bits: int, overflow: str,
 
 
 def clamp_counting(values: np.ndarray, act_min: int, act_max: int) -> int:
-    """Clamp ``values`` to [act_min, act_max] in place; returns how many were outside.
+    """Clamp int64 ``values`` to [act_min, act_max] in place; returns how many were outside.
 
-    A side is compared, counted and clamped only when the array's min / max says it
-    saturates (two cheap reductions when nothing does).
+    One compare + count per side; a side is clamped only when something lies beyond it.
     """
-    sat = 0
-    if values.size and _MIN(values, None) < act_min:
-        sat += int(np.count_nonzero(values < act_min))
+    below = int(np.count_nonzero(values < act_min))
+    if below:
         np.maximum(values, act_min, out=values)
-    if values.size and _MAX(values, None) > act_max:
-        sat += int(np.count_nonzero(values > act_max))
+    above = int(np.count_nonzero(values > act_max))
+    if above:
         np.minimum(values, act_max, out=values)
-    return sat
+    return below + above
 
 
-def narrow_int_dtype(lo: int, hi: int) -> np.dtype:
-    """The smallest of int16 / int32 / int64 holding every value in [lo, hi]."""
-    for dt in _NARROW:
-        if dt[1] <= lo and hi <= dt[2]:
-            return dt[0]
-    return np.dtype(np.int64)
-
-
-_NARROW = [(np.dtype(t), int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int16, np.int32)]
 _TILED: dict[tuple[int, int], tuple] = {}  # (id(bias), rows) -> (bias, row block, bias tiled over the block)
 
 
@@ -121,7 +110,7 @@ def add_bias_inplace(total: np.ndarray, bias: np.ndarray) -> np.ndarray:
     hit = _TILED.get(key)
     if hit is None or hit[0] is not bias:
         block = max(k for k in range(1, min(rows, 512 // c) + 1) if rows % k == 0)
-        if len(_TILED) > 4096:
+        if len(_TILED) > 1024:
             _TILED.clear()
         hit = _TILED[key] = (bias, block, np.tile(bias, block))
     _, block, tiled = hit
@@ -132,16 +121,15 @@ def add_bias_inplace(total: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
                  overflow: str = "wrap", reuse_acc: bool = False) -> tuple[np.ndarray, LayerValues]:
-    """Raw accumulators (int64, channel last) -> (outputs, statistics).
+    """Raw accumulators (int64, channel last) -> (int64 outputs, statistics).
 
-    The outputs hold the clamped values in [act_min, act_max] in the narrowest of
-    int16 / int32 / int64 that holds one step beyond them.  ``reuse_acc``: ``acc`` is a
-    scratch int64 array the caller no longer needs (the bias is added in place).
+    ``reuse_acc``: ``acc`` is a scratch int64 array the caller no longer needs (the bias
+    is added in place).
 
     Work beyond the plain requantization: the bias add, one min and one max of the sums
     (the range statistics; they also tell whether any sum overflows the register, and
-    only then are overflows counted) and, on the narrow outputs, one min and one max
-    (a side is counted and clamped only when it saturates).
+    only then are overflows counted) and one compare + count per side of the outputs
+    (a side is clamped only when it saturates).
     """
     bias = rq.bias if isinstance(rq.bias, np.ndarray) and rq.bias.dtype == np.int64 else \
         np.asarray(rq.bias, dtype=np.int64)
@@ -165,9 +153,8 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
             marked = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide)
     else:
         marked = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide, rq.rounding)
-    out = marked.astype(narrow_int_dtype(rq.act_min - 1, rq.act_max + 1))  # exact: values within `wide`
-    sat = clamp_counting(out, rq.act_min, rq.act_max)  # fp.saturate, in place, counted
-    return out, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
+    sat = clamp_counting(marked, rq.act_min, rq.act_max)  # fp.saturate, in place, counted
+    return marked, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
 
 
 def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap"

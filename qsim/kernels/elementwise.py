@@ -27,7 +27,7 @@ not rescale; it assumes both inputs share the output's quantization).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -118,6 +118,7 @@ class AddSubParams:
     act_max: int
     rounding: str  # "double" | "single"
     out_shape: tuple[int, ...]
+    table: np.ndarray | None = field(default=None, repr=False)  # int8 [256, 256], see pair_table
 
 
 def _smaller_than_one(real: float, what: str, opcode: str) -> tuple[int, int]:
@@ -140,22 +141,28 @@ def prepare_add_sub(op, graph, profile) -> AddSubParams:
     out_denominator = float(np.float32((1 << ADD_LEFT_SHIFT) * np.float32(so)))  # int * float in float32
     mo, sho = _smaller_than_one(twice_max / out_denominator, "output", op.opcode)
     act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
-    return AddSubParams(sign=-1 if op.opcode == "SUB" else 1,
+    p = AddSubParams(sign=-1 if op.opcode == "SUB" else 1,
                         input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
                         left_shift=ADD_LEFT_SHIFT, input1_multiplier=m1, input1_shift=sh1,
                         input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho,
                         act_min=act_min, act_max=act_max, rounding=profile.rounding(op.opcode), out_shape=shape)
+    p.table = pair_table(add_sub_arithmetic, p)
+    return p
 
 
-def eval_add_sub(p: AddSubParams, inputs) -> list[np.ndarray]:
-    x1 = (np.asarray(inputs[0], np.int64) + p.input1_offset) << p.left_shift
-    x2 = (np.asarray(inputs[1], np.int64) + p.input2_offset) << p.left_shift
+def add_sub_arithmetic(p: AddSubParams, q1, q2) -> np.ndarray:
+    """The int8 ADD/SUB arithmetic on (broadcastable) int8 value arrays -> int64 clamped outputs."""
+    x1 = (np.asarray(q1, np.int64) + p.input1_offset) << p.left_shift
+    x2 = (np.asarray(q2, np.int64) + p.input2_offset) << p.left_shift
     y1 = fp.multiply_by_quantized_multiplier(x1, p.input1_multiplier, p.input1_shift, p.rounding)
     y2 = fp.multiply_by_quantized_multiplier(x2, p.input2_multiplier, p.input2_shift, p.rounding)
     raw = fp.wrap_int32(y1 + p.sign * y2)
     out = fp.multiply_by_quantized_multiplier(raw, p.output_multiplier, p.output_shift, p.rounding)
-    out = np.clip(out + p.output_offset, p.act_min, p.act_max)
-    return [np.broadcast_to(out, p.out_shape).astype(np.int8)]
+    return np.clip(out + p.output_offset, p.act_min, p.act_max)
+
+
+def eval_add_sub(p: AddSubParams, inputs) -> list[np.ndarray]:
+    return [lookup_pair(p, inputs)]
 
 
 # --------------------------------------------------------------------------- MUL
@@ -174,6 +181,7 @@ class MulParams:
     rounding: str
     out_shape: tuple[int, ...]
     real_multiplier: float  # the real value that was quantized (for documentation / codegen comments)
+    table: np.ndarray | None = field(default=None, repr=False)  # int8 [256, 256], see pair_table
 
 
 def mul_real_multiplier(s1: float, s2: float, so: float, variant: str) -> float:
@@ -198,16 +206,42 @@ def prepare_mul(op, graph, profile) -> MulParams:
     except ValueError:
         raise QsimError(f"MUL: invalid real multiplier {real!r} from the tensor scales.") from None
     act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
-    return MulParams(input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
-                     output_multiplier=m0, output_shift=shift, act_min=act_min, act_max=act_max,
-                     rounding=rounding, out_shape=shape, real_multiplier=real)
+    p = MulParams(input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
+                  output_multiplier=m0, output_shift=shift, act_min=act_min, act_max=act_max,
+                  rounding=rounding, out_shape=shape, real_multiplier=real)
+    p.table = pair_table(mul_arithmetic, p)
+    return p
+
+
+def mul_arithmetic(p: MulParams, q1, q2) -> np.ndarray:
+    """The int8 MUL arithmetic on (broadcastable) int8 value arrays -> int64 clamped outputs."""
+    prod = (np.asarray(q1, np.int64) + p.input1_offset) * (np.asarray(q2, np.int64) + p.input2_offset)
+    out = fp.multiply_by_quantized_multiplier(prod, p.output_multiplier, p.output_shift, p.rounding)
+    return np.clip(out + p.output_offset, p.act_min, p.act_max)
 
 
 def eval_mul(p: MulParams, inputs) -> list[np.ndarray]:
-    prod = (np.asarray(inputs[0], np.int64) + p.input1_offset) * (np.asarray(inputs[1], np.int64) + p.input2_offset)
-    out = fp.multiply_by_quantized_multiplier(prod, p.output_multiplier, p.output_shift, p.rounding)
-    out = np.clip(out + p.output_offset, p.act_min, p.act_max)
-    return [np.broadcast_to(out, p.out_shape).astype(np.int8)]
+    return [lookup_pair(p, inputs)]
+
+
+# --------------------------------------------------------------------------- int8 pair tables
+
+# Every int8 value in uint8-view order: index u holds the int8 whose bit pattern is u.
+_INT8_BY_BITS = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int64)
+
+
+def pair_table(arithmetic, p) -> np.ndarray:
+    """``arithmetic(p, q1, q2)`` for all 65,536 int8 pairs, as int8 [256, 256] indexed by the
+    inputs' bit patterns (``q.view(np.uint8)``).  A binary int8 op's output depends on nothing
+    but the two input values, so tabulating the op's own arithmetic once in prepare turns eval
+    into one gather; the table is not a second implementation of the math."""
+    return arithmetic(p, _INT8_BY_BITS[:, None], _INT8_BY_BITS[None, :]).astype(np.int8)
+
+
+def lookup_pair(p, inputs) -> np.ndarray:
+    a = np.ascontiguousarray(inputs[0], dtype=np.int8).view(np.uint8)
+    b = np.ascontiguousarray(inputs[1], dtype=np.int8).view(np.uint8)
+    return np.broadcast_to(p.table[a, b], p.out_shape)
 
 
 # --------------------------------------------------------------------------- MAXIMUM / MINIMUM
