@@ -93,6 +93,17 @@ static int8_t qk_requant(int32_t acc, int32_t multiplier, int shift, int32_t out
     return (int8_t)qk_clamp(v, act_min, act_max);
 }
 
+/* Output channel ch of a GEMM op: add its bias (if any), requantize with its table entries. */
+static int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t *multiplier,
+                                 const int8_t *shift, int32_t ch, int32_t output_offset,
+                                 int32_t act_min, int32_t act_max)
+{
+    if (bias != NULL) {
+        acc += bias[ch];
+    }
+    return qk_requant(acc, multiplier[ch], shift[ch], output_offset, act_min, act_max);
+}
+
 /* ------------------------------------------------------------------ CONV_2D */
 
 static void qk_conv_patch(const qk_conv_params *p, const int8_t *input, int32_t b, int32_t oy,
@@ -160,10 +171,7 @@ static void qk_tile4x2(const int8_t *w0, const int8_t *w1, const int16_t *x, int
 static int8_t qk_conv_out(const qk_conv_params *p, int32_t acc, const int32_t *bias, const int32_t *multiplier,
                           const int8_t *shift, int32_t oc)
 {
-    if (bias != NULL) {
-        acc += bias[oc];
-    }
-    return qk_requant(acc, multiplier[oc], shift[oc], p->output_offset, p->act_min, p->act_max);
+    return qk_requant_channel(acc, bias, multiplier, shift, oc, p->output_offset, p->act_min, p->act_max);
 }
 
 /* Output pixels p0 .. p0 + n - 1 (row-major within one image) from their patches in scratch. */
@@ -290,12 +298,8 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
                 }
                 /* every read of this pixel's window is done: now write it (in-place planning relies on it) */
                 for (oc = 0; oc < p->out_c; ++oc) {
-                    int32_t acc = scratch[oc];
-                    if (bias != NULL) {
-                        acc += bias[oc];
-                    }
-                    out[oc] = qk_requant(acc, multiplier[oc], shift[oc], p->output_offset,
-                                         p->act_min, p->act_max);
+                    out[oc] = qk_requant_channel(scratch[oc], bias, multiplier, shift, oc, p->output_offset,
+                                                 p->act_min, p->act_max);
                 }
             }
         }
@@ -336,11 +340,8 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
                     acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
                 }
             }
-            if (bias != NULL) {
-                acc += bias[o];
-            }
             output[(size_t)b * p->out_units + o] =
-                qk_requant(acc, multiplier[o], shift[o], p->output_offset, p->act_min, p->act_max);
+                qk_requant_channel(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
         }
     }
 }
@@ -404,6 +405,28 @@ void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output)
 
 /* ------------------------------------------------------------ ADD / SUB / MUL */
 
+/* One output row of a broadcasting binary op: out[i] = f(a[i * sa], b[i * sb]), i < n
+ * (each element's two reads come before its write: in-place planning relies on it). */
+typedef void (*qk_binary_row)(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
+                              int8_t *out, int32_t n);
+
+/* The 4-D broadcast walk shared by ADD/SUB, MUL and MAXIMUM/MINIMUM: out_dims[0..2] rows of
+ * out_dims[3] elements, each input advancing by its own element strides (0: broadcast). */
+static void qk_broadcast4(const int32_t d[4], const int32_t s1[4], const int32_t s2[4], const int8_t *in1,
+                          const int8_t *in2, int8_t *output, qk_binary_row row, const void *params)
+{
+    int32_t i0, i1, i2;
+    for (i0 = 0; i0 < d[0]; ++i0) {
+        for (i1 = 0; i1 < d[1]; ++i1) {
+            for (i2 = 0; i2 < d[2]; ++i2) {
+                row(params, in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2], s1[3],
+                    in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2], s2[3], output, d[3]);
+                output += d[3];
+            }
+        }
+    }
+}
+
 static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
 {
     const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
@@ -414,58 +437,52 @@ static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
     return (int8_t)qk_clamp(raw, p->act_min, p->act_max);
 }
 
+static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
+                       int8_t *out, int32_t n)
+{
+    const qk_add_params *p = (const qk_add_params *)params;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = qk_add_one(p, a[i * sa], b[i * sb]);
+    }
+}
+
 void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
-                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    *output++ = qk_add_one(p, a[i3 * s1[3]], b[i3 * s2[3]]);
-                }
-            }
-        }
+    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_add_row, p);
+}
+
+static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
+                       int8_t *out, int32_t n)
+{
+    const qk_mul_params *p = (const qk_mul_params *)params;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
+        const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift) + p->output_offset;
+        out[i] = (int8_t)qk_clamp(raw, p->act_min, p->act_max);
     }
 }
 
 void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
-                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    const int32_t prod = (p->input1_offset + a[i3 * s1[3]]) * (p->input2_offset + b[i3 * s2[3]]);
-                    const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift) + p->output_offset;
-                    *output++ = (int8_t)qk_clamp(raw, p->act_min, p->act_max);
-                }
-            }
-        }
+    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_mul_row, p);
+}
+
+static void qk_minmax_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
+                          int8_t *out, int32_t n)
+{
+    const int take_max = ((const qk_minmax_params *)params)->take_max != 0;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int8_t x = a[i * sa], y = b[i * sb];
+        out[i] = take_max ? (x > y ? x : y) : (x < y ? x : y);
     }
 }
 
 void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s1 = p->in1_strides, *s2 = p->in2_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                const int8_t *a = in1 + i0 * s1[0] + i1 * s1[1] + i2 * s1[2];
-                const int8_t *b = in2 + i0 * s2[0] + i1 * s2[1] + i2 * s2[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    const int8_t x = a[i3 * s1[3]], y = b[i3 * s2[3]];
-                    *output++ = p->take_max ? (x > y ? x : y) : (x < y ? x : y);
-                }
-            }
-        }
-    }
+    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_minmax_row, p);
 }
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output)
