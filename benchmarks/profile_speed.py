@@ -13,8 +13,8 @@ Measured in one process, on the same model, input and machine preset, interleave
     functional = ``prepare_graph(g).run(x)``,  profile = ``profile_graph(g, cfg, x)``
     (prepare + mapping + timing + values);
 * timing only: ``prepare_profile`` (validation, mapping, timing; no values);
-* SCALE-Sim v3 (its own virtualenv, subprocess; first preset, pretrainedResnet_quant and
-  vww_96_int8 only; skip with ``--no-scalesim``) on the model's CONV_2D / FULLY_CONNECTED
+* SCALE-Sim v3 (its own virtualenv, subprocess; edge16, or the first preset given;
+  pretrainedResnet_quant and vww_96_int8 only; skip with ``--no-scalesim``) on the model's CONV_2D / FULLY_CONNECTED
   layers, same array and dataflow, SRAM big enough not to stall, against qsim's timing of
   the same layers.
 
@@ -188,15 +188,16 @@ def summary(rows: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", type=Path, default=MODELS)
-    ap.add_argument("--hw", nargs="+", default=PRESETS, help="presets to time (SCALE-Sim runs for the first only)")
+    ap.add_argument("--hw", nargs="+", default=PRESETS,
+                    help="presets to time (SCALE-Sim runs on edge16, else the first)")
     ap.add_argument("--repeat", type=int, default=21, help="interleaved rounds (default 21)")
     ap.add_argument("--no-scalesim", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = [bench_model(p, config.load_hw(hw), args.repeat) for p in args.models for hw in args.hw]
     sim_models = [p for p in args.models if p.name in SCALESIM_MODELS] or args.models[:1]
-    sims = [] if args.no_scalesim else [bench_scalesim(p, config.load_hw(args.hw[0]), args.repeat)
-                                        for p in sim_models]
+    sim_hw = "edge16" if "edge16" in args.hw else args.hw[0]
+    sims = [] if args.no_scalesim else [bench_scalesim(p, config.load_hw(sim_hw), args.repeat) for p in sim_models]
     if args.json:
         print(json.dumps({"rows": rows, "scalesim": sims}, indent=2))
         return 0

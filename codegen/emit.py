@@ -110,6 +110,9 @@ def _array_text(values: np.ndarray, per_line: int = 16) -> str:
 
 
 def _field_text(v) -> str:
+    """A C initializer: an int, a brace list, or (a dict, for a nested struct) designated members."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f".{k} = {_field_text(x)}" for k, x in v.items()) + "}"
     if isinstance(v, (list, tuple, np.ndarray)):
         return "{" + ", ".join(_c_int(x) for x in v) + "}"
     return _c_int(v)

@@ -98,23 +98,35 @@ def _weights(prefix: str, t: ir.Tensor) -> CArray:
     return CArray(prefix + "_w", "int8_t", np.asarray(t.data, dtype=np.int64).reshape(-1))
 
 
-def _gemm_call(fn: str, prefix: str, scratch_type: str) -> str:
+def _gemm_call(fn: str, prefix: str, scratch_type: str | None) -> str:
+    scratch = f", ({scratch_type} *){{scratch}}" if scratch_type else ""
     return (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
-            f"{prefix}_shift, {{out0}}, ({scratch_type} *){{scratch}});")
+            f"{prefix}_shift, {{out0}}{scratch});")
+
+
+def _gemm_operands(prepared, g):
+    """(op, params, requant, input, weights, output) of a GEMM op whose rounding has a C kernel."""
+    op, p = prepared.op, prepared.params
+    _check_rounding(p.requant, op.opcode)
+    return (op, p, p.requant, g.tensors[op.inputs[0]], g.tensors[op.inputs[1]],
+            g.tensors[op.outputs[0]])
+
+
+def _conv_window_fields(x: ir.Tensor, p, rq) -> dict:
+    """Geometry, offsets and activation range shared by qk_conv_params and qk_dwconv_params,
+    from the conv kernels' prepared params (NHWC input ``x``)."""
+    n, h, wd, c = x.shape
+    return dict(batches=n, in_h=h, in_w=wd, in_c=c, out_h=p.out_h, out_w=p.out_w, out_c=p.out_channels,
+                k_h=p.kernel_h, k_w=p.kernel_w, stride_h=p.stride_h, stride_w=p.stride_w,
+                dil_h=p.dilation_h, dil_w=p.dilation_w, pad_h=p.pad_h, pad_w=p.pad_w,
+                input_offset=-p.input_zero_point, output_offset=rq.output_zero_point,
+                act_min=rq.act_min, act_max=rq.act_max)
 
 
 def emit_conv(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    rq = p.requant
-    _check_rounding(rq, op.opcode)
-    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    out = g.tensors[op.outputs[0]]
-    n, h, wd, c = x.shape
-    fields = dict(batches=n, in_h=h, in_w=wd, in_c=c, out_h=p.out_h, out_w=p.out_w, out_c=p.out_channels,
-                  k_h=p.kernel_h, k_w=p.kernel_w, stride_h=p.stride_h, stride_w=p.stride_w,
-                  dil_h=p.dilation_h, dil_w=p.dilation_w, pad_h=p.pad_h, pad_w=p.pad_w,
-                  input_offset=-p.input_zero_point, output_offset=rq.output_zero_point,
-                  act_min=rq.act_min, act_max=rq.act_max)
+    op, p, rq, x, w, out = _gemm_operands(prepared, g)
+    n, _, _, c = x.shape
+    fields = _conv_window_fields(x, p, rq)
     macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w * c
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
                   _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
@@ -123,18 +135,10 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
 
 
 def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    rq = p.requant
-    _check_rounding(rq, op.opcode)
-    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    out = g.tensors[op.outputs[0]]
-    n, h, wd, c = x.shape
-    fields = dict(batches=n, in_h=h, in_w=wd, in_c=c, out_h=p.out_h, out_w=p.out_w, out_c=p.out_channels,
-                  depth_multiplier=p.depth_multiplier, k_h=p.kernel_h, k_w=p.kernel_w,
-                  stride_h=p.stride_h, stride_w=p.stride_w, dil_h=p.dilation_h, dil_w=p.dilation_w,
-                  pad_h=p.pad_h, pad_w=p.pad_w, input_offset=-p.input_zero_point,
-                  output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max,
-                  channel_major=int(p.out_channels <= DW_FEW_CHANNELS))
+    op, p, rq, x, w, out = _gemm_operands(prepared, g)
+    n, _, _, c = x.shape
+    fields = _conv_window_fields(x, p, rq)
+    fields.update(depth_multiplier=p.depth_multiplier, channel_major=int(p.out_channels <= DW_FEW_CHANNELS))
     macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w
     weights = _weights(prefix, w)
     scratch = 4 * p.out_channels
@@ -151,11 +155,7 @@ DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use 
 
 
 def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    rq = p.requant
-    _check_rounding(rq, op.opcode)
-    x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    out = g.tensors[op.outputs[0]]
+    op, p, rq, x, w, out = _gemm_operands(prepared, g)
     batches = x.size // p.in_units
     # The Python kernel folds the weight zero point into its float weights; the C
     # kernel reads the raw int8 weights, so it gets TFLite's filter_offset = -w_zp.
@@ -164,10 +164,30 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
-                  f"qk_fully_connected(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
-                  f"{prefix}_shift, {{out0}});", "qk_fc_params", fields,
+                  _gemm_call("qk_fully_connected", prefix, None), "qk_fc_params", fields,
                   [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units),
                   macs=batches * p.in_units * p.out_units)
+
+
+def _params_call(fn: str, prefix: str, *operands: str) -> str:
+    """``fn(&PREFIX_params, operands...);``: the call of a kernel taking this op's parameter struct."""
+    return f"{fn}(&{prefix}_params, {', '.join(operands)});"
+
+
+def _require_int8(op, *tensors: ir.Tensor) -> None:
+    """The data-movement and table kernels are int8 only."""
+    for t in tensors:
+        if np.dtype(t.dtype) != np.int8:
+            raise QsimError(f"{op.opcode} on {np.dtype(t.dtype).name} data ('{t.name}') has no C kernel "
+                            "(int8 only).")
+
+
+def _int8_io(prepared, g):
+    """(op, params, input 0, output 0) of an op whose C kernel reads and writes int8 only."""
+    op = prepared.op
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    _require_int8(op, x, out)
+    return op, prepared.params, x, out
 
 
 def emit_pool(pos, prepared, g, prefix) -> OpEmit:
@@ -179,7 +199,7 @@ def emit_pool(pos, prepared, g, prefix) -> OpEmit:
                   pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
     fn = "qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d"
     return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
-                  f"{fn}(&{prefix}_params, {{in0}}, {{out0}});", "qk_pool_params", fields,
+                  _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields,
                   macs=n * p.out_h * p.out_w * c * p.filter_h * p.filter_w)
 
 
@@ -199,10 +219,21 @@ def _attr(p, names, opcode):
                     f"(have: {', '.join(sorted(vars(p)))}); codegen cannot emit this op.")
 
 
+def _param_ints(p, opcode: str, *names) -> dict:
+    """{field: int} read from prepared params; a name may be a tuple (field, alternative attribute...)."""
+    out = {}
+    for spec in names:
+        spec = (spec,) if isinstance(spec, str) else tuple(spec)
+        out[spec[0]] = int(_attr(p, spec, opcode))
+    return out
+
+
+ACT_RANGE = (("act_min", "activation_min"), ("act_max", "activation_max"))
+
+
 def broadcast_strides(in_shape, out_shape) -> list[int]:
     """Element strides of an input over a 4-D output shape, 0 along broadcast dimensions."""
-    in4 = [1] * (4 - len(in_shape)) + list(in_shape)
-    out4 = [1] * (4 - len(out_shape)) + list(out_shape)
+    in4, out4 = _pad4(in_shape), _pad4(out_shape)
     strides, step = [0] * 4, 1
     for d in range(3, -1, -1):
         strides[d] = 0 if (in4[d] == 1 and out4[d] != 1) else step
@@ -210,68 +241,45 @@ def broadcast_strides(in_shape, out_shape) -> list[int]:
     return strides
 
 
-def _binary_geometry(op, g) -> dict:
+def _emit_binary(pos, prepared, g, prefix, fn: str, struct_type: str, fields: dict) -> OpEmit:
+    """A broadcasting two-input op: its qk_broadcast_shape (``shape``) plus ``fields``."""
+    op = prepared.op
     a, b = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     out = g.tensors[op.outputs[0]]
-    if len(out.shape) > 4:
-        raise QsimError(f"{op.opcode} on more than 4 dimensions has no C kernel.")
-    out4 = [1] * (4 - len(out.shape)) + list(out.shape)
-    return dict(out_dims=out4, in1_strides=broadcast_strides(a.shape, out.shape),
-                in2_strides=broadcast_strides(b.shape, out.shape))
+    shape = dict(out_dims=_dims4(out.shape, op.opcode), in1_strides=broadcast_strides(a.shape, out.shape),
+                 in2_strides=broadcast_strides(b.shape, out.shape))  # qk_broadcast_shape
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
+                  _params_call(fn, prefix, "{in0}", "{in1}", "{out0}"), struct_type, {"shape": shape, **fields})
 
 
 def emit_add(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
-    fields = _binary_geometry(op, g)
-    fields.update(sign=get("sign"), left_shift=get("left_shift"),
-                  input1_offset=get("input1_offset"), input1_multiplier=get("input1_multiplier"),
-                  input1_shift=get("input1_shift"),
-                  input2_offset=get("input2_offset"), input2_multiplier=get("input2_multiplier"),
-                  input2_shift=get("input2_shift"),
-                  output_offset=get("output_offset"), output_multiplier=get("output_multiplier"),
-                  output_shift=get("output_shift"), act_min=get("act_min", "activation_min"),
-                  act_max=get("act_max", "activation_max"))
-    out = g.tensors[op.outputs[0]]
-    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
-                  f"qk_add(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_add_params", fields)
+    fields = _param_ints(prepared.params, prepared.op.opcode, "sign", "left_shift",
+                         "input1_offset", "input1_multiplier", "input1_shift",
+                         "input2_offset", "input2_multiplier", "input2_shift",
+                         "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
+    return _emit_binary(pos, prepared, g, prefix, "qk_add", "qk_add_params", fields)
 
 
 def emit_mul(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
-    fields = _binary_geometry(op, g)
-    fields.update(input1_offset=get("input1_offset"), input2_offset=get("input2_offset"),
-                  output_offset=get("output_offset"), output_multiplier=get("output_multiplier"),
-                  output_shift=get("output_shift"), act_min=get("act_min", "activation_min"),
-                  act_max=get("act_max", "activation_max"))
-    out = g.tensors[op.outputs[0]]
-    return OpEmit(pos, op.opcode, f"MUL -> '{out.name}'",
-                  f"qk_mul(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_mul_params", fields)
+    fields = _param_ints(prepared.params, prepared.op.opcode, "input1_offset", "input2_offset",
+                         "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
+    return _emit_binary(pos, prepared, g, prefix, "qk_mul", "qk_mul_params", fields)
 
 
 def emit_minmax(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    out = g.tensors[op.outputs[0]]
-    fields = _binary_geometry(op, g)
-    fields["take_max"] = int(bool(p.take_max))
-    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
-                  f"qk_minmax(&{prefix}_params, {{in0}}, {{in1}}, {{out0}});", "qk_minmax_params", fields)
+    return _emit_binary(pos, prepared, g, prefix, "qk_minmax", "qk_minmax_params",
+                        dict(take_max=int(bool(prepared.params.take_max))))
 
 
 def emit_transpose(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    if np.dtype(out.dtype) != np.int8:
-        raise QsimError(f"TRANSPOSE on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
-    rank = len(x.shape)
+    op, p, x, out = _int8_io(prepared, g)
     in_dims = _dims4(x.shape, op.opcode)
-    strides = [int(np.prod(in_dims[d + 1:], dtype=np.int64)) for d in range(4)]
-    lead = 4 - rank
+    strides = _row_major_strides(in_dims)
+    lead = 4 - len(x.shape)
     perm4 = list(range(lead)) + [lead + a for a in p.perm]
     fields = dict(out_dims=[in_dims[a] for a in perm4], in_strides=[strides[a] for a in perm4], in_offset=0)
     return OpEmit(pos, op.opcode, f"TRANSPOSE {list(p.perm)} -> '{out.name}'",
-                  f"qk_gather(&{prefix}_params, {{in0}}, {{out0}});", "qk_gather_params", fields)
+                  _params_call("qk_gather", prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
 
 
 def slice_axes(params) -> list[tuple[int, int, int, int]]:
@@ -300,10 +308,12 @@ def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
     offset (shrunk and new axes included), at most 4 others remain."""
     op, p = prepared.op, prepared.params
     out = g.tensors[op.outputs[0]]
-    if np.dtype(out.dtype) != np.int8:
-        raise QsimError(f"STRIDED_SLICE on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    _require_int8(op, out)
+    if out.size == 0:
+        raise QsimError(f"STRIDED_SLICE output '{out.name}' is empty (shape {list(out.shape)}): the generated "
+                        "C has no zero-sized tensors.")
     axes = slice_axes(p)
-    in_strides = [int(np.prod(p.effective_shape[k + 1:], dtype=np.int64)) for k in range(len(axes))]
+    in_strides = _row_major_strides(p.effective_shape)
     offset = sum(start * st for (_, start, _, _), st in zip(axes, in_strides))
     loops = [(count, step * st) for (_, _, step, count), st in zip(axes, in_strides) if count != 1]
     if len(loops) > 4:
@@ -316,27 +326,32 @@ def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(out_dims=[c for c, _ in loops], in_strides=[s for _, s in loops], in_offset=offset)
     desc = ", ".join(f"{start}:{step}x{count}" for _, start, step, count in axes)
     return OpEmit(pos, op.opcode, f"STRIDED_SLICE [{desc}] -> '{out.name}'",
-                  f"qk_gather(&{prefix}_params, {{in0}}, {{out0}});", "qk_gather_params", fields)
+                  _params_call("qk_gather", prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
 
 
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    if np.dtype(out.dtype) != np.int8:
-        raise QsimError("SOFTMAX with a non-int8 output has no C kernel.")
-    get = lambda *names: int(_attr(p, names, op.opcode))  # noqa: E731
+    op, p, x, out = _int8_io(prepared, g)
     depth = int(x.shape[-1]) if x.shape else 1
     fields = dict(outer=x.size // max(depth, 1), depth=depth,
-                  input_multiplier=get("input_multiplier"),
-                  input_left_shift=get("input_left_shift"), diff_min=get("diff_min"))
+                  **_param_ints(p, op.opcode, "input_multiplier", "input_left_shift", "diff_min"))
     return OpEmit(pos, op.opcode, f"SOFTMAX -> '{out.name}'",
-                  f"qk_softmax(&{prefix}_params, {{in0}}, {{out0}});", "qk_softmax_params", fields)
+                  _params_call("qk_softmax", prefix, "{in0}", "{out0}"), "qk_softmax_params", fields)
+
+
+def _pad4(shape) -> list[int]:
+    """A shape of rank <= 4 as 4-D, leading 1s (TFLite's 4-D kernel convention)."""
+    return [1] * (4 - len(shape)) + [int(d) for d in shape]
 
 
 def _dims4(shape, opcode: str) -> list[int]:
     if len(shape) > 4:
         raise QsimError(f"{opcode} on more than 4 dimensions has no C kernel.")
-    return [1] * (4 - len(shape)) + [int(d) for d in shape]
+    return _pad4(shape)
+
+
+def _row_major_strides(shape) -> list[int]:
+    """Element strides of a row-major (C order) array of ``shape``."""
+    return [int(np.prod(shape[k + 1:], dtype=np.int64)) for k in range(len(shape))]
 
 
 def emit_mean(pos, prepared, g, prefix) -> OpEmit:
@@ -345,34 +360,29 @@ def emit_mean(pos, prepared, g, prefix) -> OpEmit:
     if p.path == "copy":
         return OpEmit(pos, op.opcode, f"MEAN (no axes: copy) -> '{out.name}'",
                       f"qk_copy({{in0}}, {{out0}}, {out.nbytes});")
-    lead = 4 - len(x.shape)
-    _dims4(x.shape, op.opcode)
-    reduce = [0] * lead + [1 if a in p.axes else 0 for a in range(len(x.shape))]
-    fields = dict(in_dims=_dims4(x.shape, op.opcode), reduce=reduce, out_size=out.size, count=p.count,
+    in_dims = _dims4(x.shape, op.opcode)
+    reduce = [0] * (4 - len(x.shape)) + [1 if a in p.axes else 0 for a in range(len(x.shape))]
+    fields = dict(in_dims=in_dims, reduce=reduce, out_size=out.size, count=p.count,
                   input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
                   multiplier=int(_i32([p.multiplier])[0]), shift=int(_shift8([p.shift])[0]))
     return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
-                  f"qk_mean(&{prefix}_params, {{in0}}, {{out0}}, (int32_t *){{scratch}});", "qk_mean_params",
+                  _params_call("qk_mean", prefix, "{in0}", "{out0}", "(int32_t *){scratch}"), "qk_mean_params",
                   fields, scratch_bytes=4 * out.size, macs=x.size)
 
 
 def emit_pad(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    if np.dtype(out.dtype) != np.int8:
-        raise QsimError(f"{op.opcode} on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    op, p, x, out = _int8_io(prepared, g)
     lead = 4 - len(x.shape)
     fields = dict(in_dims=_dims4(x.shape, op.opcode), out_dims=_dims4(out.shape, op.opcode),
                   before=[0] * lead + [int(v) for v in np.asarray(p.pads)[:, 0]], value=int(p.value))
     return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
-                  f"qk_pad(&{prefix}_params, {{in0}}, {{out0}});", "qk_pad_params", fields)
+                  _params_call("qk_pad", prefix, "{in0}", "{out0}"), "qk_pad_params", fields)
 
 
 def emit_concat(pos, prepared, g, prefix) -> OpEmit:
     op, p = prepared.op, prepared.params
     out = g.tensors[op.outputs[0]]
-    if np.dtype(out.dtype) != np.int8:
-        raise QsimError(f"CONCATENATION on {np.dtype(out.dtype).name} data has no C kernel (int8 only).")
+    _require_int8(op, out)
     outer = int(np.prod(out.shape[:p.axis], dtype=np.int64))
     out_inner = int(np.prod(out.shape[p.axis:], dtype=np.int64))
     calls, offset = [], 0
@@ -399,11 +409,7 @@ def unary_table(prepared, g) -> np.ndarray:
 
 
 def emit_unary_lut(pos, prepared, g, prefix) -> OpEmit:
-    op = prepared.op
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    for t, role in ((x, "input"), (out, "output")):
-        if np.dtype(t.dtype) != np.int8:
-            raise QsimError(f"{op.opcode} with a {np.dtype(t.dtype).name} {role} has no C kernel (int8 only).")
+    op, _, x, out = _int8_io(prepared, g)
     if x.size != out.size:
         raise QsimError(f"{op.opcode}: input and output sizes differ.")
     return OpEmit(pos, op.opcode, f"{op.opcode} (256-entry table) -> '{out.name}'",

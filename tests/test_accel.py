@@ -509,3 +509,15 @@ def time_graph_dict(g, cfg) -> dict:
     layers = time_graph(g, cfg)
     return {"model": g.source, "input": None, "hardware": cfg.as_dict(), "totals": totals(layers, cfg),
             "layers": [L.as_dict() for L in layers]}
+
+
+def test_repeated_layers_get_the_same_timing_as_their_own_schedule():
+    """time_graph times a repeated geometry once: every layer must equal its own time_layer."""
+    import dataclasses
+    from qsim.loader import load
+    g = load(shared_model("vww_96_int8.tflite"))  # repeated depthwise/pointwise blocks
+    cfg = config.load_hw("tiny8")
+    layers = time_graph(g, cfg)
+    assert len({id(L.timing) for L in layers}) == len(layers)  # each layer owns its timing object
+    for L, lm in zip(layers, mapping.map_graph(g)):
+        assert dataclasses.asdict(L.timing) == dataclasses.asdict(timing.time_layer(lm, cfg)), lm.index

@@ -5,7 +5,9 @@ Needs the Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi and
 qemu-system-arm (.ci/run installs them); outside CI the tests skip when they
 are absent.  Flash (.text + .rodata) and RAM (.data + .bss) come from
 arm-none-eabi-size; the stack high-water mark of NAME_invoke from the harness's stack
-painting (-DQK_STACK_PAINT).
+painting (-DQK_STACK_PAINT).  QEMU's ELF loader writes each segment at its load address,
+so with .data loaded in flash every run here depends on the start-up's .data copy
+(removing it makes them fail: checked by test_flash_image_only_boots_and_needs_the_data_copy).
 """
 from __future__ import annotations
 
@@ -37,10 +39,15 @@ def elf_sizes(elf) -> dict[str, int]:
     return sizes
 
 
+def qemu(build_dir, image: str, timeout: int = 600, machine: str = "mps2-an386") -> subprocess.CompletedProcess:
+    """Boot ``image`` (an ELF, or a raw flash image) on the board; semihosting files are build_dir's."""
+    return subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
+                           "-semihosting-config", "enable=on,target=native", "-kernel", image],
+                          cwd=build_dir, capture_output=True, text=True, timeout=timeout)
+
+
 def run_qemu(build_dir, elf: str, timeout: int = 600, machine: str = "mps2-an386") -> str:
-    r = subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
-                        "-semihosting-config", "enable=on,target=native", "-kernel", elf],
-                       cwd=build_dir, capture_output=True, text=True, timeout=timeout)
+    r = qemu(build_dir, elf, timeout, machine)
     assert r.returncode == 0 and "done" in r.stdout, f"QEMU run failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -137,17 +144,11 @@ def test_data_is_loaded_in_flash_and_runs_in_ram(target, flash, ram, tmp_path):
     assert vma <= sym["qk_data_check"] < vma + size  # the harness self-check word is in .data
     bss_size, bss_vma, _ = sec[".bss"]
     assert (sym["__bss_start__"], sym["__bss_end__"]) == (bss_vma, bss_vma + bss_size)
-    vectors = subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".text", str(elf), "/dev/stdout"],
-                             capture_output=True, check=True).stdout
-    initial_sp, reset = np.frombuffer(vectors[:8], dtype="<u4")
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".text", str(elf), str(tmp_path / "text.bin")],
+                   check=True)
+    initial_sp, reset = np.fromfile(tmp_path / "text.bin", dtype="<u4", count=2)  # the vector table
     assert initial_sp == sym["__stack_top"] == ram + (4 << 20)
     assert reset == sym["qk_reset_handler"] | 1  # Thumb bit
-
-
-def _qemu(cwd, image: str, machine: str = "mps2-an386"):
-    return subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
-                           "-semihosting-config", "enable=on,target=native", "-kernel", image],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_flash_image_only_boots_and_needs_the_data_copy(tmp_path):
@@ -164,7 +165,7 @@ def test_flash_image_only_boots_and_needs_the_data_copy(tmp_path):
     image_size = (tmp_path / "hw.bin").stat().st_size
     sec = _section_table(elf)
     assert image_size == sec[".data"][2] + sec[".data"][0]  # code, constants, then .data's initial values
-    r = _qemu(tmp_path, "hw.bin")
+    r = qemu(tmp_path, "hw.bin")
     assert r.returncode == 0 and "done" in r.stdout, f"flash-image boot failed:\n{r.stdout}\n{r.stderr}"
     got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
     assert_equal(got, tflm_outputs(path, samples), "hello_world from the flash image vs TFLM")
@@ -179,5 +180,23 @@ def test_flash_image_only_boots_and_needs_the_data_copy(tmp_path):
     for image in ("hw.elf", "hw.bin"):
         if image == "hw.bin":
             subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "hw.elf", "hw.bin"], cwd=tmp_path, check=True)
-        r = _qemu(tmp_path, image)
+        r = qemu(tmp_path, image)
         assert "done" not in r.stdout, f"{image}: ran correctly without the .data copy:\n{r.stdout}"
+
+
+def test_strided_slice_on_cortex_m4_qemu(tmp_path):
+    """The strided gather (negative steps, masks) built with arm-none-eabi-gcc, run under QEMU: bit-exact
+    with TFLM."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
+    from qsim.loader import load_bytes
+    from test_codegen_ops import CASES
+    blob = dict(CASES)["ss_negative_masks"]
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="ss", target="cortex-m4")
+    make(tmp_path)
+    samples = random_samples(g, 3, seed=8)
+    write_samples(tmp_path / "input.bin", samples)
+    run_qemu(tmp_path, "ss.elf")
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+    assert_equal(got, tflm_outputs(blob, samples), "strided slice on Cortex-M4/QEMU vs TFLM")

@@ -403,3 +403,12 @@ def test_strided_slice_ellipsis_new_axis_single_build(tmp_path):
     assert_equal(got, np.stack(want).astype(np.int8), "ellipsis/new-axis slice: C vs LiteRT")
     assert_equal(got, qsim_outputs(g, samples, "single"), "ellipsis/new-axis slice: C vs qsim single")
     assert_equal(got, np.stack([x[..., None, 3:0:-1].reshape(-1) for (x,) in samples]), "vs numpy")
+
+
+def test_strided_slice_empty_is_refused(tmp_path):
+    """x[3:1] of a 1-D input is empty (TFLM accepts rank-1 empty outputs): a clear generation-time error."""
+    from qsim.errors import QsimError
+    g = load_bytes(_slice_model((5,), [3], [1], [1], (0,)))
+    with pytest.raises(QsimError, match="is empty .* no zero-sized tensors"):
+        generate(g, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -412,9 +412,10 @@ typedef void (*qk_binary_row)(const void *params, const int8_t *a, int32_t sa, c
 
 /* The 4-D broadcast walk shared by ADD/SUB, MUL and MAXIMUM/MINIMUM: out_dims[0..2] rows of
  * out_dims[3] elements, each input advancing by its own element strides (0: broadcast). */
-static void qk_broadcast4(const int32_t d[4], const int32_t s1[4], const int32_t s2[4], const int8_t *in1,
-                          const int8_t *in2, int8_t *output, qk_binary_row row, const void *params)
+static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, const int8_t *in2, int8_t *output,
+                          qk_binary_row row, const void *params)
 {
+    const int32_t *d = shape->out_dims, *s1 = shape->in1_strides, *s2 = shape->in2_strides;
     int32_t i0, i1, i2;
     for (i0 = 0; i0 < d[0]; ++i0) {
         for (i1 = 0; i1 < d[1]; ++i1) {
@@ -449,7 +450,7 @@ static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const in
 
 void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_add_row, p);
+    qk_broadcast4(&p->shape, in1, in2, output, qk_add_row, p);
 }
 
 static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
@@ -466,7 +467,7 @@ static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const in
 
 void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_mul_row, p);
+    qk_broadcast4(&p->shape, in1, in2, output, qk_mul_row, p);
 }
 
 static void qk_minmax_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
@@ -482,7 +483,7 @@ static void qk_minmax_row(const void *params, const int8_t *a, int32_t sa, const
 
 void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *output)
 {
-    qk_broadcast4(p->out_dims, p->in1_strides, p->in2_strides, in1, in2, output, qk_minmax_row, p);
+    qk_broadcast4(&p->shape, in1, in2, output, qk_minmax_row, p);
 }
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output)

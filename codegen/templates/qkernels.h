@@ -89,12 +89,16 @@ typedef struct {
 void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
 void qk_max_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
 
-/* ---- ADD / SUB / MUL with 4-D NHWC broadcasting ----
- * in1_strides / in2_strides: element strides of each input over the 4-D
- * output shape out_dims (0 along a broadcast dimension). */
+/* ---- ADD / SUB / MUL / MAXIMUM / MINIMUM with 4-D NHWC broadcasting ----
+ * The shared geometry: in1_strides / in2_strides are the element strides of
+ * each input over the 4-D output shape out_dims (0 along a broadcast dimension). */
 typedef struct {
     int32_t out_dims[4];
     int32_t in1_strides[4], in2_strides[4];
+} qk_broadcast_shape;
+
+typedef struct {
+    qk_broadcast_shape shape;
     int32_t sign; /* +1 ADD, -1 SUB (scaled input 2 is subtracted) */
     int32_t left_shift;
     int32_t input1_offset, input1_multiplier, input1_shift;
@@ -106,8 +110,7 @@ typedef struct {
 void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
 
 typedef struct {
-    int32_t out_dims[4];
-    int32_t in1_strides[4], in2_strides[4];
+    qk_broadcast_shape shape;
     int32_t input1_offset, input2_offset;
     int32_t output_offset, output_multiplier, output_shift;
     int32_t act_min, act_max;
@@ -117,8 +120,7 @@ void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t
 
 /* MAXIMUM (take_max = 1) / MINIMUM of the raw int8 values (same quantization). */
 typedef struct {
-    int32_t out_dims[4];
-    int32_t in1_strides[4], in2_strides[4];
+    qk_broadcast_shape shape;
     int32_t take_max;
 } qk_minmax_params;
 

@@ -4,7 +4,8 @@ A Vela-like pipeline, one module per stage, plain dataclasses in between:
 
     config.HwConfig (presets in qsim/presets/*.toml)
     graph --mapping.map_graph--> [LayerMap] --timing.time_layer--> [LayerTiming]
-          --datapath.run_values--> values + [LayerValues]      (profile.profile_graph ties them)
+          --datapath.run_values--> values + [LayerValues]      (profile.profile_graph ties them;
+          profile.prepare_profile times a graph once, then .run(inputs) adds values per input)
           --> report (table / CSV / JSON), trace (Chrome/Perfetto trace events)
 
 Validation against SCALE-Sim v3 (tests/test_accel_scalesim.py, benchmarks/profile_speed.py):

@@ -25,7 +25,6 @@ Other ops run their kernel's ``eval`` unchanged.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +33,6 @@ from .. import fixedpoint as fp
 from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
 
-# fixedpoint.requantize_double_fast skips its int32 wrap check given a proven bound on |acc|
-# (the datapath knows the exact range); older versions take no bound.
-_FAST_TAKES_BOUND = "acc_bound" in inspect.signature(fp.requantize_double_fast).parameters
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # whole-array reductions, less call overhead than .min()
 
 
@@ -91,34 +87,6 @@ def clamp_counting(values: np.ndarray, act_min: int, act_max: int) -> int:
     return below + above
 
 
-_TILED: dict[tuple[int, int], tuple] = {}  # (id(bias), rows) -> (bias, row block, bias tiled over the block)
-
-
-def add_bias_inplace(total: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``total += bias`` (int64, bias along the last axis) in place; returns ``total``.
-
-    With few channels numpy's broadcast add runs one short inner loop per pixel; adding
-    the bias tiled over a block of pixels (same sums) takes half the time.
-    """
-    c = bias.shape[-1] if bias.ndim == 1 else 0
-    if not c or c >= 256 or total.ndim < 2 or total.shape[-1] != c or not total.flags.c_contiguous:
-        return np.add(total, bias, out=total)
-    rows = total.size // c
-    if rows < 2:
-        return np.add(total, bias, out=total)
-    key = (id(bias), rows)
-    hit = _TILED.get(key)
-    if hit is None or hit[0] is not bias:
-        block = max(k for k in range(1, min(rows, 512 // c) + 1) if rows % k == 0)
-        if len(_TILED) > 1024:
-            _TILED.clear()
-        hit = _TILED[key] = (bias, block, np.tile(bias, block))
-    _, block, tiled = hit
-    view = total.reshape(rows // block, block * c)
-    np.add(view, tiled, out=view)
-    return total
-
-
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
                  overflow: str = "wrap", reuse_acc: bool = False) -> tuple[np.ndarray, LayerValues]:
     """Raw accumulators (int64, channel last) -> (int64 outputs, statistics).
@@ -134,7 +102,7 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
     bias = rq.bias if isinstance(rq.bias, np.ndarray) and rq.bias.dtype == np.int64 else \
         np.asarray(rq.bias, dtype=np.int64)
     if reuse_acc and isinstance(acc, np.ndarray) and acc.dtype == np.int64 and acc.flags.writeable:
-        total = add_bias_inplace(acc, bias)
+        total = np.add(acc, bias, out=acc)
     else:
         total = np.asarray(acc, dtype=np.int64) + bias
     lo, hi = (int(_MIN(total, None)), int(_MAX(total, None))) if total.size else (0, 0)
@@ -145,12 +113,9 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
     if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
         marked = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *wide)
     elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
-        if _FAST_TAKES_BOUND:  # |held| <= bound, exactly known: fp skips its own range check
-            bound = max(-lo, hi) if not over else 1 << (acc_bits - 1)
-            marked = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide,
-                                               acc_bound=bound)
-        else:
-            marked = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide)
+        bound = max(-lo, hi) if not over else 1 << (acc_bits - 1)  # |held| <= bound: fp skips its wrap scan
+        marked = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide,
+                                           acc_bound=bound)
     else:
         marked = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide, rq.rounding)
     sat = clamp_counting(marked, rq.act_min, rq.act_max)  # fp.saturate, in place, counted

@@ -10,6 +10,8 @@ Stages, each a module with plain data between them:
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,11 +63,22 @@ class ProfileResult:
                 "layers": [L.as_dict() for L in self.layers]}
 
 
+# LayerMap fields the schedule depends on (all but the op's identity)
+_GEOMETRY = tuple(f.name for f in dataclasses.fields(mapping.LayerMap) if f.name not in ("index", "name", "scalesim"))
+
+
 def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True) -> list[LayerReport]:
-    """Mapping + timing for every op, layers back to back (``events``: keep trace spans)."""
-    reports, clock = [], 0
+    """Mapping + timing for every op, layers back to back (``events``: keep trace spans).
+
+    A layer with the same geometry as an earlier one (repeated blocks) gets a copy of its
+    timing instead of a second schedule: the schedule is a function of the geometry and
+    the machine only (trace spans are relative to the layer's start).
+    """
+    reports, clock, known = [], 0, {}
     for lm in mapping.map_graph(g):
-        lt = timing.time_layer(lm, cfg, events)
+        key = tuple(getattr(lm, f) for f in _GEOMETRY)
+        lt = known.get(key)
+        lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
         reports.append(LayerReport(lm, lt, start_cycle=clock))
         clock += lt.cycles
     return reports
@@ -123,7 +136,7 @@ class PreparedProfile:
     graph: ir.Graph
     cfg: HwConfig
     timed: list[LayerReport]  # mapping + timing, no values
-    timing_totals: dict
+    base_totals: dict  # timing_totals() of the layers
     prepared: PreparedGraph | None = None  # kernels prepared with cfg.rounding_profile (built on first use)
 
     def run(self, inputs=None) -> ProfileResult:
@@ -131,12 +144,12 @@ class PreparedProfile:
         g, cfg = self.graph, self.cfg
         if inputs is None:
             layers = [LayerReport(L.map, L.timing, None, L.start_cycle) for L in self.timed]
-            return ProfileResult(cfg, layers, None, g.source, dict(self.timing_totals))
+            return ProfileResult(cfg, layers, None, g.source, dict(self.base_totals))
         if self.prepared is None:
             self.prepared = prepare_graph(g, cfg.rounding_profile)
         values, stats = datapath.run_values(self.prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
         layers = [LayerReport(L.map, L.timing, stats.get(L.map.index), L.start_cycle) for L in self.timed]
-        out = dict(self.timing_totals)
+        out = dict(self.base_totals)
         out.update(value_totals([v for v in (L.values for L in layers) if v is not None]))
         return ProfileResult(cfg, layers, values, g.source, out)
 
