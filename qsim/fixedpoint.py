@@ -116,19 +116,17 @@ def quantize_multiplier_unnormalized(real_multiplier: float) -> tuple[int, int]:
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 values.
 
-    Returns round(a*b / 2**31) with ties rounded toward +infinity (the nudge is
-    2**30 for a non-negative product and 1 - 2**30 for a negative one, then C
-    division truncates toward zero); the one overflow case
-    INT32_MIN * INT32_MIN saturates to INT32_MAX.
+    Returns round(a*b / 2**31) with ties rounded toward +infinity; the one
+    overflow case INT32_MIN * INT32_MIN saturates to INT32_MAX.  gemmlowp adds
+    a nudge of 2**30 (product >= 0) or 1 - 2**30 (product < 0) and lets C
+    division truncate toward zero; both branches equal the single floor shift
+    ``(a*b + 2**30) >> 31`` (for a negative product p, with p + 2**30 =
+    q*2**31 + r: trunc((q-1)*2**31 + r + 1) / 2**31 = q), computed here.
+    The product 2**62 arises only from INT32_MIN * INT32_MIN.
     """
-    a, b = _i64(a), _i64(b)
-    ab = a * b  # |a*b| <= 2**62: exact in int64
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    num = ab + nudge
-    # C integer division truncates toward zero; numpy's // floors.
-    high = np.where(num >= 0, num >> 31, -((-num) >> 31))
-    overflow = (a == INT32_MIN) & (b == INT32_MIN)
-    return np.where(overflow, INT32_MAX, high)
+    ab = _i64(a) * _i64(b)  # |a*b| <= 2**62: exact in int64
+    high = (ab + (1 << 30)) >> 31
+    return np.where(ab == 1 << 62, INT32_MAX, high)
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
