@@ -157,6 +157,19 @@ def check_trace(build_dir: Path, name: str, g: ir.Graph, model, samples) -> None
             assert_equal(got[None], mine[t].reshape(-1).astype(np.int8)[None], f"{where}: C vs qsim")
 
 
+def build_sanitized(build_dir: Path, name: str) -> str:
+    """Build the harness with -fsanitize=address,undefined (any report aborts the run); returns the exe name."""
+    exe = f"{name}_asan"
+    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", "qkernels.c"]
+    r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g",
+                        "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", exe, *srcs],
+                       cwd=build_dir, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 and "sanitizer" in r.stderr.lower() and "cannot find" in r.stderr.lower():
+        pytest.skip("the sanitizer runtimes (libasan/libubsan) are not installed")
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
 def assert_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
     diff = np.argwhere(got != want)
     assert diff.size == 0, (f"{what}: {len(diff)} differing values, first at sample/index {diff[0].tolist()}: "
@@ -197,14 +210,7 @@ def test_host_bit_exact_with_tflm_and_qsim(model, host_builds):
 def test_sanitizers_clean(model, host_builds, tmp_path):
     """-fsanitize=address,undefined build: no report, same outputs as TFLM."""
     d, g = host_builds(model)
-    exe = f"{model}_asan"
-    srcs = ["main.c", f"{model}.c", f"{model}_weights.c", "qkernels.c"]
-    r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g",
-                        "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", exe, *srcs],
-                       cwd=d, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0 and "sanitizer" in r.stderr.lower() and "cannot find" in r.stderr.lower():
-        pytest.skip("the sanitizer runtimes (libasan/libubsan) are not installed")
-    assert r.returncode == 0, r.stderr
+    exe = build_sanitized(d, model)
     samples = random_samples(g, 2, seed=SEED + 1)
     got = run_host(d, model, samples, exe=exe)
     assert_equal(got, tflm_outputs(shared_model(model + ".tflite"), samples), f"{model} ASan/UBSan build vs TFLM")
