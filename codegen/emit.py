@@ -131,6 +131,12 @@ def check_supported(g: ir.Graph) -> None:
             out = g.tensors[op.outputs[0]].name if op.outputs else "?"
             problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no C kernel in qsim codegen "
                             f"(supported: {', '.join(tables.C_SUPPORTED)})")
+    for op in g.operators:
+        for t in op.inputs + op.outputs:
+            if t >= 0 and not g.tensors[t].is_const and g.tensors[t].size == 0:
+                problems.append(f"op #{op.index} {op.opcode}: tensor '{g.tensors[t].name}' has zero elements "
+                                f"(shape {list(g.tensors[t].shape)}); C has no zero-length arrays")
+                break
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]

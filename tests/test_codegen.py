@@ -374,3 +374,21 @@ def test_cli_exit_codes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["codegen", str(shared_model("kws_ref_model_float32.tflite")), "-o", str(tmp_path / "f")]) == 2
     assert "float model" in capsys.readouterr().err and not (tmp_path / "f").exists()
+
+
+def test_zero_size_tensor_is_refused_at_generation_time(tmp_path):
+    """C has no zero-length arrays: a tensor with a zero dimension is named in the error, nothing is written."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder(description="zero-size")
+    x = b.add_input("x", (1, 4), np.int8, scale=0.1, zero_point=0)
+    e = b.add_input("empty", (1, 0), np.int8, scale=0.1, zero_point=0)
+    y = b.add_tensor("y", (1, 4), np.int8, scale=0.1, zero_point=0)
+    b.add_op("CONCATENATION", [x, e], [y], ir.ConcatenationOptions(axis=1))
+    b.mark_output(y)
+    model = tmp_path / "zero.tflite"
+    model.write_bytes(b.build())
+    out = tmp_path / "out"
+    with pytest.raises(QsimError, match="'empty' has zero elements"):
+        generate(model, out)
+    assert not out.exists() or not any(out.iterdir())
