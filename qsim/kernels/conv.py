@@ -204,14 +204,18 @@ class ConvParams:
     requant: RequantParams
 
 
-def prepare_conv(op, graph, profile) -> ConvParams:
+def _conv_operands(op, graph):
+    """(input, filter, bias or None, output, options) of a conv-like op; int8 input and output checked."""
     ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
     out = graph.op_outputs(op)[0]
-    o = op.options
-    require_int8(x, "input")
+    require_int8(ins[0], "input")
     require_int8(out, "output")
+    return ins[0], ins[1], b, out, op.options
+
+
+def prepare_conv(op, graph, profile) -> ConvParams:
+    x, w, b, out, o = _conv_operands(op, graph)
     if len(x.shape) != 4 or w is None or len(w.shape) != 4:
         raise QsimError("CONV_2D needs a 4-D NHWC input and a 4-D [out_ch, kh, kw, in_ch] filter.")
     oc, kh, kw, ic = w.shape
@@ -263,13 +267,7 @@ def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
 
 def prepare_depthwise(op, graph, profile) -> ConvParams:
-    ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    out = graph.op_outputs(op)[0]
-    o = op.options
-    require_int8(x, "input")
-    require_int8(out, "output")
+    x, w, b, out, o = _conv_operands(op, graph)
     if len(x.shape) != 4 or w is None or len(w.shape) != 4 or w.shape[0] != 1:
         raise QsimError("DEPTHWISE_CONV_2D needs a 4-D NHWC input and a [1, kh, kw, in_ch*multiplier] filter.")
     _, kh, kw, oc = w.shape
