@@ -309,9 +309,6 @@ def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
     op, p = prepared.op, prepared.params
     out = g.tensors[op.outputs[0]]
     _require_int8(op, out)
-    if out.size == 0:
-        raise QsimError(f"STRIDED_SLICE output '{out.name}' is empty (shape {list(out.shape)}): the generated "
-                        "C has no zero-sized tensors.")
     axes = slice_axes(p)
     in_strides = _row_major_strides(p.effective_shape)
     offset = sum(start * st for (_, start, _, _), st in zip(axes, in_strides))
