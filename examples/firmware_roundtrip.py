@@ -23,7 +23,7 @@ from qsim.loader import load
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "models" / "demo_cnn_int8.tflite"
 
-out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "build" / "firmware_demo"
+out_dir = (Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "build" / "firmware_demo").resolve()
 data = np.load(HERE / "models" / "demo_testset.npz")
 images, labels = data["x"], data["y"].astype(np.int64)
 

@@ -25,9 +25,10 @@ def test_common_mistakes_example():
 
 
 def test_firmware_roundtrip_example(tmp_path):
-    """Generated C on the 360 held-out digits: bit-exact with qsim's TFLM profile, accurate on the labels."""
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "firmware_roundtrip.py"), str(tmp_path / "fw")],
-                       capture_output=True, text=True, timeout=300)
+    """Generated C on the 360 held-out digits: bit-exact with qsim's TFLM profile, accurate on the labels.
+    The output directory is given relative to the working directory, as `make demo` does."""
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "firmware_roundtrip.py"), "build/fw"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"accuracy ([\d.]+)%, (\d+) of (\d+) output bytes differ", r.stdout)
     assert m, r.stdout
