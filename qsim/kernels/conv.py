@@ -66,11 +66,14 @@ def require_int8(t, role: str) -> None:
         raise QsimError(f"{role} '{t.name}' is quantized per channel; TFLite requires per-tensor activations.")
 
 
-def weight_scales(w, n_channels: int, axis: int, role: str = "filter") -> np.ndarray:
+def weight_scales(w, n_channels: int, axis: int, role: str = "filter",
+                  per_tensor_zero_point_ok: bool = False) -> np.ndarray:
     """Per-output-channel weight scales (float64, length ``n_channels``), validating the layout.
 
-    Weights must be constant int8 with zero point 0, per-tensor or per-channel
-    along ``axis`` (the output-channel dimension).
+    Weights must be constant int8, per-tensor or per-channel along ``axis``
+    (the output-channel dimension), with zero point 0 -- except per-tensor
+    weights where the kernel subtracts a filter offset
+    (``per_tensor_zero_point_ok``, FULLY_CONNECTED).
     """
     if w is None or not w.is_const:
         raise QsimError(f"the {role} must be a constant tensor (qsim does not simulate runtime weights).")
@@ -80,7 +83,7 @@ def weight_scales(w, n_channels: int, axis: int, role: str = "filter") -> np.nda
     q = w.quant
     if q is None or q.scale.size == 0:
         raise QsimError(f"{role} '{w.name}' has no quantization parameters.")
-    if np.any(q.zero_point != 0):
+    if np.any(q.zero_point != 0) and (q.per_channel or not per_tensor_zero_point_ok):
         raise QsimError(f"{role} '{w.name}' has non-zero zero points {q.zero_point[:4].tolist()}; "
                         "TFLite's int8 kernels require symmetric weights (zero point 0).")
     if q.per_channel:

@@ -19,7 +19,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, register
-from .conv import accumulator_bound, apply_requant, bias_values, exact_float_dtype, make_requant, require_int8
+from .conv import (accumulator_bound, apply_requant, bias_values, exact_float_dtype, make_requant, require_int8,
+                   weight_scales)
 
 
 @dataclass
@@ -48,25 +49,6 @@ class FullyConnectedParams:
     requant: RequantParams
 
 
-def _scales(w, out_units: int) -> np.ndarray:
-    if w is None or not w.is_const:
-        raise QsimError("the FULLY_CONNECTED weights must be a constant tensor.")
-    if np.dtype(w.dtype) != np.int8:
-        raise QsimError(f"weights '{w.name}' are {np.dtype(w.dtype).name}; only int8 weights are supported "
-                        "(hybrid float/int8, int4 and int16 weights are not simulated).")
-    q = w.quant
-    if q is None or q.scale.size == 0:
-        raise QsimError(f"weights '{w.name}' have no quantization parameters.")
-    if q.per_channel:
-        if q.axis != 0 or q.scale.size != out_units:
-            raise QsimError(f"weights '{w.name}' are per-channel along axis {q.axis} with {q.scale.size} scales; "
-                            f"expected {out_units} along axis 0.")
-        if np.any(q.zero_point != 0):
-            raise QsimError(f"per-channel weights '{w.name}' must have zero point 0.")
-        return q.scale.astype(np.float64)
-    return np.full(out_units, q.scale0, dtype=np.float64)
-
-
 def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     ins = graph.op_inputs(op)
     x, w = ins[0], ins[1]
@@ -81,7 +63,7 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     if w is None or len(w.shape) != 2:
         raise QsimError("FULLY_CONNECTED needs 2-D [out_units, in_units] weights.")
     out_units, in_units = w.shape
-    scales = _scales(w, out_units)
+    scales = weight_scales(w, out_units, axis=0, role="weights", per_tensor_zero_point_ok=True)
     if in_units == 0 or x.size % in_units != 0:
         raise QsimError(f"input '{x.name}' has {x.size} elements, not a multiple of in_units={in_units}.")
     batch = x.size // in_units
