@@ -12,10 +12,16 @@ SOFTMAX, trained with Adam on cross-entropy for a few seconds, then quantized
 post-training by qsim.zoo (per-channel int8 weights, calibrated activations).
 
 Regenerate: pip install scikit-learn && python examples/make_demo_model.py
+The float training's summation order depends on the BLAS thread count, so the
+script pins one BLAS thread: the same machine type then writes the same bytes.
 """
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads BLAS: reproducible training
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pathlib import Path
 
 import numpy as np

@@ -190,14 +190,33 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
 
 # --------------------------------------------------------------------------- activation ranges
 
-def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
-    """TFLite's Quantize helper in CalculateActivationRangeQuantized.
+def float_to_int32_cast(v) -> np.ndarray:
+    """C ``static_cast<int32_t>`` of already-rounded doubles/floats as x86 executes it (cvttss2si):
+    values outside int32, and NaN, become INT32_MIN.  Returns int64."""
+    v = np.asarray(v, np.float64)
+    ok = np.isfinite(v) & (v >= -2.0 ** 31) & (v < 2.0 ** 31)
+    return np.where(ok, np.where(ok, v, 0).astype(np.int64), INT32_MIN)
 
-    ``zero_point + round(float32(value) / float32(scale))``: the division is
-    done in float32 (TfLiteRound on a float, ties away from zero).
+
+def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+    """TFLite's AffineQuantize (QUANTIZE float -> int, and the input quantization a user must do):
+    ``clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point, qmin, qmax)``.
+
+    The division is a float32 division, the rounding TfLiteRound (ties away from
+    zero), the cast C's int32 cast on x86, the zero-point add int32.  ``scale``
+    and ``zero_point`` broadcast (per-channel: shape them along the axis).
+    Returns int64.
     """
-    q = np.float32(value) / np.float32(scale)
-    return int(zero_point) + round_half_away_int(float(q))
+    with np.errstate(all="ignore"):
+        ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32)
+    q = wrap_int32(float_to_int32_cast(round_half_away(ratio)) + _i64(zero_point))
+    return np.clip(q, qmin, qmax)
+
+
+def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
+    """TFLite's Quantize helper in CalculateActivationRangeQuantized: :func:`quantize_affine`
+    of one value, unclamped."""
+    return int(quantize_affine(value, scale, zero_point, INT32_MIN, INT32_MAX))
 
 
 def quantized_activation_range(activation: str, scale: float, zero_point: int,

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fixedpoint as fp
 from . import ir
 from .errors import QsimError
 
@@ -154,9 +155,7 @@ def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
                 f"quantization can represent, [{lo:.6g}, {hi:.6g}] (scale {t.quant.scale0:.6g}, zero point "
                 f"{t.quant.zp0}); the data spans [{a.min():.6g}, {a.max():.6g}]. They were clamped, so the "
                 "result may not be meaningful: check that the data uses the units the model was trained on.")
-    scaled = a / t.quant.scale0
-    r = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    q = np.clip(r + t.quant.zp0, int(info.min), int(info.max)).astype(t.dtype)
+    q = fp.quantize_affine(a, t.quant.scale0, t.quant.zp0, int(info.min), int(info.max)).astype(t.dtype)
     return q, warn
 
 

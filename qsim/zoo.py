@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import fixedpoint as fp
 from . import ir
 from .builder import ModelBuilder
 
@@ -138,7 +139,7 @@ class QuantNet:
     def input(self, name: str, calib: np.ndarray, scale: float, zero_point: int) -> Act:
         idx = self.b.add_input(name, (1,) + calib.shape[1:], np.int8, scale=scale, zero_point=zero_point)
         # the calibration pass sees the input as the int8 model will: quantized then dequantized
-        q = np.clip(np.round(calib / scale) + zero_point, INT8_MIN, INT8_MAX)
+        q = quantize_input(calib, scale, zero_point).astype(np.float64)
         return Act(idx, ((q - zero_point) * scale).astype(np.float32), scale, zero_point)
 
     def _bias(self, b: np.ndarray, x: Act, w_scales) -> int:
@@ -337,8 +338,8 @@ def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed
 
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Real values -> int8 with round-half-to-even then clamp (numpy rounding)."""
-    return np.clip(np.round(np.asarray(x, np.float64) / scale) + zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
+    """Real values -> int8 exactly as TFLite's QUANTIZE would (:func:`qsim.fixedpoint.quantize_affine`)."""
+    return fp.quantize_affine(x, scale, zero_point).astype(np.int8)
 
 
 def count_macs(graph: ir.Graph) -> int:

@@ -213,3 +213,18 @@ def test_quantize_multiplier_unnormalized_wraps_like_the_c_cast():
     # q = 1 - 2^-40 rounds to 2^31, which the (int32_t) cast wraps to INT32_MIN (no renormalisation).
     assert fp.quantize_multiplier_unnormalized(1 - 2 ** -40) == (INT32_MIN, 0)
     assert fp.quantize_multiplier_unnormalized(0.75 * 2 ** 5) == (3 << 29, 5)
+
+
+def test_quantize_affine_is_tflites_float32_rule():
+    # Ties go away from zero; the zero point is added after rounding; the result is clamped.
+    assert fp.quantize_affine(np.array([2.5, -2.5, 0.49, 1000.0, -1000.0]), 1.0, 3).tolist() == [6, 0, 3, 127, -128]
+    # The division is float32: 0.5 / float32(1/255) = 127.4999... rounds to 127, not 128
+    # (a float64 division would give exactly 127.5 and round up).
+    assert int(fp.quantize_affine(0.5, 1 / 255, -128)) == -1
+    assert round(0.5 / (1 / 255) + 0.5) - 128 == 0  # the float64 answer it must not give
+    # NaN / overflowing ratios take C's x86 int32 cast (INT32_MIN), then clamp to the low end.
+    assert fp.quantize_affine(np.array([np.nan, 3e38]), 1e-30, 0).tolist() == [-128, -128]
+    # per-channel broadcast along the last axis, and the scalar helper agrees
+    got = fp.quantize_affine(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([0.5, 0.25]), np.array([0, 10]))
+    assert got.tolist() == [[2, 14], [-2, 6]]
+    assert fp.quantize_float_to_int(6.0, 0.0235, -128) == int(fp.quantize_affine(6.0, 0.0235, -128, -2**31, 2**31 - 1))

@@ -100,30 +100,18 @@ def prepare_quantize(op, graph, profile) -> QuantizeParams:
                           x.quant.zp0, out.quant.zp0, m, shift, rounding)
 
 
-def _float_to_int32_x86(v: np.ndarray) -> np.ndarray:
-    """C static_cast<int32_t>(float) of already-rounded values; out of range / NaN -> INT32_MIN (x86)."""
-    v = np.asarray(v, np.float64)
-    ok = np.isfinite(v) & (v >= -2.0 ** 31) & (v < 2.0 ** 31)
-    return np.where(ok, np.where(ok, v, 0).astype(np.int64), fp.INT32_MIN)
-
-
 def eval_quantize(p: QuantizeParams, inputs) -> list[np.ndarray]:
     x = np.asarray(inputs[0])
     if p.mode == "requant":
         y = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift,
                                                 p.rounding) + p.output_zero_point
         return [np.clip(y, -128, 127).astype(np.int8)]
-    x = x.astype(np.float32)
     shape = [1] * x.ndim
     if p.scale.size > 1:
         shape[p.axis] = p.scale.size
     scale = p.scale.reshape(shape) if x.ndim else p.scale[0]
     zp = p.zero_point.reshape(shape) if x.ndim else p.zero_point[0]
-    with np.errstate(all="ignore"):
-        ratio = (x / scale).astype(np.float32)  # float32 division
-    rounded = fp.round_half_away(ratio)
-    q = fp.wrap_int32(_float_to_int32_x86(rounded) + zp)
-    return [np.clip(q, -128, 127).astype(np.int8)]
+    return [fp.quantize_affine(x, scale, zp).astype(np.int8)]
 
 
 # --------------------------------------------------------------------------- DEQUANTIZE
