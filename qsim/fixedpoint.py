@@ -79,6 +79,14 @@ def quantize_multiplier_array(real_multipliers, single_rounding: bool = False) -
     return m0, sh
 
 
+def fold_divisor_into_multiplier(m0: int, shift: int, divisor: int) -> tuple[int, int]:
+    """QuantizedMeanOrSum's division of a (M0, shift) multiplier by an element count:
+    ``(M0 * 2**s // divisor, shift - s)`` with ``s = min(floor(log2(divisor)), 32, 31 + shift)``,
+    so the quotient keeps as many significant bits as the Q31 format allows."""
+    s = min(int(divisor).bit_length() - 1, 32, 31 + int(shift))
+    return int((int(m0) << s) // int(divisor)), int(shift) - s
+
+
 def quantize_multiplier_smaller_than_one_exp(real_multiplier: float) -> tuple[int, int]:
     """QuantizeMultiplierSmallerThanOneExp: M in (0, 1) -> (M0, left_shift <= 0)."""
     if not 0.0 < real_multiplier < 1.0:

@@ -228,3 +228,14 @@ def test_quantize_affine_is_tflites_float32_rule():
     got = fp.quantize_affine(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([0.5, 0.25]), np.array([0, 10]))
     assert got.tolist() == [[2, 14], [-2, 6]]
     assert fp.quantize_float_to_int(6.0, 0.0235, -128) == int(fp.quantize_affine(6.0, 0.0235, -128, -2**31, 2**31 - 1))
+
+
+def test_fold_divisor_into_multiplier_hand_values():
+    # divisor 4: s = 2, M0 * 4 // 4 = M0 and the shift drops by 2 (divide by 2^2 exactly)
+    assert fp.fold_divisor_into_multiplier(1 << 30, 0, 4) == (1 << 30, -2)
+    # divisor 3: s = 1, (2^30 * 2) // 3 = 715827882, shift - 1: M0*2^(shift-31) / 3 within one Q31 ulp
+    m, s = fp.fold_divisor_into_multiplier(1 << 30, 0, 3)
+    assert (m, s) == (715827882, -1)
+    assert abs(Fraction(m, 2**31) * Fraction(2) ** s - Fraction(1, 2) / 3) < Fraction(1, 2**32)
+    # s is capped by 31 + shift (no shift below -31)
+    assert fp.fold_divisor_into_multiplier(1 << 30, -30, 1 << 10) == ((1 << 30) * 2 // (1 << 10), -31)

@@ -151,12 +151,6 @@ class MeanParams:
     rounding: str
 
 
-def fold_count_into_multiplier(m0: int, shift: int, count: int) -> tuple[int, int]:
-    """QuantizedMeanOrSum's (M, shift) -> (M * 2**s / count, shift - s), s = min(log2 floor, 32, 31 + shift)."""
-    s = min(count.bit_length() - 1, 32, 31 + shift)
-    return int((m0 << s) // count), shift - s
-
-
 def prepare_mean(op, graph, profile) -> MeanParams:
     ins = graph.op_inputs(op)
     x = ins[0]
@@ -185,7 +179,7 @@ def prepare_mean(op, graph, profile) -> MeanParams:
     m0, shift = fp.quantize_multiplier(np.float64(x.quant.scale0) / np.float64(out.quant.scale0),
                                        single_rounding=(rounding == "single"))
     if path == "general":
-        m0, shift = fold_count_into_multiplier(m0, shift, count)
+        m0, shift = fp.fold_divisor_into_multiplier(m0, shift, count)
     return MeanParams(axes, path, count, x.quant.zp0, out.quant.zp0, m0, shift, rounding)
 
 
