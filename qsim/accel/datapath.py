@@ -110,14 +110,8 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
     # held fits acc_bits <= 32, or (default 32-bit wrap) requantize's own int32 wrap of
     # held + 0 is exactly the 32-bit adder's wrap: the bias is already in.
     wide = (np.int64(rq.act_min - 1), np.int64(rq.act_max + 1))  # one step beyond: marks every saturation
-    if rq.rounding == "float":  # LiteRT's FULLY_CONNECTED: double-precision rescale (qsim.profiles)
-        marked = fp.requantize_float_rescale(held, 0, rq.real_scale, rq.output_zero_point, *wide)
-    elif rq.rounding == "double":  # same result as requantize(..., "double"), fewer numpy passes
-        bound = max(-lo, hi) if not over else 1 << (acc_bits - 1)  # |held| <= bound: fp skips its wrap scan
-        marked = fp.requantize_double_fast(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide,
-                                           acc_bound=bound)
-    else:
-        marked = fp.requantize(held, 0, rq.multiplier, rq.shift, rq.output_zero_point, *wide, rq.rounding)
+    bound = max(-lo, hi) if not over else 1 << (acc_bits - 1)  # |held| <= bound: fp skips its wrap scan
+    marked = rq.requantize(held, bias=0, act_min=wide[0], act_max=wide[1], acc_bound=bound)
     sat = clamp_counting(marked, rq.act_min, rq.act_max)  # fp.saturate, in place, counted
     return marked, LayerValues(lo, hi, signed_bits(lo, hi), over, sat, int(total.size))
 

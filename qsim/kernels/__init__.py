@@ -40,9 +40,24 @@ class RequantParams:
     rounding: str  # "double" | "single"
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
 
+    def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
+                   acc_bound: int | None = None) -> np.ndarray:
+        """int64 outputs of this layer's requant stage (:func:`qsim.fixedpoint.requantize`).
+
+        ``bias`` / ``act_min`` / ``act_max`` / ``acc_bound`` default to the layer's own
+        (the accelerator datapath adds the bias itself and widens the clamp to count
+        saturations).  Double rounding takes fixedpoint's few-pass equivalent.
+        """
+        bias = self.bias if bias is None else bias
+        lo = self.act_min if act_min is None else act_min
+        hi = self.act_max if act_max is None else act_max
+        if self.rounding == "double":
+            return fp.requantize_double_fast(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi,
+                                             self.acc_bound if acc_bound is None else acc_bound)
+        return fp.requantize(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi, self.rounding)
+
     def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
-        return fp.requantize(acc, self.bias, self.multiplier, self.shift, self.output_zero_point,
-                             self.act_min, self.act_max, self.rounding).astype(dtype)
+        return self.requantize(acc).astype(dtype)
 
 
 @dataclass

@@ -176,14 +176,6 @@ def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need
     return xs
 
 
-def apply_requant(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
-    """``rq.apply(acc)``; the classic double rounding takes fixedpoint's few-pass equivalent."""
-    if rq.rounding == "double" and type(rq) is RequantParams:
-        return fp.requantize_double_fast(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
-                                         rq.act_min, rq.act_max, rq.acc_bound).astype(np.int8)
-    return rq.apply(acc)
-
-
 # --------------------------------------------------------------------------- CONV_2D
 
 @dataclass
@@ -264,7 +256,7 @@ def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [apply_requant(p.requant, accumulate_conv(p, inputs))]
+    return [p.requant.apply(accumulate_conv(p, inputs))]
 
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
@@ -314,7 +306,7 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
 
 
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [apply_requant(p.requant, accumulate_depthwise(p, inputs))]
+    return [p.requant.apply(accumulate_depthwise(p, inputs))]
 
 
 register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv)

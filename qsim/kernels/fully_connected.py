@@ -19,13 +19,13 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, register
-from .conv import (accumulator_bound, apply_requant, bias_values, exact_float_dtype, make_requant, require_int8,
+from .conv import (accumulator_bound, bias_values, exact_float_dtype, make_requant, require_int8,
                    weight_scales)
 
 
 @dataclass
 class FloatRescaleRequant(RequantParams):
-    """RequantParams whose apply() rescales by the double-precision real scale.
+    """RequantParams whose requant stage rescales by the double-precision real scale.
 
     Used for profiles whose FULLY_CONNECTED variant is "float_rescale"
     (LiteRT 2.3 BUILTIN_REF).  ``multiplier``/``shift`` still hold
@@ -35,9 +35,11 @@ class FloatRescaleRequant(RequantParams):
 
     real_scale: np.ndarray = None  # float64 [C]
 
-    def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
-        return fp.requantize_float_rescale(acc, self.bias, self.real_scale, self.output_zero_point,
-                                           self.act_min, self.act_max).astype(dtype)
+    def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
+                   acc_bound: int | None = None) -> np.ndarray:
+        return fp.requantize_float_rescale(acc, self.bias if bias is None else bias, self.real_scale,
+                                           self.output_zero_point, self.act_min if act_min is None else act_min,
+                                           self.act_max if act_max is None else act_max)
 
 
 @dataclass
@@ -95,7 +97,7 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
-    return [apply_requant(p.requant, accumulate_fc(p, inputs))]
+    return [p.requant.apply(accumulate_fc(p, inputs))]
 
 
 register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc)
