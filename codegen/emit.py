@@ -22,6 +22,7 @@ from qsim import ir
 from qsim.errors import QsimError, UnsupportedModelError
 from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
 from qsim.loader import load
+from qsim.report import op_macs
 
 from . import planner, tables
 
@@ -212,6 +213,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         _check_op_rounding(p, rounding)
         e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
+        e.macs = op_macs(g, p.op)
         emits.append(e)
     plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},
                                {pos: tables.overlap_delta(p, g) for pos, p in enumerate(prepared.ops)})

@@ -58,7 +58,7 @@ class OpEmit:
     struct_fields: dict = field(default_factory=dict)
     arrays: list[CArray] = field(default_factory=list)
     scratch_bytes: int = 0
-    macs: int = 0
+    macs: int = 0  # qsim.report.op_macs, set by the generator (one MAC definition across qsim)
     prefix: str = ""  # C name prefix of this op's params and tables (set by the generator)
 
 
@@ -127,11 +127,10 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     op, p, rq, x, w, out = _gemm_operands(prepared, g)
     n, _, _, c = x.shape
     fields = _conv_window_fields(x, p, rq)
-    macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w * c
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
                   _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
                   [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
-                  scratch_bytes=2 * 4 * p.kernel_h * p.kernel_w * c, macs=macs)  # QK_CONV_TILE patches
+                  scratch_bytes=2 * 4 * p.kernel_h * p.kernel_w * c)  # QK_CONV_TILE patches
 
 
 def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
@@ -139,7 +138,6 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     n, _, _, c = x.shape
     fields = _conv_window_fields(x, p, rq)
     fields.update(depth_multiplier=p.depth_multiplier, channel_major=int(p.out_channels <= DW_FEW_CHANNELS))
-    macs = n * p.out_h * p.out_w * p.out_channels * p.kernel_h * p.kernel_w
     weights = _weights(prefix, w)
     scratch = 4 * p.out_channels
     if fields["channel_major"]:
@@ -148,7 +146,7 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
         scratch += 2 * p.kernel_h * p.kernel_w * c
     return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} -> '{out.name}'",
                   _gemm_call("qk_depthwise_conv2d", prefix, "int32_t"), "qk_dwconv_params", fields,
-                  [weights] + _requant_arrays(prefix, rq, p.out_channels), scratch_bytes=scratch, macs=macs)
+                  [weights] + _requant_arrays(prefix, rq, p.out_channels), scratch_bytes=scratch)
 
 
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
@@ -165,8 +163,7 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
                   _gemm_call("qk_fully_connected", prefix, None), "qk_fc_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units),
-                  macs=batches * p.in_units * p.out_units)
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units))
 
 
 def _params_call(fn: str, prefix: str, *operands: str) -> str:
@@ -199,8 +196,7 @@ def emit_pool(pos, prepared, g, prefix) -> OpEmit:
                   pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
     fn = "qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d"
     return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
-                  _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields,
-                  macs=n * p.out_h * p.out_w * c * p.filter_h * p.filter_w)
+                  _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields)
 
 
 def emit_alias(pos, prepared, g, prefix) -> OpEmit:
@@ -364,7 +360,7 @@ def emit_mean(pos, prepared, g, prefix) -> OpEmit:
                   multiplier=int(_i32([p.multiplier])[0]), shift=int(_shift8([p.shift])[0]))
     return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
                   _params_call("qk_mean", prefix, "{in0}", "{out0}", "(int32_t *){scratch}"), "qk_mean_params",
-                  fields, scratch_bytes=4 * out.size, macs=x.size)
+                  fields, scratch_bytes=4 * out.size)
 
 
 def emit_pad(pos, prepared, g, prefix) -> OpEmit:

@@ -343,17 +343,6 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 def count_macs(graph: ir.Graph) -> int:
-    """Multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops (batch as declared)."""
-    total = 0
-    for op in graph.operators:
-        out = graph.tensors[op.outputs[0]]
-        if op.opcode == "CONV_2D":
-            w = graph.tensors[op.inputs[1]]
-            total += out.size * int(np.prod(w.shape[1:]))
-        elif op.opcode == "DEPTHWISE_CONV_2D":
-            w = graph.tensors[op.inputs[1]]
-            total += out.size * w.shape[1] * w.shape[2]
-        elif op.opcode == "FULLY_CONNECTED":
-            w = graph.tensors[op.inputs[1]]
-            total += out.size * w.shape[1]
-    return int(total)
+    """Multiply-accumulates of one inference (:func:`qsim.report.op_macs` summed over the ops)."""
+    from .report import op_macs
+    return sum(op_macs(graph, op) for op in graph.operators)

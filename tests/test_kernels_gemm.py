@@ -706,7 +706,6 @@ def test_requantize_double_fast_with_a_proven_accumulator_bound():
 
 def test_accumulator_bound_holds_on_extreme_inputs():
     """The prepared acc_bound really bounds the accumulator (all inputs at the worst extreme)."""
-    from qsim.kernels import REGISTRY
     g = load(shared_model("kws_ref_model.tflite"))
     prep = prepare_graph(g, "tflm")
     for p in prep.ops:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import fixedpoint as fp
 from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
 
