@@ -44,6 +44,7 @@ import numpy as np
 
 from . import fixedpoint as fp
 from . import ir
+from .interpreter import conform_shape
 from .errors import QsimError
 
 IMAGE_EXTS = (".bmp", ".png")
@@ -143,7 +144,7 @@ def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise QsimError(f"--float-input data for '{t.name}' must be numeric, got {a.dtype}.")
-    a = _reshape(a.astype(np.float64), t)
+    a = conform_shape(a.astype(np.float64), t)
     if not np.all(np.isfinite(a)):
         raise QsimError(f"--float-input data for '{t.name}' contains NaN or infinity.")
     info = np.iinfo(t.dtype)
@@ -176,17 +177,7 @@ def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
             raise QsimError(f"input '{t.name}' must be {t.dtype} (range [{info.min}, {info.max}]); the "
                             f"{a.dtype} data spans [{a.min()}, {a.max()}] and does not fit.")
         a = a.astype(t.dtype)
-    return _reshape(a, t)
-
-
-def _reshape(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
-    if tuple(a.shape) == tuple(t.shape):
-        return a
-    squeeze = [d for d in a.shape if d != 1]
-    if a.size == t.size and (squeeze == [d for d in t.shape if d != 1] or a.ndim == 1):
-        return a.reshape(t.shape)  # only size-1 dims (batch, channel) differ, or flattened data
-    raise QsimError(f"input '{t.name}' must have shape {list(t.shape)} ({t.size} values), got an array of "
-                    f"shape {list(a.shape)} ({a.size} values).")
+    return conform_shape(a, t)
 
 
 def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str = "shift") -> np.ndarray:

@@ -126,6 +126,19 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm") -> PreparedGraph
     return PreparedGraph(g, prof, prepared)
 
 
+def conform_shape(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
+    """``a`` reshaped to ``t.shape`` when only size-1 dimensions differ (batch, channel) or the
+    data is flat (1-D, same size); any other shape is an error, never a silent reshape that
+    would reorder the data (a [10, 49] array is not a [1, 49, 10, 1] input)."""
+    if tuple(a.shape) == tuple(t.shape):
+        return a
+    squeeze = [d for d in a.shape if d != 1]
+    if a.size == t.size and (squeeze == [d for d in t.shape if d != 1] or a.ndim == 1):
+        return a.reshape(t.shape)
+    raise QsimError(f"input '{t.name}' must have shape {list(t.shape)} ({t.size} values), got an array of "
+                    f"shape {list(a.shape)} ({a.size} values).")
+
+
 def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
     """Validate user inputs against the graph's input tensors (count, shape, dtype)."""
     if isinstance(inputs, dict):
@@ -141,12 +154,7 @@ def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
         if t_idx not in items:
             raise QsimError(f"missing input for tensor {t_idx} '{g.tensors[t_idx].name}'.")
         t = g.tensors[t_idx]
-        a = np.asarray(items[t_idx])
-        if tuple(a.shape) != tuple(t.shape):
-            if a.size == t.size and a.ndim != len(t.shape):
-                a = a.reshape(t.shape)
-            else:
-                raise QsimError(f"input '{t.name}' must have shape {list(t.shape)}, got {list(a.shape)}.")
+        a = conform_shape(np.asarray(items[t_idx]), t)
         if a.dtype != t.dtype:
             hint = ""
             if t.quant is not None and np.issubdtype(a.dtype, np.floating):

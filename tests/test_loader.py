@@ -281,3 +281,18 @@ def test_random_inputs_deterministic_and_full_range():
     va = np.array([s[0] for s in a]).ravel()
     assert np.array_equal(va, np.array([s[0] for s in b]).ravel())
     assert va.dtype == np.int8 and va.min() < -100 and va.max() > 100
+
+
+def test_api_refuses_a_same_size_array_of_another_layout():
+    """run() must not silently reshape a [10, 49] array into kws's [1, 49, 10, 1] input (that would
+    reorder the data); size-1 dims and flat data are still accepted."""
+    from qsim.errors import QsimError
+    from qsim.interpreter import run
+    g = load(shared_model("kws_ref_model.tflite"))
+    out = g.outputs[0]
+    x = np.random.default_rng(0).integers(-128, 128, (1, 49, 10, 1)).astype(np.int8)
+    with pytest.raises(QsimError, match=r"must have shape \[1, 49, 10, 1\]"):
+        run(g, [x.reshape(10, 49)])
+    want = run(g, [x])[out]
+    assert np.array_equal(run(g, [x.reshape(49, 10)])[out], want)   # only size-1 dims differ
+    assert np.array_equal(run(g, [x.reshape(-1)])[out], want)       # flat data
