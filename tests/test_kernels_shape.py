@@ -8,6 +8,8 @@ in Prepare) so the goldens never come from qsim.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,7 @@ from qsim.builder import ModelBuilder
 from qsim.errors import QsimError
 from qsim.interpreter import prepare_graph
 from qsim.loader import load_bytes
+from qsim.reference import ReferenceRefused, make_runner
 
 from conftest import require_module
 
@@ -29,45 +32,20 @@ Q = dict(scale=0.0625, zero_point=-5)
 
 # --------------------------------------------------------------------------- reference plumbing
 
-def _litert(blob, inputs, tensors, runs=1):
-    """LiteRT BUILTIN_REF results {tensor: array} (a list of ``runs`` results, one interpreter), or None."""
-    li = require_module("ai_edge_litert.interpreter", "LiteRT reference interpreter")
+def _reference(prof, blob, inputs, tensors, runs=1):
+    """One reference's results {tensor: array} (qsim.reference's runner, every tensor kept), or None
+    where it refuses the model.  ``runs=2``: a second run on the same interpreter with ``~x``."""
+    require_module("ai_edge_litert.interpreter" if prof == "litert" else "tflite_micro.python.tflite_micro.runtime",
+                   f"{prof} reference interpreter")
     try:
-        it = li.Interpreter(model_content=blob, experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF,
-                            experimental_preserve_all_tensors=True)
-        it.allocate_tensors()
-        results = []
-        for r in range(runs):
-            for d, x in zip(it.get_input_details(), inputs):
-                it.set_tensor(d["index"], x if r == 0 else ~x)
-            it.invoke()
-            results.append({t: np.array(it.get_tensor(t)) for t in tensors})
-    except (ValueError, RuntimeError):
+        runner = make_runner(prof, blob)
+        results = [runner.run([x if r == 0 else ~x for x in inputs], tensors) for r in range(runs)]
+    except ReferenceRefused:
         return None
     return results[0] if runs == 1 else results
 
 
-def _tflm(blob, inputs, tensors, runs=1):
-    runtime = require_module("tflite_micro.python.tflite_micro.runtime", "TFLM reference interpreter")
-    # An explicit arena: the runtime's default (10x the file size) is too small for tiny models
-    # with kPreserveAllTensors ("Failed to allocate tail memory") and the process then segfaults.
-    g = load_bytes(blob)
-    arena = (1 << 20) + 2 * len(blob) + 2 * sum(t.nbytes for t in g.tensors if not t.is_const)
-    try:
-        it = runtime.Interpreter.from_bytes(blob, arena_size=arena,
-                                            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    except RuntimeError:
-        return None
-    results = []
-    for r in range(runs):
-        for i, x in enumerate(inputs):
-            it.set_input(x if r == 0 else ~x, i)
-        it.invoke()
-        results.append({t: np.array(it.GetTensor(t, 0)["tensor_data"]) for t in tensors})
-    return results[0] if runs == 1 else results
-
-
-REFS = {"litert": _litert, "tflm": _tflm}
+REFS = {prof: partial(_reference, prof) for prof in PROFILES}
 
 
 def check_against_references(b: ModelBuilder, inputs, expect_run=None, profiles=PROFILES):
@@ -115,7 +93,7 @@ def litert_output_shape(make, *args):
     b, inputs = make((1,), *args)
     blob = b.build()
     out = b.outputs[0]
-    ref = _litert(blob, inputs, [out])
+    ref = REFS["litert"](blob, inputs, [out])
     return None if ref is None else tuple(ref[out].shape)
 
 
@@ -376,10 +354,10 @@ def test_strided_slice_tflm_ignores_offset():
 _CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
-from test_kernels_shape import _ss_model, _litert
+from test_kernels_shape import _ss_model, REFS
 from qsim import ir
 b, inputs = _ss_model((1,), (1, 4), [3], [-5], [-2], ir.StridedSliceOptions(end_mask=1, offset=True))
-_litert(b.build(), inputs, [b.outputs[0]], runs=2)
+REFS["litert"](b.build(), inputs, [b.outputs[0]], runs=2)
 print("survived")
 """
 
