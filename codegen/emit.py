@@ -21,6 +21,7 @@ import numpy as np
 from qsim import ir
 from qsim.errors import QsimError, UnsupportedModelError
 from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
+from qsim.kernels.activations import softmax_abort_message, softmax_abort_row_length
 from qsim.loader import load
 from qsim.report import op_macs
 
@@ -138,6 +139,13 @@ def check_supported(g: ir.Graph) -> None:
                 problems.append(f"op #{op.index} {op.opcode}: tensor '{g.tensors[t].name}' has zero elements "
                                 f"(shape {list(g.tensors[t].shape)}); C has no zero-length arrays")
                 break
+    abort_row = softmax_abort_row_length()
+    for op in g.operators:  # the C kernel cannot refuse a row at run time: refuse the shape here
+        if op.opcode == "SOFTMAX" and op.inputs and op.inputs[0] >= 0 and op.index not in flagged:
+            shape = g.tensors[op.inputs[0]].shape
+            if len(shape) and int(shape[-1]) >= abort_row:
+                problems.append(f"op #{op.index} SOFTMAX (output '{g.tensors[op.outputs[0]].name}'): "
+                                + softmax_abort_message(int(shape[-1])))
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]

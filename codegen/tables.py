@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qsim import fixedpoint as fp
 from qsim import ir
 from qsim.errors import QsimError
 
@@ -69,10 +70,14 @@ def _i32(values) -> np.ndarray:
     return a
 
 
-def _shift8(values) -> np.ndarray:
+def _mbqm_shifts(values, rounding: str, opcode: str) -> np.ndarray:
+    """Shifts the C's qk_mbqm will use: each must be in qsim.fixedpoint.SHIFT_RANGE[rounding]
+    (prepare already refuses others; this keeps an out-of-range value from becoming C UB)."""
     a = np.asarray(values, dtype=np.int64).reshape(-1)
-    if a.size and (a.min() < -128 or a.max() > 127):
-        raise QsimError("a requantization shift does not fit in int8.")
+    try:
+        fp.check_shift_range(a, rounding)
+    except QsimError as e:
+        raise QsimError(f"{opcode}: {e}") from None
     return a
 
 
@@ -82,14 +87,14 @@ def _check_rounding(rq, opcode: str) -> None:
                         "(generate with --rounding double or single).")
 
 
-def _requant_arrays(prefix: str, rq, channels: int) -> list[CArray]:
+def _requant_arrays(prefix: str, rq, channels: int, opcode: str) -> list[CArray]:
     """bias / multiplier / shift tables, broadcast to one entry per output channel."""
     def per_channel(a):
         a = np.asarray(a, dtype=np.int64).reshape(-1)
         return np.broadcast_to(a, (channels,)).copy() if a.size == 1 else a
     return [CArray(prefix + "_bias", "int32_t", _i32(per_channel(rq.bias))),
             CArray(prefix + "_mult", "int32_t", _i32(per_channel(rq.multiplier))),
-            CArray(prefix + "_shift", "int8_t", _shift8(per_channel(rq.shift)))]
+            CArray(prefix + "_shift", "int8_t", _mbqm_shifts(per_channel(rq.shift), rq.rounding, opcode))]
 
 
 def _weights(prefix: str, t: ir.Tensor) -> CArray:
@@ -129,7 +134,7 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     fields = _conv_window_fields(x, p, rq)
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
                   _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels),
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels, op.opcode),
                   scratch_bytes=2 * 4 * p.kernel_h * p.kernel_w * c)  # QK_CONV_TILE patches
 
 
@@ -146,7 +151,7 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
         scratch += 2 * p.kernel_h * p.kernel_w * c
     return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} -> '{out.name}'",
                   _gemm_call("qk_depthwise_conv2d", prefix, "int32_t"), "qk_dwconv_params", fields,
-                  [weights] + _requant_arrays(prefix, rq, p.out_channels), scratch_bytes=scratch)
+                  [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode), scratch_bytes=scratch)
 
 
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
@@ -163,7 +168,7 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
                   _gemm_call("qk_fully_connected", prefix, None), "qk_fc_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units))
+                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units, op.opcode))
 
 
 def _params_call(fn: str, prefix: str, *operands: str) -> str:
@@ -253,12 +258,15 @@ def emit_add(pos, prepared, g, prefix) -> OpEmit:
                          "input1_offset", "input1_multiplier", "input1_shift",
                          "input2_offset", "input2_multiplier", "input2_shift",
                          "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
+    _mbqm_shifts([fields["input1_shift"], fields["input2_shift"], fields["output_shift"]],
+                 prepared.params.rounding, prepared.op.opcode)
     return _emit_binary(pos, prepared, g, prefix, "qk_add", "qk_add_params", fields)
 
 
 def emit_mul(pos, prepared, g, prefix) -> OpEmit:
     fields = _param_ints(prepared.params, prepared.op.opcode, "input1_offset", "input2_offset",
                          "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
+    _mbqm_shifts([fields["output_shift"]], prepared.params.rounding, prepared.op.opcode)
     return _emit_binary(pos, prepared, g, prefix, "qk_mul", "qk_mul_params", fields)
 
 
@@ -327,6 +335,7 @@ def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
     depth = int(x.shape[-1]) if x.shape else 1
     fields = dict(outer=x.size // max(depth, 1), depth=depth,
                   **_param_ints(p, op.opcode, "input_multiplier", "input_left_shift", "diff_min"))
+    _mbqm_shifts([fields["input_left_shift"]], p.rounding, op.opcode)
     return OpEmit(pos, op.opcode, f"SOFTMAX -> '{out.name}'",
                   _params_call("qk_softmax", prefix, "{in0}", "{out0}"), "qk_softmax_params", fields)
 
@@ -357,7 +366,8 @@ def emit_mean(pos, prepared, g, prefix) -> OpEmit:
     reduce = [0] * (4 - len(x.shape)) + [1 if a in p.axes else 0 for a in range(len(x.shape))]
     fields = dict(in_dims=in_dims, reduce=reduce, out_size=out.size, count=p.count,
                   input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
-                  multiplier=int(_i32([p.multiplier])[0]), shift=int(_shift8([p.shift])[0]))
+                  multiplier=int(_i32([p.multiplier])[0]),
+                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]))
     return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
                   _params_call("qk_mean", prefix, "{in0}", "{out0}", "(int32_t *){scratch}"), "qk_mean_params",
                   fields, scratch_bytes=4 * out.size)

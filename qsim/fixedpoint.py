@@ -17,6 +17,17 @@ Conventions (identical to TFLite / gemmlowp):
 
 All functions are vectorized over numpy integer arrays (computed in int64)
 and also accept Python ints; results are int64 arrays holding int32 values.
+
+Arithmetic edges: one behaviour each, shared by this module, the generated C
+(codegen/templates/qkernels.c) and the requant RTL (rtl/requant_lane.sv);
+tests/test_edges.py and hdl_tests run all three on the same vectors.
+  * single-rounding results outside int32 saturate to int32
+    (:func:`multiply_by_quantized_multiplier_single`);
+  * shifts outside :data:`SHIFT_RANGE` are refused at prepare with a QsimError
+    (:func:`quantize_multiplier`, :func:`check_shift_range`);
+  * acc + bias and the double-rounding left shift wrap like int32;
+  * the zero-point add before the activation clamp never wraps.
+SOFTMAX's row-sum edge is the kernel's (qsim/kernels/activations.py).
 """
 from __future__ import annotations
 
@@ -24,9 +35,23 @@ import math
 
 import numpy as np
 
+from .errors import QsimError
+
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 ROUNDING_MODES = ("double", "single")
+
+# The shifts (TFLite sign convention, > 0 = left) MultiplyByQuantizedMultiplier accepts, per
+# rounding mode; the one range every consumer supports:
+#  * TFLite "double": ``x * (1 << left)`` and RoundingDivideByPOT (gemmlowp asserts
+#    0 <= exponent <= 31) are defined for -31 <= shift <= 31 only (1 << 32 is undefined in C++);
+#    TFLITE_SINGLE_ROUNDING DCHECKs -31 <= shift <= 30 (a total right shift of 1..62).
+#  * the generated C: ``(uint32_t)x << s`` and ``x >> e`` are undefined from 32 bits on;
+#  * the RTL: a 6-bit signed shift port (rtl/requant_lane.sv).
+# QuantizeMultiplier never yields a shift below -31 (it flushes to (0, 0)); above 31 (double) it
+# does for a real multiplier >= 2**31, which no meaningful model has: that is refused at prepare
+# (:func:`quantize_multiplier` raises QsimError) instead of being given some arbitrary meaning.
+SHIFT_RANGE = {"double": (-31, 31), "single": (-31, 30)}
 
 
 def _i64(x) -> np.ndarray:
@@ -43,6 +68,20 @@ def saturate(x, lo: int, hi: int) -> np.ndarray:
     return np.clip(_i64(x), lo, hi)
 
 
+def check_shift_range(shift, rounding: str, what: str = "requantization shift") -> None:
+    """QsimError unless every ``shift`` is in ``SHIFT_RANGE[rounding]`` (see there for why)."""
+    if rounding not in SHIFT_RANGE:
+        raise QsimError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+    lo, hi = SHIFT_RANGE[rounding]
+    a = _i64(shift)
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+        bad = int(a.min()) if int(a.min()) < lo else int(a.max())
+        raise QsimError(
+            f"{what} {bad} is outside [{lo}, {hi}], the range {rounding}-rounding "
+            "MultiplyByQuantizedMultiplier supports in TFLite, in the generated C and in the requant RTL "
+            "(a real multiplier of 2**31 or more: the tensor scales are not meaningful).")
+
+
 # --------------------------------------------------------------------------- prepare
 
 def quantize_multiplier(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:
@@ -51,7 +90,8 @@ def quantize_multiplier(real_multiplier: float, single_rounding: bool = False) -
     frexp gives q in [0.5, 1); M0 = round(q * 2**31) (half away from zero).
     If rounding produced 2**31, halve it and bump the shift.  Multipliers below
     ~2**-31 flush to (0, 0).  With ``single_rounding`` (TFLITE_SINGLE_ROUNDING
-    builds) a shift above 30 saturates to (2**31 - 1, 30).
+    builds) a shift above 30 saturates to (2**31 - 1, 30).  Without it a shift above
+    31 (a real multiplier >= 2**31) raises QsimError: outside ``SHIFT_RANGE["double"]``.
     """
     m = float(real_multiplier)
     if not math.isfinite(m) or m < 0:
@@ -63,10 +103,17 @@ def quantize_multiplier(real_multiplier: float, single_rounding: bool = False) -
     if q_fixed == (1 << 31):
         q_fixed //= 2
         shift += 1
+    return _finish_multiplier(q_fixed, shift, single_rounding)
+
+
+def _finish_multiplier(q_fixed: int, shift: int, single_rounding: bool) -> tuple[int, int]:
+    """QuantizeMultiplier's range handling of (M0, shift): flush below -31, saturate above 30
+    (single rounding), refuse above 31 (double rounding)."""
     if shift < -31:
         return 0, 0
     if single_rounding and shift > 30:
         return (1 << 31) - 1, 30
+    check_shift_range(shift, "double", "requantization shift")
     return int(q_fixed), int(shift)
 
 
@@ -151,10 +198,14 @@ def rounding_divide_by_pot(x, exponent) -> np.ndarray:
 def multiply_by_quantized_multiplier_double(x, m0, shift) -> np.ndarray:
     """TFLite's default MultiplyByQuantizedMultiplier (two roundings).
 
-    ``x * 2**max(shift, 0)`` wraps like C int32 arithmetic, then SRDHM by M0,
-    then a rounding right shift by ``max(-shift, 0)``.
+    ``x * 2**max(shift, 0)`` wraps like C int32 arithmetic (TFLite's ``x * (1 << left)``
+    as every compiler executes it; the C kernels and the RTL wrap the same way), then
+    SRDHM by M0, then a rounding right shift by ``max(-shift, 0)``.  Shifts must be in
+    ``SHIFT_RANGE["double"]`` ([-31, 31]).
     """
     shift = _i64(shift)
+    if np.any((shift < -31) | (shift > 31)):
+        raise ValueError("double-rounding shift must be in [-31, 31] (SHIFT_RANGE)")
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     scaled = wrap_int32(_i64(x) << left)
@@ -164,15 +215,21 @@ def multiply_by_quantized_multiplier_double(x, m0, shift) -> np.ndarray:
 def multiply_by_quantized_multiplier_single(x, m0, shift) -> np.ndarray:
     """TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier (one rounding, half up).
 
-    ``(x * M0 + 2**(30 - shift)) >> (31 - shift)`` in 64 bits; requires
-    -31 <= shift <= 30 and M0 >= 0 as TFLite does.
+    ``saturate_int32((x * M0 + 2**(30 - shift)) >> (31 - shift))`` in 64 bits, for
+    ``SHIFT_RANGE["single"]`` (-31 <= shift <= 30) as TFLite requires.
+
+    A result outside int32 (e.g. x = 2**30, M0 = 2**30, shift 2) saturates.  TFLite only
+    DCHECKs this: a debug build aborts, a release build truncates to int32 (a huge
+    positive value becomes 0 or negative, a wrong answer).  Saturation is what a
+    hardware requantizer does (rtl/requant_lane.sv) and gives the int8 output the
+    unbounded value would; the generated C does the same (qk_mbqm).
     """
     x, m0, shift = _i64(x), _i64(m0), _i64(shift)
     if np.any((shift < -31) | (shift > 30)):
-        raise ValueError("single-rounding shift must be in [-31, 30]")
+        raise ValueError("single-rounding shift must be in [-31, 30] (SHIFT_RANGE)")
     total = 31 - shift
     rounding = np.int64(1) << (total - 1)
-    return (x * m0 + rounding) >> total
+    return np.clip((x * m0 + rounding) >> total, INT32_MIN, INT32_MAX)
 
 
 def multiply_by_quantized_multiplier(x, m0, shift, rounding: str = "double") -> np.ndarray:
@@ -189,7 +246,10 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
 
     ``clamp(MBQM(acc + bias, M0, shift) + zp, act_min, act_max)``.  ``bias``,
     ``m0`` and ``shift`` broadcast along the last (channel) axis of ``acc``.
-    The accumulator add wraps like int32 (the C kernels' behaviour).
+    The accumulator add wraps like int32 (TFLite's int32 ``acc += bias`` as compilers
+    execute it; the C kernels and the RTL wrap explicitly).  The zero-point add does
+    not wrap (MBQM may return INT32_MAX; TFLite would overflow int32 there, the C
+    kernels add in 64 bits, the RTL in 33 bits), so the clamp sees the true sum.
     """
     summed = wrap_int32(_i64(acc) + _i64(bias))
     scaled = multiply_by_quantized_multiplier(summed, m0, shift, rounding)
@@ -656,8 +716,4 @@ def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = F
         raise ValueError(f"multiplier must be finite, got {real_multiplier!r}")
     q, shift = math.frexp(m)
     q_fixed = round_half_away_int(q * (1 << 31))
-    if shift < -31:
-        return 0, 0
-    if single_rounding and shift > 30:
-        return (1 << 31) - 1, 30
-    return int(q_fixed), int(shift)
+    return _finish_multiplier(q_fixed, shift, single_rounding)

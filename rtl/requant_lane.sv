@@ -6,8 +6,9 @@
 // the handshake logic lives in requant_unit.  Data registers are not reset
 // (valid bits in requant_unit are), so a bubble may carry garbage harmlessly.
 //
-// Conventions (identical to qsim.fixedpoint):
-//   * acc + bias wraps like C int32 arithmetic.
+// Conventions (identical to qsim.fixedpoint and the generated C's qk_requantize;
+// tests/test_edges.py and hdl_tests' edge_cases run all three on the same vectors):
+//   * acc + bias wraps like C int32 arithmetic (TFLite's int32 add as compilers run it).
 //   * M0 is a Q31 int32; shift > 0 is a left shift (multiplier > 1).
 //   * SINGLE_ROUNDING = 0: TFLite's default double rounding
 //       x << max(shift,0) (wraps), SaturatingRoundingDoublingHighMul by M0
@@ -15,9 +16,14 @@
 //       max(-shift,0) (ties away from zero).  Valid shift: [-31, 31].
 //   * SINGLE_ROUNDING = 1: TFLITE_SINGLE_ROUNDING,
 //       (x * M0 + 2^(30-shift)) >>> (31-shift) in 64 bits.  Valid shift: [-31, 30].
-//       A result outside int32 saturates before the zero-point add, which
-//       gives the same clamped int8 as the unbounded value.
-//   * clamp is max(., act_min) then min(., act_max), as TFLite does.
+//       A result outside int32 saturates to int32.  TFLite only DCHECKs it (a
+//       debug build aborts, a release build truncates: a wrong answer); a
+//       hardware requantizer saturates, and qsim.fixedpoint and the C do too.
+//   * Valid shifts are qsim.fixedpoint.SHIFT_RANGE: the 6-bit port could carry
+//     -32 (not a QuantizeMultiplier output), and qsim refuses at prepare any
+//     multiplier needing more (>= 2^31), so no other value ever arrives here.
+//   * the zero-point add is 33 bits wide (never wraps); the clamp is
+//     max(., act_min) then min(., act_max), as TFLite does.
 module requant_lane #(
     parameter bit SINGLE_ROUNDING = 1'b0
 ) (

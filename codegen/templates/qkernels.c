@@ -62,14 +62,21 @@ int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
     return qk_rdbpot_inline(x, exponent);
 }
 
+/* Arithmetic edges (one behaviour each, the same in qsim.fixedpoint and rtl/requant_lane.sv):
+ * - shift: [-31, 31] double, [-31, 30] single (qsim.fixedpoint.SHIFT_RANGE); qsim refuses any
+ *   other value at generation time, so the shifts below never reach 32 bits (undefined in C);
+ * - single rounding: a result outside int32 saturates (TFLite only DCHECKs it: its release
+ *   build truncates to int32, a wrong sign/size; a hardware requantizer saturates);
+ * - acc + bias and the double-rounding left shift wrap like int32 (through uint32: defined);
+ * - the zero-point add before the activation clamp is done in 64 bits (never wraps). */
 #if defined(QK_SINGLE_ROUNDING)
-/* TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier: one rounding, half up. */
+/* TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier: one rounding, half up, saturated to int32. */
 static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 {
     const int total_shift = 31 - shift;
     const int64_t round = (int64_t)1 << (total_shift - 1);
-    const int64_t result = (int64_t)x * (int64_t)multiplier + round;
-    return (int32_t)(result >> total_shift);
+    const int64_t result = ((int64_t)x * (int64_t)multiplier + round) >> total_shift;
+    return result > QK_INT32_MAX ? QK_INT32_MAX : (result < QK_INT32_MIN ? QK_INT32_MIN : (int32_t)result);
 }
 #else
 /* TFLite's classic MultiplyByQuantizedMultiplier: left shift, SRDHM, rounding right shift. */
@@ -86,11 +93,31 @@ int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
     return qk_mbqm_inline(x, multiplier, shift);
 }
 
-static int8_t qk_requant(int32_t acc, int32_t multiplier, int shift, int32_t output_offset,
-                         int32_t act_min, int32_t act_max)
+/* clamp(v + output_offset, act_min, act_max) with the add in 64 bits: v may be near INT32_MAX. */
+static int8_t qk_offset_clamp(int32_t v, int32_t output_offset, int32_t act_min, int32_t act_max)
 {
-    int32_t v = qk_mbqm_inline(acc, multiplier, shift) + output_offset;
-    return (int8_t)qk_clamp(v, act_min, act_max);
+    const int64_t w = (int64_t)v + output_offset;
+    return (int8_t)(w < act_min ? act_min : (w > act_max ? act_max : w));
+}
+
+/* acc + bias wrapping like int32 (the conversion back from uint32 is modular on every C
+ * compiler qsim targets; plain signed addition would be undefined on overflow). */
+static int32_t qk_add_wrap(int32_t a, int32_t b)
+{
+    return (int32_t)((uint32_t)a + (uint32_t)b);
+}
+
+static int8_t qk_requant_inline(int32_t acc, int32_t bias, int32_t multiplier, int shift,
+                                int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    return qk_offset_clamp(qk_mbqm_inline(qk_add_wrap(acc, bias), multiplier, shift), output_offset,
+                           act_min, act_max);
+}
+
+int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, int32_t output_offset,
+                     int32_t act_min, int32_t act_max)
+{
+    return qk_requant_inline(acc, bias, multiplier, shift, output_offset, act_min, act_max);
 }
 
 /* Output channel ch of a GEMM op: add its bias (if any), requantize with its table entries. */
@@ -98,10 +125,8 @@ static int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t
                                  const int8_t *shift, int32_t ch, int32_t output_offset,
                                  int32_t act_min, int32_t act_max)
 {
-    if (bias != NULL) {
-        acc += bias[ch];
-    }
-    return qk_requant(acc, multiplier[ch], shift[ch], output_offset, act_min, act_max);
+    return qk_requant_inline(acc, bias != NULL ? bias[ch] : 0, multiplier[ch], shift[ch], output_offset,
+                             act_min, act_max);
 }
 
 /* ------------------------------------------------------------------ CONV_2D */
@@ -434,8 +459,8 @@ static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
     const int32_t s1 = qk_mbqm(x1, p->input1_multiplier, p->input1_shift);
     const int32_t s2 = qk_mbqm(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift) + p->output_offset;
-    return (int8_t)qk_clamp(raw, p->act_min, p->act_max);
+    const int32_t raw = qk_mbqm(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+    return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
 }
 
 static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
@@ -460,8 +485,8 @@ static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const in
     int32_t i;
     for (i = 0; i < n; ++i) {
         const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
-        const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift) + p->output_offset;
-        out[i] = (int8_t)qk_clamp(raw, p->act_min, p->act_max);
+        const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift);
+        out[i] = qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
     }
 }
 
@@ -638,8 +663,8 @@ void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32
     for (o = 0; o < p->out_size; ++o) {
         /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does */
         const int32_t shifted = (int32_t)((uint32_t)scratch[o] - (uint32_t)p->input_zero_point * (uint32_t)p->count);
-        const int32_t v = qk_mbqm_inline(shifted, p->multiplier, p->shift) + p->output_zero_point;
-        output[o] = (int8_t)qk_clamp(v, -128, 127);
+        output[o] = qk_offset_clamp(qk_mbqm_inline(shifted, p->multiplier, p->shift), p->output_zero_point,
+                                    -128, 127);
     }
 }
 

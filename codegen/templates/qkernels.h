@@ -33,6 +33,11 @@
 int32_t qk_srdhm(int32_t a, int32_t b);
 int32_t qk_rounding_divide_by_pot(int32_t x, int exponent);
 int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift);
+/* One lane of the requantization unit (rtl/requant_lane.sv, qsim.fixedpoint.requantize):
+ * clamp(MBQM(acc + bias, multiplier, shift) + output_offset, act_min, act_max), acc + bias
+ * wrapping like int32, the offset add never wrapping; shift in [-31, 31] (single: [-31, 30]). */
+int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, int32_t output_offset,
+                     int32_t act_min, int32_t act_max);
 
 /* ---- CONV_2D (per-channel requantization) ---- */
 typedef struct {

@@ -77,6 +77,32 @@ class SoftmaxParams:
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
 
 
+# The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
+# defined for exponents <= 31: num_bits_over_unit = 12 - clz(sum_of_exps) must stay <= 8, i.e. the
+# Q12.19 sum of exponentials below 2**28 (512.0).  LiteRT and TFLite Micro abort the process on a
+# row that reaches it (measured: 511 equal entries run, 512 abort).  Each entry adds at most
+# exp(0) = 2**19 (the row maximum's own term), so only rows of >= 512 entries can reach it.
+_SOFTMAX_MAX_BITS_OVER_UNIT = 31 - (31 - 8)
+SOFTMAX_ABORT_SUM = 1 << (32 - (SOFTMAX_ACCUMULATION_INTEGER_BITS - _SOFTMAX_MAX_BITS_OVER_UNIT))
+
+
+def softmax_abort_row_length() -> int:
+    """Shortest SOFTMAX row whose sum of exponentials can reach :data:`SOFTMAX_ABORT_SUM` (512):
+    the abort threshold divided by the largest term, exp(0) in Q12.19 (fixedpoint's own values)."""
+    largest = int(fp.rescale_fixed(fp.exp_on_negative_values(0, SOFTMAX_SCALED_DIFF_INTEGER_BITS), 0,
+                                   SOFTMAX_ACCUMULATION_INTEGER_BITS))
+    return -(-SOFTMAX_ABORT_SUM // largest)
+
+
+def softmax_abort_message(depth: int) -> str:
+    """The one explanation, for `run` (a row reached the threshold) and `codegen` (rows this long
+    can reach it, and the generated C has no way to refuse at run time)."""
+    return (f"SOFTMAX: a row of {depth} entries can have a sum of exponentials >= 512 (512 or more entries at "
+            "or near the row maximum). TFLite's int8 reference softmax then needs a RoundingDivideByPOT by more "
+            "than 31 bits and both LiteRT and TFLite Micro abort the process on such a row, so there is no "
+            "reference answer to simulate or to generate code for.")
+
+
 def prepare_softmax(op, graph, profile) -> SoftmaxParams:
     x, out = _unary_tensors(op, graph)
     if len(x.shape) < 1:
@@ -105,11 +131,8 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
     exp_acc = fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
     recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
-    if np.any(num_bits_over_unit + 31 - 8 > 31):
-        raise QsimError(f"SOFTMAX: a row of {q.shape[-1]} entries has a sum of exponentials >= 512 (512 or more "
-                        "entries at or near the row maximum). TFLite's int8 reference softmax then needs a "
-                        "RoundingDivideByPOT by more than 31 bits and both LiteRT and TFLite Micro abort the "
-                        "process on this input, so there is no reference answer to simulate.")
+    if np.any(num_bits_over_unit > _SOFTMAX_MAX_BITS_OVER_UNIT):
+        raise QsimError(softmax_abort_message(q.shape[-1]) + " This input has such a row.")
     prod = fp.saturating_rounding_doubling_high_mul(recip, exp_q0)
     unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - 8)
     outv = np.clip(unsat - 128, -128, 127)
