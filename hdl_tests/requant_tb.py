@@ -81,9 +81,57 @@ def unpack_int8(word: int, lanes: int) -> list[int]:
 
 
 def shift_range(rounding: str) -> tuple[int, int]:
-    """Shift values the RTL supports: every value TFLite's QuantizeMultiplier produces
-    that its MultiplyByQuantizedMultiplier accepts (single rounding caps at 30)."""
-    return (-31, 31) if rounding == "double" else (-31, 30)
+    """Shift values the RTL supports: qsim.fixedpoint.SHIFT_RANGE (single rounding caps at 30)."""
+    return fp.SHIFT_RANGE[rounding]
+
+
+def edge_rows(rounding: str) -> dict[str, np.ndarray]:
+    """The arithmetic edges (qsim.fixedpoint's module docstring), as rows (acc, bias, M0, shift,
+    zp, act_min, act_max) per edge name.  tests/test_edges.py runs the same rows through
+    qsim.fixedpoint, the generated C (qk_requantize / qk_mbqm) and a hand-derived golden;
+    the cocotb test ``edge_cases`` runs them through the RTL.
+
+    * ``mbqm_beyond_int32``: x * M for M >= 1 at and past the int32 boundary (single rounding:
+      saturates; 2**32 + small is where truncation would give a small wrong value);
+    * ``shift_extremes``: both ends of SHIFT_RANGE with odd/even/extreme x;
+    * ``bias_wrap``: acc + bias overflowing int32 (wraps);
+    * ``zero_point_no_wrap``: MBQM results next to INT32_MAX / INT32_MIN plus a zero point
+      of the other sign would overflow int32 if the add wrapped (it does not).
+    """
+    lo, hi = shift_range(rounding)
+    full, narrow = (-128, 127), (-20, 30)
+    beyond = []
+    for shift in sorted({1, 2, 12, 20, hi}):
+        for m0 in (1 << 30, (1 << 30) + 1, INT32_MAX):
+            # with M0 = 2^30 the product is x * 2^(shift - 1): boundary at x = +-2^(32 - shift)
+            edge = 1 << (32 - shift)
+            xs = {edge - 1, edge, edge + 1, 2 * edge, 2 * edge + 1, 1 << 20, INT32_MAX, INT32_MIN, 3}
+            xs |= {-x for x in xs if -x >= INT32_MIN}
+            for x in sorted(x for x in xs if INT32_MIN <= x <= INT32_MAX):
+                for zp, (a, b) in ((0, full), (-128, full), (127, full), (5, narrow)):
+                    beyond.append((x, 0, m0, shift, zp, a, b))
+    extremes = []
+    for shift in (lo, lo + 1, hi - 1, hi):
+        for m0 in (1 << 30, INT32_MAX, INT32_MIN, 1):
+            for x in (1, -1, 2, 3, -3, 0x40000001, INT32_MAX, INT32_MIN, INT32_MIN + 1, 1 << 30):
+                extremes.append((x, 0, m0, shift, -3, *full))
+    bias_wrap = [(a, b, m0, s, 0, *full)
+                 for a, b in ((INT32_MAX, 1), (INT32_MAX, INT32_MAX), (INT32_MIN, -1), (INT32_MIN, INT32_MIN),
+                              (1 << 30, 1 << 30), (-(1 << 30) - 1, -(1 << 30)), (2_000_000_000, 500_000_000))
+                 for m0, s in ((1 << 30, -20), (INT32_MAX, 0), (1 << 30, -31))]
+    no_wrap = [(x, 0, m0, s, zp, *act)
+               for x in (INT32_MAX, INT32_MAX - 1, INT32_MIN, INT32_MIN + 1)
+               for m0, s in ((INT32_MAX, 0), (INT32_MIN, 0), ((1 << 30) + 1, 1), (INT32_MAX, min(hi, 30)))
+               for zp in (127, -128, 1, -1)
+               for act in (full, (-128, -128), (127, 127))]
+    as_array = lambda rows: np.array(rows, dtype=np.int64)  # noqa: E731
+    return {"mbqm_beyond_int32": as_array(beyond), "shift_extremes": as_array(extremes),
+            "bias_wrap": as_array(bias_wrap), "zero_point_no_wrap": as_array(no_wrap)}
+
+
+def edge_vectors(lanes: int, rounding: str) -> Vectors:
+    """All :func:`edge_rows` as beats of ``lanes`` lanes (golden: qsim.fixedpoint.requantize)."""
+    return _group_rows(np.concatenate(list(edge_rows(rounding).values())), lanes, rounding)
 
 
 def random_vectors(seed: int, beats: int, lanes: int, rounding: str) -> Vectors:

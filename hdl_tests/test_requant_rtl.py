@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from hdl_runner import SOURCES, rtl_build, shared_model, verilator_cmd
+from hdl_runner import SOURCES, count_results, rtl_build, shared_model, skip_or_fail, verilator_cmd
 
 # No conftest.py here on purpose: tests/ modules do `from conftest import ...`, and a second
 # conftest module would shadow theirs when both folders are collected in one pytest run.
@@ -63,6 +63,21 @@ def test_hardware_model_uses_the_rtl_latency(profile, rounding):
     from qsim import rtl_info
     from qsim.accel.config import HwConfig
     assert HwConfig(rounding_profile=profile).resolved_requant_depth() == rtl_info.requant_latency(rounding)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_edge_cases_same_bits_as_python(rtl, rounding):
+    """The arithmetic edges through the RTL (the rows tests/test_edges.py checks in Python and C)."""
+    rtl(LANES, rounding).run("edge_cases", RQ_SEED=SEED)
+
+
+def test_count_results_counts_skipped_tests_as_not_run(tmp_path):
+    """The runner's count: a skipped cocotb test is not a run one (so it cannot pass silently)."""
+    xml = tmp_path / "r.xml"
+    xml.write_text('<testsuites><testsuite name="s">'
+                   '<testcase name="a"/><testcase name="b"><skipped/></testcase>'
+                   '<testcase name="c"><failure message="x"/></testcase></testsuite></testsuites>')
+    assert count_results(xml) == (2, 1, 1)
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -126,10 +141,10 @@ def test_real_layer_replay(rtl, model, conv_number):
 
 def test_yosys_synth_reports_cells_per_lane():
     """`make synth` flow: yosys synthesizes the unit and the lane count scales the cells (skipped
-    without yosys, an optional Debian package)."""
+    without yosys, an optional Debian package; under CI=true a missing yosys fails)."""
     import shutil
     if shutil.which("yosys") is None:
-        pytest.skip("yosys is not installed (optional: apt-get install yosys)")
+        skip_or_fail("yosys is not installed (optional: apt-get install yosys; .ci/run installs it)")
     from synth_report import per_lane
     s = per_lane(2, "double")
     assert s["cells_per_lane"] > 1000 and s["flops_per_lane"] > 100 and s["shared_cells"] >= 0, s

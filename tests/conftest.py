@@ -12,14 +12,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
 
 
+def skip_or_fail(msg: str) -> None:
+    """Something a test needs is missing: skip with the reason locally, fail under CI=true."""
+    if os.environ.get("CI"):
+        pytest.fail(msg + " (CI must not skip this test)")
+    pytest.skip(msg)
+
+
 def shared_model(name: str) -> Path:
     """Path of a model in ../shared/models, or skip (fail under CI) when it is absent."""
     p = SHARED_MODELS / name
     if not p.is_file():
-        msg = f"{p} is absent: the real models live beside the repository in ../shared/models"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI must not skip this test)")
-        pytest.skip(msg)
+        skip_or_fail(f"{p} is absent: the real models live beside the repository in ../shared/models")
     return p
 
 
@@ -28,17 +32,11 @@ def require_module(name: str, why: str):
     try:
         return __import__(name, fromlist=["_"])
     except ImportError:
-        msg = f"{name} is not installed ({why}); `make test` installs it"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"{name} is not installed ({why}); `make test` installs it")
 
 
 @pytest.fixture
 def shared_models_dir() -> Path:
     if not SHARED_MODELS.is_dir():
-        msg = f"{SHARED_MODELS} is absent"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"{SHARED_MODELS} is absent")
     return SHARED_MODELS

@@ -1,0 +1,291 @@
+"""Arithmetic edges: one defined behaviour each, the same bits in Python, the generated C and the RTL.
+
+The decisions (qsim/fixedpoint.py's module docstring, README "Arithmetic edges"):
+single-rounding results beyond int32 saturate; shifts outside ``fp.SHIFT_RANGE`` are refused
+at prepare (and by codegen); acc + bias wraps, the zero-point add does not; SOFTMAX rows long
+enough to reach the references' abort are refused by codegen with run's message.
+
+Every requant edge row (hdl_tests/requant_tb.py ``edge_rows``, also driven through the RTL by the
+cocotb test ``edge_cases``) is computed three ways here and must agree bit for bit:
+a hand-derived golden in Python big integers (gemmlowp's and TFLite's formulas written out
+directly, not qsim's code), qsim.fixedpoint, and qkernels.c's ``qk_mbqm`` / ``qk_requantize``
+compiled by gcc with -fsanitize=address,undefined (any report aborts the run).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from qsim import fixedpoint as fp
+from qsim import ir
+from qsim.errors import QsimError
+from qsim.interpreter import prepare_graph
+from qsim.kernels.activations import prepare_softmax, softmax_abort_message, softmax_abort_row_length
+from qsim.loader import load_bytes
+from qsim.profiles import get_profile
+
+from codegen import generate
+from codegen.emit import TEMPLATES, _config_header
+from test_codegen import need_tool, sanitizer_build_failed
+
+sys.path.insert(0, str(REPO / "hdl_tests"))
+from requant_tb import edge_rows  # noqa: E402  (the rows the cocotb test drives through the RTL)
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ROUNDINGS = ("double", "single")
+
+
+# ------------------------------------------------------------------ hand-derived golden (big integers)
+
+def wrap32(v: int) -> int:
+    return (v + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def c_div(a: int, b: int) -> int:
+    """C integer division: truncation toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def golden_mbqm(x: int, m0: int, shift: int, rounding: str) -> int:
+    if rounding == "single":  # TFLITE_SINGLE_ROUNDING, then the chosen int32 saturation
+        total = 31 - shift
+        r = (x * m0 + (1 << (total - 1))) >> total  # Python >> on ints is floor: exact
+        return max(INT32_MIN, min(INT32_MAX, r))
+    a = wrap32(x * (1 << max(shift, 0)))  # x * (1 << left) in int32, wrapping
+    if a == INT32_MIN and m0 == INT32_MIN:
+        high = INT32_MAX
+    else:  # gemmlowp SaturatingRoundingDoublingHighMul: nudge, then C division by 2^31
+        ab = a * m0
+        high = c_div(ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30)), 1 << 31)
+    q = Fraction(high, 1 << max(-shift, 0))  # RoundingDivideByPOT: nearest, ties away from zero
+    r = abs(q).numerator // abs(q).denominator
+    if abs(q) - r >= Fraction(1, 2):
+        r += 1
+    return r if q >= 0 else -r
+
+
+def golden_requant(acc, bias, m0, shift, zp, lo, hi, rounding) -> int:
+    return max(lo, min(hi, golden_mbqm(wrap32(acc + bias), m0, shift, rounding) + zp))
+
+
+# ------------------------------------------------------------------ the C side: qkernels.c + a tiny harness
+
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "qkernels.h"
+/* stdin lines: "R acc bias m0 shift zp act_min act_max" -> "mbqm int8"
+ *              "S outer depth multiplier left_shift diff_min v..." -> the int8 outputs */
+int main(void)
+{
+    char kind;
+    while (scanf(" %c", &kind) == 1) {
+        if (kind == 'R') {
+            long acc, bias, m0, zp, lo, hi;
+            int shift;
+            if (scanf("%ld %ld %ld %d %ld %ld %ld", &acc, &bias, &m0, &shift, &zp, &lo, &hi) != 7) return 2;
+            printf("%ld %d\n", (long)qk_mbqm((int32_t)(acc + bias), (int32_t)m0, shift),
+                   (int)qk_requantize((int32_t)acc, (int32_t)bias, (int32_t)m0, shift, (int32_t)zp,
+                                      (int32_t)lo, (int32_t)hi));
+        } else if (kind == 'S') {
+            qk_softmax_params p;
+            long outer, depth, mult, left, dmin, i, v;
+            int8_t *in, *out;
+            if (scanf("%ld %ld %ld %ld %ld", &outer, &depth, &mult, &left, &dmin) != 5) return 2;
+            p.outer = (int32_t)outer; p.depth = (int32_t)depth; p.input_multiplier = (int32_t)mult;
+            p.input_left_shift = (int32_t)left; p.diff_min = (int32_t)dmin;
+            in = malloc((size_t)(outer * depth)); out = malloc((size_t)(outer * depth));
+            if (in == NULL || out == NULL) return 3;
+            for (i = 0; i < outer * depth; ++i) {
+                if (scanf("%ld", &v) != 1) return 2;
+                in[i] = (int8_t)v;
+            }
+            qk_softmax(&p, in, out);
+            for (i = 0; i < outer * depth; ++i) printf("%d ", (int)out[i]);
+            printf("\n");
+            free(in); free(out);
+        } else {
+            return 2;
+        }
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_harness(tmp_path_factory):
+    """rounding -> path of the harness built against qkernels.c under ASan + UBSan."""
+    need_tool("gcc")
+    built = {}
+
+    def get(rounding: str) -> Path:
+        if rounding not in built:
+            d = tmp_path_factory.mktemp(f"edges_{rounding}")
+            (d / "qk_config.h").write_text(_config_header(rounding))
+            (d / "harness.c").write_text(HARNESS)
+            cmd = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-I", str(d), "-I", str(TEMPLATES),
+                   "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", str(d / "harness"),
+                   str(d / "harness.c"), str(TEMPLATES / "qkernels.c")]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            sanitizer_build_failed(r)
+            assert r.returncode == 0, r.stderr
+            built[rounding] = d / "harness"
+        return built[rounding]
+    return get
+
+
+def run_c(exe: Path, text: str) -> list[str]:
+    r = subprocess.run([str(exe)], input=text, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    return r.stdout.splitlines()
+
+
+def c_requant(exe: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lines = run_c(exe, "".join("R " + " ".join(map(str, row)) + "\n" for row in rows.tolist()))
+    assert len(lines) == len(rows)
+    out = np.array([[int(v) for v in line.split()] for line in lines], dtype=np.int64)
+    return out[:, 0], out[:, 1]
+
+
+# ------------------------------------------------------------------ requant edges: golden == Python == C
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("edge", ["mbqm_beyond_int32", "shift_extremes", "bias_wrap", "zero_point_no_wrap"])
+def test_edge_rows_same_bits_in_golden_python_and_c(edge, rounding, c_harness):
+    rows = edge_rows(rounding)[edge]
+    acc, bias, m0, shift, zp, lo, hi = rows.T
+    want_mbqm = np.array([golden_mbqm(wrap32(a + b), m, s, rounding)
+                          for a, b, m, s in zip(*(v.tolist() for v in (acc, bias, m0, shift)))])
+    want = np.array([golden_requant(*row, rounding) for row in rows.tolist()])
+    py_mbqm = fp.multiply_by_quantized_multiplier(fp.wrap_int32(acc + bias), m0, shift, rounding)
+    py = fp.requantize(acc, bias, m0, shift, zp, lo, hi, rounding)
+    c_mbqm, c_out = c_requant(c_harness(rounding), rows)
+    for name, got, ref in (("python MBQM", py_mbqm, want_mbqm), ("python requant", py, want),
+                           ("C qk_mbqm", c_mbqm, want_mbqm), ("C qk_requantize", c_out, want)):
+        bad = np.flatnonzero(np.asarray(got) != ref)
+        assert bad.size == 0, f"{edge}/{rounding} {name}: {bad.size} rows differ, first {rows[bad[0]].tolist()}: " \
+                              f"got {np.asarray(got)[bad[0]]}, golden {ref[bad[0]]}"
+
+
+def test_single_rounding_overflow_saturates_instead_of_truncating():
+    """The issue's case, derived by hand: x * M0 / 2^(31 - shift) = 2^30 * 2^30 / 2^29 = 2^31 does not
+    fit in int32: saturation gives INT32_MAX (int8 127), truncation would have given INT32_MIN (-128)."""
+    assert int(fp.multiply_by_quantized_multiplier_single(1 << 30, 1 << 30, 2)) == INT32_MAX
+    assert int(fp.multiply_by_quantized_multiplier_single(-(1 << 30) - 1, 1 << 30, 2)) == INT32_MIN
+    assert int(fp.multiply_by_quantized_multiplier_single(1 << 20, 1 << 30, 13)) == INT32_MAX  # 2^32 -> not 0
+    assert int(fp.requantize(1 << 20, 0, 1 << 30, 13, 0, -128, 127, "single")) == 127
+    rows = edge_rows("single")["mbqm_beyond_int32"]
+    beyond = [r for r in rows.tolist() if abs(r[0] * r[2]) >> (31 - r[3]) > INT32_MAX]
+    assert len(beyond) > 100  # the edge set really leaves int32
+
+
+def test_edge_rows_cover_what_they_claim():
+    for rounding in ROUNDINGS:
+        e = edge_rows(rounding)
+        lo, hi = fp.SHIFT_RANGE[rounding]
+        assert {lo, hi} <= set(e["shift_extremes"][:, 3].tolist())
+        assert all(not INT32_MIN <= a + b <= INT32_MAX for a, b in e["bias_wrap"][:, :2].tolist())
+        zp_rows = e["zero_point_no_wrap"].tolist()
+        assert any(not INT32_MIN <= golden_mbqm(a, m, s, rounding) + z <= INT32_MAX
+                   for a, _, m, s, z, _, _ in zp_rows)
+
+
+# ------------------------------------------------------------------ shifts outside SHIFT_RANGE: refused at prepare
+
+def _fc_model(in_scale: float, w_scale: float, out_scale: float) -> bytes:
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder("edge: huge requant multiplier")
+    x = b.add_input("x", (1, 4), np.int8, scale=in_scale, zero_point=0)
+    w = b.add_const("w", np.ones((2, 4), np.int8), scale=w_scale, zero_point=0)
+    y = b.add_tensor("y", (1, 2), np.int8, scale=out_scale, zero_point=0)
+    b.add_op("FULLY_CONNECTED", [x, w, -1], [y], ir.FullyConnectedOptions())
+    b.mark_output(y)
+    return b.build()
+
+
+def test_quantize_multiplier_refuses_shifts_beyond_the_range_every_consumer_supports():
+    assert fp.quantize_multiplier(2.0 ** 31 * 0.99) == (round(0.99 * 2 ** 31), 31)  # the last valid shift
+    with pytest.raises(QsimError, match=r"shift 32 is outside \[-31, 31\]"):
+        fp.quantize_multiplier(2.0 ** 31)
+    assert fp.quantize_multiplier(2.0 ** 40, single_rounding=True) == (INT32_MAX, 30)  # TFLite saturates
+    assert fp.quantize_multiplier(2.0 ** -40) == (0, 0)  # and flushes: never below -31
+    with pytest.raises(QsimError, match="outside"):
+        fp.check_shift_range([0, 31], "single")
+
+
+def test_model_with_huge_multiplier_is_refused_naming_the_op_by_run_and_codegen(tmp_path):
+    g = load_bytes(_fc_model(1e6, 1e4, 1e-6))  # M = 1e16 >= 2^31
+    with pytest.raises(QsimError, match=r"FULLY_CONNECTED \(output 'y'\).*shift \d+ is outside \[-31, 31\]"):
+        prepare_graph(g, "tflm")
+    with pytest.raises(QsimError, match=r"FULLY_CONNECTED \(output 'y'\).*outside \[-31, 31\]"):
+        generate(g, tmp_path / "c", name="m")
+    assert not (tmp_path / "c").exists()
+    prepare_graph(g, "single")  # TFLITE_SINGLE_ROUNDING's QuantizeMultiplier saturates it: runs
+
+
+def test_cli_run_refuses_huge_multiplier_with_exit_2(tmp_path):
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(_fc_model(1e6, 1e4, 1e-6))
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.int8))
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "run", str(path), "--input", str(tmp_path / "x.npy")],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "outside [-31, 31]" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ SOFTMAX rows that can reach the abort threshold
+
+def _softmax_model(depth: int, in_scale: float = 0.1) -> bytes:
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder("edge: softmax row")
+    x = b.add_input("logits", (1, depth), np.int8, scale=in_scale, zero_point=0)
+    y = b.add_tensor("prob", (1, depth), np.int8, scale=1 / 256, zero_point=-128)
+    b.add_op("SOFTMAX", [x], [y], ir.SoftmaxOptions(beta=1.0))
+    b.mark_output(y)
+    return b.build()
+
+
+def test_softmax_abort_row_length_is_512():
+    """Hand-derived: exp(0) in Q12.19 is 2^19, the abort sum 2^28 (512.0): 512 entries."""
+    assert softmax_abort_row_length() == 512
+
+
+def test_codegen_refuses_softmax_rows_that_can_abort_with_runs_message(tmp_path):
+    g = load_bytes(_softmax_model(512))
+    pg = prepare_graph(g, "tflm")
+    with pytest.raises(QsimError) as run_err:
+        pg.run([np.zeros((1, 512), np.int8)])
+    with pytest.raises(QsimError) as gen_err:
+        generate(g, tmp_path / "c", name="m")
+    message = softmax_abort_message(512)
+    assert message in str(run_err.value) and message in str(gen_err.value)
+    generate(load_bytes(_softmax_model(511)), tmp_path / "ok", name="m")  # one shorter: generated
+
+
+@pytest.mark.parametrize("rounding,profile", [("double", "tflm"), ("single", "single")])
+def test_softmax_longest_row_same_bits_in_python_c_and_tflm(rounding, profile, c_harness):
+    """511 entries at the maximum (the largest sum that runs), plus mixed rows: qsim == qk_softmax
+    (UBSan clean) and, for the double-rounding profile, == TFLite Micro."""
+    blob = _softmax_model(511)
+    g = load_bytes(blob)
+    rng = np.random.default_rng(7)
+    rows = [np.full(511, 17, np.int8), np.full(511, -128, np.int8),
+            np.where(np.arange(511) < 500, 127, -128).astype(np.int8), rng.integers(-128, 128, 511).astype(np.int8)]
+    pg = prepare_graph(g, profile)
+    py = np.stack([pg.run([r[None]], keep_all=False)[g.outputs[0]].reshape(-1) for r in rows]).astype(np.int64)
+    p = prepare_softmax(g.operators[0], g, get_profile(profile))
+    text = f"S {len(rows)} 511 {p.input_multiplier} {p.input_left_shift} {p.diff_min} " \
+           + " ".join(str(v) for r in rows for v in r.tolist()) + "\n"
+    c = np.array([int(v) for v in run_c(c_harness(rounding), text)[0].split()], np.int64).reshape(len(rows), 511)
+    assert np.array_equal(c, py), np.argwhere(c != py)[:5]
+    if rounding == "double":
+        from test_codegen import tflm_outputs
+        ref = tflm_outputs(blob, [[r[None]] for r in rows]).astype(np.int64)
+        assert np.array_equal(py, ref), np.argwhere(py != ref)[:5]
