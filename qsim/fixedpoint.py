@@ -82,6 +82,13 @@ def check_shift_range(shift, rounding: str, what: str = "requantization shift") 
             "(a real multiplier of 2**31 or more: the tensor scales are not meaningful).")
 
 
+def _require_shifts(shift: np.ndarray, rounding: str) -> None:
+    """Eval-time guard (prepare never produces other shifts): ValueError outside SHIFT_RANGE."""
+    lo, hi = SHIFT_RANGE[rounding]
+    if np.any((shift < lo) | (shift > hi)):
+        raise ValueError(f"{rounding}-rounding shift must be in [{lo}, {hi}] (SHIFT_RANGE)")
+
+
 # --------------------------------------------------------------------------- prepare
 
 def quantize_multiplier(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:
@@ -204,8 +211,7 @@ def multiply_by_quantized_multiplier_double(x, m0, shift) -> np.ndarray:
     ``SHIFT_RANGE["double"]`` ([-31, 31]).
     """
     shift = _i64(shift)
-    if np.any((shift < -31) | (shift > 31)):
-        raise ValueError("double-rounding shift must be in [-31, 31] (SHIFT_RANGE)")
+    _require_shifts(shift, "double")
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     scaled = wrap_int32(_i64(x) << left)
@@ -225,8 +231,7 @@ def multiply_by_quantized_multiplier_single(x, m0, shift) -> np.ndarray:
     unbounded value would; the generated C does the same (qk_mbqm).
     """
     x, m0, shift = _i64(x), _i64(m0), _i64(shift)
-    if np.any((shift < -31) | (shift > 30)):
-        raise ValueError("single-rounding shift must be in [-31, 30] (SHIFT_RANGE)")
+    _require_shifts(shift, "single")
     total = 31 - shift
     rounding = np.int64(1) << (total - 1)
     return np.clip((x * m0 + rounding) >> total, INT32_MIN, INT32_MAX)
