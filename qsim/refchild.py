@@ -20,9 +20,10 @@ is reported the same way.
 
 Protocol, over the child's stdin/stdout pipes: each message is an 8-byte little-endian length then
 a pickle (protocol 5; numpy arrays travel as their raw bytes, one copy each way).  Requests:
-``("open", handle, reference, model bytes, arena bytes or None)``, ``("run", handle, inputs,
-tensor indices)``, ``("close", handle)`` (no reply).  Replies: ``("ok", value)``, ``("refused",
-reason)``, ``("qsim_error", message)``.  The child moves its own fd 1 onto its stderr before
+``("open", handle, reference, model bytes, arena bytes or None)`` (one reply), ``("run", handle,
+[input sets], tensor indices)`` (one reply per input set, each sent as soon as it is computed),
+``("close", handle)`` (no reply).  Replies: ``("ok", value)``, ``("refused", reason)``,
+``("qsim_error", message)``.  The child moves its own fd 1 onto its stderr before
 anything can print, so a C++ ``printf`` cannot corrupt the replies; its stderr goes to a temporary
 file whose last line is quoted when it crashes.
 """
@@ -155,26 +156,29 @@ class _Child:
         self.handles += 1
         return self.handles
 
-    def submit(self, msg: tuple, title: str, timeout: float | None = None, after: _Reply | None = None) -> _Reply:
-        """Send ``msg`` now; its answer is read by the returned reply's ``get()``."""
+    def submit(self, msg: tuple, title: str, timeout: float | None = None, after: _Reply | None = None,
+               replies: int = 1) -> list[_Reply]:
+        """Send ``msg`` now; its ``replies`` answers are read by the returned replies' ``get()``."""
         with self.lock:
-            for r in [r for r in self.queue if r.kind == "run"]:  # an earlier run's (large) reply first
+            for r in [r for r in self.queue if r.kind != "open"]:  # earlier runs' (large) replies first
                 self.collect(r)
-            reply = _Reply(self, msg[0], title, timeout, after)
+            out = [_Reply(self, msg[0], title, timeout, after) for _ in range(replies)]
+            if self.dead is None:
+                mark = os.fstat(self.err.fileno()).st_size
+                for r in out:
+                    r.mark = mark
+                try:
+                    while self.to_close:
+                        _send(self.proc.stdin.fileno(), ("close", self.to_close.pop()))
+                    _send(self.proc.stdin.fileno(), msg)
+                except (BrokenPipeError, ConnectionResetError):
+                    self._died(title, mark)
             if self.dead is not None:
-                reply.status, reply.value = "crashed", self.dead
-                return reply
-            reply.mark = os.fstat(self.err.fileno()).st_size
-            try:
-                while self.to_close:
-                    _send(self.proc.stdin.fileno(), ("close", self.to_close.pop()))
-                _send(self.proc.stdin.fileno(), msg)
-            except (BrokenPipeError, ConnectionResetError):
-                self._died(title, reply.mark)
-                reply.status, reply.value = "crashed", self.dead
-                return reply
-            self.queue.append(reply)
-            return reply
+                for r in out:
+                    r.status, r.value = "crashed", self.dead
+                return out
+            self.queue.extend(out)
+            return out
 
     def collect(self, reply: _Reply) -> None:
         """Read answers in order up to ``reply`` (lock held)."""
@@ -279,8 +283,8 @@ class ChildRunner:
         self.timeout = timeout
         self.child = child_for(reference)
         self.handle = self.child.new_handle()
-        self._opened = self.child.submit(("open", self.handle, reference, bytes(blob), arena_size),
-                                         self.title, timeout)
+        self._opened, = self.child.submit(("open", self.handle, reference, bytes(blob), arena_size),
+                                          self.title, timeout)
         if wait:
             self.ready()
 
@@ -288,14 +292,18 @@ class ChildRunner:
         """Wait until the reference has loaded the model (raises its refusal)."""
         self._opened.get()
 
-    def submit(self, inputs, tensors) -> _Reply:
-        """Start one inference; ``.get()`` on the result gives {index: array} for ``tensors``."""
-        return self.child.submit(("run", self.handle, list(inputs), list(tensors)), self.title,
-                                 self.timeout, after=self._opened)
+    def submit(self, input_sets, tensors) -> list[_Reply]:
+        """Start one inference per input set (each a list of arrays in graph input order), all in
+        one request: the child answers each as soon as it is done, and ``.get()`` on the k-th
+        reply gives {index: array} for ``tensors`` of input set k (after a refusal, the remaining
+        replies repeat it).  One request instead of one per input spares a loaded machine a
+        process hand-over per inference."""
+        return self.child.submit(("run", self.handle, [list(a) for a in input_sets], list(tensors)), self.title,
+                                 self.timeout, after=self._opened, replies=len(input_sets))
 
     def run(self, inputs, tensors) -> dict:
         """Set inputs (graph input order), invoke, return {index: array} for ``tensors``."""
-        return self.submit(inputs, tensors).get()
+        return self.submit([inputs], tensors)[0].get()
 
     def close(self) -> None:
         """Release the interpreter in the child (also done when this object is garbage collected)."""
@@ -334,14 +342,19 @@ def main(libraries) -> None:
         if msg[0] == "close":
             runners.pop(msg[1], None)
             continue
+        k = 0
         try:
             if msg[0] == "open":
                 _, handle, reference, blob, arena = msg
                 runners[handle] = refrun.open_in_process(reference, blob, arena)
                 reply = ("ok", None)
             else:
-                _, handle, inputs, tensors = msg
-                reply = ("ok", runners[handle].run(inputs, tensors))
+                _, handle, input_sets, tensors = msg
+                runner = runners[handle]
+                for k, inputs in enumerate(input_sets):
+                    value = runner.run(inputs, tensors)
+                    _send(reply_fd, ("ok", value))
+                continue
         except ReferenceRefused as e:
             reply = ("refused", str(e))
         except QsimError as e:
@@ -349,7 +362,8 @@ def main(libraries) -> None:
         except Exception as e:  # noqa: BLE001 - the library's own complaint, reported as its refusal
             reply = ("refused", f"{type(e).__name__}: {refrun._first_sentence(str(e))}")
         sys.stderr.flush()
-        _send(reply_fd, reply)
+        for _ in range(1 if msg[0] == "open" else len(msg[2]) - k):  # a refused run answers for the rest too
+            _send(reply_fd, reply)
 
 
 if __name__ == "__main__":

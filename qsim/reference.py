@@ -208,11 +208,11 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     try:
         try:
             prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
-            for inputs in inputs_list:
-                arrays = _ordered_inputs(g, inputs)
-                pending = runner.submit(arrays, wanted)  # the reference computes while qsim does
+            input_sets = [_ordered_inputs(g, inputs) for inputs in inputs_list]
+            pending = runner.submit(input_sets, wanted)  # the reference computes while qsim does
+            for arrays, reply in zip(input_sets, pending):
                 ours = prep.run(arrays, keep_all=True)
-                theirs = pending.get()
+                theirs = reply.get()
                 for diff in cmp.layers:
                     diff.add(ours[diff.tensor_index], theirs[diff.tensor_index])
                 cmp.n_inputs += 1
@@ -237,6 +237,13 @@ def xnnpack_drift(model, inputs_list: list) -> list[TensorDiff] | str:
     """
     m = Model.open(model)
     g = m.graph
+    producer = {t: op for op in g.operators for t in op.outputs}
+    diffs = []
+    for t in g.outputs:
+        op = producer.get(t)
+        diffs.append(TensorDiff(op.index if op else -1, op.opcode if op else "INPUT", t, g.tensors[t].name,
+                                g.tensors[t].size))
+    input_sets = [_ordered_inputs(g, inputs) for inputs in inputs_list]
     try:
         ref = make_runner("litert", m.blob)
         fast = make_runner("xnnpack", m.blob)
@@ -244,23 +251,15 @@ def xnnpack_drift(model, inputs_list: list) -> list[TensorDiff] | str:
         return str(e)
     except ReferenceRefused as e:
         return f"LiteRT refused this model: {e}"
-    producer = {t: op for op in g.operators for t in op.outputs}
-    diffs = []
-    for t in g.outputs:
-        op = producer.get(t)
-        diffs.append(TensorDiff(op.index if op else -1, op.opcode if op else "INPUT", t, g.tensors[t].name,
-                                g.tensors[t].size))
-    for inputs in inputs_list:
-        arrays = _ordered_inputs(g, inputs)
-        try:
-            a = ref.run(arrays, g.outputs)
-            b = fast.run(arrays, g.outputs)
-        except ReferenceCrashed as e:
-            return str(e)
-        except ReferenceRefused as e:
-            return f"LiteRT failed on this model: {e}"
-        for d in diffs:
-            d.add(b[d.tensor_index], a[d.tensor_index])
+    try:
+        for a, b in zip(ref.submit(input_sets, g.outputs), fast.submit(input_sets, g.outputs)):
+            a, b = a.get(), b.get()
+            for d in diffs:
+                d.add(b[d.tensor_index], a[d.tensor_index])
+    except ReferenceCrashed as e:
+        return str(e)
+    except ReferenceRefused as e:
+        return f"LiteRT failed on this model: {e}"
     return diffs
 
 
