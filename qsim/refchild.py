@@ -14,9 +14,9 @@ the libraries' imports, which qsim no longer pays itself) is paid once.  Request
 order, so when the child dies (a signal or an exit status) the request in flight names the culprit:
 the runner raises :class:`qsim.refrun.ReferenceCrashed`, e.g. "TFLite Micro crashed on this model:
 SIGSEGV", and the next runner gets a fresh child (the other references are then unaffected, since
-``qsim check`` runs them one after the other).  A request that takes
-longer than :data:`TIMEOUT_S` seconds (environment ``QSIM_REFERENCE_TIMEOUT``) kills the child and
-is reported the same way.
+``qsim check`` runs them one after the other).  A model load or an inference that takes longer
+than :data:`TIMEOUT_S` seconds (environment ``QSIM_REFERENCE_TIMEOUT``) kills the child and is
+reported the same way.
 
 Protocol, over the child's stdin/stdout pipes: each message is an 8-byte little-endian length then
 a pickle (protocol 5; numpy arrays travel as their raw bytes, one copy each way).  Requests:
@@ -129,9 +129,10 @@ class _Reply:
 
 
 class _Child:
-    """The child process hosting the runners.  Requests are answered in order; the
-    replies not yet read wait in ``queue`` (at most one "run", whose reply may be large, so that
-    the child never blocks writing a reply while the parent blocks writing a request)."""
+    """The child process hosting the runners.  Requests are answered in order; the replies not
+    yet read wait in ``queue``.  Before a request is sent, the replies of earlier "run" requests
+    (which may be large) are read, so the child never blocks writing a reply while the parent
+    blocks writing a request."""
 
     def __init__(self, libraries):
         self.libraries = list(dict.fromkeys(libraries))  # the first is imported as the child starts
@@ -228,11 +229,11 @@ class _Child:
             return
         self.dead = self.dead or "the reference process was stopped"
         try:
-            self.proc.stdin.close()
+            self.proc.stdin.close()  # end of file: the child returns
+            self.proc.stdout.close()  # replies nobody will read: the child's next write fails
             self.proc.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
             self._kill()
-        self.proc.stdout.close()
         self.err.close()
 
 
