@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import queue
 import select
 import signal
 import struct
@@ -55,7 +56,8 @@ _HEADER = struct.Struct("<Q")
 # ------------------------------------------------------------------ framing (both sides)
 
 def _send(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=5)
+    """One framed message; ``obj`` already pickled (bytes) or any picklable object."""
+    data = obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=5)
     for part in (memoryview(_HEADER.pack(len(data))), memoryview(data)):
         while part:
             part = part[os.write(fd, part):]
@@ -148,6 +150,19 @@ class _Child:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen([sys.executable, "-m", "qsim.refchild", *self.libraries], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        # Requests are written by a thread: a model or a batch of inputs larger than the pipe's
+        # buffer would otherwise block the caller until the child, still importing, reads it.
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.writer = threading.Thread(target=self._writer, name="qsim-refchild-writer", daemon=True)
+        self.writer.start()
+
+    def _writer(self) -> None:
+        fd = self.proc.stdin.fileno()
+        while (data := self.outbox.get()) is not None:
+            try:
+                _send(fd, data)
+            except OSError:  # the child is gone: the reader sees end of file and says how it died
+                return
 
     @property
     def usable(self) -> bool:
@@ -168,12 +183,9 @@ class _Child:
                 mark = os.fstat(self.err.fileno()).st_size
                 for r in out:
                     r.mark = mark
-                try:
-                    while self.to_close:
-                        _send(self.proc.stdin.fileno(), ("close", self.to_close.pop()))
-                    _send(self.proc.stdin.fileno(), msg)
-                except (BrokenPipeError, ConnectionResetError):
-                    self._died(title, mark)
+                while self.to_close:
+                    self.outbox.put(("close", self.to_close.pop()))
+                self.outbox.put(pickle.dumps(msg, protocol=5))  # pickled now: later changes to the arrays don't count
             if self.dead is not None:
                 for r in out:
                     r.status, r.value = "crashed", self.dead
@@ -224,17 +236,18 @@ class _Child:
         self.proc.wait()
 
     def stop(self) -> None:
-        """End the child: close its stdin (it exits at end of file), kill it if it lingers."""
+        """End the child now (it holds nothing worth keeping: killed, reaped, pipes closed)."""
         if self.owner != os.getpid():
             return
         self.dead = self.dead or "the reference process was stopped"
-        try:
-            self.proc.stdin.close()  # end of file: the child returns
-            self.proc.stdout.close()  # replies nobody will read: the child's next write fails
-            self.proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            self._kill()
-        self.err.close()
+        self._kill()
+        self.outbox.put(None)
+        self.writer.join(timeout=5)  # writes to a dead child fail at once; then its fd can be closed
+        for f in (self.proc.stdin, self.proc.stdout, self.err):
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
 _child: _Child | None = None
@@ -317,9 +330,22 @@ class ChildRunner:
 
 # ------------------------------------------------------------------ child side
 
+def _import(libraries) -> None:
+    """Import the reference libraries (an ImportError surfaces on "open", as a QsimError)."""
+    for library in libraries:
+        try:
+            if library == "litert":
+                from ai_edge_litert import interpreter  # noqa: F401
+            else:
+                from tflite_micro.python.tflite_micro import runtime  # noqa: F401
+        except ImportError:
+            pass
+
+
 def main(libraries) -> None:
     """Serve requests on stdin until end of file (see the module docstring); the first of
-    ``libraries`` ("litert", "tflm") is imported at once, the others on demand."""
+    ``libraries`` ("litert", "tflm") is imported at once, the others by a thread while the
+    first requests are served."""
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # anything printed from here on (Python or C++) lands on stderr, not in the replies
     request_fd = os.dup(0)
@@ -327,14 +353,8 @@ def main(libraries) -> None:
     os.dup2(null, 0)
     os.close(null)
     refrun.QUIET = False  # keep the libraries' messages: the last one explains a crash
-    for library in libraries[:1]:  # import now, while the parent is busy elsewhere (an ImportError surfaces on
-        try:                         # "open"); the others on their first "open", not before serving this one
-            if library == "litert":
-                from ai_edge_litert import interpreter  # noqa: F401
-            else:
-                from tflite_micro.python.tflite_micro import runtime  # noqa: F401
-        except ImportError:
-            pass
+    _import(libraries[:1])  # now, while the parent is busy elsewhere; the others behind the first requests
+    threading.Thread(target=_import, args=(libraries[1:],), daemon=True).start()
     runners = {}
     while True:
         msg = _recv(request_fd)
