@@ -148,8 +148,13 @@ class _Child:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])  # qsim importable in the child however we found it
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "qsim.refchild", *self.libraries], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "qsim.refchild", *self.libraries], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        except OSError as e:
+            self.err.close()
+            raise QsimError(f"could not start the process that runs the reference interpreters "
+                            f"({sys.executable} -m qsim.refchild): {e}") from None
         # Requests are written by a thread: a model or a batch of inputs larger than the pipe's
         # buffer would otherwise block the caller until the child, still importing, reads it.
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()

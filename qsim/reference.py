@@ -22,11 +22,12 @@ A reference may refuse a model (LiteRT 2.3 rejects per-channel biases with
 LiteRT's default (optimized, XNNPACK) kernels are measured too, against the
 reference, on graph outputs only: informational, never a failure.
 
-The references run in child processes (:mod:`qsim.refchild`, one per library,
-reused across input sets and checks): a reference that crashes or aborts on a
-model (TFLM reading a corrupt flatbuffer, both on a SOFTMAX row whose sum of
-exponentials reaches 512) is reported as ``refused`` with ``crashed`` set, e.g.
-"TFLite Micro crashed on this model: SIGSEGV", and qsim carries on.
+The references run in a child process (:mod:`qsim.refchild`: one, reused for
+every input set and reference of a check, and replaced after a crash): a
+reference that crashes or aborts on a model (TFLM reading a corrupt flatbuffer,
+both on a SOFTMAX row whose sum of exponentials reaches 512) is reported as
+``refused`` with ``crashed`` set, e.g. "TFLite Micro crashed on this model:
+SIGSEGV", and qsim carries on.
 """
 from __future__ import annotations
 
