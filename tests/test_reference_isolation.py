@@ -106,3 +106,16 @@ def test_cli_check_stops_a_reference_that_does_not_answer():
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and "qsim: error: nothing was compared" in r.stderr, r.stderr
     assert r.stderr.count("did not finish within 1e-06 s on this model and was stopped") == 2, r.stderr
+
+
+def test_cli_check_survives_a_reference_segfault(tmp_path):
+    """The same bytes through the CLI: before the references ran out of process this was the death
+    of qsim (exit -11, no message).  Now exit 2 and one line; once qsim's loader refuses the
+    out-of-range output itself, its own message comes first, still exit 2."""
+    bad = tmp_path / "bad_output_index.tflite"
+    bad.write_bytes(with_graph_output(softmax_model(8), 0x7FFF0000))
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "check", str(bad), "--random", "1", "--reference", "tflm"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "qsim: error:" in r.stderr, r.stderr
+    assert "crashed" not in r.stderr or "TFLite Micro crashed on this model: SIGSEGV" in r.stderr, r.stderr
