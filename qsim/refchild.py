@@ -18,8 +18,10 @@ SIGSEGV", and the next runner gets a fresh child (the other references are then 
 than :data:`TIMEOUT_S` seconds (environment ``QSIM_REFERENCE_TIMEOUT``) kills the child and is
 reported the same way.
 
-Protocol, over the child's stdin/stdout pipes: each message is an 8-byte little-endian length then
-a pickle (protocol 5; numpy arrays travel as their raw bytes, one copy each way).  Requests:
+Protocol, over the child's stdin/stdout pipes: each message is a header (pickle length, number of
+out-of-band buffers and their lengths, little-endian) then a pickle (protocol 5); in the replies
+numpy arrays travel out of band, as their raw memory after the pickle, read straight into the
+buffers the parent's arrays then use.  Requests:
 ``("open", handle, reference, model bytes, arena bytes or None)`` (one reply), ``("run", handle,
 [input sets], tensor indices)`` (one reply per input set, each sent as soon as it is computed),
 ``("close", handle)`` (no reply).  Replies: ``("ok", value)``, ``("refused", reason)``,
@@ -50,15 +52,22 @@ from .refrun import ReferenceCrashed, ReferenceRefused
 TIMEOUT_S = float(os.environ.get("QSIM_REFERENCE_TIMEOUT", "120"))
 LIBRARY = {"litert": "litert", "xnnpack": "litert", "tflm": "tflm"}  # reference -> library it needs
 TITLE = {"litert": "LiteRT", "xnnpack": "LiteRT", "tflm": "TFLite Micro"}
-_HEADER = struct.Struct("<Q")
+_HEADER = struct.Struct("<QI")  # pickle length, number of out-of-band buffers (then one length each)
+_LENGTH = struct.Struct("<Q")
 
 
 # ------------------------------------------------------------------ framing (both sides)
 
-def _send(fd: int, obj) -> None:
-    """One framed message; ``obj`` already pickled (bytes) or any picklable object."""
-    data = obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=5)
-    for part in (memoryview(_HEADER.pack(len(data))), memoryview(data)):
+def _send(fd: int, obj, out_of_band: bool = False) -> None:
+    """One framed message; ``obj`` already pickled (bytes) or any picklable object.
+    ``out_of_band``: numpy arrays' memory is written as it is, after the pickle, and read back
+    into buffers the arrays then use (pickle protocol 5): no copy into or out of the pickle."""
+    bufs: list = []
+    data = obj if isinstance(obj, bytes) else \
+        pickle.dumps(obj, protocol=5, buffer_callback=bufs.append if out_of_band else None)
+    raws = [b.raw() for b in bufs]
+    head = _HEADER.pack(len(data), len(raws)) + b"".join(_LENGTH.pack(r.nbytes) for r in raws)
+    for part in (memoryview(head), memoryview(data), *raws):
         while part:
             part = part[os.write(fd, part):]
 
@@ -85,13 +94,22 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytearray | None:
 
 
 def _recv(fd: int, deadline: float | None = None):
+    """One message from :func:`_send`; None at end of file."""
     head = _read_exact(fd, _HEADER.size, deadline)
     if head is None:
         return None
-    body = _read_exact(fd, _HEADER.unpack(head)[0], deadline)
+    size, n_buffers = _HEADER.unpack(head)
+    lengths = _read_exact(fd, _LENGTH.size * n_buffers, deadline) if n_buffers else b""
+    body = _read_exact(fd, size, deadline) if lengths is not None else None
     if body is None:
         return None
-    return pickle.loads(body)
+    buffers = []
+    for (length,) in _LENGTH.iter_unpack(lengths):
+        buf = _read_exact(fd, length, deadline)
+        if buf is None:
+            return None
+        buffers.append(buf)
+    return pickle.loads(body, buffers=buffers)
 
 
 # ------------------------------------------------------------------ parent side
@@ -379,7 +397,7 @@ def main(libraries) -> None:
                 runner = runners[handle]
                 for k, inputs in enumerate(input_sets):
                     value = runner.run(inputs, tensors)
-                    _send(reply_fd, ("ok", value))
+                    _send(reply_fd, ("ok", value), out_of_band=True)
                 continue
         except ReferenceRefused as e:
             reply = ("refused", str(e))
