@@ -220,7 +220,7 @@ def cmd_check(args) -> int:
     ran = [c for c in result["comparisons"] if c.refused is None]
     if not ran:
         reasons = "; ".join(c.summary() for c in result["comparisons"])
-        raise QsimError(f"nothing was compared: {reasons}. Try --reference tflm.")
+        raise QsimError(f"nothing was compared: {reasons}." + (" Try --reference tflm." if "tflm" not in refs else ""))
     code = 0 if result["ok"] else 1
     if args.json:
         _emit_json({"model": args.model, "inputs": source, "ok": result["ok"], "exit_code": code,

@@ -21,11 +21,16 @@ A reference may refuse a model (LiteRT 2.3 rejects per-channel biases with
 
 LiteRT's default (optimized, XNNPACK) kernels are measured too, against the
 reference, on graph outputs only: informational, never a failure.
+
+The references run in a child process (:mod:`qsim.refchild`: one, reused for
+every input set and reference of a check, and replaced after a crash): a
+reference that crashes or aborts on a model (TFLM reading a corrupt flatbuffer,
+both on a SOFTMAX row whose sum of exponentials reaches 512) is reported as
+``refused`` with ``crashed`` set, e.g. "TFLite Micro crashed on this model:
+SIGSEGV", and qsim carries on.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,13 +40,12 @@ from . import ir
 from .errors import QsimError
 from .interpreter import PreparedGraph, check_inputs, prepare_graph
 from .loader import load, load_bytes
+from .refchild import ChildRunner, start as start_children
+from .refrun import (LiteRTRunner, ReferenceCrashed, ReferenceRefused, TFLMRunner,  # noqa: F401 - re-exported
+                     _first_sentence, _quiet_stderr, open_in_process, tflm_arena_bytes)
 
 REFERENCES = ("litert", "tflm")
 REFERENCE_TITLES = {"litert": "LiteRT BUILTIN_REF", "tflm": "TFLite Micro", "xnnpack": "LiteRT default (XNNPACK)"}
-
-
-class ReferenceRefused(Exception):
-    """A reference interpreter would not load or run the model (its reason in ``args[0]``)."""
 
 
 # ------------------------------------------------------------------ model source
@@ -67,116 +71,23 @@ class Model:
 
 # ------------------------------------------------------------------ reference runners
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C++ log lines (e.g. "INFO: Created TensorFlow Lite XNNPACK delegate") on fd 2."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+def make_runner(reference: str, blob: bytes, graph: ir.Graph | None = None, in_process: bool = False,
+                wait: bool = True):
+    """Runner for "litert" (BUILTIN_REF), "xnnpack" (LiteRT default kernels) or "tflm".
 
-
-def _first_sentence(msg: str) -> str:
-    """LiteRT repeats its complaint per tensor; keep the first statement and count the rest."""
-    msg = " ".join(str(msg).split())
-    cut = msg.find(".Tensor ")
-    if cut < 0:
-        return msg
-    head = msg[:cut + 1]
-    n = msg.count("has invalid quantization parameters")
-    return f"{head} ({n} tensor(s) have invalid quantization parameters)" if n else head
-
-
-class LiteRTRunner:
-    """LiteRT interpreter.  ``reference=True``: BUILTIN_REF kernels, all tensors kept;
-    ``reference=False``: the default optimized kernels (XNNPACK delegate), outputs only."""
-
-    def __init__(self, blob: bytes, reference: bool = True):
-        try:
-            from ai_edge_litert import interpreter as li
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise QsimError("the LiteRT interpreter is not installed (pip install ai-edge-litert); "
-                            "it is needed to compare against LiteRT.") from e
-        self.reference = reference
-        try:
-            with _quiet_stderr():
-                if reference:
-                    self.it = li.Interpreter(model_content=blob,
-                                             experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF,
-                                             experimental_preserve_all_tensors=True)
-                else:
-                    self.it = li.Interpreter(model_content=blob)
-                self.it.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise ReferenceRefused(_first_sentence(str(e))) from None
-        self.input_indices = [d["index"] for d in self.it.get_input_details()]
-        self.output_indices = [d["index"] for d in self.it.get_output_details()]
-
-    def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
-        """Set inputs (graph input order), invoke, return {index: copy} for ``tensors``."""
-        for idx, a in zip(self.input_indices, inputs):
-            self.it.set_tensor(idx, a)
-        try:
-            self.it.invoke()
-        except (ValueError, RuntimeError) as e:
-            raise ReferenceRefused(_first_sentence(str(e))) from None
-        return {t: np.array(self.it.get_tensor(t)) for t in tensors}
-
-
-class TFLMRunner:
-    """TensorFlow Lite Micro Python runtime with every tensor preserved."""
-
-    def __init__(self, blob: bytes, graph: ir.Graph | None = None):
-        try:
-            from tflite_micro.python.tflite_micro import runtime
-        except ImportError as e:  # pragma: no cover
-            raise QsimError("the TFLite Micro runtime is not installed (pip install tflite-micro); "
-                            "it is needed to compare against TFLM.") from e
-        try:
-            with _quiet_stderr():
-                self.it = runtime.Interpreter.from_bytes(
-                    blob, arena_size=tflm_arena_bytes(blob, graph),
-                    intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-        except (ValueError, RuntimeError) as e:
-            raise ReferenceRefused(_first_sentence(str(e))) from None
-
-    def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
-        for i, a in enumerate(inputs):
-            self.it.set_input(a, i)
-        try:
-            with _quiet_stderr():
-                self.it.invoke()
-        except (ValueError, RuntimeError) as e:
-            raise ReferenceRefused(_first_sentence(str(e))) from None
-        return {t: np.array(self.it.GetTensor(t, 0)["tensor_data"]) for t in tensors}
-
-
-def tflm_arena_bytes(blob: bytes, graph: ir.Graph | None = None) -> int:
-    """Arena for TFLM with every tensor preserved: the runtime's own default (10x the model
-    size) fails on models with small weights and large activations, so add twice the bytes
-    of all non-constant tensors plus 1 MiB of slack for scratch buffers."""
-    g = graph if graph is not None else load_bytes(blob)
-    activations = sum(t.nbytes for t in g.tensors if not t.is_const)
-    return 10 * len(blob) + 2 * activations + (1 << 20)
-
-
-def make_runner(reference: str, blob: bytes, graph: ir.Graph | None = None):
-    """Runner for "litert" (BUILTIN_REF), "xnnpack" (LiteRT default kernels) or "tflm"."""
-    if reference == "litert":
-        return LiteRTRunner(blob, reference=True)
-    if reference == "xnnpack":
-        return LiteRTRunner(blob, reference=False)
-    if reference == "tflm":
-        return TFLMRunner(blob, graph)
-    raise QsimError(f"unknown reference '{reference}'; choose one of: litert, tflm, both")
+    By default the reference runs in its child process (:class:`qsim.refchild.ChildRunner`): a
+    crash or abort in it raises ReferenceCrashed instead of killing this process.
+    ``in_process=True`` gives the plain in-process runner (:mod:`qsim.refrun`; e.g. for timing
+    the interpreter alone).  Both have ``run(inputs, tensors) -> {tensor index: array}``.
+    ``wait=False`` (child only): return while the child loads the model; a refusal surfaces at
+    the first ``ready()`` / ``run()``.
+    """
+    if reference not in REFERENCE_TITLES:
+        raise QsimError(f"unknown reference '{reference}'; choose one of: litert, tflm, both")
+    arena = tflm_arena_bytes(blob, graph) if reference == "tflm" else None
+    if in_process:
+        return open_in_process(reference, blob, arena)
+    return ChildRunner(reference, blob, arena, wait=wait)
 
 
 # ------------------------------------------------------------------ comparison
@@ -233,6 +144,7 @@ class Comparison:
     n_inputs: int = 0
     layers: list[TensorDiff] = field(default_factory=list)
     refused: str | None = None  # the reference's reason when it would not run the model
+    crashed: bool = False  # ``refused`` is the reference's death ("TFLite Micro crashed on this model: SIGSEGV")
 
     @property
     def ok(self) -> bool:
@@ -249,6 +161,8 @@ class Comparison:
 
     def summary(self) -> str:
         title = REFERENCE_TITLES.get(self.reference, self.reference)
+        if self.crashed:
+            return self.refused
         if self.refused is not None:
             who = {"litert": "LiteRT", "xnnpack": "LiteRT", "tflm": "TFLM"}.get(self.reference, title)
             return f"{who} refused this model: {self.refused}"
@@ -264,7 +178,7 @@ class Comparison:
     def as_dict(self) -> dict:
         f = self.first_divergent
         return {"reference": self.reference, "profile": self.profile, "inputs": self.n_inputs,
-                "refused": self.refused, "ok": self.ok, "total_mismatches": self.total_mismatches,
+                "refused": self.refused, "crashed": self.crashed, "ok": self.ok, "total_mismatches": self.total_mismatches,
                 "first_divergent": None if f is None else f.as_dict(),
                 "layers": [t.as_dict() for t in self.layers]}
 
@@ -290,24 +204,25 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     cmp = Comparison(reference=reference, profile=profile)
     targets = op_output_tensors(g)
     cmp.layers = [TensorDiff(op.index, op.opcode, t, g.tensors[t].name, g.tensors[t].size) for op, t in targets]
-    try:  # the reference first: its refusal is news even when qsim cannot run the model either
-        runner = make_runner(reference, m.blob, g)
-    except ReferenceRefused as e:
-        cmp.refused = str(e)
-        return cmp
-    prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
+    runner = make_runner(reference, m.blob, g, wait=False)  # loads the model in its child while qsim prepares
     wanted = [t for _, t in targets]
-    for inputs in inputs_list:
-        arrays = _ordered_inputs(g, inputs)
-        ours = prep.run(arrays, keep_all=True)
+    try:
         try:
-            theirs = runner.run(arrays, wanted)
-        except ReferenceRefused as e:
-            cmp.refused = str(e)
-            return cmp
-        for diff in cmp.layers:
-            diff.add(ours[diff.tensor_index], theirs[diff.tensor_index])
-        cmp.n_inputs += 1
+            prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
+            input_sets = [_ordered_inputs(g, inputs) for inputs in inputs_list]
+            pending = runner.submit(input_sets, wanted)  # the reference computes while qsim does
+            for arrays, reply in zip(input_sets, pending):
+                ours = prep.run(arrays, keep_all=True)
+                theirs = reply.get()
+                for diff in cmp.layers:
+                    diff.add(ours[diff.tensor_index], theirs[diff.tensor_index])
+                cmp.n_inputs += 1
+        except QsimError:
+            runner.ready()  # the reference first: its refusal is news even when qsim cannot run the model either
+            raise
+    except ReferenceRefused as e:
+        cmp.refused, cmp.crashed = str(e), isinstance(e, ReferenceCrashed)
+        cmp.n_inputs = 0
     return cmp
 
 
@@ -323,26 +238,29 @@ def xnnpack_drift(model, inputs_list: list) -> list[TensorDiff] | str:
     """
     m = Model.open(model)
     g = m.graph
-    try:
-        ref = make_runner("litert", m.blob)
-        fast = make_runner("xnnpack", m.blob)
-    except ReferenceRefused as e:
-        return f"LiteRT refused this model: {e}"
     producer = {t: op for op in g.operators for t in op.outputs}
     diffs = []
     for t in g.outputs:
         op = producer.get(t)
         diffs.append(TensorDiff(op.index if op else -1, op.opcode if op else "INPUT", t, g.tensors[t].name,
                                 g.tensors[t].size))
-    for inputs in inputs_list:
-        arrays = _ordered_inputs(g, inputs)
-        try:
-            a = ref.run(arrays, g.outputs)
-            b = fast.run(arrays, g.outputs)
-        except ReferenceRefused as e:
-            return f"LiteRT failed on this model: {e}"
-        for d in diffs:
-            d.add(b[d.tensor_index], a[d.tensor_index])
+    input_sets = [_ordered_inputs(g, inputs) for inputs in inputs_list]
+    try:
+        ref = make_runner("litert", m.blob)
+        fast = make_runner("xnnpack", m.blob)
+    except ReferenceCrashed as e:
+        return str(e)
+    except ReferenceRefused as e:
+        return f"LiteRT refused this model: {e}"
+    try:
+        for a, b in zip(ref.submit(input_sets, g.outputs), fast.submit(input_sets, g.outputs)):
+            a, b = a.get(), b.get()
+            for d in diffs:
+                d.add(b[d.tensor_index], a[d.tensor_index])
+    except ReferenceCrashed as e:
+        return str(e)
+    except ReferenceRefused as e:
+        return f"LiteRT failed on this model: {e}"
     return diffs
 
 
@@ -354,6 +272,7 @@ def check(model, inputs_list: list, references=REFERENCES, xnnpack: bool = True,
     tensor and at least one reference ran.
     """
     m = Model.open(model)
+    start_children(references)  # the children's start-up overlaps qsim's own work
     results = [compare(m, inputs_list, reference=r, profile=profile) for r in references]
     report = {"model": m.path or "<bytes>", "inputs": len(inputs_list),
               "comparisons": results,
