@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from .errors import QsimError
+
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 ROUNDING_MODES = ("double", "single")
@@ -198,27 +200,28 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
 
 # --------------------------------------------------------------------------- activation ranges
 
-def float_to_int32_cast(v) -> np.ndarray:
-    """C ``static_cast<int32_t>`` of already-rounded doubles/floats as x86 executes it (cvttss2si):
-    values outside int32, and NaN, become INT32_MIN.  Returns int64."""
-    v = np.asarray(v, np.float64)
-    ok = np.isfinite(v) & (v >= -2.0 ** 31) & (v < 2.0 ** 31)
-    return np.where(ok, np.where(ok, v, 0).astype(np.int64), INT32_MIN)
-
-
 def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127) -> np.ndarray:
     """TFLite's AffineQuantize (QUANTIZE float -> int, and the input quantization a user must do):
     ``clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point, qmin, qmax)``.
 
     The division is a float32 division, the rounding TfLiteRound (ties away from
-    zero), the cast C's int32 cast on x86, the zero-point add int32.  ``scale``
-    and ``zero_point`` broadcast (per-channel: shape them along the axis).
-    Returns int64.
+    zero), the zero-point add exact.  ``scale`` and ``zero_point`` broadcast
+    (per-channel: shape them along the axis).  Returns int64.
+
+    Out-of-range values saturate in their own direction: the rounded ratio is
+    clipped to int32 *in floating point* before the integer cast, so +1e10 or
+    +inf gives ``qmax`` and -1e10 gives ``qmin``.  TFLite's C++ casts first, which
+    is undefined behaviour for |ratio| >= 2^31 (x86 yields INT32_MIN, i.e. qmin for
+    +1e10 too); for every in-range value the two rules are bit-identical.  NaN has
+    no direction and is refused with a QsimError.
     """
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # float32 overflow -> inf, which then saturates
         ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32)
-    q = wrap_int32(float_to_int32_cast(round_half_away(ratio)) + _i64(zero_point))
-    return np.clip(q, qmin, qmax)
+    if np.isnan(ratio).any():
+        raise QsimError(f"cannot quantize NaN: {int(np.isnan(ratio).sum())} of {ratio.size} value(s) are NaN "
+                        "(or 0/0, inf/inf with this scale); NaN has no integer representation.")
+    r = np.clip(round_half_away(ratio), float(INT32_MIN), float(INT32_MAX))  # exact in float64
+    return np.clip(r.astype(np.int64) + _i64(zero_point), qmin, qmax)
 
 
 def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
