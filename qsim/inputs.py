@@ -154,35 +154,51 @@ def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
     Returns (array, warning or None); the warning counts the values outside the representable range,
     which saturate to the type's min/max in their own direction.  NaN is a QsimError.
     """
-    if t.quant is None or not np.issubdtype(t.dtype, np.integer):
-        raise QsimError(f"--float-input needs a quantized integer input, but '{t.name}' is {t.dtype} "
-                        "without quantization parameters.")
-    if t.quant.per_channel:
-        raise QsimError(f"input '{t.name}' is quantized per channel; --float-input supports per-tensor inputs.")
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise QsimError(f"--float-input data for '{t.name}' must be numeric, got {a.dtype}.")
-    a = conform_shape(a.astype(np.float64), t)
-    n_nan = int(np.count_nonzero(np.isnan(a)))
-    if n_nan:
-        raise QsimError(f"--float-input data for '{t.name}' contains {n_nan} NaN value(s) of {a.size}; NaN has "
-                        "no quantized value: fix or drop those samples first.")
-    info = np.iinfo(t.dtype)
-    lo, hi = representable_range(t)
+    q, n_hi, n_lo = quantize_values(conform_shape(a, t), t)
     warn = None
-    n_hi, n_lo = int(np.count_nonzero(a > hi)), int(np.count_nonzero(a < lo))
     if n_hi or n_lo:
+        a = a.astype(np.float64)
+        lo, hi = representable_range(t)
+        info = np.iinfo(t.dtype)
         warn = (f"input '{t.name}': {n_hi + n_lo} of {a.size} values lie outside the range the model's input "
                 f"quantization can represent, [{lo:.6g}, {hi:.6g}] (scale {t.quant.scale0:.6g}, zero point "
                 f"{t.quant.zp0}); the data spans [{a.min():.6g}, {a.max():.6g}]. They were saturated "
                 f"({n_hi} to {int(info.max)}, {n_lo} to {int(info.min)}), so the result may not be meaningful: "
                 "check that the data uses the units the model was trained on.")
-    q = fp.quantize_affine(a, t.quant.scale0, t.quant.zp0, int(info.min), int(info.max)).astype(t.dtype)
     return q, warn
+
+
+def quantize_values(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, int, int]:
+    """Real values (any shape) -> t's integer dtype with t's per-tensor scale and zero point
+    (:func:`qsim.fixedpoint.quantize_affine`).  Returns (q, n_above, n_below): how many values lay
+    above / below the representable range and saturated.  NaN is a QsimError."""
+    if t.quant is None or not np.issubdtype(t.dtype, np.integer):
+        raise QsimError(f"real-valued data needs a quantized integer input, but '{t.name}' is {t.dtype} "
+                        "without quantization parameters.")
+    if t.quant.per_channel:
+        raise QsimError(f"input '{t.name}' is quantized per channel; real-valued data can only be quantized for "
+                        "per-tensor inputs.")
+    a = np.asarray(x, np.float64)
+    n_nan = int(np.count_nonzero(np.isnan(a)))
+    if n_nan:
+        raise QsimError(f"the real-valued data for '{t.name}' contains {n_nan} NaN value(s) of {a.size}; NaN has "
+                        "no quantized value: fix or drop those samples first.")
+    info = np.iinfo(t.dtype)
+    lo, hi = representable_range(t)
+    q = fp.quantize_affine(a, t.quant.scale0, t.quant.zp0, int(info.min), int(info.max)).astype(t.dtype)
+    return q, int(np.count_nonzero(a > hi)), int(np.count_nonzero(a < lo))
 
 
 def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
     """An already-quantized array -> t's dtype and shape, refusing lossy conversions."""
+    return conform_shape(fit_integer(a, t), t)
+
+
+def fit_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
+    """An already-quantized array (any shape) -> t's dtype, refusing float data and values that do not fit."""
     a = np.asarray(a)
     if a.dtype != t.dtype:
         if np.issubdtype(a.dtype, np.floating):
@@ -198,7 +214,7 @@ def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
             raise QsimError(f"input '{t.name}' must be {t.dtype} (range [{info.min}, {info.max}]); the "
                             f"{a.dtype} data spans [{a.min()}, {a.max()}] and does not fit.")
         a = a.astype(t.dtype)
-    return conform_shape(a, t)
+    return a
 
 
 def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str = "shift") -> np.ndarray:
@@ -218,19 +234,26 @@ def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str
             raise QsimError(f"{what} has {img.shape[2]} channels but input '{t.name}' expects {c}; "
                             "raw image mode does no channel conversion.")
         return np.ascontiguousarray(img).view(t.dtype)[None].copy()
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    if c == 1 and img.shape[2] == 3:
-        lum = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        img = np.floor(lum + 0.5).clip(0, 255).astype(np.uint8)[:, :, None]
-    elif c == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] != c:
-        raise QsimError(f"{what} has {img.shape[2]} channels but input '{t.name}' expects {c}.")
+    img = match_channels(img, c, what)
     if t.dtype == np.int8:
         return (img.astype(np.int16) - 128).astype(np.int8)[None]
     return img.astype(np.uint8)[None]
 
+
+
+def match_channels(img: np.ndarray, c: int, what: str = "image") -> np.ndarray:
+    """uint8 [H, W, C'] pixels -> [H, W, c]: alpha dropped, color -> luminance
+    (0.299 R + 0.587 G + 0.114 B, rounded half up) for c = 1, gray replicated for c = 3."""
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if c == 1 and img.shape[2] == 3:
+        lum = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return np.floor(lum + 0.5).clip(0, 255).astype(np.uint8)[:, :, None]
+    if c == 3 and img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] != c:
+        raise QsimError(f"{what} has {img.shape[2]} channels but the model's input expects {c}.")
+    return img
 
 
 # ------------------------------------------------------------------ file readers
