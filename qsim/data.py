@@ -41,11 +41,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 
-from . import fixedpoint as fp
 from . import inputs as qin
 from . import ir
 from .errors import QsimError
@@ -72,10 +71,7 @@ class Dataset:
 
     def batches(self, batch_size: int = 64, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(x, y) chunks of at most ``batch_size`` samples, the first ``limit`` samples only if given."""
-        n = _count(len(self), limit)
-        for i in range(0, n, _positive(batch_size, "batch size")):
-            j = min(i + batch_size, n)
-            yield self.x[i:j], (None if self.y is None else self.y[i:j])
+        return _batches(len(self), limit, batch_size, lambda i, j: self.x[i:j], self.y)
 
 
 @dataclass
@@ -96,14 +92,11 @@ class DataStream:
 
     def batches(self, batch_size: int = 64, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(x, y) chunks of at most ``batch_size`` samples, decoded when reached."""
-        n = _count(self.n, limit)
-        for i in range(0, n, _positive(batch_size, "batch size")):
-            j = min(i + batch_size, n)
-            yield self.read(i, j), (None if self.y is None else self.y[i:j])
+        return _batches(self.n, limit, batch_size, self.read, self.y)
 
     def load(self, limit: int | None = None) -> Dataset:
         """Everything (or the first ``limit`` samples) in memory."""
-        n = _count(self.n, limit)
+        n = sample_count(self.n, limit)
         x = self.read(0, n) if n else np.zeros((0,) + self.sample_shape, self.dtype)
         y = None if self.y is None else self.y[:n]
         return Dataset(x, y, self.class_names, self.notes, self.source)
@@ -427,7 +420,8 @@ class _Saturation:
             self.notes[self.at] = msg
 
 
-def _count(n: int, limit: int | None) -> int:
+def sample_count(n: int, limit: int | None) -> int:
+    """How many of ``n`` samples ``limit`` (None: all; must be >= 1) selects."""
     if limit is None:
         return n
     if limit < 1:
@@ -435,10 +429,16 @@ def _count(n: int, limit: int | None) -> int:
     return min(n, limit)
 
 
-def _positive(v: int, what: str) -> int:
-    if v < 1:
-        raise QsimError(f"the {what} must be at least 1, got {v}.")
-    return v
+def _batches(n: int, limit: int | None, batch_size: int, read, y) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    n = sample_count(n, limit)  # checked now, not at the first next()
+    if batch_size < 1:
+        raise QsimError(f"the batch size must be at least 1, got {batch_size}.")
+
+    def gen():
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            yield read(i, j), (None if y is None else y[i:j])
+    return gen()
 
 
 def _fmt(v) -> str:

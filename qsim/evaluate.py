@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ir
+from .data import sample_count
 from .errors import QsimError
 from .interpreter import PreparedGraph
 
@@ -97,7 +98,7 @@ def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | N
 
     ``progress``: a tqdm bar on stderr (shown only when stderr is a terminal)."""
     g = prepared.graph
-    n_total = len(data) if limit is None else min(len(data), max(limit, 0))
+    n_total = sample_count(len(data), limit)
     if n_total == 0:
         raise QsimError("the dataset holds no samples to evaluate.")
     labelled = data.y is not None
