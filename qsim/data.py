@@ -195,7 +195,7 @@ def _npz(p: Path, t: ir.Tensor, names, n_classes, norm) -> DataStream:
             raise QsimError(f"{p.name}: labels '{yk}' would need {max(my.nbytes, my.info.file_size)} bytes for {n} "
                             "samples; refusing to read them.")
         y = qin.read_npz_member(p, my)
-    ds = _arrays(p.name, mx.shape, mx.dtype, lambda i, j: qin.read_npz_member(p, mx, i, j), y, t, names, n_classes, norm)
+    ds = _arrays(p.name, mx.shape, mx.dtype, qin.NpzRows(p, mx).read, y, t, names, n_classes, norm)
     ds.notes.insert(0, f"{p.name}: samples from array '{xk}'" + (f", labels from '{yk}'" if yk else ", no labels"))
     return ds
 

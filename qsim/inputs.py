@@ -415,24 +415,65 @@ def read_npz_member(p: Path, m: NpzMember, start: int = 0, stop: int | None = No
     """Rows [start, stop) along axis 0 of an .npz member (all of it by default), decompressing only
     up to the last row read.  Checked against the header, so it never allocates more than
     ``(stop - start)`` rows."""
-    n = m.shape[0] if m.shape else 1
-    stop = n if stop is None else min(stop, n)
-    try:
-        with zipfile.ZipFile(p) as zf, zf.open(m.info) as f:
-            if m.fortran_order or not m.shape:
-                a = np.lib.format.read_array(f, allow_pickle=False)
-                return a[start:stop] if m.shape else a
-            row = m.nbytes // n if n else 0
-            f.seek(m.header_bytes + start * row)
-            buf = np.empty(max(stop - start, 0) * row, np.uint8)
-            got = f.readinto(memoryview(buf))
-    except QsimError:
-        raise
-    except Exception as e:
-        raise QsimError(f"cannot read array '{m.key}' of {p.name}: {e}") from None
-    if got != buf.size:
-        raise QsimError(f"{p.name}: array '{m.key}' is truncated.")
-    return buf.view(m.dtype).reshape((max(stop - start, 0),) + m.shape[1:])
+    with NpzRows(p, m) as rows:
+        return rows.read(start, stop)
+
+
+class NpzRows:
+    """Reads an .npz member's rows in order, keeping the decompressor open between calls, so
+    reading a large member batch by batch decompresses it once (a read that goes backwards
+    starts again from the beginning).  Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, p: Path, m: NpzMember):
+        self.p, self.m = p, m
+        self.n = m.shape[0] if m.shape else 1
+        self.row = m.nbytes // self.n if self.n else 0
+        self._zf = self._f = None
+        self._pos = 0  # next row the open stream will deliver
+
+    def __enter__(self) -> "NpzRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for h in (self._f, self._zf):
+            if h is not None:
+                h.close()
+        self._zf = self._f = None
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        m, p = self.m, self.p
+        stop = self.n if stop is None else min(stop, self.n)
+        count = max(stop - start, 0)
+        try:
+            if self._f is None or start < self._pos:
+                self.close()
+                self._zf = zipfile.ZipFile(p)
+                self._f = self._zf.open(m.info)
+                self._pos = 0
+                if m.fortran_order or not m.shape:  # not row-contiguous: read it whole (size checked)
+                    a = np.lib.format.read_array(self._f, allow_pickle=False)
+                    self.close()
+                    return a[start:stop] if m.shape else a
+                self._f.seek(m.header_bytes)
+            if start > self._pos:
+                self._f.seek((start - self._pos) * self.row, 1)
+            buf = np.empty(count * self.row, np.uint8)
+            got = self._f.readinto(memoryview(buf))
+            self._pos = stop
+        except QsimError:
+            raise
+        except Exception as e:
+            self.close()
+            raise QsimError(f"cannot read array '{m.key}' of {p.name}: {e}") from None
+        if got != buf.size:
+            self.close()
+            raise QsimError(f"{p.name}: array '{m.key}' is truncated.")
+        if stop >= self.n:
+            self.close()
+        return buf.view(m.dtype).reshape((count,) + m.shape[1:])
 
 
 def _npz_arrays(p: Path, g: ir.Graph, budget: int) -> list[np.ndarray]:
