@@ -230,9 +230,13 @@ def test_quantize_affine_is_tflites_float32_rule():
     assert fp.quantize_affine(np.array([3e38, -3e38]), 1e-30, 0).tolist() == [127, -128]
     assert fp.quantize_affine(1e10, 1.0, 5, INT32_MIN, INT32_MAX) == INT32_MAX  # no wrap past int32
     assert fp.quantize_affine(-1e10, 1.0, -5, INT32_MIN, INT32_MAX) == INT32_MIN
-    assert fp.quantize_float_to_int(6.0, 1e-30, 0) == INT32_MAX  # RELU6 bound of a tiny scale
     with pytest.raises(QsimError, match="NaN"):
         fp.quantize_affine(np.array([1.0, np.nan]), 1.0, 0)
+    # overflow="x86": the references on an x86 host (the QUANTIZE kernel): NaN / overflow -> INT32_MIN
+    assert fp.quantize_affine(np.array([np.nan, 3e38, 1e10]), 1e-30, 0, overflow="x86").tolist() == [-128] * 3
+    assert fp.quantize_float_to_int(6.0, 1e-30, 0) == INT32_MIN
+    inside = np.array([2.5, -2.5, 0.49, 1000.0, -1000.0, 126.5, -2.0 ** 30])
+    assert np.array_equal(fp.quantize_affine(inside, 1.0, 3), fp.quantize_affine(inside, 1.0, 3, overflow="x86"))
     # per-channel broadcast along the last axis, and the scalar helper agrees
     got = fp.quantize_affine(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([0.5, 0.25]), np.array([0, 10]))
     assert got.tolist() == [[2, 14], [-2, 6]]
