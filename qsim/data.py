@@ -293,6 +293,9 @@ def _image_folder(root: Path, t: ir.Tensor, names, n_classes, norm, image_mode) 
     h, w, c = hwc
     if c not in (1, 3):
         raise QsimError(f"{root.name}/ holds images but {note}: images give 1 (gray) or 3 (RGB) channels.")
+    if norm is not None and any(v.size not in (1, c) for v in norm):
+        raise QsimError(f"--mean/--std take one value or {c} (one per channel of input '{t.name}'); got "
+                        f"{norm[0].size} and {norm[1].size}.")
     hidden = lambda q: q.name.startswith(".")  # noqa: E731
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not hidden(d))
     loose = sorted(f.name for f in root.iterdir() if f.is_file() and f.suffix.lower() in qin.IMAGE_EXTS)

@@ -282,5 +282,25 @@ def test_bad_datasets_exit_2(tmp_path, capsys):
     np.savez(tmp_path / "y5.npz", x=np.zeros((2, 2, 2, 1), np.int8), y=np.array([0, 4]))
     assert_one_paragraph(qsim_("eval", gray, "--data", tmp_path / "y5.npz"), "4 classes")
     assert_one_paragraph(qsim_("eval", gray, "--data", folders, "--image-mode", "raw", "--mean", "127.5"), "raw")
+    assert_one_paragraph(qsim_("eval", gray, "--data", folders, "--mean", "1,2,3", "--std", "2"), "one value or 1")
     np.savez(tmp_path / "ok.npz", x=np.zeros((2, 2, 2, 1), np.int8), y=np.array([0, 3]))
     assert_one_paragraph(qsim_("eval", gray, "--data", tmp_path / "ok.npz", "--limit", "0"), "--limit")
+
+
+def test_eval_person_detect_raw_image_folder(tmp_path):
+    """TFLM's own test images in a class folder layout, --image-mode raw (their bytes are int8):
+    person_detect answers both right (labels: TFLM's model_settings order)."""
+    import shutil
+    from conftest import shared_model
+
+    root = tmp_path / "pd"
+    for cls, img in (("person", "person.bmp"), ("notperson", "no_person.bmp")):
+        (root / cls).mkdir(parents=True)
+        shutil.copy(shared_model(img), root / cls / img)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("notperson\nperson\n")
+    g = load(shared_model("person_detect.tflite"))
+    data = qdata.open_dataset(root, g, labels=labels, image_mode="raw")
+    assert data.y.tolist() == [0, 1] and any("NHWC" in n for n in data.notes)
+    res = evaluate(prepare_graph(g, "tflm"), data, batch_size=1)
+    assert (res.samples, res.correct_top1) == (2, 2), res.render()
