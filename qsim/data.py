@@ -39,7 +39,7 @@ memory-mapped, ``.npz`` members are decompressed incrementally).  :func:`load_da
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,7 +49,7 @@ from . import inputs as qin
 from . import ir
 from .errors import QsimError
 
-__all__ = ["Dataset", "DataStream", "open_dataset", "load_dataset", "read_labels", "input_layout"]
+__all__ = ["Dataset", "DataStream", "open_dataset", "load_dataset", "read_labels"]
 
 
 @dataclass
@@ -160,22 +160,6 @@ def read_labels(path: str | Path, n_classes: int | None = None) -> list[str]:
     return names
 
 
-def input_layout(t: ir.Tensor) -> tuple[str | None, tuple[int, int, int] | None, str]:
-    """(layout, (H, W, C), note) of an image-shaped input: "NHWC" for [1, H, W, C], "NCHW" for
-    [1, C, H, W] (C = 1 or 3 decides; both or neither -> NHWC), "NHW" for [1, H, W] (gray);
-    (None, None, reason) when the input cannot take an image."""
-    s = tuple(t.shape)
-    if len(s) == 3 and s[0] == 1:
-        return "NHW", (s[1], s[2], 1), f"input '{t.name}' {list(s)} read as NHW (one gray channel)"
-    if len(s) != 4 or s[0] != 1:
-        return None, None, f"input '{t.name}' has shape {list(s)}, not [1, H, W, C] or [1, C, H, W]"
-    last, second = s[3] in (1, 3), s[1] in (1, 3)
-    if second and not last:
-        return "NCHW", (s[2], s[3], s[1]), f"input '{t.name}' {list(s)} read as NCHW [1, C, H, W] (C = {s[1]})"
-    why = "ambiguous, TFLite's convention" if second else f"C = {s[3]}"
-    return "NHWC", (s[1], s[2], s[3]), f"input '{t.name}' {list(s)} read as NHWC [1, H, W, C] ({why})"
-
-
 # ------------------------------------------------------------------ arrays
 
 def _npz(p: Path, t: ir.Tensor, names, n_classes, norm) -> DataStream:
@@ -211,7 +195,7 @@ def _arrays(what: str, shape, dtype, read_raw, y, t: ir.Tensor, names, n_classes
     dtype = np.dtype(dtype)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise QsimError(f"{what} holds {dtype} data; datasets must be numeric.")
-    layout = input_layout(t)[0]
+    layout = qin.input_layout(t)[0]
     if norm is not None:
         notes = [f"{what}: real = (x - mean) / std with mean {_fmt(norm[0])}, std {_fmt(norm[1])}, {_quantized_by(t)}"]
     elif np.issubdtype(dtype, np.floating):
@@ -240,7 +224,7 @@ def _check_sample_shape(what: str, sample: tuple, want: tuple, t: ir.Tensor) -> 
     if sample == want or ([d for d in sample if d != 1] == [d for d in want if d != 1]) or \
             (len(sample) == 1 and sample[0] == size):
         return
-    layout, hwc, _ = input_layout(t)
+    layout, hwc, _ = qin.input_layout(t)
     expect = f"samples of shape {list(want)}"
     if layout in ("NHWC", "NCHW"):
         h, w, c = hwc
@@ -280,7 +264,7 @@ def _labels(what: str, y, n: int, n_classes: int) -> np.ndarray | None:
 # ------------------------------------------------------------------ image folders
 
 def _image_folder(root: Path, t: ir.Tensor, names, n_classes, norm, image_mode) -> DataStream:
-    layout, hwc, note = input_layout(t)
+    layout, hwc, note = qin.input_layout(t)
     if layout is None:
         raise QsimError(f"{root.name}/ is a folder of images but {note}; images feed [1, H, W, C] (NHWC) or "
                         "[1, C, H, W] (NCHW) inputs.")
@@ -338,7 +322,6 @@ def _image_folder(root: Path, t: ir.Tensor, names, n_classes, norm, image_mode) 
     else:
         notes.append(f"pixels mapped by --image-mode {image_mode} (no --mean/--std)")
     want = _sample_shape(t)
-    nhwc = replace(t, shape=(1, h, w, c))
     saturated = _Saturation(notes, root.name, t)
 
     def read(i: int, j: int) -> np.ndarray:
@@ -347,12 +330,12 @@ def _image_folder(root: Path, t: ir.Tensor, names, n_classes, norm, image_mode) 
             img = qin.read_image(f, image_mode, size=(h, w), resize=True)
             what = f"{f.parent.name}/{f.name}"
             if norm is None:
-                q = qin.image_to_input(img, nhwc, what, image_mode)[0]
+                out[k] = qin.image_to_input(img, t, what, image_mode).reshape(want)
             else:
                 real = (qin.match_channels(img, c, what) - np.asarray(norm[0])) / np.asarray(norm[1])
                 q, hi, lo = qin.quantize_values(real, t)
                 saturated.add(hi, lo)
-            out[k] = (q.transpose(2, 0, 1) if layout == "NCHW" else q).reshape(want)
+                out[k] = qin.to_layout(q, layout).reshape(want)
         return out
 
     return DataStream(str(root), len(files), want, t.dtype, read, np.array(labels, np.int64),

@@ -42,6 +42,7 @@ bytes (its neighbouring pixels differ by 9 on average read as int8, 13 read
 as uint8), so only "raw" gives TFLM's own person / no-person answers.
 Channels: a 1-channel input gets the luminance (0.299 R + 0.587 G + 0.114 B,
 rounded) of a color image; a 3-channel input gets gray images replicated.
+Layout: [1, H, W, C] (NHWC), [1, C, H, W] (NCHW) or [1, H, W], see :func:`input_layout`.
 ``qsim run`` never resizes: the height and width must match the input
 (``qsim.data`` center-crops and resizes, through :func:`read_image`).
 """
@@ -92,8 +93,8 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
         if image_mode not in IMAGE_MODES:
             raise QsimError(f"unknown image mode '{image_mode}'; choose one of: {', '.join(IMAGE_MODES)}")
         t = g.tensors[g.inputs[0]]
-        size = tuple(t.shape[1:3]) if len(t.shape) == 4 else None
-        img = read_image(p, image_mode, size=size)
+        hwc = input_layout(t)[1]
+        img = read_image(p, image_mode, size=hwc[:2] if hwc else None)
         return LoadedInputs([image_to_input(img, t, p.name, image_mode)])
     budget = max(g.tensors[t].size for t in g.inputs) * BYTES_PER_VALUE_MAX if g.inputs else 0
     if ext == ".npy":
@@ -218,14 +219,16 @@ def fit_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
 
 
 def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str = "shift") -> np.ndarray:
-    """uint8 [H, W, C] pixels -> an NHWC int8/uint8 input (conventions "shift"/"raw" in the module doc)."""
+    """uint8 [H, W, C] pixels -> an int8/uint8 input in t's layout (NHWC, NCHW or NHW: see
+    :func:`input_layout`), by the conventions "shift"/"raw" in the module doc."""
     if t.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise QsimError(f"{what}: image files feed int8/uint8 inputs, but '{t.name}' is {t.dtype}; "
                         "give an .npy instead.")
-    if len(t.shape) != 4 or t.shape[0] != 1:
-        raise QsimError(f"{what}: image files feed [1, H, W, C] inputs, but '{t.name}' has shape "
-                        f"{list(t.shape)}; give an .npy instead.")
-    _, h, w, c = t.shape
+    layout, hwc, note = input_layout(t)
+    if layout is None:
+        raise QsimError(f"{what}: image files feed [1, H, W, C] or [1, C, H, W] inputs, but {note}; "
+                        "give an .npy instead.")
+    h, w, c = hwc
     if img.shape[:2] != (h, w):
         raise QsimError(f"{what} is {img.shape[1]}x{img.shape[0]} pixels but input '{t.name}' expects "
                         f"{w}x{h}; qsim does not resize images: resize it first.")
@@ -233,12 +236,34 @@ def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str
         if img.shape[2] != c:
             raise QsimError(f"{what} has {img.shape[2]} channels but input '{t.name}' expects {c}; "
                             "raw image mode does no channel conversion.")
-        return np.ascontiguousarray(img).view(t.dtype)[None].copy()
-    img = match_channels(img, c, what)
-    if t.dtype == np.int8:
-        return (img.astype(np.int16) - 128).astype(np.int8)[None]
-    return img.astype(np.uint8)[None]
+        q = np.ascontiguousarray(img).view(t.dtype)
+    else:
+        img = match_channels(img, c, what)
+        q = (img.astype(np.int16) - 128).astype(np.int8) if t.dtype == np.int8 else img.astype(np.uint8)
+    return to_layout(q, layout)[None].copy()
 
+
+def input_layout(t: ir.Tensor) -> tuple[str | None, tuple[int, int, int] | None, str]:
+    """(layout, (H, W, C), note) of an image-shaped input: "NHWC" for [1, H, W, C], "NCHW" for
+    [1, C, H, W] (C = 1 or 3 decides; both or neither -> NHWC, TFLite's convention), "NHW" for
+    [1, H, W] (gray); (None, None, reason) when the input cannot take an image."""
+    s = tuple(t.shape)
+    if len(s) == 3 and s[0] == 1:
+        return "NHW", (s[1], s[2], 1), f"input '{t.name}' {list(s)} read as NHW (one gray channel)"
+    if len(s) != 4 or s[0] != 1:
+        return None, None, f"input '{t.name}' has shape {list(s)}, not [1, H, W, C] or [1, C, H, W]"
+    last, second = s[3] in (1, 3), s[1] in (1, 3)
+    if second and not last:
+        return "NCHW", (s[2], s[3], s[1]), f"input '{t.name}' {list(s)} read as NCHW [1, C, H, W] (C = {s[1]})"
+    why = "ambiguous, TFLite's convention" if second else f"C = {s[3]}"
+    return "NHWC", (s[1], s[2], s[3]), f"input '{t.name}' {list(s)} read as NHWC [1, H, W, C] ({why})"
+
+
+def to_layout(hwc: np.ndarray, layout: str) -> np.ndarray:
+    """[H, W, C] -> [C, H, W] for "NCHW", [H, W] for "NHW", unchanged for "NHWC"."""
+    if layout == "NCHW":
+        return hwc.transpose(2, 0, 1)
+    return hwc[:, :, 0] if layout == "NHW" else hwc
 
 
 def match_channels(img: np.ndarray, c: int, what: str = "image") -> np.ndarray:

@@ -157,6 +157,10 @@ def test_nchw_input_layout_detected(tmp_path):
     want = rgb.astype(np.int16).transpose(2, 0, 1) - 128
     assert np.array_equal(d.x[0], want)
     assert any("NCHW" in n for n in d.notes)
+    # qsim run's loader lays an image out the same way (one implementation)
+    from qsim.inputs import load_inputs
+    x = load_inputs(tmp_path / "imgs" / "class5" / "sub" / "a.png", g).arrays[0]
+    assert x.shape == (1, 3, 2, 2) and np.array_equal(x[0], want)
     # a gray image is replicated over the 3 channels
     save_img(tmp_path / "imgs" / "class5" / "g.png", np.full((2, 2), 7, np.uint8))
     d = qdata.load_dataset(tmp_path / "imgs", g, labels=names)
