@@ -5,6 +5,8 @@
              [--top-k K] [--json]
     qsim check MODEL [--input FILE | --random N] [--seed S] [--reference litert|tflm|both]
                [--profile P] [--no-xnnpack] [--json]
+    qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
+              [--image-mode shift|raw] [--profile P] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
 Exit codes: 0 ok, 1 mismatch or failure found, 2 usage or input error (the
@@ -73,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check)
 
+    s = sub.add_parser("eval", help="run a dataset: top-1/top-5 accuracy, or output statistics without labels")
+    s.add_argument("model")
+    s.add_argument("--data", required=True, metavar="PATH",
+                   help=".npy, .npz (x, y) or a folder with one sub-folder of images per class")
+    s.add_argument("--labels", metavar="FILE", help="class names, one per line, in the model's output order")
+    s.add_argument("--limit", type=int, metavar="N", help="the first N samples only")
+    s.add_argument("--batch-size", type=int, default=64, metavar="B", help="samples per chunk (default 64)")
+    s.add_argument("--mean", type=_floats, metavar="M", help="normalize: real = (x - M) / S, then quantize "
+                   "(one value or one per channel, comma-separated; e.g. 127.5)")
+    s.add_argument("--std", type=_floats, metavar="S", help="see --mean (e.g. 127.5)")
+    s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    _image_mode_arg(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
     for name in PLUGINS:
         mod = _plugin(name)
         if mod is not None:
@@ -84,6 +101,10 @@ def _image_mode_arg(s) -> None:
     s.add_argument("--image-mode", default="shift", choices=list(qin.IMAGE_MODES),
                    help="images: 'shift' maps pixel p to int8 p - 128 (default); 'raw' reinterprets the "
                         "stored bytes as int8, as TFLite Micro's person_detection example does")
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
 
 
 def _plugin(name: str):
@@ -242,6 +263,22 @@ def cmd_check(args) -> int:
                       f"max |diff| {d.max_diff} LSB")
     print("\nRESULT: " + ("bit-exact" if code == 0 else "MISMATCH"))
     return code
+
+
+def cmd_eval(args) -> int:
+    from .data import open_dataset
+    from .evaluate import evaluate
+    from .interpreter import prepare_graph
+
+    g = load(args.model)
+    prep = prepare_graph(g, args.profile)
+    data = open_dataset(args.data, g, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode)
+    res = evaluate(prep, data, batch_size=args.batch_size, limit=args.limit, progress=True)
+    if args.json:
+        _emit_json(res.to_dict())
+    else:
+        print(res.render())
+    return 0
 
 
 if __name__ == "__main__":

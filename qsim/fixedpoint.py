@@ -263,6 +263,9 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
 
 # --------------------------------------------------------------------------- activation ranges
 
+QUANTIZE_OVERFLOW = ("saturate", "x86")
+
+
 def float_to_int32_cast(v) -> np.ndarray:
     """C ``static_cast<int32_t>`` of already-rounded doubles/floats as x86 executes it (cvttss2si):
     values outside int32, and NaN, become INT32_MIN.  Returns int64."""
@@ -271,25 +274,45 @@ def float_to_int32_cast(v) -> np.ndarray:
     return np.where(ok, np.where(ok, v, 0).astype(np.int64), INT32_MIN)
 
 
-def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
+                    overflow: str = "saturate") -> np.ndarray:
     """TFLite's AffineQuantize (QUANTIZE float -> int, and the input quantization a user must do):
     ``clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point, qmin, qmax)``.
 
     The division is a float32 division, the rounding TfLiteRound (ties away from
-    zero), the cast C's int32 cast on x86, the zero-point add int32.  ``scale``
-    and ``zero_point`` broadcast (per-channel: shape them along the axis).
-    Returns int64.
+    zero).  ``scale`` and ``zero_point`` broadcast (per-channel: shape them along
+    the axis).  Returns int64.  For every ratio inside int32 both ``overflow``
+    rules below are bit-identical to TFLite.
+
+    ``overflow`` says what a ratio with |x / scale| >= 2^31 (or inf, NaN) gives; C++
+    leaves the int cast undefined there:
+
+    * ``"saturate"`` (default; qsim's rule for data a user quantizes): the rounded
+      ratio is clipped to int32 *in floating point* before the cast, so +1e10 and
+      +inf give ``qmax``, -1e10 gives ``qmin`` (what an Arm ``vcvt`` does too); the
+      zero-point add cannot wrap.  NaN has no direction and is a QsimError.
+    * ``"x86"``: what the references (LiteRT, TFLite Micro) do on an x86 host
+      (cvttss2si gives INT32_MIN for all of them, so +1e10 -> ``qmin``), then the
+      int32 zero-point add wraps.  The QUANTIZE kernel and the activation-range
+      helper use it to stay bit-exact with the references on every input.
     """
-    with np.errstate(all="ignore"):
+    if overflow not in QUANTIZE_OVERFLOW:
+        raise ValueError(f"overflow must be one of {QUANTIZE_OVERFLOW}, got {overflow!r}")
+    with np.errstate(all="ignore"):  # float32 overflow -> inf, handled below
         ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32)
-    q = wrap_int32(float_to_int32_cast(round_half_away(ratio)) + _i64(zero_point))
-    return np.clip(q, qmin, qmax)
+    if overflow == "x86":
+        return np.clip(wrap_int32(float_to_int32_cast(round_half_away(ratio)) + _i64(zero_point)), qmin, qmax)
+    if np.isnan(ratio).any():
+        raise QsimError(f"cannot quantize NaN: {int(np.isnan(ratio).sum())} of {ratio.size} value(s) are NaN "
+                        "(or 0/0, inf/inf with this scale); NaN has no integer representation.")
+    r = np.clip(round_half_away(ratio), float(INT32_MIN), float(INT32_MAX))  # exact in float64
+    return np.clip(r.astype(np.int64) + _i64(zero_point), qmin, qmax)
 
 
 def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
     """TFLite's Quantize helper in CalculateActivationRangeQuantized: :func:`quantize_affine`
-    of one value, unclamped."""
-    return int(quantize_affine(value, scale, zero_point, INT32_MIN, INT32_MAX))
+    of one value, unclamped, with the references' x86 overflow (bit-exact with them)."""
+    return int(quantize_affine(value, scale, zero_point, INT32_MIN, INT32_MAX, overflow="x86"))
 
 
 def quantized_activation_range(activation: str, scale: float, zero_point: int,

@@ -4,16 +4,26 @@ Formats (by file extension):
 
 * ``.npy``: one array (single-input models).  ``.npz``: one array per input,
   looked up by tensor name, else taken in graph input order (arr_0, arr_1...).
-* ``.bmp`` (8-bit palette/grayscale or 24/32-bit uncompressed, read with numpy
-  only) and ``.png`` (8-bit gray/RGB/RGBA/palette, non-interlaced, decoded
-  with zlib).
+* ``.png``, ``.bmp``, ``.jpg``/``.jpeg``: decoded by Pillow (8-bit gray, RGB,
+  RGBA, palette; 16-bit and float images are refused).
+
+Hostile files: sizes are checked before anything is allocated.  An image's
+dimensions are read from its header and refused when they exceed Pillow's
+decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) or, for ``qsim run``,
+differ from the input's; an ``.npz`` member's uncompressed size is read from the
+zip directory and its array header (shape, dtype) before its data is
+decompressed, and refused when it is larger than the model's inputs could use
+(:data:`BYTES_PER_VALUE_MAX` bytes per input value).  Every unreadable file is a
+QsimError naming it.
 
 Integer arrays must already be quantized (same dtype as the tensor, or any
 integer dtype whose values all fit).  ``float_input=True`` quantizes
-real-valued data with the tensor's own scale and zero point:
+real-valued data with the tensor's own scale and zero point
+(:func:`qsim.fixedpoint.quantize_affine`, TFLite's rule):
 ``q = clamp(round_half_away(x / scale) + zero_point)``; data outside the
-representable range ``[scale*(qmin-zp), scale*(qmax-zp)]`` is clamped and a
-warning says so.
+representable range ``[scale*(qmin-zp), scale*(qmax-zp)]`` (including +-inf)
+saturates to qmin/qmax in its own direction and a warning says how many values
+did; NaN is an error.
 
 Image convention (``image_mode="shift"``, the default): the image's 8-bit
 pixels p (0..255) fill the input's integer range in order: int8 inputs get
@@ -23,7 +33,8 @@ real = (p - 127) * 2/255, about [-1, 1]; vww_96_int8 (scale 1/255, zp -128):
 real = p / 255 in [0, 1].
 
 ``image_mode="raw"``: the stored bytes are reinterpreted as int8 (two's
-complement, q = p for p < 128, p - 256 otherwise), no channel conversion.
+complement, q = p for p < 128, p - 256 otherwise), no channel conversion
+(palette images give their palette indices).
 This is what TFLite Micro's person_detection test does with its BMPs (PIL's
 ``Image.tobytes()`` memcpy'd into the int8 input), and it is what
 ../shared/models/person.bmp needs: that file stores int8 pixel values as raw
@@ -31,12 +42,14 @@ bytes (its neighbouring pixels differ by 9 on average read as int8, 13 read
 as uint8), so only "raw" gives TFLM's own person / no-person answers.
 Channels: a 1-channel input gets the luminance (0.299 R + 0.587 G + 0.114 B,
 rounded) of a color image; a 3-channel input gets gray images replicated.
-Images are never resized: the height and width must match the input.
+Layout: [1, H, W, C] (NHWC), [1, C, H, W] (NCHW) or [1, H, W], see :func:`input_layout`.
+``qsim run`` never resizes: the height and width must match the input
+(``qsim.data`` center-crops and resizes, through :func:`read_image`).
 """
 from __future__ import annotations
 
-import struct
-import zlib
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +60,9 @@ from . import ir
 from .interpreter import conform_shape
 from .errors import QsimError
 
-IMAGE_EXTS = (".bmp", ".png")
+IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg")
+PIL_FORMATS = ("PNG", "JPEG", "BMP")  # the only decoders Pillow may use on a user's file
+BYTES_PER_VALUE_MAX = 8  # widest dtype an input array may use per value (float64 / int64)
 
 
 @dataclass
@@ -77,17 +92,20 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
                             "use an .npz with one array per input.")
         if image_mode not in IMAGE_MODES:
             raise QsimError(f"unknown image mode '{image_mode}'; choose one of: {', '.join(IMAGE_MODES)}")
-        img = read_bmp(p) if ext == ".bmp" else read_png(p)
-        return LoadedInputs([image_to_input(img, g.tensors[g.inputs[0]], p.name, image_mode)])
+        t = g.tensors[g.inputs[0]]
+        hwc = input_layout(t)[1]
+        img = read_image(p, image_mode, size=hwc[:2] if hwc else None)
+        return LoadedInputs([image_to_input(img, t, p.name, image_mode)])
+    budget = max(g.tensors[t].size for t in g.inputs) * BYTES_PER_VALUE_MAX if g.inputs else 0
     if ext == ".npy":
-        raw = [_np_load(p)]
+        raw = [_np_load(p, budget)]
         if len(g.inputs) != 1:
             raise QsimError(f"{p.name} holds one array but the model has {len(g.inputs)} inputs "
                             f"({', '.join(repr(g.tensors[t].name) for t in g.inputs)}); use an .npz.")
     elif ext == ".npz":
-        raw = _npz_arrays(p, g)
+        raw = _npz_arrays(p, g, budget)
     else:
-        raise QsimError(f"unsupported input file type '{ext or p.name}': use .npy, .npz, .bmp or .png.")
+        raise QsimError(f"unsupported input file type '{ext or p.name}': use .npy, .npz, .png, .bmp or .jpg.")
     out = LoadedInputs([])
     for t_idx, a in zip(g.inputs, raw):
         t = g.tensors[t_idx]
@@ -132,36 +150,56 @@ def representable_range(t: ir.Tensor) -> tuple[float, float]:
 
 
 def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
-    """Real values -> t's integer type, TFLite's QUANTIZE rule (round half away from zero, clamp).
+    """Real values -> t's integer type, TFLite's QUANTIZE rule (round half away from zero, saturate).
 
-    Returns (array, warning or None); the warning reports data outside the representable range.
+    Returns (array, warning or None); the warning counts the values outside the representable range,
+    which saturate to the type's min/max in their own direction.  NaN is a QsimError.
     """
-    if t.quant is None or not np.issubdtype(t.dtype, np.integer):
-        raise QsimError(f"--float-input needs a quantized integer input, but '{t.name}' is {t.dtype} "
-                        "without quantization parameters.")
-    if t.quant.per_channel:
-        raise QsimError(f"input '{t.name}' is quantized per channel; --float-input supports per-tensor inputs.")
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise QsimError(f"--float-input data for '{t.name}' must be numeric, got {a.dtype}.")
-    a = conform_shape(a.astype(np.float64), t)
-    if not np.all(np.isfinite(a)):
-        raise QsimError(f"--float-input data for '{t.name}' contains NaN or infinity.")
+    q, n_hi, n_lo = quantize_values(conform_shape(a, t), t)
+    warn = None
+    if n_hi or n_lo:
+        a = a.astype(np.float64)
+        lo, hi = representable_range(t)
+        info = np.iinfo(t.dtype)
+        warn = (f"input '{t.name}': {n_hi + n_lo} of {a.size} values lie outside the range the model's input "
+                f"quantization can represent, [{lo:.6g}, {hi:.6g}] (scale {t.quant.scale0:.6g}, zero point "
+                f"{t.quant.zp0}); the data spans [{a.min():.6g}, {a.max():.6g}]. They were saturated "
+                f"({n_hi} to {int(info.max)}, {n_lo} to {int(info.min)}), so the result may not be meaningful: "
+                "check that the data uses the units the model was trained on.")
+    return q, warn
+
+
+def quantize_values(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, int, int]:
+    """Real values (any shape) -> t's integer dtype with t's per-tensor scale and zero point
+    (:func:`qsim.fixedpoint.quantize_affine`).  Returns (q, n_above, n_below): how many values lay
+    above / below the representable range and saturated.  NaN is a QsimError."""
+    if t.quant is None or not np.issubdtype(t.dtype, np.integer):
+        raise QsimError(f"real-valued data needs a quantized integer input, but '{t.name}' is {t.dtype} "
+                        "without quantization parameters.")
+    if t.quant.per_channel:
+        raise QsimError(f"input '{t.name}' is quantized per channel; real-valued data can only be quantized for "
+                        "per-tensor inputs.")
+    a = np.asarray(x, np.float64)
+    n_nan = int(np.count_nonzero(np.isnan(a)))
+    if n_nan:
+        raise QsimError(f"the real-valued data for '{t.name}' contains {n_nan} NaN value(s) of {a.size}; NaN has "
+                        "no quantized value: fix or drop those samples first.")
     info = np.iinfo(t.dtype)
     lo, hi = representable_range(t)
-    warn = None
-    n_out = int(np.count_nonzero((a < lo) | (a > hi)))
-    if n_out:
-        warn = (f"input '{t.name}': {n_out} of {a.size} values lie outside the range the model's input "
-                f"quantization can represent, [{lo:.6g}, {hi:.6g}] (scale {t.quant.scale0:.6g}, zero point "
-                f"{t.quant.zp0}); the data spans [{a.min():.6g}, {a.max():.6g}]. They were clamped, so the "
-                "result may not be meaningful: check that the data uses the units the model was trained on.")
     q = fp.quantize_affine(a, t.quant.scale0, t.quant.zp0, int(info.min), int(info.max)).astype(t.dtype)
-    return q, warn
+    return q, int(np.count_nonzero(a > hi)), int(np.count_nonzero(a < lo))
 
 
 def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
     """An already-quantized array -> t's dtype and shape, refusing lossy conversions."""
+    return conform_shape(fit_integer(a, t), t)
+
+
+def fit_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
+    """An already-quantized array (any shape) -> t's dtype, refusing float data and values that do not fit."""
     a = np.asarray(a)
     if a.dtype != t.dtype:
         if np.issubdtype(a.dtype, np.floating):
@@ -177,18 +215,20 @@ def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
             raise QsimError(f"input '{t.name}' must be {t.dtype} (range [{info.min}, {info.max}]); the "
                             f"{a.dtype} data spans [{a.min()}, {a.max()}] and does not fit.")
         a = a.astype(t.dtype)
-    return conform_shape(a, t)
+    return a
 
 
 def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str = "shift") -> np.ndarray:
-    """uint8 [H, W, C] pixels -> an NHWC int8/uint8 input (conventions "shift"/"raw" in the module doc)."""
+    """uint8 [H, W, C] pixels -> an int8/uint8 input in t's layout (NHWC, NCHW or NHW: see
+    :func:`input_layout`), by the conventions "shift"/"raw" in the module doc."""
     if t.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise QsimError(f"{what}: image files feed int8/uint8 inputs, but '{t.name}' is {t.dtype}; "
                         "give an .npy instead.")
-    if len(t.shape) != 4 or t.shape[0] != 1:
-        raise QsimError(f"{what}: image files feed [1, H, W, C] inputs, but '{t.name}' has shape "
-                        f"{list(t.shape)}; give an .npy instead.")
-    _, h, w, c = t.shape
+    layout, hwc, note = input_layout(t)
+    if layout is None:
+        raise QsimError(f"{what}: image files feed [1, H, W, C] or [1, C, H, W] inputs, but {note}; "
+                        "give an .npy instead.")
+    h, w, c = hwc
     if img.shape[:2] != (h, w):
         raise QsimError(f"{what} is {img.shape[1]}x{img.shape[0]} pixels but input '{t.name}' expects "
                         f"{w}x{h}; qsim does not resize images: resize it first.")
@@ -196,174 +236,281 @@ def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str
         if img.shape[2] != c:
             raise QsimError(f"{what} has {img.shape[2]} channels but input '{t.name}' expects {c}; "
                             "raw image mode does no channel conversion.")
-        return np.ascontiguousarray(img).view(t.dtype)[None].copy()
+        q = np.ascontiguousarray(img).view(t.dtype)
+    else:
+        img = match_channels(img, c, what)
+        q = (img.astype(np.int16) - 128).astype(np.int8) if t.dtype == np.int8 else img.astype(np.uint8)
+    return to_layout(q, layout)[None].copy()
+
+
+def input_layout(t: ir.Tensor) -> tuple[str | None, tuple[int, int, int] | None, str]:
+    """(layout, (H, W, C), note) of an image-shaped input: "NHWC" for [1, H, W, C], "NCHW" for
+    [1, C, H, W] (C = 1 or 3 decides; both or neither -> NHWC, TFLite's convention), "NHW" for
+    [1, H, W] (gray); (None, None, reason) when the input cannot take an image."""
+    s = tuple(t.shape)
+    if len(s) == 3 and s[0] == 1:
+        return "NHW", (s[1], s[2], 1), f"input '{t.name}' {list(s)} read as NHW (one gray channel)"
+    if len(s) != 4 or s[0] != 1:
+        return None, None, f"input '{t.name}' has shape {list(s)}, not [1, H, W, C] or [1, C, H, W]"
+    last, second = s[3] in (1, 3), s[1] in (1, 3)
+    if second and not last:
+        return "NCHW", (s[2], s[3], s[1]), f"input '{t.name}' {list(s)} read as NCHW [1, C, H, W] (C = {s[1]})"
+    why = "ambiguous, TFLite's convention" if second else f"C = {s[3]}"
+    return "NHWC", (s[1], s[2], s[3]), f"input '{t.name}' {list(s)} read as NHWC [1, H, W, C] ({why})"
+
+
+def to_layout(hwc: np.ndarray, layout: str) -> np.ndarray:
+    """[H, W, C] -> [C, H, W] for "NCHW", [H, W] for "NHW", unchanged for "NHWC"."""
+    if layout == "NCHW":
+        return hwc.transpose(2, 0, 1)
+    return hwc[:, :, 0] if layout == "NHW" else hwc
+
+
+def match_channels(img: np.ndarray, c: int, what: str = "image") -> np.ndarray:
+    """uint8 [H, W, C'] pixels -> [H, W, c]: alpha dropped, color -> luminance
+    (0.299 R + 0.587 G + 0.114 B, rounded half up) for c = 1, gray replicated for c = 3."""
     if img.shape[2] == 4:
         img = img[:, :, :3]
     if c == 1 and img.shape[2] == 3:
         lum = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        img = np.floor(lum + 0.5).clip(0, 255).astype(np.uint8)[:, :, None]
-    elif c == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] != c:
-        raise QsimError(f"{what} has {img.shape[2]} channels but input '{t.name}' expects {c}.")
-    if t.dtype == np.int8:
-        return (img.astype(np.int16) - 128).astype(np.int8)[None]
-    return img.astype(np.uint8)[None]
+        return np.floor(lum + 0.5).clip(0, 255).astype(np.uint8)[:, :, None]
+    if c == 3 and img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] != c:
+        raise QsimError(f"{what} has {img.shape[2]} channels but the model's input expects {c}.")
+    return img
 
 
 # ------------------------------------------------------------------ file readers
 
-def _np_load(p: Path) -> np.ndarray:
+def read_image(path: str | Path, mode: str = "shift", size: tuple[int, int] | None = None,
+               resize: bool = False) -> np.ndarray:
+    """PNG / JPEG / BMP -> uint8 [H, W, C] pixels, top row first, decoded by Pillow.
+
+    ``mode="shift"``: C is 1 for gray images (and palette images whose colors are all gray),
+    3 for color (alpha dropped).  ``mode="raw"``: the stored bytes as Pillow holds them (palette
+    indices for palette images), no conversion.  ``size=(H, W)``: the size wanted; with
+    ``resize=False`` another size is refused from the header, before decoding; with
+    ``resize=True`` the image is center-cropped to the wanted aspect ratio, then resized
+    (bilinear).  Dimensions beyond Pillow's decompression-bomb limit are refused before decoding.
+    """
+    from PIL import Image, ImageOps
+
+    p = Path(path)
+    bad = f"{p.name} is not a readable PNG/JPEG/BMP image"
+    limit = Image.MAX_IMAGE_PIXELS or 89478485
     try:
-        a = np.load(p, allow_pickle=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(p, formats=PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise QsimError(f"{p.name}: its header claims more pixels than the decompression-bomb limit "
+                        f"({limit} pixels); refusing to decode it.") from None
+    except Exception as e:  # Pillow's own errors (UnidentifiedImageError, SyntaxError, struct.error...)
+        raise QsimError(f"{bad}: {e}") from None
+    with im:
+        w, h = im.size
+        if w <= 0 or h <= 0 or w * h > limit:
+            raise QsimError(f"{p.name}: its header claims {w}x{h} pixels, beyond the decompression-bomb limit "
+                            f"of {limit} pixels; refusing to decode it.")
+        if size is not None and not resize and (h, w) != tuple(size):
+            raise QsimError(f"{p.name} is {w}x{h} pixels but the model's input expects {size[1]}x{size[0]}; "
+                            "qsim run does not resize images: resize it first (qsim eval / qsim.data do).")
+        if im.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+            raise QsimError(f"{bad}: pixel mode {im.mode} (16-bit or float samples) is not supported; "
+                            "save it as an 8-bit gray or RGB image.")
+        try:
+            im.load()
+            if im.mode in ("P", "PA"):
+                _check_palette(im, bad)
+            if mode == "raw":
+                if im.mode not in ("L", "P", "RGB", "RGBA"):
+                    raise QsimError(f"{p.name}: raw image mode needs 8-bit L, P, RGB or RGBA pixels, not {im.mode}.")
+                out = im
+            elif im.mode in ("1", "L", "LA"):
+                out = im.convert("L")
+            else:
+                out = im.convert("RGB")
+            if size is not None and out.size != (size[1], size[0]):
+                if mode == "raw":
+                    raise QsimError(f"{p.name} is {w}x{h} pixels but {size[1]}x{size[0]} are needed; raw image "
+                                    "mode stores int8 values as bytes, which cannot be resized: resize it first.")
+                out = ImageOps.fit(out, (size[1], size[0]), method=Image.Resampling.BILINEAR)
+            a = np.asarray(out, dtype=np.uint8)
+        except QsimError:
+            raise
+        except Exception as e:  # truncated or corrupt pixel data
+            raise QsimError(f"{bad}: its pixel data is corrupt or truncated ({e}).") from None
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if mode != "raw" and im.mode in ("P", "PA") and np.all(a[..., :1] == a):
+        a = a[..., :1]  # gray palette
+    return np.ascontiguousarray(a)
+
+
+def _check_palette(im, bad: str) -> None:
+    """A palette image must have whole palette entries and no index beyond them (Pillow would
+    silently map such pixels to black; the PNG and BMP specs make them errors)."""
+    pal = im.palette
+    raw = bytes(pal.palette) if pal is not None else b""
+    width = len(pal.mode) if pal is not None else 3
+    n = len(raw) // width
+    if n == 0 or len(raw) % width:
+        raise QsimError(f"{bad}: its palette holds {len(raw)} bytes, not a whole number of {width}-byte colors.")
+    top = int(np.asarray(im.getchannel(0) if im.mode == "PA" else im).max(initial=0))
+    if top >= n:
+        raise QsimError(f"{bad}: a pixel refers to palette entry {top} of {n}.")
+
+
+def _check_budget(what: str, nbytes: int, budget: int) -> None:
+    if nbytes > budget:
+        raise QsimError(f"{what} would need {nbytes} bytes ({nbytes / 2**20:.1f} MiB) but the model's inputs "
+                        f"hold at most {budget // BYTES_PER_VALUE_MAX} values ({budget} bytes as float64); "
+                        "refusing to read it.")
+
+
+def _np_load(p: Path, budget: int | None = None) -> np.ndarray:
+    """One .npy array; memory-mapped first, so a header claiming a huge shape allocates nothing."""
+    try:
+        a = np.load(p, allow_pickle=False, mmap_mode="r")
     except Exception as e:
         raise QsimError(f"cannot read {p.name} as a NumPy .npy file: {e}") from None
     if not isinstance(a, np.ndarray):
         raise QsimError(f"{p.name} is not a single .npy array (it looks like an .npz archive).")
-    return a
+    if budget is not None:
+        _check_budget(p.name, a.nbytes, budget)
+    return np.array(a)
 
 
-def _npz_arrays(p: Path, g: ir.Graph) -> list[np.ndarray]:
+@dataclass
+class NpzMember:
+    """One ``.npy`` array inside an ``.npz``, known from the zip directory and its header only."""
+
+    key: str  # array name (member name without ".npy")
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    header_bytes: int  # offset of the data in the uncompressed member
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+
+def npz_members(p: Path) -> dict[str, NpzMember]:
+    """An .npz's arrays, in archive order, from the zip directory and each member's .npy header
+    (only the first bytes of each member are decompressed).  A member whose header claims more
+    data than the zip directory says it holds is refused."""
     try:
-        z = np.load(p, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files}
+        zf = zipfile.ZipFile(p)
     except Exception as e:
         raise QsimError(f"cannot read {p.name} as a NumPy .npz archive: {e}") from None
+    out = {}
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            key = info.filename[:-4]
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f)
+                    header = f.tell()
+            except Exception as e:
+                raise QsimError(f"cannot read {p.name} as a NumPy .npz archive: member '{info.filename}': {e}") from None
+            if dtype.hasobject:
+                raise QsimError(f"{p.name}: array '{key}' holds Python objects (pickles); qsim reads numeric "
+                                "arrays only.")
+            if any(int(d) < 0 for d in shape):
+                raise QsimError(f"{p.name}: array '{key}' claims the negative shape {list(shape)}: the archive is corrupt.")
+            m = NpzMember(key, info, tuple(int(d) for d in shape), dtype, bool(fortran), header)
+            if header + m.nbytes > info.file_size:
+                raise QsimError(f"{p.name}: array '{key}' claims shape {list(m.shape)} {dtype} ({m.nbytes} bytes) "
+                                f"but its member holds {info.file_size} bytes: the archive is corrupt.")
+            out[key] = m
+    if not out:
+        raise QsimError(f"{p.name} holds no .npy arrays.")
+    return out
+
+
+def read_npz_member(p: Path, m: NpzMember, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows [start, stop) along axis 0 of an .npz member (all of it by default), decompressing only
+    up to the last row read.  Checked against the header, so it never allocates more than
+    ``(stop - start)`` rows."""
+    with NpzRows(p, m) as rows:
+        return rows.read(start, stop)
+
+
+class NpzRows:
+    """Reads an .npz member's rows in order, keeping the decompressor open between calls, so
+    reading a large member batch by batch decompresses it once (a read that goes backwards
+    starts again from the beginning).  Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, p: Path, m: NpzMember):
+        self.p, self.m = p, m
+        self.n = m.shape[0] if m.shape else 1
+        self.row = m.nbytes // self.n if self.n else 0
+        self._zf = self._f = None
+        self._pos = 0  # next row the open stream will deliver
+
+    def __enter__(self) -> "NpzRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for h in (self._f, self._zf):
+            if h is not None:
+                h.close()
+        self._zf = self._f = None
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        m, p = self.m, self.p
+        stop = self.n if stop is None else min(stop, self.n)
+        count = max(stop - start, 0)
+        try:
+            if self._f is None or start < self._pos:
+                self.close()
+                self._zf = zipfile.ZipFile(p)
+                self._f = self._zf.open(m.info)
+                self._pos = 0
+                if m.fortran_order or not m.shape:  # not row-contiguous: read it whole (size checked)
+                    a = np.lib.format.read_array(self._f, allow_pickle=False)
+                    self.close()
+                    return a[start:stop] if m.shape else a
+                self._f.seek(m.header_bytes)
+            if start > self._pos:
+                self._f.seek((start - self._pos) * self.row, 1)
+            buf = np.empty(count * self.row, np.uint8)
+            got = self._f.readinto(memoryview(buf))
+            self._pos = stop
+        except QsimError:
+            raise
+        except Exception as e:
+            self.close()
+            raise QsimError(f"cannot read array '{m.key}' of {p.name}: {e}") from None
+        if got != buf.size:
+            self.close()
+            raise QsimError(f"{p.name}: array '{m.key}' is truncated.")
+        if stop >= self.n:
+            self.close()
+        return buf.view(m.dtype).reshape((count,) + m.shape[1:])
+
+
+def _npz_arrays(p: Path, g: ir.Graph, budget: int) -> list[np.ndarray]:
+    members = npz_members(p)
+    for m in members.values():
+        _check_budget(f"array '{m.key}' of {p.name} (uncompressed size {m.info.file_size} bytes)",
+                      max(m.nbytes, m.info.file_size - m.header_bytes), budget)
     names = [g.tensors[t].name for t in g.inputs]
-    if all(n in arrays for n in names):
-        return [arrays[n] for n in names]
-    if len(arrays) != len(names):
-        raise QsimError(f"{p.name} holds {len(arrays)} array(s) ({', '.join(arrays) or 'none'}) but the model "
+    if all(n in members for n in names):
+        return [read_npz_member(p, members[n]) for n in names]
+    if len(members) != len(names):
+        raise QsimError(f"{p.name} holds {len(members)} array(s) ({', '.join(members) or 'none'}) but the model "
                         f"has {len(names)} input(s) ({', '.join(repr(n) for n in names)}); name the arrays "
                         "after the inputs or give them in input order.")
-    return list(arrays.values())
-
-
-def read_bmp(path: str | Path) -> np.ndarray:
-    """Uncompressed BMP (1/4/8-bit palette, 24-bit BGR, 32-bit BGRX) -> uint8 [H, W, C], top row first.
-
-    C is 1 when a palette image's palette is gray, else 3.
-    """
-    p = Path(path)
-    data = p.read_bytes()
-    bad = f"{p.name} is not a readable BMP file"
-    if len(data) < 54 or data[:2] != b"BM":
-        raise QsimError(f"{bad}: it does not start with the 'BM' signature.")
-    pix_off, = struct.unpack_from("<I", data, 10)
-    hdr_size, = struct.unpack_from("<I", data, 14)
-    if hdr_size < 40:
-        raise QsimError(f"{bad}: OS/2 BMP headers ({hdr_size} bytes) are not supported.")
-    width, height, planes, bpp, compression = struct.unpack_from("<iiHHI", data, 18)
-    colors_used, = struct.unpack_from("<I", data, 46)
-    if compression not in (0, 3) or (compression == 3 and bpp not in (32,)):
-        raise QsimError(f"{bad}: compressed BMPs (compression={compression}) are not supported; "
-                        "save it uncompressed.")
-    if bpp not in (1, 4, 8, 24, 32) or width <= 0 or height == 0:
-        raise QsimError(f"{bad}: {bpp} bits per pixel, {width}x{height} is not supported.")
-    top_down = height < 0
-    h, w = abs(height), width
-    row = ((bpp * w + 31) // 32) * 4
-    if pix_off + row * h > len(data):
-        raise QsimError(f"{bad}: the pixel data is truncated ({len(data)} bytes, need {pix_off + row * h}).")
-    rows = np.frombuffer(data, np.uint8, count=row * h, offset=pix_off).reshape(h, row)
-    if not top_down:
-        rows = rows[::-1]
-    if bpp == 24:
-        return rows[:, :w * 3].reshape(h, w, 3)[:, :, ::-1].copy()
-    if bpp == 32:
-        return rows[:, :w * 4].reshape(h, w, 4)[:, :, 2::-1].copy()
-    n_colors = colors_used or (1 << bpp)
-    pal_off = 14 + hdr_size
-    if pal_off + 4 * n_colors > len(data):
-        raise QsimError(f"{bad}: the palette is truncated.")
-    palette = np.frombuffer(data, np.uint8, count=4 * n_colors, offset=pal_off).reshape(n_colors, 4)[:, 2::-1]
-    idx = np.unpackbits(rows, axis=1).reshape(h, -1, bpp) if bpp < 8 else rows[:, :, None]
-    if bpp < 8:
-        weights = (1 << np.arange(bpp - 1, -1, -1)).astype(np.uint8)
-        idx = (idx * weights).sum(axis=2)[:, :w]
-    else:
-        idx = idx[:, :w, 0]
-    if idx.max(initial=0) >= n_colors:
-        raise QsimError(f"{bad}: a pixel refers to palette entry {int(idx.max())} of {n_colors}.")
-    rgb = palette[idx]
-    if np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]):
-        return rgb[..., :1].copy()
-    return rgb.copy()
-
-
-def read_png(path: str | Path) -> np.ndarray:
-    """8-bit non-interlaced PNG (gray, gray+alpha, RGB, RGBA, palette) -> uint8 [H, W, C] (alpha dropped)."""
-    p = Path(path)
-    data = p.read_bytes()
-    bad = f"{p.name} is not a readable PNG file"
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise QsimError(f"{bad}: it does not start with the PNG signature.")
-    pos, idat, ihdr, plte = 8, [], None, None
-    while pos + 8 <= len(data):
-        length, ctype = struct.unpack_from(">I4s", data, pos)
-        chunk = data[pos + 8:pos + 8 + length]
-        if len(chunk) != length:
-            raise QsimError(f"{bad}: chunk {ctype!r} is truncated.")
-        if ctype == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", chunk)
-        elif ctype == b"PLTE":
-            plte = np.frombuffer(chunk, np.uint8).reshape(-1, 3)
-        elif ctype == b"IDAT":
-            idat.append(chunk)
-        elif ctype == b"IEND":
-            break
-        pos += 12 + length
-    if ihdr is None or not idat:
-        raise QsimError(f"{bad}: no IHDR or IDAT chunk.")
-    w, h, depth, ctype, _, _, interlace = ihdr
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype)
-    if depth != 8 or channels is None or interlace:
-        raise QsimError(f"{bad}: only 8-bit, non-interlaced PNGs are supported (this one: bit depth {depth}, "
-                        f"color type {ctype}, interlace {interlace}); convert it or use a 24-bit BMP.")
-    try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    except zlib.error as e:
-        raise QsimError(f"{bad}: its image data does not decompress ({e}).") from None
-    stride = w * channels
-    if raw.size != h * (stride + 1):
-        raise QsimError(f"{bad}: image data has {raw.size} bytes, expected {h * (stride + 1)}.")
-    img = _png_unfilter(raw.reshape(h, stride + 1), channels, bad).reshape(h, w, channels)
-    if ctype == 3:
-        if plte is None:
-            raise QsimError(f"{bad}: palette image without a PLTE chunk.")
-        img = plte[img[:, :, 0]]
-    if img.shape[2] in (2, 4):
-        img = img[:, :, :-1]
-    return np.ascontiguousarray(img)
-
-
-def _png_unfilter(rows: np.ndarray, bpp: int, bad: str) -> np.ndarray:
-    """Undo PNG's per-row filters (None, Sub, Up, Average, Paeth); bpp = bytes per pixel."""
-    h, n = rows.shape[0], rows.shape[1] - 1
-    out = np.zeros((h, n), np.uint8)
-    prev = np.zeros(n, np.int32)
-    for y in range(h):
-        f, line = int(rows[y, 0]), rows[y, 1:].astype(np.int32)
-        if f == 0:
-            cur = line
-        elif f == 2:
-            cur = (line + prev) & 0xFF
-        elif f in (1, 3, 4):
-            cur = np.zeros(n, np.int32)
-            for x in range(n):  # sequential dependency along the row
-                a = cur[x - bpp] if x >= bpp else 0
-                b = prev[x]
-                if f == 1:
-                    pred = a
-                elif f == 3:
-                    pred = (a + b) >> 1
-                else:
-                    c = prev[x - bpp] if x >= bpp else 0
-                    pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                cur[x] = (line[x] + pred) & 0xFF
-        else:
-            raise QsimError(f"{bad}: unknown row filter {f}.")
-        out[y] = cur
-        prev = cur
-    return out
+    return [read_npz_member(p, m) for m in members.values()]

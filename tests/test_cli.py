@@ -122,6 +122,16 @@ def test_float_input_out_of_range_warns(tmp_path):
     np.save(x, np.array([[1.5]], np.float32))
     r = qsim("run", m, "--input", x, "--float-input")
     assert r.returncode == 0 and "warning" not in r.stderr
+    # +1e10 saturates to 127 (not C's out-of-range cast, -128): same outputs as the int8 input 127
+    np.save(x, np.array([[1e10]], np.float64))
+    r = qsim("run", m, "--input", x, "--float-input", "--json")
+    assert r.returncode == 0 and "saturated (1 to 127, 0 to -128)" in r.stderr, r.stderr
+    q = tmp_path / "q.npy"
+    np.save(q, np.array([[127]], np.int8))
+    want = json.loads(qsim("run", m, "--input", q, "--json").stdout)["outputs"][0]["q"]
+    assert json.loads(r.stdout)["outputs"][0]["q"] == want
+    np.save(x, np.array([[np.nan]], np.float32))
+    assert_input_error(qsim("run", m, "--input", x, "--float-input"), "NaN")
 
 
 # ------------------------------------------------------------------ normal use

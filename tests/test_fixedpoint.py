@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from qsim import fixedpoint as fp
+from qsim.errors import QsimError
 
 I32 = st.integers(min_value=fp.INT32_MIN, max_value=fp.INT32_MAX)
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
@@ -222,8 +223,20 @@ def test_quantize_affine_is_tflites_float32_rule():
     # (a float64 division would give exactly 127.5 and round up).
     assert int(fp.quantize_affine(0.5, 1 / 255, -128)) == -1
     assert round(0.5 / (1 / 255) + 0.5) - 128 == 0  # the float64 answer it must not give
-    # NaN / overflowing ratios take C's x86 int32 cast (INT32_MIN), then clamp to the low end.
-    assert fp.quantize_affine(np.array([np.nan, 3e38]), 1e-30, 0).tolist() == [-128, -128]
+    # Ratios beyond int32 saturate in their own direction (clip in float before the cast), where
+    # C's x86 int32 cast would give INT32_MIN (-128 after the clamp) for +huge too.
+    big = np.array([1e10, -1e10, 3.5e38, -3.5e38, np.inf, -np.inf, 2.0 ** 31, -2.0 ** 31 - 1e3])
+    assert fp.quantize_affine(big, 1.0, 0).tolist() == [127, -128] * 4
+    assert fp.quantize_affine(np.array([3e38, -3e38]), 1e-30, 0).tolist() == [127, -128]
+    assert fp.quantize_affine(1e10, 1.0, 5, INT32_MIN, INT32_MAX) == INT32_MAX  # no wrap past int32
+    assert fp.quantize_affine(-1e10, 1.0, -5, INT32_MIN, INT32_MAX) == INT32_MIN
+    with pytest.raises(QsimError, match="NaN"):
+        fp.quantize_affine(np.array([1.0, np.nan]), 1.0, 0)
+    # overflow="x86": the references on an x86 host (the QUANTIZE kernel): NaN / overflow -> INT32_MIN
+    assert fp.quantize_affine(np.array([np.nan, 3e38, 1e10]), 1e-30, 0, overflow="x86").tolist() == [-128] * 3
+    assert fp.quantize_float_to_int(6.0, 1e-30, 0) == INT32_MIN
+    inside = np.array([2.5, -2.5, 0.49, 1000.0, -1000.0, 126.5, -2.0 ** 30])
+    assert np.array_equal(fp.quantize_affine(inside, 1.0, 3), fp.quantize_affine(inside, 1.0, 3, overflow="x86"))
     # per-channel broadcast along the last axis, and the scalar helper agrees
     got = fp.quantize_affine(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([0.5, 0.25]), np.array([0, 10]))
     assert got.tolist() == [[2, 14], [-2, 6]]

@@ -111,7 +111,8 @@ def eval_quantize(p: QuantizeParams, inputs) -> list[np.ndarray]:
         shape[p.axis] = p.scale.size
     scale = p.scale.reshape(shape) if x.ndim else p.scale[0]
     zp = p.zero_point.reshape(shape) if x.ndim else p.zero_point[0]
-    return [fp.quantize_affine(x, scale, zp).astype(np.int8)]
+    # the references' own out-of-range behaviour (x86 int cast), to stay bit-exact with them
+    return [fp.quantize_affine(x, scale, zp, overflow="x86").astype(np.int8)]
 
 
 # --------------------------------------------------------------------------- DEQUANTIZE
