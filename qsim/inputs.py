@@ -78,7 +78,8 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
         if image_mode not in IMAGE_MODES:
             raise QsimError(f"unknown image mode '{image_mode}'; choose one of: {', '.join(IMAGE_MODES)}")
         img = read_bmp(p) if ext == ".bmp" else read_png(p)
-        return LoadedInputs([image_to_input(img, g.tensors[g.inputs[0]], p.name, image_mode)])
+        warn = image_mode_warning(img, image_mode, p.name)
+        return LoadedInputs([image_to_input(img, g.tensors[g.inputs[0]], p.name, image_mode)], [warn] if warn else [])
     if ext == ".npy":
         raw = [_np_load(p)]
         if len(g.inputs) != 1:
@@ -209,6 +210,46 @@ def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str
     if t.dtype == np.int8:
         return (img.astype(np.int16) - 128).astype(np.int8)[None]
     return img.astype(np.uint8)[None]
+
+
+def neighbour_roughness(img: np.ndarray) -> tuple[float, float]:
+    """Mean |difference| of vertically and horizontally adjacent pixels, with the bytes read
+    as uint8 and as int8.  Photographs are smooth in the encoding they were stored in: a
+    uint8 image read as int8 jumps by ~256 wherever it crosses 127/128, an int8 one read as
+    uint8 wherever it crosses -1/0."""
+    u = img.astype(np.int16)
+    s = np.ascontiguousarray(img).view(np.int8).astype(np.int16)
+
+    def rough(a: np.ndarray) -> float:
+        return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean()) / 2
+
+    return rough(u), rough(s)
+
+
+# the other reading must be this much smoother before the chosen image mode is called into doubt
+IMAGE_MODE_RATIO = 0.8
+
+
+def image_mode_warning(img: np.ndarray, mode: str, what: str = "image") -> str | None:
+    """A warning when the pixels look stored in the other encoding than ``mode`` assumes, else None.
+
+    Measured: ../shared/models/person.bmp (int8 values stored as bytes) is rougher read as
+    uint8 (13.3) than as int8 (9.6); no_person.bmp (ordinary pixels) the other way round
+    (14.4 vs 35.6).  Images too small to judge (< 4x4) get no warning.
+    """
+    if img.ndim != 3 or img.shape[0] < 4 or img.shape[1] < 4:
+        return None
+    as_uint8, as_int8 = neighbour_roughness(img)
+    if mode == "shift" and as_int8 < IMAGE_MODE_RATIO * as_uint8:
+        return (f"{what}: its bytes look like int8 values stored raw (adjacent pixels differ by {as_int8:.1f} "
+                f"on average read as int8, {as_uint8:.1f} read as uint8), but --image-mode shift treats them "
+                "as 0..255 pixels; if the file was written from int8 data (as TFLite Micro's person.bmp is), "
+                "pass --image-mode raw.")
+    if mode == "raw" and as_uint8 < IMAGE_MODE_RATIO * as_int8:
+        return (f"{what}: its bytes look like ordinary 0..255 pixels (adjacent pixels differ by {as_uint8:.1f} "
+                f"on average read as uint8, {as_int8:.1f} read as int8), but --image-mode raw reinterprets "
+                "them as int8; unless the file stores int8 data, use --image-mode shift (the default).")
+    return None
 
 
 # ------------------------------------------------------------------ file readers
