@@ -517,6 +517,11 @@ class Model:
                 raise QsimError(f"input '{t.name}' is not a rectangular array: {e}") from None
             if a.dtype == object:
                 raise QsimError(f"input '{t.name}' must be a numeric array, got {type(items[i]).__name__}.")
+            if np.issubdtype(a.dtype, np.floating) and np.issubdtype(t.dtype, np.integer) and t.quant is not None:
+                k = list(g.inputs).index(i)
+                raise QsimError(f"input '{t.name}' must be {np.dtype(t.dtype)}, got {a.dtype} data. It looks "
+                                f"real-valued: quantize it first with model.inputs[{k}].quantize(x) (scale "
+                                f"{t.quant.scale0:.6g}, zero point {t.quant.zp0}).")
             if _batch_axis(a, t):
                 a = a.reshape(a.shape[0], *t.shape[1:]) if a.ndim > len(t.shape) else a
                 batched = batched or a.shape[0] != 1
