@@ -29,6 +29,8 @@ This is what TFLite Micro's person_detection test does with its BMPs (PIL's
 ../shared/models/person.bmp needs: that file stores int8 pixel values as raw
 bytes (its neighbouring pixels differ by 9 on average read as int8, 13 read
 as uint8), so only "raw" gives TFLM's own person / no-person answers.
+:func:`load_inputs` warns when an image's bytes look stored in the other encoding than
+``image_mode`` assumes (:func:`image_mode_warning`: photographs are smooth in their own encoding).
 Channels: a 1-channel input gets the luminance (0.299 R + 0.587 G + 0.114 B,
 rounded) of a color image; a 3-channel input gets gray images replicated.
 Images are never resized: the height and width must match the input.
