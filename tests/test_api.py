@@ -192,18 +192,24 @@ def test_profile_report_exports(tmp_path):
 
 # ------------------------------------------------------------------ the CLI over the API
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "qsim.cli", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+def cli(capsys, *args):
+    """`qsim ARGS` in process (tests/test_cli.py runs the console script as a subprocess)."""
+    from types import SimpleNamespace
+
+    from qsim.cli import main
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
 
 
-def test_dump_writes_every_tensor_by_name(tmp_path):
+def test_dump_writes_every_tensor_by_name(tmp_path, capsys):
     """`qsim dump`: the input and every op output, keyed by tensor name, equal to TFLM's preserved tensors."""
     model = shared_model("kws_ref_model.tflite")
     m = qsim.load(model)
     x = m.random_inputs(1, seed=3)[0]
     np.save(tmp_path / "x.npy", x[0])
-    r = cli("dump", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "t.npz", "--json")
+    r = cli(capsys, "dump", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "t.npz", "--json")
     assert r.returncode == 0, r.stderr
     produced = [t for op in m.graph.operators for t in op.outputs]
     gold = tflm_tensors(m.blob, [x], produced)[0]
@@ -212,23 +218,23 @@ def test_dump_writes_every_tensor_by_name(tmp_path):
     for t in produced:
         assert np.array_equal(z[m.tensors[t].name].reshape(-1), gold[t].reshape(-1)), m.tensors[t].name
     assert len(json.loads(r.stdout)["tensors"]) == len(z.files)
-    r = cli("dump", model, "-o", tmp_path / "t.npz")  # neither --input nor --random
+    r = cli(capsys, "dump", model, "-o", tmp_path / "t.npz")  # neither --input nor --random
     assert r.returncode == 2 and "one of the arguments --input --random is required" in r.stderr
 
 
-def test_run_random_n(tmp_path):
+def test_run_random_n(tmp_path, capsys):
     """`qsim run --random N`: N samples, each the TFLM output for the same seeded input."""
     model = shared_model("hello_world_int8.tflite")
-    r = cli("run", model, "--random", 3, "--seed", 5, "--json")
+    r = cli(capsys, "run", model, "--random", 3, "--seed", 5, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     m = qsim.load(model)
     xs = m.random_inputs(3, seed=5)
     gold = tflm_tensors(m.blob, xs, m.graph.outputs)
     assert [s["outputs"][0]["q"] for s in doc["samples"]] == [g[m.graph.outputs[0]].tolist() for g in gold]
-    r = cli("run", model, "--random", 2)
+    r = cli(capsys, "run", model, "--random", 2)
     assert r.returncode == 0 and r.stdout.count("sample ") == 2
-    assert cli("run", model, "--random", 0).returncode == 2
+    assert cli(capsys, "run", model, "--random", 0).returncode == 2
 
 
 def test_image_mode_warning_on_real_and_synthetic_images():
@@ -246,29 +252,29 @@ def test_image_mode_warning_on_real_and_synthetic_images():
     assert image_mode_warning(flat, "shift") is None and image_mode_warning(flat, "raw") is None
 
 
-def test_image_mode_accepted_and_warned_by_subcommands(tmp_path):
+def test_image_mode_accepted_and_warned_by_subcommands(tmp_path, capsys):
     model, img = shared_model("person_detect.tflite"), shared_model("person.bmp")
-    r = cli("run", model, "--input", img, "--json")
+    r = cli(capsys, "run", model, "--input", img, "--json")
     assert r.returncode == 0 and "qsim: warning: person.bmp: its bytes look like int8" in r.stderr
-    r = cli("run", model, "--input", img, "--image-mode", "raw", "--json")
+    r = cli(capsys, "run", model, "--input", img, "--image-mode", "raw", "--json")
     assert r.returncode == 0 and "warning" not in r.stderr
-    r = cli("profile", model, "--input", img, "--image-mode", "raw", "--json")
+    r = cli(capsys, "profile", model, "--input", img, "--image-mode", "raw", "--json")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert json.loads(r.stdout)["input"] == str(img)
-    r = cli("dump", model, "--input", img, "--image-mode", "raw", "-o", tmp_path / "d.npz")
+    r = cli(capsys, "dump", model, "--input", img, "--image-mode", "raw", "-o", tmp_path / "d.npz")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
-    r = cli("codegen", model, "-o", tmp_path / "fw", "--inputs", img, "--image-mode", "raw")
+    r = cli(capsys, "codegen", model, "-o", tmp_path / "fw", "--inputs", img, "--image-mode", "raw")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert (tmp_path / "fw" / "input.bin").read_bytes() == qsim.load(model).read_inputs(img, image_mode="raw")[0][0].tobytes()
 
 
-def test_codegen_force_removes_an_earlier_names_files(tmp_path):
+def test_codegen_force_removes_an_earlier_names_files(tmp_path, capsys):
     model = shared_model("hello_world_int8.tflite")
     out = tmp_path / "fw"
-    assert cli("codegen", model, "-o", out, "--name", "old").returncode == 0
+    assert cli(capsys, "codegen", model, "-o", out, "--name", "old").returncode == 0
     (out / "notes.txt").write_text("user file")
     (out / "expected.bin").write_bytes(b"stale")
-    r = cli("codegen", model, "-o", out, "--name", "new", "--force")
+    r = cli(capsys, "codegen", model, "-o", out, "--name", "new", "--force")
     assert r.returncode == 0, r.stderr
     names = {p.name for p in out.iterdir()}
     assert not {"old.h", "old.c", "old_weights.c", "old_report.json"} & names
