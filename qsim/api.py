@@ -489,9 +489,21 @@ class Model:
                 raise QsimError("no input given: an empty list.")
             one_sample = len(g.inputs) > 1 and len(x) == len(g.inputs) and all(
                 isinstance(a, np.ndarray) for a in x)
-            if not one_sample:
-                samples = [self._batch(s)[0] for s in x]
+            if not one_sample:  # a list of samples
+                samples = []
+                for k, s in enumerate(x):
+                    one, batched = self._sample(s)
+                    if batched:
+                        raise QsimError(f"element {k} of the list holds {next(iter(one.values())).shape[0]} "
+                                        "samples; a list holds one sample per element (or pass one array "
+                                        "with a leading batch axis).")
+                    samples.append(one)
                 return {t: np.concatenate([s[t] for s in samples]) for t in g.inputs}, True
+        return self._sample(x)
+
+    def _sample(self, x) -> tuple[dict[int, np.ndarray], bool]:
+        """One sample (an array, {key: array} or arrays in input order; arrays may carry a batch axis)."""
+        g = self.graph
         if isinstance(x, Mapping):
             items = {self.tensor(k).index: v for k, v in x.items()}
             extra = [self.tensors[i].name for i in items if i not in g.inputs]
@@ -499,6 +511,9 @@ class Model:
                 raise QsimError(f"{', '.join(map(repr, extra))} is not an input of the model; inputs: "
                                 f"{', '.join(repr(t.name) for t in self.inputs)}.")
         elif isinstance(x, (list, tuple)):
+            if len(x) != len(g.inputs):
+                raise QsimError(f"a sample given as a list holds one array per input: the model has "
+                                f"{len(g.inputs)} input(s), the list {len(x)}.")
             items = dict(zip(g.inputs, x))
         else:
             if len(g.inputs) != 1:
@@ -522,6 +537,8 @@ class Model:
                 raise QsimError(f"input '{t.name}' must be {np.dtype(t.dtype)}, got {a.dtype} data. It looks "
                                 f"real-valued: quantize it first with model.inputs[{k}].quantize(x) (scale "
                                 f"{t.quant.scale0:.6g}, zero point {t.quant.zp0}).")
+            if np.issubdtype(a.dtype, np.integer):
+                a = qin.coerce_dtype(a, t)  # e.g. int64 values that all fit int8
             if _batch_axis(a, t):
                 a = a.reshape(a.shape[0], *t.shape[1:]) if a.ndim > len(t.shape) else a
                 batched = batched or a.shape[0] != 1

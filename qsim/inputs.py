@@ -165,6 +165,12 @@ def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
 
 def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
     """An already-quantized array -> t's dtype and shape, refusing lossy conversions."""
+    return conform_shape(coerce_dtype(a, t), t)
+
+
+def coerce_dtype(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
+    """An already-quantized array (any shape) -> t's dtype: another integer dtype whose values all
+    fit is cast; real-valued or out-of-range data is refused."""
     a = np.asarray(a)
     if a.dtype != t.dtype:
         if np.issubdtype(a.dtype, np.floating):
@@ -180,7 +186,7 @@ def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
             raise QsimError(f"input '{t.name}' must be {t.dtype} (range [{info.min}, {info.max}]); the "
                             f"{a.dtype} data spans [{a.min()}, {a.max()}] and does not fit.")
         a = a.astype(t.dtype)
-    return conform_shape(a, t)
+    return a
 
 
 def image_to_input(img: np.ndarray, t: ir.Tensor, what: str = "image", mode: str = "shift") -> np.ndarray:

@@ -102,6 +102,8 @@ def test_run_result_keys_topk_and_batches():
         assert np.array_equal(r[out.name][k], single[k][out.name][0])
         assert np.array_equal(r.sample(k)[out.index], single[k][out.index])
     assert np.array_equal(m.run(list(xs))[out.name], r[out.name])
+    assert np.array_equal(m.run(xs.astype(np.int64))[out.name], r[out.name])  # integers that fit int8 are cast
+    assert np.array_equal(m.run(xs[:, None])[out.name], r[out.name])  # [N, 1, 8, 8, 1]: a stack of samples
     # top-k: the highest dequantized scores, ties broken by the lower index
     top = single[0].top_k(3)
     deq = single[0].dequantized()[out.name][0]
@@ -139,6 +141,8 @@ def test_duplicate_tensor_names_are_refused_by_name_but_work_by_index():
     (lambda m: m.run({"nope": np.zeros((1, 8, 8, 1), np.int8)}), "no tensor named 'nope'"),
     (lambda m: m.run({"probabilities": np.zeros((1, 10), np.int8)}), "not an input"),
     (lambda m: m.run([]), "empty list"),
+    (lambda m: m.run(np.full((1, 8, 8, 1), 128)), "does not fit"),
+    (lambda m: m.run([np.zeros((1, 8, 8, 1), np.int8), np.zeros((2, 8, 8, 1), np.int8)]), "element 1 of the list holds 2"),
     (lambda m: m.run(np.zeros((1, 8, 8, 1), np.int8), keep="some"), "keep must be"),
     (lambda m: m.run(np.zeros((1, 8, 8, 1), np.int8), batch_size=0), "batch_size"),
     (lambda m: m.run(np.zeros((1, 8, 8, 1), np.int8), profile="fastest"), "fastest"),
@@ -280,3 +284,29 @@ def test_codegen_force_removes_an_earlier_names_files(tmp_path, capsys):
     assert not {"old.h", "old.c", "old_weights.c", "old_report.json"} & names
     assert {"new.h", "new.c", "new_weights.c", "new_report.json", "notes.txt"} <= names
     assert "expected.bin" not in names  # qsim's expectations for an earlier generation are stale too
+
+
+def test_multi_input_model_samples_by_name_list_and_batch():
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder(description="two inputs")
+    a = b.add_input("a", (1, 6), np.int8, scale=0.5, zero_point=3)
+    c = b.add_input("b", (1, 6), np.int8, scale=0.25, zero_point=-2)
+    y = b.add_tensor("sum", (1, 6), np.int8, scale=0.75, zero_point=1)
+    b.add_op("ADD", [a, c], [y])
+    b.mark_output(y)
+    m = qsim.load(b.build(), name="add2.tflite")
+    samples = m.random_inputs(3, seed=11)
+    gold = [g[y].reshape(-1) for g in tflm_tensors(m.blob, samples, [y])]
+    for k, (xa, xb) in enumerate(samples):
+        assert np.array_equal(m.run({"a": xa, "b": xb})["sum"][0], gold[k])
+        assert np.array_equal(m.run([xa, xb])["sum"][0], gold[k])  # one sample, arrays in input order
+    batched = m.run(samples)  # a list of samples, each [a, b]
+    assert batched.batch == 3 and np.array_equal(batched["sum"], np.stack(gold))
+    stacked = m.run({"a": np.concatenate([s[0] for s in samples]), "b": np.concatenate([s[1] for s in samples])})
+    assert np.array_equal(stacked["sum"], np.stack(gold))
+    with pytest.raises(QsimError, match="missing input"):
+        m.run({"a": samples[0][0]})
+    with pytest.raises(QsimError, match="has 2 inputs"):
+        m.run(samples[0][0])
+    with pytest.raises(QsimError, match="different numbers of samples"):
+        m.run({"a": np.zeros((2, 6), np.int8), "b": np.zeros((3, 6), np.int8)})
