@@ -89,12 +89,18 @@ class TensorInfo:
         """The per-tensor zero point (None when per channel or unquantized)."""
         return None if self.zero_points is None or self.per_channel else int(self.zero_points[0])
 
-    def _broadcast(self, values: np.ndarray, ndim: int) -> np.ndarray:
+    def _broadcast(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-tensor values as a scalar; per-channel ones shaped to broadcast along ``axis`` of an
+        array of ``shape`` (the tensor's shape, or one with a leading batch axis)."""
         if values.size == 1:
             return values.reshape(())
-        shape = [1] * ndim
-        shape[self.axis - len(self.shape) + ndim] = values.size  # a leading batch axis shifts nothing else
-        return values.reshape(shape)
+        ax = self.axis - len(self.shape) + len(shape)
+        if ax < 0 or shape[ax] != values.size:
+            raise QsimError(f"tensor '{self.name}' is quantized per channel ({values.size} channels along axis "
+                            f"{self.axis} of {list(self.shape)}); an array of shape {list(shape)} does not match.")
+        out = [1] * len(shape)
+        out[ax] = values.size
+        return values.reshape(out)
 
     def _need_quant(self, what: str) -> None:
         if self.scales is None or not np.issubdtype(self.dtype, np.integer):
@@ -111,7 +117,7 @@ class TensorInfo:
         if not np.all(np.isfinite(a)):
             raise QsimError(f"data to quantize for '{self.name}' contains NaN or infinity.")
         info = np.iinfo(self.dtype)
-        return fp.quantize_affine(a, self._broadcast(self.scales, a.ndim), self._broadcast(self.zero_points, a.ndim),
+        return fp.quantize_affine(a, self._broadcast(self.scales, a.shape), self._broadcast(self.zero_points, a.shape),
                                   int(info.min), int(info.max)).astype(self.dtype)
 
     def dequantize(self, q) -> np.ndarray:
@@ -120,8 +126,8 @@ class TensorInfo:
         a = np.asarray(q)
         if not np.issubdtype(a.dtype, np.integer):
             raise QsimError(f"dequantize expects integers for '{self.name}', got {a.dtype}.")
-        return (self._broadcast(self.scales, a.ndim)
-                * (a.astype(np.float64) - self._broadcast(self.zero_points, a.ndim)))
+        return (self._broadcast(self.scales, a.shape)
+                * (a.astype(np.float64) - self._broadcast(self.zero_points, a.shape)))
 
     def as_dict(self) -> dict:
         """JSON-ready description."""

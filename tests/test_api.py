@@ -88,6 +88,8 @@ def test_tensor_info_quantization_by_hand():
     sl[w.axis] = c
     assert np.allclose(real[tuple(sl)], w.scales[c] * (q[tuple(sl)].astype(np.float64) - w.zero_points[c]))
     assert w.scale is None and w.zero_point is None
+    with pytest.raises(QsimError, match="quantized per channel"):
+        w.dequantize(q.reshape(-1))
 
 
 def test_run_result_keys_topk_and_batches():
