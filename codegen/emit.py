@@ -62,6 +62,7 @@ class GenerateResult:
     weights_bytes: int
     total_macs: int
     layers: list[LayerReport] = field(default_factory=list)
+    check_samples: int = 0  # samples in input.bin / expected.bin (Model.codegen(inputs=...)), 0 = none
 
     def report_text(self) -> str:
         lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
@@ -71,6 +72,9 @@ class GenerateResult:
                  "  per layer:"]
         for l in self.layers:
             lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
+        if self.check_samples:
+            lines.append(f"  check:   {self.check_samples} sample(s) in input.bin, qsim's expected.bin and "
+                         f"expected_trace.bin: make -C {self.out_dir} check")
         return "\n".join(lines)
 
 

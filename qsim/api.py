@@ -692,6 +692,7 @@ class Model:
                 blob = b"".join(np.ascontiguousarray(vals[t][k]).tobytes() for k in range(n) for t in tensors)
                 (result.out_dir / fname).write_bytes(blob)
                 result.files.append(result.out_dir / fname)
+            result.check_samples = n
         return result
 
 
