@@ -465,14 +465,16 @@ class Model:
         return qin.random_inputs(self.graph, int(n), seed=seed)
 
     def read_inputs(self, path: str | Path, float_input: bool = False,
-                    image_mode: str = "shift") -> tuple[list[np.ndarray], list[str]]:
-        """Read one sample from a file (.npy/.npz/.bmp/.png, see :mod:`qsim.inputs`).
+                    image_mode: str = "shift") -> tuple[dict[str, np.ndarray], list[str]]:
+        """Read samples from a file (.npy/.npz/.bmp/.png, see :mod:`qsim.inputs`).
 
-        Returns (arrays in graph input order, warnings).  An .npy whose array has a leading
-        batch axis of N (in place of the input's batch dimension 1) gives N samples: the
-        returned array then keeps that axis, which :meth:`run` and :meth:`codegen` accept.
+        Returns ({input key: array}, warnings), which :meth:`run`, :meth:`check`,
+        :meth:`profile` and :meth:`codegen` take.  An .npy whose array has a leading batch
+        axis of N (in place of the input's batch dimension 1) holds N samples; the array
+        keeps that axis.
         """
         p = Path(path)
+        keys = [t.key for t in self.inputs]
         if p.suffix.lower() == ".npy" and len(self.graph.inputs) == 1 and p.is_file():
             t = self.graph.tensors[self.graph.inputs[0]]
             try:
@@ -482,10 +484,10 @@ class Model:
             if isinstance(a, np.ndarray) and _batch_axis(a, t) and a.shape[0] != 1:
                 if float_input:
                     q = [qin.quantize_real(s, t) for s in a.reshape(a.shape[0], *t.shape)]
-                    return [np.concatenate([s for s, _ in q])], sorted({w for _, w in q if w})
-                return [np.concatenate([qin.coerce_integer(s, t) for s in a.reshape(a.shape[0], *t.shape)])], []
+                    return {keys[0]: np.concatenate([s for s, _ in q])}, sorted({w for _, w in q if w})
+                return {keys[0]: np.concatenate([qin.coerce_integer(s, t) for s in a.reshape(a.shape[0], *t.shape)])}, []
         loaded = qin.load_inputs(p, self.graph, float_input=float_input, image_mode=image_mode)
-        return loaded.arrays, loaded.warnings
+        return dict(zip(keys, loaded.arrays)), loaded.warnings
 
     def _batch(self, x) -> tuple[dict[int, np.ndarray], bool]:
         """Any accepted input form -> ({input index: [N, ...] array}, batched)."""

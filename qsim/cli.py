@@ -97,8 +97,8 @@ def _input_args(s, required: bool, random_help: str = "N seeded random inputs") 
     image_mode_arg(s)
 
 
-def read_input_file(m: Model, path: str, float_input: bool = False, image_mode: str = "shift") -> list:
-    """``--input FILE`` -> the model's input arrays (warnings printed to stderr)."""
+def read_input_file(m: Model, path: str, float_input: bool = False, image_mode: str = "shift") -> dict:
+    """``--input FILE`` -> {input key: array} (:meth:`qsim.Model.read_inputs`; warnings printed to stderr)."""
     arrays, warnings = m.read_inputs(path, float_input=float_input, image_mode=image_mode)
     warn(warnings)
     return arrays

@@ -271,7 +271,7 @@ def test_image_mode_accepted_and_warned_by_subcommands(tmp_path, capsys):
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     r = cli(capsys, "codegen", model, "-o", tmp_path / "fw", "--inputs", img, "--image-mode", "raw")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
-    assert (tmp_path / "fw" / "input.bin").read_bytes() == qsim.load(model).read_inputs(img, image_mode="raw")[0][0].tobytes()
+    assert (tmp_path / "fw" / "input.bin").read_bytes() == qsim.load(model).read_inputs(img, image_mode="raw")[0]["input"].tobytes()
 
 
 def test_codegen_force_removes_an_earlier_names_files(tmp_path, capsys):
@@ -312,3 +312,14 @@ def test_multi_input_model_samples_by_name_list_and_batch():
         m.run(samples[0][0])
     with pytest.raises(QsimError, match="different numbers of samples"):
         m.run({"a": np.zeros((2, 6), np.int8), "b": np.zeros((3, 6), np.int8)})
+
+
+def test_run_input_file_with_n_samples(tmp_path, capsys):
+    """An .npy of N samples (leading batch axis): `qsim run` prints each; equal to the held-out digits' runs."""
+    x = np.load(REPO / "examples" / "models" / "demo_testset.npz")["x"][:4]
+    np.save(tmp_path / "x4.npy", x)
+    r = cli(capsys, "run", DEMO, "--input", tmp_path / "x4.npy", "--json", "--top-k", 1)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = qsim.load(DEMO)
+    assert [s["outputs"][0]["q"] for s in doc["samples"]] == [m.run(s).outputs["probabilities"].tolist() for s in x]
