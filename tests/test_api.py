@@ -315,11 +315,12 @@ def test_multi_input_model_samples_by_name_list_and_batch():
 
 
 def test_run_input_file_with_n_samples(tmp_path, capsys):
-    """An .npy of N samples (leading batch axis): `qsim run` prints each; equal to the held-out digits' runs."""
+    """An .npy of N samples (leading batch axis): `qsim run` prints each, equal to TFLM's outputs."""
     x = np.load(REPO / "examples" / "models" / "demo_testset.npz")["x"][:4]
     np.save(tmp_path / "x4.npy", x)
     r = cli(capsys, "run", DEMO, "--input", tmp_path / "x4.npy", "--json", "--top-k", 1)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     m = qsim.load(DEMO)
-    assert [s["outputs"][0]["q"] for s in doc["samples"]] == [m.run(s).outputs["probabilities"].tolist() for s in x]
+    gold = tflm_tensors(m.blob, [[s[None]] for s in x], m.graph.outputs)
+    assert [s["outputs"][0]["q"] for s in doc["samples"]] == [g[m.graph.outputs[0]].tolist() for g in gold]
