@@ -226,11 +226,11 @@ class RunResult:
             out.append(_top_k_row(flat[0], np.asarray(row).reshape(-1), int(k)) if k and flat.shape[0] == 1 else [])
         return out[0] if self.batch is None else out
 
-    def output_docs(self, k: int = 5) -> list[dict]:
+    def output_docs(self, k: int = 5) -> list:
         """Per graph output: name, index, shape, dtype, scale, zero point, q, real and top-k
-        (the document ``qsim run --json`` prints; a single sample only)."""
+        (what ``qsim run --json`` prints); a batched run gives one such list per sample."""
         if self.batch is not None:
-            return [doc for i in range(self.batch) for doc in self.sample(i).output_docs(k)]
+            return [self.sample(i).output_docs(k) for i in range(self.batch)]
         docs = []
         for info in self.model.outputs:
             q = np.asarray(self.values[info.index])

@@ -189,11 +189,10 @@ def cmd_run(args) -> int:
     if args.top_k < 0:
         raise QsimError(f"--top-k must be >= 0, got {args.top_k}.")
     res = m.run(x, profile=args.profile)
-    samples = [res] if args.input and res.batch is None else [res.sample(i) for i in range(res.batch)]
-    docs = [r.output_docs(args.top_k) for r in samples]
+    docs = [res.output_docs(args.top_k)] if res.batch is None else res.output_docs(args.top_k)
     if args.json:
         doc = {"model": args.model, "input": source, "profile": args.profile, "warnings": warnings}
-        if len(samples) == 1 and args.input:
+        if res.batch is None:
             doc["outputs"] = docs[0]
         else:
             doc["samples"] = [{"sample": i, "outputs": d} for i, d in enumerate(docs)]
@@ -201,7 +200,7 @@ def cmd_run(args) -> int:
         return 0
     print(f"model: {args.model}  input: {source}  profile: {args.profile}")
     for i, outs in enumerate(docs):
-        if len(docs) > 1 or not args.input:
+        if res.batch is not None:
             print(f"\nsample {i}:")
         for o in outs:
             _print_output(o)
