@@ -28,7 +28,9 @@ demo: $(STAMP)
 	$(BIN)/qsim run $(DEMO) --input examples/models/demo_input.npy --top-k 3
 	$(BIN)/qsim check $(DEMO) --random 3 --reference both
 	$(BIN)/qsim profile $(DEMO) --hw edge16
-	$(BIN)/qsim codegen $(DEMO) -o $(OUT) --name demo --force
+	$(BIN)/qsim codegen $(DEMO) -o $(OUT) --name demo --force --inputs examples/models/demo_input.npy
+	$(MAKE) -s -C $(OUT) check
+	$(BIN)/python examples/python_api.py build/api
 	$(BIN)/python examples/firmware_roundtrip.py $(OUT)-roundtrip
 	$(BIN)/python examples/common_mistakes.py
 

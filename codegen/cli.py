@@ -1,4 +1,7 @@
-"""`qsim codegen MODEL -o DIR [--name NAME] [--target ...] [--rounding double|single] [--force]`.
+"""`qsim codegen MODEL -o DIR [--name NAME] [--target ...] [--rounding double|single] [--force] [--inputs FILE]`.
+
+A thin layer over :meth:`qsim.Model.codegen`.  ``--inputs FILE`` also writes input.bin,
+expected.bin and expected_trace.bin for the generated Makefile's ``check`` targets.
 
 qsim/cli.py imports this module and calls :func:`register` on its
 subparsers; ``handler(args)`` returns the exit code (0 ok; QsimError, i.e.
@@ -6,7 +9,7 @@ bad input, propagates and the main CLI maps it to exit 2).
 """
 from __future__ import annotations
 
-from .emit import TARGETS, generate
+from .emit import TARGETS
 
 
 def register(subparsers) -> None:
@@ -21,14 +24,25 @@ def register(subparsers) -> None:
                    help="default make goal and -mcpu (host builds with gcc; cortex-m* with arm-none-eabi-gcc)")
     s.add_argument("--rounding", default="double", choices=["double", "single"],
                    help="double = TFLite Micro's default; single = TFLITE_SINGLE_ROUNDING builds")
-    s.add_argument("--force", action="store_true", help="write into a non-empty output directory")
+    s.add_argument("--force", action="store_true",
+                   help="write into a non-empty output directory (removing the files of an earlier --name)")
+    s.add_argument("--inputs", metavar="FILE",
+                   help="samples (.npy/.npz/.bmp/.png; an .npy may hold N samples): also write input.bin and "
+                        "qsim's expected.bin / expected_trace.bin for `make check`")
+    s.add_argument("--float-input", action="store_true", help="with --inputs: quantize real-valued data")
+    from qsim.cli import image_mode_arg
+    image_mode_arg(s)
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=handler)
 
 
 def handler(args) -> int:
-    result = generate(args.model, args.output, name=args.name, target=args.target, rounding=args.rounding,
-                      force=args.force)
+    from qsim.api import load
+    from qsim.cli import read_input_file
+    m = load(args.model)
+    inputs = read_input_file(m, args.inputs, args.float_input, args.image_mode) if args.inputs else None
+    result = m.codegen(args.output, name=args.name, target=args.target, rounding=args.rounding,
+                       force=args.force, inputs=inputs)
     if args.json:
         print((result.out_dir / f"{result.name}_report.json").read_text(), end="")
     else:

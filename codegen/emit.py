@@ -63,6 +63,7 @@ class GenerateResult:
     weights_bytes: int
     total_macs: int
     layers: list[LayerReport] = field(default_factory=list)
+    check_samples: int = 0  # samples in input.bin / expected.bin (Model.codegen(inputs=...)), 0 = none
 
     def report_text(self) -> str:
         lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
@@ -72,6 +73,9 @@ class GenerateResult:
                  "  per layer:"]
         for l in self.layers:
             lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
+        if self.check_samples:
+            lines.append(f"  check:   {self.check_samples} sample(s) in input.bin, qsim's expected.bin and "
+                         f"expected_trace.bin: make -C {self.out_dir} check")
         return "\n".join(lines)
 
 
@@ -92,6 +96,15 @@ def c_identifier(text: str, taken: set[str] | None = None) -> str:
             k += 1
         taken.add(s)
     return s
+
+
+def c_string(text: str) -> str:
+    """``text`` as the inside of a C string literal (printable ASCII; others as octal escapes)."""
+    out = []
+    for ch in text.encode("utf-8"):
+        c = chr(ch)
+        out.append("\\" + c if c in '"\\?' else c if 32 <= ch < 127 else f"\\{ch:03o}")
+    return "".join(out)
 
 
 def c_comment(text: str) -> str:
@@ -175,6 +188,35 @@ def prepare_output_dir(out_dir: Path, force: bool) -> None:
         raise QsimError(f"cannot create output directory {out_dir}: {e.strerror}.") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise QsimError(f"output directory {out_dir} is not writable.")
+
+
+# per-name files `qsim codegen` (and the Makefile) write; NAME replaced by the --name of that run
+NAMED_FILES = ("NAME.h", "NAME.c", "NAME_weights.c", "NAME_report.json", "NAME_run", "NAME_trace", "NAME.elf",
+               "NAME_trace.elf")
+# expectations qsim wrote for an earlier model (rewritten when --inputs is given again)
+EXPECTATION_FILES = ("expected.bin", "expected_trace.bin")
+
+
+def remove_stale(out_dir: Path, name: str) -> list[Path]:
+    """Remove what an earlier generation into ``out_dir`` left that this one does not overwrite:
+    the per-name files of another ``--name`` (found through its NAME_report.json) and qsim's
+    expectation files.  Other files (a user's, input.bin, outputs) stay.  Returns what was removed."""
+    removed = []
+    old_names = set()
+    for rep in out_dir.glob("*_report.json"):
+        try:
+            old = json.loads(rep.read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(old, str) and old != name and rep.name == f"{old}_report.json":
+            old_names.add(old)
+    candidates = [f.replace("NAME", old) for old in sorted(old_names) for f in NAMED_FILES] + list(EXPECTATION_FILES)
+    for fname in candidates:
+        p = out_dir / fname
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 # ------------------------------------------------------------------ generation
@@ -285,7 +327,11 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                        for a in arrays],
                ops=ops_ctx, final_copies=final_copies, in_total=in_total, out_total=out_total,
                call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal,
-               flash_origin=flash_origin, ram_origin=ram_origin)
+               flash_origin=flash_origin, ram_origin=ram_origin,
+               check_outputs=[dict(label=c_string(f"output {k} '{g.tensors[t].name}'"), nbytes=g.tensors[t].nbytes)
+                              for k, t in enumerate(g.outputs)],
+               check_ops=[dict(label=c_string(f"op #{p.op.index} {p.op.opcode} -> '{g.tensors[p.op.outputs[0]].name}'"),
+                               nbytes=g.tensors[p.op.outputs[0]].nbytes) for p in prepared.ops])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     rendered = {
@@ -296,7 +342,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         "Makefile": env.get_template("Makefile.j2").render(**ctx),
         "qk_config.h": _config_header(rounding),
         "cortex_m.ld": env.get_template("cortex_m.ld.j2").render(**ctx),
+        "qk_check.c": env.get_template("qk_check.c.j2").render(**ctx),
     }
+    remove_stale(out_dir, name)
     files = []
     for fname, text in rendered.items():
         (out_dir / fname).write_text(text)

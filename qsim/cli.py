@@ -1,17 +1,20 @@
-"""The ``qsim`` command line.
+"""The ``qsim`` command line: a thin layer over the Python API (:mod:`qsim.api`).
 
+    qsim --version
     qsim inspect MODEL [--json]
-    qsim run MODEL --input FILE [--float-input] [--image-mode shift|raw] [--profile tflm|litert|single]
-             [--top-k K] [--json]
+    qsim run MODEL (--input FILE | --random N [--seed S]) [--float-input] [--image-mode shift|raw]
+             [--profile tflm|litert|single] [--top-k K] [--json]
     qsim check MODEL [--input FILE | --random N] [--seed S] [--reference litert|tflm|both]
                [--profile P] [--no-xnnpack] [--json]
     qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
               [--image-mode shift|raw] [--profile P] [--json]
+    qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
-Exit codes: 0 ok, 1 mismatch or failure found, 2 usage or input error (the
-message is printed as ``qsim: error: ...`` without a traceback).  ``--json``
-prints exactly one JSON document on stdout; warnings go to stderr.
+Every subcommand opens the model with :func:`qsim.load` and calls a :class:`qsim.Model`
+method.  Exit codes: 0 ok, 1 mismatch or failure found, 2 usage or input error (the
+message is printed as ``qsim: error: ...`` without a traceback).  ``--json`` prints
+exactly one JSON document on stdout; warnings go to stderr.
 """
 from __future__ import annotations
 
@@ -21,24 +24,21 @@ import json
 import os
 import sys
 
-# BLAS threads: qsim's matmuls are small; on a loaded machine OpenBLAS's thread pool makes a
-# 6x6x128 1x1 conv 500x slower (32 ms vs 0.06 ms measured).  Before numpy loads; env overrides.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from . import inputs as qin  # noqa: E402
-from . import report  # noqa: E402
-from .errors import MismatchError, QsimError  # noqa: E402
-from .loader import load  # noqa: E402
-from .profiles import PROFILES  # noqa: E402
+from . import __version__
+from . import inputs as qin
+from . import report
+from .api import Model, load
+from .errors import MismatchError, QsimError
+from .profiles import PROFILES
 
 PLUGINS = ("qsim.accel.cli", "codegen.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsim", description="Bit-exact int8 TFLite simulation and tooling.")
+    p.add_argument("--version", action="version", version=f"qsim {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -49,24 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run the model on an input file and print dequantized outputs")
     s.add_argument("model")
-    s.add_argument("--input", required=True, metavar="FILE", help=".npy, .npz, .bmp or .png")
-    s.add_argument("--float-input", action="store_true",
-                   help="the file holds real values: quantize with the model's input scale/zero point")
+    _input_args(s, required=True)
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES),
                    help="rounding profile (default: tflm)")
-    _image_mode_arg(s)
     s.add_argument("--top-k", type=int, default=5, metavar="K", help="top-k classes per output (default 5)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("check", help="compare every tensor against LiteRT BUILTIN_REF and/or TFLM")
     s.add_argument("model")
-    src = s.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="FILE", help=".npy, .npz, .bmp or .png")
-    src.add_argument("--random", type=int, metavar="N", help="N seeded random inputs (default 3)")
-    s.add_argument("--float-input", action="store_true", help="with --input: quantize real-valued data")
-    _image_mode_arg(s)
-    s.add_argument("--seed", type=int, default=0)
+    _input_args(s, required=False, random_help="N seeded random inputs (default 3)")
     s.add_argument("--reference", default="both", choices=["litert", "tflm", "both"])
     s.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="override the rounding profile (default: each reference's own, litert/tflm)")
@@ -86,9 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one value or one per channel, comma-separated; e.g. 127.5)")
     s.add_argument("--std", type=_floats, metavar="S", help="see --mean (e.g. 127.5)")
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
-    _image_mode_arg(s)
+    image_mode_arg(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("dump", help="write every tensor of one run (inputs and all op outputs) to an .npz, by name")
+    s.add_argument("model")
+    _input_args(s, required=True)
+    s.add_argument("-o", "--output", required=True, metavar="TENSORS.npz", help="the .npz to write")
+    s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_dump)
 
     for name in PLUGINS:
         mod = _plugin(name)
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _image_mode_arg(s) -> None:
+def image_mode_arg(s) -> None:
+    """``--image-mode``: every subcommand that reads image files takes it."""
     s.add_argument("--image-mode", default="shift", choices=list(qin.IMAGE_MODES),
                    help="images: 'shift' maps pixel p to int8 p - 128 (default); 'raw' reinterprets the "
                         "stored bytes as int8, as TFLite Micro's person_detection example does")
@@ -105,6 +106,36 @@ def _image_mode_arg(s) -> None:
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
+
+
+def _input_args(s, required: bool, random_help: str = "N seeded random inputs") -> None:
+    src = s.add_mutually_exclusive_group(required=required)
+    src.add_argument("--input", metavar="FILE", help=".npy, .npz, .bmp or .png")
+    src.add_argument("--random", type=int, metavar="N", help=random_help)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    s.add_argument("--float-input", action="store_true",
+                   help="with --input: the file holds real values; quantize with the model's input scale/zero point")
+    image_mode_arg(s)
+
+
+def read_input_file(m: Model, path: str, float_input: bool = False, image_mode: str = "shift") -> dict:
+    """``--input FILE`` -> {input key: array} (:meth:`qsim.Model.read_inputs`; warnings printed to stderr)."""
+    arrays, warnings = m.read_inputs(path, float_input=float_input, image_mode=image_mode)
+    warn(warnings)
+    return arrays
+
+
+def _inputs_from_args(m: Model, args, default_random: int | None = None):
+    """(samples for Model.run/check, a description, warnings) from --input / --random / --seed."""
+    if args.input:
+        arrays, warnings = m.read_inputs(args.input, float_input=args.float_input, image_mode=args.image_mode)
+        return arrays, args.input, warnings
+    if args.float_input:
+        raise QsimError("--float-input needs --input FILE.")
+    n = default_random if args.random is None else args.random
+    if n < 1:
+        raise QsimError(f"--random must be at least 1, got {n}.")
+    return m.random_inputs(n, args.seed), f"{n} random input(s), seed {args.seed}", []
 
 
 def _plugin(name: str):
@@ -138,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # ------------------------------------------------------------------ subcommands
 
-def _emit_json(doc) -> None:
+def emit_json(doc) -> None:
+    """Print one JSON document (numpy scalars/arrays and objects with as_dict() allowed)."""
     print(json.dumps(doc, indent=2, default=_json_default))
 
 
@@ -154,130 +186,106 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def _warn(msgs: list[str]) -> None:
+def warn(msgs: list[str]) -> None:
+    """Print warnings to stderr as ``qsim: warning: ...``."""
     for m in msgs:
         print(f"qsim: warning: {m}", file=sys.stderr)
 
 
 def cmd_inspect(args) -> int:
-    g = load(args.model)
+    g = load(args.model).graph
     s = report.summarize(g)
     if args.json:
-        _emit_json(s)
+        emit_json(s)
     else:
         print(report.render_summary(s))
     return 0
 
 
 def cmd_run(args) -> int:
-    from .interpreter import prepare_graph
-
-    g = load(args.model)
-    prep = prepare_graph(g, args.profile)
-    loaded = qin.load_inputs(args.input, g, float_input=args.float_input, image_mode=args.image_mode)
-    _warn(loaded.warnings)
+    m = load(args.model)
+    m.prepared(args.profile)  # unsupported ops are reported before any input problem
+    x, source, warnings = _inputs_from_args(m, args)
+    warn(warnings)
     if args.top_k < 0:
         raise QsimError(f"--top-k must be >= 0, got {args.top_k}.")
-    values = prep.run(loaded.arrays, keep_all=False)
-    outs = [_output_doc(g.tensors[t], values[t], args.top_k) for t in g.outputs]
+    res = m.run(x, profile=args.profile)
+    docs = [res.output_docs(args.top_k)] if res.batch is None else res.output_docs(args.top_k)
     if args.json:
-        _emit_json({"model": args.model, "input": args.input, "profile": args.profile,
-                    "warnings": loaded.warnings, "outputs": outs})
+        doc = {"model": args.model, "input": source, "profile": args.profile, "warnings": warnings}
+        if res.batch is None:
+            doc["outputs"] = docs[0]
+        else:
+            doc["samples"] = [{"sample": i, "outputs": d} for i, d in enumerate(docs)]
+        emit_json(doc)
         return 0
-    print(f"model: {args.model}  input: {args.input}  profile: {args.profile}")
-    for o in outs:
-        print(f"\noutput '{o['name']}' {o['dtype']} {o['shape']}"
-              + (f" (real = {o['scale']:.6g} * (q - ({o['zero_point']})))" if o["scale"] is not None else ""))
-        real = np.asarray(o["real"], dtype=np.float64).ravel()
-        q = np.asarray(o["q"]).ravel()
-        shown = min(real.size, 64)
-        print("  q:    " + " ".join(str(int(v)) for v in q[:shown]) + (" ..." if real.size > shown else ""))
-        print("  real: " + " ".join(f"{v:.6g}" for v in real[:shown]) + (" ..." if real.size > shown else ""))
-        if o["top_k"]:
-            print(f"  top-{len(o['top_k'])}: " + ", ".join(f"[{k['index']}] {k['real']:.6g}" for k in o["top_k"]))
+    print(f"model: {args.model}  input: {source}  profile: {args.profile}")
+    for i, outs in enumerate(docs):
+        if res.batch is not None:
+            print(f"\nsample {i}:")
+        for o in outs:
+            _print_output(o)
     return 0
 
 
-def _output_doc(t, q: np.ndarray, k: int) -> dict:
-    q = np.asarray(q)
-    if t.quant is not None and not t.quant.per_channel:
-        scale, zp = t.quant.scale0, t.quant.zp0
-        real = scale * (q.astype(np.float64) - zp)
-    else:
-        scale = zp = None
-        real = q.astype(np.float64)
-    flat = real.reshape(-1, real.shape[-1]) if real.ndim else real.reshape(1, 1)
-    top = []
-    if k and flat.shape[0] == 1:  # one row of class scores: ties keep the lower index first
-        order = np.argsort(-flat[0], kind="stable")[:k]
-        qf = q.reshape(-1)
-        top = [{"index": int(i), "real": float(flat[0, i]), "q": int(qf[i])} for i in order]
-    return {"name": t.name, "index": t.index, "shape": list(q.shape), "dtype": str(q.dtype),
-            "scale": scale, "zero_point": zp, "q": q.tolist(), "real": real.tolist(), "top_k": top}
+def _print_output(o: dict) -> None:
+    print(f"\noutput '{o['name']}' {o['dtype']} {o['shape']}"
+          + (f" (real = {o['scale']:.6g} * (q - ({o['zero_point']})))" if o["scale"] is not None else ""))
+    real = np.asarray(o["real"], dtype=np.float64).ravel()
+    q = np.asarray(o["q"]).ravel()
+    shown = min(real.size, 64)
+    print("  q:    " + " ".join(str(int(v)) for v in q[:shown]) + (" ..." if real.size > shown else ""))
+    print("  real: " + " ".join(f"{v:.6g}" for v in real[:shown]) + (" ..." if real.size > shown else ""))
+    if o["top_k"]:
+        print(f"  top-{len(o['top_k'])}: " + ", ".join(f"[{k['index']}] {k['real']:.6g}" for k in o["top_k"]))
 
 
 def cmd_check(args) -> int:
-    from . import reference as ref
-
-    model = ref.Model.open(args.model)
-    g = model.graph
-    warnings: list[str] = []
+    m = load(args.model)
     if args.input:
-        loaded = qin.load_inputs(args.input, g, float_input=args.float_input, image_mode=args.image_mode)
-        warnings = loaded.warnings
-        input_sets = [loaded.arrays]
-        source = args.input
+        x, _, warnings = _inputs_from_args(m, args)
     else:
-        if args.float_input:
-            raise QsimError("--float-input needs --input FILE.")
-        n = 3 if args.random is None else args.random
-        if n < 1:
-            raise QsimError(f"--random must be at least 1, got {n}.")
-        input_sets = qin.random_inputs(g, n, seed=args.seed)
-        source = f"{n} random input(s), seed {args.seed}"
-    _warn(warnings)
-    refs = ("litert", "tflm") if args.reference == "both" else (args.reference,)
-    result = ref.check(model, input_sets, references=refs, xnnpack=not args.no_xnnpack, profile=args.profile)
-    ran = [c for c in result["comparisons"] if c.refused is None]
-    if not ran:
-        reasons = "; ".join(c.summary() for c in result["comparisons"])
-        raise QsimError(f"nothing was compared: {reasons}." + (" Try --reference tflm." if "tflm" not in refs else ""))
-    code = 0 if result["ok"] else 1
+        x, _, warnings = _inputs_from_args(m, args, default_random=3)
+        x = len(x)
+    warn(warnings)
+    rep = m.check(x, reference=args.reference, profile=args.profile, seed=args.seed, xnnpack=not args.no_xnnpack)
+    if args.input:
+        rep.inputs = args.input
+    rep.warnings = warnings
+    code = 0 if rep.ok else 1
     if args.json:
-        _emit_json({"model": args.model, "inputs": source, "ok": result["ok"], "exit_code": code,
-                    "warnings": warnings, "comparisons": result["comparisons"],
-                    "xnnpack_vs_reference": result.get("xnnpack")})
-        return code
-    print(f"model: {args.model}  inputs: {source}")
-    for c in result["comparisons"]:
-        print()
-        print(report.render_comparison(c))
-    x = result.get("xnnpack")
-    if x is not None:
-        print("\ninformational: LiteRT default kernels (XNNPACK) vs LiteRT BUILTIN_REF, graph outputs:")
-        if isinstance(x, str):
-            print("  " + x)
-        else:
-            for d in x:
-                print(f"  '{d.name}': {d.mismatches} of {d.elements * len(input_sets)} elements differ, "
-                      f"max |diff| {d.max_diff} LSB")
-    print("\nRESULT: " + ("bit-exact" if code == 0 else "MISMATCH"))
+        emit_json(rep.to_dict())
+    else:
+        print(rep)
     return code
 
 
 def cmd_eval(args) -> int:
-    from .data import open_dataset
-    from .evaluate import evaluate
-    from .interpreter import prepare_graph
-
-    g = load(args.model)
-    prep = prepare_graph(g, args.profile)
-    data = open_dataset(args.data, g, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode)
-    res = evaluate(prep, data, batch_size=args.batch_size, limit=args.limit, progress=True)
+    m = load(args.model)
+    res = m.eval(args.data, labels=args.labels, profile=args.profile, batch_size=args.batch_size,
+                 limit=args.limit, mean=args.mean, std=args.std, image_mode=args.image_mode, progress=True)
     if args.json:
-        _emit_json(res.to_dict())
+        emit_json(res.to_dict())
     else:
         print(res.render())
+    return 0
+
+
+def cmd_dump(args) -> int:
+    m = load(args.model)
+    m.prepared(args.profile)
+    x, source, warnings = _inputs_from_args(m, args)
+    warn(warnings)
+    res = m.run(x, profile=args.profile, keep="all")
+    path = res.save(args.output)
+    tensors = [{"key": k, "index": m.tensor(k).index, "shape": list(v.shape), "dtype": str(v.dtype)}
+               for k, v in res.tensors.items()]
+    if args.json:
+        emit_json({"model": args.model, "input": source, "profile": args.profile, "output": str(path),
+                   "warnings": warnings, "tensors": tensors})
+    else:
+        print(f"wrote {len(tensors)} tensors ({source}, profile {args.profile}) to {path}, keyed by tensor name"
+              + (f"; a leading axis of {res.batch} samples" if res.batch is not None else ""))
     return 0
 
 

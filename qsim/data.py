@@ -207,7 +207,7 @@ def _arrays(what: str, shape, dtype, read_raw, y, t: ir.Tensor, names, n_classes
     def read(i: int, j: int) -> np.ndarray:
         raw = np.asarray(read_raw(i, j)).reshape((j - i,) + want)
         if norm is None and not np.issubdtype(dtype, np.floating):
-            return qin.fit_integer(raw, t)
+            return qin.coerce_dtype(raw, t)
         real = raw.astype(np.float64)
         if norm is not None:
             real = (real - _channel_shaped(norm[0], layout, want)) / _channel_shaped(norm[1], layout, want)

@@ -40,6 +40,8 @@ This is what TFLite Micro's person_detection test does with its BMPs (PIL's
 ../shared/models/person.bmp needs: that file stores int8 pixel values as raw
 bytes (its neighbouring pixels differ by 9 on average read as int8, 13 read
 as uint8), so only "raw" gives TFLM's own person / no-person answers.
+:func:`load_inputs` warns when an image's bytes look stored in the other encoding than
+``image_mode`` assumes (:func:`image_mode_warning`: photographs are smooth in their own encoding).
 Channels: a 1-channel input gets the luminance (0.299 R + 0.587 G + 0.114 B,
 rounded) of a color image; a 3-channel input gets gray images replicated.
 Layout: [1, H, W, C] (NHWC), [1, C, H, W] (NCHW) or [1, H, W], see :func:`input_layout`.
@@ -95,7 +97,8 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
         t = g.tensors[g.inputs[0]]
         hwc = input_layout(t)[1]
         img = read_image(p, image_mode, size=hwc[:2] if hwc else None)
-        return LoadedInputs([image_to_input(img, t, p.name, image_mode)])
+        warn = image_mode_warning(img, image_mode, p.name)
+        return LoadedInputs([image_to_input(img, t, p.name, image_mode)], [warn] if warn else [])
     budget = max(g.tensors[t].size for t in g.inputs) * BYTES_PER_VALUE_MAX if g.inputs else 0
     if ext == ".npy":
         raw = [_np_load(p, budget)]
@@ -195,11 +198,12 @@ def quantize_values(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, int, int]:
 
 def coerce_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
     """An already-quantized array -> t's dtype and shape, refusing lossy conversions."""
-    return conform_shape(fit_integer(a, t), t)
+    return conform_shape(coerce_dtype(a, t), t)
 
 
-def fit_integer(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
-    """An already-quantized array (any shape) -> t's dtype, refusing float data and values that do not fit."""
+def coerce_dtype(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
+    """An already-quantized array (any shape) -> t's dtype: another integer dtype whose values all
+    fit is cast; real-valued or out-of-range data is refused."""
     a = np.asarray(a)
     if a.dtype != t.dtype:
         if np.issubdtype(a.dtype, np.floating):
@@ -279,6 +283,46 @@ def match_channels(img: np.ndarray, c: int, what: str = "image") -> np.ndarray:
     if img.shape[2] != c:
         raise QsimError(f"{what} has {img.shape[2]} channels but the model's input expects {c}.")
     return img
+
+
+def neighbour_roughness(img: np.ndarray) -> tuple[float, float]:
+    """Mean |difference| of vertically and horizontally adjacent pixels, with the bytes read
+    as uint8 and as int8.  Photographs are smooth in the encoding they were stored in: a
+    uint8 image read as int8 jumps by ~256 wherever it crosses 127/128, an int8 one read as
+    uint8 wherever it crosses -1/0."""
+    u = img.astype(np.int16)
+    s = np.ascontiguousarray(img).view(np.int8).astype(np.int16)
+
+    def rough(a: np.ndarray) -> float:
+        return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean()) / 2
+
+    return rough(u), rough(s)
+
+
+# the other reading must be this much smoother before the chosen image mode is called into doubt
+IMAGE_MODE_RATIO = 0.8
+
+
+def image_mode_warning(img: np.ndarray, mode: str, what: str = "image") -> str | None:
+    """A warning when the pixels look stored in the other encoding than ``mode`` assumes, else None.
+
+    Measured: ../shared/models/person.bmp (int8 values stored as bytes) is rougher read as
+    uint8 (13.3) than as int8 (9.6); no_person.bmp (ordinary pixels) the other way round
+    (14.4 vs 35.6).  Images too small to judge (< 4x4) get no warning.
+    """
+    if img.ndim != 3 or img.shape[0] < 4 or img.shape[1] < 4:
+        return None
+    as_uint8, as_int8 = neighbour_roughness(img)
+    if mode == "shift" and as_int8 < IMAGE_MODE_RATIO * as_uint8:
+        return (f"{what}: its bytes look like int8 values stored raw (adjacent pixels differ by {as_int8:.1f} "
+                f"on average read as int8, {as_uint8:.1f} read as uint8), but --image-mode shift treats them "
+                "as 0..255 pixels; if the file was written from int8 data (as TFLite Micro's person.bmp is), "
+                "pass --image-mode raw.")
+    if mode == "raw" and as_uint8 < IMAGE_MODE_RATIO * as_int8:
+        return (f"{what}: its bytes look like ordinary 0..255 pixels (adjacent pixels differ by {as_uint8:.1f} "
+                f"on average read as uint8, {as_int8:.1f} read as int8), but --image-mode raw reinterprets "
+                "them as int8; unless the file stores int8 data, use --image-mode shift (the default).")
+    return None
 
 
 # ------------------------------------------------------------------ file readers

@@ -3,18 +3,16 @@
 Registered into qsim's CLI by :func:`register`.  Bad configurations raise
 QsimError (exit 2).  Values go through the modelled datapath on one input
 (``--input FILE``, or a seeded random input) unless ``--no-values``.
+The work is :meth:`qsim.Model.profile`; this module maps flags to its arguments.
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
+from ..api import load
 from ..errors import QsimError
-from ..loader import load
 from ..profiles import PROFILES
-from . import config, report, trace
-from .profile import profile_graph
+from . import config
 
 # CLI flag -> HwConfig field (each flag overrides the preset)
 FIELD_FLAGS = {
@@ -55,6 +53,8 @@ def register(subparsers) -> None:
                    help="override any hardware field by name (repeatable)")
     s.add_argument("--input", metavar="FILE", help="input for the values (.npy/.npz/.bmp/.png)")
     s.add_argument("--float-input", action="store_true", help="with --input: quantize real-valued data")
+    from ..cli import image_mode_arg
+    image_mode_arg(s)
     s.add_argument("--seed", type=int, default=0, help="seed of the random input when no --input (default 0)")
     s.add_argument("--no-values", action="store_true", help="timing only, skip the datapath values")
     s.add_argument("--json", action="store_true", help="print one JSON document")
@@ -63,13 +63,13 @@ def register(subparsers) -> None:
     s.set_defaults(func=handler)
 
 
-def hw_from_args(args) -> config.HwConfig:
-    cfg = config.load_hw(args.hw)
+def overrides_from_args(args) -> dict:
+    """The hardware flags and ``--set FIELD=VALUE`` items as :meth:`qsim.Model.profile` overrides."""
     changes = {}
     if args.array:
-        changes["rows"], changes["cols"] = config.parse_array(args.array)
+        changes["array"] = args.array
     if args.sram_kib is not None:
-        changes.update(ifmap_sram_kib=args.sram_kib, weight_sram_kib=args.sram_kib, output_sram_kib=args.sram_kib)
+        changes["sram_kib"] = args.sram_kib
     for flag, fieldname in FIELD_FLAGS.items():
         v = getattr(args, flag, None)
         if v is not None:
@@ -78,43 +78,33 @@ def hw_from_args(args) -> config.HwConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise QsimError(f"--set expects FIELD=VALUE, got {item!r}.")
-        changes[key.strip().replace("-", "_")] = value.strip()
-    return cfg.with_overrides(**changes) if changes else cfg
-
-
-def _inputs(args, g):
-    if args.no_values:
-        return None
-    from .. import inputs as qin
-    if args.input:
-        loaded = qin.load_inputs(args.input, g, args.float_input)
-        for w in loaded.warnings:
-            print(f"qsim: warning: {w}", file=sys.stderr)
-        return loaded.arrays
-    return qin.random_inputs(g, 1, args.seed)[0]
+        key = key.strip().replace("-", "_")
+        if key not in config.HwConfig.__dataclass_fields__:
+            known = ", ".join(sorted(config.HwConfig.__dataclass_fields__))
+            raise QsimError(f"unknown hardware field(s) {key}; known fields: {known}.")
+        changes[key] = value.strip()
+    return changes
 
 
 def handler(args) -> int:
     if args.json and args.csv == "-":
         raise QsimError("--json and --csv - both write to stdout; give --csv a file name.")
-    cfg = hw_from_args(args)
-    g = load(args.model)
-    result = profile_graph(g, cfg, _inputs(args, g), events=bool(args.trace))
-    if not args.no_values:
-        result.input = args.input or f"random (seed {args.seed})"
+    m = load(args.model)
+    inputs = None if args.no_values else "random"
+    if args.input and not args.no_values:
+        from ..cli import read_input_file
+        inputs = read_input_file(m, args.input, args.float_input, args.image_mode)
+    rep = m.profile(args.hw, inputs=inputs, seed=args.seed, events=bool(args.trace), **overrides_from_args(args))
+    if inputs is not None and args.input:
+        rep.result.input = args.input
     if args.trace:
-        trace.write_trace(result, args.trace)
+        rep.trace(args.trace)
     if args.csv:
-        text = report.csv_text(result)
+        text = rep.to_csv(None if args.csv == "-" else args.csv)
         if args.csv == "-":
             sys.stdout.write(text)
-        else:
-            try:
-                Path(args.csv).write_text(text, encoding="utf-8")
-            except OSError as e:
-                raise QsimError(f"cannot write CSV to {args.csv}: {e.strerror or e}") from None
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(rep.to_json())
     elif args.csv != "-":
-        print(report.table(result))
+        print(rep)
     return 0

@@ -1,0 +1,747 @@
+"""qsim's Python API: ``qsim.load(path) -> Model``, and everything a Model can do.
+
+    import qsim
+    m = qsim.load("model.tflite")                    # or qsim.load(blob_bytes)
+    m.inputs[0].shape, m.inputs[0].scale              # TensorInfo: name, index, shape, dtype, quantization
+    x = m.inputs[0].quantize(real_values)            # real -> int8 with the tensor's own scale / zero point
+    r = m.run(x)                                     # RunResult, keyed by tensor name (or index)
+    r.outputs, r.dequantized(), r.top_k(3)
+    r = m.run([x0, x1, x2])                          # a list of samples (or an [N, ...] array): batched result
+    m.check(inputs=5, reference="both").ok           # every tensor vs LiteRT BUILTIN_REF and TFLite Micro
+    m.profile(hw="edge16", rows=32, cols=32)         # the accelerator model: per-layer records, totals
+    m.codegen("out/", name="net", inputs=x)          # C99 firmware (+ input.bin / expected.bin for `make check`)
+
+Conventions.  Tensors are NHWC as in the .tflite file; real = scale * (q - zero_point),
+per channel along ``TensorInfo.axis``.  A *sample* is one input set: an array (single-input
+models), a ``{name or index: array}`` dict, or a list/tuple of arrays in graph input order.
+``Model.run`` takes one sample, a list of samples, or arrays with a leading batch axis of N
+in place of the model's batch dimension 1; a batched result carries that leading axis N.
+Results and inputs are keyed by tensor name; a name that several tensors share is refused
+(say which, and give the index); ``TensorInfo.key`` is the name, or ``"name#index"`` for
+such duplicates.  Every bad input raises :class:`qsim.errors.QsimError`.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+from . import fixedpoint as fp
+from . import inputs as qin
+from . import ir
+from . import reference as ref
+from .errors import QsimError
+from .interpreter import PreparedGraph, conform_shape, prepare_graph
+from .profiles import get_profile
+
+__all__ = ["load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "ProfileReport"]
+
+Key = Union[str, int]
+KEEP = ("outputs", "all")
+
+
+# ------------------------------------------------------------------ tensors
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the model: identity, shape, type and affine quantization.
+
+    ``scales`` / ``zero_points`` hold one value (per tensor) or one per channel along
+    ``axis`` (TFLite's quantized_dimension); ``scale`` / ``zero_point`` are the single
+    per-tensor values (None when per channel or unquantized).  Real = scale * (q - zero_point).
+    """
+
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scales: np.ndarray | None
+    zero_points: np.ndarray | None
+    axis: int | None
+    is_const: bool
+    key: str  # the name, or "name#index" when other tensors share the name
+
+    @classmethod
+    def of(cls, t: ir.Tensor, key: str) -> "TensorInfo":
+        """The TensorInfo of an IR tensor."""
+        q = t.quant
+        return cls(t.name, t.index, tuple(t.shape), np.dtype(t.dtype),
+                   None if q is None else np.asarray(q.scale, np.float64),
+                   None if q is None else np.asarray(q.zero_point, np.int64),
+                   None if q is None else int(q.axis), t.is_const, key)
+
+    @property
+    def per_channel(self) -> bool:
+        """True when quantized with one scale per channel along ``axis``."""
+        return self.scales is not None and self.scales.size > 1
+
+    @property
+    def scale(self) -> float | None:
+        """The per-tensor scale (None when per channel or unquantized)."""
+        return None if self.scales is None or self.per_channel else float(self.scales[0])
+
+    @property
+    def zero_point(self) -> int | None:
+        """The per-tensor zero point (None when per channel or unquantized)."""
+        return None if self.zero_points is None or self.per_channel else int(self.zero_points[0])
+
+    def _broadcast(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-tensor values as a scalar; per-channel ones shaped to broadcast along ``axis`` of an
+        array of ``shape`` (the tensor's shape, or one with a leading batch axis)."""
+        if values.size == 1:
+            return values.reshape(())
+        ax = self.axis - len(self.shape) + len(shape)
+        if ax < 0 or shape[ax] != values.size:
+            raise QsimError(f"tensor '{self.name}' is quantized per channel ({values.size} channels along axis "
+                            f"{self.axis} of {list(self.shape)}); an array of shape {list(shape)} does not match.")
+        out = [1] * len(shape)
+        out[ax] = values.size
+        return values.reshape(out)
+
+    def _need_quant(self, what: str) -> None:
+        if self.scales is None or not np.issubdtype(self.dtype, np.integer):
+            raise QsimError(f"tensor '{self.name}' ({self.dtype}) has no quantization parameters; "
+                            f"there is nothing to {what}.")
+
+    def quantize(self, x) -> np.ndarray:
+        """Real values -> this tensor's integer type: TFLite's QUANTIZE rule
+        (:func:`qsim.fixedpoint.quantize_affine`: round half away from zero, clamp to the dtype)."""
+        self._need_quant("quantize with")
+        a = np.asarray(x)
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise QsimError(f"cannot quantize {a.dtype} data for '{self.name}': give numbers.")
+        if not np.all(np.isfinite(a)):
+            raise QsimError(f"data to quantize for '{self.name}' contains NaN or infinity.")
+        info = np.iinfo(self.dtype)
+        return fp.quantize_affine(a, self._broadcast(self.scales, a.shape), self._broadcast(self.zero_points, a.shape),
+                                  int(info.min), int(info.max)).astype(self.dtype)
+
+    def dequantize(self, q) -> np.ndarray:
+        """Integers -> real values (float64): scale * (q - zero_point)."""
+        self._need_quant("dequantize with")
+        a = np.asarray(q)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise QsimError(f"dequantize expects integers for '{self.name}', got {a.dtype}.")
+        return (self._broadcast(self.scales, a.shape)
+                * (a.astype(np.float64) - self._broadcast(self.zero_points, a.shape)))
+
+    def as_dict(self) -> dict:
+        """JSON-ready description."""
+        return {"name": self.name, "index": self.index, "shape": list(self.shape), "dtype": str(self.dtype),
+                "scale": self.scale, "zero_point": self.zero_point,
+                "scales": None if self.scales is None else self.scales.tolist(),
+                "zero_points": None if self.zero_points is None else self.zero_points.tolist(), "axis": self.axis}
+
+
+# ------------------------------------------------------------------ results
+
+@dataclass(frozen=True)
+class TopK:
+    """One of the k largest entries of a row of class scores."""
+
+    index: int  # class index in the last axis
+    real: float  # dequantized score
+    q: int  # the integer
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"index": self.index, "real": self.real, "q": self.q}
+
+
+def _real(info: TensorInfo, q: np.ndarray) -> np.ndarray:
+    """Dequantized values of a per-tensor quantized tensor, else the values as float64."""
+    if info.scale is not None:
+        return info.dequantize(q)
+    return np.asarray(q).astype(np.float64)
+
+
+def _top_k_row(real: np.ndarray, q: np.ndarray, k: int) -> list[TopK]:
+    """The k largest of one row of class scores; ties keep the lower index first."""
+    order = np.argsort(-real, kind="stable")[:k]
+    return [TopK(int(i), float(real[i]), int(q[i])) for i in order]
+
+
+@dataclass
+class RunResult:
+    """Tensors of one run, keyed by tensor name (``result["name"]``; an index works too).
+
+    ``batch`` is None for a single sample (arrays have the tensors' shapes) or N for a
+    batched run (arrays have a leading axis of N in place of the batch dimension 1).
+    """
+
+    model: "Model"
+    values: dict[int, np.ndarray]  # tensor index -> integers
+    profile: str
+    batch: int | None = None
+
+    def __getitem__(self, key: Key) -> np.ndarray:
+        t = self.model.tensor(key)
+        if t.index not in self.values:
+            raise QsimError(f"tensor '{t.name}' was not kept by this run; run with keep='all'.")
+        return self.values[t.index]
+
+    def __contains__(self, key: Key) -> bool:
+        try:
+            return self.model.tensor(key).index in self.values
+        except QsimError:
+            return False
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Graph outputs, {key: integer array}, in graph output order."""
+        return {t.key: self.values[t.index] for t in self.model.outputs}
+
+    @property
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every tensor this run kept (the outputs, or inputs and all op outputs with keep='all')."""
+        return {self.model.tensors[i].key: v for i, v in sorted(self.values.items())}
+
+    def dequantized(self, which: str = "outputs") -> dict[str, np.ndarray]:
+        """Real values (float64) of the outputs (``which="outputs"``) or of every kept tensor ("all");
+        tensors without per-tensor quantization are returned as float64 values unchanged."""
+        if which not in KEEP:
+            raise QsimError(f"dequantized(which=...) takes 'outputs' or 'all', got {which!r}.")
+        keys = [t.index for t in self.model.outputs] if which == "outputs" else sorted(self.values)
+        return {self.model.tensors[i].key: _real(self.model.tensors[i], self.values[i]) for i in keys}
+
+    def top_k(self, k: int = 5, output: Key | None = None) -> list:
+        """The k largest scores of an output (default: the first) whose values are one row of classes.
+
+        A single sample gives a list of :class:`TopK`; a batched run one such list per sample.
+        An output with more than one row per sample (not class scores) gives [].
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+            raise QsimError(f"top-k must be an integer >= 0, got {k!r}.")
+        info = self.model.outputs[0] if output is None else self.model.tensor(output)
+        q = np.asarray(self[info.index])
+        rows = [q] if self.batch is None else list(q)
+        out = []
+        for row in rows:
+            real = _real(info, row)
+            flat = real.reshape(-1, real.shape[-1]) if real.ndim else real.reshape(1, 1)
+            out.append(_top_k_row(flat[0], np.asarray(row).reshape(-1), int(k)) if k and flat.shape[0] == 1 else [])
+        return out[0] if self.batch is None else out
+
+    def output_docs(self, k: int = 5) -> list:
+        """Per graph output: name, index, shape, dtype, scale, zero point, q, real and top-k
+        (what ``qsim run --json`` prints); a batched run gives one such list per sample."""
+        if self.batch is not None:
+            return [self.sample(i).output_docs(k) for i in range(self.batch)]
+        docs = []
+        for info in self.model.outputs:
+            q = np.asarray(self.values[info.index])
+            docs.append({"name": info.name, "index": info.index, "shape": list(q.shape), "dtype": str(q.dtype),
+                         "scale": info.scale, "zero_point": info.zero_point, "q": q.tolist(),
+                         "real": _real(info, q).tolist(),
+                         "top_k": [t.as_dict() for t in self.top_k(k, info.index)]})
+        return docs
+
+    def sample(self, i: int) -> "RunResult":
+        """Sample ``i`` of a batched result, as a single-sample result."""
+        if self.batch is None:
+            if i != 0:
+                raise QsimError(f"this result holds one sample; sample({i}) does not exist.")
+            return self
+        if not 0 <= i < self.batch:
+            raise QsimError(f"sample {i} out of range: the batch holds {self.batch}.")
+        vals = {t: v[i:i + 1].reshape(self.model.graph.tensors[t].shape) for t, v in self.values.items()}
+        return RunResult(self.model, vals, self.profile, None)
+
+    def save(self, path: str | Path) -> Path:
+        """Write every kept tensor to an .npz archive, one array per tensor key (name)."""
+        p = Path(path)
+        try:
+            with open(p, "wb") as f:
+                np.savez(f, **self.tensors)
+        except OSError as e:
+            raise QsimError(f"cannot write {p}: {e.strerror or e}") from None
+        return p
+
+
+@dataclass
+class CheckReport:
+    """qsim vs the reference interpreters over ``n_inputs`` inferences (from :func:`qsim.reference.check`).
+
+    ``comparisons``: one :class:`qsim.reference.Comparison` per reference (per-op rows in
+    ``.layers``); ``xnnpack``: LiteRT's default kernels vs BUILTIN_REF on the outputs
+    (informational), or a reason string, or None when not measured.
+    """
+
+    model: str
+    inputs: str  # where the inputs came from
+    n_inputs: int
+    comparisons: list
+    ok: bool
+    xnnpack: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[dict]:
+        """Per reference and op output tensor: mismatching elements and max |diff| (LSB)."""
+        return [{"reference": c.reference, "profile": c.profile, **d.as_dict()}
+                for c in self.comparisons if c.refused is None for d in c.layers]
+
+    @property
+    def first_divergence(self) -> dict | None:
+        """The first op output (in execution order, first reference first) that differs, or None."""
+        return next((r for r in self.rows if r["mismatches"]), None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready report (what ``qsim check --json`` prints)."""
+        return {"model": self.model, "inputs": self.inputs, "ok": self.ok, "exit_code": 0 if self.ok else 1,
+                "warnings": self.warnings, "comparisons": [c.as_dict() for c in self.comparisons],
+                "first_divergence": self.first_divergence,
+                "xnnpack_vs_reference": (self.xnnpack if self.xnnpack is None or isinstance(self.xnnpack, str)
+                                         else [d.as_dict() for d in self.xnnpack])}
+
+    def __str__(self) -> str:
+        from . import report
+        lines = [f"model: {self.model}  inputs: {self.inputs}"]
+        for c in self.comparisons:
+            lines += ["", report.render_comparison(c)]
+        x = self.xnnpack
+        if x is not None:
+            lines.append("\ninformational: LiteRT default kernels (XNNPACK) vs LiteRT BUILTIN_REF, graph outputs:")
+            if isinstance(x, str):
+                lines.append("  " + x)
+            else:
+                lines += [f"  '{d.name}': {d.mismatches} of {d.elements * self.n_inputs} elements differ, "
+                          f"max |diff| {d.max_diff} LSB" for d in x]
+        lines.append("\nRESULT: " + ("bit-exact" if self.ok else "MISMATCH"))
+        return "\n".join(lines)
+
+
+@dataclass
+class ProfileReport:
+    """The accelerator model's estimate (:class:`qsim.accel.profile.ProfileResult` in ``result``).
+
+    ``layers``: one record per op (cycles, utilization, DRAM bytes, bound, accumulator
+    range...); ``totals``: whole-model figures.  Cycles at ``result.cfg.clock_mhz``.
+    """
+
+    result: Any
+
+    @property
+    def layers(self) -> list[dict]:
+        """Per-layer records (dicts, the JSON/CSV fields)."""
+        return [L.as_dict() for L in self.result.layers]
+
+    @property
+    def totals(self) -> dict:
+        """Whole-model totals: cycles, latency_ms, MAC utilization, DRAM bytes, datapath statistics."""
+        return self.result.totals
+
+    @property
+    def hw(self):
+        """The :class:`qsim.accel.config.HwConfig` that was modelled."""
+        return self.result.cfg
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """One JSON document: model, input, hardware, totals, layers."""
+        return json.dumps(self.result.as_dict(), indent=indent)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The per-layer table as CSV text (also written to ``path`` when given)."""
+        from .accel import report
+        text = report.csv_text(self.result)
+        if path is not None:
+            try:
+                Path(path).write_text(text, encoding="utf-8")
+            except OSError as e:
+                raise QsimError(f"cannot write CSV to {path}: {e.strerror or e}") from None
+        return text
+
+    def trace(self, path: str | Path) -> Path:
+        """Write a Chrome/Perfetto trace-event JSON file (open in ui.perfetto.dev)."""
+        from .accel import trace
+        if not any(L.timing.events for L in self.result.layers) and self.totals.get("cycles"):
+            raise QsimError("this profile was made without trace events; call profile(..., events=True).")
+        trace.write_trace(self.result, path)
+        return Path(path)
+
+    def to_pandas(self):
+        """The per-layer records as a pandas DataFrame (needs pandas installed)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise QsimError("to_pandas() needs pandas (pip install pandas); to_csv() and layers need nothing.") from None
+        return pd.DataFrame(self.layers)
+
+    def __str__(self) -> str:
+        from .accel import report
+        return report.table(self.result)
+
+
+# ------------------------------------------------------------------ the model
+
+def load(model: "str | Path | bytes | bytearray | Model", name: str | None = None) -> "Model":
+    """Open a .tflite model from a path or from bytes (``name`` labels bytes in messages).
+
+    Loading parses the file only; ops are validated and prepared on first use
+    (``run``/``check``/``profile``/``codegen``), so unsupported models can still be inspected.
+    """
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, memoryview):
+        model = bytes(model)
+    if not isinstance(model, (str, Path, bytes, bytearray)):
+        raise QsimError(f"qsim.load expects a path or the bytes of a .tflite file, got {type(model).__name__}.")
+    m = ref.Model.open(model, source=name or "<bytes>")
+    return Model(m.blob, m.graph, m.path)
+
+
+class Model:
+    """A loaded int8 TFLite model: its tensors, and run / check / profile / codegen.
+
+    Prepared graphs (multipliers, shifts, LUTs) are built once per rounding profile and cached.
+    """
+
+    def __init__(self, blob: bytes, graph: ir.Graph, path: str | None = None):
+        self.blob = blob
+        self.graph = graph
+        self.path = path
+        counts = Counter(t.name for t in graph.tensors)
+        self.tensors: list[TensorInfo] = [
+            TensorInfo.of(t, t.name if counts[t.name] == 1 else f"{t.name}#{t.index}") for t in graph.tensors]
+        self._by_key = {t.key: t for t in self.tensors}
+        self._dup = {n for n, c in counts.items() if c > 1}
+        self._prepared: dict[str, PreparedGraph] = {}
+
+    def __repr__(self) -> str:
+        return (f"<qsim.Model {self.source}: {len(self.graph.operators)} ops, inputs "
+                f"{[(t.name, list(t.shape), str(t.dtype)) for t in self.inputs]}>")
+
+    @property
+    def source(self) -> str:
+        """The file path, or the name given to the bytes."""
+        return self.path or self.graph.source or "<bytes>"
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """The graph inputs, in order."""
+        return [self.tensors[i] for i in self.graph.inputs]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        """The graph outputs, in order."""
+        return [self.tensors[i] for i in self.graph.outputs]
+
+    def tensor(self, key: Key) -> TensorInfo:
+        """A tensor by name (or ``TensorInfo.key``) or by index."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 0 <= int(key) < len(self.tensors):
+                raise QsimError(f"tensor index {key} out of range: the model has {len(self.tensors)} tensors.")
+            return self.tensors[int(key)]
+        if isinstance(key, TensorInfo):
+            return self.tensors[key.index]
+        if not isinstance(key, str):
+            raise QsimError(f"a tensor is named by its name (str) or index (int), got {type(key).__name__}.")
+        if key in self._dup:
+            idx = [t.index for t in self.tensors if t.name == key]
+            raise QsimError(f"tensor name '{key}' is used by {len(idx)} tensors (indices {idx}); "
+                            f"name one by its index or key ('{key}#{idx[0]}').")
+        if key not in self._by_key:
+            names = ", ".join(repr(t.name) for t in self.inputs + self.outputs)
+            raise QsimError(f"no tensor named '{key}' in {self.source} (inputs and outputs: {names}).")
+        return self._by_key[key]
+
+    def prepared(self, profile: str = "tflm") -> PreparedGraph:
+        """The graph prepared under a rounding profile (tflm, litert, single); cached."""
+        name = get_profile(profile).name
+        if name not in self._prepared:
+            self._prepared[name] = prepare_graph(self.graph, name)
+        return self._prepared[name]
+
+    # -------------------------------------------------------------- inputs
+
+    def random_inputs(self, n: int = 1, seed: int = 0) -> list[list[np.ndarray]]:
+        """``n`` samples uniform over each input dtype's range (``np.random.default_rng(seed)``)."""
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise QsimError(f"the number of random inputs must be at least 1, got {n!r}.")
+        return qin.random_inputs(self.graph, int(n), seed=seed)
+
+    def read_inputs(self, path: str | Path, float_input: bool = False,
+                    image_mode: str = "shift") -> tuple[dict[str, np.ndarray], list[str]]:
+        """Read samples from a file (.npy/.npz/.bmp/.png, see :mod:`qsim.inputs`).
+
+        Returns ({input key: array}, warnings), which :meth:`run`, :meth:`check`,
+        :meth:`profile` and :meth:`codegen` take.  An .npy whose array has a leading batch
+        axis of N (in place of the input's batch dimension 1) holds N samples; the array
+        keeps that axis.
+        """
+        p = Path(path)
+        keys = [t.key for t in self.inputs]
+        if p.suffix.lower() == ".npy" and len(self.graph.inputs) == 1 and p.is_file():
+            t = self.graph.tensors[self.graph.inputs[0]]
+            try:
+                a = np.load(p, allow_pickle=False)
+            except Exception:
+                a = None  # load_inputs below reports it
+            if isinstance(a, np.ndarray) and _batch_axis(a, t) and a.shape[0] != 1:
+                if float_input:
+                    q = [qin.quantize_real(s, t) for s in a.reshape(a.shape[0], *t.shape)]
+                    return {keys[0]: np.concatenate([s for s, _ in q])}, sorted({w for _, w in q if w})
+                return {keys[0]: np.concatenate([qin.coerce_integer(s, t) for s in a.reshape(a.shape[0], *t.shape)])}, []
+        loaded = qin.load_inputs(p, self.graph, float_input=float_input, image_mode=image_mode)
+        return dict(zip(keys, loaded.arrays)), loaded.warnings
+
+    def _batch(self, x) -> tuple[dict[int, np.ndarray], bool]:
+        """Any accepted input form -> ({input index: [N, ...] array}, batched)."""
+        g = self.graph
+        if isinstance(x, (list, tuple)):
+            if not x:
+                raise QsimError("no input given: an empty list.")
+            one_sample = len(g.inputs) > 1 and len(x) == len(g.inputs) and all(
+                isinstance(a, np.ndarray) for a in x)
+            if not one_sample:  # a list of samples
+                samples = []
+                for k, s in enumerate(x):
+                    one, batched = self._sample(s)
+                    if batched:
+                        raise QsimError(f"element {k} of the list holds {next(iter(one.values())).shape[0]} "
+                                        "samples; a list holds one sample per element (or pass one array "
+                                        "with a leading batch axis).")
+                    samples.append(one)
+                return {t: np.concatenate([s[t] for s in samples]) for t in g.inputs}, True
+        return self._sample(x)
+
+    def _sample(self, x) -> tuple[dict[int, np.ndarray], bool]:
+        """One sample (an array, {key: array} or arrays in input order; arrays may carry a batch axis)."""
+        g = self.graph
+        if isinstance(x, Mapping):
+            items = {self.tensor(k).index: v for k, v in x.items()}
+            extra = [self.tensors[i].name for i in items if i not in g.inputs]
+            if extra:
+                raise QsimError(f"{', '.join(map(repr, extra))} is not an input of the model; inputs: "
+                                f"{', '.join(repr(t.name) for t in self.inputs)}.")
+        elif isinstance(x, (list, tuple)):
+            if len(x) != len(g.inputs):
+                raise QsimError(f"a sample given as a list holds one array per input: the model has "
+                                f"{len(g.inputs)} input(s), the list {len(x)}.")
+            items = dict(zip(g.inputs, x))
+        else:
+            if len(g.inputs) != 1:
+                raise QsimError(f"the model has {len(g.inputs)} inputs ({', '.join(repr(t.name) for t in self.inputs)}); "
+                                "give a {name: array} dict or a list of arrays in that order.")
+            items = {g.inputs[0]: x}
+        missing = [self.tensors[i].name for i in g.inputs if i not in items]
+        if missing:
+            raise QsimError(f"missing input(s) {', '.join(map(repr, missing))}.")
+        out, batched = {}, False
+        for i in g.inputs:
+            t = g.tensors[i]
+            try:
+                a = np.asarray(items[i])
+            except ValueError as e:
+                raise QsimError(f"input '{t.name}' is not a rectangular array: {e}") from None
+            if a.dtype == object:
+                raise QsimError(f"input '{t.name}' must be a numeric array, got {type(items[i]).__name__}.")
+            if np.issubdtype(a.dtype, np.floating) and np.issubdtype(t.dtype, np.integer) and t.quant is not None:
+                k = list(g.inputs).index(i)
+                raise QsimError(f"input '{t.name}' must be {np.dtype(t.dtype)}, got {a.dtype} data. It looks "
+                                f"real-valued: quantize it first with model.inputs[{k}].quantize(x) (scale "
+                                f"{t.quant.scale0:.6g}, zero point {t.quant.zp0}).")
+            if np.issubdtype(a.dtype, np.integer):
+                a = qin.coerce_dtype(a, t)  # e.g. int64 values that all fit int8
+            if _batch_axis(a, t):
+                a = a.reshape(a.shape[0], *t.shape[1:]) if a.ndim > len(t.shape) else a
+                batched = batched or a.shape[0] != 1
+            else:
+                a = conform_shape(a, t)
+                a = a if _batch1(t) else a[None]
+            out[i] = a
+        sizes = {a.shape[0] for a in out.values()}
+        if len(sizes) > 1:
+            raise QsimError(f"the inputs hold different numbers of samples ({sorted(sizes)}).")
+        if 0 in sizes:
+            raise QsimError("no input given: a batch of 0 samples.")
+        return out, batched
+
+    def _samples(self, x) -> list[list[np.ndarray]]:
+        """Any accepted input form -> a list of samples, each a list of arrays in graph input order."""
+        batch, _ = self._batch(x)
+        n = next(iter(batch.values())).shape[0]
+        return [[np.ascontiguousarray(batch[t][k:k + 1]).reshape(self.graph.tensors[t].shape) for t in self.graph.inputs]
+                for k in range(n)]
+
+    # -------------------------------------------------------------- run
+
+    def run(self, x, profile: str = "tflm", keep: str = "outputs", batch_size: int | None = None) -> RunResult:
+        """Run the integer graph under a rounding ``profile`` ("tflm", "litert", "single").
+
+        ``x``: one sample, a list of samples, or arrays with a leading batch axis (module doc);
+        integers of the inputs' dtype (quantize real data with ``model.inputs[k].quantize``).
+        ``keep``: "outputs" or "all" (the inputs and every op output too).  ``batch_size``:
+        evaluate at most that many samples at a time (bounds memory on large batches).
+        """
+        if keep not in KEEP:
+            raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise QsimError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+        batch, batched = self._batch(x)
+        prep = self.prepared(profile)
+        n = next(iter(batch.values())).shape[0]
+        step = n if batch_size is None else int(batch_size)
+        chunks = [_run_batch(prep, {t: a[s:s + step] for t, a in batch.items()}, keep == "all")
+                  for s in range(0, n, step)]
+        values = {t: np.concatenate([c[t] for c in chunks]) if len(chunks) > 1 else chunks[0][t] for t in chunks[0]}
+        if not batched:
+            values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
+        return RunResult(self, values, prep.profile.name, n if batched else None)
+
+    # -------------------------------------------------------------- check
+
+    def check(self, inputs=None, reference: str = "both", profile: str | None = None, seed: int = 0,
+              xnnpack: bool = False) -> CheckReport:
+        """Compare every op output against LiteRT BUILTIN_REF ("litert"), TFLite Micro ("tflm") or "both".
+
+        ``inputs``: samples as :meth:`run` takes them, an int N (N seeded random samples) or None
+        (3 random samples).  ``profile``: None uses each reference's own rounding profile.
+        ``xnnpack``: also measure LiteRT's default kernels (informational).  Raises QsimError
+        when no reference could run the model (each one's reason in the message).
+        """
+        refs = {"both": ref.REFERENCES, "litert": ("litert",), "tflm": ("tflm",)}.get(reference)
+        if refs is None:
+            raise QsimError(f"unknown reference '{reference}'; choose one of: litert, tflm, both")
+        if profile is not None:
+            get_profile(profile)
+        if inputs is None or (isinstance(inputs, (int, np.integer)) and not isinstance(inputs, bool)):
+            n = 3 if inputs is None else int(inputs)
+            sets = self.random_inputs(n, seed)
+            source = f"{n} random input(s), seed {seed}"
+        else:
+            sets = self._samples(inputs)
+            source = f"{len(sets)} given input(s)"
+        m = ref.Model(self.blob, self.graph, self.path)
+        result = ref.check(m, sets, references=refs, xnnpack=xnnpack, profile=profile)
+        if not any(c.refused is None for c in result["comparisons"]):
+            reasons = "; ".join(c.summary() for c in result["comparisons"])
+            raise QsimError(f"nothing was compared: {reasons}." + (" Try --reference tflm." if "tflm" not in refs else ""))
+        return CheckReport(self.source, source, len(sets), result["comparisons"], bool(result["ok"]),
+                           result.get("xnnpack"))
+
+    # -------------------------------------------------------------- datasets
+
+    def dataset(self, path: str | Path, labels: str | Path | None = None, mean=None, std=None,
+                image_mode: str = "shift"):
+        """Open a dataset for this model's input (:func:`qsim.data.open_dataset`): ``.npy``,
+        ``.npz`` (x, y), or a folder of class sub-folders of images; ``labels`` a labels.txt;
+        ``mean``/``std`` normalize real pixels, real = (x - mean) / std, before quantization with
+        the input's own scale and zero point.  Nothing is decoded until it is iterated."""
+        from .data import open_dataset
+        return open_dataset(path, self.graph, labels=labels, mean=mean, std=std, image_mode=image_mode)
+
+    def eval(self, data, labels: str | Path | None = None, profile: str = "tflm", batch_size: int = 64,
+             limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False):
+        """Run a whole dataset (a path as :meth:`dataset` takes it, or an opened dataset) batched:
+        top-1/top-5 accuracy when it has labels, per-output statistics otherwise.
+        Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``)."""
+        from .evaluate import evaluate
+        if isinstance(data, (str, Path)):
+            data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
+        if batch_size < 1:
+            raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
+        return evaluate(self.prepared(profile), data, batch_size=batch_size, limit=limit, progress=progress)
+
+    # -------------------------------------------------------------- profile
+
+    def profile(self, hw: Any = "edge16", inputs: Any = "random", seed: int = 0, events: bool = True,
+                **overrides) -> ProfileReport:
+        """The cycle-approximate accelerator model (:mod:`qsim.accel`) on hardware ``hw``.
+
+        ``hw``: a preset name (tiny8, edge16, big32), a .toml path or a HwConfig.  ``overrides``:
+        any HwConfig field (``rows=32, cols=32, dataflow="os", acc_bits=24``...), plus
+        ``array="RxC"`` and ``sram_kib=`` (all three SRAM buffers).  ``inputs``: "random" (one
+        sample from ``seed``), a sample as :meth:`run` takes it, or None (timing only, no values
+        through the datapath).  ``events``: keep the spans :meth:`ProfileReport.trace` writes.
+        """
+        from .accel import config
+        from .accel.profile import prepare_profile
+        cfg = hw if isinstance(hw, config.HwConfig) else config.load_hw(hw)
+        changes = dict(overrides)
+        if changes.get("array") is not None:
+            changes["rows"], changes["cols"] = config.parse_array(changes.pop("array"))
+        changes.pop("array", None)
+        sram = changes.pop("sram_kib", None)
+        if sram is not None:
+            changes.update(ifmap_sram_kib=sram, weight_sram_kib=sram, output_sram_kib=sram)
+        cfg = cfg.with_overrides(**changes) if changes else cfg
+        cached = self._prepared.get(cfg.rounding_profile)
+        pp = prepare_profile(self.graph, cfg, cached, events=events)
+        values = None
+        label = ""
+        if isinstance(inputs, str) and inputs == "random":
+            values, label = self.random_inputs(1, seed)[0], f"random (seed {seed})"
+        elif inputs is not None:
+            samples = self._samples(inputs)
+            if len(samples) != 1:
+                raise QsimError(f"profile takes one input sample, got {len(samples)}.")
+            values, label = samples[0], "given input"
+        result = pp.run(values)
+        if pp.prepared is not None:
+            self._prepared.setdefault(pp.prepared.profile.name, pp.prepared)
+        result.input = label
+        return ProfileReport(result)
+
+    # -------------------------------------------------------------- codegen
+
+    def codegen(self, out_dir: str | Path, name: str | None = None, target: str = "host",
+                rounding: str = "double", force: bool = False, inputs=None):
+        """Generate C99 firmware (:mod:`codegen`) into ``out_dir``; returns its GenerateResult.
+
+        ``rounding``: "double" (TFLite Micro's default) or "single" (TFLITE_SINGLE_ROUNDING).
+        ``inputs`` (samples as :meth:`run` takes them): also write ``input.bin`` (the samples'
+        input bytes back to back), ``expected.bin`` (qsim's outputs for them under the matching
+        rounding profile) and ``expected_trace.bin`` (every op's output, in op order, per
+        sample), which the generated Makefile's ``check`` / ``check-qemu`` targets compare with
+        the C program's ``output.bin`` / ``trace.bin``.
+        """
+        from codegen import emit  # the one import of the generator package
+        batch = None
+        if inputs is not None:
+            if rounding not in emit.ROUNDING_PROFILES:
+                raise QsimError(f"unknown rounding '{rounding}'; choose double (TFLM default) or single.")
+            batch, _ = self._batch(inputs)
+        result = emit.generate(self.graph, out_dir, name=name, target=target, rounding=rounding, force=force)
+        if batch is not None:
+            g = self.graph
+            vals = _run_batch(self.prepared(emit.ROUNDING_PROFILES[rounding]), batch, True)
+            n = next(iter(batch.values())).shape[0]
+            files = {"input.bin": g.inputs, "expected.bin": g.outputs,
+                     "expected_trace.bin": [op.outputs[0] for op in g.operators]}
+            for fname, tensors in files.items():
+                blob = b"".join(np.ascontiguousarray(vals[t][k]).tobytes() for k in range(n) for t in tensors)
+                (result.out_dir / fname).write_bytes(blob)
+                result.files.append(result.out_dir / fname)
+            result.check_samples = n
+        return result
+
+
+def _batch_axis(a: np.ndarray, t: ir.Tensor) -> bool:
+    """True when ``a`` is [N, *t.shape[1:]] (or [N, *t.shape]) for a tensor whose batch dimension is 1."""
+    s = tuple(t.shape)
+    if not s or s[0] != 1:
+        return False
+    return (a.ndim == len(s) and tuple(a.shape[1:]) == s[1:]) or (a.ndim == len(s) + 1 and tuple(a.shape[1:]) == s)
+
+
+def _run_batch(prep: PreparedGraph, batch: dict[int, np.ndarray], keep_all: bool) -> dict[int, np.ndarray]:
+    """Evaluate N samples ({input index: [N, ...]}) -> {tensor index: [N, ...]}.
+
+    The one place the API evaluates a batch: sample by sample until PreparedGraph.run takes a
+    leading batch axis, then ``return prep.run(batch, keep_all=keep_all)``.
+    """
+    n = next(iter(batch.values())).shape[0]
+    g = prep.graph
+    runs = [prep.run({t: a[k:k + 1].reshape(g.tensors[t].shape) for t, a in batch.items()}, keep_all=keep_all)
+            for k in range(n)]
+    return {t: np.concatenate([r[t].reshape(1, *g.tensors[t].shape[1:]) if _batch1(g.tensors[t])
+                               else r[t][None] for r in runs]) for t in runs[0]}
+
+
+def _batch1(t: ir.Tensor) -> bool:
+    return bool(t.shape) and t.shape[0] == 1
