@@ -244,9 +244,9 @@ def test_run_random_n(tmp_path, capsys):
 
 
 def test_image_mode_warning_on_real_and_synthetic_images():
-    from qsim.inputs import image_mode_warning, read_bmp
-    person = read_bmp(shared_model("person.bmp"))  # int8 values stored as bytes (TFLM's test image)
-    no_person = read_bmp(shared_model("no_person.bmp"))  # ordinary 0..255 pixels
+    from qsim.inputs import image_mode_warning, read_image
+    person = read_image(shared_model("person.bmp"), "raw")  # int8 values stored as bytes (TFLM's test image)
+    no_person = read_image(shared_model("no_person.bmp"), "raw")  # ordinary 0..255 pixels
     assert "--image-mode raw" in image_mode_warning(person, "shift", "person.bmp")
     assert image_mode_warning(person, "raw") is None
     assert image_mode_warning(no_person, "shift") is None
