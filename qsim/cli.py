@@ -139,12 +139,16 @@ def _warn(msgs: list[str]) -> None:
 
 
 def cmd_inspect(args) -> int:
-    g = load(args.model)
+    g = load(args.model, validate=False)  # an invalid model is shown with its problems, then exit 2
     s = report.summarize(g)
     if args.json:
         _emit_json(s)
     else:
         print(report.render_summary(s))
+    if s["invalid"]:
+        print(f"qsim: error: {args.model} is not a valid TFLite model: {len(s['invalid'])} problem(s), "
+              "listed above.", file=sys.stderr)
+        return 2
     return 0
 
 
