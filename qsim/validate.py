@@ -22,7 +22,8 @@ from ``run`` but exit 0 from ``inspect``):
   biases carry the filter's axis 3, which TFLite Micro accepts);
 * data flow: every consumed tensor is a graph input, a constant, a variable, or
   the output of an *earlier* op (so the graph is acyclic and in order); no
-  tensor is written twice; every graph output is produced;
+  tensor is written twice; every graph output is produced by an op or is a
+  graph input (not a constant);
 * options: stride, dilation and filter sizes >= 1, depth multiplier >= 0
   (converters write 0 for "implied by the filter"), known padding and fused
   activation enums, CONCATENATION / SQUEEZE axes inside the rank, finite
@@ -342,6 +343,9 @@ def _check_dataflow(g: ir.Graph, problems: list[str]) -> None:
                 problems.append(f"{where}: output {k} {tensor_label(g, t)} is also written by op #{producer[t]}")
             available.add(t)
     for i in g.outputs:
-        if 0 <= i < n and i not in available:
+        if 0 <= i < n and g.tensors[i].is_const:
+            problems.append(f"graph output {tensor_label(g, i)} is a constant; qsim needs every output computed "
+                            "by an op (or passed through from a graph input)")
+        elif 0 <= i < n and i not in available:
             problems.append(f"graph output {tensor_label(g, i)} is never produced (no op writes it and it is "
-                            "neither a graph input nor a constant)")
+                            "not a graph input)")
