@@ -22,22 +22,13 @@ sys.path.insert(0, str(ROOT))
 from qsim import fuzz  # noqa: E402
 
 
-def seed_models() -> list[str]:
-    """The shared int8 models (the ones qsim runs) and the demo model."""
-    shared = ROOT.parent / "shared" / "models"
-    names = ["ad01_int8", "hello_world_int8", "keyword_scrambled_8bit", "kws_ref_model", "micro_speech_quantized",
-             "person_detect", "pretrainedResnet_quant", "trained_lstm_int8", "vww_96_int8"]
-    paths = [str(shared / f"{n}.tflite") for n in names if (shared / f"{n}.tflite").is_file()]
-    return paths + [str(ROOT / "examples" / "models" / "demo_cnn_int8.tflite")]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--start", type=int, default=0, help="first case number")
     a = ap.parse_args()
-    paths = seed_models()
+    paths = fuzz.seed_models(ROOT)
     print(f"{len(paths)} seed models: {', '.join(Path(p).name for p in paths)}", flush=True)
     t0 = time.time()
     res = fuzz.campaign(paths, a.seed, range(a.start, a.start + a.cases),

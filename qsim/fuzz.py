@@ -205,6 +205,16 @@ def _hostile(f: Field, facts: dict, rng: np.random.Generator) -> tuple[int | flo
     raise AssertionError(k)
 
 
+_OPTION_KINDS = {"stride", "dilation", "filter", "depth_multiplier", "padding", "activation"}
+# Edits that can make another edit's fault disappear (the op is gone, now reads other options, the
+# tensor has another type...): with one of these in the same case, that fault no longer certainly
+# makes the model invalid.
+_UNDOES = {k: {"operators_length", "opcode_index"} for k in _OPTION_KINDS}
+_UNDOES.update({"op_input": {"operators_length", "op_output"}, "op_output": {"operators_length"},
+                "opcode_index": {"operators_length"}, "operators_length": {"graph_input", "graph_output"},
+                "zero_point": {"tensor_type"}})
+
+
 @dataclass
 class Mutant:
     data: bytes
@@ -241,12 +251,12 @@ def mutate(models: list[tuple[str, bytes]], seed: int, case: int) -> Mutant:
     kinds = sorted(by_kind)  # a kind first (uniformly), then one of its fields: rare kinds get their share
     chosen = {int(rng.choice(by_kind[kinds[int(rng.integers(len(kinds)))]])) for _ in range(int(rng.integers(1, 4)))}
     must_fail, what = False, []
-    retyped = any(fields[int(ci)].kind == "tensor_type" for ci in chosen)
+    kinds_edited = {fields[int(ci)].kind for ci in chosen}
     for ci in chosen:
         f = fields[int(ci)]
         v, invalid = _hostile(f, facts, rng)
         struct.pack_into(f.fmt, buf, f.pos, _fit(f.fmt, v))
-        must_fail |= invalid and not (retyped and f.kind == "zero_point")  # a new type has another range
+        must_fail |= invalid and not (kinds_edited & _UNDOES.get(f.kind, set()))
         what.append(f"{f.kind}{f.info if f.info.get('op', f.info.get('tensor')) is not None else ''}={v}")
     return Mutant(bytes(buf), f"{name}: " + ", ".join(what), must_fail)
 
@@ -327,6 +337,17 @@ def _worker(seed: int, paths: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ campaign driver
+
+SEED_MODELS = ["ad01_int8", "hello_world_int8", "keyword_scrambled_8bit", "kws_ref_model", "micro_speech_quantized",
+               "person_detect", "pretrainedResnet_quant", "trained_lstm_int8", "vww_96_int8"]
+
+
+def seed_models(repo: Path) -> list[str]:
+    """The shared int8 models present in ``repo``/../shared/models, then the demo model."""
+    shared = Path(repo).resolve().parent / "shared" / "models"
+    paths = [str(shared / f"{n}.tflite") for n in SEED_MODELS if (shared / f"{n}.tflite").is_file()]
+    return paths + [str(Path(repo) / "examples" / "models" / "demo_cnn_int8.tflite")]
+
 
 @dataclass
 class Campaign:
