@@ -14,7 +14,8 @@ invalid marks the case ``must_fail``: such a mutant running to completion is a
 
 Every case goes through load -> prepare_graph -> run (random input) ->
 report.summarize/render (of the unvalidated graph, as ``qsim inspect`` does)
--> codegen.generate (C sources only) and must end in success or a QsimError.
+-> codegen.generate (C sources only) -> accel profile_graph (edge16, values)
+and must end in success or a QsimError.
 Cases run in a worker process (``python -m qsim.fuzz worker SEED MODEL...``)
 whose address space is capped at its start-up size + :data:`MEMORY_LIMIT`, so
 an allocation beyond it fails as a MemoryError (a reported crash) instead of
@@ -281,6 +282,8 @@ def run_case(m: Mutant, tmp: Path) -> dict:
     import warnings
 
     from codegen.emit import generate
+    from qsim.accel.config import load_hw
+    from qsim.accel.profile import profile_graph
     from qsim import inputs as qin, report
     from qsim.errors import QsimError
     from qsim.interpreter import prepare_graph
@@ -300,11 +303,13 @@ def run_case(m: Mutant, tmp: Path) -> dict:
                 pass
             g = load_bytes(m.data, source="mutant")
             prep = prepare_graph(g, "tflm")
-            prep.run(qin.random_inputs(g, 1, seed=0)[0], keep_all=False)
+            x = qin.random_inputs(g, 1, seed=0)[0]
+            prep.run(x, keep_all=False)
             ran = True
             out = tmp / "c"
             shutil.rmtree(out, ignore_errors=True)
             generate(str(model), out, name="net", force=True)
+            profile_graph(g, load_hw(), x, prepared=prep)
     except QsimError as e:
         outcome, error = "qsim", str(e).splitlines()[0][:200]
     except BaseException as e:  # noqa: BLE001 - the point is to catch every other exception
@@ -323,6 +328,7 @@ def _worker(seed: int, paths: list[str]) -> None:
     import tempfile
     models = [(Path(p).name, Path(p).read_bytes()) for p in paths]
     import codegen.emit  # noqa: F401  (import everything before capping the address space)
+    import qsim.accel.profile  # noqa: F401
     import qsim.interpreter  # noqa: F401
     import qsim.report  # noqa: F401
     with open("/proc/self/status") as f:
