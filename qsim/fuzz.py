@@ -320,7 +320,8 @@ def run_case(m: Mutant, tmp: Path) -> dict:
         outcome, error = "other", f"{type(e).__name__} at {site}: {str(e)[:200]}"
     secs = time.perf_counter() - t0
     silent = m.must_fail and ran
-    return {"outcome": outcome, "error": error, "secs": secs, "silent": silent, "desc": m.description,
+    return {"outcome": outcome, "error": error, "secs": secs, "silent": silent, "must_fail": m.must_fail,
+            "desc": m.description,
             "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
@@ -360,6 +361,7 @@ class Campaign:
     cases: int = 0
     ok: int = 0
     qsim_error: int = 0
+    must_fail: int = 0  # mutants invalid by construction (each must end in QsimError)
     other: list = field(default_factory=list)  # (case, error, description)
     silent: list = field(default_factory=list)
     slow: list = field(default_factory=list)
@@ -373,7 +375,8 @@ class Campaign:
 
     def summary(self) -> str:
         return (f"cases {self.cases}: ok {self.ok}, QsimError {self.qsim_error}, other exceptions "
-                f"{len(self.other)}, silent runs of invalid models {len(self.silent)}, slow (>{CASE_SECONDS:g} s) "
+                f"{len(self.other)}, silent runs of invalid models {len(self.silent)} (of {self.must_fail} invalid "
+                f"by construction), slow (>{CASE_SECONDS:g} s) "
                 f"{len(self.slow)}, hangs {len(self.hangs)}; slowest case {self.max_secs:.2f} s, "
                 f"worker max RSS {self.max_rss_kib / 1024:.0f} MiB")
 
@@ -408,6 +411,7 @@ def campaign(paths: list[str], seed: int, cases, env: dict | None = None, progre
                     res.qsim_error += 1
                 else:
                     res.other.append((case, r["error"], r["desc"]))
+                res.must_fail += r["must_fail"]
                 if r["silent"]:
                     res.silent.append((case, "invalid model ran", r["desc"]))
                 if r["secs"] > CASE_SECONDS:
