@@ -327,7 +327,7 @@ def run_case(m: Mutant, tmp: Path) -> dict:
 
 def _worker(seed: int, paths: list[str]) -> None:
     import tempfile
-    models = [(Path(p).name, Path(p).read_bytes()) for p in paths]
+    models = load_seeds(paths)
     import codegen.emit  # noqa: F401  (import everything before capping the address space)
     import qsim.accel.profile  # noqa: F401
     import qsim.interpreter  # noqa: F401
@@ -349,8 +349,50 @@ SEED_MODELS = ["ad01_int8", "hello_world_int8", "keyword_scrambled_8bit", "kws_r
                "person_detect", "pretrainedResnet_quant", "trained_lstm_int8", "vww_96_int8"]
 
 
+def options_model() -> bytes:
+    """A valid int8 model written with every default field stored (qsim.builder, force_defaults), so
+    that dilations, concatenation axes, paddings... exist in the file to be mutated (the published
+    models omit fields equal to their defaults).  CONV_2D -> DEPTHWISE (dilation 2) -> MAX_POOL ->
+    CONCATENATION -> RESHAPE -> FULLY_CONNECTED -> SOFTMAX."""
+    from . import ir
+    from .builder import ModelBuilder
+    rng = np.random.default_rng(0)
+    b = ModelBuilder(description="qsim.fuzz options model")
+    x = b.add_input("x", (1, 8, 8, 2), np.int8, scale=0.05, zero_point=0)
+    w1 = b.add_const("w1", rng.integers(-127, 128, (4, 3, 3, 2)).astype(np.int8), scale=[0.01, 0.02, 0.01, 0.03],
+                     zero_point=0, axis=0)
+    b1 = b.add_const("b1", rng.integers(-500, 500, 4).astype(np.int32), scale=[5e-4, 1e-3, 5e-4, 1.5e-3], zero_point=0)
+    y1 = b.add_tensor("y1", (1, 8, 8, 4), np.int8, scale=0.1, zero_point=-3)
+    b.add_op("CONV_2D", [x, w1, b1], [y1], ir.Conv2DOptions(padding="SAME", activation="RELU"))
+    w2 = b.add_const("w2", rng.integers(-127, 128, (1, 3, 3, 4)).astype(np.int8), scale=0.02, zero_point=0)
+    y2 = b.add_tensor("y2", (1, 8, 8, 4), np.int8, scale=0.1, zero_point=-3)
+    b.add_op("DEPTHWISE_CONV_2D", [y1, w2, -1], [y2], ir.DepthwiseConv2DOptions(dilation_h=2, dilation_w=2,
+                                                                                 depth_multiplier=1))
+    y3 = b.add_tensor("y3", (1, 4, 4, 4), np.int8, scale=0.1, zero_point=-3)
+    b.add_op("MAX_POOL_2D", [y2], [y3], ir.Pool2DOptions("VALID", 2, 2, 2, 2))
+    y4 = b.add_tensor("y4", (1, 4, 4, 8), np.int8, scale=0.1, zero_point=-3)
+    b.add_op("CONCATENATION", [y3, y3], [y4], ir.ConcatenationOptions(axis=3))
+    shape = b.add_const("shape", np.array([1, 128], np.int32))
+    y5 = b.add_tensor("y5", (1, 128), np.int8, scale=0.1, zero_point=-3)
+    b.add_op("RESHAPE", [y4, shape], [y5], ir.ReshapeOptions((1, 128)))
+    w3 = b.add_const("w3", rng.integers(-127, 128, (10, 128)).astype(np.int8), scale=0.01, zero_point=0)
+    b3 = b.add_const("b3", rng.integers(-500, 500, 10).astype(np.int32), scale=1e-3, zero_point=0)
+    y6 = b.add_tensor("y6", (1, 10), np.int8, scale=0.2, zero_point=0)
+    b.add_op("FULLY_CONNECTED", [y5, w3, b3], [y6], ir.FullyConnectedOptions())
+    y7 = b.add_tensor("y7", (1, 10), np.int8, scale=1 / 256, zero_point=-128)
+    b.add_op("SOFTMAX", [y6], [y7], ir.SoftmaxOptions(1.0))
+    b.mark_output(y7)
+    return b.build(force_defaults=True)
+
+
+def load_seeds(paths: list[str]) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the seed model files, plus :func:`options_model`."""
+    return [(Path(p).name, Path(p).read_bytes()) for p in paths] + [("options_model", options_model())]
+
+
 def seed_models(repo: Path) -> list[str]:
-    """The shared int8 models present in ``repo``/../shared/models, then the demo model."""
+    """The shared int8 models present in ``repo``/../shared/models, then the demo model
+    (the campaign adds :func:`options_model`)."""
     shared = Path(repo).resolve().parent / "shared" / "models"
     paths = [str(shared / f"{n}.tflite") for n in SEED_MODELS if (shared / f"{n}.tflite").is_file()]
     return paths + [str(Path(repo) / "examples" / "models" / "demo_cnn_int8.tflite")]

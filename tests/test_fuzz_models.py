@@ -41,7 +41,7 @@ def test_mutants_end_in_success_or_qsim_error(seed_paths):
 
 
 def test_mutator_is_deterministic_and_structure_aware(seed_paths):
-    models = [(Path(p).name, Path(p).read_bytes()) for p in seed_paths]
+    models = fuzz.load_seeds(seed_paths)
     a = [fuzz.mutate(models, 7, k) for k in range(40)]
     b = [fuzz.mutate(models, 7, k) for k in range(40)]
     assert [m.data for m in a] == [m.data for m in b]
@@ -74,7 +74,7 @@ def _input_file(data: bytes, path: Path) -> Path:
 
 
 def test_cli_on_mutants(seed_paths, tmp_path):
-    models = [(Path(p).name, Path(p).read_bytes()) for p in seed_paths]
+    models = fuzz.load_seeds(seed_paths)
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
     exits = []
     for k in range(N_CLI):
