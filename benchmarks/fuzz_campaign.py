@@ -8,6 +8,11 @@ Prints: cases, ok, QsimError, other exceptions, silent runs of invalid models, s
 start-up size + 2 GiB, so a larger allocation shows up as an "other exception"), then every
 failure with its case number (reproduce one: ``qsim.fuzz.mutate(models, seed, case)``).
 Exit 1 if any failure.
+
+Measured (2 processes, ``--seed 3 --cases 5000 --start 0`` and ``--start 5000``, 2-core shared
+machine, ~400 s wall each): 10,000 cases: 1,336 ran, 8,664 QsimError, 0 other exceptions, 0 silent
+runs (of 5,457 invalid by construction), 0 slow, 0 hangs; slowest case 1.1 s; worker peak RSS 69 MiB.
+Before qsim.validate, 300 cases of the same mutator gave 27 other exceptions and 28 silent runs.
 """
 from __future__ import annotations
 
