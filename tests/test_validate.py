@@ -471,3 +471,18 @@ def test_valid_models_have_no_violations(shared_models_dir):
 def test_zoo_models_have_no_violations():
     assert validate(load_bytes(zoo.small_cnn(), validate=False)) == []
     assert validate(load_bytes(zoo.mobilenet_v2_like(), validate=False)) == []
+
+
+def test_summarize_is_safe_on_an_invalid_graph():
+    """`qsim inspect`'s report renders a graph with out-of-range indices instead of crashing."""
+    from qsim import report
+    b = conv_model()
+    b.ops[0].inputs = (0, 9, 2)
+    b.outputs = [3, 12]
+    s = report.summarize(load_bytes(b.build(), source="t", validate=False))
+    assert "graph output 1 names tensor 12, out of range (the model has 4 tensors)" in s["invalid"]
+    assert s["outputs"][1]["name"] == "<tensor 12: out of range>"
+    assert s["ops"][0]["inputs"][1]["name"] == "<tensor 9: out of range>"
+    assert s["unsupported"] == [] and s["float_model"] is None
+    text = report.render_summary(s)
+    assert f"INVALID MODEL ({len(s['invalid'])} problem(s)):" in text
