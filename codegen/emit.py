@@ -23,6 +23,7 @@ from qsim.errors import QsimError, UnsupportedModelError
 from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
 from qsim.kernels.activations import softmax_abort_message, softmax_abort_row_length
 from qsim.loader import load
+from qsim.validate import raise_if_invalid
 from qsim.report import op_macs
 
 from . import planner, tables
@@ -252,7 +253,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         raise QsimError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
     if rounding not in ROUNDING_PROFILES:
         raise QsimError(f"unknown rounding '{rounding}'; choose double (TFLM default) or single.")
-    g = model if isinstance(model, ir.Graph) else load(model)
+    g = model if isinstance(model, ir.Graph) else load(model)  # load() validates
+    if isinstance(model, ir.Graph):
+        raise_if_invalid(g)
     source = g.source or "model"
     name = c_identifier(name or Path(source).stem or "model")
     out_dir = Path(out_dir)

@@ -378,11 +378,15 @@ class ProfileReport:
 
 # ------------------------------------------------------------------ the model
 
-def load(model: "str | Path | bytes | bytearray | Model", name: str | None = None) -> "Model":
+def load(model: "str | Path | bytes | bytearray | Model", name: str | None = None,
+         validate: bool = True) -> "Model":
     """Open a .tflite model from a path or from bytes (``name`` labels bytes in messages).
 
-    Loading parses the file only; ops are validated and prepared on first use
-    (``run``/``check``/``profile``/``codegen``), so unsupported models can still be inspected.
+    Loading parses the file and validates the whole model (:mod:`qsim.validate`: indices,
+    arity, shapes, quantization, data flow, options), raising :class:`qsim.errors.InvalidModelError`
+    with every violation; ``validate=False`` keeps an invalid model for :meth:`Model.summary`
+    (every other method validates again before it runs).  Ops are prepared on first use
+    (``run``/``check``/``profile``/``codegen``), so models with unsupported ops can still be inspected.
     """
     if isinstance(model, Model):
         return model
@@ -390,7 +394,7 @@ def load(model: "str | Path | bytes | bytearray | Model", name: str | None = Non
         model = bytes(model)
     if not isinstance(model, (str, Path, bytes, bytearray)):
         raise QsimError(f"qsim.load expects a path or the bytes of a .tflite file, got {type(model).__name__}.")
-    m = ref.Model.open(model, source=name or "<bytes>")
+    m = ref.Model.open(model, source=name or "<bytes>", validate=validate)
     return Model(m.blob, m.graph, m.path)
 
 
@@ -448,6 +452,12 @@ class Model:
             names = ", ".join(repr(t.name) for t in self.inputs + self.outputs)
             raise QsimError(f"no tensor named '{key}' in {self.source} (inputs and outputs: {names}).")
         return self._by_key[key]
+
+    def summary(self) -> dict:
+        """What ``qsim inspect`` shows, as a dict (:func:`qsim.report.summarize`): ops, tensors,
+        quantization, MACs, unsupported ops, and ``"invalid"``: the validation problems."""
+        from . import report
+        return report.summarize(self.graph)
 
     def prepared(self, profile: str = "tflm") -> PreparedGraph:
         """The graph prepared under a rounding profile (tflm, litert, single); cached."""

@@ -178,11 +178,16 @@ class ModelBuilder:
         p.write_bytes(self.build())
         return p
 
-    def build(self) -> bytes:
-        """Serialize to .tflite bytes (identifier 'TFL3', schema version 3)."""
+    def build(self, force_defaults: bool = False) -> bytes:
+        """Serialize to .tflite bytes (identifier 'TFL3', schema version 3).
+
+        ``force_defaults`` writes every scalar field even when it equals the schema default
+        (stride 1, padding SAME...), so each one has a place in the file (the fuzzer patches them).
+        """
         if not self.outputs:
             raise QsimError("the model has no outputs: call mark_output() first.")
         fb = flatbuffers.Builder(1024 + sum(t.data.nbytes for t in self.tensors if t.data is not None))
+        fb.ForceDefaults(force_defaults)
         # buffers: 0 = empty sentinel, then one per constant
         buffer_of, datas = {}, []
         for i, t in enumerate(self.tensors):

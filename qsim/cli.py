@@ -193,12 +193,16 @@ def warn(msgs: list[str]) -> None:
 
 
 def cmd_inspect(args) -> int:
-    g = load(args.model).graph
-    s = report.summarize(g)
+    m = load(args.model, validate=False)  # an invalid model is shown with its problems, then exit 2
+    s = m.summary()
     if args.json:
         emit_json(s)
     else:
         print(report.render_summary(s))
+    if s["invalid"]:
+        print(f"qsim: error: {args.model} is not a valid TFLite model: {len(s['invalid'])} problem(s), "
+              "listed above.", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -18,3 +18,11 @@ class MismatchError(Exception):
     """A comparison found a difference: exit 1."""
 
     exit_code = 1
+
+
+class InvalidModelError(QsimError):
+    """The model file breaks the TFLite schema or its ops' rules (every violation listed, one per line)."""
+
+    def __init__(self, message: str, violations: list[str]):
+        super().__init__(message)
+        self.violations = list(violations)

@@ -15,6 +15,7 @@ from . import ir
 from .errors import QsimError, UnsupportedModelError
 from .kernels import REGISTRY, Kernel
 from .profiles import Profile, get_profile
+from .validate import op_label, raise_if_invalid, tensor_label
 
 OUT_OF_SCOPE = {
     "LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
@@ -50,6 +51,10 @@ class PreparedGraph:
         consumers_left = _consumer_counts(g) if not keep_all else None
         for p in self.ops:
             ins = [None if i < 0 else (values[i] if i in values else g.tensors[i].data) for i in p.op.inputs]
+            for i, a in zip(p.op.inputs, ins):
+                if a is None and i >= 0:  # qsim.validate refuses such graphs; never compute on a missing value
+                    raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
+                                    "point (not a graph input, a constant, or an earlier op's output).")
             outs = p.kernel.eval(p.params, ins)
             for t, arr in zip(p.op.outputs, outs):
                 tensor = g.tensors[t]
@@ -80,7 +85,7 @@ def unsupported_ops(g: ir.Graph) -> list[str]:
     """One line per op qsim cannot run, with its index, output tensor and reason."""
     problems = []
     for op in g.operators:
-        where = f"op #{op.index} {op.opcode} (output '{g.tensors[op.outputs[0]].name}')" if op.outputs else f"op #{op.index} {op.opcode}"
+        where = op_label(g, op)
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
         elif op.opcode not in REGISTRY:
@@ -108,7 +113,10 @@ def check_quantized(g: ir.Graph) -> None:
 
 
 def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm") -> PreparedGraph:
+    """Validate (:func:`qsim.validate.raise_if_invalid`: graphs built in memory skip the loader),
+    refuse float models and unsupported ops (all listed), then prepare every op."""
     prof = get_profile(profile)
+    raise_if_invalid(g)
     check_quantized(g)
     problems = unsupported_ops(g)
     prepared = []
@@ -118,7 +126,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm") -> PreparedGraph
             try:
                 prepared.append(PreparedOp(op, k, k.prepare(op, g, prof)))
             except QsimError as e:
-                problems.append(f"op #{op.index} {op.opcode} (output '{g.tensors[op.outputs[0]].name}'): {e}")
+                problems.append(f"{op_label(g, op)}: {e}")
     if problems:
         raise UnsupportedModelError(
             f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "

@@ -8,6 +8,7 @@ scale * (q - zero_point).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ class Tensor:
     quant: Quant | None = None
     data: np.ndarray | None = None  # constant contents (read-only view) or None
     is_variable: bool = False
+    buffer: int = 0  # index into the model's buffers (0 = the empty sentinel)
+    buffer_bytes: int = 0  # bytes its buffer holds; -1: the buffer points past the end of the file
 
     @property
     def is_const(self) -> bool:
@@ -55,7 +58,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(int(d) for d in self.shape)  # Python ints: no int64 wrap-around on corrupt shapes
 
     @property
     def nbytes(self) -> int:
@@ -158,6 +161,7 @@ class Operator:
     outputs: tuple[int, ...]
     options: Any = None  # one of the *Options dataclasses above, or None
     version: int = 1
+    opcode_index: int = 0  # index into the model's operator codes, as stored
 
 
 @dataclass
@@ -170,6 +174,8 @@ class Graph:
     description: str = ""
     source: str = ""  # file path the graph came from
     metadata: dict = field(default_factory=dict)
+    n_buffers: int | None = None  # buffers in the file (None: not loaded from a file)
+    n_opcodes: int | None = None  # operator codes in the file
 
     def tensor(self, i: int) -> Tensor:
         return self.tensors[i]

@@ -1,11 +1,17 @@
 """Reader: .tflite flatbuffer -> qsim IR (``qsim.ir.Graph``).
 
-Parses with the ``tflite`` package's generated flatbuffer accessors.  Any
-malformed file (truncated, random bytes, wrong identifier, more than one
-subgraph) raises :class:`qsim.errors.QsimError` with a plain explanation.
+Parses with the ``tflite`` package's generated flatbuffer accessors.  A file
+that cannot be read at all (truncated, random bytes, wrong identifier, more
+than one subgraph) raises :class:`qsim.errors.QsimError` with a plain
+explanation.  Everything that can be read is kept as stored (out-of-range
+indices, shapes that disagree with their buffers, bad scales...) and then
+checked as a whole by :func:`qsim.validate.validate`; ``load`` raises
+:class:`qsim.errors.InvalidModelError` listing every violation, unless called
+with ``validate=False`` (``qsim inspect`` shows such a model and its list).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +32,10 @@ TENSOR_TYPE_NAMES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 4: "INT
                      13: "RESOURCE", 14: "VARIANT", 15: "UINT32", 16: "UINT16", 17: "INT4"}
 
 
-def load(path: str | Path) -> ir.Graph:
-    """Read a .tflite file into a Graph.  Raises QsimError on any unreadable input."""
+def load(path: str | Path, validate: bool = True) -> ir.Graph:
+    """Read a .tflite file into a Graph.  Raises QsimError on any unreadable or (with
+    ``validate``) invalid input; ``validate=False`` returns an unchecked Graph, which only
+    :func:`qsim.validate.validate` and :func:`qsim.report.summarize` may be given."""
     p = Path(path)
     if not p.is_file():
         raise QsimError(f"model file not found: {p}")
@@ -35,23 +43,28 @@ def load(path: str | Path) -> ir.Graph:
         data = p.read_bytes()
     except OSError as e:
         raise QsimError(f"cannot read model file {p}: {e.strerror}") from None
-    return load_bytes(data, source=str(p))
+    return load_bytes(data, source=str(p), validate=validate)
 
 
-def load_bytes(data: bytes, source: str = "<bytes>") -> ir.Graph:
+def load_bytes(data: bytes, source: str = "<bytes>", validate: bool = True) -> ir.Graph:
+    """:func:`load` for bytes in memory."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise QsimError(
             f"{source} is not a TensorFlow Lite model: a .tflite flatbuffer carries the identifier "
             f"'TFL3' at byte 4 and this file ({len(data)} bytes) does not. Check that the file is a "
             "complete .tflite export, not a SavedModel, .h5, or a partial download.")
     try:
-        return _parse(bytearray(data), source)
+        g = _parse(bytearray(data), source)
     except QsimError:
         raise
     except Exception as e:  # flatbuffer accessors fail with struct/index errors on corrupt data
         raise QsimError(
             f"{source} is a corrupt or truncated TFLite flatbuffer ({len(data)} bytes): reading it "
             f"failed with {type(e).__name__}: {e}. Re-export the model or copy the file again.") from None
+    if validate:
+        from .validate import raise_if_invalid
+        raise_if_invalid(g)
+    return g
 
 
 def _parse(buf: bytearray, source: str) -> ir.Graph:
@@ -67,24 +80,19 @@ def _parse(buf: bytearray, source: str) -> ir.Graph:
     operators = []
     for i in range(sg.OperatorsLength()):
         op = sg.Operators(i)
-        idx = op.OpcodeIndex()
-        if idx >= len(opcodes):
-            raise QsimError(f"{source}: operator {i} names opcode index {idx}, but the model only has "
-                            f"{len(opcodes)} operator codes: the file is corrupt.")
-        name, version = opcodes[idx]
+        idx = int(op.OpcodeIndex())
+        # an out-of-range opcode index is kept (qsim.validate reports it)
+        name, version = opcodes[idx] if idx < len(opcodes) else (f"INVALID_OPCODE_{idx}", 0)
         ins = tuple(int(v) for v in _vec(op.InputsAsNumpy()))
         outs = tuple(int(v) for v in _vec(op.OutputsAsNumpy()))
-        for t in ins + outs:
-            if t >= len(tensors) or t < -1:
-                raise QsimError(f"{source}: operator {i} ({name}) refers to tensor {t}, but there are "
-                                f"only {len(tensors)} tensors: the file is corrupt.")
-        operators.append(ir.Operator(i, name, ins, outs, _options(name, op), version))
+        operators.append(ir.Operator(i, name, ins, outs, _options(name, op), version, opcode_index=idx))
     inputs = [int(v) for v in _vec(sg.InputsAsNumpy())]
     outputs = [int(v) for v in _vec(sg.OutputsAsNumpy())]
     desc = model.Description()
     return ir.Graph(tensors=tensors, operators=operators, inputs=inputs, outputs=outputs,
                     name=(sg.Name() or b"").decode("utf-8", "replace"),
-                    description=(desc or b"").decode("utf-8", "replace"), source=source)
+                    description=(desc or b"").decode("utf-8", "replace"), source=source,
+                    n_buffers=nbuf, n_opcodes=len(opcodes))
 
 
 def _vec(v) -> np.ndarray:
@@ -114,36 +122,34 @@ def _tensor(model, t, index: int, buf: bytearray, nbuf: int) -> ir.Tensor:
         if zp.size == 0:
             zp = np.zeros_like(scale, dtype=np.int64)
         quant = ir.Quant(scale=scale, zero_point=zp, axis=int(q.QuantizedDimension()))
+    # A buffer that is out of range, points past the file or disagrees with the shape leaves
+    # data None; buffer/buffer_bytes keep what was stored for qsim.validate to report.
     data = None
-    b = t.Buffer()
+    b = int(t.Buffer())
+    nbytes = 0
     if 0 < b < nbuf:
         raw = _buffer_bytes(model.Buffers(b), buf)
-        if raw is not None and raw.size:
-            if dtype is None:
-                raise QsimError(f"tensor {index} '{name}' has type {TENSOR_TYPE_NAMES.get(ttype, ttype)}, "
-                                "which qsim cannot read.")
-            arr = np.frombuffer(raw.tobytes(), dtype=dtype.newbyteorder("<"))
-            n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-            if arr.size != n:
-                raise QsimError(f"tensor {index} '{name}' has shape {list(shape)} ({n} elements) but its "
-                                f"buffer holds {arr.size}: the file is corrupt.")
-            data = arr.reshape(shape).astype(dtype, copy=False)
-            data.flags.writeable = False
-    elif b >= nbuf:
-        raise QsimError(f"tensor {index} '{name}' refers to buffer {b}, but the model has {nbuf}: corrupt file.")
+        nbytes = -1 if raw is None else int(raw.size)
+        if raw is not None and raw.size and dtype is not None and dtype.itemsize:
+            n = math.prod(shape) if all(d >= 0 for d in shape) else -1
+            if raw.size == n * dtype.itemsize:
+                arr = np.frombuffer(raw.tobytes(), dtype=dtype.newbyteorder("<"))
+                data = arr.reshape(shape).astype(dtype, copy=False)
+                data.flags.writeable = False
     return ir.Tensor(index=index, name=name, shape=shape,
                      dtype=dtype if dtype is not None else np.dtype(np.void),
-                     quant=quant, data=data, is_variable=bool(t.IsVariable()))
+                     quant=quant, data=data, is_variable=bool(t.IsVariable()), buffer=b, buffer_bytes=nbytes)
 
 
 def _buffer_bytes(b, buf: bytearray):
+    """The buffer's bytes (uint8), an empty array when it has none, None when it points past the file."""
     off, size = int(b.Offset()), int(b.Size())
     if off > 1:  # large models keep buffers after the flatbuffer (offset/size fields)
         if off + size > len(buf):
-            raise QsimError("a buffer points past the end of the file: the file is truncated.")
+            return None
         return np.frombuffer(bytes(buf[off:off + size]), dtype=np.uint8)
     d = b.DataAsNumpy()
-    return d if isinstance(d, np.ndarray) else None
+    return d if isinstance(d, np.ndarray) else np.zeros(0, dtype=np.uint8)
 
 
 # ------------------------------------------------------------------ typed options

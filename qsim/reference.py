@@ -59,13 +59,14 @@ class Model:
     path: str | None = None
 
     @classmethod
-    def open(cls, model: "str | Path | bytes | Model", source: str = "<bytes>") -> "Model":
-        """From a path, from bytes (``source`` names them in messages), or an existing Model."""
+    def open(cls, model: "str | Path | bytes | Model", source: str = "<bytes>", validate: bool = True) -> "Model":
+        """From a path, from bytes (``source`` names them in messages), or an existing Model.
+        ``validate=False`` keeps an invalid graph (:mod:`qsim.validate`) for inspection."""
         if isinstance(model, Model):
             return model
         if isinstance(model, (bytes, bytearray)):
-            return cls(bytes(model), load_bytes(bytes(model), source=source), None)
-        g = load(model)
+            return cls(bytes(model), load_bytes(bytes(model), source=source, validate=validate), None)
+        g = load(model, validate=validate)
         return cls(Path(model).read_bytes(), g, str(model))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from . import ir
 from .errors import QsimError
 from .interpreter import check_quantized, unsupported_ops
+from .validate import validate
 
 
 def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
@@ -84,7 +85,8 @@ def output_guidance(t: ir.Tensor) -> str:
 
 def op_macs(g: ir.Graph, op: ir.Operator) -> int:
     """Multiply-accumulates of one inference of ``op`` (0 for non-GEMM ops)."""
-    if not op.outputs or len(op.inputs) < 2 or op.inputs[1] < 0:
+    n = len(g.tensors)
+    if not op.outputs or len(op.inputs) < 2 or not 0 <= op.inputs[1] < n or not 0 <= op.outputs[0] < n:
         return 0
     out = g.tensors[op.outputs[0]]
     w = g.tensors[op.inputs[1]]
@@ -98,37 +100,54 @@ def op_macs(g: ir.Graph, op: ir.Operator) -> int:
 
 
 def summarize(g: ir.Graph) -> dict:
-    """Everything ``qsim inspect`` shows, as a JSON-ready dict."""
+    """Everything ``qsim inspect`` shows, as a JSON-ready dict.
+
+    Safe on a graph loaded with ``validate=False``: ``invalid`` lists what
+    :func:`qsim.validate.validate` finds; out-of-range tensor indices show as
+    ``<tensor N: out of range>`` and the float/unsupported analyses, which
+    need a valid graph, are skipped (None / empty) for an invalid one.
+    """
+    invalid = validate(g)
     ops = []
     for op in g.operators:
-        outs = g.op_outputs(op)
-        weights = [t for t in g.op_inputs(op)[1:] if t is not None and t.is_const]
+        ins = [_tensor_ref(g, i) for i in op.inputs if i != -1]
         ops.append({
             "index": op.index, "op": op.opcode, "version": op.version,
-            "inputs": [_tensor_dict(t) for t in g.op_inputs(op) if t is not None and not t.is_const],
-            "params": [_tensor_dict(t) for t in weights],
-            "outputs": [_tensor_dict(t) for t in outs],
+            "inputs": [d for d, t in ins if t is None or not t.is_const],
+            "params": [d for d, t in ins[1:] if t is not None and t.is_const],
+            "outputs": [d for d, _ in (_tensor_ref(g, i) for i in op.outputs)],
             "macs": op_macs(g, op),
         })
-    try:
-        check_quantized(g)
-        float_model = None
-    except QsimError as e:
-        float_model = str(e)
+    float_model = None
+    if not invalid:
+        try:
+            check_quantized(g)
+        except QsimError as e:
+            float_model = str(e)
     counts: dict[str, int] = {}
     for op in g.operators:
         counts[op.opcode] = counts.get(op.opcode, 0) + 1
+    io_in = [t for t in g.inputs if 0 <= t < len(g.tensors)]
+    io_out = [t for t in g.outputs if 0 <= t < len(g.tensors)]
     return {
         "model": g.source, "description": g.description,
-        "inputs": [_tensor_dict(g.tensors[t]) for t in g.inputs],
-        "outputs": [_tensor_dict(g.tensors[t]) for t in g.outputs],
+        "inputs": [_tensor_ref(g, t)[0] for t in g.inputs],
+        "outputs": [_tensor_ref(g, t)[0] for t in g.outputs],
         "op_counts": counts, "ops": ops, "total_macs": sum(o["macs"] for o in ops),
-        "guidance": [input_guidance(g.tensors[t]) for t in g.inputs]
-        + [output_guidance(g.tensors[t]) for t in g.outputs],
+        "guidance": [input_guidance(g.tensors[t]) for t in io_in] + [output_guidance(g.tensors[t]) for t in io_out],
         "float_model": float_model,
-        "unsupported": unsupported_ops(g),
+        "unsupported": [] if invalid else unsupported_ops(g),
+        "invalid": invalid,
         "parameter_bytes": int(sum(t.nbytes for t in g.tensors if t.is_const)),
     }
+
+
+def _tensor_ref(g: ir.Graph, i: int) -> tuple[dict, ir.Tensor | None]:
+    """(JSON dict, tensor) for tensor index ``i``; a placeholder dict and None when out of range."""
+    if 0 <= i < len(g.tensors):
+        return _tensor_dict(g.tensors[i]), g.tensors[i]
+    return {"index": i, "name": f"<tensor {i}: out of range>", "shape": [], "dtype": "-", "quant": None,
+            "quant_text": "-"}, None
 
 
 def _tensor_dict(t: ir.Tensor) -> dict:
@@ -158,7 +177,11 @@ def render_summary(s: dict) -> str:
     if s["float_model"]:
         lines.append("")
         lines.append("NOT SIMULATABLE: " + s["float_model"])
-    if s["unsupported"]:
+    if s.get("invalid"):
+        lines.append("")
+        lines.append(f"INVALID MODEL ({len(s['invalid'])} problem(s)):")
+        lines.extend("  - " + u for u in s["invalid"])
+    elif s["unsupported"]:
         lines.append("")
         lines.append(f"unsupported by qsim ({len(s['unsupported'])} op(s)):")
         lines.extend("  - " + u for u in s["unsupported"])
