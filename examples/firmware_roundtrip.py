@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codegen import generate
+from qsim.codegen import generate
 from qsim.interpreter import prepare_graph
 from qsim.loader import load
 

@@ -32,7 +32,7 @@ from .errors import MismatchError, QsimError  # noqa: E402
 from .loader import load  # noqa: E402
 from .profiles import PROFILES  # noqa: E402
 
-PLUGINS = ("qsim.accel.cli", "codegen.cli")
+PLUGINS = ("qsim.accel.cli", "qsim.codegen.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
