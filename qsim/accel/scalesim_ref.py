@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 from ..errors import QsimError
@@ -25,7 +26,7 @@ from .mapping import LayerMap
 
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 VENV = Path(os.environ.get("QSIM_SCALESIM_VENV") or _CACHE / "qsim" / "venv-scalesim")
-DRIVER = Path(__file__).with_name("scalesim_driver.py")
+DRIVER = Path(str(files("qsim.accel") / "scalesim_driver.py"))  # run by the SCALE-Sim venv's python
 PACKAGES = ("scalesim==3.0.0", "numpy<2")
 
 
