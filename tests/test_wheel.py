@@ -112,8 +112,8 @@ def rtl_bench(build_dir, vectors):
     tests = ["random_with_gaps_and_backpressure", "latency_matches_rtl_info",
              "imports_come_from_the_installed_package"]
     try:
-        runner.test(test_module=["tb_requant", "sim_probe"], hdl_toplevel=qsim.rtl.TOP, testcase=tests, build_dir=build_dir,
-                    test_dir=build_dir, results_xml=str(results), seed=7,
+        runner.test(test_module=["tb_requant", "sim_probe"], hdl_toplevel=qsim.rtl.TOP, testcase=tests,
+                    build_dir=build_dir, test_dir=build_dir, results_xml=str(results), seed=7,
                     extra_env={"RQ_LANES": "4", "RQ_ROUNDING": "double", "RQ_SEED": "7", "RQ_VECTORS": vectors})
     except SystemExit as e:
         print(f"cocotb exited with {e.code}")
