@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/common_mistakes.py
 
 test: $(STAMP) $(SCALESIM)
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest tests hdl_tests
+	OPENBLAS_NUM_THREADS=1 QSIM_SCALESIM_VENV=$(CURDIR)/.venv-scalesim $(BIN)/python -m pytest tests hdl_tests
 
 synth: $(STAMP)
 	$(BIN)/python hdl_tests/synth_report.py

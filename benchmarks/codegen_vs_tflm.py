@@ -48,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from codegen import generate  # noqa: E402
+from qsim.codegen import generate  # noqa: E402
 from qsim.loader import load  # noqa: E402
 
 MODELS_DIR = REPO.parent / "shared" / "models"

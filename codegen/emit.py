@@ -4,7 +4,7 @@ Pipeline: load the model, reject every op the C kernels or qsim cannot run
 (all at once), prepare the graph with qsim's kernels under the rounding
 profile ("tflm" = double rounding, "single" = TFLITE_SINGLE_ROUNDING), turn
 each prepared op into an :class:`codegen.tables.OpEmit`, plan the arena
-(:mod:`codegen.planner`), render the templates and write the directory.
+(:mod:`qsim.codegen.planner`), render the templates and write the directory.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import jinja2
@@ -28,7 +29,7 @@ from qsim.report import op_macs
 
 from . import planner, tables
 
-TEMPLATES = Path(__file__).with_name("templates")
+TEMPLATES = Path(str(files("qsim.codegen") / "templates"))  # package data: .j2/.c/.h, startup, linker
 STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c")
 ROUNDING_PROFILES = {"double": "tflm", "single": "single"}
 ROUNDING_DOC = {"double": "TFLite's classic SRDHM + RoundingDivideByPOT, as TFLite Micro by default",

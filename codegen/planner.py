@@ -18,7 +18,7 @@ depthwise accumulators) are buffers that live for one op only.
 
 In-place ops: when op i reads X for the last time and produces Y, and its C
 kernel finishes reading each step's input before writing that step's output
-(see ``codegen.tables.overlap_delta``), Y may overlap X provided Y starts at
+(see ``qsim.codegen.tables.overlap_delta``), Y may overlap X provided Y starts at
 least ``delta`` bytes below X (``offset(Y) <= offset(X) - delta``).  Such a
 pair is an *overlap contract*; the greedy search then accepts that overlap
 besides the usual disjoint placements (delta 0 = fully in place).

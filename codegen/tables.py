@@ -8,7 +8,7 @@ constants, emitted byte for byte in TFLite's layouts (see qkernels.h).
 
 Each ``emit_<op>`` returns an :class:`OpEmit` whose ``call`` is a C statement
 with ``{in0}``, ``{in1}``, ``{out0}``, ``{scratch}`` placeholders that
-:mod:`codegen.emit` fills with pointers once memory is planned.
+:mod:`qsim.codegen.emit` fills with pointers once memory is planned.
 """
 from __future__ import annotations
 

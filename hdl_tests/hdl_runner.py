@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from qsim import rtl
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RTL = REPO / "rtl"
-SOURCES = [RTL / "requant_lane.sv", RTL / "requant_unit.sv"]
+SOURCES = rtl.sources()  # the installed RTL (editable install: the checkout's rtl/)
 BUILD_ROOT = HERE / "sim_build"
-TOPLEVEL = "requant_unit"
+TOPLEVEL = rtl.TOP
 
 if str(HERE) not in sys.path:  # the cocotb test module imports requant_tb from here
     sys.path.insert(0, str(HERE))

@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-RTL = Path(__file__).resolve().parents[1] / "rtl"
-SOURCES = [RTL / "requant_lane.sv", RTL / "requant_unit.sv"]
+from qsim import rtl
+
+SOURCES = rtl.sources()
 
 
 def synth_stats(lanes: int, rounding: str) -> dict[str, int]:

@@ -710,7 +710,7 @@ class Model:
         sample), which the generated Makefile's ``check`` / ``check-qemu`` targets compare with
         the C program's ``output.bin`` / ``trace.bin``.
         """
-        from codegen import emit  # the one import of the generator package
+        from .codegen import emit  # the one import of the generator package
         batch = None
         if inputs is not None:
             if rounding not in emit.ROUNDING_PROFILES:

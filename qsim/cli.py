@@ -33,7 +33,7 @@ from .api import Model, load
 from .errors import MismatchError, QsimError
 from .profiles import PROFILES
 
-PLUGINS = ("qsim.accel.cli", "codegen.cli")
+PLUGINS = ("qsim.accel.cli", "qsim.codegen.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

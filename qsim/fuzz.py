@@ -281,7 +281,7 @@ def run_case(m: Mutant, tmp: Path) -> dict:
     import traceback
     import warnings
 
-    from codegen.emit import generate
+    from .codegen.emit import generate
     from qsim.accel.config import load_hw
     from qsim.accel.profile import profile_graph
     from qsim import inputs as qin, report
@@ -328,7 +328,7 @@ def run_case(m: Mutant, tmp: Path) -> dict:
 def _worker(seed: int, paths: list[str]) -> None:
     import tempfile
     models = load_seeds(paths)
-    import codegen.emit  # noqa: F401  (import everything before capping the address space)
+    from .codegen import emit  # noqa: F401  (import everything before capping the address space)
     import qsim.accel.profile  # noqa: F401
     import qsim.interpreter  # noqa: F401
     import qsim.report  # noqa: F401

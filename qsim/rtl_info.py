@@ -1,7 +1,8 @@
 """Facts about the requantization RTL that the Python side must agree with.
 
 The one definition of the requant pipeline depth is ``localparam int LATENCY``
-in ``rtl/requant_unit.sv``; this module reads it from there, so the
+in ``rtl/requant_unit.sv`` (installed as package data, see :mod:`qsim.rtl`);
+this module reads it from there, so the
 accelerator model's default requant depth and the RTL cannot drift apart
 (``hdl_tests`` checks that the simulated RTL shows exactly this latency).
 
@@ -11,7 +12,7 @@ accelerator model's default requant depth and the RTL cannot drift apart
   :class:`qsim.errors.QsimError` on first use, not at import.
 * :func:`requant_latency(rounding)`: the same for a rounding mode name; the
   unit has the same depth in both modes.
-* :func:`requant_rtl_path`: where the RTL lives.
+* :func:`requant_rtl_path`: the installed requant_unit.sv.
 """
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from . import rtl
 from .errors import QsimError
 from .fixedpoint import ROUNDING_MODES
 
-REPO = Path(__file__).resolve().parents[1]
 _LATENCY_RE = re.compile(r"^\s*localparam\s+int\s+LATENCY\s*=\s*(\d+)\s*;", re.MULTILINE)
 
 
 def requant_rtl_path() -> Path:
-    """Path of rtl/requant_unit.sv in the source tree qsim was imported from."""
-    return REPO / "rtl" / "requant_unit.sv"
+    """Path of requant_unit.sv in qsim's installed RTL sources (:func:`qsim.rtl.source`)."""
+    return rtl.source("requant_unit.sv")
 
 
 @lru_cache(maxsize=None)
@@ -38,8 +39,8 @@ def _read_latency(path: Path) -> int:
     except OSError as e:
         raise QsimError(
             f"cannot read the requantization RTL at {path} ({e.strerror or e}); the requant pipeline "
-            "depth is defined there (localparam int LATENCY), so qsim needs the rtl/ folder of its "
-            "source tree: use an editable install or a checkout of the repository"
+            "depth is defined there (localparam int LATENCY) and the file ships inside the qsim "
+            "package (qsim.rtl.sources()): reinstall qsim"
         ) from None
     found = _LATENCY_RE.findall(text)
     if len(found) != 1:

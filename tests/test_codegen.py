@@ -22,8 +22,8 @@ from qsim.errors import QsimError
 from qsim.interpreter import prepare_graph
 from qsim.loader import load
 
-from codegen import c_identifier, generate
-from codegen import planner
+from qsim.codegen import c_identifier, generate
+from qsim.codegen import planner
 
 # Shared int8 models: (file, number of seeded random inputs).
 MODELS = {
@@ -259,7 +259,7 @@ def test_report_and_tables(tmp_path):
 def test_planner_never_overlaps_live_buffers(model):
     """Buffers live at the same time never share bytes, except an in-place pair whose output
     starts at least its kernel's delta below the input it overwrites."""
-    from codegen import tables
+    from qsim.codegen import tables
     g = load(shared_model(model + ".tflite"))
     pg = prepare_graph(g, "tflm")
     overlaps = {pos: tables.overlap_delta(p, g) for pos, p in enumerate(pg.ops)}
@@ -283,7 +283,7 @@ def test_window_overlap_delta_hand_example():
     """3x3 SAME stride-1 conv over a 4x4x2 map writing 2 channels: output pixel p may only
     overwrite input bytes no later step reads; the first row-above window starts at pixel
     (oy-1)*4 + (ox-1), so the output must trail the input by one row plus one pixel."""
-    from codegen.tables import _window_delta
+    from qsim.codegen.tables import _window_delta
     # step p writes bytes [0, 2(p+1)); steps >= p+1 read from pixel max(oy-1,0)*4 + max(ox-1,0) on.
     # Worst case p = 4 (oy=1, ox=0 done): writes end at 10, step 5 (oy=1, ox=1) reads from pixel 0 -> 10.
     assert _window_delta((1, 4, 4, 2), (1, 4, 4, 2), 1, 1, 1, 1, False) == 10

@@ -20,7 +20,7 @@ import pytest
 from conftest import shared_model
 from qsim.loader import load
 
-from codegen import generate
+from qsim.codegen import generate
 from test_codegen import assert_equal, image_samples, make, need_tool, random_samples, tflm_outputs, write_samples
 
 # model -> number of seeded random inputs (QEMU runs VWW at ~0.1 s per inference on these machines)

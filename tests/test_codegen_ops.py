@@ -16,7 +16,7 @@ from conftest import require_module
 from qsim import ir
 from qsim.loader import load_bytes
 
-from codegen import generate
+from qsim.codegen import generate
 from test_codegen import (assert_equal, build_sanitized, check_trace, make, need_tool, qsim_outputs, random_samples,
                           run_host, tflm_outputs)
 
@@ -281,7 +281,7 @@ def _inplace_chain_model() -> bytes:
 
 
 def test_inplace_chain_really_overlaps(tmp_path):
-    from codegen import planner, tables
+    from qsim.codegen import planner, tables
     from qsim.interpreter import prepare_graph
     g = load_bytes(_inplace_chain_model())
     pg = prepare_graph(g, "tflm")
@@ -355,7 +355,7 @@ def test_op_bit_exact_with_tflm(case, tmp_path):
 def test_strided_slice_matches_numpy_slicing(case):
     """The slice each case emits, read back through codegen's gather parameters, is numpy's slicing of
     the same spec (hand-written above), so the cases really exercise negative steps, masks and shrink."""
-    from codegen import tables
+    from qsim.codegen import tables
     from qsim.interpreter import prepare_graph
     shape, *_, np_slice = SLICES[case]
     g = load_bytes(dict(CASES)[case])
@@ -372,7 +372,7 @@ def test_strided_slice_matches_numpy_slicing(case):
 def test_strided_slice_axes_hand_derived():
     """x[::-1, 2] of a 3x4 input (begin_mask on axis 0, stride -1; shrink axis 1):
     axis 0 starts at 2 and steps -1 three times, axis 1 takes element 2 once."""
-    from codegen import tables
+    from qsim.codegen import tables
     from qsim.interpreter import prepare_graph
     blob = _slice_model((3, 4), [0, 2], [0, 3], [-1, 1], (3,),
                         ir.StridedSliceOptions(begin_mask=1, end_mask=1, shrink_axis_mask=2))

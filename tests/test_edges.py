@@ -30,8 +30,8 @@ from qsim.kernels.activations import prepare_softmax, softmax_abort_message, sof
 from qsim.loader import load_bytes
 from qsim.profiles import get_profile
 
-from codegen import generate
-from codegen.emit import TEMPLATES, _config_header
+from qsim.codegen import generate
+from qsim.codegen.emit import TEMPLATES, _config_header
 from test_codegen import need_tool, sanitizer_build_failed
 
 sys.path.insert(0, str(REPO / "hdl_tests"))

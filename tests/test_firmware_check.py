@@ -91,6 +91,6 @@ def test_make_check_without_inputs_says_how(tmp_path):
 def test_c_string_escapes_tensor_names():
     """Tensor names go into qk_check.c as string literals: quotes, backslashes, '?' (trigraphs) and
     non-ASCII bytes are escaped (UTF-8 bytes as octal)."""
-    from codegen.emit import c_string
+    from qsim.codegen.emit import c_string
     assert c_string('a"b\\c??=') == 'a\\"b\\\\c\\?\\?='
     assert c_string("é") == "\\303\\251"

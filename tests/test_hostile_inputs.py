@@ -268,7 +268,7 @@ def test_float_input_nan_is_an_error():
 
 def test_harness_refuses_short_and_ragged_input_files_under_asan(tmp_path):
     from test_codegen import build_sanitized, need_tool
-    from codegen import generate
+    from qsim.codegen import generate
 
     need_tool("gcc")
     model = tmp_path / "m.tflite"

@@ -40,3 +40,23 @@ def test_rtl_without_one_latency_line_is_rejected(tmp_path, monkeypatch):
 def test_unknown_attribute_still_raises_attribute_error():
     with pytest.raises(AttributeError):
         rtl_info.NO_SUCH_THING  # noqa: B018
+
+
+def test_rtl_sources_are_the_repositorys_rtl_files():
+    """qsim.rtl.sources() (package data) carries exactly the repository's rtl/*.sv, byte for byte."""
+    from pathlib import Path
+
+    from qsim import rtl
+    repo_rtl = Path(__file__).resolve().parents[1] / "rtl"
+    found = rtl.sources()
+    assert [p.name for p in found] == sorted(p.name for p in repo_rtl.glob("*.sv")) != []
+    assert all(p.is_absolute() and p.read_bytes() == (repo_rtl / p.name).read_bytes() for p in found)
+    assert rtl_info.requant_rtl_path() == rtl.source("requant_unit.sv") in found
+    assert f"module {rtl.TOP}" in rtl.source("requant_unit.sv").read_text()
+
+
+def test_missing_rtl_package_data_is_a_clear_qsim_error(monkeypatch):
+    from qsim import rtl
+    monkeypatch.setattr(rtl, "_PACKAGE", "qsim.no_such_rtl_package")
+    with pytest.raises(QsimError, match="RTL sources .* are missing"):
+        rtl.sources()

@@ -419,7 +419,7 @@ def test_run_never_feeds_a_missing_value():
 
 
 def test_codegen_refuses_an_invalid_graph(tmp_path):
-    from codegen.emit import generate
+    from qsim.codegen.emit import generate
     g = load_bytes(two_relus().build())
     g.outputs = [1, 1]
     with pytest.raises(InvalidModelError, match=r"graph outputs \[1, 1\] name a tensor twice"):

@@ -16,6 +16,7 @@ Presets live in ``qsim/presets/<name>.toml`` with sections::
 from __future__ import annotations
 
 import dataclasses
+from importlib.resources import files
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -27,7 +28,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+PRESET_DIR = Path(str(files("qsim") / "presets"))  # package data: qsim/presets/*.toml
 DEFAULT_PRESET = "edge16"
 DATAFLOWS = ("ws", "os")
 OVERFLOW_MODES = ("wrap", "saturate")

@@ -1,14 +1,15 @@
 """Run SCALE-Sim v3 (the field's systolic-array cycle reference) on qsim's GEMM layers, for validation.
 
 SCALE-Sim 3.0.0 crashes with numpy 2.x, so it lives in its own virtualenv
-(``<repo>/.venv-scalesim``, numpy < 2) and runs as a subprocess through
-``scalesim_driver.py``.  :func:`ensure_venv` creates that environment when it
-is missing (the same commands as the Makefile's)::
+(numpy < 2) and runs as a subprocess through ``scalesim_driver.py``.  The
+environment is ``$QSIM_SCALESIM_VENV`` (the Makefile sets it to the checkout's
+``.venv-scalesim``), else ``$XDG_CACHE_HOME/qsim/venv-scalesim`` (default
+``~/.cache/qsim/venv-scalesim``: never inside the installed package).
+:func:`ensure_venv` creates it when it is missing (the same commands as the
+Makefile's)::
 
-    python3 -m venv .venv-scalesim
-    .venv-scalesim/bin/pip install scalesim==3.0.0 "numpy<2"
-
-``QSIM_SCALESIM_VENV`` points it at another environment directory.
+    python3 -m venv $QSIM_SCALESIM_VENV
+    $QSIM_SCALESIM_VENV/bin/pip install scalesim==3.0.0 "numpy<2"
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 from ..errors import QsimError
 from .mapping import LayerMap
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("QSIM_SCALESIM_VENV", REPO / ".venv-scalesim"))
-DRIVER = Path(__file__).with_name("scalesim_driver.py")
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+VENV = Path(os.environ.get("QSIM_SCALESIM_VENV") or _CACHE / "qsim" / "venv-scalesim")
+DRIVER = Path(str(files("qsim.accel") / "scalesim_driver.py"))  # run by the SCALE-Sim venv's python
 PACKAGES = ("scalesim==3.0.0", "numpy<2")
 
 
