@@ -16,6 +16,13 @@ GEMM-like ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) also register
 ``params.requant`` (:class:`RequantParams`), so that
 ``eval == requant.apply(accumulate(...))``: the seam the accelerator model and
 the RTL replay use.
+
+Batches: ``batch(params, op, graph, batched) -> bool`` (optional) says whether ``eval``
+computes N samples at once when every input flagged in ``batched`` arrives with the
+model's batch dimension 1 replaced by N (shape ``(N,) + shape[1:]``), returning the
+samples' outputs in sample-major order (each sample's elements contiguous and in the
+single-run order; the interpreter reshapes them to ``(N,) + ...``).  Kernels without
+it are run sample by sample in a batched run (see ``qsim.interpreter``).
 """
 from __future__ import annotations
 
@@ -66,13 +73,29 @@ class Kernel:
     prepare: Callable[..., Any]
     eval: Callable[[Any, list], list]
     accumulate: Callable[[Any, list], np.ndarray] | None = None
+    batch: Callable[[Any, Any, Any, list], bool] | None = None
+
+
+def batch_always(params, op, graph, batched) -> bool:
+    """Batch predicate of kernels that treat axis 0 as a batch already (NHWC conv/pool, FC
+    rows) or work element by element: any batched input of model dim 0 == 1 is fine."""
+    return True
+
+
+def batch_same_rank(params, op, graph, batched) -> bool:
+    """Batch predicate of broadcasting ops: every batched input has the output's rank and the
+    output's dim 0 is 1, so numpy broadcasting lines the batch axis up with axis 0 (a rank-2
+    batched input against a rank-3 constant would broadcast the batch axis elsewhere)."""
+    out = graph.tensors[op.outputs[0]]
+    return bool(out.shape) and out.shape[0] == 1 and all(
+        len(graph.tensors[i].shape) == len(out.shape) for i, f in zip(op.inputs, batched) if f)
 
 
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch)
 
 
 def _load_all() -> None:

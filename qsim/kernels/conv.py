@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import RequantParams, register
+from . import RequantParams, batch_always, register
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -309,5 +309,5 @@ def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
     return [p.requant.apply(accumulate_depthwise(p, inputs))]
 
 
-register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv)
-register("DEPTHWISE_CONV_2D", prepare_depthwise, eval_depthwise, accumulate=accumulate_depthwise)
+register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv, batch=batch_always)
+register("DEPTHWISE_CONV_2D", prepare_depthwise, eval_depthwise, accumulate=accumulate_depthwise, batch=batch_always)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import RequantParams, register
+from . import RequantParams, batch_always, register
 from .conv import (accumulator_bound, bias_values, exact_float_dtype, make_requant, require_int8,
                    weight_scales)
 
@@ -100,4 +100,5 @@ def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
     return [p.requant.apply(accumulate_fc(p, inputs))]
 
 
-register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc)
+# Batches: the rows of reshape(-1, in_units) are sample-major, so any input/output shape batches.
+register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc, batch=batch_always)
