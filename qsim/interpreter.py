@@ -118,6 +118,12 @@ class PreparedGraph:
             return parts[0]
         return {t: np.concatenate([p[t] for p in parts], axis=0) for t in parts[0]}
 
+    def batch_plan(self) -> list[tuple[int, str, str]]:
+        """(op index, opcode, mode) per op of a batched run: "vector" (one pass over the whole
+        batch), "loop" (sample by sample: the op's semantics touch the batch axis) or "once"
+        (no input depends on the samples: computed once and repeated)."""
+        return [(s.prepared.op.index, s.prepared.op.opcode, s.mode) for s in self._batch_steps()]
+
     # ------------------------------------------------------------------ plans
 
     def _steps(self) -> list[_Step]:
