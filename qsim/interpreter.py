@@ -88,7 +88,9 @@ class PreparedGraph:
             ins = [values[i] if live else c for i, c, live in s.inputs]
             outs = s.eval(s.prepared.params, ins)
             for (t, dtype, shape), arr in zip(s.outputs, outs):
-                values[t] = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
+                if arr.__class__ is not np.ndarray or arr.dtype != dtype or arr.shape != shape:
+                    arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
+                values[t] = arr
             if on_op is not None:
                 on_op(s.prepared, ins, [values[t] for t, _, _ in s.outputs])
             if not keep_all:

@@ -26,7 +26,7 @@ it are run sample by sample in a batched run (see ``qsim.interpreter``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -46,6 +46,7 @@ class RequantParams:
     act_max: int
     rounding: str  # "double" | "single"
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
+    _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
                    acc_bound: int | None = None) -> np.ndarray:
@@ -64,6 +65,21 @@ class RequantParams:
         return fp.requantize(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi, self.rounding)
 
     def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
+        """The layer's outputs as ``dtype`` (``acc`` int64, or a float array of exact integers).
+
+        Double rounding with a proven accumulator bound runs fixedpoint's
+        :class:`~qsim.fixedpoint.DoubleRequantPlan`, built on the first call from this
+        object's fields (treat them as read-only afterwards; ``dataclasses.replace`` makes
+        a fresh object with its own plan).
+        """
+        if self._plan is None:
+            plan = None
+            if self.rounding == "double" and type(self).requantize is RequantParams.requantize:
+                plan = fp.plan_requantize_double(self.bias, self.multiplier, self.shift, self.output_zero_point,
+                                                 self.act_min, self.act_max, self.acc_bound)
+            self._plan = plan if plan is not None else False
+        if self._plan is not False:
+            return self._plan.apply(acc, dtype)
         return self.requantize(acc).astype(dtype)
 
 

@@ -248,15 +248,41 @@ def _im2col(p: ConvParams, x: np.ndarray) -> np.ndarray:
     return view.reshape(n * p.out_h * p.out_w, p.kernel_h * p.kernel_w * c)
 
 
+def _conv_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """Accumulators as exact integers in the weights' float dtype, [N, OH, OW, OC]."""
+    return (_im2col(p, x) @ p.weights).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+
+
 def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
     """Raw accumulators sum((x - x_zp) * w), int64 [N, OH, OW, OC], without bias."""
-    x = np.asarray(inputs[0])
-    acc = _im2col(p, x) @ p.weights
-    return acc.astype(np.int64).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+    return _conv_float(p, np.asarray(inputs[0])).astype(np.int64)
+
+
+# Output elements per batch chunk of a GEMM op's eval: a batch is evaluated a few samples at a
+# time so that patches, accumulators and the requantization passes stay in the CPU caches.
+CHUNK_ELEMENTS = 1 << 16
+
+
+def eval_in_chunks(p, x: np.ndarray, accumulate_float, out_shape: tuple[int, ...]) -> np.ndarray:
+    """``p.requant.apply(accumulate_float(p, x))`` over batch chunks of ``x`` (axis 0), int8.
+
+    One sample (or a batch that fits a chunk) is a single call; larger batches are cut
+    into groups of samples of about CHUNK_ELEMENTS outputs (a speed choice only: every
+    sample's arithmetic is the same).
+    """
+    n = x.shape[0]
+    per_sample = max(1, int(np.prod(out_shape)))
+    step = max(1, CHUNK_ELEMENTS // per_sample)
+    if n <= step:
+        return p.requant.apply(accumulate_float(p, x))
+    out = np.empty((n,) + tuple(out_shape), np.int8)
+    for s in range(0, n, step):
+        out[s:s + step] = p.requant.apply(accumulate_float(p, x[s:s + step]))
+    return out
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_conv(p, inputs))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_float, (p.out_h, p.out_w, p.out_channels))]
 
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
@@ -285,7 +311,11 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
 
 def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     """Raw depthwise accumulators, int64 [N, OH, OW, C*M], without bias (one pass per kernel tap)."""
-    x = np.asarray(inputs[0])
+    return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
+
+
+def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
     xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
@@ -302,11 +332,11 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
             np.multiply(tap, p.weights[i, j], out=prod)
             acc += prod  # exact: exact_float_dtype bounded every partial sum
-    return acc.astype(np.int64)
+    return acc
 
 
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_depthwise(p, inputs))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_float, (p.out_h, p.out_w, p.out_channels))]
 
 
 register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv, batch=batch_always)
