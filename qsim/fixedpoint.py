@@ -664,24 +664,24 @@ class DoubleRequantPlan:
     with x = acc + bias and m = M0 << left, SRDHM(x << left, M0) = floor((x*m + 2**30) / 2**31)
     and RoundingDivideByPOT(h, e) = floor((h + [e > 0] * (2**(e-1) - [h < 0])) / 2**e).
 
-    Two exact evaluations of that formula (``kind``):
+    Evaluated in float64 with every intermediate an integer, or an integer over a power of
+    two, that float64 holds exactly (SIMD-friendly passes, no int64 multiply or shift).
+    RoundingDivideByPOT rounds h / 2**e half away from zero (also right for e = 0, h being
+    an integer), so ``out = clamp(trunc(h * 2**-e + copysign(1/2, h)) + zp, lo, hi)``
+    (|h| < 2**31: at most 33 significant bits).  h itself (``kind``):
 
-    * "float": when (bound + |bias|) * m + 2**30 < 2**53 every intermediate is an integer
-      (or an integer over a power of two) that float64 represents exactly:
-      ``h = floor(acc * m/2**31 + (bias * m/2**31 + 1/2))`` and, since RoundingDivideByPOT
-      rounds h / 2**e half away from zero (also right for e = 0, h being an integer),
-      ``out = clamp(trunc(h * 2**-e + copysign(1/2, h)) + zp, lo, hi)`` (|h| < 2**31, so
-      ``h * 2**-e + 1/2`` needs at most 33 significant bits).  Few, SIMD-friendly passes.
-    * "int": the int64 closed form of :func:`requantize_double_fast`,
-      ``(x*m + 2**30 + ((2**e >> 1) << 31) - [x*m < -2**30 and e > 0] * 2**31 + (zp << 31+e)) >> (31+e)``
-      (zp added after the shift when folding it could overflow int64).
+    * "float", when (bound + |bias|) * m + 2**30 < 2**53:
+      ``h = floor(acc * m/2**31 + (bias * m/2**31 + 1/2))`` (one product, exact).
+    * "split", otherwise: with x = acc + bias (|x| < 2**31) and m = mh * 2**15 + ml,
+      ``h = floor(x * mh/2**16 + floor(x * ml/2**15 + 2**15) / 2**16)``: x*mh < 2**47 and
+      x*ml + 2**30 < 2**47 are exact, and floor((A*2**15 + B) / 2**31) ==
+      floor((A + floor(B / 2**15)) / 2**16) for integers A, B.
 
     ``acc`` may be a float array of exact integers (a BLAS accumulator).
     """
 
-    kind: str  # "float" | "int"
-    constants: tuple  # per-channel values ([C] arrays or scalars), see _constants()
-    zero_point_after: int  # "int": added after the shift (0 when folded into the offset)
+    kind: str  # "float" | "split"
+    constants: tuple  # per-channel values ([C] arrays or scalars), see plan_requantize_double
     act_min: int
     act_max: int
     _tile_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
@@ -693,50 +693,40 @@ class DoubleRequantPlan:
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
-            x = flat if self.kind == "float" else flat.astype(np.int64)  # "float" converts in its first pass
-            return self._chunk(x, consts).astype(dtype).reshape(acc.shape)
+            return self._chunk(flat, consts).astype(dtype).reshape(acc.shape)
         channels = acc.shape[-1] if acc.ndim else 1
         step = max(1, _PLAN_CHUNK // max(channels, 1)) * channels  # whole rows per chunk
         if flat.size <= step:  # one pass: no chunk bookkeeping
-            return self._chunk(flat if self.kind == "float" else flat.astype(np.int64),
-                               self._tiles(flat.size, channels)).astype(dtype).reshape(acc.shape)
+            return self._chunk(flat, self._tiles(flat.size, channels)).astype(dtype).reshape(acc.shape)
         out = np.empty(flat.shape, dtype)
-        work = np.empty(step, np.int64) if self.kind == "int" else None
         for r in range(0, flat.size, step):
             a = flat[r:r + step]
-            if self.kind == "float":
-                x = a
-            else:
-                x = work[:a.size]
-                np.copyto(x, a, casting="unsafe")  # exact integers (float accumulators included)
-            np.copyto(out[r:r + a.size], self._chunk(x, self._tiles(a.size, channels)), casting="unsafe")
+            np.copyto(out[r:r + a.size], self._chunk(a, self._tiles(a.size, channels)), casting="unsafe")
         return out.reshape(acc.shape)
 
-    def _chunk(self, x: np.ndarray, consts: tuple) -> np.ndarray:
-        """The formula on one flat chunk ``x`` (int64 for "int", in place; for "float" any exact
-        numeric array, left untouched: the first pass writes a new float64 array)."""
+    def _chunk(self, acc: np.ndarray, consts: tuple) -> np.ndarray:
+        """The formula on one flat chunk of exact integers ``acc`` (left untouched) -> float64."""
         if self.kind == "float":
             mult, offset, scale, zp = consts
-            x = np.multiply(x, mult, dtype=np.float64)
-            np.add(x, offset, out=x)
-            np.floor(x, out=x)  # h = SRDHM(x << left, M0)
-            t = np.copysign(0.5, x)
-            np.multiply(x, scale, out=x)
-            np.add(x, t, out=x)
-            np.trunc(x, out=x)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
-            np.add(x, zp, out=x)
+            h = np.multiply(acc, mult, dtype=np.float64)
+            np.add(h, offset, out=h)
         else:
-            bias, mult, corr, offset, total = consts
-            np.add(x, bias, out=x)
-            np.multiply(x, mult, out=x)
-            if corr is not None:  # RoundingDivideByPOT's tie correction for negative h
-                x -= np.less(x, -(1 << 30)) * corr
-            np.add(x, offset, out=x)
-            np.right_shift(x, total, out=x)
-            if self.zero_point_after:
-                np.add(x, self.zero_point_after, out=x)
-        _clip(x, self._lo, self._hi, out=x)
-        return x
+            bias, high, low, scale, zp = consts
+            x = np.add(acc, bias, dtype=np.float64)  # acc + bias, |.| < 2**31
+            h = np.multiply(x, high)  # x * mh / 2**16
+            np.multiply(x, low, out=x)
+            np.add(x, 2.0 ** 15, out=x)  # x * ml / 2**15 + 2**15
+            np.floor(x, out=x)
+            np.multiply(x, 2.0 ** -16, out=x)
+            np.add(h, x, out=h)
+        np.floor(h, out=h)  # h = SRDHM(x << left, M0)
+        t = np.copysign(0.5, h)
+        np.multiply(h, scale, out=h)
+        np.add(h, t, out=h)
+        np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
+        np.add(h, zp, out=h)
+        _clip(h, self._lo, self._hi, out=h)
+        return h
 
     def _tiles(self, length: int, channels: int) -> tuple:
         """The per-channel constants repeated to ``length`` values (whole rows), so that every
@@ -745,8 +735,7 @@ class DoubleRequantPlan:
         cache = self._tile_cache
         if cache is None:
             cache = self._tile_cache = {}
-            dt = np.float64 if self.kind == "float" else np.int64
-            self._lo, self._hi = dt(self.act_min), dt(self.act_max)
+            self._lo, self._hi = np.float64(self.act_min), np.float64(self.act_max)
         got = cache.get(length)
         if got is None:
             reps = -(-length // max(channels, 1))
@@ -767,7 +756,7 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
     m0, shift, b = _i64(m0).reshape(-1), _i64(shift).reshape(-1), _i64(bias).reshape(-1)
     zp = int(output_zero_point)
     if acc_bound is None or not m0.size or np.any((m0 < 0) | (m0 > INT32_MAX)) or np.any(shift < -31) \
-            or np.any(shift > 30) or abs(zp) > (1 << 16):
+            or np.any(shift > 30) or abs(zp) > (1 << 20):
         return None
     n = max(m0.size, shift.size, b.size)
     m0, shift, b = (np.broadcast_to(v, (n,)) for v in (m0, shift, b))
@@ -778,17 +767,15 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
         return None
     m = m0 << left
     lo, hi = int(act_min), int(act_max)
+    scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
     if int(((int(acc_bound) + np.abs(b)) * m).max()) + (1 << 30) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
-        consts = (m_real, b.astype(np.float64) * m_real + 0.5, 2.0 ** -right.astype(np.float64), float(zp))
-        return DoubleRequantPlan("float", tuple(_scalar_if_uniform(v) for v in consts), 0, lo, hi)
-    total = 31 + right
-    fold = int(right.max()) <= 20 and abs(zp) <= 256  # 2**62 + 2**51 + 256 * 2**51 < 2**63
-    offset = (np.int64(1) << 30) + (((np.int64(1) << right) >> 1) << 31) + ((np.int64(zp) << total) if fold else 0)
-    corr = np.where(right > 0, np.int64(1) << 31, np.int64(0))
-    consts = (b, m, corr if np.any(right > 0) else None, offset, total)
-    return DoubleRequantPlan("int", tuple(v if v is None else _scalar_if_uniform(v) for v in consts),
-                             0 if fold else zp, lo, hi)
+        consts = (m_real, b.astype(np.float64) * m_real + 0.5, scale, zpf)
+        return DoubleRequantPlan("float", tuple(_scalar_if_uniform(v) for v in consts), lo, hi)
+    high = (m >> 15).astype(np.float64) * 2.0 ** -16
+    low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
+    consts = (b.astype(np.float64), high, low, scale, zpf)
+    return DoubleRequantPlan("split", tuple(_scalar_if_uniform(v) for v in consts), lo, hi)
 
 
 def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:

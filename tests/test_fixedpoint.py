@@ -242,12 +242,12 @@ def test_fold_divisor_into_multiplier_hand_values():
 
 
 def test_double_requant_plan_equals_requantize():
-    """fixedpoint.plan_requantize_double (the GEMM kernels' eval path: float64 or int64 closed form,
+    """fixedpoint.plan_requantize_double (the GEMM kernels' eval path: one float64 product or a split one,
     applied in chunks) == fixedpoint.requantize("double") for every accumulator within the bound,
     including the bound itself, exact ties, float (BLAS) accumulators, left shifts, wide clamps,
     zero points beyond int8, and chunks of more than one pass; None where it cannot prove it."""
     rng = np.random.default_rng(11)
-    kinds = {"float": 0, "int": 0, None: 0}
+    kinds = {"float": 0, "split": 0, None: 0}
     for trial in range(300):
         c = int(rng.integers(1, 20))
         rows = int(rng.integers(1, 3000)) if trial % 10 else 5000  # 5000 rows: several chunks
