@@ -35,7 +35,6 @@ The 1-minute load average is printed before and after.  Not a test: it prints fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -86,28 +85,14 @@ def median_time(fn, min_time: float, clock, min_reps: int = 3, max_reps: int = 1
     return statistics.median(times)
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence the interpreters' C++ log lines on fd 2."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def litert_runner(blob: bytes, reference: bool):
     from ai_edge_litert import interpreter as li
     try:
-        with quiet_stderr():
-            if reference:
-                it = li.Interpreter(model_content=blob, experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)
-            else:
-                it = li.Interpreter(model_content=blob, num_threads=1)
-            it.allocate_tensors()
+        if reference:
+            it = li.Interpreter(model_content=blob, experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)
+        else:
+            it = li.Interpreter(model_content=blob, num_threads=1)
+        it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise Refused(" ".join(str(e).split())[:100]) from None
     idx = [d["index"] for d in it.get_input_details()]
@@ -123,8 +108,7 @@ def tflm_runner(blob: bytes, graph):
     from tflite_micro.python.tflite_micro import runtime
     arena = 10 * len(blob) + 2 * sum(t.nbytes for t in graph.tensors if not t.is_const) + (1 << 20)
     try:
-        with quiet_stderr():
-            it = runtime.Interpreter.from_bytes(blob, arena_size=arena)  # default config
+        it = runtime.Interpreter.from_bytes(blob, arena_size=arena)  # default config (kAllocationRecording)
     except (ValueError, RuntimeError) as e:
         raise Refused(" ".join(str(e).split())[:100]) from None
 
