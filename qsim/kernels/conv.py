@@ -314,6 +314,9 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
 
 
+DEPTHWISE_EINSUM_CHANNELS = 64  # measured crossover (vww_96_int8, batch 64): per-tap passes below, einsum above
+
+
 def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
@@ -321,6 +324,15 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
+    if p.out_channels >= DEPTHWISE_EINSUM_CHANNELS:
+        # One pass: every window as a strided view, summed against the taps by einsum (exact in
+        # any summation order, as exact_float_dtype bounded every partial sum).  With many
+        # channels this beats the per-tap passes below; with few, einsum's inner loop is too short.
+        sn, sh, sw, sc = xs.strides
+        windows = np.lib.stride_tricks.as_strided(
+            xs, shape=(x.shape[0], p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.out_channels),
+            strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc), writeable=False)
+        return np.einsum("nhwijc,ijc->nhwc", windows, p.weights)
     acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=p.weights.dtype)
     prod = np.empty_like(acc)
     h_span = (p.out_h - 1) * p.stride_h + 1
