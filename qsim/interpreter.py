@@ -339,7 +339,10 @@ def _check_dtype(t: ir.Tensor, a: np.ndarray) -> np.ndarray:
 
 def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
     """Validate user inputs against the graph's input tensors (count, shape, dtype)."""
-    items = _input_items(g, inputs)
+    return _conformed(g, _input_items(g, inputs))
+
+
+def _conformed(g: ir.Graph, items: dict) -> dict[int, np.ndarray]:
     return {t_idx: _check_dtype(g.tensors[t_idx], conform_shape(np.asarray(items[t_idx]), g.tensors[t_idx]))
             for t_idx in g.inputs}
 
@@ -362,7 +365,7 @@ def check_batch_inputs(g: ir.Graph, inputs) -> tuple[dict[int, np.ndarray], int 
     arrays = {t: np.asarray(items[t]) for t in g.inputs}
     batched = {t: is_batch_of(a, g.tensors[t]) for t, a in arrays.items()}
     if not any(batched.values()):
-        return check_inputs(g, arrays), None
+        return _conformed(g, arrays), None
     sizes = {t: a.shape[0] for t, a in arrays.items() if batched[t]}
     n = next(iter(sizes.values()))
     if not all(batched.values()) or len(set(sizes.values())) > 1:
