@@ -712,11 +712,13 @@ class DoubleRequantPlan:
         the float64 work buffers ``h`` and ``t`` (len(acc) each); returns ``h``."""
         if self.kind == "float":
             mult, offset, scale, zp = consts
-            np.multiply(acc, mult, out=h, dtype=np.float64)
+            h[...] = acc  # exact (float32/float64/int accumulators); faster than a mixed-type multiply
+            np.multiply(h, mult, out=h)
             np.add(h, offset, out=h)
         else:
             bias, high, low, scale, zp = consts
-            np.add(acc, bias, out=t, dtype=np.float64)  # x = acc + bias, |x| < 2**31
+            t[...] = acc
+            np.add(t, bias, out=t)  # x = acc + bias, |x| < 2**31
             np.multiply(t, high, out=h)  # x * mh / 2**16
             np.multiply(t, low, out=t)
             np.add(t, 2.0 ** 15, out=t)  # x * ml / 2**15 + 2**15

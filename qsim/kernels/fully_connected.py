@@ -90,7 +90,8 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
 
 def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
     """Accumulators as exact integers in the weights' float dtype, [batch, out_units]."""
-    xs = np.subtract(np.asarray(x).reshape(-1, p.in_units), p.input_zero_point, dtype=p.weights_t.dtype)
+    xs = np.asarray(x).reshape(-1, p.in_units).astype(p.weights_t.dtype)  # (one ufunc with dtype= is 10x slower)
+    xs -= p.input_zero_point
     return xs @ p.weights_t
 
 
