@@ -27,10 +27,13 @@ MobileNetV2-sized model is measured with ``tracemalloc`` (numpy registers its bu
 it): the peak of traced Python + numpy allocations during the run, above what was
 allocated before it (the weights and prepared tables are not counted).
 
-Timing: every engine runs single-threaded (OPENBLAS_NUM_THREADS=1, XNNPACK 1 thread).
-``--clock wall`` (default) uses ``time.perf_counter``; ``--clock cpu`` uses the process CPU
-time, which on a shared, loaded machine excludes the time other processes hold the CPU.
-The 1-minute load average is printed before and after.  Not a test: it prints figures.
+Timing: every engine runs single-threaded (OPENBLAS_NUM_THREADS=1, XNNPACK 1 thread), in
+the same process, interleaved round by round so that all engines of a model see the same
+machine load; each figure is the median over the rounds (at least 5; ``--min-time``
+seconds per engine).  ``--clock wall`` (default) uses ``time.perf_counter``; ``--clock cpu``
+the process CPU time, which on a shared, loaded machine excludes the time other
+processes hold the CPU.  The 1-minute load average is printed before and after.
+Not a test: it prints figures.
 """
 from __future__ import annotations
 
@@ -62,27 +65,37 @@ SHARED = REPO.parent / "shared" / "models"
 MODELS = ["ad01_int8", "hello_world_int8", "kws_ref_model", "micro_speech_quantized", "person_detect",
           "pretrainedResnet_quant", "vww_96_int8"]
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+GROUP_SECONDS = 0.02
 
 
 class Refused(Exception):
     """A reference would not load or run the model."""
 
 
-def median_time(fn, min_time: float, clock, min_reps: int = 3, max_reps: int = 1000) -> float:
-    """Median seconds per call over enough repetitions to fill ``min_time`` (after one warm-up).
-    Calls shorter than 1 ms are timed in groups (the median of group means)."""
-    fn()
-    t0 = clock()
-    fn()
-    inner = max(1, min(200, int(1e-3 / max(clock() - t0, 1e-7))))
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
+def median_times(fns: dict, min_time: float, clock, min_reps: int = 5, max_reps: int = 1000) -> dict:
+    """Median seconds per call of each function, measured interleaved: every round times one
+    group of calls of each function in turn, so that all of them see the same machine load
+    (on a shared machine the load drifts within seconds).  Rounds continue until
+    ``min_time`` x the number of functions has passed.  Calls shorter than GROUP_SECONDS are
+    timed in groups (the median of group means), long enough that the caches warm up again
+    after the other engines ran (as for a user running one engine in a loop)."""
+    inner = {}
+    for k, fn in fns.items():
+        fn()  # warm-up
         t0 = clock()
-        for _ in range(inner):
-            fn()
-        times.append((clock() - t0) / inner)
-    return statistics.median(times)
+        fn()
+        inner[k] = max(1, min(500, int(GROUP_SECONDS / max(clock() - t0, 1e-7))))
+    times: dict = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_reps and (rounds < min_reps or time.perf_counter() - start < min_time * len(fns)):
+        for k, fn in fns.items():
+            t0 = clock()
+            for _ in range(inner[k]):
+                fn()
+            times[k].append((clock() - t0) / inner[k])
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def litert_runner(blob: bytes, reference: bool):
@@ -150,10 +163,11 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
     xs = batch_inputs(g, batch)
     one = [x[:1] for x in xs]
     row: dict = {"model": name, "macs": sum(op_macs(g, op) for op in g.operators), "batch": batch}
+    fns = {}
     try:
         prep = prepare_graph(g, "tflm")
-        row["qsim"] = median_time(lambda: prep.run(one, keep_all=False), min_time, clock)
-        row["qsim_batch_per_sample"] = median_time(lambda: prep.run(xs, keep_all=False), min_time, clock) / batch
+        fns["qsim"] = lambda: prep.run(one, keep_all=False)
+        fns["qsim_batch"] = lambda: prep.run(xs, keep_all=False)
         if memory:
             row["peak_bytes_batch"] = peak_memory(prep, xs)
     except QsimError as e:
@@ -164,10 +178,14 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
     for key, make in makers.items():
         try:
             run = make()
-            row[key] = median_time(lambda: run(one), min_time, clock)
+            run(one)
+            fns[key] = (lambda r: lambda: r(one))(run)
         except Refused as e:
             row[key] = None
             row.setdefault("refused", {})[key] = str(e)
+    row.update(median_times(fns, min_time, clock))
+    if "qsim_batch" in row:
+        row["qsim_batch_per_sample"] = row.pop("qsim_batch") / batch
     base_key = "litert_ref" if row.get("litert_ref") else "tflm"
     row["batch_base"] = base_key
     return row
@@ -184,7 +202,7 @@ def ratio(a, b) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated subset of " + ",".join(MODELS) + ",zoo")
-    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of repetitions per engine (default 1)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of rounds per engine (default 1)")
     ap.add_argument("--batch", type=int, default=64, help="batch size of the batched qsim run (default 64)")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall (default) or process CPU time")
     ap.add_argument("--json", action="store_true")
