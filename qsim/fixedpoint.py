@@ -693,12 +693,11 @@ class DoubleRequantPlan:
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
-            return self._chunk(flat, consts, np.empty(flat.size), np.empty(flat.size)).astype(dtype).reshape(acc.shape)
+            return self._chunk(flat, consts).astype(dtype).reshape(acc.shape)
         channels = acc.shape[-1] if acc.ndim else 1
         step = max(1, _PLAN_CHUNK // max(channels, 1)) * channels  # whole rows per chunk
         if flat.size <= step:  # one pass: no chunk bookkeeping
-            return self._chunk(flat, self._tiles(flat.size, channels), np.empty(flat.size),
-                               np.empty(flat.size)).astype(dtype).reshape(acc.shape)
+            return self._chunk(flat, self._tiles(flat.size, channels)).astype(dtype).reshape(acc.shape)
         out = np.empty(flat.shape, dtype)
         h, t = np.empty(step), np.empty(step)  # reused: a fresh 128 KiB array per pass costs page faults
         for r in range(0, flat.size, step):
@@ -707,26 +706,35 @@ class DoubleRequantPlan:
             np.copyto(out[r:r + k], self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), casting="unsafe")
         return out.reshape(acc.shape)
 
-    def _chunk(self, acc: np.ndarray, consts: tuple, h: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _chunk(self, acc: np.ndarray, consts: tuple, h: np.ndarray | None = None,
+               t: np.ndarray | None = None) -> np.ndarray:
         """The formula on one flat chunk of exact integers ``acc`` (left untouched), computed in
-        the float64 work buffers ``h`` and ``t`` (len(acc) each); returns ``h``."""
+        the float64 work buffers ``h`` and ``t`` (len(acc) each; new arrays when None, fewer
+        calls for a small chunk); returns ``h``."""
         if self.kind == "float":
             mult, offset, scale, zp = consts
-            h[...] = acc  # exact (float32/float64/int accumulators); faster than a mixed-type multiply
-            np.multiply(h, mult, out=h)
+            if h is None:
+                h = np.multiply(acc, mult, dtype=np.float64)
+            else:
+                h[...] = acc  # exact (float32/float64/int accumulators); faster than a mixed-type multiply
+                np.multiply(h, mult, out=h)
             np.add(h, offset, out=h)
         else:
             bias, high, low, scale, zp = consts
-            t[...] = acc
-            np.add(t, bias, out=t)  # x = acc + bias, |x| < 2**31
-            np.multiply(t, high, out=h)  # x * mh / 2**16
+            if t is None:
+                t = np.add(acc, bias, dtype=np.float64)  # x = acc + bias, |x| < 2**31
+                h = np.multiply(t, high)  # x * mh / 2**16
+            else:
+                t[...] = acc
+                np.add(t, bias, out=t)
+                np.multiply(t, high, out=h)
             np.multiply(t, low, out=t)
             np.add(t, 2.0 ** 15, out=t)  # x * ml / 2**15 + 2**15
             np.floor(t, out=t)
             np.multiply(t, 2.0 ** -16, out=t)
             np.add(h, t, out=h)
         np.floor(h, out=h)  # h = SRDHM(x << left, M0)
-        np.copysign(0.5, h, out=t)
+        t = np.copysign(0.5, h, out=t)
         np.multiply(h, scale, out=h)
         np.add(h, t, out=h)
         np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
