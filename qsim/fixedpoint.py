@@ -677,11 +677,17 @@ class DoubleRequantPlan:
       x*ml + 2**30 < 2**47 are exact, and floor((A*2**15 + B) / 2**31) ==
       floor((A + floor(B / 2**15)) / 2**16) for integers A, B.
 
+    When ``act_min >= zp`` (a fused RELU/RELU6: nothing below the real value 0 survives the
+    clamp) the sign-dependent part is not needed: for h >= 0 RoundingDivideByPOT is
+    floor((h + 2**(e-1)) / 2**e), and for h < 0 both that and the true result are <= 0, so
+    both clamp to act_min: ``out = clamp(floor(h * 2**-e + [e > 0]/2 + zp), lo, hi)``.
+
     ``acc`` may be a float array of exact integers (a BLAS accumulator).
     """
 
     kind: str  # "float" | "split"
     constants: tuple  # per-channel values ([C] arrays or scalars), see plan_requantize_double
+    zero_point: int
     act_min: int
     act_max: int
     _tile_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
@@ -712,7 +718,7 @@ class DoubleRequantPlan:
         the float64 work buffers ``h`` and ``t`` (len(acc) each; new arrays when None, fewer
         calls for a small chunk); returns ``h``."""
         if self.kind == "float":
-            mult, offset, scale, zp = consts
+            mult, offset, scale, zp = consts[:4]
             if h is None:
                 h = np.multiply(acc, mult, dtype=np.float64)
             else:
@@ -720,7 +726,7 @@ class DoubleRequantPlan:
                 np.multiply(h, mult, out=h)
             np.add(h, offset, out=h)
         else:
-            bias, high, low, scale, zp = consts
+            bias, high, low, scale, zp = consts[:5]
             if t is None:
                 t = np.add(acc, bias, dtype=np.float64)  # x = acc + bias, |x| < 2**31
                 h = np.multiply(t, high)  # x * mh / 2**16
@@ -734,11 +740,15 @@ class DoubleRequantPlan:
             np.multiply(t, 2.0 ** -16, out=t)
             np.add(h, t, out=h)
         np.floor(h, out=h)  # h = SRDHM(x << left, M0)
-        t = np.copysign(0.5, h, out=t)
         np.multiply(h, scale, out=h)
-        np.add(h, t, out=h)
-        np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
-        np.add(h, zp, out=h)
+        if self.act_min >= self.zero_point:  # see the class docstring: no sign-dependent rounding
+            np.add(h, consts[-1], out=h)
+            np.floor(h, out=h)
+        else:
+            t = np.copysign(0.5, h, out=t)  # h * 2**-e has h's sign
+            np.add(h, t, out=h)
+            np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
+            np.add(h, zp, out=h)
         _clip(h, self._lo, self._hi, out=h)
         return h
 
@@ -782,14 +792,15 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
     m = m0 << left
     lo, hi = int(act_min), int(act_max)
     scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
+    round_add = np.where(right > 0, 0.5, 0.0) + zpf  # 2**(e-1) / 2**e + zp: see "act_min >= zp" above
     if int(((int(acc_bound) + np.abs(b)) * m).max()) + (1 << 30) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
-        consts = (m_real, b.astype(np.float64) * m_real + 0.5, scale, zpf)
-        return DoubleRequantPlan("float", tuple(_scalar_if_uniform(v) for v in consts), lo, hi)
+        consts = (m_real, b.astype(np.float64) * m_real + 0.5, scale, zpf, round_add)
+        return DoubleRequantPlan("float", tuple(_scalar_if_uniform(v) for v in consts), zp, lo, hi)
     high = (m >> 15).astype(np.float64) * 2.0 ** -16
     low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
-    consts = (b.astype(np.float64), high, low, scale, zpf)
-    return DoubleRequantPlan("split", tuple(_scalar_if_uniform(v) for v in consts), lo, hi)
+    consts = (b.astype(np.float64), high, low, scale, zpf, round_add)
+    return DoubleRequantPlan("split", tuple(_scalar_if_uniform(v) for v in consts), zp, lo, hi)
 
 
 def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:

@@ -245,6 +245,7 @@ def test_double_requant_plan_equals_requantize():
     """fixedpoint.plan_requantize_double (the GEMM kernels' eval path: one float64 product or a split one,
     applied in chunks) == fixedpoint.requantize("double") for every accumulator within the bound,
     including the bound itself, exact ties, float (BLAS) accumulators, left shifts, wide clamps,
+    clamps at the zero point (fused RELU),
     zero points beyond int8, and chunks of more than one pass; None where it cannot prove it."""
     rng = np.random.default_rng(11)
     kinds = {"float": 0, "split": 0, None: 0}
@@ -258,6 +259,8 @@ def test_double_requant_plan_equals_requantize():
         bias = rng.integers(-(1 << int(rng.integers(1, 31))), 1 << int(rng.integers(1, 31)), c)
         zp = int(rng.integers(-300, 300)) if trial % 4 else int(rng.integers(-2**16, 2**16))
         lo, hi = (-128, 127) if trial % 2 else (-2**31, 2**31 - 1)
+        if trial % 4 == 3:
+            lo, hi = zp, max(zp, 127)  # a fused RELU: the plan's sign-free rounding path
         acc = rng.integers(-bound, bound + 1, (rows, c))
         acc[0], acc[-1] = bound, -bound
         if trial % 3 == 1:
