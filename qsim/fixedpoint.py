@@ -680,12 +680,15 @@ class DoubleRequantPlan:
     When ``act_min >= zp`` (a fused RELU/RELU6: nothing below the real value 0 survives the
     clamp) the sign-dependent part is not needed: for h >= 0 RoundingDivideByPOT is
     floor((h + 2**(e-1)) / 2**e), and for h < 0 both that and the true result are <= 0, so
-    both clamp to act_min: ``out = clamp(floor(h * 2**-e + [e > 0]/2 + zp), lo, hi)``.
+    both clamp to act_min.  Then, h being floor(z) and floor(floor(z) + k) / 2**e) ==
+    floor((z + k) / 2**e) for an integer k, ``out = clamp(floor(z * 2**-e + [e > 0]/2 + zp),
+    lo, hi)`` with one floor (kinds "float_relu" / "split_relu", where the numerators over
+    2**(31+e) resp. 2**(16+e) stay below 2**53).
 
     ``acc`` may be a float array of exact integers (a BLAS accumulator).
     """
 
-    kind: str  # "float" | "split"
+    kind: str  # "float" | "split" | "float_relu" | "split_relu"
     constants: tuple  # per-channel values ([C] arrays or scalars), see plan_requantize_double
     zero_point: int
     act_min: int
@@ -717,8 +720,9 @@ class DoubleRequantPlan:
         """The formula on one flat chunk of exact integers ``acc`` (left untouched), computed in
         the float64 work buffers ``h`` and ``t`` (len(acc) each; new arrays when None, fewer
         calls for a small chunk); returns ``h``."""
-        if self.kind == "float":
-            mult, offset, scale, zp = consts[:4]
+        kind = self.kind
+        if kind in ("float", "float_relu"):
+            mult, offset = consts[0], consts[1]
             if h is None:
                 h = np.multiply(acc, mult, dtype=np.float64)
             else:
@@ -726,10 +730,10 @@ class DoubleRequantPlan:
                 np.multiply(h, mult, out=h)
             np.add(h, offset, out=h)
         else:
-            bias, high, low, scale, zp = consts[:5]
+            bias, high, low, post = consts[:4]
             if t is None:
                 t = np.add(acc, bias, dtype=np.float64)  # x = acc + bias, |x| < 2**31
-                h = np.multiply(t, high)  # x * mh / 2**16
+                h = np.multiply(t, high)  # x * mh / 2**16 (/ 2**e for "split_relu")
             else:
                 t[...] = acc
                 np.add(t, bias, out=t)
@@ -737,18 +741,20 @@ class DoubleRequantPlan:
             np.multiply(t, low, out=t)
             np.add(t, 2.0 ** 15, out=t)  # x * ml / 2**15 + 2**15
             np.floor(t, out=t)
-            np.multiply(t, 2.0 ** -16, out=t)
+            np.multiply(t, post, out=t)  # / 2**16 (/ 2**e for "split_relu")
             np.add(h, t, out=h)
-        np.floor(h, out=h)  # h = SRDHM(x << left, M0)
-        np.multiply(h, scale, out=h)
-        if self.act_min >= self.zero_point:  # see the class docstring: no sign-dependent rounding
-            np.add(h, consts[-1], out=h)
-            np.floor(h, out=h)
+        if kind.endswith("_relu"):  # one floor: see the class docstring
+            if kind == "split_relu":
+                np.add(h, consts[4], out=h)
         else:
+            scale, zp = consts[-2], consts[-1]
+            np.floor(h, out=h)  # h = SRDHM(x << left, M0)
+            np.multiply(h, scale, out=h)
             t = np.copysign(0.5, h, out=t)  # h * 2**-e has h's sign
             np.add(h, t, out=h)
             np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
             np.add(h, zp, out=h)
+        np.floor(h, out=h)
         _clip(h, self._lo, self._hi, out=h)
         return h
 
@@ -791,16 +797,29 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
         return None
     m = m0 << left
     lo, hi = int(act_min), int(act_max)
+    relu = lo >= zp  # the sign-free rounding of the class docstring applies
     scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
-    round_add = np.where(right > 0, 0.5, 0.0) + zpf  # 2**(e-1) / 2**e + zp: see "act_min >= zp" above
-    if int(((int(acc_bound) + np.abs(b)) * m).max()) + (1 << 30) < (1 << 53):
+    round_add = np.where(right > 0, 0.5, 0.0) + zpf  # (2**e >> 1) / 2**e + zp
+    reach = (int(acc_bound) + np.abs(b)) * m + (1 << 30)  # bound on |x*m + 2**30|
+    if int(reach.max()) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
-        consts = (m_real, b.astype(np.float64) * m_real + 0.5, scale, zpf, round_add)
-        return DoubleRequantPlan("float", tuple(_scalar_if_uniform(v) for v in consts), zp, lo, hi)
+        offset = b.astype(np.float64) * m_real + 0.5
+        # one floor: (x*m + 2**30 + (round_add << 31+e)) / 2**(31+e), numerator < 2**53
+        if relu and all(int(r) + ((abs(zp) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
+            consts = (m_real * scale, offset * scale + round_add)
+            return _plan("float_relu", consts, zp, lo, hi)
+        return _plan("float", (m_real, offset, scale, zpf), zp, lo, hi)
     high = (m >> 15).astype(np.float64) * 2.0 ** -16
     low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
-    consts = (b.astype(np.float64), high, low, scale, zpf, round_add)
-    return DoubleRequantPlan("split", tuple(_scalar_if_uniform(v) for v in consts), zp, lo, hi)
+    b = b.astype(np.float64)
+    # one floor: (x*mh + floor(..)) / 2**(16+e) + round_add, numerators < 2**48 + (|zp|+1) * 2**(16+e)
+    if relu and all((1 << 48) + ((abs(zp) + 1) << (16 + int(e))) < (1 << 53) for e in right):
+        return _plan("split_relu", (b, high * scale, low, 2.0 ** -16 * scale, round_add), zp, lo, hi)
+    return _plan("split", (b, high, low, 2.0 ** -16, scale, zpf), zp, lo, hi)
+
+
+def _plan(kind, consts, zp, lo, hi) -> DoubleRequantPlan:
+    return DoubleRequantPlan(kind, tuple(_scalar_if_uniform(v) for v in consts), zp, lo, hi)
 
 
 def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = False) -> tuple[int, int]:
