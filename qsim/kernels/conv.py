@@ -333,8 +333,7 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
             xs, shape=(x.shape[0], p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.out_channels),
             strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc), writeable=False)
         return np.einsum("nhwijc,ijc->nhwc", windows, p.weights)
-    acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=p.weights.dtype)
-    prod = np.empty_like(acc)
+    acc = prod = None
     h_span = (p.out_h - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
     for i in range(p.kernel_h):
@@ -342,6 +341,10 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
         for j in range(p.kernel_w):
             c0 = j * p.dilation_w
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
+            if acc is None:  # the first tap initialises the accumulator
+                acc = np.multiply(tap, p.weights[i, j])
+                prod = np.empty_like(acc)
+                continue
             np.multiply(tap, p.weights[i, j], out=prod)
             acc += prod  # exact: exact_float_dtype bounded every partial sum
     return acc
