@@ -21,7 +21,7 @@ fully_connected.py and pooling.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -197,6 +197,7 @@ class ConvParams:
     out_channels: int
     depth_multiplier: int  # 1 for CONV_2D
     requant: RequantParams
+    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_float
 
 
 def _conv_operands(op, graph):
@@ -314,9 +315,6 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
 
 
-DEPTHWISE_EINSUM_CHANNELS = 64  # measured crossover (vww_96_int8, batch 64): per-tap passes below, einsum above
-
-
 def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
@@ -324,15 +322,12 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
-    if p.out_channels >= DEPTHWISE_EINSUM_CHANNELS:
-        # One pass: every window as a strided view, summed against the taps by einsum (exact in
-        # any summation order, as exact_float_dtype bounded every partial sum).  With many
-        # channels this beats the per-tap passes below; with few, einsum's inner loop is too short.
-        sn, sh, sw, sc = xs.strides
-        windows = np.lib.stride_tricks.as_strided(
-            xs, shape=(x.shape[0], p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.out_channels),
-            strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc), writeable=False)
-        return np.einsum("nhwijc,ijc->nhwc", windows, p.weights)
+    if p.weight_rows is None:
+        # Each tap's weights repeated along an output row: a [C] vector broadcast over
+        # [N, OH, OW, C] makes numpy loop over C elements at a time; [OW, C] rows keep the
+        # passes' inner loops OW * C long.
+        p.weight_rows = np.ascontiguousarray(np.broadcast_to(p.weights[:, :, None, :], (
+            p.kernel_h, p.kernel_w, p.out_w, p.out_channels)))
     acc = prod = None
     h_span = (p.out_h - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
@@ -342,10 +337,10 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
             c0 = j * p.dilation_w
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
             if acc is None:  # the first tap initialises the accumulator
-                acc = np.multiply(tap, p.weights[i, j])
+                acc = np.multiply(tap, p.weight_rows[i, j])
                 prod = np.empty_like(acc)
                 continue
-            np.multiply(tap, p.weights[i, j], out=prod)
+            np.multiply(tap, p.weight_rows[i, j], out=prod)
             acc += prod  # exact: exact_float_dtype bounded every partial sum
     return acc
 
