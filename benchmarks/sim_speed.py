@@ -1,14 +1,39 @@
 """Functional-simulation speed: qsim next to the reference interpreters, measured in one run.
 
-    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--json]
+    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--batch 64] [--clock wall|cpu] [--json]
 
-Per model: median wall time of one inference (inputs set + invoke; qsim:
-``PreparedGraph.run(keep_all=False)`` after a one-time prepare) for qsim
-(profile "tflm"), LiteRT with BUILTIN_REF kernels, LiteRT default kernels
-(XNNPACK delegate) and TFLite Micro, all on the same seeded random input.
-Ratios are qsim time / other time (< 1: qsim faster).  Includes the
-MobileNetV2-sized model from ``qsim.zoo.mobilenet_v2_like()`` when that module
-exists.  Not a test: it prints figures.
+Per model, on the same seeded random int8 input, the median time of:
+
+* ``qsim``: one sample, ``PreparedGraph.run([x], keep_all=False)`` (profile "tflm").
+  Included: input validation (shape/dtype checks) and every kernel; excluded: load and
+  ``prepare_graph`` (one-time, like the references' construction).
+* ``qsim batch/sample``: ``PreparedGraph.run([xs], keep_all=False)`` on a ``(--batch,) +
+  shape[1:]`` array (one vectorized pass), divided by the batch size.  Same inclusions.
+* ``LiteRT REF``: LiteRT with ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels),
+  normal memory plan (no preserve-all-tensors): ``set_tensor`` + ``invoke``; the output
+  is not read back.  Interpreter construction and ``allocate_tensors`` excluded.
+* ``XNNPACK``: LiteRT's default kernels (XNNPACK delegate), same calls.
+* ``TFLM``: the TFLite Micro Python runtime with its default interpreter config (not
+  kPreserveAllTensors, which ``qsim check`` needs and which is slower): ``set_input`` +
+  ``invoke``; construction excluded.  Arena: the model size x 10 + 2x its activation bytes
+  + 1 MiB (the size does not change the speed).
+
+Ratios are qsim time / reference time (< 1: qsim faster).  ``batch/REF`` compares the
+batched per-sample time with LiteRT REF, or with TFLM where LiteRT refuses the model
+(person_detect; marked ``*``).  Goals (issue 9): batch/REF <= 0.2 on vww_96_int8,
+kws_ref_model, pretrainedResnet_quant, person_detect and the MobileNetV2-sized zoo model;
+single-sample ad01_int8 <= 3x LiteRT REF.  The peak memory of one batched run of the
+MobileNetV2-sized model is measured with ``tracemalloc`` (numpy registers its buffers with
+it): the peak of traced Python + numpy allocations during the run, above what was
+allocated before it (the weights and prepared tables are not counted).
+
+Timing: every engine runs single-threaded (OPENBLAS_NUM_THREADS=1, XNNPACK 1 thread), in
+the same process, interleaved round by round so that all engines of a model see the same
+machine load; each figure is the median over the rounds (at least 5; ``--min-time``
+seconds per engine).  ``--clock wall`` (default) uses ``time.perf_counter``; ``--clock cpu``
+the process CPU time, which on a shared, loaded machine excludes the time other
+processes hold the CPU.  The 1-minute load average is printed before and after.
+Not a test: it prints figures.
 """
 from __future__ import annotations
 
@@ -18,6 +43,7 @@ import os
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 # One BLAS thread, set before numpy loads (the references are single-threaded too; on a shared
@@ -25,90 +51,144 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import numpy as np  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qsim import reference as ref  # noqa: E402
 from qsim.errors import QsimError  # noqa: E402
-from qsim.inputs import random_inputs  # noqa: E402
 from qsim.interpreter import prepare_graph  # noqa: E402
+from qsim.loader import load_bytes  # noqa: E402
+from qsim.report import op_macs  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "models"
 MODELS = ["ad01_int8", "hello_world_int8", "kws_ref_model", "micro_speech_quantized", "person_detect",
           "pretrainedResnet_quant", "vww_96_int8"]
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+GROUP_SECONDS = 0.02
 
 
-def median_time(fn, min_time: float, min_reps: int = 3, max_reps: int = 1000) -> float:
-    """Median seconds per call over enough repetitions to fill ``min_time`` (after one warm-up)."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
+class Refused(Exception):
+    """A reference would not load or run the model."""
+
+
+def median_times(fns: dict, min_time: float, clock, min_reps: int = 5, max_reps: int = 1000) -> dict:
+    """Median seconds per call of each function, measured interleaved: every round times one
+    group of calls of each function in turn, so that all of them see the same machine load
+    (on a shared machine the load drifts within seconds).  Rounds continue until
+    ``min_time`` x the number of functions has passed.  Calls shorter than GROUP_SECONDS are
+    timed in groups (the median of group means), long enough that the caches warm up again
+    after the other engines ran (as for a user running one engine in a loop)."""
+    inner = {}
+    for k, fn in fns.items():
+        fn()  # warm-up
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        inner[k] = max(1, min(500, int(GROUP_SECONDS / max(clock() - t0, 1e-7))))
+    times: dict = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_reps and (rounds < min_reps or time.perf_counter() - start < min_time * len(fns)):
+        for k, fn in fns.items():
+            t0 = clock()
+            for _ in range(inner[k]):
+                fn()
+            times[k].append((clock() - t0) / inner[k])
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def litert_runner(blob: bytes, reference: bool):
+    from ai_edge_litert import interpreter as li
+    try:
+        if reference:
+            it = li.Interpreter(model_content=blob, experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)
+        else:
+            it = li.Interpreter(model_content=blob, num_threads=1)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise Refused(" ".join(str(e).split())[:100]) from None
+    idx = [d["index"] for d in it.get_input_details()]
+
+    def run(inputs):
+        for i, a in zip(idx, inputs):
+            it.set_tensor(i, a)
+        it.invoke()
+    return run
+
+
+def tflm_runner(blob: bytes, graph):
+    from tflite_micro.python.tflite_micro import runtime
+    arena = 10 * len(blob) + 2 * sum(t.nbytes for t in graph.tensors if not t.is_const) + (1 << 20)
+    try:
+        it = runtime.Interpreter.from_bytes(blob, arena_size=arena)  # default config (kAllocationRecording)
+    except (ValueError, RuntimeError) as e:
+        raise Refused(" ".join(str(e).split())[:100]) from None
+
+    def run(inputs):
+        for i, a in enumerate(inputs):
+            it.set_input(a, i)
+        it.invoke()
+    return run
 
 
 def zoo_models() -> list[tuple[str, bytes]]:
-    import importlib
+    from qsim import zoo
+    return [("mobilenet_v2_like (zoo)", bytes(zoo.mobilenet_v2_like()))]
+
+
+def batch_inputs(g, n: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for t_idx in g.inputs:
+        t = g.tensors[t_idx]
+        info = np.iinfo(t.dtype)
+        out.append(rng.integers(info.min, int(info.max) + 1, size=(n,) + tuple(t.shape[1:])).astype(t.dtype))
+    return out
+
+
+def peak_memory(prep, xs) -> int:
+    """tracemalloc peak (bytes) of one run above the memory traced before it."""
+    tracemalloc.start()
     try:
-        zoo = importlib.import_module("qsim.zoo")
-    except ModuleNotFoundError as e:
-        if e.name == "qsim.zoo":
-            return []
-        raise
-    out = zoo.mobilenet_v2_like()
-    if hasattr(out, "build"):
-        out = out.build()
-    if isinstance(out, (str, Path)):
-        out = Path(out).read_bytes()
-    return [("mobilenet_v2_like (zoo)", bytes(out))]
+        base = tracemalloc.get_traced_memory()[0]
+        prep.run(xs, keep_all=False)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
 
 
-def bench_model(name: str, blob: bytes, min_time: float) -> dict:
-    m = ref.Model.open(blob, source=name)
-    g = m.graph
-    x = random_inputs(g, 1, seed=1)[0]
-    row: dict = {"model": name, "macs": None}
-    from qsim.report import op_macs
-    row["macs"] = sum(op_macs(g, op) for op in g.operators)
+def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memory: bool) -> dict:
+    g = load_bytes(blob, source=name)
+    xs = batch_inputs(g, batch)
+    one = [x[:1] for x in xs]
+    row: dict = {"model": name, "macs": sum(op_macs(g, op) for op in g.operators), "batch": batch}
+    fns = {}
     try:
         prep = prepare_graph(g, "tflm")
-        row["qsim"] = median_time(lambda: prep.run(x, keep_all=False), min_time)
+        fns["qsim"] = lambda: prep.run(one, keep_all=False)
+        fns["qsim_batch"] = lambda: prep.run(xs, keep_all=False)
+        if memory:
+            row["peak_bytes_batch"] = peak_memory(prep, xs)
     except QsimError as e:
-        row["qsim"] = None
+        row["qsim"] = row["qsim_batch_per_sample"] = None
         row["note"] = str(e).splitlines()[0]
-    for key, kind in (("litert_ref", "litert_plain"), ("xnnpack", "xnnpack"), ("tflm", "tflm")):
+    makers = {"litert_ref": lambda: litert_runner(blob, True), "xnnpack": lambda: litert_runner(blob, False),
+              "tflm": lambda: tflm_runner(blob, g)}
+    for key, make in makers.items():
         try:
-            if kind == "litert_plain":
-                runner = _plain_builtin_ref(blob)
-            else:
-                runner = ref.make_runner(kind, blob)
-            row[key] = median_time(lambda: runner.run(x, []), min_time)
-        except ref.ReferenceRefused as e:
+            run = make()
+            run(one)
+            fns[key] = (lambda r: lambda: r(one))(run)
+        except Refused as e:
             row[key] = None
-            row.setdefault("refused", {})[key] = str(e)[:80]
+            row.setdefault("refused", {})[key] = str(e)
+    row.update(median_times(fns, min_time, clock))
+    if "qsim_batch" in row:
+        row["qsim_batch_per_sample"] = row.pop("qsim_batch") / batch
+    base_key = "litert_ref" if row.get("litert_ref") else "tflm"
+    row["batch_base"] = base_key
     return row
-
-
-def _plain_builtin_ref(blob: bytes):
-    """BUILTIN_REF without experimental_preserve_all_tensors (the interpreter's normal memory plan)."""
-    from ai_edge_litert import interpreter as li
-
-    class Runner(ref.LiteRTRunner):
-        def __init__(self, blob):
-            try:
-                with ref._quiet_stderr():
-                    self.it = li.Interpreter(model_content=blob,
-                                             experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)
-                    self.it.allocate_tensors()
-            except (ValueError, RuntimeError) as e:
-                raise ref.ReferenceRefused(ref._first_sentence(str(e))) from None
-            self.input_indices = [d["index"] for d in self.it.get_input_details()]
-            self.output_indices = [d["index"] for d in self.it.get_output_details()]
-
-    return Runner(blob)
 
 
 def fmt_ms(v) -> str:
@@ -122,29 +202,45 @@ def ratio(a, b) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated subset of " + ",".join(MODELS) + ",zoo")
-    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of repetitions per engine (default 1)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of rounds per engine (default 1)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size of the batched qsim run (default 64)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall (default) or process CPU time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     wanted = args.models.split(",") if args.models else MODELS + ["zoo"]
-    jobs = [(n, (SHARED / f"{n}.tflite").read_bytes()) for n in wanted if n in MODELS and (SHARED / f"{n}.tflite").is_file()]
+    jobs = [(n, (SHARED / f"{n}.tflite").read_bytes()) for n in wanted
+            if n in MODELS and (SHARED / f"{n}.tflite").is_file()]
     if "zoo" in wanted:
         jobs += zoo_models()
+    load_before = os.getloadavg()[0]
     rows = []
     for name, blob in jobs:
-        rows.append(bench_model(name, blob, args.min_time))
+        rows.append(bench_model(name, blob, args.min_time, args.batch, CLOCKS[args.clock], memory="zoo" in name))
         print(f"measured {name}", file=sys.stderr)
+    load_after = os.getloadavg()[0]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"clock": args.clock, "load_before": load_before, "load_after": load_after, "rows": rows},
+                         indent=2))
         return 0
     from qsim.report import table
-    body = [[r["model"], f"{r['macs']:,}", fmt_ms(r["qsim"]), fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]),
-             fmt_ms(r["tflm"]), ratio(r["qsim"], r["litert_ref"]), ratio(r["qsim"], r["xnnpack"]),
-             ratio(r["qsim"], r["tflm"])] for r in rows]
-    print("median ms per inference (qsim profile tflm; ratios = qsim time / other; "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')})")
-    print(table(["model", "MACs", "qsim", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF", "qsim/XNNPACK", "qsim/TFLM"],
-                body, align="lrrrrrrrr"))
+    body = []
     for r in rows:
+        base = r.get(r["batch_base"])
+        mark = "*" if r["batch_base"] == "tflm" else ""
+        body.append([r["model"], f"{r['macs']:,}", fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
+                     fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]), fmt_ms(r["tflm"]),
+                     ratio(r["qsim"], r["litert_ref"]), ratio(r["qsim_batch_per_sample"], base) + mark,
+                     ratio(r["qsim"], r["tflm"])])
+    print(f"median ms per inference, clock={args.clock} (qsim profile tflm; batch = {args.batch} samples in one run, "
+          f"per sample; ratios = qsim time / other; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+          f"load average {load_before:.1f} before, {load_after:.1f} after on {os.cpu_count()} CPUs)")
+    print(table(["model", "MACs", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
+                 "batch/REF", "qsim/TFLM"], body, align="lrrrrrrrrr"))
+    print("* LiteRT refuses this model: batch/REF compares with TFLM instead.")
+    for r in rows:
+        if r.get("peak_bytes_batch") is not None:
+            print(f"peak memory of one batch-{args.batch} run of {r['model']}: "
+                  f"{r['peak_bytes_batch'] / 2**20:.1f} MiB (tracemalloc peak above the prepared model)")
         if r.get("note"):
             print(f"note: {r['model']}: qsim: {r['note']}")
         for k, v in r.get("refused", {}).items():

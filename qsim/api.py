@@ -35,7 +35,7 @@ from . import inputs as qin
 from . import ir
 from . import reference as ref
 from .errors import QsimError
-from .interpreter import PreparedGraph, conform_shape, prepare_graph
+from .interpreter import PreparedGraph, conform_shape, has_batch1, prepare_graph
 from .profiles import get_profile
 
 __all__ = ["load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "ProfileReport"]
@@ -562,7 +562,7 @@ class Model:
                 batched = batched or a.shape[0] != 1
             else:
                 a = conform_shape(a, t)
-                a = a if _batch1(t) else a[None]
+                a = a if has_batch1(t) else a[None]
             out[i] = a
         sizes = {a.shape[0] for a in out.values()}
         if len(sizes) > 1:
@@ -596,7 +596,7 @@ class Model:
         prep = self.prepared(profile)
         n = next(iter(batch.values())).shape[0]
         step = n if batch_size is None else int(batch_size)
-        chunks = [_run_batch(prep, {t: a[s:s + step] for t, a in batch.items()}, keep == "all")
+        chunks = [prep.run_samples({t: a[s:s + step] for t, a in batch.items()}, keep == "all")
                   for s in range(0, n, step)]
         values = {t: np.concatenate([c[t] for c in chunks]) if len(chunks) > 1 else chunks[0][t] for t in chunks[0]}
         if not batched:
@@ -719,7 +719,7 @@ class Model:
         result = emit.generate(self.graph, out_dir, name=name, target=target, rounding=rounding, force=force)
         if batch is not None:
             g = self.graph
-            vals = _run_batch(self.prepared(emit.ROUNDING_PROFILES[rounding]), batch, True)
+            vals = self.prepared(emit.ROUNDING_PROFILES[rounding]).run_samples(batch, True)
             n = next(iter(batch.values())).shape[0]
             files = {"input.bin": g.inputs, "expected.bin": g.outputs,
                      "expected_trace.bin": [op.outputs[0] for op in g.operators]}
@@ -737,21 +737,3 @@ def _batch_axis(a: np.ndarray, t: ir.Tensor) -> bool:
     if not s or s[0] != 1:
         return False
     return (a.ndim == len(s) and tuple(a.shape[1:]) == s[1:]) or (a.ndim == len(s) + 1 and tuple(a.shape[1:]) == s)
-
-
-def _run_batch(prep: PreparedGraph, batch: dict[int, np.ndarray], keep_all: bool) -> dict[int, np.ndarray]:
-    """Evaluate N samples ({input index: [N, ...]}) -> {tensor index: [N, ...]}.
-
-    The one place the API evaluates a batch: sample by sample until PreparedGraph.run takes a
-    leading batch axis, then ``return prep.run(batch, keep_all=keep_all)``.
-    """
-    n = next(iter(batch.values())).shape[0]
-    g = prep.graph
-    runs = [prep.run({t: a[k:k + 1].reshape(g.tensors[t].shape) for t, a in batch.items()}, keep_all=keep_all)
-            for k in range(n)]
-    return {t: np.concatenate([r[t].reshape(1, *g.tensors[t].shape[1:]) if _batch1(g.tensors[t])
-                               else r[t][None] for r in runs]) for t in runs[0]}
-
-
-def _batch1(t: ir.Tensor) -> bool:
-    return bool(t.shape) and t.shape[0] == 1

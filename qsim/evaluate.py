@@ -135,18 +135,11 @@ def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | N
 
 
 def _run_chunk(prepared: PreparedGraph, xs: np.ndarray) -> list[np.ndarray]:
-    """Samples ``xs`` (a leading axis of n in place of the model's batch dimension 1) -> each graph
-    output with the same leading axis.  One sample at a time; becomes ``prepared.run(xs)`` once
-    batched execution exists."""
+    """Samples ``xs`` (a leading sample axis, see :mod:`qsim.data`) -> each graph output with the
+    same leading axis (:meth:`PreparedGraph.run_samples`: one vectorized pass)."""
     g = prepared.graph
-    shape = g.tensors[g.inputs[0]].shape
-    runs = [prepared.run([x.reshape(shape)], keep_all=False) for x in xs]
-    outs = []
-    for t in g.outputs:
-        s = tuple(g.tensors[t].shape)
-        stacked = np.stack([r[t] for r in runs])
-        outs.append(stacked.reshape((len(xs),) + s[1:]) if s and s[0] == 1 else stacked)
-    return outs
+    res = prepared.run_samples({g.inputs[0]: xs}, keep_all=False)
+    return [res[t] for t in g.outputs]
 
 
 class _Accumulator:

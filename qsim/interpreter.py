@@ -6,7 +6,7 @@ is collected and reported in one error) and calls each kernel's prepare;
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -33,52 +33,238 @@ class PreparedOp:
 
 
 @dataclass
+class _Step:
+    """One op of a run plan: where each input comes from and what each output must look like."""
+
+    prepared: PreparedOp
+    eval: Callable
+    inputs: list  # per op input: (tensor index, constant array or None, read from the run's values?)
+    outputs: list  # per op output: (tensor index, dtype, model shape)
+    frees: tuple  # tensors no later op reads (dropped when keep_all is False)
+    mode: str = "vector"  # batched runs only: "vector" | "loop" | "once" (see PreparedGraph.run)
+
+
+@dataclass
 class PreparedGraph:
+    """A graph whose kernels are prepared: :meth:`run` evaluates it, one sample or a batch.
+
+    Batch convention: a graph input whose model shape starts with a batch dimension of 1,
+    ``(1, d1, ...)``, also accepts an array ``(N, d1, ...)``: N samples evaluated in one
+    vectorized pass, bit-exact with N single runs.  Inside the graph every tensor that
+    depends on the inputs then has shape ``(N,) + shape[1:]`` when its model shape starts
+    with 1, else ``(N,) + shape`` (the N per-sample tensors stacked).
+    """
+
     graph: ir.Graph
     profile: Profile
     ops: list[PreparedOp]
+    _plan: list | None = field(default=None, init=False, repr=False)
+    _batch_plan: list | None = field(default=None, init=False, repr=False)
 
     def run(self, inputs, keep_all: bool = True,
             on_op: Callable[[PreparedOp, list, list], None] | None = None) -> dict[int, np.ndarray]:
-        """Evaluate.  ``inputs``: list (graph input order) or {tensor index: array}.
+        """Evaluate.  ``inputs``: list (graph input order), one array, or {tensor index: array}.
 
-        Returns {tensor index: array} for graph outputs, or every produced
-        tensor (and the inputs) when ``keep_all``.  ``on_op(prepared, in_arrays,
-        out_arrays)`` is called after each op (used by the accelerator model).
+        Returns {tensor index: array} for graph outputs, or every produced tensor (and the
+        inputs) when ``keep_all``.  ``on_op(prepared, in_arrays, out_arrays)`` is called after
+        each op (the accelerator model uses it).
+
+        Batches: give every graph input as ``(N,) + shape[1:]`` (its model shape is
+        ``(1,) + shape[1:]``; all inputs the same N) to evaluate N samples at once.  The
+        result then holds, per tensor, the N samples' values stacked on a new leading axis,
+        with a model batch dimension of 1 merged into it: a ``(1, 10)`` output comes back as
+        ``(N, 10)``, a ``(10,)`` one as ``(N, 10)``.  ``on_op`` then sees the batched arrays.
+        An array equal to the model shape is one sample, evaluated and shaped exactly as
+        without batching (use :meth:`run_batched` for a uniform ``(N, ...)`` result).
+        GEMMs, element-wise ops, pooling and shape ops run over the whole batch in one pass;
+        an op whose semantics touch the batch axis (a MEAN over axis 0, a CONCATENATION or
+        TRANSPOSE moving axis 0, ...) runs sample by sample (see ``_batch_mode``).  A model
+        whose input dimension 0 is not 1 keeps requiring its exact shape.
         """
-        g = self.graph
-        values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
-        consumers_left = _consumer_counts(g) if not keep_all else None
-        for p in self.ops:
-            ins = [None if i < 0 else (values[i] if i in values else g.tensors[i].data) for i in p.op.inputs]
-            for i, a in zip(p.op.inputs, ins):
-                if a is None and i >= 0:  # qsim.validate refuses such graphs; never compute on a missing value
-                    raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
-                                    "point (not a graph input, a constant, or an earlier op's output).")
-            outs = p.kernel.eval(p.params, ins)
-            for t, arr in zip(p.op.outputs, outs):
-                tensor = g.tensors[t]
-                values[t] = np.asarray(arr).astype(tensor.dtype, copy=False).reshape(tensor.shape)
+        arrays, n = check_batch_inputs(self.graph, inputs)
+        if n is not None:
+            return self._run_batch(arrays, n, keep_all, on_op)
+        values: dict[int, np.ndarray] = dict(arrays)
+        for s in self._steps():
+            ins = [values[i] if live else c for i, c, live in s.inputs]
+            outs = s.eval(s.prepared.params, ins)
+            for (t, dtype, shape), arr in zip(s.outputs, outs):
+                if arr.__class__ is not np.ndarray or arr.dtype != dtype or arr.shape != shape:
+                    arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
+                values[t] = arr
             if on_op is not None:
-                on_op(p, ins, [values[t] for t in p.op.outputs])
-            if consumers_left is not None:
-                for i in p.op.inputs:
-                    if i in consumers_left:
-                        consumers_left[i] -= 1
-                        if consumers_left[i] == 0 and i not in g.outputs:
-                            values.pop(i, None)
+                on_op(s.prepared, ins, [values[t] for t, _, _ in s.outputs])
+            if not keep_all:
+                for t in s.frees:
+                    del values[t]
         if keep_all:
             return values
-        return {t: values[t] for t in g.outputs}
+        return {t: values[t] for t in self.graph.outputs}
+
+    def run_batched(self, inputs, batch_size: int = 64, keep_all: bool = False,
+                    on_op: Callable[[PreparedOp, list, list], None] | None = None) -> dict[int, np.ndarray]:
+        """:meth:`run` over a batch ``(N,) + shape[1:]`` in chunks of at most ``batch_size`` samples.
+
+        Memory stays bounded by one chunk's tensors; the chunks' results are concatenated
+        along axis 0.  Always returns the batched layout ``(N, ...)`` (see :meth:`run`), also
+        for N = 1 and for a single model-shaped sample.
+        """
+        if int(batch_size) < 1:
+            raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
+        arrays, n = check_batch_inputs(self.graph, inputs)
+        if n is None:  # one sample given in the model's own shape
+            arrays, n = {t: a.reshape((1,) + a.shape[1:]) for t, a in arrays.items()}, 1
+        step = int(batch_size)
+        parts = [self._run_batch({t: a[s:s + step] for t, a in arrays.items()}, min(step, n - s), keep_all, on_op)
+                 for s in range(0, n, step)]
+        if len(parts) == 1:
+            return parts[0]
+        return {t: np.concatenate([p[t] for p in parts], axis=0) for t in parts[0]}
+
+    def run_samples(self, batch: dict[int, np.ndarray], keep_all: bool = False) -> dict[int, np.ndarray]:
+        """N samples stacked on a new leading axis ({input index: (N,) + sample shape}) -> {tensor
+        index: (N, ...)} in the layout of :func:`batch_shape`, for any model: when every input has
+        a model batch dimension of 1 (sample shape ``(1,) + rest`` given as ``(N,) + rest``) in
+        one vectorized pass; otherwise (an input whose dimension 0 is not 1, given as
+        ``(N,) + shape``) sample by sample."""
+        g = self.graph
+        n = next(iter(batch.values())).shape[0]
+        if all(has_batch1(g.tensors[t]) for t in batch):
+            return self.run_batched(batch, batch_size=max(n, 1), keep_all=keep_all)
+        runs = [self.run({t: a[k] for t, a in batch.items()}, keep_all=keep_all) for k in range(n)]
+        return {t: np.stack([r[t] for r in runs]).reshape(batch_shape(g.tensors[t].shape, n)) for t in runs[0]}
+
+    def batch_plan(self) -> list[tuple[int, str, str]]:
+        """(op index, opcode, mode) per op of a batched run: "vector" (one pass over the whole
+        batch), "loop" (sample by sample: the op's semantics touch the batch axis) or "once"
+        (no input depends on the samples: computed once and repeated)."""
+        return [(s.prepared.op.index, s.prepared.op.opcode, s.mode) for s in self._batch_steps()]
+
+    # ------------------------------------------------------------------ plans
+
+    def _steps(self) -> list[_Step]:
+        """The run plan, built once: constant inputs resolved, output dtypes/shapes and the
+        last reader of every tensor known, so that run() does no per-op lookups."""
+        if self._plan is None:
+            self._plan = _build_plan(self.graph, self.ops)
+        return self._plan
+
+    def _batch_steps(self) -> list[_Step]:
+        if self._batch_plan is None:
+            g = self.graph
+            steps = [_Step(s.prepared, s.eval, s.inputs, s.outputs, s.frees) for s in self._steps()]
+            batched = set(g.inputs)
+            for s in steps:
+                s.mode = _batch_mode(g, s, batched)
+                if s.mode != "once":
+                    batched.update(t for t, _, _ in s.outputs)
+            self._batch_plan = steps
+        return self._batch_plan
+
+    def _run_batch(self, arrays: dict[int, np.ndarray], n: int, keep_all: bool, on_op) -> dict[int, np.ndarray]:
+        """N samples at once; ``arrays`` hold ``(n,) + shape[1:]`` per graph input."""
+        g = self.graph
+        values: dict[int, np.ndarray] = dict(arrays)
+        batched = set(arrays)
+        for s in self._batch_steps():
+            ins = [values[i] if live else c for i, c, live in s.inputs]
+            if s.mode == "loop":
+                outs = _per_sample(g, s, ins, batched, n)
+            else:
+                outs = s.eval(s.prepared.params, ins)
+            for (t, dtype, shape), arr in zip(s.outputs, outs):
+                arr = np.asarray(arr).astype(dtype, copy=False)
+                values[t] = arr.reshape(shape if s.mode == "once" else batch_shape(shape, n))
+                if s.mode != "once":
+                    batched.add(t)
+            if on_op is not None:
+                on_op(s.prepared, ins, [values[t] for t, _, _ in s.outputs])
+            if not keep_all:
+                for t in s.frees:
+                    del values[t]
+        keep = values if keep_all else {t: values[t] for t in g.outputs}
+        # Tensors that do not depend on the inputs (ops on constants only) were computed once:
+        # repeat them so that every returned array has the batched layout.
+        return {t: a if t in batched else
+                np.broadcast_to(a[None], (n,) + a.shape).reshape(batch_shape(g.tensors[t].shape, n))
+                for t, a in keep.items()}
 
 
-def _consumer_counts(g: ir.Graph) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for op in g.operators:
-        for i in op.inputs:
-            if i >= 0 and not g.tensors[i].is_const:
-                counts[i] = counts.get(i, 0) + 1
-    return counts
+def has_batch1(t: ir.Tensor) -> bool:
+    return bool(t.shape) and t.shape[0] == 1
+
+
+def batch_shape(shape, n: int) -> tuple[int, ...]:
+    """Shape of a batched tensor of model shape ``shape``: (n,) + shape[1:] when shape[0] == 1,
+    else (n,) + shape (the samples stacked on a new axis)."""
+    shape = tuple(shape)
+    return (n,) + shape[1:] if shape and shape[0] == 1 else (n,) + shape
+
+
+def _batch_mode(g: ir.Graph, s: _Step, batched: set[int]) -> str:
+    """How a batched run evaluates this op: "once" (no input depends on the samples: computed
+    once, like a constant), "vector" (one pass over the whole batch) or "loop" (sample by sample).
+
+    "vector" needs every batched input to carry the model batch dimension of 1 (so the batch
+    rides on axis 0, which the kernels already treat as a batch) and the kernel's own
+    ``batch`` predicate to accept the op; anything else -- a kernel without a predicate, a
+    MEAN over axis 0, a TRANSPOSE or STRIDED_SLICE touching axis 0, a CONCATENATION along axis
+    0, an element-wise op that would broadcast the batch axis against a constant -- falls back
+    to the per-sample loop, which is correct for any op at the cost of N kernel calls.
+    """
+    flags = [live and i in batched for i, _, live in s.inputs]
+    if not any(flags):
+        return "once"
+    merged = all(len(g.tensors[i].shape) >= 1 and g.tensors[i].shape[0] == 1
+                 for (i, _, _), f in zip(s.inputs, flags) if f)
+    k = s.prepared.kernel
+    if merged and k.batch is not None and k.batch(s.prepared.params, s.prepared.op, g, flags):
+        return "vector"
+    return "loop"
+
+
+def _per_sample(g: ir.Graph, s: _Step, ins: list, batched: set[int], n: int) -> list[np.ndarray]:
+    """Evaluate one op sample by sample; outputs stacked as (n,) + model shape."""
+    views = [a.reshape((n,) + tuple(g.tensors[i].shape)) if live and i in batched else None
+             for (i, _, live), a in zip(s.inputs, ins)]
+    results = []
+    for k in range(n):
+        outs = s.eval(s.prepared.params, [a if v is None else v[k] for a, v in zip(ins, views)])
+        results.append([np.asarray(o).astype(dtype, copy=False).reshape(shape)
+                        for (_, dtype, shape), o in zip(s.outputs, outs)])
+    return [np.stack(col) for col in zip(*results)]
+
+
+def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
+    produced = set(g.inputs)
+    steps = []
+    for p in ops:
+        ins = []
+        for i in p.op.inputs:
+            if i < 0:
+                ins.append((i, None, False))  # absent optional input: passed as None
+                continue
+            t = g.tensors[i]
+            if i in produced:
+                ins.append((i, None, True))
+            elif t.data is not None:
+                ins.append((i, t.data, False))
+            else:
+                # qsim.validate refuses such graphs; never compute on a missing value
+                raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
+                                "point (not a graph input, a constant, or an earlier op's output).")
+        outs = [(t, np.dtype(g.tensors[t].dtype), tuple(g.tensors[t].shape)) for t in p.op.outputs]
+        produced.update(p.op.outputs)
+        steps.append(_Step(p, p.kernel.eval, ins, outs, ()))
+    # Last reader of each produced tensor: free it right after (graph outputs are kept).
+    last: dict[int, int] = {}
+    for k, s in enumerate(steps):
+        for i, _, live in s.inputs:
+            if live:
+                last[i] = k
+    for k, s in enumerate(steps):
+        s.frees = tuple(sorted({i for i, _, live in s.inputs if live and last[i] == k and i not in g.outputs}))
+    return steps
 
 
 def unsupported_ops(g: ir.Graph) -> list[str]:
@@ -147,8 +333,8 @@ def conform_shape(a: np.ndarray, t: ir.Tensor) -> np.ndarray:
                     f"shape {list(a.shape)} ({a.size} values).")
 
 
-def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
-    """Validate user inputs against the graph's input tensors (count, shape, dtype)."""
+def _input_items(g: ir.Graph, inputs) -> dict:
+    """User inputs as {graph input tensor index: value} (list in graph input order, one array, or a dict)."""
     if isinstance(inputs, dict):
         items = inputs
     else:
@@ -157,20 +343,61 @@ def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
         if len(inputs) != len(g.inputs):
             raise QsimError(f"the model has {len(g.inputs)} input(s) but {len(inputs)} were given.")
         items = dict(zip(g.inputs, inputs))
-    out = {}
     for t_idx in g.inputs:
         if t_idx not in items:
             raise QsimError(f"missing input for tensor {t_idx} '{g.tensors[t_idx].name}'.")
-        t = g.tensors[t_idx]
-        a = conform_shape(np.asarray(items[t_idx]), t)
-        if a.dtype != t.dtype:
-            hint = ""
-            if t.quant is not None and np.issubdtype(a.dtype, np.floating):
-                hint = (f" The data looks real-valued: quantize it first, q = round(x / {t.quant.scale0:.6g})"
-                        f" + {t.quant.zp0} (qsim run --float-input does this).")
-            raise QsimError(f"input '{t.name}' must be {t.dtype}, got {a.dtype}.{hint}")
-        out[t_idx] = a
-    return out
+    return items
+
+
+def _check_dtype(t: ir.Tensor, a: np.ndarray) -> np.ndarray:
+    if a.dtype != t.dtype:
+        hint = ""
+        if t.quant is not None and np.issubdtype(a.dtype, np.floating):
+            hint = (f" The data looks real-valued: quantize it first, q = round(x / {t.quant.scale0:.6g})"
+                    f" + {t.quant.zp0} (qsim run --float-input does this).")
+        raise QsimError(f"input '{t.name}' must be {t.dtype}, got {a.dtype}.{hint}")
+    return a
+
+
+def check_inputs(g: ir.Graph, inputs) -> dict[int, np.ndarray]:
+    """Validate user inputs against the graph's input tensors (count, shape, dtype)."""
+    return _conformed(g, _input_items(g, inputs))
+
+
+def _conformed(g: ir.Graph, items: dict) -> dict[int, np.ndarray]:
+    return {t_idx: _check_dtype(g.tensors[t_idx], conform_shape(np.asarray(items[t_idx]), g.tensors[t_idx]))
+            for t_idx in g.inputs}
+
+
+def is_batch_of(a: np.ndarray, t: ir.Tensor) -> bool:
+    """True when ``a`` is ``(N,) + shape[1:]`` with N != 1 for an input of model shape ``(1,) + shape[1:]``."""
+    shape = tuple(t.shape)
+    return (len(shape) >= 1 and shape[0] == 1 and a.ndim == len(shape) and a.shape[0] != 1
+            and tuple(a.shape[1:]) == shape[1:])
+
+
+def check_batch_inputs(g: ir.Graph, inputs) -> tuple[dict[int, np.ndarray], int | None]:
+    """:func:`check_inputs`, also accepting batches: ({index: array}, N), N None for one sample.
+
+    A batch gives every graph input as ``(N,) + shape[1:]`` where the model has
+    ``(1,) + shape[1:]``, all with the same N >= 2 (or N = 0 refused).  Anything else goes
+    through :func:`check_inputs` (one sample; its shape rules and messages).
+    """
+    items = _input_items(g, inputs)
+    arrays = {t: np.asarray(items[t]) for t in g.inputs}
+    batched = {t: is_batch_of(a, g.tensors[t]) for t, a in arrays.items()}
+    if not any(batched.values()):
+        return _conformed(g, arrays), None
+    sizes = {t: a.shape[0] for t, a in arrays.items() if batched[t]}
+    n = next(iter(sizes.values()))
+    if not all(batched.values()) or len(set(sizes.values())) > 1:
+        desc = ", ".join(f"'{g.tensors[t].name}' {list(a.shape)} (model {list(g.tensors[t].shape)})"
+                         for t, a in arrays.items())
+        raise QsimError(f"a batch must give every input with the same leading batch size N in place of the model's "
+                        f"batch dimension 1; got {desc}.")
+    if n == 0:
+        raise QsimError("the batch is empty (0 samples).")
+    return {t: _check_dtype(g.tensors[t], a) for t, a in arrays.items()}, n
 
 
 def run(g: ir.Graph, inputs, profile: str | Profile = "tflm", keep_all: bool = True) -> dict[int, np.ndarray]:

@@ -252,3 +252,42 @@ def test_fold_divisor_into_multiplier_hand_values():
     assert abs(Fraction(m, 2**31) * Fraction(2) ** s - Fraction(1, 2) / 3) < Fraction(1, 2**32)
     # s is capped by 31 + shift (no shift below -31)
     assert fp.fold_divisor_into_multiplier(1 << 30, -30, 1 << 10) == ((1 << 30) * 2 // (1 << 10), -31)
+
+
+def test_double_requant_plan_equals_requantize():
+    """fixedpoint.plan_requantize_double (the GEMM kernels' eval path: one float64 product or a split one,
+    applied in chunks) == fixedpoint.requantize("double") for every accumulator within the bound,
+    including the bound itself, exact ties, float (BLAS) accumulators, left shifts, wide clamps,
+    clamps at the zero point (fused RELU),
+    zero points beyond int8, and chunks of more than one pass; None where it cannot prove it."""
+    rng = np.random.default_rng(11)
+    kinds = {"float": 0, "split": 0, "float_relu": 0, "split_relu": 0, None: 0}
+    for trial in range(300):
+        c = int(rng.integers(1, 20))
+        rows = int(rng.integers(1, 3000)) if trial % 10 else 5000  # 5000 rows: several chunks
+        bound = int(2 ** rng.uniform(2, 30))
+        m0 = rng.integers(1 << 30, 1 << 31, c) if trial % 3 else np.full(c, int(rng.integers(0, 1 << 31)))
+        m0[rng.random(c) < 0.2] = 1 << 30  # exact ties in RoundingDivideByPOT
+        shift = rng.integers(-31, 4, c) if trial % 5 else np.full(c, int(rng.integers(-31, 31)))
+        bias = rng.integers(-(1 << int(rng.integers(1, 31))), 1 << int(rng.integers(1, 31)), c)
+        zp = int(rng.integers(-300, 300)) if trial % 4 else int(rng.integers(-2**16, 2**16))
+        lo, hi = (-128, 127) if trial % 2 else (-2**31, 2**31 - 1)
+        if trial % 4 == 3:
+            lo, hi = zp, max(zp, 127)  # a fused RELU: the plan's sign-free rounding path
+            if trial % 8 == 3:
+                bound, zp = min(bound, 2**16), int(rng.integers(-128, 128))  # room for the one-floor form
+                lo, hi, shift = zp, 127, rng.integers(-12, 3, c)
+        acc = rng.integers(-bound, bound + 1, (rows, c))
+        acc[0], acc[-1] = bound, -bound
+        if trial % 3 == 1:
+            acc = acc.astype(np.float32 if bound < 2**24 else np.float64)
+        plan = fp.plan_requantize_double(bias, m0, shift, zp, lo, hi, bound)
+        kinds[None if plan is None else plan.kind] += 1
+        if plan is None:
+            assert np.any(((bound + np.abs(bias)) << np.maximum(shift, 0)) > 2**31 - 1) or np.any(shift > 30)
+            continue
+        want = fp.requantize(np.asarray(acc, np.int64), bias, m0, shift, zp, lo, hi, "double")
+        np.testing.assert_array_equal(plan.apply(acc, np.int64), want, err_msg=f"{plan.kind} {trial}")
+        if lo == -128:
+            np.testing.assert_array_equal(plan.apply(acc), want.astype(np.int8))
+    assert min(kinds.values()) >= 5, kinds  # every closed form and the refusal were exercised

@@ -16,10 +16,17 @@ GEMM-like ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) also register
 ``params.requant`` (:class:`RequantParams`), so that
 ``eval == requant.apply(accumulate(...))``: the seam the accelerator model and
 the RTL replay use.
+
+Batches: ``batch(params, op, graph, batched) -> bool`` (optional) says whether ``eval``
+computes N samples at once when every input flagged in ``batched`` arrives with the
+model's batch dimension 1 replaced by N (shape ``(N,) + shape[1:]``), returning the
+samples' outputs in sample-major order (each sample's elements contiguous and in the
+single-run order; the interpreter reshapes them to ``(N,) + ...``).  Kernels without
+it are run sample by sample in a batched run (see ``qsim.interpreter``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +46,7 @@ class RequantParams:
     act_max: int
     rounding: str  # "double" | "single"
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
+    _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
                    acc_bound: int | None = None) -> np.ndarray:
@@ -57,6 +65,21 @@ class RequantParams:
         return fp.requantize(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi, self.rounding)
 
     def apply(self, acc: np.ndarray, dtype=np.int8) -> np.ndarray:
+        """The layer's outputs as ``dtype`` (``acc`` int64, or a float array of exact integers).
+
+        Double rounding with a proven accumulator bound runs fixedpoint's
+        :class:`~qsim.fixedpoint.DoubleRequantPlan`, built on the first call from this
+        object's fields (treat them as read-only afterwards; ``dataclasses.replace`` makes
+        a fresh object with its own plan).
+        """
+        if self._plan is None:
+            plan = None
+            if self.rounding == "double" and type(self).requantize is RequantParams.requantize:
+                plan = fp.plan_requantize_double(self.bias, self.multiplier, self.shift, self.output_zero_point,
+                                                 self.act_min, self.act_max, self.acc_bound)
+            self._plan = plan if plan is not None else False
+        if self._plan is not False:
+            return self._plan.apply(acc, dtype)
         return self.requantize(acc).astype(dtype)
 
 
@@ -66,13 +89,29 @@ class Kernel:
     prepare: Callable[..., Any]
     eval: Callable[[Any, list], list]
     accumulate: Callable[[Any, list], np.ndarray] | None = None
+    batch: Callable[[Any, Any, Any, list], bool] | None = None
+
+
+def batch_always(params, op, graph, batched) -> bool:
+    """Batch predicate of kernels that treat axis 0 as a batch already (NHWC conv/pool, FC
+    rows) or work element by element: any batched input of model dim 0 == 1 is fine."""
+    return True
+
+
+def batch_same_rank(params, op, graph, batched) -> bool:
+    """Batch predicate of broadcasting ops: every batched input has the output's rank and the
+    output's dim 0 is 1, so numpy broadcasting lines the batch axis up with axis 0 (a rank-2
+    batched input against a rank-3 constant would broadcast the batch axis elsewhere)."""
+    out = graph.tensors[op.outputs[0]]
+    return bool(out.shape) and out.shape[0] == 1 and all(
+        len(graph.tensors[i].shape) == len(out.shape) for i, f in zip(op.inputs, batched) if f)
 
 
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch)
 
 
 def _load_all() -> None:

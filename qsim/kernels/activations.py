@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import register
+from . import batch_always, register
 from .elementwise import require_int8_tensor
 
 SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5
@@ -343,10 +343,16 @@ def eval_hard_swish(p: HardSwishParams, inputs) -> list[np.ndarray]:
     return [np.clip(y, -128, 127).astype(np.int8)]
 
 
-register("SOFTMAX", prepare_softmax, eval_softmax)
-register("LOGISTIC", prepare_sigmoid, eval_sigmoid)
-register("TANH", prepare_sigmoid, eval_sigmoid)
-register("RELU", prepare_relu, eval_relu)
-register("RELU6", prepare_relu, eval_relu)
-register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu)
-register("HARD_SWISH", prepare_hard_swish, eval_hard_swish)
+def batch_softmax(p: SoftmaxParams, op, graph, batched) -> bool:
+    """Rows are the last axis: a batch rides on axis 0 unless the input is 1-D (its row would
+    become the batch)."""
+    return len(graph.tensors[op.inputs[0]].shape) >= 2
+
+
+register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax)
+register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
+register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
+register("RELU", prepare_relu, eval_relu, batch=batch_always)
+register("RELU6", prepare_relu, eval_relu, batch=batch_always)
+register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always)
+register("HARD_SWISH", prepare_hard_swish, eval_hard_swish, batch=batch_always)

@@ -21,13 +21,13 @@ fully_connected.py and pooling.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import RequantParams, register
+from . import RequantParams, batch_always, register
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -197,6 +197,7 @@ class ConvParams:
     out_channels: int
     depth_multiplier: int  # 1 for CONV_2D
     requant: RequantParams
+    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_float
 
 
 def _conv_operands(op, graph):
@@ -248,15 +249,41 @@ def _im2col(p: ConvParams, x: np.ndarray) -> np.ndarray:
     return view.reshape(n * p.out_h * p.out_w, p.kernel_h * p.kernel_w * c)
 
 
+def _conv_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """Accumulators as exact integers in the weights' float dtype, [N, OH, OW, OC]."""
+    return (_im2col(p, x) @ p.weights).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+
+
 def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
     """Raw accumulators sum((x - x_zp) * w), int64 [N, OH, OW, OC], without bias."""
-    x = np.asarray(inputs[0])
-    acc = _im2col(p, x) @ p.weights
-    return acc.astype(np.int64).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+    return _conv_float(p, np.asarray(inputs[0])).astype(np.int64)
+
+
+# Output elements per batch chunk of a GEMM op's eval: a batch is evaluated a few samples at a
+# time so that patches, accumulators and the requantization passes stay in the CPU caches.
+CHUNK_ELEMENTS = 1 << 16
+
+
+def eval_in_chunks(p, x: np.ndarray, accumulate_float, out_shape: tuple[int, ...]) -> np.ndarray:
+    """``p.requant.apply(accumulate_float(p, x))`` over batch chunks of ``x`` (axis 0), int8.
+
+    One sample (or a batch that fits a chunk) is a single call; larger batches are cut
+    into groups of samples of about CHUNK_ELEMENTS outputs (a speed choice only: every
+    sample's arithmetic is the same).
+    """
+    n = x.shape[0]
+    per_sample = max(1, int(np.prod(out_shape)))
+    step = max(1, CHUNK_ELEMENTS // per_sample)
+    if n <= step:
+        return p.requant.apply(accumulate_float(p, x))
+    out = np.empty((n,) + tuple(out_shape), np.int8)
+    for s in range(0, n, step):
+        out[s:s + step] = p.requant.apply(accumulate_float(p, x[s:s + step]))
+    return out
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_conv(p, inputs))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_float, (p.out_h, p.out_w, p.out_channels))]
 
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
@@ -285,14 +312,23 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
 
 def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     """Raw depthwise accumulators, int64 [N, OH, OW, C*M], without bias (one pass per kernel tap)."""
-    x = np.asarray(inputs[0])
+    return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
+
+
+def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
     xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
-    acc = np.zeros((x.shape[0], p.out_h, p.out_w, p.out_channels), dtype=p.weights.dtype)
-    prod = np.empty_like(acc)
+    if p.weight_rows is None:
+        # Each tap's weights repeated along an output row: a [C] vector broadcast over
+        # [N, OH, OW, C] makes numpy loop over C elements at a time; [OW, C] rows keep the
+        # passes' inner loops OW * C long.
+        p.weight_rows = np.ascontiguousarray(np.broadcast_to(p.weights[:, :, None, :], (
+            p.kernel_h, p.kernel_w, p.out_w, p.out_channels)))
+    acc = prod = None
     h_span = (p.out_h - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
     for i in range(p.kernel_h):
@@ -300,14 +336,18 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
         for j in range(p.kernel_w):
             c0 = j * p.dilation_w
             tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
-            np.multiply(tap, p.weights[i, j], out=prod)
+            if acc is None:  # the first tap initialises the accumulator
+                acc = np.multiply(tap, p.weight_rows[i, j])
+                prod = np.empty_like(acc)
+                continue
+            np.multiply(tap, p.weight_rows[i, j], out=prod)
             acc += prod  # exact: exact_float_dtype bounded every partial sum
-    return acc.astype(np.int64)
+    return acc
 
 
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_depthwise(p, inputs))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_float, (p.out_h, p.out_w, p.out_channels))]
 
 
-register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv)
-register("DEPTHWISE_CONV_2D", prepare_depthwise, eval_depthwise, accumulate=accumulate_depthwise)
+register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv, batch=batch_always)
+register("DEPTHWISE_CONV_2D", prepare_depthwise, eval_depthwise, accumulate=accumulate_depthwise, batch=batch_always)

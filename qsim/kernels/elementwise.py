@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import register
+from . import batch_same_rank, register
 
 ADD_LEFT_SHIFT = 20  # TFLite's left_shift for int8 ADD/SUB (15 is for int16)
 INT8_MIN, INT8_MAX = -128, 127
@@ -241,7 +241,7 @@ def pair_table(arithmetic, p) -> np.ndarray:
 def lookup_pair(p, inputs) -> np.ndarray:
     a = np.ascontiguousarray(inputs[0], dtype=np.int8).view(np.uint8)
     b = np.ascontiguousarray(inputs[1], dtype=np.int8).view(np.uint8)
-    return np.broadcast_to(p.table[a, b], p.out_shape)
+    return p.table[a, b]  # fancy indexing broadcasts a against b (to out_shape, or its batched form)
 
 
 # --------------------------------------------------------------------------- MAXIMUM / MINIMUM
@@ -262,11 +262,11 @@ def prepare_min_max(op, graph, profile) -> MinMaxParams:
 
 def eval_min_max(p: MinMaxParams, inputs) -> list[np.ndarray]:
     f = np.maximum if p.take_max else np.minimum
-    return [np.broadcast_to(f(np.asarray(inputs[0]), np.asarray(inputs[1])), p.out_shape).astype(np.int8)]
+    return [f(np.asarray(inputs[0]), np.asarray(inputs[1])).astype(np.int8)]
 
 
-register("ADD", prepare_add_sub, eval_add_sub)
-register("SUB", prepare_add_sub, eval_add_sub)
-register("MUL", prepare_mul, eval_mul)
-register("MAXIMUM", prepare_min_max, eval_min_max)
-register("MINIMUM", prepare_min_max, eval_min_max)
+register("ADD", prepare_add_sub, eval_add_sub, batch=batch_same_rank)
+register("SUB", prepare_add_sub, eval_add_sub, batch=batch_same_rank)
+register("MUL", prepare_mul, eval_mul, batch=batch_same_rank)
+register("MAXIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)
+register("MINIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)

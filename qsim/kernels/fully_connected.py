@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import RequantParams, register
+from . import RequantParams, batch_always, register
 from .conv import (accumulator_bound, bias_values, exact_float_dtype, make_requant, require_int8,
                    weight_scales)
 
@@ -88,16 +88,21 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
 
 
+def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
+    """Accumulators as exact integers in the weights' float dtype, [batch, out_units]."""
+    xs = np.asarray(x).reshape(-1, p.in_units).astype(p.weights_t.dtype)  # (one ufunc with dtype= is 10x slower)
+    xs -= p.input_zero_point
+    return xs @ p.weights_t
+
+
 def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
     """Raw accumulators int64 [batch, out_units], without bias."""
-    xs = np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype)
-    xs -= p.input_zero_point
-    acc = xs @ p.weights_t
-    return acc.astype(np.int64)
+    return _fc_float(p, inputs[0]).astype(np.int64)
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
-    return [p.requant.apply(accumulate_fc(p, inputs))]
+    return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
-register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc)
+# Batches: the rows of reshape(-1, in_units) are sample-major, so any input/output shape batches.
+register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc, batch=batch_always)

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import register
+from . import batch_always, register
 from .conv import check_output_shape, compute_out_size, compute_padding, require_int8
 
 
@@ -193,6 +193,11 @@ def eval_mean(p: MeanParams, inputs) -> list[np.ndarray]:
     return [np.clip(q, -128, 127).astype(np.int8)]
 
 
-register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool)
-register("MAX_POOL_2D", prepare_pool, eval_max_pool)
-register("MEAN", prepare_mean, eval_mean)
+def batch_mean(p: MeanParams, op, graph, batched) -> bool:
+    """A MEAN that keeps axis 0 reduces each sample on its own; one over axis 0 runs sample by sample."""
+    return 0 not in p.axes
+
+
+register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool, batch=batch_always)
+register("MAX_POOL_2D", prepare_pool, eval_max_pool, batch=batch_always)
+register("MEAN", prepare_mean, eval_mean, batch=batch_mean)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import register
+from . import batch_always, register
 from .elementwise import require_int8_tensor
 
 
@@ -158,5 +158,6 @@ def eval_dequantize(p: DequantizeParams, inputs) -> list[np.ndarray]:
     return [(scale * (q - zp).astype(np.float64)).astype(np.float32)]
 
 
-register("QUANTIZE", prepare_quantize, eval_quantize)
-register("DEQUANTIZE", prepare_dequantize, eval_dequantize)
+# Batches: element-wise; a per-channel axis is never 0 when the batched input has dim 0 == 1.
+register("QUANTIZE", prepare_quantize, eval_quantize, batch=batch_always)
+register("DEQUANTIZE", prepare_dequantize, eval_dequantize, batch=batch_always)

@@ -24,6 +24,13 @@ What the references do, established by tests/test_kernels_shape.py:
 
 Conventions: params come from constant index tensors at prepare time; eval
 only moves numpy elements.  int16 activations raise QsimError (int8 only).
+
+Batches (``qsim.interpreter``): RESHAPE/SQUEEZE keep each sample's elements in
+order, so they batch whatever the shapes; PAD, TRANSPOSE, CONCATENATION and
+STRIDED_SLICE batch when they leave axis 0 alone (no padding on it, perm[0] == 0,
+another concatenation axis with every input batched, a slice that takes all of
+axis 0 without shrinking or inserting axes); otherwise a batched run evaluates
+them sample by sample.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import QsimError
-from . import register
+from . import batch_always, register
 
 # dtypes the data-movement kernels copy (int16 activations are out of scope).
 COPYABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64, np.float32, np.bool_)}
@@ -121,7 +128,10 @@ def prepare_squeeze(op, g, profile) -> ReshapeParams:
 
 
 def eval_reshape(p: ReshapeParams, inputs) -> list[np.ndarray]:
-    return [np.asarray(inputs[0]).reshape(p.out_shape)]
+    x = np.asarray(inputs[0])
+    if x.size == math.prod(p.out_shape):
+        return [x.reshape(p.out_shape)]
+    return [x.reshape((-1,) + p.out_shape)]  # a batch: the samples stacked on a new axis
 
 
 # ----------------------------------------------------------------------------- PAD / PADV2
@@ -165,6 +175,10 @@ def prepare_pad(op, g, profile) -> PadParams:
     return PadParams(pads, value)
 
 
+def batch_pad(p: PadParams, op, g, batched) -> bool:
+    return p.pads.shape[0] >= 1 and not p.pads[0].any()  # nothing added along the batch axis
+
+
 def eval_pad(p: PadParams, inputs) -> list[np.ndarray]:
     x = np.asarray(inputs[0])
     return [np.pad(x, [tuple(r) for r in p.pads.tolist()], mode="constant", constant_values=p.value)]
@@ -186,6 +200,10 @@ def prepare_transpose(op, g, profile) -> TransposeParams:
         raise QsimError(f"perm {perm.tolist()} is not a permutation of the {rank} input axes.")
     _check_shape(op, g, [x.shape[a] for a in perm])
     return TransposeParams(tuple(int(a) for a in perm))
+
+
+def batch_transpose(p: TransposeParams, op, g, batched) -> bool:
+    return len(p.perm) >= 1 and p.perm[0] == 0  # the batch axis stays first
 
 
 def eval_transpose(p: TransposeParams, inputs) -> list[np.ndarray]:
@@ -228,6 +246,11 @@ def prepare_concat(op, g, profile) -> ConcatParams:
         raise QsimError(f"inputs add up to {total} along axis {axis}, output has "
                         f"{out.shape[axis]}.")
     return ConcatParams(axis)
+
+
+def batch_concat(p: ConcatParams, op, g, batched) -> bool:
+    """Along another axis than 0, with every input batched (a constant has batch size 1)."""
+    return p.axis != 0 and all(f for i, f in zip(op.inputs, batched) if i >= 0)
 
 
 def eval_concat(p: ConcatParams, inputs) -> list[np.ndarray]:
@@ -443,15 +466,28 @@ def _prepare_ss_tflm(op, g, x, o, begin, end, strides) -> StridedSliceParams:
     return StridedSliceParams(tuple(x.shape), tuple(indices), _check_shape(op, g, out_shape))
 
 
+def batch_strided_slice(p: StridedSliceParams, op, g, batched) -> bool:
+    """Batched when axis 0 is the input's own (no new axis inserted), kept (not shrunk) and
+    taken whole (index [0] of its size 1): then the batch axis is simply carried along."""
+    x = g.tensors[op.inputs[0]]
+    return (tuple(p.effective_shape) == tuple(x.shape) and len(p.out_shape) == len(p.effective_shape) >= 1
+            and p.indices[0].tolist() == [0])
+
+
 def eval_strided_slice(p: StridedSliceParams, inputs) -> list[np.ndarray]:
-    x = np.asarray(inputs[0]).reshape(p.effective_shape)
-    return [x[np.ix_(*p.indices)].reshape(p.out_shape)]
+    x = np.asarray(inputs[0])
+    per_sample = math.prod(p.effective_shape)
+    if x.size == per_sample:
+        return [x.reshape(p.effective_shape)[np.ix_(*p.indices)].reshape(p.out_shape)]
+    n = x.size // per_sample  # a batch (batch_strided_slice): axis 0 carries the N samples
+    x = x.reshape((n,) + tuple(p.effective_shape[1:]))
+    return [x[np.ix_(np.arange(n), *p.indices[1:])].reshape((n,) + tuple(p.out_shape[1:]))]
 
 
-register("RESHAPE", prepare_reshape, eval_reshape)
-register("SQUEEZE", prepare_squeeze, eval_reshape)
-register("PAD", prepare_pad, eval_pad)
-register("PADV2", prepare_pad, eval_pad)
-register("TRANSPOSE", prepare_transpose, eval_transpose)
-register("CONCATENATION", prepare_concat, eval_concat)
-register("STRIDED_SLICE", prepare_strided_slice, eval_strided_slice)
+register("RESHAPE", prepare_reshape, eval_reshape, batch=batch_always)
+register("SQUEEZE", prepare_squeeze, eval_reshape, batch=batch_always)
+register("PAD", prepare_pad, eval_pad, batch=batch_pad)
+register("PADV2", prepare_pad, eval_pad, batch=batch_pad)
+register("TRANSPOSE", prepare_transpose, eval_transpose, batch=batch_transpose)
+register("CONCATENATION", prepare_concat, eval_concat, batch=batch_concat)
+register("STRIDED_SLICE", prepare_strided_slice, eval_strided_slice, batch=batch_strided_slice)
