@@ -271,7 +271,8 @@ class LayerRow:
     qmin: int
     qmax: int
     act: str
-    st: TensorStats
+    st: TensorStats  # accumulated: int8 end to end
+    iso: TensorStats | None = None  # isolated: the op on quantized float inputs (None: not available)
 
     def figures(self) -> dict:
         st, n = self.st, max(self.st.n, 1)
@@ -303,10 +304,44 @@ class LayerRow:
             "levels_dataset": int(st.level_set.sum()) if st.level_set is not None else 0,
             "float_min": st.x_min, "float_max": st.x_max, "repr_min": rep[0], "repr_max": rep[1],
             "fused_activation": self.act,
+            "iso_sqnr_db": None if self.iso is None else sqnr_db(self.iso.s_x2, self.iso.s_diff2),
+            "iso_rmse_lsb": None if self.iso is None or not self.scale else
+            float(np.sqrt(self.iso.s_diff2 / max(self.iso.n, 1)) / self.scale),
         }
 
     def _act_q(self, v: float) -> int:
         return int(np.round(v / self.scale + self.zero_point))
+
+
+# ------------------------------------------------------------------ the isolated view
+
+def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.ndarray]:
+    """Each int8 op evaluated on the *quantized float* values of its inputs (the error the op itself
+    adds): {int8 output tensor: [n, ...] integers} for every op whose activation inputs all have
+    a matched float tensor (``fq``: int8 tensor index -> float values in the batched layout of
+    ``vals``, qsim's accumulated run).  Inputs that are not quantized (a float graph input before
+    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops."""
+    from .interpreter import _per_sample, batch_shape
+    g = pg.graph
+    out: dict[int, np.ndarray] = {}
+    for s in pg._batch_steps():
+        if s.mode == "once":
+            continue
+        ins = []
+        for i, c, live in s.inputs:
+            if not live:
+                ins.append(c)
+            elif g.tensors[i].quant is None or not np.issubdtype(g.tensors[i].dtype, np.integer):
+                ins.append(vals[i])
+            elif i in fq:
+                ins.append(model.tensors[i].quantize(fq[i]))
+            else:
+                break
+        else:
+            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
+            t, dtype, shape = s.outputs[0]
+            out[t] = np.asarray(outs[0]).astype(dtype, copy=False).reshape(batch_shape(shape, n))
+    return out
 
 
 # ------------------------------------------------------------------ the comparison
@@ -413,10 +448,14 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                 raise QsimError(f"LiteRT failed on the float model: {e}") from None
             for t, v in res.items():
                 fv.setdefault(t, []).append(v)
+        fq = {r.tensor_idx: np.stack(fv[m.pairs[r.tensor_idx]]).reshape(vals[r.tensor_idx].shape) for r in rows}
+        iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
-            qv = vals[r.tensor_idx]
-            xv = np.stack(fv[m.pairs[r.tensor_idx]]).reshape(qv.shape)
-            r.st.add(qv, xv, r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
+            args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
+            r.st.add(vals[r.tensor_idx], fq[r.tensor_idx], *args)
+            if r.tensor_idx in iso:
+                r.iso = r.iso or TensorStats()
+                r.iso.add(iso[r.tensor_idx], fq[r.tensor_idx], *args)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = np.stack(fv[out_f]).reshape(nb, -1)

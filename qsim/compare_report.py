@@ -1,8 +1,10 @@
 """The result of ``qsim compare`` (:func:`qsim.compare.compare`): per-layer rows, model-level figures,
 suspect layers and a ranked "what to try" list; text table, JSON and CSV.
 
-Suspects: *largest SQNR drop* (a layer's SQNR against the lowest SQNR of its matched inputs, in
-dB; an input SQNR above 50 dB, the ideal of 8-bit rounding, counted as 50), *most clipping* (float values outside the representable
+Two error views per op: *accumulated* (``sqnr_db``: int8 end to end) and *isolated*
+(``iso_sqnr_db``: the int8 op fed with its quantized float inputs).  ``sqnr_drop_db``: a layer's
+accumulated SQNR against the lowest of its matched inputs (an SQNR above 50 dB, the ideal of
+8-bit rounding, counted as 50).  Suspects: *lowest isolated SQNR*, *most clipping* (float values outside the representable
 range plus int8 saturation that no fused activation explains), *fewest levels* (median number
 of distinct int8 values per sample).
 """
@@ -15,11 +17,12 @@ from pathlib import Path
 
 from .compare import QD_COLUMNS, LEVEL_FEW, Matching, write_csv
 
+ISO_LOW = 30.0  # dB: an op whose isolated SQNR is below this is worth a suggestion
 SQNR_CAP = 50.0  # dB: an input's SQNR above this (ideal 8-bit rounding noise, 6.02·8 + 1.76) counts as this
 CSV_COLUMNS = ("op_name", "tensor_idx") + QD_COLUMNS + ("scale", "zero_point", "tensor_name") + (
     "float_tensor", "rmse_lsb", "sqnr_db", "sqnr_drop_db", "cosine", "kl", "clip_float", "at_qmin", "at_qmax",
     "saturated_unexplained", "levels_min", "levels_median", "levels_dataset", "float_min", "float_max",
-    "repr_min", "repr_max")
+    "repr_min", "repr_max", "iso_sqnr_db", "iso_rmse_lsb")
 
 
 def _cap(v):
@@ -83,14 +86,14 @@ class CompareReport:
 
     @property
     def suspects(self) -> dict:
-        """Tensor names: the largest SQNR drop, the most clipping, the fewest levels (up to 3 each)."""
+        """Row labels (:func:`label`): the lowest isolated SQNR (the op that itself adds the most
+        error), the most clipping, the fewest levels (up to 3 each)."""
         comp = [r for r in self.rows if r["op_name"] != "INPUT"]
-        drop = sorted((r for r in comp if r["sqnr_drop_db"] is not None and r["sqnr_drop_db"] > 0),
-                      key=lambda r: -r["sqnr_drop_db"])[:3]
+        iso = sorted((r for r in comp if r["iso_sqnr_db"] is not None), key=lambda r: r["iso_sqnr_db"])[:3]
         clip = sorted((r for r in comp if r["clip_float"] + r["saturated_unexplained"] > 0),
                       key=lambda r: -(r["clip_float"] + r["saturated_unexplained"]))[:3]
         few = sorted((r for r in comp if _few(r)), key=lambda r: r["levels_median"])[:3]
-        return {"sqnr_drop": [label(r) for r in drop], "clipping": [label(r) for r in clip],
+        return {"isolated_sqnr": [label(r) for r in iso], "clipping": [label(r) for r in clip],
                 "few_levels": [label(r) for r in few]}
 
     @property
@@ -107,17 +110,18 @@ class CompareReport:
                                   f"[{r['float_min']:.4g}, {r['float_max']:.4g}]); check the preprocessing "
                                   "(normalization) against the input's scale and zero point"))
                 continue
-            d = r["sqnr_drop_db"]
-            if d is not None and d > 3:
+            d = None if r["iso_sqnr_db"] is None else ISO_LOW - r["iso_sqnr_db"]
+            if d is not None and d > 0:
                 op = ops.get(r["op_index"])
                 w = self.gq.tensors[op.inputs[1]] if op is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 else None
                 if (op is not None and op.opcode in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
                         and w is not None and w.is_const and w.quant is not None and not w.quant.per_channel):
                     items.append((d, f"per-channel weights for {name} (per-tensor now; "
-                                  f"it loses {d:.1f} dB SQNR)"))
+                                  f"isolated SQNR {r['iso_sqnr_db']:.1f} dB)"))
                 else:
                     items.append((d, f"keep {name} in int16 activations or float "
-                                  f"(it loses {d:.1f} dB SQNR, {r['sqnr_db']:.1f} dB left)"))
+                                  f"(on exactly quantized inputs it reaches only {r['iso_sqnr_db']:.1f} dB SQNR; "
+                                  f"{r['sqnr_db']:.1f} dB end to end)"))
             clip = r["clip_float"] + r["saturated_unexplained"]
             if clip > 0.001:
                 items.append((20 * math.log10(1 + 1000 * clip),
@@ -157,7 +161,7 @@ class CompareReport:
     def render(self) -> str:
         """Terminal table in graph order; suspects marked with '<'."""
         sus = self.suspects
-        marked = set(sus["sqnr_drop"][:1] + sus["clipping"][:1] + sus["few_levels"][:1])
+        marked = set(sus["isolated_sqnr"][:1] + sus["clipping"][:1] + sus["few_levels"][:1])
         m = self.matching
         lines = [f"int8: {self.int8_model}", f"float: {self.float_model}",
                  f"data: {self.data} ({self.n_samples} samples)",
@@ -167,17 +171,18 @@ class CompareReport:
             lines.append(f"  unmatched int8 tensor: {name}")
         for name in m.unmatched_float:
             lines.append(f"  unmatched float tensor: {name}")
-        hdr = (f"{'op':>4} {'type':<18} {'tensor':<34} {'SQNR dB':>8} {'drop':>6} {'RMSE/LSB':>9} {'cos':>7} "
+        hdr = (f"{'op':>4} {'type':<18} {'tensor':<34} {'SQNR dB':>8} {'drop':>6} {'iso dB':>7} {'RMSE/LSB':>9} {'cos':>7} "
                f"{'clip%':>6} {'sat%':>6} {'lvl min/med/all':>16}  float range vs representable")
         lines += ["", hdr, "-" * len(hdr)]
         for r in self.rows:
             nm = r["tensor_name"] if len(r["tensor_name"]) <= 34 else "…" + r["tensor_name"][-33:]
             drop = "" if r["sqnr_drop_db"] is None else f"{r['sqnr_drop_db']:.1f}"
+            iso = "" if r["iso_sqnr_db"] is None else f"{r['iso_sqnr_db']:.1f}"
             cos = "" if r["cosine"] is None else f"{r['cosine']:.4f}"
             rm = "" if r["rmse_lsb"] is None else f"{r['rmse_lsb']:.3f}"
             lv = f"{r['levels_min']}/{r['levels_median']:g}/{r['levels_dataset']}"
             op = "in" if r["op_index"] is None else str(r["op_index"])
-            lines.append(f"{op:>4} {r['op_name']:<18} {nm:<34} {r['sqnr_db']:>8.1f} {drop:>6} {rm:>9} {cos:>7} "
+            lines.append(f"{op:>4} {r['op_name']:<18} {nm:<34} {r['sqnr_db']:>8.1f} {drop:>6} {iso:>7} {rm:>9} {cos:>7} "
                          f"{100 * r['clip_float']:>6.2f} {100 * r['saturated_unexplained']:>6.2f} {lv:>16}  "
                          f"[{r['float_min']:.3g}, {r['float_max']:.3g}] vs [{r['repr_min']:.3g}, {r['repr_max']:.3g}]"
                          + ("  <" if label(r) in marked else ""))

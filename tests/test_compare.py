@@ -104,6 +104,9 @@ def test_statistics_equal_numpy_definitions(pair):
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=2e-4, abs=1e-6), (name, k, got[k], v)
     assert rows["x_int8"]["clip_float"] > 0 and rows["dense_relu"]["clip_float"] > 0
+    # isolated view: the FC reads the graph input, whose quantized float values are the int8 input itself
+    assert rows["dense_relu"]["iso_sqnr_db"] == rows["dense_relu"]["sqnr_db"] and rows["x_int8"]["iso_sqnr_db"] is None
+    assert rows["probs_int8"]["iso_sqnr_db"] is not None
     # zero point at qmin: int8 values at qmin are the real value 0, not clamps
     assert rows["dense_relu"]["qmin_explained"] and not rows["dense_relu"]["qmax_explained"]
     qp = rows["probs_int8"]
