@@ -273,6 +273,7 @@ class LayerRow:
     act: str
     st: TensorStats  # accumulated: int8 end to end
     iso: TensorStats | None = None  # isolated: the op on quantized float inputs (None: not available)
+    weights: dict = field(default_factory=dict)  # weight_figures() of the producing op
 
     def figures(self) -> dict:
         st, n = self.st, max(self.st.n, 1)
@@ -307,10 +308,33 @@ class LayerRow:
             "iso_sqnr_db": None if self.iso is None else sqnr_db(self.iso.s_x2, self.iso.s_diff2),
             "iso_rmse_lsb": None if self.iso is None or not self.scale else
             float(np.sqrt(self.iso.s_diff2 / max(self.iso.n, 1)) / self.scale),
+            **self.weights,
         }
 
     def _act_q(self, v: float) -> int:
         return int(np.round(v / self.scale + self.zero_point))
+
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
+    """Per output channel of an op's int8 weights: distinct values used (min / median over channels,
+    channels with fewer than LEVEL_FEW) and the spread of the per-channel scales (max / min);
+    empty for ops without constant integer weights."""
+    if op is None or op.opcode not in WEIGHT_OPS:
+        return {}
+    w = g.tensors[op.inputs[1]]
+    if not w.is_const or w.quant is None or w.data is None or not np.issubdtype(w.dtype, np.integer):
+        return {}
+    axis = int(w.quant.axis) if w.quant.per_channel else (3 if op.opcode == "DEPTHWISE_CONV_2D" else 0)
+    per = np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1)
+    lv = np.array([len(np.unique(c)) for c in per])
+    sc = np.asarray(w.quant.scale, np.float64)
+    return {"w_per_channel": bool(w.quant.per_channel), "w_levels_min": int(lv.min()),
+            "w_levels_median": float(np.median(lv)), "w_channels_few": int((lv < LEVEL_FEW).sum()),
+            "w_channels": int(lv.size),
+            "w_scale_spread": float(sc.max() / sc.min()) if sc.min() > 0 else None}
 
 
 # ------------------------------------------------------------------ the isolated view
@@ -425,7 +449,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
             act = ACT_OPS[op.opcode]
         rows.append(LayerRow(None if op is None else op.index, "INPUT" if op is None else op.opcode, tq, t.name,
                              gf.tensors[tf].name, float(t.quant.scale0), int(t.quant.zp0), int(info.min),
-                             int(info.max), act, TensorStats()))
+                             int(info.max), act, TensorStats(), weights=weight_figures(gq, op)))
     out_q, out_f = gq.outputs[0], gf.outputs[0]
     agg = {"top1_f": 0, "top5_f": 0, "top1_q": 0, "top5_q": 0, "agree": 0, "n": 0, "labelled": 0}
     start = 0

@@ -18,11 +18,13 @@ from pathlib import Path
 from .compare import QD_COLUMNS, LEVEL_FEW, Matching, write_csv
 
 ISO_LOW = 30.0  # dB: an op whose isolated SQNR is below this is worth a suggestion
+FIXED_RANGE = ("SOFTMAX", "LOGISTIC", "TANH")  # output ranges fixed by TFLite's int8 spec: nothing to recalibrate
 SQNR_CAP = 50.0  # dB: an input's SQNR above this (ideal 8-bit rounding noise, 6.02·8 + 1.76) counts as this
 CSV_COLUMNS = ("op_name", "tensor_idx") + QD_COLUMNS + ("scale", "zero_point", "tensor_name") + (
     "float_tensor", "rmse_lsb", "sqnr_db", "sqnr_drop_db", "cosine", "kl", "clip_float", "at_qmin", "at_qmax",
     "saturated_unexplained", "levels_min", "levels_median", "levels_dataset", "float_min", "float_max",
-    "repr_min", "repr_max", "iso_sqnr_db", "iso_rmse_lsb")
+    "repr_min", "repr_max", "iso_sqnr_db", "iso_rmse_lsb", "w_per_channel", "w_levels_min", "w_levels_median",
+    "w_channels_few", "w_channels", "w_scale_spread")
 
 
 def _cap(v):
@@ -123,7 +125,7 @@ class CompareReport:
                                   f"(on exactly quantized inputs it reaches only {r['iso_sqnr_db']:.1f} dB SQNR; "
                                   f"{r['sqnr_db']:.1f} dB end to end)"))
             clip = r["clip_float"] + r["saturated_unexplained"]
-            if clip > 0.001:
+            if clip > 0.001 and r["op_name"] not in FIXED_RANGE:
                 items.append((20 * math.log10(1 + 1000 * clip),
                               f"recalibrate the range of {name}: {100 * r['clip_float']:.2f}% of float values fall "
                               f"outside the representable [{r['repr_min']:.4g}, {r['repr_max']:.4g}] (float range "
@@ -137,6 +139,11 @@ class CompareReport:
                 items.append((LEVEL_FEW - r["levels_median"],
                               f"{name} uses only {r['levels_median']:g} int8 levels per sample (median; "
                               f"{r['levels_dataset']} over the dataset): {why}"))
+            if r.get("w_channels_few"):
+                items.append((r["w_channels_few"] / r["w_channels"] * LEVEL_FEW,
+                              f"{name}: {r['w_channels_few']} of {r['w_channels']} weight channels use fewer than "
+                              f"{LEVEL_FEW} int8 values (min {r['w_levels_min']})"
+                              + ("" if r["w_per_channel"] else ": quantize the weights per channel")))
         items.sort(key=lambda t: -t[0])
         return [t for _, t in items[:8]]
 
