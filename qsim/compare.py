@@ -218,15 +218,15 @@ class TensorStats:
         self.at_qmax += int((q == qmax).sum())
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
-        flat = q.reshape(nb, -1).astype(np.int64) - qmin
-        for k in range(nb):
-            used = np.bincount(flat[k], minlength=qmax - qmin + 1) > 0
-            self.levels.append(int(used.sum()))
-            self.level_set |= used
-        dflat = diff.reshape(nb, -1)
-        for k in range(nb):
-            e = dflat[k]
-            self.qd += [e.size, np.std(e), np.average(e), np.max(np.abs(e)), np.average(e ** 2)]
+        nl = qmax - qmin + 1
+        flat = q.reshape(nb, -1).astype(np.int64) - qmin + nl * np.arange(nb)[:, None]
+        used = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl) > 0
+        self.levels += used.sum(1).tolist()
+        self.level_set |= used.any(0)
+        e = diff.reshape(nb, -1)
+        if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
+            self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
+                        np.abs(e).max(axis=1).sum(), np.average(e * e, axis=1).sum()]
         if probs:
             p = x.reshape(-1, x.shape[-1])
             r = np.clip(d.reshape(-1, x.shape[-1]), 1e-12, None)
