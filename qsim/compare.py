@@ -205,11 +205,12 @@ class TensorStats:
         nb = q.shape[0]
         self.n_samples += nb
         self.n += diff.size
-        self.s_diff += float(diff.sum())
-        self.s_diff2 += float((diff * diff).sum())
-        self.s_x2 += float((x * x).sum())
-        self.s_d2 += float((d * d).sum())
-        self.s_xd += float((x * d).sum())
+        fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
+        self.s_diff += float(fd.sum())
+        self.s_diff2 += float(fd @ fd)
+        self.s_x2 += float(fx @ fx)
+        self.s_d2 += float(fdd @ fdd)
+        self.s_xd += float(fx @ fdd)
         if x.size:
             self.x_min, self.x_max = min(self.x_min, float(x.min())), max(self.x_max, float(x.max()))
         lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
@@ -387,6 +388,35 @@ def _real_reader(path: Path, n_expected: int):
     return lambda i, j: np.asarray(x[i:j], np.float32)
 
 
+def _float_input_stream(path: Path, t: ir.Tensor, labels):
+    """A dataset for an int8 model whose graph input is float32: real-valued .npy/.npz samples, fed
+    as they are to both models (the model's own QUANTIZE op quantizes them for qsim)."""
+    from .data import DataStream, read_labels
+    z = None
+    try:
+        if path.suffix.lower() == ".npz":
+            z = np.load(path, allow_pickle=False)
+            x = z["x"] if "x" in z.files else z[z.files[0]]
+        else:
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise QsimError(f"the int8 model's input '{t.name}' is float32, so the data must be real values in an "
+                        f".npy or .npz file; cannot read {path.name}: {e}") from None
+    want = tuple(t.shape[1:]) if t.shape and t.shape[0] == 1 else tuple(t.shape)
+    if not np.issubdtype(x.dtype, np.floating) or tuple(x.shape[1:]) != want:
+        raise QsimError(f"{path.name} holds {x.dtype} samples of shape {list(x.shape[1:])}; input '{t.name}' "
+                        f"expects float samples of shape {list(want)}, with the samples along the first axis.")
+    y = None
+    if z is not None:
+        yk = "y" if "y" in z.files else (z.files[1] if len(z.files) > 1 and "x" not in z.files else None)
+        if yk is not None:
+            y = np.asarray(z[yk])
+            y = (y.argmax(1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
+    names = read_labels(labels) if labels is not None else None
+    return DataStream(path.name, int(x.shape[0]), want, np.dtype(np.float32),
+                      lambda i, j: np.asarray(x[i:j], np.float32), y, names)
+
+
 def compare(model, float_model, data, labels=None, limit: int | None = None, match=None,
             batch_size: int = 32, profile: str = "tflm", mean=None, std=None, image_mode: str = "shift"):
     """The comparison behind :meth:`qsim.Model.compare`; returns a :class:`CompareReport`."""
@@ -426,9 +456,14 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                                                                  for k, v in match.items())):
         raise QsimError("match must be a JSON object {int8 tensor name: float tensor name}.")
     m = match_tensors(gq, gf, match)
-    ds = model.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode) \
-        if isinstance(data, (str, Path)) else data
-    real = _real_reader(Path(data), len(ds)) if isinstance(data, (str, Path)) and mean is None else None
+    tin = gq.tensors[gq.inputs[0]]
+    if isinstance(data, (str, Path)) and np.issubdtype(tin.dtype, np.floating):
+        ds = _float_input_stream(Path(data), tin, labels)  # an int8 model behind a float input (QUANTIZE)
+        real = ds.read
+    else:
+        ds = model.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode) \
+            if isinstance(data, (str, Path)) else data
+        real = _real_reader(Path(data), len(ds)) if isinstance(data, (str, Path)) and mean is None else None
     try:
         fr = LiteRTRunner(fblob, reference=True)
     except ReferenceRefused as e:

@@ -180,3 +180,32 @@ def test_bad_inputs_exit_2(pair, tmp_path):
     r = run_cli("compare", qpath, other, "--data", data)
     assert_input_error(r, "not twins")
     assert len(r.stderr.strip().splitlines()) == 1  # one paragraph
+
+
+def test_int8_model_with_float_interface(tmp_path):
+    """An int8 model behind QUANTIZE/DEQUANTIZE wrappers takes the real values itself."""
+    b = ModelBuilder("wrapped")
+    x = b.add_input("x", (1, 4), np.float32)
+    xq = b.add_tensor("xq", (1, 4), np.int8, scale=1 / 127, zero_point=0)
+    b.add_op("QUANTIZE", [x], [xq])
+    y = b.add_tensor("y", (1, 4), np.int8, scale=1 / 127, zero_point=0)
+    b.add_op("RELU", [xq], [y])
+    yf = b.add_tensor("yf", (1, 4), np.float32)
+    b.add_op("DEQUANTIZE", [y], [yf])
+    b.mark_output(yf)
+    b.save(tmp_path / "q.tflite")
+    b = ModelBuilder("float")
+    xi = b.add_input("x", (1, 4), np.float32)
+    yo = b.add_tensor("y", (1, 4), np.float32)
+    b.add_op("RELU", [xi], [yo], version=1)
+    b.mark_output(yo)
+    b.save(tmp_path / "f.tflite")
+    data = RNG.uniform(-1, 1, (5, 4)).astype(np.float32)
+    np.save(tmp_path / "d.npy", data)
+    rep = qsim.load(tmp_path / "q.tflite").compare(tmp_path / "f.tflite", tmp_path / "d.npy")
+    rows = {r["tensor_name"]: r for r in rep.rows}
+    assert rows["xq"]["float_tensor"] == "x" and rows["y"]["float_tensor"] == "y"
+    q = np.clip(np.round(data * 127), -128, 127)  # QUANTIZE: round half away from zero (no ties here)
+    want = _expected(np.maximum(q, 0).astype(np.int8), np.maximum(data, 0).astype(np.float64), 1 / 127, 0)
+    assert rows["y"]["sqnr_db"] == pytest.approx(want["sqnr_db"], rel=1e-4)
+    assert rows["y"]["levels_dataset"] == want["levels_dataset"]
