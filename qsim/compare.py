@@ -371,16 +371,20 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
 
 # ------------------------------------------------------------------ the comparison
 
+def _load_arrays(path: Path):
+    """(x, the open .npz or None) of an .npy (memory-mapped) or .npz dataset (``x``, else the first array)."""
+    if path.suffix.lower() == ".npz":
+        z = np.load(path, allow_pickle=False)
+        return (z["x"] if "x" in z.files else z[z.files[0]]), z
+    return np.load(path, mmap_mode="r", allow_pickle=False), None
+
+
 def _real_reader(path: Path, n_expected: int):
     """(start, stop) -> the original real values of a floating .npy/.npz dataset, else None."""
+    if path.suffix.lower() not in (".npy", ".npz"):
+        return None
     try:
-        if path.suffix.lower() == ".npy":
-            x = np.load(path, mmap_mode="r", allow_pickle=False)
-        elif path.suffix.lower() == ".npz":
-            z = np.load(path, allow_pickle=False)
-            x = z["x"] if "x" in z.files else z[z.files[0]]
-        else:
-            return None
+        x, _ = _load_arrays(path)
     except Exception:
         return None
     if not np.issubdtype(x.dtype, np.floating) or x.shape[0] != n_expected:
@@ -392,13 +396,8 @@ def _float_input_stream(path: Path, t: ir.Tensor, labels):
     """A dataset for an int8 model whose graph input is float32: real-valued .npy/.npz samples, fed
     as they are to both models (the model's own QUANTIZE op quantizes them for qsim)."""
     from .data import DataStream, read_labels
-    z = None
     try:
-        if path.suffix.lower() == ".npz":
-            z = np.load(path, allow_pickle=False)
-            x = z["x"] if "x" in z.files else z[z.files[0]]
-        else:
-            x = np.load(path, mmap_mode="r", allow_pickle=False)
+        x, z = _load_arrays(path)
     except Exception as e:
         raise QsimError(f"the int8 model's input '{t.name}' is float32, so the data must be real values in an "
                         f".npy or .npz file; cannot read {path.name}: {e}") from None
