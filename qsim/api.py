@@ -347,13 +347,7 @@ class ProfileReport:
     def to_csv(self, path: str | Path | None = None) -> str:
         """The per-layer table as CSV text (also written to ``path`` when given)."""
         from .accel import report
-        text = report.csv_text(self.result)
-        if path is not None:
-            try:
-                Path(path).write_text(text, encoding="utf-8")
-            except OSError as e:
-                raise QsimError(f"cannot write CSV to {path}: {e.strerror or e}") from None
-        return text
+        return write_csv_text(report.csv_text(self.result), path)
 
     def trace(self, path: str | Path) -> Path:
         """Write a Chrome/Perfetto trace-event JSON file (open in ui.perfetto.dev)."""
@@ -374,6 +368,16 @@ class ProfileReport:
     def __str__(self) -> str:
         from .accel import report
         return report.table(self.result)
+
+
+def write_csv_text(text: str, path: str | Path | None) -> str:
+    """Write CSV ``text`` to ``path`` (when given, UTF-8) and return it; an unwritable path is a QsimError."""
+    if path is not None:
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise QsimError(f"cannot write CSV to {path}: {e.strerror or e}") from None
+    return text
 
 
 # ------------------------------------------------------------------ the model
@@ -656,6 +660,19 @@ class Model:
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
         return evaluate(self.prepared(profile), data, batch_size=batch_size, limit=limit, progress=progress)
+
+    def compare(self, float_model, data, labels: str | Path | None = None, limit: int | None = None,
+                match=None, batch_size: int = 32, profile: str = "tflm", mean=None, std=None,
+                image_mode: str = "shift"):
+        """This int8 model against its float twin (a path, bytes) over a dataset, layer by layer
+        (:mod:`qsim.compare`): the float model runs in LiteRT with every tensor kept, this one in
+        qsim.  ``match``: {int8 tensor name: float tensor name} (or a JSON file) overriding the
+        automatic matching.  Returns :class:`qsim.compare_report.CompareReport`."""
+        from .compare import compare
+        if batch_size < 1:
+            raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
+        return compare(self, float_model, data, labels=labels, limit=limit, match=match, batch_size=batch_size,
+                       profile=profile, mean=mean, std=std, image_mode=image_mode)
 
     # -------------------------------------------------------------- profile
 

@@ -8,6 +8,7 @@
                [--profile P] [--no-xnnpack] [--json]
     qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
               [--image-mode shift|raw] [--profile P] [--json]
+    qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F]
     qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
@@ -81,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     image_mode_arg(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("compare", help="int8 model vs its float twin, layer by layer, over a dataset")
+    s.add_argument("model", metavar="INT8")
+    s.add_argument("float_model", metavar="FLOAT")
+    s.add_argument("--data", required=True, metavar="PATH",
+                   help=".npy, .npz (x, y) or a folder with one sub-folder of images per class")
+    s.add_argument("--labels", metavar="FILE", help="class names, one per line, in the model's output order")
+    s.add_argument("--limit", type=int, metavar="N", help="the first N samples only")
+    s.add_argument("--match", metavar="FILE", help="JSON {int8 tensor name: float tensor name} overriding the matching")
+    s.add_argument("--mean", type=_floats, metavar="M", help="normalize: real = (x - M) / S, then quantize")
+    s.add_argument("--std", type=_floats, metavar="S", help="see --mean")
+    s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    image_mode_arg(s)
+    s.add_argument("--csv", metavar="F", help="also write the per-layer table as CSV (QuantizationDebugger columns)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("dump", help="write every tensor of one run (inputs and all op outputs) to an .npz, by name")
     s.add_argument("model")
@@ -272,6 +289,19 @@ def cmd_eval(args) -> int:
         emit_json(res.to_dict())
     else:
         print(res.render())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    m = load(args.model)
+    rep = m.compare(args.float_model, args.data, labels=args.labels, limit=args.limit, match=args.match,
+                    profile=args.profile, mean=args.mean, std=args.std, image_mode=args.image_mode)
+    if args.csv:
+        rep.to_csv(args.csv)
+    if args.json:
+        emit_json(rep.to_dict())
+    else:
+        print(rep.render())
     return 0
 
 

@@ -1,0 +1,547 @@
+"""``qsim compare``: an int8 model against its float twin, layer by layer, over a dataset.
+
+The float twin runs in LiteRT's reference kernels with every intermediate tensor kept
+(:class:`qsim.refrun.LiteRTRunner`); the int8 side is qsim itself (``keep_all``).  Data come
+from :func:`qsim.data.open_dataset` (quantized with the int8 input's scale / zero point);
+the float model gets the original real values for floating ``.npy``/``.npz`` data, and
+the dequantized samples otherwise (integer arrays, images).
+
+Matching (:func:`match_tensors`): an explicit ``match`` ({int8 name: float name}) first, then
+equal names (same shape), then graph structure: the compute ops of both graphs (QUANTIZE /
+DEQUANTIZE dropped; a float op followed by a RELU/RELU6/RELU_N1_TO_1 that alone consumes it
+folded into one, as the converter fuses it) aligned by longest common subsequence of
+(op type, output shape).
+
+Statistics per matched tensor (:class:`TensorStats`) are kept in exactly mergeable
+accumulators (counts, sums, sums of squares, min/max, per-sample level counts, the set of
+levels used), so any split of the dataset gives the same numbers.  Conventions:
+``diff = dequantized int8 - float`` (TFLite's NumericVerify sign), real = scale * (q - zp);
+the five QuantizationDebugger statistics (num_elements, stddev, mean_error, max_abs_error,
+mean_squared_error) are TensorFlow's definitions (numpy over one sample's diffs) averaged
+over samples, as ``tf.lite.experimental.QuantizationDebugger`` aggregates them.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ir
+from .errors import QsimError
+
+WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
+ACT_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
+QD_COLUMNS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
+LEVEL_FEW = 16  # a median of fewer distinct int8 values per sample is reported as "few levels"
+
+
+# ------------------------------------------------------------------ matching
+
+@dataclass
+class _Node:
+    """A compute op for alignment: opcode, the tensor that carries its result, fused activation."""
+
+    opcode: str
+    out: int
+    act: str
+    shape: tuple
+
+
+def _is_float_graph(g: ir.Graph) -> bool:
+    comp = [op for op in g.operators if op.opcode not in WRAPPERS]
+    return bool(comp) and all(g.tensors[op.outputs[0]].dtype == np.float32 for op in comp)
+
+
+def _is_int_graph(g: ir.Graph) -> bool:
+    comp = [op for op in g.operators if op.opcode not in WRAPPERS]
+    return bool(comp) and all(np.issubdtype(g.tensors[op.outputs[0]].dtype, np.integer) for op in comp)
+
+
+def _act(op: ir.Operator) -> str:
+    return getattr(op.options, "activation", None) or "NONE"
+
+
+def _nodes(g: ir.Graph, fold_acts: bool) -> list[_Node]:
+    """Compute ops in execution order, wrappers dropped, separate activations folded when asked."""
+    consumers: dict[int, list[ir.Operator]] = {}
+    for op in g.operators:
+        for t in op.inputs:
+            consumers.setdefault(t, []).append(op)
+    nodes, folded = [], set()
+    for op in g.operators:
+        if op.opcode in WRAPPERS or op.index in folded:
+            continue
+        out, act = op.outputs[0], _act(op)
+        nxt = consumers.get(out, [])
+        if fold_acts and act == "NONE" and len(nxt) == 1 and nxt[0].opcode in ACT_OPS and out not in g.outputs:
+            folded.add(nxt[0].index)
+            out, act = nxt[0].outputs[0], ACT_OPS[nxt[0].opcode]
+        nodes.append(_Node(op.opcode, out, act, tuple(g.tensors[out].shape)))
+    return nodes
+
+
+def _lcs(a: list, b: list) -> list[tuple[int, int]]:
+    """Index pairs of a longest common subsequence of two key lists."""
+    n, m = len(a), len(b)
+    L = np.zeros((n + 1, m + 1), np.int32)
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            L[i, j] = L[i + 1, j + 1] + 1 if a[i] == b[j] else max(L[i + 1, j], L[i, j + 1])
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        if a[i] == b[j]:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif L[i + 1, j] >= L[i, j + 1]:
+            i += 1
+        else:
+            j += 1
+    return pairs
+
+
+def _input_behind(g: ir.Graph, t: int) -> int:
+    """The tensor a QUANTIZE/DEQUANTIZE chain starts from (graph input behind an input wrapper)."""
+    prod = {o: op for op in g.operators for o in op.outputs}
+    while t in prod and prod[t].opcode in WRAPPERS:
+        t = prod[t].inputs[0]
+    return t
+
+
+@dataclass
+class Matching:
+    """int8 tensor index -> float tensor index, how each pair was found, and what stayed unmatched."""
+
+    pairs: dict[int, int]
+    how: dict[int, str]  # "override", "name", "structure", "input"
+    unmatched_int8: list[str]
+    unmatched_float: list[str]
+
+    def as_dict(self, gq: ir.Graph, gf: ir.Graph) -> dict:
+        return {"matched": len(self.pairs),
+                "pairs": [{"int8": gq.tensors[q].name, "float": gf.tensors[f].name, "how": self.how[q]}
+                          for q, f in self.pairs.items()],
+                "unmatched_int8": self.unmatched_int8, "unmatched_float": self.unmatched_float}
+
+
+def match_tensors(gq: ir.Graph, gf: ir.Graph, match: dict | None = None) -> Matching:
+    """Pair each int8 compute-op output (and the graph input) with a float tensor (module doc)."""
+    nq, nf = _nodes(gq, False), _nodes(gf, True)
+    fnames: dict[str, list[int]] = {}
+    for t in gf.tensors:
+        if not t.is_const:
+            fnames.setdefault(t.name, []).append(t.index)
+    pairs: dict[int, int] = {}
+    how: dict[int, str] = {}
+    qi, fi = gq.inputs[0], gf.inputs[0]
+    q_in = [n.out for n in nq]
+    for qname, fname in (match or {}).items():
+        qs = [t.index for t in gq.tensors if t.name == qname and not t.is_const]
+        fs = fnames.get(fname, [])
+        if not qs or not fs:
+            missing = f"int8 tensor '{qname}'" if not qs else f"float tensor '{fname}'"
+            raise QsimError(f"the match override names {missing}, which is not an activation tensor of that model.")
+        pairs[qs[0]], how[qs[0]] = fs[0], "override"
+    # the graph input, behind a QUANTIZE wrapper of the int8 model if it has one
+    qin = next((n for n in [qi] + [op.outputs[0] for op in gq.operators if op.opcode == "QUANTIZE"
+                                   and _input_behind(gq, op.outputs[0]) == qi]
+                if np.issubdtype(gq.tensors[n].dtype, np.integer)), None)
+    if qin is not None and qin not in pairs:
+        pairs[qin], how[qin] = _input_behind(gf, fi), "input"
+    used = set(pairs.values())
+    for n in nq:
+        if n.out in pairs:
+            continue
+        cand = [f for f in fnames.get(gq.tensors[n.out].name, []) if f not in used
+                and tuple(gf.tensors[f].shape) == n.shape]
+        if cand:
+            pairs[n.out], how[n.out] = cand[0], "name"
+            used.add(cand[0])
+    left_q = [n for n in nq if n.out not in pairs]
+    left_f = [n for n in nf if n.out not in used]
+    for i, j in _lcs([(n.opcode, n.shape) for n in left_q], [(n.opcode, n.shape) for n in left_f]):
+        pairs[left_q[i].out], how[left_q[i].out] = left_f[j].out, "structure"
+        used.add(left_f[j].out)
+    order = {t: k for k, t in enumerate([qin] + q_in)}
+    pairs = dict(sorted(pairs.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return Matching(pairs, how, [gq.tensors[t].name for t in q_in if t not in pairs],
+                    [gf.tensors[n.out].name for n in nf if n.out not in used])
+
+
+# ------------------------------------------------------------------ statistics
+
+@dataclass
+class TensorStats:
+    """Exactly mergeable accumulators for one matched tensor pair (see the module doc for units)."""
+
+    n_samples: int = 0
+    n: int = 0  # elements over all samples
+    s_diff: float = 0.0
+    s_diff2: float = 0.0
+    s_x2: float = 0.0  # float signal power
+    s_d2: float = 0.0  # dequantized power
+    s_xd: float = 0.0
+    x_min: float = np.inf
+    x_max: float = -np.inf
+    clipped: int = 0  # float values more than half a step outside the representable range
+    at_qmin: int = 0
+    at_qmax: int = 0
+    levels: list = field(default_factory=list)  # distinct int8 values, per sample
+    level_set: np.ndarray | None = None  # bool per integer value qmin..qmax: used at least once
+    qd: np.ndarray = field(default_factory=lambda: np.zeros(5))  # sums over samples of the 5 QD metrics
+    kl_sum: float = 0.0
+    kl_rows: int = 0
+
+    def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
+            probs: bool) -> None:
+        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...]."""
+        q = np.asarray(q)
+        x = np.asarray(x, np.float64)
+        d = scale * (q.astype(np.float64) - zp)
+        diff = d - x
+        nb = q.shape[0]
+        self.n_samples += nb
+        self.n += diff.size
+        fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
+        self.s_diff += float(fd.sum())
+        self.s_diff2 += float(fd @ fd)
+        self.s_x2 += float(fx @ fx)
+        self.s_d2 += float(fdd @ fdd)
+        self.s_xd += float(fx @ fdd)
+        if x.size:
+            self.x_min, self.x_max = min(self.x_min, float(x.min())), max(self.x_max, float(x.max()))
+        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        self.clipped += int(((x < lo) | (x > hi)).sum())
+        self.at_qmin += int((q == qmin).sum())
+        self.at_qmax += int((q == qmax).sum())
+        if self.level_set is None:
+            self.level_set = np.zeros(qmax - qmin + 1, bool)
+        nl = qmax - qmin + 1
+        flat = q.reshape(nb, -1).astype(np.int64) - qmin + nl * np.arange(nb)[:, None]
+        used = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl) > 0
+        self.levels += used.sum(1).tolist()
+        self.level_set |= used.any(0)
+        e = diff.reshape(nb, -1)
+        if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
+            self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
+                        np.abs(e).max(axis=1).sum(), np.average(e * e, axis=1).sum()]
+        if probs:
+            p = x.reshape(-1, x.shape[-1])
+            r = np.clip(d.reshape(-1, x.shape[-1]), 1e-12, None)
+            pp = np.clip(p, 1e-12, None)
+            self.kl_sum += float(np.where(p > 0, p * np.log(pp / r), 0.0).sum())
+            self.kl_rows += p.shape[0]
+
+    def merge(self, o: "TensorStats") -> "TensorStats":
+        """The statistics of both datasets together."""
+        r = TensorStats()
+        for f in ("n_samples", "n", "s_diff", "s_diff2", "s_x2", "s_d2", "s_xd", "clipped", "at_qmin", "at_qmax",
+                  "kl_sum", "kl_rows"):
+            setattr(r, f, getattr(self, f) + getattr(o, f))
+        r.x_min, r.x_max = min(self.x_min, o.x_min), max(self.x_max, o.x_max)
+        r.levels = self.levels + o.levels
+        r.level_set = o.level_set if self.level_set is None else (
+            self.level_set if o.level_set is None else self.level_set | o.level_set)
+        r.qd = self.qd + o.qd
+        return r
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10·log10(signal / noise); inf when the noise is zero."""
+    if noise_power == 0:
+        return float("inf")
+    if signal_power == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal_power / noise_power))
+
+
+@dataclass
+class LayerRow:
+    """One matched tensor's figures (what the table, JSON and CSV show)."""
+
+    op_index: int | None
+    op_name: str
+    tensor_idx: int
+    tensor_name: str
+    float_name: str
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+    act: str
+    st: TensorStats  # accumulated: int8 end to end
+    iso: TensorStats | None = None  # isolated: the op on quantized float inputs (None: not available)
+    weights: dict = field(default_factory=dict)  # weight_figures() of the producing op
+
+    def figures(self) -> dict:
+        st, n = self.st, max(self.st.n, 1)
+        ns = max(st.n_samples, 1)
+        rep = (self.scale * (self.qmin - self.zero_point), self.scale * (self.qmax - self.zero_point))
+        qd = dict(zip(QD_COLUMNS, (st.qd / ns).tolist()))
+        qd["num_elements"] = int(round(qd["num_elements"]))
+        lv = np.asarray(st.levels) if st.levels else np.zeros(1)
+        # qmin/qmax hits are not clamps when that bound is the real value 0 (zero point at the bound:
+        # the float data were >= 0, e.g. after a ReLU) or the fused activation's own limit
+        low_act = self.zero_point == self.qmin or (self.act in ACT_OPS and self._act_q(
+            -1.0 if self.act == "RELU_N1_TO_1" else 0.0) <= self.qmin)
+        high_act = self.zero_point == self.qmax or (self.act in ("RELU6", "RELU_N1_TO_1") and self._act_q(
+            6.0 if self.act == "RELU6" else 1.0) >= self.qmax)
+        sat_unexplained = (0 if low_act else st.at_qmin) + (0 if high_act else st.at_qmax)
+        return {
+            "op_index": self.op_index, "op_name": self.op_name, "tensor_idx": self.tensor_idx,
+            "tensor_name": self.tensor_name, "float_tensor": self.float_name, **qd,
+            "scale": self.scale, "zero_point": self.zero_point,
+            "rmse_lsb": float(np.sqrt(st.s_diff2 / n) / self.scale) if self.scale else None,
+            "sqnr_db": sqnr_db(st.s_x2, st.s_diff2),
+            "cosine": float(st.s_xd / np.sqrt(st.s_x2 * st.s_d2)) if st.s_x2 > 0 and st.s_d2 > 0 else None,
+            "kl": st.kl_sum / st.kl_rows if st.kl_rows else None,
+            "clip_float": st.clipped / n,
+            "at_qmin": st.at_qmin / n, "at_qmax": st.at_qmax / n,
+            "qmin_explained": low_act, "qmax_explained": high_act,
+            "saturated_unexplained": sat_unexplained / n,
+            "levels_min": int(lv.min()), "levels_median": float(np.median(lv)),
+            "levels_dataset": int(st.level_set.sum()) if st.level_set is not None else 0,
+            "float_min": st.x_min, "float_max": st.x_max, "repr_min": rep[0], "repr_max": rep[1],
+            "fused_activation": self.act,
+            "iso_sqnr_db": None if self.iso is None else sqnr_db(self.iso.s_x2, self.iso.s_diff2),
+            "iso_rmse_lsb": None if self.iso is None or not self.scale else
+            float(np.sqrt(self.iso.s_diff2 / max(self.iso.n, 1)) / self.scale),
+            **self.weights,
+        }
+
+    def _act_q(self, v: float) -> int:
+        return int(np.round(v / self.scale + self.zero_point))
+
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
+    """Per output channel of an op's int8 weights: distinct values used (min / median over channels,
+    channels with fewer than LEVEL_FEW) and the spread of the per-channel scales (max / min);
+    empty for ops without constant integer weights."""
+    if op is None or op.opcode not in WEIGHT_OPS:
+        return {}
+    w = g.tensors[op.inputs[1]]
+    if not w.is_const or w.quant is None or w.data is None or not np.issubdtype(w.dtype, np.integer):
+        return {}
+    axis = int(w.quant.axis) if w.quant.per_channel else (3 if op.opcode == "DEPTHWISE_CONV_2D" else 0)
+    per = np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1)
+    lv = np.array([len(np.unique(c)) for c in per])
+    sc = np.asarray(w.quant.scale, np.float64)
+    return {"w_per_channel": bool(w.quant.per_channel), "w_levels_min": int(lv.min()),
+            "w_levels_median": float(np.median(lv)), "w_channels_few": int((lv < LEVEL_FEW).sum()),
+            "w_channels": int(lv.size),
+            "w_scale_spread": float(sc.max() / sc.min()) if sc.min() > 0 else None}
+
+
+# ------------------------------------------------------------------ the isolated view
+
+def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.ndarray]:
+    """Each int8 op evaluated on the *quantized float* values of its inputs (the error the op itself
+    adds): {int8 output tensor: [n, ...] integers} for every op whose activation inputs all have
+    a matched float tensor (``fq``: int8 tensor index -> float values in the batched layout of
+    ``vals``, qsim's accumulated run).  Inputs that are not quantized (a float graph input before
+    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops."""
+    from .interpreter import _per_sample, batch_shape
+    g = pg.graph
+    out: dict[int, np.ndarray] = {}
+    for s in pg._batch_steps():
+        if s.mode == "once":
+            continue
+        ins = []
+        for i, c, live in s.inputs:
+            if not live:
+                ins.append(c)
+            elif g.tensors[i].quant is None or not np.issubdtype(g.tensors[i].dtype, np.integer):
+                ins.append(vals[i])
+            elif i in fq:
+                ins.append(model.tensors[i].quantize(fq[i]))
+            else:
+                break
+        else:
+            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
+            t, dtype, shape = s.outputs[0]
+            out[t] = np.asarray(outs[0]).astype(dtype, copy=False).reshape(batch_shape(shape, n))
+    return out
+
+
+# ------------------------------------------------------------------ the comparison
+
+def _load_arrays(path: Path):
+    """(x, the open .npz or None) of an .npy (memory-mapped) or .npz dataset (``x``, else the first array)."""
+    if path.suffix.lower() == ".npz":
+        z = np.load(path, allow_pickle=False)
+        return (z["x"] if "x" in z.files else z[z.files[0]]), z
+    return np.load(path, mmap_mode="r", allow_pickle=False), None
+
+
+def _real_reader(path: Path, n_expected: int):
+    """(start, stop) -> the original real values of a floating .npy/.npz dataset, else None."""
+    if path.suffix.lower() not in (".npy", ".npz"):
+        return None
+    try:
+        x, _ = _load_arrays(path)
+    except Exception:
+        return None
+    if not np.issubdtype(x.dtype, np.floating) or x.shape[0] != n_expected:
+        return None
+    return lambda i, j: np.asarray(x[i:j], np.float32)
+
+
+def _float_input_stream(path: Path, t: ir.Tensor, labels):
+    """A dataset for an int8 model whose graph input is float32: real-valued .npy/.npz samples, fed
+    as they are to both models (the model's own QUANTIZE op quantizes them for qsim)."""
+    from .data import DataStream, read_labels
+    try:
+        x, z = _load_arrays(path)
+    except Exception as e:
+        raise QsimError(f"the int8 model's input '{t.name}' is float32, so the data must be real values in an "
+                        f".npy or .npz file; cannot read {path.name}: {e}") from None
+    want = tuple(t.shape[1:]) if t.shape and t.shape[0] == 1 else tuple(t.shape)
+    if not np.issubdtype(x.dtype, np.floating) or tuple(x.shape[1:]) != want:
+        raise QsimError(f"{path.name} holds {x.dtype} samples of shape {list(x.shape[1:])}; input '{t.name}' "
+                        f"expects float samples of shape {list(want)}, with the samples along the first axis.")
+    y = None
+    if z is not None:
+        yk = "y" if "y" in z.files else (z.files[1] if len(z.files) > 1 and "x" not in z.files else None)
+        if yk is not None:
+            y = np.asarray(z[yk])
+            y = (y.argmax(1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
+    names = read_labels(labels) if labels is not None else None
+    return DataStream(path.name, int(x.shape[0]), want, np.dtype(np.float32),
+                      lambda i, j: np.asarray(x[i:j], np.float32), y, names)
+
+
+def compare(model, float_model, data, labels=None, limit: int | None = None, match=None,
+            batch_size: int = 32, profile: str = "tflm", mean=None, std=None, image_mode: str = "shift"):
+    """The comparison behind :meth:`qsim.Model.compare`; returns a :class:`CompareReport`."""
+    from . import loader
+    from .api import load
+    from .refrun import LiteRTRunner, ReferenceRefused
+    gq = model.graph
+    if _is_float_graph(gq):
+        raise QsimError(f"{model.source} (given as the INT8 model) is a float model: its compute ops run in "
+                        "FLOAT32. Give the int8 model first and its float twin second.")
+    if isinstance(float_model, (str, Path)):
+        p = Path(float_model)
+        if not p.is_file():
+            raise QsimError(f"float model file not found: {p}")
+        fblob, fsrc = p.read_bytes(), str(p)
+    elif isinstance(float_model, (bytes, bytearray)):
+        fblob, fsrc = bytes(float_model), "<float bytes>"
+    else:
+        fblob, fsrc = float_model.blob, float_model.source
+    gf = loader.load_bytes(fblob, source=fsrc, validate=False)
+    if not _is_float_graph(gf):
+        raise QsimError(f"{fsrc} (given as the FLOAT model) is not a float model: its compute ops produce "
+                        "integer tensors. Give the int8 model first and its float32 twin second.")
+    if len(gq.inputs) != 1 or len(gf.inputs) != 1:
+        raise QsimError("compare takes single-input models; "
+                        f"these have {len(gq.inputs)} and {len(gf.inputs)} inputs.")
+    sq, sf = tuple(gq.tensors[gq.inputs[0]].shape), tuple(gf.tensors[gf.inputs[0]].shape)
+    if sq != sf:
+        raise QsimError(f"the models are not twins: the int8 model's input has shape {list(sq)}, the float "
+                        f"model's {list(sf)}. Compare an int8 model with the float model it was converted from.")
+    if isinstance(match, (str, Path)):
+        try:
+            match = json.loads(Path(match).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise QsimError(f"cannot read the match file {match} as JSON: {e}") from None
+    if match is not None and not (isinstance(match, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                 for k, v in match.items())):
+        raise QsimError("match must be a JSON object {int8 tensor name: float tensor name}.")
+    m = match_tensors(gq, gf, match)
+    tin = gq.tensors[gq.inputs[0]]
+    if isinstance(data, (str, Path)) and np.issubdtype(tin.dtype, np.floating):
+        ds = _float_input_stream(Path(data), tin, labels)  # an int8 model behind a float input (QUANTIZE)
+        real = ds.read
+    else:
+        ds = model.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode) \
+            if isinstance(data, (str, Path)) else data
+        real = _real_reader(Path(data), len(ds)) if isinstance(data, (str, Path)) and mean is None else None
+    try:
+        fr = LiteRTRunner(fblob, reference=True)
+    except ReferenceRefused as e:
+        raise QsimError(f"LiteRT cannot run the float model {fsrc}: {e}") from None
+    qinfo = model.inputs[0]
+    fin = gf.tensors[gf.inputs[0]]
+    pg = model.prepared(profile)
+    producer = {o: op for op in gq.operators for o in op.outputs}
+    rows = []
+    for tq, tf in m.pairs.items():
+        t = gq.tensors[tq]
+        if t.quant is None or t.quant.per_channel:
+            continue
+        info = np.iinfo(t.dtype)
+        op = producer.get(tq)
+        act = _act(op) if op is not None else "NONE"
+        if op is not None and op.opcode in ACT_OPS:
+            act = ACT_OPS[op.opcode]
+        rows.append(LayerRow(None if op is None else op.index, "INPUT" if op is None else op.opcode, tq, t.name,
+                             gf.tensors[tf].name, float(t.quant.scale0), int(t.quant.zp0), int(info.min),
+                             int(info.max), act, TensorStats(), weights=weight_figures(gq, op)))
+    out_q, out_f = gq.outputs[0], gf.outputs[0]
+    agg = {"top1_f": 0, "top5_f": 0, "top1_q": 0, "top5_q": 0, "agree": 0, "n": 0, "labelled": 0}
+    start = 0
+    for x, y in ds.batches(batch_size, limit):
+        nb = x.shape[0]
+        vals = pg.run_samples({gq.inputs[0]: x}, keep_all=True)
+        if real is not None:
+            xf = real(start, start + nb)
+        elif np.issubdtype(fin.dtype, np.floating) and np.issubdtype(x.dtype, np.integer):
+            xf = qinfo.dequantize(x).astype(np.float32)
+        else:
+            xf = x.astype(fin.dtype)
+        start += nb
+        want = [r.tensor_idx for r in rows]
+        fv = {}
+        for k in range(nb):
+            try:
+                res = fr.run([xf[k].reshape(fin.shape)], [m.pairs[t] for t in want] + [out_f])
+            except ReferenceRefused as e:
+                raise QsimError(f"LiteRT failed on the float model: {e}") from None
+            for t, v in res.items():
+                fv.setdefault(t, []).append(v)
+        fq = {r.tensor_idx: np.stack(fv[m.pairs[r.tensor_idx]]).reshape(vals[r.tensor_idx].shape) for r in rows}
+        iso = isolated_outputs(pg, model, vals, fq, nb)
+        for r in rows:
+            args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
+            r.st.add(vals[r.tensor_idx], fq[r.tensor_idx], *args)
+            if r.tensor_idx in iso:
+                r.iso = r.iso or TensorStats()
+                r.iso.add(iso[r.tensor_idx], fq[r.tensor_idx], *args)
+        # model level: first output, last axis = classes
+        qo = vals[out_q].reshape(nb, -1)
+        fo = np.stack(fv[out_f]).reshape(nb, -1)
+        if qo.shape[1] > 1 and qo.shape == fo.shape:
+            oq = model.tensor(out_q)
+            dq = oq.dequantize(qo) if oq.scale is not None else qo.astype(np.float64)
+            tq5 = np.argsort(-dq, axis=1, kind="stable")[:, :5]
+            tf5 = np.argsort(-fo, axis=1, kind="stable")[:, :5]
+            agg["agree"] += int((tq5[:, 0] == tf5[:, 0]).sum())
+            agg["n"] += nb
+            if y is not None:
+                yy = np.asarray(y).reshape(-1)
+                agg["labelled"] += nb
+                agg["top1_f"] += int((tf5[:, 0] == yy).sum())
+                agg["top1_q"] += int((tq5[:, 0] == yy).sum())
+                agg["top5_f"] += int((tf5 == yy[:, None]).any(1).sum())
+                agg["top5_q"] += int((tq5 == yy[:, None]).any(1).sum())
+    if start == 0:
+        raise QsimError(f"the dataset {data} holds no samples to compare.")
+    from .compare_report import CompareReport
+    return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf)
+
+
+def write_csv(rows: list[dict], columns) -> str:
+    """CSV text of row dicts (QuantizationDebugger's column names first)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(columns), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
