@@ -31,6 +31,7 @@ demo: $(STAMP)
 	$(BIN)/qsim codegen $(DEMO) -o $(OUT) --name demo --force --inputs examples/models/demo_input.npy
 	$(MAKE) -s -C $(OUT) check
 	$(BIN)/qsim eval $(DEMO) --data examples/models/demo_testset.npz
+	$(BIN)/qsim compare $(DEMO) examples/models/demo_cnn_float.tflite --data examples/models/demo_testset.npz
 	$(BIN)/python examples/python_api.py build/api
 	$(BIN)/python examples/firmware_roundtrip.py $(OUT)-roundtrip
 	$(BIN)/python examples/common_mistakes.py

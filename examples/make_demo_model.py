@@ -2,6 +2,8 @@
 
 Writes (committed, so the demo needs neither TensorFlow nor scikit-learn):
   examples/models/demo_cnn_int8.tflite   the int8 model (qsim.zoo.small_cnn)
+  examples/models/demo_cnn_float.tflite  its float32 twin, the same trained weights
+                                         (qsim.zoo.small_cnn_float_model), for `qsim compare`
   examples/models/demo_input.npy         one int8 test image, shape [1, 8, 8, 1]
   examples/models/demo_testset.npz       the held-out int8 images (x) and labels (y)
 
@@ -133,6 +135,7 @@ def main() -> int:
     int8_acc = float(np.mean(np.array(preds) == y[test]))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "demo_cnn_int8.tflite").write_bytes(blob)
+    (OUT / "demo_cnn_float.tflite").write_bytes(zoo.small_cnn_float_model(weights))
     np.save(OUT / "demo_input.npy", xq[:1])
     np.savez_compressed(OUT / "demo_testset.npz", x=xq, y=y[test].astype(np.int8))
     print(f"float accuracy {float_acc:.4f}, int8 accuracy (qsim, tflm profile) {int8_acc:.4f} on "

@@ -337,6 +337,35 @@ def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed
     return net.finish(net.softmax(logits, name="probabilities"))
 
 
+def small_cnn_float_model(weights: dict) -> bytes:
+    """The demo CNN's float32 twin (.tflite bytes): the graph of :func:`small_cnn` with float weights
+    and activations, RELU fused into the convs, and the same tensor names, so ``qsim compare`` matches
+    the two by name.  Input: real pixel intensity in [0, 1], [1, 8, 8, 1] NHWC."""
+    for k, s in SMALL_CNN_SHAPES.items():
+        if tuple(np.shape(weights[k])) != s:
+            raise ValueError(f"small_cnn weight {k} must have shape {s}, got {np.shape(weights[k])}")
+    w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+    b = ModelBuilder(description="qsim demo: 8x8 digit classifier (float32 twin)")
+    f32 = np.float32
+    x = b.add_input("image", (1, 8, 8, 1), f32)
+    h1 = b.add_tensor("conv1", (1, 8, 8, 8), f32)
+    b.add_op("CONV_2D", [x, b.add_const("conv1_w", w["w1"]), b.add_const("conv1_b", w["b1"])], [h1],
+             ir.Conv2DOptions("SAME", 1, 1, 1, 1, "RELU"))
+    h2 = b.add_tensor("conv2", (1, 4, 4, 16), f32)
+    b.add_op("CONV_2D", [h1, b.add_const("conv2_w", w["w2"]), b.add_const("conv2_b", w["b2"])], [h2],
+             ir.Conv2DOptions("SAME", 2, 2, 1, 1, "RELU"))
+    fl = b.add_tensor("flatten", (1, 256), f32)
+    b.add_op("RESHAPE", [h2, b.add_const("flatten_shape", np.array([1, 256], np.int32))], [fl],
+             ir.ReshapeOptions((1, 256)))
+    lg = b.add_tensor("logits", (1, 10), f32)
+    b.add_op("FULLY_CONNECTED", [fl, b.add_const("logits_w", w["w3"]), b.add_const("logits_b", w["b3"])], [lg],
+             ir.FullyConnectedOptions("NONE"))
+    pr = b.add_tensor("probabilities", (1, 10), f32)
+    b.add_op("SOFTMAX", [lg], [pr], ir.SoftmaxOptions(1.0))
+    b.mark_output(pr)
+    return b.build()
+
+
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Real values -> int8 exactly as TFLite's QUANTIZE would (:func:`qsim.fixedpoint.quantize_affine`)."""
     return fp.quantize_affine(x, scale, zero_point).astype(np.int8)
