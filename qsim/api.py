@@ -496,10 +496,12 @@ class Model:
             except Exception:
                 a = None  # load_inputs below reports it
             if isinstance(a, np.ndarray) and _batch_axis(a, t) and a.shape[0] != 1:
+                guard = [w for w in [qin.range_guard(a, t, float_input)] if w]
                 if float_input:
                     q = [qin.quantize_real(s, t) for s in a.reshape(a.shape[0], *t.shape)]
-                    return {keys[0]: np.concatenate([s for s, _ in q])}, sorted({w for _, w in q if w})
-                return {keys[0]: np.concatenate([qin.coerce_integer(s, t) for s in a.reshape(a.shape[0], *t.shape)])}, []
+                    return {keys[0]: np.concatenate([s for s, _ in q])}, guard + sorted({w for _, w in q if w})
+                return ({keys[0]: np.concatenate([qin.coerce_integer(s, t) for s in a.reshape(a.shape[0], *t.shape)])},
+                        guard)
         loaded = qin.load_inputs(p, self.graph, float_input=float_input, image_mode=image_mode)
         return dict(zip(keys, loaded.arrays)), loaded.warnings
 

@@ -8,7 +8,7 @@
                [--profile P] [--no-xnnpack] [--json]
     qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
               [--image-mode shift|raw] [--profile P] [--json]
-    qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F]
+    qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F] [--report HTML]
     qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
     image_mode_arg(s)
     s.add_argument("--csv", metavar="F", help="also write the per-layer table as CSV (QuantizationDebugger columns)")
+    s.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (needs matplotlib)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 
@@ -283,8 +284,10 @@ def cmd_check(args) -> int:
 
 def cmd_eval(args) -> int:
     m = load(args.model)
-    res = m.eval(args.data, labels=args.labels, profile=args.profile, batch_size=args.batch_size,
-                 limit=args.limit, mean=args.mean, std=args.std, image_mode=args.image_mode, progress=True)
+    ds = m.dataset(args.data, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode)
+    if args.json:  # the text report lists them among its notes
+        warn(ds.warnings)
+    res = m.eval(ds, profile=args.profile, batch_size=args.batch_size, limit=args.limit, progress=True)
     if args.json:
         emit_json(res.to_dict())
     else:
@@ -296,8 +299,11 @@ def cmd_compare(args) -> int:
     m = load(args.model)
     rep = m.compare(args.float_model, args.data, labels=args.labels, limit=args.limit, match=args.match,
                     profile=args.profile, mean=args.mean, std=args.std, image_mode=args.image_mode)
+    warn(rep.warnings)
     if args.csv:
         rep.to_csv(args.csv)
+    if args.report:
+        rep.to_html(args.report)
     if args.json:
         emit_json(rep.to_dict())
     else:

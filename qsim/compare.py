@@ -36,6 +36,7 @@ from .errors import QsimError
 WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 ACT_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 QD_COLUMNS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
+SAMPLE_MAX = 4096  # float values kept per tensor for the report's histograms (a uniform sample)
 LEVEL_FEW = 16  # a median of fewer distinct int8 values per sample is reported as "few levels"
 
 
@@ -194,6 +195,10 @@ class TensorStats:
     qd: np.ndarray = field(default_factory=lambda: np.zeros(5))  # sums over samples of the 5 QD metrics
     kl_sum: float = 0.0
     kl_rows: int = 0
+    # a bounded uniform sample of the float values over the dataset (for the HTML report's histograms):
+    # each value drawn gets a uniform random key, the SAMPLE_MAX smallest keys are kept
+    sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool) -> None:
@@ -228,12 +233,23 @@ class TensorStats:
         if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
             self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
                         np.abs(e).max(axis=1).sum(), np.average(e * e, axis=1).sum()]
+        if fx.size:
+            rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
+            pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
+            self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
         if probs:
             p = x.reshape(-1, x.shape[-1])
             r = np.clip(d.reshape(-1, x.shape[-1]), 1e-12, None)
             pp = np.clip(p, 1e-12, None)
             self.kl_sum += float(np.where(p > 0, p * np.log(pp / r), 0.0).sum())
             self.kl_rows += p.shape[0]
+
+    def _keep(self, values: np.ndarray, keys: np.ndarray) -> None:
+        v, k = np.concatenate([self.sample, values]), np.concatenate([self.sample_keys, keys])
+        if v.size > SAMPLE_MAX:
+            keep = np.argpartition(k, SAMPLE_MAX)[:SAMPLE_MAX]
+            v, k = v[keep], k[keep]
+        self.sample, self.sample_keys = v, k
 
     def merge(self, o: "TensorStats") -> "TensorStats":
         """The statistics of both datasets together."""
@@ -246,6 +262,8 @@ class TensorStats:
         r.level_set = o.level_set if self.level_set is None else (
             self.level_set if o.level_set is None else self.level_set | o.level_set)
         r.qd = self.qd + o.qd
+        r.sample, r.sample_keys = self.sample, self.sample_keys
+        r._keep(o.sample, o.sample_keys)
         return r
 
 
@@ -534,7 +552,8 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
     if start == 0:
         raise QsimError(f"the dataset {data} holds no samples to compare.")
     from .compare_report import CompareReport
-    return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf)
+    return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf,
+                         list(getattr(ds, "warnings", [])))
 
 
 def write_csv(rows: list[dict], columns) -> str:

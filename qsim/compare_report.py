@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import QD_COLUMNS, LEVEL_FEW, Matching, write_csv
@@ -62,6 +62,7 @@ class CompareReport:
     agg: dict
     gq: object
     gf: object
+    warnings: list = field(default_factory=list)  # input-range guard (qsim.inputs.range_guard)
 
     def __post_init__(self):
         rows = [r.figures() for r in self.raw_rows]
@@ -154,7 +155,7 @@ class CompareReport:
         return {"int8_model": self.int8_model, "float_model": self.float_model, "data": self.data,
                 "samples": self.n_samples, "matching": self.matching.as_dict(self.gq, self.gf),
                 "layers": rows, "model": {k: _json_num(v) for k, v in self.model.items()},
-                "suspects": self.suspects, "what_to_try": self.what_to_try}
+                "suspects": self.suspects, "what_to_try": self.what_to_try, "warnings": list(self.warnings)}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -164,6 +165,23 @@ class CompareReport:
         scale, zero_point, tensor_name) followed by qsim's."""
         from .api import write_csv_text
         return write_csv_text(write_csv(self.rows, CSV_COLUMNS), path)
+
+    def to_html(self, path: str | Path) -> Path:
+        """One self-contained HTML report (:mod:`qsim.compare_html`; needs matplotlib)."""
+        from .compare_html import write_html
+        return write_html(self, path)
+
+    def model_lines(self) -> list[str]:
+        """The model-level figures as text lines (top-1/top-5, agreement, output SQNR)."""
+        md, lines = self.model, []
+        if md["labelled"]:
+            lines.append(f"top-1 float {100 * md['top1_float']:.2f}%  int8 {100 * md['top1_int8']:.2f}%   "
+                         f"top-5 float {100 * md['top5_float']:.2f}%  int8 {100 * md['top5_int8']:.2f}%")
+        if md["top1_agreement"] is not None:
+            lines.append(f"top-1 agreement int8 vs float: {100 * md['top1_agreement']:.2f}%")
+        if md["output_sqnr_db"] is not None:
+            lines.append(f"output SQNR: {md['output_sqnr_db']:.1f} dB")
+        return lines
 
     def render(self) -> str:
         """Terminal table in graph order; suspects marked with '<'."""
@@ -193,15 +211,8 @@ class CompareReport:
                          f"{100 * r['clip_float']:>6.2f} {100 * r['saturated_unexplained']:>6.2f} {lv:>16}  "
                          f"[{r['float_min']:.3g}, {r['float_max']:.3g}] vs [{r['repr_min']:.3g}, {r['repr_max']:.3g}]"
                          + ("  <" if label(r) in marked else ""))
-        md = self.model
         lines.append("")
-        if md["labelled"]:
-            lines.append(f"top-1 float {100 * md['top1_float']:.2f}%  int8 {100 * md['top1_int8']:.2f}%   "
-                         f"top-5 float {100 * md['top5_float']:.2f}%  int8 {100 * md['top5_int8']:.2f}%")
-        if md["top1_agreement"] is not None:
-            lines.append(f"top-1 agreement int8 vs float: {100 * md['top1_agreement']:.2f}%")
-        if md["output_sqnr_db"] is not None:
-            lines.append(f"output SQNR: {md['output_sqnr_db']:.1f} dB")
+        lines += self.model_lines()
         lines.append("suspects: " + "; ".join(f"{k.replace('_', ' ')}: {', '.join(v) or '-'}" for k, v in sus.items()))
         tries = self.what_to_try
         if tries:

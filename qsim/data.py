@@ -52,6 +52,9 @@ from .errors import QsimError
 __all__ = ["Dataset", "DataStream", "open_dataset", "load_dataset", "read_labels"]
 
 
+GUARD_SAMPLES = 256  # samples the input-range guard reads from the start of an array dataset
+
+
 @dataclass
 class Dataset:
     """Samples held in memory.
@@ -86,6 +89,7 @@ class DataStream:
     y: np.ndarray | None = None
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # input-range guard (:func:`qsim.inputs.range_guard`)
 
     def __len__(self) -> int:
         return self.n
@@ -203,6 +207,12 @@ def _arrays(what: str, shape, dtype, read_raw, y, t: ir.Tensor, names, n_classes
     else:
         notes = [f"{what}: {dtype} data used as already quantized {t.dtype}"]
     saturated = _Saturation(notes, what, t)
+    warns = []
+    if norm is None and n:  # the guard looks at the first samples only (GUARD_SAMPLES)
+        w = qin.range_guard(np.asarray(read_raw(0, min(n, GUARD_SAMPLES))), t, np.issubdtype(dtype, np.floating))
+        if w:
+            warns.append(f"{what}: {w}")
+            notes.append(f"warning: {what}: {w}")
 
     def read(i: int, j: int) -> np.ndarray:
         raw = np.asarray(read_raw(i, j)).reshape((j - i,) + want)
@@ -215,7 +225,7 @@ def _arrays(what: str, shape, dtype, read_raw, y, t: ir.Tensor, names, n_classes
         saturated.add(hi, lo)
         return q
 
-    return DataStream(what, n, want, t.dtype, read, _labels(what, y, n, n_classes), names, notes)
+    return DataStream(what, n, want, t.dtype, read, _labels(what, y, n, n_classes), names, notes, warns)
 
 
 def _check_sample_shape(what: str, sample: tuple, want: tuple, t: ir.Tensor) -> None:

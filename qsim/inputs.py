@@ -112,6 +112,9 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
     out = LoadedInputs([])
     for t_idx, a in zip(g.inputs, raw):
         t = g.tensors[t_idx]
+        guard = range_guard(a, t, float_input)
+        if guard:
+            out.warnings.append(guard)
         if float_input:
             q, warn = quantize_real(a, t)
             if warn:
@@ -150,6 +153,51 @@ def representable_range(t: ir.Tensor) -> tuple[float, float]:
     info = np.iinfo(t.dtype)
     s, zp = t.quant.scale0, t.quant.zp0
     return s * (int(info.min) - zp), s * (int(info.max) - zp)
+
+
+def range_guard(x: np.ndarray, t: ir.Tensor, as_real: bool) -> str | None:
+    """A warning when data ``x`` do not fit the quantization of input ``t``, else None.
+
+    ``as_real``: the data are read as real values (quantized with t's scale and zero point); else
+    they are used as already-quantized integers.  Caught: 0..255 pixels fed to an input calibrated
+    for a much smaller range (e.g. [0, 1]); already-quantized integers read as real values; uint8
+    data for an int8 input.  The warning states the fix with the model's own scale and zero point
+    (real = scale * (q - zero_point))."""
+    a = np.asarray(x)
+    if (a.size == 0 or t.quant is None or t.quant.per_channel or not np.issubdtype(t.dtype, np.integer)
+            or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating))):
+        return None
+    s, zp = float(t.quant.scale0), int(t.quant.zp0)
+    info = np.iinfo(t.dtype)
+    lo, hi = representable_range(t)
+    rule = f"real = {s:.6g} * (q - ({zp}))"
+    where = f"input '{t.name}' ({t.dtype}, scale {s:.6g}, zero point {zp}, represents [{lo:.6g}, {hi:.6g}])"
+    if not as_real:
+        if a.dtype == np.uint8 and t.dtype == np.int8:
+            return (f"{where} is fed uint8 data used as already-quantized int8 values. If they are 0..255 "
+                    f"pixels, convert them: int8 q = p - 128 (then {rule}), or give p / 255 as real values "
+                    "(.npy float32) so qsim quantizes them with the input's scale and zero point.")
+        return None
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        return None
+    amin, amax = float(a.min()), float(a.max())
+    if amin >= lo - s and amax <= hi + s:
+        return None
+    span = f"the data span [{amin:.6g}, {amax:.6g}]"
+    integral = bool(np.all(a == np.round(a)))
+    if integral and amin >= info.min and amax <= info.max and amin < 0:
+        return (f"{where} is fed real values, but {span} in integers: the data look already quantized. "
+                f"Store them as {t.dtype} (they are then used as they are), or dequantize first: {rule}.")
+    if amin >= 0 and 1.5 * max(hi, 0) < amax <= 255:
+        return (f"{where} is fed real values, but {span}: they look like 0..255 pixels, which saturate. "
+                f"Scale them into [{lo:.6g}, {hi:.6g}] first, e.g. real = {lo:.6g} + p * {(hi - lo) / 255:.6g}"
+                f" (p / 255 for [0, 1]); if they are already quantized {t.dtype} values, store them as "
+                f"{t.dtype} or dequantize: {rule}.")
+    if amax - amin > 2 * (hi - lo):
+        return (f"{where} is fed real values, but {span}, more than twice the representable range: check "
+                f"the data's units (the input was calibrated for [{lo:.6g}, {hi:.6g}]; {rule}).")
+    return None
 
 
 def quantize_real(x: np.ndarray, t: ir.Tensor) -> tuple[np.ndarray, str | None]:
