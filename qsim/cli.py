@@ -8,7 +8,7 @@
                [--profile P] [--no-xnnpack] [--json]
     qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
               [--image-mode shift|raw] [--profile P] [--json]
-    qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F] [--report HTML]
+    qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F] [--report HTML] [--model-explorer JSON]
     qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     image_mode_arg(s)
     s.add_argument("--csv", metavar="F", help="also write the per-layer table as CSV (QuantizationDebugger columns)")
     s.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (needs matplotlib)")
+    s.add_argument("--model-explorer", metavar="JSON", dest="model_explorer",
+                   help="also write per-node SQNR (dB) keyed by tensor name, Model Explorer's node-data format")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 
@@ -304,6 +306,8 @@ def cmd_compare(args) -> int:
         rep.to_csv(args.csv)
     if args.report:
         rep.to_html(args.report)
+    if args.model_explorer:
+        rep.to_model_explorer(args.model_explorer)
     if args.json:
         emit_json(rep.to_dict())
     else:

@@ -19,6 +19,7 @@ from .compare import QD_COLUMNS, LEVEL_FEW, Matching, write_csv
 
 ISO_LOW = 30.0  # dB: an op whose isolated SQNR is below this is worth a suggestion
 FIXED_RANGE = ("SOFTMAX", "LOGISTIC", "TANH")  # output ranges fixed by TFLite's int8 spec: nothing to recalibrate
+ME_SQNR_MAX = 100.0  # dB: what the Model Explorer overlay writes for an infinite SQNR (JSON has no inf)
 SQNR_CAP = 50.0  # dB: an input's SQNR above this (ideal 8-bit rounding noise, 6.02·8 + 1.76) counts as this
 CSV_COLUMNS = ("op_name", "tensor_idx") + QD_COLUMNS + ("scale", "zero_point", "tensor_name") + (
     "float_tensor", "rmse_lsb", "sqnr_db", "sqnr_drop_db", "cosine", "kl", "clip_float", "at_qmin", "at_qmax",
@@ -170,6 +171,38 @@ class CompareReport:
         """One self-contained HTML report (:mod:`qsim.compare_html`; needs matplotlib)."""
         from .compare_html import write_html
         return write_html(self, path)
+
+    def model_explorer_data(self, metric: str = "sqnr_db") -> dict:
+        """Per-node values for Google's Model Explorer (``ai-edge-model-explorer``), its single-graph
+        node-data format (``model_explorer.node_data_builder.GraphNodeData``): ``results`` keyed by the
+        int8 model's output tensor names, each ``{"value": v}``; a red-to-green ``gradient`` over the
+        values.  ``metric``: a row column (default the accumulated SQNR in dB; infinite values, exact
+        tensors, are written as ME_SQNR_MAX).  Load the file in Model Explorer's "node data" panel
+        over the int8 model to colour its graph."""
+        if not self.rows or metric not in self.rows[0]:
+            from .errors import QsimError
+            raise QsimError(f"unknown per-layer figure '{metric}' for the Model Explorer overlay; one of: "
+                            f"{', '.join(k for k, v in (self.rows[0] if self.rows else {}).items() if not isinstance(v, str))}.")
+        results = {}
+        for r in self.rows:
+            v = r[metric]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                continue
+            results[r["tensor_name"]] = {"value": float(min(v, ME_SQNR_MAX)) if math.isinf(v) and v > 0
+                                         else float(max(v, -ME_SQNR_MAX)) if math.isinf(v) else v}
+        return {"name": f"qsim compare: {metric}", "results": results,
+                "gradient": [{"stop": 0, "bgColor": "#d7191c"}, {"stop": 0.5, "bgColor": "#ffffbf"},
+                             {"stop": 1, "bgColor": "#1a9641"}]}
+
+    def to_model_explorer(self, path: str | Path, metric: str = "sqnr_db") -> Path:
+        """Write :meth:`model_explorer_data` as JSON to ``path``."""
+        p = Path(path)
+        try:
+            p.write_text(json.dumps(self.model_explorer_data(metric), indent=2), encoding="utf-8")
+        except OSError as ex:
+            from .errors import QsimError
+            raise QsimError(f"cannot write the Model Explorer overlay {p}: {ex}") from None
+        return p
 
     def model_lines(self) -> list[str]:
         """The model-level figures as text lines (top-1/top-5, agreement, output SQNR)."""

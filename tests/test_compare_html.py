@@ -84,3 +84,24 @@ def test_missing_matplotlib_is_a_qsim_error(report, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(QsimError, match=r"pip install qsim\[report\]"):
         report.to_html(tmp_path / "r.html")
+
+
+def test_model_explorer_overlay_accepted_by_its_package(report, tmp_path):
+    """The overlay loads into Model Explorer's own GraphNodeData (dacite, strict: no unknown keys) and
+    serializes back to the same JSON; values keyed by the int8 model's tensor names."""
+    import json
+    ndb = pytest.importorskip("model_explorer.node_data_builder")
+    dacite = pytest.importorskip("dacite")
+    from test_cli import qsim as run_cli
+    out = tmp_path / "overlay.json"
+    r = run_cli("compare", INT8, FLOAT, "--data", DATA, "--limit", "8", "--model-explorer", out)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    gnd = dacite.from_dict(ndb.GraphNodeData, data, config=dacite.Config(strict=True))
+    assert all(isinstance(v, ndb.NodeDataResult) for v in gnd.results.values())
+    names = {t.name for t in qsim.load(INT8).graph.tensors if not t.is_const}
+    assert set(gnd.results) == names  # every activation tensor of the demo is matched and has a value
+    back = json.loads(gnd.to_json_string())
+    assert back["results"] == data["results"] and back["gradient"] == data["gradient"]
+    rows8 = {r_["tensor_name"]: r_["sqnr_db"] for r_ in qsim.load(INT8).compare(FLOAT, DATA, limit=8).rows}
+    assert gnd.results["logits"].value == pytest.approx(rows8["logits"])
