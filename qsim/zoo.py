@@ -125,13 +125,15 @@ class QuantNet:
         self.b = ModelBuilder(description=description)
         self.rng = rng
         self.n = 0
+        self.fixed_range: tuple[float, float] | None = None  # every computed activation: this range, not calibrated
 
     def _name(self, kind: str) -> str:
         self.n += 1
         return f"{kind}_{self.n}"
 
     def _out(self, kind: str, value: np.ndarray, quant=None, name: str | None = None) -> Act:
-        scale, zp = quant if quant is not None else activation_quant(value.min(), value.max())
+        lo, hi = self.fixed_range if self.fixed_range is not None else (value.min(), value.max())
+        scale, zp = quant if quant is not None else activation_quant(lo, hi)
         shape = (1,) + value.shape[1:]
         idx = self.b.add_tensor(name or self._name(kind), shape, np.int8, scale=scale, zero_point=zp)
         return Act(idx, value, scale, zp)
@@ -310,7 +312,8 @@ def small_cnn_float(x: np.ndarray, weights: dict) -> np.ndarray:
     return h.reshape(len(h), -1) @ weights["w3"].T + weights["b3"]
 
 
-def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed: int = 0) -> bytes:
+def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed: int = 0,
+              fixed_range: tuple[float, float] | None = None) -> bytes:
     """The demo's int8 digit classifier (.tflite bytes).
 
     Graph: input [1, 8, 8, 1] int8 (scale 1/255, zero point -128) ->
@@ -318,7 +321,9 @@ def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed
     [1, 256] -> FULLY_CONNECTED 10 -> SOFTMAX.  ``weights``: float arrays
     named as in SMALL_CNN_SHAPES (e.g. trained by examples/make_demo_model.py);
     None gives seeded random ones.  ``calib``: float inputs [N, 8, 8, 1] in
-    [0, 1] for the activation ranges (default: 64 seeded random images).
+    [0, 1] for the activation ranges (default: 64 seeded random images).  ``fixed_range``: give
+    every conv/FC activation this real range instead of the calibrated one (e.g. (0, 6): the
+    "dummy ranges" mistake; the softmax keeps TFLite's fixed 1/256).
     """
     rng = np.random.default_rng(seed)
     if weights is None:
@@ -330,6 +335,7 @@ def small_cnn(weights: dict | None = None, calib: np.ndarray | None = None, seed
     if calib is None:
         calib = rng.uniform(0, 1, size=(64, 8, 8, 1)).astype(np.float32)
     net = QuantNet("qsim demo: 8x8 digit classifier (int8)", rng)
+    net.fixed_range = fixed_range
     x = net.input("image", calib.astype(np.float32), **SMALL_CNN_INPUT)
     h = net.conv(x, weights["w1"], weights["b1"], 1, "RELU", name="conv1")
     h = net.conv(h, weights["w2"], weights["b2"], 2, "RELU", name="conv2")
