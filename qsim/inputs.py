@@ -161,7 +161,8 @@ def range_guard(x: np.ndarray, t: ir.Tensor, as_real: bool) -> str | None:
     ``as_real``: the data are read as real values (quantized with t's scale and zero point); else
     they are used as already-quantized integers.  Caught: 0..255 pixels fed to an input calibrated
     for a much smaller range (e.g. [0, 1]); already-quantized integers read as real values; uint8
-    data for an int8 input.  The warning states the fix with the model's own scale and zero point
+    data for an int8 input; real values cast to integers unquantized (only -1..1 used while the
+    zero point lies outside).  The warning states the fix with the model's own scale and zero point
     (real = scale * (q - zero_point))."""
     a = np.asarray(x)
     if (a.size == 0 or t.quant is None or t.quant.per_channel or not np.issubdtype(t.dtype, np.integer)
@@ -177,6 +178,12 @@ def range_guard(x: np.ndarray, t: ir.Tensor, as_real: bool) -> str | None:
             return (f"{where} is fed uint8 data used as already-quantized int8 values. If they are 0..255 "
                     f"pixels, convert them: int8 q = p - 128 (then {rule}), or give p / 255 as real values "
                     "(.npy float32) so qsim quantizes them with the input's scale and zero point.")
+        amin, amax = int(a.min()), int(a.max())
+        if amin >= -1 and amax <= 1 and a.size >= 16 and not (amin <= zp <= amax):
+            return (f"{where} is fed integers that only take values in [{amin}, {amax}], i.e. at most 3 of "
+                    f"{int(info.max) - int(info.min) + 1} levels: they look like real values cast to integers "
+                    f"without quantization. Quantize real values x first: q = round(x / {s:.6g}) + ({zp}), or "
+                    "give the real values as float32 so qsim quantizes them (--float-input for run).")
         return None
     a = a.astype(np.float64)
     if not np.isfinite(a).all():

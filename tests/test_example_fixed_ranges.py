@@ -26,3 +26,22 @@ def test_fixed_ranges_example():
     cal, fixed = out.split("fixed [0,6]:", 1)
     assert "clipped  0.00%" in cal and "clipped 94.97%" not in cal
     assert "recalibrate the range of op 3 FULLY_CONNECTED 'logits'" in fixed
+
+
+UNQUANTIZED_LINES = (
+    "quantized: top-1 int8 98.33%, float 98.61%, input levels used 17 of 256",
+    "cast: top-1 int8 8.06%, float 8.06%, input levels used 2 of 256",
+)
+
+
+def test_unquantized_input_example():
+    """examples/unquantized_input.py: the cast data use 2 input levels (0 and 1: the 16 grey levels
+    of the digits all round down or to 1), the guard names the mistake and the fix."""
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "unquantized_input.py")], capture_output=True,
+                       text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for line in UNQUANTIZED_LINES:
+        assert line in r.stdout, (line, r.stdout)
+        assert line in (REPO / "README.md").read_text(encoding="utf-8")
+    quant, cast = r.stdout.split("cast:", 1)
+    assert "warning" not in quant and "cast to integers without quantization" in cast

@@ -37,6 +37,9 @@ def test_guard_cases(demo):
     assert "already quantized" in q and "real = 0.00392157 * (q - (-128))" in q
     u8 = range_guard(np.clip(x.astype(np.int16) + 128, 0, 127).astype(np.uint8), t, False)
     assert "uint8" in u8 and "q = p - 128" in u8
+    cast = range_guard(_real(x).astype(np.int8), t, False)  # [0, 1] reals cast, not quantized: 0s and 1s
+    assert "cast to integers" in cast and "q = round(x / 0.00392157) + (-128)" in cast
+    assert range_guard(np.where(x > 0, 127, -128).astype(np.int8), t, False) is None  # a binary image, quantized
     assert range_guard(_real(x) * 1.001, t, True) is None  # a hair above 1: saturation, not a units mistake
 
 
