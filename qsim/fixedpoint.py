@@ -771,7 +771,9 @@ class DoubleRequantPlan:
     both clamp to act_min.  Then, h being floor(z) and floor(floor(z) + k) / 2**e) ==
     floor((z + k) / 2**e) for an integer k, ``out = clamp(floor(z * 2**-e + [e > 0]/2 + zp),
     lo, hi)`` with one floor (kinds "float_relu" / "split_relu", where the numerators over
-    2**(31+e) resp. 2**(16+e) stay below 2**53).
+    2**(31+e) resp. 2**(16+e) stay below 2**53).  Their additive constant also carries
+    -act_min, so that the chunk holds z - act_min and the floor comes free with the int8
+    conversion (:meth:`DoubleRequantPlan._finish`).
 
     ``acc`` may be a float array of exact integers (a BLAS accumulator).
     """
@@ -784,30 +786,58 @@ class DoubleRequantPlan:
     _tile_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _lo: Any = field(default=None, init=False, repr=False, compare=False)
     _hi: Any = field(default=None, init=False, repr=False, compare=False)
+    _span: Any = field(default=None, init=False, repr=False, compare=False)
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
-            return self._chunk(flat, consts).astype(dtype).reshape(acc.shape)
+            return self._finish(self._chunk(flat, consts), np.empty(flat.shape, dtype)).reshape(acc.shape)
         channels = acc.shape[-1] if acc.ndim else 1
         step = max(1, _PLAN_CHUNK // max(channels, 1)) * channels  # whole rows per chunk
-        if flat.size <= step:  # one pass: no chunk bookkeeping
-            return self._chunk(flat, self._tiles(flat.size, channels)).astype(dtype).reshape(acc.shape)
         out = np.empty(flat.shape, dtype)
+        if flat.size <= step:  # one pass: no chunk bookkeeping
+            return self._finish(self._chunk(flat, self._tiles(flat.size, channels)), out).reshape(acc.shape)
         h, t = np.empty(step), np.empty(step)  # reused: a fresh 128 KiB array per pass costs page faults
         for r in range(0, flat.size, step):
             a = flat[r:r + step]
             k = a.size
-            np.copyto(out[r:r + k], self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), casting="unsafe")
+            self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), out[r:r + k])
         return out.reshape(acc.shape)
+
+    def _finish(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Clamp the chunk result ``h`` (see :meth:`_chunk`) and write it to ``out``; returns ``out``.
+
+        "float"/"split": h holds integers; clamp to [act_min, act_max] and convert.
+        "*_relu": h = z - act_min, the output being floor(z) clamped; clamping h to
+        [0, act_max - act_min] first is the same (the bounds are integers), after which
+        floor == truncation (h >= 0).  For int8 outputs (-128 <= act_min <= act_max <= 127)
+        that truncation is the float -> uint8 conversion itself, and adding act_min
+        modulo 256 then reading the bytes as int8 gives floor(z) exactly (the true value
+        lies in int8); other dtypes take an explicit floor and add act_min back.
+        """
+        if not self.kind.endswith("_relu"):
+            _clip(h, self._lo, self._hi, out=h)
+            np.copyto(out, h, casting="unsafe")
+            return out
+        _clip(h, 0.0, self._span, out=h)
+        if out.dtype == np.int8 and self._span <= 255 and self.act_min >= -128:
+            u = out.view(np.uint8)
+            np.copyto(u, h, casting="unsafe")  # truncation of h in [0, 255]: floor
+            np.add(u, np.uint8(self.act_min & 0xFF), out=u)  # modulo 256, exact in int8 (see above)
+            return out
+        np.floor(h, out=h)
+        np.add(h, self._lo, out=h)
+        np.copyto(out, h, casting="unsafe")
+        return out
 
     def _chunk(self, acc: np.ndarray, consts: tuple, h: np.ndarray | None = None,
                t: np.ndarray | None = None) -> np.ndarray:
         """The formula on one flat chunk of exact integers ``acc`` (left untouched), computed in
         the float64 work buffers ``h`` and ``t`` (len(acc) each; new arrays when None, fewer
-        calls for a small chunk); returns ``h``."""
+        calls for a small chunk); returns ``h`` before the clamp (for "*_relu" kinds the
+        unfloored z - act_min, see :meth:`_finish`)."""
         kind = self.kind
         if kind in ("float", "float_relu"):
             mult, offset = consts[0], consts[1]
@@ -831,7 +861,7 @@ class DoubleRequantPlan:
             np.floor(t, out=t)
             np.multiply(t, post, out=t)  # / 2**16 (/ 2**e for "split_relu")
             np.add(h, t, out=h)
-        if kind.endswith("_relu"):  # one floor: see the class docstring
+        if kind.endswith("_relu"):  # one floor, left to _finish: see the class docstring
             if kind == "split_relu":
                 np.add(h, consts[4], out=h)
         else:
@@ -841,9 +871,7 @@ class DoubleRequantPlan:
             t = np.copysign(0.5, h, out=t)  # h * 2**-e has h's sign
             np.add(h, t, out=h)
             np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
-            np.add(h, zp, out=h)
-        np.floor(h, out=h)
-        _clip(h, self._lo, self._hi, out=h)
+            np.add(h, zp, out=h)  # an integer: _finish needs no floor
         return h
 
     def _tiles(self, length: int, channels: int) -> tuple:
@@ -854,6 +882,7 @@ class DoubleRequantPlan:
         if cache is None:
             cache = self._tile_cache = {}
             self._lo, self._hi = np.float64(self.act_min), np.float64(self.act_max)
+            self._span = np.float64(self.act_max - self.act_min)
         got = cache.get(length)
         if got is None:
             reps = -(-length // max(channels, 1))
@@ -888,21 +917,22 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
     relu = lo >= zp  # the sign-free rounding of the class docstring applies
     scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
     round_add = np.where(right > 0, 0.5, 0.0) + zpf  # (2**e >> 1) / 2**e + zp
+    relu_add = round_add - lo  # the "*_relu" kinds compute z - act_min (see DoubleRequantPlan._finish)
     reach = (int(acc_bound) + np.abs(b)) * m + (1 << 30)  # bound on |x*m + 2**30|
     if int(reach.max()) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
         offset = b.astype(np.float64) * m_real + 0.5
-        # one floor: (x*m + 2**30 + (round_add << 31+e)) / 2**(31+e), numerator < 2**53
-        if relu and all(int(r) + ((abs(zp) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
-            consts = (m_real * scale, offset * scale + round_add)
+        # one floor: (x*m + 2**30 + (relu_add << 31+e)) / 2**(31+e), numerator < 2**53
+        if relu and all(int(r) + ((abs(zp - lo) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
+            consts = (m_real * scale, offset * scale + relu_add)
             return _plan("float_relu", consts, zp, lo, hi)
         return _plan("float", (m_real, offset, scale, zpf), zp, lo, hi)
     high = (m >> 15).astype(np.float64) * 2.0 ** -16
     low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
     b = b.astype(np.float64)
-    # one floor: (x*mh + floor(..)) / 2**(16+e) + round_add, numerators < 2**48 + (|zp|+1) * 2**(16+e)
-    if relu and all((1 << 48) + ((abs(zp) + 1) << (16 + int(e))) < (1 << 53) for e in right):
-        return _plan("split_relu", (b, high * scale, low, 2.0 ** -16 * scale, round_add), zp, lo, hi)
+    # one floor: (x*mh + floor(..)) / 2**(16+e) + relu_add, numerators < 2**48 + (|zp - lo|+1) * 2**(16+e)
+    if relu and all((1 << 48) + ((abs(zp - lo) + 1) << (16 + int(e))) < (1 << 53) for e in right):
+        return _plan("split_relu", (b, high * scale, low, 2.0 ** -16 * scale, relu_add), zp, lo, hi)
     return _plan("split", (b, high, low, 2.0 ** -16, scale, zpf), zp, lo, hi)
 
 
