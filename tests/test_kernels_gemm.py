@@ -456,6 +456,32 @@ def test_hand_derived_average_pool_rounding():
         assert reference_outputs(blob, ref, xv, [y])[y].ravel().tolist() == want
 
 
+def test_pool_window_sums_match_direct_sum():
+    """pooling.window_sums (integral image for large windows, one pass per tap for small ones) ==
+    a direct Python-int sum over each window's in-bounds cells, for windows up to 9x7 (global
+    pools included), both paddings and strides 1-3."""
+    from qsim.kernels import pooling
+    from qsim.kernels.conv import compute_out_size, compute_padding
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        fh, fw = int(rng.integers(1, 10)), int(rng.integers(1, 8))
+        h, w = int(rng.integers(fh, 14)), int(rng.integers(fw, 12))
+        if trial % 5 == 0:
+            fh, fw = h, w  # a global pool
+        sh, sw, padding = int(rng.integers(1, 4)), int(rng.integers(1, 4)), ["SAME", "VALID"][trial % 2]
+        oh, ow = compute_out_size(padding, h, fh, sh), compute_out_size(padding, w, fw, sw)
+        ph, pw = compute_padding(sh, 1, h, fh, oh), compute_padding(sw, 1, w, fw, ow)
+        p = pooling.PoolParams(fh, fw, sh, sw, ph, pw, oh, ow, np.ones((oh, ow), np.int64), -128, 127)
+        x = rng.integers(-128, 128, (2, h, w, 3)).astype(np.int8)
+        want = np.zeros((2, oh, ow, 3), np.int64)
+        for i in range(oh):
+            for j in range(ow):
+                r0, c0 = i * sh - ph, j * sw - pw
+                win = x[:, max(r0, 0):max(r0 + fh, 0), max(c0, 0):max(c0 + fw, 0)].astype(np.int64)
+                want[:, i, j] = win.sum(axis=(1, 2))
+        np.testing.assert_array_equal(pooling.window_sums(p, x), want, err_msg=f"trial {trial}")
+
+
 # ------------------------------------------------------------------ the accumulate seam
 
 def _naive_conv_acc(x, w, x_zp, stride, dil, pad):
