@@ -457,7 +457,7 @@ def test_hand_derived_average_pool_rounding():
 
 
 def test_pool_window_sums_match_direct_sum():
-    """pooling.window_sums (integral image for large windows, one pass per tap for small ones) ==
+    """pooling.window_sums (two 0/1 matmuls for large windows, one pass per tap for small ones) ==
     a direct Python-int sum over each window's in-bounds cells, for windows up to 9x7 (global
     pools included), both paddings and strides 1-3."""
     from qsim.kernels import pooling

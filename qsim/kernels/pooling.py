@@ -118,37 +118,34 @@ def rounded_average(total: np.ndarray, count) -> np.ndarray:
     return np.where(total > 0, pos, neg)
 
 
-# Windows of more taps than this are summed from an integral image (four strided reads
-# instead of one pass per tap: a 25x5 global pool is 125 passes otherwise).
-INTEGRAL_MIN_TAPS = 5
+def _window_matrix(out_size: int, stride: int, pad: int, filt: int, in_size: int) -> np.ndarray:
+    """0/1 [out_size, in_size]: row o marks the in-bounds inputs of window o along one axis."""
+    origin = np.arange(out_size)[:, None] * stride - pad
+    i = np.arange(in_size)[None, :]
+    return ((i >= origin) & (i < origin + filt)).astype(np.float64)
 
 
 def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
     """Sum of the in-bounds int8 values of every pool window, int64 [N, OH, OW, C].
 
-    Padding cells count 0.  Few taps: one pass per tap.  Many taps: from the integral
-    image S (S[i, j] = sum of the zero-padded input above and left of (i, j)),
-    sum = S[i+fh, j+fw] - S[i, j+fw] - S[i+fh, j] + S[i, j] -- integers, exact.
+    Padding cells count 0.  Small windows: one pass per tap.  Large ones (a global pool:
+    fh * fw >= OH + OW), as two matmuls with the 0/1 window matrices of the H and W axes
+    (separable: sum over rows, then over columns), in float32 when every partial sum is
+    provably exact there (|x| <= 128, at most fh * fw terms: 128 * fh * fw < 2**24), else
+    float64 (exact far beyond any pool).
     """
-    n, c = x.shape[0], x.shape[3]
-    if p.filter_h * p.filter_w < INTEGRAL_MIN_TAPS:
+    n, h, w, c = x.shape
+    if p.filter_h * p.filter_w < p.out_h + p.out_w:
         total = np.zeros((n, p.out_h, p.out_w, c), dtype=np.int64)
         for tap in _windows(p, x, 0):
             total += tap
         return total
-    need_h = (p.out_h - 1) * p.stride_h + p.filter_h
-    need_w = (p.out_w - 1) * p.stride_w + p.filter_w
-    h, w = x.shape[1], x.shape[2]
-    rows, cols = min(h, need_h - p.pad_h), min(w, need_w - p.pad_w)  # the input part any window reaches
-    s = np.zeros((n, need_h + 1, need_w + 1, c), dtype=np.int64)
-    s[:, p.pad_h + 1:p.pad_h + 1 + rows, p.pad_w + 1:p.pad_w + 1 + cols] = x[:, :rows, :cols]
-    np.cumsum(s, axis=1, out=s)
-    np.cumsum(s, axis=2, out=s)
-    hs, ws = p.out_h * p.stride_h, p.out_w * p.stride_w
-
-    def corner(i, j):
-        return s[:, i:i + hs:p.stride_h, j:j + ws:p.stride_w]
-    return corner(p.filter_h, p.filter_w) - corner(0, p.filter_w) - corner(p.filter_h, 0) + corner(0, 0)
+    dt = np.float32 if 128 * p.filter_h * p.filter_w < (1 << 24) else np.float64
+    rows = _window_matrix(p.out_h, p.stride_h, p.pad_h, p.filter_h, h).astype(dt)
+    cols = _window_matrix(p.out_w, p.stride_w, p.pad_w, p.filter_w, w).astype(dt)
+    by_rows = rows @ x.astype(dt).reshape(n, h, w * c)  # [N, OH, W*C]
+    sums = cols @ by_rows.reshape(n * p.out_h, w, c)  # [N*OH, OW, C]
+    return sums.astype(np.int64).reshape(n, p.out_h, p.out_w, c)
 
 
 def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
