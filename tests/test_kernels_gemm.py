@@ -539,6 +539,30 @@ def test_accumulate_seam_conv_dw_fc():
     assert np.array_equal(acc, want)
 
 
+@pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk):
+    """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
+    rows of one sample per block, by conv.CHUNK_ELEMENTS) == fixedpoint.requantize of the
+    whole layer's accumulators (the plain definition), on a batch of 3."""
+    from qsim import fixedpoint as fp
+    from qsim.kernels import conv
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(8)
+    p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=2, h=9, w=7, n=1, cin=3, cout=4,
+             per_channel=True, bias=True, act="RELU6")
+    for opcode, blob in (("CONV_2D", conv_model(p, rng)), ("DEPTHWISE_CONV_2D", depthwise_model(dict(p, mult=2), rng))):
+        g = load_bytes(blob)
+        op = g.operators[0]
+        x = rng.integers(-128, 128, size=(3,) + tuple(g.tensors[op.inputs[0]].shape[1:])).astype(np.int8)
+        ins = [x] + [None if i < 0 else g.tensors[i].data for i in op.inputs[1:]]
+        k = REGISTRY[opcode]
+        params = k.prepare(op, g, get_profile("tflm"))
+        rq = params.requant
+        want = fp.requantize(k.accumulate(params, ins), rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
+                             rq.act_min, rq.act_max, rq.rounding)
+        np.testing.assert_array_equal(k.eval(params, ins)[0], want.astype(np.int8), err_msg=opcode)
+
+
 # ------------------------------------------------------------------ real models, op by op
 
 def _per_op_check(path, reference, kinds=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
