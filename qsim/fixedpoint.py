@@ -793,21 +793,22 @@ class DoubleRequantPlan:
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
-            return self._finish(self._chunk(flat, consts), np.empty(flat.shape, dtype)).reshape(acc.shape)
+            return self._finish(self._chunk(flat, consts), dtype).reshape(acc.shape)
         channels = acc.shape[-1] if acc.ndim else 1
         step = max(1, _PLAN_CHUNK // max(channels, 1)) * channels  # whole rows per chunk
-        out = np.empty(flat.shape, dtype)
         if flat.size <= step:  # one pass: no chunk bookkeeping
-            return self._finish(self._chunk(flat, self._tiles(flat.size, channels)), out).reshape(acc.shape)
+            return self._finish(self._chunk(flat, self._tiles(flat.size, channels)), dtype).reshape(acc.shape)
+        out = np.empty(flat.shape, dtype)
         h, t = np.empty(step), np.empty(step)  # reused: a fresh 128 KiB array per pass costs page faults
         for r in range(0, flat.size, step):
             a = flat[r:r + step]
             k = a.size
-            self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), out[r:r + k])
+            self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), dtype, out[r:r + k])
         return out.reshape(acc.shape)
 
-    def _finish(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Clamp the chunk result ``h`` (see :meth:`_chunk`) and write it to ``out``; returns ``out``.
+    def _finish(self, h: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+        """Clamp the chunk result ``h`` (see :meth:`_chunk`) and convert it to ``dtype``, into
+        ``out`` when given (else a new array, fewer calls for a small chunk); returns it.
 
         "float"/"split": h holds integers; clamp to [act_min, act_max] and convert.
         "*_relu": h = z - act_min, the output being floor(z) clamped; clamping h to
@@ -819,16 +820,20 @@ class DoubleRequantPlan:
         """
         if not self.kind.endswith("_relu"):
             _clip(h, self._lo, self._hi, out=h)
-            np.copyto(out, h, casting="unsafe")
-            return out
-        _clip(h, 0.0, self._span, out=h)
-        if out.dtype == np.int8 and self._span <= 255 and self.act_min >= -128:
-            u = out.view(np.uint8)
-            np.copyto(u, h, casting="unsafe")  # truncation of h in [0, 255]: floor
-            np.add(u, np.uint8(self.act_min & 0xFF), out=u)  # modulo 256, exact in int8 (see above)
-            return out
-        np.floor(h, out=h)
-        np.add(h, self._lo, out=h)
+        else:
+            _clip(h, 0.0, self._span, out=h)
+            if np.dtype(dtype) == np.int8 and self._span <= 255 and self.act_min >= -128:
+                if out is None:
+                    u = h.astype(np.uint8)  # truncation of h in [0, 255]: floor
+                else:
+                    u = out.view(np.uint8)
+                    np.copyto(u, h, casting="unsafe")
+                np.add(u, np.uint8(self.act_min & 0xFF), out=u)  # modulo 256, exact in int8 (see above)
+                return u.view(np.int8)
+            np.floor(h, out=h)
+            np.add(h, self._lo, out=h)
+        if out is None:
+            return h.astype(dtype)
         np.copyto(out, h, casting="unsafe")
         return out
 

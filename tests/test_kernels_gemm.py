@@ -540,15 +540,18 @@ def test_accumulate_seam_conv_dw_fc():
 
 
 @pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
-def test_conv_blocks_equal_whole_layer(monkeypatch, chunk):
+@pytest.mark.parametrize("dense_max", [0, 16])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
     """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
-    rows of one sample per block, by conv.CHUNK_ELEMENTS) == fixedpoint.requantize of the
-    whole layer's accumulators (the plain definition), on a batch of 3."""
+    rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps or as a
+    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) == fixedpoint.requantize of the
+    whole layer's accumulators from the direct loop (the plain definition), on a batch of 3."""
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(conv, "DENSE_DEPTHWISE_MAX_CHANNELS", dense_max)
     rng = np.random.default_rng(8)
-    p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=2, h=9, w=7, n=1, cin=3, cout=4,
+    p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=1, h=9, w=7, n=1, cin=3, cout=4,
              per_channel=True, bias=True, act="RELU6")
     for opcode, blob in (("CONV_2D", conv_model(p, rng)), ("DEPTHWISE_CONV_2D", depthwise_model(dict(p, mult=2), rng))):
         g = load_bytes(blob)
@@ -557,8 +560,18 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk):
         ins = [x] + [None if i < 0 else g.tensors[i].data for i in op.inputs[1:]]
         k = REGISTRY[opcode]
         params = k.prepare(op, g, get_profile("tflm"))
+        assert (params.dense_weights is not None) == (opcode == "DEPTHWISE_CONV_2D" and dense_max > 0)
+        w = g.tensors[op.inputs[1]].data
+        if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2
+            xin = np.repeat(x, 2, axis=3).astype(np.int64)
+            xin[..., :] -= g.tensors[op.inputs[0]].quant.zp0
+            wd = np.zeros((6, 3, 3, 6), np.int64)
+            wd[np.arange(6), :, :, np.arange(6)] = w[0].transpose(2, 0, 1)
+            acc = _naive_conv_acc(xin, wd, 0, 1, 1, 1)
+        else:
+            acc = _naive_conv_acc(x, w, g.tensors[op.inputs[0]].quant.zp0, 1, 1, 1)
         rq = params.requant
-        want = fp.requantize(k.accumulate(params, ins), rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
+        want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
                              rq.act_min, rq.act_max, rq.rounding)
         np.testing.assert_array_equal(k.eval(params, ins)[0], want.astype(np.int8), err_msg=opcode)
 

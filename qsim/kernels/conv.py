@@ -198,7 +198,9 @@ class ConvParams:
     out_channels: int
     depth_multiplier: int  # 1 for CONV_2D
     requant: RequantParams
-    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_float
+    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_rows
+    # depthwise with few channels: block-diagonal [KH*KW*OC, OC] dense weights, see _depthwise_rows
+    dense_weights: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -250,9 +252,14 @@ def _conv_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
 
 
 def _conv_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
-    """Accumulators of output rows [r0, r1) from the prepared input ``xs`` (:func:`_conv_input`):
-    im2col patches [N*(r1-r0)*OW, KH*KW*C] (a strided view, copied once by the reshape) times
-    the weights, exact integers in their float dtype, [N, r1 - r0, OW, OC]."""
+    """Accumulators of output rows [r0, r1) from the prepared input ``xs`` (:func:`_conv_input`),
+    exact integers in the weights' float dtype, [N, r1 - r0, OW, OC]."""
+    return _patch_matmul(p, xs, r0, r1, p.weights)
+
+
+def _patch_matmul(p: ConvParams, xs: np.ndarray, r0: int, r1: int, weights: np.ndarray) -> np.ndarray:
+    """im2col patches of output rows [r0, r1), [N*(r1-r0)*OW, KH*KW*C] (a strided view of the
+    padded input ``xs``, copied once by the reshape), times ``weights`` [KH*KW*C, OC]."""
     n, c = xs.shape[0], xs.shape[3]
     rows = r1 - r0
     if _is_pointwise(p, xs.shape):
@@ -264,7 +271,7 @@ def _conv_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
             strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc),
             writeable=False)
         patches = view.reshape(n * rows * p.out_w, p.kernel_h * p.kernel_w * c)
-    return (patches @ p.weights).reshape(n, rows, p.out_w, p.out_channels)
+    return (patches @ weights).reshape(n, rows, p.out_w, p.out_channels)
 
 
 def _conv_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
@@ -331,8 +338,18 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
-    return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
-                      out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+    p = ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                   out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+    if oc <= DENSE_DEPTHWISE_MAX_CHANNELS:
+        dense = np.zeros((kh, kw, oc, oc), wk.dtype)
+        dense[:, :, np.arange(oc), np.arange(oc)] = wk  # output channel c sees only input channel c
+        p.dense_weights = dense.reshape(kh * kw * oc, oc)
+    return p
+
+
+# Depthwise layers with at most this many (output) channels run as a GEMM with block-diagonal
+# weights: KH*KW*OC multiply-adds per output in BLAS beat 2*KH*KW numpy passes for few channels.
+DENSE_DEPTHWISE_MAX_CHANNELS = 16
 
 
 def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
@@ -352,7 +369,12 @@ def _depthwise_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
 
 def _depthwise_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
     """Depthwise accumulators of output rows [r0, r1) from :func:`_depthwise_input`, exact
-    integers in the weights' float dtype, [N, r1 - r0, OW, C*M] (one pass per kernel tap)."""
+    integers in the weights' float dtype, [N, r1 - r0, OW, C*M]: one pass per kernel tap, or
+    for few channels im2col patches times block-diagonal weights (the extra products are
+    exact zeros, so every partial sum is a partial sum of the same taps: exact_float_dtype's
+    bound holds whatever order BLAS adds in)."""
+    if p.dense_weights is not None:
+        return _patch_matmul(p, xs, r0, r1, p.dense_weights)
     if p.weight_rows is None:
         # Each tap's weights repeated along an output row: a [C] vector broadcast over
         # [N, OH, OW, C] makes numpy loop over C elements at a time; [OW, C] rows keep the
