@@ -549,11 +549,12 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
-    monkeypatch.setattr(conv, "DENSE_DEPTHWISE_MAX_CHANNELS", dense_max)
     rng = np.random.default_rng(8)
     p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=1, h=9, w=7, n=1, cin=3, cout=4,
              per_channel=True, bias=True, act="RELU6")
-    for opcode, blob in (("CONV_2D", conv_model(p, rng)), ("DEPTHWISE_CONV_2D", depthwise_model(dict(p, mult=2), rng))):
+    monkeypatch.setattr(conv, "DENSE_DEPTHWISE_MAX_CHANNELS", dense_max)
+    dw = dict(p, mult=2, kh=4, padding="VALID")  # 4x3 taps: the block-diagonal GEMM applies when allowed
+    for opcode, blob in (("CONV_2D", conv_model(p, rng)), ("DEPTHWISE_CONV_2D", depthwise_model(dw, rng))):
         g = load_bytes(blob)
         op = g.operators[0]
         x = rng.integers(-128, 128, size=(3,) + tuple(g.tensors[op.inputs[0]].shape[1:])).astype(np.int8)
@@ -565,9 +566,9 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
         if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2
             xin = np.repeat(x, 2, axis=3).astype(np.int64)
             xin[..., :] -= g.tensors[op.inputs[0]].quant.zp0
-            wd = np.zeros((6, 3, 3, 6), np.int64)
+            wd = np.zeros((6, 4, 3, 6), np.int64)
             wd[np.arange(6), :, :, np.arange(6)] = w[0].transpose(2, 0, 1)
-            acc = _naive_conv_acc(xin, wd, 0, 1, 1, 1)
+            acc = _naive_conv_acc(xin, wd, 0, 1, 1, 0)
         else:
             acc = _naive_conv_acc(x, w, g.tensors[op.inputs[0]].quant.zp0, 1, 1, 1)
         rq = params.requant

@@ -340,15 +340,17 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
     p = ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                    out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
-    if oc <= DENSE_DEPTHWISE_MAX_CHANNELS:
+    if oc <= DENSE_DEPTHWISE_MAX_CHANNELS and (o.stride_h * o.stride_w > 1 or kh * kw > 9):
         dense = np.zeros((kh, kw, oc, oc), wk.dtype)
         dense[:, :, np.arange(oc), np.arange(oc)] = wk  # output channel c sees only input channel c
         p.dense_weights = dense.reshape(kh * kw * oc, oc)
     return p
 
 
-# Depthwise layers with at most this many (output) channels run as a GEMM with block-diagonal
-# weights: KH*KW*OC multiply-adds per output in BLAS beat 2*KH*KW numpy passes for few channels.
+# Depthwise layers with at most this many (output) channels and a stride (strided tap reads are
+# slow) or a large kernel run as a GEMM with block-diagonal weights: KH*KW*OC multiply-adds per
+# output in BLAS beat 2*KH*KW numpy passes there (measured on vww, person_detect, micro_speech;
+# a 3x3 stride-1 layer stays faster tap by tap).
 DENSE_DEPTHWISE_MAX_CHANNELS = 16
 
 
