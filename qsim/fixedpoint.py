@@ -771,12 +771,21 @@ class DoubleRequantPlan:
     both clamp to act_min.  Then, h being floor(z) and floor(floor(z) + k) / 2**e) ==
     floor((z + k) / 2**e) for an integer k, ``out = clamp(floor(z * 2**-e + [e > 0]/2 + zp),
     lo, hi)`` with one floor (kinds "float_relu" / "split_relu", where the numerators over
-    2**(31+e) resp. 2**(16+e) stay below 2**53).
+    2**(31+e) resp. 2**(16+e) stay below 2**53).  Their additive constant also carries
+    -act_min, so that the chunk holds z - act_min and the floor comes free with the int8
+    conversion (:meth:`DoubleRequantPlan._finish`).
+
+    Without that clamp ("float_signed", when the numerators over 2**(31+e) below stay under
+    2**53): RoundingDivideByPOT(h, e) = floor((h + 2**(e-1) - [h < 0]) / 2**e) for e > 0, and
+    with h = floor(z), [h < 0] == [z < 0] and the identity above, ``out = clamp(floor(w -
+    [z < 0] * [e > 0] / 2**e) + ..)`` where ``w = z * 2**-e + [e > 0]/2 + zp``; z < 0 exactly
+    when w < [e > 0]/2 + zp (all values exact), so one comparison, one masked subtraction and
+    one floor replace the floor / scale / copysign / trunc passes.
 
     ``acc`` may be a float array of exact integers (a BLAS accumulator).
     """
 
-    kind: str  # "float" | "split" | "float_relu" | "split_relu"
+    kind: str  # "float" | "split" | "float_relu" | "split_relu" | "float_signed"
     constants: tuple  # per-channel values ([C] arrays or scalars), see plan_requantize_double
     zero_point: int
     act_min: int
@@ -784,32 +793,65 @@ class DoubleRequantPlan:
     _tile_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _lo: Any = field(default=None, init=False, repr=False, compare=False)
     _hi: Any = field(default=None, init=False, repr=False, compare=False)
+    _span: Any = field(default=None, init=False, repr=False, compare=False)
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
-            return self._chunk(flat, consts).astype(dtype).reshape(acc.shape)
+            return self._finish(self._chunk(flat, consts), dtype).reshape(acc.shape)
         channels = acc.shape[-1] if acc.ndim else 1
         step = max(1, _PLAN_CHUNK // max(channels, 1)) * channels  # whole rows per chunk
         if flat.size <= step:  # one pass: no chunk bookkeeping
-            return self._chunk(flat, self._tiles(flat.size, channels)).astype(dtype).reshape(acc.shape)
+            return self._finish(self._chunk(flat, self._tiles(flat.size, channels)), dtype).reshape(acc.shape)
         out = np.empty(flat.shape, dtype)
         h, t = np.empty(step), np.empty(step)  # reused: a fresh 128 KiB array per pass costs page faults
         for r in range(0, flat.size, step):
             a = flat[r:r + step]
             k = a.size
-            np.copyto(out[r:r + k], self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), casting="unsafe")
+            self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), dtype, out[r:r + k])
         return out.reshape(acc.shape)
+
+    def _finish(self, h: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+        """Clamp the chunk result ``h`` (see :meth:`_chunk`) and convert it to ``dtype``, into
+        ``out`` when given (else a new array, fewer calls for a small chunk); returns it.
+
+        "float"/"split": h holds integers; clamp to [act_min, act_max] and convert.
+        "*_relu": h = z - act_min, the output being floor(z) clamped; clamping h to
+        [0, act_max - act_min] first is the same (the bounds are integers), after which
+        floor == truncation (h >= 0).  For int8 outputs (-128 <= act_min <= act_max <= 127)
+        that truncation is the float -> uint8 conversion itself, and adding act_min
+        modulo 256 then reading the bytes as int8 gives floor(z) exactly (the true value
+        lies in int8); other dtypes take an explicit floor and add act_min back.
+        """
+        if not self.kind.endswith("_relu"):
+            _clip(h, self._lo, self._hi, out=h)
+        else:
+            _clip(h, 0.0, self._span, out=h)
+            if np.dtype(dtype) == np.int8 and self._span <= 255 and self.act_min >= -128:
+                if out is None:
+                    u = h.astype(np.uint8)  # truncation of h in [0, 255]: floor
+                else:
+                    u = out.view(np.uint8)
+                    np.copyto(u, h, casting="unsafe")
+                np.add(u, np.uint8(self.act_min & 0xFF), out=u)  # modulo 256, exact in int8 (see above)
+                return u.view(np.int8)
+            np.floor(h, out=h)
+            np.add(h, self._lo, out=h)
+        if out is None:
+            return h.astype(dtype)
+        np.copyto(out, h, casting="unsafe")
+        return out
 
     def _chunk(self, acc: np.ndarray, consts: tuple, h: np.ndarray | None = None,
                t: np.ndarray | None = None) -> np.ndarray:
         """The formula on one flat chunk of exact integers ``acc`` (left untouched), computed in
         the float64 work buffers ``h`` and ``t`` (len(acc) each; new arrays when None, fewer
-        calls for a small chunk); returns ``h``."""
+        calls for a small chunk); returns ``h`` before the clamp (for "*_relu" kinds the
+        unfloored z - act_min, see :meth:`_finish`)."""
         kind = self.kind
-        if kind in ("float", "float_relu"):
+        if kind in ("float", "float_relu", "float_signed"):
             mult, offset = consts[0], consts[1]
             if h is None:
                 h = np.multiply(acc, mult, dtype=np.float64)
@@ -831,9 +873,14 @@ class DoubleRequantPlan:
             np.floor(t, out=t)
             np.multiply(t, post, out=t)  # / 2**16 (/ 2**e for "split_relu")
             np.add(h, t, out=h)
-        if kind.endswith("_relu"):  # one floor: see the class docstring
+        if kind.endswith("_relu"):  # one floor, left to _finish: see the class docstring
             if kind == "split_relu":
                 np.add(h, consts[4], out=h)
+        elif kind == "float_signed":  # one floor after the sign correction: see the class docstring
+            threshold, below = consts[2], consts[3]
+            t = np.multiply(np.less(h, threshold), below, out=t)  # (a masked ufunc is 6x slower)
+            np.subtract(h, t, out=h)
+            np.floor(h, out=h)
         else:
             scale, zp = consts[-2], consts[-1]
             np.floor(h, out=h)  # h = SRDHM(x << left, M0)
@@ -841,9 +888,7 @@ class DoubleRequantPlan:
             t = np.copysign(0.5, h, out=t)  # h * 2**-e has h's sign
             np.add(h, t, out=h)
             np.trunc(h, out=h)  # RoundingDivideByPOT: h / 2**e rounded half away from zero
-            np.add(h, zp, out=h)
-        np.floor(h, out=h)
-        _clip(h, self._lo, self._hi, out=h)
+            np.add(h, zp, out=h)  # an integer: _finish needs no floor
         return h
 
     def _tiles(self, length: int, channels: int) -> tuple:
@@ -854,6 +899,7 @@ class DoubleRequantPlan:
         if cache is None:
             cache = self._tile_cache = {}
             self._lo, self._hi = np.float64(self.act_min), np.float64(self.act_max)
+            self._span = np.float64(self.act_max - self.act_min)
         got = cache.get(length)
         if got is None:
             reps = -(-length // max(channels, 1))
@@ -888,21 +934,26 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
     relu = lo >= zp  # the sign-free rounding of the class docstring applies
     scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
     round_add = np.where(right > 0, 0.5, 0.0) + zpf  # (2**e >> 1) / 2**e + zp
+    relu_add = round_add - lo  # the "*_relu" kinds compute z - act_min (see DoubleRequantPlan._finish)
     reach = (int(acc_bound) + np.abs(b)) * m + (1 << 30)  # bound on |x*m + 2**30|
     if int(reach.max()) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
         offset = b.astype(np.float64) * m_real + 0.5
-        # one floor: (x*m + 2**30 + (round_add << 31+e)) / 2**(31+e), numerator < 2**53
-        if relu and all(int(r) + ((abs(zp) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
-            consts = (m_real * scale, offset * scale + round_add)
+        # one floor: (x*m + 2**30 + (relu_add << 31+e)) / 2**(31+e), numerator < 2**53
+        if relu and all(int(r) + ((abs(zp - lo) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
+            consts = (m_real * scale, offset * scale + relu_add)
             return _plan("float_relu", consts, zp, lo, hi)
+        # one floor: (x*m + 2**30 + (round_add << 31+e) - 2**31) / 2**(31+e), numerator < 2**53
+        if all(int(r) + ((abs(zp) + 2) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
+            below = np.where(right > 0, scale, 0.0)  # [e > 0] / 2**e
+            return _plan("float_signed", (m_real * scale, offset * scale + round_add, round_add, below), zp, lo, hi)
         return _plan("float", (m_real, offset, scale, zpf), zp, lo, hi)
     high = (m >> 15).astype(np.float64) * 2.0 ** -16
     low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
     b = b.astype(np.float64)
-    # one floor: (x*mh + floor(..)) / 2**(16+e) + round_add, numerators < 2**48 + (|zp|+1) * 2**(16+e)
-    if relu and all((1 << 48) + ((abs(zp) + 1) << (16 + int(e))) < (1 << 53) for e in right):
-        return _plan("split_relu", (b, high * scale, low, 2.0 ** -16 * scale, round_add), zp, lo, hi)
+    # one floor: (x*mh + floor(..)) / 2**(16+e) + relu_add, numerators < 2**48 + (|zp - lo|+1) * 2**(16+e)
+    if relu and all((1 << 48) + ((abs(zp - lo) + 1) << (16 + int(e))) < (1 << 53) for e in right):
+        return _plan("split_relu", (b, high * scale, low, 2.0 ** -16 * scale, relu_add), zp, lo, hi)
     return _plan("split", (b, high, low, 2.0 ** -16, scale, zpf), zp, lo, hi)
 
 

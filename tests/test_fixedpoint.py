@@ -261,7 +261,8 @@ def test_double_requant_plan_equals_requantize():
     clamps at the zero point (fused RELU),
     zero points beyond int8, and chunks of more than one pass; None where it cannot prove it."""
     rng = np.random.default_rng(11)
-    kinds = {"float": 0, "split": 0, "float_relu": 0, "split_relu": 0, None: 0}
+    kinds = {"float": 0, "split": 0, "float_relu": 0, "split_relu": 0, "float_signed": 0, None: 0}
+    int8_checked: dict[str, int] = {}
     for trial in range(300):
         c = int(rng.integers(1, 20))
         rows = int(rng.integers(1, 3000)) if trial % 10 else 5000  # 5000 rows: several chunks
@@ -288,6 +289,8 @@ def test_double_requant_plan_equals_requantize():
             continue
         want = fp.requantize(np.asarray(acc, np.int64), bias, m0, shift, zp, lo, hi, "double")
         np.testing.assert_array_equal(plan.apply(acc, np.int64), want, err_msg=f"{plan.kind} {trial}")
-        if lo == -128:
-            np.testing.assert_array_equal(plan.apply(acc), want.astype(np.int8))
-    assert min(kinds.values()) >= 5, kinds  # every closed form and the refusal were exercised
+        if -128 <= lo <= hi <= 127:  # the int8 output path (fused RELU: the float -> uint8 floor)
+            int8_checked[plan.kind] = int8_checked.get(plan.kind, 0) + 1
+            np.testing.assert_array_equal(plan.apply(acc), want.astype(np.int8), err_msg=f"{plan.kind} {trial}")
+    assert min(kinds.values()) >= 5, kinds
+    assert int8_checked.get("float_relu", 0) >= 5 and int8_checked.get("float_signed", 0) >= 1, int8_checked  # every closed form and the refusal were exercised

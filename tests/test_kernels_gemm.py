@@ -456,6 +456,32 @@ def test_hand_derived_average_pool_rounding():
         assert reference_outputs(blob, ref, xv, [y])[y].ravel().tolist() == want
 
 
+def test_pool_window_sums_match_direct_sum():
+    """pooling.window_sums (two 0/1 matmuls for large windows, one pass per tap for small ones) ==
+    a direct Python-int sum over each window's in-bounds cells, for windows up to 9x7 (global
+    pools included), both paddings and strides 1-3."""
+    from qsim.kernels import pooling
+    from qsim.kernels.conv import compute_out_size, compute_padding
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        fh, fw = int(rng.integers(1, 10)), int(rng.integers(1, 8))
+        h, w = int(rng.integers(fh, 14)), int(rng.integers(fw, 12))
+        if trial % 5 == 0:
+            fh, fw = h, w  # a global pool
+        sh, sw, padding = int(rng.integers(1, 4)), int(rng.integers(1, 4)), ["SAME", "VALID"][trial % 2]
+        oh, ow = compute_out_size(padding, h, fh, sh), compute_out_size(padding, w, fw, sw)
+        ph, pw = compute_padding(sh, 1, h, fh, oh), compute_padding(sw, 1, w, fw, ow)
+        p = pooling.PoolParams(fh, fw, sh, sw, ph, pw, oh, ow, np.ones((oh, ow), np.int64), -128, 127)
+        x = rng.integers(-128, 128, (2, h, w, 3)).astype(np.int8)
+        want = np.zeros((2, oh, ow, 3), np.int64)
+        for i in range(oh):
+            for j in range(ow):
+                r0, c0 = i * sh - ph, j * sw - pw
+                win = x[:, max(r0, 0):max(r0 + fh, 0), max(c0, 0):max(c0 + fw, 0)].astype(np.int64)
+                want[:, i, j] = win.sum(axis=(1, 2))
+        np.testing.assert_array_equal(pooling.window_sums(p, x), want, err_msg=f"trial {trial}")
+
+
 # ------------------------------------------------------------------ the accumulate seam
 
 def _naive_conv_acc(x, w, x_zp, stride, dil, pad):
@@ -511,6 +537,44 @@ def test_accumulate_seam_conv_dw_fc():
     acc = REGISTRY["CONV_2D"].accumulate(params, [x, g.tensors[op.inputs[1]].data])
     want = _naive_conv_acc(x, g.tensors[op.inputs[1]].data, g.tensors[op.inputs[0]].quant.zp0, 2, 2, 2)
     assert np.array_equal(acc, want)
+
+
+@pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
+@pytest.mark.parametrize("dense_max", [0, 16])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
+    """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
+    rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps or as a
+    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) == fixedpoint.requantize of the
+    whole layer's accumulators from the direct loop (the plain definition), on a batch of 3."""
+    from qsim import fixedpoint as fp
+    from qsim.kernels import conv
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(8)
+    p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=1, h=9, w=7, n=1, cin=3, cout=4,
+             per_channel=True, bias=True, act="RELU6")
+    monkeypatch.setattr(conv, "DENSE_DEPTHWISE_MAX_CHANNELS", dense_max)
+    dw = dict(p, mult=2, kh=4, padding="VALID")  # 4x3 taps: the block-diagonal GEMM applies when allowed
+    for opcode, blob in (("CONV_2D", conv_model(p, rng)), ("DEPTHWISE_CONV_2D", depthwise_model(dw, rng))):
+        g = load_bytes(blob)
+        op = g.operators[0]
+        x = rng.integers(-128, 128, size=(3,) + tuple(g.tensors[op.inputs[0]].shape[1:])).astype(np.int8)
+        ins = [x] + [None if i < 0 else g.tensors[i].data for i in op.inputs[1:]]
+        k = REGISTRY[opcode]
+        params = k.prepare(op, g, get_profile("tflm"))
+        assert (params.dense_weights is not None) == (opcode == "DEPTHWISE_CONV_2D" and dense_max > 0)
+        w = g.tensors[op.inputs[1]].data
+        if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2
+            xin = np.repeat(x, 2, axis=3).astype(np.int64)
+            xin[..., :] -= g.tensors[op.inputs[0]].quant.zp0
+            wd = np.zeros((6, 4, 3, 6), np.int64)
+            wd[np.arange(6), :, :, np.arange(6)] = w[0].transpose(2, 0, 1)
+            acc = _naive_conv_acc(xin, wd, 0, 1, 1, 0)
+        else:
+            acc = _naive_conv_acc(x, w, g.tensors[op.inputs[0]].quant.zp0, 1, 1, 1)
+        rq = params.requant
+        want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point,
+                             rq.act_min, rq.act_max, rq.rounding)
+        np.testing.assert_array_equal(k.eval(params, ins)[0], want.astype(np.int8), err_msg=opcode)
 
 
 # ------------------------------------------------------------------ real models, op by op

@@ -14,7 +14,8 @@ floating point.  Every product is an integer of magnitude <= 255 * 128; any
 partial sum is bounded by max|x - zp| * sum|w| of the output channel, so the
 matmul runs in float32 when that bound is below 2**24 and in float64 (exact
 below 2**53) otherwise, exact whatever order BLAS adds in; the result
-converts to int64 without rounding.  Depthwise vectorizes over the kernel taps.
+converts to int64 without rounding.  Depthwise vectorizes over the kernel taps.  Large layers
+are evaluated in blocks of output rows (see eval_in_chunks) so the passes stay in cache.
 
 The helpers here (padding, tensor checks, requant tables) are shared with
 fully_connected.py and pooling.py.
@@ -197,7 +198,9 @@ class ConvParams:
     out_channels: int
     depth_multiplier: int  # 1 for CONV_2D
     requant: RequantParams
-    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_float
+    weight_rows: np.ndarray | None = field(default=None, repr=False, compare=False)  # see _depthwise_rows
+    # depthwise with few channels: block-diagonal [KH*KW*OC, OC] dense weights, see _depthwise_rows
+    dense_weights: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -229,29 +232,51 @@ def prepare_conv(op, graph, profile) -> ConvParams:
                       out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
 
 
-def _im2col(p: ConvParams, x: np.ndarray) -> np.ndarray:
-    """Float patches [N*OH*OW, KH*KW*C] of (x - zp) (the weights' dtype), via a strided view."""
-    n, h, w, c = x.shape
+def _is_pointwise(p: ConvParams, x_shape) -> bool:
+    """A 1x1, stride-1 CONV_2D whose output is the input's size: patches are the pixels."""
+    return p.kernel_h == 1 and p.kernel_w == 1 and p.stride_h == 1 and p.stride_w == 1 and \
+        (p.out_h, p.out_w) == tuple(x_shape[1:3])
+
+
+def _conv_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """(x - zp) in the weights' float dtype, NHWC, padded as far as the windows reach (a 1x1
+    stride-1 conv needs no padding)."""
     dt = p.weights.dtype
-    if p.kernel_h == 1 and p.kernel_w == 1 and p.stride_h == 1 and p.stride_w == 1 and \
-            (p.out_h, p.out_w) == (h, w):
-        xs = x.reshape(n * h * w, c).astype(dt)
+    if _is_pointwise(p, x.shape):
+        xs = x.astype(dt)
         xs -= p.input_zero_point
         return xs
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
-    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, dt)
-    sn, sh, sw, sc = xs.strides
-    view = np.lib.stride_tricks.as_strided(
-        xs, shape=(n, p.out_h, p.out_w, p.kernel_h, p.kernel_w, c),
-        strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc),
-        writeable=False)
-    return view.reshape(n * p.out_h * p.out_w, p.kernel_h * p.kernel_w * c)
+    return padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, dt)
+
+
+def _conv_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Accumulators of output rows [r0, r1) from the prepared input ``xs`` (:func:`_conv_input`),
+    exact integers in the weights' float dtype, [N, r1 - r0, OW, OC]."""
+    return _patch_matmul(p, xs, r0, r1, p.weights)
+
+
+def _patch_matmul(p: ConvParams, xs: np.ndarray, r0: int, r1: int, weights: np.ndarray) -> np.ndarray:
+    """im2col patches of output rows [r0, r1), [N*(r1-r0)*OW, KH*KW*C] (a strided view of the
+    padded input ``xs``, copied once by the reshape), times ``weights`` [KH*KW*C, OC]."""
+    n, c = xs.shape[0], xs.shape[3]
+    rows = r1 - r0
+    if _is_pointwise(p, xs.shape):
+        patches = xs[:, r0:r1].reshape(n * rows * p.out_w, c)
+    else:
+        sn, sh, sw, sc = xs.strides
+        view = np.lib.stride_tricks.as_strided(
+            xs[:, r0 * p.stride_h:], shape=(n, rows, p.out_w, p.kernel_h, p.kernel_w, c),
+            strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc),
+            writeable=False)
+        patches = view.reshape(n * rows * p.out_w, p.kernel_h * p.kernel_w * c)
+    return (patches @ weights).reshape(n, rows, p.out_w, p.out_channels)
 
 
 def _conv_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     """Accumulators as exact integers in the weights' float dtype, [N, OH, OW, OC]."""
-    return (_im2col(p, x) @ p.weights).reshape(x.shape[0], p.out_h, p.out_w, p.out_channels)
+    return _conv_rows(p, _conv_input(p, x), 0, p.out_h)
 
 
 def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
@@ -259,31 +284,38 @@ def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
     return _conv_float(p, np.asarray(inputs[0])).astype(np.int64)
 
 
-# Output elements per batch chunk of a GEMM op's eval: a batch is evaluated a few samples at a
-# time so that patches, accumulators and the requantization passes stay in the CPU caches.
+# Output elements per block of a conv-like op's eval: a batch is evaluated a few samples (or, for
+# a large layer, a few output rows of one sample) at a time so that patches, accumulators and
+# the requantization passes stay in the CPU caches.
 CHUNK_ELEMENTS = 1 << 16
 
 
-def eval_in_chunks(p, x: np.ndarray, accumulate_float, out_shape: tuple[int, ...]) -> np.ndarray:
-    """``p.requant.apply(accumulate_float(p, x))`` over batch chunks of ``x`` (axis 0), int8.
+def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows) -> np.ndarray:
+    """``p.requant.apply`` of the accumulators, block by block, int8 [N, OH, OW, OC].
 
-    One sample (or a batch that fits a chunk) is a single call; larger batches are cut
-    into groups of samples of about CHUNK_ELEMENTS outputs (a speed choice only: every
-    sample's arithmetic is the same).
+    ``prepare_input(p, x_group)`` builds the padded, zero-point-centred input of a group of
+    samples; ``accumulate_rows(p, xs, r0, r1)`` the accumulators of output rows [r0, r1).
+    Groups hold about CHUNK_ELEMENTS outputs (several samples, or one sample cut into row
+    blocks): a speed choice only, every output's arithmetic is the same.
     """
     n = x.shape[0]
-    per_sample = max(1, int(np.prod(out_shape)))
-    step = max(1, CHUNK_ELEMENTS // per_sample)
-    if n <= step:
-        return p.requant.apply(accumulate_float(p, x))
-    out = np.empty((n,) + tuple(out_shape), np.int8)
-    for s in range(0, n, step):
-        out[s:s + step] = p.requant.apply(accumulate_float(p, x[s:s + step]))
+    row = max(1, p.out_w * p.out_channels)
+    per_sample = row * p.out_h
+    samples = max(1, CHUNK_ELEMENTS // per_sample)
+    rows = p.out_h if per_sample <= CHUNK_ELEMENTS else max(1, CHUNK_ELEMENTS // row)
+    if n <= samples:  # one block: no bookkeeping (every single-sample run of a small layer)
+        return p.requant.apply(accumulate_rows(p, prepare_input(p, x), 0, p.out_h))
+    out = np.empty((n, p.out_h, p.out_w, p.out_channels), np.int8)
+    for s in range(0, n, samples):
+        xs = prepare_input(p, x[s:s + samples])
+        for r0 in range(0, p.out_h, rows):
+            r1 = min(r0 + rows, p.out_h)
+            out[s:s + samples, r0:r1] = p.requant.apply(accumulate_rows(p, xs, r0, r1))
     return out
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_float, (p.out_h, p.out_w, p.out_channels))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input, _conv_rows)]
 
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
@@ -306,8 +338,20 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
-    return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
-                      out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+    p = ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                   out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+    if oc <= DENSE_DEPTHWISE_MAX_CHANNELS and (o.stride_h * o.stride_w > 1 or kh * kw > 9):
+        dense = np.zeros((kh, kw, oc, oc), wk.dtype)
+        dense[:, :, np.arange(oc), np.arange(oc)] = wk  # output channel c sees only input channel c
+        p.dense_weights = dense.reshape(kh * kw * oc, oc)
+    return p
+
+
+# Depthwise layers with at most this many (output) channels and a stride (strided tap reads are
+# slow) or a large kernel run as a GEMM with block-diagonal weights: KH*KW*OC multiply-adds per
+# output in BLAS beat 2*KH*KW numpy passes there (measured on vww, person_detect, micro_speech;
+# a 3x3 stride-1 layer stays faster tap by tap).
+DENSE_DEPTHWISE_MAX_CHANNELS = 16
 
 
 def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
@@ -315,13 +359,24 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
 
 
-def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
-    """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
+def _depthwise_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """(x - zp) padded (see :func:`padded_centered`), channels repeated ``depth_multiplier`` times."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
     xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
+    return xs
+
+
+def _depthwise_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Depthwise accumulators of output rows [r0, r1) from :func:`_depthwise_input`, exact
+    integers in the weights' float dtype, [N, r1 - r0, OW, C*M]: one pass per kernel tap, or
+    for few channels im2col patches times block-diagonal weights (the extra products are
+    exact zeros, so every partial sum is a partial sum of the same taps: exact_float_dtype's
+    bound holds whatever order BLAS adds in)."""
+    if p.dense_weights is not None:
+        return _patch_matmul(p, xs, r0, r1, p.dense_weights)
     if p.weight_rows is None:
         # Each tap's weights repeated along an output row: a [C] vector broadcast over
         # [N, OH, OW, C] makes numpy loop over C elements at a time; [OW, C] rows keep the
@@ -329,13 +384,13 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
         p.weight_rows = np.ascontiguousarray(np.broadcast_to(p.weights[:, :, None, :], (
             p.kernel_h, p.kernel_w, p.out_w, p.out_channels)))
     acc = prod = None
-    h_span = (p.out_h - 1) * p.stride_h + 1
+    h_span = (r1 - r0 - 1) * p.stride_h + 1
     w_span = (p.out_w - 1) * p.stride_w + 1
     for i in range(p.kernel_h):
-        r0 = i * p.dilation_h
+        top = r0 * p.stride_h + i * p.dilation_h
         for j in range(p.kernel_w):
             c0 = j * p.dilation_w
-            tap = xs[:, r0:r0 + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
+            tap = xs[:, top:top + h_span:p.stride_h, c0:c0 + w_span:p.stride_w, :]
             if acc is None:  # the first tap initialises the accumulator
                 acc = np.multiply(tap, p.weight_rows[i, j])
                 prod = np.empty_like(acc)
@@ -345,8 +400,13 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     return acc
 
 
+def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """Depthwise accumulators as exact integers in the weights' float dtype, [N, OH, OW, C*M]."""
+    return _depthwise_rows(p, _depthwise_input(p, x), 0, p.out_h)
+
+
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_float, (p.out_h, p.out_w, p.out_channels))]
+    return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input, _depthwise_rows)]
 
 
 register("CONV_2D", prepare_conv, eval_conv, accumulate=accumulate_conv, batch=batch_always)

@@ -118,11 +118,38 @@ def rounded_average(total: np.ndarray, count) -> np.ndarray:
     return np.where(total > 0, pos, neg)
 
 
+def _window_matrix(out_size: int, stride: int, pad: int, filt: int, in_size: int) -> np.ndarray:
+    """0/1 [out_size, in_size]: row o marks the in-bounds inputs of window o along one axis."""
+    origin = np.arange(out_size)[:, None] * stride - pad
+    i = np.arange(in_size)[None, :]
+    return ((i >= origin) & (i < origin + filt)).astype(np.float64)
+
+
+def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
+    """Sum of the in-bounds int8 values of every pool window, int64 [N, OH, OW, C].
+
+    Padding cells count 0.  Small windows: one pass per tap.  Large ones (a global pool:
+    fh * fw >= OH + OW), as two matmuls with the 0/1 window matrices of the H and W axes
+    (separable: sum over rows, then over columns), in float32 when every partial sum is
+    provably exact there (|x| <= 128, at most fh * fw terms: 128 * fh * fw < 2**24), else
+    float64 (exact far beyond any pool).
+    """
+    n, h, w, c = x.shape
+    if p.filter_h * p.filter_w < p.out_h + p.out_w:
+        total = np.zeros((n, p.out_h, p.out_w, c), dtype=np.int64)
+        for tap in _windows(p, x, 0):
+            total += tap
+        return total
+    dt = np.float32 if 128 * p.filter_h * p.filter_w < (1 << 24) else np.float64
+    rows = _window_matrix(p.out_h, p.stride_h, p.pad_h, p.filter_h, h).astype(dt)
+    cols = _window_matrix(p.out_w, p.stride_w, p.pad_w, p.filter_w, w).astype(dt)
+    by_rows = rows @ x.astype(dt).reshape(n, h, w * c)  # [N, OH, W*C]
+    sums = cols @ by_rows.reshape(n * p.out_h, w, c)  # [N*OH, OW, C]
+    return sums.astype(np.int64).reshape(n, p.out_h, p.out_w, c)
+
+
 def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
-    x = np.asarray(inputs[0])
-    total = np.zeros((x.shape[0], p.out_h, p.out_w, x.shape[3]), dtype=np.int64)
-    for tap in _windows(p, x, 0):
-        total += tap
+    total = window_sums(p, np.asarray(inputs[0]))
     avg = rounded_average(total, p.count[None, :, :, None])
     return [np.clip(avg, p.act_min, p.act_max).astype(np.int8)]
 
