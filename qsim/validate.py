@@ -346,6 +346,6 @@ def _check_dataflow(g: ir.Graph, problems: list[str]) -> None:
         if 0 <= i < n and g.tensors[i].is_const:
             problems.append(f"graph output {tensor_label(g, i)} is a constant; qsim needs every output computed "
                             "by an op (or passed through from a graph input)")
-        elif 0 <= i < n and i not in available:
+        elif 0 <= i < n and i not in producer and i not in g.inputs:  # a variable tensor is not an output
             problems.append(f"graph output {tensor_label(g, i)} is never produced (no op writes it and it is "
                             "not a graph input)")

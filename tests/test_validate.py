@@ -274,6 +274,16 @@ def test_graph_outputs_must_be_computed():
             "through from a graph input)") in problems(b)
 
 
+def test_graph_output_that_is_only_a_variable_tensor_is_not_produced():
+    """Fuzz case (seed 11, case 5883, trained_lstm_int8 with zero operators): a variable tensor
+    (LSTM state) may be read by ops, but as a graph output nothing computes it."""
+    b = two_relus()
+    b.ops = []
+    g = load_bytes(b.build(), source="t", validate=False)
+    g.tensors[2].is_variable = True
+    assert "graph output tensor 2 'y' is never produced (no op writes it and it is not a graph input)" in validate(g)
+
+
 def test_graph_input_must_not_be_constant():
     b = conv_model()
     b.inputs = [0, 1]
