@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fixedpoint as fp
 from . import ir
 from .errors import QsimError
 
@@ -303,10 +304,10 @@ class LayerRow:
         lv = np.asarray(st.levels) if st.levels else np.zeros(1)
         # qmin/qmax hits are not clamps when that bound is the real value 0 (zero point at the bound:
         # the float data were >= 0, e.g. after a ReLU) or the fused activation's own limit
-        low_act = self.zero_point == self.qmin or (self.act in ACT_OPS and self._act_q(
-            -1.0 if self.act == "RELU_N1_TO_1" else 0.0) <= self.qmin)
-        high_act = self.zero_point == self.qmax or (self.act in ("RELU6", "RELU_N1_TO_1") and self._act_q(
-            6.0 if self.act == "RELU6" else 1.0) >= self.qmax)
+        act_lo, act_hi = (fp.quantized_activation_range(self.act, self.scale, self.zero_point, self.qmin, self.qmax)
+                          if self.act in ACT_OPS else (None, None))
+        low_act = self.zero_point == self.qmin or (act_lo is not None and act_lo <= self.qmin)
+        high_act = self.zero_point == self.qmax or (self.act in ("RELU6", "RELU_N1_TO_1") and act_hi >= self.qmax)
         sat_unexplained = (0 if low_act else st.at_qmin) + (0 if high_act else st.at_qmax)
         return {
             "op_index": self.op_index, "op_name": self.op_name, "tensor_idx": self.tensor_idx,
@@ -329,9 +330,6 @@ class LayerRow:
             float(np.sqrt(self.iso.s_diff2 / max(self.iso.n, 1)) / self.scale),
             **self.weights,
         }
-
-    def _act_q(self, v: float) -> int:
-        return int(np.round(v / self.scale + self.zero_point))
 
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
