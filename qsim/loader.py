@@ -36,14 +36,18 @@ def load(path: str | Path, validate: bool = True) -> ir.Graph:
     """Read a .tflite file into a Graph.  Raises QsimError on any unreadable or (with
     ``validate``) invalid input; ``validate=False`` returns an unchecked Graph, which only
     :func:`qsim.validate.validate` and :func:`qsim.report.summarize` may be given."""
+    return load_bytes(read_model_file(path), source=str(path), validate=validate)
+
+
+def read_model_file(path: str | Path) -> bytes:
+    """The bytes of a model file; a missing or unreadable file is a QsimError."""
     p = Path(path)
     if not p.is_file():
         raise QsimError(f"model file not found: {p}")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as e:
         raise QsimError(f"cannot read model file {p}: {e.strerror}") from None
-    return load_bytes(data, source=str(p), validate=validate)
 
 
 def load_bytes(data: bytes, source: str = "<bytes>", validate: bool = True) -> ir.Graph:

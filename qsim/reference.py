@@ -39,7 +39,7 @@ import numpy as np
 from . import ir
 from .errors import QsimError
 from .interpreter import PreparedGraph, check_inputs, prepare_graph
-from .loader import load, load_bytes
+from .loader import load_bytes, read_model_file
 from .refchild import ChildRunner, start as start_children
 from .refrun import (LiteRTRunner, ReferenceCrashed, ReferenceRefused, TFLMRunner,  # noqa: F401 - re-exported
                      _first_sentence, _quiet_stderr, open_in_process, tflm_arena_bytes)
@@ -66,8 +66,8 @@ class Model:
             return model
         if isinstance(model, (bytes, bytearray)):
             return cls(bytes(model), load_bytes(bytes(model), source=source, validate=validate), None)
-        g = load(model, validate=validate)
-        return cls(Path(model).read_bytes(), g, str(model))
+        blob = read_model_file(model)  # read once: the bytes feed the references, the graph qsim
+        return cls(blob, load_bytes(blob, source=str(model), validate=validate), str(model))
 
 
 # ------------------------------------------------------------------ reference runners
