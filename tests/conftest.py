@@ -40,3 +40,12 @@ def shared_models_dir() -> Path:
     if not SHARED_MODELS.is_dir():
         skip_or_fail(f"{SHARED_MODELS} is absent")
     return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """One real ``LocalCluster(n_workers=2, processes=True)`` shared by every distributed test."""
+    from qsim.cluster import dask_client as _client
+
+    with _client(workers=2) as c:
+        yield c

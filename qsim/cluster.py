@@ -1,0 +1,127 @@
+"""Dask plumbing shared by `qsim sweep`, `qsim eval` and `qsim compare` (one implementation).
+
+A run either starts a ``LocalCluster`` on this machine (worker processes, one thread each) or
+connects to a running scheduler (``--scheduler tcp://HOST:8786``, see the README for
+``dask scheduler`` / ``dask worker``).  Work is cut by the caller into tasks: a plain module-level
+function and picklable arguments (paths and small configs, never a whole dataset).
+``run_tasks`` submits them, yields ``(index, result)`` as they finish (a tqdm bar on stderr), and
+leaves failure handling to Dask: a task whose worker dies is rerun elsewhere, a task that raises
+is retried ``retries`` times.  The caller keeps one result per index, so a retried task is never
+counted twice.  Per-worker state that is costly to build (a prepared graph) is cached per worker
+process with ``worker_cache``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import QsimError
+
+__all__ = ["dask_client", "run_tasks", "worker_cache"]
+
+_CONNECT_TIMEOUT_S = 20
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as e:  # pragma: no cover - dask is a declared dependency
+        raise QsimError("distributed runs need dask.distributed: pip install 'dask[distributed]'") from e
+    return distributed
+
+
+@contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, client=None,
+                connect_timeout: float = _CONNECT_TIMEOUT_S) -> Iterator[Any]:
+    """A ``distributed.Client`` for one run, closed (with its local cluster) on exit.
+
+    ``client`` given: used as is and left open (the caller owns it).  ``scheduler``
+    ("tcp://HOST:8786"): connect to that running cluster (within ``connect_timeout`` seconds).  Otherwise start a ``LocalCluster`` of
+    ``workers`` processes (default: this machine's cores), one thread each, no dashboard, with
+    ``OPENBLAS_NUM_THREADS=1`` so workers do not oversubscribe the cores.
+    """
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None and workers is not None:
+        raise QsimError("give either --scheduler (a running cluster) or --workers (a local one), not both")
+    if workers is not None and workers < 1:
+        raise QsimError(f"--workers must be at least 1, got {workers}")
+    d = _distributed()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if scheduler is not None:
+        try:
+            c = d.Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise QsimError(f"cannot reach the Dask scheduler at {scheduler!r} "
+                            f"(is `dask scheduler` running there?): {e}") from e
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    n = workers or os.cpu_count() or 1
+    cluster = d.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                             dashboard_address=None, silence_logs=logging.ERROR)
+    c = d.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def run_tasks(client, fn: Callable, tasks: Sequence[tuple], *, desc: str = "tasks", unit: str = "task",
+              progress: bool = True, retries: int = 2, weights: Sequence[int] | None = None
+              ) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*tasks[i])`` for each i on the cluster; yield ``(i, result)`` as each finishes.
+
+    Order of completion is arbitrary: callers that need a deterministic result merge by index.
+    ``weights`` (e.g. points or samples per task) advance the progress bar; default 1 per task.
+    The first task that still fails after ``retries`` retries raises here (a ``QsimError`` raised
+    inside a task keeps its message).
+    """
+    d = _distributed()
+    from tqdm import tqdm
+
+    futures = {}
+    for i, args in enumerate(tasks):
+        f = client.submit(fn, *args, retries=retries, pure=False)
+        futures[f] = i
+    w = list(weights) if weights is not None else [1] * len(tasks)
+    bar = tqdm(total=sum(w), desc=desc, unit=unit, file=sys.stderr, disable=None if progress else True,
+               leave=False)
+    try:
+        for f in d.as_completed(list(futures)):
+            i = futures[f]
+            result = f.result()
+            bar.update(w[i])
+            yield i, result
+    finally:
+        bar.close()
+        for f in futures:
+            f.cancel()
+
+
+_CACHE: "OrderedDict[Any, Any]" = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def worker_cache(key, factory: Callable[[], Any]):
+    """The value ``factory()`` built once per process for ``key`` (a few kept, least recent dropped).
+
+    Inside a Dask worker this makes "prepare the graph once per worker, not per task": tasks pass
+    the model path (or bytes' hash) as the key.
+    """
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    value = factory()
+    _CACHE[key] = value
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
