@@ -67,7 +67,7 @@ FIELD_PATHS = {f: f"{s}.{k}" for (s, k), f in TOML_KEYS.items()}  # HwConfig fie
 def field_for_path(path: str) -> str:
     """A dotted preset path (``"requant.variant"``) or a HwConfig field name -> the field name;
     QsimError naming it when it is neither."""
-    if path in _FIELD_TYPES and path not in ("name", "description"):
+    if path in _FIELD_TYPES:
         return path
     section, _, key = str(path).partition(".")
     f = TOML_KEYS.get((section, key)) or LEGACY_TOML_KEYS.get((section, key))
