@@ -734,7 +734,8 @@ class Model:
         if requant is not None:
             changes["requant_variant"] = str(requant)
         cfg = cfg.with_overrides(**changes) if changes else cfg
-        cached = self._prepared.get(cfg.rounding_profile) if cfg.variant is None else None
+        key = cfg.rounding_profile if cfg.variant is None else f"{cfg.rounding_profile}+{cfg.variant}"
+        cached = self._prepared.get(key)  # the keys of prepared()
         pp = prepare_profile(self.graph, cfg, cached, events=events)
         values = None
         label = ""
@@ -746,8 +747,8 @@ class Model:
                 raise QsimError(f"profile takes one input sample, got {len(samples)}.")
             values, label = samples[0], "given input"
         result = pp.run(values)
-        if pp.prepared is not None and pp.prepared.requant is None:
-            self._prepared.setdefault(pp.prepared.profile.name, pp.prepared)
+        if pp.prepared is not None:
+            self._prepared.setdefault(key, pp.prepared)
         result.input = label
         return ProfileReport(result)
 

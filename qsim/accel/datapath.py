@@ -33,6 +33,7 @@ Other ops run their kernel's ``eval`` unchanged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,14 +137,19 @@ def activation_sides(op, graph) -> tuple[bool, bool]:
     RELU6's 0 and 6, RELU_N1_TO_1's -1 and 1, quantized as
     :func:`qsim.fixedpoint.quantized_activation_range` does and inside the output type's range)."""
     act = getattr(op.options, "activation", "NONE") or "NONE"
-    lo_real = {"RELU": 0.0, "RELU6": 0.0, "RELU_N1_TO_1": -1.0}.get(act)
-    hi_real = {"RELU6": 6.0, "RELU_N1_TO_1": 1.0}.get(act)
     out = graph.tensors[op.outputs[0]]
-    if out.quant is None or (lo_real is None and hi_real is None):
+    if out.quant is None or act not in ("RELU", "RELU6", "RELU_N1_TO_1"):
         return False, False
     info = np.iinfo(out.dtype)
-    q = lambda r: fp.quantize_float_to_int(r, out.quant.scale0, out.quant.zp0)  # noqa: E731
-    return (lo_real is not None and q(lo_real) >= info.min, hi_real is not None and q(hi_real) <= info.max)
+    return _sides(act, float(out.quant.scale0), int(out.quant.zp0), int(info.min), int(info.max))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sides(act: str, scale: float, zp: int, qmin: int, qmax: int) -> tuple[bool, bool]:
+    lo_real = {"RELU": 0.0, "RELU6": 0.0, "RELU_N1_TO_1": -1.0}.get(act)
+    hi_real = {"RELU6": 6.0, "RELU_N1_TO_1": 1.0}.get(act)
+    return (lo_real is not None and fp.quantize_float_to_int(lo_real, scale, zp) >= qmin,
+            hi_real is not None and fp.quantize_float_to_int(hi_real, scale, zp) <= qmax)
 
 
 def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
@@ -170,22 +176,29 @@ def requant_unit(acc: np.ndarray, rq: RequantParams, acc_bits: int = 32,
     acc = np.asarray(acc, dtype=np.int64)
     nb = (int(_MIN(acc, None)), int(_MAX(acc, None))) if acc.size else (0, 0)
     in_acc = unit.bias == "accumulator"
-    if in_acc and reuse_acc and acc.flags.writeable and folds is None:
-        total = np.add(acc, bias, out=acc)  # acc is not read again
+    if reuse_acc and acc.flags.writeable and folds is None:
+        total = np.add(acc, bias, out=acc)  # acc itself is not read again (total - bias recovers it)
     else:
         total = acc + bias
     lo, hi = (int(_MIN(total, None)), int(_MAX(total, None))) if total.size else (0, 0)
-    reg, seen = (total, (lo, hi)) if in_acc else (acc, nb)
-    if folds is None:
-        held, mask = _to_width(reg, unit.bits, unit.overflow, seen)
-    else:
+    seen = (lo, hi) if in_acc else nb  # the range the register must hold
+    if folds is not None:
         held, mask = _through_folds(np.broadcast_to(bias, acc.shape) if in_acc else None, folds, unit, acc.shape)
+    elif in_acc:
+        held, mask = _to_width(total, unit.bits, unit.overflow, seen)
+    else:
+        lim = unit.limits
+        held, mask = (None, None) if lim[0] <= nb[0] and nb[1] <= lim[1] else \
+            _to_width(total - bias, unit.bits, unit.overflow)
     over = 0 if mask is None else int(np.count_nonzero(mask))
     # held fits acc_bits <= 32, or (32-bit wrap) requantize's own int32 wrap of held (+ bias) is
     # exactly the 32-bit adder's wrap.
     wide = (np.int64(rq.act_min - 1), np.int64(rq.act_max + 1))  # one step beyond: marks every saturation
-    bound = max(-seen[0], seen[1]) if not over else 1 << (unit.bits - 1)  # |held| <= bound: fp skips its wrap scan
-    marked = rq.requantize(held, bias=0 if in_acc else bias, act_min=wide[0], act_max=wide[1], acc_bound=bound)
+    if in_acc or over:
+        bound = max(-seen[0], seen[1]) if not over else 1 << (unit.bits - 1)  # |held| <= bound: fp skips its wrap scan
+        marked = rq.requantize(held, bias=0 if in_acc else bias, act_min=wide[0], act_max=wide[1], acc_bound=bound)
+    else:  # the register held acc exactly: the requant unit's int32 acc + bias is total
+        marked = rq.requantize(total, bias=0, act_min=wide[0], act_max=wide[1], acc_bound=max(-lo, hi))
     below, above = clamp_counting(marked, rq.act_min, rq.act_max)  # fp.saturate, in place, counted
     act = (below if sides[0] else 0) + (above if sides[1] else 0)
     changed = 0
@@ -239,19 +252,27 @@ def _fold_needed(rq: RequantParams, unit: Accumulator, k: int) -> bool:
     return worst > unit.limits[1]
 
 
+def gemm_sides(prepared: PreparedGraph) -> dict[int, tuple[bool, bool]]:
+    """:func:`activation_sides` of every GEMM op, by op index (computed once per prepared graph)."""
+    return {p.op.index: activation_sides(p.op, prepared.graph) for p in prepared.ops if p.kernel.accumulate is not None}
+
+
 def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: str = "wrap",
-               unit: Accumulator | None = None, reference: PreparedGraph | None = None
+               unit: Accumulator | None = None, reference: PreparedGraph | None = None,
+               sides: dict[int, tuple[bool, bool]] | None = None
                ) -> tuple[dict[int, np.ndarray], dict[int, LayerValues]]:
     """Run the graph with GEMM ops through the modelled datapath.
 
     ``unit``: the accumulator register (default ``acc_bits`` wide, ``overflow``, bias preloaded,
     end check).  ``reference``: the same graph prepared without a requant variant, whose
     RequantParams the per-layer ``outputs_changed`` compares with (None: ``prepared`` has no variant).
+    ``sides``: :func:`gemm_sides` of ``prepared`` when already known.
     Returns ({tensor index: array} for every produced tensor and the inputs,
     {op index: LayerValues} for the GEMM ops).
     """
     unit = unit or Accumulator(acc_bits, overflow)
     g = prepared.graph
+    sides = gemm_sides(prepared) if sides is None else sides
     exact_rq = {} if reference is None else {p.op.index: getattr(p.params, "requant", None) for p in reference.ops}
     values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
     stats: dict[int, LayerValues] = {}
@@ -263,7 +284,7 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
             fold = unit.check == "fold" and _fold_needed(rq, unit, _reduction_size(p))
             folds = fold_partials(p, ins, unit.fold) if fold else None
             out, st = requant_unit(acc, rq, reuse_acc=True, unit=unit, folds=folds,
-                                   exact=exact_rq.get(p.op.index), sides=activation_sides(p.op, g))
+                                   exact=exact_rq.get(p.op.index), sides=sides[p.op.index])
             stats[p.op.index] = st
             outs = [out]
         else:

@@ -159,6 +159,7 @@ class PreparedProfile:
     base_totals: dict  # timing_totals() of the layers
     prepared: PreparedGraph | None = None  # kernels prepared with cfg.rounding_profile and cfg.variant (first use)
     reference: PreparedGraph | None = None  # the same without the requant variant (the exact result)
+    sides: dict | None = None  # datapath.gemm_sides of the GEMM ops (first use)
 
     def run(self, inputs=None) -> ProfileResult:
         """The profile; with ``inputs`` (as PreparedGraph.run takes them) also the values and their statistics."""
@@ -170,7 +171,10 @@ class PreparedProfile:
             self.prepared = prepare_graph(g, cfg.rounding_profile, cfg.variant)
         if cfg.variant is not None and self.reference is None:
             self.reference = prepare_graph(g, cfg.rounding_profile)
-        values, stats = datapath.run_values(self.prepared, inputs, unit=accumulator(cfg), reference=self.reference)
+        if self.sides is None:
+            self.sides = datapath.gemm_sides(self.prepared)
+        values, stats = datapath.run_values(self.prepared, inputs, unit=accumulator(cfg), reference=self.reference,
+                                            sides=self.sides)
         layers = [LayerReport(L.map, L.timing, stats.get(L.map.index), L.start_cycle, L.energy) for L in self.timed]
         out = dict(self.base_totals)
         out.update(value_totals([v for v in (L.values for L in layers) if v is not None]))
@@ -201,14 +205,13 @@ def prepare_profile(g: ir.Graph, cfg: HwConfig, prepared: PreparedGraph | None =
                     events: bool = True) -> PreparedProfile:
     """Validate, map and time ``g`` on ``cfg`` once; :meth:`PreparedProfile.run` then adds values.
 
-    ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile``
-    (else the kernels are prepared again, with that profile, on the first run with inputs).
+    ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile`` and
+    its requant variant ``cfg.variant`` (else the kernels are prepared again on the first run with inputs).
     ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
     """
     check_profilable(g)
     layers = time_graph(g, cfg, events)
-    if prepared is not None and (prepared.profile.name != cfg.rounding_profile or prepared.requant is not None
-                                 or cfg.variant is not None):
+    if prepared is not None and (prepared.profile.name != cfg.rounding_profile or prepared.requant != cfg.variant):
         prepared = None
     return PreparedProfile(g, cfg, layers, timing_totals(layers, cfg), prepared)
 
