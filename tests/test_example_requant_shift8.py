@@ -61,3 +61,22 @@ def test_requant_shift8_example_numbers():
     # the nearest power of two per channel is closer to the float model than one hand-picked shift
     assert rows["shift-only"][3] > rows["shift=8"][3] and rows["double"][3] > rows["shift-only"][3]
     assert min(rows["shift=8"][5]) < 1.0 < min(rows["double"][5])  # the layers' own SQNR collapses
+
+
+def test_requant_variants_example_reproduces_the_readme_table():
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "requant_variants.py")], capture_output=True,
+                       text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 9 and rows[0] == "| `double` | 98.33% | +0.00 | 0 of 3600 | 0 |"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert all(row in readme for row in rows), [row for row in rows if row not in readme]
+    g = load(MODELS / "demo_cnn_int8.tflite")
+    data = np.load(MODELS / "demo_testset.npz")
+    x, out = data["x"], g.outputs[0]
+    ref = prepare_graph(g, "tflm").run_samples({g.inputs[0]: x})[out]
+    hand = _hand_shift8(g).run_samples({g.inputs[0]: x})[out]
+    d = np.abs(hand.astype(np.int64) - ref)
+    top1 = 100 * float(np.mean(hand.argmax(1) == data["y"]))
+    shift8 = next(row for row in rows if row.startswith("| `shift=8`"))
+    assert shift8.startswith(f"| `shift=8` | {top1:.2f}% |") and f"| {int(np.count_nonzero(d))} of {d.size} | {int(d.max())} |" in shift8
