@@ -140,6 +140,8 @@ class HwConfig:
             raise QsimError(f"unknown hardware field(s) {', '.join(bad)}; known fields: {', '.join(sorted(known))}.")
         cfg = dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items() if v is not None})
         validate(cfg)
+        if cfg.variant is not None and cfg.requant_variant != str(cfg.variant):  # canonical text ("Shift=8" -> "shift=8")
+            cfg = dataclasses.replace(cfg, requant_variant=str(cfg.variant))
         return cfg
 
     def as_dict(self) -> dict:
