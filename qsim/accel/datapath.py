@@ -60,11 +60,6 @@ class Accumulator:
     def limits(self) -> tuple[int, int]:
         return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
 
-    @property
-    def exact(self) -> bool:
-        """Bit-exact with int32 TFLite arithmetic whatever the values: 32-bit wrap-around."""
-        return self.bits == 32 and self.overflow == "wrap"
-
 
 @dataclass
 class LayerValues:
