@@ -7,11 +7,13 @@ Runs the shipped demo digit classifier (examples/models/demo_cnn_int8.tflite) on
                TFLM profile: bit-exact with TFLite Micro.
   no-quantize  the real pixel values (0..1) fed straight into the int8 input, the
                step everybody forgets: q = round(x / scale) + zero_point.
-  shift-by-8   the first CONV_2D's requantization replaced by a hand-picked ">> 8"
-               instead of its real per-channel multipliers M0 * 2^shift.  On this
-               small model accuracy may even go up by luck; every tensor after the
-               first conv is nonetheless different from what TFLite computes, which
-               is how a model that "works" here collapses on the next one.
+  shift-by-8   every CONV_2D / FULLY_CONNECTED requantization replaced by a hand-picked
+               ">> 8" instead of its real per-channel multipliers M0 * 2^shift (qsim's
+               public requant variant "shift=8", ``Model.prepared(requant=...)``; see
+               examples/requant_shift8.py for what compare says about it).  On this
+               small model accuracy barely moves; every tensor after the first conv is
+               nonetheless different from what TFLite computes, which is how a model
+               that "works" here collapses on the next one.
   wrong-round  single rounding (TFLITE_SINGLE_ROUNDING) where TFLM rounds twice:
                accuracy barely moves, yet the tensors are no longer TFLM's.
 
@@ -24,14 +26,11 @@ only the accuracy and `qsim run --float-input` / `qsim inspect`'s guidance do.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from qsim import fixedpoint as fp
-from qsim.interpreter import prepare_graph
-from qsim.loader import load
+import qsim
 from qsim.reference import make_runner, op_output_tensors
 
 HERE = Path(__file__).resolve().parent
@@ -61,29 +60,26 @@ def divergence(prepared, images, runner) -> tuple[int, str]:
     return total, first
 
 
-g = load(MODEL)
+model = qsim.load(MODEL)
+g = model.graph
 data = np.load(TESTSET)
 images, labels = data["x"], data["y"].astype(np.int64)
 x_t = g.tensors[g.inputs[0]]
 scale, zp = x_t.quant.scale0, x_t.quant.zp0
 real_pixels = scale * (images.astype(np.float64) - zp)  # what the user actually has: values in [0, 1]
 
-right = prepare_graph(g, "tflm")
+right = model.prepared("tflm")
 
-# Mistake 2: a ">> 8" requantizer (M = 2^-8) on the first conv instead of its real multipliers.
-shift8 = prepare_graph(g, "tflm")
-conv0 = shift8.ops[0]
-m0, sh = fp.quantize_multiplier(2.0 ** -8)
-rq = conv0.params.requant
-conv0.params.requant = dataclasses.replace(rq, multiplier=np.full_like(rq.multiplier, m0),
-                                           shift=np.full_like(rq.shift, sh))
+# Mistake 2: a ">> 8" requantizer (M = 2^-8) in every GEMM layer instead of its real multipliers.
+shift8 = model.prepared("tflm", requant="shift=8")
+rq = right.ops[0].params.requant
 real_m = rq.multiplier / 2.0 ** 31 * 2.0 ** rq.shift.astype(np.float64)
 
 cases = [
     ("right", right, images),
     ("no-quantize", right, np.round(real_pixels).astype(np.int8)),
     ("shift-by-8", shift8, images),
-    ("wrong-round", prepare_graph(g, "single"), images),
+    ("wrong-round", model.prepared("single"), images),
 ]
 
 tflm = make_runner("tflm", MODEL.read_bytes(), g)

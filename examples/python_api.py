@@ -54,6 +54,15 @@ print(f"batch of {rb.batch}: accuracy {acc:.2%}")
 if acc < 0.95:
     failures.append("accuracy")
 
+# --- a what-if requant arithmetic for the GEMM layers (here: every multiplier rounded to 8 bits),
+#     reported against the reference arithmetic on the same samples
+rv = m.run(q, requant="mult-bits=8")
+print(f"requant: {rv.requant.render()}")
+ev = m.eval(HERE / "models" / "demo_testset.npz", requant="shift-only")
+print(f"requant: eval shift-only top-1 {ev.top1:.2%} vs reference {ev.requant.reference_top1:.2%}")
+if m.run(q, requant="double").requant.differ != 0:
+    failures.append("requant double != tflm")
+
 # --- every tensor of one run, by name (what `qsim dump` writes)
 full = m.run(q[0], keep="all")
 print("all tensors: " + ", ".join(f"{k} {list(v.shape)}" for k, v in full.tensors.items()))
@@ -71,7 +80,11 @@ except qsim.QsimError as e:  # the reference interpreters are optional extras (p
 p = m.profile(hw="edge16", rows=8, cols=8)
 t = p.totals
 print(f"profile: {t['cycles']} cycles, {t['latency_ms']:.4f} ms, MAC utilization {t['mac_utilization_pct']:.1f}%, "
-      f"{len(p.layers)} layers")
+      f"{len(p.layers)} layers, {t['energy_pj'] / 1e6:.3f} uJ")
+# ... a narrower accumulator with the bias preloaded into it, any preset path as an override
+pn = m.profile(hw="edge16", acc_bits=16, **{"accumulator.bias": "accumulator", "accumulator.check": "fold"})
+print(f"profile: 16-bit accumulator: {pn.totals['acc_overflows']} overflows, "
+      f"{pn.totals['outputs_changed']} of {pn.totals['output_elements']} outputs changed vs the exact result")
 out_dir.mkdir(parents=True, exist_ok=True)
 p.to_csv(out_dir / "profile.csv")
 p.trace(out_dir / "trace.json")

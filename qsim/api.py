@@ -177,6 +177,7 @@ class RunResult:
     values: dict[int, np.ndarray]  # tensor index -> integers
     profile: str
     batch: int | None = None
+    requant: Any = None  # run(requant=...): qsim.evaluate.VariantDiff against the profile's own arithmetic
 
     def __getitem__(self, key: Key) -> np.ndarray:
         t = self.model.tensor(key)
@@ -463,12 +464,18 @@ class Model:
         from . import report
         return report.summarize(self.graph)
 
-    def prepared(self, profile: str = "tflm") -> PreparedGraph:
-        """The graph prepared under a rounding profile (tflm, litert, single); cached."""
+    def prepared(self, profile: str = "tflm", requant=None) -> PreparedGraph:
+        """The graph prepared under a rounding profile (tflm, litert, single); cached.
+
+        ``requant``: a requant arithmetic variant for the GEMM ops (CONV_2D, DEPTHWISE_CONV_2D,
+        FULLY_CONNECTED): "double", "single", "float32", "shift-only", "shift=N", "mult-bits=N",
+        "truncate" (:class:`qsim.fixedpoint.RequantVariant`); None = the profile's own arithmetic."""
         name = get_profile(profile).name
-        if name not in self._prepared:
-            self._prepared[name] = prepare_graph(self.graph, name)
-        return self._prepared[name]
+        variant = None if requant is None else fp.parse_requant_variant(requant)
+        key = name if variant is None else f"{name}+{variant}"
+        if key not in self._prepared:
+            self._prepared[key] = prepare_graph(self.graph, name, variant)
+        return self._prepared[key]
 
     # -------------------------------------------------------------- inputs
 
@@ -586,20 +593,38 @@ class Model:
 
     # -------------------------------------------------------------- run
 
-    def run(self, x, profile: str = "tflm", keep: str = "outputs", batch_size: int | None = None) -> RunResult:
+    def run(self, x, profile: str = "tflm", keep: str = "outputs", batch_size: int | None = None,
+            requant=None) -> RunResult:
         """Run the integer graph under a rounding ``profile`` ("tflm", "litert", "single").
 
         ``x``: one sample, a list of samples, or arrays with a leading batch axis (module doc);
         integers of the inputs' dtype (quantize real data with ``model.inputs[k].quantize``).
         ``keep``: "outputs" or "all" (the inputs and every op output too).  ``batch_size``:
         evaluate at most that many samples at a time (bounds memory on large batches).
+        ``requant``: a requant arithmetic variant for the GEMM ops (:meth:`prepared`); the run is
+        then repeated under the profile's own arithmetic and ``RunResult.requant`` says how many
+        kept elements differ and by how much (:class:`qsim.evaluate.VariantDiff`).
         """
         if keep not in KEEP:
             raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise QsimError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
         batch, batched = self._batch(x)
-        prep = self.prepared(profile)
+        prep = self.prepared(profile, requant)
+        values = self._run_prepared(prep, batch, batched, keep, batch_size)
+        res = RunResult(self, values, prep.profile.name, next(iter(batch.values())).shape[0] if batched else None)
+        if prep.requant is not None:
+            from .evaluate import VariantDiff, reference_label
+            base = self.prepared(profile)
+            theirs = self._run_prepared(base, batch, batched, keep, batch_size)
+            res.requant = VariantDiff(str(prep.requant), reference_label(base))
+            for t in values:
+                if t not in self.graph.inputs:
+                    res.requant.add(values[t], theirs[t])
+        return res
+
+    def _run_prepared(self, prep: PreparedGraph, batch: dict, batched: bool, keep: str,
+                      batch_size: int | None) -> dict[int, np.ndarray]:
         n = next(iter(batch.values())).shape[0]
         step = n if batch_size is None else int(batch_size)
         chunks = [prep.run_samples({t: a[s:s + step] for t, a in batch.items()}, keep == "all")
@@ -607,7 +632,7 @@ class Model:
         values = {t: np.concatenate([c[t] for c in chunks]) if len(chunks) > 1 else chunks[0][t] for t in chunks[0]}
         if not batched:
             values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
-        return RunResult(self, values, prep.profile.name, n if batched else None)
+        return values
 
     # -------------------------------------------------------------- check
 
@@ -652,29 +677,35 @@ class Model:
         return open_dataset(path, self.graph, labels=labels, mean=mean, std=std, image_mode=image_mode)
 
     def eval(self, data, labels: str | Path | None = None, profile: str = "tflm", batch_size: int = 64,
-             limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False):
+             limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False,
+             requant=None):
         """Run a whole dataset (a path as :meth:`dataset` takes it, or an opened dataset) batched:
         top-1/top-5 accuracy when it has labels, per-output statistics otherwise.
-        Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``)."""
+        ``requant``: a requant arithmetic variant for the GEMM ops (:meth:`prepared`); the profile's
+        own arithmetic runs on the same batches and ``EvalResult.requant`` holds its accuracy and
+        the outputs' differences.  Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``)."""
         from .evaluate import evaluate
         if isinstance(data, (str, Path)):
             data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
-        return evaluate(self.prepared(profile), data, batch_size=batch_size, limit=limit, progress=progress)
+        prep = self.prepared(profile, requant)
+        return evaluate(prep, data, batch_size=batch_size, limit=limit, progress=progress,
+                        reference=None if prep.requant is None else self.prepared(profile))
 
     def compare(self, float_model, data, labels: str | Path | None = None, limit: int | None = None,
                 match=None, batch_size: int = 32, profile: str = "tflm", mean=None, std=None,
-                image_mode: str = "shift"):
+                image_mode: str = "shift", requant=None):
         """This int8 model against its float twin (a path, bytes) over a dataset, layer by layer
         (:mod:`qsim.compare`): the float model runs in LiteRT with every tensor kept, this one in
         qsim.  ``match``: {int8 tensor name: float tensor name} (or a JSON file) overriding the
-        automatic matching.  Returns :class:`qsim.compare_report.CompareReport`."""
+        automatic matching.  ``requant``: run the int8 side with a requant arithmetic variant
+        for its GEMM ops (:meth:`prepared`).  Returns :class:`qsim.compare_report.CompareReport`."""
         from .compare import compare
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
         return compare(self, float_model, data, labels=labels, limit=limit, match=match, batch_size=batch_size,
-                       profile=profile, mean=mean, std=std, image_mode=image_mode)
+                       profile=profile, mean=mean, std=std, image_mode=image_mode, requant=requant)
 
     # -------------------------------------------------------------- profile
 
@@ -684,7 +715,8 @@ class Model:
 
         ``hw``: a preset name (tiny8, edge16, big32), a .toml path or a HwConfig.  ``overrides``:
         any HwConfig field (``rows=32, cols=32, dataflow="os", acc_bits=24``...), plus
-        ``array="RxC"`` and ``sram_kib=`` (all three SRAM buffers).  ``inputs``: "random" (one
+        ``array="RxC"``, ``sram_kib=`` (all three SRAM buffers) and ``requant=`` (the GEMM requant
+        variant, HwConfig ``requant_variant``, preset ``requant.variant``).  ``inputs``: "random" (one
         sample from ``seed``), a sample as :meth:`run` takes it, or None (timing only, no values
         through the datapath).  ``events``: keep the spans :meth:`ProfileReport.trace` writes.
         """
@@ -698,8 +730,12 @@ class Model:
         sram = changes.pop("sram_kib", None)
         if sram is not None:
             changes.update(ifmap_sram_kib=sram, weight_sram_kib=sram, output_sram_kib=sram)
+        requant = changes.pop("requant", None)
+        if requant is not None:
+            changes["requant_variant"] = str(requant)
         cfg = cfg.with_overrides(**changes) if changes else cfg
-        cached = self._prepared.get(cfg.rounding_profile)
+        key = cfg.rounding_profile if cfg.variant is None else f"{cfg.rounding_profile}+{cfg.variant}"
+        cached = self._prepared.get(key)  # the keys of prepared()
         pp = prepare_profile(self.graph, cfg, cached, events=events)
         values = None
         label = ""
@@ -712,7 +748,7 @@ class Model:
             values, label = samples[0], "given input"
         result = pp.run(values)
         if pp.prepared is not None:
-            self._prepared.setdefault(pp.prepared.profile.name, pp.prepared)
+            self._prepared.setdefault(key, pp.prepared)
         result.input = label
         return ProfileReport(result)
 

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_args(s, required=True)
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES),
                    help="rounding profile (default: tflm)")
+    requant_arg(s)
     s.add_argument("--top-k", type=int, default=5, metavar="K", help="top-k classes per output (default 5)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one value or one per channel, comma-separated; e.g. 127.5)")
     s.add_argument("--std", type=_floats, metavar="S", help="see --mean (e.g. 127.5)")
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    requant_arg(s)
     image_mode_arg(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mean", type=_floats, metavar="M", help="normalize: real = (x - M) / S, then quantize")
     s.add_argument("--std", type=_floats, metavar="S", help="see --mean")
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    requant_arg(s)
     image_mode_arg(s)
     s.add_argument("--csv", metavar="F", help="also write the per-layer table as CSV (QuantizationDebugger columns)")
     s.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (needs matplotlib)")
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_args(s, required=True)
     s.add_argument("-o", "--output", required=True, metavar="TENSORS.npz", help="the .npz to write")
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    requant_arg(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_dump)
 
@@ -115,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         if mod is not None:
             mod.register(sub)
     return p
+
+
+def requant_arg(s) -> None:
+    """``--requant VARIANT``: the GEMM ops' requant arithmetic (qsim.fixedpoint.RequantVariant)."""
+    s.add_argument("--requant", metavar="VARIANT",
+                   help="what-if requant arithmetic for CONV/DEPTHWISE/FULLY_CONNECTED: double, single, float32, "
+                        "shift-only, shift=N, mult-bits=N, truncate; reported against the profile's own "
+                        "(default: the profile's own)")
 
 
 def image_mode_arg(s) -> None:
@@ -228,15 +240,17 @@ def cmd_inspect(args) -> int:
 
 def cmd_run(args) -> int:
     m = load(args.model)
-    m.prepared(args.profile)  # unsupported ops are reported before any input problem
+    m.prepared(args.profile, args.requant)  # unsupported ops are reported before any input problem
     x, source, warnings = _inputs_from_args(m, args)
     warn(warnings)
     if args.top_k < 0:
         raise QsimError(f"--top-k must be >= 0, got {args.top_k}.")
-    res = m.run(x, profile=args.profile)
+    res = m.run(x, profile=args.profile, requant=args.requant)
     docs = [res.output_docs(args.top_k)] if res.batch is None else res.output_docs(args.top_k)
     if args.json:
         doc = {"model": args.model, "input": source, "profile": args.profile, "warnings": warnings}
+        if res.requant is not None:
+            doc["requant"] = res.requant.to_dict()
         if res.batch is None:
             doc["outputs"] = docs[0]
         else:
@@ -244,6 +258,8 @@ def cmd_run(args) -> int:
         emit_json(doc)
         return 0
     print(f"model: {args.model}  input: {source}  profile: {args.profile}")
+    if res.requant is not None:
+        print(res.requant.render())
     for i, outs in enumerate(docs):
         if res.batch is not None:
             print(f"\nsample {i}:")
@@ -289,7 +305,8 @@ def cmd_eval(args) -> int:
     ds = m.dataset(args.data, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode)
     if args.json:  # the text report lists them among its notes
         warn(ds.warnings)
-    res = m.eval(ds, profile=args.profile, batch_size=args.batch_size, limit=args.limit, progress=True)
+    res = m.eval(ds, profile=args.profile, batch_size=args.batch_size, limit=args.limit, progress=True,
+                 requant=args.requant)
     if args.json:
         emit_json(res.to_dict())
     else:
@@ -300,7 +317,8 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     m = load(args.model)
     rep = m.compare(args.float_model, args.data, labels=args.labels, limit=args.limit, match=args.match,
-                    profile=args.profile, mean=args.mean, std=args.std, image_mode=args.image_mode)
+                    profile=args.profile, mean=args.mean, std=args.std, image_mode=args.image_mode,
+                    requant=args.requant)
     warn(rep.warnings)
     if args.csv:
         rep.to_csv(args.csv)
@@ -317,19 +335,22 @@ def cmd_compare(args) -> int:
 
 def cmd_dump(args) -> int:
     m = load(args.model)
-    m.prepared(args.profile)
+    m.prepared(args.profile, args.requant)
     x, source, warnings = _inputs_from_args(m, args)
     warn(warnings)
-    res = m.run(x, profile=args.profile, keep="all")
+    res = m.run(x, profile=args.profile, keep="all", requant=args.requant)
     path = res.save(args.output)
     tensors = [{"key": k, "index": m.tensor(k).index, "shape": list(v.shape), "dtype": str(v.dtype)}
                for k, v in res.tensors.items()]
     if args.json:
         emit_json({"model": args.model, "input": source, "profile": args.profile, "output": str(path),
-                   "warnings": warnings, "tensors": tensors})
+                   "warnings": warnings, "tensors": tensors,
+                   "requant": None if res.requant is None else res.requant.to_dict()})
     else:
         print(f"wrote {len(tensors)} tensors ({source}, profile {args.profile}) to {path}, keyed by tensor name"
               + (f"; a leading axis of {res.batch} samples" if res.batch is not None else ""))
+        if res.requant is not None:
+            print(res.requant.render())
     return 0
 
 

@@ -433,7 +433,8 @@ def _float_input_stream(path: Path, t: ir.Tensor, labels):
 
 
 def compare(model, float_model, data, labels=None, limit: int | None = None, match=None,
-            batch_size: int = 32, profile: str = "tflm", mean=None, std=None, image_mode: str = "shift"):
+            batch_size: int = 32, profile: str = "tflm", mean=None, std=None, image_mode: str = "shift",
+            requant=None):
     """The comparison behind :meth:`qsim.Model.compare`; returns a :class:`CompareReport`."""
     from . import loader
     from .api import load
@@ -485,7 +486,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         raise QsimError(f"LiteRT cannot run the float model {fsrc}: {e}") from None
     qinfo = model.inputs[0]
     fin = gf.tensors[gf.inputs[0]]
-    pg = model.prepared(profile)
+    pg = model.prepared(profile, requant)
     producer = {o: op for op in gq.operators for o in op.outputs}
     rows = []
     for tq, tf in m.pairs.items():
@@ -551,7 +552,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         raise QsimError(f"the dataset {data} holds no samples to compare.")
     from .compare_report import CompareReport
     return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf,
-                         list(getattr(ds, "warnings", [])))
+                         list(getattr(ds, "warnings", [])), None if pg.requant is None else str(pg.requant))
 
 
 def write_csv(rows: list[dict], columns) -> str:

@@ -64,6 +64,7 @@ class CompareReport:
     gq: object
     gf: object
     warnings: list = field(default_factory=list)  # input-range guard (qsim.inputs.range_guard)
+    requant: str | None = None  # the int8 side's GEMM requant variant (compare(requant=...)), None = the profile's
 
     def __post_init__(self):
         rows = [r.figures() for r in self.raw_rows]
@@ -153,7 +154,8 @@ class CompareReport:
     def to_dict(self) -> dict:
         """JSON-ready report (what ``qsim compare --json`` prints)."""
         rows = [{k: _json_num(v) for k, v in r.items()} for r in self.rows]
-        return {"int8_model": self.int8_model, "float_model": self.float_model, "data": self.data,
+        return {"int8_model": self.int8_model, "float_model": self.float_model, "requant": self.requant,
+                "data": self.data,
                 "samples": self.n_samples, "matching": self.matching.as_dict(self.gq, self.gf),
                 "layers": rows, "model": {k: _json_num(v) for k, v in self.model.items()},
                 "suspects": self.suspects, "what_to_try": self.what_to_try, "warnings": list(self.warnings)}
@@ -221,7 +223,8 @@ class CompareReport:
         sus = self.suspects
         marked = set(sus["isolated_sqnr"][:1] + sus["clipping"][:1] + sus["few_levels"][:1])
         m = self.matching
-        lines = [f"int8: {self.int8_model}", f"float: {self.float_model}",
+        lines = [f"int8: {self.int8_model}" + (f" (requant variant {self.requant})" if self.requant else ""),
+                 f"float: {self.float_model}",
                  f"data: {self.data} ({self.n_samples} samples)",
                  f"matched {len(m.pairs)} tensors; unmatched int8: {len(m.unmatched_int8)}, "
                  f"unmatched float: {len(m.unmatched_float)}"]

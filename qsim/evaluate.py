@@ -60,14 +60,16 @@ class EvalResult:
     class_names: list[str] | None = None
     outputs: list[OutputStats] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    requant: "VariantDiff | None" = None  # a requant variant against the reference arithmetic (eval(requant=))
 
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else float("inf")
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "outputs"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("outputs", "requant")}
         d["samples_per_s"] = self.samples_per_s
+        d["requant"] = None if self.requant is None else self.requant.to_dict()
         d["outputs"] = [o.to_dict() for o in self.outputs]
         return d
 
@@ -78,6 +80,13 @@ class EvalResult:
         if self.top1 is not None:
             lines.append(f"top-1 accuracy: {100 * self.top1:.2f}% ({self.correct_top1}/{self.samples})")
             lines.append(f"top-{self.top_k} accuracy: {100 * self.top5:.2f}% ({self.correct_top5}/{self.samples})")
+        rq = self.requant
+        if rq is not None:
+            if self.top1 is not None and rq.reference_top1 is not None:
+                lines.append(f"reference ({rq.reference}): top-1 {100 * rq.reference_top1:.2f}%, "
+                             f"top-{self.top_k} {100 * rq.reference_top5:.2f}%; requant {rq.variant} changes top-1 "
+                             f"by {100 * (self.top1 - rq.reference_top1):+.2f} points")
+            lines.append(rq.render())
         for o in self.outputs:
             lines.append(f"output '{o.name}' {o.shape}: mean {o.mean:.6g}, std {o.std:.6g}, "
                          f"min {o.min:.6g}, max {o.max:.6g}")
@@ -93,10 +102,13 @@ class EvalResult:
 
 
 def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | None = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, reference: PreparedGraph | None = None) -> EvalResult:
     """Run ``data`` (up to ``limit`` samples, ``batch_size`` at a time) through ``prepared``.
 
-    ``progress``: a tqdm bar on stderr (shown only when stderr is a terminal)."""
+    ``progress``: a tqdm bar on stderr (shown only when stderr is a terminal).
+    ``reference``: the same graph under the reference arithmetic (``prepared`` being a requant
+    variant of it): run on the same batches, its accuracy and the outputs' differences go to
+    ``EvalResult.requant`` (:class:`VariantDiff`)."""
     g = prepared.graph
     n_total = sample_count(len(data), limit)
     if n_total == 0:
@@ -109,19 +121,25 @@ def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | N
     run_s = 0.0
     t0 = time.perf_counter()
     bar = _progress(n_total, progress)
+    diff = None if reference is None else VariantDiff(str(prepared.requant), reference_label(reference))
+    r1 = r5 = 0
     try:
         for xs, ys in data.batches(batch_size, limit):
             r0 = time.perf_counter()
             results = _run_chunk(prepared, xs)
             run_s += time.perf_counter() - r0
+            if diff is not None:
+                theirs = _run_chunk(reference, xs)
+                for a, b in zip(results, theirs):
+                    diff.add(a, b)
+                if labelled:
+                    h1, h5, _ = _hits(theirs[0], ys)
+                    r1, r5 = r1 + h1, r5 + h5
             for a, q in zip(acc, results):
                 a.add(q)
             if labelled:
-                scores = results[0].reshape(len(xs), -1)
-                k = min(TOP_K, scores.shape[1])
-                order = np.argsort(-scores.astype(np.int64), axis=1, kind="stable")[:, :k]
-                c1 += int(np.count_nonzero(order[:, 0] == ys))
-                c5 += int(np.count_nonzero((order == ys[:, None]).any(axis=1)))
+                h1, h5, k = _hits(results[0], ys)
+                c1, c5 = c1 + h1, c5 + h5
             n += len(xs)
             bar.update(len(xs))
     finally:
@@ -131,7 +149,57 @@ def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | N
                      class_names=data.class_names, outputs=[a.stats() for a in acc], notes=list(data.notes))
     if labelled:
         res.top1, res.top5, res.correct_top1, res.correct_top5 = c1 / n, c5 / n, c1, c5
+    if diff is not None:
+        if labelled:
+            diff.reference_top1, diff.reference_top5 = r1 / n, r5 / n
+        res.requant = diff
     return res
+
+
+def _hits(scores: np.ndarray, ys: np.ndarray) -> tuple[int, int, int]:
+    """(top-1 hits, top-k hits, k) of one batch of class scores (ties: the lower class index)."""
+    scores = scores.reshape(len(ys), -1)
+    k = min(TOP_K, scores.shape[1])
+    order = np.argsort(-scores.astype(np.int64), axis=1, kind="stable")[:, :k]
+    return (int(np.count_nonzero(order[:, 0] == ys)), int(np.count_nonzero((order == ys[:, None]).any(axis=1))), k)
+
+
+def reference_label(prepared: PreparedGraph) -> str:
+    """How the reference arithmetic is named in reports: the rounding profile's own."""
+    return f"{prepared.profile.name} profile ({prepared.profile.default_rounding} rounding)"
+
+
+@dataclass
+class VariantDiff:
+    """Outputs under a requant variant against the reference arithmetic's, on the same inputs.
+
+    ``max_abs_diff_lsb``: the largest |integer difference| (steps of the output's scale);
+    ``reference_top1``/``reference_top5``: the reference's accuracy (eval with labels), to set
+    next to the variant's own.
+    """
+
+    variant: str
+    reference: str
+    elements: int = 0
+    differ: int = 0
+    max_abs_diff_lsb: int = 0
+    reference_top1: float | None = None
+    reference_top5: float | None = None
+
+    def add(self, ours, theirs) -> None:
+        a = np.asarray(ours, np.int64)
+        d = np.abs(a - np.asarray(theirs, np.int64).reshape(a.shape))
+        self.elements += int(d.size)
+        self.differ += int(np.count_nonzero(d))
+        self.max_abs_diff_lsb = max(self.max_abs_diff_lsb, int(d.max()) if d.size else 0)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def render(self) -> str:
+        pct = 100.0 * self.differ / self.elements if self.elements else 0.0
+        return (f"requant {self.variant} vs {self.reference}: {self.differ} of {self.elements} output elements "
+                f"differ ({pct:.2f}%), max |diff| {self.max_abs_diff_lsb} LSB")
 
 
 def _run_chunk(prepared: PreparedGraph, xs: np.ndarray) -> list[np.ndarray]:

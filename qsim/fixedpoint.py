@@ -977,3 +977,106 @@ def quantize_multiplier_signed(real_multiplier: float, single_rounding: bool = F
     q, shift = math.frexp(m)
     q_fixed = round_half_away_int(q * (1 << 31))
     return _finish_multiplier(q_fixed, shift, single_rounding)
+
+
+# --------------------------------------------------------------------------- requant arithmetic variants
+# What-if arithmetic for the requant unit of a GEMM layer (CONV_2D, DEPTHWISE_CONV_2D,
+# FULLY_CONNECTED): the same (M0, shift) table TFLite's Prepare computes, applied by a cheaper
+# or different datapath.  x = int32-wrapped acc + bias; M = M0 * 2**(shift - 31) the real
+# multiplier of the table; every variant then adds the zero point and clamps like requantize().
+
+REQUANT_VARIANT_NAMES = ("double", "single", "float32", "shift-only", "shift=N", "mult-bits=N", "truncate")
+
+
+@dataclass(frozen=True)
+class RequantVariant:
+    """One requant arithmetic, parsed (:func:`parse_requant_variant`); ``str()`` gives it back.
+
+    * ``double``: TFLite Micro's MultiplyByQuantizedMultiplier (SRDHM, then RoundingDivideByPOT).
+    * ``single``: TFLITE_SINGLE_ROUNDING, ``(x*M0 + 2**(30-shift)) >> (31-shift)``.
+    * ``float32``: ``round_half_away(f32(f32(x) * f32(M)))``, M rounded to float32 once, the
+      product rounded to float32 (a float32 multiplier unit), ties away from zero.
+    * ``shift-only``: each channel's M replaced by the power of two nearest in log2, 2**k with
+      k = shift - 1 + [M0**2 >= 2**61] (the ``>> n`` a designer picks as n = round(-log2 M));
+      applied by the double arithmetic with M0 = 2**30, so an exact power-of-two M gives
+      ``double``'s bits.
+    * ``shift=N``: every channel's M replaced by 2**-N (one hand-picked ``>> N``), double arithmetic.
+    * ``mult-bits=N``: M0 rounded to N significant bits (half away; 2**31 renormalised to
+      2**30 with shift + 1), double arithmetic.  N = 31 is ``double``; N = 1 rounds M to the
+      linearly nearest power of two.
+    * ``truncate``: one floor, ``(x * M0) >> (31 - shift)`` (no rounding at all).
+    """
+
+    name: str  # "double" | "single" | "float32" | "shift-only" | "shift" | "mult-bits" | "truncate"
+    n: int = 0  # shift=N: the N; mult-bits=N: the N
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.n}" if self.name in ("shift", "mult-bits") else self.name
+
+    @property
+    def arithmetic(self) -> str:
+        """The datapath after the table transform: "double" | "single" | "float32" | "truncate"."""
+        return self.name if self.name in ("single", "float32", "truncate") else "double"
+
+    def table(self, m0, shift) -> tuple[np.ndarray, np.ndarray]:
+        """The (M0, shift) table this variant's hardware holds, from TFLite's table (int64 arrays)."""
+        m0, shift = _i64(m0).copy(), _i64(shift).copy()
+        if self.name == "shift-only":
+            up = m0 * m0 >= (1 << 61)  # M0 >= 2**30.5: 2**shift is nearer in log2 than 2**(shift-1)
+            return np.where(m0 > 0, 1 << 30, 0), np.where(m0 > 0, shift + up, 0)
+        if self.name == "shift":
+            return np.where(m0 > 0, 1 << 30, 0), np.where(m0 > 0, 1 - self.n, 0)
+        if self.name == "mult-bits":
+            drop = 31 - self.n
+            if drop > 0:
+                half = 1 << (drop - 1)
+                m0 = ((m0 + half) >> drop) << drop  # M0 >= 0: floor(m0 + half) = half away from zero
+                carry = m0 == (1 << 31)
+                m0, shift = np.where(carry, 1 << 30, m0), shift + carry
+        return m0, shift
+
+
+def parse_requant_variant(text) -> RequantVariant:
+    """``"double"``, ``"single"``, ``"float32"``, ``"shift-only"``, ``"shift=8"``,
+    ``"mult-bits=16"``, ``"truncate"`` (or a RequantVariant) -> RequantVariant; QsimError otherwise."""
+    if isinstance(text, RequantVariant):
+        return text
+    s = str(text).strip().lower()
+    if s in ("double", "single", "float32", "shift-only", "truncate"):
+        return RequantVariant(s)
+    name, sep, num = s.partition("=")
+    lim = {"shift": (0, 32), "mult-bits": (1, 31)}  # shift=N: 1 - N within SHIFT_RANGE["double"]
+    if sep and name in lim:
+        try:
+            n = int(num)
+        except ValueError:
+            n = None
+        lo, hi = lim[name]
+        if n is not None and lo <= n <= hi:
+            return RequantVariant(name, n)
+        raise QsimError(f"requant variant {text!r}: N must be an integer in [{lo}, {hi}].")
+    raise QsimError(f"unknown requant variant {text!r}; choose one of: {', '.join(REQUANT_VARIANT_NAMES)} "
+                    "(e.g. mult-bits=16, shift=8).")
+
+
+def requantize_variant(acc, bias, m0, shift, output_zero_point, act_min, act_max, variant) -> np.ndarray:
+    """:func:`requantize` with the requant arithmetic of ``variant`` (a RequantVariant or its text).
+
+    ``clamp(R(wrap_int32(acc + bias)) + zp, act_min, act_max)`` with R the variant's rescale of
+    its (M0, shift) table (:meth:`RequantVariant.table`); int64 results, rescaled values
+    outside int32 saturate to int32 before the zero point is added.
+    """
+    v = parse_requant_variant(variant)
+    m0, shift = v.table(m0, shift)
+    if v.arithmetic in ROUNDING_MODES:
+        check_shift_range(shift, v.arithmetic, f"requantization shift of variant {v}")
+        return requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, v.arithmetic)
+    x = wrap_int32(_i64(acc) + _i64(bias))
+    if v.arithmetic == "truncate":
+        check_shift_range(shift, "double", f"requantization shift of variant {v}")
+        y = (x * m0) >> (31 - shift)  # |x * M0| < 2**62: exact; >> is floor
+    else:  # float32
+        mf = (m0.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)).astype(np.float32)
+        y = round_half_away((x.astype(np.float32) * mf).astype(np.float32))
+        y = np.clip(y, INT32_MIN, INT32_MAX).astype(np.int64)
+    return saturate(np.clip(y, INT32_MIN, INT32_MAX) + _i64(output_zero_point), act_min, act_max)

@@ -6,14 +6,15 @@ is collected and reported in one error) and calls each kernel's prepare;
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from . import ir
+from . import fixedpoint as fp, ir
 from .errors import QsimError, UnsupportedModelError
-from .kernels import REGISTRY, Kernel
+from .kernels import REGISTRY, Kernel, RequantParams, with_requant_variant
 from .profiles import Profile, get_profile
 from .validate import op_label, raise_if_invalid, tensor_label
 
@@ -58,6 +59,7 @@ class PreparedGraph:
     graph: ir.Graph
     profile: Profile
     ops: list[PreparedOp]
+    requant: Any = None  # fp.RequantVariant of the GEMM ops' requant stage; None = the profile's own
     _plan: list | None = field(default=None, init=False, repr=False)
     _batch_plan: list | None = field(default=None, init=False, repr=False)
 
@@ -298,10 +300,16 @@ def check_quantized(g: ir.Graph) -> None:
             "target_spec.supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]) and load the int8 file.")
 
 
-def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm") -> PreparedGraph:
+def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) -> PreparedGraph:
     """Validate (:func:`qsim.validate.raise_if_invalid`: graphs built in memory skip the loader),
-    refuse float models and unsupported ops (all listed), then prepare every op."""
+    refuse float models and unsupported ops (all listed), then prepare every op.
+
+    ``requant``: a requant arithmetic variant (:func:`qsim.fixedpoint.parse_requant_variant`:
+    "double", "single", "float32", "shift-only", "shift=N", "mult-bits=N", "truncate") for the
+    requant stage of every GEMM op (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED); the other ops
+    keep the profile's arithmetic.  None: the profile's own."""
     prof = get_profile(profile)
+    variant = None if requant is None else fp.parse_requant_variant(requant)
     raise_if_invalid(g)
     check_quantized(g)
     problems = unsupported_ops(g)
@@ -310,14 +318,22 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm") -> PreparedGraph
         for op in g.operators:
             k = REGISTRY[op.opcode]
             try:
-                prepared.append(PreparedOp(op, k, k.prepare(op, g, prof)))
+                params = k.prepare(op, g, prof)
             except QsimError as e:
                 problems.append(f"{op_label(g, op)}: {e}")
+                continue
+            rq = getattr(params, "requant", None)
+            if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
+                try:
+                    params = dataclasses.replace(params, requant=with_requant_variant(rq, variant))
+                except QsimError as e:
+                    raise QsimError(f"{op_label(g, op)}: {e}") from None
+            prepared.append(PreparedOp(op, k, params))
     if problems:
         raise UnsupportedModelError(
             f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
             + "\n  - ".join(problems))
-    return PreparedGraph(g, prof, prepared)
+    return PreparedGraph(g, prof, prepared, variant)
 
 
 def conform_shape(a: np.ndarray, t: ir.Tensor) -> np.ndarray:

@@ -491,7 +491,8 @@ def test_profiled_layers_match_the_plain_definition(name, ref):
     x = random_inputs(g, 1, seed=5)[0]
     prepared = prepare_graph(g, ref)
     for hw in [dict(), dict(acc_bits=16), dict(acc_bits=18, acc_overflow="saturate")]:
-        cfg = config.load_hw("edge16").with_overrides(rounding_profile=ref, **hw)
+        # _plain_requant_unit states the preloaded-bias register (the presets add it in the requant unit)
+        cfg = config.load_hw("edge16").with_overrides(rounding_profile=ref, acc_bias="accumulator", **hw)
         res = profile_graph(g, cfg, x)
         layers = {L.map.index: L for L in res.layers}
         checked = 0

@@ -20,7 +20,8 @@ FIELD_FLAGS = {
     "ifmap_sram_kib": "ifmap_sram_kib", "weight_sram_kib": "weight_sram_kib",
     "output_sram_kib": "output_sram_kib", "dram_bytes_per_cycle": "dram_bytes_per_cycle",
     "dram_latency": "dram_latency_cycles", "requant_lanes": "requant_lanes", "requant_depth": "requant_depth",
-    "rounding_profile": "rounding_profile", "acc_bits": "acc_bits", "acc_overflow": "acc_overflow",
+    "rounding_profile": "rounding_profile", "requant": "requant_variant", "acc_bits": "acc_bits",
+    "acc_overflow": "acc_overflow", "acc_bias": "acc_bias", "acc_check": "acc_check",
     "vector_lanes": "vector_lanes", "setup_cycles": "layer_setup_cycles",
 }
 
@@ -45,8 +46,15 @@ def register(subparsers) -> None:
     s.add_argument("--requant-lanes", type=int)
     s.add_argument("--requant-depth", type=int, metavar="CYCLES", help="default: the RTL's pipeline depth")
     s.add_argument("--rounding-profile", choices=sorted(PROFILES), help="tflm (double), single, litert (per op)")
-    s.add_argument("--acc-bits", type=int)
-    s.add_argument("--acc-overflow", choices=config.OVERFLOW_MODES)
+    s.add_argument("--requant", metavar="VARIANT",
+                   help="GEMM requant arithmetic (preset requant.variant): profile (default), double, single, "
+                        "float32, shift-only, shift=N, mult-bits=N, truncate")
+    s.add_argument("--acc-bits", type=int, help="accumulator register width (accumulator.bits)")
+    s.add_argument("--acc-overflow", choices=config.OVERFLOW_MODES, help="accumulator.overflow")
+    s.add_argument("--acc-bias", choices=config.BIAS_PLACES,
+                   help="where the bias is added: preloaded in the accumulator, or in the requant unit")
+    s.add_argument("--acc-check", choices=config.CHECK_POINTS,
+                   help="where the accumulator width applies: the final sum, or every K fold")
     s.add_argument("--vector-lanes", type=int)
     s.add_argument("--setup-cycles", type=int, help="fixed per-layer setup cost")
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -78,10 +86,8 @@ def overrides_from_args(args) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise QsimError(f"--set expects FIELD=VALUE, got {item!r}.")
-        key = key.strip().replace("-", "_")
-        if key not in config.HwConfig.__dataclass_fields__:
-            known = ", ".join(sorted(config.HwConfig.__dataclass_fields__))
-            raise QsimError(f"unknown hardware field(s) {key}; known fields: {known}.")
+        key = key.strip()
+        key = config.field_for_path(key if "." in key else key.replace("-", "_"))  # a field or a preset path
         changes[key] = value.strip()
     return changes
 

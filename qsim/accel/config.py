@@ -9,9 +9,16 @@ Presets live in ``qsim/presets/<name>.toml`` with sections::
     [array]    rows, cols, dataflow ("ws" | "os"), clock_mhz
     [sram]     ifmap_kib, weight_kib, output_kib          (each double buffered)
     [dram]     bytes_per_cycle, latency_cycles
-    [requant]  lanes, depth (omit: the RTL's pipeline depth), profile, acc_bits, overflow
+    [requant]  lanes, depth (omit: the RTL's pipeline depth), profile, variant
+    [accumulator] bits, overflow ("wrap" | "saturate"), bias ("accumulator" | "requant"),
+               check ("end" | "fold")
+    [energy]   mac_pj, sram_byte_pj, dram_byte_pj, requant_pj   (picojoules per access)
     [vector]   lanes
     [layer]    setup_cycles
+
+``TOML_KEYS`` maps each dotted preset path (``requant.variant``, ``accumulator.bits``...) to its
+HwConfig field (:func:`field_for_path`, :data:`FIELD_PATHS` the other way); the older keys
+``requant.acc_bits`` / ``requant.overflow`` are still read (``LEGACY_TOML_KEYS``).
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from importlib.resources import files
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .. import fixedpoint as fp
 from ..errors import QsimError
 from ..profiles import PROFILES
 
@@ -32,6 +40,9 @@ PRESET_DIR = Path(str(files("qsim") / "presets"))  # package data: qsim/presets/
 DEFAULT_PRESET = "edge16"
 DATAFLOWS = ("ws", "os")
 OVERFLOW_MODES = ("wrap", "saturate")
+BIAS_PLACES = ("accumulator", "requant")  # where the bias is added: preloaded into the accumulator, or in the requant unit
+CHECK_POINTS = ("end", "fold")  # where the accumulator register's width applies: final sum only, or every K fold
+PROFILE_VARIANT = "profile"  # requant_variant: the rounding profile's own arithmetic per op
 
 # TOML section.key -> HwConfig field
 TOML_KEYS = {
@@ -41,11 +52,28 @@ TOML_KEYS = {
     ("sram", "output_kib"): "output_sram_kib",
     ("dram", "bytes_per_cycle"): "dram_bytes_per_cycle", ("dram", "latency_cycles"): "dram_latency_cycles",
     ("requant", "lanes"): "requant_lanes", ("requant", "depth"): "requant_depth",
-    ("requant", "profile"): "rounding_profile", ("requant", "acc_bits"): "acc_bits",
-    ("requant", "overflow"): "acc_overflow",
+    ("requant", "profile"): "rounding_profile", ("requant", "variant"): "requant_variant",
+    ("accumulator", "bits"): "acc_bits", ("accumulator", "overflow"): "acc_overflow",
+    ("accumulator", "bias"): "acc_bias", ("accumulator", "check"): "acc_check",
+    ("energy", "mac_pj"): "energy_mac_pj", ("energy", "sram_byte_pj"): "energy_sram_byte_pj",
+    ("energy", "dram_byte_pj"): "energy_dram_byte_pj", ("energy", "requant_pj"): "energy_requant_pj",
     ("vector", "lanes"): "vector_lanes",
     ("layer", "setup_cycles"): "layer_setup_cycles",
 }
+LEGACY_TOML_KEYS = {("requant", "acc_bits"): "acc_bits", ("requant", "overflow"): "acc_overflow"}
+FIELD_PATHS = {f: f"{s}.{k}" for (s, k), f in TOML_KEYS.items()}  # HwConfig field -> dotted preset path
+
+
+def field_for_path(path: str) -> str:
+    """A dotted preset path (``"requant.variant"``) or a HwConfig field name -> the field name;
+    QsimError naming it when it is neither."""
+    if path in _FIELD_TYPES:
+        return path
+    section, _, key = str(path).partition(".")
+    f = TOML_KEYS.get((section, key)) or LEGACY_TOML_KEYS.get((section, key))
+    if f is None:
+        raise QsimError(f"unknown hardware field {path!r}; known preset paths: {', '.join(FIELD_PATHS.values())}.")
+    return f
 
 
 @dataclass(frozen=True)
@@ -66,10 +94,23 @@ class HwConfig:
     requant_lanes: int = 16
     requant_depth: int | None = None
     rounding_profile: str = "tflm"  # qsim.profiles name: tflm (double), single, litert (per op)
+    requant_variant: str = PROFILE_VARIANT  # GEMM requant arithmetic (fixedpoint.parse_requant_variant) or "profile"
     acc_bits: int = 32
     acc_overflow: str = "wrap"  # what the accumulator does past acc_bits: "wrap" | "saturate"
+    acc_bias: str = "requant"  # where the bias is added: "accumulator" (preloaded) | "requant" (the requant unit, 32 bits)
+    acc_check: str = "end"  # where acc_bits applies: "end" (final sum) | "fold" (after every K fold, weight-stationary)
+    # Energy per access in picojoules (defaults: Horowitz, ISSCC 2014, 45 nm; see qsim/presets/edge16.toml)
+    energy_mac_pj: float = 0.3  # one 8-bit multiply + 32-bit accumulate
+    energy_sram_byte_pj: float = 3.4  # one byte read or written in an on-chip SRAM buffer
+    energy_dram_byte_pj: float = 162.5  # one byte read or written in DRAM
+    energy_requant_pj: float = 3.3  # one output through the requant unit (or one vector-unit output)
     vector_lanes: int = 16
     layer_setup_cycles: int = 64
+
+    @property
+    def variant(self):
+        """The GEMM requant variant (fixedpoint.RequantVariant), None = the rounding profile's own."""
+        return None if self.requant_variant == PROFILE_VARIANT else fp.parse_requant_variant(self.requant_variant)
 
     @property
     def macs_per_cycle(self) -> int:
@@ -90,13 +131,17 @@ class HwConfig:
         return _RTL_DEPTH[rounding]
 
     def with_overrides(self, **changes) -> "HwConfig":
-        """A copy with fields replaced (None values ignored), validated."""
+        """A copy with fields replaced (None values ignored), validated.  Keys are field names or
+        dotted preset paths (``**{"requant.variant": "shift-only"}``)."""
         known = {f.name for f in fields(self)}
+        changes = {field_for_path(k) if "." in k else k: v for k, v in changes.items()}
         bad = sorted(k for k in changes if k not in known)
         if bad:
             raise QsimError(f"unknown hardware field(s) {', '.join(bad)}; known fields: {', '.join(sorted(known))}.")
         cfg = dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items() if v is not None})
         validate(cfg)
+        if cfg.variant is not None and cfg.requant_variant != str(cfg.variant):  # canonical text ("Shift=8" -> "shift=8")
+            cfg = dataclasses.replace(cfg, requant_variant=str(cfg.variant))
         return cfg
 
     def as_dict(self) -> dict:
@@ -127,7 +172,8 @@ def _coerce(name: str, value):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise QsimError(f"hardware field '{name}' must be a number ({t}), got {value!r}.") from None
+        where = f" ({FIELD_PATHS[name]})" if name in FIELD_PATHS else ""
+        raise QsimError(f"hardware field '{name}'{where} must be a number ({t}), got {value!r}.") from None
 
 
 def validate(cfg: HwConfig) -> None:
@@ -153,9 +199,21 @@ def validate(cfg: HwConfig) -> None:
     if cfg.rounding_profile not in PROFILES:
         p.append(f"rounding profile must be one of {', '.join(PROFILES)}, got {cfg.rounding_profile!r}")
     if not 8 <= cfg.acc_bits <= 32:
-        p.append(f"acc_bits must be between 8 and 32, got {cfg.acc_bits}")
+        p.append(f"acc_bits (accumulator.bits) must be between 8 and 32, got {cfg.acc_bits}")
     if cfg.acc_overflow not in OVERFLOW_MODES:
-        p.append(f"acc_overflow must be 'wrap' or 'saturate', got {cfg.acc_overflow!r}")
+        p.append(f"acc_overflow (accumulator.overflow) must be 'wrap' or 'saturate', got {cfg.acc_overflow!r}")
+    if cfg.acc_bias not in BIAS_PLACES:
+        p.append(f"acc_bias (accumulator.bias) must be 'accumulator' or 'requant', got {cfg.acc_bias!r}")
+    if cfg.acc_check not in CHECK_POINTS:
+        p.append(f"acc_check (accumulator.check) must be 'end' or 'fold', got {cfg.acc_check!r}")
+    if cfg.requant_variant != PROFILE_VARIANT:
+        try:
+            fp.parse_requant_variant(cfg.requant_variant)
+        except QsimError as e:
+            p.append(f"requant_variant (requant.variant): {str(e).rstrip('.')}, or 'profile'")
+    for f in ("energy_mac_pj", "energy_sram_byte_pj", "energy_dram_byte_pj", "energy_requant_pj"):
+        if not getattr(cfg, f) >= 0:
+            p.append(f"{f} ({FIELD_PATHS[f]}) must be >= 0 picojoules, got {getattr(cfg, f)}")
     if cfg.vector_lanes < 1:
         p.append(f"vector_lanes must be >= 1, got {cfg.vector_lanes}")
     if cfg.layer_setup_cycles < 0:
@@ -196,7 +254,7 @@ def from_toml_dict(data: dict, default_name: str = "custom") -> HwConfig:
             unknown.append(section)
             continue
         for key, value in body.items():
-            field = TOML_KEYS.get((section, key))
+            field = TOML_KEYS.get((section, key)) or LEGACY_TOML_KEYS.get((section, key))
             if field is None:
                 unknown.append(f"{section}.{key}")
             else:

@@ -19,7 +19,7 @@ import numpy as np
 from .. import ir
 from ..errors import UnsupportedModelError
 from ..interpreter import PreparedGraph, check_quantized, prepare_graph, unsupported_ops
-from . import datapath, mapping, timing
+from . import datapath, energy, mapping, timing
 from .config import HwConfig
 
 
@@ -29,6 +29,7 @@ class LayerReport:
     timing: timing.LayerTiming
     values: datapath.LayerValues | None = None
     start_cycle: int = 0
+    energy: energy.LayerEnergy | None = None
 
     def as_dict(self) -> dict:
         m, t = self.map, self.timing
@@ -41,10 +42,16 @@ class LayerReport:
              "stall_cycles": t.stall_cycles, "utilization_pct": round(100 * t.utilization, 3),
              "dram_read_bytes": t.dram_read_bytes, "dram_write_bytes": t.dram_write_bytes,
              "bound": t.bound, "tiles": t.tiles, "tile_rows": t.tile_rows, "tile_channels": t.tile_channels}
+        e = self.energy
+        if e is not None:
+            d.update(energy_pj=e.total_pj, energy_mac_pj=e.mac_pj, energy_sram_pj=e.sram_pj,
+                     energy_dram_pj=e.dram_pj, energy_requant_pj=e.requant_pj, sram_bytes=e.sram_bytes)
         v = self.values
         if v is not None:
-            d.update(acc_min=v.acc_min, acc_max=v.acc_max, acc_bits_used=v.acc_bits_used,
-                     acc_overflows=v.overflow_count, output_saturations=v.saturation_count)
+            d.update(acc_min=v.acc_min, acc_max=v.acc_max, acc_nobias_min=v.acc_nobias_min,
+                     acc_nobias_max=v.acc_nobias_max, acc_bits_used=v.acc_bits_used,
+                     acc_overflows=v.overflow_count, output_saturations=v.int8_saturations,
+                     activation_clamps=v.activation_clamps, outputs_changed=v.outputs_changed)
         return d
 
 
@@ -79,7 +86,7 @@ def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True) -> list[LayerRep
         key = tuple(getattr(lm, f) for f in _GEOMETRY)
         lt = known.get(key)
         lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
-        reports.append(LayerReport(lm, lt, start_cycle=clock))
+        reports.append(LayerReport(lm, lt, start_cycle=clock, energy=energy.layer_energy(lm, lt, cfg)))
         clock += lt.cycles
     return reports
 
@@ -95,7 +102,15 @@ def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
             "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
             "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
             "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
-            "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr}
+            "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr, **energy_totals(layers)}
+
+
+def energy_totals(layers: list[LayerReport]) -> dict:
+    """Energy per inference in picojoules, in total and by component (:mod:`qsim.accel.energy`)."""
+    es = [L.energy for L in layers if L.energy is not None]
+    return {"energy_pj": sum(e.total_pj for e in es), "energy_mac_pj": sum(e.mac_pj for e in es),
+            "energy_sram_pj": sum(e.sram_pj for e in es), "energy_dram_pj": sum(e.dram_pj for e in es),
+            "energy_requant_pj": sum(e.requant_pj for e in es), "sram_bytes": sum(e.sram_bytes for e in es)}
 
 
 def value_totals(vals: list[datapath.LayerValues]) -> dict:
@@ -103,8 +118,13 @@ def value_totals(vals: list[datapath.LayerValues]) -> dict:
     if not vals:
         return {}
     return {"acc_overflows": sum(v.overflow_count for v in vals),
-            "output_saturations": sum(v.saturation_count for v in vals),
-            "acc_bits_used": max(v.acc_bits_used for v in vals)}
+            "output_saturations": sum(v.int8_saturations for v in vals),
+            "activation_clamps": sum(v.activation_clamps for v in vals),
+            "layer_outputs_changed": sum(v.outputs_changed for v in vals),
+            "acc_bits_used": max(v.acc_bits_used for v in vals),
+            "acc_min": min(v.acc_min for v in vals), "acc_max": max(v.acc_max for v in vals),
+            "acc_nobias_min": min(v.acc_nobias_min for v in vals),
+            "acc_nobias_max": max(v.acc_nobias_max for v in vals)}
 
 
 def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
@@ -137,34 +157,61 @@ class PreparedProfile:
     cfg: HwConfig
     timed: list[LayerReport]  # mapping + timing, no values
     base_totals: dict  # timing_totals() of the layers
-    prepared: PreparedGraph | None = None  # kernels prepared with cfg.rounding_profile (built on first use)
+    prepared: PreparedGraph | None = None  # kernels prepared with cfg.rounding_profile and cfg.variant (first use)
+    reference: PreparedGraph | None = None  # the same without the requant variant (the exact result)
+    sides: dict | None = None  # datapath.gemm_sides of the GEMM ops (first use)
 
     def run(self, inputs=None) -> ProfileResult:
         """The profile; with ``inputs`` (as PreparedGraph.run takes them) also the values and their statistics."""
         g, cfg = self.graph, self.cfg
         if inputs is None:
-            layers = [LayerReport(L.map, L.timing, None, L.start_cycle) for L in self.timed]
+            layers = [LayerReport(L.map, L.timing, None, L.start_cycle, L.energy) for L in self.timed]
             return ProfileResult(cfg, layers, None, g.source, dict(self.base_totals))
         if self.prepared is None:
-            self.prepared = prepare_graph(g, cfg.rounding_profile)
-        values, stats = datapath.run_values(self.prepared, inputs, cfg.acc_bits, cfg.acc_overflow)
-        layers = [LayerReport(L.map, L.timing, stats.get(L.map.index), L.start_cycle) for L in self.timed]
+            self.prepared = prepare_graph(g, cfg.rounding_profile, cfg.variant)
+        if cfg.variant is not None and self.reference is None:
+            self.reference = prepare_graph(g, cfg.rounding_profile)
+        if self.sides is None:
+            self.sides = datapath.gemm_sides(self.prepared)
+        values, stats = datapath.run_values(self.prepared, inputs, unit=accumulator(cfg), reference=self.reference,
+                                            sides=self.sides)
+        layers = [LayerReport(L.map, L.timing, stats.get(L.map.index), L.start_cycle, L.energy) for L in self.timed]
         out = dict(self.base_totals)
         out.update(value_totals([v for v in (L.values for L in layers) if v is not None]))
+        out.update(self._outputs_changed(inputs, values, out))
         return ProfileResult(cfg, layers, values, g.source, out)
+
+    def _outputs_changed(self, inputs, values, tot) -> dict:
+        """Graph output elements that differ from the exact run (the profile's own arithmetic,
+        int32 accumulators): run only when a variant or an overflow could have changed them."""
+        g = self.graph
+        n = sum(int(np.asarray(values[t]).size) for t in g.outputs)
+        if self.reference is None and not tot.get("acc_overflows"):
+            return {"outputs_changed": 0, "output_elements": n}
+        exact = (self.reference or self.prepared).run(inputs, keep_all=False)
+        changed = sum(int(np.count_nonzero(np.asarray(values[t]).reshape(-1) != np.asarray(exact[t]).reshape(-1)))
+                      for t in g.outputs)
+        return {"outputs_changed": changed, "output_elements": n}
+
+
+def accumulator(cfg: HwConfig) -> datapath.Accumulator:
+    """The machine's accumulator register (:class:`qsim.accel.datapath.Accumulator`); K folds of
+    ``rows`` reduction elements on a weight-stationary array, none on an output-stationary one."""
+    return datapath.Accumulator(cfg.acc_bits, cfg.acc_overflow, cfg.acc_bias, cfg.acc_check,
+                                cfg.rows if cfg.dataflow == "ws" else None)
 
 
 def prepare_profile(g: ir.Graph, cfg: HwConfig, prepared: PreparedGraph | None = None,
                     events: bool = True) -> PreparedProfile:
     """Validate, map and time ``g`` on ``cfg`` once; :meth:`PreparedProfile.run` then adds values.
 
-    ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile``
-    (else the kernels are prepared again, with that profile, on the first run with inputs).
+    ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile`` and
+    its requant variant ``cfg.variant`` (else the kernels are prepared again on the first run with inputs).
     ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
     """
     check_profilable(g)
     layers = time_graph(g, cfg, events)
-    if prepared is not None and prepared.profile.name != cfg.rounding_profile:
+    if prepared is not None and (prepared.profile.name != cfg.rounding_profile or prepared.requant != cfg.variant):
         prepared = None
     return PreparedProfile(g, cfg, layers, timing_totals(layers, cfg), prepared)
 

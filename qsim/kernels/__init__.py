@@ -46,6 +46,7 @@ class RequantParams:
     act_max: int
     rounding: str  # "double" | "single"
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
+    variant: Any = None  # fp.RequantVariant whose arithmetic is neither double nor single (with_requant_variant)
     _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
@@ -59,6 +60,9 @@ class RequantParams:
         bias = self.bias if bias is None else bias
         lo = self.act_min if act_min is None else act_min
         hi = self.act_max if act_max is None else act_max
+        if self.variant is not None:
+            return fp.requantize_variant(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi,
+                                         self.variant)
         if self.rounding == "double":
             return fp.requantize_double_fast(acc, bias, self.multiplier, self.shift, self.output_zero_point, lo, hi,
                                              self.acc_bound if acc_bound is None else acc_bound)
@@ -81,6 +85,22 @@ class RequantParams:
         if self._plan is not False:
             return self._plan.apply(acc, dtype)
         return self.requantize(acc).astype(dtype)
+
+
+def with_requant_variant(rq: RequantParams, variant) -> RequantParams:
+    """``rq``'s layer with the requant arithmetic ``variant`` (:class:`qsim.fixedpoint.RequantVariant`
+    or its text) instead of the profile's: a plain RequantParams holding the variant's (M0, shift)
+    table (:meth:`~qsim.fixedpoint.RequantVariant.table`).  Variants whose arithmetic is double or
+    single rounding keep the ordinary paths (double: the fast plan); the others run
+    :func:`qsim.fixedpoint.requantize_variant`.  A shift outside that arithmetic's range is a QsimError.
+    """
+    v = fp.parse_requant_variant(variant)
+    m0, shift = v.table(rq.multiplier, rq.shift)
+    arith = v.arithmetic
+    fp.check_shift_range(shift, arith if arith in fp.ROUNDING_MODES else "double", f"requant variant {v}: shift")
+    return RequantParams(bias=rq.bias, multiplier=m0, shift=shift, output_zero_point=rq.output_zero_point,
+                         act_min=rq.act_min, act_max=rq.act_max, rounding=arith, acc_bound=rq.acc_bound,
+                         variant=None if arith in fp.ROUNDING_MODES else v)
 
 
 @dataclass
