@@ -202,11 +202,15 @@ class TensorStats:
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
-            probs: bool) -> None:
-        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...]."""
+            probs: bool, full: bool = True) -> None:
+        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...].  ``full=False`` keeps
+        only the sums behind SQNR and RMSE (``n``, ``s_*``): what the isolated view reports."""
         q = np.asarray(q)
-        x = np.asarray(x, np.float64)
-        d = scale * (q.astype(np.float64) - zp)
+        x32 = np.asarray(x)
+        x = np.asarray(x32, np.float64)  # no copy when the caller passes float64 (shared by both views)
+        d = q.astype(np.float64)
+        d -= zp
+        d *= scale  # scale * (q - zp), in float64
         diff = d - x
         nb = q.shape[0]
         self.n_samples += nb
@@ -217,17 +221,22 @@ class TensorStats:
         self.s_x2 += float(fx @ fx)
         self.s_d2 += float(fdd @ fdd)
         self.s_xd += float(fx @ fdd)
+        if not full:
+            return
         if x.size:
-            self.x_min, self.x_max = min(self.x_min, float(x.min())), max(self.x_max, float(x.max()))
+            self.x_min, self.x_max = min(self.x_min, float(x32.min())), max(self.x_max, float(x32.max()))
         lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-        self.clipped += int(((x < lo) | (x > hi)).sum())
-        self.at_qmin += int((q == qmin).sum())
-        self.at_qmax += int((q == qmax).sum())
+        if x.size and (float(x32.min()) < lo or float(x32.max()) > hi):  # else nothing is clipped
+            self.clipped += int(((x < lo) | (x > hi)).sum())
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
         nl = qmax - qmin + 1
-        flat = q.reshape(nb, -1).astype(np.int64) - qmin + nl * np.arange(nb)[:, None]
-        used = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl) > 0
+        flat = q.reshape(nb, -1).astype(np.intp)
+        flat += (nl * np.arange(nb, dtype=np.intp) - qmin)[:, None]
+        counts = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl)  # per sample, per int8 value
+        self.at_qmin += int(counts[:, 0].sum())
+        self.at_qmax += int(counts[:, -1].sum())
+        used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
         e = diff.reshape(nb, -1)
@@ -345,8 +354,8 @@ def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
     if not w.is_const or w.quant is None or w.data is None or not np.issubdtype(w.dtype, np.integer):
         return {}
     axis = int(w.quant.axis) if w.quant.per_channel else (3 if op.opcode == "DEPTHWISE_CONV_2D" else 0)
-    per = np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1)
-    lv = np.array([len(np.unique(c)) for c in per])
+    per = np.sort(np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1), axis=1)
+    lv = 1 + (np.diff(per, axis=1) != 0).sum(1)  # distinct values per channel
     sc = np.asarray(w.quant.scale, np.float64)
     return {"w_per_channel": bool(w.quant.per_channel), "w_levels_min": int(lv.min()),
             "w_levels_median": float(np.median(lv)), "w_channels_few": int((lv < LEVEL_FEW).sum()),
@@ -365,6 +374,7 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
     from .interpreter import _per_sample, batch_shape
     g = pg.graph
     out: dict[int, np.ndarray] = {}
+    quantized: dict[int, np.ndarray] = {}  # each float tensor quantized once (an ADD's residual input is read twice)
     for s in pg._batch_steps():
         if s.mode == "once":
             continue
@@ -375,7 +385,9 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
             elif g.tensors[i].quant is None or not np.issubdtype(g.tensors[i].dtype, np.integer):
                 ins.append(vals[i])
             elif i in fq:
-                ins.append(model.tensors[i].quantize(fq[i]))
+                if i not in quantized:
+                    quantized[i] = model.tensors[i].quantize(fq[i])
+                ins.append(quantized[i])
             else:
                 break
         else:
@@ -526,10 +538,11 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
-            r.st.add(vals[r.tensor_idx], fq[r.tensor_idx], *args)
+            x64 = fq[r.tensor_idx].astype(np.float64)
+            r.st.add(vals[r.tensor_idx], x64, *args)
             if r.tensor_idx in iso:
                 r.iso = r.iso or TensorStats()
-                r.iso.add(iso[r.tensor_idx], fq[r.tensor_idx], *args)
+                r.iso.add(iso[r.tensor_idx], x64, *args, full=False)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = np.stack(fv[out_f]).reshape(nb, -1)
