@@ -200,6 +200,10 @@ class TensorStats:
     # each value drawn gets a uniform random key, the SAMPLE_MAX smallest keys are kept
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger) and the
+    # number of distinct int8 values on it: the report's one-sample histogram
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    first_levels: int = 0
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True) -> None:
@@ -213,6 +217,7 @@ class TensorStats:
         d *= scale  # scale * (q - zp), in float64
         diff = d - x
         nb = q.shape[0]
+        is_first = self.n_samples == 0
         self.n_samples += nb
         self.n += diff.size
         fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
@@ -239,6 +244,11 @@ class TensorStats:
         used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
+        if is_first and nb:
+            v = x32[0].ravel().astype(np.float32)
+            if v.size > SAMPLE_MAX:
+                v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
+            self.first, self.first_levels = v, int(used[0].sum())
         e = diff.reshape(nb, -1)
         if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
             self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
@@ -274,6 +284,7 @@ class TensorStats:
         r.qd = self.qd + o.qd
         r.sample, r.sample_keys = self.sample, self.sample_keys
         r._keep(o.sample, o.sample_keys)
+        r.first, r.first_levels = (self.first, self.first_levels) if self.n_samples else (o.first, o.first_levels)
         return r
 
 
