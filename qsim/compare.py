@@ -356,8 +356,9 @@ WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV
 
 
 def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
-    """Per output channel of an op's int8 weights: distinct values used (min / median over channels,
-    channels with fewer than LEVEL_FEW) and the spread of the per-channel scales (max / min);
+    """Per output channel of an op's int8 weights: distinct values used (min / median over channels;
+    ``w_channels_few``: channels of at least 4·LEVEL_FEW weights that use fewer than LEVEL_FEW values —
+    a 3x3x1 kernel cannot use more than 9) and the spread of the per-channel scales (max / min);
     empty for ops without constant integer weights."""
     if op is None or op.opcode not in WEIGHT_OPS:
         return {}
@@ -369,7 +370,8 @@ def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
     lv = 1 + (np.diff(per, axis=1) != 0).sum(1)  # distinct values per channel
     sc = np.asarray(w.quant.scale, np.float64)
     return {"w_per_channel": bool(w.quant.per_channel), "w_levels_min": int(lv.min()),
-            "w_levels_median": float(np.median(lv)), "w_channels_few": int((lv < LEVEL_FEW).sum()),
+            "w_levels_median": float(np.median(lv)),
+            "w_channels_few": int((lv < LEVEL_FEW).sum()) if per.shape[1] >= 4 * LEVEL_FEW else 0,
             "w_channels": int(lv.size),
             "w_scale_spread": float(sc.max() / sc.min()) if sc.min() > 0 else None}
 
