@@ -8,11 +8,9 @@ q - zp in {0, ..., 5}: at most 6 levels per sample and over the dataset."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from test_example_fixed_ranges import run_example
+
 README_LINES = (
     "clean: top-1 int8 99.17% (float 99.17%), output SQNR 40.9 dB",
     "conv2 levels per sample min 66 median 78 (dataset 219), SQNR 41.9 dB (isolated 42.5), float [0, 12.5] vs int8 [0, 12.5]",
@@ -22,14 +20,7 @@ README_LINES = (
 
 
 def test_few_levels_example():
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "few_levels.py")], capture_output=True,
-                       text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for line in README_LINES:
-        assert line in out, (line, out)
-        assert line in readme, line
+    out = run_example("few_levels.py", README_LINES)
     clean, outlier = out.split("one outlier:", 1)
     lv = [int(v) for v in re.findall(r"levels per sample min (\d+) median (\d+) \(dataset (\d+)\)", outlier)[0]]
     assert lv[1] <= 4 and lv[2] <= 6  # few levels, within the hand bound
