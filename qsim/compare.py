@@ -208,12 +208,11 @@ class TensorStats:
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True) -> None:
         """One batch: ``q`` int8 values and ``x`` float values, both [N, ...].  ``full=False`` keeps
-        only the sums behind SQNR and RMSE (``n``, ``s_*``): what the isolated view reports."""
+        only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the isolated view reports."""
         q = np.asarray(q)
         x32 = np.asarray(x)
         x = np.asarray(x32, np.float64)  # no copy when the caller passes float64 (shared by both views)
-        d = q.astype(np.float64)
-        d -= zp
+        d = np.subtract(q, zp, dtype=np.float64)
         d *= scale  # scale * (q - zp), in float64
         diff = d - x
         nb = q.shape[0]
@@ -221,13 +220,13 @@ class TensorStats:
         self.n_samples += nb
         self.n += diff.size
         fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
-        self.s_diff += float(fd.sum())
         self.s_diff2 += float(fd @ fd)
         self.s_x2 += float(fx @ fx)
-        self.s_d2 += float(fdd @ fdd)
-        self.s_xd += float(fx @ fdd)
         if not full:
             return
+        self.s_diff += float(fd.sum())
+        self.s_d2 += float(fdd @ fdd)
+        self.s_xd += float(fx @ fdd)
         if x.size:
             self.x_min, self.x_max = min(self.x_min, float(x32.min())), max(self.x_max, float(x32.max()))
         lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
@@ -251,8 +250,13 @@ class TensorStats:
             self.first, self.first_levels = v, int(used[0].sum())
         e = diff.reshape(nb, -1)
         if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
-            self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
-                        np.abs(e).max(axis=1).sum(), np.average(e * e, axis=1).sum()]
+            ne = e.shape[1]
+            mean = e.sum(axis=1) / ne  # np.average(e, axis=1)
+            dev = e - mean[:, None]
+            std = np.sqrt(np.einsum("ij,ij->i", dev, dev) / ne)  # np.std(e, axis=1), one summation order
+            max_abs = np.maximum(e.max(axis=1), -e.min(axis=1))  # np.abs(e).max(axis=1)
+            mse = np.einsum("ij,ij->i", e, e) / ne  # np.average(e * e, axis=1)
+            self.qd += [ne * nb, std.sum(), mean.sum(), max_abs.sum(), mse.sum()]
         if fx.size:
             rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
             pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
@@ -539,15 +543,17 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
             xf = x.astype(fin.dtype)
         start += nb
         want = [r.tensor_idx for r in rows]
-        fv = {}
+        fv: dict[int, np.ndarray] = {}  # float tensor -> [nb, ...], filled sample by sample
         for k in range(nb):
             try:
-                res = fr.run([xf[k].reshape(fin.shape)], [m.pairs[t] for t in want] + [out_f])
+                res = fr.run([xf[k].reshape(fin.shape)], [m.pairs[t] for t in want] + [out_f], copy=False)
             except ReferenceRefused as e:
                 raise QsimError(f"LiteRT failed on the float model: {e}") from None
             for t, v in res.items():
-                fv.setdefault(t, []).append(v)
-        fq = {r.tensor_idx: np.stack(fv[m.pairs[r.tensor_idx]]).reshape(vals[r.tensor_idx].shape) for r in rows}
+                if t not in fv:
+                    fv[t] = np.empty((nb,) + v.shape, v.dtype)
+                fv[t][k] = v
+        fq = {r.tensor_idx: fv[m.pairs[r.tensor_idx]].reshape(vals[r.tensor_idx].shape) for r in rows}
         iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
@@ -558,7 +564,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                 r.iso.add(iso[r.tensor_idx], x64, *args, full=False)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
-        fo = np.stack(fv[out_f]).reshape(nb, -1)
+        fo = fv[out_f].reshape(nb, -1)
         if qo.shape[1] > 1 and qo.shape == fo.shape:
             oq = model.tensor(out_q)
             dq = oq.dequantize(qo) if oq.scale is not None else qo.astype(np.float64)
