@@ -309,14 +309,16 @@ def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
         raise QsimError(f"cannot quantize NaN: {int(np.isnan(ratio).sum())} of {ratio.size} value(s) are NaN "
                         "(or 0/0, inf/inf with this scale); NaN has no integer representation.")
     r = round_half_away_f32(ratio)
-    np.clip(r, float(INT32_MIN), float(INT32_MAX), out=r)  # exact in float64
-    q = r.astype(np.int64)
     zp = _i64(zero_point)
-    if np.broadcast_shapes(q.shape, zp.shape) == q.shape:  # in place: the same values, fewer passes
-        q += zp
-    else:
-        q = q + zp
-    return np.minimum(np.maximum(q, qmin, out=q), qmax, out=q)
+    lo, hi = qmin - zp, qmax - zp
+    if np.broadcast_shapes(r.shape, zp.shape) == r.shape and lo.min() >= INT32_MIN and hi.max() <= INT32_MAX:
+        # [qmin - zp, qmax - zp] lies inside int32, so clamping to int32, adding zp and clamping to
+        # [qmin, qmax] is one clamp to [qmin - zp, qmax - zp] and the add (exact in float64: < 2^53)
+        np.clip(r, lo.astype(np.float64), hi.astype(np.float64), out=r)
+        r += zp
+        return r.astype(np.int64)
+    np.clip(r, float(INT32_MIN), float(INT32_MAX), out=r)  # exact in float64
+    return np.clip(r.astype(np.int64) + zp, qmin, qmax)
 
 
 def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
