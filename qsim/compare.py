@@ -228,16 +228,14 @@ class TensorStats:
         self.s_d2 += float(fdd @ fdd)
         self.s_xd += float(fx @ fdd)
         if x.size:
-            self.x_min, self.x_max = min(self.x_min, float(x32.min())), max(self.x_max, float(x32.max()))
-        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-        if x.size and (float(x32.min()) < lo or float(x32.max()) > hi):  # else nothing is clipped
-            self.clipped += int(((x < lo) | (x > hi)).sum())
+            bmin, bmax = float(x32.min()), float(x32.max())
+            self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
+            lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+            if bmin < lo or bmax > hi:  # else nothing is clipped
+                self.clipped += int(((x < lo) | (x > hi)).sum())
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
-        nl = qmax - qmin + 1
-        flat = q.reshape(nb, -1).astype(np.intp)
-        flat += (nl * np.arange(nb, dtype=np.intp) - qmin)[:, None]
-        counts = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl)  # per sample, per int8 value
+        counts = _level_counts(q.reshape(nb, -1), qmin, qmax)
         self.at_qmin += int(counts[:, 0].sum())
         self.at_qmax += int(counts[:, -1].sum())
         used = counts > 0
@@ -290,6 +288,17 @@ class TensorStats:
         r._keep(o.sample, o.sample_keys)
         r.first, r.first_levels = (self.first, self.first_levels) if self.n_samples else (o.first, o.first_levels)
         return r
+
+
+def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """[N, qmax - qmin + 1] counts of each integer value per row of ``q`` [N, M]."""
+    nb, nl = q.shape[0], qmax - qmin + 1
+    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127):  # per row on the bytes: value v at v mod 256
+        c = np.stack([np.bincount(row, minlength=256) for row in q.view(np.uint8)]) if nb else np.zeros((0, 256), int)
+        return np.roll(c, 128, axis=1)
+    flat = q.astype(np.intp)
+    flat += (nl * np.arange(nb, dtype=np.intp) - qmin)[:, None]
+    return np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl)
 
 
 def sqnr_db(signal_power: float, noise_power: float) -> float:
