@@ -200,40 +200,61 @@ class TensorStats:
     # each value drawn gets a uniform random key, the SAMPLE_MAX smallest keys are kept
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger) and the
+    # number of distinct int8 values on it: the report's one-sample histogram
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    first_levels: int = 0
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
-            probs: bool) -> None:
-        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...]."""
+            probs: bool, full: bool = True) -> None:
+        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...].  ``full=False`` keeps
+        only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the isolated view reports."""
         q = np.asarray(q)
-        x = np.asarray(x, np.float64)
-        d = scale * (q.astype(np.float64) - zp)
+        x32 = np.asarray(x)
+        x = np.asarray(x32, np.float64)  # no copy when the caller passes float64 (shared by both views)
+        d = np.subtract(q, zp, dtype=np.float64)
+        d *= scale  # scale * (q - zp), in float64
         diff = d - x
         nb = q.shape[0]
+        is_first = self.n_samples == 0
         self.n_samples += nb
         self.n += diff.size
         fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
-        self.s_diff += float(fd.sum())
         self.s_diff2 += float(fd @ fd)
         self.s_x2 += float(fx @ fx)
+        if not full:
+            return
+        self.s_diff += float(fd.sum())
         self.s_d2 += float(fdd @ fdd)
         self.s_xd += float(fx @ fdd)
         if x.size:
-            self.x_min, self.x_max = min(self.x_min, float(x.min())), max(self.x_max, float(x.max()))
-        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-        self.clipped += int(((x < lo) | (x > hi)).sum())
-        self.at_qmin += int((q == qmin).sum())
-        self.at_qmax += int((q == qmax).sum())
+            bmin, bmax = float(x32.min()), float(x32.max())
+            self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
+            lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+            if bmin < lo or bmax > hi:  # else nothing is clipped
+                self.clipped += int(((x < lo) | (x > hi)).sum())
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
-        nl = qmax - qmin + 1
-        flat = q.reshape(nb, -1).astype(np.int64) - qmin + nl * np.arange(nb)[:, None]
-        used = np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl) > 0
+        counts = _level_counts(q.reshape(nb, -1), qmin, qmax)
+        self.at_qmin += int(counts[:, 0].sum())
+        self.at_qmax += int(counts[:, -1].sum())
+        used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
+        if is_first and nb:
+            v = x32[0].ravel().astype(np.float32)
+            if v.size > SAMPLE_MAX:
+                v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
+            self.first, self.first_levels = v, int(used[0].sum())
         e = diff.reshape(nb, -1)
         if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
-            self.qd += [e.shape[1] * nb, np.std(e, axis=1).sum(), np.average(e, axis=1).sum(),
-                        np.abs(e).max(axis=1).sum(), np.average(e * e, axis=1).sum()]
+            ne = e.shape[1]
+            mean = e.sum(axis=1) / ne  # np.average(e, axis=1)
+            dev = e - mean[:, None]
+            std = np.sqrt(np.einsum("ij,ij->i", dev, dev) / ne)  # np.std(e, axis=1), one summation order
+            max_abs = np.maximum(e.max(axis=1), -e.min(axis=1))  # np.abs(e).max(axis=1)
+            mse = np.einsum("ij,ij->i", e, e) / ne  # np.average(e * e, axis=1)
+            self.qd += [ne * nb, std.sum(), mean.sum(), max_abs.sum(), mse.sum()]
         if fx.size:
             rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
             pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
@@ -265,7 +286,19 @@ class TensorStats:
         r.qd = self.qd + o.qd
         r.sample, r.sample_keys = self.sample, self.sample_keys
         r._keep(o.sample, o.sample_keys)
+        r.first, r.first_levels = (self.first, self.first_levels) if self.n_samples else (o.first, o.first_levels)
         return r
+
+
+def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """[N, qmax - qmin + 1] counts of each integer value per row of ``q`` [N, M]."""
+    nb, nl = q.shape[0], qmax - qmin + 1
+    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127):  # per row on the bytes: value v at v mod 256
+        c = np.stack([np.bincount(row, minlength=256) for row in q.view(np.uint8)]) if nb else np.zeros((0, 256), int)
+        return np.roll(c, 128, axis=1)
+    flat = q.astype(np.intp)
+    flat += (nl * np.arange(nb, dtype=np.intp) - qmin)[:, None]
+    return np.bincount(flat.ravel(), minlength=nb * nl).reshape(nb, nl)
 
 
 def sqnr_db(signal_power: float, noise_power: float) -> float:
@@ -336,8 +369,9 @@ WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV
 
 
 def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
-    """Per output channel of an op's int8 weights: distinct values used (min / median over channels,
-    channels with fewer than LEVEL_FEW) and the spread of the per-channel scales (max / min);
+    """Per output channel of an op's int8 weights: distinct values used (min / median over channels;
+    ``w_channels_few``: channels of at least 4·LEVEL_FEW weights that use fewer than LEVEL_FEW values —
+    a 3x3x1 kernel cannot use more than 9) and the spread of the per-channel scales (max / min);
     empty for ops without constant integer weights."""
     if op is None or op.opcode not in WEIGHT_OPS:
         return {}
@@ -345,11 +379,12 @@ def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
     if not w.is_const or w.quant is None or w.data is None or not np.issubdtype(w.dtype, np.integer):
         return {}
     axis = int(w.quant.axis) if w.quant.per_channel else (3 if op.opcode == "DEPTHWISE_CONV_2D" else 0)
-    per = np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1)
-    lv = np.array([len(np.unique(c)) for c in per])
+    per = np.sort(np.moveaxis(np.asarray(w.data), axis, 0).reshape(w.shape[axis], -1), axis=1)
+    lv = 1 + (np.diff(per, axis=1) != 0).sum(1)  # distinct values per channel
     sc = np.asarray(w.quant.scale, np.float64)
     return {"w_per_channel": bool(w.quant.per_channel), "w_levels_min": int(lv.min()),
-            "w_levels_median": float(np.median(lv)), "w_channels_few": int((lv < LEVEL_FEW).sum()),
+            "w_levels_median": float(np.median(lv)),
+            "w_channels_few": int((lv < LEVEL_FEW).sum()) if per.shape[1] >= 4 * LEVEL_FEW else 0,
             "w_channels": int(lv.size),
             "w_scale_spread": float(sc.max() / sc.min()) if sc.min() > 0 else None}
 
@@ -365,6 +400,7 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
     from .interpreter import _per_sample, batch_shape
     g = pg.graph
     out: dict[int, np.ndarray] = {}
+    quantized: dict[int, np.ndarray] = {}  # each float tensor quantized once (an ADD's residual input is read twice)
     for s in pg._batch_steps():
         if s.mode == "once":
             continue
@@ -375,7 +411,9 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
             elif g.tensors[i].quant is None or not np.issubdtype(g.tensors[i].dtype, np.integer):
                 ins.append(vals[i])
             elif i in fq:
-                ins.append(model.tensors[i].quantize(fq[i]))
+                if i not in quantized:
+                    quantized[i] = model.tensors[i].quantize(fq[i])
+                ins.append(quantized[i])
             else:
                 break
         else:
@@ -515,25 +553,28 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
             xf = x.astype(fin.dtype)
         start += nb
         want = [r.tensor_idx for r in rows]
-        fv = {}
+        fv: dict[int, np.ndarray] = {}  # float tensor -> [nb, ...], filled sample by sample
         for k in range(nb):
             try:
-                res = fr.run([xf[k].reshape(fin.shape)], [m.pairs[t] for t in want] + [out_f])
+                res = fr.run([xf[k].reshape(fin.shape)], [m.pairs[t] for t in want] + [out_f], copy=False)
             except ReferenceRefused as e:
                 raise QsimError(f"LiteRT failed on the float model: {e}") from None
             for t, v in res.items():
-                fv.setdefault(t, []).append(v)
-        fq = {r.tensor_idx: np.stack(fv[m.pairs[r.tensor_idx]]).reshape(vals[r.tensor_idx].shape) for r in rows}
+                if t not in fv:
+                    fv[t] = np.empty((nb,) + v.shape, v.dtype)
+                fv[t][k] = v
+        fq = {r.tensor_idx: fv[m.pairs[r.tensor_idx]].reshape(vals[r.tensor_idx].shape) for r in rows}
         iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
-            r.st.add(vals[r.tensor_idx], fq[r.tensor_idx], *args)
+            x64 = fq[r.tensor_idx].astype(np.float64)
+            r.st.add(vals[r.tensor_idx], x64, *args)
             if r.tensor_idx in iso:
                 r.iso = r.iso or TensorStats()
-                r.iso.add(iso[r.tensor_idx], fq[r.tensor_idx], *args)
+                r.iso.add(iso[r.tensor_idx], x64, *args, full=False)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
-        fo = np.stack(fv[out_f]).reshape(nb, -1)
+        fo = fv[out_f].reshape(nb, -1)
         if qo.shape[1] > 1 and qo.shape == fo.shape:
             oq = model.tensor(out_q)
             dq = oq.dequantize(qo) if oq.scale is not None else qo.astype(np.float64)

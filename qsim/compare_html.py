@@ -1,8 +1,9 @@
 """``qsim compare --report report.html``: one self-contained HTML file (PNG images embedded as
 base64) with the per-layer SQNR chart (accumulated and isolated, dB, graph order), histograms of
 the float activations of the worst layers with the int8 grid (the real values scale·(q − zp)) and
-the clip range [scale·(qmin − zp), scale·(qmax − zp)] drawn over them (a uniform sample of at most
-:data:`qsim.compare.SAMPLE_MAX` float values over the whole dataset per tensor), the model-level
+the clip range [scale·(qmin − zp), scale·(qmax − zp)] drawn over them, twice: over the whole dataset
+(a uniform sample of at most :data:`qsim.compare.SAMPLE_MAX` float values per tensor) and on one
+sample (the dataset's first; at most SAMPLE_MAX of its values), the model-level
 figures, suspects, "what to try" and the per-layer table.  Needs matplotlib (``pip install
 qsim[report]``), used with its Agg backend."""
 from __future__ import annotations
@@ -72,15 +73,19 @@ def worst_rows(rep) -> list[int]:
     return sorted(comp, key=key)[:WORST]
 
 
-def histogram(rep, i: int, plt) -> str:
+def histogram(rep, i: int, plt, one_sample: bool = False) -> str:
+    """PNG (base64) of row i's float values over the whole dataset (the bounded uniform sample), or on
+    the dataset's first sample (``one_sample``), with the int8 grid and the clip range over them."""
     r, raw = rep.rows[i], rep.raw_rows[i]
-    v = raw.st.sample.astype(np.float64)
+    v = (raw.st.first if one_sample else raw.st.sample).astype(np.float64)
     lo, hi = r["repr_min"], r["repr_max"]
     fig, ax = plt.subplots(figsize=(6.5, 2.8))
     if v.size:
         a, b = min(v.min(), lo), max(v.max(), hi)
-        ax.hist(v, bins=100, range=(a, b) if b > a else None, color="tab:blue", alpha=0.8,
-                label=f"float values ({v.size} sampled)")
+        what = (f"sample 0: {v.size} float values, {raw.st.first_levels} int8 levels" if one_sample
+                else f"whole dataset: {v.size} float values sampled")
+        ax.hist(v, bins=100, range=(a, b) if b > a else None, color="tab:orange" if one_sample else "tab:blue",
+                alpha=0.8, label=what)
     ax.axvspan(lo, hi, color="tab:green", alpha=0.08, label="representable (clip) range")
     for edge in (lo, hi):
         ax.axvline(edge, color="tab:red", lw=1.2)
@@ -123,13 +128,16 @@ def write_html(rep, path: str | Path) -> Path:
         parts.append(f"<p><b>warning:</b> {e(w)}</p>")
     parts.append("<h2 id='sqnr'>Per-layer SQNR</h2>" + _img(sqnr_chart(rep, plt), "per-layer SQNR"))
     parts.append("<h2 id='worst'>Worst layers: float activations against the int8 grid</h2>"
-                 "<p>Histogram of a uniform sample of the float values over the whole dataset; red: the "
-                 "representable (clip) range, grey: the real values of the int8 levels.</p>")
+                 "<p>Per layer, two histograms: a uniform sample of the float values over the whole dataset, "
+                 "and the float values of one sample (the dataset's first); red: the representable (clip) "
+                 "range, grey: the real values of the int8 levels.</p>")
     for i in worst_rows(rep):
         r = rep.rows[i]
         parts.append(f"<h3>{e(r['op_name'])} '{e(r['tensor_name'])}': accumulated {_num(r['sqnr_db'])} dB, "
-                     f"isolated {_num(r['iso_sqnr_db'])} dB, {r['levels_dataset']} int8 levels used</h3>")
-        parts.append(_img(histogram(rep, i, plt), f"histogram {r['tensor_name']}"))
+                     f"isolated {_num(r['iso_sqnr_db'])} dB, {r['levels_dataset']} int8 levels used over the "
+                     f"dataset, {rep.raw_rows[i].st.first_levels} on sample 0</h3>")
+        parts.append(_img(histogram(rep, i, plt), f"histogram (whole dataset) {r['tensor_name']}"))
+        parts.append(_img(histogram(rep, i, plt, one_sample=True), f"histogram (one sample) {r['tensor_name']}"))
     sus = rep.suspects
     parts.append("<h2 id='suspects'>Suspects</h2><ul>")
     for k, v in sus.items():

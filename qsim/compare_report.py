@@ -18,6 +18,7 @@ from pathlib import Path
 from .compare import QD_COLUMNS, LEVEL_FEW, Matching, write_csv
 
 ISO_LOW = 30.0  # dB: an op whose isolated SQNR is below this is worth a suggestion
+NARROW = 0.25  # a float span over the dataset below this fraction of the representable range: recalibrate
 FIXED_RANGE = ("SOFTMAX", "LOGISTIC", "TANH")  # output ranges fixed by TFLite's int8 spec: nothing to recalibrate
 ME_SQNR_MAX = 100.0  # dB: what the Model Explorer overlay writes for an infinite SQNR (JSON has no inf)
 SQNR_CAP = 50.0  # dB: an input's SQNR above this (ideal 8-bit rounding noise, 6.02·8 + 1.76) counts as this
@@ -115,8 +116,16 @@ class CompareReport:
                                   f"[{r['float_min']:.4g}, {r['float_max']:.4g}]); check the preprocessing "
                                   "(normalization) against the input's scale and zero point"))
                 continue
+            span, rspan = r["float_max"] - r["float_min"], r["repr_max"] - r["repr_min"]
+            narrow = rspan > 0 and span < NARROW * rspan  # the data use a small part of the int8 range
             d = None if r["iso_sqnr_db"] is None else ISO_LOW - r["iso_sqnr_db"]
-            if d is not None and d > 0:
+            if d is not None and d > 0 and narrow and r["op_name"] not in FIXED_RANGE:
+                items.append((d, f"recalibrate the range of {name}: over the dataset its float values span "
+                              f"[{r['float_min']:.4g}, {r['float_max']:.4g}], {100 * span / rspan:.1f}% of the "
+                              f"representable [{r['repr_min']:.4g}, {r['repr_max']:.4g}] (a calibration outlier, "
+                              f"or a range not from data?), so they fall on {r['levels_median']:g} int8 levels per "
+                              f"sample (median) and the op itself reaches only {r['iso_sqnr_db']:.1f} dB SQNR"))
+            elif d is not None and d > 0:
                 op = ops.get(r["op_index"])
                 w = self.gq.tensors[op.inputs[1]] if op is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 else None
                 if (op is not None and op.opcode in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
@@ -134,11 +143,9 @@ class CompareReport:
                               f"outside the representable [{r['repr_min']:.4g}, {r['repr_max']:.4g}] (float range "
                               f"[{r['float_min']:.4g}, {r['float_max']:.4g}])"))
             if _few(r):
-                span = r["float_max"] - r["float_min"]
-                rspan = r["repr_max"] - r["repr_min"]
                 why = (f"the float values span [{r['float_min']:.4g}, {r['float_max']:.4g}], "
                        f"{100 * span / rspan:.1f}% of the representable range: recalibrate it"
-                       if rspan > 0 and span < 0.25 * rspan else "use int16 activations for it")
+                       if narrow else "use int16 activations for it")
                 items.append((LEVEL_FEW - r["levels_median"],
                               f"{name} uses only {r['levels_median']:g} int8 levels per sample (median; "
                               f"{r['levels_dataset']} over the dataset): {why}"))

@@ -302,14 +302,23 @@ def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
     if overflow not in QUANTIZE_OVERFLOW:
         raise ValueError(f"overflow must be one of {QUANTIZE_OVERFLOW}, got {overflow!r}")
     with np.errstate(all="ignore"):  # float32 overflow -> inf, handled below
-        ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32)
+        ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32, copy=False)
     if overflow == "x86":
-        return np.clip(wrap_int32(float_to_int32_cast(round_half_away(ratio)) + _i64(zero_point)), qmin, qmax)
+        return np.clip(wrap_int32(float_to_int32_cast(round_half_away_f32(ratio)) + _i64(zero_point)), qmin, qmax)
     if np.isnan(ratio).any():
         raise QsimError(f"cannot quantize NaN: {int(np.isnan(ratio).sum())} of {ratio.size} value(s) are NaN "
                         "(or 0/0, inf/inf with this scale); NaN has no integer representation.")
-    r = np.clip(round_half_away(ratio), float(INT32_MIN), float(INT32_MAX))  # exact in float64
-    return np.clip(r.astype(np.int64) + _i64(zero_point), qmin, qmax)
+    r = round_half_away_f32(ratio)
+    zp = _i64(zero_point)
+    lo, hi = qmin - zp, qmax - zp
+    if np.broadcast_shapes(r.shape, zp.shape) == r.shape and lo.min() >= INT32_MIN and hi.max() <= INT32_MAX:
+        # [qmin - zp, qmax - zp] lies inside int32, so clamping to int32, adding zp and clamping to
+        # [qmin, qmax] is one clamp to [qmin - zp, qmax - zp] and the add (exact in float64: < 2^53)
+        np.clip(r, lo.astype(np.float64), hi.astype(np.float64), out=r)
+        r += zp
+        return r.astype(np.int64)
+    np.clip(r, float(INT32_MIN), float(INT32_MAX), out=r)  # exact in float64
+    return np.clip(r.astype(np.int64) + zp, qmin, qmax)
 
 
 def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
@@ -350,6 +359,19 @@ def round_half_away(x) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # inf - inf for infinite inputs: they stay infinite
         r = r + (a - r >= 0.5)  # exact, unlike floor(a + 0.5) at 0.49999999999999994
     return np.where(x < 0, -r, r)
+
+
+def round_half_away_f32(x) -> np.ndarray:
+    """:func:`round_half_away` of float32 values in fewer passes: ``trunc(x + copysign(0.5, x))`` in
+    float64.  Bit-identical for every float32 ``x`` (24 significant bits): for 0.25 <= |x| < 2^52 the
+    sum x ± 0.5 fits in 53 bits and is exact; below 0.25 it stays inside (-0.75, 0.75) however it
+    rounds and truncates to 0; from 2^23 on x is an integer and x ± 0.5 rounds back to x (a tie only
+    in [2^52, 2^53), where a float32 x is even) or is exact.  inf stays inf, NaN stays NaN; the
+    sign of a zero result may differ (-0.0 for -0.0 input), which casts to the same integer.
+    Returns float64."""
+    a = np.asarray(x, np.float32).astype(np.float64)
+    np.add(a, np.copysign(0.5, a), out=a)
+    return np.trunc(a, out=a)
 
 
 def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max) -> np.ndarray:

@@ -85,14 +85,17 @@ class LiteRTRunner:
         self.input_indices = [d["index"] for d in self.it.get_input_details()]
         self.output_indices = [d["index"] for d in self.it.get_output_details()]
 
-    def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
-        """Set inputs (graph input order), invoke, return {index: copy} for ``tensors``."""
+    def run(self, inputs: list[np.ndarray], tensors, copy: bool = True) -> dict[int, np.ndarray]:
+        """Set inputs (graph input order), invoke, return {index: copy} for ``tensors``
+        (``copy=False``: the arrays LiteRT's get_tensor returns, valid until the next invoke)."""
         for idx, a in zip(self.input_indices, inputs):
             self.it.set_tensor(idx, a)
         try:
             self.it.invoke()
         except (ValueError, RuntimeError) as e:
             raise ReferenceRefused(_first_sentence(str(e))) from None
+        if not copy:
+            return {t: self.it.get_tensor(t) for t in tensors}
         return {t: np.array(self.it.get_tensor(t)) for t in tensors}
 
 

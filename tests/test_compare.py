@@ -209,3 +209,29 @@ def test_int8_model_with_float_interface(tmp_path):
     want = _expected(np.maximum(q, 0).astype(np.int8), np.maximum(data, 0).astype(np.float64), 1 / 127, 0)
     assert rows["y"]["sqnr_db"] == pytest.approx(want["sqnr_db"], rel=1e-4)
     assert rows["y"]["levels_dataset"] == want["levels_dataset"]
+
+
+def test_tensor_stats_merge_equals_one_pass():
+    """TensorStats.merge of two halves of a dataset gives the one-pass figures: counts, levels, the
+    first sample (of the first half), sums up to summation order."""
+    from qsim.compare import LayerRow, TensorStats
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(10, 6, 7)).astype(np.float32) * 3
+    q = np.clip(np.round(x / 0.02) - 5, -128, 127).astype(np.int8)
+    args = (0.02, -5, -128, 127, False)
+    one, a, b = TensorStats(), TensorStats(), TensorStats()
+    one.add(q, x, *args)
+    a.add(q[:4], x[:4], *args)
+    b.add(q[4:], x[4:], *args)
+    m = a.merge(b)
+    for f in ("n_samples", "n", "clipped", "at_qmin", "at_qmax", "levels", "x_min", "x_max", "first_levels"):
+        assert getattr(m, f) == getattr(one, f), f
+    assert np.array_equal(m.level_set, one.level_set) and np.array_equal(m.first, one.first)
+    assert np.array_equal(m.first, x[0].ravel())
+    for f in ("s_diff", "s_diff2", "s_x2", "s_d2", "s_xd"):
+        assert getattr(m, f) == pytest.approx(getattr(one, f), rel=1e-12), f
+    assert m.qd == pytest.approx(one.qd, rel=1e-12)
+    row = lambda st: LayerRow(0, "CONV_2D", 0, "t", "t", 0.02, -5, -128, 127, "NONE", st).figures()  # noqa: E731
+    fm, fo = row(m), row(one)
+    assert fm["levels_median"] == fo["levels_median"] and fm["sqnr_db"] == pytest.approx(fo["sqnr_db"], rel=1e-12)
+    assert TensorStats().merge(a).first.size == a.first.size  # an empty left part keeps the right's first sample

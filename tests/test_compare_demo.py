@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import qsim
 from qsim import loader
@@ -62,3 +63,31 @@ def test_demo_compare_accuracy_and_matching():
     matched = {r["tensor_name"] for r in rep.to_dict()["layers"]}
     assert compute <= matched
     assert rep.to_dict()["matching"]["unmatched_int8"] == []
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_cli_image_folder_with_labels_file(tmp_path):
+    """`qsim compare --data FOLDER --labels FILE`: the held-out digits as 8-bit PNGs in folders named
+    after their classes (sorted name order is not class order: the labels file gives it). Pixels
+    p = q + 128 shift back to the int8 samples q, so every figure equals the .npz run's."""
+    import json
+    from PIL import Image
+    from test_cli import qsim as run_cli
+    z = np.load(DATA)
+    x, y = z["x"][:120], z["y"][:120].astype(np.int64)
+    for k, (img, label) in enumerate(zip(x, y)):
+        d = tmp_path / "digits" / NAMES[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img[..., 0].astype(np.int16) + 128).astype(np.uint8), "L").save(d / f"{k:04d}.png")
+    (tmp_path / "labels.txt").write_text("\n".join(NAMES) + "\n", encoding="utf-8")
+    r = run_cli("compare", INT8, FLOAT, "--data", tmp_path / "digits", "--labels", tmp_path / "labels.txt", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    want = qsim.load(INT8).compare(FLOAT, tmp_path / "d.npz").to_dict()
+    assert got["samples"] == 120 and got["model"]["labelled"] == 120
+    for k in ("top1_float", "top1_int8", "top5_int8", "top1_agreement", "output_sqnr_db"):
+        assert got["model"][k] == pytest.approx(want["model"][k], rel=1e-12), k
+    assert got["model"]["top1_int8"] > 0.9  # the labels file's order is the classes' order

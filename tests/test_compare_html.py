@@ -20,8 +20,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class _Collect(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.ids, self.imgs, self.h2 = [], [], []
-        self._in_h2 = False
+        self.ids, self.imgs, self.h2, self.alts = [], [], [], []
+        self.h3: list[tuple[str, list[str]]] = []  # (heading, alts of the images under it)
+        self._in_h2 = self._in_h3 = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -29,12 +30,21 @@ class _Collect(HTMLParser):
             self.ids.append(a["id"])
         if tag == "img":
             self.imgs.append(a["src"])
+            self.alts.append(a.get("alt", ""))
+            if self.h3:
+                self.h3[-1][1].append(a.get("alt", ""))
         self._in_h2 = tag == "h2"
+        self._in_h3 = tag == "h3"
+        if tag == "h2" and self.h3:
+            self.h3.append(("", []))  # images after the worst-layer section belong to no layer
 
     def handle_data(self, data):
         if self._in_h2:
             self.h2.append(data)
             self._in_h2 = False
+        if self._in_h3:
+            self.h3.append((data, []))
+            self._in_h3 = False
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +58,36 @@ def test_html_report_sections_and_pngs(report, tmp_path):
     c = _Collect()
     c.feed(p.read_text(encoding="utf-8"))
     assert {"model", "sqnr", "worst", "suspects", "what-to-try", "layers"} <= set(c.ids)
-    assert len(c.imgs) == 1 + 4  # the SQNR chart and the 4 worst of the 5 compute layers
+    assert len(c.imgs) == 1 + 2 * 4  # the SQNR chart; the 4 worst of the 5 compute layers, two histograms each
     for src in c.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
+    layers = [(h, alts) for h, alts in c.h3 if h]
+    assert len(layers) == 4
+    for h, alts in layers:  # per worst layer: the whole dataset and one sample
+        name = h.split("'")[1]
+        assert alts == [f"histogram (whole dataset) {name}", f"histogram (one sample) {name}"], (h, alts)
+
+
+def test_one_sample_values_are_the_first_sample(report):
+    """The one-sample histogram's data: the float twin's values on sample 0 (LiteRT's own interpreter,
+    its reference kernels, the input dequantized), and the int8 levels on it (qsim's run of sample 0)."""
+    from ai_edge_litert import interpreter as li
+    x = np.load(DATA)["x"][:1]
+    it = li.Interpreter(model_path=str(FLOAT), experimental_preserve_all_tensors=True,
+                        experimental_op_resolver_type=li.OpResolverType.BUILTIN_REF)  # compare's float kernels
+    it.allocate_tensors()
+    m = qsim.load(INT8)
+    real = (m.inputs[0].scale * (x.astype(np.float64) - m.inputs[0].zero_point)).astype(np.float32)  # int8 -> real
+    it.set_tensor(it.get_input_details()[0]["index"], real)
+    it.invoke()
+    ftensors = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    q = m.run(x, keep="all")
+    for raw in report.raw_rows:
+        if raw.tensor_name in ("conv2", "logits"):
+            want = it.get_tensor(ftensors[raw.float_name]).ravel()
+            assert raw.st.first.size == want.size and np.array_equal(raw.st.first, want)
+            assert raw.st.first_levels == len(np.unique(q[raw.tensor_name]))
 
 
 def test_cli_report(tmp_path):
@@ -60,7 +96,7 @@ def test_cli_report(tmp_path):
     out = tmp_path / "r.html"
     r = run_cli("compare", INT8, FLOAT, "--data", DATA, "--limit", "16", "--report", out)
     assert r.returncode == 0, r.stderr
-    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 5
+    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 1 + 2 * 4
 
 
 def test_float_sample_bounded_and_drawn_from_data():

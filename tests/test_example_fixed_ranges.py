@@ -15,14 +15,20 @@ README_LINES = (
 )
 
 
-def test_fixed_ranges_example():
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "fixed_ranges.py")], capture_output=True,
+def run_example(script: str, lines) -> str:
+    """Run examples/<script>; every one of ``lines`` must be in its output and in the README. Its stdout."""
+    r = subprocess.run([sys.executable, str(REPO / "examples" / script)], capture_output=True,
                        text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    out = r.stdout
-    for line in README_LINES:
-        assert line in out, (line, out)
-        assert line in (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for line in lines:
+        assert line in r.stdout, (line, r.stdout)
+        assert line in readme, line
+    return r.stdout
+
+
+def test_fixed_ranges_example():
+    out = run_example("fixed_ranges.py", README_LINES)
     cal, fixed = out.split("fixed [0,6]:", 1)
     assert "clipped  0.00%" in cal and "clipped 94.97%" not in cal
     assert "recalibrate the range of op 3 FULLY_CONNECTED 'logits'" in fixed
@@ -37,11 +43,5 @@ UNQUANTIZED_LINES = (
 def test_unquantized_input_example():
     """examples/unquantized_input.py: the cast data use 2 input levels (0 and 1: the 16 grey levels
     of the digits all round down or to 1), the guard names the mistake and the fix."""
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "unquantized_input.py")], capture_output=True,
-                       text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stderr
-    for line in UNQUANTIZED_LINES:
-        assert line in r.stdout, (line, r.stdout)
-        assert line in (REPO / "README.md").read_text(encoding="utf-8")
-    quant, cast = r.stdout.split("cast:", 1)
+    quant, cast = run_example("unquantized_input.py", UNQUANTIZED_LINES).split("cast:", 1)
     assert "warning" not in quant and "cast to integers without quantization" in cast

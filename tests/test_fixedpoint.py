@@ -294,3 +294,35 @@ def test_double_requant_plan_equals_requantize():
             np.testing.assert_array_equal(plan.apply(acc), want.astype(np.int8), err_msg=f"{plan.kind} {trial}")
     assert min(kinds.values()) >= 5, kinds
     assert int8_checked.get("float_relu", 0) >= 5 and int8_checked.get("float_signed", 0) >= 1, int8_checked  # every closed form and the refusal were exercised
+
+
+def test_round_half_away_f32_equals_round_half_away_on_float32():
+    """The float32 fast path (QUANTIZE's rounding) is bit-identical to round_half_away: random bit
+    patterns of every exponent, every tie k + 0.5 and its float32 neighbours, the boundaries."""
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2 ** 32, size=2_000_000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    ties = np.concatenate([np.arange(-2 ** 12, 2 ** 12) + 0.5, 2.0 ** np.arange(-30, 64), [0.25, 0.5, 0.75]])
+    t32 = ties.astype(np.float32)
+    near = np.concatenate([t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))])
+    x = np.concatenate([x, near, -near, np.float32([0.0, -0.0, np.inf, -np.inf, np.nan, 2 ** 23, 2 ** 52, 2 ** 53])])
+    want, got = fp.round_half_away(x), fp.round_half_away_f32(x)
+    assert np.array_equal(want, got, equal_nan=True)  # == : a zero's sign may differ (both cast to 0)
+    assert got.dtype == np.float64
+
+
+@pytest.mark.parametrize("qmin,qmax,zp", [(-128, 127, -5), (-128, 127, np.array([-128, 0, 127])),
+                                          (-32768, 32767, 0), (0, 255, 128), (INT32_MIN, INT32_MAX, 7)])
+def test_quantize_affine_saturate_equals_its_definition(qmin, qmax, zp):
+    """clamp(clamp(round_half_away(float32(x) / float32(scale)), int32) + zp, qmin, qmax), written out
+    step by step, on values across the whole range (ties, beyond int32, infinities)."""
+    rng = np.random.default_rng(9)
+    scale = np.float32(0.0173)
+    x = np.concatenate([rng.normal(0, 3, 3000), rng.normal(0, 1e9, 300), (np.arange(-300, 300) + 0.5) * 0.0173,
+                        [np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0]]).astype(np.float32)
+    x = np.resize(x, (x.size // 3, 3))
+    ratio = (x / scale).astype(np.float32)
+    r = np.clip(fp.round_half_away(ratio), float(INT32_MIN), float(INT32_MAX)).astype(np.int64)
+    want = np.clip(r + np.asarray(zp, np.int64), qmin, qmax)
+    got = fp.quantize_affine(x, scale, zp, qmin, qmax)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
