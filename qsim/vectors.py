@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +235,7 @@ def layer_vectors(prepared, op, values: dict, model: str, rounding: str | None =
     ``rounding``: None = the profile's own for this op; otherwise a name in
     :data:`qsim.fixedpoint.ROUNDING_MODES` (the multipliers/shifts are prepared by the profile,
     the expected outputs requantized with this rounding).  ``gemm``: also the GEMM operands."""
+    from .kernels import RequantParams
     from .kernels import conv as kconv
     p = next(s for s in prepared.ops if s.op.index == op.index)
     rq = p.params.requant
@@ -242,7 +243,7 @@ def layer_vectors(prepared, op, values: dict, model: str, rounding: str | None =
         if rounding not in fp.ROUNDING_MODES:
             raise QsimError(f"unknown rounding {rounding!r}; choose one of: {', '.join(fp.ROUNDING_MODES)}.")
         fp.check_shift_range(rq.shift, rounding, "this layer's shift")
-        rq = replace(rq, rounding=rounding) if type(rq).__name__ == "RequantParams" else rq
+        rq = RequantParams(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max, rounding)
     if rq.rounding not in fp.ROUNDING_MODES:
         raise QsimError(f"under profile '{prepared.profile.name}' {op.opcode} does not requantize with a Q31 "
                         f"multiplier (rounding '{rq.rounding}': a float rescale), so it has no integer requant "

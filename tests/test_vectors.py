@@ -101,6 +101,7 @@ def test_rounding_override_and_refusals(kws):
         kws.vectors(0, rounding="banker")
     with pytest.raises(QsimError, match="float rescale"):  # LiteRT's FULLY_CONNECTED is not fixed point
         kws.vectors(11, profile="litert")
+    assert kws.vectors(11, profile="litert", rounding="double").rounding == "double"  # its Q31 form, on request
     with pytest.raises(QsimError, match="out of range"):
         kws.vectors(99)
 
