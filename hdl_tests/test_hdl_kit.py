@@ -53,14 +53,21 @@ def kws_vectors(tmp_path_factory):
 
 
 def test_example_passes_standard_regression(kws_vectors, tmp_path):
+    """`qsim hdl-test --json` on examples/my_requant: every test passes, every coverage bin is hit,
+    stdout is exactly one JSON document (the simulator's log goes to stderr), nothing is written
+    into the working directory."""
+    import json
     setup_verilator_env()
     r = _qsim("hdl-test", "--top", "my_requant", "--sources", str(SV), "--ports", str(PORTS),
-              "--vectors", str(kws_vectors), "--random-beats", "1000", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    for t in ("directed_corners", "random_backpressure", "latency", "reset_mid_stream", "real_layer_replay"):
-        assert any(line.split() == [t, "PASS"] for line in r.stdout.splitlines()), (t, r.stdout[-2000:])
-    assert "never hit: none" in r.stdout and "RESULT: PASS" in r.stdout
+              "--vectors", str(kws_vectors), "--random-beats", "1000", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["tests"] == {t: "pass" for t in ("directed_corners", "random_backpressure", "latency",
+                                                               "reset_mid_stream", "real_layer_replay")}, doc
+    assert doc["coverage"]["missing"] == [] and doc["coverage"]["total"] == 70, doc["coverage"]
+    assert "real_layer_replay passed" in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written into the working directory
+    assert not Path(doc["build_dir"]).exists()  # the temporary build is removed
 
 
 def _variants_wrapper(folder: Path) -> list[Path]:

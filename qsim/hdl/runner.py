@@ -16,11 +16,13 @@ failures are results (``ok`` False, exit 1).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -98,6 +100,21 @@ class HdlTestResult:
         lines += self.messages
         lines.append("RESULT: " + ("PASS" if self.ok else f"FAIL ({', '.join(self.failed)})"))
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send the simulator's and the build's output (fd 1) to stderr, so that stdout carries only
+    qsim's summary (one JSON document with --json)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_sources(sources) -> list[Path]:
@@ -246,12 +263,14 @@ def build(top: str, sources, ports: PortMap | str | Path, simulator: str = "veri
 
 def hdl_test(top: str, sources, ports, simulator: str = "verilator", vectors=None, seed: int = 1,
              random_beats: int = 2000, build_dir=None) -> HdlTestResult:
-    """Build and run the standard regression once (``qsim hdl-test``); the temporary build is removed."""
+    """Build and run the standard regression once (``qsim hdl-test``); the temporary build is removed.
+    The build's and the simulator's output go to stderr."""
     pm = ports if isinstance(ports, PortMap) else load_ports(ports)
     if vectors is not None:
         check_vectors(vectors, pm)  # before the build
-    b = build(top, sources, pm, simulator, build_dir)
-    try:
-        return b.run(vectors=vectors, seed=seed, random_beats=random_beats)
-    finally:
-        b.cleanup()
+    with _stdout_to_stderr():
+        b = build(top, sources, pm, simulator, build_dir)
+        try:
+            return b.run(vectors=vectors, seed=seed, random_beats=random_beats)
+        finally:
+            b.cleanup()
