@@ -34,7 +34,7 @@ def build_root() -> Path:
     return _BUILD_ROOT
 TOPLEVEL = rtl.TOP
 
-if str(HERE) not in sys.path:  # the cocotb test module imports requant_tb from here
+if str(HERE) not in sys.path:  # the cocotb runner imports the test module tb_requant from here
     sys.path.insert(0, str(HERE))
 
 
