@@ -43,4 +43,4 @@ synth: $(STAMP)
 	$(BIN)/python hdl_tests/synth_report.py
 
 clean:
-	rm -rf build hdl_tests/sim_build .pytest_cache .hypothesis
+	rm -rf build .pytest_cache .hypothesis

@@ -94,6 +94,11 @@ try:
 except qsim.QsimError as e:  # pandas is optional
     print(f"profile: to_pandas skipped ({e})")
 
+# --- golden requant vectors of the first GEMM layer for an RTL testbench (npz, CSV, $readmemh, SV bench)
+v = m.vectors(0, inputs=q[:2], out_dir=out_dir / "vectors")
+print(f"vectors: op {v.op_index} {v.opcode}, {v.rows} x {v.channels} accumulators, {v.rounding} rounding "
+      f"-> {out_dir / 'vectors'}")
+
 # --- C firmware for the model, with qsim's expected outputs for 20 digits; `make check` compares
 g = m.codegen(out_dir / "firmware", name="digits", inputs=q[:20], force=True)
 print(f"codegen: {g.name}, arena {g.arena_bytes} bytes, weights {g.weights_bytes} bytes -> {g.out_dir}")

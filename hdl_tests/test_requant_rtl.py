@@ -90,53 +90,37 @@ def test_reset_mid_stream(rtl, rounding):
     rtl(LANES, rounding).run("reset_mid_stream", RQ_SEED=SEED)
 
 
-def _conv_layer_replay_data(model_path, conv_number: int, seed: int) -> dict:
-    """Accumulators of the ``conv_number``-th CONV_2D of a model (qsim's CONV_2D accumulate on the
-    layer input taken from a TFLM run with all tensors preserved), the layer's per-channel
-    requant tables (qsim's CONV_2D prepare, "tflm" profile) and TFLM's int8 output of the layer."""
+def _replay_vectors(model_path, layer: int, seed: int):
+    """``qsim vectors`` of GEMM layer ``layer`` (op index) of a model on one seeded random input,
+    with the expected outputs replaced by TFLM's int8 output of that layer (tflite-micro with all
+    tensors preserved, :class:`qsim.refrun.TFLMRunner`) after checking qsim's equal them."""
     import numpy as np
-    from tflite_micro.python.tflite_micro import runtime
 
-    from qsim.kernels import REGISTRY
-    from qsim.loader import load
-    from qsim.profiles import get_profile
+    import qsim
+    from qsim.refrun import TFLMRunner
 
-    g = load(model_path)
-    op = [o for o in g.operators if o.opcode == "CONV_2D"][conv_number]
-    kernel = REGISTRY["CONV_2D"]
-    params = kernel.prepare(op, g, get_profile("tflm"))
-    rq = params.requant
-    t = runtime.Interpreter.from_file(str(model_path),
-                                      intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    x_t = g.tensors[g.inputs[0]]
-    x = np.random.default_rng(seed).integers(-128, 128, size=x_t.shape).astype(np.int8)
-    t.set_input(x, 0)
-    t.invoke()
-    layer_in = t.GetTensor(op.inputs[0], 0)["tensor_data"]
-    ref = t.GetTensor(op.outputs[0], 0)["tensor_data"]
-    consts = [g.tensors[i].data if i >= 0 else None for i in op.inputs[1:]]
-    acc = np.asarray(kernel.accumulate(params, [layer_in, *consts]), dtype=np.int64)
-    c = acc.shape[-1]
-    assert ref.shape[-1] == c and ref.size == acc.size
-    return dict(name=f"{model_path.name} CONV_2D #{conv_number} (op {op.index})",
-                acc=acc.reshape(-1, c), ref=np.asarray(ref, dtype=np.int64).reshape(-1, c),
-                bias=rq.bias, mult=rq.multiplier, shift=rq.shift, zp=rq.output_zero_point,
-                act_min=rq.act_min, act_max=rq.act_max, rounding=rq.rounding)
+    m = qsim.load(model_path)
+    x = m.random_inputs(1, seed)[0]
+    v = m.vectors(layer, inputs=x, profile="tflm")
+    op = m.graph.operators[v.op_index]
+    ref = TFLMRunner(m.blob, m.graph).run(x, [op.outputs[0]])[op.outputs[0]]
+    ref = np.asarray(ref, dtype=np.int64).reshape(v.expected.shape)
+    assert np.array_equal(ref, v.expected), f"qsim's vectors differ from TFLM on {model_path.name} op {layer}"
+    v.expected = ref
+    return v
 
 
-@pytest.mark.parametrize("model,conv_number", [("kws_ref_model.tflite", 0), ("kws_ref_model.tflite", 1),
-                                               ("person_detect.tflite", 0)],
+@pytest.mark.parametrize("model,layer", [("kws_ref_model.tflite", 0), ("kws_ref_model.tflite", 2),
+                                         ("person_detect.tflite", 2)],
                          ids=["kws_first_conv", "kws_pointwise_conv", "person_detect_first_conv"])
-def test_real_layer_replay(rtl, model, conv_number):
+def test_real_layer_replay(rtl, model, layer):
     """A real CONV_2D layer: qsim accumulators + per-channel tables through the RTL == TFLM's int8
     output of that layer (person_detect is the per-channel-bias model LiteRT refuses)."""
-    import numpy as np
-
-    d = _conv_layer_replay_data(shared_model(model), conv_number, seed=SEED)
-    b = rtl(LANES, d.pop("rounding"))
-    path = b.build_dir / f"replay_{model.split('.')[0]}_conv{conv_number}.npz"
-    np.savez(path, **d)
-    b.run("real_layer_replay", RQ_SEED=SEED, RQ_REPLAY=path)
+    v = _replay_vectors(shared_model(model), layer, seed=SEED)
+    b = rtl(LANES, v.rounding)
+    folder = b.build_dir / f"replay_{model.split('.')[0]}_op{layer}"
+    v.write(folder)
+    b.run("real_layer_replay", RQ_SEED=SEED, RQ_REPLAY=folder)
 
 
 def test_yosys_synth_reports_cells_per_lane():
@@ -156,8 +140,8 @@ def test_directed_set_covers_every_shift_ties_and_srdhm_overflow(rounding):
     rational arithmetic, not with the model under test)."""
     from fractions import Fraction
 
-    from requant_tb import INT32_MIN, directed_vectors, shift_range
-    v = directed_vectors(LANES, rounding)
+    from qsim.hdl.beats import INT32_MIN, directed_beats, shift_range
+    v = directed_beats(LANES, rounding)
     acc, bias, m0, sh = (a.reshape(-1).tolist() for a in (v.acc, v.bias, v.mult, v.shift))
     lo, hi = shift_range(rounding)
     assert set(sh) >= set(range(lo, hi + 1))

@@ -754,6 +754,30 @@ class Model:
 
     # -------------------------------------------------------------- codegen
 
+    def vectors(self, layer, inputs=1, out_dir: str | Path | None = None, profile: str = "tflm",
+                rounding: str | None = None, seed: int = 0, gemm: bool = False):
+        """Golden requantization vectors of one GEMM layer (:mod:`qsim.vectors`, ``qsim vectors``).
+
+        ``layer``: op index or output tensor name of a CONV_2D / DEPTHWISE_CONV_2D /
+        FULLY_CONNECTED.  ``inputs``: samples as :meth:`run` takes them, or an int K for K seeded
+        random samples (``seed``).  ``profile`` prepares the multipliers / shifts; ``rounding``
+        (None = the profile's, or a :data:`qsim.fixedpoint.ROUNDING_MODES` name) requantizes the
+        expected outputs.  ``gemm``: also the GEMM operands.  With ``out_dir``, every format is
+        written there (npz, CSV, $readmemh hex, tb_vectors.sv, manifest.json).
+        Returns a :class:`qsim.vectors.LayerVectors`.
+        """
+        from . import vectors as vec
+        op = vec.find_layer(self.graph, layer)
+        if isinstance(inputs, (int, np.integer)) and not isinstance(inputs, bool):
+            inputs = self.random_inputs(int(inputs), seed)
+        batch, _ = self._batch(inputs)
+        prep = self.prepared(profile)
+        values = prep.run_samples(batch, True)
+        v = vec.layer_vectors(prep, op, values, self.source, rounding=rounding, gemm=gemm)
+        if out_dir is not None:
+            v.write(out_dir)
+        return v
+
     def codegen(self, out_dir: str | Path, name: str | None = None, target: str = "host",
                 rounding: str = "double", force: bool = False, inputs=None):
         """Generate C99 firmware (:mod:`codegen`) into ``out_dir``; returns its GenerateResult.

@@ -10,6 +10,8 @@
               [--image-mode shift|raw] [--profile P] [--json]
     qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F] [--report HTML] [--model-explorer JSON]
     qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
+    qsim vectors MODEL --layer N|NAME [--input FILE | --random K] -o DIR [--profile P] [--rounding R] [--gemm]
+    qsim hdl-test --top MODULE --sources A.sv ... --ports PORTS.toml [--simulator verilator|icarus] [--vectors DIR]
     qsim profile ... / qsim codegen ...   (plug-ins, present when their modules are installed)
 
 Every subcommand opens the model with :func:`qsim.load` and calls a :class:`qsim.Model`
@@ -113,6 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     requant_arg(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_dump)
+
+    s = sub.add_parser("vectors", help="golden requant vectors of one CONV/DEPTHWISE/FC layer for RTL testbenches")
+    s.add_argument("model")
+    s.add_argument("--layer", required=True, metavar="N|NAME", help="op index or output tensor name")
+    _input_args(s, required=False, random_help="N seeded random inputs (default 1)")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (created)")
+    s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
+    s.add_argument("--rounding", default=None, help="requantize the expected outputs with this rounding "
+                   "(default: the profile's for the layer)")
+    s.add_argument("--gemm", action="store_true", help="also write the GEMM operands (gemm_a.npy, gemm_b.npy)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_vectors)
+
+    s = sub.add_parser("hdl-test", help="run qsim's requant regression (cocotb) on your own RTL")
+    s.add_argument("--top", required=True, metavar="MODULE", help="top-level module of the design under test")
+    s.add_argument("--sources", required=True, nargs="+", metavar="FILE", help="SystemVerilog/Verilog sources")
+    s.add_argument("--ports", required=True, metavar="PORTS.toml", help="port map (see qsim.hdl.ports)")
+    s.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"])
+    s.add_argument("--vectors", metavar="DIR", help="a `qsim vectors` folder to replay through the design")
+    s.add_argument("--seed", type=int, default=1, help="seed of the random vectors and stalls (default 1)")
+    s.add_argument("--random-beats", type=int, default=2000, metavar="B", help="random beats (default 2000)")
+    s.add_argument("--keep-build", metavar="DIR", help="build here instead of a temporary folder (kept)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_hdl_test)
 
     for name in PLUGINS:
         mod = _plugin(name)
@@ -352,6 +378,39 @@ def cmd_dump(args) -> int:
         if res.requant is not None:
             print(res.requant.render())
     return 0
+
+
+def cmd_vectors(args) -> int:
+    m = load(args.model)
+    m.prepared(args.profile)
+    if args.input:
+        x, source, warnings = _inputs_from_args(m, args)
+    else:
+        x, source, warnings = _inputs_from_args(m, args, default_random=1)
+    warn(warnings)
+    v = m.vectors(args.layer, inputs=x, out_dir=args.output, profile=args.profile, rounding=args.rounding,
+                  gemm=args.gemm)
+    doc = {"model": args.model, "input": source, "output": args.output, **{
+        k: v.manifest()[k] for k in ("layer", "op_index", "opcode", "profile", "rounding", "rows", "channels")}}
+    if args.json:
+        emit_json(doc)
+    else:
+        print(f"wrote {v.rows} x {v.channels} requant vectors of op {v.op_index} {v.opcode} ({source}, "
+              f"profile {v.profile}, {v.rounding} rounding) to {args.output}: vectors.npz, vectors.csv, *.hex, "
+              "tb_vectors.sv (run_tb.sh), manifest.json")
+    return 0
+
+
+def cmd_hdl_test(args) -> int:
+    from .hdl import runner  # cocotb is imported only here: the rest of qsim works without it
+    res = runner.hdl_test(top=args.top, sources=args.sources, ports=args.ports, simulator=args.simulator,
+                          vectors=args.vectors, seed=args.seed, random_beats=args.random_beats,
+                          build_dir=args.keep_build)
+    if args.json:
+        emit_json(res.as_dict())
+    else:
+        print(res.render())
+    return 0 if res.ok else 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ single-rounding results beyond int32 saturate; shifts outside ``fp.SHIFT_RANGE``
 at prepare (and by codegen); acc + bias wraps, the zero-point add does not; SOFTMAX rows long
 enough to reach the references' abort are refused by codegen with run's message.
 
-Every requant edge row (hdl_tests/requant_tb.py ``edge_rows``, also driven through the RTL by the
+Every requant edge row (qsim/hdl/beats.py ``edge_rows``, also driven through the RTL by the
 cocotb test ``edge_cases``) is computed three ways here and must agree bit for bit:
 a hand-derived golden in Python big integers (gemmlowp's and TFLite's formulas written out
 directly, not qsim's code), qsim.fixedpoint, and qkernels.c's ``qk_mbqm`` / ``qk_requantize``
@@ -34,8 +34,7 @@ from qsim.codegen import generate
 from qsim.codegen.emit import TEMPLATES, _config_header
 from test_codegen import need_tool, sanitizer_build_failed
 
-sys.path.insert(0, str(REPO / "hdl_tests"))
-from requant_tb import edge_rows  # noqa: E402  (the rows the cocotb test drives through the RTL)
+from qsim.hdl.beats import edge_rows  # (the rows the cocotb tests drive through the RTL)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 ROUNDINGS = ("double", "single")

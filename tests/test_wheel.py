@@ -219,6 +219,8 @@ def test_wheel_and_sdist_carry_the_runtime_files_and_pass_twine_check(dist):
     assert rtl and {f"qsim/rtl_src/{n}" for n in rtl} <= names
     assert {"qsim/presets/edge16.toml", "qsim/codegen/__init__.py", "qsim/codegen/templates/qkernels.c",
             "qsim/codegen/templates/startup_cm.c", "qsim/codegen/templates/cortex_m.ld.j2"} <= names
+    hdl = {f"qsim/hdl/{p.name}" for p in (REPO / "qsim" / "hdl").glob("*.py")}  # the cocotb kit (qsim.hdl)
+    assert {"qsim/hdl/regression.py", "qsim/hdl/stream.py", "qsim/vectors.py"} <= hdl | names and hdl <= names
     assert not any(n.startswith(("codegen/", "rtl/", "tests/")) for n in names), sorted(names)[:20]
     meta = zipfile.ZipFile(dist["wheel"]).read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     assert b"License-Expression: Apache-2.0" in meta

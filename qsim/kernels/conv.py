@@ -258,8 +258,15 @@ def _conv_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
 
 
 def _patch_matmul(p: ConvParams, xs: np.ndarray, r0: int, r1: int, weights: np.ndarray) -> np.ndarray:
-    """im2col patches of output rows [r0, r1), [N*(r1-r0)*OW, KH*KW*C] (a strided view of the
-    padded input ``xs``, copied once by the reshape), times ``weights`` [KH*KW*C, OC]."""
+    """:func:`im2col_rows` patches of output rows [r0, r1) times ``weights`` [KH*KW*C, OC]."""
+    n, rows = xs.shape[0], r1 - r0
+    return (im2col_rows(p, xs, r0, r1) @ weights).reshape(n, rows, p.out_w, p.out_channels)
+
+
+def im2col_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """im2col patches of output rows [r0, r1): [N*(r1-r0)*OW, KH*KW*C], each row one output pixel's
+    window in (kh, kw, c) order (a strided view of the padded input ``xs``, copied once by the
+    reshape).  ``xs`` is the centred, padded input (:func:`_conv_input` / :func:`_depthwise_input`)."""
     n, c = xs.shape[0], xs.shape[3]
     rows = r1 - r0
     if _is_pointwise(p, xs.shape):
@@ -271,7 +278,18 @@ def _patch_matmul(p: ConvParams, xs: np.ndarray, r0: int, r1: int, weights: np.n
             strides=(sn, sh * p.stride_h, sw * p.stride_w, sh * p.dilation_h, sw * p.dilation_w, sc),
             writeable=False)
         patches = view.reshape(n * rows * p.out_w, p.kernel_h * p.kernel_w * c)
-    return (patches @ weights).reshape(n, rows, p.out_w, p.out_channels)
+    return patches
+
+
+def gemm_operands(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    """The GEMM input operand of a CONV_2D / DEPTHWISE_CONV_2D on int8 input ``x`` (NHWC):
+    im2col patches [N*OH*OW, KH*KW*C] of (x - input_zero_point) as int64, padding 0 (TFLite's
+    skipped out-of-bounds taps).  CONV_2D: accumulators = patches @ weights [KH*KW*IC, OC];
+    depthwise (C = output channels, input channels repeated depth_multiplier times):
+    acc[:, c] = sum over taps t of patches[:, t*C + c] * weights[t, c]."""
+    x = np.asarray(x)
+    xs = _depthwise_input(p, x) if p.weights.ndim == 3 else _conv_input(p, x)  # depthwise: [KH, KW, C]
+    return im2col_rows(p, xs, 0, p.out_h).astype(np.int64)
 
 
 def _conv_float(p: ConvParams, x: np.ndarray) -> np.ndarray:

@@ -1,37 +1,28 @@
-"""Verification components for rtl/requant_unit.sv (cocotb 2.x).
+"""Requantization test beats for valid/ready requant units (numpy only; no cocotb needed).
 
-* :class:`Vectors`: a batch of beats (per-lane acc/bias/M0/shift, per-beat
-  zp/act range) and its golden int8 output from :func:`qsim.fixedpoint.requantize`
-  (the testbench never re-implements the arithmetic).
-* :class:`Driver`: pushes beats on the s_* valid/ready stream, with optional
-  random idle cycles, holding data stable until accepted.
-* :class:`Monitor`: drives m_ready (optionally random back-pressure), checks the
-  output stream protocol (data held while stalled) and reports transfers.
-* :class:`Scoreboard`: in-order comparison of transfers with the golden values,
-  per-beat latency in cycles.
+A *beat* is what one input transfer carries: per lane an int32 accumulator, bias, Q31 multiplier
+M0 and shift (TFLite sign convention, > 0 = left), and per beat the output zero point and the
+activation range.  :class:`Beats` holds a batch of them with their golden int8 outputs from
+:func:`qsim.fixedpoint.requantize` (never re-derived here).
 
-Timing convention: cycle n is the interval after rising edge n; a transfer
-sampled (at ReadOnly) in cycle n happens at edge n + 1.  Latency = output
-transfer cycle - input transfer cycle.
+* :func:`directed_beats`: hand-picked corners (ties of both signs at every shift,
+  INT32_MIN*INT32_MIN, wraps, clamps and zero points at both ends);
+* :func:`random_beats`: seeded random beats mixing full-range, realistic and special values;
+* :func:`edge_rows` / :func:`edge_beats`: the arithmetic edges shared with tests/test_edges.py;
+* :func:`replay_beats`: a real layer's vectors (:mod:`qsim.vectors`) packed ``lanes`` per beat.
 """
 from __future__ import annotations
 
-import random
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from qsim import fixedpoint as fp
+from .. import fixedpoint as fp
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
-CLOCK_NS = 10
-
-
-# --------------------------------------------------------------------------- vectors
 
 @dataclass
-class Vectors:
+class Beats:
     """``acc``, ``bias``, ``mult``, ``shift``: int64 [beats, lanes]; ``zp``, ``act_min``,
     ``act_max``: int64 [beats]; ``expected``: int64 [beats, lanes] (int8 values)."""
 
@@ -57,26 +48,35 @@ class Vectors:
     def lanes(self) -> int:
         return self.acc.shape[1]
 
-    def packed(self) -> list[tuple[int, ...]]:
-        """Per beat: (s_acc, s_bias, s_mult, s_shift, s_zp, s_act_min, s_act_max) as unsigned ints."""
-        acc, bias, mult = (_pack(a, 32) for a in (self.acc, self.bias, self.mult))
-        shift = _pack(self.shift, 6)
-        zp, lo, hi = ((v & 0xFF).tolist() for v in (self.zp, self.act_min, self.act_max))
-        return list(zip(acc, bias, mult, shift, zp, lo, hi))
+    def take(self, idx) -> "Beats":
+        """The beats at ``idx`` (a slice or index array), with their expected values."""
+        return Beats(self.acc[idx], self.bias[idx], self.mult[idx], self.shift[idx], self.zp[idx],
+                     self.act_min[idx], self.act_max[idx], self.rounding, self.expected[idx])
+
+    def field(self, name: str) -> np.ndarray:
+        """A port-map field's values: [beats, lanes] for acc/bias/multiplier/shift, [beats] for
+        zero_point/act_min/act_max."""
+        return getattr(self, FIELD_ATTR[name])
 
 
-def _pack(a: np.ndarray, width: int) -> list[int]:
-    """[beats, lanes] signed values -> one unsigned int per beat, lane i at bits [i*width +: width]."""
+# port-map field name -> Beats attribute
+FIELD_ATTR = {"acc": "acc", "bias": "bias", "multiplier": "mult", "shift": "shift", "zero_point": "zp",
+              "act_min": "act_min", "act_max": "act_max"}
+
+
+def pack_lanes(values, width: int) -> int:
+    """Signed per-lane values -> one unsigned bus value, lane i at bits [i*width +: width]."""
     mask = (1 << width) - 1
-    rows = (np.asarray(a, dtype=np.int64) & mask).tolist()
-    return [sum(v << (i * width) for i, v in enumerate(row)) for row in rows]
+    return sum((int(v) & mask) << (i * width) for i, v in enumerate(values))
 
 
-def unpack_int8(word: int, lanes: int) -> list[int]:
+def unpack_lanes(word: int, lanes: int, width: int = 8) -> list[int]:
+    """One unsigned bus value -> ``lanes`` signed values of ``width`` bits (lane i at [i*width +: width])."""
+    mask, sign = (1 << width) - 1, 1 << (width - 1)
     out = []
     for i in range(lanes):
-        v = (word >> (8 * i)) & 0xFF
-        out.append(v - 256 if v & 0x80 else v)
+        v = (word >> (width * i)) & mask
+        out.append(v - (1 << width) if v & sign else v)
     return out
 
 
@@ -129,12 +129,12 @@ def edge_rows(rounding: str) -> dict[str, np.ndarray]:
             "bias_wrap": as_array(bias_wrap), "zero_point_no_wrap": as_array(no_wrap)}
 
 
-def edge_vectors(lanes: int, rounding: str) -> Vectors:
+def edge_beats(lanes: int, rounding: str) -> Beats:
     """All :func:`edge_rows` as beats of ``lanes`` lanes (golden: qsim.fixedpoint.requantize)."""
     return _group_rows(np.concatenate(list(edge_rows(rounding).values())), lanes, rounding)
 
 
-def random_vectors(seed: int, beats: int, lanes: int, rounding: str) -> Vectors:
+def random_beats(seed: int, beats: int, lanes: int, rounding: str) -> Beats:
     """Seeded random beats mixing full-range, realistic and special values."""
     rng = np.random.default_rng(seed)
     n = (beats, lanes)
@@ -162,10 +162,10 @@ def random_vectors(seed: int, beats: int, lanes: int, rounding: str) -> Vectors:
     full_range = rng.random(beats) < 0.6
     act_min = np.where(full_range, -128, np.minimum(a, b))
     act_max = np.where(full_range, 127, np.maximum(a, b))
-    return Vectors(acc, bias, mult, shift, zp, act_min, act_max, rounding)
+    return Beats(acc, bias, mult, shift, zp, act_min, act_max, rounding)
 
 
-def directed_vectors(lanes: int, rounding: str) -> Vectors:
+def directed_beats(lanes: int, rounding: str) -> Beats:
     """Hand-picked corners, LANES per beat (rows sharing zp/act range grouped, zero-padded).
 
     * for every supported shift, x = +-(2k+1)*2^j (k in {0,1}, j in 0..30) with
@@ -219,7 +219,7 @@ def directed_vectors(lanes: int, rounding: str) -> Vectors:
     return _group_rows(np.array(rows, dtype=np.int64), lanes, rounding)
 
 
-def _group_rows(r: np.ndarray, lanes: int, rounding: str) -> Vectors:
+def _group_rows(r: np.ndarray, lanes: int, rounding: str) -> Beats:
     """Rows (acc, bias, M0, shift, zp, act_min, act_max) -> beats; rows sharing the per-beat
     fields (zp, act_min, act_max) are packed LANES per beat, in order, zero-padded."""
     beats = []
@@ -231,130 +231,23 @@ def _group_rows(r: np.ndarray, lanes: int, rounding: str) -> Vectors:
             rows.append([0, 0, 0, 0, *side])
         beats += [rows[i:i + lanes] for i in range(0, len(rows), lanes)]
     b = np.array(beats, dtype=np.int64)  # [beats, lanes, 7]
-    return Vectors(b[:, :, 0], b[:, :, 1], b[:, :, 2], b[:, :, 3], b[:, 0, 4], b[:, 0, 5], b[:, 0, 6], rounding)
+    return Beats(b[:, :, 0], b[:, :, 1], b[:, :, 2], b[:, :, 3], b[:, 0, 4], b[:, 0, 5], b[:, 0, 6], rounding)
 
 
-# --------------------------------------------------------------------------- components
-
-def cycle_now() -> int:
-    from cocotb.utils import get_sim_time
-    return int(get_sim_time(unit="ns")) // CLOCK_NS
-
-
-class Scoreboard:
-    """In-order check of output transfers against the expected rows."""
-
-    def __init__(self, lanes: int, log, max_errors: int = 10):
-        self.lanes, self.log, self.max_errors = lanes, log, max_errors
-        self.pending: deque = deque()  # (expected row, input transfer cycle, beat id)
-        self.errors: list[str] = []
-        self.latencies: list[int] = []
-        self.out_cycles: list[int] = []
-        self.checked = 0
-
-    def expect(self, row, cycle: int, beat_id) -> None:
-        self.pending.append((list(row), cycle, beat_id))
-
-    def observe(self, data: list[int], cycle: int) -> None:
-        if not self.pending:
-            self._error(f"cycle {cycle}: unexpected output {data} (no beat outstanding)")
-            return
-        row, in_cycle, beat_id = self.pending.popleft()
-        self.latencies.append(cycle - in_cycle)
-        self.out_cycles.append(cycle)
-        self.checked += 1
-        if data != row:
-            self._error(f"beat {beat_id}: got {data}, expected {row}")
-
-    def flush(self) -> None:
-        """Forget outstanding beats (after a reset nothing of them may come out)."""
-        self.pending.clear()
-
-    def _error(self, msg: str) -> None:
-        if len(self.errors) < self.max_errors:
-            self.log.error(msg)
-        self.errors.append(msg)
-
-
-class Driver:
-    """Input stream driver: beats in order, idle cycles with probability ``gap_prob``."""
-
-    def __init__(self, dut, scoreboard: Scoreboard | None, seed: int = 0, gap_prob: float = 0.0):
-        self.dut, self.sb = dut, scoreboard
-        self.rng = random.Random(seed)
-        self.gap_prob = gap_prob
-        self.accept_cycles: list[int] = []
-        self.stop = False
-
-    def idle(self) -> None:
-        self.dut.s_valid.value = 0
-
-    async def send(self, vec: Vectors, expected=None) -> None:
-        from cocotb.triggers import ReadOnly, RisingEdge
-        dut = self.dut
-        words = vec.packed()
-        expected = vec.expected.tolist() if expected is None else expected
-        i = 0
-        presenting = False
-        while i < len(words) and not self.stop:
-            await RisingEdge(dut.clk)
-            if self.stop:
-                break
-            if not presenting:
-                if self.rng.random() < self.gap_prob:
-                    dut.s_valid.value = 0
-                else:
-                    acc, bias, mult, shift, zp, lo, hi = words[i]
-                    dut.s_acc.value, dut.s_bias.value, dut.s_mult.value = acc, bias, mult
-                    dut.s_shift.value, dut.s_zp.value = shift, zp
-                    dut.s_act_min.value, dut.s_act_max.value = lo, hi
-                    dut.s_valid.value = 1
-                    presenting = True
-            await ReadOnly()
-            if presenting and dut.s_ready.value and not dut.rst.value:
-                c = cycle_now()
-                self.accept_cycles.append(c)
-                if self.sb is not None:
-                    self.sb.expect(expected[i], c, i)
-                i += 1
-                presenting = False
-        await RisingEdge(dut.clk)
-        dut.s_valid.value = 0
-
-
-class Monitor:
-    """Output stream monitor; drives m_ready low with probability ``stall_prob``."""
-
-    def __init__(self, dut, scoreboard: Scoreboard, lanes: int, seed: int = 1, stall_prob: float = 0.0):
-        self.dut, self.sb, self.lanes = dut, scoreboard, lanes
-        self.rng = random.Random(seed)
-        self.stall_prob = stall_prob
-        self.valid_cycles: list[int] = []  # cycles where m_valid was high (any ready)
-        self.protocol_errors: list[str] = []
-
-    async def run(self) -> None:
-        from cocotb.triggers import ReadOnly, RisingEdge
-        dut = self.dut
-        held = None  # data presented but not taken last cycle: must stay
-        while True:
-            await RisingEdge(dut.clk)
-            dut.m_ready.value = 0 if self.rng.random() < self.stall_prob else 1
-            await ReadOnly()
-            if dut.rst.value:
-                held = None
-                continue
-            if not dut.m_valid.value:
-                if held is not None:
-                    self.protocol_errors.append(f"cycle {cycle_now()}: m_valid dropped before transfer")
-                held = None
-                continue
-            c = cycle_now()
-            self.valid_cycles.append(c)
-            word = dut.m_data.value.to_unsigned()
-            if held is not None and word != held:
-                self.protocol_errors.append(f"cycle {c}: m_data changed while stalled")
-            if dut.m_ready.value:
-                self.sb.observe(unpack_int8(word, self.lanes), c)
-                held = None
-            else:
-                held = word
+def replay_beats(v, lanes: int) -> tuple[Beats, np.ndarray]:
+    """A :class:`qsim.vectors.LayerVectors` as beats of ``lanes`` lanes, channels padded to a
+    multiple of ``lanes`` (padding lanes: acc 0, the channel-0 tables).  Returns (beats, valid)
+    where ``valid`` [beats, lanes] marks real channels; their expected values are the vectors'
+    own ``expected`` (the file's golden, e.g. checked against TFLM), padding lanes fixedpoint's."""
+    rows, c = v.acc.shape
+    cp = -(-c // lanes) * lanes
+    pad = lambda a: np.pad(np.asarray(a, np.int64), [(0, 0)] * (np.ndim(a) - 1) + [(0, cp - c)])  # noqa: E731
+    tab = {k: np.broadcast_to(pad(getattr(v, k)), (rows, cp)) for k in ("bias", "multiplier", "shift")}
+    n = rows * cp // lanes
+    per_beat = lambda a: np.ascontiguousarray(a).reshape(n, lanes)  # noqa: E731
+    scalar = lambda x: np.full(n, int(x), dtype=np.int64)  # noqa: E731
+    b = Beats(per_beat(pad(v.acc)), per_beat(tab["bias"]), per_beat(tab["multiplier"]), per_beat(tab["shift"]),
+              scalar(v.zero_point), scalar(v.act_min), scalar(v.act_max), v.rounding)
+    real = np.broadcast_to(np.arange(cp) < c, (rows, cp))
+    b.expected = per_beat(np.where(real, pad(v.expected), b.expected.reshape(rows, cp)))
+    return b, per_beat(real)
