@@ -66,12 +66,15 @@ class GenerateResult:
     total_macs: int
     layers: list[LayerReport] = field(default_factory=list)
     check_samples: int = 0  # samples in input.bin / expected.bin (Model.codegen(inputs=...)), 0 = none
+    kernels: str = "qsim"  # "qsim" | "cmsis-nn" (generate(kernels=...))
 
     def report_text(self) -> str:
         lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
                  f"  arena:   {self.arena_bytes} bytes (static, planned greedy-by-size; I/O in caller buffers)",
                  f"  weights: {self.weights_bytes} bytes (const tables, flash)",
                  f"  MACs:    {self.total_macs} per inference",
+                 *([f"  kernels: CMSIS-NN where it has the op, qsim's elsewhere (= qsim run --profile cmsis-nn)"]
+                   if self.kernels == "cmsis-nn" else []),
                  "  per layer:"]
         for l in self.layers:
             lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
@@ -383,7 +386,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         files.append(out_dir / fname)
     layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes)
               for e, p in zip(emits, prepared.ops)]
-    result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers)
+    result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers,
+                            kernels=kernels)
     report = dict(name=name, source=source, rounding=rounding, kernels=kernels, profile=profile, target=target, arena_bytes=plan.arena_size,
                   weights_bytes=weights_bytes, total_macs=total_macs,
                   layers=[vars(l) for l in layers])

@@ -129,6 +129,26 @@ def test_single_op_host_bit_exact(case, cmsis_dir, cmsis_make, tmp_path):
     assert_equal(got, tflm_outputs(blob, samples, len(g.outputs)), f"{case}: CMSIS-NN C vs TFLM")
 
 
+@pytest.mark.parametrize("case", [c[0] for c in OP_CASES if re.match(r"(conv|dw|fc|average|max|softmax)", c[0])])
+def test_single_op_cortex_m4_dsp_bit_exact(case, cmsis_dir, cmsis_make, tmp_path):
+    """The same cases through CMSIS-NN's DSP code (-mcpu=cortex-m4: SMLAD mat-mult kernels, the
+    depthwise 3x3 and multiplier-1 paths, the buffered average pool) under QEMU: outputs equal
+    qsim's cmsis-nn profile."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
+    blob = dict(OP_CASES)[case]
+    g = load_bytes(blob)
+    samples = random_samples(g, 3, seed=zlib.crc32(case.encode()) + 1)
+    _generate(blob, tmp_path, cmsis_dir, samples, target="cortex-m4")
+    cmsis_make(tmp_path, "m.elf", "qk_check")
+    r = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+                        "-semihosting-config", "enable=on,target=native", "-kernel", "m.elf"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+    assert_equal(got, qsim_outputs(g, samples, "cmsis-nn"), f"{case}: CMSIS-NN DSP build vs qsim cmsis-nn")
+
+
 @pytest.mark.parametrize("mcpu", ["cortex-m4", "cortex-m3"])
 def test_cortex_m_qemu_with_and_without_dsp(mcpu, cmsis_dir, cmsis_make, tmp_path):
     """kws_ref_model (conv, depthwise, average pool, FC, softmax through CMSIS-NN) on the MPS2-AN386
