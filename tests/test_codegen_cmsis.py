@@ -26,7 +26,7 @@ from qsim.loader import load, load_bytes
 
 from qsim.codegen import generate
 from test_codegen import (MODELS, assert_equal, image_samples, make, need_tool, qsim_outputs, random_samples,
-                          tflm_outputs, write_samples)
+                          sanitizer_build_failed, tflm_outputs, write_samples)
 from test_codegen_ops import CASES, builder
 
 THIRD_PARTY = REPO.parent / "shared" / "third_party"
@@ -165,6 +165,29 @@ def test_cortex_m_qemu_with_and_without_dsp(mcpu, cmsis_dir, cmsis_make, tmp_pat
     assert_equal(got, tflm_outputs(path, samples), f"kws CMSIS-NN on {mcpu}/QEMU vs TFLM")
     nm = subprocess.run(["arm-none-eabi-nm", str(tmp_path / "m.elf")], capture_output=True, text=True).stdout
     assert "arm_convolve_wrapper_s8" in nm and "qk_conv2d" not in nm  # CMSIS-NN ran the convolutions
+
+
+def test_sanitizers_clean(cmsis_dir, tmp_path):
+    """kws_ref_model (conv, depthwise, average pool, FC, softmax through CMSIS-NN) built with
+    -fsanitize=address,undefined, the CMSIS-NN library included: no report, outputs equal qsim's
+    cmsis-nn profile.  CMSIS-NN's own sources left-shift negative values (arm_nn_exp_on_negative_values,
+    arm_nn_mult_by_power_of_two: undefined in C99, two's complement on every compiler it targets),
+    so its library is built without the shift-base check; everything else is checked."""
+    need_tool("gcc")
+    path = shared_model("kws_ref_model.tflite")
+    g = load(path)
+    samples = random_samples(g, 2, seed=9)
+    _generate(path, tmp_path, cmsis_dir, samples)
+    san = "-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all"
+    r = subprocess.run(["make", "-s", "-C", str(tmp_path), "m_run", f"CFLAGS={san}",
+                        f"CMSIS_NN_CFLAGS={san} -fno-sanitize=shift-base", "LDFLAGS=-fsanitize=address,undefined"],
+                       capture_output=True, text=True, timeout=900)
+    sanitizer_build_failed(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["./m_run", "input.bin", "output.bin"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stdout + r.stderr
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+    assert_equal(got, qsim_outputs(g, samples, "cmsis-nn"), "kws CMSIS-NN ASan/UBSan build vs qsim cmsis-nn")
 
 
 def test_scratch_guard_refuses_a_short_buffer(cmsis_dir, cmsis_make, tmp_path):
