@@ -149,17 +149,19 @@ def test_single_op_cortex_m4_dsp_bit_exact(case, cmsis_dir, cmsis_make, tmp_path
     assert_equal(got, qsim_outputs(g, samples, "cmsis-nn"), f"{case}: CMSIS-NN DSP build vs qsim cmsis-nn")
 
 
-@pytest.mark.parametrize("mcpu", ["cortex-m4", "cortex-m3"])
-def test_cortex_m_qemu_with_and_without_dsp(mcpu, cmsis_dir, cmsis_make, tmp_path):
-    """kws_ref_model (conv, depthwise, average pool, FC, softmax through CMSIS-NN) on the MPS2-AN386
-    board: -mcpu=cortex-m4 compiles CMSIS-NN's DSP path (ARM_MATH_DSP, SMLAD), -mcpu=cortex-m3 its
-    portable C.  Outputs and every op's output equal qsim's cmsis-nn profile, outputs equal TFLM."""
+@pytest.mark.parametrize("target,mcpu", [("cortex-m4", "cortex-m4"), ("cortex-m4", "cortex-m3"),
+                                         ("cortex-m7", "cortex-m7"), ("cortex-m33", "cortex-m33")])
+def test_cortex_m_qemu_with_and_without_dsp(target, mcpu, cmsis_dir, cmsis_make, tmp_path):
+    """kws_ref_model (conv, depthwise, average pool, FC, softmax through CMSIS-NN) under QEMU: on the
+    MPS2-AN386 board -mcpu=cortex-m4 compiles CMSIS-NN's DSP path (ARM_MATH_DSP, SMLAD) and
+    -mcpu=cortex-m3 its portable C; M7 (AN500) and M33 (AN505) their DSP paths.  Outputs and every
+    op's output equal qsim's cmsis-nn profile, outputs equal TFLM."""
     for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
         need_tool(tool)
     path = shared_model("kws_ref_model.tflite")
     g = load(path)
     samples = random_samples(g, 3, seed=41)
-    _generate(path, tmp_path, cmsis_dir, samples, target="cortex-m4")
+    _generate(path, tmp_path, cmsis_dir, samples, target=target)
     cmsis_make(tmp_path, "check-qemu", MCPU=mcpu)
     got = np.fromfile(tmp_path / "output.bin", dtype=np.int8).reshape(len(samples), -1)
     assert_equal(got, tflm_outputs(path, samples), f"kws CMSIS-NN on {mcpu}/QEMU vs TFLM")
