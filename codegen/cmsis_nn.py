@@ -54,6 +54,29 @@ SIZER_SOURCES = ("ConvolutionFunctions/arm_convolve_get_buffer_sizes_s8.c",
 
 
 @dataclass
+class SizeQuery:
+    """How one generated call sizes its scratch: the C declarations of its argument structs (the
+    same text as in NAME.c) and the ``arm_*_get_buffer_size(...)`` expression over them."""
+
+    declarations: list[str]
+    call: str  # e.g. "arm_convolve_wrapper_s8_get_buffer_size(&cp, &id, &fd, &od)"
+
+    def dsp_call(self) -> str:
+        """The same query of the ``_dsp`` variant (what a Cortex-M4/M7/M33 build answers)."""
+        fn, args = self.call.split("(", 1)
+        return f"{fn}_dsp({args}"
+
+
+@dataclass
+class CmsisOp:
+    """A CMSIS-NN call for one op: its :class:`tables.OpEmit` (``call`` still holding SIZE_MARK
+    where the reserved scratch bytes go) and, when CMSIS-NN sizes a scratch for it, the query."""
+
+    emit: tables.OpEmit
+    query: SizeQuery | None = None
+
+
+@dataclass
 class CmsisDirs:
     """Where the user's CMSIS-NN checkout (``Include/``, ``Source/``) and the CMSIS-Core
     compiler headers (``cmsis_compiler.h``; None: on the compiler's include path) are."""
@@ -98,12 +121,12 @@ def _dims(name: str, n, h, w, c) -> str:
     return _struct("cmsis_nn_dims", name, dict(n=int(n), h=int(h), w=int(w), c=int(c)))
 
 
-def _block(lines: list[str], call: str, pos: int, size_check: str | None = None) -> str:
-    """A C block: static const argument structs, an optional scratch check, the checked call.
+def _block(lines: list[str], call: str, pos: int, query: SizeQuery | None = None) -> str:
+    """A C block: static const argument structs, the scratch check of ``query``, the checked call.
     ``@in0@``-style markers become emit.py's ``{in0}`` placeholders; other braces are escaped."""
     body = list(lines)
-    if size_check:
-        body.append(f"if ({size_check} > {SIZE_MARK}) return -{pos + 1}; /* scratch too small for this target */")
+    if query:
+        body.append(f"if ({query.call} > {SIZE_MARK}) return -{pos + 1}; /* scratch too small for this target */")
     body.append(f"if ({call} != ARM_CMSIS_NN_SUCCESS) return {pos + 1};")
     text = "{\n        " + "\n        ".join(body) + "\n    }"
     text = text.replace("{", "{{").replace("}", "}}")
@@ -127,7 +150,7 @@ def _requant(prefix: str, rq, channels: int, opcode: str) -> list[tables.CArray]
     return [bias, mult, tables.CArray(shift.name, "int32_t", shift.values)]
 
 
-def emit_conv(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_conv(pos, prepared, g, prefix) -> CmsisOp | None:
     op, p, rq, x, w, out = tables._gemm_operands(prepared, g)
     if not _int8(g, op.inputs[0], op.outputs[0]) or (w.quant is not None and np.any(np.asarray(w.quant.zero_point) != 0)):
         return None
@@ -147,13 +170,12 @@ def emit_conv(pos, prepared, g, prefix) -> tables.OpEmit | None:
              f"const cmsis_nn_per_channel_quant_params qp = {{(int32_t *){prefix}_mult, (int32_t *){prefix}_shift}};",
              _ctx_line()]
     call = f"{fn}(&ctx, &cp, &qp, &id, @in0@, &fd, {prefix}_w, &bd, {prefix}_bias, &od, @out0@)"
-    e = tables.OpEmit(pos, op.opcode, f"{op.opcode} {p.kernel_h}x{p.kernel_w} (CMSIS-NN {fn}) -> '{out.name}'",
-                      _block(lines, call, pos, f"{fn}_get_buffer_size(&cp, &id, &fd, &od)"), arrays=arrays)
-    e.cmsis_query = (f"{fn}_get_buffer_size", conv, ptype, [(n, h, wd, c), fdims, (n, p.out_h, p.out_w, p.out_channels)])
-    return e
+    q = SizeQuery(lines[:5], f"{fn}_get_buffer_size(&cp, &id, &fd, &od)")
+    return CmsisOp(tables.OpEmit(pos, op.opcode, f"{op.opcode} {p.kernel_h}x{p.kernel_w} (CMSIS-NN {fn}) -> "
+                                 f"'{out.name}'", _block(lines, call, pos, q), arrays=arrays), q)
 
 
-def emit_fully_connected(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_fully_connected(pos, prepared, g, prefix) -> CmsisOp | None:
     op, p, rq, x, w, out = tables._gemm_operands(prepared, g)
     if not _int8(g, op.inputs[0], op.outputs[0]):
         return None
@@ -171,13 +193,12 @@ def emit_fully_connected(pos, prepared, g, prefix) -> tables.OpEmit | None:
              f"const cmsis_nn_quant_params qp = {{(int32_t *){prefix}_mult, (int32_t *){prefix}_shift, {int(per_channel)}}};",
              _ctx_line()]
     call = f"arm_fully_connected_wrapper_s8(&ctx, &fp, &qp, &id, @in0@, &fd, {prefix}_w, &bd, {prefix}_bias, &od, @out0@)"
-    e = tables.OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} (CMSIS-NN) -> '{out.name}'",
-                      _block(lines, call, pos, "arm_fully_connected_s8_get_buffer_size(&fd)"), arrays=arrays)
-    e.cmsis_query = ("arm_fully_connected_s8_get_buffer_size", None, None, [(p.in_units, 1, 1, p.out_units)])
-    return e
+    q = SizeQuery(lines[2:3], "arm_fully_connected_s8_get_buffer_size(&fd)")
+    return CmsisOp(tables.OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} (CMSIS-NN) -> "
+                                 f"'{out.name}'", _block(lines, call, pos, q), arrays=arrays), q)
 
 
-def emit_pool(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_pool(pos, prepared, g, prefix) -> CmsisOp | None:
     op, p = prepared.op, prepared.params
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     if not _int8(g, op.inputs[0], op.outputs[0]) or len(x.shape) != 4:
@@ -190,14 +211,12 @@ def emit_pool(pos, prepared, g, prefix) -> tables.OpEmit | None:
     lines = [_struct("cmsis_nn_pool_params", "pp", pool), _dims("id", n, h, wd, c),
              _dims("fd", 1, p.filter_h, p.filter_w, 1), _dims("od", n, p.out_h, p.out_w, c), _ctx_line()]
     call = f"{fn}(&ctx, &pp, &id, @in0@, &fd, &od, @out0@)"
-    check = f"arm_avgpool_s8_get_buffer_size({int(p.out_w)}, {int(c)})" if avg else None
-    e = tables.OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} (CMSIS-NN {fn}) -> '{out.name}'",
-                      _block(lines, call, pos, check))
-    e.cmsis_query = ("arm_avgpool_s8_get_buffer_size", None, None, [(int(p.out_w), int(c))]) if avg else None
-    return e
+    q = SizeQuery([], f"arm_avgpool_s8_get_buffer_size({int(p.out_w)}, {int(c)})") if avg else None
+    return CmsisOp(tables.OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} (CMSIS-NN {fn}) -> "
+                                 f"'{out.name}'", _block(lines, call, pos, q)), q)
 
 
-def emit_softmax(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_softmax(pos, prepared, g, prefix) -> CmsisOp | None:
     op, p = prepared.op, prepared.params
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     if not _int8(g, op.inputs[0], op.outputs[0]):
@@ -206,10 +225,10 @@ def emit_softmax(pos, prepared, g, prefix) -> tables.OpEmit | None:
     call = (f"arm_softmax_s8(@in0@, {x.size // max(depth, 1)}, {depth}, {int(p.input_multiplier)}, "
             f"{int(p.input_left_shift)}, {int(p.diff_min)}, @out0@);")
     text = call.replace("@in0@", "{in0}").replace("@out0@", "{out0}")  # returns void: nothing to check
-    return tables.OpEmit(pos, op.opcode, f"SOFTMAX (CMSIS-NN arm_softmax_s8) -> '{out.name}'", text)
+    return CmsisOp(tables.OpEmit(pos, op.opcode, f"SOFTMAX (CMSIS-NN arm_softmax_s8) -> '{out.name}'", text))
 
 
-def emit_add_mul(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_add_mul(pos, prepared, g, prefix) -> CmsisOp | None:
     op, p = prepared.op, prepared.params
     ins = list(op.inputs[:2])
     out = g.tensors[op.outputs[0]]
@@ -229,7 +248,7 @@ def emit_add_mul(pos, prepared, g, prefix) -> tables.OpEmit | None:
     else:
         call = (f"arm_elementwise_mul_s8(@in0@, @in1@, {f('input1_offset', 'input2_offset')}, @out0@, "
                 f"{f('output_offset', 'output_multiplier', 'output_shift')}, {act}, {out.size})")
-    return tables.OpEmit(pos, op.opcode, f"{op.opcode} (CMSIS-NN) -> '{out.name}'", _block([], call, pos))
+    return CmsisOp(tables.OpEmit(pos, op.opcode, f"{op.opcode} (CMSIS-NN) -> '{out.name}'", _block([], call, pos)))
 
 
 EMITTERS = {"CONV_2D": emit_conv, "DEPTHWISE_CONV_2D": emit_conv, "FULLY_CONNECTED": emit_fully_connected,
@@ -237,20 +256,17 @@ EMITTERS = {"CONV_2D": emit_conv, "DEPTHWISE_CONV_2D": emit_conv, "FULLY_CONNECT
             "ADD": emit_add_mul, "MUL": emit_add_mul}
 
 
-def emit_op(pos, prepared, g, prefix) -> tables.OpEmit | None:
+def emit_op(pos, prepared, g, prefix) -> CmsisOp | None:
     """The CMSIS-NN call for this prepared op, or None when qsim's own kernel must run it."""
     fn = EMITTERS.get(prepared.op.opcode)
-    e = fn(pos, prepared, g, prefix) if fn else None
-    if e is not None:
-        e.backend = "cmsis-nn"
-    return e
+    return fn(pos, prepared, g, prefix) if fn else None
 
 
-def overlap_delta(e: tables.OpEmit, prepared, g) -> list[tuple[int, int]]:
+def overlap_delta(prepared, g, cmsis: bool) -> list[tuple[int, int]]:
     """In-place contracts (``tables.overlap_delta``) hold for qsim's kernels' read/write order; of
-    the CMSIS-NN calls only the element-wise ones (SOFTMAX rows, ADD, MUL: each element read before
-    it is written) keep them, the window and matrix kernels get separate buffers."""
-    if getattr(e, "backend", "") == "cmsis-nn" and e.opcode not in ("SOFTMAX", "ADD", "MUL"):
+    the CMSIS-NN calls (``cmsis``) only the element-wise ones (SOFTMAX rows, ADD, MUL: each element
+    read before it is written) keep them, the window and matrix kernels get separate buffers."""
+    if cmsis and prepared.op.opcode not in ("SOFTMAX", "ADD", "MUL"):
         return []
     return tables.overlap_delta(prepared, g)
 
@@ -262,29 +278,18 @@ def make_context(dirs: CmsisDirs) -> dict:
 
 # ------------------------------------------------------------------ scratch sizes
 
-def _sizer_source(queries) -> str:
-    from .emit import _field_text
+def _sizer_source(queries: list[SizeQuery]) -> str:
+    """A host C program printing, per query, the portable and the ``_dsp`` answer."""
     lines = ['#include <stdio.h>', '#include "arm_nnfunctions.h"', "", "int main(void)", "{"]
-    for k, (fn, params, ptype, dims) in enumerate(queries):
-        lines.append("    {")
-        if params is None:  # plain integer / dims arguments
-            if fn.startswith("arm_avgpool"):
-                args = [", ".join(str(v) for v in dims[0])] * 2
-            else:
-                lines.append(f"        const cmsis_nn_dims d0 = {_field_text(dict(zip('nhwc', dims[0])))};")
-                args = ["&d0", "&d0"]
-        else:
-            lines.append(f"        const {ptype} cp = {_field_text(params)};")
-            for j, d in enumerate(dims):
-                lines.append(f"        const cmsis_nn_dims d{j} = {_field_text(dict(zip('nhwc', d)))};")
-            args = ["&cp, &d0, &d1, &d2"] * 2
-        lines.append(f'        printf("%ld %ld\\n", (long){fn}({args[0]}), (long){fn}_dsp({args[1]}));')
+    for q in queries:
+        lines += ["    {"] + [f"        {d}" for d in q.declarations]
+        lines.append(f'        printf("%ld %ld\\n", (long){q.call}, (long){q.dsp_call()});')
         lines.append("    }")
     lines += ["    return 0;", "}", ""]
     return "\n".join(lines)
 
 
-def buffer_sizes(dirs: CmsisDirs, queries) -> list[int]:
+def buffer_sizes(dirs: CmsisDirs, queries: list[SizeQuery]) -> list[int]:
     """Per query, max(portable, DSP) bytes CMSIS-NN's own *_get_buffer_size functions return
     (a host program compiled against ``dirs`` with the host C compiler, $CC or gcc)."""
     if not queries:
@@ -310,12 +315,12 @@ def buffer_sizes(dirs: CmsisDirs, queries) -> list[int]:
     return [max(int(a), int(b)) for a, b in rows]
 
 
-def finish(emits: list[tables.OpEmit], dirs: CmsisDirs) -> None:
-    """Size every CMSIS-NN op's scratch with the real functions and write the reservation
-    (bytes, >= MIN_SCRATCH) into its call and ``scratch_bytes``."""
-    users = [e for e in emits if SIZE_MARK in e.call]
-    queried = [e for e in users if getattr(e, "cmsis_query", None)]
-    sizes = dict(zip((e.position for e in queried), buffer_sizes(dirs, [e.cmsis_query for e in queried])))
-    for e in users:
-        e.scratch_bytes = max(MIN_SCRATCH, sizes.get(e.position, 0))
-        e.call = e.call.replace(SIZE_MARK, str(e.scratch_bytes))
+def finish(ops: list[CmsisOp], dirs: CmsisDirs) -> None:
+    """Size every CMSIS-NN call's scratch with the real functions and write the reservation (bytes,
+    >= MIN_SCRATCH) into its call text and ``scratch_bytes``."""
+    queried = [op for op in ops if op.query is not None]
+    sizes = dict(zip((id(op) for op in queried), buffer_sizes(dirs, [op.query for op in queried])))
+    for op in ops:
+        if SIZE_MARK in op.emit.call:
+            op.emit.scratch_bytes = max(MIN_SCRATCH, sizes.get(id(op), 0))
+            op.emit.call = op.emit.call.replace(SIZE_MARK, str(op.emit.scratch_bytes))

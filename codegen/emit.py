@@ -284,20 +284,21 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     out_dir = Path(out_dir)
     check_supported(g)
     prepared = prepare_graph(g, profile)
-    emits = []
+    emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):
-        e = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs else None
-        if e is None:  # qsim's own kernel
+        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs else None
+        if c is not None:
+            cmsis_ops[pos], e = c, c.emit
+        else:  # qsim's own kernel
             _check_op_rounding(p, rounding)
             e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)
         emits.append(e)
     if dirs:
-        cmsis_nn.finish(emits, dirs)
+        cmsis_nn.finish(list(cmsis_ops.values()), dirs)
     plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},
-                               {pos: cmsis_nn.overlap_delta(e, p, g) if dirs else tables.overlap_delta(p, g)
-                                for pos, (e, p) in enumerate(zip(emits, prepared.ops))})
+                               {pos: cmsis_nn.overlap_delta(p, g, pos in cmsis_ops) for pos, p in enumerate(prepared.ops)})
     prepare_output_dir(out_dir, force)
 
     arrays = [a for e in emits for a in e.arrays]
