@@ -239,6 +239,8 @@ def emit_add_mul(pos, prepared, g, prefix) -> CmsisOp | None:
     def f(*names):
         return ", ".join(str(v) for v in tables._param_ints(p, op.opcode, *names).values())
     act = f(*tables.ACT_RANGE)
+    shifts = ("input1_shift", "input2_shift", "output_shift") if op.opcode == "ADD" else ("output_shift",)
+    tables._mbqm_shifts(list(tables._param_ints(p, op.opcode, *shifts).values()), p.rounding, op.opcode)
     if op.opcode == "ADD":
         if int(getattr(p, "sign", 1)) != 1:
             return None
