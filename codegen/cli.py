@@ -1,4 +1,5 @@
-"""`qsim codegen MODEL -o DIR [--name NAME] [--target ...] [--rounding double|single] [--force] [--inputs FILE]`.
+"""`qsim codegen MODEL -o DIR [--name NAME] [--target ...] [--rounding double|single] [--kernels qsim|cmsis-nn]
+[--cmsis-nn-dir DIR] [--force] [--inputs FILE]`.
 
 A thin layer over :meth:`qsim.Model.codegen`.  ``--inputs FILE`` also writes input.bin,
 expected.bin and expected_trace.bin for the generated Makefile's ``check`` targets.
@@ -24,6 +25,15 @@ def register(subparsers) -> None:
                    help="default make goal and -mcpu (host builds with gcc; cortex-m* with arm-none-eabi-gcc)")
     s.add_argument("--rounding", default="double", choices=["double", "single"],
                    help="double = TFLite Micro's default; single = TFLITE_SINGLE_ROUNDING builds")
+    s.add_argument("--kernels", default="qsim", choices=["qsim", "cmsis-nn"],
+                   help="qsim = qsim's portable C kernels; cmsis-nn = calls into CMSIS-NN where it has the op "
+                        "(bit-exact with `qsim run --profile cmsis-nn`; --rounding double only)")
+    s.add_argument("--cmsis-nn-dir", metavar="DIR",
+                   help="with --kernels cmsis-nn: your CMSIS-NN checkout (default $CMSIS_NN_DIR); the Makefile's "
+                        "CMSIS_NN_DIR defaults to it")
+    s.add_argument("--cmsis-core-dir", metavar="DIR",
+                   help="with --kernels cmsis-nn: the directory of CMSIS-Core's cmsis_compiler.h (default "
+                        "$CMSIS_CORE_DIR, else DIR/../cmsis-core)")
     s.add_argument("--force", action="store_true",
                    help="write into a non-empty output directory (removing the files of an earlier --name)")
     s.add_argument("--inputs", metavar="FILE",
@@ -42,7 +52,8 @@ def handler(args) -> int:
     m = load(args.model)
     inputs = read_input_file(m, args.inputs, args.float_input, args.image_mode) if args.inputs else None
     result = m.codegen(args.output, name=args.name, target=args.target, rounding=args.rounding,
-                       force=args.force, inputs=inputs)
+                       force=args.force, inputs=inputs, kernels=args.kernels, cmsis_nn_dir=args.cmsis_nn_dir,
+                       cmsis_core_dir=args.cmsis_core_dir)
     if args.json:
         print((result.out_dir / f"{result.name}_report.json").read_text(), end="")
     else:

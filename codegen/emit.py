@@ -27,7 +27,7 @@ from qsim.loader import load
 from qsim.validate import raise_if_invalid
 from qsim.report import op_macs
 
-from . import planner, tables
+from . import cmsis_nn, planner, tables
 
 TEMPLATES = Path(str(files("qsim.codegen") / "templates"))  # package data: .j2/.c/.h, startup, linker
 STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c")
@@ -66,12 +66,15 @@ class GenerateResult:
     total_macs: int
     layers: list[LayerReport] = field(default_factory=list)
     check_samples: int = 0  # samples in input.bin / expected.bin (Model.codegen(inputs=...)), 0 = none
+    kernels: str = "qsim"  # "qsim" | "cmsis-nn" (generate(kernels=...))
 
     def report_text(self) -> str:
         lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
                  f"  arena:   {self.arena_bytes} bytes (static, planned greedy-by-size; I/O in caller buffers)",
                  f"  weights: {self.weights_bytes} bytes (const tables, flash)",
                  f"  MACs:    {self.total_macs} per inference",
+                 *([f"  kernels: CMSIS-NN where it has the op, qsim's elsewhere (= qsim run --profile cmsis-nn)"]
+                   if self.kernels == "cmsis-nn" else []),
                  "  per layer:"]
         for l in self.layers:
             lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
@@ -247,9 +250,28 @@ def _pointer(g: ir.Graph, plan: planner.MemoryPlan, t: int, name: str, in_names,
     return f"({name}_arena + {b.offset})"
 
 
+def profile_name(rounding: str, kernels: str = "qsim") -> str:
+    """The `qsim run --profile` the generated C reproduces for this --rounding and --kernels."""
+    if rounding not in ROUNDING_PROFILES:
+        raise QsimError(f"unknown rounding '{rounding}'; choose double (TFLM default) or single.")
+    if kernels not in cmsis_nn.KERNELS:
+        raise QsimError(f"unknown kernels '{kernels}'; choose one of: {', '.join(cmsis_nn.KERNELS)}.")
+    if kernels == "cmsis-nn" and rounding != "double":
+        raise QsimError("--kernels cmsis-nn supports --rounding double only (TFLite Micro's and CMSIS-NN's "
+                        "default): CMSIS-NN's CMSIS_NN_USE_SINGLE_ROUNDING build truncates an out-of-range "
+                        "requantized value to int32 where qsim's single-rounding kernels saturate, so no qsim "
+                        "profile would describe the mixed build.")
+    return cmsis_nn.PROFILE if kernels == "cmsis-nn" else ROUNDING_PROFILES[rounding]
+
+
 def generate(model, out_dir, name: str | None = None, target: str = "host", rounding: str = "double",
-             force: bool = False) -> GenerateResult:
-    """Generate the C sources for ``model`` (path or ir.Graph) into ``out_dir``."""
+             force: bool = False, kernels: str = "qsim", cmsis_nn_dir=None, cmsis_core_dir=None) -> GenerateResult:
+    """Generate the C sources for ``model`` (path or ir.Graph) into ``out_dir``.
+
+    ``kernels``: "qsim" (the portable qkernels) or "cmsis-nn" (calls into the user's CMSIS-NN at
+    ``cmsis_nn_dir``, default $CMSIS_NN_DIR, where it has the op; :mod:`qsim.codegen.cmsis_nn`)."""
+    profile = profile_name(rounding, kernels)
+    dirs = cmsis_nn.find_dirs(cmsis_nn_dir, cmsis_core_dir) if kernels == "cmsis-nn" else None
     if target not in TARGETS:
         raise QsimError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
     if rounding not in ROUNDING_PROFILES:
@@ -261,16 +283,22 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     name = c_identifier(name or Path(source).stem or "model")
     out_dir = Path(out_dir)
     check_supported(g)
-    prepared = prepare_graph(g, ROUNDING_PROFILES[rounding])
-    emits = []
+    prepared = prepare_graph(g, profile)
+    emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):
-        _check_op_rounding(p, rounding)
-        e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
+        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs else None
+        if c is not None:
+            cmsis_ops[pos], e = c, c.emit
+        else:  # qsim's own kernel
+            _check_op_rounding(p, rounding)
+            e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)
         emits.append(e)
+    if dirs:
+        cmsis_nn.finish(list(cmsis_ops.values()), dirs)
     plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},
-                               {pos: tables.overlap_delta(p, g) for pos, p in enumerate(prepared.ops)})
+                               {pos: cmsis_nn.overlap_delta(p, g, pos in cmsis_ops) for pos, p in enumerate(prepared.ops)})
     prepare_output_dir(out_dir, force)
 
     arrays = [a for e in emits for a in e.arrays]
@@ -329,7 +357,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                total_macs=total_macs, signature=signature, param_names=in_names + out_names,
                arrays=[dict(name=a.name, ctype=a.ctype, count=int(a.values.size), text=_array_text(a.values))
                        for a in arrays],
-               ops=ops_ctx, final_copies=final_copies, in_total=in_total, out_total=out_total,
+               ops=ops_ctx, final_copies=final_copies, kernels=kernels,
+               cmsis=cmsis_nn.make_context(dirs) if dirs else None, in_total=in_total, out_total=out_total,
                call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal,
                flash_origin=flash_origin, ram_origin=ram_origin,
                check_outputs=[dict(label=c_string(f"output {k} '{g.tensors[t].name}'"), nbytes=g.tensors[t].nbytes)
@@ -340,7 +369,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     rendered = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
-        f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+        f"{name}.c": env.get_template("model_cmsis.c.j2" if dirs else "model.c.j2").render(**ctx),
         f"{name}_weights.c": env.get_template("weights.c.j2").render(**ctx),
         "main.c": env.get_template("main.c.j2").render(**ctx),
         "Makefile": env.get_template("Makefile.j2").render(**ctx),
@@ -358,8 +387,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         files.append(out_dir / fname)
     layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes)
               for e, p in zip(emits, prepared.ops)]
-    result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers)
-    report = dict(name=name, source=source, rounding=rounding, target=target, arena_bytes=plan.arena_size,
+    result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers,
+                            kernels=kernels)
+    report = dict(name=name, source=source, rounding=rounding, kernels=kernels, profile=profile, target=target, arena_bytes=plan.arena_size,
                   weights_bytes=weights_bytes, total_macs=total_macs,
                   layers=[vars(l) for l in layers])
     (out_dir / f"{name}_report.json").write_text(json.dumps(report, indent=2) + "\n")

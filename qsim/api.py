@@ -779,10 +779,14 @@ class Model:
         return v
 
     def codegen(self, out_dir: str | Path, name: str | None = None, target: str = "host",
-                rounding: str = "double", force: bool = False, inputs=None):
+                rounding: str = "double", force: bool = False, inputs=None, kernels: str = "qsim",
+                cmsis_nn_dir=None, cmsis_core_dir=None):
         """Generate C99 firmware (:mod:`codegen`) into ``out_dir``; returns its GenerateResult.
 
         ``rounding``: "double" (TFLite Micro's default) or "single" (TFLITE_SINGLE_ROUNDING).
+        ``kernels``: "qsim" (qsim's own C kernels) or "cmsis-nn" (calls into the CMSIS-NN checkout
+        at ``cmsis_nn_dir``, default $CMSIS_NN_DIR, where it has the op; the C then reproduces
+        ``profile="cmsis-nn"``; ``rounding="double"`` only).
         ``inputs`` (samples as :meth:`run` takes them): also write ``input.bin`` (the samples'
         input bytes back to back), ``expected.bin`` (qsim's outputs for them under the matching
         rounding profile) and ``expected_trace.bin`` (every op's output, in op order, per
@@ -791,14 +795,14 @@ class Model:
         """
         from .codegen import emit  # the one import of the generator package
         batch = None
+        profile = emit.profile_name(rounding, kernels)
         if inputs is not None:
-            if rounding not in emit.ROUNDING_PROFILES:
-                raise QsimError(f"unknown rounding '{rounding}'; choose double (TFLM default) or single.")
             batch, _ = self._batch(inputs)
-        result = emit.generate(self.graph, out_dir, name=name, target=target, rounding=rounding, force=force)
+        result = emit.generate(self.graph, out_dir, name=name, target=target, rounding=rounding, force=force,
+                               kernels=kernels, cmsis_nn_dir=cmsis_nn_dir, cmsis_core_dir=cmsis_core_dir)
         if batch is not None:
             g = self.graph
-            vals = self.prepared(emit.ROUNDING_PROFILES[rounding]).run_samples(batch, True)
+            vals = self.prepared(profile).run_samples(batch, True)
             n = next(iter(batch.values())).shape[0]
             files = {"input.bin": g.inputs, "expected.bin": g.outputs,
                      "expected_trace.bin": [op.outputs[0] for op in g.operators]}

@@ -29,24 +29,27 @@ class Profile:
         return self.variant_per_op.get(opcode, default)
 
 
+# TFLite Micro's per-op algorithm variants (shared by the profiles whose fallback kernels are TFLM's).
+# STRIDED_SLICE "tflm": ignores ellipsis/new_axis/offset, <= 4-D, refuses rank>=2 outputs with
+# a zero dimension (tests/test_kernels_shape.py; LiteRT honours all three masks/flags).
+# PAD/PADV2 "tflm": int64 paddings are read as int32 words.
+_TFLM_VARIANTS = {"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
+                  # Elementwise/activations (tests/test_kernels_elementwise.py): LOGISTIC/TANH run
+                  # gemmlowp fixed point (Q4.27 input); RELU forms s_in/s_out in double; RELU6 does not
+                  # requantize (clamps the raw input to [zp, q(6)]); MUL forms s1*s2/s_out in double.
+                  # Per-channel QUANTIZE is refused; per-channel DEQUANTIZE uses scale[0]/zp[0] throughout.
+                  "LOGISTIC": "fixed", "TANH": "fixed", "RELU": "double_scale", "RELU6": "clamp_only",
+                  "MUL": "double", "QUANTIZE": "per_tensor_only", "DEQUANTIZE": "first_scale",
+                  # LEAKY_RELU forms s_in*alpha/s_out and s_in/s_out in double (LiteRT: float32);
+                  # alpha=0.9 with s_in == s_out differs by 1 LSB on 13 of 256 inputs.
+                  "LEAKY_RELU": "double_scale"}
+
 PROFILES: dict[str, Profile] = {
     "tflm": Profile(
         name="tflm",
         description="TensorFlow Lite Micro (tflite-micro Python runtime): TFLite's classic double rounding everywhere.",
         default_rounding="double",
-        # STRIDED_SLICE "tflm": ignores ellipsis/new_axis/offset, <= 4-D, refuses rank>=2 outputs with
-        # a zero dimension (tests/test_kernels_shape.py; LiteRT honours all three masks/flags).
-        # PAD/PADV2 "tflm": int64 paddings are read as int32 words.
-        variant_per_op={"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
-                        # Elementwise/activations (tests/test_kernels_elementwise.py): LOGISTIC/TANH run
-                        # gemmlowp fixed point (Q4.27 input); RELU forms s_in/s_out in double; RELU6 does not
-                        # requantize (clamps the raw input to [zp, q(6)]); MUL forms s1*s2/s_out in double.
-                        # Per-channel QUANTIZE is refused; per-channel DEQUANTIZE uses scale[0]/zp[0] throughout.
-                        "LOGISTIC": "fixed", "TANH": "fixed", "RELU": "double_scale", "RELU6": "clamp_only",
-                        "MUL": "double", "QUANTIZE": "per_tensor_only", "DEQUANTIZE": "first_scale",
-                        # LEAKY_RELU forms s_in*alpha/s_out and s_in/s_out in double (LiteRT: float32);
-                        # alpha=0.9 with s_in == s_out differs by 1 LSB on 13 of 256 inputs.
-                        "LEAKY_RELU": "double_scale"},
+        variant_per_op=_TFLM_VARIANTS,
     ),
     "litert": Profile(
         name="litert",
@@ -67,6 +70,19 @@ PROFILES: dict[str, Profile] = {
                         # except LEAKY_RELU's multipliers, formed in float32 here and in double in TFLM.
                         "LOGISTIC": "lut", "TANH": "lut", "RELU": "float32_scale", "RELU6": "float32_scale",
                         "MUL": "float32", "QUANTIZE": "per_channel", "DEQUANTIZE": "per_channel"},
+    ),
+    # CMSIS-NN (codegen --kernels cmsis-nn), read from its sources (arm_nnsupportfunctions.h,
+    # arm_nn_softmax_common_s8.c, arm_avgpool_s8.c, arm_elementwise_*_s8.c, README "CMSIS-NN"): in its
+    # default build arm_nn_requantize is the doubling high multiply (same nudge) + rounding divide by
+    # POT of TFLM's MultiplyByQuantizedMultiplier, and softmax (gemmlowp's exp / reciprocal),
+    # pooling and add/mul follow the reference formulas; conv/FC fold the input offset into a kernel
+    # sum, equal modulo 2^32.  So the int8 ops generated as CMSIS-NN calls compute TFLM's integers
+    # (tests/test_codegen_cmsis.py); the others run qsim's kernels, i.e. TFLM's variants.
+    "cmsis-nn": Profile(
+        name="cmsis-nn",
+        description="CMSIS-NN int8 kernels (default build, double rounding); TFLite Micro's choices elsewhere.",
+        default_rounding="double",
+        variant_per_op=_TFLM_VARIANTS,
     ),
     "single": Profile(
         name="single",
