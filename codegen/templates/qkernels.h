@@ -181,6 +181,11 @@ void qk_lut(const int8_t *lut, const int8_t *input, int8_t *output, int32_t n);
  * that op's output bytes; the application (main.c) defines it. ---- */
 void qk_trace(int32_t op_position, const int8_t *data, int32_t nbytes);
 
+/* ---- profiling: with -DQK_PROFILE, NAME_invoke calls qk_profile(-1) on entry and
+ * qk_profile(position) after every op; the application defines it (e.g. reading a
+ * cycle counter: benchmarks/cortexm_icount.py reads SysTick). ---- */
+void qk_profile(int32_t op_position);
+
 /* ---- RESHAPE between distinct buffers ---- */
 void qk_copy(const int8_t *input, int8_t *output, int32_t n);
 
