@@ -22,6 +22,11 @@
 #else
 #define QK_ALWAYS_INLINE inline
 #endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define QK_UNROLL _Pragma("GCC unroll 8")
+#else
+#define QK_UNROLL
+#endif
 
 #define QK_INT32_MIN (-2147483647 - 1)
 #define QK_INT32_MAX 2147483647
@@ -136,6 +141,17 @@ static QK_ALWAYS_INLINE int8_t qk_requant_channel(int32_t acc, const int32_t *bi
                                  int32_t act_min, int32_t act_max)
 {
     return qk_requant_inline(acc, bias[ch], multiplier[ch], shift[ch], output_offset, act_min, act_max);
+}
+
+/* The same out of line, for the general paths and the tails of the fast ones (keeps the code
+ * small; the hot loops inline qk_requant_channel). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t qk_requant_cold(int32_t acc, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                              int32_t ch, int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    return qk_requant_channel(acc, bias, multiplier, shift, ch, output_offset, act_min, act_max);
 }
 
 /* ------------------------------------------------- DSP extension (Cortex-M4/M7/M33)
@@ -308,7 +324,7 @@ static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filte
         int32_t j;
         for (j = 0; j < n; ++j) {
             const int32_t acc = qk_dot_s8(filter + (size_t)oc * depth, patches + (size_t)j * depth, depth);
-            out[j * out_c + oc] = qk_requant_channel(acc, bias, multiplier, shift, oc, oo, lo, hi);
+            out[j * out_c + oc] = qk_requant_cold(acc, bias, multiplier, shift, oc, oo, lo, hi);
         }
     }
 }
@@ -429,7 +445,7 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
                 }
                 /* every read of this pixel's window is done: now write it (in-place planning relies on it) */
                 for (oc = 0; oc < p->out_c; ++oc) {
-                    out[oc] = qk_requant_channel(scratch[oc], bias, multiplier, shift, oc, p->output_offset,
+                    out[oc] = qk_requant_cold(scratch[oc], bias, multiplier, shift, oc, p->output_offset,
                                                  p->act_min, p->act_max);
                 }
             }
@@ -437,11 +453,6 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
     }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define QK_UNROLL _Pragma("GCC unroll 8")
-#else
-#define QK_UNROLL
-#endif
 
 /* One tap of four channels: acc[j] += f[j] * (s[j] + off).  (DSP: off2 holds off in both
  * int16 halves; SXTAB16 adds it to bytes 0/2 and, rotated, 1/3 - sums within +-255.) */
@@ -468,7 +479,7 @@ static QK_ALWAYS_INLINE void qk_dw_tap4(const int8_t *s, const int8_t *f, int32_
 /* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined): four
  * channels at a time with their accumulators in registers, over the taps inside the image
  * (TFLM skips the others; the input offset is added per tap); a window wholly inside the image
- * runs the fully unrolled tap loop.  Writes each group of four outputs once the group's reads
+ * runs the tap loop with constant trip counts.  Writes each group of four outputs once the group's reads
  * are done: the output of channel c never lands on an input byte still to be read (channel
  * order is monotone), so the window overlap contract holds. */
 static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
@@ -490,7 +501,7 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                 const int interior = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
                 for (c = 0; c + 4 <= ch; c += 4) {
                     int32_t acc[4] = {0, 0, 0, 0};
-                    if (interior) {
+                    if (interior) { /* constant trip counts: the taps unroll */
                         const int8_t *src = image + (size_t)iy0 * row + (size_t)ix0 * ch + c;
                         const int8_t *f = filter + c;
                         for (ky = 0; ky < k_h; ++ky, src += row) {
@@ -522,7 +533,7 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                                    * (image[(size_t)(iy0 + ky) * row + (size_t)(ix0 + kx) * ch + c] + off);
                         }
                     }
-                    output[c] = qk_requant_channel(acc, bias, multiplier, shift, c, oo, lo, hi);
+                    output[c] = qk_requant_cold(acc, bias, multiplier, shift, c, oo, lo, hi);
                 }
             }
         }
@@ -563,7 +574,7 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
                 acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
             }
             output[(size_t)b * p->out_units + o] =
-                qk_requant_channel(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
+                qk_requant_cold(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
         }
     }
 }
@@ -587,7 +598,7 @@ void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const
             y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
         }
         if (o < p->out_units) {
-            y[o] = qk_requant_channel(qk_dot_s8(filter + (size_t)o * n, x, n), bias, multiplier, shift, o, oo,
+            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias, multiplier, shift, o, oo,
                                       lo, hi);
         }
     }
@@ -699,9 +710,9 @@ static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
 {
     const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
-    const int32_t s1 = qk_mbqm(x1, p->input1_multiplier, p->input1_shift);
-    const int32_t s2 = qk_mbqm(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+    const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
+    const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
+    const int32_t raw = qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
     return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
 }
 
@@ -727,7 +738,7 @@ static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const in
     int32_t i;
     for (i = 0; i < n; ++i) {
         const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
-        const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift);
+        const int32_t raw = qk_mbqm_inline(prod, p->output_multiplier, p->output_shift);
         out[i] = qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
     }
 }
