@@ -54,6 +54,7 @@ class LayerReport:
     output: str
     macs: int
     scratch_bytes: int
+    kernel: str = ""  # specialized C path chosen at generation time (tables.KERNEL_PATHS), "" = the op's only one
 
 
 @dataclass
@@ -77,7 +78,7 @@ class GenerateResult:
                    if self.kernels == "cmsis-nn" else []),
                  "  per layer:"]
         for l in self.layers:
-            lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  -> {l.output}")
+            lines.append(f"    #{l.position:<3} {l.opcode:<20} {l.macs:>12} MACs  {l.kernel:<16} -> {l.output}")
         if self.check_samples:
             lines.append(f"  check:   {self.check_samples} sample(s) in input.bin, qsim's expected.bin and "
                          f"expected_trace.bin: make -C {self.out_dir} check")
@@ -385,11 +386,12 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     for fname in STATIC_FILES:
         shutil.copyfile(TEMPLATES / fname, out_dir / fname)
         files.append(out_dir / fname)
-    layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes)
-              for e, p in zip(emits, prepared.ops)]
+    layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes,
+                          e.kernel) for e, p in zip(emits, prepared.ops)]
     result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers,
                             kernels=kernels)
-    report = dict(name=name, source=source, rounding=rounding, kernels=kernels, profile=profile, target=target, arena_bytes=plan.arena_size,
+    report = dict(name=name, source=source, rounding=rounding, kernels=kernels, profile=profile, target=target,
+                  arena_bytes=plan.arena_size,
                   weights_bytes=weights_bytes, total_macs=total_macs,
                   layers=[vars(l) for l in layers])
     (out_dir / f"{name}_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -61,6 +61,7 @@ class OpEmit:
     scratch_bytes: int = 0
     macs: int = 0  # qsim.report.op_macs, set by the generator (one MAC definition across qsim)
     prefix: str = ""  # C name prefix of this op's params and tables (set by the generator)
+    kernel: str = ""  # the specialized C path chosen at generation time (KERNEL_PATHS), "" = the op's only one
 
 
 def _i32(values) -> np.ndarray:
@@ -128,30 +129,66 @@ def _conv_window_fields(x: ir.Tensor, p, rq) -> dict:
                 act_min=rq.act_min, act_max=rq.act_max)
 
 
+# Specialized C paths, chosen per layer at generation time (OpEmit.kernel -> C function).
+KERNEL_PATHS = {
+    "conv_1x1": "qk_conv2d_1x1",  # 1x1, stride 1, no padding: GEMM over the channel vectors
+    "conv_im2col": "qk_conv2d",  # any other CONV_2D: int8 patches (zero-point padded)
+    "dw_3x3": "qk_depthwise_conv3x3",  # depth multiplier 1, 3x3, no dilation (any stride)
+    "dw_dm1": "qk_depthwise_conv2d_dm1",  # depth multiplier 1, no dilation, other filter sizes
+    "dw_channel_major": "qk_depthwise_conv2d",  # few output channels: one dot product per output
+    "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
+    "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
+    "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
+}
+CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
+
+
+def fold_input_offset(bias: CArray, rows: np.ndarray, input_offset: int) -> None:
+    """CMSIS-NN's "kernel sum": bias[o] + input_offset * sum(rows[o]), wrapped like int32, in place.
+
+    The C then accumulates sum(w * x) over raw int8 inputs; adding this bias with the int32
+    wrap the requant stage already applies (qsim.fixedpoint.requantize) gives exactly TFLite's
+    acc + bias with acc = sum(w * (x + input_offset)).  ``rows``: the weights, one row per output
+    channel, over every tap the kernel multiplies (padded taps hold the input zero point)."""
+    sums = np.asarray(rows, dtype=np.int64).reshape(bias.values.size, -1).sum(axis=1)
+    bias.values = fp.wrap_int32(np.asarray(bias.values, dtype=np.int64) + int(input_offset) * sums).astype(np.int64)
+
+
 def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     op, p, rq, x, w, out = _gemm_operands(prepared, g)
     n, _, _, c = x.shape
     fields = _conv_window_fields(x, p, rq)
-    return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} -> '{out.name}'",
-                  _gemm_call("qk_conv2d", prefix, "int16_t"), "qk_conv_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_channels, op.opcode),
-                  scratch_bytes=2 * 4 * p.kernel_h * p.kernel_w * c)  # QK_CONV_TILE patches
+    pointwise = (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 1, 1, 0, 0)
+    kernel = "conv_1x1" if pointwise else "conv_im2col"
+    weights = _weights(prefix, w)
+    arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+    return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
+                  _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
+                  scratch_bytes=CONV_TILE * (c if pointwise else p.kernel_h * p.kernel_w * c), kernel=kernel)
 
 
 def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     op, p, rq, x, w, out = _gemm_operands(prepared, g)
     n, _, _, c = x.shape
     fields = _conv_window_fields(x, p, rq)
-    fields.update(depth_multiplier=p.depth_multiplier, channel_major=int(p.out_channels <= DW_FEW_CHANNELS))
     weights = _weights(prefix, w)
-    scratch = 4 * p.out_channels
-    if fields["channel_major"]:
+    arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    if p.depth_multiplier == 1 and p.dilation_h == p.dilation_w == 1 and p.out_channels >= 4:
+        kernel = "dw_3x3" if (p.kernel_h, p.kernel_w) == (3, 3) else "dw_dm1"
+        scratch = 0
+    elif p.out_channels <= DW_FEW_CHANNELS:
         # Few output channels: store the filter [out_c][kh][kw] so each output is one contiguous dot.
+        kernel = "dw_channel_major"
         weights.values = np.ascontiguousarray(weights.values.reshape(-1, p.out_channels).T).reshape(-1)
-        scratch += 2 * p.kernel_h * p.kernel_w * c
-    return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} -> '{out.name}'",
-                  _gemm_call("qk_depthwise_conv2d", prefix, "int32_t"), "qk_dwconv_params", fields,
-                  [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode), scratch_bytes=scratch)
+        fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+        scratch = 4 * p.out_channels + p.kernel_h * p.kernel_w * c
+    else:
+        kernel, scratch = "dw_generic", 4 * p.out_channels
+    fields.update(depth_multiplier=p.depth_multiplier, channel_major=int(kernel == "dw_channel_major"))
+    return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} ({kernel}) "
+                  f"-> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, "int32_t"), "qk_dwconv_params",
+                  fields, arrays, scratch_bytes=scratch, kernel=kernel)
 
 
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
@@ -166,9 +203,13 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(batches=batches, in_units=p.in_units, out_units=p.out_units,
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
-    return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} -> '{out.name}'",
-                  _gemm_call("qk_fully_connected", prefix, None), "qk_fc_params", fields,
-                  [_weights(prefix, w)] + _requant_arrays(prefix, rq, p.out_units, op.opcode))
+    weights = _weights(prefix, w)
+    arrays = [weights] + _requant_arrays(prefix, rq, p.out_units, op.opcode)
+    kernel = "fc_folded" if w_zp == 0 else "fc_offsets"
+    if kernel == "fc_folded":
+        fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+    return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} ({kernel}) -> '{out.name}'",
+                  _gemm_call(KERNEL_PATHS[kernel], prefix, None), "qk_fc_params", fields, arrays, kernel=kernel)
 
 
 def _params_call(fn: str, prefix: str, *operands: str) -> str:

@@ -17,6 +17,17 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
 #endif
 
+#if defined(__GNUC__)
+#define QK_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define QK_ALWAYS_INLINE inline
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define QK_UNROLL _Pragma("GCC unroll 8")
+#else
+#define QK_UNROLL
+#endif
+
 #define QK_INT32_MIN (-2147483647 - 1)
 #define QK_INT32_MAX 2147483647
 
@@ -31,20 +42,21 @@ static int32_t qk_shl_wrap(int32_t x, int s)
     return (int32_t)((uint32_t)x << s);
 }
 
-/* gemmlowp SaturatingRoundingDoublingHighMul: high 32 bits of 2*a*b, ties away from zero. */
-static int32_t qk_srdhm_inline(int32_t a, int32_t b)
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a*b + nudge) / 2^31 truncated toward zero, nudge
+ * 2^30 when a*b >= 0 and 1 - 2^30 below.  Computed as floor((a*b + 2^30) / 2^31), the same value
+ * for every input: for a*b >= 0 the numerator is the same and non-negative; for a*b < 0 the
+ * truncation of the negative v = a*b + 1 - 2^30 is floor((v + 2^31 - 1) / 2^31), and
+ * v + 2^31 - 1 = a*b + 2^30.  (One SMULL, an add and a shift on Cortex-M.) */
+static QK_ALWAYS_INLINE int32_t qk_srdhm_inline(int32_t a, int32_t b)
 {
-    int64_t ab, nudge;
     if (a == QK_INT32_MIN && b == QK_INT32_MIN) {
         return QK_INT32_MAX;
     }
-    ab = (int64_t)a * (int64_t)b;
-    nudge = ab >= 0 ? (int64_t)(1 << 30) : (int64_t)(1 - (1 << 30));
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
 /* gemmlowp RoundingDivideByPOT: x / 2^exponent, ties away from zero (0 <= exponent <= 31). */
-static int32_t qk_rdbpot_inline(int32_t x, int exponent)
+static QK_ALWAYS_INLINE int32_t qk_rdbpot_inline(int32_t x, int exponent)
 {
     const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
     const int32_t remainder = x & mask;
@@ -71,7 +83,7 @@ int32_t qk_rounding_divide_by_pot(int32_t x, int exponent)
  * - the zero-point add before the activation clamp is done in 64 bits (never wraps). */
 #if defined(QK_SINGLE_ROUNDING)
 /* TFLITE_SINGLE_ROUNDING MultiplyByQuantizedMultiplier: one rounding, half up, saturated to int32. */
-static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
+static QK_ALWAYS_INLINE int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 {
     const int total_shift = 31 - shift;
     const int64_t round = (int64_t)1 << (total_shift - 1);
@@ -80,7 +92,7 @@ static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 }
 #else
 /* TFLite's classic MultiplyByQuantizedMultiplier: left shift, SRDHM, rounding right shift. */
-static int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
+static QK_ALWAYS_INLINE int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, int shift)
 {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
@@ -93,11 +105,14 @@ int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
     return qk_mbqm_inline(x, multiplier, shift);
 }
 
-/* clamp(v + output_offset, act_min, act_max) with the add in 64 bits: v may be near INT32_MAX. */
-static int8_t qk_offset_clamp(int32_t v, int32_t output_offset, int32_t act_min, int32_t act_max)
+/* clamp(v + output_offset, act_min, act_max) without an add that could wrap (v may be near
+ * INT32_MAX): v is clamped to [act_min - output_offset, act_max - output_offset] first (bounds
+ * within +-255: the offset and the range are int8), the same integers as the clamp of the
+ * exact sum. */
+static QK_ALWAYS_INLINE int8_t qk_offset_clamp(int32_t v, int32_t output_offset, int32_t act_min, int32_t act_max)
 {
-    const int64_t w = (int64_t)v + output_offset;
-    return (int8_t)(w < act_min ? act_min : (w > act_max ? act_max : w));
+    const int32_t lo = act_min - output_offset, hi = act_max - output_offset;
+    return (int8_t)((v < lo ? lo : (v > hi ? hi : v)) + output_offset);
 }
 
 /* acc + bias wrapping like int32 (the conversion back from uint32 is modular on every C
@@ -107,7 +122,7 @@ static int32_t qk_add_wrap(int32_t a, int32_t b)
     return (int32_t)((uint32_t)a + (uint32_t)b);
 }
 
-static int8_t qk_requant_inline(int32_t acc, int32_t bias, int32_t multiplier, int shift,
+static QK_ALWAYS_INLINE int8_t qk_requant_inline(int32_t acc, int32_t bias, int32_t multiplier, int shift,
                                 int32_t output_offset, int32_t act_min, int32_t act_max)
 {
     return qk_offset_clamp(qk_mbqm_inline(qk_add_wrap(acc, bias), multiplier, shift), output_offset,
@@ -120,127 +135,238 @@ int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, i
     return qk_requant_inline(acc, bias, multiplier, shift, output_offset, act_min, act_max);
 }
 
-/* Output channel ch of a GEMM op: add its bias (if any), requantize with its table entries. */
-static int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t *multiplier,
+/* Output channel ch of a GEMM op: add its bias, requantize with its table entries (inlined). */
+static QK_ALWAYS_INLINE int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int32_t ch, int32_t output_offset,
                                  int32_t act_min, int32_t act_max)
 {
-    return qk_requant_inline(acc, bias != NULL ? bias[ch] : 0, multiplier[ch], shift[ch], output_offset,
-                             act_min, act_max);
+    return qk_requant_inline(acc, bias[ch], multiplier[ch], shift[ch], output_offset, act_min, act_max);
 }
 
-/* ------------------------------------------------------------------ CONV_2D */
-
-static void qk_conv_patch(const qk_conv_params *p, const int8_t *input, int32_t b, int32_t oy,
-                          int32_t ox, int16_t *patch)
+/* The same out of line, for the general paths and the tails of the fast ones (keeps the code
+ * small; the hot loops inline qk_requant_channel). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t qk_requant_cold(int32_t acc, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                              int32_t ch, int32_t output_offset, int32_t act_min, int32_t act_max)
 {
-    const int32_t in_c = p->in_c;
-    int32_t ky, kx, c;
-    for (ky = 0; ky < p->k_h; ++ky) {
-        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-        for (kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                for (c = 0; c < in_c; ++c) {
-                    patch[c] = 0; /* outside the image: TFLM skips the tap */
-                }
-            } else {
-                const int8_t *src = input + (((size_t)b * p->in_h + iy) * p->in_w + ix) * in_c;
-                for (c = 0; c < in_c; ++c) {
-                    patch[c] = (int16_t)(src[c] + p->input_offset);
-                }
-            }
-            patch += in_c;
-        }
+    return qk_requant_channel(acc, bias, multiplier, shift, ch, output_offset, act_min, act_max);
+}
+
+/* ------------------------------------------------- DSP extension (Cortex-M4/M7/M33)
+ * With __ARM_FEATURE_DSP (and not -DQK_NO_DSP) the inner products use SMLAD: two 16x16
+ * multiply-accumulates per instruction on int8 values sign-extended in pairs by SXTB16 (bytes
+ * 0 and 2, then bytes 1 and 3 after a rotation by 8: every byte once, so the sum is the same).
+ * Everywhere else the portable C loops below compute the same int32 sums. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(QK_NO_DSP)
+#define QK_USE_DSP 1
+#include <arm_acle.h>
+
+/* Four int8 values as one word (an unaligned LDR on these cores). */
+static int32_t qk_word(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* SXTB16 of the word rotated right by 8 (bytes 1 and 3), one instruction: GCC does not fold the
+ * rotation into __sxtb16's operand by itself. */
+static int32_t qk_sxtb16_ror8(int32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+/* SXTAB16 of a rotated-by-8 word: (a.lo + byte 1, a.hi + byte 3) as two int16 halves. */
+static int32_t qk_sxtab16_ror8(int32_t a, int32_t v)
+{
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+#else
+#define QK_USE_DSP 0
+#endif
+
+/* sum_k a[k] * b[k] over n raw int8 values. */
+static int32_t qk_dot_s8(const int8_t *a, const int8_t *b, int32_t n)
+{
+    int32_t acc = 0, k = n;
+#if QK_USE_DSP
+    for (; k >= 4; k -= 4, a += 4, b += 4) {
+        const int32_t va = qk_word(a), vb = qk_word(b);
+        acc = __smlad(__sxtb16(va), __sxtb16(vb), acc);
+        acc = __smlad(qk_sxtb16_ror8(va), qk_sxtb16_ror8(vb), acc);
     }
-}
-
-static int32_t qk_dot(const int8_t *w, const int16_t *x, int32_t n)
-{
-    int32_t acc = 0;
-    int32_t k;
-    for (k = 0; k < n; ++k) {
-        acc += (int32_t)w[k] * x[k];
+#endif
+    for (; k > 0; --k) {
+        acc += (int32_t)*a++ * *b++;
     }
     return acc;
 }
 
-/* Four pixels x two output channels: acc[j][c] = dot(filter row oc + c, patch j). */
-static void qk_tile4x2(const int8_t *w0, const int8_t *w1, const int16_t *x, int32_t depth, int32_t acc[4][2])
+/* Two rows against one vector: acc[r] = sum_k wr[k] * x[k] (raw int8). */
+static void qk_dot_2rows(const int8_t *w0, const int8_t *w1, const int8_t *x, int32_t n, int32_t acc[2])
 {
-    const int16_t *x0 = x, *x1 = x + depth, *x2 = x + 2 * depth, *x3 = x + 3 * depth;
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, a20 = 0, a21 = 0, a30 = 0, a31 = 0;
-    int32_t k;
-    for (k = 0; k < depth; ++k) {
-        const int32_t f0 = w0[k], f1 = w1[k];
-        const int32_t v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
-        a00 += f0 * v0;
-        a01 += f1 * v0;
-        a10 += f0 * v1;
-        a11 += f1 * v1;
-        a20 += f0 * v2;
-        a21 += f1 * v2;
-        a30 += f0 * v3;
-        a31 += f1 * v3;
+    int32_t a0 = 0, a1 = 0, k = n;
+#if QK_USE_DSP
+    for (; k >= 4; k -= 4, w0 += 4, w1 += 4, x += 4) {
+        const int32_t xv = qk_word(x), u = qk_word(w0), v = qk_word(w1);
+        const int32_t xl = __sxtb16(xv), xh = qk_sxtb16_ror8(xv);
+        a0 = __smlad(__sxtb16(u), xl, a0);
+        a0 = __smlad(qk_sxtb16_ror8(u), xh, a0);
+        a1 = __smlad(__sxtb16(v), xl, a1);
+        a1 = __smlad(qk_sxtb16_ror8(v), xh, a1);
     }
-    acc[0][0] = a00;
-    acc[0][1] = a01;
-    acc[1][0] = a10;
-    acc[1][1] = a11;
-    acc[2][0] = a20;
-    acc[2][1] = a21;
-    acc[3][0] = a30;
-    acc[3][1] = a31;
+#endif
+    for (; k > 0; --k) {
+        const int32_t xk = *x++;
+        a0 += *w0++ * xk;
+        a1 += *w1++ * xk;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
 }
 
-static int8_t qk_conv_out(const qk_conv_params *p, int32_t acc, const int32_t *bias, const int32_t *multiplier,
-                          const int8_t *shift, int32_t oc)
+#if QK_USE_DSP
+/* acc0 += w.x0 and acc1 += w.x1 over four int8 lanes (xl/xh: x's SXTB16 halves). */
+#define QK_MAC4x2(w, x0l, x0h, x1l, x1h, acc0, acc1) do { \
+        const int32_t wl_ = __sxtb16(w), wh_ = qk_sxtb16_ror8(w); \
+        acc0 = __smlad(wl_, x0l, acc0); \
+        acc0 = __smlad(wh_, x0h, acc0); \
+        acc1 = __smlad(wl_, x1l, acc1); \
+        acc1 = __smlad(wh_, x1h, acc1); \
+    } while (0)
+#endif
+
+/* Two rows against two vectors (the GEMM micro-kernel): acc = {w0.x0, w1.x0, w0.x1, w1.x1}. */
+static void qk_dot_2x2(const int8_t *w0, const int8_t *w1, const int8_t *x0, const int8_t *x1, int32_t n,
+                       int32_t acc[4])
 {
-    return qk_requant_channel(acc, bias, multiplier, shift, oc, p->output_offset, p->act_min, p->act_max);
+    int32_t a00 = 0, a10 = 0, a01 = 0, a11 = 0, k = n;
+#if QK_USE_DSP
+    for (; k >= 4; k -= 4, w0 += 4, w1 += 4, x0 += 4, x1 += 4) {
+        const int32_t xa = qk_word(x0), xb = qk_word(x1);
+        const int32_t xal = __sxtb16(xa), xah = qk_sxtb16_ror8(xa);
+        const int32_t xbl = __sxtb16(xb), xbh = qk_sxtb16_ror8(xb);
+        QK_MAC4x2(qk_word(w0), xal, xah, xbl, xbh, a00, a01);
+        QK_MAC4x2(qk_word(w1), xal, xah, xbl, xbh, a10, a11);
+    }
+#endif
+    for (; k > 0; --k) {
+        const int32_t xa = *x0++, xb = *x1++, wa = *w0++, wb = *w1++;
+        a00 += wa * xa;
+        a01 += wa * xb;
+        a10 += wb * xa;
+        a11 += wb * xb;
+    }
+    acc[0] = a00;
+    acc[1] = a10;
+    acc[2] = a01;
+    acc[3] = a11;
 }
 
-/* Output pixels p0 .. p0 + n - 1 (row-major within one image) from their patches in scratch. */
-static void qk_conv_pixels(const qk_conv_params *p, int32_t n, const int8_t *filter, const int32_t *bias,
-                           const int32_t *multiplier, const int8_t *shift, int8_t *out, const int16_t *patches)
+/* ------------------------------------------------------------------ CONV_2D
+ * The input offset is folded into the bias at generation time (bias[oc] + input_offset *
+ * sum of filter row oc, wrapped to int32), so the GEMM multiplies raw int8 values.  Taps outside
+ * the image hold the input zero point (= -input_offset): w * zp + input_offset * w = 0, exactly
+ * what TFLM's skipped tap contributes. */
+
+/* The int8 patch of output pixel (oy, ox) of one image, [kh][kw][in_c] like the filter rows. */
+static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int8_t *patch)
 {
-    const int32_t depth = p->k_h * p->k_w * p->in_c;
-    const int32_t out_c = p->out_c;
-    int32_t oc = 0, j;
-    if (n == QK_CONV_TILE) {
-        for (; oc + 2 <= out_c; oc += 2) {
-            int32_t acc[4][2];
-            qk_tile4x2(filter + (size_t)oc * depth, filter + (size_t)(oc + 1) * depth, patches, depth, acc);
-            for (j = 0; j < 4; ++j) {
-                out[j * out_c + oc] = qk_conv_out(p, acc[j][0], bias, multiplier, shift, oc);
-                out[j * out_c + oc + 1] = qk_conv_out(p, acc[j][1], bias, multiplier, shift, oc + 1);
+    const int32_t in_c = p->in_c, row_bytes = p->k_w * in_c;
+    const int zp = -p->input_offset;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w;
+    int32_t ky, kx;
+    for (ky = 0; ky < p->k_h; ++ky, patch += row_bytes) {
+        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
+        const int8_t *row = image + (size_t)iy * p->in_w * in_c;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(patch, zp, (size_t)row_bytes);
+        } else if (p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
+            memcpy(patch, row + (size_t)ix0 * in_c, (size_t)row_bytes); /* whole filter row inside */
+        } else {
+            for (kx = 0; kx < p->k_w; ++kx) {
+                const int32_t ix = ix0 + kx * p->dil_w;
+                if (ix < 0 || ix >= p->in_w) {
+                    memset(patch + kx * in_c, zp, (size_t)in_c);
+                } else {
+                    memcpy(patch + kx * in_c, row + (size_t)ix * in_c, (size_t)in_c);
+                }
             }
         }
     }
+}
+
+/* n (1 or 2) output pixels from their patches (depth bytes each) in scratch. */
+static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filter, const int32_t *bias,
+                         const int32_t *multiplier, const int8_t *shift, int8_t *out, const int8_t *patches)
+{
+    const int32_t depth = p->k_h * p->k_w * p->in_c, out_c = p->out_c;
+    const int32_t oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    int32_t oc = 0;
+    if (n == QK_CONV_TILE) {
+        for (; oc + 2 <= out_c; oc += 2) {
+            int32_t acc[4];
+            qk_dot_2x2(filter + (size_t)oc * depth, filter + (size_t)(oc + 1) * depth, patches, patches + depth,
+                       depth, acc);
+            out[oc] = qk_requant_channel(acc[0], bias, multiplier, shift, oc, oo, lo, hi);
+            out[oc + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, oc + 1, oo, lo, hi);
+            out[out_c + oc] = qk_requant_channel(acc[2], bias, multiplier, shift, oc, oo, lo, hi);
+            out[out_c + oc + 1] = qk_requant_channel(acc[3], bias, multiplier, shift, oc + 1, oo, lo, hi);
+        }
+    }
     for (; oc < out_c; ++oc) {
+        int32_t j;
         for (j = 0; j < n; ++j) {
-            const int32_t acc = qk_dot(filter + (size_t)oc * depth, patches + (size_t)j * depth, depth);
-            out[j * out_c + oc] = qk_conv_out(p, acc, bias, multiplier, shift, oc);
+            const int32_t acc = qk_dot_s8(filter + (size_t)oc * depth, patches + (size_t)j * depth, depth);
+            out[j * out_c + oc] = qk_requant_cold(acc, bias, multiplier, shift, oc, oo, lo, hi);
         }
     }
 }
 
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-               int8_t *output, int16_t *scratch)
+               int8_t *output, int8_t *scratch)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
-    const int32_t npix = p->out_h * p->out_w;
-    int32_t b, p0, j;
+    int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
-        for (p0 = 0; p0 < npix; p0 += QK_CONV_TILE) {
-            const int32_t n = npix - p0 < QK_CONV_TILE ? npix - p0 : QK_CONV_TILE;
-            /* All reads of the tile happen before any of its writes (in-place planning relies on it). */
-            for (j = 0; j < n; ++j) {
-                qk_conv_patch(p, input, b, (p0 + j) / p->out_w, (p0 + j) % p->out_w, scratch + (size_t)j * depth);
+        const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                /* All reads of a tile happen before its writes (in-place planning relies on it). */
+                qk_conv_patch(p, image, oy, ox, scratch + (size_t)j * depth);
+                if (++j == QK_CONV_TILE) {
+                    qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+                    output += j * p->out_c;
+                    j = 0;
+                }
             }
-            qk_conv_pixels(p, n, filter, bias, multiplier, shift,
-                           output + ((size_t)b * npix + p0) * p->out_c, scratch);
         }
+        if (j > 0) {
+            qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+            output += j * p->out_c;
+            j = 0;
+        }
+    }
+}
+
+void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                   const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                   int8_t *output, int8_t *scratch)
+{
+    const int32_t npix = p->batches * p->in_h * p->in_w, in_c = p->in_c;
+    int32_t p0;
+    for (p0 = 0; p0 < npix; p0 += QK_CONV_TILE) {
+        const int32_t n = npix - p0 < QK_CONV_TILE ? npix - p0 : QK_CONV_TILE;
+        /* the tile's input rows, copied as they are (no patch), so the op may run in place */
+        memcpy(scratch, input + (size_t)p0 * in_c, (size_t)(n * in_c));
+        qk_conv_tile(p, n, filter, bias, multiplier, shift, output + (size_t)p0 * p->out_c, scratch);
     }
 }
 
@@ -252,12 +378,6 @@ static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *restrict src, con
     const int32_t dm = p->depth_multiplier;
     int32_t c, m;
     const int32_t offset = p->input_offset, in_c = p->in_c;
-    if (dm == 1) {
-        for (c = 0; c < in_c; ++c) {
-            acc[c] += (int32_t)w[c] * (src[c] + offset);
-        }
-        return;
-    }
     for (c = 0; c < in_c; ++c) {
         const int32_t v = src[c] + offset;
         for (m = 0; m < dm; ++m) {
@@ -268,25 +388,27 @@ static void qk_dw_tap(const qk_dwconv_params *p, const int8_t *restrict src, con
 
 /* Few output channels (e.g. one input channel times a depth multiplier): the filter
  * is stored channel-major ([out_c][kh][kw], p->channel_major) and each output is one
- * dot product over the pixel's zero-padded, offset window of its input channel. */
+ * dot product over the pixel's zero-point-padded window of its input channel (the
+ * input offset folded into the bias, as for CONV_2D). */
 static void qk_dw_few_channels(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
-                               int32_t b, int32_t oy, int32_t ox, int32_t *acc, int16_t *patch)
+                               int32_t b, int32_t oy, int32_t ox, int32_t *acc, int8_t *patch)
 {
     const int32_t taps = p->k_h * p->k_w;
-    int32_t ky, kx, c, oc;
+    const int8_t zp = (int8_t)(-p->input_offset);
+    int32_t ky, kx, c, m, oc = 0;
     for (c = 0; c < p->in_c; ++c) {
-        int16_t *pc = patch + (size_t)c * taps;
+        int8_t *pc = patch + (size_t)c * taps;
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
             for (kx = 0; kx < p->k_w; ++kx) {
                 const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
-                pc[ky * p->k_w + kx] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) ? 0 :
-                    (int16_t)(input[(((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c + c] + p->input_offset);
+                pc[ky * p->k_w + kx] = (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) ? zp :
+                    input[(((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c + c];
             }
         }
-    }
-    for (oc = 0; oc < p->out_c; ++oc) {
-        acc[oc] = qk_dot(filter + (size_t)oc * taps, patch + (size_t)(oc / p->depth_multiplier) * taps, taps);
+        for (m = 0; m < p->depth_multiplier; ++m, ++oc) {
+            acc[oc] = qk_dot_s8(filter + (size_t)oc * taps, pc, taps);
+        }
     }
 }
 
@@ -301,7 +423,7 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
             for (ox = 0; ox < p->out_w; ++ox) {
                 int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->out_c;
                 if (few_channels) {
-                    qk_dw_few_channels(p, input, filter, b, oy, ox, scratch, (int16_t *)(scratch + p->out_c));
+                    qk_dw_few_channels(p, input, filter, b, oy, ox, scratch, (int8_t *)(scratch + p->out_c));
                 } else {
                     for (oc = 0; oc < p->out_c; ++oc) {
                         scratch[oc] = 0;
@@ -323,7 +445,7 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
                 }
                 /* every read of this pixel's window is done: now write it (in-place planning relies on it) */
                 for (oc = 0; oc < p->out_c; ++oc) {
-                    out[oc] = qk_requant_channel(scratch[oc], bias, multiplier, shift, oc, p->output_offset,
+                    out[oc] = qk_requant_cold(scratch[oc], bias, multiplier, shift, oc, p->output_offset,
                                                  p->act_min, p->act_max);
                 }
             }
@@ -331,22 +453,113 @@ void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const i
     }
 }
 
-/* ---------------------------------------------------------- FULLY_CONNECTED */
 
-/* sum_i w[i] * (x[i] + input_offset) computed as sum(w*x) + input_offset * sum(w):
- * the same int32 value (integer sums are exact), with 8-bit products the
- * vectorizer handles well. */
-static int32_t qk_fc_dot(const int8_t *restrict w, const int8_t *restrict x, int32_t n, int32_t input_offset)
+/* One tap of four channels: acc[j] += f[j] * (s[j] + off).  (DSP: off2 holds off in both
+ * int16 halves; SXTAB16 adds it to bytes 0/2 and, rotated, 1/3 - sums within +-255.) */
+static QK_ALWAYS_INLINE void qk_dw_tap4(const int8_t *s, const int8_t *f, int32_t off, int32_t off2, int32_t acc[4])
 {
-    int32_t acc = 0, wsum = 0;
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        acc += (int32_t)w[i] * x[i];
-        wsum += w[i];
-    }
-    return acc + input_offset * wsum;
+#if QK_USE_DSP
+    const int32_t xv = qk_word(s), wv = qk_word(f);
+    const int32_t xl = __sxtab16(off2, xv), xh = qk_sxtab16_ror8(off2, xv);
+    const int32_t wl = __sxtb16(wv), wh = qk_sxtb16_ror8(wv);
+    (void)off;
+    acc[0] = __smlabb(wl, xl, acc[0]);
+    acc[2] = __smlatt(wl, xl, acc[2]);
+    acc[1] = __smlabb(wh, xh, acc[1]);
+    acc[3] = __smlatt(wh, xh, acc[3]);
+#else
+    (void)off2;
+    acc[0] += f[0] * (s[0] + off);
+    acc[1] += f[1] * (s[1] + off);
+    acc[2] += f[2] * (s[2] + off);
+    acc[3] += f[3] * (s[3] + off);
+#endif
 }
 
+/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined): four
+ * channels at a time with their accumulators in registers, over the taps inside the image
+ * (TFLM skips the others; the input offset is added per tap); a window wholly inside the image
+ * runs the tap loop with constant trip counts.  Writes each group of four outputs once the group's reads
+ * are done: the output of channel c never lands on an input byte still to be read (channel
+ * order is monotone), so the window overlap contract holds. */
+static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                       int8_t *output, const int32_t k_h, const int32_t k_w)
+{
+    const int32_t ch = p->in_c, off = p->input_offset, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const size_t row = (size_t)p->in_w * ch;
+    const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
+    int32_t b, oy, ox, ky, kx, c;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + (size_t)b * p->in_h * row;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_h;
+            const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = p->in_h - iy0 < k_h ? p->in_h - iy0 : k_h;
+            for (ox = 0; ox < p->out_w; ++ox, output += ch) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_w;
+                const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < k_w ? p->in_w - ix0 : k_w;
+                const int interior = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
+                for (c = 0; c + 4 <= ch; c += 4) {
+                    int32_t acc[4] = {0, 0, 0, 0};
+                    if (interior) { /* constant trip counts: the taps unroll */
+                        const int8_t *src = image + (size_t)iy0 * row + (size_t)ix0 * ch + c;
+                        const int8_t *f = filter + c;
+                        for (ky = 0; ky < k_h; ++ky, src += row) {
+                            const int8_t *s = src;
+                            QK_UNROLL
+                            for (kx = 0; kx < k_w; ++kx, s += ch, f += ch) {
+                                qk_dw_tap4(s, f, off, off2, acc);
+                            }
+                        }
+                    } else {
+                        for (ky = ky0; ky < ky1; ++ky) {
+                            const int8_t *src = image + (size_t)(iy0 + ky) * row + c;
+                            for (kx = kx0; kx < kx1; ++kx) {
+                                qk_dw_tap4(src + (size_t)(ix0 + kx) * ch, filter + (size_t)(ky * k_w + kx) * ch + c,
+                                           off, off2, acc);
+                            }
+                        }
+                    }
+                    output[c] = qk_requant_channel(acc[0], bias, multiplier, shift, c, oo, lo, hi);
+                    output[c + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, c + 1, oo, lo, hi);
+                    output[c + 2] = qk_requant_channel(acc[2], bias, multiplier, shift, c + 2, oo, lo, hi);
+                    output[c + 3] = qk_requant_channel(acc[3], bias, multiplier, shift, c + 3, oo, lo, hi);
+                }
+                for (; c < ch; ++c) {
+                    int32_t acc = 0;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        for (kx = kx0; kx < kx1; ++kx) {
+                            acc += filter[((size_t)ky * k_w + kx) * ch + c]
+                                   * (image[(size_t)(iy0 + ky) * row + (size_t)(ix0 + kx) * ch + c] + off);
+                        }
+                    }
+                    output[c] = qk_requant_cold(acc, bias, multiplier, shift, c, oo, lo, hi);
+                }
+            }
+        }
+    }
+}
+
+void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                             int8_t *output, int32_t *scratch)
+{
+    (void)scratch;
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w);
+}
+
+void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                          int8_t *output, int32_t *scratch)
+{
+    (void)scratch;
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3);
+}
+
+/* ---------------------------------------------------------- FULLY_CONNECTED */
+
+/* TFLite's general form: sum (w + filter_offset) * (x + input_offset), the bias as given
+ * (used only when the weights have a zero point). */
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                         int8_t *output)
@@ -356,17 +569,37 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
         const int8_t *x = input + (size_t)b * p->in_units;
         for (o = 0; o < p->out_units; ++o) {
             const int8_t *w = filter + (size_t)o * p->in_units;
-            int32_t acc;
-            if (p->filter_offset == 0) {
-                acc = qk_fc_dot(w, x, p->in_units, p->input_offset);
-            } else {
-                acc = 0;
-                for (i = 0; i < p->in_units; ++i) {
-                    acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
-                }
+            int32_t acc = 0;
+            for (i = 0; i < p->in_units; ++i) {
+                acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
             }
             output[(size_t)b * p->out_units + o] =
-                qk_requant_channel(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
+                qk_requant_cold(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
+        }
+    }
+}
+
+/* Symmetric weights (filter_offset 0): the input offset is folded into the bias at generation
+ * time (bias[o] + input_offset * sum_i w[o][i]), so each output is a raw int8 dot product;
+ * two output rows share each load of the input. */
+void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                               int8_t *output)
+{
+    const int32_t n = p->in_units, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    int32_t b, o;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = input + (size_t)b * n;
+        int8_t *y = output + (size_t)b * p->out_units;
+        for (o = 0; o + 2 <= p->out_units; o += 2) {
+            int32_t acc[2];
+            qk_dot_2rows(filter + (size_t)o * n, filter + (size_t)(o + 1) * n, x, n, acc);
+            y[o] = qk_requant_channel(acc[0], bias, multiplier, shift, o, oo, lo, hi);
+            y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
+        }
+        if (o < p->out_units) {
+            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias, multiplier, shift, o, oo,
+                                      lo, hi);
         }
     }
 }
@@ -383,35 +616,55 @@ static int32_t qk_min_i32(int32_t a, int32_t b)
     return a < b ? a : b;
 }
 
+#define QK_POOL_CHUNK 32 /* channels per pass: their running max / sum stay in a small local array */
+
+/* Channel-innermost pooling: for each output pixel and chunk of channels, the window's taps are
+ * walked once, each tap reading the chunk's contiguous channels (no strided loads).  Each chunk's
+ * outputs are written after its reads (the pooling overlap contract: same_step). */
 static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output, int is_max)
 {
-    int32_t b, oy, ox, c, fy, fx;
+    const int32_t ch = p->channels;
+    const size_t row = (size_t)p->in_w * ch;
+    int32_t b, oy, ox, c0, c, fy, fx;
+    int32_t acc[QK_POOL_CHUNK];
     for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + (size_t)b * p->in_h * row;
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t y0 = oy * p->stride_h - p->pad_h;
             const int32_t fy0 = qk_max_i32(0, -y0);
             const int32_t fy1 = qk_min_i32(p->filter_h, p->in_h - y0);
-            for (ox = 0; ox < p->out_w; ++ox) {
+            for (ox = 0; ox < p->out_w; ++ox, output += ch) {
                 const int32_t x0 = ox * p->stride_w - p->pad_w;
                 const int32_t fx0 = qk_max_i32(0, -x0);
                 const int32_t fx1 = qk_min_i32(p->filter_w, p->in_w - x0);
-                int8_t *out = output + (((size_t)b * p->out_h + oy) * p->out_w + ox) * p->channels;
-                for (c = 0; c < p->channels; ++c) {
-                    int32_t acc = is_max ? -128 : 0;
-                    int32_t count = 0;
+                const int32_t count = (fy1 - fy0) * (fx1 - fx0);
+                for (c0 = 0; c0 < ch; c0 += QK_POOL_CHUNK) {
+                    const int32_t n = ch - c0 < QK_POOL_CHUNK ? ch - c0 : QK_POOL_CHUNK;
+                    for (c = 0; c < n; ++c) {
+                        acc[c] = is_max ? -128 : 0;
+                    }
                     for (fy = fy0; fy < fy1; ++fy) {
-                        for (fx = fx0; fx < fx1; ++fx) {
-                            const int32_t v = input[(((size_t)b * p->in_h + y0 + fy) * p->in_w + x0 + fx)
-                                                    * p->channels + c];
-                            acc = is_max ? qk_max_i32(acc, v) : acc + v;
-                            ++count;
+                        const int8_t *src = image + (size_t)(y0 + fy) * row + (size_t)(x0 + fx0) * ch + c0;
+                        for (fx = fx0; fx < fx1; ++fx, src += ch) {
+                            if (is_max) {
+                                for (c = 0; c < n; ++c) {
+                                    acc[c] = qk_max_i32(acc[c], src[c]);
+                                }
+                            } else {
+                                for (c = 0; c < n; ++c) {
+                                    acc[c] += src[c];
+                                }
+                            }
                         }
                     }
-                    if (!is_max && count > 0) {
-                        /* TFLite's rounding average: half away from zero. */
-                        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                    for (c = 0; c < n; ++c) {
+                        int32_t v = acc[c];
+                        if (!is_max && count > 0) {
+                            /* TFLite's rounding average: half away from zero (one division per output). */
+                            v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+                        }
+                        output[c0 + c] = (int8_t)qk_clamp(v, p->act_min, p->act_max);
                     }
-                    out[c] = (int8_t)qk_clamp(acc, p->act_min, p->act_max);
                 }
             }
         }
@@ -457,9 +710,9 @@ static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
 {
     const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
-    const int32_t s1 = qk_mbqm(x1, p->input1_multiplier, p->input1_shift);
-    const int32_t s2 = qk_mbqm(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+    const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
+    const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
+    const int32_t raw = qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
     return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
 }
 
@@ -485,7 +738,7 @@ static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const in
     int32_t i;
     for (i = 0; i < n; ++i) {
         const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
-        const int32_t raw = qk_mbqm(prod, p->output_multiplier, p->output_shift);
+        const int32_t raw = qk_mbqm_inline(prod, p->output_multiplier, p->output_shift);
         out[i] = qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
     }
 }
@@ -668,22 +921,26 @@ void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32
     }
 }
 
+/* Row-wise: each innermost output row is the fill value (memset) or, when its outer indices are
+ * inside the input, fill + the input row (memcpy) + fill. */
 void qk_pad(const qk_pad_params *p, const int8_t *input, int8_t *output)
 {
     const int32_t *id = p->in_dims, *od = p->out_dims, *b = p->before;
-    int32_t o0, o1, o2, o3;
+    const int fill = (int8_t)p->value;
+    const size_t before3 = (size_t)b[3], inner = (size_t)id[3], after3 = (size_t)(od[3] - b[3] - id[3]);
+    int32_t o0, o1, o2;
     for (o0 = 0; o0 < od[0]; ++o0) {
         const int32_t i0 = o0 - b[0];
         for (o1 = 0; o1 < od[1]; ++o1) {
             const int32_t i1 = o1 - b[1];
-            for (o2 = 0; o2 < od[2]; ++o2) {
+            for (o2 = 0; o2 < od[2]; ++o2, output += od[3]) {
                 const int32_t i2 = o2 - b[2];
-                const int row_in = i0 >= 0 && i0 < id[0] && i1 >= 0 && i1 < id[1] && i2 >= 0 && i2 < id[2];
-                for (o3 = 0; o3 < od[3]; ++o3) {
-                    const int32_t i3 = o3 - b[3];
-                    *output++ = (row_in && i3 >= 0 && i3 < id[3])
-                        ? input[(((size_t)i0 * id[1] + i1) * id[2] + i2) * id[3] + i3]
-                        : (int8_t)p->value;
+                if (i0 >= 0 && i0 < id[0] && i1 >= 0 && i1 < id[1] && i2 >= 0 && i2 < id[2]) {
+                    memset(output, fill, before3);
+                    memcpy(output + before3, input + (((size_t)i0 * id[1] + i1) * id[2] + i2) * inner, inner);
+                    memset(output + before3 + inner, fill, after3);
+                } else {
+                    memset(output, fill, (size_t)od[3]);
                 }
             }
         }

@@ -48,13 +48,23 @@ typedef struct {
     int32_t input_offset, output_offset, act_min, act_max;
 } qk_conv_params;
 
-/* Output pixels computed per tile (one zero-padded, offset int16 input patch each). */
-#define QK_CONV_TILE 4
+/* Output pixels computed per tile (one int8 patch each). */
+#define QK_CONV_TILE 2
 
-/* scratch: QK_CONV_TILE * k_h * k_w * in_c int16 values (the tile's input patches). */
+/* The kernels choose no path at run time: `qsim codegen` picks one per layer (tables.py,
+ * recorded as the layer's "kernel" in NAME_report.json).  CONV_2D: the bias table holds
+ * bias + input_offset * (sum of the filter row), wrapped to int32 (the input offset folded in
+ * at generation time), and the kernels multiply raw int8 values.
+ * qk_conv2d: any geometry; int8 patches, taps outside the image hold the input zero point.
+ * scratch: QK_CONV_TILE * k_h * k_w * in_c bytes. */
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-               int8_t *output, int16_t *scratch);
+               int8_t *output, int8_t *scratch);
+/* qk_conv2d_1x1: 1x1 filter, stride 1, no padding: a GEMM over the pixels' channel vectors
+ * (no patches).  scratch: QK_CONV_TILE * in_c bytes (each tile's rows, so it may run in place). */
+void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                   const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                   int8_t *output, int8_t *scratch);
 
 /* ---- DEPTHWISE_CONV_2D (per-channel requantization, depth multiplier) ---- */
 typedef struct {
@@ -67,10 +77,20 @@ typedef struct {
     int32_t channel_major; /* 1: filter stored [out_c][kh][kw] (few output channels) */
 } qk_dwconv_params;
 
-/* scratch: out_c int32 accumulators, then (channel_major) k_h * k_w * in_c int16 patch values. */
+/* Any geometry.  scratch: out_c int32 accumulators, then (channel_major) k_h * k_w * in_c int8
+ * patch values; channel_major layers get the input offset folded into their bias (as CONV_2D). */
 void qk_depthwise_conv2d(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                          int8_t *output, int32_t *scratch);
+/* Depth multiplier 1, no dilation (any k, stride, padding): four channels per pass with the
+ * accumulators in registers; qk_depthwise_conv3x3 is the same for a 3x3 filter (constant taps).
+ * No scratch (the argument is unused). */
+void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                             int8_t *output, int32_t *scratch);
+void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                          int8_t *output, int32_t *scratch);
 
 /* ---- FULLY_CONNECTED (per-tensor tables repeated, or per-channel) ---- */
 typedef struct {
@@ -78,10 +98,16 @@ typedef struct {
     int32_t input_offset, filter_offset, output_offset, act_min, act_max;
 } qk_fc_params;
 
-/* Output units are written while the input row is still being read: never in place. */
+/* Output units are written while the input row is still being read: never in place.
+ * qk_fully_connected: TFLite's form, sum (w + filter_offset) * (x + input_offset) (weights with a
+ * zero point).  qk_fully_connected_folded: filter_offset 0, the bias table holds bias +
+ * input_offset * (sum of the weight row) wrapped to int32, raw int8 dot products. */
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                         int8_t *output);
+void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                               int8_t *output);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
@@ -180,6 +206,11 @@ void qk_lut(const int8_t *lut, const int8_t *input, int8_t *output, int32_t n);
 /* ---- tracing: with -DQK_TRACE, NAME_invoke calls qk_trace() after every op with
  * that op's output bytes; the application (main.c) defines it. ---- */
 void qk_trace(int32_t op_position, const int8_t *data, int32_t nbytes);
+
+/* ---- profiling: with -DQK_PROFILE, NAME_invoke calls qk_profile(-1) on entry and
+ * qk_profile(position) after every op; the application defines it (e.g. reading a
+ * cycle counter: benchmarks/cortexm_icount.py reads SysTick). ---- */
+void qk_profile(int32_t op_position);
 
 /* ---- RESHAPE between distinct buffers ---- */
 void qk_copy(const int8_t *input, int8_t *output, int32_t n);

@@ -1,0 +1,238 @@
+"""The specialized C kernel paths (codegen.tables.KERNEL_PATHS): chosen at generation time for the
+layers they apply to, and bit-exact with TFLite Micro through each of them -- natively, under
+ASan/UBSan, and on Cortex-M under QEMU with the DSP extension (Cortex-M4: SMLAD/SXTB16), without it
+(-DQK_NO_DSP on the M4) and on cores that have none (cortex-m3, cortex-m0plus on the AN385 board),
+where the portable C fallback must be what is compiled (checked in the object code).
+"""
+from __future__ import annotations
+
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import require_module, shared_model
+from qsim import ir
+from qsim.interpreter import prepare_graph
+from qsim.loader import load, load_bytes
+
+from qsim.codegen import generate, tables
+from test_codegen import assert_equal, build_sanitized, make, need_tool, random_samples, run_host, tflm_outputs, \
+    write_samples
+
+builder = require_module("qsim.builder", "model builder")
+from test_codegen_ops import _Net  # noqa: E402
+
+
+def expected_path(g: ir.Graph, op) -> str:
+    """The path each layer must get, from the model's own geometry (not from codegen)."""
+    if op.opcode == "CONV_2D":
+        w = g.tensors[op.inputs[1]]
+        o = op.options
+        pointwise = w.shape[1:3] == (1, 1) and (o.stride_h, o.stride_w) == (1, 1)
+        return "conv_1x1" if pointwise else "conv_im2col"
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        w = g.tensors[op.inputs[1]]
+        o = op.options
+        out_c = int(w.shape[3])
+        if o.depth_multiplier == 1 and (o.dilation_h, o.dilation_w) == (1, 1) and out_c >= 4:
+            return "dw_3x3" if tuple(w.shape[1:3]) == (3, 3) else "dw_dm1"
+        return "dw_channel_major" if out_c <= tables.DW_FEW_CHANNELS else "dw_generic"
+    if op.opcode == "FULLY_CONNECTED":
+        w = g.tensors[op.inputs[1]]
+        zp = 0 if w.quant is None or w.quant.per_channel else w.quant.zp0
+        return "fc_folded" if zp == 0 else "fc_offsets"
+    return ""
+
+
+def _single(rng, shape, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1) -> bytes:
+    net = _Net(rng)
+    x = net.b.add_input("x", shape, np.int8, scale=0.05, zero_point=-7)
+    y, _, _ = net.conv(x, 0.05, shape, oc, k, stride=stride, dil=dil, padding=padding, depthwise=depthwise, mult=mult)
+    net.b.mark_output(y)
+    return net.b.build()
+
+
+def _fc(rng, batches, n_in, n_out) -> bytes:
+    b = builder.ModelBuilder(description="fc path case")
+    x = b.add_input("x", (batches, n_in), np.int8, scale=0.05, zero_point=11)
+    wt = b.add_const("w", rng.integers(-127, 128, size=(n_out, n_in), dtype=np.int8), scale=0.01)
+    bt = b.add_const("b", rng.integers(-900, 900, size=n_out).astype(np.int32), scale=0.0005)
+    y = b.add_tensor("y", (batches, n_out), np.int8, scale=0.08, zero_point=-3)
+    b.add_op("FULLY_CONNECTED", [x, wt, bt], [y], ir.FullyConnectedOptions(activation="RELU"))
+    b.mark_output(y)
+    return b.build()
+
+
+def _pool_pad(rng) -> bytes:
+    """PAD (row-wise) -> MAX_POOL_2D and AVERAGE_POOL_2D with 40 channels (more than one channel chunk)."""
+    b = builder.ModelBuilder(description="pool/pad path case")
+    x = b.add_input("x", (1, 5, 6, 40), np.int8, scale=0.05, zero_point=-3)
+    p = b.add_tensor("p", (1, 7, 9, 40), np.int8, scale=0.05, zero_point=-3)
+    b.add_op("PAD", [x, b.add_const("pads", np.array([[0, 0], [1, 1], [2, 1], [0, 0]], np.int32))], [p])
+    m = b.add_tensor("m", (1, 4, 5, 40), np.int8, scale=0.05, zero_point=-3)
+    b.add_op("MAX_POOL_2D", [p], [m], ir.Pool2DOptions(padding="SAME", stride_h=2, stride_w=2, filter_h=3,
+                                                       filter_w=3))
+    a = b.add_tensor("a", (1, 3, 4, 40), np.int8, scale=0.05, zero_point=-3)
+    b.add_op("AVERAGE_POOL_2D", [m], [a], ir.Pool2DOptions(padding="VALID", filter_h=2, filter_w=2,
+                                                           activation="RELU"))
+    b.mark_output(a)
+    return b.build()
+
+
+def _cases():
+    rng = np.random.default_rng(2026)
+    return {
+        "conv_1x1": _single(rng, (1, 5, 7, 12), 10, 1),  # odd out_c: the 2x2 tile's tail channel
+        "conv_1x1_s2_im2col": _single(rng, (1, 6, 6, 8), 6, 1, stride=2),
+        "conv_3x3_same_im2col": _single(rng, (1, 7, 5, 3), 5, 3),
+        "conv_3x3_dil2_valid": _single(rng, (1, 9, 9, 4), 4, 3, dil=2, padding="VALID"),
+        "dw_3x3_s1": _single(rng, (1, 6, 7, 10), 0, 3, depthwise=True),  # 10 channels: groups of 4 + tail
+        "dw_3x3_s2": _single(rng, (1, 9, 8, 8), 0, 3, stride=2, depthwise=True),
+        "dw_3x3_s2_valid": _single(rng, (1, 9, 8, 4), 0, 3, stride=2, padding="VALID", depthwise=True),
+        "dw_5x5_dm1": _single(rng, (1, 8, 8, 6), 0, 5, depthwise=True),
+        "dw_channel_major": _single(rng, (1, 6, 6, 2), 0, 3, depthwise=True, mult=3),
+        "dw_generic_dm2": _single(rng, (1, 6, 6, 6), 0, 3, depthwise=True, mult=2),
+        "dw_generic_dil2": _single(rng, (1, 9, 9, 12), 0, 3, dil=2, depthwise=True),
+        "fc_batch1": _fc(rng, 1, 37, 9),
+        "fc_batch3": _fc(rng, 3, 20, 4),
+        "pool_pad": _pool_pad(rng),
+    }
+
+
+CASES = _cases()
+# case -> the path its first layer must take
+CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_3x3_same_im2col": "conv_im2col",
+             "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3", "dw_3x3_s2": "dw_3x3",
+             "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
+             "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
+             "fc_batch3": "fc_folded", "pool_pad": ""}
+
+
+def test_fold_input_offset_hand_derived():
+    """bias + input_offset * row sum, wrapped like int32: [10, -5] + 3 * [1 + 2, 3 - 4] = [19, -8];
+    INT32_MAX + 1 * 1 wraps to INT32_MIN (the C adds it with the same wrap)."""
+    b = tables.CArray("b", "int32_t", np.array([10, -5], np.int64))
+    tables.fold_input_offset(b, np.array([[1, 2], [3, -4]]), 3)
+    assert b.values.tolist() == [19, -8]
+    b = tables.CArray("b", "int32_t", np.array([2**31 - 1], np.int64))
+    tables.fold_input_offset(b, np.array([[1]]), 1)
+    assert b.values.tolist() == [-2**31]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_case_takes_its_path(case, tmp_path):
+    g = load_bytes(CASES[case])
+    res = generate(g, tmp_path, name="m")
+    assert res.layers[0].kernel == CASE_PATH[case]
+    assert res.layers[0].kernel == expected_path(g, g.operators[0])
+
+
+@pytest.mark.parametrize("model", ["kws_ref_model", "vww_96_int8", "person_detect", "pretrainedResnet_quant",
+                                   "ad01_int8"])
+def test_shared_models_layers_take_their_paths(model, tmp_path):
+    """Every GEMM layer of the shared models gets the path its geometry calls for (recorded in the
+    report), and the fast paths really occur (1x1 convs, 3x3 depthwise, folded FC)."""
+    path = shared_model(model + ".tflite")
+    g = load(path)
+    res = generate(path, tmp_path, name="m")
+    report = {l.position: l.kernel for l in res.layers}
+    for pos, op in enumerate(g.operators):
+        assert report[pos] == expected_path(g, op), f"op #{pos} {op.opcode}"
+    used = set(report.values())
+    want = {"kws_ref_model": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
+            "vww_96_int8": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
+            "person_detect": {"conv_1x1", "dw_3x3", "dw_channel_major"},
+            "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
+            "ad01_int8": {"fc_folded"}}[model]
+    assert want <= used, used
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_case_bit_exact_native_and_sanitized(case, tmp_path):
+    need_tool("gcc")
+    blob = CASES[case]
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m")
+    make(tmp_path, "host")
+    samples = random_samples(g, 6, seed=zlib.crc32(case.encode()))
+    want = tflm_outputs(blob, samples, len(g.outputs))
+    assert_equal(run_host(tmp_path, "m", samples), want, f"{case}: C vs TFLM")
+    exe = build_sanitized(tmp_path, "m")
+    assert_equal(run_host(tmp_path, "m", samples, exe=exe), want, f"{case}: ASan/UBSan build vs TFLM")
+
+
+# (-mcpu, extra CFLAGS, QEMU machine, DSP instructions expected in the image)
+ARM_VARIANTS = {"m4_dsp": ("cortex-m4", "", "mps2-an386", True),
+                "m4_nodsp": ("cortex-m4", "-DQK_NO_DSP", "mps2-an386", False),
+                "m3": ("cortex-m3", "", "mps2-an385", False),
+                "m0plus": ("cortex-m0plus", "", "mps2-an385", False)}
+
+
+def _arm_run(build, name: str, variant: str, samples, gemm: bool = True) -> np.ndarray:
+    """Build ``variant`` (ARM_VARIANTS), check that qkernels' DSP path is in the image exactly when the
+    core has DSP and the model has a GEMM layer (``gemm``), run it under QEMU; returns the outputs."""
+    mcpu, extra, machine, dsp = ARM_VARIANTS[variant]
+    flags = f"-O2 -mcpu={mcpu} -mthumb -ffunction-sections -fdata-sections -DQK_STACK_PAINT {extra}".strip()
+    make(build, "cortex-m", MCPU=mcpu, ARM_CFLAGS=flags)
+    elf = build / f"{name}.elf"
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    # SXTB16 comes only from qkernels' DSP path (the compiler may pick SMLABB for plain C on an M4 itself)
+    assert ("sxtb16" in dis) == (dsp and gemm), f"{variant}: qkernels' DSP path {'missing' if dsp else 'compiled'}"
+    write_samples(build / "input.bin", samples)
+    r = subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-semihosting-config",
+                        "enable=on,target=native", "-kernel", elf.name], cwd=build, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "done" in r.stdout, f"{variant}: QEMU run failed:\n{r.stdout}\n{r.stderr}"
+    (elf).unlink()
+    return np.fromfile(build / "output.bin", dtype=np.int8).reshape(len(samples), -1)
+
+
+def _need_arm():
+    for tool in ("make", "arm-none-eabi-gcc", "arm-none-eabi-objdump", "qemu-system-arm"):
+        need_tool(tool)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_case_bit_exact_on_cortex_m_with_and_without_dsp(case, tmp_path):
+    _need_arm()
+    blob = CASES[case]
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m", target="cortex-m4")
+    samples = random_samples(g, 4, seed=zlib.crc32(case.encode()) + 3)
+    want = tflm_outputs(blob, samples, len(g.outputs))
+    for variant in ARM_VARIANTS:
+        assert_equal(_arm_run(tmp_path, "m", variant, samples, gemm=CASE_PATH[case] != ""), want,
+                     f"{case} on {variant} vs TFLM")
+
+
+@pytest.mark.parametrize("model", ["kws_ref_model", "ad01_int8"])
+def test_shared_model_on_cortex_m_without_dsp(model, tmp_path):
+    """A whole shared model through the portable fallback on the M4 (-DQK_NO_DSP), the M3 and the M0+
+    (the DSP build of every shared model runs in test_codegen_cortexm.py)."""
+    _need_arm()
+    path = shared_model(model + ".tflite")
+    g = load(path)
+    generate(path, tmp_path, name="m", target="cortex-m4")
+    samples = random_samples(g, 3, seed=77)
+    want = tflm_outputs(path, samples)
+    for variant in ("m4_nodsp", "m3", "m0plus"):
+        assert_equal(_arm_run(tmp_path, "m", variant, samples), want, f"{model} on {variant} vs TFLM")
+
+
+def test_dsp_and_fallback_agree_with_qsim_on_edges(tmp_path):
+    """Inputs at the int8 extremes (all -128, all 127) through the 1x1 and 3x3 depthwise paths: the DSP
+    sign extensions and the offset-in-halfword adds (SXTAB16) at their limits, vs qsim and TFLM."""
+    _need_arm()
+    blob = CASES["dw_3x3_s1"]
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m", target="cortex-m4")
+    shape = g.tensors[g.inputs[0]].shape
+    samples = [[np.full(shape, v, np.int8)] for v in (-128, 127, 0)]
+    want = tflm_outputs(blob, samples)
+    pg = prepare_graph(g, "tflm")
+    mine = np.stack([pg.run(s, keep_all=False)[g.outputs[0]].reshape(-1) for s in samples]).astype(np.int8)
+    assert_equal(mine, want, "qsim vs TFLM")
+    for variant in ("m4_dsp", "m4_nodsp"):
+        assert_equal(_arm_run(tmp_path, "m", variant, samples), want, f"edges on {variant} vs TFLM")
