@@ -700,7 +700,7 @@ class Model:
             changes.update(ifmap_sram_kib=sram, weight_sram_kib=sram, output_sram_kib=sram)
         cfg = cfg.with_overrides(**changes) if changes else cfg
         cached = self._prepared.get(cfg.rounding_profile)
-        pp = prepare_profile(self.graph, cfg, cached, events=events)
+        pp = prepare_profile(self.graph, cfg, cached, events=events, values=inputs is not None)
         values = None
         label = ""
         if isinstance(inputs, str) and inputs == "random":

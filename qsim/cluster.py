@@ -39,7 +39,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
                 connect_timeout: float = _CONNECT_TIMEOUT_S) -> Iterator[Any]:
     """A ``distributed.Client`` for one run, closed (with its local cluster) on exit.
 
-    ``client`` given: used as is and left open (the caller owns it).  ``scheduler``
+    ``client`` given: used as is and left open (the caller owns it).  ``workers=0``: no
+    cluster, yields None (:func:`run_tasks` then runs the tasks in this process).  ``scheduler``
     ("tcp://HOST:8786"): connect to that running cluster (within ``connect_timeout`` seconds).  Otherwise start a ``LocalCluster`` of
     ``workers`` processes (default: this machine's cores), one thread each, no dashboard, with
     ``OPENBLAS_NUM_THREADS=1`` so workers do not oversubscribe the cores.
@@ -49,8 +50,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
         return
     if scheduler is not None and workers is not None:
         raise QsimError("give either --scheduler (a running cluster) or --workers (a local one), not both")
-    if workers is not None and workers < 1:
-        raise QsimError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and workers < 0:
+        raise QsimError(f"--workers must be at least 0 (0: in this process, no cluster), got {workers}")
+    if workers == 0:
+        yield None
+        return
     d = _distributed()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if scheduler is not None:
@@ -81,21 +85,27 @@ def run_tasks(client, fn: Callable, tasks: Sequence[tuple], *, desc: str = "task
     """Run ``fn(*tasks[i])`` for each i on the cluster; yield ``(i, result)`` as each finishes.
 
     Order of completion is arbitrary: callers that need a deterministic result merge by index.
+    ``client`` None: the tasks run here, one after the other, in order (no Dask, no retries).
     ``weights`` (e.g. points or samples per task) advance the progress bar; default 1 per task.
     The first task that still fails after ``retries`` retries raises here (a ``QsimError`` raised
     inside a task keeps its message).
     """
-    d = _distributed()
     from tqdm import tqdm
 
-    futures = {}
-    for i, args in enumerate(tasks):
-        f = client.submit(fn, *args, retries=retries, pure=False)
-        futures[f] = i
     w = list(weights) if weights is not None else [1] * len(tasks)
+    futures = {}
     bar = tqdm(total=sum(w), desc=desc, unit=unit, file=sys.stderr, disable=None if progress else True,
                leave=False)
     try:
+        if client is None:
+            for i, args in enumerate(tasks):
+                result = fn(*args)
+                bar.update(w[i])
+                yield i, result
+            return
+        d = _distributed()
+        for i, args in enumerate(tasks):
+            futures[client.submit(fn, *args, retries=retries, pure=False)] = i
         for f in d.as_completed(list(futures)):
             i = futures[f]
             result = f.result()

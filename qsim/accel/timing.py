@@ -47,6 +47,17 @@ from .mapping import LayerMap
 
 ACC_BYTES = 4  # accumulators are held as 32-bit words in the output SRAM
 
+# The HwConfig fields the schedule reads (besides resolved_requant_depth()); a layer's timing
+# is a function of its geometry and schedule_key(cfg) only (tests/test_sweep.py checks it).
+SCHEDULE_FIELDS = ("rows", "cols", "dataflow", "ifmap_sram_kib", "weight_sram_kib", "output_sram_kib",
+                   "dram_bytes_per_cycle", "dram_latency_cycles", "requant_lanes", "vector_lanes",
+                   "layer_setup_cycles")
+
+
+def schedule_key(cfg: HwConfig) -> tuple:
+    """Everything of ``cfg`` that :func:`time_layer` depends on (a cache key)."""
+    return tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS) + (cfg.resolved_requant_depth(),)
+
 
 @dataclass
 class Tile:
