@@ -236,3 +236,34 @@ def test_pareto_front_by_hand():
     from qsim.accel.plots import pareto_front
     pts = [(64, 5.0, 0), (64, 4.0, 1), (128, 4.5, 2), (128, 3.0, 3), (256, 3.0, 4), (256, 1.0, 5)]
     assert [p[2] for p in pareto_front(pts)] == [1, 3, 5]
+
+
+def test_fast_forwarded_schedule_equals_tile_by_tile():
+    """time_layer without events skips repeated tiles/blocks once the max-plus schedule is in a
+    steady state; with events it walks every tile.  Both must give the same figures."""
+    import dataclasses
+    import random
+
+    from qsim import zoo
+    from qsim.accel import mapping
+    rng = random.Random(5)
+    graphs = [qsim.load(DEMO).graph, qsim.load(zoo.mobilenet_v2_like(input_hw=64, alpha=0.35)).graph]
+    names = [f.name for f in dataclasses.fields(timing.LayerTiming) if f.name != "events"]
+    base, compared, skipped = config.load_hw("edge16"), 0, 0
+    for _ in range(12):
+        cfg = base.with_overrides(rows=rng.choice([1, 4, 8, 32]), cols=rng.choice([1, 3, 8, 32]),
+                                  dataflow=rng.choice(["ws", "os"]), ifmap_sram_kib=rng.choice([2, 8, 64]),
+                                  weight_sram_kib=rng.choice([2, 8, 64]), output_sram_kib=rng.choice([2, 8, 64]),
+                                  dram_bytes_per_cycle=rng.choice([0.5, 4, 64]), dram_latency_cycles=rng.choice([0, 50]),
+                                  requant_lanes=rng.choice([1, 16]), vector_lanes=rng.choice([1, 16]))
+        for g in graphs:
+            for lm in mapping.map_graph(g):
+                try:
+                    slow = timing.time_layer(lm, cfg, events=True)
+                except QsimError:
+                    skipped += 1
+                    continue
+                fast = timing.time_layer(lm, cfg, events=False)
+                assert [getattr(fast, f) for f in names] == [getattr(slow, f) for f in names], (lm, cfg)
+                compared += 1
+    assert compared > 300 and skipped > 0
