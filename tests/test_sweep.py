@@ -267,3 +267,11 @@ def test_fast_forwarded_schedule_equals_tile_by_tile():
                 assert [getattr(fast, f) for f in names] == [getattr(slow, f) for f in names], (lm, cfg)
                 compared += 1
     assert compared > 300 and skipped > 0
+
+
+def test_sweep_without_resume_replaces_an_old_file(tmp_path):
+    out = tmp_path / "s.parquet"
+    sweep([DEMO], {"array": {"rows": [4, 8, 16]}}, out=out, workers=0, values=None, progress=False)
+    sweep([DEMO], {"array": {"cols": [4, 8]}}, out=out, workers=0, values=None, progress=False)
+    t = pq.read_table(out)
+    assert t.num_rows == 2 and "array.rows" not in t.column_names and t.column("array.cols").to_pylist() == [4, 8]

@@ -265,6 +265,7 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     order: dict[str, tuple[int, int]] = {}
     todo: list[list[tuple[str, tuple]]] = [[] for _ in mods]
     grid_cols: dict[str, dict] = {}
+    vkeys = [repr(_value_key(_point_cfg(base, paths, fields, vals))) for vals in g.points()]
     for mi, m in enumerate(mods):
         mode_id = m.data_id or mode
         for pi, vals in enumerate(g.points()):
@@ -273,6 +274,8 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
             grid_cols[key] = {"model": m.name, "key": key, **dict(zip(paths, vals))}
             if key not in done:
                 todo[mi].append((key, vals))
+        if mode != "timing":  # a task's points share few datapath configurations (computed once per worker)
+            todo[mi].sort(key=lambda kv: vkeys[order[kv[0]][1]])
     tasks, weights = [], []
     n_new = sum(len(t) for t in todo)
     try:
@@ -297,7 +300,7 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
                     return SweepResult(out, len(done) + points_done, points_done, len(done), 0, complete=False)
     except KeyboardInterrupt:
         raise QsimError(f"interrupted; the finished points are kept in {parts}: run again with --resume.") from None
-    rows = _read_rows(out, parts)
+    rows = _read_rows(out if resume else None, parts)  # without --resume an old file is replaced, not merged
     rows.sort(key=lambda r: (order.get(r["key"], (len(mods), 0)), r["model"], r["key"]))
     table = _table(rows, front)
     tmp = out.with_name(out.name + ".tmp")
@@ -312,6 +315,15 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     return res
 
 
+def _point_cfg(base: config.HwConfig, paths, fields, vals) -> config.HwConfig:
+    """The machine of one point; a combination of values that is impossible names the fields."""
+    try:
+        return base.with_overrides(**dict(zip(fields, vals)))
+    except QsimError as e:
+        point = ", ".join(f"{p} = {v!r}" for p, v in zip(paths, vals))
+        raise QsimError(f"grid point ({point}) is impossible: {e}") from None
+
+
 def _write_part(parts: Path, rows: list[dict], front: Sequence[str]) -> None:
     import pyarrow.parquet as pq
     name = hashlib.sha256("".join(r["key"] for r in rows).encode()).hexdigest()[:20]
@@ -320,10 +332,10 @@ def _write_part(parts: Path, rows: list[dict], front: Sequence[str]) -> None:
     os.replace(tmp, parts / f"part-{name}.parquet")  # a killed run leaves whole parts only
 
 
-def _read_rows(out: Path, parts: Path) -> list[dict]:
-    """Rows of ``out`` and of every readable part, one per key (None values dropped)."""
+def _read_rows(out: Path | None, parts: Path) -> list[dict]:
+    """Rows of ``out`` (when given) and of every readable part, one per key (None values dropped)."""
     import pyarrow.parquet as pq
-    files = ([out] if out.is_file() else []) + (sorted(parts.glob("part-*.parquet")) if parts.is_dir() else [])
+    files = ([out] if out is not None and out.is_file() else []) + (sorted(parts.glob("part-*.parquet")) if parts.is_dir() else [])
     rows: dict[str, dict] = {}
     for f in files:
         try:
