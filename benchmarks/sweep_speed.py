@@ -139,20 +139,21 @@ def main() -> int:
         client.run(importlib.import_module, "qsim.accel.sweep")  # each worker imports qsim once
         t_start = time.perf_counter() - t
         cpu0 = client.run(time.process_time)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         dist = sweep(models, grid, out=tmp / "dist.parquet", values=None, client=client, points_per_task=a.per_task,
                      progress=False)
-        t_dist = time.perf_counter() - t
+        t_dist, cpu_client = time.perf_counter() - t, time.process_time() - c
         cpu = [v - cpu0[w] for w, v in client.run(time.process_time).items()]
         import pyarrow.parquet as pq
         same = pq.read_table(one.out).equals(pq.read_table(dist.out))
         sched = scheduler_cost(client)
-        out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu,
+        out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu, "client_scheduler_cpu_s": cpu_client,
                        "points_per_s": n_points / t_dist, "speedup": t_one / t_dist, "same_rows": same,
                        "scheduler_s_per_task": sched}
         print(f"dask {a.workers} workers:   {t_dist:8.2f} s  {n_points / t_dist:8.1f} points/s  speed-up "
               f"{t_one / t_dist:.2f}x  (cluster start-up + qsim import {t_start:.1f} s, not counted; rows identical: {same})")
-        print(f"worker CPU {' + '.join(f'{v:.1f}' for v in cpu)} s = {sum(cpu):.1f} s (one process: "
+        print(f"worker CPU {' + '.join(f'{v:.1f}' for v in cpu)} s = {sum(cpu):.1f} s, client + scheduler "
+              f"{cpu_client:.1f} s (one process: "
               f"{cpu_one:.1f} s); on {a.workers} free cores the wall time would be ~{max(cpu):.1f} s, "
               f"speed-up ~{cpu_one / max(max(cpu), 1e-9):.2f}x plus the scheduler's share")
         per_point = cpu_one / n_points  # CPU, not wall: what a point costs on a core of its own

@@ -275,3 +275,23 @@ def test_sweep_without_resume_replaces_an_old_file(tmp_path):
     sweep([DEMO], {"array": {"cols": [4, 8]}}, out=out, workers=0, values=None, progress=False)
     t = pq.read_table(out)
     assert t.num_rows == 2 and "array.rows" not in t.column_names and t.column("array.cols").to_pylist() == [4, 8]
+
+
+@pytest.mark.parametrize("tensor, shape, words", [
+    (1, (16,), "must be 4-D NHWC"),  # a 1-D filter (a fuzz mutant of kws loaded with one)
+    (3, (1, 8, 8, 0), "an empty operand"),
+    (1, (16, 3, 3, 5), "does not match the input's 3 channels"),
+])
+def test_timing_only_refuses_unmappable_gemm_shapes_cleanly(tensor, shape, words):
+    """Timing alone maps ops whose kernel never prepares: a GEMM op whose shapes are not a GEMM
+    is a QsimError naming the op, never an IndexError / ZeroDivisionError."""
+    import dataclasses
+
+    from qsim.accel import mapping
+    from qsim.errors import UnsupportedModelError
+    from test_accel import conv_graph
+    g = conv_graph()
+    g.tensors[tensor] = dataclasses.replace(g.tensors[tensor], shape=shape)
+    with pytest.raises(UnsupportedModelError, match=words) as e:
+        mapping.map_graph(g)
+    assert "op #0 CONV_2D" in str(e.value)
