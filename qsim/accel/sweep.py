@@ -289,7 +289,10 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
                     chunk = todo[mi][s:s + points_per_task]
                     tasks.append((blob, m.sha, base, fields, chunk, mode, dat, m.data_id))
                     weights.append(len(chunk))
-            parts.mkdir(parents=True, exist_ok=True)
+            try:
+                parts.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise QsimError(f"cannot create {parts} next to --out: {e.strerror or e}") from None
             finished = points_done = 0
             for _, rows in run_tasks(c, run_points, tasks, desc="sweep", unit="point", progress=progress,
                                      weights=weights):
@@ -304,8 +307,11 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     rows.sort(key=lambda r: (order.get(r["key"], (len(mods), 0)), r["model"], r["key"]))
     table = _table(rows, front)
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise QsimError(f"cannot write {out}: {e.strerror or e}; the points are kept in {parts} (--resume).") from None
     shutil.rmtree(parts, ignore_errors=True)
     infeasible = sum(1 for r in rows if not r.get("feasible"))
     res = SweepResult(out, len(rows), n_new, len(rows) - n_new, infeasible, True, table.column_names)
