@@ -198,14 +198,23 @@ def test_schedule_reads_only_schedule_fields():
             object.__setattr__(self, "_cfg", cfg)
 
         def __getattr__(self, name):
+            if name == "sram_bytes":  # reads the field named by its argument
+                return lambda which: read.add(f"{which}_sram_kib") or self._cfg.sram_bytes(which)
             read.add(name)
             return getattr(self._cfg, name)
 
+    from qsim.accel import mapping
     m = qsim.load(DEMO)
     cfg = config.load_hw("tiny8")
     time_graph(m.graph, Spy(cfg), events=True)
-    allowed = set(timing.SCHEDULE_FIELDS) | {"resolved_requant_depth", "sram_bytes", "macs_per_cycle"}
+    allowed = set(timing.SCHEDULE_FIELDS) | {"resolved_requant_depth", "macs_per_cycle"}
     assert read and read <= allowed, read - allowed
+    vector = [lm for lm in mapping.map_graph(m.graph) if lm.unit == "vector"]
+    assert vector
+    read.clear()
+    for lm in vector:
+        timing.time_layer(lm, Spy(cfg), events=True)
+    assert read and read <= set(timing.VECTOR_SCHEDULE_FIELDS), read
 
 
 # ----------------------------------------------------------------------------- plots

@@ -83,15 +83,16 @@ def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True,
     graph's ``(LayerMap, geometry_key)`` pairs when already computed (:func:`map_layers`;
     they do not depend on the machine, a sweep maps a graph once).  ``cache``: a dict kept
     across calls (timing without events only): layer timings by geometry and
-    :func:`timing.schedule_key`, so machines differing only in fields the schedule does not
-    read (clock, rounding, accumulator...) are scheduled once.
+    :func:`timing.schedule_key` of the layer's unit, so machines differing only in fields the
+    schedule does not read (clock, rounding, accumulator...; for vector layers also the array)
+    are scheduled once.
     """
     reports, clock = [], 0
     known: dict = {} if cache is None or events else cache
-    skey = timing.schedule_key(cfg) if known is cache else None
+    skeys = {u: timing.schedule_key(cfg, u) for u in ("array", "vector", "free")} if known is cache else None
     for lm, key in (map_layers(g) if maps is None else maps):
-        if skey is not None:
-            key = (key, skey)
+        if skeys is not None:
+            key = (key, skeys[lm.unit])
         lt = known.get(key)
         lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
         reports.append(LayerReport(lm, lt, start_cycle=clock))

@@ -54,8 +54,17 @@ SCHEDULE_FIELDS = ("rows", "cols", "dataflow", "ifmap_sram_kib", "weight_sram_ki
                    "layer_setup_cycles")
 
 
-def schedule_key(cfg: HwConfig) -> tuple:
-    """Everything of ``cfg`` that :func:`time_layer` depends on (a cache key)."""
+# ... and the fields a vector-unit layer's schedule reads (a subset: no array, weights or requant)
+VECTOR_SCHEDULE_FIELDS = ("ifmap_sram_kib", "output_sram_kib", "dram_bytes_per_cycle", "dram_latency_cycles",
+                          "vector_lanes", "layer_setup_cycles")
+
+
+def schedule_key(cfg: HwConfig, unit: str = "array") -> tuple:
+    """Everything of ``cfg`` that :func:`time_layer` depends on for a layer on ``unit`` (a cache key)."""
+    if unit == "free":
+        return ()
+    if unit == "vector":
+        return tuple(getattr(cfg, f) for f in VECTOR_SCHEDULE_FIELDS)
     return tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS) + (cfg.resolved_requant_depth(),)
 
 
