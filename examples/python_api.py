@@ -81,6 +81,11 @@ try:
 except qsim.QsimError as e:  # pandas is optional
     print(f"profile: to_pandas skipped ({e})")
 
+try:
+    print(f"profile: roofline -> {p.roofline(out_dir / 'roofline.png')}")
+except qsim.QsimError as e:  # matplotlib is optional
+    print(f"profile: roofline skipped ({e})")
+
 # --- a design-space sweep: 2 x 2 machines, timing only, in this process (workers=None: a local Dask cluster)
 sw = qsim.sweep([MODEL], {"array": {"rows": [8, 16], "cols": [8, 16]}}, hw="edge16",
                 out=out_dir / "sweep.parquet", values=None, workers=0, progress=False)

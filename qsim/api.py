@@ -357,6 +357,12 @@ class ProfileReport:
         trace.write_trace(self.result, path)
         return Path(path)
 
+    def roofline(self, path: str | Path) -> Path:
+        """Write each MAC-array layer on a roofline (PNG, needs matplotlib): MACs per DRAM byte vs
+        achieved MACs per cycle, under the array's compute roof and the DRAM roof."""
+        from .accel.plots import roofline
+        return roofline(self.result, path)
+
     def to_pandas(self):
         """The per-layer records as a pandas DataFrame (needs pandas installed)."""
         try:

@@ -103,8 +103,7 @@ def handler(args) -> int:
     if args.trace:
         rep.trace(args.trace)
     if args.plot:
-        from .plots import roofline
-        roofline(rep.result, args.plot)
+        rep.roofline(args.plot)
     if args.csv:
         text = rep.to_csv(None if args.csv == "-" else args.csv)
         if args.csv == "-":
