@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -186,6 +187,7 @@ def main() -> int:
             for k, (ac, ch) in sorted(acc.items(), reverse=True):
                 print(f"    acc {k[0]} bits {k[1]:<8}: top-1 vs exact {100 * ac:.1f}%, outputs changed {100 * ch:.2f}%")
     out["load_average_after"] = os.getloadavg()[0]
+    shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
         print(json.dumps(out, indent=2))
     return 0
