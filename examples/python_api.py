@@ -99,6 +99,21 @@ v = m.vectors(0, inputs=q[:2], out_dir=out_dir / "vectors")
 print(f"vectors: op {v.op_index} {v.opcode}, {v.rows} x {v.channels} accumulators, {v.rounding} rounding "
       f"-> {out_dir / 'vectors'}")
 
+try:
+    print(f"profile: roofline -> {p.roofline(out_dir / 'roofline.png')}")
+except qsim.QsimError as e:  # matplotlib is optional
+    print(f"profile: roofline skipped ({e})")
+
+# --- a design-space sweep: 2 x 2 machines, timing only, in this process (workers=None: a local Dask cluster)
+sw = qsim.sweep([MODEL], {"array": {"rows": [8, 16], "cols": [8, 16]}}, hw="edge16",
+                out=out_dir / "sweep.parquet", values=None, workers=0, progress=False)
+rows = sw.table().to_pylist()
+best = min(rows, key=lambda r: r["cycles"])
+print(f"sweep: {sw.rows} points in {sw.out}; fastest {best['array.rows']}x{best['array.cols']}: {best['cycles']} cycles")
+if [r["cycles"] for r in rows] != [m.profile("edge16", inputs=None, rows=r["array.rows"], cols=r["array.cols"]).totals["cycles"]
+                                   for r in rows]:
+    failures.append("sweep")
+
 # --- C firmware for the model, with qsim's expected outputs for 20 digits; `make check` compares
 g = m.codegen(out_dir / "firmware", name="digits", inputs=q[:20], force=True)
 print(f"codegen: {g.name}, arena {g.arena_bytes} bytes, weights {g.weights_bytes} bytes -> {g.out_dir}")

@@ -5,6 +5,7 @@
     m = qsim.load("model.tflite")
     r = m.run(m.inputs[0].quantize(x))
     r.top_k(3); m.check(inputs=3).ok; m.profile(hw="edge16").totals; m.codegen("out/")
+    qsim.sweep(["model.tflite"], "grid.toml", hw="edge16", out="sweep.parquet")
 """
 from __future__ import annotations
 
@@ -38,5 +39,16 @@ __version__ = _version()
 from .api import CheckReport, Model, ProfileReport, RunResult, TensorInfo, TopK, load  # noqa: E402
 from .errors import QsimError  # noqa: E402
 
+
+def sweep(models, grid, hw="edge16", out="sweep.parquet", **options):
+    """A design-space sweep of the accelerator model: every model on every point of ``grid``
+    (a TOML file of preset fields with lists/ranges of values), one Parquet row per point, on
+    Dask.  Returns :class:`qsim.accel.sweep.SweepResult`; options and columns:
+    :func:`qsim.accel.sweep.sweep` (``data=``, ``labels=``, ``values=None`` for timing only,
+    ``resume=``, ``scheduler=``, ``workers=``, ``plot=``)."""
+    from .accel.sweep import sweep as _sweep
+    return _sweep(models, grid, hw=hw, out=out, **options)
+
+
 __all__ = ["__version__", "load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "ProfileReport",
-           "QsimError"]
+           "QsimError", "sweep"]

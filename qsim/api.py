@@ -358,6 +358,12 @@ class ProfileReport:
         trace.write_trace(self.result, path)
         return Path(path)
 
+    def roofline(self, path: str | Path) -> Path:
+        """Write each MAC-array layer on a roofline (PNG, needs matplotlib): MACs per DRAM byte vs
+        achieved MACs per cycle, under the array's compute roof and the DRAM roof."""
+        from .accel.plots import roofline
+        return roofline(self.result, path)
+
     def to_pandas(self):
         """The per-layer records as a pandas DataFrame (needs pandas installed)."""
         try:
@@ -736,7 +742,7 @@ class Model:
         cfg = cfg.with_overrides(**changes) if changes else cfg
         key = cfg.rounding_profile if cfg.variant is None else f"{cfg.rounding_profile}+{cfg.variant}"
         cached = self._prepared.get(key)  # the keys of prepared()
-        pp = prepare_profile(self.graph, cfg, cached, events=events)
+        pp = prepare_profile(self.graph, cfg, cached, events=events, values=inputs is not None)
         values = None
         label = ""
         if isinstance(inputs, str) and inputs == "random":

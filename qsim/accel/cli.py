@@ -68,7 +68,10 @@ def register(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV ('-' = stdout)")
     s.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace-event file")
+    s.add_argument("--plot", metavar="ROOFLINE.png", help="write each layer on a roofline (needs matplotlib)")
     s.set_defaults(func=handler)
+    from . import sweep_cli
+    sweep_cli.register(subparsers)
 
 
 def overrides_from_args(args) -> dict:
@@ -105,6 +108,8 @@ def handler(args) -> int:
         rep.result.input = args.input
     if args.trace:
         rep.trace(args.trace)
+    if args.plot:
+        rep.roofline(args.plot)
     if args.csv:
         text = rep.to_csv(None if args.csv == "-" else args.csv)
         if args.csv == "-":

@@ -162,7 +162,7 @@ _FIELD_TYPES = {f.name: f.type for f in fields(HwConfig)}
 
 def _coerce(name: str, value):
     """Convert a string/number to the field's type, with a clear error."""
-    t = str(_FIELD_TYPES[name])
+    t = field_type(name)
     try:
         if t.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
@@ -222,6 +222,16 @@ def validate(cfg: HwConfig) -> None:
         raise QsimError(f"invalid hardware configuration '{cfg.name}': " + "; ".join(p) + ".")
 
 
+def preset_paths() -> dict[str, str]:
+    """Every preset field as its dotted TOML path (``"array.rows"``) -> the HwConfig field it sets."""
+    return {f"{section}.{key}": name for (section, key), name in TOML_KEYS.items()}
+
+
+def field_type(name: str) -> str:
+    """The HwConfig field's annotation as text (``"int"``, ``"float"``, ``"str"``, ``"int | None"``)."""
+    return str(_FIELD_TYPES[name])
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
@@ -235,13 +245,17 @@ def load_hw(spec: str | Path | None = None) -> HwConfig:
         if not path.is_file():
             raise QsimError(f"unknown hardware preset '{spec}'; presets: {', '.join(preset_names())} "
                             "(or give the path of a .toml file).")
-    elif not path.is_file():
-        raise QsimError(f"hardware file not found: {path}")
+    return from_toml_dict(read_toml(path, "hardware file"), default_name=path.stem)
+
+
+def read_toml(path: Path, what: str) -> dict:
+    """A TOML file as a dict; a missing or unreadable file is a QsimError naming ``what`` it is."""
+    if not path.is_file():
+        raise QsimError(f"{what} not found: {path}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise QsimError(f"cannot read hardware file {path}: {e}") from None
-    return from_toml_dict(data, default_name=path.stem)
+        raise QsimError(f"cannot read {what} {path}: {e}") from None
 
 
 def from_toml_dict(data: dict, default_name: str = "custom") -> HwConfig:

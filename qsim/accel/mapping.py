@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ir
+from ..errors import UnsupportedModelError
 
 ARRAY_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 FREE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
@@ -93,15 +94,50 @@ def map_graph(g: ir.Graph) -> list[LayerMap]:
 
 
 def map_op(g: ir.Graph, op: ir.Operator) -> LayerMap:
+    """The op's LayerMap; a GEMM op whose operand shapes cannot be mapped is an UnsupportedModelError.
+
+    (Shapes are checked here, not only in the kernels' ``prepare``: timing alone maps ops whose
+    kernels never run.)
+    """
+    if not op.outputs:
+        return LayerMap(index=op.index, opcode=op.opcode, name="", unit="free", out_shape=())
     out = g.tensors[op.outputs[0]]
     base = dict(index=op.index, opcode=op.opcode, name=out.name, out_shape=tuple(out.shape))
-    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        return _map_conv(g, op, base)
-    if op.opcode == "FULLY_CONNECTED":
-        return _map_fc(g, op, base)
+    if op.opcode in ARRAY_OPS:
+        problem = _gemm_shape_problem(g, op)
+        if problem:
+            raise UnsupportedModelError(f"op #{op.index} {op.opcode} ('{out.name}') cannot be mapped onto the "
+                                        f"MAC array: {problem}.")
+        return _map_conv(g, op, base) if op.opcode != "FULLY_CONNECTED" else _map_fc(g, op, base)
     if op.opcode in FREE_OPS:
         return LayerMap(unit="free", **base)
     return _map_vector(g, op, base)
+
+
+def _gemm_shape_problem(g: ir.Graph, op: ir.Operator) -> str:
+    """Why the operands of a CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED do not form a GEMM ('' if they do)."""
+    if len(op.inputs) < 2 or op.inputs[0] < 0 or op.inputs[1] < 0:
+        return "it needs an input and a filter"
+    x, w, out = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    if 0 in (_size(x), _size(w), _size(out)):
+        return f"an empty operand (input {list(x.shape)}, filter {list(w.shape)}, output {list(out.shape)})"
+    if op.opcode == "FULLY_CONNECTED":
+        if len(w.shape) != 2 or w.shape[1] < 1:
+            return f"the weights must be 2-D [out_units, in_units], got {list(w.shape)}"
+        if _size(x) % w.shape[1]:
+            return f"the input's {_size(x)} elements are not a multiple of in_units={w.shape[1]}"
+        return ""
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4 or op.options is None:
+        return (f"input, filter and output must be 4-D NHWC, got {list(x.shape)}, {list(w.shape)}, "
+                f"{list(out.shape)}")
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        if w.shape[0] != 1 or out.shape[3] % x.shape[3] or w.shape[3] != out.shape[3]:
+            return (f"the filter must be [1, kh, kw, in_ch * multiplier] with in_ch={x.shape[3]}, "
+                    f"got {list(w.shape)} for {out.shape[3]} output channels")
+    elif w.shape[3] != x.shape[3] or w.shape[0] != out.shape[3]:
+        return (f"the filter {list(w.shape)} does not match the input's {x.shape[3]} channels and the output's "
+                f"{out.shape[3]} (grouped convolution is not mapped)")
+    return ""
 
 
 def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:

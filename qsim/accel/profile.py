@@ -74,21 +74,42 @@ class ProfileResult:
 _GEOMETRY = tuple(f.name for f in dataclasses.fields(mapping.LayerMap) if f.name not in ("index", "name", "scalesim"))
 
 
-def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True) -> list[LayerReport]:
+def geometry_key(lm: mapping.LayerMap) -> tuple:
+    """What the schedule of ``lm`` depends on (all LayerMap fields but the op's identity)."""
+    return tuple(getattr(lm, f) for f in _GEOMETRY)
+
+
+def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True,
+               maps: list[tuple[mapping.LayerMap, tuple]] | None = None,
+               cache: dict | None = None) -> list[LayerReport]:
     """Mapping + timing for every op, layers back to back (``events``: keep trace spans).
 
     A layer with the same geometry as an earlier one (repeated blocks) gets a copy of its
     timing instead of a second schedule: the schedule is a function of the geometry and
-    the machine only (trace spans are relative to the layer's start).
+    the machine only (trace spans are relative to the layer's start).  ``maps``: the
+    graph's ``(LayerMap, geometry_key)`` pairs when already computed (:func:`map_layers`;
+    they do not depend on the machine, a sweep maps a graph once).  ``cache``: a dict kept
+    across calls (timing without events only): layer timings by geometry and
+    :func:`timing.schedule_key` of the layer's unit, so machines differing only in fields the
+    schedule does not read (clock, rounding, accumulator...; for vector layers also the array)
+    are scheduled once.
     """
-    reports, clock, known = [], 0, {}
-    for lm in mapping.map_graph(g):
-        key = tuple(getattr(lm, f) for f in _GEOMETRY)
+    reports, clock = [], 0
+    known: dict = {} if cache is None or events else cache
+    skeys = {u: timing.schedule_key(cfg, u) for u in ("array", "vector", "free")} if known is cache else None
+    for lm, key in (map_layers(g) if maps is None else maps):
+        if skeys is not None:
+            key = (key, skeys[lm.unit])
         lt = known.get(key)
         lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
         reports.append(LayerReport(lm, lt, start_cycle=clock, energy=energy.layer_energy(lm, lt, cfg)))
         clock += lt.cycles
     return reports
+
+
+def map_layers(g: ir.Graph) -> list[tuple[mapping.LayerMap, tuple]]:
+    """``(LayerMap, geometry_key)`` of every op, in execution order (machine independent)."""
+    return [(lm, geometry_key(lm)) for lm in mapping.map_graph(g)]
 
 
 def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
@@ -133,10 +154,17 @@ def totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
     return out
 
 
-def check_profilable(g: ir.Graph) -> None:
-    """QsimError unless ``g`` is an int8 model whose every op qsim can run."""
+def check_profilable(g: ir.Graph, values: bool = True) -> None:
+    """QsimError unless ``g`` is an int8 model whose every op qsim can run (``values``).
+
+    Timing only (``values`` False) needs the mapping alone: an op qsim cannot compute
+    (LSTM, int16 activations, an unknown op) is timed (on the vector unit when it is
+    not a GEMM); a float model is still refused (an int8 machine).
+    """
     check_quantized(g)  # an int8 machine: a float model is refused even for timing only
-    problems = unsupported_ops(g)  # and so is an op qsim cannot run (LSTM, int16, unknown)
+    if not values:
+        return
+    problems = unsupported_ops(g)  # values need every op's kernel (not LSTM, int16, unknown)
     if problems:
         raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
                                     + "\n  - ".join(problems))
@@ -168,6 +196,7 @@ class PreparedProfile:
             layers = [LayerReport(L.map, L.timing, None, L.start_cycle, L.energy) for L in self.timed]
             return ProfileResult(cfg, layers, None, g.source, dict(self.base_totals))
         if self.prepared is None:
+            check_profilable(g)
             self.prepared = prepare_graph(g, cfg.rounding_profile, cfg.variant)
         if cfg.variant is not None and self.reference is None:
             self.reference = prepare_graph(g, cfg.rounding_profile)
@@ -202,15 +231,19 @@ def accumulator(cfg: HwConfig) -> datapath.Accumulator:
 
 
 def prepare_profile(g: ir.Graph, cfg: HwConfig, prepared: PreparedGraph | None = None,
-                    events: bool = True) -> PreparedProfile:
+                    events: bool = True, values: bool = True,
+                    maps: list[tuple[mapping.LayerMap, tuple]] | None = None,
+                    cache: dict | None = None) -> PreparedProfile:
     """Validate, map and time ``g`` on ``cfg`` once; :meth:`PreparedProfile.run` then adds values.
 
     ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile`` and
     its requant variant ``cfg.variant`` (else the kernels are prepared again on the first run with inputs).
     ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
+    ``values`` False: timing only, so ops qsim cannot compute are accepted (a later ``run``
+    with inputs refuses them).  ``maps``, ``cache``: see :func:`time_graph`.
     """
-    check_profilable(g)
-    layers = time_graph(g, cfg, events)
+    check_profilable(g, values)
+    layers = time_graph(g, cfg, events, maps, cache)
     if prepared is not None and (prepared.profile.name != cfg.rounding_profile or prepared.requant != cfg.variant):
         prepared = None
     return PreparedProfile(g, cfg, layers, timing_totals(layers, cfg), prepared)

@@ -47,6 +47,26 @@ from .mapping import LayerMap
 
 ACC_BYTES = 4  # accumulators are held as 32-bit words in the output SRAM
 
+# The HwConfig fields the schedule reads (besides resolved_requant_depth()); a layer's timing
+# is a function of its geometry and schedule_key(cfg) only (tests/test_sweep.py checks it).
+SCHEDULE_FIELDS = ("rows", "cols", "dataflow", "ifmap_sram_kib", "weight_sram_kib", "output_sram_kib",
+                   "dram_bytes_per_cycle", "dram_latency_cycles", "requant_lanes", "vector_lanes",
+                   "layer_setup_cycles")
+
+
+# ... and the fields a vector-unit layer's schedule reads (a subset: no array, weights or requant)
+VECTOR_SCHEDULE_FIELDS = ("ifmap_sram_kib", "output_sram_kib", "dram_bytes_per_cycle", "dram_latency_cycles",
+                          "vector_lanes", "layer_setup_cycles")
+
+
+def schedule_key(cfg: HwConfig, unit: str = "array") -> tuple:
+    """Everything of ``cfg`` that :func:`time_layer` depends on for a layer on ``unit`` (a cache key)."""
+    if unit == "free":
+        return ()
+    if unit == "vector":
+        return tuple(getattr(cfg, f) for f in VECTOR_SCHEDULE_FIELDS)
+    return tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS) + (cfg.resolved_requant_depth(),)
+
 
 @dataclass
 class Tile:
@@ -156,58 +176,113 @@ def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
     return r, nc
 
 
-def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[list[Tile], int, int]:
+Runs = list  # [(Tile, count)]: identical consecutive tiles, one Tile object
+Segments = list  # [(Runs, repeat)]: a block of runs repeated (channel chunks), in execution order
+
+
+def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
+    """(the tiles as segments, output rows, output channels per tile).
+
+    Order: ``for channel chunk: for row chunk``.  A channel chunk is a block of runs: its
+    first row tile also loads the weights, then the other full row tiles, then a shorter
+    last row tile; the chunks after the first repeat one block (the last may be narrower).
+    """
     r, nc = choose_tile(L, cfg)
     cout = L.n * L.groups
     density = _input_density(L)
     whole_input = r >= L.out_rows and not L.depthwise
-    tiles = []
-    for c0 in range(0, cout, nc):
-        cn = min(nc, cout - c0)
-        ch_frac = cn / cout if L.depthwise else 1.0
-        for r0 in range(0, L.out_rows, r):
-            rn = min(r, L.out_rows - r0)
+    memo: dict = {}
+
+    def tile(rn: int, cn: int, first_row: bool, reuse_input: bool) -> Tile:
+        key = (rn, cn, first_row, reuse_input)
+        t = memo.get(key)
+        if t is None:
             m = rn * L.pixels_per_row
-            load = L.k * cn if r0 == 0 else 0
-            if not (whole_input and c0 > 0):
+            load = L.k * cn if first_row else 0
+            if not reuse_input:
+                ch_frac = cn / cout if L.depthwise else 1.0
                 load += math.ceil(_input_rows(L, rn) * L.in_row_bytes * ch_frac * density)
             if L.depthwise:
                 cyc, stream = depthwise_cycles(m, L.k, L.n, cn // L.n, cfg.rows, cfg.cols, cfg.dataflow)
             else:
                 cyc, stream = gemm_cycles(m, L.k, cn, cfg.rows, cfg.cols, cfg.dataflow)
-            tiles.append(Tile(load, cyc, stream, m * cn, m * cn))
-    return tiles, r, nc
+            t = memo[key] = Tile(load, cyc, stream, m * cn, m * cn)
+        return t
+
+    full_rows, last_rows = divmod(L.out_rows, r)
+    full_ch, last_ch = divmod(cout, nc)
+
+    def block(cn: int, later: bool) -> Runs:
+        reuse = whole_input and later  # the whole input is already on chip from the first chunk
+        runs: Runs = []
+        for t, k in ((tile(r, cn, True, reuse), 1), (tile(r, cn, False, reuse), full_rows - 1),
+                     (tile(last_rows, cn, False, reuse), 1 if last_rows else 0)):
+            if k > 0:
+                if runs and runs[-1][0] is t:
+                    runs[-1] = (t, runs[-1][1] + k)
+                else:
+                    runs.append((t, k))
+        return runs
+
+    segments: Segments = [(block(nc, False), 1)]
+    if full_ch > 1:
+        segments.append((block(nc, True), full_ch - 1))
+    if last_ch:
+        segments.append((block(last_ch, True), 1))
+    return segments, r, nc
 
 
-def vector_tiles(L: LayerMap, cfg: HwConfig) -> list[Tile]:
+def vector_tiles(L: LayerMap, cfg: HwConfig) -> Segments:
+    """The vector unit's tiles (an exact integer split of the work) as one segment."""
     n = max(1, math.ceil((L.ifmap_bytes + L.weight_bytes) / (cfg.sram_bytes("ifmap") // 2)),
             math.ceil(L.output_bytes / (cfg.sram_bytes("output") // 2)))
-    tiles = []
+    runs: Runs = []
+    memo: dict = {}
     for i in range(n):
         share = lambda total: total * (i + 1) // n - total * i // n  # noqa: E731 - exact integer split
-        ops = share(L.vector_ops)
-        tiles.append(Tile(share(L.ifmap_bytes + L.weight_bytes), math.ceil(ops / cfg.vector_lanes), 0, 0,
-                          share(L.output_bytes)))
-    return tiles
+        key = (share(L.ifmap_bytes + L.weight_bytes), math.ceil(share(L.vector_ops) / cfg.vector_lanes),
+               share(L.output_bytes))
+        t = memo.get(key)
+        if t is None:
+            t = memo[key] = Tile(key[0], key[1], 0, 0, key[2])
+        if runs and runs[-1][0] is t:
+            runs[-1] = (t, runs[-1][1] + 1)
+        else:
+            runs.append((t, 1))
+    return [(runs, 1)]
 
 
 # ----------------------------------------------------------------------------- schedule
+
+def _uniform(state: tuple, last: tuple | None):
+    """The common shift of every clock from ``last`` to ``state``, else None."""
+    if last is None:
+        return None
+    delta = state[0] - last[0]
+    return delta if all(x - y == delta for x, y in zip(state, last)) else None
+
 
 def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True) -> LayerTiming:
     """Schedule one layer; see the module docstring for the recurrence.
 
     ``events``: also record (lane, label, start, duration, details) spans for the trace.
+    Without events, repeated work whose schedule has reached a steady state is
+    fast-forwarded: the recurrence is max-plus (translation invariant), so once every clock
+    of its state has moved by the same amount over one tile (or one repeated channel-chunk
+    block), each further identical tile (block) moves the state by that amount again and
+    adds the same stall, DRAM and requant cycles.  Exact, not an approximation
+    (tests/test_sweep.py compares it with the tile-by-tile schedule).
     """
     if L.unit == "free":
         return LayerTiming(bound="none")
     lt = LayerTiming(setup_cycles=cfg.layer_setup_cycles)
     is_array = L.unit == "array"
     if is_array:
-        tiles, lt.tile_rows, lt.tile_channels = array_tiles(L, cfg)
+        segments, lt.tile_rows, lt.tile_channels = array_tiles(L, cfg)
         depth = cfg.resolved_requant_depth()
         lanes = cfg.requant_lanes
     else:
-        tiles, depth, lanes = vector_tiles(L, cfg), 0, 0
+        segments, depth, lanes = vector_tiles(L, cfg), 0, 0
     lat, bw = cfg.dram_latency_cycles, cfg.dram_bytes_per_cycle
     t0 = cfg.layer_setup_cycles
     ev = lt.events if events else None
@@ -219,73 +294,121 @@ def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True) -> LayerTiming:
         dram_busy += d
         if ev is not None:
             ev.append(("dma", "requant tables", t0, d))
-    n = len(tiles)
-    comp_end = [0] * n
-    store_end = [0] * n
     # load(t) is issued on the port in order L0, L1, S0, L2, S1, ...; ready once compute(t-2) is done
-    b = tiles[0].load_bytes
+    b = segments[0][0][0][0].load_bytes
     d = lat + math.ceil(b / bw) if b > 0 else 0
     next_load_end = port + d
     if ev is not None and d:
         ev.append(("dma", "load tile 0", port, d))
     port = next_load_end
     dram_busy += d
-    prev_comp = t0
+    prev_comp = t0  # compute(t-1) end (t0 before the first tile)
+    s1 = s2 = 0  # store(t-1) end, store(t-2) end (0: no constraint, every start is >= t0 >= 0)
     stalls = requant_busy = 0
     end = t0
     engine = "array" if is_array else "vector"
-    for t in range(n):
-        tile = tiles[t]
-        load_end_t = next_load_end
-        if t + 1 < n:
-            ready = comp_end[t - 1] if t >= 1 else t0
-            b = tiles[t + 1].load_bytes
-            d = lat + math.ceil(b / bw) if b > 0 else 0
-            start_l = port if port > ready else ready
-            next_load_end = port = start_l + d
-            dram_busy += d
-            if ev is not None and d:
-                ev.append(("dma", f"load tile {t + 1}", start_l, d))
-        start = load_end_t if load_end_t > prev_comp else prev_comp
-        if t >= 2 and store_end[t - 2] > start:
-            start = store_end[t - 2]
-        stalls += start - prev_comp
-        rq = -(-tile.outputs // lanes) if is_array else 0
-        cc = tile.compute_cycles
-        prev_comp = comp_end[t] = start + (cc if cc > rq else rq)
-        requant_busy += rq
-        ready = prev_comp + depth
-        b = tile.store_bytes
-        d = lat + math.ceil(b / bw) if b > 0 else 0
-        start_s = port if port > ready else ready
-        store_end[t] = port = start_s + d
-        dram_busy += d
-        if ready > end:
-            end = ready
-        if ev is not None:
-            if is_array:
-                detail = {"stream_cycles": tile.stream_cycles, "fill_drain_cycles": cc - tile.stream_cycles,
-                          "outputs": tile.outputs}
-            else:
-                detail = {"ops": cc * cfg.vector_lanes}
-            ev.append((engine, f"tile {t}", start, cc, detail))
-            if rq:
-                ev.append(("requant", f"tile {t}", start, rq + depth))
-            if d:
-                ev.append(("dma", f"store tile {t}", start_s, d))
+    t = 0  # tile index
+    n_seg = len(segments)
+    for si, (runs, repeat) in enumerate(segments):
+        after_seg = segments[si + 1][0][0][0] if si + 1 < n_seg else None  # first tile after this segment
+        rep, last_block = 0, None
+        while rep < repeat:
+            block_start = (stalls, requant_busy, dram_busy)
+            after_block = runs[0][0] if rep + 1 < repeat else after_seg
+            for ri, (tile, count) in enumerate(runs):
+                after_run = runs[ri + 1][0] if ri + 1 < len(runs) else after_block
+                rq = -(-tile.outputs // lanes) if is_array else 0
+                cc = tile.compute_cycles
+                busy = cc if cc > rq else rq
+                b = tile.store_bytes
+                d_store = lat + math.ceil(b / bw) if b > 0 else 0
+                off, last = 0, None
+                while off < count:
+                    nxt = tile if off + 1 < count else after_run
+                    load_end_t = next_load_end
+                    step_dram = d_store
+                    if nxt is not None:
+                        b = nxt.load_bytes
+                        d = lat + math.ceil(b / bw) if b > 0 else 0
+                        start_l = port if port > prev_comp else prev_comp  # ready once compute(t-1) is done
+                        next_load_end = port = start_l + d
+                        step_dram += d
+                        if ev is not None and d:
+                            ev.append(("dma", f"load tile {t + 1}", start_l, d))
+                    start = load_end_t if load_end_t > prev_comp else prev_comp
+                    if s2 > start:
+                        start = s2
+                    stall = start - prev_comp
+                    prev_comp = start + busy
+                    ready = prev_comp + depth
+                    start_s = port if port > ready else ready
+                    s2, s1 = s1, start_s + d_store
+                    port = s1
+                    if ready > end:
+                        end = ready
+                    stalls += stall
+                    requant_busy += rq
+                    dram_busy += step_dram
+                    if ev is not None:
+                        if is_array:
+                            detail = {"stream_cycles": tile.stream_cycles,
+                                      "fill_drain_cycles": cc - tile.stream_cycles, "outputs": tile.outputs}
+                        else:
+                            detail = {"ops": cc * cfg.vector_lanes}
+                        ev.append((engine, f"tile {t}", start, cc, detail))
+                        if rq:
+                            ev.append(("requant", f"tile {t}", start, rq + depth))
+                        if d_store:
+                            ev.append(("dma", f"store tile {t}", start_s, d_store))
+                    elif off + 2 < count:  # tiles t+1 and t+2 are this tile too: step t+1 repeats step t
+                        state = (next_load_end, port, prev_comp, s1, s2, end)
+                        delta = _uniform(state, last)
+                        if delta is not None:
+                            skip = count - off - 2  # steps t+1 .. t+skip repeat step t
+                            next_load_end, port, prev_comp, s1, s2, end = (x + skip * delta for x in state)
+                            stalls += skip * stall
+                            requant_busy += skip * rq
+                            dram_busy += skip * step_dram
+                            t += skip
+                            off += skip
+                            state = None
+                        last = state
+                    t += 1
+                    off += 1
+            rep += 1
+            if ev is None and rep + 1 < repeat:  # blocks rep .. repeat-2 repeat block rep-1 (same lookahead)
+                state = (next_load_end, port, prev_comp, s1, s2, end)
+                delta = _uniform(state, last_block)
+                if delta is not None:
+                    skip = repeat - 1 - rep
+                    inc = (stalls - block_start[0], requant_busy - block_start[1], dram_busy - block_start[2])
+                    next_load_end, port, prev_comp, s1, s2, end = (x + skip * delta for x in state)
+                    stalls += skip * inc[0]
+                    requant_busy += skip * inc[1]
+                    dram_busy += skip * inc[2]
+                    t += skip * sum(k for _, k in runs)
+                    rep += skip
+                    state = None
+                last_block = state
     if ev is not None:
         ev.insert(0, ("control", "setup", 0, t0))
     lt.cycles = max(end, port)
-    lt.tiles = n
+    lt.tiles = t
     lt.stall_cycles = stalls
     lt.requant_cycles = requant_busy
     lt.dram_cycles = dram_busy
-    busy = sum(t.compute_cycles for t in tiles)
-    lt.dram_read_bytes = sum(t.load_bytes for t in tiles) + (L.table_bytes if is_array else 0)
-    lt.dram_write_bytes = sum(t.store_bytes for t in tiles)
+    busy = loaded = stored = streamed = 0
+    for runs, rpt in segments:
+        for tl, k in runs:
+            busy += tl.compute_cycles * k * rpt
+            loaded += tl.load_bytes * k * rpt
+            stored += tl.store_bytes * k * rpt
+            streamed += tl.stream_cycles * k * rpt
+    lt.dram_read_bytes = loaded + (L.table_bytes if is_array else 0)
+    lt.dram_write_bytes = stored
     if is_array:
         lt.array_cycles = busy
-        lt.stream_cycles = sum(t.stream_cycles for t in tiles)
+        lt.stream_cycles = streamed
         lt.fill_drain_cycles = busy - lt.stream_cycles
         lt.utilization = L.macs / (lt.cycles * cfg.macs_per_cycle) if lt.cycles else 0.0
         loads = {"compute": busy, "requant": requant_busy, "memory": dram_busy}

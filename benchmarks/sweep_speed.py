@@ -1,0 +1,197 @@
+"""Benchmark (not a test): `qsim sweep` points per second, one process vs a local Dask cluster.
+
+1. Timing-only sweep (``values=None``) of ``--points`` points (default 10,000: half on the
+   MobileNetV2-sized zoo model ``qsim.zoo.mobilenet_v2_like()`` (224x224, 300 M MACs), half on
+   ``../shared/models/kws_ref_model.tflite``) over a grid of array rows/cols, dataflow, weight and
+   ifmap SRAM and DRAM bandwidth on edge16:
+   * in one process (``workers=0``: the same tasks, run one after the other, no Dask);
+   * on a LocalCluster of ``--workers`` (default 2) processes, timed from the first submit to
+     the Parquet file written (cluster start-up printed separately).
+   Both write the Parquet file; the two files are checked equal.
+2. The scaling estimate for 16 and 64 workers from measured costs: per-point cost (the
+   one-process run), per-worker start-up (model load + mapping, measured), and the scheduler's
+   per-task cost (a burst of no-op tasks on the same cluster).
+3. A sweep with values on kws (``--data``: ``--samples`` seeded random inputs, labels = qsim's
+   own top-1 so the exact machine scores 100%) over rows x cols x accumulator bits x overflow:
+   points/s on the cluster, and the number of distinct datapath configurations (each runs every
+   sample once per worker; points that differ only in timing fields reuse it).
+
+    python benchmarks/sweep_speed.py [--points 10000] [--workers 2] [--per-task 250] [--samples 64]
+                                     [--skip-values] [--json]
+
+The speed-up goal (issue 11) is >= 1.7x on 2 cores; on a machine shared with other jobs the
+cores are not both free and the ratio says more about the load than about qsim.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+import qsim  # noqa: E402
+from qsim import zoo  # noqa: E402
+from qsim.accel import config  # noqa: E402
+from qsim.accel.profile import map_layers  # noqa: E402
+from qsim.accel.sweep import sweep  # noqa: E402
+from qsim.cluster import dask_client  # noqa: E402
+
+KWS = REPO.parent / "shared" / "models" / "kws_ref_model.tflite"
+AXES = [("array", "rows", [4, 8, 16, 32, 64]), ("array", "cols", [4, 8, 16, 32, 64]),
+        ("array", "dataflow", ["ws", "os"]), ("sram", "weight_kib", [32, 64, 128, 256, 512]),
+        ("sram", "ifmap_kib", [32, 64, 128, 256])]
+
+
+def timing_grid(target: int) -> dict:
+    """A grid of about ``target`` points (>= target): the AXES' leading values, then a DRAM
+    bandwidth range long enough to reach the target."""
+    grid: dict = {}
+    n = 1
+    for section, key, values in AXES:
+        take = min(len(values), max(1, math.ceil(target / n)))
+        grid.setdefault(section, {})[key] = values[:take]
+        n *= take
+    grid["dram"] = {"bytes_per_cycle": {"start": 1, "stop": max(1, math.ceil(target / n)), "step": 1}}
+    return grid
+
+
+def scheduler_cost(client, n: int = 400) -> float:
+    """Seconds per task the scheduler adds: a burst of ``n`` no-op tasks, wall / n."""
+    from distributed import wait
+    client.submit(int, 0, pure=False).result()
+    t = time.perf_counter()
+    wait([client.submit(int, i, pure=False) for i in range(n)])
+    return (time.perf_counter() - t) / n
+
+
+def estimate(points: int, per_point: float, startup: float, sched: float, workers: int, per_task: int) -> dict:
+    """points/s on ``workers`` workers: ceil(tasks / workers) rounds of tasks of P points, plus
+    the start-up once per worker, plus the scheduler's serial cost per task; P (<= per_task)
+    chosen to minimize that wall time (few big tasks leave workers idle, many small ones cost
+    scheduler time)."""
+    best = None
+    for p in range(1, per_task + 1):
+        tasks = math.ceil(points / p)
+        wall = math.ceil(tasks / workers) * p * per_point + startup + tasks * sched
+        if best is None or wall < best["seconds"]:
+            best = {"workers": workers, "points_per_task": p, "tasks": tasks, "seconds": wall,
+                    "points_per_s": points / wall}
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--points", type=int, default=10_000, help="timing-only points, both models together")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--per-task", type=int, default=250)
+    ap.add_argument("--samples", type=int, default=64, help="kws samples for the sweep with values")
+    ap.add_argument("--skip-values", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if not KWS.is_file():
+        print(f"needs {KWS} (../shared/models)", file=sys.stderr)
+        return 2
+    out: dict = {"load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
+    tmp = Path(tempfile.mkdtemp(prefix="qsim_sweep_bench_"))
+    mnv2 = tmp / "mobilenet_v2_like.tflite"
+    mnv2.write_bytes(zoo.mobilenet_v2_like())
+    models = [str(mnv2), str(KWS)]
+    grid = timing_grid(math.ceil(a.points / len(models)))
+    gpath = tmp / "grid.json"
+    gpath.write_text(json.dumps(grid))
+    n_points = len(models) * math.prod(len(v) if isinstance(v, list) else v["stop"] for s in grid.values()
+                                       for v in s.values())
+    out["grid"], out["points"] = grid, n_points
+
+    # per-worker start-up: load + map each model once
+    t = time.perf_counter()
+    for m in models:
+        map_layers(qsim.load(m).graph)
+    startup = time.perf_counter() - t
+
+    t, c = time.perf_counter(), time.process_time()
+    one = sweep(models, grid, out=tmp / "one.parquet", values=None, workers=0, points_per_task=a.per_task,
+                progress=False)
+    t_one, cpu_one = time.perf_counter() - t, time.process_time() - c
+    out["one_process"] = {"seconds": t_one, "cpu_seconds": cpu_one, "points_per_s": n_points / t_one,
+                          "infeasible": one.infeasible}
+    print(f"load average {out['load_average']:.1f} on {out['cpus']} cores; {n_points} points "
+          f"({one.infeasible} infeasible), {math.ceil(n_points / len(models) / a.per_task) * len(models)} tasks "
+          f"of <= {a.per_task} points")
+    print(f"one process:      {t_one:8.2f} s  {n_points / t_one:8.1f} points/s "
+          f"({1e3 * t_one / n_points:.2f} ms/point wall, {1e3 * cpu_one / n_points:.2f} ms/point CPU)")
+
+    t = time.perf_counter()
+    with dask_client(workers=a.workers) as client:
+        import importlib
+        client.run(importlib.import_module, "qsim.accel.sweep")  # each worker imports qsim once
+        t_start = time.perf_counter() - t
+        cpu0 = client.run(time.process_time)
+        t, c = time.perf_counter(), time.process_time()
+        dist = sweep(models, grid, out=tmp / "dist.parquet", values=None, client=client, points_per_task=a.per_task,
+                     progress=False)
+        t_dist, cpu_client = time.perf_counter() - t, time.process_time() - c
+        cpu = [v - cpu0[w] for w, v in client.run(time.process_time).items()]
+        import pyarrow.parquet as pq
+        same = pq.read_table(one.out).equals(pq.read_table(dist.out))
+        sched = scheduler_cost(client)
+        out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu, "client_scheduler_cpu_s": cpu_client,
+                       "points_per_s": n_points / t_dist, "speedup": t_one / t_dist, "same_rows": same,
+                       "scheduler_s_per_task": sched}
+        print(f"dask {a.workers} workers:   {t_dist:8.2f} s  {n_points / t_dist:8.1f} points/s  speed-up "
+              f"{t_one / t_dist:.2f}x  (cluster start-up + qsim import {t_start:.1f} s, not counted; rows identical: {same})")
+        print(f"worker CPU {' + '.join(f'{v:.1f}' for v in cpu)} s = {sum(cpu):.1f} s, client + scheduler "
+              f"{cpu_client:.1f} s (one process: "
+              f"{cpu_one:.1f} s); on {a.workers} free cores the wall time would be ~{max(cpu):.1f} s, "
+              f"speed-up ~{cpu_one / max(max(cpu), 1e-9):.2f}x plus the scheduler's share")
+        per_point = cpu_one / n_points  # CPU, not wall: what a point costs on a core of its own
+        print(f"measured: {1e3 * per_point:.2f} ms/point, worker start-up (load + map both models) "
+              f"{startup:.2f} s, scheduler {1e3 * sched:.2f} ms/task")
+        out["estimate"] = []
+        for w in (a.workers, 16, 64):
+            e = estimate(n_points, per_point, startup, sched, w, a.per_task)
+            out["estimate"].append(e)
+            print(f"estimate {w:3d} workers: {e['points_per_s']:9.1f} points/s ({e['tasks']} tasks of "
+                  f"{e['points_per_task']} points, {e['seconds']:.2f} s)")
+
+        if not a.skip_values:
+            m = qsim.load(KWS)
+            x = np.concatenate([s[0] for s in m.random_inputs(a.samples, seed=1)])
+            y = np.argmax(m.run(x).outputs[m.outputs[0].key].reshape(len(x), -1), axis=1)
+            np.savez(tmp / "kws_data.npz", x=x, y=y)
+            vgrid = {"array": {"rows": [8, 16, 32], "cols": [8, 16, 32]},
+                     "requant": {"acc_bits": [32, 24, 20, 16], "overflow": ["wrap", "saturate"]}}
+            t = time.perf_counter()
+            vres = sweep([str(KWS)], vgrid, out=tmp / "values.parquet", data=tmp / "kws_data.npz", client=client,
+                         points_per_task=6, progress=False)
+            t_val = time.perf_counter() - t
+            rows = vres.table().to_pylist()
+            acc = {(r["requant.acc_bits"], r["requant.overflow"]): (r["accuracy"], r["outputs_changed"]) for r in rows}
+            out["values"] = {"points": vres.rows, "samples": a.samples, "datapath_configs": len(acc), "seconds": t_val,
+                             "points_per_s": vres.rows / t_val, "accuracy_outputs_changed": {str(k): v for k, v in acc.items()}}
+            print(f"values on kws ({a.samples} samples, {len(acc)} datapath configs): {vres.rows} points in "
+                  f"{t_val:.2f} s = {vres.rows / t_val:.1f} points/s")
+            for k, (ac, ch) in sorted(acc.items(), reverse=True):
+                print(f"    acc {k[0]} bits {k[1]:<8}: top-1 vs exact {100 * ac:.1f}%, outputs changed {100 * ch:.2f}%")
+    out["load_average_after"] = os.getloadavg()[0]
+    shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
