@@ -173,13 +173,13 @@ def main() -> int:
             y = np.argmax(m.run(x).outputs[m.outputs[0].key].reshape(len(x), -1), axis=1)
             np.savez(tmp / "kws_data.npz", x=x, y=y)
             vgrid = {"array": {"rows": [8, 16, 32], "cols": [8, 16, 32]},
-                     "requant": {"acc_bits": [32, 24, 20, 16], "overflow": ["wrap", "saturate"]}}
+                     "accumulator": {"bits": [32, 24, 20, 16], "overflow": ["wrap", "saturate"]}}
             t = time.perf_counter()
             vres = sweep([str(KWS)], vgrid, out=tmp / "values.parquet", data=tmp / "kws_data.npz", client=client,
                          points_per_task=6, progress=False)
             t_val = time.perf_counter() - t
             rows = vres.table().to_pylist()
-            acc = {(r["requant.acc_bits"], r["requant.overflow"]): (r["accuracy"], r["outputs_changed"]) for r in rows}
+            acc = {(r["accumulator.bits"], r["accumulator.overflow"]): (r["accuracy"], r["outputs_changed_fraction"]) for r in rows}
             out["values"] = {"points": vres.rows, "samples": a.samples, "datapath_configs": len(acc), "seconds": t_val,
                              "points_per_s": vres.rows / t_val, "accuracy_outputs_changed": {str(k): v for k, v in acc.items()}}
             print(f"values on kws ({a.samples} samples, {len(acc)} datapath configs): {vres.rows} points in "

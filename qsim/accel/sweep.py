@@ -15,9 +15,10 @@ smaller than one tile -- is a row with its reason, not a failed sweep), ``pe_cou
 * ``values="random"``: one seeded random input through the modelled datapath, as
   ``qsim profile`` does (its datapath totals: accumulator overflows, saturations...);
 * ``data=PATH``: every sample of a dataset through the datapath; ``samples``, ``accuracy``
-  (top-1 of the first output, with labels), ``outputs_changed`` (fraction of the graph
+  (top-1 of the first output, with labels), ``outputs_changed_fraction`` (fraction of the graph
   outputs' elements that differ from the reference: qsim's exact TFLite Micro arithmetic,
-  profile ``tflm``), and the datapath totals summed over the samples (``*bits*`` figures: max);
+  profile ``tflm``), and the datapath totals summed over the samples (``*_min``: min,
+  ``*bits*`` and ``*_max``: max; ``outputs_changed`` is then the count summed over samples);
 * ``values=None`` (``--no-values``): timing only; works for every model qsim can load (ops whose values qsim
   cannot compute are still timed), except float models.
 
@@ -166,9 +167,10 @@ def _point_values(st: _ModelState, pp, cfg: config.HwConfig, mode: str, data, da
             if y is not None:
                 correct += int(np.argmax(outs[0].reshape(-1)) == y[i])  # ties: the lower index
             for k, v in _scalars({k: v for k, v in res.totals.items() if k not in pp.base_totals}).items():
-                merged[k] = max(merged.get(k, v), v) if "bits" in k else merged.get(k, 0) + v
+                merged[k] = (min(merged.get(k, v), v) if k.endswith("_min") else
+                             max(merged.get(k, v), v) if "bits" in k or k.endswith("_max") else merged.get(k, 0) + v)
         out = {"samples": int(x.shape[0]), "accuracy": correct / x.shape[0] if y is not None else None,
-               "outputs_changed": changed / total if total else 0.0}
+               "outputs_changed_fraction": changed / total if total else 0.0}
         out.update(merged)
     if len(st.values) > VALUES_CACHE_MAX:
         st.values.clear()
