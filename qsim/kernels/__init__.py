@@ -73,14 +73,23 @@ class RequantParams:
         a fresh object with its own plan).
         """
         if self._plan is None:
-            plan = None
-            if self.rounding == "double" and type(self).requantize is RequantParams.requantize:
-                plan = fp.plan_requantize_double(self.bias, self.multiplier, self.shift, self.output_zero_point,
-                                                 self.act_min, self.act_max, self.acc_bound)
+            plan = self.double_plan()
             self._plan = plan if plan is not None else False
         if self._plan is not False:
             return self._plan.apply(acc, dtype)
         return self.requantize(acc).astype(dtype)
+
+    def double_plan(self, bias=None, acc_bound: int | None = None):
+        """The :class:`~qsim.fixedpoint.DoubleRequantPlan` equal to :meth:`requantize` for every
+        accumulator with |acc| <= ``acc_bound`` (default: the layer's), with ``bias`` (int64 [C])
+        in place of the layer's own -- a kernel that folds an input offset into the bias --, or
+        None where no plan applies: not double rounding, a subclass with its own requantize, or
+        no proof (see :func:`qsim.fixedpoint.plan_requantize_double`)."""
+        if self.rounding != "double" or type(self).requantize is not RequantParams.requantize:
+            return None
+        return fp.plan_requantize_double(self.bias if bias is None else bias, self.multiplier, self.shift,
+                                         self.output_zero_point, self.act_min, self.act_max,
+                                         self.acc_bound if acc_bound is None else acc_bound)
 
 
 @dataclass

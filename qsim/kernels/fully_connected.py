@@ -9,6 +9,16 @@ Output [batch, out_units], or input.shape[:-1] + [out_units] with keep_num_dims.
 acc[b, o] = sum_i (x[b, i] - x_zp) * (w[o, i] - w_zp), computed as one BLAS
 matmul in float32 or float64, whichever conv.exact_float_dtype proves exact,
 then requantized per output unit (fixed point, or LiteRT's double rescale).
+
+Input offset folded into the bias (CMSIS-NN's "kernel sum"): with
+colsum[o] = sum_i (w[o, i] - w_zp), acc + bias == raw + (bias - x_zp * colsum) where
+raw = sum_i x[b, i] * (w[o, i] - w_zp) is the matmul of the int8 input itself, so eval skips
+the x - x_zp pass.  Both sides are the same integers, so the requantized outputs are too,
+provided the plan's own proofs hold for raw: |raw| <= 128 * max_o sum_i |w[o, i] - w_zp|
+(|x| <= 128), which is at most conv.accumulator_bound's bound for the centred input (so the
+weights' float dtype stays exact), and |raw + folded bias| = |acc + bias| (no int32 wrap
+where the centred form has none).  Only where fixedpoint.plan_requantize_double proves its
+double-rounding plan for (folded bias, raw bound); otherwise eval centres the input.
 """
 from __future__ import annotations
 
@@ -49,6 +59,7 @@ class FullyConnectedParams:
     out_units: int
     weights_t: np.ndarray  # float32/float64 (exact, see conv.exact_float_dtype) [in_units, out_units] = (w - w_zp).T
     requant: RequantParams
+    folded: fp.DoubleRequantPlan | None = None  # requant of the uncentred matmul (see the module docstring)
 
 
 def prepare_fc(op, graph, profile) -> FullyConnectedParams:
@@ -85,7 +96,9 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
         rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
                                  "float", real_scale=real)
     rq.acc_bound = accumulator_bound(w_centered, x.quant.zp0, 1)
-    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
+    folded_bias = rq.bias - x.quant.zp0 * w_centered.sum(axis=1)
+    folded = rq.double_plan(folded_bias, accumulator_bound(w_centered, 0, 1))  # x - 0 in [-128, 127]
+    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq, folded)
 
 
 def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
@@ -101,6 +114,8 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
+    if p.folded is not None:  # the input offset is in the plan's bias (see the module docstring)
+        return [p.folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
     return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
