@@ -113,3 +113,106 @@ def test_fc_fold_is_used_on_real_layers_and_on_extremes():
     for v in (-128, 127):
         x = np.full((2, 1500), v, np.int8)
         np.testing.assert_array_equal(kern.eval(params, [x, None, None])[0], _plain_fc(params, x, w, -128, 127))
+
+
+# ------------------------------------------------------------------ CONV_2D / DEPTHWISE_CONV_2D
+
+@st.composite
+def conv_case(draw):
+    depthwise = draw(st.booleans())
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride, dil = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    h = draw(st.integers((kh - 1) * dil + 1, 9))
+    w = draw(st.integers((kw - 1) * dil + 1, 9))
+    cin = draw(st.sampled_from([1, 3, 8]))
+    mult = draw(st.sampled_from([1, 2])) if depthwise else 1
+    cout = cin * mult if depthwise else draw(st.sampled_from([1, 4, 9]))
+    wshape = (1, kh, kw, cout) if depthwise else (cout, kh, kw, cin)
+    wq = np.maximum(_int8_array(draw, wshape), -127)  # symmetric per-channel weights
+    x = _int8_array(draw, (2, h, w, cin))
+    x_zp = draw(st.sampled_from([-128, 127, 0, -7]))
+    bias = draw(st.sampled_from(["none", "small", "max", "min"]))
+    gain = draw(st.sampled_from([1e-3, 0.05, 1.0, 30.0]))
+    act = draw(st.sampled_from(["NONE", "RELU", "RELU6"]))
+    out_zp = draw(st.sampled_from([-128, 0, 17, 127]))
+    einsum = draw(st.booleans())
+    return depthwise, kh, kw, stride, dil, padding, h, w, cin, mult, cout, wq, x, x_zp, bias, gain, act, out_zp, einsum
+
+
+def _out_size(padding, size, k, stride, dil):
+    eff = (k - 1) * dil + 1
+    return (size + stride - 1) // stride if padding == "SAME" else (size - eff + stride) // stride
+
+
+def _plain_conv_acc(x, x_zp, wq, depthwise, mult, stride, dil, padding, oh, ow):
+    """sum over in-bounds taps of (x - zp) * w, int64, written from the definition: the centred
+    input zero-padded (TFLite's leading padding total // 2), one tap at a time."""
+    n, h, w, cin = x.shape
+    kh, kw = wq.shape[1], wq.shape[2]
+    pad_h = max(((oh - 1) * stride + (kh - 1) * dil + 1 - h) // 2, 0) if padding == "SAME" else 0
+    pad_w = max(((ow - 1) * stride + (kw - 1) * dil + 1 - w) // 2, 0) if padding == "SAME" else 0
+    big = 3 * (kh + kw) * dil + h + w
+    xp = np.zeros((n, big, big, cin), np.int64)
+    xp[:, pad_h:pad_h + h, pad_w:pad_w + w] = x.astype(np.int64) - x_zp
+    if depthwise:
+        xp = np.repeat(xp, mult, axis=3)
+    acc = 0
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, i * dil:i * dil + (oh - 1) * stride + 1:stride, j * dil:j * dil + (ow - 1) * stride + 1:stride]
+            acc = acc + (win * wq[0, i, j].astype(np.int64) if depthwise else win @ wq[:, i, j, :].astype(np.int64).T)
+    return acc
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_case(), st.sampled_from(["tflm", "litert"]))
+def test_conv_eval_equals_plain_definition(case, profile):
+    """CONV_2D / DEPTHWISE_CONV_2D eval (zero-point-padded input, folded bias; depthwise by taps,
+    einsum or block-diagonal GEMM) == fixedpoint.requantize of the int64 definition."""
+    (depthwise, kh, kw, stride, dil, padding, h, w, cin, mult, cout, wq, x, x_zp, bias_kind, gain, act,
+     out_zp, einsum) = case
+    oh, ow = _out_size(padding, h, kh, stride, dil), _out_size(padding, w, kw, stride, dil)
+    in_scale = 0.02
+    ws = np.linspace(0.004, 0.02, cout)
+    b = ModelBuilder(description="conv fold")
+    xt = b.add_input("x", (1, h, w, cin), np.int8, scale=in_scale, zero_point=x_zp)
+    wt = b.add_const("w", wq, scale=ws, zero_point=np.zeros(cout, np.int64), axis=3 if depthwise else 0)
+    ins = [xt, wt]
+    if bias_kind != "none":
+        values = {"small": np.arange(cout) * 37 - 50, "max": np.full(cout, INT32_MAX),
+                  "min": np.full(cout, -INT32_MAX - 1)}[bias_kind]
+        ins.append(b.add_const("b", values.astype(np.int32), scale=in_scale * ws,
+                               zero_point=np.zeros(cout, np.int64), axis=0))
+    out_scale = in_scale * float(ws.max()) * np.sqrt(kh * kw * (1 if depthwise else cin)) * 40 * gain
+    y = b.add_tensor("y", (1, oh, ow, cout), np.int8, scale=out_scale, zero_point=out_zp)
+    if depthwise:
+        opts = ir.DepthwiseConv2DOptions(padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil,
+                                         dilation_w=dil, depth_multiplier=mult, activation=act)
+    else:
+        opts = ir.Conv2DOptions(padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil, dilation_w=dil,
+                                activation=act)
+    opcode = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
+    b.add_op(opcode, ins, [y], opts)
+    b.mark_output(y)
+    g = load_bytes(b.build())
+    op = g.operators[0]
+    kern = REGISTRY[opcode]
+    params = kern.prepare(op, g, get_profile(profile))
+    params.einsum = einsum and depthwise and params.dense_weights is None
+    acc = _plain_conv_acc(x, x_zp, wq, depthwise, mult, stride, dil, padding, oh, ow)
+    rq = params.requant
+    want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
+                         rq.rounding).astype(np.int8)
+    np.testing.assert_array_equal(kern.eval(params, [x] + [None] * (len(op.inputs) - 1))[0], want)
+    np.testing.assert_array_equal(kern.accumulate(params, [x] + [None] * (len(op.inputs) - 1)), acc)
+
+
+def test_conv_fold_is_used_on_real_layers():
+    """Every CONV_2D / DEPTHWISE_CONV_2D of vww and ResNet runs the folded path (so the property
+    test above exercises it)."""
+    for name in ("vww_96_int8.tflite", "pretrainedResnet_quant.tflite"):
+        g = load(shared_model(name))
+        for op in g.operators:
+            if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                assert REGISTRY[op.opcode].prepare(op, g, get_profile("tflm")).folded is not None, (name, op.index)

@@ -18,6 +18,15 @@ converts to int64 without rounding.  Depthwise vectorizes over the kernel taps (
 or a block-diagonal GEMM for few channels: see _depthwise_rows).  Large layers
 are evaluated in blocks of output rows (see eval_in_chunks) so the passes stay in cache.
 
+Input offset folded into the bias (CMSIS-NN's kernel sum), as in fully_connected.py: with
+the input padded by its zero point instead of centred and zero-padded, every window holds
+x_pad - zp = the centred, zero-padded values, so sum(x_pad * w) == acc + zp * colsum where
+colsum[c] = sum of all of channel c's weights.  eval multiplies the uncentred input and
+requantizes with bias - zp * colsum (``ConvParams.folded``, a fixedpoint plan proven for
+|x_pad| <= 128, i.e. :func:`accumulator_bound` with zero point 0, which is at most the
+centred bound, so the weights' float dtype stays exact): the same integers, one pass fewer.
+``accumulate`` (the seam) keeps the centred form.
+
 The helpers here (padding, tensor checks, requant tables) are shared with
 fully_connected.py and pooling.py.
 """
@@ -161,20 +170,28 @@ def exact_float_dtype(w_int: np.ndarray, input_zero_point: int, reduce_axes) -> 
 
 
 def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need_h: int, need_w: int,
-                    dtype=np.float64) -> np.ndarray:
+                    dtype=np.float64, raw: bool = False) -> np.ndarray:
     """(x - zp) as ``dtype`` in NHWC, zero-padded so rows [0, need_h) / cols [0, need_w) exist.
 
     ``pad_h``/``pad_w`` rows/cols go before the data; the tail is padded as far
     as the windows reach.  Padding is 0 after the zero-point shift, which is
-    exactly TFLite's "skip out-of-bounds taps".
+    exactly TFLite's "skip out-of-bounds taps".  ``raw``: x itself, padded with the zero
+    point (the same array plus zp everywhere; see the module docstring's folded bias).
     """
     n, h, w, c = x.shape
     bottom = max(need_h - h - pad_h, 0)
     right = max(need_w - w - pad_w, 0)
-    xs = np.zeros((n, pad_h + h + bottom, pad_w + w + right, c), dtype=dtype)
+    shape = (n, pad_h + h + bottom, pad_w + w + right, c)
+    if raw:
+        if shape == x.shape:
+            return x.astype(dtype)
+        xs = np.full(shape, zero_point, dtype=dtype)
+    else:
+        xs = np.zeros(shape, dtype=dtype)
     core = xs[:, pad_h:pad_h + h, pad_w:pad_w + w, :]
     core[...] = x
-    core -= zero_point
+    if not raw:
+        core -= zero_point
     return xs
 
 
@@ -204,6 +221,8 @@ class ConvParams:
     dense_weights: np.ndarray | None = field(default=None, repr=False, compare=False)
     # depthwise: one einsum over the strided window view instead of the tap loop, see _depthwise_rows
     einsum: bool = field(default=False, repr=False, compare=False)
+    # requant of the uncentred input's accumulators (see the module docstring), None where unproven
+    folded: fp.DoubleRequantPlan | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -232,7 +251,15 @@ def prepare_conv(op, graph, profile) -> ConvParams:
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (1, 2, 3))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
-                      out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
+                      out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq,
+                      folded=folded_plan(rq, w.data, x.quant.zp0, (1, 2, 3)))
+
+
+def folded_plan(rq: RequantParams, w_int: np.ndarray, input_zero_point: int, reduce_axes):
+    """The requant plan of the uncentred input's accumulators: bias - zp * (sum of each output
+    channel's weights over ``reduce_axes``), for |x| <= 128 (see the module docstring), or None."""
+    colsum = np.asarray(w_int, dtype=np.int64).sum(axis=reduce_axes).reshape(-1)
+    return rq.double_plan(rq.bias - int(input_zero_point) * colsum, accumulator_bound(w_int, 0, reduce_axes))
 
 
 def _is_pointwise(p: ConvParams, x_shape) -> bool:
@@ -241,17 +268,22 @@ def _is_pointwise(p: ConvParams, x_shape) -> bool:
         (p.out_h, p.out_w) == tuple(x_shape[1:3])
 
 
-def _conv_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
+def _conv_input(p: ConvParams, x: np.ndarray, raw: bool = False) -> np.ndarray:
     """(x - zp) in the weights' float dtype, NHWC, padded as far as the windows reach (a 1x1
-    stride-1 conv needs no padding)."""
+    stride-1 conv needs no padding); ``raw``: x padded with zp (see :func:`padded_centered`)."""
     dt = p.weights.dtype
     if _is_pointwise(p, x.shape):
         xs = x.astype(dt)
-        xs -= p.input_zero_point
+        if not raw:
+            xs -= p.input_zero_point
         return xs
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
-    return padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, dt)
+    return padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, dt, raw)
+
+
+def _conv_input_raw(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    return _conv_input(p, x, raw=True)
 
 
 def _conv_rows(p: ConvParams, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
@@ -298,11 +330,13 @@ def accumulate_conv(p: ConvParams, inputs) -> np.ndarray:
 CHUNK_ELEMENTS = 1 << 16
 
 
-def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows) -> np.ndarray:
-    """``p.requant.apply`` of the accumulators, block by block, int8 [N, OH, OW, OC].
+def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows, requant=None) -> np.ndarray:
+    """``requant`` (default ``p.requant.apply``) of the accumulators, block by block, int8
+    [N, OH, OW, OC].
 
-    ``prepare_input(p, x_group)`` builds the padded, zero-point-centred input of a group of
-    samples; ``accumulate_rows(p, xs, r0, r1)`` the accumulators of output rows [r0, r1).
+    ``prepare_input(p, x_group)`` builds the padded (zero-point-centred, or raw for a folded
+    ``requant``) input of a group of samples; ``accumulate_rows(p, xs, r0, r1)`` the
+    accumulators of output rows [r0, r1).
     Groups hold about CHUNK_ELEMENTS outputs (several samples, or one sample cut into row
     blocks): a speed choice only, every output's arithmetic is the same.
     """
@@ -311,18 +345,21 @@ def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows)
     per_sample = row * p.out_h
     samples = max(1, CHUNK_ELEMENTS // per_sample)
     rows = p.out_h if per_sample <= CHUNK_ELEMENTS else max(1, CHUNK_ELEMENTS // row)
+    requant = p.requant.apply if requant is None else requant
     if n <= samples:  # one block: no bookkeeping (every single-sample run of a small layer)
-        return p.requant.apply(accumulate_rows(p, prepare_input(p, x), 0, p.out_h))
+        return requant(accumulate_rows(p, prepare_input(p, x), 0, p.out_h))
     out = np.empty((n, p.out_h, p.out_w, p.out_channels), np.int8)
     for s in range(0, n, samples):
         xs = prepare_input(p, x[s:s + samples])
         for r0 in range(0, p.out_h, rows):
             r1 = min(r0 + rows, p.out_h)
-            out[s:s + samples, r0:r1] = p.requant.apply(accumulate_rows(p, xs, r0, r1))
+            out[s:s + samples, r0:r1] = requant(accumulate_rows(p, xs, r0, r1))
     return out
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
+    if p.folded is not None:
+        return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input_raw, _conv_rows, p.folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input, _conv_rows)]
 
 
@@ -347,7 +384,8 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
     p = ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
-                   out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq)
+                   out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq,
+                   folded=folded_plan(rq, w.data, x.quant.zp0, (0, 1, 2)))
     if oc <= DENSE_DEPTHWISE_MAX_CHANNELS and (o.stride_h * o.stride_w > 1 or kh * kw > 9):
         dense = np.zeros((kh, kw, oc, oc), wk.dtype)
         dense[:, :, np.arange(oc), np.arange(oc)] = wk  # output channel c sees only input channel c
@@ -375,11 +413,12 @@ def accumulate_depthwise(p: ConvParams, inputs) -> np.ndarray:
     return _depthwise_float(p, np.asarray(inputs[0])).astype(np.int64)
 
 
-def _depthwise_input(p: ConvParams, x: np.ndarray) -> np.ndarray:
-    """(x - zp) padded (see :func:`padded_centered`), channels repeated ``depth_multiplier`` times."""
+def _depthwise_input(p: ConvParams, x: np.ndarray, raw: bool = False) -> np.ndarray:
+    """(x - zp) padded (see :func:`padded_centered`; ``raw``: x padded with zp), channels
+    repeated ``depth_multiplier`` times."""
     need_h = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1
-    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype)
+    xs = padded_centered(x, p.input_zero_point, p.pad_h, p.pad_w, need_h, need_w, p.weights.dtype, raw)
     if p.depth_multiplier > 1:
         xs = np.repeat(xs, p.depth_multiplier, axis=3)  # channel ic -> ic*M .. ic*M + M-1
     return xs
@@ -424,7 +463,13 @@ def _depthwise_float(p: ConvParams, x: np.ndarray) -> np.ndarray:
     return _depthwise_rows(p, _depthwise_input(p, x), 0, p.out_h)
 
 
+def _depthwise_input_raw(p: ConvParams, x: np.ndarray) -> np.ndarray:
+    return _depthwise_input(p, x, raw=True)
+
+
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
+    if p.folded is not None:
+        return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input_raw, _depthwise_rows, p.folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input, _depthwise_rows)]
 
 

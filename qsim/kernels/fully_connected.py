@@ -29,7 +29,7 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, batch_always, register
-from .conv import (accumulator_bound, bias_values, exact_float_dtype, make_requant, require_int8,
+from .conv import (accumulator_bound, bias_values, exact_float_dtype, folded_plan, make_requant, require_int8,
                    weight_scales)
 
 
@@ -96,9 +96,8 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
         rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
                                  "float", real_scale=real)
     rq.acc_bound = accumulator_bound(w_centered, x.quant.zp0, 1)
-    folded_bias = rq.bias - x.quant.zp0 * w_centered.sum(axis=1)
-    folded = rq.double_plan(folded_bias, accumulator_bound(w_centered, 0, 1))  # x - 0 in [-128, 127]
-    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq, folded)
+    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq,
+                                folded_plan(rq, w_centered, x.quant.zp0, 1))
 
 
 def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
