@@ -216,3 +216,25 @@ def test_conv_fold_is_used_on_real_layers():
         for op in g.operators:
             if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 assert REGISTRY[op.opcode].prepare(op, g, get_profile("tflm")).folded is not None, (name, op.index)
+
+
+# ------------------------------------------------------------------ SOFTMAX exponential tables
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0.001, 2.0), st.sampled_from([0.01, 0.1, 1.0, 4.0]), st.sampled_from(["double", "single"]),
+       st.integers(0, 2**32 - 1))
+def test_softmax_tables_equal_the_fixed_point_exp(scale, beta, rounding, seed):
+    """eval's table lookup of exp(q - max) == the fixed-point arithmetic on every row, including
+    rows holding every difference -255..0 (values -128 and 127 together)."""
+    from qsim.kernels import activations as act
+    m, left = fp.preprocess_softmax_scaling(beta, scale, act.SOFTMAX_SCALED_DIFF_INTEGER_BITS,
+                                            single_rounding=rounding == "single")
+    p = act.SoftmaxParams(m, left, -fp.calculate_input_radius(act.SOFTMAX_SCALED_DIFF_INTEGER_BITS, left), rounding)
+    p.exp_q0, p.exp_acc = act.softmax_exp_tables(p)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (6, 256)).astype(np.int8)
+    x[0] = np.arange(-128, 128)  # every difference to the maximum once
+    x[1] = np.where(np.arange(256) % 2, 127, -128)
+    x[2] = -128
+    plain = act.SoftmaxParams(p.input_multiplier, p.input_left_shift, p.diff_min, rounding)  # no tables
+    np.testing.assert_array_equal(act.eval_softmax(p, [x])[0], act.eval_softmax(plain, [x])[0])

@@ -35,7 +35,7 @@ convention (> 0 left) unless a field name says "right"/"left".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -75,6 +75,25 @@ class SoftmaxParams:
     input_left_shift: int  # >= 0
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
+    # exp(diff) for every int8 difference diff = q - max(q) in [-255, 0], index diff + 255:
+    # Q0.31 and its Q12.19 rescale (see softmax_exp_tables)
+    exp_q0: np.ndarray | None = field(default=None, repr=False)
+    exp_acc: np.ndarray | None = field(default=None, repr=False)
+
+
+def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
+    """(exp in Q0.31, its Q12.19 rescale) of int64 differences q - max(q), TFLite's arithmetic."""
+    rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift,
+                                                                    p.rounding)
+    exp_q0 = fp.exp_on_negative_values(rescaled, SOFTMAX_SCALED_DIFF_INTEGER_BITS)  # Q0.31
+    return exp_q0, fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
+
+
+def softmax_exp_tables(p: SoftmaxParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_exps` of all 256 int8 differences -255..0 (index diff + 255): an int8 row's
+    difference to its maximum takes no other value, so eval looks the exponentials up (the
+    tables are the same arithmetic, tabulated once in prepare, like the ADD/MUL pair tables)."""
+    return softmax_exps(p, np.arange(-255, 1, dtype=np.int64))
 
 
 # The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
@@ -118,17 +137,20 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
     except ValueError as e:
         raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
     diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
-    return SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    p.exp_q0, p.exp_acc = softmax_exp_tables(p)
+    return p
 
 
 def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
-    q = np.asarray(inputs[0], np.int64)
+    x = np.asarray(inputs[0])
+    q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
     live = diff >= p.diff_min
-    rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift,
-                                                                    p.rounding)
-    exp_q0 = fp.exp_on_negative_values(rescaled, SOFTMAX_SCALED_DIFF_INTEGER_BITS)  # Q0.31
-    exp_acc = fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
+    if p.exp_q0 is not None and x.dtype == np.int8:
+        exp_q0, exp_acc = p.exp_q0[diff + 255], p.exp_acc[diff + 255]  # int8: diff in [-255, 0]
+    else:
+        exp_q0, exp_acc = softmax_exps(p, diff)
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
     recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
     if np.any(num_bits_over_unit > _SOFTMAX_MAX_BITS_OVER_UNIT):
