@@ -18,6 +18,7 @@ from qsim import fixedpoint as fp
 from qsim import ir
 from qsim.builder import ModelBuilder
 from qsim.kernels import REGISTRY
+from qsim.kernels.conv import folded_requant
 from qsim.loader import load, load_bytes
 from qsim.profiles import get_profile
 
@@ -105,14 +106,32 @@ def test_fc_fold_is_used_on_real_layers_and_on_extremes():
     point at every extreme), so the property test above exercises it."""
     g = load(shared_model("ad01_int8.tflite"))
     kern = REGISTRY["FULLY_CONNECTED"]
-    assert all(kern.prepare(op, g, get_profile("tflm")).folded is not None for op in g.operators)
+    assert all(folded_requant(kern.prepare(op, g, get_profile("tflm"))) is not None for op in g.operators)
     w = np.full((3, 1500), -128, np.int8)  # w - w_zp = -255 with w_zp = 127
     g = _fc_graph(2, 1500, 3, False, w, 127, -128, "small", 1.0, "NONE", 0)
     params = kern.prepare(g.operators[0], g, get_profile("tflm"))
-    assert params.folded is not None
+    assert folded_requant(params) is not None
     for v in (-128, 127):
         x = np.full((2, 1500), v, np.int8)
         np.testing.assert_array_equal(kern.eval(params, [x, None, None])[0], _plain_fc(params, x, w, -128, 127))
+
+
+def test_a_replaced_requant_gets_its_own_folded_plan():
+    """params with a replaced ``requant`` (dataclasses.replace, as a requant variant does) requantize
+    with the new one: the folded plan lives on the RequantParams object, never a stale copy."""
+    import dataclasses
+    w = np.random.default_rng(3).integers(-127, 128, (5, 40)).astype(np.int8)
+    g = _fc_graph(3, 40, 5, True, w, 0, -7, "small", 1.0, "NONE", 0)
+    kern = REGISTRY["FULLY_CONNECTED"]
+    params = kern.prepare(g.operators[0], g, get_profile("tflm"))
+    x = np.random.default_rng(4).integers(-128, 128, (3, 40)).astype(np.int8)
+    before = kern.eval(params, [x, None, None])[0]
+    rq2 = dataclasses.replace(params.requant, multiplier=params.requant.multiplier // 3, output_zero_point=5)
+    params2 = dataclasses.replace(params, requant=rq2)
+    assert folded_requant(params2) is not None and folded_requant(params2) is not folded_requant(params)
+    got = kern.eval(params2, [x, None, None])[0]
+    np.testing.assert_array_equal(got, _plain_fc(params2, x, w, -7, 0))
+    assert not np.array_equal(got, before)
 
 
 # ------------------------------------------------------------------ CONV_2D / DEPTHWISE_CONV_2D
@@ -215,7 +234,7 @@ def test_conv_fold_is_used_on_real_layers():
         g = load(shared_model(name))
         for op in g.operators:
             if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-                assert REGISTRY[op.opcode].prepare(op, g, get_profile("tflm")).folded is not None, (name, op.index)
+                assert folded_requant(REGISTRY[op.opcode].prepare(op, g, get_profile("tflm"))) is not None, (name, op.index)
 
 
 # ------------------------------------------------------------------ SOFTMAX exponential tables

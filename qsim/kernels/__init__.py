@@ -47,6 +47,7 @@ class RequantParams:
     rounding: str  # "double" | "single"
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
     _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
+    _folded: Any = field(default=None, init=False, repr=False, compare=False)  # see folded_plan()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
                    acc_bound: int | None = None) -> np.ndarray:
@@ -90,6 +91,19 @@ class RequantParams:
         return fp.plan_requantize_double(self.bias if bias is None else bias, self.multiplier, self.shift,
                                          self.output_zero_point, self.act_min, self.act_max,
                                          self.acc_bound if acc_bound is None else acc_bound)
+
+    def folded_plan(self, input_zero_point: int, colsum: np.ndarray, raw_bound: int):
+        """:meth:`double_plan` for the accumulators of the *uncentred* input: raw = acc +
+        input_zero_point * colsum (``colsum[c]`` the sum of output channel c's weights), |raw| <=
+        ``raw_bound``, requantized with bias - input_zero_point * colsum (the same integers
+        acc + bias; CMSIS-NN's kernel sum), or None.  Built once and kept on this object, so a
+        kernel's params whose ``requant`` is replaced (``dataclasses.replace``, a requant
+        variant) get the new object's plan, never a stale one."""
+        got = self._folded
+        if got is None or got[0] is not colsum:
+            plan = self.double_plan(self.bias - int(input_zero_point) * np.asarray(colsum, np.int64), raw_bound)
+            got = self._folded = (colsum, plan)
+        return got[1]
 
 
 @dataclass

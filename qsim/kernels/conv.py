@@ -22,7 +22,7 @@ Input offset folded into the bias (CMSIS-NN's kernel sum), as in fully_connected
 the input padded by its zero point instead of centred and zero-padded, every window holds
 x_pad - zp = the centred, zero-padded values, so sum(x_pad * w) == acc + zp * colsum where
 colsum[c] = sum of all of channel c's weights.  eval multiplies the uncentred input and
-requantizes with bias - zp * colsum (``ConvParams.folded``, a fixedpoint plan proven for
+requantizes with bias - zp * colsum (:func:`folded_requant`: a fixedpoint plan proven for
 |x_pad| <= 128, i.e. :func:`accumulator_bound` with zero point 0, which is at most the
 centred bound, so the weights' float dtype stays exact): the same integers, one pass fewer.
 ``accumulate`` (the seam) keeps the centred form.
@@ -221,8 +221,10 @@ class ConvParams:
     dense_weights: np.ndarray | None = field(default=None, repr=False, compare=False)
     # depthwise: one einsum over the strided window view instead of the tap loop, see _depthwise_rows
     einsum: bool = field(default=False, repr=False, compare=False)
-    # requant of the uncentred input's accumulators (see the module docstring), None where unproven
-    folded: fp.DoubleRequantPlan | None = field(default=None, repr=False, compare=False)
+    # sum of each output channel's weights and the bound on the uncentred input's accumulators
+    # (see the module docstring and folded_requant)
+    colsum: np.ndarray | None = field(default=None, repr=False, compare=False)
+    raw_bound: int | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -250,16 +252,26 @@ def prepare_conv(op, graph, profile) -> ConvParams:
     wmat = np.asarray(w.data, dtype=dt).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (1, 2, 3))
+    colsum, raw_bound = fold_terms(w.data, (1, 2, 3))
     return ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq,
-                      folded=folded_plan(rq, w.data, x.quant.zp0, (1, 2, 3)))
+                      colsum=colsum, raw_bound=raw_bound)
 
 
-def folded_plan(rq: RequantParams, w_int: np.ndarray, input_zero_point: int, reduce_axes):
-    """The requant plan of the uncentred input's accumulators: bias - zp * (sum of each output
-    channel's weights over ``reduce_axes``), for |x| <= 128 (see the module docstring), or None."""
+def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, int]:
+    """(colsum, raw_bound): each output channel's weight sum over ``reduce_axes`` (int64 [C]) and
+    the bound on the uncentred input's accumulators (|x| <= 128: accumulator_bound with zero
+    point 0), for :func:`folded_requant`."""
     colsum = np.asarray(w_int, dtype=np.int64).sum(axis=reduce_axes).reshape(-1)
-    return rq.double_plan(rq.bias - int(input_zero_point) * colsum, accumulator_bound(w_int, 0, reduce_axes))
+    return colsum, accumulator_bound(w_int, 0, reduce_axes)
+
+
+def folded_requant(p):
+    """The requant plan of a conv / fully-connected layer's uncentred-input accumulators
+    (``p.requant.folded_plan``, see the module docstring), or None: then eval centres the input."""
+    if p.colsum is None:
+        return None
+    return p.requant.folded_plan(p.input_zero_point, p.colsum, p.raw_bound)
 
 
 def _is_pointwise(p: ConvParams, x_shape) -> bool:
@@ -358,8 +370,9 @@ def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows,
 
 
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
-    if p.folded is not None:
-        return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input_raw, _conv_rows, p.folded.apply)]
+    folded = folded_requant(p)
+    if folded is not None:
+        return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input_raw, _conv_rows, folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input, _conv_rows)]
 
 
@@ -383,9 +396,10 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))
+    colsum, raw_bound = fold_terms(w.data, (0, 1, 2))
     p = ConvParams(x.quant.zp0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                    out_h, out_w, kh, kw, np.ascontiguousarray(wk), oc, mult, rq,
-                   folded=folded_plan(rq, w.data, x.quant.zp0, (0, 1, 2)))
+                   colsum=colsum, raw_bound=raw_bound)
     if oc <= DENSE_DEPTHWISE_MAX_CHANNELS and (o.stride_h * o.stride_w > 1 or kh * kw > 9):
         dense = np.zeros((kh, kw, oc, oc), wk.dtype)
         dense[:, :, np.arange(oc), np.arange(oc)] = wk  # output channel c sees only input channel c
@@ -468,8 +482,9 @@ def _depthwise_input_raw(p: ConvParams, x: np.ndarray) -> np.ndarray:
 
 
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    if p.folded is not None:
-        return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input_raw, _depthwise_rows, p.folded.apply)]
+    folded = folded_requant(p)
+    if folded is not None:
+        return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input_raw, _depthwise_rows, folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _depthwise_input, _depthwise_rows)]
 
 

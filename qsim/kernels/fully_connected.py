@@ -18,7 +18,8 @@ provided the plan's own proofs hold for raw: |raw| <= 128 * max_o sum_i |w[o, i]
 (|x| <= 128), which is at most conv.accumulator_bound's bound for the centred input (so the
 weights' float dtype stays exact), and |raw + folded bias| = |acc + bias| (no int32 wrap
 where the centred form has none).  Only where fixedpoint.plan_requantize_double proves its
-double-rounding plan for (folded bias, raw bound); otherwise eval centres the input.
+double-rounding plan for (folded bias, raw bound) (conv.folded_requant, from the layer's
+current ``requant``); otherwise eval centres the input.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, batch_always, register
-from .conv import (accumulator_bound, bias_values, exact_float_dtype, folded_plan, make_requant, require_int8,
-                   weight_scales)
+from .conv import (accumulator_bound, bias_values, exact_float_dtype, fold_terms, folded_requant, make_requant,
+                   require_int8, weight_scales)
 
 
 @dataclass
@@ -59,7 +60,8 @@ class FullyConnectedParams:
     out_units: int
     weights_t: np.ndarray  # float32/float64 (exact, see conv.exact_float_dtype) [in_units, out_units] = (w - w_zp).T
     requant: RequantParams
-    folded: fp.DoubleRequantPlan | None = None  # requant of the uncentred matmul (see the module docstring)
+    colsum: np.ndarray | None = None  # int64 [out_units]: sum_i (w[o, i] - w_zp), see conv.folded_requant
+    raw_bound: int | None = None  # bound on |x @ weights_t| for int8 x (see the module docstring)
 
 
 def prepare_fc(op, graph, profile) -> FullyConnectedParams:
@@ -96,8 +98,9 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
         rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
                                  "float", real_scale=real)
     rq.acc_bound = accumulator_bound(w_centered, x.quant.zp0, 1)
+    colsum, raw_bound = fold_terms(w_centered, 1)
     return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq,
-                                folded_plan(rq, w_centered, x.quant.zp0, 1))
+                                colsum=colsum, raw_bound=raw_bound)
 
 
 def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
@@ -113,8 +116,9 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
-    if p.folded is not None:  # the input offset is in the plan's bias (see the module docstring)
-        return [p.folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
+    folded = folded_requant(p)
+    if folded is not None:  # the input offset is in the plan's bias (see the module docstring)
+        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
     return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
