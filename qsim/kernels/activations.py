@@ -36,6 +36,7 @@ convention (> 0 left) unless a field name says "right"/"left".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,10 +76,9 @@ class SoftmaxParams:
     input_left_shift: int  # >= 0
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
-    # exp(diff) for every int8 difference diff = q - max(q) in [-255, 0], index diff + 255:
-    # Q0.31 and its Q12.19 rescale (see softmax_exp_tables)
-    exp_q0: np.ndarray | None = field(default=None, repr=False)
-    exp_acc: np.ndarray | None = field(default=None, repr=False)
+    # (fields they were built from, exp in Q0.31, its Q12.19 rescale) for every int8 difference
+    # diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
+    _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +92,12 @@ def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
 def softmax_exp_tables(p: SoftmaxParams) -> tuple[np.ndarray, np.ndarray]:
     """:func:`softmax_exps` of all 256 int8 differences -255..0 (index diff + 255): an int8 row's
     difference to its maximum takes no other value, so eval looks the exponentials up (the
-    tables are the same arithmetic, tabulated once in prepare, like the ADD/MUL pair tables)."""
-    return softmax_exps(p, np.arange(-255, 1, dtype=np.int64))
+    tables are the same arithmetic, tabulated once per parameter set, like the ADD/MUL pair
+    tables; rebuilt if the multiplier, shift or rounding fields change)."""
+    key = (p.input_multiplier, p.input_left_shift, p.rounding)
+    if p._exp_tables is None or p._exp_tables[0] != key:
+        p._exp_tables = (key,) + softmax_exps(p, np.arange(-255, 1, dtype=np.int64))
+    return p._exp_tables[1:]
 
 
 # The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
@@ -138,7 +142,7 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
         raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
     diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
     p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
-    p.exp_q0, p.exp_acc = softmax_exp_tables(p)
+    softmax_exp_tables(p)  # built in prepare
     return p
 
 
@@ -147,8 +151,9 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
     q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
     live = diff >= p.diff_min
-    if p.exp_q0 is not None and x.dtype == np.int8:
-        exp_q0, exp_acc = p.exp_q0[diff + 255], p.exp_acc[diff + 255]  # int8: diff in [-255, 0]
+    if x.dtype == np.int8:
+        table_q0, table_acc = softmax_exp_tables(p)
+        exp_q0, exp_acc = table_q0[diff + 255], table_acc[diff + 255]  # int8: diff in [-255, 0]
     else:
         exp_q0, exp_acc = softmax_exps(p, diff)
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
