@@ -269,6 +269,9 @@ def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, int]:
 def folded_requant(p):
     """The requant plan of a conv / fully-connected layer's uncentred-input accumulators
     (``p.requant.folded_plan``, see the module docstring), or None: then eval centres the input."""
+    got = p.requant._folded  # the cached plan, when built for these weights (see RequantParams.folded_plan)
+    if got is not None and got[0] is p.colsum:
+        return got[1]
     if p.colsum is None:
         return None
     return p.requant.folded_plan(p.input_zero_point, p.colsum, p.raw_bound)
