@@ -1,6 +1,6 @@
 """Functional-simulation speed: qsim next to the reference interpreters, measured in one run.
 
-    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--batch 64] [--clock wall|cpu] [--json]
+    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--repeat 5] [--batch 64] [--clock wall|cpu] [--json]
 
 Per model, on the same seeded random int8 input, the median time of:
 
@@ -22,15 +22,16 @@ Ratios are qsim time / reference time (< 1: qsim faster).  ``batch/REF`` compare
 batched per-sample time with LiteRT REF, or with TFLM where LiteRT refuses the model
 (person_detect; marked ``*``).  Goals (issue 9): batch/REF <= 0.2 on vww_96_int8,
 kws_ref_model, pretrainedResnet_quant, person_detect and the MobileNetV2-sized zoo model;
-single-sample ad01_int8 <= 3x LiteRT REF.  The peak memory of one batched run of the
+single-sample ad01_int8 <= 3x LiteRT REF; the table's "goal" column names the goal of each
+model and "met" whether this run meets it.  The peak memory of one batched run of the
 MobileNetV2-sized model is measured with ``tracemalloc`` (numpy registers its buffers with
 it): the peak of traced Python + numpy allocations during the run, above what was
 allocated before it (the weights and prepared tables are not counted).
 
 Timing: every engine runs single-threaded (OPENBLAS_NUM_THREADS=1, XNNPACK 1 thread), in
 the same process, interleaved round by round so that all engines of a model see the same
-machine load; each figure is the median over the rounds (at least 5; ``--min-time``
-seconds per engine).  ``--clock wall`` (default) uses ``time.perf_counter``; ``--clock cpu``
+machine load; each figure is the median over the rounds (at least ``--repeat``, default 5;
+``--min-time`` seconds per engine).  ``--clock wall`` (default) uses ``time.perf_counter``; ``--clock cpu``
 the process CPU time, which on a shared, loaded machine excludes the time other
 processes hold the CPU.  The 1-minute load average is printed before and after.
 Not a test: it prints figures.
@@ -66,6 +67,10 @@ MODELS = ["ad01_int8", "hello_world_int8", "kws_ref_model", "micro_speech_quanti
           "pretrainedResnet_quant", "vww_96_int8"]
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 GROUP_SECONDS = 0.02
+# Issue 9's speed goals: model -> (ratio measured, its bound).
+GOALS = {name: ("batch/REF", 0.2) for name in ("vww_96_int8", "kws_ref_model", "pretrainedResnet_quant",
+                                             "person_detect", "mobilenet_v2_like (zoo)")}
+GOALS["ad01_int8"] = ("qsim/REF", 3.0)
 
 
 class Refused(Exception):
@@ -158,7 +163,21 @@ def peak_memory(prep, xs) -> int:
         tracemalloc.stop()
 
 
-def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memory: bool) -> dict:
+def goal_cells(r: dict) -> list[str]:
+    """[goal, met] of a result row: e.g. ["batch/REF <= 0.2x", "yes"]; "-" where issue 9 sets none."""
+    if r["model"] not in GOALS:
+        return ["-", "-"]
+    which, bound = GOALS[r["model"]]
+    if which == "qsim/REF":
+        value, base = r.get("qsim"), r.get("litert_ref")
+    else:
+        value, base = r.get("qsim_batch_per_sample"), r.get(r["batch_base"])
+    met = "-" if value is None or not base else ("yes" if value / base <= bound else "NO")
+    return [f"{which} <= {bound:g}x", met]
+
+
+def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memory: bool,
+                repeat: int = 5) -> dict:
     g = load_bytes(blob, source=name)
     xs = batch_inputs(g, batch)
     one = [x[:1] for x in xs]
@@ -183,7 +202,7 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
         except Refused as e:
             row[key] = None
             row.setdefault("refused", {})[key] = str(e)
-    row.update(median_times(fns, min_time, clock))
+    row.update(median_times(fns, min_time, clock, min_reps=repeat))
     if "qsim_batch" in row:
         row["qsim_batch_per_sample"] = row.pop("qsim_batch") / batch
     base_key = "litert_ref" if row.get("litert_ref") else "tflm"
@@ -203,6 +222,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated subset of " + ",".join(MODELS) + ",zoo")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of rounds per engine (default 1)")
+    ap.add_argument("--repeat", type=int, default=5, help="at least this many interleaved rounds (default 5)")
     ap.add_argument("--batch", type=int, default=64, help="batch size of the batched qsim run (default 64)")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall (default) or process CPU time")
     ap.add_argument("--json", action="store_true")
@@ -215,9 +235,12 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     rows = []
     for name, blob in jobs:
-        rows.append(bench_model(name, blob, args.min_time, args.batch, CLOCKS[args.clock], memory="zoo" in name))
+        rows.append(bench_model(name, blob, args.min_time, args.batch, CLOCKS[args.clock], memory="zoo" in name,
+                                repeat=args.repeat))
         print(f"measured {name}", file=sys.stderr)
     load_after = os.getloadavg()[0]
+    for r in rows:
+        r["goal"], r["goal_met"] = goal_cells(r)
     if args.json:
         print(json.dumps({"clock": args.clock, "load_before": load_before, "load_after": load_after, "rows": rows},
                          indent=2))
@@ -230,12 +253,12 @@ def main(argv=None) -> int:
         body.append([r["model"], f"{r['macs']:,}", fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
                      fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]), fmt_ms(r["tflm"]),
                      ratio(r["qsim"], r["litert_ref"]), ratio(r["qsim_batch_per_sample"], base) + mark,
-                     ratio(r["qsim"], r["tflm"])])
+                     ratio(r["qsim"], r["tflm"]), r["goal"], r["goal_met"]])
     print(f"median ms per inference, clock={args.clock} (qsim profile tflm; batch = {args.batch} samples in one run, "
           f"per sample; ratios = qsim time / other; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           f"load average {load_before:.1f} before, {load_after:.1f} after on {os.cpu_count()} CPUs)")
     print(table(["model", "MACs", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
-                 "batch/REF", "qsim/TFLM"], body, align="lrrrrrrrrr"))
+                 "batch/REF", "qsim/TFLM", "goal (issue 9)", "met"], body, align="lrrrrrrrrrll"))
     print("* LiteRT refuses this model: batch/REF compares with TFLM instead.")
     for r in rows:
         if r.get("peak_bytes_batch") is not None:

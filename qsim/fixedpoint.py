@@ -816,6 +816,18 @@ class DoubleRequantPlan:
     _lo: Any = field(default=None, init=False, repr=False, compare=False)
     _hi: Any = field(default=None, init=False, repr=False, compare=False)
     _span: Any = field(default=None, init=False, repr=False, compare=False)
+    _relu: bool = field(default=False, init=False, repr=False, compare=False)
+    _byte_ok: bool = field(default=False, init=False, repr=False, compare=False)  # see _finish
+    _lo_byte: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # Everything _finish needs besides the chunk, computed once (a small layer's requant is
+        # a few microseconds: per-call dtype or string tests would be a sizeable part of it).
+        self._lo, self._hi = np.float64(self.act_min), np.float64(self.act_max)
+        self._span = np.float64(self.act_max - self.act_min)
+        self._relu = self.kind.endswith("_relu")
+        self._byte_ok = self._relu and self.act_max - self.act_min <= 255 and self.act_min >= -128
+        self._lo_byte = np.uint8(self.act_min & 0xFF)
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
@@ -847,17 +859,17 @@ class DoubleRequantPlan:
         modulo 256 then reading the bytes as int8 gives floor(z) exactly (the true value
         lies in int8); other dtypes take an explicit floor and add act_min back.
         """
-        if not self.kind.endswith("_relu"):
+        if not self._relu:
             _clip(h, self._lo, self._hi, out=h)
         else:
             _clip(h, 0.0, self._span, out=h)
-            if np.dtype(dtype) == np.int8 and self._span <= 255 and self.act_min >= -128:
+            if self._byte_ok and (dtype is np.int8 or np.dtype(dtype) == np.int8):
                 if out is None:
                     u = h.astype(np.uint8)  # truncation of h in [0, 255]: floor
                 else:
                     u = out.view(np.uint8)
                     np.copyto(u, h, casting="unsafe")
-                np.add(u, np.uint8(self.act_min & 0xFF), out=u)  # modulo 256, exact in int8 (see above)
+                np.add(u, self._lo_byte, out=u)  # modulo 256, exact in int8 (see above)
                 return u.view(np.int8)
             np.floor(h, out=h)
             np.add(h, self._lo, out=h)
@@ -876,7 +888,11 @@ class DoubleRequantPlan:
         if kind in ("float", "float_relu", "float_signed"):
             mult, offset = consts[0], consts[1]
             if h is None:
-                h = np.multiply(acc, mult, dtype=np.float64)
+                if isinstance(mult, np.ndarray):  # float64 [len]: numpy converts acc to float64 (exactly)
+                    h = np.multiply(acc, mult)  # one call (dtype= would be 3x slower on a small chunk)
+                else:
+                    h = acc.astype(np.float64)  # exact (a float scalar could keep float32 under old numpy casting)
+                    np.multiply(h, mult, out=h)
             else:
                 h[...] = acc  # exact (float32/float64/int accumulators); faster than a mixed-type multiply
                 np.multiply(h, mult, out=h)
@@ -895,7 +911,7 @@ class DoubleRequantPlan:
             np.floor(t, out=t)
             np.multiply(t, post, out=t)  # / 2**16 (/ 2**e for "split_relu")
             np.add(h, t, out=h)
-        if kind.endswith("_relu"):  # one floor, left to _finish: see the class docstring
+        if self._relu:  # one floor, left to _finish: see the class docstring
             if kind == "split_relu":
                 np.add(h, consts[4], out=h)
         elif kind == "float_signed":  # one floor after the sign correction: see the class docstring
@@ -920,8 +936,6 @@ class DoubleRequantPlan:
         cache = self._tile_cache
         if cache is None:
             cache = self._tile_cache = {}
-            self._lo, self._hi = np.float64(self.act_min), np.float64(self.act_max)
-            self._span = np.float64(self.act_max - self.act_min)
         got = cache.get(length)
         if got is None:
             reps = -(-length // max(channels, 1))

@@ -540,12 +540,13 @@ def test_accumulate_seam_conv_dw_fc():
 
 
 @pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
-@pytest.mark.parametrize("dense_max", [0, 16])
-def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
+@pytest.mark.parametrize("dense_max,einsum", [(0, False), (16, False), (0, True)])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
     """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
-    rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps or as a
-    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) == fixedpoint.requantize of the
-    whole layer's accumulators from the direct loop (the plain definition), on a batch of 3."""
+    rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps, as a
+    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) or as one einsum (params.einsum)
+    == fixedpoint.requantize of the whole layer's accumulators from the direct loop (the plain
+    definition), on a batch of 3."""
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
@@ -562,6 +563,7 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max):
         k = REGISTRY[opcode]
         params = k.prepare(op, g, get_profile("tflm"))
         assert (params.dense_weights is not None) == (opcode == "DEPTHWISE_CONV_2D" and dense_max > 0)
+        params.einsum = einsum and opcode == "DEPTHWISE_CONV_2D"
         w = g.tensors[op.inputs[1]].data
         if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2
             xin = np.repeat(x, 2, axis=3).astype(np.int64)
@@ -724,6 +726,48 @@ def test_large_reductions_switch_to_float64_and_stay_exact():
     for ref in REFS:
         theirs = reference_outputs(blob, ref, xv, [y])[y]
         assert np.array_equal(prepare_graph(g, ref).run([xv])[y], theirs)
+
+
+@pytest.mark.parametrize("kernel", [3, 23])
+def test_depthwise_paths_exact_on_extreme_inputs(kernel):
+    """Every depthwise path (taps, einsum, block-diagonal GEMM) == the direct loop at the worst
+    extremes: x - zp = -255 everywhere but a few +227 pixels, |w| = 127, 64 channels.  A 3x3
+    kernel keeps float32 (bound 9 * 255 * 127 < 2**24); 23x23 taps push the bound past 2**24
+    so the weights must be float64 -- a float32 sum would round there."""
+    from qsim.kernels import conv
+    rng = np.random.default_rng(12)
+    c, hw = 64, kernel + 2
+    b = ModelBuilder(description="depthwise extremes")
+    x = b.add_input("x", (1, hw, hw, c), np.int8, scale=0.02, zero_point=127)
+    wq = np.where(rng.random((1, kernel, kernel, c)) < 0.9, 127, -127).astype(np.int8)
+    wq[..., 0] = 127  # channel 0: every product -255 * 127, the largest sum
+    ws = np.full(c, 0.01)
+    w = b.add_const("w", wq, scale=ws, zero_point=np.zeros(c, np.int64), axis=3)
+    y = b.add_tensor("y", (1, hw, hw, c), np.int8, scale=4000.0, zero_point=0)
+    b.add_op("DEPTHWISE_CONV_2D", [x, w], [y], ir.DepthwiseConv2DOptions(padding="SAME", depth_multiplier=1))
+    b.mark_output(y)
+    g = load_bytes(b.build())
+    op = g.operators[0]
+    xv = np.full((2, hw, hw, c), -128, np.int8)
+    xv[1, hw // 2, hw // 2, :5] = 100
+    pad = (kernel - 1) // 2  # the plain definition in int64: zero-padded (x - zp) times each tap
+    xp = np.zeros((2, hw + 2 * pad, hw + 2 * pad, c), np.int64)
+    xp[:, pad:pad + hw, pad:pad + hw] = xv.astype(np.int64) - 127
+    want = sum(xp[:, u:u + hw, v:v + hw] * wq[0, u, v].astype(np.int64)
+               for u in range(kernel) for v in range(kernel))
+    assert (np.abs(want).max() > 2**24) == (kernel == 23)
+    k = REGISTRY["DEPTHWISE_CONV_2D"]
+    for path in ("taps", "einsum", "dense"):
+        params = k.prepare(op, g, get_profile("tflm"))
+        assert params.weights.dtype == (np.float64 if kernel == 23 else np.float32)
+        params.einsum = path == "einsum"
+        if path == "dense":
+            dense = np.zeros((kernel, kernel, c, c), params.weights.dtype)
+            dense[:, :, np.arange(c), np.arange(c)] = params.weights
+            params.dense_weights = dense.reshape(-1, c)
+        else:
+            params.dense_weights = None
+        assert np.array_equal(k.accumulate(params, [xv, None]), want), path
 
 
 def test_mean_rounding_is_double_in_both_references():

@@ -48,6 +48,7 @@ class RequantParams:
     acc_bound: int | None = None  # proven bound on |accumulator| (no bias), when the kernel knows one
     variant: Any = None  # fp.RequantVariant whose arithmetic is neither double nor single (with_requant_variant)
     _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
+    _folded: Any = field(default=None, init=False, repr=False, compare=False)  # see folded_plan()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
                    acc_bound: int | None = None) -> np.ndarray:
@@ -77,14 +78,36 @@ class RequantParams:
         a fresh object with its own plan).
         """
         if self._plan is None:
-            plan = None
-            if self.rounding == "double" and type(self).requantize is RequantParams.requantize:
-                plan = fp.plan_requantize_double(self.bias, self.multiplier, self.shift, self.output_zero_point,
-                                                 self.act_min, self.act_max, self.acc_bound)
+            plan = self.double_plan()
             self._plan = plan if plan is not None else False
         if self._plan is not False:
             return self._plan.apply(acc, dtype)
         return self.requantize(acc).astype(dtype)
+
+    def double_plan(self, bias=None, acc_bound: int | None = None):
+        """The :class:`~qsim.fixedpoint.DoubleRequantPlan` equal to :meth:`requantize` for every
+        accumulator with |acc| <= ``acc_bound`` (default: the layer's), with ``bias`` (int64 [C])
+        in place of the layer's own -- a kernel that folds an input offset into the bias --, or
+        None where no plan applies: not double rounding, a subclass with its own requantize, or
+        no proof (see :func:`qsim.fixedpoint.plan_requantize_double`)."""
+        if self.rounding != "double" or type(self).requantize is not RequantParams.requantize:
+            return None
+        return fp.plan_requantize_double(self.bias if bias is None else bias, self.multiplier, self.shift,
+                                         self.output_zero_point, self.act_min, self.act_max,
+                                         self.acc_bound if acc_bound is None else acc_bound)
+
+    def folded_plan(self, input_zero_point: int, colsum: np.ndarray, raw_bound: int):
+        """:meth:`double_plan` for the accumulators of the *uncentred* input: raw = acc +
+        input_zero_point * colsum (``colsum[c]`` the sum of output channel c's weights), |raw| <=
+        ``raw_bound``, requantized with bias - input_zero_point * colsum (the same integers
+        acc + bias; CMSIS-NN's kernel sum), or None.  Built once and kept on this object, so a
+        kernel's params whose ``requant`` is replaced (``dataclasses.replace``, a requant
+        variant) get the new object's plan, never a stale one."""
+        got = self._folded
+        if got is None or got[0] is not colsum:
+            plan = self.double_plan(self.bias - int(input_zero_point) * np.asarray(colsum, np.int64), raw_bound)
+            got = self._folded = (colsum, plan)
+        return got[1]
 
 
 def with_requant_variant(rq: RequantParams, variant) -> RequantParams:

@@ -35,7 +35,8 @@ convention (> 0 left) unless a field name says "right"/"left".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,28 @@ class SoftmaxParams:
     input_left_shift: int  # >= 0
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
+    # (fields they were built from, exp in Q0.31, its Q12.19 rescale) for every int8 difference
+    # diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
+    _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
+
+
+def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
+    """(exp in Q0.31, its Q12.19 rescale) of int64 differences q - max(q), TFLite's arithmetic."""
+    rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift,
+                                                                    p.rounding)
+    exp_q0 = fp.exp_on_negative_values(rescaled, SOFTMAX_SCALED_DIFF_INTEGER_BITS)  # Q0.31
+    return exp_q0, fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
+
+
+def softmax_exp_tables(p: SoftmaxParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_exps` of all 256 int8 differences -255..0 (index diff + 255): an int8 row's
+    difference to its maximum takes no other value, so eval looks the exponentials up (the
+    tables are the same arithmetic, tabulated once per parameter set, like the ADD/MUL pair
+    tables; rebuilt if the multiplier, shift or rounding fields change)."""
+    key = (p.input_multiplier, p.input_left_shift, p.rounding)
+    if p._exp_tables is None or p._exp_tables[0] != key:
+        p._exp_tables = (key,) + softmax_exps(p, np.arange(-255, 1, dtype=np.int64))
+    return p._exp_tables[1:]
 
 
 # The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
@@ -118,17 +141,21 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
     except ValueError as e:
         raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
     diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
-    return SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    softmax_exp_tables(p)  # built in prepare
+    return p
 
 
 def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
-    q = np.asarray(inputs[0], np.int64)
+    x = np.asarray(inputs[0])
+    q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
     live = diff >= p.diff_min
-    rescaled = fp.multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift,
-                                                                    p.rounding)
-    exp_q0 = fp.exp_on_negative_values(rescaled, SOFTMAX_SCALED_DIFF_INTEGER_BITS)  # Q0.31
-    exp_acc = fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
+    if x.dtype == np.int8:
+        table_q0, table_acc = softmax_exp_tables(p)
+        exp_q0, exp_acc = table_q0[diff + 255], table_acc[diff + 255]  # int8: diff in [-255, 0]
+    else:
+        exp_q0, exp_acc = softmax_exps(p, diff)
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
     recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
     if np.any(num_bits_over_unit > _SOFTMAX_MAX_BITS_OVER_UNIT):

@@ -9,6 +9,17 @@ Output [batch, out_units], or input.shape[:-1] + [out_units] with keep_num_dims.
 acc[b, o] = sum_i (x[b, i] - x_zp) * (w[o, i] - w_zp), computed as one BLAS
 matmul in float32 or float64, whichever conv.exact_float_dtype proves exact,
 then requantized per output unit (fixed point, or LiteRT's double rescale).
+
+Input offset folded into the bias (CMSIS-NN's "kernel sum"): with
+colsum[o] = sum_i (w[o, i] - w_zp), acc + bias == raw + (bias - x_zp * colsum) where
+raw = sum_i x[b, i] * (w[o, i] - w_zp) is the matmul of the int8 input itself, so eval skips
+the x - x_zp pass.  Both sides are the same integers, so the requantized outputs are too,
+provided the plan's own proofs hold for raw: |raw| <= 128 * max_o sum_i |w[o, i] - w_zp|
+(|x| <= 128), which is at most conv.accumulator_bound's bound for the centred input (so the
+weights' float dtype stays exact), and |raw + folded bias| = |acc + bias| (no int32 wrap
+where the centred form has none).  Only where fixedpoint.plan_requantize_double proves its
+double-rounding plan for (folded bias, raw bound) (conv.folded_requant, from the layer's
+current ``requant``); otherwise eval centres the input.
 """
 from __future__ import annotations
 
@@ -19,8 +30,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import RequantParams, batch_always, register
-from .conv import (accumulator_bound, bias_values, exact_float_dtype, make_requant, require_int8,
-                   weight_scales)
+from .conv import (accumulator_bound, bias_values, exact_float_dtype, fold_terms, folded_requant, make_requant,
+                   require_int8, weight_scales)
 
 
 @dataclass
@@ -49,6 +60,8 @@ class FullyConnectedParams:
     out_units: int
     weights_t: np.ndarray  # float32/float64 (exact, see conv.exact_float_dtype) [in_units, out_units] = (w - w_zp).T
     requant: RequantParams
+    colsum: np.ndarray | None = None  # int64 [out_units]: sum_i (w[o, i] - w_zp), see conv.folded_requant
+    raw_bound: int | None = None  # bound on |x @ weights_t| for int8 x (see the module docstring)
 
 
 def prepare_fc(op, graph, profile) -> FullyConnectedParams:
@@ -85,7 +98,9 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
         rq = FloatRescaleRequant(rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
                                  "float", real_scale=real)
     rq.acc_bound = accumulator_bound(w_centered, x.quant.zp0, 1)
-    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq)
+    colsum, raw_bound = fold_terms(w_centered, 1)
+    return FullyConnectedParams(x.quant.zp0, in_units, out_units, np.ascontiguousarray(wt), rq,
+                                colsum=colsum, raw_bound=raw_bound)
 
 
 def _fc_float(p: FullyConnectedParams, x) -> np.ndarray:
@@ -101,6 +116,9 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 
 
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
+    folded = folded_requant(p)
+    if folded is not None:  # the input offset is in the plan's bias (see the module docstring)
+        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
     return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
