@@ -280,8 +280,16 @@ def unsupported_ops(g: ir.Graph) -> list[str]:
             problems.append(f"{where}: op not implemented by qsim")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
-                if t is not None and t.dtype == np.int16 and not t.is_const:
-                    problems.append(f"{where}: int16 activations ('{t.name}') are not supported (int8 only)")
+                if t is None or t.dtype != np.int16 or t.is_const:
+                    continue
+                if not REGISTRY[op.opcode].int16:
+                    problems.append(f"{where}: int16 activations ('{t.name}') are not supported for {op.opcode} "
+                                    f"yet (int16x8 ops: {', '.join(sorted(k for k, v in REGISTRY.items() if v.int16))})")
+                    break
+                if t.quant is not None and np.any(t.quant.zero_point != 0):
+                    problems.append(f"{where}: int16 tensor '{t.name}' has zero point "
+                                    f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
+                                    "scheme requires zero point 0 on int16 activations")
                     break
     return problems
 

@@ -110,6 +110,7 @@ class Kernel:
     eval: Callable[[Any, list], list]
     accumulate: Callable[[Any, list], np.ndarray] | None = None
     batch: Callable[[Any, Any, Any, list], bool] | None = None
+    int16: bool = False  # the kernel also runs int16x8 (int16 activations, zero point 0); prepare checks the rest
 
 
 def batch_always(params, op, graph, batched) -> bool:
@@ -130,8 +131,8 @@ def batch_same_rank(params, op, graph, batched) -> bool:
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None, batch=None) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16)
 
 
 def _load_all() -> None:

@@ -1,0 +1,119 @@
+"""int16x8 (int16 activations, zero point 0; int8 weights; int64 bias) on the SEANet layer models.
+
+Goldens: ``../shared/models/seanet/<op>/<op>N_golden_<type>.csv`` were written by the TFLite
+(LiteRT) interpreter, so qsim's ``litert`` profile must reproduce each of them exactly, from the
+``_input<K>_<type>.csv`` files read through ``--input``'s CSV reader.  The ``tflm`` profile is
+checked against TFLite Micro itself (a real reference run) on the same golden inputs, and both
+profiles against both references on seeded random inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qsim
+from conftest import SHARED_MODELS, require_module, skip_or_fail
+from qsim.errors import QsimError
+
+# ops whose int16x8 kernels qsim implements (grows with issue 12)
+OPS = ["pad", "strided_slice"]
+# per op: models checked against both references on random inputs (kept small: seconds each)
+REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"]}
+
+
+def _models(op: str) -> list[Path]:
+    d = SHARED_MODELS / "seanet" / op
+    files = sorted(d.glob("*.tflite"))
+    if not files:
+        skip_or_fail(f"{d} holds no models: the SEANet layer models live in ../shared/models/seanet")
+    return files
+
+
+def _golden(model: Path) -> np.ndarray:
+    (f,) = glob.glob(str(model.with_suffix("")) + "_golden_*.csv")
+    return np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=1)
+
+
+def _input_file(model: Path) -> str:
+    return str(model.with_suffix("")) + "_input0_" + _input0_type(model) + ".csv"
+
+
+def _input0_type(model: Path) -> str:
+    (f,) = glob.glob(str(model.with_suffix("")) + "_input0_*.csv")
+    return f.rsplit("_", 1)[1][:-4]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_seanet_goldens_exact(op):
+    """Every model of the op directory reproduces its golden output exactly (profile litert)."""
+    for model in _models(op):
+        m = qsim.load(model)
+        arrays, warnings = m.read_inputs(_input_file(model))
+        out = m.run(arrays, profile="litert").outputs
+        (y,) = out.values()
+        gold = _golden(model)
+        assert y.size == gold.size, model.name
+        diff = np.count_nonzero(y.ravel().astype(np.int64) != gold)
+        assert diff == 0, f"{model.name}: {diff} of {gold.size} elements differ from the golden file"
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_seanet_tflm_on_golden_inputs(op):
+    """The tflm profile agrees with TFLite Micro itself on every tensor of the golden inputs."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    for model in _models(op)[:3]:
+        m = qsim.load(model)
+        arrays, _ = m.read_inputs(_input_file(model))
+        rep = m.check(inputs=[arrays], reference="tflm")
+        assert rep.ok, f"{model.name}: {rep.first_divergence}"
+
+
+@pytest.mark.parametrize("name", [n for op in OPS for n in REF_MODELS.get(op, [])])
+def test_seanet_random_vs_references(name):
+    """Every tensor vs LiteRT BUILTIN_REF and TFLM (each under its own profile), random int16 inputs."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    op = name.rstrip("0123456789")
+    model = SHARED_MODELS / "seanet" / op / f"{name}.tflite"
+    if not model.is_file():
+        skip_or_fail(f"{model} is absent")
+    rep = qsim.load(model).check(inputs=2, reference="both", seed=12)
+    assert rep.ok, f"{name}: {rep.first_divergence}"
+
+
+def test_csv_input_needs_every_input_file(tmp_path):
+    """TFLM's per-input CSV files: naming one reads its siblings; a missing sibling is a clear error."""
+    model = SHARED_MODELS / "seanet" / "pad" / "pad0.tflite"
+    if not model.is_file():
+        skip_or_fail(f"{model} is absent")
+    m = qsim.load(model)
+    src = Path(_input_file(model)).read_text()
+    (tmp_path / "x_input0_int32.csv").write_text(src)  # wrong element type in the name
+    with pytest.raises(QsimError, match="int16"):
+        m.read_inputs(tmp_path / "x_input0_int32.csv")
+    (tmp_path / "one.csv").write_text(src + "\n1,2,3\n")  # two lines for a one-input model
+    with pytest.raises(QsimError, match="2 non-empty line"):
+        m.read_inputs(tmp_path / "one.csv")
+    (tmp_path / "ok.csv").write_text(src)
+    arrays, _ = m.read_inputs(tmp_path / "ok.csv")
+    (a,) = arrays.values() if isinstance(arrays, dict) else arrays
+    assert a.dtype == np.int16 and a.size == 640
+
+
+def test_int16_nonzero_zero_point_refused():
+    """int16 activations with a zero point other than 0 are no TFLite scheme: refused, naming the tensor."""
+    model = SHARED_MODELS / "seanet" / "pad" / "pad0.tflite"
+    if not model.is_file():
+        skip_or_fail(f"{model} is absent")
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load
+    g = load(model)
+    t = g.tensors[g.inputs[0]]
+    g.tensors[t.index] = dataclasses.replace(t, quant=dataclasses.replace(t.quant, zero_point=np.array([3])))
+    with pytest.raises(QsimError, match=r"zero point 3.*requires zero point 0"):
+        prepare_graph(g, "tflm")
