@@ -21,9 +21,10 @@ from conftest import SHARED_MODELS, require_module, skip_or_fail
 from qsim.errors import QsimError
 
 # ops whose int16x8 kernels qsim implements (grows with issue 12)
-OPS = ["pad", "strided_slice"]
+OPS = ["pad", "strided_slice", "quantize"]
 # per op: models checked against both references on random inputs (kept small: seconds each)
-REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"]}
+REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"],
+              "quantize": ["quantize0", "quantize1"]}
 
 
 def _models(op: str) -> list[Path]:
