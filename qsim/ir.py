@@ -107,9 +107,10 @@ class Pool2DOptions:
 
 @dataclass(frozen=True)
 class ActivationOptions:
-    """ADD / SUB / MUL / DIV: only a fused activation."""
+    """ADD / SUB / MUL / DIV: a fused activation (+ ADD/SUB's pot_scale_int16, schema default true)."""
 
     activation: str = "NONE"
+    pot_scale_int16: bool = True  # ADD/SUB int16: LiteRT's power-of-two kernel when every scale is 2**k
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,10 @@ def _options(name: str, op):
         cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions,
                "DIV": tflite.DivOptions}[name]
         o = _table(op, cls)
-        return ir.ActivationOptions() if o is None else ir.ActivationOptions(_act(o.FusedActivationFunction()))
+        if o is None:
+            return ir.ActivationOptions()
+        pot = bool(o.PotScaleInt16()) if name in ("ADD", "SUB") else True
+        return ir.ActivationOptions(_act(o.FusedActivationFunction()), pot)
     if name == "CONCATENATION":
         o = _table(op, tflite.ConcatenationOptions)
         return ir.ConcatenationOptions() if o is None else ir.ConcatenationOptions(

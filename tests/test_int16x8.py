@@ -21,10 +21,10 @@ from conftest import SHARED_MODELS, require_module, skip_or_fail
 from qsim.errors import QsimError
 
 # ops whose int16x8 kernels qsim implements (grows with issue 12)
-OPS = ["pad", "strided_slice", "quantize"]
+OPS = ["pad", "strided_slice", "quantize", "add", "sub"]
 # per op: models checked against both references on random inputs (kept small: seconds each)
 REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"],
-              "quantize": ["quantize0", "quantize1"]}
+              "quantize": ["quantize0", "quantize1"], "add": ["add0", "add5"], "sub": ["sub0", "sub3"]}
 
 
 def _models(op: str) -> list[Path]:
@@ -118,3 +118,19 @@ def test_int16_nonzero_zero_point_refused():
     g.tensors[t.index] = dataclasses.replace(t, quant=dataclasses.replace(t.quant, zero_point=np.array([3])))
     with pytest.raises(QsimError, match=r"zero point 3.*requires zero point 0"):
         prepare_graph(g, "tflm")
+
+
+def test_int16_add_with_an_int8_input_refused():
+    """An int16 ADD whose second input is int8 has no TFLite kernel: refused, naming the tensor."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load_bytes
+    b = ModelBuilder()
+    a = b.add_input("a", (1, 4), np.int16, scale=0.001, zero_point=0)
+    c = b.add_input("c8", (1, 4), np.int8, scale=0.1, zero_point=0)
+    y = b.add_tensor("y", (1, 4), np.int16, scale=0.002, zero_point=0)
+    b.add_op("ADD", [a, c], [y], ir.ActivationOptions())
+    b.mark_output(y)
+    with pytest.raises(QsimError, match="'c8'"):
+        prepare_graph(load_bytes(b.build(), validate=False), "tflm")
