@@ -21,11 +21,11 @@ from conftest import SHARED_MODELS, require_module, skip_or_fail
 from qsim.errors import QsimError
 
 # ops whose int16x8 kernels qsim implements (grows with issue 12)
-OPS = ["pad", "strided_slice", "quantize", "add", "sub", "leaky_relu"]
+OPS = ["pad", "strided_slice", "quantize", "add", "sub", "leaky_relu", "conv"]
 # per op: models checked against both references on random inputs (kept small: seconds each)
 REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"],
               "quantize": ["quantize0", "quantize1"], "add": ["add0", "add5"], "sub": ["sub0", "sub3"],
-              "leaky_relu": ["leaky_relu0", "leaky_relu3"]}
+              "leaky_relu": ["leaky_relu0", "leaky_relu3"], "conv": ["conv1", "conv10", "conv21"]}
 # the golden inputs on which TFLite Micro's output differs from the (LiteRT) golden file (README of
 # ../shared/models): qsim's tflm profile must follow TFLM there, its litert profile the golden file
 TFLM_DIFFERS = {"leaky_relu": ["leaky_relu3", "leaky_relu18", "leaky_relu19"]}
@@ -146,3 +146,54 @@ def test_int16_add_with_an_int8_input_refused():
     b.mark_output(y)
     with pytest.raises(QsimError, match="'c8'"):
         prepare_graph(load_bytes(b.build(), validate=False), "tflm")
+
+
+def test_mbqm_int64_hand_values():
+    """TFLite's int64 MultiplyByQuantizedMultiplier: Q31 multiplier reduced to Q15 (round half up,
+    0x7FFF from 0x7FFF0000 on), then one rounding half up; single rounding keeps the Q31 multiplier."""
+    import qsim.fixedpoint as fp
+    x = np.array([6, -6, 5, -5, 1 << 32])  # wider than int32 in, int32 out
+    # m0 = 2**30 (0.5) -> reduced 2**14; shift -1: x * 2**14 / 2**16 = x / 4, ties up
+    assert fp.multiply_by_quantized_multiplier_int64(x, 1 << 30, -1).tolist() == [2, -1, 1, -1, 1 << 30]
+    assert fp.multiply_by_quantized_multiplier_int64(x, 1 << 30, -1, "single").tolist() == [2, -1, 1, -1, 1 << 30]
+    # m0 = 2**31 - 1 reduces to 0x7FFF (not 0x8000): 2**16 * 0x7FFF / 2**15 = 65534 (single: 65536 - 1 rounds to 65536)
+    assert int(fp.multiply_by_quantized_multiplier_int64(1 << 16, (1 << 31) - 1, 0)) == 65534
+    assert int(fp.multiply_by_quantized_multiplier_int64(1 << 16, (1 << 31) - 1, 0, "single")) == 65536
+    # m0 = 1518500250 (~ 2**30.5): reduced (m0 + 2**15) >> 16 = 23170
+    assert int(fp.multiply_by_quantized_multiplier_int64(1 << 20, 1518500250, -3)) == (1 << 20) * 23170 // (1 << 18) + 0
+    with pytest.raises(QsimError, match=r"\[-31, 7\]"):
+        fp.multiply_by_quantized_multiplier_int64(x, 1 << 30, 8)
+
+
+def _conv16_model(w_dtype=np.int8, bias_dtype=np.int64) -> bytes:
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 3, 3, 2), np.int16, scale=0.001, zero_point=0)
+    w = b.add_const("w16", np.ones((2, 1, 1, 2), w_dtype), scale=0.01, zero_point=0)
+    bias = b.add_const("b", np.zeros(2, bias_dtype), scale=1e-5, zero_point=0)
+    y = b.add_tensor("y", (1, 3, 3, 2), np.int16, scale=0.002, zero_point=0)
+    b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions("VALID", 1, 1, 1, 1, "NONE"))
+    b.mark_output(y)
+    return b.build()
+
+
+def test_int16_conv_with_int16_weights_refused():
+    """int16 weights: no TFLite kernel defines them; refused naming the tensor and the rule."""
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load_bytes
+    g = load_bytes(_conv16_model(w_dtype=np.int16))
+    with pytest.raises(QsimError, match=r"'w16'.*symmetric int8 weights only"):
+        prepare_graph(g, "tflm")
+    prepare_graph(load_bytes(_conv16_model()), "tflm")  # the int8-weight twin runs
+
+
+def test_codegen_and_profile_still_refuse_int16(tmp_path):
+    """The C generator and the accelerator model are int8 only: an int16x8 conv stays refused there."""
+    from qsim.loader import load_bytes
+    m = qsim.load(_conv16_model())
+    assert m.run(np.zeros((1, 3, 3, 2), np.int16)).outputs  # the simulator runs it
+    with pytest.raises(QsimError, match="int16"):
+        m.profile()
+    with pytest.raises(QsimError, match="int16"):
+        m.codegen(tmp_path / "fw", name="n")

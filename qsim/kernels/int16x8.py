@@ -1,0 +1,139 @@
+"""int16x8 GEMM kernels: int16 activations (zero point 0), int8 weights, int64 (or int32) bias.
+
+CONV_2D (reference_integer_ops::ConvPerChannel, the int16 overload, in LiteRT and TFLM alike):
+
+    acc[n, oy, ox, oc] = sum over in-bounds taps of x * w          (int64; no input offset)
+    out = clamp(MBQM64(acc + bias[oc], M0[oc], shift[oc]), act_min, act_max)     (int16)
+
+with the per-channel (M0, shift) of ``double(s_in) * double(s_w[oc]) / double(s_out)``
+(PopulateConvolutionQuantizationParams, as for int8) and MBQM64
+:func:`qsim.fixedpoint.multiply_by_quantized_multiplier_int64` (the Q15-reduced multiplier).
+
+The int8 kernels keep their own modules and speed paths; this module registers a thin
+dispatcher per opcode: an op whose first input is int16 gets the int16x8 ``prepare``/``eval``
+below, every other op the int8 kernel's own functions, unchanged.
+
+Speed: the accumulators are an im2col matmul in float64, exact because every partial sum
+is bounded by 32768 * sum|w| of an output channel, checked < 2**53 at prepare.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from . import REGISTRY, Kernel, RequantParams
+from .conv import ConvParams, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
+from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor
+
+FLOAT64_EXACT = 1 << 53
+INT16_ABS_MAX = 32768
+
+
+@dataclass
+class Conv16Params:
+    """Prepared int16x8 CONV_2D: the window geometry and float64 weights [KH*KW*IC, OC] in ``conv``
+    (a :class:`~qsim.kernels.conv.ConvParams`, input zero point 0) and its int16 requant tables
+    (``conv.requant``: int64 bias, Q31 multiplier, TFLite-sign shift, int16 activation range),
+    applied with :func:`qsim.fixedpoint.requantize_int64`."""
+
+    conv: ConvParams
+
+
+def int16_bias(b, n_channels: int) -> np.ndarray:
+    """Constant int64 (or int32) bias as int64 [n_channels]; zeros without one."""
+    if b is None:
+        return np.zeros(n_channels, dtype=np.int64)
+    if not b.is_const:
+        raise QsimError(f"bias '{b.name}' must be a constant tensor.")
+    if np.dtype(b.dtype) not in (np.dtype(np.int64), np.dtype(np.int32)):
+        raise QsimError(f"bias '{b.name}' is {np.dtype(b.dtype).name}; TFLite's int16x8 kernels take an int64 "
+                        "(or int32) bias.")
+    if b.size != n_channels:
+        raise QsimError(f"bias '{b.name}' has {b.size} values for {n_channels} output channels.")
+    return np.asarray(b.data, dtype=np.int64).reshape(n_channels)
+
+
+def int8_weight_scales(w, n_channels: int, axis: int) -> np.ndarray:
+    """:func:`~qsim.kernels.conv.weight_scales`, saying what int16x8 requires when it refuses."""
+    try:
+        return weight_scales(w, n_channels, axis)
+    except QsimError as e:
+        raise QsimError(f"{e} int16x8 kernels (16-bit activations) take symmetric int8 weights only; TFLite "
+                        "defines no int16-weight form.") from None
+
+
+def float64_exact(w_int: np.ndarray, reduce_axes, what: str) -> None:
+    """QsimError unless every partial sum of x * w (|x| <= 32768) is exact in float64."""
+    col = np.abs(np.asarray(w_int, dtype=np.int64)).sum(axis=reduce_axes)
+    if col.size and INT16_ABS_MAX * int(col.max()) >= FLOAT64_EXACT:
+        raise QsimError(f"{what}: an output channel's weights sum to {int(col.max()):,} in magnitude; its "
+                        "int16 accumulator could exceed 2**53, beyond what qsim computes exactly.")
+
+
+def prepare_conv16(op, graph, profile) -> Conv16Params:
+    ins = graph.op_inputs(op)
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    require_int16_tensor(x, "input", op.opcode)
+    require_int16_tensor(out, "output", op.opcode)
+    oc, kh, kw, ic, out_h, out_w, pad_h, pad_w = conv_geometry(x, w, out, o)
+    scales = int8_weight_scales(w, oc, axis=0)
+    float64_exact(w.data, (1, 2, 3), op.opcode)
+    wmat = np.asarray(w.data, dtype=np.float64).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
+    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+                      INT16_MIN, INT16_MAX)
+    conv = ConvParams(0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                      out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
+    return Conv16Params(conv)
+
+
+def accumulate_conv16(p: Conv16Params, inputs) -> np.ndarray:
+    """int64 accumulators sum(x * w) [N, OH, OW, OC], without bias."""
+    c = p.conv
+    x = np.asarray(inputs[0])
+    need_h = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1
+    need_w = (c.out_w - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1
+    xs = padded_centered(x, 0, c.pad_h, c.pad_w, need_h, need_w, np.float64)
+    acc = im2col_rows(c, xs, 0, c.out_h) @ c.weights
+    return acc.reshape(x.shape[0], c.out_h, c.out_w, c.out_channels).astype(np.int64)
+
+
+def requant16(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
+    """int16 outputs of int64 accumulators under ``rq``'s tables (:func:`qsim.fixedpoint.requantize_int64`)."""
+    return fp.requantize_int64(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min,
+                               rq.act_max, rq.rounding).astype(np.int16)
+
+
+def eval_conv16(p: Conv16Params, inputs) -> list[np.ndarray]:
+    return [requant16(p.conv.requant, accumulate_conv16(p, inputs))]
+
+
+# --------------------------------------------------------------------------- dispatch
+
+def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
+    """``base`` (the int8 kernel) with an int16x8 form: ops whose first input is int16 prepare
+    with ``prepare16``; eval dispatches on the params' type.  ``accumulate`` (the int8 GEMM seam
+    of the accelerator model and ``qsim vectors``) refuses int16x8 params with a QsimError."""
+
+    def prepare(op, graph, profile):
+        return prepare16(op, graph, profile) if is_int16_op(op, graph) else base.prepare(op, graph, profile)
+
+    def eval_(p, inputs):
+        return eval16(p, inputs) if type(p) is params16 else base.eval(p, inputs)
+
+    accumulate = None
+    if base.accumulate is not None:
+        def accumulate(p, inputs):
+            if type(p) is params16:
+                raise QsimError(f"{base.opcode}: the int8 GEMM seam (accelerator model, qsim vectors) does not "
+                                "cover int16x8 layers yet.")
+            return base.accumulate(p, inputs)
+    return Kernel(base.opcode, prepare, eval_, accumulate, base.batch, int16=True)
+
+
+REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)
