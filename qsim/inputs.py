@@ -187,14 +187,22 @@ def read_csv_inputs(p: Path, g: ir.Graph) -> list[np.ndarray]:
 
 
 def random_inputs(g: ir.Graph, n: int, seed: int = 0) -> list[list[np.ndarray]]:
-    """``n`` input sets, uniform over each input dtype's full range, from ``np.random.default_rng(seed)``."""
+    """``n`` input sets, uniform over each input dtype's full range, from ``np.random.default_rng(seed)``.
+
+    Exception: a graph input that is a TRANSPOSE_CONV's ``output_shape`` operand (SEANet's layer
+    models feed it from outside) gets the shape the model stores for that op's output, the only
+    value the op accepts."""
     rng = np.random.default_rng(seed)
+    shapes = {op.inputs[0]: np.asarray(g.tensors[op.outputs[0]].shape, np.int64)
+              for op in g.operators if op.opcode == "TRANSPOSE_CONV" and op.inputs and op.outputs}
     sets = []
     for _ in range(n):
         one = []
         for t_idx in g.inputs:
             t = g.tensors[t_idx]
-            if np.issubdtype(t.dtype, np.integer):
+            if t_idx in shapes and np.issubdtype(t.dtype, np.integer) and t.size == shapes[t_idx].size:
+                one.append(shapes[t_idx].reshape(t.shape).astype(t.dtype))
+            elif np.issubdtype(t.dtype, np.integer):
                 info = np.iinfo(t.dtype)
                 one.append(rng.integers(info.min, int(info.max) + 1, size=t.shape, dtype=np.int64).astype(t.dtype))
             elif np.issubdtype(t.dtype, np.floating):

@@ -150,6 +150,16 @@ class StridedSliceOptions:
 
 
 @dataclass(frozen=True)
+class TransposeConvOptions:
+    """TRANSPOSE_CONV: padding of the forward conv it transposes, strides, fused activation."""
+
+    padding: str = "SAME"
+    stride_h: int = 1
+    stride_w: int = 1
+    activation: str = "NONE"
+
+
+@dataclass(frozen=True)
 class LeakyReluOptions:
     alpha: float = 0.0
 

@@ -228,6 +228,10 @@ def _options(name: str, op):
         return ir.StridedSliceOptions() if o is None else ir.StridedSliceOptions(
             o.BeginMask(), o.EndMask(), o.EllipsisMask(), o.NewAxisMask(), o.ShrinkAxisMask(),
             bool(o.Offset()))
+    if name == "TRANSPOSE_CONV":
+        o = _table(op, tflite.TransposeConvOptions)
+        return ir.TransposeConvOptions() if o is None else ir.TransposeConvOptions(
+            _pad(o.Padding()), o.StrideH(), o.StrideW(), _act(o.FusedActivationFunction()))
     if name == "LEAKY_RELU":
         o = _table(op, tflite.LeakyReluOptions)
         return ir.LeakyReluOptions() if o is None else ir.LeakyReluOptions(float(o.Alpha()))

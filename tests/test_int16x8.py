@@ -21,11 +21,12 @@ from conftest import SHARED_MODELS, require_module, skip_or_fail
 from qsim.errors import QsimError
 
 # ops whose int16x8 kernels qsim implements (grows with issue 12)
-OPS = ["pad", "strided_slice", "quantize", "add", "sub", "leaky_relu", "conv"]
+OPS = ["pad", "strided_slice", "quantize", "add", "sub", "leaky_relu", "conv", "transpose_conv"]
 # per op: models checked against both references on random inputs (kept small: seconds each)
 REF_MODELS = {"pad": ["pad0", "pad5"], "strided_slice": ["strided_slice0", "strided_slice9"],
               "quantize": ["quantize0", "quantize1"], "add": ["add0", "add5"], "sub": ["sub0", "sub3"],
-              "leaky_relu": ["leaky_relu0", "leaky_relu3"], "conv": ["conv1", "conv10", "conv21"]}
+              "leaky_relu": ["leaky_relu0", "leaky_relu3"], "conv": ["conv1", "conv10", "conv21"],
+              "transpose_conv": ["transpose_conv0", "transpose_conv3"]}
 # the golden inputs on which TFLite Micro's output differs from the (LiteRT) golden file (README of
 # ../shared/models): qsim's tflm profile must follow TFLM there, its litert profile the golden file
 TFLM_DIFFERS = {"leaky_relu": ["leaky_relu3", "leaky_relu18", "leaky_relu19"]}
@@ -197,3 +198,16 @@ def test_codegen_and_profile_still_refuse_int16(tmp_path):
         m.profile()
     with pytest.raises(QsimError, match="int16"):
         m.codegen(tmp_path / "fw", name="n")
+
+
+def test_transpose_conv_output_shape_input_must_match():
+    """SEANet's TRANSPOSE_CONV reads output_shape from a graph input: a value other than the stored
+    output shape (a dynamic shape) is refused, not computed into the wrong layout."""
+    model = SHARED_MODELS / "seanet" / "transpose_conv" / "transpose_conv0.tflite"
+    if not model.is_file():
+        skip_or_fail(f"{model} is absent")
+    m = qsim.load(model)
+    shape_in, x = m.random_inputs(1, seed=3)[0]
+    assert shape_in.tolist() == [1, 3, 12, 64]  # random inputs give the shape operand its only valid value
+    with pytest.raises(QsimError, match=r"output_shape input holds \[1, 3, 24, 64\]"):
+        m.run([np.array([1, 3, 24, 64], np.int32), x])

@@ -24,8 +24,8 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import REGISTRY, Kernel, RequantParams
-from .conv import ConvParams, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
+from . import REGISTRY, Kernel, RequantParams, register
+from .conv import ConvParams, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
 from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor
 
 FLOAT64_EXACT = 1 << 53
@@ -113,6 +113,106 @@ def eval_conv16(p: Conv16Params, inputs) -> list[np.ndarray]:
     return [requant16(p.conv.requant, accumulate_conv16(p, inputs))]
 
 
+# --------------------------------------------------------------------------- TRANSPOSE_CONV
+
+@dataclass
+class TransposeConvParams:
+    """Prepared int16x8 TRANSPOSE_CONV (reference_integer_ops::TransposeConv, int16 overload; units:
+    elements, NHWC).  Operands: 0 output_shape (int32 [4], constant or a runtime input that must hold
+    the output tensor's shape), 1 filter int8 [OC, KH, KW, IC], 2 input int16, 3 bias (optional).
+
+    Each input pixel (iy, ix) scatters ``x[iy, ix, :] @ w[:, fy, fx, :].T`` to output
+    (iy * stride_h - pad_h + fy, ix * stride_w - pad_w + fx) when inside the output; the int64
+    scratch sums, plus bias, go through :func:`qsim.fixedpoint.requantize_int64`.  Padding:
+    ComputePaddingHeightWidth on the *output* size (the forward conv's input), leading half.
+    """
+
+    out_shape: tuple[int, int, int, int]
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    weights: np.ndarray  # float64 [KH, KW, IC, OC] (exact: see float64_exact)
+    requant: RequantParams  # int64 bias, per-channel Q31 multipliers, int16 activation range
+    shape_is_input: bool  # output_shape is computed at run time: eval checks its value
+
+
+def prepare_transpose_conv(op, graph, profile) -> TransposeConvParams:
+    from ..validate import MAX_SCRATCH_ELEMENTS
+    ins = graph.op_inputs(op)
+    if len(ins) < 3 or len(op.outputs) != 1 or any(t is None for t in ins[:3]):
+        raise QsimError("TRANSPOSE_CONV needs the inputs output_shape, filter and input (bias optional) and one output.")
+    shape_t, w, x = ins[0], ins[1], ins[2]
+    b = ins[3] if len(ins) > 3 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options if op.options is not None else None
+    if o is None:
+        raise QsimError("TRANSPOSE_CONV has no options (padding, strides).")
+    if np.dtype(x.dtype) != np.int16:
+        raise QsimError(f"TRANSPOSE_CONV: input '{x.name}' is {np.dtype(x.dtype).name}; qsim simulates the int16x8 "
+                        "form only (int16 input and output, int8 filter) so far.")
+    require_int16_tensor(x, "input", op.opcode)
+    require_int16_tensor(out, "output", op.opcode)
+    if np.dtype(shape_t.dtype) != np.int32 or tuple(shape_t.shape) != (4,):
+        raise QsimError(f"TRANSPOSE_CONV: output_shape '{shape_t.name}' must be int32 [4], got "
+                        f"{np.dtype(shape_t.dtype).name} {list(shape_t.shape)}.")
+    if shape_t.data is not None and tuple(int(v) for v in shape_t.data) != tuple(out.shape):
+        raise QsimError(f"TRANSPOSE_CONV: output_shape holds {shape_t.data.tolist()} but the output tensor "
+                        f"'{out.name}' has shape {list(out.shape)}.")
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+        raise QsimError("TRANSPOSE_CONV needs 4-D NHWC input/output and a 4-D [out_ch, kh, kw, in_ch] filter.")
+    oc, kh, kw, ic = w.shape
+    n, oh, ow, out_c = out.shape
+    if x.shape[3] != ic or out_c != oc or x.shape[0] != n:
+        raise QsimError(f"TRANSPOSE_CONV: input {list(x.shape)}, filter {list(w.shape)} and output {list(out.shape)} "
+                        "disagree on batch or channels.")
+    if min(o.stride_h, o.stride_w) < 1 or o.padding not in ("SAME", "VALID"):
+        raise QsimError(f"TRANSPOSE_CONV: strides {o.stride_h}x{o.stride_w} and padding {o.padding} are not valid.")
+    geo_h = compute_out_size(o.padding, oh, kh, o.stride_h)
+    geo_w = compute_out_size(o.padding, ow, kw, o.stride_w)
+    if (geo_h, geo_w) != tuple(x.shape[1:3]):
+        raise QsimError(f"TRANSPOSE_CONV: a {o.padding} {kh}x{kw} conv with strides {o.stride_h}x{o.stride_w} maps "
+                        f"the output {oh}x{ow} to {geo_h}x{geo_w}, not to the input's {x.shape[1]}x{x.shape[2]}.")
+    pad_h = compute_padding(o.stride_h, 1, oh, kh, geo_h)
+    pad_w = compute_padding(o.stride_w, 1, ow, kw, geo_w)
+    scratch = n * max((x.shape[1] - 1) * o.stride_h + kh, pad_h + oh) * max((x.shape[2] - 1) * o.stride_w + kw,
+                                                                             pad_w + ow) * oc
+    if scratch > MAX_SCRATCH_ELEMENTS:
+        raise QsimError(f"TRANSPOSE_CONV needs a {scratch:,}-element scratch buffer, more than the "
+                        f"{MAX_SCRATCH_ELEMENTS:,} qsim accepts.")
+    scales = int8_weight_scales(w, oc, axis=0)
+    float64_exact(w.data, (1, 2, 3), op.opcode)
+    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+                      INT16_MIN, INT16_MAX)
+    wt = np.ascontiguousarray(np.asarray(w.data, np.float64).transpose(1, 2, 3, 0))
+    return TransposeConvParams(tuple(out.shape), o.stride_h, o.stride_w, pad_h, pad_w, wt, rq, shape_t.data is None)
+
+
+def accumulate_transpose_conv(p: TransposeConvParams, x: np.ndarray) -> np.ndarray:
+    """int64 scratch sums (no bias) [N, OH, OW, OC] of an int16 input [N, IH, IW, IC]."""
+    kh, kw, _, oc = p.weights.shape
+    n, ih, iw, _ = x.shape
+    _, oh, ow, _ = p.out_shape
+    full_h = max((ih - 1) * p.stride_h + kh, p.pad_h + oh)
+    full_w = max((iw - 1) * p.stride_w + kw, p.pad_w + ow)
+    scratch = np.zeros((n, full_h, full_w, oc), np.float64)
+    xf = x.astype(np.float64)
+    for fy in range(kh):
+        for fx in range(kw):
+            scratch[:, fy:fy + (ih - 1) * p.stride_h + 1:p.stride_h,
+                    fx:fx + (iw - 1) * p.stride_w + 1:p.stride_w] += xf @ p.weights[fy, fx]
+    return scratch[:, p.pad_h:p.pad_h + oh, p.pad_w:p.pad_w + ow].astype(np.int64)
+
+
+def eval_transpose_conv(p: TransposeConvParams, inputs) -> list[np.ndarray]:
+    if p.shape_is_input:
+        got = np.asarray(inputs[0]).ravel()
+        if got.size != 4 or tuple(int(v) for v in got) != p.out_shape:
+            raise QsimError(f"TRANSPOSE_CONV: the output_shape input holds {got.tolist()}; qsim computes the shape "
+                            f"the model stores for the output, {list(p.out_shape)} (dynamic shapes are not simulated).")
+    return [requant16(p.requant, accumulate_transpose_conv(p, np.asarray(inputs[2])))]
+
+
 # --------------------------------------------------------------------------- dispatch
 
 def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
@@ -137,3 +237,4 @@ def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
 
 
 REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)
+register("TRANSPOSE_CONV", prepare_transpose_conv, eval_transpose_conv, int16=True)
