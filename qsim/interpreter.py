@@ -339,6 +339,10 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 problems.append(f"{op_label(g, op)}: {e}")
                 continue
             rq = getattr(params, "requant", None)
+            if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
+                problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 GEMM layers only; "
+                                "this layer is int16x8 (int64 accumulators)")
+                continue
             if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
                 try:
                     params = dataclasses.replace(params, requant=with_requant_variant(rq, variant))

@@ -198,6 +198,10 @@ def test_codegen_and_profile_still_refuse_int16(tmp_path):
         m.profile()
     with pytest.raises(QsimError, match="int16"):
         m.codegen(tmp_path / "fw", name="n")
+    with pytest.raises(QsimError, match="int16x8"):  # int8 requant vectors (int32 accumulators) only
+        m.vectors(0, inputs=1, out_dir=tmp_path / "vec")
+    with pytest.raises(QsimError, match="requant variants .* int8 GEMM layers only"):
+        m.run(np.zeros((1, 3, 3, 2), np.int16), requant="shift-only")
 
 
 def test_transpose_conv_output_shape_input_must_match():
