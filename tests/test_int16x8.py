@@ -215,3 +215,54 @@ def test_transpose_conv_output_shape_input_must_match():
     assert shape_in.tolist() == [1, 3, 12, 64]  # random inputs give the shape operand its only valid value
     with pytest.raises(QsimError, match=r"output_shape input holds \[1, 3, 24, 64\]"):
         m.run([np.array([1, 3, 24, 64], np.int32), x])
+
+
+# --------------------------------------------------------------------------- TRANSPOSE_CONV built models
+
+def tconv_model(dtype, in_hw, k, stride, padding, oc=3, ic=2, zp_in=0, zp_out=0, bias=True, seed=0, act="NONE"):
+    """A one-op TRANSPOSE_CONV model (constant output_shape, per-channel int8 filter): the output
+    size is the smallest whose forward conv gives the input size."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    from qsim.kernels.conv import compute_out_size
+    rng = np.random.default_rng(seed)
+    ih, iw = in_hw
+    # output size: the forward conv of the output gives the input
+    def out_size(i, kk, s):
+        for o in range(1, i * s + kk + 2):
+            if compute_out_size(padding, o, kk, s) == i:
+                return o
+    oh, ow = out_size(ih, k[0], stride[0]), out_size(iw, k[1], stride[1])
+    b = ModelBuilder()
+    shape = b.add_const("oshape", np.array([1, oh, ow, oc], np.int32))
+    w = b.add_const("w", rng.integers(-127, 128, (oc, k[0], k[1], ic)).astype(np.int8),
+                    scale=rng.uniform(0.002, 0.02, oc), zero_point=np.zeros(oc, np.int64), axis=0)
+    s_in = 0.01 if dtype == np.int8 else 0.0005
+    x = b.add_input("x", (1, ih, iw, ic), dtype, scale=s_in, zero_point=zp_in)
+    ins = [shape, w, x]
+    if bias:
+        bdt = np.int32 if dtype == np.int8 else np.int64
+        ins.append(b.add_const("bias", rng.integers(-5000, 5000, oc).astype(bdt), scale=1e-5, zero_point=0))
+    y = b.add_tensor("y", (1, oh, ow, oc), dtype, scale=0.05 if dtype == np.int8 else 0.003, zero_point=zp_out)
+    b.add_op("TRANSPOSE_CONV", ins, [y], ir.TransposeConvOptions(padding, stride[0], stride[1], act), version=3)
+    b.mark_output(y)
+    return b.build()
+
+
+
+@pytest.mark.parametrize("dtype, in_hw, k, stride, padding, oc, ic, zp_in, zp_out, kw", [
+    (np.int8, (3, 4), (3, 3), (2, 2), "SAME", 3, 2, -5, 7, {}),
+    (np.int8, (2, 5), (3, 4), (1, 2), "VALID", 4, 3, 10, -3, {}),
+    (np.int8, (3, 3), (2, 2), (2, 2), "VALID", 2, 5, 3, -100, dict(bias=False, act="RELU")),
+    (np.int16, (2, 5), (3, 4), (1, 2), "SAME", 4, 3, 0, 0, dict(act="RELU6")),
+])
+def test_transpose_conv_built_vs_references(dtype, in_hw, k, stride, padding, oc, ic, zp_in, zp_out, kw):
+    """int8 and int16x8 TRANSPOSE_CONV (strides, SAME/VALID, zero points, no bias, fused activation)
+    against LiteRT BUILTIN_REF and TFLM, every tensor, random inputs."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    m = qsim.load(tconv_model(dtype, in_hw, k, stride, padding, oc, ic, zp_in, zp_out, **kw))
+    (y,) = m.run(m.random_inputs(1, 5)[0]).outputs.values()
+    assert np.unique(y).size > 3  # a layer whose outputs carry information, not one clamped value
+    rep = m.check(inputs=2, reference="both", seed=4)
+    assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence

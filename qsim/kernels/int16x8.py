@@ -1,4 +1,5 @@
-"""int16x8 GEMM kernels: int16 activations (zero point 0), int8 weights, int64 (or int32) bias.
+"""int16x8 GEMM kernels: int16 activations (zero point 0), int8 weights, int64 (or int32) bias;
+and TRANSPOSE_CONV (int16x8 and int8), which has no int8 module of its own.
 
 CONV_2D (reference_integer_ops::ConvPerChannel, the int16 overload, in LiteRT and TFLM alike):
 
@@ -25,8 +26,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import REGISTRY, Kernel, RequantParams, register
-from .conv import ConvParams, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
-from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor
+from .conv import ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
+from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor, require_int8_tensor
 
 FLOAT64_EXACT = 1 << 53
 INT16_ABS_MAX = 32768
@@ -117,13 +118,16 @@ def eval_conv16(p: Conv16Params, inputs) -> list[np.ndarray]:
 
 @dataclass
 class TransposeConvParams:
-    """Prepared int16x8 TRANSPOSE_CONV (reference_integer_ops::TransposeConv, int16 overload; units:
-    elements, NHWC).  Operands: 0 output_shape (int32 [4], constant or a runtime input that must hold
-    the output tensor's shape), 1 filter int8 [OC, KH, KW, IC], 2 input int16, 3 bias (optional).
+    """Prepared TRANSPOSE_CONV, int16x8 or int8 (reference_integer_ops::TransposeConv; units: elements,
+    NHWC).  Operands: 0 output_shape (int32 [4], constant or a runtime input that must hold the
+    output tensor's shape), 1 filter int8 [OC, KH, KW, IC], 2 input int16 (or int8), 3 bias
+    (optional; int64 for int16x8, int32 for int8).
 
     Each input pixel (iy, ix) scatters ``x[iy, ix, :] @ w[:, fy, fx, :].T`` to output
     (iy * stride_h - pad_h + fy, ix * stride_w - pad_w + fx) when inside the output; the int64
-    scratch sums, plus bias, go through :func:`qsim.fixedpoint.requantize_int64`.  Padding:
+    scratch sums, plus bias, go through :func:`qsim.fixedpoint.requantize_int64`.  int8: the taps
+    multiply ``x - input_zero_point``, the scratch is int32 and the requantization the int8 one
+    (:func:`qsim.fixedpoint.requantize`, the profile's rounding, output zero point, int8 clamp).  Padding:
     ComputePaddingHeightWidth on the *output* size (the forward conv's input), leading half.
     """
 
@@ -135,6 +139,8 @@ class TransposeConvParams:
     weights: np.ndarray  # float64 [KH, KW, IC, OC] (exact: see float64_exact)
     requant: RequantParams  # int64 bias, per-channel Q31 multipliers, int16 activation range
     shape_is_input: bool  # output_shape is computed at run time: eval checks its value
+    input_zero_point: int = 0  # int8 only (int16: 0)
+    dtype: np.dtype = np.dtype(np.int16)  # activations: int16 (int16x8) or int8
 
 
 def prepare_transpose_conv(op, graph, profile) -> TransposeConvParams:
@@ -148,11 +154,10 @@ def prepare_transpose_conv(op, graph, profile) -> TransposeConvParams:
     o = op.options if op.options is not None else None
     if o is None:
         raise QsimError("TRANSPOSE_CONV has no options (padding, strides).")
-    if np.dtype(x.dtype) != np.int16:
-        raise QsimError(f"TRANSPOSE_CONV: input '{x.name}' is {np.dtype(x.dtype).name}; qsim simulates the int16x8 "
-                        "form only (int16 input and output, int8 filter) so far.")
-    require_int16_tensor(x, "input", op.opcode)
-    require_int16_tensor(out, "output", op.opcode)
+    int16 = np.dtype(x.dtype) == np.int16
+    require = require_int16_tensor if int16 else require_int8_tensor
+    require(x, "input", op.opcode)
+    require(out, "output", op.opcode)
     if np.dtype(shape_t.dtype) != np.int32 or tuple(shape_t.shape) != (4,):
         raise QsimError(f"TRANSPOSE_CONV: output_shape '{shape_t.name}' must be int32 [4], got "
                         f"{np.dtype(shape_t.dtype).name} {list(shape_t.shape)}.")
@@ -180,16 +185,22 @@ def prepare_transpose_conv(op, graph, profile) -> TransposeConvParams:
     if scratch > MAX_SCRATCH_ELEMENTS:
         raise QsimError(f"TRANSPOSE_CONV needs a {scratch:,}-element scratch buffer, more than the "
                         f"{MAX_SCRATCH_ELEMENTS:,} qsim accepts.")
-    scales = int8_weight_scales(w, oc, axis=0)
-    float64_exact(w.data, (1, 2, 3), op.opcode)
-    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
-                      INT16_MIN, INT16_MAX)
+    if int16:
+        scales = int8_weight_scales(w, oc, axis=0)
+        float64_exact(w.data, (1, 2, 3), op.opcode)
+        rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+                          INT16_MIN, INT16_MAX)
+    else:
+        scales = weight_scales(w, oc, axis=0)
+        rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     wt = np.ascontiguousarray(np.asarray(w.data, np.float64).transpose(1, 2, 3, 0))
-    return TransposeConvParams(tuple(out.shape), o.stride_h, o.stride_w, pad_h, pad_w, wt, rq, shape_t.data is None)
+    return TransposeConvParams(tuple(out.shape), o.stride_h, o.stride_w, pad_h, pad_w, wt, rq, shape_t.data is None,
+                               x.quant.zp0, np.dtype(x.dtype))
 
 
 def accumulate_transpose_conv(p: TransposeConvParams, x: np.ndarray) -> np.ndarray:
-    """int64 scratch sums (no bias) [N, OH, OW, OC] of an int16 input [N, IH, IW, IC]."""
+    """Scratch sums (no bias) as int64 [N, OH, OW, OC] of an input [N, IH, IW, IC], ``x - zp`` per tap.
+    float64 is exact: int16 bounded by float64_exact at prepare; int8 sums stay far below 2**53."""
     kh, kw, _, oc = p.weights.shape
     n, ih, iw, _ = x.shape
     _, oh, ow, _ = p.out_shape
@@ -197,6 +208,7 @@ def accumulate_transpose_conv(p: TransposeConvParams, x: np.ndarray) -> np.ndarr
     full_w = max((iw - 1) * p.stride_w + kw, p.pad_w + ow)
     scratch = np.zeros((n, full_h, full_w, oc), np.float64)
     xf = x.astype(np.float64)
+    xf -= p.input_zero_point
     for fy in range(kh):
         for fx in range(kw):
             scratch[:, fy:fy + (ih - 1) * p.stride_h + 1:p.stride_h,
@@ -210,7 +222,11 @@ def eval_transpose_conv(p: TransposeConvParams, inputs) -> list[np.ndarray]:
         if got.size != 4 or tuple(int(v) for v in got) != p.out_shape:
             raise QsimError(f"TRANSPOSE_CONV: the output_shape input holds {got.tolist()}; qsim computes the shape "
                             f"the model stores for the output, {list(p.out_shape)} (dynamic shapes are not simulated).")
-    return [requant16(p.requant, accumulate_transpose_conv(p, np.asarray(inputs[2])))]
+    acc = accumulate_transpose_conv(p, np.asarray(inputs[2]))
+    if p.dtype == np.int16:
+        return [requant16(p.requant, acc)]
+    # int8: TFLite's int32 scratch (a wrapped total equals wrapped partial sums) and int32 requantization
+    return [p.requant.requantize(fp.wrap_int32(acc)).astype(np.int8)]
 
 
 # --------------------------------------------------------------------------- dispatch
