@@ -266,3 +266,34 @@ def test_transpose_conv_built_vs_references(dtype, in_hw, k, stride, padding, oc
     assert np.unique(y).size > 3  # a layer whose outputs carry information, not one clamped value
     rep = m.check(inputs=2, reference="both", seed=4)
     assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence
+
+
+# --------------------------------------------------------------------------- float32 <-> int16
+
+def _quant_dequant_model(n: int = 64) -> bytes:
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder()
+    x = b.add_input("x", (1, n), np.float32)
+    q = b.add_tensor("q16", (1, n), np.int16, scale=0.00037, zero_point=0)
+    y = b.add_tensor("y", (1, n), np.float32)
+    b.add_op("QUANTIZE", [x], [q])
+    b.add_op("DEQUANTIZE", [q], [y])
+    b.mark_output(y)
+    return b.build()
+
+
+def test_float_int16_quantize_dequantize_vs_references():
+    """float32 -> int16 QUANTIZE (AffineQuantize, int16 clamp) and int16 -> float32 DEQUANTIZE, on
+    ordinary values, exact ties, out-of-range values, inf and NaN: both references, every tensor."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    m = qsim.load(_quant_dequant_model())
+    rng = np.random.default_rng(0)
+    xs = [[rng.uniform(-14, 14, (1, 64)).astype(np.float32)] for _ in range(2)]
+    s = 0.00037
+    edge = [0.5 * s, -0.5 * s, 1.5 * s, -2.5 * s, 1e9, -1e9, np.inf, -np.inf, np.nan, 32767.5 * s, -32768.5 * s]
+    xs.append([np.array([edge + [0.0] * (64 - len(edge))], np.float32)])
+    q = np.asarray(m.run(xs[2][0], keep="all")["q16"])
+    assert q.ravel()[9] == 32767 and q.ravel()[10] == -32768  # clamped to int16, not int8
+    rep = m.check(inputs=xs, reference="both")
+    assert rep.ok and len(rep.rows) == 4, rep.first_divergence

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import QsimError
-from . import REGISTRY, Kernel, RequantParams, register
+from . import REGISTRY, Kernel, RequantParams, batch_always, register
 from .conv import ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
 from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor, require_int8_tensor
 
@@ -253,4 +253,5 @@ def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
 
 
 REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)
-register("TRANSPOSE_CONV", prepare_transpose_conv, eval_transpose_conv, int16=True)
+# Batches: the scatter treats axis 0 as a batch (a runtime output_shape input cannot be batched).
+register("TRANSPOSE_CONV", prepare_transpose_conv, eval_transpose_conv, batch=batch_always, int16=True)
