@@ -416,7 +416,8 @@ def round_half_away_f32(x) -> np.ndarray:
     return np.trunc(a, out=a)
 
 
-def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max) -> np.ndarray:
+def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max,
+                             accumulator: str = "int32") -> np.ndarray:
     """Requantization by a double-precision real multiplier (no Q31 fixed point).
 
     ``clamp(round_half_away(double(int32(acc + bias)) * real_scale) + zp, act_min, act_max)``
@@ -425,9 +426,11 @@ def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, 
     BUILTIN_REF FULLY_CONNECTED does for int8 (established by differential
     tests in tests/test_kernels_gemm.py: it matches neither double nor single
     fixed-point rounding on exact ties, and follows the unquantized double
-    scale where QuantizeMultiplier rounds the multiplier).
+    scale where QuantizeMultiplier rounds the multiplier).  ``accumulator`` "int64" (LiteRT's
+    int16x8 FULLY_CONNECTED): ``acc + bias`` in int64, not wrapped to int32.
     """
-    summed = wrap_int32(_i64(acc) + _i64(bias)).astype(np.float64)
+    summed = _i64(acc) + _i64(bias)
+    summed = (wrap_int32(summed) if accumulator == "int32" else summed).astype(np.float64)
     r = round_half_away(summed * np.asarray(real_scale, dtype=np.float64))
     r = np.clip(r, INT32_MIN, INT32_MAX).astype(np.int64)
     return saturate(r + _i64(output_zero_point), act_min, act_max)

@@ -297,3 +297,42 @@ def test_float_int16_quantize_dequantize_vs_references():
     assert q.ravel()[9] == 32767 and q.ravel()[10] == -32768  # clamped to int16, not int8
     rep = m.check(inputs=xs, reference="both")
     assert rep.ok and len(rep.rows) == 4, rep.first_divergence
+
+
+# --------------------------------------------------------------------------- FULLY_CONNECTED
+
+def fc16(per_channel, act="NONE", rows=3, in_u=24, out_u=5, seed=0, bias=True):
+    """A one-op int16x8 FULLY_CONNECTED model (int8 weights per tensor or per channel, int64 bias)."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    x = b.add_input("x", (rows, in_u), np.int16, scale=0.0004, zero_point=0)
+    sc = rng.uniform(0.003, 0.02, out_u) if per_channel else 0.01
+    w = b.add_const("w", rng.integers(-127, 128, (out_u, in_u)).astype(np.int8), scale=sc,
+                    zero_point=np.zeros(out_u, np.int64) if per_channel else 0, **({"axis": 0} if per_channel else {}))
+    ins = [x, w]
+    if bias:
+        ins.append(b.add_const("b", rng.integers(-20000, 20000, out_u).astype(np.int64), scale=1e-6, zero_point=0))
+    y = b.add_tensor("y", (rows, out_u), np.int16, scale=0.002, zero_point=0)
+    b.add_op("FULLY_CONNECTED", ins, [y], ir.FullyConnectedOptions(act), version=7)
+    b.mark_output(y)
+    return b.build()
+
+@pytest.mark.parametrize("kw", [dict(per_channel=False), dict(per_channel=True),
+                                dict(per_channel=False, act="RELU", bias=False)])
+def test_fc16_vs_references(kw):
+    """int16x8 FULLY_CONNECTED: TFLM = int64 fixed-point requantization, LiteRT BUILTIN_REF = the double
+    real-scale rescale of the int64 acc + bias (profile variant float_rescale, as for int8)."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    m = qsim.load(fc16(rows=48, **kw))
+    (y,) = m.run(m.random_inputs(1, 2)[0]).outputs.values()
+    assert np.unique(y).size > 20
+    rep = m.check(inputs=3, reference="both", seed=9)
+    assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence
+    # the two references' arithmetic differs: the profiles must not coincide on this model
+    x = m.random_inputs(1, 9)[0]
+    (a,) = m.run(x, profile="tflm").outputs.values()
+    (b,) = m.run(x, profile="litert").outputs.values()
+    assert np.count_nonzero(a != b) > 0

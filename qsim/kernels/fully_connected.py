@@ -51,6 +51,23 @@ class FullyConnectedParams:
     requant: RequantParams
 
 
+def fc_shapes(x, w, out, o) -> tuple[int, int]:
+    """(out_units, in_units) of a FULLY_CONNECTED, its shapes checked (int8 and int16x8)."""
+    if w is None or len(w.shape) != 2:
+        raise QsimError("FULLY_CONNECTED needs 2-D [out_units, in_units] weights.")
+    out_units, in_units = w.shape
+    if in_units == 0 or x.size % in_units != 0:
+        raise QsimError(f"input '{x.name}' has {x.size} elements, not a multiple of in_units={in_units}.")
+    batch = x.size // in_units
+    if o is not None and o.keep_num_dims:
+        if x.shape[-1] != in_units:
+            raise QsimError(f"keep_num_dims needs the input's last dimension ({x.shape[-1]}) to equal "
+                            f"in_units ({in_units}).")
+    if out.size != batch * out_units:
+        raise QsimError(f"output '{out.name}' has {out.size} elements; the op produces {batch} x {out_units}.")
+    return out_units, in_units
+
+
 def prepare_fc(op, graph, profile) -> FullyConnectedParams:
     ins = graph.op_inputs(op)
     x, w = ins[0], ins[1]
@@ -62,19 +79,8 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
                         "only the DEFAULT weights format is simulated.")
     require_int8(x, "input")
     require_int8(out, "output")
-    if w is None or len(w.shape) != 2:
-        raise QsimError("FULLY_CONNECTED needs 2-D [out_units, in_units] weights.")
-    out_units, in_units = w.shape
+    out_units, in_units = fc_shapes(x, w, out, o)
     scales = weight_scales(w, out_units, axis=0, role="weights", per_tensor_zero_point_ok=True)
-    if in_units == 0 or x.size % in_units != 0:
-        raise QsimError(f"input '{x.name}' has {x.size} elements, not a multiple of in_units={in_units}.")
-    batch = x.size // in_units
-    if o is not None and o.keep_num_dims:
-        if x.shape[-1] != in_units:
-            raise QsimError(f"keep_num_dims needs the input's last dimension ({x.shape[-1]}) to equal "
-                            f"in_units ({in_units}).")
-    if out.size != batch * out_units:
-        raise QsimError(f"output '{out.name}' has {out.size} elements; the op produces {batch} x {out_units}.")
     w_zp = int(w.quant.zero_point[0]) if not w.quant.per_channel else 0
     w_centered = np.asarray(w.data, dtype=np.int64) - w_zp
     wt = w_centered.astype(exact_float_dtype(w_centered, x.quant.zp0, 1)).T

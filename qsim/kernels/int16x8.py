@@ -27,6 +27,7 @@ from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import REGISTRY, Kernel, RequantParams, batch_always, register
 from .conv import ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
+from .fully_connected import fc_shapes
 from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor, require_int8_tensor
 
 FLOAT64_EXACT = 1 << 53
@@ -112,6 +113,49 @@ def requant16(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
 
 def eval_conv16(p: Conv16Params, inputs) -> list[np.ndarray]:
     return [requant16(p.conv.requant, accumulate_conv16(p, inputs))]
+
+
+# --------------------------------------------------------------------------- FULLY_CONNECTED
+
+@dataclass
+class FC16Params:
+    """Prepared int16x8 FULLY_CONNECTED (reference_integer_ops::FullyConnected, int16 overload):
+    ``acc[b, o] = sum_i x[b, i] * w[o, i]`` (int64, no offsets), + int64 bias, int64 requantization."""
+
+    in_units: int
+    weights_t: np.ndarray  # float64 [in_units, out_units] (exact: see float64_exact)
+    requant: RequantParams  # int64 bias, Q31 multipliers per output unit, int16 activation range
+    real_scale: np.ndarray | None = None  # profile variant "float_rescale" (LiteRT): double s_in*s_w/s_out
+
+
+def prepare_fc16(op, graph, profile) -> FC16Params:
+    ins = graph.op_inputs(op)
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    out = graph.op_outputs(op)[0]
+    o = op.options
+    if o is not None and o.weights_format != 0:
+        raise QsimError("FULLY_CONNECTED with shuffled weights is not supported; only the DEFAULT format is simulated.")
+    require_int16_tensor(x, "input", op.opcode)
+    require_int16_tensor(out, "output", op.opcode)
+    out_units, in_units = fc_shapes(x, w, out, o)
+    scales = int8_weight_scales(w, out_units, axis=0)
+    float64_exact(w.data, 1, op.opcode)
+    rq = make_requant(x, scales, out, int16_bias(b, out_units), o.activation if o is not None else "NONE",
+                      profile.rounding(op.opcode), INT16_MIN, INT16_MAX)
+    real = None
+    if profile.variant(op.opcode) == "float_rescale":
+        real = np.float64(x.quant.scale0) * scales / np.float64(out.quant.scale0)
+    return FC16Params(in_units, np.ascontiguousarray(np.asarray(w.data, np.float64).T), rq, real)
+
+
+def eval_fc16(p: FC16Params, inputs) -> list[np.ndarray]:
+    acc = (np.asarray(inputs[0]).reshape(-1, p.in_units).astype(np.float64) @ p.weights_t).astype(np.int64)
+    if p.real_scale is not None:
+        rq = p.requant
+        return [fp.requantize_float_rescale(acc, rq.bias, p.real_scale, rq.output_zero_point, rq.act_min, rq.act_max,
+                                            accumulator="int64").astype(np.int16)]
+    return [requant16(p.requant, acc)]
 
 
 # --------------------------------------------------------------------------- TRANSPOSE_CONV
@@ -253,5 +297,6 @@ def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
 
 
 REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)
+REGISTRY["FULLY_CONNECTED"] = _dispatching(REGISTRY["FULLY_CONNECTED"], prepare_fc16, eval_fc16, FC16Params)
 # Batches: the scatter treats axis 0 as a batch (a runtime output_shape input cannot be batched).
 register("TRANSPOSE_CONV", prepare_transpose_conv, eval_transpose_conv, batch=batch_always, int16=True)
