@@ -68,15 +68,19 @@ def fc_shapes(x, w, out, o) -> tuple[int, int]:
     return out_units, in_units
 
 
-def prepare_fc(op, graph, profile) -> FullyConnectedParams:
+def fc_operands(op, graph):
+    """(input, weights, bias or None, output, options) of a FULLY_CONNECTED in the DEFAULT weights format."""
     ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
-    out = graph.op_outputs(op)[0]
     o = op.options
     if o is not None and o.weights_format != 0:
         raise QsimError("FULLY_CONNECTED with shuffled weights (SHUFFLED4x16INT8) is not supported; "
                         "only the DEFAULT weights format is simulated.")
+    return ins[0], ins[1], b, graph.op_outputs(op)[0], o
+
+
+def prepare_fc(op, graph, profile) -> FullyConnectedParams:
+    x, w, b, out, o = fc_operands(op, graph)
     require_int8(x, "input")
     require_int8(out, "output")
     out_units, in_units = fc_shapes(x, w, out, o)

@@ -27,7 +27,7 @@ from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import REGISTRY, Kernel, RequantParams, batch_always, register
 from .conv import ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
-from .fully_connected import fc_shapes
+from .fully_connected import fc_operands, fc_shapes
 from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor, require_int8_tensor
 
 FLOAT64_EXACT = 1 << 53
@@ -129,13 +129,7 @@ class FC16Params:
 
 
 def prepare_fc16(op, graph, profile) -> FC16Params:
-    ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    out = graph.op_outputs(op)[0]
-    o = op.options
-    if o is not None and o.weights_format != 0:
-        raise QsimError("FULLY_CONNECTED with shuffled weights is not supported; only the DEFAULT format is simulated.")
+    x, w, b, out, o = fc_operands(op, graph)
     require_int16_tensor(x, "input", op.opcode)
     require_int16_tensor(out, "output", op.opcode)
     out_units, in_units = fc_shapes(x, w, out, o)
