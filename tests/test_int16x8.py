@@ -336,3 +336,36 @@ def test_fc16_vs_references(kw):
     (a,) = m.run(x, profile="tflm").outputs.values()
     (b,) = m.run(x, profile="litert").outputs.values()
     assert np.count_nonzero(a != b) > 0
+
+
+# --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
+
+def dw16(mult=1, stride=1, padding="SAME", dil=1, act="NONE", ic=3, hw=(6, 7), k=(3, 3), seed=0):
+    """A one-op int16x8 DEPTHWISE_CONV_2D model (per-channel int8 filter along axis 3, int64 bias)."""
+    from qsim import ir
+    from qsim.builder import ModelBuilder
+    from qsim.kernels.conv import compute_out_size
+    rng = np.random.default_rng(seed)
+    oc = ic * mult
+    b = ModelBuilder()
+    x = b.add_input("x", (1, hw[0], hw[1], ic), np.int16, scale=0.0005, zero_point=0)
+    w = b.add_const("w", rng.integers(-127, 128, (1, k[0], k[1], oc)).astype(np.int8),
+                    scale=rng.uniform(0.003, 0.02, oc), zero_point=np.zeros(oc, np.int64), axis=3)
+    bias = b.add_const("b", rng.integers(-20000, 20000, oc).astype(np.int64), scale=1e-6, zero_point=0)
+    oh = compute_out_size(padding, hw[0], k[0], stride, dil); ow = compute_out_size(padding, hw[1], k[1], stride, dil)
+    y = b.add_tensor("y", (1, oh, ow, oc), np.int16, scale=0.004, zero_point=0)
+    b.add_op("DEPTHWISE_CONV_2D", [x, w, bias], [y], ir.DepthwiseConv2DOptions(padding, stride, stride, dil, dil, mult, act), version=6)
+    b.mark_output(y)
+    return b.build()
+
+@pytest.mark.parametrize("kw", [dict(), dict(mult=2, stride=2),
+                                dict(padding="VALID", dil=2, act="RELU", k=(2, 3))])
+def test_depthwise16_vs_references(kw):
+    """int16x8 DEPTHWISE_CONV_2D (depth multiplier, stride, dilation, VALID, RELU) vs both references."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    m = qsim.load(dw16(**kw))
+    (y,) = m.run(m.random_inputs(1, 2)[0]).outputs.values()
+    assert np.unique(y).size > 20
+    rep = m.check(inputs=3, reference="both", seed=5)
+    assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence

@@ -346,8 +346,9 @@ def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
 
-def prepare_depthwise(op, graph, profile) -> ConvParams:
-    x, w, b, out, o = _conv_operands(op, graph)
+def depthwise_geometry(x, w, out, o) -> tuple[int, int, int, int, int, int, int, int]:
+    """DEPTHWISE_CONV_2D shapes checked: (kh, kw, oc, multiplier, out_h, out_w, pad_h, pad_w)
+    (int8 and int16x8)."""
     if len(x.shape) != 4 or w is None or len(w.shape) != 4 or w.shape[0] != 1:
         raise QsimError("DEPTHWISE_CONV_2D needs a 4-D NHWC input and a [1, kh, kw, in_ch*multiplier] filter.")
     _, kh, kw, oc = w.shape
@@ -358,9 +359,15 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     if o.depth_multiplier not in (0, mult):
         raise QsimError(f"depth_multiplier option is {o.depth_multiplier} but the filter shape implies {mult} "
                         f"({oc} output / {ic} input channels).")
-    scales = weight_scales(w, oc, axis=3)
     out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
+    return kh, kw, oc, mult, out_h, out_w, pad_h, pad_w
+
+
+def prepare_depthwise(op, graph, profile) -> ConvParams:
+    x, w, b, out, o = _conv_operands(op, graph)
+    kh, kw, oc, mult, out_h, out_w, pad_h, pad_w = depthwise_geometry(x, w, out, o)
+    scales = weight_scales(w, oc, axis=3)
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))

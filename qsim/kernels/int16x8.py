@@ -26,7 +26,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import REGISTRY, Kernel, RequantParams, batch_always, register
-from .conv import ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, im2col_rows, make_requant, padded_centered, weight_scales
+from .conv import (ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, depthwise_geometry,
+                   im2col_rows, make_requant, padded_centered, weight_scales)
 from .fully_connected import fc_operands, fc_shapes
 from .elementwise import INT16_MAX, INT16_MIN, is_int16_op, require_int16_tensor, require_int8_tensor
 
@@ -75,14 +76,18 @@ def float64_exact(w_int: np.ndarray, reduce_axes, what: str) -> None:
                         "int16 accumulator could exceed 2**53, beyond what qsim computes exactly.")
 
 
-def prepare_conv16(op, graph, profile) -> Conv16Params:
+def conv16_operands(op, graph):
+    """(input, filter, bias or None, output, options) of an int16x8 conv-like op, int16 input/output checked."""
     ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
     out = graph.op_outputs(op)[0]
-    o = op.options
-    require_int16_tensor(x, "input", op.opcode)
+    require_int16_tensor(ins[0], "input", op.opcode)
     require_int16_tensor(out, "output", op.opcode)
+    return ins[0], ins[1], b, out, op.options
+
+
+def prepare_conv16(op, graph, profile) -> Conv16Params:
+    x, w, b, out, o = conv16_operands(op, graph)
     oc, kh, kw, ic, out_h, out_w, pad_h, pad_w = conv_geometry(x, w, out, o)
     scales = int8_weight_scales(w, oc, axis=0)
     float64_exact(w.data, (1, 2, 3), op.opcode)
@@ -113,6 +118,44 @@ def requant16(rq: RequantParams, acc: np.ndarray) -> np.ndarray:
 
 def eval_conv16(p: Conv16Params, inputs) -> list[np.ndarray]:
     return [requant16(p.conv.requant, accumulate_conv16(p, inputs))]
+
+
+# --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
+
+@dataclass
+class Depthwise16Params:
+    """Prepared int16x8 DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel, int16
+    overload): output channel ``oc = ic * multiplier + m`` sums ``x[.., ic] * w[0, fy, fx, oc]`` over
+    the window (int64), + int64 bias, int64 requantization.  ``conv`` holds the geometry, the float64
+    weights [KH*KW, OC] and the requant tables (input zero point 0)."""
+
+    conv: ConvParams
+
+
+def prepare_depthwise16(op, graph, profile) -> Depthwise16Params:
+    x, w, b, out, o = conv16_operands(op, graph)
+    kh, kw, oc, mult, out_h, out_w, pad_h, pad_w = depthwise_geometry(x, w, out, o)
+    scales = int8_weight_scales(w, oc, axis=3)
+    float64_exact(w.data, (0, 1, 2), op.opcode)
+    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+                      INT16_MIN, INT16_MAX)
+    wk = np.ascontiguousarray(np.asarray(w.data, np.float64).reshape(kh * kw, oc))
+    return Depthwise16Params(ConvParams(0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
+                                        out_h, out_w, kh, kw, wk, oc, mult, rq))
+
+
+def eval_depthwise16(p: Depthwise16Params, inputs) -> list[np.ndarray]:
+    c = p.conv
+    x = np.asarray(inputs[0])
+    if c.depth_multiplier > 1:
+        x = np.repeat(x, c.depth_multiplier, axis=3)  # channel ic * m + k reads input channel ic
+    n = x.shape[0]
+    need_h = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1
+    need_w = (c.out_w - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1
+    xs = padded_centered(x, 0, c.pad_h, c.pad_w, need_h, need_w, np.float64)
+    taps = im2col_rows(c, xs, 0, c.out_h).reshape(-1, c.kernel_h * c.kernel_w, c.out_channels)
+    acc = np.einsum("ptc,tc->pc", taps, c.weights).astype(np.int64)
+    return [requant16(c.requant, acc.reshape(n, c.out_h, c.out_w, c.out_channels))]
 
 
 # --------------------------------------------------------------------------- FULLY_CONNECTED
@@ -291,6 +334,8 @@ def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
 
 
 REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)
+REGISTRY["DEPTHWISE_CONV_2D"] = _dispatching(REGISTRY["DEPTHWISE_CONV_2D"], prepare_depthwise16, eval_depthwise16,
+                                             Depthwise16Params)
 REGISTRY["FULLY_CONNECTED"] = _dispatching(REGISTRY["FULLY_CONNECTED"], prepare_fc16, eval_fc16, FC16Params)
 # Batches: the scatter treats axis 0 as a batch (a runtime output_shape input cannot be batched).
 register("TRANSPOSE_CONV", prepare_transpose_conv, eval_transpose_conv, batch=batch_always, int16=True)
