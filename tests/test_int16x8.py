@@ -369,3 +369,30 @@ def test_depthwise16_vs_references(kw):
     assert np.unique(y).size > 20
     rep = m.check(inputs=3, reference="both", seed=5)
     assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence
+
+
+def test_cli_runs_golden_csv_and_refuses_bad_csv(tmp_path):
+    """`qsim run MODEL --input <stem>_input1_int16.csv --profile litert --json`: exit 0, the golden
+    output; a CSV with a non-integer value: exit 2, one clear line, no traceback."""
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO
+    model = SHARED_MODELS / "seanet" / "transpose_conv" / "transpose_conv1.tflite"
+    if not model.is_file():
+        skip_or_fail(f"{model} is absent")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "qsim.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+    csv = str(model.with_suffix("")) + "_input1_int16.csv"  # naming input 1 reads input 0 beside it
+    r = cli("run", model, "--input", csv, "--profile", "litert", "--json")
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)["outputs"]
+    q = np.asarray(out["q"], dtype=np.int64).ravel()
+    assert np.array_equal(q, _golden(model))
+    bad = tmp_path / "bad_input0_int32.csv"
+    bad.write_text("1,3,x,32\n")
+    (tmp_path / "bad_input1_int16.csv").write_text(Path(csv).read_text())
+    r = cli("run", model, "--input", bad)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "not an integer" in r.stderr, r.stderr
