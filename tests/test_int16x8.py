@@ -396,3 +396,14 @@ def test_cli_runs_golden_csv_and_refuses_bad_csv(tmp_path):
     (tmp_path / "bad_input1_int16.csv").write_text(Path(csv).read_text())
     r = cli("run", model, "--input", bad)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "not an integer" in r.stderr, r.stderr
+
+
+def test_int32_bias_in_int16x8_conv_per_reference():
+    """TFLM reads an int32 bias of an int16x8 conv correctly (qsim agrees); LiteRT reads it as int64
+    (its outputs are garbage): refused under the litert profile, and the check reports it."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    m = qsim.load(_conv16_model(bias_dtype=np.int32))
+    rep = m.check(inputs=2, reference="tflm")
+    assert rep.ok, rep.first_divergence
+    with pytest.raises(QsimError, match="reads such a bias as int64"):
+        m.run(np.zeros((1, 3, 3, 2), np.int16), profile="litert")

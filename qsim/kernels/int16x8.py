@@ -1,5 +1,6 @@
-"""int16x8 GEMM kernels: int16 activations (zero point 0), int8 weights, int64 (or int32) bias;
-and TRANSPOSE_CONV (int16x8 and int8), which has no int8 module of its own.
+"""int16x8 GEMM kernels: int16 activations (zero point 0), int8 weights, int64 (or int32) bias --
+CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED -- and TRANSPOSE_CONV (int16x8 and int8), which has
+no int8 module of its own.
 
 CONV_2D (reference_integer_ops::ConvPerChannel, the int16 overload, in LiteRT and TFLM alike):
 
@@ -45,8 +46,9 @@ class Conv16Params:
     conv: ConvParams
 
 
-def int16_bias(b, n_channels: int) -> np.ndarray:
-    """Constant int64 (or int32) bias as int64 [n_channels]; zeros without one."""
+def int16_bias(b, n_channels: int, profile) -> np.ndarray:
+    """Constant int64 (or, where the profile's reference reads it correctly, int32) bias as int64
+    [n_channels]; zeros without one."""
     if b is None:
         return np.zeros(n_channels, dtype=np.int64)
     if not b.is_const:
@@ -54,6 +56,10 @@ def int16_bias(b, n_channels: int) -> np.ndarray:
     if np.dtype(b.dtype) not in (np.dtype(np.int64), np.dtype(np.int32)):
         raise QsimError(f"bias '{b.name}' is {np.dtype(b.dtype).name}; TFLite's int16x8 kernels take an int64 "
                         "(or int32) bias.")
+    if np.dtype(b.dtype) == np.int32 and profile.variant("INT16X8_BIAS", "int64_or_int32") == "int64_only":
+        raise QsimError(f"bias '{b.name}' is int32 in an int16x8 layer; the '{profile.name}' reference (LiteRT) "
+                        "reads such a bias as int64 and computes garbage (measured), so qsim refuses it: "
+                        "re-export with an int64 bias (TFLite Micro reads int32 correctly: --profile tflm).")
     if b.size != n_channels:
         raise QsimError(f"bias '{b.name}' has {b.size} values for {n_channels} output channels.")
     return np.asarray(b.data, dtype=np.int64).reshape(n_channels)
@@ -92,7 +98,7 @@ def prepare_conv16(op, graph, profile) -> Conv16Params:
     scales = int8_weight_scales(w, oc, axis=0)
     float64_exact(w.data, (1, 2, 3), op.opcode)
     wmat = np.asarray(w.data, dtype=np.float64).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
-    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+    rq = make_requant(x, scales, out, int16_bias(b, oc, profile), o.activation, profile.rounding(op.opcode),
                       INT16_MIN, INT16_MAX)
     conv = ConvParams(0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
                       out_h, out_w, kh, kw, np.ascontiguousarray(wmat), oc, 1, rq)
@@ -137,7 +143,7 @@ def prepare_depthwise16(op, graph, profile) -> Depthwise16Params:
     kh, kw, oc, mult, out_h, out_w, pad_h, pad_w = depthwise_geometry(x, w, out, o)
     scales = int8_weight_scales(w, oc, axis=3)
     float64_exact(w.data, (0, 1, 2), op.opcode)
-    rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+    rq = make_requant(x, scales, out, int16_bias(b, oc, profile), o.activation, profile.rounding(op.opcode),
                       INT16_MIN, INT16_MAX)
     wk = np.ascontiguousarray(np.asarray(w.data, np.float64).reshape(kh * kw, oc))
     return Depthwise16Params(ConvParams(0, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, pad_h, pad_w,
@@ -178,7 +184,7 @@ def prepare_fc16(op, graph, profile) -> FC16Params:
     out_units, in_units = fc_shapes(x, w, out, o)
     scales = int8_weight_scales(w, out_units, axis=0)
     float64_exact(w.data, 1, op.opcode)
-    rq = make_requant(x, scales, out, int16_bias(b, out_units), o.activation if o is not None else "NONE",
+    rq = make_requant(x, scales, out, int16_bias(b, out_units, profile), o.activation if o is not None else "NONE",
                       profile.rounding(op.opcode), INT16_MIN, INT16_MAX)
     real = None
     if profile.variant(op.opcode) == "float_rescale":
@@ -269,7 +275,7 @@ def prepare_transpose_conv(op, graph, profile) -> TransposeConvParams:
     if int16:
         scales = int8_weight_scales(w, oc, axis=0)
         float64_exact(w.data, (1, 2, 3), op.opcode)
-        rq = make_requant(x, scales, out, int16_bias(b, oc), o.activation, profile.rounding(op.opcode),
+        rq = make_requant(x, scales, out, int16_bias(b, oc, profile), o.activation, profile.rounding(op.opcode),
                           INT16_MIN, INT16_MAX)
     else:
         scales = weight_scales(w, oc, axis=0)
