@@ -407,3 +407,20 @@ def test_int32_bias_in_int16x8_conv_per_reference():
     assert rep.ok, rep.first_divergence
     with pytest.raises(QsimError, match="reads such a bias as int64"):
         m.run(np.zeros((1, 3, 3, 2), np.int16), profile="litert")
+
+
+@pytest.mark.parametrize("din, dout, s_in, zp_in, s_out, zp_out", [
+    (np.int16, np.int16, 0.0007, 0, 0.0003, 0), (np.int16, np.int16, 0.0003, 0, 0.0011, 0),
+    (np.int8, np.int16, 0.02, -3, 0.0005, 0), (np.int16, np.int8, 0.0005, 0, 0.07, 5)])
+def test_integer_requantize_quantize_vs_references(din, dout, s_in, zp_in, s_out, zp_out):
+    """QUANTIZE int16 -> int16 (up and down in scale), int8 -> int16, int16 -> int8 vs both references."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    require_module("ai_edge_litert", "LiteRT reference")
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 300), din, scale=s_in, zero_point=zp_in)
+    y = b.add_tensor("y", (1, 300), dout, scale=s_out, zero_point=zp_out)
+    b.add_op("QUANTIZE", [x], [y])
+    b.mark_output(y)
+    rep = qsim.load(b.build()).check(inputs=3, reference="both")
+    assert rep.ok and {r["reference"] for r in rep.rows} == {"litert", "tflm"}, rep.first_divergence
