@@ -413,6 +413,13 @@ def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
         tflite.StridedSliceOptionsAddShrinkAxisMask(fb, o.shrink_axis_mask)
         tflite.StridedSliceOptionsAddOffset(fb, bool(o.offset))
         return T.StridedSliceOptions, tflite.StridedSliceOptionsEnd(fb)
+    if isinstance(o, ir.TransposeConvOptions) and name == "TRANSPOSE_CONV":
+        tflite.TransposeConvOptionsStart(fb)
+        tflite.TransposeConvOptionsAddPadding(fb, _padding(o.padding))
+        tflite.TransposeConvOptionsAddStrideH(fb, o.stride_h)
+        tflite.TransposeConvOptionsAddStrideW(fb, o.stride_w)
+        tflite.TransposeConvOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        return T.TransposeConvOptions, tflite.TransposeConvOptionsEnd(fb)
     if isinstance(o, ir.LeakyReluOptions) and name == "LEAKY_RELU":
         tflite.LeakyReluOptionsStart(fb)
         tflite.LeakyReluOptionsAddAlpha(fb, o.alpha)
@@ -428,5 +435,5 @@ _DEFAULT_OPTIONS = {
     "STRIDED_SLICE": ir.StridedSliceOptions, "RESHAPE": ir.ReshapeOptions, "LEAKY_RELU": ir.LeakyReluOptions,
     "CONV_2D": ir.Conv2DOptions, "DEPTHWISE_CONV_2D": ir.DepthwiseConv2DOptions,
     "FULLY_CONNECTED": ir.FullyConnectedOptions, "AVERAGE_POOL_2D": ir.Pool2DOptions,
-    "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions,
+    "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions, "TRANSPOSE_CONV": ir.TransposeConvOptions,
 }

@@ -168,7 +168,7 @@ def _floats(text: str) -> list[float]:
 
 def _input_args(s, required: bool, random_help: str = "N seeded random inputs") -> None:
     src = s.add_mutually_exclusive_group(required=required)
-    src.add_argument("--input", metavar="FILE", help=".npy, .npz, .bmp or .png")
+    src.add_argument("--input", metavar="FILE", help=".npy, .npz, .csv (TFLM golden inputs), .bmp or .png")
     src.add_argument("--random", type=int, metavar="N", help=random_help)
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     s.add_argument("--float-input", action="store_true",

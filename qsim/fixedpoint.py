@@ -264,6 +264,48 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
     return saturate(scaled + _i64(output_zero_point), act_min, act_max)
 
 
+# --------------------------------------------------------------------------- int16x8: int64 accumulators
+
+def multiply_by_quantized_multiplier_int64(x, m0, shift, rounding: str = "double") -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier overload for int64 accumulators (int16x8 CONV_2D,
+    DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV).
+
+    "double" (TFLite's default build): the Q31 ``m0`` is first reduced to Q15,
+    ``r = (m0 + 2**15) >> 16`` (0x7FFF when m0 >= 0x7FFF0000), then one rounding,
+    ``(x * r + 2**(14 - shift)) >> (15 - shift)`` in 64 bits.  "single"
+    (TFLITE_SINGLE_ROUNDING): the full Q31 multiplier, ``(x * m0 + 2**(30 - shift)) >> (31 - shift)``
+    (exact here in Python integers).  The int64 -> int32 conversion of the result wraps, as the
+    references' ``static_cast<int32_t>`` does (the assumed ranges, |x| < 2**47 and a result that
+    fits int32, hold for real layers).  ``m0`` >= 0, -31 <= shift <= 7.
+    """
+    x, m0, shift = _i64(x), _i64(m0), _i64(shift)
+    if np.any((shift < -31) | (shift > 7)):
+        raise QsimError(f"an int64-accumulator requantization shift must be in [-31, 7] (TFLite's range), "
+                        f"got {int(np.asarray(shift).ravel()[np.argmax(((shift < -31) | (shift > 7)).ravel())])}; "
+                        "the layer's scales are too far apart.")
+    if rounding == "double":
+        reduced = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF)
+        total = 15 - shift
+        return wrap_int32((x * reduced + (np.int64(1) << (total - 1))) >> total)
+    if rounding == "single":
+        res = _SINGLE_ROUNDING_64(x, m0, 31 - shift)  # x * m0 may pass 2**63: Python integers
+        return wrap_int32(np.asarray(res, dtype=object).astype(np.int64))
+    raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+
+
+_SINGLE_ROUNDING_64 = np.frompyfunc(lambda x, m, t: (int(x) * int(m) + (1 << (int(t) - 1))) >> int(t), 3, 1)
+
+
+def requantize_int64(acc, bias, m0, shift, output_zero_point, act_min, act_max, rounding: str = "double") -> np.ndarray:
+    """The int16x8 requantization: ``clamp(MBQM64(acc + bias, m0, shift) + zp, act_min, act_max)``.
+
+    ``acc`` and ``bias`` are int64 and add without wrapping (TFLite's int64 accumulator and
+    bias); ``bias``, ``m0``, ``shift`` broadcast along the last (channel) axis.
+    """
+    scaled = multiply_by_quantized_multiplier_int64(_i64(acc) + _i64(bias), m0, shift, rounding)
+    return saturate(scaled + _i64(output_zero_point), act_min, act_max)
+
+
 # --------------------------------------------------------------------------- activation ranges
 
 QUANTIZE_OVERFLOW = ("saturate", "x86")
@@ -374,7 +416,8 @@ def round_half_away_f32(x) -> np.ndarray:
     return np.trunc(a, out=a)
 
 
-def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max) -> np.ndarray:
+def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, act_max,
+                             accumulator: str = "int32") -> np.ndarray:
     """Requantization by a double-precision real multiplier (no Q31 fixed point).
 
     ``clamp(round_half_away(double(int32(acc + bias)) * real_scale) + zp, act_min, act_max)``
@@ -383,9 +426,11 @@ def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, 
     BUILTIN_REF FULLY_CONNECTED does for int8 (established by differential
     tests in tests/test_kernels_gemm.py: it matches neither double nor single
     fixed-point rounding on exact ties, and follows the unquantized double
-    scale where QuantizeMultiplier rounds the multiplier).
+    scale where QuantizeMultiplier rounds the multiplier).  ``accumulator`` "int64" (LiteRT's
+    int16x8 FULLY_CONNECTED): ``acc + bias`` in int64, not wrapped to int32.
     """
-    summed = wrap_int32(_i64(acc) + _i64(bias)).astype(np.float64)
+    summed = _i64(acc) + _i64(bias)
+    summed = (wrap_int32(summed) if accumulator == "int32" else summed).astype(np.float64)
     r = round_half_away(summed * np.asarray(real_scale, dtype=np.float64))
     r = np.clip(r, INT32_MIN, INT32_MAX).astype(np.int64)
     return saturate(r + _i64(output_zero_point), act_min, act_max)

@@ -2,6 +2,8 @@
 
 Formats (by file extension):
 
+* ``.csv``: comma-separated integers, one line per input, or TFLM's golden
+  ``<stem>_input<K>_<type>.csv`` files (:func:`read_csv_inputs`).
 * ``.npy``: one array (single-input models).  ``.npz``: one array per input,
   looked up by tensor name, else taken in graph input order (arr_0, arr_1...).
 * ``.png``, ``.bmp``, ``.jpg``/``.jpeg``: decoded by Pillow (8-bit gray, RGB,
@@ -50,6 +52,7 @@ Layout: [1, H, W, C] (NHWC), [1, C, H, W] (NCHW) or [1, H, W], see :func:`input_
 """
 from __future__ import annotations
 
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -107,8 +110,10 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
                             f"({', '.join(repr(g.tensors[t].name) for t in g.inputs)}); use an .npz.")
     elif ext == ".npz":
         raw = _npz_arrays(p, g, budget)
+    elif ext == ".csv":
+        raw = read_csv_inputs(p, g)
     else:
-        raise QsimError(f"unsupported input file type '{ext or p.name}': use .npy, .npz, .png, .bmp or .jpg.")
+        raise QsimError(f"unsupported input file type '{ext or p.name}': use .npy, .npz, .csv, .png, .bmp or .jpg.")
     out = LoadedInputs([])
     for t_idx, a in zip(g.inputs, raw):
         t = g.tensors[t_idx]
@@ -125,15 +130,79 @@ def load_inputs(path: str | Path, g: ir.Graph, float_input: bool = False,
     return out
 
 
+_CSV_INPUT_NAME = re.compile(r"^(?P<stem>.*)_input(?P<k>\d+)_(?P<type>[a-z0-9]+)\.csv$")
+_CSV_MAX_BYTES = 1 << 28
+
+
+def _csv_lines(p: Path) -> list[str]:
+    if p.stat().st_size > _CSV_MAX_BYTES:
+        raise QsimError(f"{p.name} is {p.stat().st_size:,} bytes, more than the {_CSV_MAX_BYTES:,} a CSV input may have.")
+    try:
+        text = p.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise QsimError(f"cannot read {p.name} as a comma-separated text file: {e}") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def _csv_values(line: str, where: str) -> np.ndarray:
+    try:
+        return np.array([int(v) for v in line.split(",") if v.strip() != ""], dtype=np.int64)
+    except ValueError:
+        raise QsimError(f"{where}: the CSV holds a value that is not an integer; CSV inputs are quantized "
+                        "integers, comma-separated (TFLite Micro's golden-input format).") from None
+
+
+def read_csv_inputs(p: Path, g: ir.Graph) -> list[np.ndarray]:
+    """Integer inputs from comma-separated text (TFLite Micro's golden files), in graph input order.
+
+    Two layouts: one line per graph input in one file; or TFLM's ``<stem>_input<K>_<type>.csv``,
+    one line holding input K's values in row-major order, where naming any one of the files reads
+    every ``<stem>_input<K>_*.csv`` (K = 0 .. inputs-1) beside it.  The ``<type>`` part
+    (``int16``, ``int32``...) must name the input tensor's element type.  Values go through
+    :func:`coerce_integer` (range and shape checks) afterwards.
+    """
+    lines = _csv_lines(p)
+    n = len(g.inputs)
+    m = _CSV_INPUT_NAME.match(p.name)
+    if m is None or (len(lines) == n and n > 1):
+        if len(lines) != n:
+            raise QsimError(f"{p.name} has {len(lines)} non-empty line(s) but the model has {n} input(s); a CSV "
+                            "input holds one line of comma-separated values per input tensor (or name TFLM's "
+                            "'<stem>_input<K>_<type>.csv' files, one per input).")
+        return [_csv_values(ln, f"{p.name} line {k + 1}") for k, ln in enumerate(lines)]
+    arrays = []
+    for k, t_idx in enumerate(g.inputs):
+        t = g.tensors[t_idx]
+        want = np.dtype(t.dtype).name
+        f = p.with_name(f"{m['stem']}_input{k}_{want}.csv")
+        if not f.is_file():
+            others = sorted(x.name for x in p.parent.glob(f"{m['stem']}_input{k}_*.csv"))
+            raise QsimError(f"input {k} '{t.name}' is {want}: expected its values in {f.name} beside {p.name}"
+                            + (f", found {', '.join(others)} (another element type)" if others else "") + ".")
+        fl = _csv_lines(f)
+        if len(fl) != 1:
+            raise QsimError(f"{f.name} has {len(fl)} non-empty lines; TFLM's input files hold one line.")
+        arrays.append(_csv_values(fl[0], f.name))
+    return arrays
+
+
 def random_inputs(g: ir.Graph, n: int, seed: int = 0) -> list[list[np.ndarray]]:
-    """``n`` input sets, uniform over each input dtype's full range, from ``np.random.default_rng(seed)``."""
+    """``n`` input sets, uniform over each input dtype's full range, from ``np.random.default_rng(seed)``.
+
+    Exception: a graph input that is a TRANSPOSE_CONV's ``output_shape`` operand (SEANet's layer
+    models feed it from outside) gets the shape the model stores for that op's output, the only
+    value the op accepts."""
     rng = np.random.default_rng(seed)
+    shapes = {op.inputs[0]: np.asarray(g.tensors[op.outputs[0]].shape, np.int64)
+              for op in g.operators if op.opcode == "TRANSPOSE_CONV" and op.inputs and op.outputs}
     sets = []
     for _ in range(n):
         one = []
         for t_idx in g.inputs:
             t = g.tensors[t_idx]
-            if np.issubdtype(t.dtype, np.integer):
+            if t_idx in shapes and np.issubdtype(t.dtype, np.integer) and t.size == shapes[t_idx].size:
+                one.append(shapes[t_idx].reshape(t.shape).astype(t.dtype))
+            elif np.issubdtype(t.dtype, np.integer):
                 info = np.iinfo(t.dtype)
                 one.append(rng.integers(info.min, int(info.max) + 1, size=t.shape, dtype=np.int64).astype(t.dtype))
             elif np.issubdtype(t.dtype, np.floating):

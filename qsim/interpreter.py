@@ -269,8 +269,13 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     return steps
 
 
-def unsupported_ops(g: ir.Graph) -> list[str]:
-    """One line per op qsim cannot run, with its index, output tensor and reason."""
+def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
+    """One line per op qsim cannot run, with its index, output tensor and reason.
+
+    ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
+    path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
+    C generator and the accelerator model, which are int8 only) lists every op touching an int16
+    activation."""
     problems = []
     for op in g.operators:
         where = op_label(g, op)
@@ -280,8 +285,19 @@ def unsupported_ops(g: ir.Graph) -> list[str]:
             problems.append(f"{where}: op not implemented by qsim")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
-                if t is not None and t.dtype == np.int16 and not t.is_const:
+                if t is None or t.dtype != np.int16 or t.is_const:
+                    continue
+                if not int16:
                     problems.append(f"{where}: int16 activations ('{t.name}') are not supported (int8 only)")
+                    break
+                if not REGISTRY[op.opcode].int16:
+                    problems.append(f"{where}: int16 activations ('{t.name}') are not supported for {op.opcode} "
+                                    f"yet (int16x8 ops: {', '.join(sorted(k for k, v in REGISTRY.items() if v.int16))})")
+                    break
+                if t.quant is not None and np.any(t.quant.zero_point != 0):
+                    problems.append(f"{where}: int16 tensor '{t.name}' has zero point "
+                                    f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
+                                    "scheme requires zero point 0 on int16 activations")
                     break
     return problems
 
@@ -312,7 +328,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
     variant = None if requant is None else fp.parse_requant_variant(requant)
     raise_if_invalid(g)
     check_quantized(g)
-    problems = unsupported_ops(g)
+    problems = unsupported_ops(g, int16=True)
     prepared = []
     if not problems:
         for op in g.operators:
@@ -323,6 +339,10 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 problems.append(f"{op_label(g, op)}: {e}")
                 continue
             rq = getattr(params, "requant", None)
+            if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
+                problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 GEMM layers only; "
+                                "this layer is int16x8 (int64 accumulators)")
+                continue
             if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
                 try:
                     params = dataclasses.replace(params, requant=with_requant_variant(rq, variant))

@@ -107,9 +107,10 @@ class Pool2DOptions:
 
 @dataclass(frozen=True)
 class ActivationOptions:
-    """ADD / SUB / MUL / DIV: only a fused activation."""
+    """ADD / SUB / MUL / DIV: a fused activation (+ ADD/SUB's pot_scale_int16, schema default true)."""
 
     activation: str = "NONE"
+    pot_scale_int16: bool = True  # ADD/SUB int16: LiteRT's power-of-two kernel when every scale is 2**k
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,16 @@ class StridedSliceOptions:
     new_axis_mask: int = 0
     shrink_axis_mask: int = 0
     offset: bool = False
+
+
+@dataclass(frozen=True)
+class TransposeConvOptions:
+    """TRANSPOSE_CONV: padding of the forward conv it transposes, strides, fused activation."""
+
+    padding: str = "SAME"
+    stride_h: int = 1
+    stride_w: int = 1
+    activation: str = "NONE"
 
 
 @dataclass(frozen=True)

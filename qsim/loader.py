@@ -199,7 +199,10 @@ def _options(name: str, op):
         cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions,
                "DIV": tflite.DivOptions}[name]
         o = _table(op, cls)
-        return ir.ActivationOptions() if o is None else ir.ActivationOptions(_act(o.FusedActivationFunction()))
+        if o is None:
+            return ir.ActivationOptions()
+        pot = bool(o.PotScaleInt16()) if name in ("ADD", "SUB") else True
+        return ir.ActivationOptions(_act(o.FusedActivationFunction()), pot)
     if name == "CONCATENATION":
         o = _table(op, tflite.ConcatenationOptions)
         return ir.ConcatenationOptions() if o is None else ir.ConcatenationOptions(
@@ -225,6 +228,10 @@ def _options(name: str, op):
         return ir.StridedSliceOptions() if o is None else ir.StridedSliceOptions(
             o.BeginMask(), o.EndMask(), o.EllipsisMask(), o.NewAxisMask(), o.ShrinkAxisMask(),
             bool(o.Offset()))
+    if name == "TRANSPOSE_CONV":
+        o = _table(op, tflite.TransposeConvOptions)
+        return ir.TransposeConvOptions() if o is None else ir.TransposeConvOptions(
+            _pad(o.Padding()), o.StrideH(), o.StrideW(), _act(o.FusedActivationFunction()))
     if name == "LEAKY_RELU":
         o = _table(op, tflite.LeakyReluOptions)
         return ir.LeakyReluOptions() if o is None else ir.LeakyReluOptions(float(o.Alpha()))

@@ -136,7 +136,7 @@ def summarize(g: ir.Graph) -> dict:
         "op_counts": counts, "ops": ops, "total_macs": sum(o["macs"] for o in ops),
         "guidance": [input_guidance(g.tensors[t]) for t in io_in] + [output_guidance(g.tensors[t]) for t in io_out],
         "float_model": float_model,
-        "unsupported": [] if invalid else unsupported_ops(g),
+        "unsupported": [] if invalid else unsupported_ops(g, int16=True),
         "invalid": invalid,
         "parameter_bytes": int(sum(t.nbytes for t in g.tensors if t.is_const)),
     }

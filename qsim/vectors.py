@@ -224,6 +224,11 @@ def find_layer(graph, layer) -> "object":
     if op.opcode not in GEMM_OPS:
         raise QsimError(f"layer {op.index} is a {op.opcode}; vectors are for {', '.join(GEMM_OPS)} layers "
                         f"(GEMM layers: {listing or 'none'}).")
+    x = graph.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
+    if x is not None and np.dtype(x.dtype) == np.int16:
+        raise QsimError(f"layer {op.index} {op.opcode} is int16x8 (input '{x.name}' is int16); vectors cover int8 "
+                        "layers only (int32 accumulators): int16x8 layers have int64 accumulators and another "
+                        "requantization, not supported by qsim vectors yet.")
     return op
 
 

@@ -159,6 +159,13 @@ def one_op_models():
 
     for opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         model(opcode, ["vector"], [(1, 6, 8, 3)], lambda b, x, o=opcode: _gemm(b, x, o, (1, 6, 8, 3), rng))
+    def tconv(b, x):
+        shape = b.add_const("oshape", np.array([1, 7, 9, 2], np.int32))
+        w = b.add_const("w", rng.integers(-127, 128, (2, 3, 3, 3)).astype(np.int8), scale=0.01, zero_point=0)
+        y = t(b, "y", (1, 7, 9, 2))
+        b.add_op("TRANSPOSE_CONV", [shape, w, x], [y], ir.TransposeConvOptions("SAME", 2, 2), version=3)
+        return y
+    model("TRANSPOSE_CONV", ["vector"], [(1, 4, 5, 3)], tconv)
     model("FC 2-D", ["vector"], [(1, 12)], lambda b, x: _fc(b, x, 1, 12, False, rng))
     model("FC rows, no keep_num_dims (output [3, 5])", ["vector"], [(1, 3, 8)],
           lambda b, x: _fc(b, x, 3, 8, False, rng))

@@ -133,6 +133,7 @@ class Kernel:
     eval: Callable[[Any, list], list]
     accumulate: Callable[[Any, list], np.ndarray] | None = None
     batch: Callable[[Any, Any, Any, list], bool] | None = None
+    int16: bool = False  # the kernel also runs int16x8 (int16 activations, zero point 0); prepare checks the rest
 
 
 def batch_always(params, op, graph, batched) -> bool:
@@ -153,15 +154,16 @@ def batch_same_rank(params, op, graph, batched) -> bool:
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None, batch=None) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16)
 
 
 def _load_all() -> None:
     # Import kernel modules for their register() side effects.  Each module is
     # optional while the op set grows; a missing one just leaves its ops unregistered.
     import importlib
-    for mod in ("conv", "fully_connected", "pooling", "elementwise", "activations", "shape_ops", "quantize"):
+    for mod in ("conv", "fully_connected", "pooling", "elementwise", "activations", "shape_ops", "quantize",
+                "int16x8"):  # int16x8 last: it wraps the int8 kernels it extends
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as e:

@@ -43,20 +43,21 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import batch_always, register
-from .elementwise import require_int8_tensor
+from .elementwise import is_int16_op, require_int16_tensor, require_int8_tensor
 
 SOFTMAX_SCALED_DIFF_INTEGER_BITS = 5
 SOFTMAX_ACCUMULATION_INTEGER_BITS = 12
 SIGMOID_INPUT_INTEGER_BITS = 4  # logistic / tanh "fixed" variant: input in Q4.27
 
 
-def _unary_tensors(op, graph):
+def _unary_tensors(op, graph, int16: bool = False):
     ins = graph.op_inputs(op)
     if len(ins) < 1 or len(op.outputs) != 1:
         raise QsimError(f"{op.opcode} needs 1 input and 1 output.")
     x, out = ins[0], graph.op_outputs(op)[0]
-    require_int8_tensor(x, "input", op.opcode)
-    require_int8_tensor(out, "output", op.opcode)
+    require = require_int16_tensor if int16 else require_int8_tensor
+    require(x, "input", op.opcode)
+    require(out, "output", op.opcode)
     if tuple(x.shape) != tuple(out.shape) and int(np.prod(x.shape)) != int(np.prod(out.shape)):
         raise QsimError(f"{op.opcode}: output shape {list(out.shape)} does not match input {list(x.shape)}.")
     return x, out
@@ -288,10 +289,13 @@ class LeakyReluParams:
     multiplier_alpha: int  # may be negative (alpha < 0)
     shift_alpha: int
     rounding: str
+    dtype: np.dtype = np.dtype(np.int8)  # int8, or int16 (int16x8 models)
 
 
 def prepare_leaky_relu(op, graph, profile) -> LeakyReluParams:
-    x, out = _unary_tensors(op, graph)
+    """int8, or int16x8 (int16 in and out, zero points 0): the same two-branch requantization with
+    the int16 clamp (reference_ops::QuantizeLeakyRelu<int16_t> in both references)."""
+    x, out = _unary_tensors(op, graph, int16=is_int16_op(op, graph))
     alpha = _f32(getattr(op.options, "alpha", 0.0) if op.options is not None else 0.0)
     s_in, s_out = _f32(x.quant.scale0), _f32(out.quant.scale0)
     rounding = profile.rounding("LEAKY_RELU")
@@ -306,7 +310,7 @@ def prepare_leaky_relu(op, graph, profile) -> LeakyReluParams:
         raise QsimError(f"LEAKY_RELU: alpha {float(alpha)} and the scales give a non-finite multiplier.")
     m_a, s_a = fp.quantize_multiplier_signed(alpha_real, single)  # alpha < 0 gives M0 < 0
     m_i, s_i = fp.quantize_multiplier(identity_real, single)
-    return LeakyReluParams(x.quant.zp0, out.quant.zp0, m_i, s_i, m_a, s_a, rounding)
+    return LeakyReluParams(x.quant.zp0, out.quant.zp0, m_i, s_i, m_a, s_a, rounding, np.dtype(out.dtype))
 
 
 def eval_leaky_relu(p: LeakyReluParams, inputs) -> list[np.ndarray]:
@@ -314,7 +318,8 @@ def eval_leaky_relu(p: LeakyReluParams, inputs) -> list[np.ndarray]:
     pos = fp.multiply_by_quantized_multiplier(d, p.multiplier_identity, p.shift_identity, p.rounding)
     neg = fp.multiply_by_quantized_multiplier(d, p.multiplier_alpha, p.shift_alpha, p.rounding)
     y = p.output_offset + np.where(d >= 0, pos, neg)
-    return [np.clip(y, -128, 127).astype(np.int8)]
+    info = np.iinfo(p.dtype)
+    return [np.clip(y, info.min, info.max).astype(p.dtype)]
 
 
 # --------------------------------------------------------------------------- HARD_SWISH
@@ -381,5 +386,5 @@ register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("RELU", prepare_relu, eval_relu, batch=batch_always)
 register("RELU6", prepare_relu, eval_relu, batch=batch_always)
-register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always)
+register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always, int16=True)
 register("HARD_SWISH", prepare_hard_swish, eval_hard_swish, batch=batch_always)

@@ -119,16 +119,18 @@ def bias_values(b, n_channels: int) -> np.ndarray:
 
 
 def make_requant(input_t, w_scales: np.ndarray, output_t, bias: np.ndarray, activation: str,
-                 rounding: str) -> RequantParams:
+                 rounding: str, qmin: int = -128, qmax: int = 127) -> RequantParams:
     """Per-channel RequantParams as PopulateConvolutionQuantizationParams computes them.
 
     effective_scale[c] = double(input_scale) * double(filter_scale[c]) / double(output_scale)
-    (all float32 values widened to double first), then QuantizeMultiplier.
+    (all float32 values widened to double first), then QuantizeMultiplier.  ``qmin``/``qmax``:
+    the output type's range (int16x8: -32768, 32767).
     """
     eff = np.float64(input_t.quant.scale0) * w_scales / np.float64(output_t.quant.scale0)
     m0, shift = fp.quantize_multiplier_array(eff, single_rounding=(rounding == "single"))
     try:
-        act_min, act_max = fp.quantized_activation_range(activation, output_t.quant.scale0, output_t.quant.zp0)
+        act_min, act_max = fp.quantized_activation_range(activation, output_t.quant.scale0, output_t.quant.zp0,
+                                                         qmin, qmax)
     except ValueError:
         raise QsimError(f"fused activation {activation} is not supported on this op "
                         "(TFLite allows NONE, RELU, RELU6, RELU_N1_TO_1).") from None
@@ -237,17 +239,23 @@ def _conv_operands(op, graph):
     return ins[0], ins[1], b, out, op.options
 
 
-def prepare_conv(op, graph, profile) -> ConvParams:
-    x, w, b, out, o = _conv_operands(op, graph)
+def conv_geometry(x, w, out, o) -> tuple[int, int, int, int, int, int, int, int]:
+    """CONV_2D shapes checked: (oc, kh, kw, ic, out_h, out_w, pad_h, pad_w) (int8 and int16x8)."""
     if len(x.shape) != 4 or w is None or len(w.shape) != 4:
         raise QsimError("CONV_2D needs a 4-D NHWC input and a 4-D [out_ch, kh, kw, in_ch] filter.")
     oc, kh, kw, ic = w.shape
     if x.shape[3] != ic:
         raise QsimError(f"input has {x.shape[3]} channels but the filter expects {ic} "
                         "(grouped convolution is not supported).")
-    scales = weight_scales(w, oc, axis=0)
     out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
+    return oc, kh, kw, ic, out_h, out_w, pad_h, pad_w
+
+
+def prepare_conv(op, graph, profile) -> ConvParams:
+    x, w, b, out, o = _conv_operands(op, graph)
+    oc, kh, kw, ic, out_h, out_w, pad_h, pad_w = conv_geometry(x, w, out, o)
+    scales = weight_scales(w, oc, axis=0)
     dt = exact_float_dtype(w.data, x.quant.zp0, (1, 2, 3))
     wmat = np.asarray(w.data, dtype=dt).transpose(1, 2, 3, 0).reshape(kh * kw * ic, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
@@ -399,8 +407,9 @@ def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- DEPTHWISE_CONV_2D
 
-def prepare_depthwise(op, graph, profile) -> ConvParams:
-    x, w, b, out, o = _conv_operands(op, graph)
+def depthwise_geometry(x, w, out, o) -> tuple[int, int, int, int, int, int, int, int]:
+    """DEPTHWISE_CONV_2D shapes checked: (kh, kw, oc, multiplier, out_h, out_w, pad_h, pad_w)
+    (int8 and int16x8)."""
     if len(x.shape) != 4 or w is None or len(w.shape) != 4 or w.shape[0] != 1:
         raise QsimError("DEPTHWISE_CONV_2D needs a 4-D NHWC input and a [1, kh, kw, in_ch*multiplier] filter.")
     _, kh, kw, oc = w.shape
@@ -411,9 +420,15 @@ def prepare_depthwise(op, graph, profile) -> ConvParams:
     if o.depth_multiplier not in (0, mult):
         raise QsimError(f"depth_multiplier option is {o.depth_multiplier} but the filter shape implies {mult} "
                         f"({oc} output / {ic} input channels).")
-    scales = weight_scales(w, oc, axis=3)
     out_h, out_w, pad_h, pad_w = _window_geometry(o, x.shape[1], x.shape[2], kh, kw)
     check_output_shape(out, (x.shape[0], out_h, out_w, oc))
+    return kh, kw, oc, mult, out_h, out_w, pad_h, pad_w
+
+
+def prepare_depthwise(op, graph, profile) -> ConvParams:
+    x, w, b, out, o = _conv_operands(op, graph)
+    kh, kw, oc, mult, out_h, out_w, pad_h, pad_w = depthwise_geometry(x, w, out, o)
+    scales = weight_scales(w, oc, axis=3)
     wk = np.asarray(w.data, dtype=exact_float_dtype(w.data, x.quant.zp0, (0, 1, 2))).reshape(kh, kw, oc)
     rq = make_requant(x, scales, out, bias_values(b, oc), o.activation, profile.rounding(op.opcode))
     rq.acc_bound = accumulator_bound(w.data, x.quant.zp0, (0, 1, 2))

@@ -1,4 +1,4 @@
-"""ADD, SUB, MUL, MAXIMUM, MINIMUM on int8, bit-exact with TFLite's reference kernels.
+"""ADD, SUB, MUL, MAXIMUM, MINIMUM on int8 (ADD/SUB also int16x8), bit-exact with TFLite's reference kernels.
 
 Broadcasting follows numpy rules, which is what TFLite's BroadcastAdd/Mul
 (4-D in TFLM, up to 6-D in LiteRT) compute: a dimension of size 1 repeats.
@@ -11,6 +11,9 @@ moved to a common high-resolution scale 2 * max(s1, s2) / 2**20:
     sum    = y_1 +/- y_2                     (int32 wrap)
     out    = clamp(MBQM(sum, M_o, shift_o) + zp_o, act_min, act_max)
              M_o ~ 2 max(s1, s2) / (2**20 s_o)
+
+int16x8 ADD/SUB (zero points 0) run the same formula with left_shift = 15 and int16 clamps
+(LiteRT's general-scale int16 path, TFLM's only one).
 
 Each MBQM is QuantizeMultiplierSmallerThanOneExp's pair applied with the
 profile's rounding (double: SRDHM then RoundingDivideByPOT; single: one
@@ -27,6 +30,7 @@ not rescale; it assumes both inputs share the output's quantization).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,8 +39,10 @@ from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import batch_same_rank, register
 
-ADD_LEFT_SHIFT = 20  # TFLite's left_shift for int8 ADD/SUB (15 is for int16)
+ADD_LEFT_SHIFT = 20  # TFLite's left_shift for int8 ADD/SUB
+ADD_LEFT_SHIFT_INT16 = 15  # ... and for int16x8 ADD/SUB (general scales)
 INT8_MIN, INT8_MAX = -128, 127
+INT16_MIN, INT16_MAX = -32768, 32767
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -59,9 +65,32 @@ def require_int8_tensor(t, role: str, opcode: str) -> None:
                         "quantization here.")
 
 
+def require_int16_tensor(t, role: str, opcode: str) -> None:
+    """QsimError unless ``t`` is an int16x8 activation: int16, one scale, zero point 0 (TFLite's rule)."""
+    if t is None:
+        raise QsimError(f"{opcode}: the {role} tensor is missing.")
+    if np.dtype(t.dtype) != np.int16:
+        raise QsimError(f"{opcode}: {role} '{t.name}' is {np.dtype(t.dtype).name}; in an int16x8 {opcode} every "
+                        "activation is int16 (TFLite has no mixed int8/int16 form of this op).")
+    if t.quant is None or t.quant.scale.size != 1:
+        raise QsimError(f"{opcode}: {role} '{t.name}' needs one (per-tensor) scale; TFLite's int16 kernels are "
+                        "per tensor.")
+    if t.quant.zp0 != 0:
+        raise QsimError(f"{opcode}: {role} '{t.name}' has zero point {t.quant.zp0}; TFLite's int16x8 kernels "
+                        "require zero point 0 on int16 tensors.")
+
+
+def is_int16_op(op, graph) -> bool:
+    """True when the op's first input is int16 (its int16x8 form; the int16 checks follow)."""
+    ins = graph.op_inputs(op)
+    return bool(ins) and ins[0] is not None and np.dtype(ins[0].dtype) == np.int16
+
+
 def activation_range(activation: str, out, opcode: str) -> tuple[int, int]:
-    """(act_min, act_max) of a fused activation on the int8 output (CalculateActivationRangeQuantized)."""
+    """(act_min, act_max) of a fused activation on the int8 or int16 output (CalculateActivationRangeQuantized)."""
     try:
+        if np.dtype(out.dtype) == np.int16:
+            return fp.quantized_activation_range(activation, out.quant.scale0, out.quant.zp0, INT16_MIN, INT16_MAX)
         return fp.quantized_activation_range(activation, out.quant.scale0, out.quant.zp0)
     except ValueError:
         raise QsimError(f"{opcode}: fused activation {activation} is not supported on int8 outputs "
@@ -86,14 +115,14 @@ def _activation_of(op) -> str:
     return getattr(op.options, "activation", "NONE") if op.options is not None else "NONE"
 
 
-def _binary_tensors(op, graph):
+def _binary_tensors(op, graph, int16: bool = False):
     ins = graph.op_inputs(op)
     if len(ins) != 2 or len(op.outputs) != 1:
         raise QsimError(f"{op.opcode} needs exactly 2 inputs and 1 output, got {len(ins)} and {len(op.outputs)}.")
     a, b = ins
     out = graph.op_outputs(op)[0]
     for t, role in ((a, "first input"), (b, "second input"), (out, "output")):
-        require_int8_tensor(t, role, op.opcode)
+        (require_int16_tensor if int16 else require_int8_tensor)(t, role, op.opcode)
     return a, b, out
 
 
@@ -118,7 +147,7 @@ class AddSubParams:
     act_max: int
     rounding: str  # "double" | "single"
     out_shape: tuple[int, ...]
-    table: np.ndarray | None = field(default=None, repr=False)  # int8 [256, 256], see pair_table
+    table: np.ndarray | None = field(default=None, repr=False)  # int8 [256, 256], see pair_table (None: int16)
 
 
 def _smaller_than_one(real: float, what: str, opcode: str) -> tuple[int, int]:
@@ -130,7 +159,17 @@ def _smaller_than_one(real: float, what: str, opcode: str) -> tuple[int, int]:
 
 
 def prepare_add_sub(op, graph, profile) -> AddSubParams:
-    a, b, out = _binary_tensors(op, graph)
+    """int8, or int16x8 (left_shift 15, LiteRT/TFLM's general-scale int16 path; zero points 0).
+
+    int16: LiteRT runs a different, power-of-two kernel when the op's ``pot_scale_int16`` is true
+    (the schema default) and all three scales are powers of two; qsim refuses that case."""
+    int16 = is_int16_op(op, graph)
+    a, b, out = _binary_tensors(op, graph, int16)
+    left_shift = ADD_LEFT_SHIFT_INT16 if int16 else ADD_LEFT_SHIFT
+    if int16 and getattr(op.options, "pot_scale_int16", True) and all(
+            math.frexp(float(np.float32(t.quant.scale0)))[0] == 0.5 for t in (a, b, out)):
+        raise QsimError(f"{op.opcode}: int16 with pot_scale_int16 and power-of-two scales runs LiteRT's separate "
+                        "power-of-two kernel, which qsim does not simulate yet (TFLM has no such kernel).")
     shape = broadcast_shape(a, b, out, op.opcode)
     s1, s2, so = (float(np.float32(t.quant.scale0)) for t in (a, b, out))
     if min(s1, s2, so) <= 0:
@@ -138,15 +177,16 @@ def prepare_add_sub(op, graph, profile) -> AddSubParams:
     twice_max = 2.0 * max(s1, s2)
     m1, sh1 = _smaller_than_one(s1 / twice_max, "first input", op.opcode)
     m2, sh2 = _smaller_than_one(s2 / twice_max, "second input", op.opcode)
-    out_denominator = float(np.float32((1 << ADD_LEFT_SHIFT) * np.float32(so)))  # int * float in float32
+    out_denominator = float(np.float32((1 << left_shift) * np.float32(so)))  # int * float in float32
     mo, sho = _smaller_than_one(twice_max / out_denominator, "output", op.opcode)
     act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
     p = AddSubParams(sign=-1 if op.opcode == "SUB" else 1,
                         input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
-                        left_shift=ADD_LEFT_SHIFT, input1_multiplier=m1, input1_shift=sh1,
+                        left_shift=left_shift, input1_multiplier=m1, input1_shift=sh1,
                         input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho,
                         act_min=act_min, act_max=act_max, rounding=profile.rounding(op.opcode), out_shape=shape)
-    p.table = pair_table(add_sub_arithmetic, p)
+    if not int16:
+        p.table = pair_table(add_sub_arithmetic, p)
     return p
 
 
@@ -162,6 +202,8 @@ def add_sub_arithmetic(p: AddSubParams, q1, q2) -> np.ndarray:
 
 
 def eval_add_sub(p: AddSubParams, inputs) -> list[np.ndarray]:
+    if p.table is None:  # int16x8: 2**32 input pairs, computed directly
+        return [add_sub_arithmetic(p, inputs[0], inputs[1]).astype(np.int16)]
     return [lookup_pair(p, inputs)]
 
 
@@ -272,8 +314,8 @@ def eval_min_max(p: MinMaxParams, inputs) -> list[np.ndarray]:
     return [f(np.asarray(inputs[0]), np.asarray(inputs[1])).astype(np.int8)]
 
 
-register("ADD", prepare_add_sub, eval_add_sub, batch=batch_same_rank)
-register("SUB", prepare_add_sub, eval_add_sub, batch=batch_same_rank)
+register("ADD", prepare_add_sub, eval_add_sub, batch=batch_same_rank, int16=True)
+register("SUB", prepare_add_sub, eval_add_sub, batch=batch_same_rank, int16=True)
 register("MUL", prepare_mul, eval_mul, batch=batch_same_rank)
 register("MAXIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)
 register("MINIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)

@@ -64,21 +64,11 @@ class FullyConnectedParams:
     raw_bound: int | None = None  # bound on |x @ weights_t| for int8 x (see the module docstring)
 
 
-def prepare_fc(op, graph, profile) -> FullyConnectedParams:
-    ins = graph.op_inputs(op)
-    x, w = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    out = graph.op_outputs(op)[0]
-    o = op.options
-    if o is not None and o.weights_format != 0:
-        raise QsimError("FULLY_CONNECTED with shuffled weights (SHUFFLED4x16INT8) is not supported; "
-                        "only the DEFAULT weights format is simulated.")
-    require_int8(x, "input")
-    require_int8(out, "output")
+def fc_shapes(x, w, out, o) -> tuple[int, int]:
+    """(out_units, in_units) of a FULLY_CONNECTED, its shapes checked (int8 and int16x8)."""
     if w is None or len(w.shape) != 2:
         raise QsimError("FULLY_CONNECTED needs 2-D [out_units, in_units] weights.")
     out_units, in_units = w.shape
-    scales = weight_scales(w, out_units, axis=0, role="weights", per_tensor_zero_point_ok=True)
     if in_units == 0 or x.size % in_units != 0:
         raise QsimError(f"input '{x.name}' has {x.size} elements, not a multiple of in_units={in_units}.")
     batch = x.size // in_units
@@ -88,6 +78,26 @@ def prepare_fc(op, graph, profile) -> FullyConnectedParams:
                             f"in_units ({in_units}).")
     if out.size != batch * out_units:
         raise QsimError(f"output '{out.name}' has {out.size} elements; the op produces {batch} x {out_units}.")
+    return out_units, in_units
+
+
+def fc_operands(op, graph):
+    """(input, weights, bias or None, output, options) of a FULLY_CONNECTED in the DEFAULT weights format."""
+    ins = graph.op_inputs(op)
+    b = ins[2] if len(ins) > 2 else None
+    o = op.options
+    if o is not None and o.weights_format != 0:
+        raise QsimError("FULLY_CONNECTED with shuffled weights (SHUFFLED4x16INT8) is not supported; "
+                        "only the DEFAULT weights format is simulated.")
+    return ins[0], ins[1], b, graph.op_outputs(op)[0], o
+
+
+def prepare_fc(op, graph, profile) -> FullyConnectedParams:
+    x, w, b, out, o = fc_operands(op, graph)
+    require_int8(x, "input")
+    require_int8(out, "output")
+    out_units, in_units = fc_shapes(x, w, out, o)
+    scales = weight_scales(w, out_units, axis=0, role="weights", per_tensor_zero_point_ok=True)
     w_zp = int(w.quant.zero_point[0]) if not w.quant.per_channel else 0
     w_centered = np.asarray(w.data, dtype=np.int64) - w_zp
     wt = w_centered.astype(exact_float_dtype(w_centered, x.quant.zp0, 1)).T

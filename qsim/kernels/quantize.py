@@ -1,6 +1,6 @@
 """QUANTIZE (float32 -> int8, int8 -> int8) and DEQUANTIZE (int8 -> float32), as TFLite computes them.
 
-QUANTIZE float32 -> int8 (reference_ops::AffineQuantize), per tensor or per
+QUANTIZE float32 -> int8 (and -> int16: same rule, int16 clamp) (reference_ops::AffineQuantize), per tensor or per
 channel (PerChannelQuantize, along the output's quantized dimension):
 
     q = clamp(int32(round_half_away(float32(x) / float32(scale))) + zp, -128, 127)
@@ -10,12 +10,13 @@ A float -> int32 conversion that is out of range (|x / scale| >= 2**31, inf,
 NaN) gives INT32_MIN, as x86's cvttss2si does in the reference builds, so it
 clamps to -128 (also for +inf and NaN): qsim reproduces that.
 
-QUANTIZE int8 -> int8 (reference_ops::Requantize): multiplier from
+QUANTIZE int8 -> int8, and int32 <-> int16, int16 -> int16, int8 <-> int16 in int16x8 models
+(reference_ops::Requantize, the output type's range as the clamp): multiplier from
 double(s_in) / double(s_out) (QuantizeMultiplier), then
 ``clamp(MBQM(q - zp_in, M, shift) + zp_out, -128, 127)`` with the profile's
 rounding.
 
-DEQUANTIZE int8 -> float32 (reference_ops::Dequantize):
+DEQUANTIZE int8 (or int16) -> float32 (reference_ops::Dequantize):
 ``float32(double(scale) * (q - zp))`` (exact product, one rounding to float32).
 
 Per-channel tensors (profile variants): LiteRT quantizes/dequantizes per
@@ -47,8 +48,9 @@ def _io(op, graph):
 
 def _int16_refusal(op, t, role):
     if np.dtype(t.dtype) == np.int16:
-        raise QsimError(f"{op.opcode}: {role} '{t.name}' is int16: int16 activations are not supported "
-                        "(qsim simulates int8 kernels only).")
+        raise QsimError(f"{op.opcode}: {role} '{t.name}' is int16: of the int16 forms qsim simulates only "
+                        "float32 -> int16 and the integer requantizations int32 <-> int16, int16 -> int16 and "
+                        "int8 <-> int16.")
 
 
 # --------------------------------------------------------------------------- QUANTIZE
@@ -67,17 +69,40 @@ class QuantizeParams:
     multiplier: int  # ("requant")
     shift: int  # ("requant")
     rounding: str
+    out_min: int = -128  # ("requant") clamp range of the output type
+    out_max: int = 127
+
+
+# (input, output) integer types TFLite's QUANTIZE requantizes between in int16x8 models
+# (reference_ops::Requantize in LiteRT's and TFLM's quantize kernels): the int32 <-> int16 edges of
+# a SEANet graph and int16 -> int16 / int8.
+_INT16_REQUANT = {(np.dtype(a), np.dtype(b)) for a, b in (
+    (np.int32, np.int16), (np.int16, np.int32), (np.int16, np.int16), (np.int16, np.int8), (np.int8, np.int16))}
+
+
+def _prepare_requant_int16(x, out, rounding) -> QuantizeParams:
+    """QUANTIZE between integer types with an int16 side: Requantize with the output type's clamp."""
+    for t, role in ((x, "input"), (out, "output")):
+        if t.quant is None or t.quant.scale.size != 1:
+            raise QsimError(f"QUANTIZE: {role} '{t.name}' needs one (per-tensor) scale and zero point; TFLite's "
+                            "integer requantization is per tensor.")
+    real = float(np.float32(x.quant.scale0)) / float(np.float32(out.quant.scale0))
+    m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
+    info = np.iinfo(out.dtype)
+    return QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
+                          x.quant.zp0, out.quant.zp0, m, shift, rounding, int(info.min), int(info.max))
 
 
 def prepare_quantize(op, graph, profile) -> QuantizeParams:
     x, out = _io(op, graph)
-    _int16_refusal(op, x, "input")
-    _int16_refusal(op, out, "output")
     rounding = profile.rounding("QUANTIZE")
+    if (np.dtype(x.dtype), np.dtype(out.dtype)) in _INT16_REQUANT:
+        return _prepare_requant_int16(x, out, rounding)
+    _int16_refusal(op, x, "input")
     if np.dtype(x.dtype) == np.float32:
-        if np.dtype(out.dtype) != np.int8:
+        if np.dtype(out.dtype) not in (np.dtype(np.int8), np.dtype(np.int16)):
             raise QsimError(f"QUANTIZE: output '{out.name}' is {np.dtype(out.dtype).name}; only float32 -> int8 "
-                            "is supported.")
+                            "and float32 -> int16 are supported.")
         if out.quant is None or out.quant.scale.size == 0:
             raise QsimError(f"QUANTIZE: output '{out.name}' has no quantization parameters.")
         scale = out.quant.scale.astype(np.float32)
@@ -91,7 +116,10 @@ def prepare_quantize(op, graph, profile) -> QuantizeParams:
         if out.quant.per_channel and (axis >= len(out.shape) or out.shape[axis] != scale.size):
             raise QsimError(f"QUANTIZE: {scale.size} per-channel scales do not match dimension {axis} of "
                             f"{list(out.shape)}.")
-        return QuantizeParams("float", scale, out.quant.zero_point.astype(np.int64), axis, 0, 0, 0, 0, rounding)
+        info = np.iinfo(out.dtype)
+        return QuantizeParams("float", scale, out.quant.zero_point.astype(np.int64), axis, 0, 0, 0, 0, rounding,
+                              int(info.min), int(info.max))
+    _int16_refusal(op, out, "output")
     require_int8_tensor(x, "input", "QUANTIZE")
     require_int8_tensor(out, "output", "QUANTIZE")
     real = float(np.float32(x.quant.scale0)) / float(np.float32(out.quant.scale0))
@@ -105,14 +133,18 @@ def eval_quantize(p: QuantizeParams, inputs) -> list[np.ndarray]:
     if p.mode == "requant":
         y = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift,
                                                 p.rounding) + p.output_zero_point
-        return [np.clip(y, -128, 127).astype(np.int8)]
+        return [np.clip(y, p.out_min, p.out_max).astype(_out_dtype(p))]
     shape = [1] * x.ndim
     if p.scale.size > 1:
         shape[p.axis] = p.scale.size
     scale = p.scale.reshape(shape) if x.ndim else p.scale[0]
     zp = p.zero_point.reshape(shape) if x.ndim else p.zero_point[0]
     # the references' own out-of-range behaviour (x86 int cast), to stay bit-exact with them
-    return [fp.quantize_affine(x, scale, zp, overflow="x86").astype(np.int8)]
+    return [fp.quantize_affine(x, scale, zp, p.out_min, p.out_max, overflow="x86").astype(_out_dtype(p))]
+
+
+def _out_dtype(p: QuantizeParams):
+    return np.int8 if p.out_max == 127 else np.int16 if p.out_max == 32767 else np.int32
 
 
 # --------------------------------------------------------------------------- DEQUANTIZE
@@ -128,10 +160,9 @@ class DequantizeParams:
 
 def prepare_dequantize(op, graph, profile) -> DequantizeParams:
     x, out = _io(op, graph)
-    _int16_refusal(op, x, "input")
-    if np.dtype(x.dtype) != np.int8:
-        raise QsimError(f"DEQUANTIZE: input '{x.name}' is {np.dtype(x.dtype).name}; only int8 -> float32 is "
-                        "supported (float16 weights dequantization is not simulated).")
+    if np.dtype(x.dtype) not in (np.dtype(np.int8), np.dtype(np.int16)):
+        raise QsimError(f"DEQUANTIZE: input '{x.name}' is {np.dtype(x.dtype).name}; only int8 -> float32 and "
+                        "int16 -> float32 are supported (float16 weights dequantization is not simulated).")
     if np.dtype(out.dtype) != np.float32:
         raise QsimError(f"DEQUANTIZE: output '{out.name}' must be float32, got {np.dtype(out.dtype).name}.")
     if x.quant is None or x.quant.scale.size == 0:
@@ -159,5 +190,5 @@ def eval_dequantize(p: DequantizeParams, inputs) -> list[np.ndarray]:
 
 
 # Batches: element-wise; a per-channel axis is never 0 when the batched input has dim 0 == 1.
-register("QUANTIZE", prepare_quantize, eval_quantize, batch=batch_always)
-register("DEQUANTIZE", prepare_dequantize, eval_dequantize, batch=batch_always)
+register("QUANTIZE", prepare_quantize, eval_quantize, batch=batch_always, int16=True)
+register("DEQUANTIZE", prepare_dequantize, eval_dequantize, batch=batch_always, int16=True)

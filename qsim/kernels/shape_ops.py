@@ -42,19 +42,21 @@ import numpy as np
 from ..errors import QsimError
 from . import batch_always, register
 
-# dtypes the data-movement kernels copy (int16 activations are out of scope).
-COPYABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64, np.float32, np.bool_)}
+# dtypes the data-movement kernels copy; int16 only in the ops of INT16_COPY (int16x8 models).
+COPYABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64, np.float32, np.bool_)}
+INT16_COPY = {"PAD", "PADV2", "STRIDED_SLICE"}
 
 
 # ----------------------------------------------------------------------------- helpers
 
 def _check_copy_types(op, g, data_inputs=(0,)) -> None:
-    """Data inputs and the output must have one copyable dtype (int16 -> QsimError)."""
+    """Data inputs and the output must have one copyable dtype (int16 only in INT16_COPY ops)."""
     out = g.tensors[op.outputs[0]]
     for i in data_inputs:
         t = g.tensors[op.inputs[i]]
-        if np.dtype(t.dtype) == np.int16 or np.dtype(out.dtype) == np.int16:
-            raise QsimError("int16 tensors are not supported (qsim simulates int8 models).")
+        if op.opcode not in INT16_COPY and np.int16 in (np.dtype(t.dtype), np.dtype(out.dtype)):
+            raise QsimError(f"int16 tensors are not supported in {op.opcode} yet (int16x8: "
+                            f"{', '.join(sorted(INT16_COPY))}).")
         if np.dtype(t.dtype) not in COPYABLE:
             raise QsimError(f"tensor type {np.dtype(t.dtype).name} is not supported.")
         if np.dtype(t.dtype) != np.dtype(out.dtype):
@@ -486,8 +488,8 @@ def eval_strided_slice(p: StridedSliceParams, inputs) -> list[np.ndarray]:
 
 register("RESHAPE", prepare_reshape, eval_reshape, batch=batch_always)
 register("SQUEEZE", prepare_squeeze, eval_reshape, batch=batch_always)
-register("PAD", prepare_pad, eval_pad, batch=batch_pad)
-register("PADV2", prepare_pad, eval_pad, batch=batch_pad)
+register("PAD", prepare_pad, eval_pad, batch=batch_pad, int16=True)
+register("PADV2", prepare_pad, eval_pad, batch=batch_pad, int16=True)
 register("TRANSPOSE", prepare_transpose, eval_transpose, batch=batch_transpose)
 register("CONCATENATION", prepare_concat, eval_concat, batch=batch_concat)
-register("STRIDED_SLICE", prepare_strided_slice, eval_strided_slice, batch=batch_strided_slice)
+register("STRIDED_SLICE", prepare_strided_slice, eval_strided_slice, batch=batch_strided_slice, int16=True)
