@@ -652,29 +652,48 @@ class Model:
         return open_dataset(path, self.graph, labels=labels, mean=mean, std=std, image_mode=image_mode)
 
     def eval(self, data, labels: str | Path | None = None, profile: str = "tflm", batch_size: int = 64,
-             limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False):
+             limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False,
+             client=None, workers: int | None = None, scheduler: str | None = None):
         """Run a whole dataset (a path as :meth:`dataset` takes it, or an opened dataset) batched:
         top-1/top-5 accuracy when it has labels, per-output statistics otherwise.
-        Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``)."""
-        from .evaluate import evaluate
-        if isinstance(data, (str, Path)):
-            data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
+        Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``).
+
+        Distributed (:mod:`qsim.shards`): ``client`` (a ``distributed.Client``), ``scheduler``
+        ("tcp://HOST:8786", a running cluster) or ``workers`` (N local worker processes) cut the
+        dataset into shards of whole batches that workers read from its path; the result is the same,
+        bit for bit, as the one-process run (timings aside)."""
+        from .evaluate import evaluate, evaluate_distributed
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
-        return evaluate(self.prepared(profile), data, batch_size=batch_size, limit=limit, progress=progress)
+        if isinstance(data, (str, Path)):
+            data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
+        if client is None and workers is None and scheduler is None:
+            return evaluate(self.prepared(profile), data, batch_size=batch_size, limit=limit, progress=progress)
+        from .cluster import dask_client
+        self.prepared(profile)  # unsupported ops are reported here, before any worker starts
+        with dask_client(scheduler, workers, client) as c:
+            return evaluate_distributed(self, profile, data, c, batch_size=batch_size, limit=limit, progress=progress)
 
     def compare(self, float_model, data, labels: str | Path | None = None, limit: int | None = None,
                 match=None, batch_size: int = 32, profile: str = "tflm", mean=None, std=None,
-                image_mode: str = "shift"):
+                image_mode: str = "shift", client=None, workers: int | None = None, scheduler: str | None = None,
+                progress: bool = False):
         """This int8 model against its float twin (a path, bytes) over a dataset, layer by layer
         (:mod:`qsim.compare`): the float model runs in LiteRT with every tensor kept, this one in
         qsim.  ``match``: {int8 tensor name: float tensor name} (or a JSON file) overriding the
-        automatic matching.  Returns :class:`qsim.compare_report.CompareReport`."""
+        automatic matching.  ``client`` / ``scheduler`` / ``workers``: on a Dask cluster, as
+        :meth:`eval` (``data`` must then be a path); the same report bit for bit.
+        Returns :class:`qsim.compare_report.CompareReport`."""
         from .compare import compare
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
-        return compare(self, float_model, data, labels=labels, limit=limit, match=match, batch_size=batch_size,
-                       profile=profile, mean=mean, std=std, image_mode=image_mode)
+        kw = dict(labels=labels, limit=limit, match=match, batch_size=batch_size, profile=profile, mean=mean,
+                  std=std, image_mode=image_mode)
+        if client is None and workers is None and scheduler is None:
+            return compare(self, float_model, data, **kw)
+        from .cluster import dask_client
+        with dask_client(scheduler, workers, client) as c:
+            return compare(self, float_model, data, client=c, progress=progress, **kw)
 
     # -------------------------------------------------------------- profile
 
