@@ -528,7 +528,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
             raise QsimError("a distributed compare reads the dataset on the workers from its path: give the path.")
         ranges = shards.shard_ranges(n, batch_size, shards.worker_threads(client))
         refs = (shards.model_ref(client, model.blob, model.path), shards.model_ref(client, fblob, fsrc))
-        where = origin(data, labels, mean, std, image_mode)
+        where = shards.for_run(origin(data, labels, mean, std, image_mode))
         tasks = [(*refs, fsrc, profile, where, m, rows, batch_size, a, b) for a, b in ranges]
         parts = shards.gather(client, _compare_task, tasks, desc="compare", weights=[b - a for a, b in ranges],
                               progress=progress)

@@ -122,7 +122,7 @@ def evaluate_distributed(model, profile: str, data, client, batch_size: int = 64
     n_total = sample_count(len(data), limit)
     if n_total == 0:
         raise QsimError("the dataset holds no samples to evaluate.")
-    origin = shards.dataset_origin(data)
+    origin = shards.for_run(shards.dataset_origin(data))
     t0 = time.perf_counter()
     ranges = shards.shard_ranges(n_total, batch_size, shards.worker_threads(client))
     ref = shards.model_ref(client, model.blob, model.path)

@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +22,7 @@ from .cluster import run_tasks, worker_cache
 from .errors import QsimError
 
 __all__ = ["SHARDS_PER_WORKER", "shard_ranges", "worker_threads", "model_ref", "worker_blob", "worker_model",
-           "dataset_origin", "worker_dataset", "gather", "thread_key"]
+           "dataset_origin", "for_run", "worker_dataset", "gather", "thread_key"]
 
 SHARDS_PER_WORKER = 4  # shards per worker thread: load balance and a small loss when a worker dies
 
@@ -98,14 +99,27 @@ def dataset_origin(data) -> dict:
     return origin
 
 
+def for_run(origin: dict) -> dict:
+    """``origin`` tagged with a fresh run id: workers open the dataset once per run (and thread) and
+    keep it for that run's next shards (a folder of 50,000 images is listed once, not per shard)."""
+    return {**origin, "run": uuid.uuid4().hex}
+
+
 def worker_dataset(origin: dict, g, open_fn: Callable | None = None):
     """The dataset ``origin`` names, opened on a worker for graph ``g`` (``open_fn(**origin)`` when
-    given, else :func:`qsim.data.open_dataset`); an unreadable path is a QsimError naming it."""
+    given, else :func:`qsim.data.open_dataset`), kept per run and thread when ``origin`` carries a
+    run id (:func:`for_run`); an unreadable path is a QsimError naming it."""
     from .data import open_dataset
-    try:
+    args = {k: v for k, v in origin.items() if k != "run"}
+
+    def build():
         if open_fn is not None:
-            return open_fn(**origin)
-        return open_dataset(origin["path"], g, origin["labels"], origin["mean"], origin["std"], origin["image_mode"])
+            return open_fn(**args)
+        return open_dataset(args["path"], g, args["labels"], args["mean"], args["std"], args["image_mode"])
+    try:
+        if origin.get("run") is None:
+            return build()
+        return worker_cache(thread_key("data", origin["run"]), build)
     except QsimError as e:
         raise QsimError(f"the Dask worker {_address()} cannot read the dataset {origin['path']}: {e} "
                         "(workers open the dataset themselves: give a path every worker can read, on a "
