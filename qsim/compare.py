@@ -553,8 +553,10 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
 
 def _open_data(model, data, labels, mean, std, image_mode):
     """(dataset, reader of the original real values or None) for the int8 model's input (module doc)."""
+    from .data import is_url, local_copy
     gq = model.graph
     tin = gq.tensors[gq.inputs[0]]
+    data = local_copy(data) if is_url(data) else data  # a URL fsspec opens: a local copy
     if isinstance(data, (str, Path)) and np.issubdtype(tin.dtype, np.floating):
         ds = _float_input_stream(Path(data), tin, labels)  # an int8 model behind a float input (QUANTIZE)
         real = ds.read

@@ -8,6 +8,8 @@ Sources (``path``):
 * a folder with one sub-folder per class (``DIR/cat/*.png``, ``DIR/dog/*.jpg``; searched
   recursively; PNG, JPEG, BMP): labels from the sub-folder names, classes in sorted name order,
   or in the order of a labels file when one is given.
+* any of these at a URL fsspec opens (``s3://``, ``https://``, ``file://``...): a local copy is read
+  (:func:`local_copy`).
 
 Sample layout: ``x`` has a leading sample axis in place of the model's batch dimension 1,
 ``x.shape == (N, *input.shape[1:])`` (a model whose input has no batch dimension 1 keeps its
@@ -123,8 +125,10 @@ def load_dataset(path: str | Path, g: ir.Graph, labels: str | Path | None = None
 
 def open_dataset(path: str | Path, g: ir.Graph, labels: str | Path | None = None, mean=None, std=None,
                  image_mode: str = "shift") -> DataStream:
-    """Index a dataset for graph ``g``'s input (see the module doc); nothing is decoded yet."""
-    p = Path(path)
+    """Index a dataset for graph ``g``'s input (see the module doc); nothing is decoded yet.
+    ``path`` may be a URL fsspec opens (``s3://``, ``gs://``, ``https://``, ``file://``...): read from a
+    local copy (:func:`local_copy`)."""
+    p = local_copy(path) if is_url(path) else Path(path)
     if len(g.inputs) != 1:
         raise QsimError(f"datasets feed single-input models; this model has {len(g.inputs)} inputs.")
     if image_mode not in qin.IMAGE_MODES:
@@ -142,12 +146,55 @@ def origin(path, labels=None, mean=None, std=None, image_mode: str = "shift") ->
     """:func:`open_dataset`'s arguments with the paths made absolute: what a Dask worker needs to open
     the same dataset from a shared filesystem (plain, picklable values)."""
     def absolute(v):
-        return None if v is None else os.path.abspath(v)
+        return None if v is None else str(v) if is_url(v) else os.path.abspath(v)
 
     def plain(v):
         return None if v is None else np.asarray(v, np.float64).tolist()
     return {"path": absolute(path), "labels": absolute(labels), "mean": plain(mean), "std": plain(std),
             "image_mode": image_mode}
+
+
+def is_url(path) -> bool:
+    """True for a URL (``scheme://...``), which :func:`local_copy` reads through fsspec."""
+    return isinstance(path, str) and "://" in path
+
+
+def local_copy(url: str) -> Path:
+    """A local copy of the file or folder at ``url`` (any protocol fsspec and its plug-ins open),
+    downloaded once per machine into ``$TMPDIR/qsim-data/`` (keyed by the URL, its size and its
+    modification time when the store reports them) and reused; a URL that cannot be read is a
+    QsimError naming it."""
+    import hashlib
+    import shutil
+    import tempfile
+    import threading
+    try:
+        import fsspec
+        fs, rpath = fsspec.core.url_to_fs(url)
+        info = fs.info(rpath)
+    except ImportError as e:
+        raise QsimError(f"cannot read the dataset {url}: {e} (install the fsspec plug-in for that protocol, "
+                        "e.g. s3fs or gcsfs)") from None
+    except Exception as e:
+        raise QsimError(f"cannot read the dataset {url}: {type(e).__name__}: {e}") from None
+    stamp = [str(info.get(k)) for k in ("size", "mtime", "LastModified", "ETag", "etag", "updated") if k in info]
+    digest = hashlib.sha256("\n".join([url] + stamp).encode()).hexdigest()[:20]
+    name = rpath.rstrip("/").rsplit("/", 1)[-1] or "data"
+    dest = Path(tempfile.gettempdir()) / "qsim-data" / digest
+    if not (dest / name).exists():
+        part = dest.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.part")
+        shutil.rmtree(part, ignore_errors=True)
+        try:
+            part.mkdir(parents=True)
+            fs.get(rpath, str(part / name), recursive=info.get("type") == "directory")
+        except Exception as e:
+            shutil.rmtree(part, ignore_errors=True)
+            raise QsimError(f"cannot read the dataset {url}: {type(e).__name__}: {e}") from None
+        try:
+            part.rename(dest)  # atomic: another process that got there first keeps its copy
+        except OSError:
+            shutil.rmtree(part, ignore_errors=True)
+    return dest / name
 
 
 def _open(p: Path, t: ir.Tensor, names, n_classes, norm, image_mode) -> DataStream:
