@@ -108,7 +108,7 @@ def run_tasks(client, fn: Callable, tasks: Sequence[tuple], *, desc: str = "task
 
 
 _CACHE: "OrderedDict[Any, Any]" = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE_SIZE = 16  # a model, its LiteRT twin and a dataset index per run, some per worker thread
 
 
 def worker_cache(key, factory: Callable[[], Any]):
