@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -227,5 +228,12 @@ def test_cli_scheduler_json_equals_local_and_unreadable_path_exits_2(dask_client
                        (["eval", INT8], missing.as_uri())):
         code, _, err = _cli(capsys, *cmd, "--data", where, "--scheduler", addr)
         assert code == 2 and err.startswith("qsim: error:") and where in err and "Traceback" not in err
+    # a URL only this process can read (fsspec's in-memory store): the client opens it, the workers cannot
+    import fsspec
+    with fsspec.open("memory://only-the-client/x.npz", "wb") as f:
+        f.write(TESTSET.read_bytes())
+    code, _, err = _cli(capsys, "eval", INT8, "--data", "memory://only-the-client/x.npz", "--scheduler", addr)
+    assert code == 2 and "Traceback" not in err, err
+    assert re.search(r"the Dask worker tcp://\S+ cannot read the dataset memory://only-the-client/x\.npz", err), err
     # through the installed entry point too: exit 2, the path named
     assert_input_error(run_cli("eval", INT8, "--data", missing, "--workers", "2"), str(missing))
