@@ -15,7 +15,7 @@ run), the client's merge per shard, and the time per sample; from those the proj
 
     python benchmarks/eval_scaling.py                   # 2,000 images, both models (long: see --images)
     python benchmarks/eval_scaling.py --images 200      # a quick run
-    python benchmarks/eval_scaling.py --models vww      # vww_96 only (zoo = the MobileNetV2-sized model)
+    python benchmarks/eval_scaling.py --models vww --repeat 3   # vww_96 only, 3 interleaved rounds, medians
 
 The goal (issue 16): 2 workers >= 1.8x one process on a 2-core machine that is otherwise idle; a
 loaded machine (other jobs on the cores) cannot show it, so the load average is printed with the figures.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -98,31 +99,38 @@ def projection(n: int, workers: int, t_sample: float, t_prepare: float, t_task: 
     return t_prepare + rounds * (per * t_sample + t_task) + t_task * min(len(ranges), workers), len(ranges)
 
 
-def run_model(name: str, blob_or_path, folder: Path, labels: Path, clusters: dict, results: list) -> None:
-    m = qsim.load(blob_or_path)
+def run_model(name: str, path: str, folder: Path, labels: Path, clusters: dict, results: list, repeat: int) -> None:
+    m = qsim.load(path)
     print(f"\n== {name}: {m.inputs[0].shape} input, {len(list(folder.rglob('*.jpg')))} images, batch {BATCH}",
           flush=True)
     t0 = time.perf_counter()
-    m2 = qsim.load(blob_or_path)
-    m2.prepared("tflm")
+    qsim.load(path).prepared("tflm")
     t_prepare = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    local = m.eval(folder, labels=labels, batch_size=BATCH)
-    t_local = time.perf_counter() - t0
-    n = local.samples
-    print(f"one process      : {t_local:8.2f} s  {n / t_local:8.2f} samples/s  (model {local.run_seconds:.2f} s)",
-          flush=True)
-    row = {"model": name, "images": n, "one_process_s": t_local, "prepare_s": t_prepare}
-    for w, client in clusters.items():
+    times: dict = {"one process": []}
+    times.update({w: [] for w in clusters})
+    local = None
+    for r in range(repeat):  # contenders interleaved: the machine's load drifts
         t0 = time.perf_counter()
-        dist = m.eval(folder, labels=labels, batch_size=BATCH, client=client)
-        t = time.perf_counter() - t0
-        ok = same(local, dist)
+        res = qsim.load(path).eval(folder, labels=labels, batch_size=BATCH)  # a fresh model: prepare included
+        times["one process"].append(time.perf_counter() - t0)
+        local = local or res
+        for w, client in clusters.items():
+            t0 = time.perf_counter()
+            dist = m.eval(folder, labels=labels, batch_size=BATCH, client=client)
+            times[w].append(time.perf_counter() - t0)
+            if not same(local, dist):
+                print(f"  MISMATCH: {w} worker(s) differ from the one-process result", file=sys.stderr)
+        print(f"  round {r + 1}: " + ", ".join(f"{k if isinstance(k, str) else f'{k} worker(s)'} {v[-1]:.2f} s"
+                                          for k, v in times.items()), flush=True)
+    n = local.samples
+    t_local = statistics.median(times["one process"])
+    print(f"one process      : {t_local:8.2f} s  {n / t_local:8.2f} samples/s  (median of {repeat})", flush=True)
+    row = {"model": name, "images": n, "one_process_s": t_local, "prepare_s": t_prepare}
+    for w in clusters:
+        t = statistics.median(times[w])
         print(f"Dask {w} worker(s) : {t:8.2f} s  {n / t:8.2f} samples/s  speed-up {t_local / t:5.2f}x  "
-              f"({len(shard_ranges(n, BATCH, w))} shards; identical to one process: {ok})", flush=True)
+              f"({len(shard_ranges(n, BATCH, w))} shards; identical to one process: checked)", flush=True)
         row[f"workers_{w}_s"] = t
-        if not ok:
-            print("  MISMATCH with the one-process result", file=sys.stderr)
     t_open, t_merge = shard_fixed_cost(m, folder, labels)
     row.update(t_open=t_open, t_merge=t_merge, t_sample=t_local / n)
     results.append(row)
@@ -133,6 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=2000, help="images in the synthetic folder (default 2000)")
     ap.add_argument("--models", default="zoo,vww", help="comma-separated: zoo (MobileNetV2-sized), vww (vww_96)")
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "models"), help="the real models' folder")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the three contenders, interleaved; medians "
+                    "(default 1)")
     ap.add_argument("--dir", help="where to write the images and the zoo model (default: a temporary folder)")
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
@@ -159,7 +169,7 @@ def main(argv=None) -> int:
             folder = make_folder(root / "images256", args.images, 256)
             labels = root / "labels1000.txt"
             labels.write_text("".join(f"class{k}\n" for k in range(1000)))
-            run_model("mobilenet_v2_like (zoo)", str(zoo), folder, labels, clusters, results)
+            run_model("mobilenet_v2_like (zoo)", str(zoo), folder, labels, clusters, results, args.repeat)
         if "vww" in models:
             vww = Path(args.shared) / "vww_96_int8.tflite"
             if not vww.is_file():
@@ -168,7 +178,7 @@ def main(argv=None) -> int:
                 folder = make_folder(root / "images128", args.images, 128, classes=2)
                 labels = root / "labels2.txt"
                 labels.write_text("".join(f"class{k}\n" for k in range(2)))
-                run_model("vww_96_int8", str(vww), folder, labels, clusters, results)
+                run_model("vww_96_int8", str(vww), folder, labels, clusters, results, args.repeat)
     finally:
         for c in (c2, c1):
             c.__exit__(None, None, None)
