@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,7 @@ def make_folder(root: Path, n: int, size: int, classes: int = 10, seed: int = 0)
     from PIL import Image
     if root.is_dir() and sum(1 for _ in root.rglob("*.jpg")) == n:
         return root
+    shutil.rmtree(root, ignore_errors=True)  # another --images count: start over
     rng = np.random.default_rng(seed)
     for k in range(n):
         d = root / f"class{k % classes}"
