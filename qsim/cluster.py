@@ -26,7 +26,8 @@ __all__ = ["dask_client", "run_tasks", "worker_cache"]
 _CONNECT_TIMEOUT_S = 20
 # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
 # threshold: every large numpy temporary becomes a fresh mmap and its page faults, and qsim runs about
-# 2x slower in such a worker (vww_96, batch 64: 0.26 s vs 0.52 s).  Local clusters unset it (this
+# 2x slower in such a worker (vww_96, batch 64: 0.26 s vs 0.52 s; the zoo MobileNetV2 on 2 workers,
+# 128 images: 16.4 s vs 27.6 s).  Local clusters unset it (this
 # config key set to None); for `dask worker` see the README.
 NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
@@ -71,6 +72,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
         return
     n = workers or os.cpu_count() or 1
     import dask
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # inherited by the workers otherwise (an earlier nanny sets it)
     with dask.config.set({NO_MALLOC_TRIM: None}):  # see NO_MALLOC_TRIM
         cluster = d.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                  dashboard_address=None, silence_logs=logging.ERROR)
