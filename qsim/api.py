@@ -684,34 +684,52 @@ class Model:
 
     def eval(self, data, labels: str | Path | None = None, profile: str = "tflm", batch_size: int = 64,
              limit: int | None = None, mean=None, std=None, image_mode: str = "shift", progress: bool = False,
-             requant=None):
+             requant=None, client=None, workers: int | None = None, scheduler: str | None = None):
         """Run a whole dataset (a path as :meth:`dataset` takes it, or an opened dataset) batched:
         top-1/top-5 accuracy when it has labels, per-output statistics otherwise.
         ``requant``: a requant arithmetic variant for the GEMM ops (:meth:`prepared`); the profile's
         own arithmetic runs on the same batches and ``EvalResult.requant`` holds its accuracy and
-        the outputs' differences.  Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``)."""
-        from .evaluate import evaluate
-        if isinstance(data, (str, Path)):
-            data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
+        the outputs' differences.  Returns :class:`qsim.evaluate.EvalResult` (``.to_dict()``, ``.render()``).
+
+        Distributed (:mod:`qsim.shards`): ``client`` (a ``distributed.Client``), ``scheduler``
+        ("tcp://HOST:8786", a running cluster) or ``workers`` (N local worker processes) cut the
+        dataset into shards of whole batches that workers read from its path; the result is the same,
+        bit for bit, as the one-process run (timings aside)."""
+        from .evaluate import evaluate, evaluate_distributed
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
-        prep = self.prepared(profile, requant)
-        return evaluate(prep, data, batch_size=batch_size, limit=limit, progress=progress,
-                        reference=None if prep.requant is None else self.prepared(profile))
+        if isinstance(data, (str, Path)):
+            data = self.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode)
+        prep = self.prepared(profile, requant)  # unsupported ops are reported here, before any worker starts
+        if client is None and workers is None and scheduler is None:
+            return evaluate(prep, data, batch_size=batch_size, limit=limit, progress=progress,
+                            reference=None if prep.requant is None else self.prepared(profile))
+        from .cluster import dask_client
+        with dask_client(scheduler, workers, client) as c:
+            return evaluate_distributed(self, profile, data, c, batch_size=batch_size, limit=limit, progress=progress,
+                                        requant=requant)
 
     def compare(self, float_model, data, labels: str | Path | None = None, limit: int | None = None,
                 match=None, batch_size: int = 32, profile: str = "tflm", mean=None, std=None,
-                image_mode: str = "shift", requant=None):
+                image_mode: str = "shift", requant=None, client=None, workers: int | None = None,
+                scheduler: str | None = None, progress: bool = False):
         """This int8 model against its float twin (a path, bytes) over a dataset, layer by layer
         (:mod:`qsim.compare`): the float model runs in LiteRT with every tensor kept, this one in
         qsim.  ``match``: {int8 tensor name: float tensor name} (or a JSON file) overriding the
         automatic matching.  ``requant``: run the int8 side with a requant arithmetic variant
-        for its GEMM ops (:meth:`prepared`).  Returns :class:`qsim.compare_report.CompareReport`."""
+        for its GEMM ops (:meth:`prepared`).  ``client`` / ``scheduler`` / ``workers``: on a Dask
+        cluster, as :meth:`eval` (``data`` must then be a path); the same report bit for bit.
+        Returns :class:`qsim.compare_report.CompareReport`."""
         from .compare import compare
         if batch_size < 1:
             raise QsimError(f"batch_size must be at least 1, got {batch_size}.")
-        return compare(self, float_model, data, labels=labels, limit=limit, match=match, batch_size=batch_size,
-                       profile=profile, mean=mean, std=std, image_mode=image_mode, requant=requant)
+        kw = dict(labels=labels, limit=limit, match=match, batch_size=batch_size, profile=profile, mean=mean,
+                  std=std, image_mode=image_mode, requant=requant)
+        if client is None and workers is None and scheduler is None:
+            return compare(self, float_model, data, **kw)
+        from .cluster import dask_client
+        with dask_client(scheduler, workers, client) as c:
+            return compare(self, float_model, data, client=c, progress=progress, **kw)
 
     # -------------------------------------------------------------- profile
 

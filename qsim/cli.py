@@ -7,8 +7,9 @@
     qsim check MODEL [--input FILE | --random N] [--seed S] [--reference litert|tflm|both]
                [--profile P] [--no-xnnpack] [--json]
     qsim eval MODEL --data PATH [--labels F] [--limit N] [--batch-size B] [--mean M --std S]
-              [--image-mode shift|raw] [--profile P] [--json]
+              [--image-mode shift|raw] [--profile P] [--scheduler tcp://HOST:8786 | --workers N] [--json]
     qsim compare INT8 FLOAT --data PATH [--labels F] [--limit N] [--match FILE] [--json] [--csv F] [--report HTML] [--model-explorer JSON]
+                 [--scheduler tcp://HOST:8786 | --workers N]
     qsim dump MODEL (--input FILE | --random N) -o TENSORS.npz [--profile P] [--json]
     qsim vectors MODEL --layer N|NAME [--input FILE | --random K] -o DIR [--profile P] [--rounding R] [--gemm]
     qsim hdl-test --top MODULE --sources A.sv ... --ports PORTS.toml [--simulator verilator|icarus] [--vectors DIR]
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="tflm", choices=sorted(PROFILES), help="rounding profile (default: tflm)")
     requant_arg(s)
     image_mode_arg(s)
+    cluster_args(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
 
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (needs matplotlib)")
     s.add_argument("--model-explorer", metavar="JSON", dest="model_explorer",
                    help="also write per-node SQNR (dB) keyed by tensor name, Model Explorer's node-data format")
+    cluster_args(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 
@@ -160,6 +163,18 @@ def image_mode_arg(s) -> None:
     s.add_argument("--image-mode", default="shift", choices=list(qin.IMAGE_MODES),
                    help="images: 'shift' maps pixel p to int8 p - 128 (default); 'raw' reinterprets the "
                         "stored bytes as int8, as TFLite Micro's person_detection example does")
+
+
+def cluster_args(s) -> None:
+    """``--scheduler`` / ``--workers``: run on a Dask cluster (:mod:`qsim.cluster`, :mod:`qsim.shards`)."""
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", metavar="ADDR", help="a running Dask scheduler, e.g. tcp://HOST:8786; the workers "
+                   "read the data from the same path (shared filesystem) or URL")
+    g.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+
+
+def _cluster(args) -> dict:
+    return {"scheduler": args.scheduler, "workers": args.workers}
 
 
 def _floats(text: str) -> list[float]:
@@ -328,12 +343,11 @@ def cmd_check(args) -> int:
 
 def cmd_eval(args) -> int:
     m = load(args.model)
-    ds = m.dataset(args.data, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode)
+    res = m.eval(args.data, labels=args.labels, mean=args.mean, std=args.std, image_mode=args.image_mode,
+                 profile=args.profile, batch_size=args.batch_size, limit=args.limit, progress=True,
+                 requant=args.requant, **_cluster(args))
     if args.json:  # the text report lists them among its notes
-        warn(ds.warnings)
-    res = m.eval(ds, profile=args.profile, batch_size=args.batch_size, limit=args.limit, progress=True,
-                 requant=args.requant)
-    if args.json:
+        warn(res.warnings)
         emit_json(res.to_dict())
     else:
         print(res.render())
@@ -344,7 +358,7 @@ def cmd_compare(args) -> int:
     m = load(args.model)
     rep = m.compare(args.float_model, args.data, labels=args.labels, limit=args.limit, match=args.match,
                     profile=args.profile, mean=args.mean, std=args.std, image_mode=args.image_mode,
-                    requant=args.requant)
+                    requant=args.requant, progress=True, **_cluster(args))
     warn(rep.warnings)
     if args.csv:
         rep.to_csv(args.csv)

@@ -29,10 +29,17 @@ _CONNECT_TIMEOUT_S = 20
 # health tick and the system/memory monitors less often.  Measured idle CPU per 10 s on 2 cores:
 # worker 0.44 s -> 0.05 s, scheduler + client 0.55 s -> 0.13 s.  Remote workers keep their own
 # settings (README: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False).
+# Dask's nannies also start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic
+# mmap threshold: every large numpy temporary becomes a fresh mmap and its page faults, and qsim runs
+# about 2x slower in such a worker (vww_96, batch 64: 0.26 s vs 0.52 s; the zoo MobileNetV2 on 2
+# workers, 128 images: 16.4 s vs 27.6 s).  Local clusters unset it (NO_MALLOC_TRIM set to None);
+# for `dask worker` see the README.
+NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 LOCAL_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "500ms",
                 "distributed.admin.system-monitor.interval": "5s",
                 "distributed.worker.memory.monitor-interval": "1s",
-                "distributed.scheduler.work-stealing-interval": "1s"}
+                "distributed.scheduler.work-stealing-interval": "1s",
+                NO_MALLOC_TRIM: None}
 
 
 def _distributed():
@@ -80,6 +87,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
     import dask
 
     n = workers or os.cpu_count() or 1
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # inherited by the workers otherwise (an earlier nanny sets it)
     with dask.config.set(LOCAL_CONFIG):
         cluster = d.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                  dashboard_address=None, silence_logs=logging.ERROR)
@@ -130,7 +138,7 @@ def run_tasks(client, fn: Callable, tasks: Sequence[tuple], *, desc: str = "task
 
 
 _CACHE: "OrderedDict[Any, Any]" = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE_SIZE = 16  # a model, its LiteRT twin and a dataset index per run, some per worker thread
 
 
 def worker_cache(key, factory: Callable[[], Any]):

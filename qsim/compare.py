@@ -13,8 +13,9 @@ folded into one, as the converter fuses it) aligned by longest common subsequenc
 (op type, output shape).
 
 Statistics per matched tensor (:class:`TensorStats`) are kept in exactly mergeable
-accumulators (counts, sums, sums of squares, min/max, per-sample level counts, the set of
-levels used), so any split of the dataset gives the same numbers.  Conventions:
+accumulators (counts, sums and sums of squares as exact sums of the per-batch values, min/max,
+per-sample level counts, the set of levels used), so any split of the dataset into whole batches
+(the shards of a Dask run, :mod:`qsim.shards`) gives the same numbers, bit for bit.  Conventions:
 ``diff = dequantized int8 - float`` (TFLite's NumericVerify sign), real = scale * (q - zp);
 the five QuantizationDebugger statistics (num_elements, stddev, mean_error, max_abs_error,
 mean_squared_error) are TensorFlow's definitions (numpy over one sample's diffs) averaged
@@ -33,10 +34,12 @@ import numpy as np
 from . import fixedpoint as fp
 from . import ir
 from .errors import QsimError
+from .exactsum import ExactSum
 
 WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 ACT_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 QD_COLUMNS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
+EXACT = ("s_diff", "s_diff2", "s_x2", "s_d2", "s_xd", "kl_sum")  # TensorStats' float sums (and qd)
 SAMPLE_MAX = 4096  # float values kept per tensor for the report's histograms (a uniform sample)
 LEVEL_FEW = 16  # a median of fewer distinct int8 values per sample is reported as "few levels"
 
@@ -204,6 +207,16 @@ class TensorStats:
     # number of distinct int8 values on it: the report's one-sample histogram
     first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     first_levels: int = 0
+    seed_offset: int = 0  # elements of the dataset before the first one added here (seeds the sample)
+    exact: dict = field(default_factory=dict)  # EXACT field -> ExactSum (qd: a list of 5), kept by absorb()
+
+    @classmethod
+    def of_batch(cls, q: np.ndarray, x: np.ndarray, *args, offset: int = 0, **kw) -> "TensorStats":
+        """The stats of one batch (:meth:`add` into fresh stats); ``offset``: the dataset's elements
+        before this batch.  Batches' stats :meth:`absorb`-ed in any grouping give the same figures."""
+        st = cls(seed_offset=offset)
+        st.add(q, x, *args, **kw)
+        return st
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True) -> None:
@@ -256,7 +269,7 @@ class TensorStats:
             mse = np.einsum("ij,ij->i", e, e) / ne  # np.average(e * e, axis=1)
             self.qd += [ne * nb, std.sum(), mean.sum(), max_abs.sum(), mse.sum()]
         if fx.size:
-            rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
+            rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
             pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
             self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
         if probs:
@@ -274,20 +287,35 @@ class TensorStats:
         self.sample, self.sample_keys = v, k
 
     def merge(self, o: "TensorStats") -> "TensorStats":
-        """The statistics of both datasets together."""
-        r = TensorStats()
-        for f in ("n_samples", "n", "s_diff", "s_diff2", "s_x2", "s_d2", "s_xd", "clipped", "at_qmin", "at_qmax",
-                  "kl_sum", "kl_rows"):
-            setattr(r, f, getattr(self, f) + getattr(o, f))
-        r.x_min, r.x_max = min(self.x_min, o.x_min), max(self.x_max, o.x_max)
-        r.levels = self.levels + o.levels
-        r.level_set = o.level_set if self.level_set is None else (
-            self.level_set if o.level_set is None else self.level_set | o.level_set)
-        r.qd = self.qd + o.qd
-        r.sample, r.sample_keys = self.sample, self.sample_keys
-        r._keep(o.sample, o.sample_keys)
-        r.first, r.first_levels = (self.first, self.first_levels) if self.n_samples else (o.first, o.first_levels)
-        return r
+        """The statistics of both datasets together (a new object)."""
+        return TensorStats().absorb(self).absorb(o)
+
+    def _exact(self, f: str):
+        """The exact running sum behind float field ``f`` (from its value when :meth:`add` made it)."""
+        if f not in self.exact:
+            self.exact[f] = [ExactSum(v) for v in self.qd] if f == "qd" else ExactSum(getattr(self, f))
+        return self.exact[f]
+
+    def absorb(self, o: "TensorStats") -> "TensorStats":
+        """Add ``o``'s dataset to this one, in place; returns self.  Exact: counts add, min/max and
+        level sets combine, float sums are kept as :class:`qsim.exactsum.ExactSum` (so ``o`` must be
+        one :meth:`add` into fresh stats or itself built by absorb), per-sample levels are appended
+        (absorb in dataset order) and the histogram sample keeps the smallest keys, sorted by key."""
+        if self.n_samples == 0 and o.n_samples:  # the dataset's first sample is o's
+            self.first, self.first_levels = o.first, o.first_levels
+        for f in ("n_samples", "n", "clipped", "at_qmin", "at_qmax", "kl_rows"):
+            setattr(self, f, getattr(self, f) + getattr(o, f))
+        for f in EXACT:
+            setattr(self, f, float(self._exact(f).absorb(o._exact(f))))
+        self.qd = np.array([float(e.absorb(oe)) for e, oe in zip(self._exact("qd"), o._exact("qd"))])
+        self.x_min, self.x_max = min(self.x_min, o.x_min), max(self.x_max, o.x_max)
+        self.levels.extend(o.levels)
+        if o.level_set is not None:
+            self.level_set = o.level_set.copy() if self.level_set is None else self.level_set | o.level_set
+        self._keep(o.sample, o.sample_keys)
+        order = np.lexsort((self.sample, self.sample_keys))
+        self.sample, self.sample_keys = self.sample[order], self.sample_keys[order]
+        return self
 
 
 def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
@@ -472,11 +500,15 @@ def _float_input_stream(path: Path, t: ir.Tensor, labels):
 
 def compare(model, float_model, data, labels=None, limit: int | None = None, match=None,
             batch_size: int = 32, profile: str = "tflm", mean=None, std=None, image_mode: str = "shift",
-            requant=None):
-    """The comparison behind :meth:`qsim.Model.compare`; returns a :class:`CompareReport`."""
+            requant=None, client=None, progress: bool = False):
+    """The comparison behind :meth:`qsim.Model.compare`; returns a :class:`CompareReport`.
+
+    ``requant``: the int8 side runs a requant arithmetic variant for its GEMM ops.
+    ``client``: a ``distributed.Client``; the dataset (a path) is then cut into shards of whole
+    batches that the workers read and compare (:func:`_compare_task`), and the per-shard statistics
+    merge exactly (:meth:`TensorStats.absorb`) into the same report as a one-process run."""
     from . import loader
-    from .api import load
-    from .refrun import LiteRTRunner, ReferenceRefused
+    from .data import sample_count
     gq = model.graph
     if _is_float_graph(gq):
         raise QsimError(f"{model.source} (given as the INT8 model) is a float model: its compute ops run in "
@@ -510,21 +542,9 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                                                                  for k, v in match.items())):
         raise QsimError("match must be a JSON object {int8 tensor name: float tensor name}.")
     m = match_tensors(gq, gf, match)
-    tin = gq.tensors[gq.inputs[0]]
-    if isinstance(data, (str, Path)) and np.issubdtype(tin.dtype, np.floating):
-        ds = _float_input_stream(Path(data), tin, labels)  # an int8 model behind a float input (QUANTIZE)
-        real = ds.read
-    else:
-        ds = model.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode) \
-            if isinstance(data, (str, Path)) else data
-        real = _real_reader(Path(data), len(ds)) if isinstance(data, (str, Path)) and mean is None else None
-    try:
-        fr = LiteRTRunner(fblob, reference=True)
-    except ReferenceRefused as e:
-        raise QsimError(f"LiteRT cannot run the float model {fsrc}: {e}") from None
-    qinfo = model.inputs[0]
-    fin = gf.tensors[gf.inputs[0]]
-    pg = model.prepared(profile, requant)
+    ds, real = _open_data(model, data, labels, mean, std, image_mode)
+    fr = _float_runner(fblob, fsrc)
+    pg = model.prepared(profile, requant)  # unsupported ops and bad variants are reported here, before any work
     producer = {o: op for op in gq.operators for o in op.outputs}
     rows = []
     for tq, tf in m.pairs.items():
@@ -539,10 +559,97 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         rows.append(LayerRow(None if op is None else op.index, "INPUT" if op is None else op.opcode, tq, t.name,
                              gf.tensors[tf].name, float(t.quant.scale0), int(t.quant.zp0), int(info.min),
                              int(info.max), act, TensorStats(), weights=weight_figures(gq, op)))
+    n = sample_count(len(ds), limit)
+    if client is None:
+        parts = [_compare_range(model, gf, fr, m, rows, ds, real, profile, batch_size, 0, n, requant)]
+    else:
+        from . import shards
+        from .data import origin
+        if not isinstance(data, (str, Path)):
+            raise QsimError("a distributed compare reads the dataset on the workers from its path: give the path.")
+        ranges = shards.shard_ranges(n, batch_size, shards.worker_threads(client))
+        refs = (shards.model_ref(client, model.blob, model.path), shards.model_ref(client, fblob, fsrc))
+        where = shards.for_run(origin(data, labels, mean, std, image_mode))
+        tasks = [(*refs, fsrc, profile, where, m, rows, batch_size, a, b, requant) for a, b in ranges]
+        parts = shards.gather(client, _compare_task, tasks, desc="compare", weights=[b - a for a, b in ranges],
+                              progress=progress)
+    agg = dict.fromkeys(("top1_f", "top5_f", "top1_q", "top5_q", "agree", "n", "labelled"), 0)
+    for k, r in enumerate(rows):  # merged in shard order
+        r.st, r.iso = TensorStats(), None
+        for stats, _, _ in parts:
+            st, iso = stats[k]
+            r.st.absorb(st)
+            if iso is not None:
+                r.iso = (r.iso or TensorStats()).absorb(iso)
+    for _, a, _ in parts:
+        for key in agg:
+            agg[key] += a[key]
+    start = sum(c for _, _, c in parts)
+    if start == 0:
+        raise QsimError(f"the dataset {data} holds no samples to compare.")
+    from .compare_report import CompareReport
+    return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf,
+                         list(getattr(ds, "warnings", [])), None if pg.requant is None else str(pg.requant))
+
+
+def _open_data(model, data, labels, mean, std, image_mode):
+    """(dataset, reader of the original real values or None) for the int8 model's input (module doc)."""
+    from .data import is_url, local_copy
+    gq = model.graph
+    tin = gq.tensors[gq.inputs[0]]
+    data = local_copy(data) if is_url(data) else data  # a URL fsspec opens: a local copy
+    if isinstance(data, (str, Path)) and np.issubdtype(tin.dtype, np.floating):
+        ds = _float_input_stream(Path(data), tin, labels)  # an int8 model behind a float input (QUANTIZE)
+        real = ds.read
+    else:
+        ds = model.dataset(data, labels=labels, mean=mean, std=std, image_mode=image_mode) \
+            if isinstance(data, (str, Path)) else data
+        real = _real_reader(Path(data), len(ds)) if isinstance(data, (str, Path)) and mean is None else None
+    return ds, real
+
+
+def _float_runner(fblob: bytes, fsrc: str):
+    """LiteRT BUILTIN_REF on the float model, every tensor kept."""
+    from .refrun import LiteRTRunner, ReferenceRefused
+    try:
+        return LiteRTRunner(fblob, reference=True)
+    except ReferenceRefused as e:
+        raise QsimError(f"LiteRT cannot run the float model {fsrc}: {e}") from None
+
+
+def _compare_task(qref, fref, fsrc: str, profile: str, where: dict, m: Matching, rows: list, batch_size: int,
+                  start: int, stop: int, requant=None):
+    """One shard on a Dask worker: the int8 model (prepared once per worker) and the float model's
+    LiteRT interpreter (one per worker thread) from the cache, the dataset opened from its path."""
+    from . import loader, shards
+    from .cluster import worker_cache
+    model = shards.worker_model(qref)
+
+    def float_side():
+        blob = shards.worker_blob(fref)
+        return loader.load_bytes(blob, source=fsrc, validate=False), _float_runner(blob, fsrc)
+    gf, fr = worker_cache(shards.thread_key("litert", fref[0]), float_side)
+    ds, real = shards.worker_dataset(where, model.graph, lambda path, labels, mean, std, image_mode: _open_data(
+        model, path, labels, mean, std, image_mode))
+    return _compare_range(model, gf, fr, m, rows, ds, real, profile, batch_size, start, stop, requant)
+
+
+def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: str, batch_size: int,
+                   start: int, stop: int, requant=None):
+    """Samples ``start`` .. ``stop`` of ``ds`` (batches of ``batch_size`` from ``start``) through both
+    models: ([(accumulated, isolated or None) TensorStats per row of ``rows``], the model-level
+    counts, samples).  Each batch is one :meth:`TensorStats.add` into fresh stats, absorbed exactly."""
+    from .refrun import ReferenceRefused
+    gq = model.graph
+    pg = model.prepared(profile, requant)
+    qinfo = model.inputs[0]
+    fin = gf.tensors[gf.inputs[0]]
+    rows = [LayerRow(r.op_index, r.op_name, r.tensor_idx, r.tensor_name, r.float_name, r.scale, r.zero_point,
+                     r.qmin, r.qmax, r.act, TensorStats()) for r in rows]
     out_q, out_f = gq.outputs[0], gf.outputs[0]
     agg = {"top1_f": 0, "top5_f": 0, "top1_q": 0, "top5_q": 0, "agree": 0, "n": 0, "labelled": 0}
-    start = 0
-    for x, y in ds.batches(batch_size, limit):
+    first = start
+    for x, y in ds.batches(batch_size, stop, start=start):
         nb = x.shape[0]
         vals = pg.run_samples({gq.inputs[0]: x}, keep_all=True)
         if real is not None:
@@ -551,6 +658,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
             xf = qinfo.dequantize(x).astype(np.float32)
         else:
             xf = x.astype(fin.dtype)
+        at = start  # the batch's first sample in the dataset (seeds the histogram sample)
         start += nb
         want = [r.tensor_idx for r in rows]
         fv: dict[int, np.ndarray] = {}  # float tensor -> [nb, ...], filled sample by sample
@@ -567,11 +675,12 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
-            x64 = fq[r.tensor_idx].astype(np.float64)
-            r.st.add(vals[r.tensor_idx], x64, *args)
+            x64 = fq[r.tensor_idx].astype(np.float64)  # shared by both views
+            offset = at * (vals[r.tensor_idx].size // nb)  # elements before this batch
+            r.st.absorb(TensorStats.of_batch(vals[r.tensor_idx], x64, *args, offset=offset))
             if r.tensor_idx in iso:
-                r.iso = r.iso or TensorStats()
-                r.iso.add(iso[r.tensor_idx], x64, *args, full=False)
+                r.iso = (r.iso or TensorStats()).absorb(
+                    TensorStats.of_batch(iso[r.tensor_idx], x64, *args, offset=offset, full=False))
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = fv[out_f].reshape(nb, -1)
@@ -589,11 +698,7 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                 agg["top1_q"] += int((tq5[:, 0] == yy).sum())
                 agg["top5_f"] += int((tf5 == yy[:, None]).any(1).sum())
                 agg["top5_q"] += int((tq5 == yy[:, None]).any(1).sum())
-    if start == 0:
-        raise QsimError(f"the dataset {data} holds no samples to compare.")
-    from .compare_report import CompareReport
-    return CompareReport(model.source, fsrc, str(data), start, m, rows, agg, gq, gf,
-                         list(getattr(ds, "warnings", [])), None if pg.requant is None else str(pg.requant))
+    return [(r.st, r.iso) for r in rows], agg, start - first
 
 
 def write_csv(rows: list[dict], columns) -> str:

@@ -8,6 +8,8 @@ Sources (``path``):
 * a folder with one sub-folder per class (``DIR/cat/*.png``, ``DIR/dog/*.jpg``; searched
   recursively; PNG, JPEG, BMP): labels from the sub-folder names, classes in sorted name order,
   or in the order of a labels file when one is given.
+* any of these at a URL fsspec opens (``s3://``, ``https://``, ``file://``...): a local copy is read
+  (:func:`local_copy`).
 
 Sample layout: ``x`` has a leading sample axis in place of the model's batch dimension 1,
 ``x.shape == (N, *input.shape[1:])`` (a model whose input has no batch dimension 1 keeps its
@@ -39,6 +41,7 @@ memory-mapped, ``.npz`` members are decompressed incrementally).  :func:`load_da
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,9 +75,11 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def batches(self, batch_size: int = 64, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(x, y) chunks of at most ``batch_size`` samples, the first ``limit`` samples only if given."""
-        return _batches(len(self), limit, batch_size, lambda i, j: self.x[i:j], self.y)
+    def batches(self, batch_size: int = 64, limit: int | None = None,
+                start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(x, y) chunks of at most ``batch_size`` samples, the first ``limit`` samples only if given;
+        ``start``: the first sample (a shard of the dataset: samples ``start`` .. ``limit``)."""
+        return _batches(len(self), limit, batch_size, lambda i, j: self.x[i:j], self.y, start)
 
 
 @dataclass
@@ -90,13 +95,19 @@ class DataStream:
     class_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # input-range guard (:func:`qsim.inputs.range_guard`)
+    # how to open it again elsewhere (a Dask worker): open_dataset's arguments, the path absolute; None
+    # for streams not opened from a path
+    origin: dict | None = None
+    saturation: "_Saturation | None" = None  # counts of normalized values that saturated (``notes``)
 
     def __len__(self) -> int:
         return self.n
 
-    def batches(self, batch_size: int = 64, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(x, y) chunks of at most ``batch_size`` samples, decoded when reached."""
-        return _batches(self.n, limit, batch_size, self.read, self.y)
+    def batches(self, batch_size: int = 64, limit: int | None = None,
+                start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(x, y) chunks of at most ``batch_size`` samples, decoded when reached; ``start``: the first
+        sample (a shard: samples ``start`` .. ``limit``; batches still start at ``start``)."""
+        return _batches(self.n, limit, batch_size, self.read, self.y, start)
 
     def load(self, limit: int | None = None) -> Dataset:
         """Everything (or the first ``limit`` samples) in memory."""
@@ -114,8 +125,10 @@ def load_dataset(path: str | Path, g: ir.Graph, labels: str | Path | None = None
 
 def open_dataset(path: str | Path, g: ir.Graph, labels: str | Path | None = None, mean=None, std=None,
                  image_mode: str = "shift") -> DataStream:
-    """Index a dataset for graph ``g``'s input (see the module doc); nothing is decoded yet."""
-    p = Path(path)
+    """Index a dataset for graph ``g``'s input (see the module doc); nothing is decoded yet.
+    ``path`` may be a URL fsspec opens (``s3://``, ``gs://``, ``https://``, ``file://``...): read from a
+    local copy (:func:`local_copy`)."""
+    p = local_copy(path) if is_url(path) else Path(path)
     if len(g.inputs) != 1:
         raise QsimError(f"datasets feed single-input models; this model has {len(g.inputs)} inputs.")
     if image_mode not in qin.IMAGE_MODES:
@@ -124,6 +137,67 @@ def open_dataset(path: str | Path, g: ir.Graph, labels: str | Path | None = None
     n_classes = _n_classes(g)
     names = read_labels(labels, n_classes) if labels is not None else None
     norm = _normalization(mean, std)
+    ds = _open(p, t, names, n_classes, norm, image_mode)
+    ds.origin = origin(path, labels, mean, std, image_mode)
+    return ds
+
+
+def origin(path, labels=None, mean=None, std=None, image_mode: str = "shift") -> dict:
+    """:func:`open_dataset`'s arguments with the paths made absolute: what a Dask worker needs to open
+    the same dataset from a shared filesystem (plain, picklable values)."""
+    def absolute(v):
+        return None if v is None else str(v) if is_url(v) else os.path.abspath(v)
+
+    def plain(v):
+        return None if v is None else np.asarray(v, np.float64).tolist()
+    return {"path": absolute(path), "labels": absolute(labels), "mean": plain(mean), "std": plain(std),
+            "image_mode": image_mode}
+
+
+def is_url(path) -> bool:
+    """True for a URL (``scheme://...``), which :func:`local_copy` reads through fsspec."""
+    return isinstance(path, str) and "://" in path
+
+
+def local_copy(url: str) -> Path:
+    """A local copy of the file or folder at ``url`` (any protocol fsspec and its plug-ins open),
+    downloaded once per machine into ``$TMPDIR/qsim-data/`` (keyed by the URL, its size and its
+    modification time when the store reports them) and reused; a URL that cannot be read is a
+    QsimError naming it."""
+    import hashlib
+    import shutil
+    import tempfile
+    import threading
+    try:
+        import fsspec
+        fs, rpath = fsspec.core.url_to_fs(url)
+        info = fs.info(rpath)
+    except ImportError as e:
+        raise QsimError(f"cannot read the dataset {url}: {e} (install the fsspec plug-in for that protocol, "
+                        "e.g. s3fs or gcsfs)") from None
+    except Exception as e:
+        raise QsimError(f"cannot read the dataset {url}: {type(e).__name__}: {e}") from None
+    stamp = [str(info.get(k)) for k in ("size", "mtime", "LastModified", "ETag", "etag", "updated") if k in info]
+    digest = hashlib.sha256("\n".join([url] + stamp).encode()).hexdigest()[:20]
+    name = rpath.rstrip("/").rsplit("/", 1)[-1] or "data"
+    dest = Path(tempfile.gettempdir()) / "qsim-data" / digest
+    if not (dest / name).exists():
+        part = dest.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.part")
+        shutil.rmtree(part, ignore_errors=True)
+        try:
+            part.mkdir(parents=True)
+            fs.get(rpath, str(part / name), recursive=info.get("type") == "directory")
+        except Exception as e:
+            shutil.rmtree(part, ignore_errors=True)
+            raise QsimError(f"cannot read the dataset {url}: {type(e).__name__}: {e}") from None
+        try:
+            part.rename(dest)  # atomic: another process that got there first keeps its copy
+        except OSError:
+            shutil.rmtree(part, ignore_errors=True)
+    return dest / name
+
+
+def _open(p: Path, t: ir.Tensor, names, n_classes, norm, image_mode) -> DataStream:
     if p.is_dir():
         return _image_folder(p, t, names, n_classes, norm, image_mode)
     if not p.is_file():
@@ -225,7 +299,8 @@ def _arrays(what: str, shape, dtype, read_raw, y, t: ir.Tensor, names, n_classes
         saturated.add(hi, lo)
         return q
 
-    return DataStream(what, n, want, t.dtype, read, _labels(what, y, n, n_classes), names, notes, warns)
+    return DataStream(what, n, want, t.dtype, read, _labels(what, y, n, n_classes), names, notes, warns,
+                      saturation=saturated)
 
 
 def _check_sample_shape(what: str, sample: tuple, want: tuple, t: ir.Tensor) -> None:
@@ -349,7 +424,7 @@ def _image_folder(root: Path, t: ir.Tensor, names, n_classes, norm, image_mode) 
         return out
 
     return DataStream(str(root), len(files), want, t.dtype, read, np.array(labels, np.int64),
-                      names if names is not None else classes, notes)
+                      names if names is not None else classes, notes, saturation=saturated)
 
 
 # ------------------------------------------------------------------ helpers
@@ -425,13 +500,14 @@ def sample_count(n: int, limit: int | None) -> int:
     return min(n, limit)
 
 
-def _batches(n: int, limit: int | None, batch_size: int, read, y) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _batches(n: int, limit: int | None, batch_size: int, read, y,
+             start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     n = sample_count(n, limit)  # checked now, not at the first next()
     if batch_size < 1:
         raise QsimError(f"the batch size must be at least 1, got {batch_size}.")
 
     def gen():
-        for i in range(0, n, batch_size):
+        for i in range(start, n, batch_size):
             j = min(i + batch_size, n)
             yield read(i, j), (None if y is None else y[i:j])
     return gen()

@@ -20,9 +20,10 @@ import numpy as np
 from . import ir
 from .data import sample_count
 from .errors import QsimError
+from .exactsum import ExactSum
 from .interpreter import PreparedGraph
 
-__all__ = ["EvalResult", "OutputStats", "evaluate"]
+__all__ = ["EvalResult", "EvalPartial", "OutputStats", "evaluate", "evaluate_distributed", "eval_range"]
 
 TOP_K = 5
 
@@ -61,6 +62,7 @@ class EvalResult:
     outputs: list[OutputStats] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     requant: "VariantDiff | None" = None  # a requant variant against the reference arithmetic (eval(requant=))
+    warnings: list[str] = field(default_factory=list)  # the dataset's input-range guard (also among notes)
 
     @property
     def samples_per_s(self) -> float:
@@ -103,56 +105,153 @@ class EvalResult:
 
 def evaluate(prepared: PreparedGraph, data, batch_size: int = 64, limit: int | None = None,
              progress: bool = False, reference: PreparedGraph | None = None) -> EvalResult:
-    """Run ``data`` (up to ``limit`` samples, ``batch_size`` at a time) through ``prepared``.
+    """Run ``data`` (up to ``limit`` samples, ``batch_size`` at a time) through ``prepared``, here.
 
     ``progress``: a tqdm bar on stderr (shown only when stderr is a terminal).
     ``reference``: the same graph under the reference arithmetic (``prepared`` being a requant
     variant of it): run on the same batches, its accuracy and the outputs' differences go to
     ``EvalResult.requant`` (:class:`VariantDiff`)."""
-    g = prepared.graph
     n_total = sample_count(len(data), limit)
     if n_total == 0:
         raise QsimError("the dataset holds no samples to evaluate.")
-    labelled = data.y is not None
-    outs = [g.tensors[t] for t in g.outputs]
-    acc = [_Accumulator(t) for t in outs]
-    c1 = c5 = n = 0
-    k = TOP_K
-    run_s = 0.0
     t0 = time.perf_counter()
     bar = _progress(n_total, progress)
-    diff = None if reference is None else VariantDiff(str(prepared.requant), reference_label(reference))
-    r1 = r5 = 0
     try:
-        for xs, ys in data.batches(batch_size, limit):
-            r0 = time.perf_counter()
-            results = _run_chunk(prepared, xs)
-            run_s += time.perf_counter() - r0
-            if diff is not None:
-                theirs = _run_chunk(reference, xs)
-                for a, b in zip(results, theirs):
-                    diff.add(a, b)
-                if labelled:
-                    h1, h5, _ = _hits(theirs[0], ys)
-                    r1, r5 = r1 + h1, r5 + h5
-            for a, q in zip(acc, results):
-                a.add(q)
-            if labelled:
-                h1, h5, k = _hits(results[0], ys)
-                c1, c5 = c1 + h1, c5 + h5
-            n += len(xs)
-            bar.update(len(xs))
+        part = eval_range(prepared, data, batch_size, 0, n_total, bar, reference)
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
-    res = EvalResult(g.source or "model", getattr(data, "source", ""), n, seconds, run_s, top_k=k,
-                     class_names=data.class_names, outputs=[a.stats() for a in acc], notes=list(data.notes))
-    if labelled:
-        res.top1, res.top5, res.correct_top1, res.correct_top5 = c1 / n, c5 / n, c1, c5
-    if diff is not None:
+    return finish(prepared.graph, data, part, time.perf_counter() - t0)
+
+
+def evaluate_distributed(model, profile: str, data, client, batch_size: int = 64, limit: int | None = None,
+                         progress: bool = False, requant=None) -> EvalResult:
+    """:func:`evaluate` on a Dask cluster: ``data`` (a :class:`qsim.data.DataStream` opened from a path)
+    is cut into shards of whole batches (:func:`qsim.shards.shard_ranges`); each task opens the
+    dataset from its path, runs its shard through the model prepared once per worker, and returns an
+    :class:`EvalPartial`; the partials are merged exactly, so the result equals :func:`evaluate`'s
+    (timings aside).  A shard whose worker dies or that raises is rerun; one result per shard."""
+    from . import shards
+    n_total = sample_count(len(data), limit)
+    if n_total == 0:
+        raise QsimError("the dataset holds no samples to evaluate.")
+    origin = shards.for_run(shards.dataset_origin(data))
+    t0 = time.perf_counter()
+    ranges = shards.shard_ranges(n_total, batch_size, shards.worker_threads(client))
+    ref = shards.model_ref(client, model.blob, model.path)
+    tasks = [(ref, profile, origin, batch_size, a, b, requant) for a, b in ranges]
+    parts = shards.gather(client, _eval_task, tasks, desc="eval", weights=[b - a for a, b in ranges],
+                          progress=progress)
+    total = EvalPartial.empty(model.graph)
+    for p in parts:  # in shard order
+        total.absorb(p)
+        if data.saturation is not None:
+            data.saturation.add(*p.saturated)
+    return finish(model.graph, data, total, time.perf_counter() - t0)
+
+
+def _eval_task(ref, profile: str, origin: dict, batch_size: int, start: int, stop: int,
+               requant=None) -> "EvalPartial":
+    """One shard, on a Dask worker: the model prepared once per worker, the dataset opened from its path."""
+    from . import shards
+    model = shards.worker_model(ref)
+    prepared = model.prepared(profile, requant)
+    reference = None if prepared.requant is None else model.prepared(profile)
+    data = shards.worker_dataset(origin, model.graph)
+    return eval_range(prepared, data, batch_size, start, stop, reference=reference)
+
+
+@dataclass
+class EvalPartial:
+    """What samples ``start`` .. ``stop`` of a dataset contribute to an :class:`EvalResult`: counts
+    and exact sums (:class:`qsim.exactsum.ExactSum`), so merging partials in any grouping gives the
+    same figures as one pass.  ``run_seconds`` is timing (not part of the exact result);
+    ``saturated``: (high, low) counts of normalized input values that saturated while reading;
+    ``diff``, ``reference_top1``/``_top5``: hits and differences of the reference arithmetic when
+    the model runs a requant variant (``None`` otherwise)."""
+
+    outputs: list
+    samples: int = 0
+    correct_top1: int = 0
+    correct_top5: int = 0
+    top_k: int = TOP_K
+    run_seconds: float = 0.0
+    saturated: tuple = (0, 0)
+    diff: "VariantDiff | None" = None
+    reference_top1: int = 0
+    reference_top5: int = 0
+
+    @classmethod
+    def empty(cls, g: ir.Graph, prepared: PreparedGraph | None = None,
+              reference: PreparedGraph | None = None) -> "EvalPartial":
+        diff = None if reference is None else VariantDiff(str(prepared.requant), reference_label(reference))
+        return cls([_Accumulator(g.tensors[t]) for t in g.outputs], diff=diff)
+
+    def absorb(self, o: "EvalPartial") -> "EvalPartial":
+        """Add another partial's samples (in place)."""
+        for a, b in zip(self.outputs, o.outputs):
+            a.absorb(b)
+        self.samples += o.samples
+        self.correct_top1 += o.correct_top1
+        self.correct_top5 += o.correct_top5
+        self.top_k = o.top_k if o.samples else self.top_k
+        self.run_seconds += o.run_seconds
+        self.saturated = (self.saturated[0] + o.saturated[0], self.saturated[1] + o.saturated[1])
+        if o.diff is not None:
+            if self.diff is None:
+                self.diff = VariantDiff(o.diff.variant, o.diff.reference)
+            self.diff.absorb(o.diff)
+            self.reference_top1 += o.reference_top1
+            self.reference_top5 += o.reference_top5
+        return self
+
+
+def eval_range(prepared: PreparedGraph, data, batch_size: int, start: int, stop: int, bar=None,
+               reference: PreparedGraph | None = None) -> EvalPartial:
+    """Samples ``start`` .. ``stop`` of ``data`` (batches of ``batch_size`` from ``start``) through
+    ``prepared`` (and ``reference``, the reference arithmetic of a requant variant, on the same batches)."""
+    part = EvalPartial.empty(prepared.graph, prepared, reference)
+    labelled = data.y is not None
+    sat = data.saturation
+    sat0 = (sat.hi, sat.lo) if sat is not None else (0, 0)
+    for xs, ys in data.batches(batch_size, stop, start=start):
+        r0 = time.perf_counter()
+        results = _run_chunk(prepared, xs)
+        part.run_seconds += time.perf_counter() - r0
+        if reference is not None:
+            theirs = _run_chunk(reference, xs)
+            for a, b in zip(results, theirs):
+                part.diff.add(a, b)
+            if labelled:
+                h1, h5, _ = _hits(theirs[0], ys)
+                part.reference_top1 += h1
+                part.reference_top5 += h5
+        for a, q in zip(part.outputs, results):
+            a.add(q)
         if labelled:
-            diff.reference_top1, diff.reference_top5 = r1 / n, r5 / n
-        res.requant = diff
+            h1, h5, part.top_k = _hits(results[0], ys)
+            part.correct_top1 += h1
+            part.correct_top5 += h5
+        part.samples += len(xs)
+        if bar is not None:
+            bar.update(len(xs))
+    if sat is not None:
+        part.saturated = (sat.hi - sat0[0], sat.lo - sat0[1])
+    return part
+
+
+def finish(g: ir.Graph, data, part: EvalPartial, seconds: float) -> EvalResult:
+    """The :class:`EvalResult` of a whole dataset's (merged) partial."""
+    n = part.samples
+    res = EvalResult(g.source or "model", getattr(data, "source", ""), n, seconds, part.run_seconds,
+                     top_k=part.top_k, class_names=data.class_names, outputs=[a.stats() for a in part.outputs],
+                     notes=list(data.notes), warnings=list(getattr(data, "warnings", [])))
+    if data.y is not None:
+        c1, c5 = part.correct_top1, part.correct_top5
+        res.top1, res.top5, res.correct_top1, res.correct_top5 = c1 / n, c5 / n, c1, c5
+    if part.diff is not None:
+        if data.y is not None:
+            part.diff.reference_top1, part.diff.reference_top5 = part.reference_top1 / n, part.reference_top5 / n
+        res.requant = part.diff
     return res
 
 
@@ -193,6 +292,12 @@ class VariantDiff:
         self.differ += int(np.count_nonzero(d))
         self.max_abs_diff_lsb = max(self.max_abs_diff_lsb, int(d.max()) if d.size else 0)
 
+    def absorb(self, o: "VariantDiff") -> None:
+        """Add another shard's counts (exact: integers and a maximum)."""
+        self.elements += o.elements
+        self.differ += o.differ
+        self.max_abs_diff_lsb = max(self.max_abs_diff_lsb, o.max_abs_diff_lsb)
+
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
@@ -211,14 +316,15 @@ def _run_chunk(prepared: PreparedGraph, xs: np.ndarray) -> list[np.ndarray]:
 
 
 class _Accumulator:
-    """Running sums for one output's :class:`OutputStats` (float64, exact enough for int8 data)."""
+    """Running sums for one output's :class:`OutputStats`: exact sums of the per-batch float64 sums
+    (:class:`qsim.exactsum.ExactSum`), min/max and argmax counts, so merges give the same figures."""
 
     def __init__(self, t: ir.Tensor):
-        self.t = t
+        self.name = t.name
         q = t.quant
         self.scale, self.zp = (q.scale0, q.zp0) if q is not None and not q.per_channel else (1.0, 0)
         self.n = 0
-        self.s = self.s2 = 0.0
+        self.s, self.s2 = ExactSum(), ExactSum()
         self.lo, self.hi = np.inf, -np.inf
         self.counts: np.ndarray | None = None
         self.sample_shape: list[int] = []
@@ -227,21 +333,34 @@ class _Accumulator:
         real = self.scale * (q.astype(np.float64) - self.zp)
         self.sample_shape = list(q.shape[1:])
         self.n += real.size
-        self.s += float(real.sum())
-        self.s2 += float((real * real).sum())
+        self.s.add(float(real.sum()))
+        self.s2.add(float((real * real).sum()))
         if real.size:
             self.lo, self.hi = min(self.lo, float(real.min())), max(self.hi, float(real.max()))
         flat = q.reshape(q.shape[0], -1)
         vector = max(self.sample_shape, default=1) == flat.shape[1]  # one row of scores per sample
         if vector and flat.shape[1] > 0:
             winners = np.argmax(flat, axis=1)  # first maximum: ties to the lower index
-            c = np.bincount(winners, minlength=flat.shape[1])
-            self.counts = c if self.counts is None else self.counts + c
+            self._count(np.bincount(winners, minlength=flat.shape[1]))
+
+    def _count(self, c: np.ndarray | None) -> None:
+        if c is not None:
+            self.counts = c.copy() if self.counts is None else self.counts + c
+
+    def absorb(self, o: "_Accumulator") -> None:
+        """Add another accumulator's values (in place)."""
+        self.n += o.n
+        self.s.absorb(o.s)
+        self.s2.absorb(o.s2)
+        self.lo, self.hi = min(self.lo, o.lo), max(self.hi, o.hi)
+        self._count(o.counts)
+        self.sample_shape = o.sample_shape or self.sample_shape
 
     def stats(self) -> OutputStats:
-        mean = self.s / self.n if self.n else 0.0
-        var = max(self.s2 / self.n - mean * mean, 0.0) if self.n else 0.0
-        return OutputStats(self.t.name, self.sample_shape, mean, var ** 0.5, self.lo, self.hi,
+        s, s2 = float(self.s), float(self.s2)
+        mean = s / self.n if self.n else 0.0
+        var = max(s2 / self.n - mean * mean, 0.0) if self.n else 0.0
+        return OutputStats(self.name, self.sample_shape, mean, var ** 0.5, self.lo, self.hi,
                            None if self.counts is None else [int(c) for c in self.counts])
 
 
