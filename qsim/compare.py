@@ -38,6 +38,7 @@ WRAPPERS = ("QUANTIZE", "DEQUANTIZE")
 ACT_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 QD_COLUMNS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
 SAMPLE_MAX = 4096  # float values kept per tensor for the report's histograms (a uniform sample)
+CHUNK = 65536  # elements per chunk of the statistics' element-wise work (3 float64 buffers of 512 KiB)
 LEVEL_FEW = 16  # a median of fewer distinct int8 values per sample is reported as "few levels"
 
 
@@ -207,61 +208,86 @@ class TensorStats:
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True) -> None:
-        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...].  ``full=False`` keeps
-        only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the isolated view reports."""
+        """One batch: ``q`` int8 values and ``x`` float values (float32 or float64), both [N, ...].
+        ``full=False`` keeps only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the
+        isolated view reports.
+
+        All sums are float64.  The element-wise work runs in cache-sized chunks of whole samples
+        (CHUNK elements), so the ~15 passes per element read cache, not memory; the sums over the
+        dequantized values alone (``s_d2``) come from the integer level counts (exact integer sums)."""
         q = np.asarray(q)
         x32 = np.asarray(x)
-        x = np.asarray(x32, np.float64)  # no copy when the caller passes float64 (shared by both views)
-        d = np.subtract(q, zp, dtype=np.float64)
-        d *= scale  # scale * (q - zp), in float64
-        diff = d - x
         nb = q.shape[0]
+        ne = q.size // nb if nb else 0
         is_first = self.n_samples == 0
         self.n_samples += nb
-        self.n += diff.size
-        fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
-        self.s_diff2 += float(fd @ fd)
-        self.s_x2 += float(fx @ fx)
-        if not full:
+        self.n += q.size
+        if not q.size:
             return
-        self.s_diff += float(fd.sum())
-        self.s_d2 += float(fdd @ fdd)
-        self.s_xd += float(fx @ fdd)
-        if x.size:
-            bmin, bmax = float(x32.min()), float(x32.max())
-            self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
-            lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-            if bmin < lo or bmax > hi:  # else nothing is clipped
-                self.clipped += int(((x < lo) | (x > hi)).sum())
+        qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
+        rows = max(1, CHUNK // ne)
+        m = min(rows, nb) * ne
+        dbuf, xbuf, ebuf = np.empty(m), np.empty(m), np.empty(m)
+        s_x2 = s_xd = s_e2 = 0.0
+        per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
+        for r0 in range(0, nb, rows):
+            qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
+            shape = qc.shape
+            D, X, E = (b[:qc.size].reshape(shape) for b in (dbuf, xbuf, ebuf))
+            _dequant_into(qc, scale, zp, D)  # scale * (q - zp), float64
+            np.copyto(X, xc)
+            fx, fd = X.ravel(), D.ravel()
+            s_x2 += float(fx @ fx)
+            np.subtract(D, X, out=E)  # diff
+            if not full:
+                fe = E.ravel()
+                s_e2 += float(fe @ fe)
+                continue
+            s_xd += float(fx @ fd)
+            rs = E.sum(axis=1)  # np.average(e, axis=1) * ne: TensorFlow's five metrics, per sample
+            e2 = _row_dots(E)  # np.average(e * e, axis=1) * ne
+            mx, mn = E.max(axis=1), E.min(axis=1)  # np.abs(e).max(axis=1) = max(mx, -mn)
+            E -= (rs / ne)[:, None]
+            dev2 = _row_dots(E)  # np.std(e, axis=1)**2 * ne
+            per.append((rs, e2, mx, mn, dev2))
+        self.s_x2 += s_x2
+        if not full:
+            self.s_diff2 += s_e2
+            return
+        rs, e2, mx, mn, dev2 = (np.concatenate(c) for c in zip(*per))
+        self.s_diff2 += float(e2.sum())
+        self.s_diff += float(rs.sum())
+        self.s_xd += s_xd
+        self.qd += [ne * nb, np.sqrt(dev2 / ne).sum(), (rs / ne).sum(), np.maximum(mx, -mn).sum(), (e2 / ne).sum()]
+        bmin, bmax = float(x32.min()), float(x32.max())
+        self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
+        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        if bmin < lo or bmax > hi:  # else nothing is clipped
+            self.clipped += int(((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum())  # compared in float64
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
-        counts = _level_counts(q.reshape(nb, -1), qmin, qmax)
+        counts = _level_counts(qf, qmin, qmax)
+        k = np.arange(qmin, qmax + 1, dtype=np.int64) - zp
+        self.s_d2 += scale * scale * float(counts.sum(0) @ (k * k))  # sum of d^2: an exact integer sum, scaled
         self.at_qmin += int(counts[:, 0].sum())
         self.at_qmax += int(counts[:, -1].sum())
         used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
-        if is_first and nb:
+        if is_first:
             v = x32[0].ravel().astype(np.float32)
             if v.size > SAMPLE_MAX:
                 v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
             self.first, self.first_levels = v, int(used[0].sum())
-        e = diff.reshape(nb, -1)
-        if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
-            ne = e.shape[1]
-            mean = e.sum(axis=1) / ne  # np.average(e, axis=1)
-            dev = e - mean[:, None]
-            std = np.sqrt(np.einsum("ij,ij->i", dev, dev) / ne)  # np.std(e, axis=1), one summation order
-            max_abs = np.maximum(e.max(axis=1), -e.min(axis=1))  # np.abs(e).max(axis=1)
-            mse = np.einsum("ij,ij->i", e, e) / ne  # np.average(e * e, axis=1)
-            self.qd += [ne * nb, std.sum(), mean.sum(), max_abs.sum(), mse.sum()]
-        if fx.size:
-            rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
-            pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
-            self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
+        fx = xf.ravel()
+        rng = np.random.default_rng(self.n)  # deterministic: seeded by the elements seen so far
+        pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
+        self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
         if probs:
-            p = x.reshape(-1, x.shape[-1])
-            r = np.clip(d.reshape(-1, x.shape[-1]), 1e-12, None)
+            p = np.asarray(x32, np.float64).reshape(-1, x32.shape[-1])
+            d = np.empty(q.shape)
+            _dequant_into(q, scale, zp, d)
+            r = np.clip(d.reshape(-1, x32.shape[-1]), 1e-12, None)
             pp = np.clip(p, 1e-12, None)
             self.kl_sum += float(np.where(p > 0, p * np.log(pp / r), 0.0).sum())
             self.kl_rows += p.shape[0]
@@ -288,6 +314,21 @@ class TensorStats:
         r._keep(o.sample, o.sample_keys)
         r.first, r.first_levels = (self.first, self.first_levels) if self.n_samples else (o.first, o.first_levels)
         return r
+
+
+def _row_dots(a: np.ndarray) -> np.ndarray:
+    """Sum of squares of each row of a 2-D float64 array: one BLAS dot per long row, einsum over
+    many short ones (fewer calls)."""
+    if a.shape[1] >= 2048:
+        return np.array([float(r @ r) for r in a])
+    return np.einsum("ij,ij->i", a, a)
+
+
+def _dequant_into(q: np.ndarray, scale: float, zp: int, out: np.ndarray) -> None:
+    """``out[...] = scale * (q - zp)`` in float64 (``q - zp`` exact, then one product per element)."""
+    np.copyto(out, q)
+    np.subtract(out, zp, out=out)
+    np.multiply(out, scale, out=out)
 
 
 def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
@@ -567,11 +608,11 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
         iso = isolated_outputs(pg, model, vals, fq, nb)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
-            x64 = fq[r.tensor_idx].astype(np.float64)
-            r.st.add(vals[r.tensor_idx], x64, *args)
+            xr = fq[r.tensor_idx]
+            r.st.add(vals[r.tensor_idx], xr, *args)
             if r.tensor_idx in iso:
                 r.iso = r.iso or TensorStats()
-                r.iso.add(iso[r.tensor_idx], x64, *args, full=False)
+                r.iso.add(iso[r.tensor_idx], xr, *args, full=False)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = fv[out_f].reshape(nb, -1)
