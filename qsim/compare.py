@@ -207,14 +207,18 @@ class TensorStats:
     first_levels: int = 0
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
-            probs: bool, full: bool = True) -> None:
+            probs: bool, full: bool = True, x2: float | None = None,
+            e2: float | None = None) -> tuple[float, float]:
         """One batch: ``q`` int8 values and ``x`` float values (float32 or float64), both [N, ...].
         ``full=False`` keeps only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the
-        isolated view reports.
+        isolated view reports.  Returns the batch's (Σx², Σdiff²), diff = d - x; ``x2``, ``e2``: those
+        sums when the caller has them (what this method returned for the same ``x``, for the same
+        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.
 
         All sums are float64.  The element-wise work runs in cache-sized chunks of whole samples
-        (CHUNK elements), so the ~15 passes per element read cache, not memory; the sums over the
-        dequantized values alone (``s_d2``) come from the integer level counts (exact integer sums)."""
+        (CHUNK elements), so its passes read cache, not memory.  The sums over the dequantized values
+        alone come from the integer level counts: ``s_d2`` = scale²·Σ(q - zp)² (an exact integer sum),
+        and ``s_xd`` = (Σd² + Σx² - Σdiff²) / 2 (diff = d - x; every term a sum of squares)."""
         q = np.asarray(q)
         x32 = np.asarray(x)
         nb = q.shape[0]
@@ -223,41 +227,48 @@ class TensorStats:
         self.n_samples += nb
         self.n += q.size
         if not q.size:
-            return
+            return 0.0, 0.0
+        if not full and x2 is not None and e2 is not None:
+            self.s_x2 += x2
+            self.s_diff2 += e2
+            return x2, e2
         qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
         rows = max(1, CHUNK // ne)
         m = min(rows, nb) * ne
         dbuf, xbuf, ebuf = np.empty(m), np.empty(m), np.empty(m)
-        s_x2 = s_xd = s_e2 = 0.0
+        s_x2 = s_e2 = 0.0
         per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
         for r0 in range(0, nb, rows):
             qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
             shape = qc.shape
             D, X, E = (b[:qc.size].reshape(shape) for b in (dbuf, xbuf, ebuf))
             _dequant_into(qc, scale, zp, D)  # scale * (q - zp), float64
-            np.copyto(X, xc)
-            fx, fd = X.ravel(), D.ravel()
-            s_x2 += float(fx @ fx)
-            np.subtract(D, X, out=E)  # diff
+            if x2 is None:
+                np.copyto(X, xc)  # float64
+                fx = X.ravel()
+                s_x2 += float(fx @ fx)
+                np.subtract(D, X, out=E)  # diff
+            else:
+                np.subtract(D, xc, out=E)  # diff (x converted to float64 on the fly)
             if not full:
                 fe = E.ravel()
                 s_e2 += float(fe @ fe)
                 continue
-            s_xd += float(fx @ fd)
             rs = E.sum(axis=1)  # np.average(e, axis=1) * ne: TensorFlow's five metrics, per sample
             e2 = _row_dots(E)  # np.average(e * e, axis=1) * ne
             mx, mn = E.max(axis=1), E.min(axis=1)  # np.abs(e).max(axis=1) = max(mx, -mn)
             E -= (rs / ne)[:, None]
             dev2 = _row_dots(E)  # np.std(e, axis=1)**2 * ne
             per.append((rs, e2, mx, mn, dev2))
+        s_x2 = s_x2 if x2 is None else x2
         self.s_x2 += s_x2
         if not full:
             self.s_diff2 += s_e2
-            return
+            return s_x2, s_e2
         rs, e2, mx, mn, dev2 = (np.concatenate(c) for c in zip(*per))
-        self.s_diff2 += float(e2.sum())
+        s_e2 = float(e2.sum())
+        self.s_diff2 += s_e2
         self.s_diff += float(rs.sum())
-        self.s_xd += s_xd
         self.qd += [ne * nb, np.sqrt(dev2 / ne).sum(), (rs / ne).sum(), np.maximum(mx, -mn).sum(), (e2 / ne).sum()]
         bmin, bmax = float(x32.min()), float(x32.max())
         self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
@@ -268,7 +279,9 @@ class TensorStats:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
         counts = _level_counts(qf, qmin, qmax)
         k = np.arange(qmin, qmax + 1, dtype=np.int64) - zp
-        self.s_d2 += scale * scale * float(counts.sum(0) @ (k * k))  # sum of d^2: an exact integer sum, scaled
+        s_d2 = scale * scale * float(counts.sum(0) @ (k * k))  # sum of d^2: an exact integer sum, scaled
+        self.s_d2 += s_d2
+        self.s_xd += (s_d2 + s_x2 - s_e2) / 2  # sum of x·d
         self.at_qmin += int(counts[:, 0].sum())
         self.at_qmax += int(counts[:, -1].sum())
         used = counts > 0
@@ -291,6 +304,7 @@ class TensorStats:
             pp = np.clip(p, 1e-12, None)
             self.kl_sum += float(np.where(p > 0, p * np.log(pp / r), 0.0).sum())
             self.kl_rows += p.shape[0]
+        return s_x2, s_e2
 
     def _keep(self, values: np.ndarray, keys: np.ndarray) -> None:
         v, k = np.concatenate([self.sample, values]), np.concatenate([self.sample_keys, keys])
@@ -432,16 +446,20 @@ def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
 
 # ------------------------------------------------------------------ the isolated view
 
-def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.ndarray]:
+def isolated_outputs(pg, model, vals: dict, fq: dict, n: int, exact=()) -> dict[int, np.ndarray]:
     """Each int8 op evaluated on the *quantized float* values of its inputs (the error the op itself
     adds): {int8 output tensor: [n, ...] integers} for every op whose activation inputs all have
     a matched float tensor (``fq``: int8 tensor index -> float values in the batched layout of
     ``vals``, qsim's accumulated run).  Inputs that are not quantized (a float graph input before
-    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops."""
+    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops.
+
+    ``exact``: int8 tensors whose float values are known to quantize to qsim's own values (``vals``),
+    used as they are; an op whose every input is then qsim's own gets qsim's own output (the same
+    integer op on the same integers: ``out[t] is vals[t]``), without running it again."""
     from .interpreter import _per_sample, batch_shape
     g = pg.graph
     out: dict[int, np.ndarray] = {}
-    quantized: dict[int, np.ndarray] = {}  # each float tensor quantized once (an ADD's residual input is read twice)
+    quantized = {i: vals[i] for i in exact}  # each float tensor quantized once (an ADD's residual input is read twice)
     for s in pg._batch_steps():
         if s.mode == "once":
             continue
@@ -458,8 +476,11 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
             else:
                 break
         else:
-            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
             t, dtype, shape = s.outputs[0]
+            if t in vals and all(a is vals[i] for a, (i, c, live) in zip(ins, s.inputs) if live):
+                out[t] = vals[t]
+                continue
+            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
             out[t] = np.asarray(outs[0]).astype(dtype, copy=False).reshape(batch_shape(shape, n))
     return out
 
@@ -586,10 +607,12 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
     for x, y in ds.batches(batch_size, limit):
         nb = x.shape[0]
         vals = pg.run_samples({gq.inputs[0]: x}, keep_all=True)
+        xf_dequantized = False
         if real is not None:
             xf = real(start, start + nb)
         elif np.issubdtype(fin.dtype, np.floating) and np.issubdtype(x.dtype, np.integer):
             xf = qinfo.dequantize(x).astype(np.float32)
+            xf_dequantized = qinfo.scale is not None
         else:
             xf = x.astype(fin.dtype)
         start += nb
@@ -605,14 +628,18 @@ def compare(model, float_model, data, labels=None, limit: int | None = None, mat
                     fv[t] = np.empty((nb,) + v.shape, v.dtype)
                 fv[t][k] = v
         fq = {r.tensor_idx: fv[m.pairs[r.tensor_idx]].reshape(vals[r.tensor_idx].shape) for r in rows}
-        iso = isolated_outputs(pg, model, vals, fq, nb)
+        # data given as integers: the float input is their dequantized values, which quantize back to
+        # them exactly (|q - zp| <= 65535, two float32 roundings: an error below 0.02 of a step)
+        exact = (gq.inputs[0],) if xf_dequantized and gq.inputs[0] in fq else ()
+        iso = isolated_outputs(pg, model, vals, fq, nb, exact)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
             xr = fq[r.tensor_idx]
-            r.st.add(vals[r.tensor_idx], xr, *args)
+            x2, e2 = r.st.add(vals[r.tensor_idx], xr, *args)
             if r.tensor_idx in iso:
                 r.iso = r.iso or TensorStats()
-                r.iso.add(iso[r.tensor_idx], xr, *args, full=False)
+                same = iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
+                r.iso.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2 if same else None)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = fv[out_f].reshape(nb, -1)
