@@ -348,7 +348,8 @@ def _dequant_into(q: np.ndarray, scale: float, zp: int, out: np.ndarray) -> None
 def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
     """[N, qmax - qmin + 1] counts of each integer value per row of ``q`` [N, M]."""
     nb, nl = q.shape[0], qmax - qmin + 1
-    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127):  # per row on the bytes: value v at v mod 256
+    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127) and q.shape[1] >= 4096:
+        # long rows: per row on the bytes (value v at v mod 256); short ones: one bincount for all rows
         c = np.stack([np.bincount(row, minlength=256) for row in q.view(np.uint8)]) if nb else np.zeros((0, 256), int)
         return np.roll(c, 128, axis=1)
     flat = q.astype(np.intp)
