@@ -235,13 +235,14 @@ class TensorStats:
         qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
         rows = max(1, CHUNK // ne)
         m = min(rows, nb) * ne
-        dbuf, xbuf, ebuf = np.empty(m), np.empty(m), np.empty(m)
+        dbuf, xbuf, ones = np.empty(m), np.empty(m), np.ones(ne)
         s_x2 = s_e2 = 0.0
         per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
         for r0 in range(0, nb, rows):
             qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
             shape = qc.shape
-            D, X, E = (b[:qc.size].reshape(shape) for b in (dbuf, xbuf, ebuf))
+            D, X = (b[:qc.size].reshape(shape) for b in (dbuf, xbuf))
+            E = D  # d, then diff = d - x in place
             _dequant_into(qc, scale, zp, D)  # scale * (q - zp), float64
             if x2 is None:
                 np.copyto(X, xc)  # float64
@@ -254,7 +255,7 @@ class TensorStats:
                 fe = E.ravel()
                 s_e2 += float(fe @ fe)
                 continue
-            rs = E.sum(axis=1)  # np.average(e, axis=1) * ne: TensorFlow's five metrics, per sample
+            rs = E @ ones  # np.average(e, axis=1) * ne (a BLAS sum): TensorFlow's five metrics, per sample
             e2 = _row_dots(E)  # np.average(e * e, axis=1) * ne
             mx, mn = E.max(axis=1), E.min(axis=1)  # np.abs(e).max(axis=1) = max(mx, -mn)
             E -= (rs / ne)[:, None]
