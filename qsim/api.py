@@ -118,7 +118,7 @@ class TensorInfo:
             raise QsimError(f"data to quantize for '{self.name}' contains NaN or infinity.")
         info = np.iinfo(self.dtype)
         return fp.quantize_affine(a, self._broadcast(self.scales, a.shape), self._broadcast(self.zero_points, a.shape),
-                                  int(info.min), int(info.max)).astype(self.dtype)
+                                  int(info.min), int(info.max), dtype=self.dtype)
 
     def dequantize(self, q) -> np.ndarray:
         """Integers -> real values (float64): scale * (q - zero_point)."""

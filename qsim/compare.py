@@ -41,6 +41,7 @@ ACT_OPS = {"RELU": "RELU", "RELU6": "RELU6", "RELU_N1_TO_1": "RELU_N1_TO_1"}
 QD_COLUMNS = ("num_elements", "stddev", "mean_error", "max_abs_error", "mean_squared_error")
 EXACT = ("s_diff", "s_diff2", "s_x2", "s_d2", "s_xd", "kl_sum")  # TensorStats' float sums (and qd)
 SAMPLE_MAX = 4096  # float values kept per tensor for the report's histograms (a uniform sample)
+CHUNK = 131072  # values per chunk of the statistics' element-wise work (2 float64 buffers of 1 MiB: fewer calls)
 LEVEL_FEW = 16  # a median of fewer distinct int8 values per sample is reported as "few levels"
 
 
@@ -219,65 +220,105 @@ class TensorStats:
         return st
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
-            probs: bool, full: bool = True) -> None:
-        """One batch: ``q`` int8 values and ``x`` float values, both [N, ...].  ``full=False`` keeps
-        only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the isolated view reports."""
+            probs: bool, full: bool = True, x2: float | None = None,
+            e2: float | None = None) -> tuple[float, float]:
+        """One batch: ``q`` int8 values and ``x`` float values (float32 or float64), both [N, ...].
+        ``full=False`` keeps only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the
+        isolated view reports.  Returns the batch's (Σx², Σdiff²), diff = d - x; ``x2``, ``e2``: those
+        sums when the caller has them (what this method returned for the same ``x``, for the same
+        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.
+
+        All sums are float64.  The element-wise work runs in cache-sized chunks of whole samples
+        (CHUNK elements), so its passes read cache, not memory.  The sums over the dequantized values
+        alone come from the integer level counts: ``s_d2`` = scale²·Σ(q - zp)² (an exact integer sum),
+        and ``s_xd`` = (Σd² + Σx² - Σdiff²) / 2 (diff = d - x; every term a sum of squares)."""
         q = np.asarray(q)
         x32 = np.asarray(x)
-        x = np.asarray(x32, np.float64)  # no copy when the caller passes float64 (shared by both views)
-        d = np.subtract(q, zp, dtype=np.float64)
-        d *= scale  # scale * (q - zp), in float64
-        diff = d - x
         nb = q.shape[0]
+        ne = q.size // nb if nb else 0
         is_first = self.n_samples == 0
         self.n_samples += nb
-        self.n += diff.size
-        fd, fx, fdd = diff.ravel(), x.ravel(), d.ravel()
-        self.s_diff2 += float(fd @ fd)
-        self.s_x2 += float(fx @ fx)
+        self.n += q.size
+        if not q.size:
+            return 0.0, 0.0
+        if not full and x2 is not None and e2 is not None:
+            self.s_x2 += x2
+            self.s_diff2 += e2
+            return x2, e2
+        qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
+        rows = max(1, CHUNK // ne)
+        m = min(rows, nb) * ne
+        dbuf, xbuf, ones = np.empty(m), np.empty(m), np.ones(ne)
+        s_x2 = s_e2 = 0.0
+        per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
+        for r0 in range(0, nb, rows):
+            qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
+            shape = qc.shape
+            D, X = (b[:qc.size].reshape(shape) for b in (dbuf, xbuf))
+            E = D  # d, then diff = d - x in place
+            _dequant_into(qc, scale, zp, D)  # scale * (q - zp), float64
+            if x2 is None:
+                np.copyto(X, xc)  # float64
+                fx = X.ravel()
+                s_x2 += float(fx @ fx)
+                np.subtract(D, X, out=E)  # diff
+            else:
+                np.subtract(D, xc, out=E)  # diff (x converted to float64 on the fly)
+            if not full:
+                fe = E.ravel()
+                s_e2 += float(fe @ fe)
+                continue
+            rs = E @ ones  # np.average(e, axis=1) * ne (a BLAS sum): TensorFlow's five metrics, per sample
+            e2 = _row_dots(E)  # np.average(e * e, axis=1) * ne
+            mx, mn = E.max(axis=1), E.min(axis=1)  # np.abs(e).max(axis=1) = max(mx, -mn)
+            E -= (rs / ne)[:, None]
+            dev2 = _row_dots(E)  # np.std(e, axis=1)**2 * ne
+            per.append((rs, e2, mx, mn, dev2))
+        s_x2 = s_x2 if x2 is None else x2
+        self.s_x2 += s_x2
         if not full:
-            return
-        self.s_diff += float(fd.sum())
-        self.s_d2 += float(fdd @ fdd)
-        self.s_xd += float(fx @ fdd)
-        if x.size:
-            bmin, bmax = float(x32.min()), float(x32.max())
-            self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
-            lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-            if bmin < lo or bmax > hi:  # else nothing is clipped
-                self.clipped += int(((x < lo) | (x > hi)).sum())
+            self.s_diff2 += s_e2
+            return s_x2, s_e2
+        rs, e2, mx, mn, dev2 = (np.concatenate(c) for c in zip(*per))
+        s_e2 = float(e2.sum())
+        self.s_diff2 += s_e2
+        self.s_diff += float(rs.sum())
+        self.qd += [ne * nb, np.sqrt(dev2 / ne).sum(), (rs / ne).sum(), np.maximum(mx, -mn).sum(), (e2 / ne).sum()]
+        bmin, bmax = float(x32.min()), float(x32.max())
+        self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
+        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        if bmin < lo or bmax > hi:  # else nothing is clipped
+            self.clipped += int(((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum())  # compared in float64
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
-        counts = _level_counts(q.reshape(nb, -1), qmin, qmax)
+        counts = _level_counts(qf, qmin, qmax)
+        k = np.arange(qmin, qmax + 1, dtype=np.int64) - zp
+        s_d2 = scale * scale * float(counts.sum(0) @ (k * k))  # sum of d^2: an exact integer sum, scaled
+        self.s_d2 += s_d2
+        self.s_xd += (s_d2 + s_x2 - s_e2) / 2  # sum of x·d
         self.at_qmin += int(counts[:, 0].sum())
         self.at_qmax += int(counts[:, -1].sum())
         used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
-        if is_first and nb:
+        if is_first:
             v = x32[0].ravel().astype(np.float32)
             if v.size > SAMPLE_MAX:
                 v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
             self.first, self.first_levels = v, int(used[0].sum())
-        e = diff.reshape(nb, -1)
-        if e.shape[1]:  # TensorFlow's five metrics, one value per sample (np.std, np.average... along axis 1)
-            ne = e.shape[1]
-            mean = e.sum(axis=1) / ne  # np.average(e, axis=1)
-            dev = e - mean[:, None]
-            std = np.sqrt(np.einsum("ij,ij->i", dev, dev) / ne)  # np.std(e, axis=1), one summation order
-            max_abs = np.maximum(e.max(axis=1), -e.min(axis=1))  # np.abs(e).max(axis=1)
-            mse = np.einsum("ij,ij->i", e, e) / ne  # np.average(e * e, axis=1)
-            self.qd += [ne * nb, std.sum(), mean.sum(), max_abs.sum(), mse.sum()]
-        if fx.size:
-            rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
-            pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
-            self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
+        fx = xf.ravel()
+        rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
+        pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
+        self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
         if probs:
-            p = x.reshape(-1, x.shape[-1])
-            r = np.clip(d.reshape(-1, x.shape[-1]), 1e-12, None)
+            p = np.asarray(x32, np.float64).reshape(-1, x32.shape[-1])
+            d = np.empty(q.shape)
+            _dequant_into(q, scale, zp, d)
+            r = np.clip(d.reshape(-1, x32.shape[-1]), 1e-12, None)
             pp = np.clip(p, 1e-12, None)
             self.kl_sum += float(np.where(p > 0, p * np.log(pp / r), 0.0).sum())
             self.kl_rows += p.shape[0]
+        return s_x2, s_e2
 
     def _keep(self, values: np.ndarray, keys: np.ndarray) -> None:
         v, k = np.concatenate([self.sample, values]), np.concatenate([self.sample_keys, keys])
@@ -318,10 +359,26 @@ class TensorStats:
         return self
 
 
+def _row_dots(a: np.ndarray) -> np.ndarray:
+    """Sum of squares of each row of a 2-D float64 array: one BLAS dot per long row, einsum over
+    many short ones (fewer calls)."""
+    if a.shape[1] >= 2048:
+        return np.array([float(r @ r) for r in a])
+    return np.einsum("ij,ij->i", a, a)
+
+
+def _dequant_into(q: np.ndarray, scale: float, zp: int, out: np.ndarray) -> None:
+    """``out[...] = scale * (q - zp)`` in float64 (``q - zp`` exact, then one product per element)."""
+    np.copyto(out, q)
+    np.subtract(out, zp, out=out)
+    np.multiply(out, scale, out=out)
+
+
 def _level_counts(q: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
     """[N, qmax - qmin + 1] counts of each integer value per row of ``q`` [N, M]."""
     nb, nl = q.shape[0], qmax - qmin + 1
-    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127):  # per row on the bytes: value v at v mod 256
+    if q.dtype == np.int8 and (qmin, qmax) == (-128, 127) and q.shape[1] >= 4096:
+        # long rows: per row on the bytes (value v at v mod 256); short ones: one bincount for all rows
         c = np.stack([np.bincount(row, minlength=256) for row in q.view(np.uint8)]) if nb else np.zeros((0, 256), int)
         return np.roll(c, 128, axis=1)
     flat = q.astype(np.intp)
@@ -419,16 +476,20 @@ def weight_figures(g: ir.Graph, op: ir.Operator | None) -> dict:
 
 # ------------------------------------------------------------------ the isolated view
 
-def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.ndarray]:
+def isolated_outputs(pg, model, vals: dict, fq: dict, n: int, exact=()) -> dict[int, np.ndarray]:
     """Each int8 op evaluated on the *quantized float* values of its inputs (the error the op itself
     adds): {int8 output tensor: [n, ...] integers} for every op whose activation inputs all have
     a matched float tensor (``fq``: int8 tensor index -> float values in the batched layout of
     ``vals``, qsim's accumulated run).  Inputs that are not quantized (a float graph input before
-    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops."""
+    its QUANTIZE) take qsim's own values.  Batched as :meth:`PreparedGraph.run` runs ops.
+
+    ``exact``: int8 tensors whose float values are known to quantize to qsim's own values (``vals``),
+    used as they are; an op whose every input is then qsim's own gets qsim's own output (the same
+    integer op on the same integers: ``out[t] is vals[t]``), without running it again."""
     from .interpreter import _per_sample, batch_shape
     g = pg.graph
     out: dict[int, np.ndarray] = {}
-    quantized: dict[int, np.ndarray] = {}  # each float tensor quantized once (an ADD's residual input is read twice)
+    quantized = {i: vals[i] for i in exact}  # each float tensor quantized once (an ADD's residual input is read twice)
     for s in pg._batch_steps():
         if s.mode == "once":
             continue
@@ -445,8 +506,11 @@ def isolated_outputs(pg, model, vals: dict, fq: dict, n: int) -> dict[int, np.nd
             else:
                 break
         else:
-            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
             t, dtype, shape = s.outputs[0]
+            if t in vals and all(a is vals[i] for a, (i, c, live) in zip(ins, s.inputs) if live):
+                out[t] = vals[t]
+                continue
+            outs = _per_sample(g, s, ins, set(vals), n) if s.mode == "loop" else s.eval(s.prepared.params, ins)
             out[t] = np.asarray(outs[0]).astype(dtype, copy=False).reshape(batch_shape(shape, n))
     return out
 
@@ -652,10 +716,12 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
     for x, y in ds.batches(batch_size, stop, start=start):
         nb = x.shape[0]
         vals = pg.run_samples({gq.inputs[0]: x}, keep_all=True)
+        xf_dequantized = False
         if real is not None:
             xf = real(start, start + nb)
         elif np.issubdtype(fin.dtype, np.floating) and np.issubdtype(x.dtype, np.integer):
             xf = qinfo.dequantize(x).astype(np.float32)
+            xf_dequantized = qinfo.scale is not None
         else:
             xf = x.astype(fin.dtype)
         at = start  # the batch's first sample in the dataset (seeds the histogram sample)
@@ -672,15 +738,22 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
                     fv[t] = np.empty((nb,) + v.shape, v.dtype)
                 fv[t][k] = v
         fq = {r.tensor_idx: fv[m.pairs[r.tensor_idx]].reshape(vals[r.tensor_idx].shape) for r in rows}
-        iso = isolated_outputs(pg, model, vals, fq, nb)
+        # data given as integers: the float input is their dequantized values, which quantize back to
+        # them exactly (|q - zp| <= 65535, two float32 roundings: an error below 0.02 of a step)
+        exact = (gq.inputs[0],) if xf_dequantized and gq.inputs[0] in fq else ()
+        iso = isolated_outputs(pg, model, vals, fq, nb, exact)
         for r in rows:
             args = (r.scale, r.zero_point, r.qmin, r.qmax, r.op_name == "SOFTMAX")
-            x64 = fq[r.tensor_idx].astype(np.float64)  # shared by both views
+            xr = fq[r.tensor_idx]
             offset = at * (vals[r.tensor_idx].size // nb)  # elements before this batch
-            r.st.absorb(TensorStats.of_batch(vals[r.tensor_idx], x64, *args, offset=offset))
+            st = TensorStats(seed_offset=offset)  # this batch alone, absorbed exactly
+            x2, e2 = st.add(vals[r.tensor_idx], xr, *args)
+            r.st.absorb(st)
             if r.tensor_idx in iso:
-                r.iso = (r.iso or TensorStats()).absorb(
-                    TensorStats.of_batch(iso[r.tensor_idx], x64, *args, offset=offset, full=False))
+                same = iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
+                it = TensorStats(seed_offset=offset)
+                it.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2 if same else None)
+                r.iso = (r.iso or TensorStats()).absorb(it)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
         fo = fv[out_f].reshape(nb, -1)

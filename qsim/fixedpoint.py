@@ -320,14 +320,14 @@ def float_to_int32_cast(v) -> np.ndarray:
 
 
 def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
-                    overflow: str = "saturate") -> np.ndarray:
+                    overflow: str = "saturate", dtype=np.int64) -> np.ndarray:
     """TFLite's AffineQuantize (QUANTIZE float -> int, and the input quantization a user must do):
     ``clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point, qmin, qmax)``.
 
     The division is a float32 division, the rounding TfLiteRound (ties away from
     zero).  ``scale`` and ``zero_point`` broadcast (per-channel: shape them along
-    the axis).  Returns int64.  For every ratio inside int32 both ``overflow``
-    rules below are bit-identical to TFLite.
+    the axis).  Returns ``dtype`` (int64 by default; an integer type holding [qmin, qmax]).
+    For every ratio inside int32 both ``overflow`` rules below are bit-identical to TFLite.
 
     ``overflow`` says what a ratio with |x / scale| >= 2^31 (or inf, NaN) gives; C++
     leaves the int cast undefined there:
@@ -346,10 +346,15 @@ def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
     with np.errstate(all="ignore"):  # float32 overflow -> inf, handled below
         ratio = (np.asarray(x, np.float32) / np.asarray(scale, np.float32)).astype(np.float32, copy=False)
     if overflow == "x86":
-        return np.clip(wrap_int32(float_to_int32_cast(round_half_away_f32(ratio)) + _i64(zero_point)), qmin, qmax)
-    if np.isnan(ratio).any():
+        return np.clip(wrap_int32(float_to_int32_cast(round_half_away_f32(ratio)) + _i64(zero_point)),
+                       qmin, qmax).astype(dtype, copy=False)
+    if ratio.size and np.isnan(ratio.min()):  # min is NaN when any value is
         raise QsimError(f"cannot quantize NaN: {int(np.isnan(ratio).sum())} of {ratio.size} value(s) are NaN "
                         "(or 0/0, inf/inf with this scale); NaN has no integer representation.")
+    if np.ndim(zero_point) == 0 and np.ndim(ratio):  # ratio: a new array (the quotient), ours to overwrite
+        lo, hi = qmin - int(zero_point), qmax - int(zero_point)
+        if -F32_EXACT < lo - 1 and hi + 1 < F32_EXACT:
+            return _quantize_small_f32(ratio, lo, hi, int(zero_point)).astype(dtype, copy=False)
     r = round_half_away_f32(ratio)
     zp = _i64(zero_point)
     lo, hi = qmin - zp, qmax - zp
@@ -358,9 +363,31 @@ def quantize_affine(x, scale, zero_point, qmin: int = -128, qmax: int = 127,
         # [qmin, qmax] is one clamp to [qmin - zp, qmax - zp] and the add (exact in float64: < 2^53)
         np.clip(r, lo.astype(np.float64), hi.astype(np.float64), out=r)
         r += zp
-        return r.astype(np.int64)
+        return r.astype(dtype)
     np.clip(r, float(INT32_MIN), float(INT32_MAX), out=r)  # exact in float64
-    return np.clip(r.astype(np.int64) + zp, qmin, qmax)
+    return np.clip(r.astype(np.int64) + zp, qmin, qmax).astype(dtype, copy=False)
+
+
+F32_EXACT = 1 << 24  # integers of magnitude below this are exact in float32
+
+
+def _quantize_small_f32(ratio: np.ndarray, lo: int, hi: int, zp: int) -> np.ndarray:
+    """:func:`quantize_affine`'s saturating rule for a float32 ``ratio`` (no NaN; overwritten) and an
+    integer range [lo, hi] = [qmin - zp, qmax - zp] inside ±2^24, in float32 passes, all exact:
+    clamping to [lo - 1, hi + 1] first changes no result (rounding is monotone, and lo - 1, hi + 1
+    are integers that clamp to lo, hi as every value beyond them does); then |ratio| < 2^24, so
+    t = trunc(ratio), the fraction ratio - t, twice it (in (-2, 2)) and its trunc (±1 exactly when
+    |fraction| >= 0.5: a tie goes away from zero) are all exact, as is t plus it.  Returns the
+    integers [qmin, qmax] as float32."""
+    np.clip(ratio, np.float32(lo - 1), np.float32(hi + 1), out=ratio)
+    t = np.trunc(ratio)
+    ratio -= t
+    ratio *= 2
+    np.trunc(ratio, out=ratio)
+    t += ratio
+    np.clip(t, np.float32(lo), np.float32(hi), out=t)
+    t += np.float32(zp)
+    return t
 
 
 def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:

@@ -235,3 +235,36 @@ def test_tensor_stats_merge_equals_one_pass():
     fm, fo = row(m), row(one)
     assert fm["levels_median"] == fo["levels_median"] and fm["sqnr_db"] == pytest.approx(fo["sqnr_db"], rel=1e-12)
     assert TensorStats().merge(a).first.size == a.first.size  # an empty left part keeps the right's first sample
+
+
+def test_integer_data_isolated_view_shortcut(pair, tmp_path):
+    """Integer data: the float model gets their dequantized values, which quantize back to them
+    exactly, so the isolated view feeds the ops reading the graph input qsim's own values and
+    takes their own outputs (not run again).  Checked: the round trip on every int8 value, the
+    shortcut's outputs equal to a run of every op on the quantized float values, and the op on
+    the input having the same isolated and accumulated figures."""
+    from qsim.compare import isolated_outputs
+    qpath, fpath, _, x, _ = pair
+    m = qsim.load(qpath)
+    qi = m.inputs[0]
+    allq = np.arange(-128, 128).astype(np.int8)
+    assert np.array_equal(qi.quantize(qi.dequantize(allq).astype(np.float32)), allq)
+    xq = qi.quantize(x)
+    np.save(tmp_path / "xq.npy", xq)
+    rows = {r["tensor_name"]: r for r in m.compare(fpath, tmp_path / "xq.npy").rows}
+    assert rows["dense_relu"]["iso_sqnr_db"] == rows["dense_relu"]["sqnr_db"]
+    assert rows["dense_relu"]["iso_rmse_lsb"] == rows["dense_relu"]["rmse_lsb"]
+    pg = m.prepared("tflm")
+    gq = m.graph
+    vals = pg.run_samples({gq.inputs[0]: xq}, keep_all=True)
+    tin, tfc = gq.inputs[0], next(t.index for t in gq.tensors if t.name == "dense_relu")
+    fq = {tin: qi.dequantize(xq).astype(np.float32), tfc: _uniform(vals[tfc].shape)}
+    slow = isolated_outputs(pg, m, vals, fq, len(xq))
+    fast = isolated_outputs(pg, m, vals, fq, len(xq), exact=(tin,))
+    assert fast.keys() == slow.keys() and fast[tfc] is vals[tfc]
+    for t in slow:
+        assert np.array_equal(fast[t], slow[t]), t
+
+
+def _uniform(shape):
+    return np.random.default_rng(3).uniform(0, 0.5, size=shape).astype(np.float32)

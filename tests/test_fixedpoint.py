@@ -326,3 +326,24 @@ def test_quantize_affine_saturate_equals_its_definition(qmin, qmax, zp):
     want = np.clip(r + np.asarray(zp, np.int64), qmin, qmax)
     got = fp.quantize_affine(x, scale, zp, qmin, qmax)
     assert got.dtype == np.int64 and np.array_equal(got, want)
+
+
+def test_quantize_affine_float32_path_equals_double_rounding():
+    """The saturating rule's float32 path (scalar zero point, range inside ±2^24) against the
+    definition in float64: clamp(round_half_away(float32(x) / float32(scale)) + zp), on random
+    float32 bit patterns (every magnitude, inf), exact ties, their neighbours, for int8, uint8
+    and int16 ranges."""
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**32, size=400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = (np.arange(-40000, 40000) + 0.5).astype(np.float32)
+    data = np.concatenate([bits[~np.isnan(bits)], ties, np.nextafter(ties, np.float32(np.inf)),
+                           np.nextafter(ties, np.float32(-np.inf)),
+                           np.array([np.inf, -np.inf, 0, -0.0, 0.49999997, -0.49999997], np.float32)])
+    for qmin, qmax in ((-128, 127), (0, 255), (-32768, 32767)):
+        for zp in (qmin, 0, 7, qmax):
+            for scale in (1.0, 0.0235, 3e-5, 7.0):
+                with np.errstate(all="ignore"):
+                    ratio = (data / np.float32(scale)).astype(np.float64)
+                want = np.clip(fp.round_half_away(np.clip(ratio, -2.0**40, 2.0**40)) + zp, qmin, qmax)
+                got = fp.quantize_affine(data, scale, zp, qmin, qmax)
+                assert got.dtype == np.int64 and np.array_equal(got, want.astype(np.int64)), (qmin, zp, scale)
