@@ -252,8 +252,11 @@ def build(top: str, sources, ports: PortMap | str | Path, simulator: str = "veri
     bdir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     try:
+        # a design without `timescale gets 1ns/1ps, so the harness's ns clock is representable (Icarus
+        # defaults to 1 s precision; Verilator's own default is already finer)
+        extra = {"timescale": ("1ns", "1ps")} if simulator == "icarus" else {}
         runner.build(sources=paths, hdl_toplevel=top, parameters=params, build_dir=bdir, build_args=build_args,
-                     always=True)
+                     always=True, **extra)
     except (SystemExit, subprocess.CalledProcessError) as e:
         if temporary:
             shutil.rmtree(bdir, ignore_errors=True)
