@@ -27,7 +27,6 @@ the regression guard of tests/test_cortexm_icount.py (fails when a model gets > 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -137,12 +136,6 @@ def tools_missing() -> list[str]:
     return [t for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm") if shutil.which(t) is None]
 
 
-def kernels_supported(kernels: str) -> bool:
-    """``qsim`` always; another backend when qsim.codegen.generate takes ``kernels=``."""
-    from qsim.codegen import generate
-    return kernels == "qsim" or "kernels" in inspect.signature(generate).parameters
-
-
 def bench_input(g) -> np.ndarray:
     """The benchmark's input bytes: seeded random int8 over every graph input, concatenated."""
     rng = np.random.default_rng(7)
@@ -154,7 +147,7 @@ def _sizes(elf: Path) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in (re.match(r"^(\.\S+)\s+(\d+)\s", ln) for ln in out.splitlines()) if m}
 
 
-def _cmsis_lib(build: Path, mcpu: str, res) -> list[str]:
+def _cmsis_lib(build: Path, mcpu: str) -> list[str]:
     """Build the user's CMSIS-NN for ``mcpu`` with the generated Makefile's own rule (-O2, as the
     model); return the compile/link flags the bench needs (include paths, the library last)."""
     r = subprocess.run(["make", "-s", f"cmsis_nn_{mcpu}.a", f"MCPU={mcpu}"], cwd=build, capture_output=True,
@@ -199,9 +192,8 @@ def measure(model, build: Path, target: str = "cortex-m4", kernels: str = "qsim"
     mcpu, machine = TARGETS[target]
     g = load(model)
     name = "net"
-    kw = {"kernels": kernels} if kernels != "qsim" else {}
-    res = generate(model, build, name=name, target=CODEGEN_TARGET.get(target, target), force=True, **kw)
-    libs = _cmsis_lib(build, mcpu, res) if kernels == "cmsis-nn" else []
+    res = generate(model, build, name=name, target=CODEGEN_TARGET.get(target, target), force=True, kernels=kernels)
+    libs = _cmsis_lib(build, mcpu) if kernels == "cmsis-nn" else []
     x = bench_input(g)
     in_sizes = [g.tensors[t].size for t in g.inputs]
     out_sizes = [g.tensors[t].size for t in g.outputs]
@@ -263,10 +255,6 @@ def main(argv=None) -> int:
     if missing:
         print(f"cortexm_icount: needs {', '.join(missing)} (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
               "qemu-system-arm)", file=sys.stderr)
-        return 2
-    if not kernels_supported(args.kernels):
-        print(f"cortexm_icount: --kernels {args.kernels} is not available in this checkout "
-              "(qsim.codegen.generate takes no kernels= argument yet)", file=sys.stderr)
         return 2
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
