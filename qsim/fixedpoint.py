@@ -494,32 +494,53 @@ def saturating_rounding_multiply_by_pot(x, exponent: int, bits: int = 32) -> np.
     return np.where(x > threshold, hi, np.where(x < -threshold, lo, x << exponent))
 
 
-def rescale_fixed(x, src_integer_bits: int, dst_integer_bits: int) -> np.ndarray:
-    """gemmlowp Rescale<dst>(FixedPoint<int32, src>): SaturatingRoundingMultiplyByPOT<src - dst> on the raw."""
-    return saturating_rounding_multiply_by_pot(x, src_integer_bits - dst_integer_bits)
+def rescale_fixed(x, src_integer_bits: int, dst_integer_bits: int, bits: int = 32) -> np.ndarray:
+    """gemmlowp Rescale<dst>(FixedPoint<int``bits``, src>): SaturatingRoundingMultiplyByPOT<src - dst> on the raw."""
+    return saturating_rounding_multiply_by_pot(x, src_integer_bits - dst_integer_bits, bits)
 
 
-def _fx_mul(a, b) -> np.ndarray:
-    return saturating_rounding_doubling_high_mul(a, b)
+# gemmlowp's FixedPoint code is generic over the raw type: the functions below take ``bits``
+# (32: int32 raws, 16: int16 raws as in LiteRT's int16 LSTM gates).  Products are
+# SaturatingRoundingDoublingHighMul of that width, Add/Sub/Neg wrap to it, and every constant is
+# written as its int32 raw and, for int16, rounding-divided by 2**16 (RescaleConstantInitializer).
+
+def _fx_wrap(x, bits: int) -> np.ndarray:
+    return wrap_int32(x) if bits == 32 else wrap_int16(x)
 
 
-def exp_on_interval_between_negative_one_quarter_and_0_excl(a) -> np.ndarray:
-    """gemmlowp: exp(a) for a Q0.31 raw ``a`` in [-1/4, 0); result Q0.31 raw.
+def _fx_mul(a, b, bits: int = 32) -> np.ndarray:
+    if bits == 32:
+        return saturating_rounding_doubling_high_mul(a, b)
+    return saturating_rounding_doubling_high_mul_int16(a, b)
+
+
+def _fx_const(int32_raw: int, bits: int) -> int:
+    """gemmlowp RescaleConstantInitializer: an int32 constant raw for a ``bits``-bit FixedPoint."""
+    return int32_raw if bits == 32 else int(rounding_divide_by_pot(int32_raw, 32 - bits))
+
+
+def _fx_one(bits: int) -> int:
+    """Raw of FixedPoint<int``bits``, 0>::One() (saturated: 2**(bits-1) - 1)."""
+    return (1 << (bits - 1)) - 1
+
+
+def exp_on_interval_between_negative_one_quarter_and_0_excl(a, bits: int = 32) -> np.ndarray:
+    """gemmlowp: exp(a) for a Q0.(bits-1) raw ``a`` in [-1/4, 0); result Q0.(bits-1) raw.
 
     Fourth-order Taylor expansion around -1/8: exp(-1/8) * (1 + x + x^2/2 + x^3/6 + x^4/24)
     with x = a + 1/8, every product an SRDHM and the constants gemmlowp's
-    (exp(-1/8) = 1895147668 / 2**31, 1/3 = 715827883 / 2**31).
+    (exp(-1/8) = 1895147668 / 2**31, 1/3 = 715827883 / 2**31, rescaled to ``bits``).
     """
-    constant_term = 1895147668
-    constant_1_over_3 = 715827883
-    x = wrap_int32(_i64(a) + (1 << 28))
-    x2 = _fx_mul(x, x)
-    x3 = _fx_mul(x2, x)
-    x4 = _fx_mul(x2, x2)
-    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2)
-    inner = wrap_int32(_fx_mul(wrap_int32(x4_over_4 + x3), constant_1_over_3) + x2)
-    poly = saturating_rounding_multiply_by_pot(inner, -1)
-    return wrap_int32(constant_term + _fx_mul(constant_term, wrap_int32(x + poly)))
+    constant_term = _fx_const(1895147668, bits)
+    constant_1_over_3 = _fx_const(715827883, bits)
+    x = _fx_wrap(_i64(a) + (1 << (bits - 4)), bits)
+    x2 = _fx_mul(x, x, bits)
+    x3 = _fx_mul(x2, x, bits)
+    x4 = _fx_mul(x2, x2, bits)
+    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2, bits)
+    inner = _fx_wrap(_fx_mul(_fx_wrap(x4_over_4 + x3, bits), constant_1_over_3, bits) + x2, bits)
+    poly = saturating_rounding_multiply_by_pot(inner, -1, bits)
+    return _fx_wrap(constant_term + _fx_mul(constant_term, _fx_wrap(x + poly, bits), bits), bits)
 
 
 # (exponent, Q0.31 raw of exp(-2**exponent)) for gemmlowp's barrel shifter
@@ -527,81 +548,84 @@ _EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308
                (2, 39332535), (3, 720401), (4, 242))
 
 
-def exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
-    """gemmlowp exp_on_negative_values: exp(a) for a <= 0 given as FixedPoint<int32, integer_bits> raw.
+def exp_on_negative_values(a, integer_bits: int, bits: int = 32) -> np.ndarray:
+    """gemmlowp exp_on_negative_values: exp(a) for a <= 0 given as FixedPoint<int``bits``, integer_bits> raw.
 
-    Returns a Q0.31 raw (exp(0) saturates to INT32_MAX).  a is split into
+    Returns a Q0.(bits-1) raw (exp(0) saturates to the type's max).  a is split into
     (a mod 1/4) - 1/4, evaluated by the Taylor kernel, then multiplied by
     exp(-2**k) for each set bit k of the remainder; inputs below -32 give 0
     (when integer_bits > 5).
     """
     a = _i64(a)
-    frac_bits = 31 - integer_bits
+    frac_bits = bits - 1 - integer_bits
     one_quarter = 1 << (frac_bits - 2)
     mask = one_quarter - 1
-    a_mod_quarter_minus_one_quarter = wrap_int32((a & mask) - one_quarter)
+    a_mod_quarter_minus_one_quarter = _fx_wrap((a & mask) - one_quarter, bits)
     result = exp_on_interval_between_negative_one_quarter_and_0_excl(
-        rescale_fixed(a_mod_quarter_minus_one_quarter, integer_bits, 0))
-    remainder = wrap_int32(a_mod_quarter_minus_one_quarter - a)
+        rescale_fixed(a_mod_quarter_minus_one_quarter, integer_bits, 0, bits), bits)
+    remainder = _fx_wrap(a_mod_quarter_minus_one_quarter - a, bits)
     for exponent, multiplier in _EXP_BARREL:
         if integer_bits > exponent:
             bit = 1 << (frac_bits + exponent)
-            result = np.where((remainder & bit) != 0, _fx_mul(result, multiplier), result)
+            result = np.where((remainder & bit) != 0, _fx_mul(result, _fx_const(multiplier, bits), bits), result)
     if integer_bits > 5:
-        clamp = -(1 << (36 - integer_bits))
+        clamp = _fx_const(-(1 << (36 - integer_bits)), bits)
         result = np.where(a < clamp, 0, result)
-    return np.where(a == 0, INT32_MAX, result)
+    return np.where(a == 0, _fx_one(bits), result)
 
 
-def _newton_reciprocal_half_denominator(a) -> tuple[np.ndarray, np.ndarray]:
-    """Shared Newton-Raphson core of gemmlowp's 1/(1+x) and (1-x)/(1+x): returns Q2.29 x ~ 1/half_denominator."""
-    half_denominator = rounding_half_sum(a, INT32_MAX)  # (1 + a) / 2, Q0.31
-    x = wrap_int32(1515870810 + _fx_mul(half_denominator, -1010580540))  # 48/17 - 32/17 * hd, Q2.29
-    one_q2 = 1 << 29
+def _newton_reciprocal_half_denominator(a, bits: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Shared Newton-Raphson core of gemmlowp's 1/(1+x) and (1-x)/(1+x): returns Q2 x ~ 1/half_denominator."""
+    half_denominator = rounding_half_sum(a, _fx_one(bits))  # (1 + a) / 2, Q0
+    x = _fx_wrap(_fx_const(1515870810, bits) + _fx_mul(half_denominator, _fx_const(-1010580540, bits), bits),
+                 bits)  # 48/17 - 32/17 * hd, Q2
+    one_q2 = 1 << (bits - 3)
     for _ in range(3):
-        half_denominator_times_x = _fx_mul(half_denominator, x)
-        one_minus = wrap_int32(one_q2 - half_denominator_times_x)
-        x = wrap_int32(x + rescale_fixed(_fx_mul(x, one_minus), 4, 2))
+        half_denominator_times_x = _fx_mul(half_denominator, x, bits)
+        one_minus = _fx_wrap(one_q2 - half_denominator_times_x, bits)
+        x = _fx_wrap(x + rescale_fixed(_fx_mul(x, one_minus, bits), 4, 2, bits), bits)
     return x, half_denominator
 
 
-def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
-    """gemmlowp: 1 / (1 + a) for a Q0.31 raw a in [0, 1); result Q0.31 raw (3 Newton-Raphson steps)."""
-    x, _ = _newton_reciprocal_half_denominator(a)
-    return rescale_fixed(x, 1, 0)  # ExactMulByPot<-1> (Q2 -> Q1, same raw) then Rescale<0>
+def one_over_one_plus_x_for_x_in_0_1(a, bits: int = 32) -> np.ndarray:
+    """gemmlowp: 1 / (1 + a) for a Q0 raw a in [0, 1); result Q0 raw (3 Newton-Raphson steps)."""
+    x, _ = _newton_reciprocal_half_denominator(a, bits)
+    return rescale_fixed(x, 1, 0, bits)  # ExactMulByPot<-1> (Q2 -> Q1, same raw) then Rescale<0>
 
 
-def one_minus_x_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
-    """gemmlowp: (1 - a) / (1 + a) for a Q0.31 raw a in [0, 1); result Q0.31 raw."""
-    x, _ = _newton_reciprocal_half_denominator(a)
-    return rescale_fixed(wrap_int32(x - (1 << 29)), 2, 0)
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a, bits: int = 32) -> np.ndarray:
+    """gemmlowp: (1 - a) / (1 + a) for a Q0 raw a in [0, 1); result Q0 raw."""
+    x, _ = _newton_reciprocal_half_denominator(a, bits)
+    return rescale_fixed(_fx_wrap(x - (1 << (bits - 3)), bits), 2, 0, bits)
 
 
-def fixed_logistic(a, integer_bits: int) -> np.ndarray:
-    """gemmlowp logistic(FixedPoint<int32, integer_bits>) -> Q0.31 raw of 1 / (1 + exp(-a)).
+def fixed_logistic(a, integer_bits: int, bits: int = 32) -> np.ndarray:
+    """gemmlowp logistic(FixedPoint<int``bits``, integer_bits>) -> Q0.(bits-1) raw of 1 / (1 + exp(-a)).
 
-    Positive side: 1 / (1 + exp(-|a|)); negative side: INT32_MAX - that (wrapping);
-    a == 0 gives exactly 2**30 (one half).
+    Positive side: 1 / (1 + exp(-|a|)); negative side: One - that (wrapping);
+    a == 0 gives exactly one half.  ``bits=16`` is LiteRT's int16 ApplySigmoid (Q3.12 in).
     """
     a = _i64(a)
     positive = a > 0
-    abs_input = np.where(positive, a, wrap_int32(-a))
-    if_positive = one_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(wrap_int32(-abs_input), integer_bits))
-    if_negative = wrap_int32(INT32_MAX - if_positive)
-    return np.where(a == 0, 1 << 30, np.where(positive, if_positive, if_negative))
+    abs_input = np.where(positive, a, _fx_wrap(-a, bits))
+    if_positive = one_over_one_plus_x_for_x_in_0_1(
+        exp_on_negative_values(_fx_wrap(-abs_input, bits), integer_bits, bits), bits)
+    if_negative = _fx_wrap(_fx_one(bits) - if_positive, bits)
+    return np.where(a == 0, _fx_const(1 << 30, bits), np.where(positive, if_positive, if_negative))
 
 
-def fixed_tanh(a, integer_bits: int) -> np.ndarray:
-    """gemmlowp tanh(FixedPoint<int32, integer_bits>) -> Q0.31 raw.
+def fixed_tanh(a, integer_bits: int, bits: int = 32) -> np.ndarray:
+    """gemmlowp tanh(FixedPoint<int``bits``, integer_bits>) -> Q0.(bits-1) raw.
 
     t = (1 - exp(2n)) / (1 + exp(2n)) with n = -|a| (the doubling is exact: the raw
     is reinterpreted with integer_bits + 1); the sign is restored, tanh(0) = 0.
+    ``bits=16`` is LiteRT's int16 ApplyTanh<integer_bits>.
     """
     a = _i64(a)
     negative = a < 0
-    n = np.where(negative, a, wrap_int32(-a))
-    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1))
-    return np.where(a == 0, 0, np.where(negative, wrap_int32(-t), t))
+    n = np.where(negative, a, _fx_wrap(-a, bits))
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1, bits), bits)
+    return np.where(a == 0, 0, np.where(negative, _fx_wrap(-t, bits), t))
 
 
 def count_leading_zeros_u32(x) -> np.ndarray:
@@ -714,6 +738,90 @@ def downscale_int32_to_int16_multiplier(m0: int) -> int:
     if m0 >= INT32_MAX - (1 << 15):
         return 32767
     return (m0 + (1 << 15)) >> 16
+
+
+# --------------------------------------------------------------------------- int16 sigmoid/tanh by table (TFLM)
+
+# TFLite's shared sigmoid table (tensorflow/lite/kernels/internal/common.h, sigmoid_table_uint16;
+# also CMSIS-NN's arm_nntables.c): entry i is sigmoid(i / 24) in unsigned 0.16 fixed point,
+# as published -- 44 entries are 1 LSB above round(65536 * sigmoid(i / 24)), so the numbers are
+# data, not a formula (tests/test_lstm.py checks their shape).
+SIGMOID_TABLE_UINT16 = np.array([
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149, 40794, 41432, 42064, 42688,
+    43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369, 47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409,
+    51865, 52311, 52745, 53169, 53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
+    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370, 60565, 60753, 60935, 61110,
+    61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302, 62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186,
+    63279, 63368, 63454, 63536, 63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
+    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786, 64816, 64845, 64873, 64900,
+    64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079, 65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208,
+    65221, 65234, 65246, 65258, 65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
+    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433, 65438, 65442, 65445, 65449,
+    65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474, 65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491,
+    65493, 65495, 65497, 65498, 65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
+    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522, 65523, 65523, 65524, 65524,
+    65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528, 65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530,
+    65530, 65530, 65531, 65531, 65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
+    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65535,
+], dtype=np.int64)
+
+
+def _lut_input(x, input_multiplier: int, input_left_shift: int) -> np.ndarray:
+    """The scaled table input of TFLite's int16 Logistic/Tanh: multiplier 0 means "power of two":
+    x * (3 << left_shift); otherwise (x * multiplier + rounding) >> left_shift (floor shift)."""
+    x = _i64(x)
+    if input_multiplier == 0:
+        return x * (3 << input_left_shift)
+    rnd = (1 << (input_left_shift - 1)) if input_left_shift > 0 else 0
+    return (x * input_multiplier + rnd) >> input_left_shift
+
+
+def _lut_interp(abs_x: np.ndarray, frac_bits: int) -> np.ndarray:
+    """Linear interpolation in SIGMOID_TABLE_UINT16 at |x| / 2**frac_bits, in 0.(16 + frac_bits);
+    indices >= 255 saturate to 0xFFFF << frac_bits (tanh) / 0x7FFF << 10 (logistic, by the caller)."""
+    hi = abs_x >> frac_bits
+    idx = np.minimum(hi, 254)
+    ua = SIGMOID_TABLE_UINT16[idx]
+    ub = SIGMOID_TABLE_UINT16[idx + 1]
+    frac = abs_x & ((1 << frac_bits) - 1)
+    return hi, (ua << frac_bits) + frac * (ub - ua)
+
+
+def logistic_int16_lut(x, input_multiplier: int = 0, input_left_shift: int = 0) -> np.ndarray:
+    """TFLite's reference_integer_ops::Logistic on int16 (TFLM's LSTM gates): sigmoid of a Q3.12
+    input (after the input scaling) as Q0.15, by the sigmoid table.
+
+    The input times 3 indexes the table in steps of 1/24 with 9 fractional bits; the
+    interpolated 0.25 value is rounded (+2**9) and shifted right by 10; negative inputs take
+    1 - that (2**25 - r + 2**9 - 1, same shift).  |input| >= 255 table steps saturate.
+    """
+    v = _lut_input(x, input_multiplier, input_left_shift)
+    hi, r = _lut_interp(np.abs(v), 9)
+    r = np.where(hi >= 255, 0x7FFF << 10, r)
+    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+    return r >> 10
+
+
+def tanh_int16_lut(x, input_multiplier: int = 0, input_left_shift: int = 0) -> np.ndarray:
+    """TFLite's reference_integer_ops::Tanh on int16 (TFLM's LSTM cell gate and tanh(cell)):
+    tanh(x) = 2 * sigmoid(2x) - 1 read from the same table with 8 fractional bits, Q0.15 out.
+
+    Non-negative inputs: (r - 2**23 + 2**7) >> 8; negative: (-r + 2**23 + 2**7 - 1) >> 8
+    (arithmetic shifts); |input| >= 255 table steps saturate to 0xFFFF << 8.
+    """
+    v = _lut_input(x, input_multiplier, input_left_shift)
+    hi, r = _lut_interp(np.abs(v), 8)
+    r = np.where(hi >= 255, 0xFFFF << 8, r)
+    r = np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
+    return r >> 8
+
+
+def checked_log2(x: float) -> tuple[int, bool]:
+    """TFLite CheckedLog2: (round(log2 x), whether x is a power of two to within 1e-3 in the
+    exponent), in float32 as TFLite computes it."""
+    lg = np.float32(np.log(np.float32(x))) * np.float32(1.0 / np.log(np.float32(2.0)))
+    r = np.float32(np.round(lg))
+    return int(r), bool(abs(float(lg - r)) < 1e-3)
 
 
 # --------------------------------------------------------------------------- float32 LUTs (LiteRT LOGISTIC/TANH int8)

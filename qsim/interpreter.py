@@ -20,9 +20,14 @@ from .validate import op_label, raise_if_invalid, tensor_label
 
 OUT_OF_SCOPE = {
     "LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
     "BIDIRECTIONAL_SEQUENCE_LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
     "SVDF": "SVDF is out of scope (int16 state)",
+}
+# Ops the simulator runs but the C generator and the accelerator model (int8 GEMM datapaths) do not.
+SIMULATOR_ONLY = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM (recurrent, int16 cell state) runs in the "
+                                    "simulator only (qsim run/check/compare/eval); the C generator and the "
+                                    "accelerator model do not implement it",
 }
 
 
@@ -251,6 +256,10 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
                 ins.append((i, None, True))
             elif t.data is not None:
                 ins.append((i, t.data, False))
+            elif t.is_variable:
+                # State (LSTM/SVDF): every run starts from the stored data (above) or zeros; nothing
+                # carries from one sample to the next.
+                ins.append((i, np.zeros(t.shape, t.dtype), False))
             else:
                 # qsim.validate refuses such graphs; never compute on a missing value
                 raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
@@ -281,6 +290,8 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
         where = op_label(g, op)
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
+        elif not int16 and op.opcode in SIMULATOR_ONLY:
+            problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
         else:

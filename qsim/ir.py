@@ -164,6 +164,20 @@ class LeakyReluOptions:
     alpha: float = 0.0
 
 
+@dataclass(frozen=True)
+class SequenceLSTMOptions:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM: cell-gate activation, clips (0 = none), layout.
+
+    ``time_major``: input [time, batch, features] (else [batch, time, features]).
+    """
+
+    activation: str = "TANH"
+    cell_clip: float = 0.0
+    proj_clip: float = 0.0
+    time_major: bool = False
+    asymmetric_quantize_inputs: bool = False
+
+
 @dataclass
 class Operator:
     index: int
@@ -173,6 +187,7 @@ class Operator:
     options: Any = None  # one of the *Options dataclasses above, or None
     version: int = 1
     opcode_index: int = 0  # index into the model's operator codes, as stored
+    intermediates: tuple[int, ...] = ()  # tensor indices of the op's intermediates (LSTM scales), as stored
 
 
 @dataclass

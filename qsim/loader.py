@@ -89,7 +89,9 @@ def _parse(buf: bytearray, source: str) -> ir.Graph:
         name, version = opcodes[idx] if idx < len(opcodes) else (f"INVALID_OPCODE_{idx}", 0)
         ins = tuple(int(v) for v in _vec(op.InputsAsNumpy()))
         outs = tuple(int(v) for v in _vec(op.OutputsAsNumpy()))
-        operators.append(ir.Operator(i, name, ins, outs, _options(name, op), version, opcode_index=idx))
+        inter = () if op.IntermediatesIsNone() else tuple(int(v) for v in _vec(op.IntermediatesAsNumpy()))
+        operators.append(ir.Operator(i, name, ins, outs, _options(name, op), version, opcode_index=idx,
+                                     intermediates=inter))
     inputs = [int(v) for v in _vec(sg.InputsAsNumpy())]
     outputs = [int(v) for v in _vec(sg.OutputsAsNumpy())]
     desc = model.Description()
@@ -176,6 +178,11 @@ def _pad(v) -> str:
 
 
 def _options(name: str, op):
+    if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        o = _table(op, tflite.UnidirectionalSequenceLSTMOptions)
+        return ir.SequenceLSTMOptions() if o is None else ir.SequenceLSTMOptions(
+            _act(o.FusedActivationFunction()), float(o.CellClip()), float(o.ProjClip()), bool(o.TimeMajor()),
+            bool(o.AsymmetricQuantizeInputs()))
     if name == "CONV_2D":
         o = _table(op, tflite.Conv2DOptions)
         return ir.Conv2DOptions() if o is None else ir.Conv2DOptions(

@@ -91,6 +91,7 @@ class LiteRTRunner:
         for idx, a in zip(self.input_indices, inputs):
             self.it.set_tensor(idx, a)
         try:
+            self.it.reset_all_variables()  # state (LSTM/SVDF) starts from scratch for every sample, as in qsim
             self.it.invoke()
         except (ValueError, RuntimeError) as e:
             raise ReferenceRefused(_first_sentence(str(e))) from None
@@ -122,6 +123,11 @@ class TFLMRunner:
             raise ReferenceRefused(_first_sentence(str(e))) from None
 
     def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
+        try:
+            with _quiet_stderr():
+                self.it.reset()  # variable tensors (LSTM/SVDF state) back to their initial values, as in qsim
+        except (ValueError, RuntimeError) as e:
+            raise ReferenceRefused(_first_sentence(str(e))) from None
         for i, a in enumerate(inputs):
             self.it.set_input(a, i)
         try:

@@ -1,0 +1,247 @@
+"""UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite's integer 8x8->16 form: int8 input/hidden state/output,
+int8 weights, int32 gate biases, int16 cell state with a power-of-two scale.
+
+Per time step t, for each gate G in (input, forget, cell, output)::
+
+    pre_G = sat16(FC(x_t, W_xG, b_G) + FC(h, W_hG))      # Q3.12 (scale 2**-12)
+    i, f, o = sigmoid(pre_i), sigmoid(pre_f), sigmoid(pre_o)   # Q0.15
+    g = tanh(pre_c)                                      # (the op's activation)
+    c = sat16(f*c >> 15 + i*g >> (30 + cell_power)); clip to +-cell_clip if set
+    h = sat8((o * tanh(c)) * 2**-30 / s_h + zp_h);  output[t] = h
+
+Each FC is an int8 GEMM rescaled by float32(s_x * s_W) / 2**-12 (a Q31 multiplier) into int16.
+The two references differ in the non-linearities and the inter-gate products (``profile.variant``):
+
+* ``"tflm"`` (lstm_eval.h): each FC saturates to int16 before the add; sigmoid/tanh are TFLite's
+  int16 table functions (:func:`qsim.fixedpoint.logistic_int16_lut` / ``tanh_int16_lut``); the
+  products are MultiplyByQuantizedMultiplier with multipliers formed in double (2**-15,
+  2**-30 / s_c, 2**-30 / s_h); h = ... + zp of the hidden-state tensor.
+* ``"gemmlowp"`` (LiteRT lstm_eval.cc, Integer8x8_16): the recurrent FC adds to the input FC's
+  int16 before one saturation; sigmoid/tanh are gemmlowp's int16 fixed point
+  (:func:`qsim.fixedpoint.fixed_logistic` / ``fixed_tanh`` with ``bits=16``); f*c and i*g are
+  RoundingDivideByPOT by 15 and 30 + cell_power; the hidden multiplier is formed in float32 from
+  the op's 5th intermediate tensor, whose zero point is *subtracted* (LiteRT's CwiseMul).
+
+The state (inputs 18: hidden, 19: cell) is read from the op's variable tensors at the start of
+the sequence (their stored data or zeros); TFLite Micro's restrictions hold for both profiles:
+no CIFG, peephole, projection or layer norm.  Batch-major input [B, T, I] or time-major
+[T, B, I] (``time_major``); output [B, T, S] / [T, B, S].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import QsimError
+from ..validate import tensor_label
+from . import register
+
+GATES = ("input", "forget", "cell", "output")
+# TFLite's input indices (lstm_shared.h): weights from x and from h per gate, biases per gate.
+_IN_W = {"input": 1, "forget": 2, "cell": 3, "output": 4}
+_REC_W = {"input": 5, "forget": 6, "cell": 7, "output": 8}
+_BIAS = {"input": 12, "forget": 13, "cell": 14, "output": 15}
+_HIDDEN, _CELL = 18, 19
+_VARIANTS = ("tflm", "gemmlowp")
+GATE_SCALE = 2.0 ** -12  # Q3.12 gate pre-activations
+
+
+@dataclass
+class GateParams:
+    """One gate's two GEMMs: int64 weights [S, I] / [S, S], bias with the input offset folded in
+    (bias - zp_x * rowsum(W_x); recurrent: -zp_h * rowsum(W_h)), Q31 multipliers and shifts."""
+
+    w_x: np.ndarray
+    w_h: np.ndarray
+    bias_x: np.ndarray
+    bias_h: np.ndarray
+    m_x: int
+    shift_x: int
+    m_h: int
+    shift_h: int
+
+
+@dataclass
+class LSTMParams:
+    variant: str  # "tflm" | "gemmlowp"
+    rounding: str
+    time_major: bool
+    n_cell: int
+    gates: dict  # name -> GateParams
+    cell_activation: str  # "TANH" | "SIGMOID"
+    cell_power: int  # cell scale = 2**cell_power
+    cell_clip: int  # quantized, 0 = none
+    forget_mul: tuple[int, int]  # tflm: (M0, shift) of f*c; gemmlowp: unused
+    input_mul: tuple[int, int]  # tflm: (M0, shift) of i*g
+    hidden_mul: tuple[int, int]  # (M0, shift) of o*tanh(c) -> h
+    hidden_zp: int
+
+
+def _scale(t) -> float:
+    return float(t.quant.scale0) if t is not None and t.quant is not None else 0.0
+
+
+def _check(op, graph, problems: list) -> None:
+    ins = graph.op_inputs(op)
+    if len(ins) != 24 or len(op.outputs) != 1:
+        problems.append(f"UNIDIRECTIONAL_SEQUENCE_LSTM needs 24 inputs and 1 output, got {len(ins)} and "
+                        f"{len(op.outputs)}")
+        return
+    absent = [i for i in (1, 5, 12) if ins[i] is None]
+    if absent:
+        problems.append("CIFG LSTM (no input gate) is not supported: TFLite Micro requires the input-gate "
+                        "weights and bias (inputs 1, 5, 12)")
+    for idx, what in ((9, "peephole"), (10, "peephole"), (11, "peephole"), (16, "projection"),
+                      (17, "projection"), (20, "layer norm"), (21, "layer norm"), (22, "layer norm"),
+                      (23, "layer norm")):
+        if ins[idx] is not None:
+            problems.append(f"{what} LSTM (input {idx}, {tensor_label(graph, op.inputs[idx])}) is not supported; "
+                            "TFLite Micro runs the plain LSTM only")
+            break
+    x, out, h, c = ins[0], graph.tensors[op.outputs[0]], ins[_HIDDEN], ins[_CELL]
+    if x is None or h is None or c is None:
+        problems.append("the input, hidden state (18) and cell state (19) are required")
+        return
+    if not (x.dtype == np.int8 and out.dtype == np.int8 and h.dtype == np.int8 and c.dtype == np.int16):
+        problems.append(f"qsim runs the integer 8x8->16 LSTM: int8 input, output and hidden state and an int16 cell "
+                        f"state; got input {x.dtype}, output {out.dtype}, hidden {h.dtype}, cell {c.dtype}")
+    for i in list(_IN_W.values()) + list(_REC_W.values()):
+        t = ins[i]
+        if t is not None and (t.dtype != np.int8 or not t.is_const or t.quant is None or t.quant.per_channel
+                              or t.quant.zp0 != 0):
+            problems.append(f"LSTM weights {tensor_label(graph, op.inputs[i])} must be constant int8, per-tensor, "
+                            "zero point 0")
+    for i in _BIAS.values():
+        t = ins[i]
+        if t is not None and (t.dtype != np.int32 or not t.is_const):
+            problems.append(f"LSTM gate bias {tensor_label(graph, op.inputs[i])} must be constant int32")
+    for t, i in ((x, 0), (h, _HIDDEN), (c, _CELL), (out, op.outputs[0])):
+        if t.quant is None:
+            problems.append(f"LSTM tensor {tensor_label(graph, t.index)} has no quantization parameters")
+    if c.quant is not None:
+        power, exact = fp.checked_log2(c.quant.scale0)
+        if not exact:
+            problems.append(f"the cell state {tensor_label(graph, op.inputs[_CELL])} has scale {c.quant.scale0:.9g}, "
+                            "not a power of two: TFLite's integer LSTM requires a cell-state scale 2**k (it feeds "
+                            "tanh by shifts); requantize the model with a power-of-two cell-state range")
+        elif power > -9:
+            problems.append(f"the cell state {tensor_label(graph, op.inputs[_CELL])} has scale 2**{power}; TFLite's "
+                            "integer LSTM requires 2**-9 or finer")
+    o = op.options
+    if o is not None and o.activation not in ("TANH", "SIGMOID"):
+        problems.append(f"LSTM cell-gate activation {o.activation} is not supported (TANH or SIGMOID)")
+    if len(x.shape) != 3:
+        problems.append(f"LSTM input must be 3-D ([batch, time, features] or time-major), got {list(x.shape)}")
+
+
+def prepare_lstm(op, graph, profile) -> LSTMParams:
+    problems: list[str] = []
+    _check(op, graph, problems)
+    if problems:
+        raise QsimError("; ".join(problems))
+    ins = graph.op_inputs(op)
+    opts = op.options
+    variant = profile.variant("UNIDIRECTIONAL_SEQUENCE_LSTM", "tflm")
+    if variant not in _VARIANTS:
+        raise QsimError(f"unknown LSTM variant '{variant}' in profile {profile.name}")
+    rounding = profile.rounding("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    single = rounding == "single"
+    x, h, c = ins[0], ins[_HIDDEN], ins[_CELL]
+    n_cell = ins[_IN_W["forget"]].shape[0]
+    s_x, s_h = np.float32(_scale(x)), np.float32(_scale(h))
+    gates = {}
+    for g in GATES:
+        w_x = ins[_IN_W[g]].data.astype(np.int64)
+        w_h = ins[_REC_W[g]].data.astype(np.int64)
+        bias = ins[_BIAS[g]].data.astype(np.int64)
+        # float32(s * s_w) / 2**-12: both references form the product in float (exact POT division)
+        m_x, sh_x = fp.quantize_multiplier(float(np.float32(s_x * np.float32(_scale(ins[_IN_W[g]])))) / GATE_SCALE,
+                                           single)
+        m_h, sh_h = fp.quantize_multiplier(float(np.float32(s_h * np.float32(_scale(ins[_REC_W[g]])))) / GATE_SCALE,
+                                           single)
+        gates[g] = GateParams(w_x, w_h, bias - x.quant.zp0 * w_x.sum(axis=1), -h.quant.zp0 * w_h.sum(axis=1),
+                              m_x, sh_x, m_h, sh_h)
+    power, _ = fp.checked_log2(c.quant.scale0)
+    s_c = c.quant.scale0
+    clip_f = float(opts.cell_clip) if opts is not None else 0.0
+    if variant == "tflm":
+        clip = int(min(max(clip_f / s_c, -32768.0), 32767.0)) if clip_f > 0 else 0
+        forget_mul = fp.quantize_multiplier(2.0 ** -15 * s_c / s_c, single)
+        input_mul = fp.quantize_multiplier(2.0 ** -30 / s_c, single)
+        hidden_mul = fp.quantize_multiplier(2.0 ** -30 / float(s_h), single)
+        hidden_zp = h.quant.zp0
+    else:
+        clip = int(min(max(np.float32(clip_f) / np.float32(s_c), np.float32(-32768.0)), np.float32(32767.0))) \
+            if clip_f > 0 else 0
+        forget_mul = input_mul = (0, 0)
+        inter = [graph.tensors[i] for i in op.intermediates if 0 <= i < len(graph.tensors)]
+        if len(inter) != 5 or inter[4].quant is None:
+            raise QsimError("LiteRT's integer LSTM reads the hidden scale from the op's 5th intermediate tensor; "
+                            f"this op has {len(op.intermediates)} intermediate(s)"
+                            + ("" if len(inter) != 5 else " and the 5th has no quantization"))
+        s_hid = np.float32(inter[4].quant.scale0)
+        two15 = np.float32(2.0 ** -15)
+        hidden_mul = fp.quantize_multiplier(float(np.float32(np.float32(two15 / s_hid) * two15)), single)
+        hidden_zp = inter[4].quant.zp0
+    return LSTMParams(variant, rounding, bool(opts.time_major) if opts is not None else False, n_cell, gates,
+                      opts.activation if opts is not None else "TANH", power, clip, forget_mul, input_mul,
+                      hidden_mul, hidden_zp)
+
+
+def _sat16(v) -> np.ndarray:
+    return np.clip(v, -32768, 32767)
+
+
+def _gate(p: LSTMParams, g: GateParams, x_t: np.ndarray, h: np.ndarray, activation: str) -> np.ndarray:
+    """One gate's activation (int64 Q0.15 values) for the rows of x_t [B, I] and h [B, S]."""
+    a_x = fp.multiply_by_quantized_multiplier(x_t @ g.w_x.T + g.bias_x, g.m_x, g.shift_x, p.rounding)
+    a_h = fp.multiply_by_quantized_multiplier(h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h, p.rounding)
+    if p.variant == "tflm":
+        pre = _sat16(_sat16(a_x) + _sat16(a_h))
+        return fp.logistic_int16_lut(pre) if activation == "SIGMOID" else fp.tanh_int16_lut(pre)
+    pre = _sat16(_sat16(a_x) + a_h)
+    return fp.fixed_logistic(pre, 3, 16) if activation == "SIGMOID" else fp.fixed_tanh(pre, 3, 16)
+
+
+def _step(p: LSTMParams, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One time step on B rows: (new h int64 [B, S], new c int64 [B, S])."""
+    gs = p.gates
+    f = _gate(p, gs["forget"], x_t, h, "SIGMOID")
+    i = _gate(p, gs["input"], x_t, h, "SIGMOID")
+    g = _gate(p, gs["cell"], x_t, h, p.cell_activation)
+    if p.variant == "tflm":
+        fc = _sat16(fp.multiply_by_quantized_multiplier(f * c, *p.forget_mul, p.rounding))
+        ig = _sat16(fp.multiply_by_quantized_multiplier(i * g, *p.input_mul, p.rounding))
+    else:
+        fc = _sat16(fp.rounding_divide_by_pot(f * c, 15))
+        ig = _sat16(fp.rounding_divide_by_pot(i * g, 30 + p.cell_power))
+    c = _sat16(fc + ig)
+    if p.cell_clip > 0:
+        c = np.clip(c, -p.cell_clip, p.cell_clip)
+    o = _gate(p, gs["output"], x_t, h, "SIGMOID")
+    if p.variant == "tflm":
+        shift = 12 + p.cell_power  # (15 + power) - 3 integer bits of the table input
+        t = fp.tanh_int16_lut(c, 3, -shift) if shift < 0 else fp.tanh_int16_lut(c, 0, shift)
+        hn = fp.multiply_by_quantized_multiplier(t * o, *p.hidden_mul, p.rounding) + p.hidden_zp
+    else:
+        t = fp.fixed_tanh(c, 15 + p.cell_power, 16)
+        hn = fp.multiply_by_quantized_multiplier(o * t, *p.hidden_mul, p.rounding) - p.hidden_zp
+    return np.clip(hn, -128, 127), c
+
+
+def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
+    x = np.asarray(inputs[0]).astype(np.int64)
+    seq = x if p.time_major else x.transpose(1, 0, 2)  # [T, B, I]
+    n_t, n_b = seq.shape[0], seq.shape[1]
+    h = np.asarray(inputs[_HIDDEN]).astype(np.int64).reshape(n_b, p.n_cell)
+    c = np.asarray(inputs[_CELL]).astype(np.int64).reshape(n_b, p.n_cell)
+    out = np.empty((n_t, n_b, p.n_cell), np.int8)
+    for t in range(n_t):
+        h, c = _step(p, seq[t], h, c)
+        out[t] = h
+    return [out if p.time_major else out.transpose(1, 0, 2)]
+
+
+register("UNIDIRECTIONAL_SEQUENCE_LSTM", prepare_lstm, eval_lstm, int16=True)
