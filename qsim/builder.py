@@ -79,6 +79,7 @@ class _TensorSpec:
     zero_point: np.ndarray | None
     axis: int
     data: np.ndarray | None
+    variable: bool = False
 
 
 @dataclass
@@ -88,6 +89,7 @@ class _OpSpec:
     outputs: tuple[int, ...]
     options: object
     version: int
+    intermediates: tuple[int, ...] = ()
 
 
 class ModelBuilder:
@@ -103,9 +105,13 @@ class ModelBuilder:
 
     # ------------------------------------------------------------ tensors
 
-    def add_tensor(self, name: str, shape, dtype=np.int8, scale=None, zero_point=None, axis: int = 0) -> int:
-        """An activation (non-constant) tensor; returns its index."""
-        return self._add(name, shape, dtype, scale, zero_point, axis, None)
+    def add_tensor(self, name: str, shape, dtype=np.int8, scale=None, zero_point=None, axis: int = 0,
+                   variable: bool = False) -> int:
+        """An activation (non-constant) tensor; returns its index.  ``variable``: a state tensor
+        (is_variable, e.g. an LSTM's hidden and cell state), read and written by its op."""
+        t = self._add(name, shape, dtype, scale, zero_point, axis, None)
+        self.tensors[t].variable = bool(variable)
+        return t
 
     def add_input(self, name: str, shape, dtype=np.int8, scale=None, zero_point=None, axis: int = 0) -> int:
         """A graph input (in call order); returns its tensor index."""
@@ -152,8 +158,10 @@ class ModelBuilder:
 
     # ------------------------------------------------------------ operators
 
-    def add_op(self, opcode: str, inputs, outputs, options=None, version: int | None = None) -> int:
-        """Append an operator (graph order = call order); -1 marks an omitted optional input."""
+    def add_op(self, opcode: str, inputs, outputs, options=None, version: int | None = None,
+               intermediates=()) -> int:
+        """Append an operator (graph order = call order); -1 marks an omitted optional input.
+        ``intermediates``: tensor indices of the op's intermediates (the integer LSTM's scales)."""
         if opcode not in OPCODES:
             raise QsimError(f"'{opcode}' is not a TFLite builtin operator name.")
         ins = tuple(int(i) for i in inputs)
@@ -167,7 +175,10 @@ class ModelBuilder:
             acts = [self.tensors[t] for t in ins + outs if t != -1 and self.tensors[t].data is None]
             int8 = any(t.dtype == np.int8 for t in acts)
             version = INT8_VERSIONS.get(opcode, 1) if int8 else MIN_VERSIONS.get(opcode, 1)
-        self.ops.append(_OpSpec(opcode, ins, outs, options, int(version)))
+        inter = tuple(int(i) for i in intermediates)
+        for i in inter:
+            self._check_index(i, opcode)
+        self.ops.append(_OpSpec(opcode, ins, outs, options, int(version), inter))
         return len(self.ops) - 1
 
     # ------------------------------------------------------------ output
@@ -293,6 +304,8 @@ def _tensor(fb: flatbuffers.Builder, t: _TensorSpec, buffer: int) -> int:
     tflite.TensorAddType(fb, TENSOR_TYPES[t.dtype])
     tflite.TensorAddBuffer(fb, buffer)
     tflite.TensorAddName(fb, name)
+    if t.variable:
+        tflite.TensorAddIsVariable(fb, True)
     if quant is not None:
         tflite.TensorAddQuantization(fb, quant)
     return tflite.TensorEnd(fb)
@@ -302,10 +315,13 @@ def _operator(fb: flatbuffers.Builder, op: _OpSpec, code_index: int) -> int:
     opt_type, opt = _options(fb, op)
     ins = _int_vector(fb, op.inputs, np.int32)
     outs = _int_vector(fb, op.outputs, np.int32)
+    inter = _int_vector(fb, op.intermediates, np.int32) if op.intermediates else None
     tflite.OperatorStart(fb)
     tflite.OperatorAddOpcodeIndex(fb, code_index)
     tflite.OperatorAddInputs(fb, ins)
     tflite.OperatorAddOutputs(fb, outs)
+    if inter is not None:
+        tflite.OperatorAddIntermediates(fb, inter)
     if opt is not None:
         tflite.OperatorAddBuiltinOptionsType(fb, opt_type)
         tflite.OperatorAddBuiltinOptions(fb, opt)
@@ -420,6 +436,14 @@ def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
         tflite.TransposeConvOptionsAddStrideW(fb, o.stride_w)
         tflite.TransposeConvOptionsAddFusedActivationFunction(fb, _act(o.activation))
         return T.TransposeConvOptions, tflite.TransposeConvOptionsEnd(fb)
+    if isinstance(o, ir.SequenceLSTMOptions) and name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        tflite.UnidirectionalSequenceLSTMOptionsStart(fb)
+        tflite.UnidirectionalSequenceLSTMOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.UnidirectionalSequenceLSTMOptionsAddCellClip(fb, o.cell_clip)
+        tflite.UnidirectionalSequenceLSTMOptionsAddProjClip(fb, o.proj_clip)
+        tflite.UnidirectionalSequenceLSTMOptionsAddTimeMajor(fb, bool(o.time_major))
+        tflite.UnidirectionalSequenceLSTMOptionsAddAsymmetricQuantizeInputs(fb, bool(o.asymmetric_quantize_inputs))
+        return T.UnidirectionalSequenceLSTMOptions, tflite.UnidirectionalSequenceLSTMOptionsEnd(fb)
     if isinstance(o, ir.LeakyReluOptions) and name == "LEAKY_RELU":
         tflite.LeakyReluOptionsStart(fb)
         tflite.LeakyReluOptionsAddAlpha(fb, o.alpha)
@@ -437,3 +461,45 @@ _DEFAULT_OPTIONS = {
     "FULLY_CONNECTED": ir.FullyConnectedOptions, "AVERAGE_POOL_2D": ir.Pool2DOptions,
     "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions, "TRANSPOSE_CONV": ir.TransposeConvOptions,
 }
+
+
+# ---------------------------------------------------------------- single-op models for tests
+
+def lstm_int8_model(n_batch: int = 1, n_time: int = 4, n_input: int = 3, n_cell: int = 5, *, seed: int = 0,
+                    time_major: bool = False, cell_power: int = -11, cell_clip: float = 0.0,
+                    input_scale: float = 0.05, input_zp: int = -3, hidden_scale: float = 2 ** -7,
+                    hidden_zp: int = 0, weight_scale: float = 0.02, cell_scale: float | None = None) -> bytes:
+    """A one-op UNIDIRECTIONAL_SEQUENCE_LSTM model in TFLite's integer 8x8->16 form, laid out as
+    the converter writes it: int8 input/output/hidden state (variable), int16 cell state (variable,
+    scale 2**cell_power unless ``cell_scale``), int8 weights [S, I] / [S, S] (zp 0), int32 biases
+    at input_scale * weight_scale, no peephole/projection/layer norm, and five intermediates (four
+    float placeholders, the hidden one int8 at the hidden scale/zp) that LiteRT reads.  Batch-major
+    input [B, T, I] unless ``time_major`` ([T, B, I]); weights and biases drawn from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder(description="qsim lstm")
+    shape = (n_time, n_batch, n_input) if time_major else (n_batch, n_time, n_input)
+    out_shape = shape[:2] + (n_cell,)
+    x = b.add_input("x", shape, np.int8, scale=input_scale, zero_point=input_zp)
+    ws = {}
+    for kind, cols in (("x", n_input), ("h", n_cell)):
+        for g in ("input", "forget", "cell", "output"):
+            ws[kind, g] = b.add_const(f"w_{kind}_{g}", rng.integers(-127, 128, (n_cell, cols), dtype=np.int8),
+                                      scale=weight_scale, zero_point=0)
+    bias_scale = input_scale * weight_scale
+    biases = {g: b.add_const(f"b_{g}", rng.integers(-2000, 2000, n_cell).astype(np.int32), scale=bias_scale,
+                             zero_point=0) for g in ("input", "forget", "cell", "output")}
+    h = b.add_tensor("h_state", (n_batch, n_cell), np.int8, scale=hidden_scale, zero_point=hidden_zp, variable=True)
+    c = b.add_tensor("c_state", (n_batch, n_cell), np.int16,
+                     scale=2.0 ** cell_power if cell_scale is None else cell_scale, zero_point=0, variable=True)
+    inter = [b.add_tensor(f"{g}_intermediate", (0,), np.float32) for g in ("input", "forget", "cell", "output")]
+    inter.append(b.add_tensor("effective_hidden_scale_intermediate", (0,), np.int8, scale=hidden_scale,
+                              zero_point=hidden_zp))
+    y = b.add_tensor("y", out_shape, np.int8, scale=hidden_scale, zero_point=hidden_zp)
+    gates = ("input", "forget", "cell", "output")
+    ins = ([x] + [ws["x", g] for g in gates] + [ws["h", g] for g in gates] + [-1, -1, -1]
+           + [biases[g] for g in gates] + [-1, -1, h, c, -1, -1, -1, -1])
+    b.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y],
+             ir.SequenceLSTMOptions("TANH", cell_clip, 0.0, time_major), intermediates=inter)
+    b.mark_output(y)
+    return b.build()

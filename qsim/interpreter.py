@@ -257,9 +257,7 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
             elif t.data is not None:
                 ins.append((i, t.data, False))
             elif t.is_variable:
-                # State (LSTM/SVDF): every run starts from the stored data (above) or zeros; nothing
-                # carries from one sample to the next.
-                ins.append((i, np.zeros(t.shape, t.dtype), False))
+                ins.append((i, initial_state(t), False))
             else:
                 # qsim.validate refuses such graphs; never compute on a missing value
                 raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
@@ -276,6 +274,16 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     for k, s in enumerate(steps):
         s.frees = tuple(sorted({i for i, _, live in s.inputs if live and last[i] == k and i not in g.outputs}))
     return steps
+
+
+def initial_state(t: ir.Tensor) -> np.ndarray:
+    """Value of a variable tensor (LSTM/SVDF state) at the start of every run: its stored data, else
+    real zero -- the zero point for int8, 0 for other types -- which is what TFLite Micro's and
+    LiteRT's ResetVariableTensors write.  Nothing carries from one run (sample) to the next."""
+    if t.data is not None:
+        return t.data
+    fill = t.quant.zp0 if t.dtype == np.int8 and t.quant is not None else 0
+    return np.full(t.shape, fill, t.dtype)
 
 
 def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:

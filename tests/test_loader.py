@@ -64,7 +64,7 @@ def test_float_model_refused():
 
 
 def unsupported_model() -> bytes:
-    """FC (supported) between three ops qsim rejects: two SVDF and one LSTM."""
+    """FC (supported) between three ops qsim rejects: two SVDF and one bidirectional LSTM."""
     from qsim.builder import ModelBuilder
 
     b = ModelBuilder(description="unsupported ops")
@@ -77,7 +77,7 @@ def unsupported_model() -> bytes:
     c = b.add_tensor("svdf_b", (1, 4), np.int8, scale=0.1, zero_point=0)
     b.add_op("SVDF", [f], [c])
     d = b.add_tensor("lstm_out", (1, 4), np.int8, scale=0.1, zero_point=0)
-    b.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", [c], [d])
+    b.add_op("BIDIRECTIONAL_SEQUENCE_LSTM", [c], [d])
     b.mark_output(d)
     return b.build()
 
@@ -88,7 +88,7 @@ def test_unsupported_ops_all_listed():
         prepare_graph(g, "tflm")
     msg = str(e.value)
     assert "3 op(s)" in msg
-    for where in ("op #0 SVDF", "op #2 SVDF", "op #3 UNIDIRECTIONAL_SEQUENCE_LSTM", "svdf_a", "lstm_out"):
+    for where in ("op #0 SVDF", "op #2 SVDF", "op #3 BIDIRECTIONAL_SEQUENCE_LSTM", "svdf_a", "lstm_out"):
         assert where in msg
     assert "FULLY_CONNECTED" not in msg
 

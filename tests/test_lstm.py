@@ -114,3 +114,97 @@ def test_codegen_and_accel_refuse_lstm_by_name():
     problems = unsupported_ops(_graph())
     assert any("UNIDIRECTIONAL_SEQUENCE_LSTM" in p and "simulator only" in p for p in problems)
     assert unsupported_ops(_graph(), int16=True) == []
+
+
+# ----------------------------------------------------------------- the float twin, the CLI
+
+def test_compare_with_float_twin(tmp_path):
+    require_module("ai_edge_litert", "the float twin runs in LiteRT")
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "rows.npy"
+    np.save(data, np.random.default_rng(0).random((6, 28, 28)).astype(np.float32))
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "compare", str(shared_model(MODEL)),
+                        str(shared_model("trained_lstm.tflite")), "--data", str(data), "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    lstm = [layer for layer in rep["layers"] if layer["op_name"] == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+    assert len(lstm) == 1 and lstm[0]["float_tensor"] == "tfl.unidirectional_sequence_lstm"
+    assert lstm[0]["sqnr_db"] > 30  # an int8 LSTM tracks its float twin (measured 37.7 dB on 8 samples)
+
+
+@pytest.mark.parametrize("argv, code, text", [
+    (["check", "{m}", "--random", "2", "--reference", "both"], 0, "bit-exact"),
+    (["codegen", "{m}", "-o", "{tmp}/out"], 2, "UNIDIRECTIONAL_SEQUENCE_LSTM (recurrent, int16 cell state) runs in "
+                                             "the simulator only"),
+])
+def test_cli(tmp_path, argv, code, text):
+    import subprocess
+    import sys
+
+    if code == 0:
+        require_module("tflite_micro", "reference interpreter")
+        require_module("ai_edge_litert", "reference interpreter")
+    args = [a.format(m=shared_model(MODEL), tmp=tmp_path) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "qsim.cli"] + args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == code, r.stdout + r.stderr
+    assert text in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------- builder models vs both references
+
+def _builder_case(reference, **kw):
+    from qsim import builder, refrun
+
+    blob = builder.lstm_int8_model(**kw)
+    g = loader.load_bytes(blob)
+    out = g.outputs[0]
+    x = np.random.default_rng(kw.get("seed", 0) + 1).integers(-128, 128, g.tensors[g.inputs[0]].shape).astype(np.int8)
+    ours = prepare_graph(g, reference).run([x])[out]
+    theirs = refrun.open_in_process(reference, blob).run([x], [out])[out]
+    np.testing.assert_array_equal(ours, theirs, err_msg=f"{reference} {kw}")
+
+
+def test_builder_lstm_property_both_references():
+    require_module("tflite_micro", "reference interpreter")
+    require_module("ai_edge_litert", "reference interpreter")
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    @settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(n_batch=st.integers(1, 3), n_time=st.integers(1, 5), n_input=st.integers(1, 6),
+           n_cell=st.integers(1, 8), time_major=st.booleans(), cell_power=st.integers(-15, -9),
+           hidden_zp=st.integers(-20, 20), input_zp=st.integers(-128, 127),
+           cell_clip=st.sampled_from([0.0, 0.5, 3.0]), weight_scale=st.sampled_from([0.005, 0.02, 0.08]),
+           seed=st.integers(0, 1000))
+    def prop(**kw):
+        for reference in ("tflm", "litert"):
+            _builder_case(reference, **kw)
+
+    prop()
+
+
+def test_builder_cell_power_below_minus_15_is_tflm_only():
+    require_module("tflite_micro", "reference interpreter")
+    from qsim import builder
+
+    _builder_case("tflm", cell_power=-16)
+    with pytest.raises(QsimError, match=r"2\*\*-16.*\[-15, -9\]"):
+        prepare_graph(loader.load_bytes(builder.lstm_int8_model(cell_power=-16)), "litert")
+
+
+def test_builder_non_power_of_two_cell_scale_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    from qsim import builder
+
+    m = tmp_path / "lstm_bad_cell.tflite"
+    m.write_bytes(builder.lstm_int8_model(cell_scale=0.0003))
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "run", str(m), "--random", "1"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "c_state" in r.stderr and "not a power of two" in r.stderr

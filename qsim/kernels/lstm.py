@@ -20,7 +20,8 @@ The two references differ in the non-linearities and the inter-gate products (``
   int16 before one saturation; sigmoid/tanh are gemmlowp's int16 fixed point
   (:func:`qsim.fixedpoint.fixed_logistic` / ``fixed_tanh`` with ``bits=16``); f*c and i*g are
   RoundingDivideByPOT by 15 and 30 + cell_power; the hidden multiplier is formed in float32 from
-  the op's 5th intermediate tensor, whose zero point is *subtracted* (LiteRT's CwiseMul).
+  the op's 5th intermediate tensor, whose zero point is added (measured: builder models with
+  hidden zero point 5 match LiteRT only so).
 
 The state (inputs 18: hidden, 19: cell) is read from the op's variable tensors at the start of
 the sequence (their stored data or zeros); TFLite Micro's restrictions hold for both profiles:
@@ -50,17 +51,18 @@ GATE_SCALE = 2.0 ** -12  # Q3.12 gate pre-activations
 
 @dataclass
 class GateParams:
-    """One gate's two GEMMs: int64 weights [S, I] / [S, S], bias with the input offset folded in
-    (bias - zp_x * rowsum(W_x); recurrent: -zp_h * rowsum(W_h)), Q31 multipliers and shifts."""
+    """The four gates' GEMMs stacked in GATES order (rows g*S .. g*S+S-1 are gate g): int64 weights
+    [4S, I] / [4S, S], biases with the input offset folded in (bias - zp_x * rowsum(W_x); recurrent:
+    -zp_h * rowsum(W_h)), per-row Q31 multipliers and shifts [4S]."""
 
     w_x: np.ndarray
     w_h: np.ndarray
     bias_x: np.ndarray
     bias_h: np.ndarray
-    m_x: int
-    shift_x: int
-    m_h: int
-    shift_h: int
+    m_x: np.ndarray
+    shift_x: np.ndarray
+    m_h: np.ndarray
+    shift_h: np.ndarray
 
 
 @dataclass
@@ -69,7 +71,7 @@ class LSTMParams:
     rounding: str
     time_major: bool
     n_cell: int
-    gates: dict  # name -> GateParams
+    gates: GateParams
     cell_activation: str  # "TANH" | "SIGMOID"
     cell_power: int  # cell scale = 2**cell_power
     cell_clip: int  # quantized, 0 = none
@@ -77,6 +79,11 @@ class LSTMParams:
     input_mul: tuple[int, int]  # tflm: (M0, shift) of i*g
     hidden_mul: tuple[int, int]  # (M0, shift) of o*tanh(c) -> h
     hidden_zp: int
+    # The non-linearities tabulated over every int16 input (index = value + 32768), int64 Q0.15:
+    # the same integer functions, evaluated once in prepare.
+    sigmoid: np.ndarray
+    cell_gate: np.ndarray  # tanh (or sigmoid) of a Q3.12 pre-activation
+    cell_tanh: np.ndarray  # tanh of the cell state (scale 2**cell_power)
 
 
 def _scale(t) -> float:
@@ -134,6 +141,32 @@ def _check(op, graph, problems: list) -> None:
         problems.append(f"LSTM cell-gate activation {o.activation} is not supported (TANH or SIGMOID)")
     if len(x.shape) != 3:
         problems.append(f"LSTM input must be 3-D ([batch, time, features] or time-major), got {list(x.shape)}")
+        return
+    if problems:
+        return
+    _check_shapes(op, graph, ins, x, out, h, c, problems)
+
+
+def _check_shapes(op, graph, ins, x, out, h, c, problems: list) -> None:
+    """TFLite's ValidateTensorSize: weights [S, I] / [S, S], biases [S], states of B*S elements,
+    output [.., .., S] with the input's first two dimensions."""
+    time_major = bool(op.options.time_major) if op.options is not None else False
+    n_batch = x.shape[1] if time_major else x.shape[0]
+    n_in = x.shape[2]
+    wf = ins[_IN_W["forget"]]
+    n_cell = wf.shape[0] if len(wf.shape) == 2 else -1
+    for g in GATES:
+        for idx, want in ((_IN_W[g], (n_cell, n_in)), (_REC_W[g], (n_cell, n_cell)), (_BIAS[g], (n_cell,))):
+            if tuple(ins[idx].shape) != want:
+                problems.append(f"LSTM {g}-gate tensor {tensor_label(graph, op.inputs[idx])} has shape "
+                                f"{list(ins[idx].shape)}, expected {list(want)} (cells {n_cell}, input {n_in})")
+    for t, name in ((h, "hidden state"), (c, "cell state")):
+        if t.size != n_batch * n_cell:
+            problems.append(f"LSTM {name} {tensor_label(graph, t.index)} has {t.size} elements, expected "
+                            f"batch {n_batch} x cells {n_cell}")
+    if tuple(out.shape) != (x.shape[0], x.shape[1], n_cell):
+        problems.append(f"LSTM output {tensor_label(graph, out.index)} has shape {list(out.shape)}, expected "
+                        f"{[x.shape[0], x.shape[1], n_cell]}")
 
 
 def prepare_lstm(op, graph, profile) -> LSTMParams:
@@ -151,7 +184,7 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     x, h, c = ins[0], ins[_HIDDEN], ins[_CELL]
     n_cell = ins[_IN_W["forget"]].shape[0]
     s_x, s_h = np.float32(_scale(x)), np.float32(_scale(h))
-    gates = {}
+    rows = {k: [] for k in ("w_x", "w_h", "bias_x", "bias_h", "m_x", "shift_x", "m_h", "shift_h")}
     for g in GATES:
         w_x = ins[_IN_W[g]].data.astype(np.int64)
         w_h = ins[_REC_W[g]].data.astype(np.int64)
@@ -161,8 +194,11 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                                            single)
         m_h, sh_h = fp.quantize_multiplier(float(np.float32(s_h * np.float32(_scale(ins[_REC_W[g]])))) / GATE_SCALE,
                                            single)
-        gates[g] = GateParams(w_x, w_h, bias - x.quant.zp0 * w_x.sum(axis=1), -h.quant.zp0 * w_h.sum(axis=1),
-                              m_x, sh_x, m_h, sh_h)
+        for k, v in (("w_x", w_x), ("w_h", w_h), ("bias_x", bias - x.quant.zp0 * w_x.sum(axis=1)),
+                     ("bias_h", -h.quant.zp0 * w_h.sum(axis=1)), ("m_x", [m_x] * n_cell),
+                     ("shift_x", [sh_x] * n_cell), ("m_h", [m_h] * n_cell), ("shift_h", [sh_h] * n_cell)):
+            rows[k].append(np.asarray(v, np.int64))
+    gates = GateParams(**{k: np.concatenate(v) for k, v in rows.items()})
     power, _ = fp.checked_log2(c.quant.scale0)
     s_c = c.quant.scale0
     clip_f = float(opts.cell_clip) if opts is not None else 0.0
@@ -176,6 +212,10 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         clip = int(min(max(np.float32(clip_f) / np.float32(s_c), np.float32(-32768.0)), np.float32(32767.0))) \
             if clip_f > 0 else 0
         forget_mul = input_mul = (0, 0)
+        if not -15 <= power:
+            raise QsimError(f"the cell state {tensor_label(graph, op.inputs[_CELL])} has scale 2**{power}; LiteRT's "
+                            "integer LSTM takes tanh of the cell state in gemmlowp Q(15 + k) with 0..6 integer "
+                            "bits, so k must be in [-15, -9] (TFLite Micro, profile tflm, accepts it)")
         inter = [graph.tensors[i] for i in op.intermediates if 0 <= i < len(graph.tensors)]
         if len(inter) != 5 or inter[4].quant is None:
             raise QsimError("LiteRT's integer LSTM reads the hidden scale from the op's 5th intermediate tensor; "
@@ -185,49 +225,47 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         two15 = np.float32(2.0 ** -15)
         hidden_mul = fp.quantize_multiplier(float(np.float32(np.float32(two15 / s_hid) * two15)), single)
         hidden_zp = inter[4].quant.zp0
+    activation = opts.activation if opts is not None else "TANH"
+    q = np.arange(-32768, 32768, dtype=np.int64)
+    if variant == "tflm":
+        sigmoid, tanh = fp.logistic_int16_lut(q), fp.tanh_int16_lut(q)
+        shift = 12 + power  # (15 + power) - 3 integer bits of the table input
+        cell_tanh = fp.tanh_int16_lut(q, 3, -shift) if shift < 0 else fp.tanh_int16_lut(q, 0, shift)
+    else:
+        sigmoid, tanh = fp.fixed_logistic(q, 3, 16), fp.fixed_tanh(q, 3, 16)
+        cell_tanh = fp.fixed_tanh(q, 15 + power, 16)
     return LSTMParams(variant, rounding, bool(opts.time_major) if opts is not None else False, n_cell, gates,
-                      opts.activation if opts is not None else "TANH", power, clip, forget_mul, input_mul,
-                      hidden_mul, hidden_zp)
+                      activation, power, clip, forget_mul, input_mul, hidden_mul, hidden_zp, sigmoid,
+                      sigmoid if activation == "SIGMOID" else tanh, cell_tanh)
 
 
 def _sat16(v) -> np.ndarray:
     return np.clip(v, -32768, 32767)
 
 
-def _gate(p: LSTMParams, g: GateParams, x_t: np.ndarray, h: np.ndarray, activation: str) -> np.ndarray:
-    """One gate's activation (int64 Q0.15 values) for the rows of x_t [B, I] and h [B, S]."""
-    a_x = fp.multiply_by_quantized_multiplier(x_t @ g.w_x.T + g.bias_x, g.m_x, g.shift_x, p.rounding)
-    a_h = fp.multiply_by_quantized_multiplier(h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h, p.rounding)
-    if p.variant == "tflm":
-        pre = _sat16(_sat16(a_x) + _sat16(a_h))
-        return fp.logistic_int16_lut(pre) if activation == "SIGMOID" else fp.tanh_int16_lut(pre)
-    pre = _sat16(_sat16(a_x) + a_h)
-    return fp.fixed_logistic(pre, 3, 16) if activation == "SIGMOID" else fp.fixed_tanh(pre, 3, 16)
-
-
-def _step(p: LSTMParams, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One time step on B rows: (new h int64 [B, S], new c int64 [B, S])."""
-    gs = p.gates
-    f = _gate(p, gs["forget"], x_t, h, "SIGMOID")
-    i = _gate(p, gs["input"], x_t, h, "SIGMOID")
-    g = _gate(p, gs["cell"], x_t, h, p.cell_activation)
+def _step(p: LSTMParams, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One time step on B rows (``xw`` [B, 4S]: the four input GEMMs of this step, rescaled):
+    (new h int64 [B, S], new c int64 [B, S])."""
+    g = p.gates
+    hw = fp.multiply_by_quantized_multiplier(h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h, p.rounding)
+    if p.variant == "tflm":  # each FC saturates to int16, then a saturating add
+        pre = _sat16(_sat16(xw) + _sat16(hw))
+    else:  # the recurrent FC accumulates onto the input FC's int16, one saturation
+        pre = _sat16(_sat16(xw) + hw)
+    n = p.n_cell
+    i, f, o = (p.sigmoid[pre[:, k * n:(k + 1) * n] + 32768] for k in (0, 1, 3))
+    gc = p.cell_gate[pre[:, 2 * n:3 * n] + 32768]
     if p.variant == "tflm":
         fc = _sat16(fp.multiply_by_quantized_multiplier(f * c, *p.forget_mul, p.rounding))
-        ig = _sat16(fp.multiply_by_quantized_multiplier(i * g, *p.input_mul, p.rounding))
+        ig = _sat16(fp.multiply_by_quantized_multiplier(i * gc, *p.input_mul, p.rounding))
     else:
         fc = _sat16(fp.rounding_divide_by_pot(f * c, 15))
-        ig = _sat16(fp.rounding_divide_by_pot(i * g, 30 + p.cell_power))
+        ig = _sat16(fp.rounding_divide_by_pot(i * gc, 30 + p.cell_power))
     c = _sat16(fc + ig)
     if p.cell_clip > 0:
         c = np.clip(c, -p.cell_clip, p.cell_clip)
-    o = _gate(p, gs["output"], x_t, h, "SIGMOID")
-    if p.variant == "tflm":
-        shift = 12 + p.cell_power  # (15 + power) - 3 integer bits of the table input
-        t = fp.tanh_int16_lut(c, 3, -shift) if shift < 0 else fp.tanh_int16_lut(c, 0, shift)
-        hn = fp.multiply_by_quantized_multiplier(t * o, *p.hidden_mul, p.rounding) + p.hidden_zp
-    else:
-        t = fp.fixed_tanh(c, 15 + p.cell_power, 16)
-        hn = fp.multiply_by_quantized_multiplier(o * t, *p.hidden_mul, p.rounding) - p.hidden_zp
+    t = p.cell_tanh[c + 32768]
+    hn = fp.multiply_by_quantized_multiplier(o * t, *p.hidden_mul, p.rounding) + p.hidden_zp
     return np.clip(hn, -128, 127), c
 
 
@@ -235,13 +273,27 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     x = np.asarray(inputs[0]).astype(np.int64)
     seq = x if p.time_major else x.transpose(1, 0, 2)  # [T, B, I]
     n_t, n_b = seq.shape[0], seq.shape[1]
-    h = np.asarray(inputs[_HIDDEN]).astype(np.int64).reshape(n_b, p.n_cell)
-    c = np.asarray(inputs[_CELL]).astype(np.int64).reshape(n_b, p.n_cell)
+    h, c = (_state(inputs[i], n_b, p.n_cell) for i in (_HIDDEN, _CELL))
+    # The input GEMMs do not depend on the state: all time steps at once.
+    g = p.gates
+    xw = fp.multiply_by_quantized_multiplier(seq @ g.w_x.T + g.bias_x, g.m_x, g.shift_x, p.rounding)
     out = np.empty((n_t, n_b, p.n_cell), np.int8)
     for t in range(n_t):
-        h, c = _step(p, seq[t], h, c)
+        h, c = _step(p, xw[t], h, c)
         out[t] = h
     return [out if p.time_major else out.transpose(1, 0, 2)]
 
 
-register("UNIDIRECTIONAL_SEQUENCE_LSTM", prepare_lstm, eval_lstm, int16=True)
+def _state(a, n_b: int, n_cell: int) -> np.ndarray:
+    """Initial state [B, S]; a one-row state is shared by every row of a batched run."""
+    a = np.asarray(a).astype(np.int64)
+    return np.broadcast_to(a.reshape(1, n_cell), (n_b, n_cell)) if a.size == n_cell else a.reshape(n_b, n_cell)
+
+
+def batch_lstm(p: LSTMParams, op, graph, batched) -> bool:
+    """Batch-major with a model batch of 1: N samples are N independent rows of one sequence
+    run (the state starts from its initial value in each); time-major runs sample by sample."""
+    return not p.time_major and batched[0] and not any(batched[1:])
+
+
+register("UNIDIRECTIONAL_SEQUENCE_LSTM", prepare_lstm, eval_lstm, batch=batch_lstm, int16=True)
