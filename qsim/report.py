@@ -2,7 +2,8 @@
 
 Everything here returns strings or JSON-ready dicts; the CLI prints them.
 MACs count multiply-accumulates of the GEMM-like ops only (CONV_2D,
-DEPTHWISE_CONV_2D, FULLY_CONNECTED, per inference, batch included).
+DEPTHWISE_CONV_2D, FULLY_CONNECTED, and the gate GEMMs of UNIDIRECTIONAL_SEQUENCE_LSTM), per
+inference, batch included.
 """
 from __future__ import annotations
 
@@ -96,6 +97,9 @@ def op_macs(g: ir.Graph, op: ir.Operator) -> int:
         return out.size * w.shape[1] * w.shape[2]
     if op.opcode == "FULLY_CONNECTED" and len(w.shape) == 2:
         return out.size * w.shape[1]
+    if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(w.shape) == 2:
+        # every step and row: four gates of [S, I] (input) and [S, S] (recurrent) weights
+        return out.size * 4 * (w.shape[1] + w.shape[0])
     return 0
 
 

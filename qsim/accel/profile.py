@@ -166,8 +166,9 @@ def check_profilable(g: ir.Graph, values: bool = True) -> None:
         return
     problems = unsupported_ops(g)  # values need every op's kernel (not LSTM, int16, unknown)
     if problems:
-        raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
-                                    + "\n  - ".join(problems))
+        raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) whose values the "
+                                    "accelerator model cannot compute (--no-values times the layers without "
+                                    "them):\n  - " + "\n  - ".join(problems))
 
 
 @dataclass
