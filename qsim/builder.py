@@ -468,34 +468,39 @@ _DEFAULT_OPTIONS = {
 def lstm_int8_model(n_batch: int = 1, n_time: int = 4, n_input: int = 3, n_cell: int = 5, *, seed: int = 0,
                     time_major: bool = False, cell_power: int = -11, cell_clip: float = 0.0,
                     input_scale: float = 0.05, input_zp: int = -3, hidden_scale: float = 2 ** -7,
-                    hidden_zp: int = 0, weight_scale: float = 0.02, cell_scale: float | None = None) -> bytes:
+                    hidden_zp: int = 0, weight_scale: float = 0.02, cell_scale: float | None = None,
+                    activations=np.int8) -> bytes:
     """A one-op UNIDIRECTIONAL_SEQUENCE_LSTM model in TFLite's integer 8x8->16 form, laid out as
     the converter writes it: int8 input/output/hidden state (variable), int16 cell state (variable,
     scale 2**cell_power unless ``cell_scale``), int8 weights [S, I] / [S, S] (zp 0), int32 biases
     at input_scale * weight_scale, no peephole/projection/layer norm, and five intermediates (four
     float placeholders, the hidden one int8 at the hidden scale/zp) that LiteRT reads.  Batch-major
     input [B, T, I] unless ``time_major`` ([T, B, I]); weights and biases drawn from ``seed``.
+    ``activations=np.int16``: TFLite Micro's 16x8 form (int16 input/hidden/output, int64 biases;
+    pass zero points 0).
     """
+    act = np.dtype(activations)
+    bias_type = np.int64 if act == np.int16 else np.int32
     rng = np.random.default_rng(seed)
     b = ModelBuilder(description="qsim lstm")
     shape = (n_time, n_batch, n_input) if time_major else (n_batch, n_time, n_input)
     out_shape = shape[:2] + (n_cell,)
-    x = b.add_input("x", shape, np.int8, scale=input_scale, zero_point=input_zp)
+    x = b.add_input("x", shape, act, scale=input_scale, zero_point=input_zp)
     ws = {}
     for kind, cols in (("x", n_input), ("h", n_cell)):
         for g in ("input", "forget", "cell", "output"):
             ws[kind, g] = b.add_const(f"w_{kind}_{g}", rng.integers(-127, 128, (n_cell, cols), dtype=np.int8),
                                       scale=weight_scale, zero_point=0)
     bias_scale = input_scale * weight_scale
-    biases = {g: b.add_const(f"b_{g}", rng.integers(-2000, 2000, n_cell).astype(np.int32), scale=bias_scale,
+    biases = {g: b.add_const(f"b_{g}", rng.integers(-2000, 2000, n_cell).astype(bias_type), scale=bias_scale,
                              zero_point=0) for g in ("input", "forget", "cell", "output")}
-    h = b.add_tensor("h_state", (n_batch, n_cell), np.int8, scale=hidden_scale, zero_point=hidden_zp, variable=True)
+    h = b.add_tensor("h_state", (n_batch, n_cell), act, scale=hidden_scale, zero_point=hidden_zp, variable=True)
     c = b.add_tensor("c_state", (n_batch, n_cell), np.int16,
                      scale=2.0 ** cell_power if cell_scale is None else cell_scale, zero_point=0, variable=True)
     inter = [b.add_tensor(f"{g}_intermediate", (0,), np.float32) for g in ("input", "forget", "cell", "output")]
-    inter.append(b.add_tensor("effective_hidden_scale_intermediate", (0,), np.int8, scale=hidden_scale,
+    inter.append(b.add_tensor("effective_hidden_scale_intermediate", (0,), act, scale=hidden_scale,
                               zero_point=hidden_zp))
-    y = b.add_tensor("y", out_shape, np.int8, scale=hidden_scale, zero_point=hidden_zp)
+    y = b.add_tensor("y", out_shape, act, scale=hidden_scale, zero_point=hidden_zp)
     gates = ("input", "forget", "cell", "output")
     ins = ([x] + [ws["x", g] for g in gates] + [ws["h", g] for g in gates] + [-1, -1, -1]
            + [biases[g] for g in gates] + [-1, -1, h, c, -1, -1, -1, -1])

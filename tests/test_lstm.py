@@ -208,3 +208,24 @@ def test_builder_non_power_of_two_cell_scale_exits_2(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "c_state" in r.stderr and "not a power of two" in r.stderr
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_batch=2, time_major=True, cell_power=-15, seed=3),
+                                dict(n_batch=3, cell_clip=1.0, weight_scale=0.08, seed=9)])
+def test_builder_16x8_lstm_tflm_only(kw):
+    """TFLite Micro's 16x8 LSTM (int16 activations, int64 biases): bit-exact with TFLM; LiteRT has
+    no such kernel (it refuses the int64 bias in prepare) and qsim's litert profile refuses it too."""
+    require_module("tflite_micro", "reference interpreter")
+    from qsim import builder, refrun
+
+    blob = builder.lstm_int8_model(activations=np.int16, input_zp=0, input_scale=2 ** -12, hidden_scale=2 ** -14,
+                                   **kw)
+    g = loader.load_bytes(blob)
+    out = g.outputs[0]
+    x = np.random.default_rng(kw.get("seed", 0)).integers(-6000, 6000, g.tensors[g.inputs[0]].shape).astype(np.int16)
+    ours = prepare_graph(g, "tflm").run([x])[out]
+    theirs = refrun.open_in_process("tflm", blob).run([x], [out])[out]
+    assert ours.dtype == np.int16 and len(np.unique(ours)) > 4
+    np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(QsimError, match="16x8 LSTM"):
+        prepare_graph(g, "litert")

@@ -1,5 +1,7 @@
 """UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite's integer 8x8->16 form: int8 input/hidden state/output,
-int8 weights, int32 gate biases, int16 cell state with a power-of-two scale.
+int8 weights, int32 gate biases, int16 cell state with a power-of-two scale.  TFLite Micro also
+has a 16x8 form (int16 input/hidden/output, zero point 0, int64 biases and accumulators, the
+int64 MultiplyByQuantizedMultiplier): profile ``tflm`` only; LiteRT has no such kernel.
 
 Per time step t, for each gate G in (input, forget, cell, output)::
 
@@ -68,6 +70,7 @@ class GateParams:
 @dataclass
 class LSTMParams:
     variant: str  # "tflm" | "gemmlowp"
+    int16: bool  # 16x8 form (int16 activations, int64 biases and accumulators; TFLM only)
     rounding: str
     time_major: bool
     n_cell: int
@@ -111,9 +114,13 @@ def _check(op, graph, problems: list) -> None:
     if x is None or h is None or c is None:
         problems.append("the input, hidden state (18) and cell state (19) are required")
         return
-    if not (x.dtype == np.int8 and out.dtype == np.int8 and h.dtype == np.int8 and c.dtype == np.int16):
-        problems.append(f"qsim runs the integer 8x8->16 LSTM: int8 input, output and hidden state and an int16 cell "
-                        f"state; got input {x.dtype}, output {out.dtype}, hidden {h.dtype}, cell {c.dtype}")
+    act = x.dtype
+    if not (act in (np.int8, np.int16) and out.dtype == act and h.dtype == act and c.dtype == np.int16):
+        problems.append(f"qsim runs TFLite's integer LSTM: int8 (or int16) input, output and hidden state of one type "
+                        f"and an int16 cell state; got input {x.dtype}, output {out.dtype}, hidden {h.dtype}, "
+                        f"cell {c.dtype}")
+        return
+    bias_type = np.int32 if act == np.int8 else np.int64
     for i in list(_IN_W.values()) + list(_REC_W.values()):
         t = ins[i]
         if t is not None and (t.dtype != np.int8 or not t.is_const or t.quant is None or t.quant.per_channel
@@ -122,8 +129,9 @@ def _check(op, graph, problems: list) -> None:
                             "zero point 0")
     for i in _BIAS.values():
         t = ins[i]
-        if t is not None and (t.dtype != np.int32 or not t.is_const):
-            problems.append(f"LSTM gate bias {tensor_label(graph, op.inputs[i])} must be constant int32")
+        if t is not None and (t.dtype != bias_type or not t.is_const):
+            problems.append(f"LSTM gate bias {tensor_label(graph, op.inputs[i])} must be constant "
+                            f"{np.dtype(bias_type).name} with {act.name} activations")
     for t, i in ((x, 0), (h, _HIDDEN), (c, _CELL), (out, op.outputs[0])):
         if t.quant is None:
             problems.append(f"LSTM tensor {tensor_label(graph, t.index)} has no quantization parameters")
@@ -180,6 +188,10 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     if variant not in _VARIANTS:
         raise QsimError(f"unknown LSTM variant '{variant}' in profile {profile.name}")
     rounding = profile.rounding("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    int16 = ins[0].dtype == np.int16
+    if int16 and variant != "tflm":
+        raise QsimError(f"the 16x8 LSTM (int16 activations) runs in TFLite Micro only; LiteRT's integer LSTM takes "
+                        f"int8 activations (profile {profile.name}: use --profile tflm / --reference tflm)")
     single = rounding == "single"
     x, h, c = ins[0], ins[_HIDDEN], ins[_CELL]
     n_cell = ins[_IN_W["forget"]].shape[0]
@@ -234,7 +246,7 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     else:
         sigmoid, tanh = fp.fixed_logistic(q, 3, 16), fp.fixed_tanh(q, 3, 16)
         cell_tanh = fp.fixed_tanh(q, 15 + power, 16)
-    return LSTMParams(variant, rounding, bool(opts.time_major) if opts is not None else False, n_cell, gates,
+    return LSTMParams(variant, int16, rounding, bool(opts.time_major) if opts is not None else False, n_cell, gates,
                       activation, power, clip, forget_mul, input_mul, hidden_mul, hidden_zp, sigmoid,
                       sigmoid if activation == "SIGMOID" else tanh, cell_tanh)
 
@@ -243,11 +255,19 @@ def _sat16(v) -> np.ndarray:
     return np.clip(v, -32768, 32767)
 
 
+def _fc_rescale(p: LSTMParams, acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """A gate FC's accumulators -> its Q3.12 values (not yet saturated): the int32
+    MultiplyByQuantizedMultiplier, or for the 16x8 form TFLite's int64 overload."""
+    if p.int16:
+        return fp.multiply_by_quantized_multiplier_int64(acc, m0, shift, p.rounding)
+    return fp.multiply_by_quantized_multiplier(acc, m0, shift, p.rounding)
+
+
 def _step(p: LSTMParams, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One time step on B rows (``xw`` [B, 4S]: the four input GEMMs of this step, rescaled):
     (new h int64 [B, S], new c int64 [B, S])."""
     g = p.gates
-    hw = fp.multiply_by_quantized_multiplier(h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h, p.rounding)
+    hw = _fc_rescale(p, h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h)
     if p.variant == "tflm":  # each FC saturates to int16, then a saturating add
         pre = _sat16(_sat16(xw) + _sat16(hw))
     else:  # the recurrent FC accumulates onto the input FC's int16, one saturation
@@ -266,7 +286,7 @@ def _step(p: LSTMParams, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[
         c = np.clip(c, -p.cell_clip, p.cell_clip)
     t = p.cell_tanh[c + 32768]
     hn = fp.multiply_by_quantized_multiplier(o * t, *p.hidden_mul, p.rounding) + p.hidden_zp
-    return np.clip(hn, -128, 127), c
+    return (_sat16(hn) if p.int16 else np.clip(hn, -128, 127)), c
 
 
 def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
@@ -276,8 +296,8 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     h, c = (_state(inputs[i], n_b, p.n_cell) for i in (_HIDDEN, _CELL))
     # The input GEMMs do not depend on the state: all time steps at once.
     g = p.gates
-    xw = fp.multiply_by_quantized_multiplier(seq @ g.w_x.T + g.bias_x, g.m_x, g.shift_x, p.rounding)
-    out = np.empty((n_t, n_b, p.n_cell), np.int8)
+    xw = _fc_rescale(p, seq @ g.w_x.T + g.bias_x, g.m_x, g.shift_x)
+    out = np.empty((n_t, n_b, p.n_cell), np.int16 if p.int16 else np.int8)
     for t in range(n_t):
         h, c = _step(p, xw[t], h, c)
         out[t] = h
