@@ -65,7 +65,8 @@ from qsim.report import op_macs  # noqa: E402
 SHARED = REPO.parent / "shared" / "models"
 MODELS = ["ad01_int8", "hello_world_int8", "kws_ref_model", "micro_speech_quantized", "person_detect",
           "pretrainedResnet_quant", "vww_96_int8",
-          "seanet/conv/conv13"]  # int16x8: the SEANet conv layer with the most MACs (368,640)
+          "seanet/conv/conv13",  # int16x8: the SEANet conv layer with the most MACs (368,640)
+          "trained_lstm_int8"]  # UNIDIRECTIONAL_SEQUENCE_LSTM, 28 steps
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 GROUP_SECONDS = 0.02
 # Issue 9's speed goals: model -> (ratio measured, its bound).
