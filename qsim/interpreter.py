@@ -254,10 +254,10 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
             t = g.tensors[i]
             if i in produced:
                 ins.append((i, None, True))
-            elif t.data is not None:
-                ins.append((i, t.data, False))
             elif t.is_variable:
                 ins.append((i, initial_state(t), False))
+            elif t.data is not None:
+                ins.append((i, t.data, False))
             else:
                 # qsim.validate refuses such graphs; never compute on a missing value
                 raise QsimError(f"{op_label(g, p.op)} reads {tensor_label(g, i)}, which has no value at this "
@@ -277,13 +277,23 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
 
 
 def initial_state(t: ir.Tensor) -> np.ndarray:
-    """Value of a variable tensor (LSTM/SVDF state) at the start of every run: its stored data, else
-    real zero -- the zero point for int8, 0 for other types -- which is what TFLite Micro's and
-    LiteRT's ResetVariableTensors write.  Nothing carries from one run (sample) to the next."""
-    if t.data is not None:
-        return t.data
+    """Value of a variable tensor (LSTM/SVDF state) at the start of every run: real zero -- the zero
+    point for int8, 0 for other types -- which is what TFLite Micro's and LiteRT's
+    ResetVariableTensors write.  Nothing carries from one run (sample) to the next.  (A variable
+    with a stored buffer is refused: :func:`unsupported_ops`.)"""
     fill = t.quant.zp0 if t.dtype == np.int8 and t.quant is not None else 0
     return np.full(t.shape, fill, t.dtype)
+
+
+def _stored_state(g: ir.Graph, op: ir.Operator) -> str:
+    """Why ``op`` cannot run because it reads a variable tensor that has a stored buffer ('' if not)."""
+    for i in op.inputs:
+        t = g.tensors[i] if 0 <= i < len(g.tensors) else None
+        if t is not None and t.is_variable and t.data is not None:
+            return (f"variable tensor '{t.name}' has a stored buffer (an initial state): LiteRT refuses such a "
+                    "model and TFLite Micro ignores the data (its reset writes the zero point), so no reference "
+                    "defines its meaning (measured); write the state tensor without a buffer")
+    return ""
 
 
 def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
@@ -302,6 +312,8 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
             problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
+        elif _stored_state(g, op):
+            problems.append(f"{where}: {_stored_state(g, op)}")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
                 if t is None or t.dtype != np.int16 or t.is_const:

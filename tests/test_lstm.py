@@ -229,3 +229,14 @@ def test_builder_16x8_lstm_tflm_only(kw):
     np.testing.assert_array_equal(ours, theirs)
     with pytest.raises(QsimError, match="16x8 LSTM"):
         prepare_graph(g, "litert")
+
+
+def test_variable_with_stored_buffer_is_refused():
+    """LiteRT refuses a variable tensor with a buffer and TFLM ignores its data (measured): qsim
+    refuses it rather than pick a meaning."""
+    g = _graph()
+    h = g.tensors[g.operators[0].inputs[18]]
+    g.tensors[h.index] = dataclasses.replace(h, data=np.full(h.shape, 40, np.int8))
+    with pytest.raises(QsimError, match="'tfl.pseudo_qconst' has a stored buffer"):
+        prepare_graph(g, "tflm")
+    assert any("stored buffer" in p for p in unsupported_ops(g, int16=True))
