@@ -174,12 +174,13 @@ def test_builder_lstm_property_both_references():
     require_module("ai_edge_litert", "reference interpreter")
     from hypothesis import HealthCheck, given, settings, strategies as st
 
-    @settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=10, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
     @given(n_batch=st.integers(1, 3), n_time=st.integers(1, 5), n_input=st.integers(1, 6),
            n_cell=st.integers(1, 8), time_major=st.booleans(), cell_power=st.integers(-15, -9),
            hidden_zp=st.integers(-20, 20), input_zp=st.integers(-128, 127),
            cell_clip=st.sampled_from([0.0, 0.5, 3.0]), weight_scale=st.sampled_from([0.005, 0.02, 0.08]),
-           seed=st.integers(0, 1000))
+           hidden_scale=st.sampled_from([2 ** -7, 0.00781679, 0.0123]),
+           input_scale=st.sampled_from([0.05, 0.00392157]), seed=st.integers(0, 1000))
     def prop(**kw):
         for reference in ("tflm", "litert"):
             _builder_case(reference, **kw)
