@@ -99,10 +99,14 @@ def _check(op, graph, problems: list) -> None:
         problems.append(f"UNIDIRECTIONAL_SEQUENCE_LSTM needs 24 inputs and 1 output, got {len(ins)} and "
                         f"{len(op.outputs)}")
         return
-    absent = [i for i in (1, 5, 12) if ins[i] is None]
-    if absent:
+    absent = [i for i in list(range(1, 9)) + list(range(12, 16)) if ins[i] is None]
+    if any(i in (1, 5, 12) for i in absent):
         problems.append("CIFG LSTM (no input gate) is not supported: TFLite Micro requires the input-gate "
                         "weights and bias (inputs 1, 5, 12)")
+    if absent:
+        problems.append(f"LSTM input(s) {absent} are omitted; the eight gate weights (1-8) and four gate biases "
+                        "(12-15) are required")
+        return
     for idx, what in ((9, "peephole"), (10, "peephole"), (11, "peephole"), (16, "projection"),
                       (17, "projection"), (20, "layer norm"), (21, "layer norm"), (22, "layer norm"),
                       (23, "layer norm")):
