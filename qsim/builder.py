@@ -79,6 +79,7 @@ class _TensorSpec:
     zero_point: np.ndarray | None
     axis: int
     data: np.ndarray | None
+    variable: bool = False
 
 
 @dataclass
@@ -111,6 +112,14 @@ class ModelBuilder:
         """A graph input (in call order); returns its tensor index."""
         t = self._add(name, shape, dtype, scale, zero_point, axis, None)
         self.inputs.append(t)
+        return t
+
+    def add_variable(self, name: str, shape, dtype=np.int16, scale=None, zero_point=None) -> int:
+        """A variable tensor (is_variable, no buffer data): state an op reads and updates, e.g.
+        SVDF's activation_state.  The references reset it before each run (see
+        :func:`qsim.interpreter.variable_start_values`)."""
+        t = self._add(name, shape, dtype, scale, zero_point, 0, None)
+        self.tensors[t].variable = True
         return t
 
     def add_const(self, name: str, array, scale=None, zero_point=None, axis: int = 0, dtype=None) -> int:
@@ -295,6 +304,8 @@ def _tensor(fb: flatbuffers.Builder, t: _TensorSpec, buffer: int) -> int:
     tflite.TensorAddName(fb, name)
     if quant is not None:
         tflite.TensorAddQuantization(fb, quant)
+    if t.variable:
+        tflite.TensorAddIsVariable(fb, True)
     return tflite.TensorEnd(fb)
 
 
@@ -420,6 +431,12 @@ def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
         tflite.TransposeConvOptionsAddStrideW(fb, o.stride_w)
         tflite.TransposeConvOptionsAddFusedActivationFunction(fb, _act(o.activation))
         return T.TransposeConvOptions, tflite.TransposeConvOptionsEnd(fb)
+    if isinstance(o, ir.SVDFOptions) and name == "SVDF":
+        tflite.SVDFOptionsStart(fb)
+        tflite.SVDFOptionsAddRank(fb, o.rank)
+        tflite.SVDFOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.SVDFOptionsAddAsymmetricQuantizeInputs(fb, bool(o.asymmetric_quantize_inputs))
+        return T.SVDFOptions, tflite.SVDFOptionsEnd(fb)
     if isinstance(o, ir.LeakyReluOptions) and name == "LEAKY_RELU":
         tflite.LeakyReluOptionsStart(fb)
         tflite.LeakyReluOptionsAddAlpha(fb, o.alpha)
@@ -436,4 +453,5 @@ _DEFAULT_OPTIONS = {
     "CONV_2D": ir.Conv2DOptions, "DEPTHWISE_CONV_2D": ir.DepthwiseConv2DOptions,
     "FULLY_CONNECTED": ir.FullyConnectedOptions, "AVERAGE_POOL_2D": ir.Pool2DOptions,
     "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions, "TRANSPOSE_CONV": ir.TransposeConvOptions,
+    "SVDF": ir.SVDFOptions,
 }

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import fixedpoint as fp, ir
-from .errors import QsimError, UnsupportedModelError
+from .errors import QsimError, UndefinedInReferenceError, UnsupportedModelError
 from .kernels import REGISTRY, Kernel, RequantParams, with_requant_variant
 from .profiles import Profile, get_profile
 from .validate import op_label, raise_if_invalid, tensor_label
@@ -22,7 +22,15 @@ OUT_OF_SCOPE = {
     "LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
     "UNIDIRECTIONAL_SEQUENCE_LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
     "BIDIRECTIONAL_SEQUENCE_LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
-    "SVDF": "SVDF is out of scope (int16 state)",
+}
+# Ops whose kernels read an int16 activation's zero point themselves (SOFTMAX's int16 output has
+# zero point -32768 by TFLite's rule; QUANTIZE / DEQUANTIZE subtract the input's): the generic
+# "int16 means zero point 0" check of unsupported_ops does not apply to them.
+INT16_ZERO_POINT_OPS = {"SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
+# Ops the Python simulator runs but the C generator and the accelerator model do not (their reason).
+SIMULATOR_ONLY = {
+    "SVDF": "SVDF runs in the Python simulator only (stateful: an activation_state variable tensor); "
+            "the C generator and the accelerator model do not cover it",
 }
 
 
@@ -237,8 +245,39 @@ def _per_sample(g: ir.Graph, s: _Step, ins: list, batched: set[int], n: int) -> 
     return [np.stack(col) for col in zip(*results)]
 
 
+def variable_start_values(g: ir.Graph) -> dict[int, np.ndarray]:
+    """{tensor index: value} of every variable tensor (``Tensor.is_variable``, e.g. SVDF's
+    activation_state) at the start of *every* run, read-only: state never carries from one run
+    or sample to the next (the reference runners reset their variables before each sample).
+
+    The value is the tensor's stored buffer data when the file has some, else the quantized
+    zero: the zero point for int8 and 0 for every other type (what LiteRT's and TFLite Micro's
+    ResetVariableTensors write).  A variable tensor read by more than one op is refused: one op's
+    update would have to reach the next within a run, which qsim does not model."""
+    readers: dict[int, list[int]] = {}
+    for op in g.operators:
+        for i in set(op.inputs):
+            if 0 <= i < len(g.tensors) and g.tensors[i].is_variable:
+                readers.setdefault(i, []).append(op.index)
+    out = {}
+    for i, ops in readers.items():
+        t = g.tensors[i]
+        if len(ops) > 1:
+            raise QsimError(f"{tensor_label(g, i)} is a variable tensor read by ops {ops}; qsim models state "
+                            "read and updated by a single op only.")
+        if t.data is not None:
+            a = np.array(t.data, dtype=t.dtype).reshape(t.shape)
+        else:
+            zp = t.quant.zp0 if t.quant is not None and np.dtype(t.dtype) == np.int8 else 0
+            a = np.full(t.shape, zp, dtype=t.dtype)
+        a.flags.writeable = False
+        out[i] = a
+    return out
+
+
 def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     produced = set(g.inputs)
+    start = variable_start_values(g)
     steps = []
     for p in ops:
         ins = []
@@ -247,7 +286,9 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
                 ins.append((i, None, False))  # absent optional input: passed as None
                 continue
             t = g.tensors[i]
-            if i in produced:
+            if t.is_variable and i not in produced:
+                ins.append((i, start[i], False))  # read-only: a kernel returns new state, never writes it
+            elif i in produced:
                 ins.append((i, None, True))
             elif t.data is not None:
                 ins.append((i, t.data, False))
@@ -281,6 +322,8 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
         where = op_label(g, op)
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
+        elif not int16 and op.opcode in SIMULATOR_ONLY:
+            problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
         else:
@@ -294,7 +337,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
                     problems.append(f"{where}: int16 activations ('{t.name}') are not supported for {op.opcode} "
                                     f"yet (int16x8 ops: {', '.join(sorted(k for k, v in REGISTRY.items() if v.int16))})")
                     break
-                if t.quant is not None and np.any(t.quant.zero_point != 0):
+                if t.quant is not None and np.any(t.quant.zero_point != 0) and op.opcode not in INT16_ZERO_POINT_OPS:
                     problems.append(f"{where}: int16 tensor '{t.name}' has zero point "
                                     f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
                                     "scheme requires zero point 0 on int16 activations")
@@ -330,6 +373,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
     check_quantized(g)
     problems = unsupported_ops(g, int16=True)
     prepared = []
+    undefined = False
     if not problems:
         for op in g.operators:
             k = REGISTRY[op.opcode]
@@ -337,6 +381,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 params = k.prepare(op, g, prof)
             except QsimError as e:
                 problems.append(f"{op_label(g, op)}: {e}")
+                undefined |= isinstance(e, UndefinedInReferenceError)
                 continue
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
@@ -350,7 +395,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))
     if problems:
-        raise UnsupportedModelError(
+        raise (UndefinedInReferenceError if undefined else UnsupportedModelError)(
             f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
             + "\n  - ".join(problems))
     return PreparedGraph(g, prof, prepared, variant)

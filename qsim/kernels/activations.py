@@ -77,6 +77,7 @@ class SoftmaxParams:
     input_left_shift: int  # >= 0
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
+    output_bits: int = 8  # 8: int8 output (1/256, -128); 16: int16 output (1/65536, -32768)
     # (fields they were built from, exp in Q0.31, its Q12.19 rescale) for every int8 difference
     # diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
     _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
@@ -128,12 +129,24 @@ def softmax_abort_message(depth: int) -> str:
 
 
 def prepare_softmax(op, graph, profile) -> SoftmaxParams:
-    x, out = _unary_tensors(op, graph)
+    ins = graph.op_inputs(op)
+    int16_out = len(op.outputs) == 1 and ins and ins[0] is not None and np.dtype(ins[0].dtype) == np.int8 \
+        and np.dtype(graph.tensors[op.outputs[0]].dtype) == np.int16
+    if int16_out:  # int8 -> int16: the same algorithm with a 16-bit output (both references)
+        x, out = ins[0], graph.op_outputs(op)[0]
+        require_int8_tensor(x, "input", op.opcode)
+        if out.quant is None or out.quant.per_channel or x.size != out.size:
+            raise QsimError(f"SOFTMAX: int16 output '{out.name}' needs one scale and the input's shape.")
+    else:
+        x, out = _unary_tensors(op, graph)
     if len(x.shape) < 1:
         raise QsimError("SOFTMAX needs an input with at least one dimension.")
-    if out.quant.zp0 != -128 or abs(out.quant.scale0 - 1.0 / 256) > 0.001 / 256:
-        raise QsimError(f"SOFTMAX: int8 output '{out.name}' must have scale 1/256 and zero point -128 "
-                        f"(TFLite requires it), got scale {out.quant.scale0:.6g} and zero point {out.quant.zp0}.")
+    bits = 16 if int16_out else 8
+    zp_want, scale_want = -(1 << (bits - 1)), 1.0 / (1 << bits)
+    if out.quant.zp0 != zp_want or abs(out.quant.scale0 - scale_want) > 0.001 * scale_want:
+        raise QsimError(f"SOFTMAX: {np.dtype(out.dtype).name} output '{out.name}' must have scale 1/{1 << bits} and "
+                        f"zero point {zp_want} (TFLite requires it), got scale {out.quant.scale0:.6g} and zero point "
+                        f"{out.quant.zp0}.")
     beta = float(_f32(getattr(op.options, "beta", 1.0) if op.options is not None else 1.0))
     rounding = profile.rounding("SOFTMAX")
     try:
@@ -142,7 +155,8 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
     except ValueError as e:
         raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
     diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
-    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding,
+                      output_bits=bits)
     softmax_exp_tables(p)  # built in prepare
     return p
 
@@ -159,12 +173,14 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
         exp_q0, exp_acc = softmax_exps(p, diff)
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
     recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
-    if np.any(num_bits_over_unit > _SOFTMAX_MAX_BITS_OVER_UNIT):
+    bits = p.output_bits
+    if np.any(num_bits_over_unit > bits):  # RoundingDivideByPOT by more than 31: the references abort
         raise QsimError(softmax_abort_message(q.shape[-1]) + " This input has such a row.")
     prod = fp.saturating_rounding_doubling_high_mul(recip, exp_q0)
-    unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - 8)
-    outv = np.clip(unsat - 128, -128, 127)
-    return [np.where(live, outv, -128).astype(np.int8)]
+    unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    outv = np.clip(unsat + lo, lo, hi)
+    return [np.where(live, outv, lo).astype(np.int8 if bits == 8 else np.int16)]
 
 
 # --------------------------------------------------------------------------- LOGISTIC / TANH
@@ -381,7 +397,7 @@ def batch_softmax(p: SoftmaxParams, op, graph, batched) -> bool:
     return len(graph.tensors[op.inputs[0]].shape) >= 2
 
 
-register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax)
+register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax, int16=True)
 register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("RELU", prepare_relu, eval_relu, batch=batch_always)

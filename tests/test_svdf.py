@@ -1,0 +1,195 @@
+"""SVDF (int8 input, int16 or int8 state) and SOFTMAX int8 -> int16: bit-exact against TFLite Micro
+and LiteRT BUILTIN_REF, each under its own profile; variable tensors start every run afresh."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import shared_model
+from qsim import ir
+from qsim.builder import ModelBuilder
+from qsim.errors import QsimError, UndefinedInReferenceError
+from qsim.interpreter import prepare_graph, unsupported_ops, variable_start_values
+from qsim.loader import load, load_bytes
+from qsim.reference import compare
+
+KEYWORD = "keyword_scrambled_8bit.tflite"
+
+
+def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: int = 6, batch: int = 1,
+               state_dtype=np.int16, wf_dtype=np.int8, bias: bool = True) -> bytes:
+    """One SVDF layer (activation RELU, which LiteRT requires) with random weights: input -> output."""
+    rng = np.random.default_rng(seed)
+    filters = units * rank
+    s_in, s_wf, s_wt = 0.05, 0.01 + 0.01 * rng.random(), 0.002 + 0.002 * rng.random()
+    s_state = s_in * s_wf * (2.0 + 6.0 * rng.random())  # feature sums reach a few thousand state LSB
+    s_out = s_state * s_wt * (3e5 + 1e6 * rng.random())  # outputs spread over the int8 range
+    b = ModelBuilder(description="svdf")
+    x = b.add_input("x", (batch, n_in), np.int8, scale=s_in, zero_point=int(rng.integers(-20, 20)))
+    wlim = 127 if np.dtype(wf_dtype) == np.int8 else 2000
+    wf = b.add_const("weights_feature", rng.integers(-wlim, wlim + 1, (filters, n_in)).astype(wf_dtype),
+                     scale=s_wf, zero_point=0)
+    tlim = 20000 if np.dtype(state_dtype) == np.int16 else 127
+    wt = b.add_const("weights_time", rng.integers(-tlim, tlim + 1, (filters, memory)).astype(state_dtype),
+                     scale=s_wt, zero_point=0)
+    bb = b.add_const("bias", rng.integers(-5000, 5000, units).astype(np.int32), scale=s_state * s_wt,
+                     zero_point=0) if bias else -1
+    zp_state = 0 if np.dtype(state_dtype) == np.int16 else -7
+    state = b.add_variable("state", (batch, filters * memory), state_dtype, scale=s_state, zero_point=zp_state)
+    y = b.add_tensor("y", (batch, units), np.int8, scale=s_out, zero_point=int(rng.integers(-10, 10)))
+    b.add_op("SVDF", [x, wf, wt, bb, state], [y], ir.SVDFOptions(rank=rank, activation="RELU"))
+    b.mark_output(y)
+    return b.build()
+
+
+def random_inputs(blob: bytes, n: int, seed: int) -> list:
+    g = load_bytes(blob)
+    rng = np.random.default_rng(seed)
+    t = g.tensors[g.inputs[0]]
+    info = np.iinfo(t.dtype)
+    return [[rng.integers(info.min, info.max + 1, t.shape).astype(t.dtype)] for _ in range(n)]
+
+
+# ------------------------------------------------------------------ the keyword benchmark model
+
+def test_keyword_model_bit_exact_against_tflm():
+    blob = shared_model(KEYWORD).read_bytes()
+    cmp = compare(blob, random_inputs(blob, 3, seed=1), reference="tflm")
+    assert cmp.refused is None and cmp.n_inputs == 3
+    assert cmp.ok, cmp.summary()
+    assert [t.opcode for t in cmp.layers].count("SVDF") == 7 and cmp.layers[13].opcode == "SOFTMAX"
+
+
+def test_keyword_model_litert_has_no_defined_answer():
+    """Its SVDF state and weights_time are int8: LiteRT reads them as int16, so under the litert
+    profile qsim refuses that comparison (named, every SVDF op listed) instead of matching garbage."""
+    blob = shared_model(KEYWORD).read_bytes()
+    with pytest.raises(UndefinedInReferenceError, match=r"(?s)7 op\(s\).*activation_state \(tensor 4 ''\).*int8.*LiteRT"):
+        prepare_graph(load_bytes(blob), "litert")
+    cmp = compare(blob, random_inputs(blob, 1, seed=0), reference="litert")
+    assert cmp.refused.startswith("not compared:") and not cmp.ok and "int16" in cmp.summary()
+
+
+def test_keyword_model_state_starts_at_its_zero_point():
+    g = load(shared_model(KEYWORD))
+    start = variable_start_values(g)
+    assert len(start) == 7
+    for i, a in start.items():
+        assert g.tensors[i].is_variable and a.dtype == np.int8 and (a == g.tensors[i].quant.zp0).all()
+        assert not a.flags.writeable
+
+
+def test_codegen_and_accel_refuse_svdf_by_name():
+    g = load(shared_model(KEYWORD))
+    problems = unsupported_ops(g)  # the C generator's and the accelerator model's list
+    assert sum("SVDF runs in the Python simulator only" in p for p in problems) == 7
+    assert not [p for p in unsupported_ops(g, int16=True)]  # the simulator runs all of it
+
+
+# ------------------------------------------------------------------ single-op models vs both references
+
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 10_000), rank=st.sampled_from([1, 2]), memory=st.integers(1, 6),
+       batch=st.sampled_from([1, 2]))
+def test_svdf_int16_state_matches_both_references(seed, rank, memory, batch):
+    blob = svdf_model(seed, rank=rank, memory=memory, batch=batch)
+    inputs = random_inputs(blob, 3, seed)
+    for reference in ("tflm", "litert"):
+        cmp = compare(blob, inputs, reference=reference)
+        assert cmp.refused is None, cmp.refused
+        assert cmp.ok, cmp.summary()
+    ours = prepare_graph(load_bytes(blob), "tflm").run(inputs[0])
+    y = ours[load_bytes(blob).outputs[0]]
+    assert y.dtype == np.int8 and y.shape == (batch, 4)
+
+
+def test_svdf_outputs_are_not_trivial():
+    """The single-op models exercise the arithmetic: outputs spread over many int8 values."""
+    blob = svdf_model(3, rank=2)
+    prep = prepare_graph(load_bytes(blob), "tflm")
+    ys = np.concatenate([prep.run(x)[prep.graph.outputs[0]].ravel() for x in random_inputs(blob, 20, 3)])
+    assert len(np.unique(ys)) > 10
+
+
+def test_svdf_int8_state_matches_tflm_and_is_refused_under_litert():
+    blob = svdf_model(11, rank=2, state_dtype=np.int8)
+    cmp = compare(blob, random_inputs(blob, 3, 11), reference="tflm")
+    assert cmp.ok, cmp.summary()
+    with pytest.raises(UndefinedInReferenceError, match="state"):
+        prepare_graph(load_bytes(blob), "litert")
+
+
+def test_state_does_not_carry_between_runs():
+    """The same input twice gives the same output, in qsim and in both reference runners (reset)."""
+    from qsim.reference import make_runner
+    blob = svdf_model(5, memory=4)
+    g = load_bytes(blob)
+    x = random_inputs(blob, 1, 5)[0]
+    prep = prepare_graph(g, "tflm")
+    first = prep.run(x)[g.outputs[0]]
+    assert np.array_equal(prep.run(x)[g.outputs[0]], first)
+    for reference in ("tflm", "litert"):
+        r = make_runner(reference, blob, g)
+        a, b = (r.run(x, [g.outputs[0]])[g.outputs[0]] for _ in range(2))
+        assert np.array_equal(a, b) and np.array_equal(a.reshape(first.shape), first)
+
+
+def test_batched_run_equals_single_runs():
+    blob = svdf_model(8, rank=2)
+    g = load_bytes(blob)
+    prep = prepare_graph(g, "tflm")
+    xs = [x[0] for x in random_inputs(blob, 5, 8)]
+    batched = prep.run(np.concatenate(xs))[g.outputs[0]]
+    single = np.concatenate([prep.run(x)[g.outputs[0]] for x in xs])
+    assert np.array_equal(batched, single)
+
+
+def test_int16_weights_feature_refused_naming_the_tensor():
+    g = load_bytes(svdf_model(1, wf_dtype=np.int16))
+    with pytest.raises(QsimError, match=r"weights_feature \(tensor 1 'weights_feature'\) is int16"):
+        prepare_graph(g, "tflm")
+
+
+def test_int16_weights_time_with_int8_state_refused():
+    blob = svdf_model(2, state_dtype=np.int8)
+    g = load_bytes(blob)
+    wt = next(t for t in g.tensors if t.name == "weights_time")
+    g.tensors[wt.index] = ir.Tensor(wt.index, wt.name, wt.shape, np.dtype(np.int16), wt.quant,
+                                    wt.data.astype(np.int16), buffer=wt.buffer, buffer_bytes=wt.data.size * 2)
+    with pytest.raises(QsimError, match=r"weights_time \(tensor 2 'weights_time'\) is int16"):
+        prepare_graph(g, "tflm")
+
+
+def test_cli_check_on_a_bad_svdf_exits_2(tmp_path):
+    import subprocess
+    import sys
+    p = tmp_path / "bad_svdf.tflite"
+    p.write_bytes(svdf_model(1, wf_dtype=np.int16))
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "run", str(p), "--random", "1"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "qsim: error:" in r.stderr and "weights_feature" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ SOFTMAX int8 -> int16
+
+def softmax16_model(beta: float, depth: int, scale: float) -> bytes:
+    b = ModelBuilder(description="softmax int8->int16")
+    x = b.add_input("x", (2, depth), np.int8, scale=scale, zero_point=3)
+    y = b.add_tensor("y", (2, depth), np.int16, scale=1.0 / 65536, zero_point=-32768)
+    b.add_op("SOFTMAX", [x], [y], ir.SoftmaxOptions(beta=beta))
+    b.mark_output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize("beta,depth,scale", [(1.0, 2, 0.07), (1.0, 10, 0.1), (0.5, 33, 0.02)])
+def test_softmax_int8_to_int16_matches_both_references(beta, depth, scale):
+    blob = softmax16_model(beta, depth, scale)
+    inputs = random_inputs(blob, 4, depth)
+    for reference in ("tflm", "litert"):
+        cmp = compare(blob, inputs, reference=reference)
+        assert cmp.refused is None and cmp.ok, cmp.summary()
+    g = load_bytes(blob)
+    y = prepare_graph(g, "tflm").run(inputs[0])[g.outputs[0]]
+    assert y.dtype == np.int16 and len(np.unique(y)) > 2
