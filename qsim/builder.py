@@ -114,11 +114,12 @@ class ModelBuilder:
         self.inputs.append(t)
         return t
 
-    def add_variable(self, name: str, shape, dtype=np.int16, scale=None, zero_point=None) -> int:
-        """A variable tensor (is_variable, no buffer data): state an op reads and updates, e.g.
-        SVDF's activation_state.  The references reset it before each run (see
-        :func:`qsim.interpreter.variable_start_values`)."""
-        t = self._add(name, shape, dtype, scale, zero_point, 0, None)
+    def add_variable(self, name: str, shape, dtype=np.int16, scale=None, zero_point=None, data=None) -> int:
+        """A variable tensor (is_variable): state an op reads and updates, e.g. SVDF's
+        activation_state.  ``data``: initial contents written to its buffer (TFLite Micro ignores
+        them, LiteRT refuses the model; see :func:`qsim.interpreter.variable_start_values`)."""
+        arr = None if data is None else np.ascontiguousarray(np.asarray(data, dtype=dtype).reshape(shape))
+        t = self._add(name, shape, dtype, scale, zero_point, 0, arr)
         self.tensors[t].variable = True
         return t
 

@@ -250,10 +250,12 @@ def variable_start_values(g: ir.Graph) -> dict[int, np.ndarray]:
     activation_state) at the start of *every* run, read-only: state never carries from one run
     or sample to the next (the reference runners reset their variables before each sample).
 
-    The value is the tensor's stored buffer data when the file has some, else the quantized
-    zero: the zero point for int8 and 0 for every other type (what LiteRT's and TFLite Micro's
-    ResetVariableTensors write).  A variable tensor read by more than one op is refused: one op's
-    update would have to reach the next within a run, which qsim does not model."""
+    The value is the quantized zero: the zero point for int8 and 0 for every other type, what
+    LiteRT's and TFLite Micro's ResetVariableTensors write.  Buffer data stored for a variable
+    tensor is ignored, as TFLite Micro ignores it (measured: its outputs equal those of the model
+    without the data; LiteRT refuses such a model, "a variable tensor with buffer ... not
+    supported").  A variable tensor read by more than one op is refused: one op's update would
+    have to reach the next within a run, which qsim does not model."""
     readers: dict[int, list[int]] = {}
     for op in g.operators:
         for i in set(op.inputs):
@@ -265,11 +267,8 @@ def variable_start_values(g: ir.Graph) -> dict[int, np.ndarray]:
         if len(ops) > 1:
             raise QsimError(f"{tensor_label(g, i)} is a variable tensor read by ops {ops}; qsim models state "
                             "read and updated by a single op only.")
-        if t.data is not None:
-            a = np.array(t.data, dtype=t.dtype).reshape(t.shape)
-        else:
-            zp = t.quant.zp0 if t.quant is not None and np.dtype(t.dtype) == np.int8 else 0
-            a = np.full(t.shape, zp, dtype=t.dtype)
+        zp = t.quant.zp0 if t.quant is not None and np.dtype(t.dtype) == np.int8 and t.quant.zero_point.size else 0
+        a = np.full(t.shape, zp, dtype=t.dtype)
         a.flags.writeable = False
         out[i] = a
     return out
@@ -316,7 +315,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
     ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
     path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
     C generator and the accelerator model, which are int8 only) lists every op touching an int16
-    activation."""
+    activation and every op of :data:`SIMULATOR_ONLY` (SVDF), by name."""
     problems = []
     for op in g.operators:
         where = op_label(g, op)

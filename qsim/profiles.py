@@ -43,9 +43,10 @@ _TFLM_VARIANTS = {"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
                   # LEAKY_RELU forms s_in*alpha/s_out and s_in/s_out in double (LiteRT: float32);
                   # alpha=0.9 with s_in == s_out differs by 1 LSB on 13 of 256 inputs.
                   "LEAKY_RELU": "double_scale",
-                  # SVDF (qsim/kernels/svdf.py, tests/test_svdf.py): effective scales formed in float32;
-                  # the state row shifted before the newest column is written; int8 state/weights_time ok.
-                  "SVDF": "shift_first", "SVDF_SCALE": "float32"}
+                  # SVDF (qsim/kernels/svdf.py, tests/test_svdf.py): effective scales as double (measured on
+                  # exact-tie models; LiteRT: float32); the state row shifted before the newest column is
+                  # written; int8 state/weights_time ok.
+                  "SVDF": "shift_first", "SVDF_SCALE": "double"}
 
 PROFILES: dict[str, Profile] = {
     "tflm": Profile(
@@ -76,7 +77,8 @@ PROFILES: dict[str, Profile] = {
                         # int16x8 conv with an int32 bias: LiteRT reads the bias as int64 (measured: outputs
                         # saturate on every other channel); qsim refuses it under this profile (TFLM: int32 ok).
                         "INT16X8_BIAS": "int64_only",
-                        # SVDF: the newest column overwrites the last one, the shift comes after the op;
+                        # SVDF: effective scales formed in float32 (measured, tests/test_svdf.py); the newest
+                        # column overwrites the last one, the shift comes after the op;
                         # int8 state/weights_time are read as int16 (no defined answer: refused).
                         "SVDF": "shift_after", "SVDF_SCALE": "float32", "SVDF_INT8_STATE": "undefined"},
     ),

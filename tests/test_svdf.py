@@ -18,7 +18,7 @@ KEYWORD = "keyword_scrambled_8bit.tflite"
 
 
 def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: int = 6, batch: int = 1,
-               state_dtype=np.int16, wf_dtype=np.int8, bias: bool = True) -> bytes:
+               state_dtype=np.int16, wf_dtype=np.int8, bias: bool = True, state_data: bool = False) -> bytes:
     """One SVDF layer (activation RELU, which LiteRT requires) with random weights: input -> output."""
     rng = np.random.default_rng(seed)
     filters = units * rank
@@ -36,7 +36,9 @@ def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: 
     bb = b.add_const("bias", rng.integers(-5000, 5000, units).astype(np.int32), scale=s_state * s_wt,
                      zero_point=0) if bias else -1
     zp_state = 0 if np.dtype(state_dtype) == np.int16 else -7
-    state = b.add_variable("state", (batch, filters * memory), state_dtype, scale=s_state, zero_point=zp_state)
+    data = np.random.default_rng([seed, 1]).integers(-99, 99, (batch, filters * memory)) if state_data else None
+    state = b.add_variable("state", (batch, filters * memory), state_dtype, scale=s_state, zero_point=zp_state,
+                           data=data)
     y = b.add_tensor("y", (batch, units), np.int8, scale=s_out, zero_point=int(rng.integers(-10, 10)))
     b.add_op("SVDF", [x, wf, wt, bb, state], [y], ir.SVDFOptions(rank=rank, activation="RELU"))
     b.mark_output(y)
@@ -135,6 +137,23 @@ def test_state_does_not_carry_between_runs():
         assert np.array_equal(a, b) and np.array_equal(a.reshape(first.shape), first)
 
 
+def test_stored_state_data_is_ignored_like_tflm():
+    """A variable tensor with buffer data: TFLite Micro ignores the data (its answer is the one of
+    the same model without it), LiteRT refuses the model; qsim follows TFLM."""
+    with_data, without = svdf_model(21, memory=4, state_data=True), svdf_model(21, memory=4)
+    g = load_bytes(with_data)
+    state = next(t for t in g.tensors if t.is_variable)
+    assert state.data is not None and state.data.any()
+    inputs = random_inputs(with_data, 3, 21)
+    cmp = compare(with_data, inputs, reference="tflm")
+    assert cmp.ok, cmp.summary()
+    gw = load_bytes(without)
+    for x in inputs:
+        assert np.array_equal(prepare_graph(g, "tflm").run(x)[g.outputs[0]],
+                              prepare_graph(gw, "tflm").run(x)[gw.outputs[0]])
+    assert "variable tensor with buffer" in compare(with_data, inputs, reference="litert").refused
+
+
 def test_batched_run_equals_single_runs():
     blob = svdf_model(8, rank=2)
     g = load_bytes(blob)
@@ -193,3 +212,48 @@ def test_softmax_int8_to_int16_matches_both_references(beta, depth, scale):
     g = load_bytes(blob)
     y = prepare_graph(g, "tflm").run(inputs[0])[g.outputs[0]]
     assert y.dtype == np.int16 and len(np.unique(y)) > 2
+
+
+def tie_model() -> tuple[bytes, np.ndarray]:
+    """An SVDF whose output accumulators are its biases (input = zero point: the feature column and
+    the time sums are 0) and sit on exact rounding ties of the double-formed multiplier: with
+    s_state == s_out = a and s_wt = 3 * 2**-20, double(a) * s_wt / a is exactly 0.75 * 2**-18, the
+    float32-formed ratio is not, and acc = m * 2**19 (m odd) lands SRDHM on odd * 2**17, a tie of
+    the 18-bit rounding shift, that the float32 multiplier moves below it.  Returns the model and
+    the biases (hand-derived: outputs are round-half-away(1.5 * m) under the double multiplier)."""
+    a, s_wt = 0.0052332645282149315, 3 / 1048576  # a: a float32 where the two ratios differ
+    m = np.arange(17, 84, 2)
+    acc = (np.concatenate([m, -m]) << 19).astype(np.int32)
+    units = acc.size
+    b = ModelBuilder(description="svdf ties")
+    x = b.add_input("x", (1, 4), np.int8, scale=0.05, zero_point=0)
+    wf = b.add_const("wf", np.ones((units, 4), np.int8), scale=0.01, zero_point=0)
+    wt = b.add_const("wt", np.ones((units, 2), np.int16), scale=s_wt, zero_point=0)
+    bias = b.add_const("bias", acc, scale=a * s_wt, zero_point=0)
+    st = b.add_variable("state", (1, units * 2), np.int16, scale=a, zero_point=0)
+    y = b.add_tensor("y", (1, units), np.int8, scale=a, zero_point=0)
+    b.add_op("SVDF", [x, wf, wt, bias, st], [y], ir.SVDFOptions(rank=1, activation="RELU"))
+    b.mark_output(y)
+    return b.build(), acc
+
+
+def test_svdf_effective_scale_is_formed_per_reference():
+    """TFLite Micro (as built) forms the effective scales in double, LiteRT 2.3 in float32: on exact
+    ties the two give different outputs, each reference matches its own profile and not the other."""
+    import dataclasses
+    from qsim.profiles import PROFILES
+    blob, acc = tie_model()
+    g = load_bytes(blob)
+    x = [np.zeros((1, 4), np.int8)]
+    m = np.abs(acc.astype(np.int64)) >> 19
+    half_away = np.sign(acc) * ((3 * m + 1) // 2)  # 1.5 * m rounded half away from zero
+    ours = {}
+    for name in ("tflm", "litert"):
+        ours[name] = prepare_graph(g, name).run(x)[g.outputs[0]].ravel()
+        cmp = compare(blob, [x], reference=name)
+        assert cmp.ok, cmp.summary()
+    assert np.array_equal(ours["tflm"], np.clip(half_away, -128, 127))
+    assert (ours["tflm"] != ours["litert"]).sum() > 10  # the test can tell the variants apart
+    swapped = dataclasses.replace(PROFILES["litert"], variant_per_op={**PROFILES["litert"].variant_per_op,
+                                                                      "SVDF_SCALE": "double"})
+    assert not compare(blob, [x], reference="litert", profile=swapped).ok
