@@ -46,7 +46,9 @@ _TFLM_VARIANTS = {"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
                   # SVDF (qsim/kernels/svdf.py, tests/test_svdf.py): effective scales as double (measured on
                   # exact-tie models; LiteRT: float32); the state row shifted before the newest column is
                   # written; int8 state/weights_time ok.
-                  "SVDF": "shift_first", "SVDF_SCALE": "double"}
+                  "SVDF": "shift_first", "SVDF_SCALE": "double",
+                  # SOFTMAX int16 -> int16: float32 gen_lut tables (qsim/kernels/activations.py)
+                  "SOFTMAX_INT16": "float32"}
 
 PROFILES: dict[str, Profile] = {
     "tflm": Profile(
@@ -80,7 +82,9 @@ PROFILES: dict[str, Profile] = {
                         # SVDF: effective scales formed in float32 (measured, tests/test_svdf.py); the newest
                         # column overwrites the last one, the shift comes after the op;
                         # int8 state/weights_time are read as int16 (no defined answer: refused).
-                        "SVDF": "shift_after", "SVDF_SCALE": "float32", "SVDF_INT8_STATE": "undefined"},
+                        "SVDF": "shift_after", "SVDF_SCALE": "float32", "SVDF_INT8_STATE": "undefined",
+                        # SOFTMAX int16 -> int16: LUTPopulate tables in double (qsim/kernels/activations.py)
+                        "SOFTMAX_INT16": "double"},
     ),
     # CMSIS-NN (codegen --kernels cmsis-nn), read from its sources (arm_nnsupportfunctions.h,
     # arm_nn_softmax_common_s8.c, arm_avgpool_s8.c, arm_elementwise_*_s8.c, README "CMSIS-NN"): in its

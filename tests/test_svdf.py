@@ -1,5 +1,6 @@
-"""SVDF (int8 input, int16 or int8 state) and SOFTMAX int8 -> int16: bit-exact against TFLite Micro
-and LiteRT BUILTIN_REF, each under its own profile; variable tensors start every run afresh."""
+"""SVDF (int8 input, int16 or int8 state) and SOFTMAX int8 -> int16 / int16 -> int16: bit-exact
+against TFLite Micro and LiteRT BUILTIN_REF, each under its own profile; variable tensors start
+every run afresh."""
 from __future__ import annotations
 
 import numpy as np
@@ -257,3 +258,50 @@ def test_svdf_effective_scale_is_formed_per_reference():
     swapped = dataclasses.replace(PROFILES["litert"], variant_per_op={**PROFILES["litert"].variant_per_op,
                                                                       "SVDF_SCALE": "double"})
     assert not compare(blob, [x], reference="litert", profile=swapped).ok
+
+
+# ------------------------------------------------------------------ SOFTMAX int16 -> int16
+
+def softmax_int16_model(n: int, depth: int, scale: float, beta: float = 1.0) -> bytes:
+    b = ModelBuilder(description="softmax int16")
+    x = b.add_input("x", (n, depth), np.int16, scale=scale, zero_point=0)
+    y = b.add_tensor("y", (n, depth), np.int16, scale=1.0 / 32768, zero_point=0)
+    b.add_op("SOFTMAX", [x], [y], ir.SoftmaxOptions(beta=beta))
+    b.mark_output(y)
+    return b.build()
+
+
+@pytest.mark.parametrize("scale,beta,depth", [(0.001, 1.0, 10), (0.0003, 0.7, 33)])
+def test_softmax_int16_matches_both_references(scale, beta, depth):
+    blob = softmax_int16_model(4, depth, scale, beta)
+    rng = np.random.default_rng(depth)
+    inputs = [[rng.integers(-32768, 32768, (4, depth)).astype(np.int16)] for _ in range(4)]
+    inputs += [[rng.integers(-3000, 3000, (4, depth)).astype(np.int16)] for _ in range(4)]
+    for reference in ("tflm", "litert"):
+        cmp = compare(blob, inputs, reference=reference)
+        assert cmp.refused is None and cmp.ok, cmp.summary()
+
+
+def test_softmax_int16_tables_per_reference():
+    """TFLite Micro builds the exp and 1/(1+x) tables in float32, LiteRT in double: two entries of
+    the reciprocal table differ.  Rows whose sum of exps interpolates through them (searched with
+    qsim's own two variants) tell the references apart: each matches its profile, not the other."""
+    from qsim.kernels.activations import eval_softmax16, softmax16_luts
+    f32, dbl = softmax16_luts("float32"), softmax16_luts("double")
+    assert (f32[0] == dbl[0]).all() and (f32[1] != dbl[1]).sum() == 2
+    n, depth = 32, 4
+    blob = softmax_int16_model(n, depth, 0.0005)
+    g = load_bytes(blob)
+    p_tflm, p_litert = (prepare_graph(g, name).ops[0].params for name in ("tflm", "litert"))
+    rng, rows = np.random.default_rng(1), []
+    while len(rows) < n:
+        x = rng.integers(-20000, 0, (n, depth)).astype(np.int16)
+        x[:, 0] = 0
+        differ = (eval_softmax16(p_tflm, [x])[0] != eval_softmax16(p_litert, [x])[0]).any(axis=1)
+        rows.extend(x[differ])
+    x = [np.stack(rows[:n])]
+    assert (eval_softmax16(p_tflm, x)[0] != eval_softmax16(p_litert, x)[0]).sum() >= n
+    for reference in ("tflm", "litert"):
+        assert compare(blob, [x], reference=reference).ok
+    assert not compare(blob, [x], reference="litert", profile="tflm").ok
+    assert not compare(blob, [x], reference="tflm", profile="litert").ok

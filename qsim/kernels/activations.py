@@ -128,8 +128,82 @@ def softmax_abort_message(depth: int) -> str:
             "reference answer to simulate or to generate code for.")
 
 
-def prepare_softmax(op, graph, profile) -> SoftmaxParams:
+@dataclass
+class Softmax16Params:
+    """Prepared int16 -> int16 SOFTMAX (reference_ops::SoftmaxInt16, both references), last axis.
+
+    ``d = x - max(row)`` is rescaled by (input_multiplier, input_shift) so that [-65535, 0] maps
+    onto [-10, 0], recentred (+ 32767, int16 saturation) and looked up in ``exp_lut`` (exp on
+    [-10, 0], output [-1, 1]); the int32 sum of a row's exps is normalized by its leading zeros
+    (``clz``), rounded to Q1.14 and looked up in ``reciprocal_lut`` (1 / (1 + x) on [0, 1]); each
+    output is ``(exp * recip + 2**(r - 1)) >> r`` with ``r = 31 - clz``, clamped to [0, 32767]
+    (scale 1/32768, zero point 0).  The two 513-entry LUTs are built in prepare
+    (:func:`qsim.fixedpoint.gen_lut_int16`): variant "SOFTMAX_INT16" "float32" (TFLite Micro:
+    float32 gen_lut on [-10, 0] / [0, 1], output [-1, 1]) or "double" (LiteRT: LUTPopulate in
+    double with ranges from float32 scales 10/65535, 1/65535 and 2/65535)."""
+
+    input_multiplier: int
+    input_shift: int  # TFLite sign (> 0 left)
+    rounding: str
+    exp_lut: np.ndarray  # int64 [513]
+    reciprocal_lut: np.ndarray  # int64 [513]
+
+
+def softmax16_luts(variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """(exp LUT, 1/(1+x) LUT) as the reference of ``variant`` builds them (see Softmax16Params)."""
+    if variant == "float32":
+        return (fp.gen_lut_int16(fp.lut_transform_int16("exp", "float32"), -10.0, 0.0, -1.0, 1.0, "float32"),
+                fp.gen_lut_int16(fp.lut_transform_int16("reciprocal", "float32"), 0.0, 1.0, -1.0, 1.0, "float32"))
+    span = 65535  # int16 max - min
+    in_exp, in_rec, out = (float(_f32(v / span)) for v in (10.0, 1.0, 2.0))  # float32 scale arguments
+
+    def bounds(scale, zp):  # LUTPopulateInt16: scale * (q - zp) at the int16 ends, in double
+        return scale * (-32768 - zp), scale * (32767 - zp)
+    return (fp.gen_lut_int16(fp.lut_transform_int16("exp", "double"), *bounds(in_exp, 32767), *bounds(out, 0),
+                             "double"),
+            fp.gen_lut_int16(fp.lut_transform_int16("reciprocal", "double"), *bounds(in_rec, -32768),
+                             *bounds(out, 0), "double"))
+
+
+def prepare_softmax16(op, graph, profile) -> Softmax16Params:
+    x, out = _unary_tensors(op, graph, int16=True)
+    if len(x.shape) < 1:
+        raise QsimError("SOFTMAX needs an input with at least one dimension.")
+    if abs(out.quant.scale0 - 1.0 / 32768) > 0.001 / 32768:
+        raise QsimError(f"SOFTMAX: int16 output '{out.name}' of an int16 input must have scale 1/32768 and zero "
+                        f"point 0 (TFLite requires it), got scale {out.quant.scale0:.6g}.")
+    if x.shape[-1] * 32767 >= 1 << 31:
+        raise QsimError(f"SOFTMAX: int16 rows of {x.shape[-1]:,} entries can overflow TFLite's int32 sum of "
+                        "exponentials (a shift by a negative amount in the references): not simulated.")
+    beta = float(_f32(getattr(op.options, "beta", 1.0) if op.options is not None else 1.0))
+    variant = profile.variant("SOFTMAX_INT16", "float32")
+    s_in = float(_f32(x.quant.scale0))
+    # LiteRT multiplies the float32 scale and beta in float32; TFLite Micro in double
+    product = float(_f32(_f32(s_in) * _f32(beta))) if variant == "double" else s_in * beta
+    rounding = profile.rounding("SOFTMAX")
+    m, shift = fp.quantize_multiplier(product / (10.0 / 65535.0), single_rounding=rounding == "single")
+    exp_lut, rec_lut = softmax16_luts(variant)
+    return Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+
+
+def eval_softmax16(p: Softmax16Params, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0]).astype(np.int64)
+    diff = q - q.max(axis=-1, keepdims=True)
+    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
+    exps = fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
+    total = fp.wrap_int32(exps.sum(axis=-1, keepdims=True))
+    clz = fp.count_leading_zeros_u32(total)
+    shifted = ((total << (clz - 1)) + (1 << 13)) >> 14
+    recip = fp.int16_lut_lookup(np.clip(shifted - (1 << 15) - (1 << 16), -32768, 32767), p.reciprocal_lut)
+    right = 31 - clz
+    y = (exps * recip + (np.int64(1) << (right - 1))) >> right
+    return [np.clip(y, 0, 32767).astype(np.int16)]
+
+
+def prepare_softmax(op, graph, profile) -> SoftmaxParams | Softmax16Params:
     ins = graph.op_inputs(op)
+    if ins and ins[0] is not None and np.dtype(ins[0].dtype) == np.int16:
+        return prepare_softmax16(op, graph, profile)
     int16_out = len(op.outputs) == 1 and ins and ins[0] is not None and np.dtype(ins[0].dtype) == np.int8 \
         and np.dtype(graph.tensors[op.outputs[0]].dtype) == np.int16
     if int16_out:  # int8 -> int16: the same algorithm with a 16-bit output (both references)
@@ -162,6 +236,8 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
 
 
 def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
+    if type(p) is Softmax16Params:
+        return eval_softmax16(p, inputs)
     x = np.asarray(inputs[0])
     q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
