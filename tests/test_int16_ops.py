@@ -87,3 +87,15 @@ def test_pooling_int16(opcode, padding, activation):
     assert_both(blob, sets)
     y = output_of(blob, sets[-1])  # a small-range input: no saturation at the RELU6 bound
     assert y.dtype == np.int16 and len(np.unique(y)) > 5
+
+
+# ------------------------------------------------------------------ activations
+
+@pytest.mark.parametrize("opcode", ["RELU", "RELU6"])
+@pytest.mark.parametrize("s_in,s_out", [(0.001, 0.001), (0.0007, 0.0003), (0.0003, 0.0011)])
+def test_relu_int16(opcode, s_in, s_out):
+    blob = single_op(opcode, [(1, 8, 8)], (1, 8, 8), scales=[s_in], out_scale=s_out)
+    sets = random_sets(blob, 2, 6) + random_sets(blob, 2, 7, -2000, 2000)
+    assert_both(blob, sets)
+    y = output_of(blob, sets[-1])  # small inputs: below the RELU6 bound, many distinct outputs
+    assert y.min() >= 0 and len(np.unique(y)) > 10

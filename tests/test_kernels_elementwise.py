@@ -480,8 +480,8 @@ def test_int16_activations_are_refused():
         b.mark_output(y)
         with pytest.raises(QsimError, match="int16"):
             prepare_graph(load_bytes(b.build()), "tflm")
-    # LEAKY_RELU, QUANTIZE, DEQUANTIZE (tests/test_int16x8.py) and SOFTMAX (tests/test_svdf.py) have int16 forms
-    for opcode in ("LOGISTIC", "TANH", "RELU", "HARD_SWISH"):
+    # LEAKY_RELU, QUANTIZE, DEQUANTIZE (tests/test_int16x8.py), SOFTMAX (tests/test_svdf.py), RELU (tests/test_int16_ops.py)
+    for opcode in ("LOGISTIC", "TANH", "HARD_SWISH"):
         g = load_bytes(unary_model(opcode, (1, 4), (0.1, 0), (1 / 32768, 0), in_dtype=np.int16, out_dtype=np.int16))
         with pytest.raises(QsimError, match="int16"):
             REGISTRY[opcode].prepare(g.operators[0], g, get_profile("litert"))

@@ -330,6 +330,7 @@ class ReluParams:
     act_min: int
     act_max: int
     rounding: str
+    dtype: np.dtype = np.dtype(np.int8)  # int8, or int16 (int16x8 models)
 
 
 def _round_float32_ratio(value: float, scale: float) -> int:
@@ -338,14 +339,17 @@ def _round_float32_ratio(value: float, scale: float) -> int:
 
 
 def prepare_relu(op, graph, profile) -> ReluParams:
-    x, out = _unary_tensors(op, graph)
+    """int8, or int16 (int16 in and out, zero points 0): the same formulas with the int16 range."""
+    x, out = _unary_tensors(op, graph, int16=is_int16_op(op, graph))
+    info = np.iinfo(out.dtype)
+    qmin, qmax = int(info.min), int(info.max)
     upper = 6.0 if op.opcode == "RELU6" else None
     variant = profile.variant(op.opcode, "double_scale")
     rounding = profile.rounding(op.opcode)
     if variant == "clamp_only":
         lo = x.quant.zp0
-        hi = 127 if upper is None else min(127, max(-128, _round_float32_ratio(upper, x.quant.scale0) + x.quant.zp0))
-        return ReluParams(variant, x.quant.zp0, x.quant.zp0, 0, 0, max(-128, lo), hi, rounding)
+        hi = qmax if upper is None else min(qmax, max(qmin, _round_float32_ratio(upper, x.quant.scale0) + x.quant.zp0))
+        return ReluParams(variant, x.quant.zp0, x.quant.zp0, 0, 0, max(qmin, lo), hi, rounding, np.dtype(out.dtype))
     if variant == "float32_scale":
         real = float(_f32(_f32(x.quant.scale0) / _f32(out.quant.scale0)))
     elif variant == "double_scale":
@@ -354,18 +358,18 @@ def prepare_relu(op, graph, profile) -> ReluParams:
         raise QsimError(f"{op.opcode}: unknown variant '{variant}' in profile '{profile.name}'.")
     m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
     zp = out.quant.zp0
-    act_min = max(-128, zp + _round_float32_ratio(0.0, out.quant.scale0))
-    act_max = 127 if upper is None else min(127, zp + _round_float32_ratio(upper, out.quant.scale0))
-    return ReluParams(variant, x.quant.zp0, zp, m, shift, act_min, act_max, rounding)
+    act_min = max(qmin, zp + _round_float32_ratio(0.0, out.quant.scale0))
+    act_max = qmax if upper is None else min(qmax, zp + _round_float32_ratio(upper, out.quant.scale0))
+    return ReluParams(variant, x.quant.zp0, zp, m, shift, act_min, act_max, rounding, np.dtype(out.dtype))
 
 
 def eval_relu(p: ReluParams, inputs) -> list[np.ndarray]:
     q = np.asarray(inputs[0], np.int64)
     if p.variant == "clamp_only":
-        return [np.clip(q, p.act_min, p.act_max).astype(np.int8)]
+        return [np.clip(q, p.act_min, p.act_max).astype(p.dtype)]
     y = p.output_offset + fp.multiply_by_quantized_multiplier(q - p.input_offset, p.output_multiplier,
                                                               p.output_shift, p.rounding)
-    return [np.clip(y, p.act_min, p.act_max).astype(np.int8)]
+    return [np.clip(y, p.act_min, p.act_max).astype(p.dtype)]
 
 
 # --------------------------------------------------------------------------- LEAKY_RELU
@@ -476,7 +480,7 @@ def batch_softmax(p: SoftmaxParams, op, graph, batched) -> bool:
 register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax, int16=True)
 register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
-register("RELU", prepare_relu, eval_relu, batch=batch_always)
-register("RELU6", prepare_relu, eval_relu, batch=batch_always)
+register("RELU", prepare_relu, eval_relu, batch=batch_always, int16=True)
+register("RELU6", prepare_relu, eval_relu, batch=batch_always, int16=True)
 register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always, int16=True)
 register("HARD_SWISH", prepare_hard_swish, eval_hard_swish, batch=batch_always)
