@@ -99,3 +99,30 @@ def test_relu_int16(opcode, s_in, s_out):
     assert_both(blob, sets)
     y = output_of(blob, sets[-1])  # small inputs: below the RELU6 bound, many distinct outputs
     assert y.min() >= 0 and len(np.unique(y)) > 10
+
+
+# ------------------------------------------------------------------ binary ops
+
+@pytest.mark.parametrize("scales,out_scale,activation", [((0.01, 0.02), 0.5, "NONE"), ((0.003, 0.0007), 0.02, "RELU"),
+                                                         ((0.001, 0.001), 0.00003, "RELU6")])
+def test_mul_int16(scales, out_scale, activation):
+    blob = single_op("MUL", [(1, 6, 5), (1, 6, 5)], (1, 6, 5), ir.ActivationOptions(activation), scales=list(scales),
+                     out_scale=out_scale)
+    sets = random_sets(blob, 3, 8) + random_sets(blob, 2, 9, -300, 300)
+    assert_both(blob, sets)
+    assert len(np.unique(np.concatenate([output_of(blob, x).ravel() for x in sets]))) > 10
+
+
+def test_mul_int16_broadcast():
+    blob = single_op("MUL", [(1, 4, 5), (1, 1, 5)], (1, 4, 5), ir.ActivationOptions(), scales=[0.01, 0.01],
+                     out_scale=0.3)
+    assert_both(blob, random_sets(blob, 3, 10))
+
+
+@pytest.mark.parametrize("opcode", ["MAXIMUM", "MINIMUM"])
+def test_maximum_minimum_int16(opcode):
+    blob = single_op(opcode, [(1, 3, 4), (1, 3, 4)], (1, 3, 4), scales=[0.01, 0.01], out_scale=0.01)
+    sets = random_sets(blob, 2, 11)
+    assert_both(blob, sets)
+    f = np.maximum if opcode == "MAXIMUM" else np.minimum
+    assert np.array_equal(output_of(blob, sets[0]), f(*sets[0]))
