@@ -678,7 +678,13 @@ def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total
 
 def wrap_int16(x) -> np.ndarray:
     """Two's-complement wrap to int16 range (C's conversion of an int to int16_t)."""
-    return ((_i64(x) + (1 << 15)) & 0xFFFF) - (1 << 15)
+    return wrap_bits(x, 16)
+
+
+def wrap_bits(x, bits: int) -> np.ndarray:
+    """Two's-complement wrap to a signed ``bits``-bit range (C's conversion to int8_t / int16_t)."""
+    half = 1 << (bits - 1)
+    return ((_i64(x) + half) & ((1 << bits) - 1)) - half
 
 
 def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:

@@ -45,8 +45,9 @@ _TFLM_VARIANTS = {"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
                   "LEAKY_RELU": "double_scale",
                   # SVDF (qsim/kernels/svdf.py, tests/test_svdf.py): effective scales as double (measured on
                   # exact-tie models; LiteRT: float32); the state row shifted before the newest column is
-                  # written; int8 state/weights_time ok.
-                  "SVDF": "shift_first", "SVDF_SCALE": "double",
+                  # written; int8 state/weights_time ok, the state zero point added after the clamp
+                  # (tests/test_svdf.py: TFLM's stored state column shows it).
+                  "SVDF": "shift_first", "SVDF_SCALE": "double", "SVDF_STATE_ZP": "after_clamp",
                   # SOFTMAX int16 -> int16: float32 gen_lut tables (qsim/kernels/activations.py)
                   "SOFTMAX_INT16": "float32"}
 

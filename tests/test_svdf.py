@@ -24,8 +24,12 @@ def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: 
     rng = np.random.default_rng(seed)
     filters = units * rank
     s_in, s_wf, s_wt = 0.05, 0.01 + 0.01 * rng.random(), 0.002 + 0.002 * rng.random()
-    s_state = s_in * s_wf * (2.0 + 6.0 * rng.random())  # feature sums reach a few thousand state LSB
-    s_out = s_state * s_wt * (3e5 + 1e6 * rng.random())  # outputs spread over the int8 range
+    if np.dtype(state_dtype) == np.int16:
+        s_state = s_in * s_wf * (2.0 + 6.0 * rng.random())  # feature sums reach a few thousand state LSB
+        s_out = s_state * s_wt * (3e5 + 1e6 * rng.random())  # outputs spread over the int8 range
+    else:  # int8 state: feature values around the int8 range, some saturating
+        s_state = s_in * s_wf * (60.0 + 60.0 * rng.random())
+        s_out = s_state * s_wt * (100 + 200 * rng.random())
     b = ModelBuilder(description="svdf")
     x = b.add_input("x", (batch, n_in), np.int8, scale=s_in, zero_point=int(rng.integers(-20, 20)))
     wlim = 127 if np.dtype(wf_dtype) == np.int8 else 2000
@@ -116,9 +120,26 @@ def test_svdf_outputs_are_not_trivial():
 
 
 def test_svdf_int8_state_matches_tflm_and_is_refused_under_litert():
+    """int8 state with zero point -7: TFLite Micro (as installed) adds the zero point after the int8
+    clamp, wrapping: its newest state column holds 120 (= 127 - 7) for a saturated positive feature
+    value and 121 (-128 - 7 wrapped) for a negative one, never the clamp bounds; qsim matches its
+    outputs, which the other order ("before_clamp") does not."""
+    from qsim.reference import make_runner
     blob = svdf_model(11, rank=2, state_dtype=np.int8)
-    cmp = compare(blob, random_inputs(blob, 3, 11), reference="tflm")
+    g = load_bytes(blob)
+    inputs = random_inputs(blob, 3, 11)
+    cmp = compare(blob, inputs, reference="tflm")
     assert cmp.ok, cmp.summary()
+    state = next(t for t in g.tensors if t.is_variable)
+    newest = make_runner("tflm", blob, g).run(inputs[0], [state.index])[state.index].reshape(-1, 5)[:, -1]
+    assert 120 in newest.tolist() and not {127, -128} & set(newest.tolist())
+    import dataclasses
+    from qsim.profiles import PROFILES
+    before = dataclasses.replace(PROFILES["tflm"], variant_per_op={**PROFILES["tflm"].variant_per_op,
+                                                                   "SVDF_STATE_ZP": "before_clamp"})
+    assert not compare(blob, inputs, reference="tflm", profile=before).ok
+    ys = np.concatenate([prepare_graph(g, "tflm").run(x)[g.outputs[0]].ravel() for x in inputs])
+    assert len(np.unique(ys)) > 4
     with pytest.raises(UndefinedInReferenceError, match="state"):
         prepare_graph(load_bytes(blob), "litert")
 

@@ -5,8 +5,12 @@ Shapes (TFLite's): input [B, I], weights_feature [F, I], weights_time [F, M], bi
 (U = F / rank), activation_state [B, F * M] (a variable tensor: row f of a sample holds the
 filter's last M activations, newest last), output [B, U].  One invocation:
 
-1. feature: ``a[b, f] = MBQM(sum_i wf[f, i] * (x[b, i] - zp_in), m1, s1)``, then (TFLite
-   Micro) ``+ zp_state``, clamped to the state type's range: the newest state column;
+1. feature: ``a[b, f] = MBQM(sum_i wf[f, i] * (x[b, i] - zp_in), m1, s1)`` clamped to the
+   state type's range, then ``+ zp_state`` wrapped to the state type: the newest state column.
+   (TFLite Micro as installed, measured on int8 state: a saturated 127 with zero point -7 is
+   stored as 120, -128 wraps to 121; profile variant "SVDF_STATE_ZP" = "after_clamp".  Newer
+   TFLite Micro sources add the zero point before the clamp, "before_clamp".  LiteRT's int16
+   state has zero point 0, where both agree.)
 2. memory: the state with that column appended.  TFLite Micro shifts every row left first
    and writes the column last ("shift_first"); LiteRT overwrites the last column and shifts
    after the op ("shift_after"), so its memory keeps the oldest column instead.  From a
@@ -58,6 +62,11 @@ class SVDFParams:
     rounding: str
     shift_first: bool  # TFLite Micro's memory (see the module docstring); False: LiteRT's
     state_dtype: np.dtype
+    zero_point_after_clamp: bool = True  # step 1's order (profile variant "SVDF_STATE_ZP")
+
+    @property
+    def state_bits(self) -> int:
+        return 8 * self.state_dtype.itemsize
 
 
 def _name(t) -> str:
@@ -137,7 +146,8 @@ def prepare_svdf(op, graph, profile) -> SVDFParams:
                       int(info.min), int(info.max),
                       np.ascontiguousarray(np.asarray(wf.data, np.float64).T), np.asarray(wt.data, np.int64),
                       bias, m1, s1, m2, s2, profile.rounding("SVDF"),
-                      profile.variant("SVDF", "shift_first") == "shift_first", np.dtype(state.dtype))
+                      profile.variant("SVDF", "shift_first") == "shift_first", np.dtype(state.dtype),
+                      profile.variant("SVDF_STATE_ZP", "after_clamp") == "after_clamp")
 
 
 def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
@@ -151,7 +161,10 @@ def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
         state = np.broadcast_to(state, (n, filters, p.memory))
     dot = ((x - p.input_zero_point) @ p.weights_feature).astype(np.int64)  # [N, F]; |dot| < 2**31
     newest = fp.multiply_by_quantized_multiplier(fp.wrap_int32(dot), p.m1, p.s1, p.rounding)
-    newest = np.clip(newest + p.state_zero_point, p.state_min, p.state_max)
+    if p.zero_point_after_clamp:
+        newest = fp.wrap_bits(np.clip(newest, p.state_min, p.state_max) + p.state_zero_point, p.state_bits)
+    else:
+        newest = np.clip(newest + p.state_zero_point, p.state_min, p.state_max)
     kept = state[:, :, 1:] if p.shift_first else state[:, :, :-1]
     mem = np.concatenate([kept, newest[:, :, None]], axis=2) - p.state_zero_point
     t = fp.wrap_int32(np.einsum("nfm,fm->nf", mem, p.weights_time))
