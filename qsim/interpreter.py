@@ -394,9 +394,10 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))
     if problems:
+        what = (f"op(s) qsim cannot run under profile '{prof.name}' (its reference has no defined answer)"
+                if undefined else "op(s) qsim cannot run")
         raise (UndefinedInReferenceError if undefined else UnsupportedModelError)(
-            f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
-            + "\n  - ".join(problems))
+            f"{g.source or 'the model'} uses {len(problems)} {what}:\n  - " + "\n  - ".join(problems))
     return PreparedGraph(g, prof, prepared, variant)
 
 
