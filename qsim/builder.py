@@ -119,6 +119,15 @@ class ModelBuilder:
         self.inputs.append(t)
         return t
 
+    def add_variable(self, name: str, shape, dtype=np.int16, scale=None, zero_point=None, data=None) -> int:
+        """A variable tensor (is_variable): state an op reads and updates, e.g. SVDF's
+        activation_state.  ``data``: initial contents written to its buffer (TFLite Micro ignores
+        them, LiteRT refuses the model; see :func:`qsim.interpreter.variable_start_values`)."""
+        arr = None if data is None else np.ascontiguousarray(np.asarray(data, dtype=dtype).reshape(shape))
+        t = self._add(name, shape, dtype, scale, zero_point, 0, arr)
+        self.tensors[t].variable = True
+        return t
+
     def add_const(self, name: str, array, scale=None, zero_point=None, axis: int = 0, dtype=None) -> int:
         """A constant tensor holding ``array`` (dtype kept unless ``dtype`` given)."""
         a = np.asarray(array)
@@ -308,6 +317,8 @@ def _tensor(fb: flatbuffers.Builder, t: _TensorSpec, buffer: int) -> int:
         tflite.TensorAddIsVariable(fb, True)
     if quant is not None:
         tflite.TensorAddQuantization(fb, quant)
+    if t.variable:
+        tflite.TensorAddIsVariable(fb, True)
     return tflite.TensorEnd(fb)
 
 
@@ -444,6 +455,12 @@ def _options(fb: flatbuffers.Builder, op: _OpSpec) -> tuple[int, int | None]:
         tflite.UnidirectionalSequenceLSTMOptionsAddTimeMajor(fb, bool(o.time_major))
         tflite.UnidirectionalSequenceLSTMOptionsAddAsymmetricQuantizeInputs(fb, bool(o.asymmetric_quantize_inputs))
         return T.UnidirectionalSequenceLSTMOptions, tflite.UnidirectionalSequenceLSTMOptionsEnd(fb)
+    if isinstance(o, ir.SVDFOptions) and name == "SVDF":
+        tflite.SVDFOptionsStart(fb)
+        tflite.SVDFOptionsAddRank(fb, o.rank)
+        tflite.SVDFOptionsAddFusedActivationFunction(fb, _act(o.activation))
+        tflite.SVDFOptionsAddAsymmetricQuantizeInputs(fb, bool(o.asymmetric_quantize_inputs))
+        return T.SVDFOptions, tflite.SVDFOptionsEnd(fb)
     if isinstance(o, ir.LeakyReluOptions) and name == "LEAKY_RELU":
         tflite.LeakyReluOptionsStart(fb)
         tflite.LeakyReluOptionsAddAlpha(fb, o.alpha)
@@ -460,6 +477,7 @@ _DEFAULT_OPTIONS = {
     "CONV_2D": ir.Conv2DOptions, "DEPTHWISE_CONV_2D": ir.DepthwiseConv2DOptions,
     "FULLY_CONNECTED": ir.FullyConnectedOptions, "AVERAGE_POOL_2D": ir.Pool2DOptions,
     "MAX_POOL_2D": ir.Pool2DOptions, "L2_POOL_2D": ir.Pool2DOptions, "TRANSPOSE_CONV": ir.TransposeConvOptions,
+    "SVDF": ir.SVDFOptions,
 }
 
 

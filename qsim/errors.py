@@ -14,6 +14,11 @@ class UnsupportedModelError(QsimError):
     """The model uses ops or types qsim does not implement (all listed at once)."""
 
 
+class UndefinedInReferenceError(UnsupportedModelError):
+    """The profile's reference has no defined answer for this model (e.g. LiteRT's SVDF reading int8
+    state as int16): ``qsim check`` reports that reference as not compared, with this reason."""
+
+
 class MismatchError(Exception):
     """A comparison found a difference: exit 1."""
 

@@ -702,7 +702,13 @@ def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total
 
 def wrap_int16(x) -> np.ndarray:
     """Two's-complement wrap to int16 range (C's conversion of an int to int16_t)."""
-    return ((_i64(x) + (1 << 15)) & 0xFFFF) - (1 << 15)
+    return wrap_bits(x, 16)
+
+
+def wrap_bits(x, bits: int) -> np.ndarray:
+    """Two's-complement wrap to a signed ``bits``-bit range (C's conversion to int8_t / int16_t)."""
+    half = 1 << (bits - 1)
+    return ((_i64(x) + half) & ((1 << bits) - 1)) - half
 
 
 def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:
@@ -884,6 +890,70 @@ def lut_populate_int8(kind: str, input_scale: float, input_zero_point: int,
         quantized = int(total) if np.isfinite(total) and -2.0 ** 31 <= total < 2.0 ** 31 else INT32_MIN
         table[q + 128] = min(max(quantized, -128), 127)
     return table
+
+
+def lut_transform_int16(kind: str, precision: str):
+    """The function an int16 LUT tabulates, computed as the reference computes it: "exp" (exp(x)) or
+    "reciprocal" (1 / (1 + x)), in "float32" (TFLite Micro: libm ``expf``, float32 division) or
+    "double" (LiteRT: ``exp``, double division)."""
+    if precision == "float32":
+        f32 = np.float32
+        if kind == "exp":
+            expf = _libm_float_fn("expf")
+            return (lambda v: f32(expf(f32(v)))) if expf else (lambda v: f32(np.exp(f32(v))))
+        if kind == "reciprocal":
+            return lambda v: f32(f32(1.0) / f32(f32(1.0) + f32(v)))
+    elif precision == "double":
+        if kind == "exp":
+            return lambda v: np.float64(math.exp(float(v)))
+        if kind == "reciprocal":
+            return lambda v: np.float64(1.0 / (1.0 + float(v)))
+    raise ValueError(f"unknown int16 LUT transform {kind!r} / precision {precision!r}")
+
+
+def gen_lut_int16(transform, input_min, input_max, output_min, output_max, precision: str) -> np.ndarray:
+    """TFLite's LUT generator for int16 inputs and outputs (``gen_lut<FloatT, int16_t, int16_t>``,
+    ``LUTPopulateInt16``): 513 entries, int64.
+
+    Every operation runs in ``precision`` ("float32" or "double", the reference's FloatT).  Over
+    512 steps of ``step = (input_max - input_min) / 512`` each entry is the sample
+    ``round(f(x_i) * inv)`` (``inv = 65536 / (output_max - output_min)``, round half away from
+    zero) minus half the error that linear interpolation from it would make at the step's
+    midpoint, ``round((round(round((f(x_i+1) * inv + round(f(x_i) * inv)) / 2) - round(f(mid) *
+    inv)) / 2)``, clamped to int16; entry 512 is ``round(f(input_max) * inv)`` (the last slope's
+    end).  :func:`int16_lut_lookup` interpolates between entries."""
+    F = np.float32 if precision == "float32" else np.float64
+    lo, hi = F(input_min), F(input_max)
+    step = F(F(hi - lo) / F(512))
+    half = F(step / F(2))
+    inv = F(F(65536) / F(F(output_max) - F(output_min)))
+
+    def rnd(v):
+        return F(round_half_away_int(float(v)))
+
+    lut = np.empty(513, np.int64)
+    for i in range(512):
+        x = F(lo + F(F(i) * step))
+        val = F(transform(x))
+        mid = F(transform(F(x + half)))
+        nxt = F(transform(F(lo + F(F(i + 1) * step))))
+        sample = rnd(F(val * inv))
+        interp = rnd(F(F(F(nxt * inv) + sample) / F(2)))
+        bias = rnd(F(F(interp - rnd(F(mid * inv))) / F(2)))
+        lut[i] = min(max(float(F(sample - bias)), -32768.0), 32767.0)
+    lut[512] = min(max(float(rnd(F(F(transform(hi)) * inv))), -32768.0), 32767.0)
+    return lut
+
+
+def int16_lut_lookup(value, lut: np.ndarray) -> np.ndarray:
+    """TFLite's interpolating int16 table lookup (``generic_int16_table_lookup`` / ``LUTLookup``):
+    for int16 ``value``, entry ``256 + (value >> 7)`` plus ``(slope * (value & 127) + 64) >> 7``
+    where slope is the difference to the next entry.  Returns int64 (int16 values)."""
+    v = _i64(value)
+    index = 256 + (v >> 7)
+    base = lut[index]
+    delta = ((lut[index + 1] - base) * (v & 0x7F) + 64) >> 7
+    return wrap_int16(base + delta)
 
 
 def requantize_double_fast(acc, bias, m0, shift, output_zero_point, act_min, act_max,

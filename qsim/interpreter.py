@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import fixedpoint as fp, ir
-from .errors import QsimError, UnsupportedModelError
+from .errors import QsimError, UndefinedInReferenceError, UnsupportedModelError
 from .kernels import REGISTRY, Kernel, RequantParams, with_requant_variant
 from .profiles import Profile, get_profile
 from .validate import op_label, raise_if_invalid, tensor_label
@@ -21,10 +21,16 @@ from .validate import op_label, raise_if_invalid, tensor_label
 OUT_OF_SCOPE = {
     "LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
     "BIDIRECTIONAL_SEQUENCE_LSTM": "LSTM is out of scope (recurrent, int16 cell state)",
-    "SVDF": "SVDF is out of scope (int16 state)",
 }
+# Ops whose kernels read an int16 activation's zero point themselves (SOFTMAX's int16 output has
+# zero point -32768 by TFLite's rule; QUANTIZE / DEQUANTIZE subtract the input's): the generic
+# "int16 means zero point 0" check of unsupported_ops does not apply to them.
+INT16_ZERO_POINT_OPS = {"SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
+# Ops the Python simulator runs but the C generator and the accelerator model do not (their reason).
 # Ops the simulator runs but the C generator and the accelerator model (int8 GEMM datapaths) do not.
 SIMULATOR_ONLY = {
+    "SVDF": "SVDF runs in the Python simulator only (stateful: an activation_state variable tensor); "
+            "the C generator and the accelerator model do not cover it",
     "UNIDIRECTIONAL_SEQUENCE_LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM (recurrent, int16 cell state) runs in the "
                                     "simulator only (qsim run/check/compare/eval); the C generator and the "
                                     "accelerator model do not implement it",
@@ -242,8 +248,38 @@ def _per_sample(g: ir.Graph, s: _Step, ins: list, batched: set[int], n: int) -> 
     return [np.stack(col) for col in zip(*results)]
 
 
+def variable_start_values(g: ir.Graph) -> dict[int, np.ndarray]:
+    """{tensor index: value} of every variable tensor (``Tensor.is_variable``, e.g. SVDF's
+    activation_state) at the start of *every* run, read-only: state never carries from one run
+    or sample to the next (the reference runners reset their variables before each sample).
+
+    The value is the quantized zero: the zero point for int8 and 0 for every other type, what
+    LiteRT's and TFLite Micro's ResetVariableTensors write.  Buffer data stored for a variable
+    tensor is ignored, as TFLite Micro ignores it (measured: its outputs equal those of the model
+    without the data; LiteRT refuses such a model, "a variable tensor with buffer ... not
+    supported").  A variable tensor read by more than one op is refused: one op's update would
+    have to reach the next within a run, which qsim does not model."""
+    readers: dict[int, list[int]] = {}
+    for op in g.operators:
+        for i in set(op.inputs):
+            if 0 <= i < len(g.tensors) and g.tensors[i].is_variable:
+                readers.setdefault(i, []).append(op.index)
+    out = {}
+    for i, ops in readers.items():
+        t = g.tensors[i]
+        if len(ops) > 1:
+            raise QsimError(f"{tensor_label(g, i)} is a variable tensor read by ops {ops}; qsim models state "
+                            "read and updated by a single op only.")
+        zp = t.quant.zp0 if t.quant is not None and np.dtype(t.dtype) == np.int8 and t.quant.zero_point.size else 0
+        a = np.full(t.shape, zp, dtype=t.dtype)
+        a.flags.writeable = False
+        out[i] = a
+    return out
+
+
 def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     produced = set(g.inputs)
+    start = variable_start_values(g)
     steps = []
     for p in ops:
         ins = []
@@ -252,10 +288,10 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
                 ins.append((i, None, False))  # absent optional input: passed as None
                 continue
             t = g.tensors[i]
-            if i in produced:
+            if t.is_variable and i not in produced:
+                ins.append((i, start[i], False))  # read-only: a kernel returns new state, never writes it
+            elif i in produced:
                 ins.append((i, None, True))
-            elif t.is_variable:
-                ins.append((i, initial_state(t), False))
             elif t.data is not None:
                 ins.append((i, t.data, False))
             else:
@@ -276,33 +312,13 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     return steps
 
 
-def initial_state(t: ir.Tensor) -> np.ndarray:
-    """Value of a variable tensor (LSTM/SVDF state) at the start of every run: real zero -- the zero
-    point for int8, 0 for other types -- which is what TFLite Micro's and LiteRT's
-    ResetVariableTensors write.  Nothing carries from one run (sample) to the next.  (A variable
-    with a stored buffer is refused: :func:`unsupported_ops`.)"""
-    fill = t.quant.zp0 if t.dtype == np.int8 and t.quant is not None else 0
-    return np.full(t.shape, fill, t.dtype)
-
-
-def _stored_state(g: ir.Graph, op: ir.Operator) -> str:
-    """Why ``op`` cannot run because it reads a variable tensor that has a stored buffer ('' if not)."""
-    for i in op.inputs:
-        t = g.tensors[i] if 0 <= i < len(g.tensors) else None
-        if t is not None and t.is_variable and t.data is not None:
-            return (f"variable tensor '{t.name}' has a stored buffer (an initial state): LiteRT refuses such a "
-                    "model and TFLite Micro ignores the data (its reset writes the zero point), so no reference "
-                    "defines its meaning (measured); write the state tensor without a buffer")
-    return ""
-
-
 def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
     """One line per op qsim cannot run, with its index, output tensor and reason.
 
     ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
     path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
     C generator and the accelerator model, which are int8 only) lists every op touching an int16
-    activation."""
+    activation and every op of :data:`SIMULATOR_ONLY` (SVDF), by name."""
     problems = []
     for op in g.operators:
         where = op_label(g, op)
@@ -312,8 +328,6 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
             problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
-        elif _stored_state(g, op):
-            problems.append(f"{where}: {_stored_state(g, op)}")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
                 if t is None or t.dtype != np.int16 or t.is_const:
@@ -325,7 +339,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
                     problems.append(f"{where}: int16 activations ('{t.name}') are not supported for {op.opcode} "
                                     f"yet (int16x8 ops: {', '.join(sorted(k for k, v in REGISTRY.items() if v.int16))})")
                     break
-                if t.quant is not None and np.any(t.quant.zero_point != 0):
+                if t.quant is not None and np.any(t.quant.zero_point != 0) and op.opcode not in INT16_ZERO_POINT_OPS:
                     problems.append(f"{where}: int16 tensor '{t.name}' has zero point "
                                     f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
                                     "scheme requires zero point 0 on int16 activations")
@@ -361,6 +375,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
     check_quantized(g)
     problems = unsupported_ops(g, int16=True)
     prepared = []
+    undefined = False
     if not problems:
         for op in g.operators:
             k = REGISTRY[op.opcode]
@@ -368,6 +383,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 params = k.prepare(op, g, prof)
             except QsimError as e:
                 problems.append(f"{op_label(g, op)}: {e}")
+                undefined |= isinstance(e, UndefinedInReferenceError)
                 continue
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
@@ -381,9 +397,10 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))
     if problems:
-        raise UnsupportedModelError(
-            f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
-            + "\n  - ".join(problems))
+        what = (f"op(s) qsim cannot run under profile '{prof.name}' (its reference has no defined answer)"
+                if undefined else "op(s) qsim cannot run")
+        raise (UndefinedInReferenceError if undefined else UnsupportedModelError)(
+            f"{g.source or 'the model'} uses {len(problems)} {what}:\n  - " + "\n  - ".join(problems))
     return PreparedGraph(g, prof, prepared, variant)
 
 

@@ -178,6 +178,15 @@ class SequenceLSTMOptions:
     asymmetric_quantize_inputs: bool = False
 
 
+@dataclass(frozen=True)
+class SVDFOptions:
+    """SVDF: rank (filters per output unit), fused activation, hybrid-only asymmetric flag."""
+
+    rank: int = 1
+    activation: str = "NONE"
+    asymmetric_quantize_inputs: bool = False
+
+
 @dataclass
 class Operator:
     index: int

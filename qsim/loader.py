@@ -219,6 +219,10 @@ def _options(name: str, op):
         if o is None or o.NewShapeLength() == 0:
             return ir.ReshapeOptions(None)
         return ir.ReshapeOptions(tuple(int(v) for v in o.NewShapeAsNumpy()))
+    if name == "SVDF":
+        o = _table(op, tflite.SVDFOptions)
+        return ir.SVDFOptions() if o is None else ir.SVDFOptions(
+            int(o.Rank()), _act(o.FusedActivationFunction()), bool(o.AsymmetricQuantizeInputs()))
     if name == "SOFTMAX":
         o = _table(op, tflite.SoftmaxOptions)
         return ir.SoftmaxOptions() if o is None else ir.SoftmaxOptions(float(o.Beta()))

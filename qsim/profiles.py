@@ -45,7 +45,14 @@ _TFLM_VARIANTS = {"STRIDED_SLICE": "tflm", "PAD": "tflm", "PADV2": "tflm",
                   "LEAKY_RELU": "double_scale",
                   # Integer LSTM (lstm_eval.h): table sigmoid/tanh, MultiplyByQuantizedMultiplier between
                   # gates (qsim/kernels/lstm.py; tests/test_lstm.py).
-                  "UNIDIRECTIONAL_SEQUENCE_LSTM": "tflm"}
+                  "UNIDIRECTIONAL_SEQUENCE_LSTM": "tflm",
+                  # SVDF (qsim/kernels/svdf.py, tests/test_svdf.py): effective scales as double (measured on
+                  # exact-tie models; LiteRT: float32); the state row shifted before the newest column is
+                  # written; int8 state/weights_time ok, the state zero point added after the clamp
+                  # (tests/test_svdf.py: TFLM's stored state column shows it).
+                  "SVDF": "shift_first", "SVDF_SCALE": "double", "SVDF_STATE_ZP": "after_clamp",
+                  # SOFTMAX int16 -> int16: float32 gen_lut tables (qsim/kernels/activations.py)
+                  "SOFTMAX_INT16": "float32"}
 
 PROFILES: dict[str, Profile] = {
     "tflm": Profile(
@@ -78,7 +85,13 @@ PROFILES: dict[str, Profile] = {
                         "INT16X8_BIAS": "int64_only",
                         # Integer LSTM (lstm_eval.cc Integer8x8_16): gemmlowp int16 sigmoid/tanh, rounding
                         # shifts between gates, hidden scale from the 5th intermediate (qsim/kernels/lstm.py).
-                        "UNIDIRECTIONAL_SEQUENCE_LSTM": "gemmlowp"},
+                        "UNIDIRECTIONAL_SEQUENCE_LSTM": "gemmlowp",
+                        # SVDF: effective scales formed in float32 (measured, tests/test_svdf.py); the newest
+                        # column overwrites the last one, the shift comes after the op;
+                        # int8 state/weights_time are read as int16 (no defined answer: refused).
+                        "SVDF": "shift_after", "SVDF_SCALE": "float32", "SVDF_INT8_STATE": "undefined",
+                        # SOFTMAX int16 -> int16: LUTPopulate tables in double (qsim/kernels/activations.py)
+                        "SOFTMAX_INT16": "double"},
     ),
     # CMSIS-NN (codegen --kernels cmsis-nn), read from its sources (arm_nnsupportfunctions.h,
     # arm_nn_softmax_common_s8.c, arm_avgpool_s8.c, arm_elementwise_*_s8.c, README "CMSIS-NN"): in its

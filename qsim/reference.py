@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ir
-from .errors import QsimError
+from .errors import QsimError, UndefinedInReferenceError
 from .interpreter import PreparedGraph, check_inputs, prepare_graph
 from .loader import load_bytes, read_model_file
 from .refchild import ChildRunner, start as start_children
@@ -166,6 +166,8 @@ class Comparison:
             return self.refused
         if self.refused is not None:
             who = {"litert": "LiteRT", "xnnpack": "LiteRT", "tflm": "TFLM"}.get(self.reference, title)
+            if self.refused.startswith("not compared:"):  # qsim's judgement, not the reference's
+                return f"{who} (profile '{self.profile}') {self.refused}"
             return f"{who} refused this model: {self.refused}"
         if self.ok:
             return (f"{title} (profile '{self.profile}'): all {len(self.layers)} op output tensors "
@@ -209,7 +211,13 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     wanted = [t for _, t in targets]
     try:
         try:
-            prep = prepared if prepared is not None and prepared.profile.name == profile else prepare_graph(g, profile)
+            try:
+                prep = prepared if prepared is not None and prepared.profile.name == profile else \
+                    prepare_graph(g, profile)
+            except UndefinedInReferenceError as e:  # nothing to compare with: say so, like a refusal
+                runner.close()
+                cmp.refused = f"not compared: {e}"
+                return cmp
             input_sets = [_ordered_inputs(g, inputs) for inputs in inputs_list]
             pending = runner.submit(input_sets, wanted)  # the reference computes while qsim does
             for arrays, reply in zip(input_sets, pending):

@@ -87,7 +87,9 @@ class LiteRTRunner:
 
     def run(self, inputs: list[np.ndarray], tensors, copy: bool = True) -> dict[int, np.ndarray]:
         """Set inputs (graph input order), invoke, return {index: copy} for ``tensors``
-        (``copy=False``: the arrays LiteRT's get_tensor returns, valid until the next invoke)."""
+        (``copy=False``: the arrays LiteRT's get_tensor returns, valid until the next invoke).
+        Variable tensors (state) are reset first: no state carries from one sample to the next."""
+        self.it.reset_all_variables()
         for idx, a in zip(self.input_indices, inputs):
             self.it.set_tensor(idx, a)
         try:
@@ -123,6 +125,8 @@ class TFLMRunner:
             raise ReferenceRefused(_first_sentence(str(e))) from None
 
     def run(self, inputs: list[np.ndarray], tensors) -> dict[int, np.ndarray]:
+        """Set inputs, invoke, return {index: copy} for ``tensors``; variable tensors (state) are
+        reset first (``Interpreter.reset()``): no state carries from one sample to the next."""
         try:
             with _quiet_stderr():
                 self.it.reset()  # variable tensors (LSTM/SVDF state) back to their initial values, as in qsim

@@ -299,6 +299,18 @@ def one_op_models():
             b.add_op("STRIDED_SLICE", ins, [y], opts)
             return y
         model(f"STRIDED_SLICE {begin}:{end}:{strides} {opts}", [mode], [(1, 4, 5)], ss)
+
+    def svdf(b, x):  # rank 2, int16 state: every sample starts from the same reset state
+        wf = b.add_const("wf", rng.integers(-127, 128, (6, 5)).astype(np.int8), scale=0.01, zero_point=0)
+        wt = b.add_const("wt", rng.integers(-3000, 3000, (6, 4)).astype(np.int16), scale=0.002, zero_point=0)
+        bias = b.add_const("bias", rng.integers(-500, 500, 3).astype(np.int32), scale=0.002 * 0.004, zero_point=0)
+        state = b.add_variable("state", (1, 24), np.int16, scale=0.004, zero_point=0)
+        y = t(b, "y", (1, 3))
+        b.add_op("SVDF", [x, wf, wt, bias, state], [y], ir.SVDFOptions(rank=2, activation="RELU"))
+        return y
+    model("SVDF rank 2", ["vector"], [(1, 5)], svdf)
+    from qsim.builder import lstm_int8_model  # the builder's own one-op LSTM (variables, intermediates)
+    models["UNIDIRECTIONAL_SEQUENCE_LSTM"] = (lstm_int8_model(n_time=3, seed=5), ["vector"])
     return models
 
 

@@ -71,7 +71,7 @@ def test_unsupported_ops_listed_everywhere(tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 4), np.int8))
     r = qsim("run", p, "--input", x)
-    assert_input_error(r, "3 op(s)", "op #0 SVDF", "op #2 SVDF", "op #3 BIDIRECTIONAL_SEQUENCE_LSTM")
+    assert_input_error(r, "3 op(s)", "op #0 RNN", "op #2 RNN", "op #3 BIDIRECTIONAL_SEQUENCE_LSTM")
     r = qsim("inspect", p, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

@@ -64,18 +64,18 @@ def test_float_model_refused():
 
 
 def unsupported_model() -> bytes:
-    """FC (supported) between three ops qsim rejects: two SVDF and one bidirectional LSTM."""
+    """FC (supported) between three ops qsim rejects: two RNN and one bidirectional LSTM."""
     from qsim.builder import ModelBuilder
 
     b = ModelBuilder(description="unsupported ops")
     x = b.add_input("x", (1, 4), np.int8, scale=0.1, zero_point=0)
     a = b.add_tensor("svdf_a", (1, 4), np.int8, scale=0.1, zero_point=0)
-    b.add_op("SVDF", [x], [a])
+    b.add_op("RNN", [x], [a])
     w = b.add_const("w", np.ones((4, 4), np.int8), scale=0.01, zero_point=0)
     f = b.add_tensor("fc", (1, 4), np.int8, scale=0.1, zero_point=0)
     b.add_op("FULLY_CONNECTED", [a, w, -1], [f], ir.FullyConnectedOptions())
     c = b.add_tensor("svdf_b", (1, 4), np.int8, scale=0.1, zero_point=0)
-    b.add_op("SVDF", [f], [c])
+    b.add_op("RNN", [f], [c])
     d = b.add_tensor("lstm_out", (1, 4), np.int8, scale=0.1, zero_point=0)
     b.add_op("BIDIRECTIONAL_SEQUENCE_LSTM", [c], [d])
     b.mark_output(d)
@@ -88,7 +88,7 @@ def test_unsupported_ops_all_listed():
         prepare_graph(g, "tflm")
     msg = str(e.value)
     assert "3 op(s)" in msg
-    for where in ("op #0 SVDF", "op #2 SVDF", "op #3 BIDIRECTIONAL_SEQUENCE_LSTM", "svdf_a", "lstm_out"):
+    for where in ("op #0 RNN", "op #2 RNN", "op #3 BIDIRECTIONAL_SEQUENCE_LSTM", "svdf_a", "lstm_out"):
         assert where in msg
     assert "FULLY_CONNECTED" not in msg
 

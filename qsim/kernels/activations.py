@@ -77,6 +77,7 @@ class SoftmaxParams:
     input_left_shift: int  # >= 0
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
+    output_bits: int = 8  # 8: int8 output (1/256, -128); 16: int16 output (1/65536, -32768)
     # (fields they were built from, exp in Q0.31, its Q12.19 rescale) for every int8 difference
     # diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
     _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
@@ -127,13 +128,99 @@ def softmax_abort_message(depth: int) -> str:
             "reference answer to simulate or to generate code for.")
 
 
-def prepare_softmax(op, graph, profile) -> SoftmaxParams:
-    x, out = _unary_tensors(op, graph)
+@dataclass
+class Softmax16Params:
+    """Prepared int16 -> int16 SOFTMAX (reference_ops::SoftmaxInt16, both references), last axis.
+
+    ``d = x - max(row)`` is rescaled by (input_multiplier, input_shift) so that [-65535, 0] maps
+    onto [-10, 0], recentred (+ 32767, int16 saturation) and looked up in ``exp_lut`` (exp on
+    [-10, 0], output [-1, 1]); the int32 sum of a row's exps is normalized by its leading zeros
+    (``clz``), rounded to Q1.14 and looked up in ``reciprocal_lut`` (1 / (1 + x) on [0, 1]); each
+    output is ``(exp * recip + 2**(r - 1)) >> r`` with ``r = 31 - clz``, clamped to [0, 32767]
+    (scale 1/32768, zero point 0).  The two 513-entry LUTs are built in prepare
+    (:func:`qsim.fixedpoint.gen_lut_int16`): variant "SOFTMAX_INT16" "float32" (TFLite Micro:
+    float32 gen_lut on [-10, 0] / [0, 1], output [-1, 1]) or "double" (LiteRT: LUTPopulate in
+    double with ranges from float32 scales 10/65535, 1/65535 and 2/65535)."""
+
+    input_multiplier: int
+    input_shift: int  # TFLite sign (> 0 left)
+    rounding: str
+    exp_lut: np.ndarray  # int64 [513]
+    reciprocal_lut: np.ndarray  # int64 [513]
+
+
+def softmax16_luts(variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """(exp LUT, 1/(1+x) LUT) as the reference of ``variant`` builds them (see Softmax16Params)."""
+    if variant == "float32":
+        return (fp.gen_lut_int16(fp.lut_transform_int16("exp", "float32"), -10.0, 0.0, -1.0, 1.0, "float32"),
+                fp.gen_lut_int16(fp.lut_transform_int16("reciprocal", "float32"), 0.0, 1.0, -1.0, 1.0, "float32"))
+    span = 65535  # int16 max - min
+    in_exp, in_rec, out = (float(_f32(v / span)) for v in (10.0, 1.0, 2.0))  # float32 scale arguments
+
+    def bounds(scale, zp):  # LUTPopulateInt16: scale * (q - zp) at the int16 ends, in double
+        return scale * (-32768 - zp), scale * (32767 - zp)
+    return (fp.gen_lut_int16(fp.lut_transform_int16("exp", "double"), *bounds(in_exp, 32767), *bounds(out, 0),
+                             "double"),
+            fp.gen_lut_int16(fp.lut_transform_int16("reciprocal", "double"), *bounds(in_rec, -32768),
+                             *bounds(out, 0), "double"))
+
+
+def prepare_softmax16(op, graph, profile) -> Softmax16Params:
+    x, out = _unary_tensors(op, graph, int16=True)
     if len(x.shape) < 1:
         raise QsimError("SOFTMAX needs an input with at least one dimension.")
-    if out.quant.zp0 != -128 or abs(out.quant.scale0 - 1.0 / 256) > 0.001 / 256:
-        raise QsimError(f"SOFTMAX: int8 output '{out.name}' must have scale 1/256 and zero point -128 "
-                        f"(TFLite requires it), got scale {out.quant.scale0:.6g} and zero point {out.quant.zp0}.")
+    if abs(out.quant.scale0 - 1.0 / 32768) > 0.001 / 32768:
+        raise QsimError(f"SOFTMAX: int16 output '{out.name}' of an int16 input must have scale 1/32768 and zero "
+                        f"point 0 (TFLite requires it), got scale {out.quant.scale0:.6g}.")
+    if x.shape[-1] * 32767 >= 1 << 31:
+        raise QsimError(f"SOFTMAX: int16 rows of {x.shape[-1]:,} entries can overflow TFLite's int32 sum of "
+                        "exponentials (a shift by a negative amount in the references): not simulated.")
+    beta = float(_f32(getattr(op.options, "beta", 1.0) if op.options is not None else 1.0))
+    variant = profile.variant("SOFTMAX_INT16", "float32")
+    s_in = float(_f32(x.quant.scale0))
+    # LiteRT multiplies the float32 scale and beta in float32; TFLite Micro in double
+    product = float(_f32(_f32(s_in) * _f32(beta))) if variant == "double" else s_in * beta
+    rounding = profile.rounding("SOFTMAX")
+    m, shift = fp.quantize_multiplier(product / (10.0 / 65535.0), single_rounding=rounding == "single")
+    exp_lut, rec_lut = softmax16_luts(variant)
+    return Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+
+
+def eval_softmax16(p: Softmax16Params, inputs) -> list[np.ndarray]:
+    q = np.asarray(inputs[0]).astype(np.int64)
+    diff = q - q.max(axis=-1, keepdims=True)
+    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
+    exps = fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
+    total = fp.wrap_int32(exps.sum(axis=-1, keepdims=True))
+    clz = fp.count_leading_zeros_u32(total)
+    shifted = ((total << (clz - 1)) + (1 << 13)) >> 14
+    recip = fp.int16_lut_lookup(np.clip(shifted - (1 << 15) - (1 << 16), -32768, 32767), p.reciprocal_lut)
+    right = 31 - clz
+    y = (exps * recip + (np.int64(1) << (right - 1))) >> right
+    return [np.clip(y, 0, 32767).astype(np.int16)]
+
+
+def prepare_softmax(op, graph, profile) -> SoftmaxParams | Softmax16Params:
+    ins = graph.op_inputs(op)
+    if ins and ins[0] is not None and np.dtype(ins[0].dtype) == np.int16:
+        return prepare_softmax16(op, graph, profile)
+    int16_out = len(op.outputs) == 1 and ins and ins[0] is not None and np.dtype(ins[0].dtype) == np.int8 \
+        and np.dtype(graph.tensors[op.outputs[0]].dtype) == np.int16
+    if int16_out:  # int8 -> int16: the same algorithm with a 16-bit output (both references)
+        x, out = ins[0], graph.op_outputs(op)[0]
+        require_int8_tensor(x, "input", op.opcode)
+        if out.quant is None or out.quant.per_channel or x.size != out.size:
+            raise QsimError(f"SOFTMAX: int16 output '{out.name}' needs one scale and the input's shape.")
+    else:
+        x, out = _unary_tensors(op, graph)
+    if len(x.shape) < 1:
+        raise QsimError("SOFTMAX needs an input with at least one dimension.")
+    bits = 16 if int16_out else 8
+    zp_want, scale_want = -(1 << (bits - 1)), 1.0 / (1 << bits)
+    if out.quant.zp0 != zp_want or abs(out.quant.scale0 - scale_want) > 0.001 * scale_want:
+        raise QsimError(f"SOFTMAX: {np.dtype(out.dtype).name} output '{out.name}' must have scale 1/{1 << bits} and "
+                        f"zero point {zp_want} (TFLite requires it), got scale {out.quant.scale0:.6g} and zero point "
+                        f"{out.quant.zp0}.")
     beta = float(_f32(getattr(op.options, "beta", 1.0) if op.options is not None else 1.0))
     rounding = profile.rounding("SOFTMAX")
     try:
@@ -142,12 +229,15 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams:
     except ValueError as e:
         raise QsimError(f"SOFTMAX: beta * input scale is too small for TFLite's int8 softmax ({e}).") from None
     diff_min = -fp.calculate_input_radius(SOFTMAX_SCALED_DIFF_INTEGER_BITS, left)
-    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding)
+    p = SoftmaxParams(input_multiplier=m, input_left_shift=left, diff_min=diff_min, rounding=rounding,
+                      output_bits=bits)
     softmax_exp_tables(p)  # built in prepare
     return p
 
 
 def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
+    if type(p) is Softmax16Params:
+        return eval_softmax16(p, inputs)
     x = np.asarray(inputs[0])
     q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
@@ -159,12 +249,14 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
         exp_q0, exp_acc = softmax_exps(p, diff)
     sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
     recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
-    if np.any(num_bits_over_unit > _SOFTMAX_MAX_BITS_OVER_UNIT):
+    bits = p.output_bits
+    if np.any(num_bits_over_unit > bits):  # RoundingDivideByPOT by more than 31: the references abort
         raise QsimError(softmax_abort_message(q.shape[-1]) + " This input has such a row.")
     prod = fp.saturating_rounding_doubling_high_mul(recip, exp_q0)
-    unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - 8)
-    outv = np.clip(unsat - 128, -128, 127)
-    return [np.where(live, outv, -128).astype(np.int8)]
+    unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    outv = np.clip(unsat + lo, lo, hi)
+    return [np.where(live, outv, lo).astype(np.int8 if bits == 8 else np.int16)]
 
 
 # --------------------------------------------------------------------------- LOGISTIC / TANH
@@ -238,6 +330,7 @@ class ReluParams:
     act_min: int
     act_max: int
     rounding: str
+    dtype: np.dtype = np.dtype(np.int8)  # int8, or int16 (int16x8 models)
 
 
 def _round_float32_ratio(value: float, scale: float) -> int:
@@ -246,14 +339,17 @@ def _round_float32_ratio(value: float, scale: float) -> int:
 
 
 def prepare_relu(op, graph, profile) -> ReluParams:
-    x, out = _unary_tensors(op, graph)
+    """int8, or int16 (int16 in and out, zero points 0): the same formulas with the int16 range."""
+    x, out = _unary_tensors(op, graph, int16=is_int16_op(op, graph))
+    info = np.iinfo(out.dtype)
+    qmin, qmax = int(info.min), int(info.max)
     upper = 6.0 if op.opcode == "RELU6" else None
     variant = profile.variant(op.opcode, "double_scale")
     rounding = profile.rounding(op.opcode)
     if variant == "clamp_only":
         lo = x.quant.zp0
-        hi = 127 if upper is None else min(127, max(-128, _round_float32_ratio(upper, x.quant.scale0) + x.quant.zp0))
-        return ReluParams(variant, x.quant.zp0, x.quant.zp0, 0, 0, max(-128, lo), hi, rounding)
+        hi = qmax if upper is None else min(qmax, max(qmin, _round_float32_ratio(upper, x.quant.scale0) + x.quant.zp0))
+        return ReluParams(variant, x.quant.zp0, x.quant.zp0, 0, 0, max(qmin, lo), hi, rounding, np.dtype(out.dtype))
     if variant == "float32_scale":
         real = float(_f32(_f32(x.quant.scale0) / _f32(out.quant.scale0)))
     elif variant == "double_scale":
@@ -262,18 +358,18 @@ def prepare_relu(op, graph, profile) -> ReluParams:
         raise QsimError(f"{op.opcode}: unknown variant '{variant}' in profile '{profile.name}'.")
     m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
     zp = out.quant.zp0
-    act_min = max(-128, zp + _round_float32_ratio(0.0, out.quant.scale0))
-    act_max = 127 if upper is None else min(127, zp + _round_float32_ratio(upper, out.quant.scale0))
-    return ReluParams(variant, x.quant.zp0, zp, m, shift, act_min, act_max, rounding)
+    act_min = max(qmin, zp + _round_float32_ratio(0.0, out.quant.scale0))
+    act_max = qmax if upper is None else min(qmax, zp + _round_float32_ratio(upper, out.quant.scale0))
+    return ReluParams(variant, x.quant.zp0, zp, m, shift, act_min, act_max, rounding, np.dtype(out.dtype))
 
 
 def eval_relu(p: ReluParams, inputs) -> list[np.ndarray]:
     q = np.asarray(inputs[0], np.int64)
     if p.variant == "clamp_only":
-        return [np.clip(q, p.act_min, p.act_max).astype(np.int8)]
+        return [np.clip(q, p.act_min, p.act_max).astype(p.dtype)]
     y = p.output_offset + fp.multiply_by_quantized_multiplier(q - p.input_offset, p.output_multiplier,
                                                               p.output_shift, p.rounding)
-    return [np.clip(y, p.act_min, p.act_max).astype(np.int8)]
+    return [np.clip(y, p.act_min, p.act_max).astype(p.dtype)]
 
 
 # --------------------------------------------------------------------------- LEAKY_RELU
@@ -381,10 +477,10 @@ def batch_softmax(p: SoftmaxParams, op, graph, batched) -> bool:
     return len(graph.tensors[op.inputs[0]].shape) >= 2
 
 
-register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax)
+register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax, int16=True)
 register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
 register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
-register("RELU", prepare_relu, eval_relu, batch=batch_always)
-register("RELU6", prepare_relu, eval_relu, batch=batch_always)
+register("RELU", prepare_relu, eval_relu, batch=batch_always, int16=True)
+register("RELU6", prepare_relu, eval_relu, batch=batch_always, int16=True)
 register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always, int16=True)
 register("HARD_SWISH", prepare_hard_swish, eval_hard_swish, batch=batch_always)

@@ -1,4 +1,4 @@
-"""ADD, SUB, MUL, MAXIMUM, MINIMUM on int8 (ADD/SUB also int16x8), bit-exact with TFLite's reference kernels.
+"""ADD, SUB, MUL, MAXIMUM, MINIMUM on int8 and int16x8, bit-exact with TFLite's reference kernels.
 
 Broadcasting follows numpy rules, which is what TFLite's BroadcastAdd/Mul
 (4-D in TFLM, up to 6-D in LiteRT) compute: a dimension of size 1 repeats.
@@ -238,7 +238,9 @@ def mul_real_multiplier(s1: float, s2: float, so: float, variant: str) -> float:
 
 
 def prepare_mul(op, graph, profile) -> MulParams:
-    a, b, out = _binary_tensors(op, graph)
+    """int8, or int16x8 (zero points 0, int16 clamp; the products are computed directly, no table)."""
+    int16 = is_int16_op(op, graph)
+    a, b, out = _binary_tensors(op, graph, int16)
     shape = broadcast_shape(a, b, out, op.opcode)
     variant = profile.variant("MUL", "double")
     real = mul_real_multiplier(a.quant.scale0, b.quant.scale0, out.quant.scale0, variant)
@@ -251,7 +253,7 @@ def prepare_mul(op, graph, profile) -> MulParams:
     p = MulParams(input1_offset=-a.quant.zp0, input2_offset=-b.quant.zp0, output_offset=out.quant.zp0,
                   output_multiplier=m0, output_shift=shift, act_min=act_min, act_max=act_max,
                   rounding=rounding, out_shape=shape, real_multiplier=real)
-    p.table = pair_table(mul_arithmetic, p)
+    p.table = None if int16 else pair_table(mul_arithmetic, p)
     return p
 
 
@@ -263,6 +265,8 @@ def mul_arithmetic(p: MulParams, q1, q2) -> np.ndarray:
 
 
 def eval_mul(p: MulParams, inputs) -> list[np.ndarray]:
+    if p.table is None:  # int16x8: 2**32 input pairs, computed directly
+        return [mul_arithmetic(p, inputs[0], inputs[1]).astype(np.int16)]
     return [lookup_pair(p, inputs)]
 
 
@@ -301,21 +305,22 @@ class MinMaxParams:
 
     take_max: bool
     out_shape: tuple[int, ...]
+    dtype: np.dtype = np.dtype(np.int8)  # int8, or int16 (int16x8)
 
 
 def prepare_min_max(op, graph, profile) -> MinMaxParams:
-    a, b, out = _binary_tensors(op, graph)
+    a, b, out = _binary_tensors(op, graph, is_int16_op(op, graph))
     shape = broadcast_shape(a, b, out, op.opcode)
-    return MinMaxParams(take_max=op.opcode == "MAXIMUM", out_shape=shape)
+    return MinMaxParams(take_max=op.opcode == "MAXIMUM", out_shape=shape, dtype=np.dtype(out.dtype))
 
 
 def eval_min_max(p: MinMaxParams, inputs) -> list[np.ndarray]:
     f = np.maximum if p.take_max else np.minimum
-    return [f(np.asarray(inputs[0]), np.asarray(inputs[1])).astype(np.int8)]
+    return [f(np.asarray(inputs[0]), np.asarray(inputs[1])).astype(p.dtype)]
 
 
 register("ADD", prepare_add_sub, eval_add_sub, batch=batch_same_rank, int16=True)
 register("SUB", prepare_add_sub, eval_add_sub, batch=batch_same_rank, int16=True)
-register("MUL", prepare_mul, eval_mul, batch=batch_same_rank)
-register("MAXIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)
-register("MINIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank)
+register("MUL", prepare_mul, eval_mul, batch=batch_same_rank, int16=True)
+register("MAXIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank, int16=True)
+register("MINIMUM", prepare_min_max, eval_min_max, batch=batch_same_rank, int16=True)

@@ -1,4 +1,4 @@
-"""AVERAGE_POOL_2D, MAX_POOL_2D and MEAN, int8, bit-exact with TFLite's reference kernels.
+"""AVERAGE_POOL_2D, MAX_POOL_2D (int8 and int16x8) and MEAN (int8), bit-exact with TFLite's reference kernels.
 
 Pooling (NHWC, reference_integer_ops::AveragePool / MaxPool): each output
 element looks at the filter window clipped to the input (padding cells are
@@ -30,6 +30,7 @@ from .. import fixedpoint as fp
 from ..errors import QsimError
 from . import batch_always, register
 from .conv import check_output_shape, compute_out_size, compute_padding, require_int8
+from .elementwise import activation_range, is_int16_op, require_int16_tensor
 
 
 # --------------------------------------------------------------------------- 2-D pooling
@@ -49,6 +50,7 @@ class PoolParams:
     count: np.ndarray  # int64 [OH, OW]: in-bounds elements per window
     act_min: int
     act_max: int
+    dtype: np.dtype = np.dtype(np.int8)  # activations: int8, or int16 (int16x8)
 
 
 def _axis_counts(out_size: int, stride: int, pad: int, filt: int, in_size: int) -> np.ndarray:
@@ -63,8 +65,13 @@ def prepare_pool(op, graph, profile) -> PoolParams:
     x = graph.op_inputs(op)[0]
     out = graph.op_outputs(op)[0]
     o = op.options
-    require_int8(x, "input")
-    require_int8(out, "output")
+    int16 = is_int16_op(op, graph)
+    if int16:  # int16x8: the same integer pooling on int16 values, int16 clamp (both references)
+        require_int16_tensor(x, "input", op.opcode)
+        require_int16_tensor(out, "output", op.opcode)
+    else:
+        require_int8(x, "input")
+        require_int8(out, "output")
     if len(x.shape) != 4:
         raise QsimError(f"{op.opcode} needs a 4-D NHWC input, got shape {list(x.shape)}.")
     if x.quant.zp0 != out.quant.zp0 or np.float32(x.quant.scale0) != np.float32(out.quant.scale0):
@@ -85,12 +92,9 @@ def prepare_pool(op, graph, profile) -> PoolParams:
                      _axis_counts(out_w, o.stride_w, pad_w, o.filter_w, w))
     if np.any(count == 0):
         raise QsimError(f"{op.opcode}: some pool windows contain no input element (TFLite fails on these).")
-    try:
-        act_min, act_max = fp.quantized_activation_range(o.activation, out.quant.scale0, out.quant.zp0)
-    except ValueError:
-        raise QsimError(f"fused activation {o.activation} is not supported on {op.opcode}.") from None
+    act_min, act_max = activation_range(o.activation, out, op.opcode)
     return PoolParams(o.filter_h, o.filter_w, o.stride_h, o.stride_w, pad_h, pad_w, out_h, out_w,
-                      count, act_min, act_max)
+                      count, act_min, act_max, np.dtype(out.dtype))
 
 
 def _windows(p: PoolParams, x: np.ndarray, fill: int):
@@ -131,7 +135,7 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
     Padding cells count 0.  Small windows: one pass per tap.  Large ones (a global pool:
     fh * fw >= OH + OW), as two matmuls with the 0/1 window matrices of the H and W axes
     (separable: sum over rows, then over columns), in float32 when every partial sum is
-    provably exact there (|x| <= 128, at most fh * fw terms: 128 * fh * fw < 2**24), else
+    provably exact there (|x| <= 128, or 32768 for int16, times fh * fw terms < 2**24), else
     float64 (exact far beyond any pool).
     """
     n, h, w, c = x.shape
@@ -140,7 +144,8 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
         for tap in _windows(p, x, 0):
             total += tap
         return total
-    dt = np.float32 if 128 * p.filter_h * p.filter_w < (1 << 24) else np.float64
+    bound = 128 if p.dtype == np.int8 else 32768
+    dt = np.float32 if bound * p.filter_h * p.filter_w < (1 << 24) else np.float64
     rows = _window_matrix(p.out_h, p.stride_h, p.pad_h, p.filter_h, h).astype(dt)
     cols = _window_matrix(p.out_w, p.stride_w, p.pad_w, p.filter_w, w).astype(dt)
     by_rows = rows @ x.astype(dt).reshape(n, h, w * c)  # [N, OH, W*C]
@@ -151,7 +156,7 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
 def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
     total = window_sums(p, np.asarray(inputs[0]))
     avg = rounded_average(total, p.count[None, :, :, None])
-    return [np.clip(avg, p.act_min, p.act_max).astype(np.int8)]
+    return [np.clip(avg, p.act_min, p.act_max).astype(p.dtype)]
 
 
 def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
@@ -159,7 +164,7 @@ def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
     best = np.full((x.shape[0], p.out_h, p.out_w, x.shape[3]), -(1 << 20), dtype=np.int64)
     for tap in _windows(p, x, -(1 << 20)):
         np.maximum(best, tap, out=best)
-    return [np.clip(best, p.act_min, p.act_max).astype(np.int8)]
+    return [np.clip(best, p.act_min, p.act_max).astype(p.dtype)]
 
 
 # --------------------------------------------------------------------------- MEAN
@@ -225,6 +230,6 @@ def batch_mean(p: MeanParams, op, graph, batched) -> bool:
     return 0 not in p.axes
 
 
-register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool, batch=batch_always)
-register("MAX_POOL_2D", prepare_pool, eval_max_pool, batch=batch_always)
+register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool, batch=batch_always, int16=True)
+register("MAX_POOL_2D", prepare_pool, eval_max_pool, batch=batch_always, int16=True)
 register("MEAN", prepare_mean, eval_mean, batch=batch_mean)

@@ -23,7 +23,7 @@ What the references do, established by tests/test_kernels_shape.py:
   profile's ``variant("STRIDED_SLICE")`` picks "tflm" or "litert" behaviour.
 
 Conventions: params come from constant index tensors at prepare time; eval
-only moves numpy elements.  int16 activations raise QsimError (int8 only).
+only moves numpy elements.  int16 activations: only in the ops of INT16_COPY (int16x8 models).
 
 Batches (``qsim.interpreter``): RESHAPE/SQUEEZE keep each sample's elements in
 order, so they batch whatever the shapes; PAD, TRANSPOSE, CONCATENATION and
@@ -44,7 +44,7 @@ from . import batch_always, register
 
 # dtypes the data-movement kernels copy; int16 only in the ops of INT16_COPY (int16x8 models).
 COPYABLE = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64, np.float32, np.bool_)}
-INT16_COPY = {"PAD", "PADV2", "STRIDED_SLICE"}
+INT16_COPY = {"PAD", "PADV2", "STRIDED_SLICE", "RESHAPE", "SQUEEZE", "TRANSPOSE", "CONCATENATION"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -486,10 +486,10 @@ def eval_strided_slice(p: StridedSliceParams, inputs) -> list[np.ndarray]:
     return [x[np.ix_(np.arange(n), *p.indices[1:])].reshape((n,) + tuple(p.out_shape[1:]))]
 
 
-register("RESHAPE", prepare_reshape, eval_reshape, batch=batch_always)
-register("SQUEEZE", prepare_squeeze, eval_reshape, batch=batch_always)
+register("RESHAPE", prepare_reshape, eval_reshape, batch=batch_always, int16=True)
+register("SQUEEZE", prepare_squeeze, eval_reshape, batch=batch_always, int16=True)
 register("PAD", prepare_pad, eval_pad, batch=batch_pad, int16=True)
 register("PADV2", prepare_pad, eval_pad, batch=batch_pad, int16=True)
-register("TRANSPOSE", prepare_transpose, eval_transpose, batch=batch_transpose)
-register("CONCATENATION", prepare_concat, eval_concat, batch=batch_concat)
+register("TRANSPOSE", prepare_transpose, eval_transpose, batch=batch_transpose, int16=True)
+register("CONCATENATION", prepare_concat, eval_concat, batch=batch_concat, int16=True)
 register("STRIDED_SLICE", prepare_strided_slice, eval_strided_slice, batch=batch_strided_slice, int16=True)

@@ -1,0 +1,128 @@
+"""More int16x8 ops (issue 12): single-op int16 models written by qsim.builder, bit-exact against
+TFLite Micro and LiteRT BUILTIN_REF, each under its own profile, on random int16 inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qsim import ir
+from qsim.builder import ModelBuilder
+from qsim.errors import QsimError
+from qsim.interpreter import prepare_graph
+from qsim.loader import load_bytes
+from qsim.reference import compare
+
+
+def single_op(opcode, in_shapes, out_shape, options=None, scales=None, out_scale=0.01, consts=()) -> bytes:
+    """``opcode`` on int16 graph inputs of ``in_shapes`` (scales ``scales``, zero point 0), followed by
+    constant inputs ``consts`` (arrays, no quantization), to an int16 output."""
+    b = ModelBuilder(description=f"int16 {opcode}")
+    scales = scales or [0.01] * len(in_shapes)
+    ins = [b.add_input(f"x{k}", s, np.int16, scale=sc, zero_point=0) for k, (s, sc) in enumerate(zip(in_shapes,
+                                                                                                     scales))]
+    ins += [b.add_const(f"c{k}", c) for k, c in enumerate(consts)]
+    y = b.add_tensor("y", out_shape, np.int16, scale=out_scale, zero_point=0)
+    b.add_op(opcode, ins, [y], options)
+    b.mark_output(y)
+    return b.build()
+
+
+def random_sets(blob: bytes, n: int, seed: int, lo: int = -32768, hi: int = 32768) -> list:
+    g = load_bytes(blob)
+    rng = np.random.default_rng(seed)
+    return [[rng.integers(lo, hi, g.tensors[i].shape).astype(np.int16) for i in g.inputs] for _ in range(n)]
+
+
+def assert_both(blob: bytes, sets: list) -> None:
+    for reference in ("tflm", "litert"):
+        cmp = compare(blob, sets, reference=reference)
+        assert cmp.refused is None, f"{reference}: {cmp.refused}"
+        assert cmp.ok, cmp.summary()
+
+
+def output_of(blob: bytes, inputs, profile="tflm") -> np.ndarray:
+    g = load_bytes(blob)
+    return prepare_graph(g, profile).run(inputs)[g.outputs[0]]
+
+
+# ------------------------------------------------------------------ data movement
+
+def test_reshape_and_squeeze_int16():
+    blob = single_op("RESHAPE", [(1, 4, 6)], (1, 24), ir.ReshapeOptions((1, 24)), consts=[np.array([1, 24], np.int32)])
+    assert_both(blob, random_sets(blob, 2, 0))
+    blob = single_op("SQUEEZE", [(1, 1, 5)], (1, 5), ir.SqueezeOptions((1,)))
+    assert_both(blob, random_sets(blob, 2, 1))
+
+
+def test_transpose_int16():
+    blob = single_op("TRANSPOSE", [(1, 3, 4, 5)], (1, 5, 3, 4), consts=[np.array([0, 3, 1, 2], np.int32)])
+    sets = random_sets(blob, 2, 2)
+    assert_both(blob, sets)
+    assert np.array_equal(output_of(blob, sets[0]), sets[0][0].transpose(0, 3, 1, 2))
+
+
+def test_concatenation_int16():
+    blob = single_op("CONCATENATION", [(1, 2, 3), (1, 2, 4)], (1, 2, 7), ir.ConcatenationOptions(axis=2))
+    sets = random_sets(blob, 2, 3)
+    assert_both(blob, sets)
+    assert np.array_equal(output_of(blob, sets[0]), np.concatenate(sets[0], axis=2))
+
+
+def test_concatenation_int16_with_different_scales_refused():
+    blob = single_op("CONCATENATION", [(1, 2), (1, 2)], (1, 4), ir.ConcatenationOptions(axis=1),
+                     scales=[0.01, 0.02])
+    with pytest.raises(QsimError, match="x1"):
+        prepare_graph(load_bytes(blob), "tflm")
+
+
+# ------------------------------------------------------------------ pooling
+
+@pytest.mark.parametrize("opcode", ["MAX_POOL_2D", "AVERAGE_POOL_2D"])
+@pytest.mark.parametrize("padding,activation", [("SAME", "NONE"), ("VALID", "RELU6")])
+def test_pooling_int16(opcode, padding, activation):
+    o = ir.Pool2DOptions(padding=padding, stride_h=2, stride_w=2, filter_h=3, filter_w=3, activation=activation)
+    out = (1, 4, 4, 3) if padding == "SAME" else (1, 3, 3, 3)
+    blob = single_op(opcode, [(1, 7, 7, 3)], out, o, scales=[0.001], out_scale=0.001)
+    sets = random_sets(blob, 3, 4) + random_sets(blob, 2, 5, -9000, 9000)
+    assert_both(blob, sets)
+    y = output_of(blob, sets[-1])  # a small-range input: no saturation at the RELU6 bound
+    assert y.dtype == np.int16 and len(np.unique(y)) > 5
+
+
+# ------------------------------------------------------------------ activations
+
+@pytest.mark.parametrize("opcode", ["RELU", "RELU6"])
+@pytest.mark.parametrize("s_in,s_out", [(0.001, 0.001), (0.0007, 0.0003), (0.0003, 0.0011)])
+def test_relu_int16(opcode, s_in, s_out):
+    blob = single_op(opcode, [(1, 8, 8)], (1, 8, 8), scales=[s_in], out_scale=s_out)
+    sets = random_sets(blob, 2, 6) + random_sets(blob, 2, 7, -2000, 2000)
+    assert_both(blob, sets)
+    y = output_of(blob, sets[-1])  # small inputs: below the RELU6 bound, many distinct outputs
+    assert y.min() >= 0 and len(np.unique(y)) > 10
+
+
+# ------------------------------------------------------------------ binary ops
+
+@pytest.mark.parametrize("scales,out_scale,activation", [((0.01, 0.02), 0.5, "NONE"), ((0.003, 0.0007), 0.02, "RELU"),
+                                                         ((0.001, 0.001), 0.00003, "RELU6")])
+def test_mul_int16(scales, out_scale, activation):
+    blob = single_op("MUL", [(1, 6, 5), (1, 6, 5)], (1, 6, 5), ir.ActivationOptions(activation), scales=list(scales),
+                     out_scale=out_scale)
+    sets = random_sets(blob, 3, 8) + random_sets(blob, 2, 9, -300, 300)
+    assert_both(blob, sets)
+    assert len(np.unique(np.concatenate([output_of(blob, x).ravel() for x in sets]))) > 10
+
+
+def test_mul_int16_broadcast():
+    blob = single_op("MUL", [(1, 4, 5), (1, 1, 5)], (1, 4, 5), ir.ActivationOptions(), scales=[0.01, 0.01],
+                     out_scale=0.3)
+    assert_both(blob, random_sets(blob, 3, 10))
+
+
+@pytest.mark.parametrize("opcode", ["MAXIMUM", "MINIMUM"])
+def test_maximum_minimum_int16(opcode):
+    blob = single_op(opcode, [(1, 3, 4), (1, 3, 4)], (1, 3, 4), scales=[0.01, 0.01], out_scale=0.01)
+    sets = random_sets(blob, 2, 11)
+    assert_both(blob, sets)
+    f = np.maximum if opcode == "MAXIMUM" else np.minimum
+    assert np.array_equal(output_of(blob, sets[0]), f(*sets[0]))
