@@ -14,6 +14,12 @@ class UnsupportedModelError(QsimError):
     """The model uses ops or types qsim does not implement (all listed at once)."""
 
 
+class ReferenceDefectError(QsimError):
+    """qsim will not model a reference's known defect under that reference's profile (e.g. LiteRT
+    reading an int32 bias of an int16x8 conv as int64).  ``qsim check`` reports that reference as not
+    checked and goes on with the others; elsewhere it is a plain QsimError (exit 2)."""
+
+
 class MismatchError(Exception):
     """A comparison found a difference: exit 1."""
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import fixedpoint as fp, ir
-from .errors import QsimError, UnsupportedModelError
+from .errors import QsimError, ReferenceDefectError, UnsupportedModelError
 from .kernels import REGISTRY, Kernel, RequantParams, with_requant_variant
 from .profiles import Profile, get_profile
 from .validate import op_label, raise_if_invalid, tensor_label
@@ -330,6 +330,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
     check_quantized(g)
     problems = unsupported_ops(g, int16=True)
     prepared = []
+    defects = 0  # problems that are a reference's known defect (ReferenceDefectError), not qsim's gaps
     if not problems:
         for op in g.operators:
             k = REGISTRY[op.opcode]
@@ -337,6 +338,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 params = k.prepare(op, g, prof)
             except QsimError as e:
                 problems.append(f"{op_label(g, op)}: {e}")
+                defects += isinstance(e, ReferenceDefectError)
                 continue
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
@@ -350,6 +352,9 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))
     if problems:
+        if defects == len(problems):
+            raise ReferenceDefectError(f"{len(problems)} op(s) of {g.source or 'the model'} meet a known defect of "
+                                       f"the '{prof.name}' profile's reference:\n  - " + "\n  - ".join(problems))
         raise UnsupportedModelError(
             f"{g.source or 'the model'} uses {len(problems)} op(s) qsim cannot run:\n  - "
             + "\n  - ".join(problems))

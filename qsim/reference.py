@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ir
-from .errors import QsimError
+from .errors import QsimError, ReferenceDefectError
 from .interpreter import PreparedGraph, check_inputs, prepare_graph
 from .loader import load_bytes, read_model_file
 from .refchild import ChildRunner, start as start_children
@@ -146,6 +146,7 @@ class Comparison:
     layers: list[TensorDiff] = field(default_factory=list)
     refused: str | None = None  # the reference's reason when it would not run the model
     crashed: bool = False  # ``refused`` is the reference's death ("TFLite Micro crashed on this model: SIGSEGV")
+    defect: bool = False  # ``refused`` is qsim's: the reference has a known defect on this model (not checked)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +165,8 @@ class Comparison:
         title = REFERENCE_TITLES.get(self.reference, self.reference)
         if self.crashed:
             return self.refused
+        if self.defect:
+            return f"{title} not checked: {self.refused}"
         if self.refused is not None:
             who = {"litert": "LiteRT", "xnnpack": "LiteRT", "tflm": "TFLM"}.get(self.reference, title)
             return f"{who} refused this model: {self.refused}"
@@ -179,7 +182,7 @@ class Comparison:
     def as_dict(self) -> dict:
         f = self.first_divergent
         return {"reference": self.reference, "profile": self.profile, "inputs": self.n_inputs,
-                "refused": self.refused, "crashed": self.crashed, "ok": self.ok, "total_mismatches": self.total_mismatches,
+                "refused": self.refused, "crashed": self.crashed, "defect": self.defect, "ok": self.ok, "total_mismatches": self.total_mismatches,
                 "first_divergent": None if f is None else f.as_dict(),
                 "layers": [t.as_dict() for t in self.layers]}
 
@@ -224,6 +227,9 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     except ReferenceRefused as e:
         cmp.refused, cmp.crashed = str(e), isinstance(e, ReferenceCrashed)
         cmp.n_inputs = 0
+    except ReferenceDefectError as e:  # qsim's own refusal to model the reference's defect: not checked
+        runner.close()
+        cmp.refused, cmp.defect, cmp.n_inputs = str(e), True, 0
     return cmp
 
 

@@ -398,7 +398,7 @@ def test_cli_runs_golden_csv_and_refuses_bad_csv(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "not an integer" in r.stderr, r.stderr
 
 
-def test_int32_bias_in_int16x8_conv_per_reference():
+def test_int32_bias_in_int16x8_conv_per_reference(tmp_path):
     """TFLM reads an int32 bias of an int16x8 conv correctly (qsim agrees); LiteRT reads it as int64
     (its outputs are garbage): refused under the litert profile, and the check reports it."""
     require_module("tflite_micro", "TFLite Micro reference")
@@ -407,6 +407,21 @@ def test_int32_bias_in_int16x8_conv_per_reference():
     assert rep.ok, rep.first_divergence
     with pytest.raises(QsimError, match="reads such a bias as int64"):
         m.run(np.zeros((1, 3, 3, 2), np.int16), profile="litert")
+    # --reference both: TFLM is checked, LiteRT is reported as not checked (not a stop, not a pass)
+    require_module("ai_edge_litert", "LiteRT reference")
+    rep = m.check(inputs=2, reference="both")
+    by_ref = {c.reference: c for c in rep.comparisons}
+    assert by_ref["tflm"].ok and by_ref["tflm"].n_inputs == 2
+    assert by_ref["litert"].defect and not by_ref["litert"].ok
+    assert by_ref["litert"].summary().startswith("LiteRT") and "not checked" in by_ref["litert"].summary()
+    import subprocess
+    import sys
+    path = tmp_path / "conv16_int32_bias.tflite"
+    path.write_bytes(m.blob)
+    r = subprocess.run([sys.executable, "-m", "qsim.cli", "check", str(path), "--reference", "both", "--random", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "not checked" in r.stdout and "reads such a bias as int64" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("din, dout, s_in, zp_in, s_out, zp_out", [
