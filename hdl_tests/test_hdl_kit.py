@@ -159,6 +159,16 @@ def test_bad_port_map_is_exit_2_naming_the_signal(tmp_path):
     assert r.returncode == 2 and "nope.sv does not exist" in r.stderr
 
 
+def test_bad_port_map_width_under_icarus_is_exit_2_before_the_build(tmp_path):
+    """Icarus gets the same width check before building (the ports are read with Verilator's dump)."""
+    wide = tmp_path / "wide.toml"
+    wide.write_text(PORTS.read_text() + '\n[widths]\nshift = 8\n')
+    r = _qsim("hdl-test", "--top", "my_requant", "--sources", str(SV), "--ports", str(wide), "--simulator", "icarus",
+              cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "signal 'in_shift' (input.shift) is 12 bits wide, the port map needs 16" in r.stderr
+
+
 def test_port_map_checked_in_simulation_too(variants):
     """A signal only the running simulation can look up (the check cocotb makes on the DUT handle)."""
     from qsim.errors import QsimError

@@ -375,7 +375,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
     check_quantized(g)
     problems = unsupported_ops(g, int16=True)
     prepared = []
-    undefined = False
+    undefined = 0  # problems that are the profile reference's undefined cases (not qsim's gaps)
     if not problems:
         for op in g.operators:
             k = REGISTRY[op.opcode]
@@ -383,7 +383,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 params = k.prepare(op, g, prof)
             except QsimError as e:
                 problems.append(f"{op_label(g, op)}: {e}")
-                undefined |= isinstance(e, UndefinedInReferenceError)
+                undefined += isinstance(e, UndefinedInReferenceError)
                 continue
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
@@ -397,9 +397,10 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))
     if problems:
+        undefined_only = undefined == len(problems)  # every problem is the reference's, none qsim's
         what = (f"op(s) qsim cannot run under profile '{prof.name}' (its reference has no defined answer)"
-                if undefined else "op(s) qsim cannot run")
-        raise (UndefinedInReferenceError if undefined else UnsupportedModelError)(
+                if undefined_only else "op(s) qsim cannot run")
+        raise (UndefinedInReferenceError if undefined_only else UnsupportedModelError)(
             f"{g.source or 'the model'} uses {len(problems)} {what}:\n  - " + "\n  - ".join(problems))
     return PreparedGraph(g, prof, prepared, variant)
 

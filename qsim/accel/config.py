@@ -6,7 +6,8 @@ preset file, then overridden one by one (``with_overrides``, the CLI's flags).
 
 Presets live in ``qsim/presets/<name>.toml`` with sections::
 
-    [array]    rows, cols, dataflow ("ws" | "os"), clock_mhz
+    [array]    rows, cols, dataflow ("ws" | "os"), clock_mhz, int16 ("two-pass" | "native": how int16x8
+               layers run: two passes of the 8x8 multipliers, or native 16x8 multipliers)
     [sram]     ifmap_kib, weight_kib, output_kib          (each double buffered)
     [dram]     bytes_per_cycle, latency_cycles
     [requant]  lanes, depth (omit: the RTL's pipeline depth), profile, variant
@@ -39,6 +40,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 PRESET_DIR = Path(str(files("qsim") / "presets"))  # package data: qsim/presets/*.toml
 DEFAULT_PRESET = "edge16"
 DATAFLOWS = ("ws", "os")
+INT16_MODES = ("two-pass", "native")  # int16 activations x int8 weights on the array (array.int16)
 OVERFLOW_MODES = ("wrap", "saturate")
 BIAS_PLACES = ("accumulator", "requant")  # where the bias is added: preloaded into the accumulator, or in the requant unit
 CHECK_POINTS = ("end", "fold")  # where the accumulator register's width applies: final sum only, or every K fold
@@ -47,7 +49,7 @@ PROFILE_VARIANT = "profile"  # requant_variant: the rounding profile's own arith
 # TOML section.key -> HwConfig field
 TOML_KEYS = {
     ("array", "rows"): "rows", ("array", "cols"): "cols", ("array", "dataflow"): "dataflow",
-    ("array", "clock_mhz"): "clock_mhz",
+    ("array", "clock_mhz"): "clock_mhz", ("array", "int16"): "int16_mode",
     ("sram", "ifmap_kib"): "ifmap_sram_kib", ("sram", "weight_kib"): "weight_sram_kib",
     ("sram", "output_kib"): "output_sram_kib",
     ("dram", "bytes_per_cycle"): "dram_bytes_per_cycle", ("dram", "latency_cycles"): "dram_latency_cycles",
@@ -86,6 +88,7 @@ class HwConfig:
     cols: int = 16
     dataflow: str = "ws"  # "ws" weight-stationary | "os" output-stationary
     clock_mhz: float = 500.0
+    int16_mode: str = "two-pass"  # int16x8 GEMM layers: "two-pass" (2 passes of 8x8 MACs) | "native" (16x8 MACs)
     ifmap_sram_kib: float = 64.0
     weight_sram_kib: float = 64.0
     output_sram_kib: float = 64.0
@@ -183,6 +186,8 @@ def validate(cfg: HwConfig) -> None:
         p.append(f"the MAC array must have at least 1x1 PEs, got {cfg.rows}x{cfg.cols}")
     if cfg.dataflow not in DATAFLOWS:
         p.append(f"dataflow must be 'ws' (weight-stationary) or 'os' (output-stationary), got {cfg.dataflow!r}")
+    if cfg.int16_mode not in INT16_MODES:
+        p.append(f"int16_mode (array.int16) must be 'two-pass' or 'native', got {cfg.int16_mode!r}")
     if cfg.clock_mhz <= 0:
         p.append(f"clock_mhz must be > 0, got {cfg.clock_mhz}")
     for which in ("ifmap", "weight", "output"):

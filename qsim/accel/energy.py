@@ -3,15 +3,18 @@
 Units: picojoules (pJ); per-access energies from ``HwConfig.energy_*`` (defaults and their source,
 Horowitz ISSCC 2014 at 45 nm, in ``qsim/presets/*.toml``).  Four components:
 
-* ``mac``: every multiply-accumulate of an array layer (``LayerMap.macs``) x ``energy_mac_pj``;
+* ``mac``: every multiply-accumulate of an array layer (``LayerMap.macs``) x ``energy_mac_pj``; an
+  int16x8 MAC counts twice (two 8x8 passes, or a 16x8 multiplier of about twice the 8x8 one's
+  energy and a 64-bit accumulate);
 * ``sram``: bytes moved through the on-chip buffers x ``energy_sram_byte_pj``:
   - DMA: every DRAM byte read is written into a buffer, every byte written is read from one;
   - array, per GEMM (x ``groups``), folds as in :mod:`qsim.accel.timing`: the input operand is
     streamed once per column fold (``M*K*ceil(N/cols)``); weights are read once per fold
     (weight-stationary: ``K*N``) or once per row fold (output-stationary: ``K*N*ceil(M/rows)``);
-    weight-stationary partial sums go through the output buffer as 4-byte words, written every
-    K fold and read back every fold after the first (``4*M*N*(2*ceil(K/rows) - 1)``);
-    the int8 outputs are written once (``M*N``);
+    weight-stationary partial sums go through the output buffer as accumulator words (4 bytes;
+    int16x8: 8), written every K fold and read back every fold after the first
+    (``4*M*N*(2*ceil(K/rows) - 1)``); the outputs are written once (``M*N`` elements);
+    int16 activations and outputs count 2 bytes per element;
   - vector layers: their input and output tensors read/written once (``ifmap_bytes + output_bytes``);
 * ``dram``: ``dram_read_bytes + dram_write_bytes`` of the layer's timing x ``energy_dram_byte_pj``;
 * ``requant``: every output of an array or vector layer through the requant unit (or the vector
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 from .config import HwConfig
 from .mapping import LayerMap
-from .timing import ACC_BYTES, LayerTiming
+from .timing import LayerTiming
 
 
 @dataclass
@@ -55,9 +58,10 @@ def sram_bytes(lm: LayerMap, lt: LayerTiming, cfg: HwConfig) -> int:
     col_folds = math.ceil(n / cfg.cols)
     if cfg.dataflow == "ws":
         k_folds = math.ceil(k / cfg.rows)
-        per_group = m * k * col_folds + k * n + ACC_BYTES * m * n * (2 * k_folds - 1) + m * n
+        per_group = (m * k * col_folds * lm.in_elem_bytes + k * n + lm.acc_bytes * m * n * (2 * k_folds - 1)
+                     + m * n * lm.out_elem_bytes)
     else:
-        per_group = m * k * col_folds + k * n * math.ceil(m / cfg.rows) + m * n
+        per_group = m * k * col_folds * lm.in_elem_bytes + k * n * math.ceil(m / cfg.rows) + m * n * lm.out_elem_bytes
     return dma + lm.groups * per_group
 
 
@@ -70,7 +74,8 @@ def layer_energy(lm: LayerMap, lt: LayerTiming, cfg: HwConfig) -> LayerEnergy:
     if lm.unit == "free":
         return LayerEnergy()
     sb = sram_bytes(lm, lt, cfg)
-    return LayerEnergy(mac_pj=lm.macs * cfg.energy_mac_pj if lm.unit == "array" else 0.0,
+    mac_pj = lm.macs * cfg.energy_mac_pj * (2 if lm.in_elem_bytes == 2 else 1) if lm.unit == "array" else 0.0
+    return LayerEnergy(mac_pj=mac_pj,
                        sram_pj=sb * cfg.energy_sram_byte_pj,
                        dram_pj=(lt.dram_read_bytes + lt.dram_write_bytes) * cfg.energy_dram_byte_pj,
                        requant_pj=output_elements(lm) * cfg.energy_requant_pj, sram_bytes=sb)

@@ -14,9 +14,15 @@
   concat, quantize) runs on the vector unit; ``vector_ops`` counts its
   element operations (``VECTOR_COST`` per output element, as data).
 
-Byte counts are int8 activations/weights as stored in DRAM; ``table_bytes``
-are the per-channel requant tables (bias int32 + multiplier int32 + shift
-int8 = 9 bytes per output channel) loaded at layer setup.
+Byte counts are activations/weights as stored in DRAM (int8: 1 byte per element; the
+int16 activations of int16x8 layers: 2); ``table_bytes`` are the per-channel requant
+tables (bias + multiplier int32 + shift int8: 9 bytes per output channel with an int32
+bias, 13 with the int64 bias of int16x8 layers) loaded at layer setup.
+
+int16x8 GEMM layers (int16 activations, int8 weights) carry ``in_elem_bytes`` /
+``out_elem_bytes`` = 2 and 64-bit accumulators (``acc_bytes`` = 8, TFLite's int64); how the
+array multiplies them (two 8-bit passes or native 16x8) is the machine's choice
+(``HwConfig.int16_mode``, applied in :mod:`qsim.accel.timing`).
 """
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ from ..errors import UnsupportedModelError
 
 ARRAY_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 FREE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
-TABLE_BYTES_PER_CHANNEL = 9
+TABLE_BYTES_PER_CHANNEL = 9  # int32 bias + int32 multiplier + int8 shift
+ACC_BYTES_INT8 = 4  # int8 GEMMs: 32-bit accumulator words in the output SRAM
+ACC_BYTES_INT16 = 8  # int16x8 GEMMs: 64-bit accumulators (TFLite's int64 acc)
 
 # vector-unit element operations per *output* element (pools: per window tap, see vector_ops())
 VECTOR_COST = {
@@ -72,6 +80,10 @@ class LayerMap:
     output_bytes: int = 0
     table_bytes: int = 0
     vector_ops: int = 0
+    # element widths of an array op: input activations, outputs, accumulator words (int16x8: 2, 2, 8)
+    in_elem_bytes: int = 1
+    out_elem_bytes: int = 1
+    acc_bytes: int = ACC_BYTES_INT8
     # what SCALE-Sim needs to run the same layer (padded input, one stride); None for non-GEMM
     scalesim: dict | None = None
 
@@ -140,6 +152,18 @@ def _gemm_shape_problem(g: ir.Graph, op: ir.Operator) -> str:
     return ""
 
 
+def _widths(g: ir.Graph, op: ir.Operator) -> dict:
+    """Element widths of a GEMM op: int16 activations make it an int16x8 layer (64-bit accumulators,
+    an int64 bias in its tables)."""
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    bias = g.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    wide = np.dtype(x.dtype).itemsize > 1
+    bias_bytes = max(4, np.dtype(bias.dtype).itemsize) if bias is not None else 4
+    return dict(in_elem_bytes=np.dtype(x.dtype).itemsize, out_elem_bytes=np.dtype(out.dtype).itemsize,
+                acc_bytes=ACC_BYTES_INT16 if wide else ACC_BYTES_INT8,
+                _table=TABLE_BYTES_PER_CHANNEL - 4 + bias_bytes)
+
+
 def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     out = g.tensors[op.outputs[0]]
@@ -163,11 +187,13 @@ def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     if o.stride_h == o.stride_w and o.dilation_h == 1 and o.dilation_w == 1:
         sim = dict(name=f"op{op.index}_{op.opcode.lower()}", ifmap_h=pad_h, ifmap_w=pad_w, filt_h=kh, filt_w=kw,
                    channels=cin if groups == 1 else 1, num_filt=n, stride=o.stride_h, repeat=groups)
+    wd = _widths(g, op)
+    table = wd.pop("_table")
     return LayerMap(unit="array", macs=macs, m=m, k=k, n=n, groups=groups,
                     out_rows=batch * oh, pixels_per_row=ow, in_rows=batch * pad_h,
-                    in_row_bytes=min(wid, pad_w) * cin, row_stride=o.stride_h, window_rows=ekh,
+                    in_row_bytes=min(wid, pad_w) * cin * wd["in_elem_bytes"], row_stride=o.stride_h, window_rows=ekh,
                     ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
-                    table_bytes=TABLE_BYTES_PER_CHANNEL * cout, scalesim=sim, **base)
+                    table_bytes=table * cout, scalesim=sim, **wd, **base)
 
 
 def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
@@ -177,10 +203,12 @@ def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     m = _size(x) // k
     sim = dict(name=f"op{op.index}_fully_connected", ifmap_h=m, ifmap_w=1, filt_h=1, filt_w=1,
                channels=k, num_filt=n, stride=1, repeat=1)
+    wd = _widths(g, op)
+    table = wd.pop("_table")
     return LayerMap(unit="array", macs=m * k * n, m=m, k=k, n=n, out_rows=m, pixels_per_row=1,
-                    in_rows=m, in_row_bytes=k * np.dtype(x.dtype).itemsize, row_stride=1, window_rows=1,
+                    in_rows=m, in_row_bytes=k * wd["in_elem_bytes"], row_stride=1, window_rows=1,
                     ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
-                    table_bytes=TABLE_BYTES_PER_CHANNEL * n, scalesim=sim, **base)
+                    table_bytes=table * n, scalesim=sim, **wd, **base)
 
 
 def _map_vector(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import UnsupportedModelError
-from ..interpreter import PreparedGraph, check_quantized, prepare_graph, unsupported_ops
+from ..interpreter import SIMULATOR_ONLY, PreparedGraph, check_quantized, op_label, prepare_graph, unsupported_ops
 from . import datapath, energy, mapping, timing
 from .config import HwConfig
 
@@ -158,13 +158,18 @@ def check_profilable(g: ir.Graph, values: bool = True) -> None:
     """QsimError unless ``g`` is an int8 model whose every op qsim can run (``values``).
 
     Timing only (``values`` False) needs the mapping alone: an op qsim cannot compute
-    (LSTM, int16 activations, an unknown op) is timed (on the vector unit when it is
-    not a GEMM); a float model is still refused (an int8 machine).
+    (LSTM, an int16 op without an int16x8 kernel, an unknown op) is timed (on the vector unit
+    when it is not a GEMM); a float model is still refused (an integer machine).  int16x8
+    layers get their values from the int16x8 kernels (64-bit accumulators, TFLite's int64
+    requant); the accumulator register model and its statistics cover the int8 GEMMs.
     """
-    check_quantized(g)  # an int8 machine: a float model is refused even for timing only
+    check_quantized(g)  # an integer machine: a float model is refused even for timing only
     if not values:
         return
-    problems = unsupported_ops(g)  # values need every op's kernel (not LSTM, int16, unknown)
+    # values need every op's kernel and a GEMM datapath for it: int16x8 layers run on the array,
+    # the recurrent/stateful ops (LSTM, SVDF) are the simulator's only
+    problems = unsupported_ops(g, int16=True) + [f"{op_label(g, op)}: {SIMULATOR_ONLY[op.opcode]}"
+                                                 for op in g.operators if op.opcode in SIMULATOR_ONLY]
     if problems:
         raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) whose values the "
                                     "accelerator model cannot compute (--no-values times the layers without "

@@ -45,11 +45,11 @@ from ..errors import QsimError
 from .config import HwConfig
 from .mapping import LayerMap
 
-ACC_BYTES = 4  # accumulators are held as 32-bit words in the output SRAM
+# accumulator words in the output SRAM: LayerMap.acc_bytes (4: int32; int16x8 layers 8: int64)
 
 # The HwConfig fields the schedule reads (besides resolved_requant_depth()); a layer's timing
 # is a function of its geometry and schedule_key(cfg) only (tests/test_sweep.py checks it).
-SCHEDULE_FIELDS = ("rows", "cols", "dataflow", "ifmap_sram_kib", "weight_sram_kib", "output_sram_kib",
+SCHEDULE_FIELDS = ("rows", "cols", "dataflow", "int16_mode", "ifmap_sram_kib", "weight_sram_kib", "output_sram_kib",
                    "dram_bytes_per_cycle", "dram_latency_cycles", "requant_lanes", "vector_lanes",
                    "layer_setup_cycles")
 
@@ -134,6 +134,13 @@ def depthwise_cycles(m: int, k: int, mult: int, channels: int, rows: int, cols: 
 
 # ----------------------------------------------------------------------------- tiling
 
+def array_passes(L: LayerMap, cfg: HwConfig) -> int:
+    """Passes of the operands through the array: 2 for an int16x8 layer on an 8x8-bit array
+    (``int16_mode`` "two-pass": the int16 activation as a signed high byte and an unsigned low byte,
+    acc = 256 * acc_hi + acc_lo, each a full GEMM), else 1 (int8, or native 16x8 multipliers)."""
+    return 2 if L.in_elem_bytes == 2 and cfg.int16_mode == "two-pass" else 1
+
+
 def _input_rows(L: LayerMap, out_rows: int) -> int:
     return min(L.in_rows, (out_rows - 1) * L.row_stride + L.window_rows)
 
@@ -152,7 +159,7 @@ def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
     w_half = cfg.sram_bytes("weight") // 2
     o_half = cfg.sram_bytes("output") // 2
     need_w = L.k * unit
-    need_o = L.pixels_per_row * unit * ACC_BYTES
+    need_o = L.pixels_per_row * unit * L.acc_bytes
     ch_frac = unit / cout if L.depthwise else 1.0
     need_i = math.ceil(_input_rows(L, 1) * L.in_row_bytes * ch_frac)
     short = []
@@ -161,17 +168,18 @@ def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
     if need_i > if_half:
         short.append(f"one output row's input window needs {need_i} B but half the ifmap SRAM is {if_half} B")
     if need_o > o_half:
-        short.append(f"one output row's int32 accumulators need {need_o} B but half the output SRAM is {o_half} B")
+        short.append(f"one output row's {8 * L.acc_bytes}-bit accumulators need {need_o} B but half the output SRAM "
+                     f"is {o_half} B")
     if short:
         raise QsimError(f"SRAM smaller than one tile for op #{L.index} {L.opcode} ('{L.name}'): "
                         + "; ".join(short) + ". Increase the SRAM sizes (--sram-kib / --ifmap-sram-kib / "
                         "--weight-sram-kib / --output-sram-kib) or use a smaller array.")
     nc = min(cout, (w_half // L.k) // unit * unit)
-    nc = min(nc, max(unit, (o_half // (L.pixels_per_row * ACC_BYTES)) // unit * unit))
+    nc = min(nc, max(unit, (o_half // (L.pixels_per_row * L.acc_bytes)) // unit * unit))
     ch_frac = nc / cout if L.depthwise else 1.0
     per_row_in = L.in_row_bytes * ch_frac
     r_in = int((if_half / per_row_in - L.window_rows) // L.row_stride) + 1 if per_row_in else L.out_rows
-    r_out = o_half // (L.pixels_per_row * nc * ACC_BYTES)
+    r_out = o_half // (L.pixels_per_row * nc * L.acc_bytes)
     r = max(1, min(L.out_rows, r_in, r_out))
     return r, nc
 
@@ -188,6 +196,7 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
     last row tile; the chunks after the first repeat one block (the last may be narrower).
     """
     r, nc = choose_tile(L, cfg)
+    passes = array_passes(L, cfg)
     cout = L.n * L.groups
     density = _input_density(L)
     whole_input = r >= L.out_rows and not L.depthwise
@@ -206,7 +215,7 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
                 cyc, stream = depthwise_cycles(m, L.k, L.n, cn // L.n, cfg.rows, cfg.cols, cfg.dataflow)
             else:
                 cyc, stream = gemm_cycles(m, L.k, cn, cfg.rows, cfg.cols, cfg.dataflow)
-            t = memo[key] = Tile(load, cyc, stream, m * cn, m * cn)
+            t = memo[key] = Tile(load, cyc * passes, stream * passes, m * cn, m * cn * L.out_elem_bytes)
         return t
 
     full_rows, last_rows = divmod(L.out_rows, r)

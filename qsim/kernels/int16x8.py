@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
-from ..errors import QsimError
+from ..errors import QsimError, UndefinedInReferenceError
 from . import REGISTRY, Kernel, RequantParams, batch_always, register
 from .conv import (ConvParams, bias_values, compute_out_size, compute_padding, conv_geometry, depthwise_geometry,
                    im2col_rows, make_requant, padded_centered, weight_scales)
@@ -57,7 +57,7 @@ def int16_bias(b, n_channels: int, profile) -> np.ndarray:
         raise QsimError(f"bias '{b.name}' is {np.dtype(b.dtype).name}; TFLite's int16x8 kernels take an int64 "
                         "(or int32) bias.")
     if np.dtype(b.dtype) == np.int32 and profile.variant("INT16X8_BIAS", "int64_or_int32") == "int64_only":
-        raise QsimError(f"bias '{b.name}' is int32 in an int16x8 layer; the '{profile.name}' reference (LiteRT) "
+        raise UndefinedInReferenceError(f"bias '{b.name}' is int32 in an int16x8 layer; the '{profile.name}' reference (LiteRT) "
                         "reads such a bias as int64 and computes garbage (measured), so qsim refuses it: "
                         "re-export with an int64 bias (TFLite Micro reads int32 correctly: --profile tflm).")
     if b.size != n_channels:
