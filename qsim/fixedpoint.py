@@ -396,6 +396,23 @@ def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
     return int(quantize_affine(value, scale, zero_point, INT32_MIN, INT32_MAX, overflow="x86"))
 
 
+UINT8_OFFSET = 128  # uint8 q and int8 q - 128 are the same real value when the zero point moves by 128 too
+
+
+def uint8_to_int8(q) -> np.ndarray:
+    """uint8 values as the int8 values ``q - 128`` (the bit pattern with its top bit flipped).
+
+    Every uint8 kernel of TFLite works on differences (q - zero_point), offsets added after
+    rounding and clamps to the type's range, all unchanged when q, every zero point and the
+    clamp bounds move by -128 together: this is the exact map into qsim's int8 kernels."""
+    return np.bitwise_xor(np.ascontiguousarray(q, dtype=np.uint8).view(np.int8), np.int8(-128))
+
+
+def int8_to_uint8(q) -> np.ndarray:
+    """Inverse of :func:`uint8_to_int8`: int8 ``q`` as uint8 ``q + 128``."""
+    return np.bitwise_xor(np.ascontiguousarray(q, dtype=np.int8), np.int8(-128)).view(np.uint8)
+
+
 def quantized_activation_range(activation: str, scale: float, zero_point: int,
                                qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
     """CalculateActivationRangeQuantized: (act_min, act_max) for a fused activation.

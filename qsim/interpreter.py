@@ -269,20 +269,31 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     return steps
 
 
-def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
+def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None) -> list[str]:
     """One line per op qsim cannot run, with its index, output tensor and reason.
 
     ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
     path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
     C generator and the accelerator model, which are int8 only) lists every op touching an int16
-    activation."""
+    activation.  ``uint8`` (default: as ``int16``): accept the old converter's uint8 ops
+    (:mod:`qsim.kernels.uint8`); False lists every op with a uint8 tensor."""
+    from .kernels.uint8 import UINT8_OPS, uint8_tensors
+    uint8 = int16 if uint8 is None else uint8
     problems = []
     for op in g.operators:
         where = op_label(g, op)
+        u8 = uint8_tensors(op, g) if op.opcode in REGISTRY else []
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
+        elif u8 and not uint8:
+            problems.append(f"{where}: uint8 tensor '{u8[0].name}' (an old-converter QUANTIZED_UINT8 model): only "
+                            "the simulator runs uint8 (qsim run/check --profile litert); this tool is int8 only -- "
+                            "re-convert the model with full-integer int8 quantization")
+        elif u8 and op.opcode not in UINT8_OPS:
+            problems.append(f"{where}: uint8 tensor '{u8[0].name}': qsim's uint8 ops are "
+                            f"{', '.join(sorted(UINT8_OPS))}")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
                 if t is None or t.dtype != np.int16 or t.is_const:

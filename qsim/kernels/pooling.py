@@ -125,13 +125,13 @@ def _window_matrix(out_size: int, stride: int, pad: int, filt: int, in_size: int
     return ((i >= origin) & (i < origin + filt)).astype(np.float64)
 
 
-def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
+def window_sums(p: PoolParams, x: np.ndarray, max_abs: int = 128) -> np.ndarray:
     """Sum of the in-bounds int8 values of every pool window, int64 [N, OH, OW, C].
 
     Padding cells count 0.  Small windows: one pass per tap.  Large ones (a global pool:
     fh * fw >= OH + OW), as two matmuls with the 0/1 window matrices of the H and W axes
     (separable: sum over rows, then over columns), in float32 when every partial sum is
-    provably exact there (|x| <= 128, at most fh * fw terms: 128 * fh * fw < 2**24), else
+    provably exact there (|x| <= max_abs, at most fh * fw terms: max_abs * fh * fw < 2**24), else
     float64 (exact far beyond any pool).
     """
     n, h, w, c = x.shape
@@ -140,7 +140,7 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
         for tap in _windows(p, x, 0):
             total += tap
         return total
-    dt = np.float32 if 128 * p.filter_h * p.filter_w < (1 << 24) else np.float64
+    dt = np.float32 if max_abs * p.filter_h * p.filter_w < (1 << 24) else np.float64
     rows = _window_matrix(p.out_h, p.stride_h, p.pad_h, p.filter_h, h).astype(dt)
     cols = _window_matrix(p.out_w, p.stride_w, p.pad_w, p.filter_w, w).astype(dt)
     by_rows = rows @ x.astype(dt).reshape(n, h, w * c)  # [N, OH, W*C]
@@ -148,10 +148,15 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
     return sums.astype(np.int64).reshape(n, p.out_h, p.out_w, c)
 
 
+def average_pool(p: PoolParams, x: np.ndarray, max_abs: int = 128) -> np.ndarray:
+    """Clamped window averages (int64 [N, OH, OW, C]) of integers x with |x| <= ``max_abs``
+    (int8: 128; the uint8 kernel passes raw 0..255 values, whose sums are >= 0)."""
+    avg = rounded_average(window_sums(p, x, max_abs), p.count[None, :, :, None])
+    return np.clip(avg, p.act_min, p.act_max)
+
+
 def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
-    total = window_sums(p, np.asarray(inputs[0]))
-    avg = rounded_average(total, p.count[None, :, :, None])
-    return [np.clip(avg, p.act_min, p.act_max).astype(np.int8)]
+    return [average_pool(p, np.asarray(inputs[0])).astype(np.int8)]
 
 
 def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
