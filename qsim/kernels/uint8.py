@@ -104,6 +104,13 @@ def _check_mix(op: ir.Operator, graph: ir.Graph) -> None:
             raise QsimError(f"DEQUANTIZE: output '{outs[0].name}' is {np.dtype(outs[0].dtype).name}; TFLite "
                             "dequantizes uint8 to float32.")
         return
+    if op.opcode in GEMM and len(ins) > 1 and ins[0] is not None and ins[1] is not None:
+        x, w = ins[0], ins[1]
+        if (np.dtype(x.dtype) == _U8) != (np.dtype(w.dtype) == _U8):
+            raise QsimError(f"{op.opcode}: filter '{w.name}' is {np.dtype(w.dtype).name} but input '{x.name}' is "
+                            f"{np.dtype(x.dtype).name}: TFLite's uint8 (QUANTIZED_UINT8) {op.opcode} needs uint8 "
+                            "input, filter and output, and its int8 kernels int8 activations with symmetric int8 "
+                            "weights; no TFLite kernel defines this mix.")
     roles = (["input", "filter", "bias"] if op.opcode in GEMM else [f"input {k}" for k in range(len(ins))])
     named = [(r, t) for r, t in zip(roles, ins) if t is not None] + [("output", outs[0])]
     if op.opcode == "RESHAPE":

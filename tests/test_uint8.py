@@ -1,0 +1,194 @@
+"""uint8 (the old converter's QUANTIZED_UINT8) models: every tensor bit-exact with LiteRT BUILTIN_REF.
+
+Models come from :func:`qsim.builder.uint8_model` (uint8 activations, uint8 weights with zero
+points that are often not 128, int32 bias of scale s_in * s_w); goldens are LiteRT's own runs
+(``Model.check(reference="litert")``).  TFLite Micro has no uint8 kernels for most ops: the table
+qsim reports its refusal from (:data:`qsim.kernels.uint8.TFLM_UINT8_OPS`) is measured here
+against the tflite-micro runtime itself.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import qsim
+from conftest import REPO, require_module
+from qsim import ir
+from qsim.builder import UINT8_SINGLE_OPS, ModelBuilder, uint8_model
+from qsim.errors import QsimError
+from qsim.kernels.uint8 import TFLM_UINT8_OPS
+
+PROPS = dict(max_examples=12, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+CHAIN_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION", "LOGISTIC")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "qsim.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _litert_ok(blob: bytes, seed: int, n: int = 3) -> None:
+    rep = qsim.load(blob).check(inputs=n, reference="litert", seed=seed)
+    assert rep.ok, rep.comparisons[0].summary()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _litert():
+    require_module("ai_edge_litert", "LiteRT reference")
+
+
+@settings(**PROPS)
+@given(op=st.sampled_from(UINT8_SINGLE_OPS), seed=st.integers(0, 10_000))
+def test_single_op_bit_exact_with_litert(op, seed):
+    """Each uint8 op, random quantization/options/weights (weight zero points 128 or not)."""
+    _litert_ok(uint8_model([op], seed), seed)
+
+
+@settings(**PROPS)
+@given(chain=st.lists(st.sampled_from(CHAIN_OPS), min_size=2, max_size=4), seed=st.integers(0, 10_000),
+       tail=st.sampled_from(["SOFTMAX", "DEQUANTIZE", "QUANTIZE", "LOGISTIC"]), float_input=st.booleans())
+def test_multi_op_bit_exact_with_litert(chain, seed, tail, float_input):
+    """Small chains ending in RESHAPE + FULLY_CONNECTED + a tail op; every intermediate tensor compared."""
+    _litert_ok(uint8_model(chain + ["RESHAPE", "FULLY_CONNECTED", tail], seed, float_input=float_input), seed)
+
+
+def _tie_fc() -> bytes:
+    """FULLY_CONNECTED whose real multiplier is exactly 0.5 (scales 0.5 * 0.5 / 0.5): odd
+    accumulators are exact ties, which fixed-point and round-half-away rescaling settle differently."""
+    rng = np.random.default_rng(1)
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 4), np.uint8, scale=0.5, zero_point=128)
+    w = b.add_const("w", rng.integers(120, 140, (8, 4)), scale=0.5, zero_point=130, dtype=np.uint8)
+    bias = b.add_const("b", np.zeros(8), scale=0.25, zero_point=0, dtype=np.int32)
+    y = b.add_tensor("y", (1, 8), np.uint8, scale=0.5, zero_point=128)
+    b.add_op("FULLY_CONNECTED", [x, w, bias], [y], ir.FullyConnectedOptions())
+    b.mark_output(y)
+    return b.build()
+
+
+def test_fully_connected_exact_ties_follow_litert():
+    """LiteRT's uint8 FULLY_CONNECTED rounds exact ties as its int8 one does (double real scale,
+    ties away from zero): qsim's litert profile matches it; single rounding (ties up) would not."""
+    m = qsim.load(_tie_fc())
+    xs = np.random.default_rng(2).integers(110, 146, (40, 4)).astype(np.uint8)
+    rep = m.check(inputs=list(xs[:, None, :]), reference="litert")
+    assert rep.ok, rep.comparisons[0].summary()
+    ours = m.run(xs, profile="litert").outputs["y"]
+    single = m.run(xs, profile="single").outputs["y"]
+    assert np.count_nonzero(ours != single) > 10  # the model does hit ties: the check above can fail
+
+
+def test_tflm_uint8_support_is_as_recorded():
+    """TFLite Micro runs a uint8 op iff it is in TFLM_UINT8_OPS (the table the refusal names)."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    from qsim.reference import ReferenceRefused, make_runner
+    for op in UINT8_SINGLE_OPS:
+        m = qsim.load(uint8_model([op], 5))
+        sample = m.random_inputs(1, 0)[0]
+        try:
+            runner = make_runner("tflm", m.blob, m.graph)
+            runner.submit([list(sample) if isinstance(sample, (list, tuple)) else [sample]],
+                          [m.graph.outputs[0]])[0].get()
+            ran = True
+        except ReferenceRefused:
+            ran = False
+        assert ran == (op in TFLM_UINT8_OPS), op
+
+
+def test_check_both_reports_tflm_refusal(tmp_path):
+    """`qsim check --reference both`: LiteRT compared, TFLM's refusal named (op and uint8), exit 0."""
+    p = tmp_path / "u8.tflite"
+    p.write_bytes(uint8_model(["CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"], 7))
+    r = _cli("check", p, "--reference", "both", "--random", "2", "--json")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    by_ref = {c["reference"]: c for c in doc["comparisons"]}
+    assert by_ref["litert"]["ok"] and by_ref["litert"]["refused"] is None
+    refusal = by_ref["tflm"]["refused"]
+    assert "TFLite Micro has no uint8 kernel" in refusal and "op #0 CONV_2D" in refusal, refusal
+    text = _cli("check", p, "--reference", "both", "--random", "1")
+    assert text.returncode == 0 and "TFLM refused this model: TFLite Micro has no uint8 kernel" in text.stdout
+
+
+def test_tflm_profile_refuses_uint8_by_name():
+    m = qsim.load(uint8_model(["CONV_2D"], 3))
+    with pytest.raises(QsimError, match="TFLite Micro has no uint8 CONV_2D kernel.*--profile litert"):
+        m.run(m.random_inputs(1, 0)[0], profile="tflm")
+    m2 = qsim.load(uint8_model(["RESHAPE", "QUANTIZE"], 3))  # ops TFLM does run on uint8
+    m2.run(m2.random_inputs(1, 0)[0], profile="tflm")
+
+
+def _mixed(weights_dtype, act_dtype) -> bytes:
+    b = ModelBuilder()
+    x = b.add_input("x", (1, 4, 4, 2), act_dtype, scale=0.05, zero_point=0 if act_dtype == np.int8 else 128)
+    w = b.add_const("w_mixed", np.full((3, 1, 1, 2), 7), scale=0.02, zero_point=100 if weights_dtype == np.uint8
+                    else 0, dtype=weights_dtype)
+    bias = b.add_const("b", np.zeros(3), scale=0.001, zero_point=0, dtype=np.int32)
+    y = b.add_tensor("y", (1, 4, 4, 3), act_dtype, scale=0.1, zero_point=0 if act_dtype == np.int8 else 128)
+    b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions())
+    b.mark_output(y)
+    return b.build()
+
+
+def test_mixed_types_are_refused_naming_the_tensor(tmp_path):
+    for wd, ad, name in ((np.uint8, np.int8, "w_mixed"), (np.int8, np.uint8, "w_mixed")):
+        m = qsim.load(_mixed(wd, ad))
+        with pytest.raises(QsimError, match=f"filter '{name}' is {np.dtype(wd).name} but input 'x' is "
+                                            f"{np.dtype(ad).name}.*uint8"):
+            m.prepared("litert")
+    p = tmp_path / "mixed.tflite"
+    p.write_bytes(_mixed(np.uint8, np.int8))
+    r = _cli("run", p, "--random", "1", "--profile", "litert")
+    assert r.returncode == 2 and "qsim: error:" in r.stderr and "'w_mixed'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_profile_and_codegen_refuse_uint8_by_name(tmp_path):
+    m = qsim.load(uint8_model(["CONV_2D", "RESHAPE", "FULLY_CONNECTED"], 4))
+    with pytest.raises(QsimError, match="uint8 tensor 'input'.*QUANTIZED_UINT8"):
+        m.profile()
+    with pytest.raises(QsimError, match="uint8 tensor 'input'.*QUANTIZED_UINT8"):
+        m.codegen(tmp_path / "out")
+
+
+def test_inputs_quantized_with_the_uint8_inputs_own_parameters(tmp_path):
+    """Real data -> uint8 with the input's scale/zero point; mean/std 128/128 images give q = pixel
+    for an input of scale 1/128, zero point 128 (the old converter's mean/std), and the 127.5
+    form follows TFLite's QUANTIZE rule computed here by hand."""
+    from PIL import Image
+
+    from qsim.data import load_dataset
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    root = tmp_path / "imgs"
+    for k, p in enumerate(pixels):  # one class per image (the model's output has 3 "classes")
+        (root / "abc"[k]).mkdir(parents=True)
+        Image.fromarray(p).save(root / "abc"[k] / f"{k}.png")
+    for scale, mean in ((1 / 128, 128.0), (1 / 127.5, 127.5)):
+        b = ModelBuilder()
+        x = b.add_input("x", (1, 4, 4, 3), np.uint8, scale=scale, zero_point=128)
+        y = b.add_tensor("y", (1, 4, 4, 3), np.uint8, scale=scale, zero_point=128)
+        b.add_op("MAX_POOL_2D", [x], [y], ir.Pool2DOptions(filter_h=1, filter_w=1))
+        b.mark_output(y)
+        m = qsim.load(b.build())
+        ds = load_dataset(root, m.graph, mean=mean, std=mean)
+        s32 = np.float32(scale)
+        real = (pixels.astype(np.float64) - mean) / mean  # TFLite's QUANTIZE rule on float32 real values:
+        r = (real.astype(np.float32) / s32).astype(np.float64)  # float32 division, ties away from zero
+        want = np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + 128, 0, 255).astype(np.uint8)
+        assert ds.x.dtype == np.uint8
+        np.testing.assert_array_equal(ds.x.reshape(pixels.shape), want)
+        if mean == 128.0:
+            np.testing.assert_array_equal(want, pixels)
+        v = np.array([-1.0, 0.0, 0.5, 2.0])
+        q = m.inputs[0].quantize(v)
+        r = (v.astype(np.float32) / s32).astype(np.float64)
+        assert q.dtype == np.uint8
+        assert q.tolist() == np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + 128, 0, 255).astype(int).tolist()
+        assert q[-1] == 255 and q[1] == 128  # 2.0 saturates at uint8's top, 0.0 is the zero point
