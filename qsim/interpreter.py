@@ -352,7 +352,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
                 problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 GEMM layers only; "
-                                "this layer is int16x8 (int64 accumulators)")
+                                "this layer is not int8 (int16x8: int64 accumulators, or uint8)")
                 continue
             if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
                 try:
