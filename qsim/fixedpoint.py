@@ -447,6 +447,17 @@ def round_half_away(x) -> np.ndarray:
     return np.where(x < 0, -r, r)
 
 
+def rescale_float32(q, scale: float, zero_in: int, zero_out: int, qmin: int, qmax: int) -> np.ndarray:
+    """LiteRT's ConcatenationWithScaling element rule, in float32 as its kernel computes it:
+    ``s = float32(s_in) * float32(1 / float32(s_out))``, ``b = float32(-zp_in * s)``, then
+    ``clamp(int(round_half_away(float32(float32(q * s) + b))) + zp_out, qmin, qmax)`` (int64)."""
+    one = np.float32(1)
+    s = np.float32(np.float32(scale[0]) * np.float32(one / np.float32(scale[1])))
+    b = np.float32(np.float32(-zero_in) * s)
+    v = np.asarray(q).astype(np.float32) * s + b  # float32 products and sums, each rounded once
+    return np.clip(round_half_away_f32(v).astype(np.int64) + zero_out, qmin, qmax)
+
+
 def round_half_away_f32(x) -> np.ndarray:
     """:func:`round_half_away` of float32 values in fewer passes: ``trunc(x + copysign(0.5, x))`` in
     float64.  Bit-identical for every float32 ``x`` (24 significant bits): for 0.25 <= |x| < 2^52 the

@@ -192,3 +192,29 @@ def test_inputs_quantized_with_the_uint8_inputs_own_parameters(tmp_path):
         assert q.dtype == np.uint8
         assert q.tolist() == np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + 128, 0, 255).astype(int).tolist()
         assert q[-1] == 255 and q[1] == 128  # 2.0 saturates at uint8's top, 0.0 is the zero point
+
+
+def _concat(seed: int, tie: bool = False) -> bytes:
+    """uint8 CONCATENATION of differently quantized inputs (LiteRT rescales them: ConcatenationWithScaling);
+    ``tie``: s_in / s_out = 0.5 with zero points 129 -> 128, so every odd q - 129 lands on an exact .5."""
+    rng = np.random.default_rng(seed)
+    sc = (lambda: 0.5) if tie else (lambda: float(rng.uniform(0.01, 0.2)))
+    zp = (lambda: 129) if tie else (lambda: int(rng.integers(0, 256)))
+    b = ModelBuilder()
+    x1 = b.add_input("x1", (1, 3, 3, 2), np.uint8, scale=sc(), zero_point=zp())
+    x2 = b.add_input("x2", (1, 3, 3, 3), np.uint8, scale=sc(), zero_point=zp())
+    y = b.add_tensor("y", (1, 3, 3, 5), np.uint8, scale=1.0 if tie else sc(), zero_point=128 if tie else zp())
+    b.add_op("CONCATENATION", [x1, x2], [y], ir.ConcatenationOptions(axis=3))
+    b.mark_output(y)
+    return b.build()
+
+
+def test_concatenation_with_rescaling_bit_exact():
+    for seed in range(6):
+        _litert_ok(_concat(seed), seed, n=5)
+    m = qsim.load(_concat(0, tie=True))
+    _litert_ok(m.blob, 0, n=5)
+    x = np.arange(0, 18, dtype=np.uint8).reshape(1, 3, 3, 2) + 120  # q - 129 in [-9, 8]: ties half the time
+    got = m.run([x, np.full((1, 3, 3, 3), 129, np.uint8)], profile="litert").outputs["y"][..., :2]
+    d = (x.astype(int) - 129) / 2
+    np.testing.assert_array_equal(got, np.sign(d) * np.floor(np.abs(d) + 0.5) + 128)  # ties away from zero

@@ -27,8 +27,9 @@ One exception: AVERAGE_POOL_2D rounds ``(sum + count/2) / count`` (ties up) in u
 half away from zero in int8, which differs for negative sums -- so its uint8 form averages the
 raw uint8 values (sums >= 0, where the two roundings agree), reusing the int8 window sums.
 
-RESHAPE and CONCATENATION copy bytes and take uint8 natively (shape_ops); CONCATENATION of
-differently quantized inputs (LiteRT's uint8 ConcatenationWithScaling) is not simulated.
+RESHAPE and CONCATENATION copy bytes and take uint8 natively (shape_ops); a uint8 CONCATENATION
+of differently quantized inputs is LiteRT's ConcatenationWithScaling, a float32 affine rescale
+of each such input (:func:`qsim.fixedpoint.rescale_float32`, :class:`ConcatRescale` below).
 
 TFLite Micro has no uint8 kernels for these ops (measured with the tflite-micro Python runtime:
 it refuses every one of them except RESHAPE, QUANTIZE and DEQUANTIZE, see :data:`TFLM_UINT8_OPS`),
@@ -219,3 +220,54 @@ def _dispatching(base: Kernel) -> Kernel:
 
 for _name in WRAPPED:
     REGISTRY[_name] = _dispatching(REGISTRY[_name])
+
+
+@dataclass
+class ConcatRescale:
+    """uint8 CONCATENATION of differently quantized inputs (LiteRT's ConcatenationWithScaling):
+    per input, (s_in, s_out) and zero points, or None where it equals the output's (a copy)."""
+
+    axis: int
+    rescale: list  # per input: ((s_in, s_out), zp_in, zp_out) or None
+
+
+def _prepare_concat_u8(base_prepare):
+    def prepare(op, graph, profile):
+        ins = [t for t in graph.op_inputs(op) if t is not None]
+        out = graph.op_outputs(op)[0]
+        same = lambda t: (t.quant is not None and out.quant is not None and t.quant.zp0 == out.quant.zp0  # noqa: E731
+                          and np.float32(t.quant.scale0) == np.float32(out.quant.scale0))
+        if not uint8_tensors(op, graph) or all(same(t) for t in ins):
+            return base_prepare(op, graph, profile)
+        _check_mix(op, graph)
+        if profile.name in ("tflm", "cmsis-nn"):
+            raise QsimError("CONCATENATION with uint8 tensors: TFLite Micro has no uint8 CONCATENATION kernel; "
+                            "run it under --profile litert.")
+        p = base_prepare(op, _requantized_like(op, graph, out), profile)  # shapes and axis
+        return ConcatRescale(p.axis, [None if same(t) else ((t.quant.scale0, out.quant.scale0), t.quant.zp0,
+                                                            out.quant.zp0) for t in ins])
+    return prepare
+
+
+def _requantized_like(op, graph, out):
+    """``graph`` with the op's inputs carrying the output's quantization (for the shape checks)."""
+    tensors = list(graph.tensors)
+    for i in op.inputs:
+        if i >= 0:
+            tensors[i] = dataclasses.replace(tensors[i], quant=out.quant)
+    return dataclasses.replace(graph, tensors=tensors)
+
+
+def _eval_concat(base_eval):
+    def eval_(p, inputs):
+        if not isinstance(p, ConcatRescale):
+            return base_eval(p, inputs)
+        parts = [np.asarray(a) if r is None else fp.rescale_float32(a, r[0], r[1], r[2], 0, 255).astype(np.uint8)
+                 for a, r in zip([a for a in inputs if a is not None], p.rescale)]
+        return [np.concatenate(parts, axis=p.axis)]
+    return eval_
+
+
+_base = REGISTRY["CONCATENATION"]
+REGISTRY["CONCATENATION"] = Kernel("CONCATENATION", _prepare_concat_u8(_base.prepare), _eval_concat(_base.eval),
+                                   None, None, _base.int16)
