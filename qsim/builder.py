@@ -467,9 +467,16 @@ def _u8_out_scale(rng, in_scale: float, w_scale: float, taps: int) -> float:
     return float(np.float32(in_scale * w_scale * 128 * np.sqrt(taps) / 40 * rng.uniform(0.5, 2.0)))
 
 
-def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, name: str) -> int:
+def _out_size(size: int, k: int, stride: int, padding: str, dilation: int = 1) -> int:
+    from .kernels.conv import compute_out_size  # TFLite's ComputeOutSize (LiteRT checks the shapes written)
+    return compute_out_size(padding, size, k, stride, dilation)
+
+
+def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, name: str,
+             channels: int | None = None) -> int:
     """Append one old-converter-style uint8 ``opcode`` reading uint8 tensor ``x`` (NHWC for the
-    window ops); returns its output tensor.  Random but valid quantization and options."""
+    window ops); returns its output tensor.  Random but valid quantization and options;
+    ``channels``: CONV_2D output channels / FULLY_CONNECTED units (None: random, 1..8 / 1..11)."""
     t = b.tensors[x]
     scale, zp = float(t.scale[0]), int(t.zero_point[0])
     act = str(rng.choice(["NONE", "RELU", "RELU6"]))
@@ -477,19 +484,20 @@ def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, nam
     if opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         k, stride, pad = int(rng.integers(1, 4)), int(rng.integers(1, 3)), str(rng.choice(["SAME", "VALID"]))
         k = min(k, h, w)
-        oh, ow = (-(-h // stride), -(-w // stride)) if pad == "SAME" else ((h - k) // stride + 1, (w - k) // stride + 1)
+        dil = 2 if k > 1 and (k - 1) * 2 + 1 <= min(h, w) and rng.random() < 0.25 else 1
+        oh, ow = (_out_size(h, k, stride, pad, dil), _out_size(w, k, stride, pad, dil))
         mult = int(rng.integers(1, 3)) if opcode == "DEPTHWISE_CONV_2D" else 1
-        oc = c * mult if opcode == "DEPTHWISE_CONV_2D" else int(rng.integers(1, 9))
+        oc = c * mult if opcode == "DEPTHWISE_CONV_2D" else channels or int(rng.integers(1, 9))
         shape = (oc, k, k, c) if opcode == "CONV_2D" else (1, k, k, oc)
         wt, bias, ws = _u8_gemm_operands(b, rng, name, shape, oc, scale)
         taps = k * k * (c if opcode == "CONV_2D" else 1)
         y = b.add_tensor(name, (n, oh, ow, oc), np.uint8, _u8_out_scale(rng, scale, ws, taps), int(rng.integers(0, 256)))
-        opts = (ir.Conv2DOptions(pad, stride, stride, activation=act) if opcode == "CONV_2D" else
-                ir.DepthwiseConv2DOptions(pad, stride, stride, depth_multiplier=mult, activation=act))
+        opts = (ir.Conv2DOptions(pad, stride, stride, dil, dil, activation=act) if opcode == "CONV_2D" else
+                ir.DepthwiseConv2DOptions(pad, stride, stride, dil, dil, depth_multiplier=mult, activation=act))
         b.add_op(opcode, [x, wt, bias], [y], opts)
         return y
     if opcode == "FULLY_CONNECTED":
-        units, depth = int(rng.integers(1, 12)), h * w * c
+        units, depth = channels or int(rng.integers(1, 12)), h * w * c
         wt, bias, ws = _u8_gemm_operands(b, rng, name, (units, depth), units, scale)
         y = b.add_tensor(name, (n, units), np.uint8, _u8_out_scale(rng, scale, ws, depth), int(rng.integers(0, 256)))
         b.add_op(opcode, [x, wt, bias], [y], ir.FullyConnectedOptions(activation=act))
@@ -497,8 +505,7 @@ def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, nam
     if opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         k, stride, pad = int(rng.integers(1, 4)), int(rng.integers(1, 3)), str(rng.choice(["SAME", "VALID"]))
         k = min(k, h, w)
-        oh, ow = (-(-h // stride), -(-w // stride)) if pad == "SAME" else ((h - k) // stride + 1, (w - k) // stride + 1)
-        y = b.add_tensor(name, (n, oh, ow, c), np.uint8, scale, zp)
+        y = b.add_tensor(name, (n, _out_size(h, k, stride, pad), _out_size(w, k, stride, pad), c), np.uint8, scale, zp)
         b.add_op(opcode, [x], [y], ir.Pool2DOptions(pad, stride, stride, k, k, activation=act))
         return y
     if opcode in ("SOFTMAX", "LOGISTIC"):
@@ -536,7 +543,8 @@ def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, nam
     raise QsimError(f"uint8_op: no uint8 form of {opcode} (choose from {', '.join(UINT8_SINGLE_OPS)}).")
 
 
-def uint8_model(ops, seed: int = 0, shape=(1, 6, 6, 3), float_input: bool = False) -> bytes:
+def uint8_model(ops, seed: int = 0, shape=(1, 6, 6, 3), float_input: bool = False,
+                channels: int | None = None) -> bytes:
     """An old-converter (QUANTIZED_UINT8) model: a uint8 input of ``shape`` (or a float32 input
     and a QUANTIZE to uint8) feeding ``ops`` in a chain (names from :data:`UINT8_SINGLE_OPS`; an
     op after DEQUANTIZE or an int8 QUANTIZE is not allowed).  Seeded: same seed, same bytes."""
@@ -552,6 +560,6 @@ def uint8_model(ops, seed: int = 0, shape=(1, 6, 6, 3), float_input: bool = Fals
     for k, op in enumerate(ops):
         if np.dtype(b.tensors[x].dtype) != np.uint8:
             raise QsimError(f"uint8_model: {op} follows an op whose output is not uint8.")
-        x = uint8_op(b, rng, op, x, f"{op.lower()}_{k}")
+        x = uint8_op(b, rng, op, x, f"{op.lower()}_{k}", channels)
     b.mark_output(x)
     return b.build()
