@@ -279,7 +279,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
     (:mod:`qsim.kernels.uint8`); False lists every op with a uint8 tensor."""
     from .kernels.uint8 import UINT8_OPS, uint8_tensors
     uint8 = int16 if uint8 is None else uint8
-    problems = []
+    problems, uint8_ops = [], []
     for op in g.operators:
         where = op_label(g, op)
         u8 = uint8_tensors(op, g) if op.opcode in REGISTRY else []
@@ -288,9 +288,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
         elif u8 and not uint8:
-            problems.append(f"{where}: uint8 tensor '{u8[0].name}' (an old-converter QUANTIZED_UINT8 model): only "
-                            "the simulator runs uint8 (qsim run/check --profile litert); this tool is int8 only -- "
-                            "re-convert the model with full-integer int8 quantization")
+            uint8_ops.append(f"{where} '{u8[0].name}'")
         elif u8 and op.opcode not in UINT8_OPS:
             problems.append(f"{where}: uint8 tensor '{u8[0].name}': qsim's uint8 ops are "
                             f"{', '.join(sorted(UINT8_OPS))}")
@@ -310,6 +308,13 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
                                     f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
                                     "scheme requires zero point 0 on int16 activations")
                     break
+    if uint8_ops:
+        problems.append(f"this is an old-converter uint8 (QUANTIZED_UINT8) model: {len(uint8_ops)} op(s) have uint8 "
+                        f"tensors ({'; '.join(uint8_ops[:3])}{'; ...' if len(uint8_ops) > 3 else ''}). The C generator, "
+                        "the accelerator datapath's values and the RTL vectors are int8 only; the simulator runs it "
+                        "(qsim run/check --profile litert) and `qsim profile --no-values` times it (the array's cost "
+                        "is int8's: the offsets fold into the bias). For the rest, re-convert the model with "
+                        "full-integer int8 quantization")
     return problems
 
 

@@ -151,10 +151,14 @@ def test_mixed_types_are_refused_naming_the_tensor(tmp_path):
 
 def test_profile_and_codegen_refuse_uint8_by_name(tmp_path):
     m = qsim.load(uint8_model(["CONV_2D", "RESHAPE", "FULLY_CONNECTED"], 4))
-    with pytest.raises(QsimError, match="uint8 tensor 'input'.*QUANTIZED_UINT8"):
+    named = r"uint8 \(QUANTIZED_UINT8\) model: 3 op\(s\) have uint8 tensors \(op #0 CONV_2D .*'input'"
+    with pytest.raises(QsimError, match=named + ".*profile --no-values"):
         m.profile()
-    with pytest.raises(QsimError, match="uint8 tensor 'input'.*QUANTIZED_UINT8"):
+    with pytest.raises(QsimError, match=named):
         m.codegen(tmp_path / "out")
+    timing = m.profile(inputs=None)  # timing only: the array cost of a uint8 layer is an int8 layer's
+    assert [L["op"] for L in timing.layers] == ["CONV_2D", "RESHAPE", "FULLY_CONNECTED"]
+    assert timing.layers[0]["cycles"] > 0
 
 
 def test_inputs_quantized_with_the_uint8_inputs_own_parameters(tmp_path):
@@ -218,3 +222,16 @@ def test_concatenation_with_rescaling_bit_exact():
     got = m.run([x, np.full((1, 3, 3, 3), 129, np.uint8)], profile="litert").outputs["y"][..., :2]
     d = (x.astype(int) - 129) / 2
     np.testing.assert_array_equal(got, np.sign(d) * np.floor(np.abs(d) + 0.5) + 128)  # ties away from zero
+
+
+def test_batched_run_equals_single_runs():
+    """A batch through the uint8 ops (vectorized where the int8 kernel batches) = one sample at a time."""
+    for blob in (uint8_model(["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "CONCATENATION", "LOGISTIC",
+                              "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"], 21), _concat(3)):
+        m = qsim.load(blob)
+        samples = m.random_inputs(4, 1)
+        batch = {t.name: np.concatenate([s[k] for s in samples]) for k, t in enumerate(m.inputs)}
+        out = m.outputs[0].name
+        got = m.run(batch, profile="litert").outputs[out]
+        want = np.concatenate([m.run(list(s), profile="litert").outputs[out] for s in samples])
+        np.testing.assert_array_equal(got.reshape(want.shape), want)

@@ -270,4 +270,4 @@ def _eval_concat(base_eval):
 
 _base = REGISTRY["CONCATENATION"]
 REGISTRY["CONCATENATION"] = Kernel("CONCATENATION", _prepare_concat_u8(_base.prepare), _eval_concat(_base.eval),
-                                   None, None, _base.int16)
+                                   _base.accumulate, _base.batch, _base.int16)  # batch: reads p.axis only
