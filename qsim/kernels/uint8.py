@@ -114,8 +114,6 @@ def _check_mix(op: ir.Operator, graph: ir.Graph) -> None:
                             "weights; no TFLite kernel defines this mix.")
     roles = (["input", "filter", "bias"] if op.opcode in GEMM else [f"input {k}" for k in range(len(ins))])
     named = [(r, t) for r, t in zip(roles, ins) if t is not None] + [("output", outs[0])]
-    if op.opcode == "RESHAPE":
-        named = [named[0], named[-1]]
     for role, t in named:
         want = np.dtype(np.int32) if role == "bias" else _U8
         if np.dtype(t.dtype) != want:
@@ -124,7 +122,7 @@ def _check_mix(op: ir.Operator, graph: ir.Graph) -> None:
             raise QsimError(f"{op.opcode}: {role} '{t.name}' is {np.dtype(t.dtype).name} in a uint8 op: TFLite's "
                             f"uint8 (QUANTIZED_UINT8) {op.opcode} needs {what}; no TFLite kernel defines this "
                             "mix (int8 models have int8 activations and symmetric int8 weights).")
-        if role != "bias" and not t.is_const and (t.quant is None or t.quant.scale.size != 1):
+        if role != "bias" and (t.quant is None or t.quant.scale.size != 1):
             raise QsimError(f"{op.opcode}: uint8 {role} '{t.name}' needs one scale and zero point (TFLite's "
                             "uint8 activations are quantized per tensor).")
 
@@ -167,7 +165,11 @@ def _uint8_prepare(base: Kernel):
                             "refuses this model), so the '{}' profile defines no result; run it under --profile "
                             "litert (LiteRT BUILTIN_REF's uint8 kernels).".format(profile.name))
         twin = _twin_graph(op, graph)
-        inner = base.prepare(op, twin, profile)
+        try:
+            inner = base.prepare(op, twin, profile)
+        except QsimError as e:
+            raise QsimError(f"{e} (qsim checks a uint8 op as its int8 twin: the int8 values and zero points named "
+                            "here are the uint8 ones minus 128, e.g. zero point -128 is uint8's 0)") from None
         shift_in = tuple(i >= 0 and np.dtype(graph.tensors[i].dtype) == _U8 for i in op.inputs)
         shift_out = tuple(np.dtype(graph.tensors[i].dtype) == _U8 for i in op.outputs)
         replace = {}
