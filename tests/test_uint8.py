@@ -235,3 +235,29 @@ def test_batched_run_equals_single_runs():
         got = m.run(batch, profile="litert").outputs[out]
         want = np.concatenate([m.run(list(s), profile="litert").outputs[out] for s in samples])
         np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+def test_uint8_mutants_end_in_success_or_qsim_error():
+    """Seeded mutants (qsim.fuzz.mutate) of two uint8 models through load -> prepare (litert) -> run:
+    each ends in a result or a QsimError, never another exception or a RuntimeWarning."""
+    import warnings
+
+    from qsim import fuzz
+    from qsim import inputs as qin
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load_bytes
+    seeds = [("u8a", uint8_model(["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "CONCATENATION", "RESHAPE",
+                                  "FULLY_CONNECTED", "SOFTMAX"], 2)),
+             ("u8b", uint8_model(["ADD", "MAX_POOL_2D", "LOGISTIC", "QUANTIZE"], 9, float_input=True))]
+    ok = refused = 0
+    for k in range(400):
+        m = fuzz.mutate(seeds, 5, k)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                g = load_bytes(m.data, source="mutant")
+                prepare_graph(g, "litert").run(qin.random_inputs(g, 1, seed=0)[0], keep_all=False)
+            ok += 1
+        except QsimError:
+            refused += 1
+    assert ok > 5 and refused > ok, (ok, refused)  # both outcomes occur
