@@ -43,11 +43,24 @@ def _litert():
     require_module("ai_edge_litert", "LiteRT reference")
 
 
-@settings(**PROPS)
-@given(op=st.sampled_from(UINT8_SINGLE_OPS), seed=st.integers(0, 10_000))
+@pytest.mark.parametrize("op", UINT8_SINGLE_OPS)
+@settings(**dict(PROPS, max_examples=4))
+@given(seed=st.integers(0, 10_000))
 def test_single_op_bit_exact_with_litert(op, seed):
     """Each uint8 op, random quantization/options/weights (weight zero points 128 or not)."""
     _litert_ok(uint8_model([op], seed), seed)
+
+
+@pytest.mark.parametrize("src", [np.int8, np.uint8])
+def test_requantizing_quantize_into_uint8(src):
+    """QUANTIZE int8 -> uint8 and uint8 -> uint8 (LiteRT's Requantize), including the pure +128 shift."""
+    for k, (s_in, z_in, s_out, z_out) in enumerate([(0.05, 3, 0.07, 140), (0.1, -128, 0.1, 0), (0.02, 10, 0.3, 7)]):
+        b = ModelBuilder()
+        x = b.add_input("x", (1, 16), src, scale=s_in, zero_point=z_in + (128 if src == np.uint8 else 0))
+        y = b.add_tensor("y", (1, 16), np.uint8, scale=s_out, zero_point=z_out)
+        b.add_op("QUANTIZE", [x], [y])
+        b.mark_output(y)
+        _litert_ok(b.build(), k, n=4)
 
 
 @settings(**PROPS)
