@@ -169,6 +169,8 @@ def test_profile_and_codegen_refuse_uint8_by_name(tmp_path):
         m.profile()
     with pytest.raises(QsimError, match=named):
         m.codegen(tmp_path / "out")
+    with pytest.raises(QsimError, match="layer 0 CONV_2D is uint8.*int8 layers only"):
+        m.vectors(0, profile="litert")
     timing = m.profile(inputs=None)  # timing only: the array cost of a uint8 layer is an int8 layer's
     assert [L["op"] for L in timing.layers] == ["CONV_2D", "RESHAPE", "FULLY_CONNECTED"]
     assert timing.layers[0]["cycles"] > 0
