@@ -3,7 +3,7 @@
 Models come from :func:`qsim.builder.uint8_model` (uint8 activations, uint8 weights with zero
 points that are often not 128, int32 bias of scale s_in * s_w); goldens are LiteRT's own runs
 (``Model.check(reference="litert")``).  TFLite Micro has no uint8 kernels for most ops: the table
-qsim reports its refusal from (:data:`qsim.kernels.uint8.TFLM_UINT8_OPS`) is measured here
+qsim reports its refusal from (:func:`qsim.kernels.uint8.tflm_has_uint8_kernel`) is measured here
 against the tflite-micro runtime itself.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from conftest import REPO, require_module
 from qsim import ir
 from qsim.builder import UINT8_SINGLE_OPS, ModelBuilder, uint8_model
 from qsim.errors import QsimError
-from qsim.kernels.uint8 import TFLM_UINT8_OPS
 
 PROPS = dict(max_examples=12, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 CHAIN_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION", "LOGISTIC")
@@ -97,12 +96,31 @@ def test_fully_connected_exact_ties_follow_litert():
     assert np.count_nonzero(ours != single) > 10  # the model does hit ties: the check above can fail
 
 
+def _convert(opcode: str, src, dst) -> bytes:
+    """One QUANTIZE / DEQUANTIZE between ``src`` and ``dst`` (float32, int8 or uint8)."""
+    b = ModelBuilder()
+    q = {np.int8: dict(scale=0.05, zero_point=3), np.uint8: dict(scale=0.07, zero_point=131), np.float32: {}}
+    x = b.add_input("x", (1, 64), src, **q[src])
+    y = b.add_tensor("y", (1, 64), dst, **q[dst])
+    b.add_op(opcode, [x], [y])
+    b.mark_output(y)
+    return b.build()
+
+
+CONVERSIONS = [("QUANTIZE", np.float32, np.uint8), ("QUANTIZE", np.int8, np.uint8), ("QUANTIZE", np.uint8, np.uint8),
+               ("QUANTIZE", np.uint8, np.int8), ("DEQUANTIZE", np.uint8, np.float32)]
+
+
 def test_tflm_uint8_support_is_as_recorded():
-    """TFLite Micro runs a uint8 op iff it is in TFLM_UINT8_OPS (the table the refusal names)."""
+    """TFLite Micro runs a uint8 op iff tflm_has_uint8_kernel says so (what the refusal names), and
+    where it runs one, qsim's tflm profile matches it on every tensor."""
     require_module("tflite_micro", "TFLite Micro reference")
+    from qsim.kernels.uint8 import tflm_has_uint8_kernel
     from qsim.reference import ReferenceRefused, make_runner
-    for op in UINT8_SINGLE_OPS:
-        m = qsim.load(uint8_model([op], 5))
+    blobs = [uint8_model([op], 5) for op in UINT8_SINGLE_OPS] + [_convert(*c) for c in CONVERSIONS]
+    for blob in blobs:
+        m = qsim.load(blob)
+        op = m.graph.operators[-1]
         sample = m.random_inputs(1, 0)[0]
         try:
             runner = make_runner("tflm", m.blob, m.graph)
@@ -111,7 +129,10 @@ def test_tflm_uint8_support_is_as_recorded():
             ran = True
         except ReferenceRefused:
             ran = False
-        assert ran == (op in TFLM_UINT8_OPS), op
+        assert ran == tflm_has_uint8_kernel(op, m.graph), [m.graph.tensors[i].dtype for i in op.inputs + op.outputs]
+        if ran:
+            rep = m.check(inputs=3, reference="tflm")
+            assert rep.ok, rep.comparisons[0].summary()
 
 
 def test_check_both_reports_tflm_refusal(tmp_path):
@@ -133,8 +154,11 @@ def test_tflm_profile_refuses_uint8_by_name():
     m = qsim.load(uint8_model(["CONV_2D"], 3))
     with pytest.raises(QsimError, match="TFLite Micro has no uint8 CONV_2D kernel.*--profile litert"):
         m.run(m.random_inputs(1, 0)[0], profile="tflm")
-    m2 = qsim.load(uint8_model(["RESHAPE", "QUANTIZE"], 3))  # ops TFLM does run on uint8
+    m2 = qsim.load(_convert("QUANTIZE", np.int8, np.uint8))  # a uint8 op TFLM does run
     m2.run(m2.random_inputs(1, 0)[0], profile="tflm")
+    m3 = qsim.load(_convert("QUANTIZE", np.float32, np.uint8))  # ... and one it refuses
+    with pytest.raises(QsimError, match="TFLite Micro has no uint8 QUANTIZE kernel"):
+        m3.run(np.zeros((1, 64), np.float32), profile="tflm")
 
 
 def _mixed(weights_dtype, act_dtype) -> bytes:

@@ -32,7 +32,8 @@ of differently quantized inputs is LiteRT's ConcatenationWithScaling, a float32 
 of each such input (:func:`qsim.fixedpoint.rescale_float32`, :class:`ConcatRescale` below).
 
 TFLite Micro has no uint8 kernels for these ops (measured with the tflite-micro Python runtime:
-it refuses every one of them except RESHAPE, QUANTIZE and DEQUANTIZE, see :data:`TFLM_UINT8_OPS`),
+it refuses every one of them except RESHAPE, DEQUANTIZE and QUANTIZE int8 <-> uint8, see
+:func:`tflm_has_uint8_kernel`),
 so under a TFLM-based profile the uint8 ops it refuses raise a QsimError naming the op.
 """
 from __future__ import annotations
@@ -54,7 +55,8 @@ WRAPPED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_PO
            "SOFTMAX", "LOGISTIC", "QUANTIZE", "DEQUANTIZE")
 UINT8_OPS = WRAPPED + ("CONCATENATION", "RESHAPE")
 GEMM = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-# uint8 ops TFLite Micro runs (measured: tests/test_uint8.py); it refuses the others' uint8 forms
+# uint8 ops TFLite Micro runs (measured: tests/test_uint8.py); it refuses the others' uint8 forms.
+# QUANTIZE only between int8 and uint8 (float32 -> uint8 and uint8 -> uint8 are refused).
 TFLM_UINT8_OPS = ("RESHAPE", "QUANTIZE", "DEQUANTIZE")
 _U8 = np.dtype(np.uint8)
 
@@ -64,11 +66,20 @@ def uint8_tensors(op: ir.Operator, graph: ir.Graph) -> list[ir.Tensor]:
     return [t for t in graph.op_inputs(op) + graph.op_outputs(op) if t is not None and np.dtype(t.dtype) == _U8]
 
 
+def tflm_has_uint8_kernel(op: ir.Operator, graph: ir.Graph) -> bool:
+    """Whether TFLite Micro runs this op's uint8 form (:data:`TFLM_UINT8_OPS`; QUANTIZE only
+    int8 <-> uint8)."""
+    if op.opcode == "QUANTIZE":
+        kinds = {np.dtype(t.dtype) for t in graph.op_inputs(op)[:1] + graph.op_outputs(op) if t is not None}
+        return kinds == {np.dtype(np.int8), _U8}
+    return op.opcode in TFLM_UINT8_OPS
+
+
 def tflm_uint8_refusals(graph: ir.Graph) -> list[str]:
     """One line per op with a uint8 tensor that TFLite Micro has no uint8 kernel for."""
     from ..validate import op_label
     return [f"{op_label(graph, op)} ('{uint8_tensors(op, graph)[0].name}' is uint8)" for op in graph.operators
-            if op.opcode not in TFLM_UINT8_OPS and uint8_tensors(op, graph)]
+            if uint8_tensors(op, graph) and not tflm_has_uint8_kernel(op, graph)]
 
 
 def _int8_twin(t: ir.Tensor) -> ir.Tensor:
@@ -79,7 +90,7 @@ def _int8_twin(t: ir.Tensor) -> ir.Tensor:
     return dataclasses.replace(t, dtype=np.dtype(np.int8), quant=quant, data=data)
 
 
-def _centred_weights(op: ir.Operator, w: ir.Tensor, x: ir.Tensor) -> ir.Tensor:
+def _centred_weights(op: ir.Operator, w: ir.Tensor) -> ir.Tensor:
     """uint8 weights as the zero-point-0 "int8" weights ``w - zp_w`` (int16 values, |v| <= 255)."""
     if not w.is_const:
         raise QsimError(f"{op.opcode}: the filter '{w.name}' must be a constant tensor.")
@@ -148,7 +159,7 @@ def _twin_graph(op: ir.Operator, graph: ir.Graph) -> ir.Graph:
         if i < 0 or np.dtype(tensors[i].dtype) != _U8:
             continue
         if op.opcode in GEMM and pos == 1:
-            tensors[i] = _centred_weights(op, tensors[i], tensors[op.inputs[0]])
+            tensors[i] = _centred_weights(op, tensors[i])
         else:
             tensors[i] = _int8_twin(tensors[i])
     for i in op.outputs:
@@ -160,7 +171,7 @@ def _twin_graph(op: ir.Operator, graph: ir.Graph) -> ir.Graph:
 def _uint8_prepare(base: Kernel):
     def prepare(op, graph, profile):
         _check_mix(op, graph)
-        if profile.name in ("tflm", "cmsis-nn") and op.opcode not in TFLM_UINT8_OPS:
+        if profile.name in ("tflm", "cmsis-nn") and not tflm_has_uint8_kernel(op, graph):
             raise QsimError(f"{op.opcode} with uint8 tensors: TFLite Micro has no uint8 {op.opcode} kernel (it "
                             "refuses this model), so the '{}' profile defines no result; run it under --profile "
                             "litert (LiteRT BUILTIN_REF's uint8 kernels).".format(profile.name))
