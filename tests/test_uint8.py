@@ -300,3 +300,26 @@ def test_uint8_mutants_end_in_success_or_qsim_error():
         except QsimError:
             refused += 1
     assert ok > 5 and refused > ok, (ok, refused)  # both outcomes occur
+
+
+def test_int8_model_with_uint8_interface_checks_against_both():
+    """The new converter's inference_input/output_type=uint8: QUANTIZE uint8 -> int8, an int8 body,
+    QUANTIZE int8 -> uint8.  Both references run it; every tensor matches each one."""
+    require_module("tflite_micro", "TFLite Micro reference")
+    rng = np.random.default_rng(4)
+    b = ModelBuilder()
+    xu = b.add_input("x_u8", (1, 5, 5, 3), np.uint8, scale=0.02, zero_point=128)
+    x = b.add_tensor("x_i8", (1, 5, 5, 3), np.int8, scale=0.02, zero_point=0)
+    b.add_op("QUANTIZE", [xu], [x])
+    ws = rng.uniform(0.005, 0.02, 4)
+    w = b.add_const("w", rng.integers(-127, 128, (4, 3, 3, 3)), scale=ws, zero_point=np.zeros(4, np.int64), axis=0,
+                    dtype=np.int8)
+    bias = b.add_const("b", rng.integers(-500, 500, 4), scale=0.02 * ws, zero_point=np.zeros(4, np.int64),
+                       dtype=np.int32)
+    y = b.add_tensor("y_i8", (1, 5, 5, 4), np.int8, scale=0.1, zero_point=-7)
+    b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions(padding="SAME", activation="RELU"))
+    yu = b.add_tensor("y_u8", (1, 5, 5, 4), np.uint8, scale=0.1, zero_point=121)
+    b.add_op("QUANTIZE", [y], [yu])
+    b.mark_output(yu)
+    rep = qsim.load(b.build()).check(inputs=4, reference="both")
+    assert rep.ok and all(c.refused is None for c in rep.comparisons), [c.summary() for c in rep.comparisons]
