@@ -276,7 +276,9 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
     path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
     C generator and the accelerator model, which are int8 only) lists every op touching an int16
     activation.  ``uint8`` (default: as ``int16``): accept the old converter's uint8 ops
-    (:mod:`qsim.kernels.uint8`); False lists every op with a uint8 tensor."""
+    (:mod:`qsim.kernels.uint8`); False lists every op with a uint8 tensor except the QUANTIZE /
+    DEQUANTIZE of a uint8 model interface (int8 body; the accelerator model runs their kernels,
+    the C generator refuses uint8 graph inputs/outputs itself)."""
     from .kernels.uint8 import UINT8_OPS, uint8_tensors
     uint8 = int16 if uint8 is None else uint8
     problems, uint8_ops = [], []
@@ -287,7 +289,7 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
-        elif u8 and not uint8:
+        elif u8 and not uint8 and op.opcode not in ("QUANTIZE", "DEQUANTIZE"):
             uint8_ops.append(f"{where} '{u8[0].name}'")
         elif u8 and op.opcode not in UINT8_OPS:
             problems.append(f"{where}: uint8 tensor '{u8[0].name}': qsim's uint8 ops are "
