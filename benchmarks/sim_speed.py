@@ -179,14 +179,14 @@ def goal_cells(r: dict) -> list[str]:
 
 
 def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memory: bool,
-                repeat: int = 5) -> dict:
+                repeat: int = 5, profile: str = "tflm") -> dict:
     g = load_bytes(blob, source=name)
     xs = batch_inputs(g, batch)
     one = [x[:1] for x in xs]
     row: dict = {"model": name, "macs": sum(op_macs(g, op) for op in g.operators), "batch": batch}
     fns = {}
     try:
-        prep = prepare_graph(g, "tflm")
+        prep = prepare_graph(g, profile)
         fns["qsim"] = lambda: prep.run(one, keep_all=False)
         fns["qsim_batch"] = lambda: prep.run(xs, keep_all=False)
         if memory:

@@ -525,4 +525,129 @@ def lstm_int8_model(n_batch: int = 1, n_time: int = 4, n_input: int = 3, n_cell:
     b.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y],
              ir.SequenceLSTMOptions("TANH", cell_clip, 0.0, time_major), intermediates=inter)
     b.mark_output(y)
+
+
+# ---------------------------------------------------------------- uint8 (old converter) models
+
+UINT8_SINGLE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+                    "SOFTMAX", "LOGISTIC", "CONCATENATION", "RESHAPE", "QUANTIZE", "DEQUANTIZE")
+
+
+def _u8_quant(rng: np.random.Generator, lo: float = 0.005, hi: float = 0.2) -> tuple[float, int]:
+    """A random uint8 activation (scale, zero point): log-uniform scale, zero point 0..255 (128 often)."""
+    scale = float(np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+    return scale, int(128 if rng.random() < 0.3 else rng.integers(0, 256))
+
+
+def _u8_gemm_operands(b: ModelBuilder, rng, name: str, w_shape, n_out: int, in_scale: float):
+    """uint8 weights (per tensor, zero point != 128 more often than not) and the int32 bias of
+    scale in_scale * w_scale, zero point 0 -- as the old converter (QUANTIZED_UINT8) wrote them."""
+    w_scale = float(np.float32(np.exp(rng.uniform(np.log(0.002), np.log(0.05)))))
+    w_zp = int(128 if rng.random() < 0.3 else rng.integers(60, 200))
+    w = b.add_const(f"{name}_w", rng.integers(0, 256, w_shape), scale=w_scale, zero_point=w_zp, dtype=np.uint8)
+    bias = b.add_const(f"{name}_b", rng.integers(-3000, 3000, n_out), scale=in_scale * w_scale, zero_point=0,
+                       dtype=np.int32)
+    return w, bias, w_scale
+
+
+def _u8_out_scale(rng, in_scale: float, w_scale: float, taps: int) -> float:
+    """An output scale that keeps a GEMM's outputs inside uint8's range most of the time."""
+    return float(np.float32(in_scale * w_scale * 128 * np.sqrt(taps) / 40 * rng.uniform(0.5, 2.0)))
+
+
+def _out_size(size: int, k: int, stride: int, padding: str, dilation: int = 1) -> int:
+    from .kernels.conv import compute_out_size  # TFLite's ComputeOutSize (LiteRT checks the shapes written)
+    return compute_out_size(padding, size, k, stride, dilation)
+
+
+def uint8_op(b: ModelBuilder, rng: np.random.Generator, opcode: str, x: int, name: str,
+             channels: int | None = None) -> int:
+    """Append one old-converter-style uint8 ``opcode`` reading uint8 tensor ``x`` (NHWC for the
+    window ops); returns its output tensor.  Random but valid quantization and options;
+    ``channels``: CONV_2D output channels / FULLY_CONNECTED units (None: random, 1..8 / 1..11)."""
+    t = b.tensors[x]
+    scale, zp = float(t.scale[0]), int(t.zero_point[0])
+    act = str(rng.choice(["NONE", "RELU", "RELU6"]))
+    n, h, w, c = t.shape if len(t.shape) == 4 else (1, 1, 1, int(np.prod(t.shape)))
+    if opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        k, stride, pad = int(rng.integers(1, 4)), int(rng.integers(1, 3)), str(rng.choice(["SAME", "VALID"]))
+        k = min(k, h, w)
+        dil = 2 if k > 1 and (k - 1) * 2 + 1 <= min(h, w) and rng.random() < 0.25 else 1
+        oh, ow = (_out_size(h, k, stride, pad, dil), _out_size(w, k, stride, pad, dil))
+        mult = int(rng.integers(1, 3)) if opcode == "DEPTHWISE_CONV_2D" else 1
+        oc = c * mult if opcode == "DEPTHWISE_CONV_2D" else channels or int(rng.integers(1, 9))
+        shape = (oc, k, k, c) if opcode == "CONV_2D" else (1, k, k, oc)
+        wt, bias, ws = _u8_gemm_operands(b, rng, name, shape, oc, scale)
+        taps = k * k * (c if opcode == "CONV_2D" else 1)
+        y = b.add_tensor(name, (n, oh, ow, oc), np.uint8, _u8_out_scale(rng, scale, ws, taps), int(rng.integers(0, 256)))
+        opts = (ir.Conv2DOptions(pad, stride, stride, dil, dil, activation=act) if opcode == "CONV_2D" else
+                ir.DepthwiseConv2DOptions(pad, stride, stride, dil, dil, depth_multiplier=mult, activation=act))
+        b.add_op(opcode, [x, wt, bias], [y], opts)
+        return y
+    if opcode == "FULLY_CONNECTED":
+        units, depth = channels or int(rng.integers(1, 12)), h * w * c
+        wt, bias, ws = _u8_gemm_operands(b, rng, name, (units, depth), units, scale)
+        y = b.add_tensor(name, (n, units), np.uint8, _u8_out_scale(rng, scale, ws, depth), int(rng.integers(0, 256)))
+        b.add_op(opcode, [x, wt, bias], [y], ir.FullyConnectedOptions(activation=act))
+        return y
+    if opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        k, stride, pad = int(rng.integers(1, 4)), int(rng.integers(1, 3)), str(rng.choice(["SAME", "VALID"]))
+        k = min(k, h, w)
+        y = b.add_tensor(name, (n, _out_size(h, k, stride, pad), _out_size(w, k, stride, pad), c), np.uint8, scale, zp)
+        b.add_op(opcode, [x], [y], ir.Pool2DOptions(pad, stride, stride, k, k, activation=act))
+        return y
+    if opcode in ("SOFTMAX", "LOGISTIC"):
+        y = b.add_tensor(name, t.shape, np.uint8, 1 / 256, 0)  # what TFLite requires of uint8 outputs
+        b.add_op(opcode, [x], [y], ir.SoftmaxOptions(float(rng.choice([1.0, 0.5, 2.0]))) if opcode == "SOFTMAX"
+                 else None)
+        return y
+    if opcode == "ADD":
+        s2, z2 = _u8_quant(rng)
+        other = b.add_const(f"{name}_c", rng.integers(0, 256, t.shape), s2, z2, dtype=np.uint8) \
+            if rng.random() < 0.3 else b.add_input(f"{name}_in", t.shape, np.uint8, s2, z2)
+        so, zo = _u8_quant(rng, 0.01, 0.3)
+        y = b.add_tensor(name, t.shape, np.uint8, so, zo)
+        b.add_op(opcode, [x, other], [y], ir.ActivationOptions(act))
+        return y
+    if opcode == "CONCATENATION":
+        axis = len(t.shape) - 1
+        y = b.add_tensor(name, t.shape[:-1] + (2 * t.shape[-1],), np.uint8, scale, zp)
+        b.add_op(opcode, [x, x], [y], ir.ConcatenationOptions(axis))
+        return y
+    if opcode == "RESHAPE":
+        y = b.add_tensor(name, (1, int(np.prod(t.shape))), np.uint8, scale, zp)
+        b.add_op(opcode, [x], [y], ir.ReshapeOptions((1, int(np.prod(t.shape)))))
+        return y
+    if opcode == "QUANTIZE":  # uint8 -> int8 (or uint8 with other parameters)
+        dt = np.int8 if rng.random() < 0.5 else np.uint8
+        so, zo = _u8_quant(rng)
+        y = b.add_tensor(name, t.shape, dt, so, zo - 128 if dt == np.int8 else zo)
+        b.add_op(opcode, [x], [y])
+        return y
+    if opcode == "DEQUANTIZE":
+        y = b.add_tensor(name, t.shape, np.float32)
+        b.add_op(opcode, [x], [y])
+        return y
+    raise QsimError(f"uint8_op: no uint8 form of {opcode} (choose from {', '.join(UINT8_SINGLE_OPS)}).")
+
+
+def uint8_model(ops, seed: int = 0, shape=(1, 6, 6, 3), float_input: bool = False,
+                channels: int | None = None) -> bytes:
+    """An old-converter (QUANTIZED_UINT8) model: a uint8 input of ``shape`` (or a float32 input
+    and a QUANTIZE to uint8) feeding ``ops`` in a chain (names from :data:`UINT8_SINGLE_OPS`; an
+    op after DEQUANTIZE or an int8 QUANTIZE is not allowed).  Seeded: same seed, same bytes."""
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder(description=f"qsim uint8 {'+'.join(ops)} seed {seed}")
+    scale, zp = _u8_quant(rng, 0.01, 0.1)
+    if float_input:
+        f = b.add_input("input_f32", shape, np.float32)
+        x = b.add_tensor("input", shape, np.uint8, scale, zp)
+        b.add_op("QUANTIZE", [f], [x])
+    else:
+        x = b.add_input("input", shape, np.uint8, scale, zp)
+    for k, op in enumerate(ops):
+        if np.dtype(b.tensors[x].dtype) != np.uint8:
+            raise QsimError(f"uint8_model: {op} follows an op whose output is not uint8.")
+        x = uint8_op(b, rng, op, x, f"{op.lower()}_{k}", channels)
+    b.mark_output(x)
     return b.build()

@@ -396,6 +396,23 @@ def quantize_float_to_int(value: float, scale: float, zero_point: int) -> int:
     return int(quantize_affine(value, scale, zero_point, INT32_MIN, INT32_MAX, overflow="x86"))
 
 
+UINT8_OFFSET = 128  # uint8 q and int8 q - 128 are the same real value when the zero point moves by 128 too
+
+
+def uint8_to_int8(q) -> np.ndarray:
+    """uint8 values as the int8 values ``q - 128`` (the bit pattern with its top bit flipped).
+
+    Every uint8 kernel of TFLite works on differences (q - zero_point), offsets added after
+    rounding and clamps to the type's range, all unchanged when q, every zero point and the
+    clamp bounds move by -128 together: this is the exact map into qsim's int8 kernels."""
+    return np.bitwise_xor(np.ascontiguousarray(q, dtype=np.uint8).view(np.int8), np.int8(-128))
+
+
+def int8_to_uint8(q) -> np.ndarray:
+    """Inverse of :func:`uint8_to_int8`: int8 ``q`` as uint8 ``q + 128``."""
+    return np.bitwise_xor(np.ascontiguousarray(q, dtype=np.int8), np.int8(-128)).view(np.uint8)
+
+
 def quantized_activation_range(activation: str, scale: float, zero_point: int,
                                qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
     """CalculateActivationRangeQuantized: (act_min, act_max) for a fused activation.
@@ -428,6 +445,17 @@ def round_half_away(x) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # inf - inf for infinite inputs: they stay infinite
         r = r + (a - r >= 0.5)  # exact, unlike floor(a + 0.5) at 0.49999999999999994
     return np.where(x < 0, -r, r)
+
+
+def rescale_float32(q, scale: float, zero_in: int, zero_out: int, qmin: int, qmax: int) -> np.ndarray:
+    """LiteRT's ConcatenationWithScaling element rule, in float32 as its kernel computes it:
+    ``s = float32(s_in) * float32(1 / float32(s_out))``, ``b = float32(-zp_in * s)``, then
+    ``clamp(int(round_half_away(float32(float32(q * s) + b))) + zp_out, qmin, qmax)`` (int64)."""
+    one = np.float32(1)
+    s = np.float32(np.float32(scale[0]) * np.float32(one / np.float32(scale[1])))
+    b = np.float32(np.float32(-zero_in) * s)
+    v = np.asarray(q).astype(np.float32) * s + b  # float32 products and sums, each rounded once
+    return np.clip(round_half_away_f32(v).astype(np.int64) + zero_out, qmin, qmax)
 
 
 def round_half_away_f32(x) -> np.ndarray:

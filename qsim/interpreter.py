@@ -312,22 +312,33 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
     return steps
 
 
-def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
+def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None) -> list[str]:
     """One line per op qsim cannot run, with its index, output tensor and reason.
 
     ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
     path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
     C generator and the accelerator model, which are int8 only) lists every op touching an int16
-    activation and every op of :data:`SIMULATOR_ONLY` (SVDF), by name."""
-    problems = []
+    activation and every op of :data:`SIMULATOR_ONLY` (SVDF, LSTM), by name.  ``uint8`` (default: as
+    ``int16``): accept the old converter's uint8 ops (:mod:`qsim.kernels.uint8`); False lists every
+    op with a uint8 tensor except the QUANTIZE / DEQUANTIZE of a uint8 model interface (int8 body;
+    the accelerator model runs their kernels, the C generator refuses uint8 graph inputs/outputs itself)."""
+    from .kernels.uint8 import UINT8_OPS, uint8_tensors
+    uint8 = int16 if uint8 is None else uint8
+    problems, uint8_ops = [], []
     for op in g.operators:
         where = op_label(g, op)
+        u8 = uint8_tensors(op, g) if op.opcode in REGISTRY else []
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
         elif not int16 and op.opcode in SIMULATOR_ONLY:
             problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
+        elif u8 and not uint8 and op.opcode not in ("QUANTIZE", "DEQUANTIZE"):
+            uint8_ops.append(f"{where} '{u8[0].name}'")
+        elif u8 and op.opcode not in UINT8_OPS:
+            problems.append(f"{where}: uint8 tensor '{u8[0].name}': qsim's uint8 ops are "
+                            f"{', '.join(sorted(UINT8_OPS))}")
         else:
             for t in g.op_inputs(op) + g.op_outputs(op):
                 if t is None or t.dtype != np.int16 or t.is_const:
@@ -344,6 +355,13 @@ def unsupported_ops(g: ir.Graph, int16: bool = False) -> list[str]:
                                     f"{int(t.quant.zero_point[t.quant.zero_point != 0][0])}; TFLite's int16x8 "
                                     "scheme requires zero point 0 on int16 activations")
                     break
+    if uint8_ops:
+        problems.append(f"this is an old-converter uint8 (QUANTIZED_UINT8) model: {len(uint8_ops)} op(s) have uint8 "
+                        f"tensors ({'; '.join(uint8_ops[:3])}{'; ...' if len(uint8_ops) > 3 else ''}). The C generator, "
+                        "the accelerator datapath's values and the RTL vectors are int8 only; the simulator runs it "
+                        "(qsim run/check --profile litert) and `qsim profile --no-values` times it (the array's cost "
+                        "is int8's: the offsets fold into the bias). For the rest, re-convert the model with "
+                        "full-integer int8 quantization")
     return problems
 
 
@@ -388,7 +406,7 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
             rq = getattr(params, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
                 problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 GEMM layers only; "
-                                "this layer is int16x8 (int64 accumulators)")
+                                "this layer is not int8 (int16x8: int64 accumulators, or uint8)")
                 continue
             if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
                 try:

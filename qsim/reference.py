@@ -39,6 +39,7 @@ import numpy as np
 from . import ir
 from .errors import QsimError, UndefinedInReferenceError
 from .interpreter import PreparedGraph, check_inputs, prepare_graph
+from .kernels.uint8 import tflm_uint8_refusals
 from .loader import load_bytes, read_model_file
 from .refchild import ChildRunner, start as start_children
 from .refrun import (LiteRTRunner, ReferenceCrashed, ReferenceRefused, TFLMRunner,  # noqa: F401 - re-exported
@@ -209,7 +210,10 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
     cmp.layers = [TensorDiff(op.index, op.opcode, t, g.tensors[t].name, g.tensors[t].size) for op, t in targets]
     runner = make_runner(reference, m.blob, g, wait=False)  # loads the model in its child while qsim prepares
     wanted = [t for _, t in targets]
+    no_uint8 = tflm_uint8_refusals(g) if reference == "tflm" else []
     try:
+        if no_uint8 and inputs_list:  # TFLM first: its refusal of the uint8 ops is the expected answer
+            runner.submit([_ordered_inputs(g, inputs_list[0])], wanted)[0].get()
         try:
             try:
                 prep = prepared if prepared is not None and prepared.profile.name == profile else \
@@ -231,6 +235,10 @@ def compare(model, inputs_list: list, reference: str = "tflm", profile: str | No
             raise
     except ReferenceRefused as e:
         cmp.refused, cmp.crashed = str(e), isinstance(e, ReferenceCrashed)
+        if no_uint8 and not cmp.crashed:
+            cmp.refused = (f"TFLite Micro has no uint8 kernel for {len(no_uint8)} op(s) of this old-converter "
+                           f"(QUANTIZED_UINT8) model: {'; '.join(no_uint8[:4])}{'; ...' if len(no_uint8) > 4 else ''}. "
+                           f"Its own words: {e}")
         cmp.n_inputs = 0
     return cmp
 

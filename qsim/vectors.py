@@ -229,6 +229,9 @@ def find_layer(graph, layer) -> "object":
         raise QsimError(f"layer {op.index} {op.opcode} is int16x8 (input '{x.name}' is int16); vectors cover int8 "
                         "layers only (int32 accumulators): int16x8 layers have int64 accumulators and another "
                         "requantization, not supported by qsim vectors yet.")
+    if x is not None and np.dtype(x.dtype) == np.uint8:
+        raise QsimError(f"layer {op.index} {op.opcode} is uint8 (input '{x.name}' is uint8, an old-converter "
+                        "QUANTIZED_UINT8 model); vectors cover int8 layers only.")
     return op
 
 

@@ -168,7 +168,7 @@ def check_profilable(g: ir.Graph, values: bool = True) -> None:
         return
     # values need every op's kernel and a GEMM datapath for it: int16x8 layers run on the array,
     # the recurrent/stateful ops (LSTM, SVDF) are the simulator's only
-    problems = unsupported_ops(g, int16=True) + [f"{op_label(g, op)}: {SIMULATOR_ONLY[op.opcode]}"
+    problems = unsupported_ops(g, int16=True, uint8=False) + [f"{op_label(g, op)}: {SIMULATOR_ONLY[op.opcode]}"
                                                  for op in g.operators if op.opcode in SIMULATOR_ONLY]
     if problems:
         raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) whose values the "

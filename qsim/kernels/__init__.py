@@ -163,7 +163,7 @@ def _load_all() -> None:
     # optional while the op set grows; a missing one just leaves its ops unregistered.
     import importlib
     for mod in ("conv", "fully_connected", "pooling", "elementwise", "activations", "shape_ops", "quantize",
-                "lstm", "svdf", "int16x8"):  # int16x8 last: it wraps the int8 kernels it extends
+                "lstm", "svdf", "int16x8", "uint8"):  # int16x8 and uint8 last: they wrap the int8 kernels they extend
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as e:

@@ -177,7 +177,11 @@ def prepare_add_sub(op, graph, profile) -> AddSubParams:
     twice_max = 2.0 * max(s1, s2)
     m1, sh1 = _smaller_than_one(s1 / twice_max, "first input", op.opcode)
     m2, sh2 = _smaller_than_one(s2 / twice_max, "second input", op.opcode)
-    out_denominator = float(np.float32((1 << left_shift) * np.float32(so)))  # int * float in float32
+    with np.errstate(over="ignore"):
+        out_denominator = float(np.float32((1 << left_shift) * np.float32(so)))  # int * float in float32
+    if not math.isfinite(out_denominator):
+        raise QsimError(f"{op.opcode}: output scale {so:.6g} times 2**{left_shift} overflows float32 (TFLite forms "
+                        "that product in float32); no meaningful model has such a scale.")
     mo, sho = _smaller_than_one(twice_max / out_denominator, "output", op.opcode)
     act_min, act_max = activation_range(_activation_of(op), out, op.opcode)
     p = AddSubParams(sign=-1 if op.opcode == "SUB" else 1,

@@ -129,13 +129,14 @@ def _window_matrix(out_size: int, stride: int, pad: int, filt: int, in_size: int
     return ((i >= origin) & (i < origin + filt)).astype(np.float64)
 
 
-def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
+def window_sums(p: PoolParams, x: np.ndarray, max_abs: int | None = None) -> np.ndarray:
     """Sum of the in-bounds int8 values of every pool window, int64 [N, OH, OW, C].
 
     Padding cells count 0.  Small windows: one pass per tap.  Large ones (a global pool:
     fh * fw >= OH + OW), as two matmuls with the 0/1 window matrices of the H and W axes
     (separable: sum over rows, then over columns), in float32 when every partial sum is
-    provably exact there (|x| <= 128, or 32768 for int16, times fh * fw terms < 2**24), else
+    provably exact there (|x| <= max_abs, default 128 for int8 and 32768 for int16, at most fh * fw
+    terms: max_abs * fh * fw < 2**24), else
     float64 (exact far beyond any pool).
     """
     n, h, w, c = x.shape
@@ -144,7 +145,7 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
         for tap in _windows(p, x, 0):
             total += tap
         return total
-    bound = 128 if p.dtype == np.int8 else 32768
+    bound = max_abs if max_abs is not None else (128 if p.dtype == np.int8 else 32768)
     dt = np.float32 if bound * p.filter_h * p.filter_w < (1 << 24) else np.float64
     rows = _window_matrix(p.out_h, p.stride_h, p.pad_h, p.filter_h, h).astype(dt)
     cols = _window_matrix(p.out_w, p.stride_w, p.pad_w, p.filter_w, w).astype(dt)
@@ -153,10 +154,15 @@ def window_sums(p: PoolParams, x: np.ndarray) -> np.ndarray:
     return sums.astype(np.int64).reshape(n, p.out_h, p.out_w, c)
 
 
+def average_pool(p: PoolParams, x: np.ndarray, max_abs: int | None = None) -> np.ndarray:
+    """Clamped window averages (int64 [N, OH, OW, C]) of integers x with |x| <= ``max_abs``
+    (None: 128 for int8, 32768 for int16; the uint8 kernel passes 255 for its raw 0..255 values)."""
+    avg = rounded_average(window_sums(p, x, max_abs), p.count[None, :, :, None])
+    return np.clip(avg, p.act_min, p.act_max)
+
+
 def eval_average_pool(p: PoolParams, inputs) -> list[np.ndarray]:
-    total = window_sums(p, np.asarray(inputs[0]))
-    avg = rounded_average(total, p.count[None, :, :, None])
-    return [np.clip(avg, p.act_min, p.act_max).astype(p.dtype)]
+    return [average_pool(p, np.asarray(inputs[0])).astype(p.dtype)]
 
 
 def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
