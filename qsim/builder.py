@@ -525,6 +525,7 @@ def lstm_int8_model(n_batch: int = 1, n_time: int = 4, n_input: int = 3, n_cell:
     b.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y],
              ir.SequenceLSTMOptions("TANH", cell_clip, 0.0, time_major), intermediates=inter)
     b.mark_output(y)
+    return b.build()
 
 
 # ---------------------------------------------------------------- uint8 (old converter) models
