@@ -833,6 +833,9 @@ _clip = getattr(_clip, "clip", None) or (lambda x, lo, hi, out: np.clip(x, lo, h
 # Values per pass of DoubleRequantPlan.apply: 16K (128 KiB of int64/float64) keeps the few
 # in-place passes inside the L2 cache however large the batch is.
 _PLAN_CHUNK = 1 << 14
+# Largest accumulator (values) DoubleRequantPlan.apply serves with a per-shape closure
+# (DoubleRequantPlan._small_pass); at most 8 shapes per plan are kept.
+_SMALL_PASS = 1 << 12
 
 
 @dataclass
@@ -891,6 +894,7 @@ class DoubleRequantPlan:
     _relu: bool = field(default=False, init=False, repr=False, compare=False)
     _byte_ok: bool = field(default=False, init=False, repr=False, compare=False)  # see _finish
     _lo_byte: Any = field(default=None, init=False, repr=False, compare=False)
+    _small: dict | None = field(default=None, init=False, repr=False, compare=False)  # see _small_pass
 
     def __post_init__(self):
         # Everything _finish needs besides the chunk, computed once (a small layer's requant is
@@ -900,9 +904,51 @@ class DoubleRequantPlan:
         self._relu = self.kind.endswith("_relu")
         self._byte_ok = self._relu and self.act_max - self.act_min <= 255 and self.act_min >= -128
         self._lo_byte = np.uint8(self.act_min & 0xFF)
+        self._small = {}
+
+    def _small_pass(self, shape: tuple, channels: int):
+        """``apply(acc, np.int8)`` for accumulators of one small ``shape`` (at most _SMALL_PASS
+        values, channel last), as a closure over the constants tiled and shaped like ``acc``:
+        the very passes of :meth:`_chunk` and :meth:`_finish` (same ufuncs, same order, so the
+        same values), without their per-call dispatch.  A single-sample run of a small layer
+        is a handful of ufuncs on ~100 values, where the Python around them costs as much."""
+        size = int(np.prod(shape, dtype=np.int64))
+        consts = tuple(c if c is None or np.ndim(c) == 0 else c.reshape(shape)
+                       for c in self._tiles(size, channels))
+        if not (self._byte_ok and self.kind == "float_relu"):
+            chunk, finish = self._chunk, self._finish
+            tiles = self._tiles(size, channels)
+
+            def generic(acc):
+                return finish(chunk(acc.reshape(-1), tiles), np.int8).reshape(shape)
+            return generic
+        mult, offset = consts[0], consts[1]
+        span, lo_byte, clip, multiply, add, f64, u8, i8 = (self._span, self._lo_byte, _clip, np.multiply, np.add,
+                                                          np.float64, np.uint8, np.int8)
+        array_mult = isinstance(mult, np.ndarray)
+
+        def relu_bytes(acc):
+            if array_mult:
+                h = multiply(acc, mult)
+            else:
+                h = acc.astype(f64)
+                multiply(h, mult, out=h)
+            add(h, offset, out=h)
+            clip(h, 0.0, span, out=h)
+            u = h.astype(u8)  # truncation of h in [0, span]: floor (see _finish)
+            add(u, lo_byte, out=u)
+            return u.view(i8)
+        return relu_bytes
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
+        if dtype is np.int8:
+            small = self._small.get(acc.shape)
+            if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
+                return small(acc)
+            if acc.size <= _SMALL_PASS and len(self._small) < 8:
+                small = self._small[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
+                return small(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)

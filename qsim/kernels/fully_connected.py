@@ -128,7 +128,8 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
     folded = folded_requant(p)
     if folded is not None:  # the input offset is in the plan's bias (see the module docstring)
-        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
+        wt = p.weights_t
+        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(wt.dtype) @ wt)]
     return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
