@@ -908,37 +908,53 @@ class DoubleRequantPlan:
 
     def _small_pass(self, shape: tuple, channels: int):
         """``apply(acc, np.int8)`` for accumulators of one small ``shape`` (at most _SMALL_PASS
-        values, channel last), as a closure over the constants tiled and shaped like ``acc``:
-        the very passes of :meth:`_chunk` and :meth:`_finish` (same ufuncs, same order, so the
-        same values), without their per-call dispatch.  A single-sample run of a small layer
-        is a handful of ufuncs on ~100 values, where the Python around them costs as much."""
+        values, channel last), as a closure: the passes of :meth:`_chunk` and :meth:`_finish`
+        (same ufuncs on the same values in the same order, so the same results) without their
+        per-call dispatch, and with every constant -- per-channel or not -- an array of
+        ``shape`` (a numpy scalar operand costs a conversion per call: ~40% more than the pass
+        itself on ~100 values).  A single-sample run of a small layer is a handful of such
+        passes, where the Python around them costs as much.  The "float_relu" (int8 clamp)
+        and "float_signed" kinds have their own closures; the others call _chunk/_finish."""
         size = int(np.prod(shape, dtype=np.int64))
-        consts = tuple(c if c is None or np.ndim(c) == 0 else c.reshape(shape)
-                       for c in self._tiles(size, channels))
-        if not (self._byte_ok and self.kind == "float_relu"):
+        tiles = self._tiles(size, channels)
+        kind = self.kind
+        if not ((kind == "float_relu" and self._byte_ok) or kind == "float_signed"):
             chunk, finish = self._chunk, self._finish
-            tiles = self._tiles(size, channels)
 
             def generic(acc):
                 return finish(chunk(acc.reshape(-1), tiles), np.int8).reshape(shape)
             return generic
-        mult, offset = consts[0], consts[1]
-        span, lo_byte, clip, multiply, add, f64, u8, i8 = (self._span, self._lo_byte, _clip, np.multiply, np.add,
-                                                          np.float64, np.uint8, np.int8)
-        array_mult = isinstance(mult, np.ndarray)
 
-        def relu_bytes(acc):
-            if array_mult:
-                h = multiply(acc, mult)
-            else:
-                h = acc.astype(f64)
+        def full(v, dtype=np.float64):
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype).reshape(-1) if np.ndim(v) else
+                                                        np.asarray(v, dtype), (size,)).reshape(shape))
+        mult, offset = full(tiles[0]), full(tiles[1])
+        clip, multiply, add, f64, u8, i8 = _clip, np.multiply, np.add, np.float64, np.uint8, np.int8
+        if kind == "float_relu":
+            zero, span, lo_byte = full(0.0), full(self._span), full(self._lo_byte, np.uint8)
+
+            def relu_bytes(acc):
+                h = acc.astype(f64)  # exact (acc: integers below 2**53)
                 multiply(h, mult, out=h)
+                add(h, offset, out=h)
+                clip(h, zero, span, out=h)
+                u = h.astype(u8)  # truncation of h in [0, span]: floor (see _finish)
+                add(u, lo_byte, out=u)
+                return u.view(i8)
+            return relu_bytes
+        threshold, below, lo, hi = full(tiles[2]), full(tiles[3]), full(self._lo), full(self._hi)
+        less, subtract, floor = np.less, np.subtract, np.floor
+
+        def signed(acc):
+            h = acc.astype(f64)
+            multiply(h, mult, out=h)
             add(h, offset, out=h)
-            clip(h, 0.0, span, out=h)
-            u = h.astype(u8)  # truncation of h in [0, span]: floor (see _finish)
-            add(u, lo_byte, out=u)
-            return u.view(i8)
-        return relu_bytes
+            t = multiply(less(h, threshold), below)  # see _chunk
+            subtract(h, t, out=h)
+            floor(h, out=h)
+            clip(h, lo, hi, out=h)
+            return h.astype(i8)
+        return signed
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)

@@ -91,12 +91,17 @@ class PreparedGraph:
             if n is not None:
                 return self._run_batch(arrays, n, keep_all, on_op)
             values = dict(arrays)
-        self._steps()
+        fast = self._fast
+        if fast is None:
+            self._steps()
+            fast = self._fast
         ndarray = np.ndarray
         # The run loop: per op, its bound eval and params, where its inputs come from, the
         # model dtype/shape of each output, and the tensors to drop after it (see _build_plan).
-        for ev, params, spec, outputs, frees, prepared in self._fast:
-            ins = [values[i] if live else c for i, c, live in spec]
+        for ev, params, template, live, outputs, frees, prepared in fast:
+            ins = template.copy()  # the constant inputs in place, None where a produced tensor goes
+            for k, i in live:
+                ins[k] = values[i]
             outs = ev(params, ins)
             for (t, dtype, shape), arr in zip(outputs, outs):
                 if arr.__class__ is not ndarray or arr.dtype != dtype or arr.shape != shape:
@@ -179,8 +184,9 @@ class PreparedGraph:
         last reader of every tensor known, so that run() does no per-op lookups."""
         if self._plan is None:
             self._plan = _build_plan(self.graph, self.ops)
-            self._fast = tuple((s.eval, s.prepared.params, tuple(s.inputs), tuple(s.outputs), s.frees, s.prepared)
-                               for s in self._plan)
+            self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
+                                tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
+                                tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
         return self._plan
 
     def _batch_steps(self) -> list[_Step]:

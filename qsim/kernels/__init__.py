@@ -161,8 +161,8 @@ def batch_same_rank(params, op, graph, batched) -> bool:
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False, eval_for=None) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16, eval_for)
 
 
 def _load_all() -> None:
