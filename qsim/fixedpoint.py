@@ -894,7 +894,9 @@ class DoubleRequantPlan:
     _relu: bool = field(default=False, init=False, repr=False, compare=False)
     _byte_ok: bool = field(default=False, init=False, repr=False, compare=False)  # see _finish
     _lo_byte: Any = field(default=None, init=False, repr=False, compare=False)
-    _small: dict | None = field(default=None, init=False, repr=False, compare=False)  # see _small_pass
+    # {accumulator shape: closure acc -> int8 outputs}, the per-shape passes apply() builds for
+    # small int8 outputs (see _small_pass); a caller may look its shape up to skip apply's dispatch.
+    int8_passes: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # Everything _finish needs besides the chunk, computed once (a small layer's requant is
@@ -904,7 +906,7 @@ class DoubleRequantPlan:
         self._relu = self.kind.endswith("_relu")
         self._byte_ok = self._relu and self.act_max - self.act_min <= 255 and self.act_min >= -128
         self._lo_byte = np.uint8(self.act_min & 0xFF)
-        self._small = {}
+        self.int8_passes = {}
 
     def _small_pass(self, shape: tuple, channels: int):
         """``apply(acc, np.int8)`` for accumulators of one small ``shape`` (at most _SMALL_PASS
@@ -959,11 +961,11 @@ class DoubleRequantPlan:
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
         if dtype is np.int8:
-            small = self._small.get(acc.shape)
+            small = self.int8_passes.get(acc.shape)
             if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
                 return small(acc)
-            if acc.size <= _SMALL_PASS and len(self._small) < 8:
-                small = self._small[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
+            if acc.size <= _SMALL_PASS and len(self.int8_passes) < 8:
+                small = self.int8_passes[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
                 return small(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None

@@ -326,7 +326,7 @@ def test_double_requant_plan_small_shapes_equal_requantize():
                 got = plan.apply(acc)
                 assert got.dtype == np.int8 and got.shape == shape
                 np.testing.assert_array_equal(got, want.astype(np.int8), err_msg=f"{plan.kind} {trial} {shape}")
-        assert len(plan._small) == 3  # one closure per shape, reused
+        assert len(plan.int8_passes) == 3  # one closure per shape, reused
     assert {"float_relu", "float_signed"} <= seen, seen
 
 

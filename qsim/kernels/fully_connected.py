@@ -140,14 +140,17 @@ def eval_fc_for(p: FullyConnectedParams):
     folded = folded_requant(p)
     if folded is None:
         return eval_fc
-    rq, wt, in_units, apply, ndarray = p.requant, p.weights_t, p.in_units, folded.apply, np.ndarray
+    rq, wt, in_units, apply, passes, ndarray = (p.requant, p.weights_t, p.in_units, folded.apply,
+                                                folded.int8_passes, np.ndarray)
 
     def bound(q, inputs):
         x = inputs[0]
         if q is not p or q.requant is not rq or x.__class__ is not ndarray:
             return eval_fc(q, inputs)
         # int8 @ float: numpy casts x to the weights' dtype (exact) itself, one call fewer than astype
-        return [apply(x.reshape(-1, in_units) @ wt)]
+        acc = x.reshape(-1, in_units) @ wt
+        small = passes.get(acc.shape)  # folded.apply(acc) itself, once it has seen this shape
+        return [apply(acc) if small is None else small(acc)]
     return bound
 
 
