@@ -1039,6 +1039,9 @@ _clip = getattr(_clip, "clip", None) or (lambda x, lo, hi, out: np.clip(x, lo, h
 # Values per pass of DoubleRequantPlan.apply: 16K (128 KiB of int64/float64) keeps the few
 # in-place passes inside the L2 cache however large the batch is.
 _PLAN_CHUNK = 1 << 14
+# Largest accumulator (values) DoubleRequantPlan.apply serves with a per-shape closure
+# (DoubleRequantPlan._small_pass); at most 8 shapes per plan are kept.
+_SMALL_PASS = 1 << 12
 
 
 @dataclass
@@ -1097,6 +1100,9 @@ class DoubleRequantPlan:
     _relu: bool = field(default=False, init=False, repr=False, compare=False)
     _byte_ok: bool = field(default=False, init=False, repr=False, compare=False)  # see _finish
     _lo_byte: Any = field(default=None, init=False, repr=False, compare=False)
+    # {accumulator shape: closure acc -> int8 outputs}, the per-shape passes apply() builds for
+    # small int8 outputs (see _small_pass); a caller may look its shape up to skip apply's dispatch.
+    int8_passes: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # Everything _finish needs besides the chunk, computed once (a small layer's requant is
@@ -1106,9 +1112,67 @@ class DoubleRequantPlan:
         self._relu = self.kind.endswith("_relu")
         self._byte_ok = self._relu and self.act_max - self.act_min <= 255 and self.act_min >= -128
         self._lo_byte = np.uint8(self.act_min & 0xFF)
+        self.int8_passes = {}
+
+    def _small_pass(self, shape: tuple, channels: int):
+        """``apply(acc, np.int8)`` for accumulators of one small ``shape`` (at most _SMALL_PASS
+        values, channel last), as a closure: the passes of :meth:`_chunk` and :meth:`_finish`
+        (same ufuncs on the same values in the same order, so the same results) without their
+        per-call dispatch, and with every constant -- per-channel or not -- an array of
+        ``shape`` (a numpy scalar operand costs a conversion per call: ~40% more than the pass
+        itself on ~100 values).  A single-sample run of a small layer is a handful of such
+        passes, where the Python around them costs as much.  The "float_relu" (int8 clamp)
+        and "float_signed" kinds have their own closures; the others call _chunk/_finish."""
+        size = int(np.prod(shape, dtype=np.int64))
+        tiles = self._tiles(size, channels)
+        kind = self.kind
+        if not ((kind == "float_relu" and self._byte_ok) or kind == "float_signed"):
+            chunk, finish = self._chunk, self._finish
+
+            def generic(acc):
+                return finish(chunk(acc.reshape(-1), tiles), np.int8).reshape(shape)
+            return generic
+
+        def full(v, dtype=np.float64):
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype).reshape(-1) if np.ndim(v) else
+                                                        np.asarray(v, dtype), (size,)).reshape(shape))
+        mult, offset = full(tiles[0]), full(tiles[1])
+        clip, multiply, add, f64, u8, i8 = _clip, np.multiply, np.add, np.float64, np.uint8, np.int8
+        if kind == "float_relu":
+            zero, span, lo_byte = full(0.0), full(self._span), full(self._lo_byte, np.uint8)
+
+            def relu_bytes(acc):
+                h = acc.astype(f64)  # exact (acc: integers below 2**53)
+                multiply(h, mult, out=h)
+                add(h, offset, out=h)
+                clip(h, zero, span, out=h)
+                u = h.astype(u8)  # truncation of h in [0, span]: floor (see _finish)
+                add(u, lo_byte, out=u)
+                return u.view(i8)
+            return relu_bytes
+        threshold, below, lo, hi = full(tiles[2]), full(tiles[3]), full(self._lo), full(self._hi)
+        less, subtract, floor = np.less, np.subtract, np.floor
+
+        def signed(acc):
+            h = acc.astype(f64)
+            multiply(h, mult, out=h)
+            add(h, offset, out=h)
+            t = multiply(less(h, threshold), below)  # see _chunk
+            subtract(h, t, out=h)
+            floor(h, out=h)
+            clip(h, lo, hi, out=h)
+            return h.astype(i8)
+        return signed
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
+        if dtype is np.int8:
+            small = self.int8_passes.get(acc.shape)
+            if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
+                return small(acc)
+            if acc.size <= _SMALL_PASS and len(self.int8_passes) < 8:
+                small = self.int8_passes[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
+                return small(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)

@@ -73,6 +73,8 @@ class PreparedGraph:
     requant: Any = None  # fp.RequantVariant of the GEMM ops' requant stage; None = the profile's own
     _plan: list | None = field(default=None, init=False, repr=False)
     _batch_plan: list | None = field(default=None, init=False, repr=False)
+    _fast: tuple | None = field(default=None, init=False, repr=False)  # the single-sample loop's steps, see run
+    _input_specs: tuple | None = field(default=None, init=False, repr=False)  # see _exact_inputs
 
     def run(self, inputs, keep_all: bool = True,
             on_op: Callable[[PreparedOp, list, list], None] | None = None) -> dict[int, np.ndarray]:
@@ -94,25 +96,58 @@ class PreparedGraph:
         TRANSPOSE moving axis 0, ...) runs sample by sample (see ``_batch_mode``).  A model
         whose input dimension 0 is not 1 keeps requiring its exact shape.
         """
-        arrays, n = check_batch_inputs(self.graph, inputs)
-        if n is not None:
-            return self._run_batch(arrays, n, keep_all, on_op)
-        values: dict[int, np.ndarray] = dict(arrays)
-        for s in self._steps():
-            ins = [values[i] if live else c for i, c, live in s.inputs]
-            outs = s.eval(s.prepared.params, ins)
-            for (t, dtype, shape), arr in zip(s.outputs, outs):
-                if arr.__class__ is not np.ndarray or arr.dtype != dtype or arr.shape != shape:
+        values = self._exact_inputs(inputs)
+        if values is None:
+            arrays, n = check_batch_inputs(self.graph, inputs)
+            if n is not None:
+                return self._run_batch(arrays, n, keep_all, on_op)
+            values = dict(arrays)
+        fast = self._fast
+        if fast is None:
+            self._steps()
+            fast = self._fast
+        ndarray = np.ndarray
+        # The run loop: per op, its bound eval and params, where its inputs come from, the
+        # model dtype/shape of each output, and the tensors to drop after it (see _build_plan).
+        for ev, params, template, live, outputs, frees, prepared in fast:
+            ins = template.copy()  # the constant inputs in place, None where a produced tensor goes
+            for k, i in live:
+                ins[k] = values[i]
+            outs = ev(params, ins)
+            for (t, dtype, shape), arr in zip(outputs, outs):
+                if arr.__class__ is not ndarray or arr.dtype != dtype or arr.shape != shape:
                     arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
                 values[t] = arr
             if on_op is not None:
-                on_op(s.prepared, ins, [values[t] for t, _, _ in s.outputs])
+                on_op(prepared, ins, [values[t] for t, _, _ in outputs])
             if not keep_all:
-                for t in s.frees:
+                for t in frees:
                     del values[t]
         if keep_all:
             return values
         return {t: values[t] for t in self.graph.outputs}
+
+    def _exact_inputs(self, inputs) -> dict[int, np.ndarray] | None:
+        """{tensor index: array} when ``inputs`` (a list/tuple in graph input order, or one array)
+        holds ndarrays of exactly the model's shapes and dtypes -- what :func:`check_batch_inputs`
+        returns for them, without its general checks; None for anything else (then the caller
+        runs those checks)."""
+        specs = self._input_specs
+        if specs is None:
+            specs = self._input_specs = tuple((t, np.dtype(self.graph.tensors[t].dtype),
+                                               tuple(self.graph.tensors[t].shape)) for t in self.graph.inputs)
+        if inputs.__class__ is np.ndarray:
+            inputs = (inputs,)
+        elif inputs.__class__ is not list and inputs.__class__ is not tuple:
+            return None
+        if len(inputs) != len(specs):
+            return None
+        values = {}
+        for (t, dtype, shape), a in zip(specs, inputs):
+            if a.__class__ is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                return None
+            values[t] = a
+        return values
 
     def run_batched(self, inputs, batch_size: int = 64, keep_all: bool = False,
                     on_op: Callable[[PreparedOp, list, list], None] | None = None) -> dict[int, np.ndarray]:
@@ -160,6 +195,9 @@ class PreparedGraph:
         last reader of every tensor known, so that run() does no per-op lookups."""
         if self._plan is None:
             self._plan = _build_plan(self.graph, self.ops)
+            self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
+                                tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
+                                tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
         return self._plan
 
     def _batch_steps(self) -> list[_Step]:
@@ -300,7 +338,7 @@ def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
                                 "point (not a graph input, a constant, or an earlier op's output).")
         outs = [(t, np.dtype(g.tensors[t].dtype), tuple(g.tensors[t].shape)) for t in p.op.outputs]
         produced.update(p.op.outputs)
-        steps.append(_Step(p, p.kernel.eval, ins, outs, ()))
+        steps.append(_Step(p, p.kernel.bound_eval(p.params), ins, outs, ()))
     # Last reader of each produced tensor: free it right after (graph outputs are kept).
     last: dict[int, int] = {}
     for k, s in enumerate(steps):

@@ -296,6 +296,40 @@ def test_double_requant_plan_equals_requantize():
     assert int8_checked.get("float_relu", 0) >= 5 and int8_checked.get("float_signed", 0) >= 1, int8_checked  # every closed form and the refusal were exercised
 
 
+def test_double_requant_plan_small_shapes_equal_requantize():
+    """DoubleRequantPlan.apply's per-shape closure (int8 outputs of at most _SMALL_PASS values: a
+    single-sample layer) == fixedpoint.requantize("double"), on the first call (which builds it)
+    and on later calls (which reuse it), for shapes (C,), (1, C), (3, C), per-tensor and
+    per-channel multipliers, fused-RELU clamps (the float -> uint8 floor) and plain ones, float32
+    and int64 accumulators at the bound, exact ties and negative values."""
+    rng = np.random.default_rng(21)
+    seen = set()
+    for trial in range(120):
+        c = int(rng.integers(1, 40))
+        bound = int(2 ** rng.uniform(4, 20))
+        m0 = rng.integers(1 << 30, 1 << 31, c) if trial % 2 else np.full(c, int(rng.integers(1 << 30, 1 << 31)))
+        m0[rng.random(c) < 0.2] = 1 << 30  # exact ties
+        shift = rng.integers(-12, 2, c) if trial % 3 else np.full(c, int(rng.integers(-12, 2)))
+        bias = rng.integers(-(1 << 12), 1 << 12, c)
+        zp = int(rng.integers(-128, 128))
+        lo, hi = (zp, 127) if trial % 2 == 0 else (-128, 127)
+        plan = fp.plan_requantize_double(bias, m0, shift, zp, lo, hi, bound)
+        assert plan is not None
+        seen.add(plan.kind)
+        for shape in [(c,), (1, c), (3, c)]:
+            for _ in range(2):
+                acc = rng.integers(-bound, bound + 1, shape)
+                acc.reshape(-1)[0], acc.reshape(-1)[-1] = bound, -bound
+                if trial % 3 == 1:
+                    acc = acc.astype(np.float32)
+                want = fp.requantize(np.asarray(acc, np.int64), bias, m0, shift, zp, lo, hi, "double")
+                got = plan.apply(acc)
+                assert got.dtype == np.int8 and got.shape == shape
+                np.testing.assert_array_equal(got, want.astype(np.int8), err_msg=f"{plan.kind} {trial} {shape}")
+        assert len(plan.int8_passes) == 3  # one closure per shape, reused
+    assert {"float_relu", "float_signed"} <= seen, seen
+
+
 def test_round_half_away_f32_equals_round_half_away_on_float32():
     """The float32 fast path (QUANTIZE's rounding) is bit-identical to round_half_away: random bit
     patterns of every exponent, every tie k + 0.5 and its float32 neighbours, the boundaries."""

@@ -134,6 +134,13 @@ class Kernel:
     accumulate: Callable[[Any, list], np.ndarray] | None = None
     batch: Callable[[Any, Any, Any, list], bool] | None = None
     int16: bool = False  # the kernel also runs int16x8 (int16 activations, zero point 0); prepare checks the rest
+    # eval_for(params) -> the function ``eval`` calls for these params (a kernel dispatching on the
+    # params' type resolves it once: the interpreter's run plan binds it); None: ``eval`` itself.
+    eval_for: Callable[[Any], Callable[[Any, list], list]] | None = None
+
+    def bound_eval(self, params) -> Callable[[Any, list], list]:
+        """The function equal to ``eval`` for ``params`` (see ``eval_for``)."""
+        return self.eval if self.eval_for is None else self.eval_for(params)
 
 
 def batch_always(params, op, graph, batched) -> bool:
@@ -154,8 +161,8 @@ def batch_same_rank(params, op, graph, batched) -> bool:
 REGISTRY: dict[str, Kernel] = {}
 
 
-def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False) -> None:
-    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16)
+def register(opcode: str, prepare, eval, accumulate=None, batch=None, int16: bool = False, eval_for=None) -> None:
+    REGISTRY[opcode] = Kernel(opcode, prepare, eval, accumulate, batch, int16, eval_for)
 
 
 def _load_all() -> None:

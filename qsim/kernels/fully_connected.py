@@ -128,9 +128,31 @@ def accumulate_fc(p: FullyConnectedParams, inputs) -> np.ndarray:
 def eval_fc(p: FullyConnectedParams, inputs) -> list[np.ndarray]:
     folded = folded_requant(p)
     if folded is not None:  # the input offset is in the plan's bias (see the module docstring)
-        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(p.weights_t.dtype) @ p.weights_t)]
+        wt = p.weights_t
+        return [folded.apply(np.asarray(inputs[0]).reshape(-1, p.in_units).astype(wt.dtype) @ wt)]
     return [p.requant.apply(_fc_float(p, inputs[0]))]
 
 
+def eval_fc_for(p: FullyConnectedParams):
+    """:func:`eval_fc` for these params with its lookups done once (the interpreter binds it in
+    its run plan): the folded plan, weights and shapes captured; the same integers.  Params that
+    are not ``p`` or whose ``requant`` was replaced since take :func:`eval_fc` itself."""
+    folded = folded_requant(p)
+    if folded is None:
+        return eval_fc
+    rq, wt, in_units, apply, passes, ndarray = (p.requant, p.weights_t, p.in_units, folded.apply,
+                                                folded.int8_passes, np.ndarray)
+
+    def bound(q, inputs):
+        x = inputs[0]
+        if q is not p or q.requant is not rq or x.__class__ is not ndarray:
+            return eval_fc(q, inputs)
+        # int8 @ float: numpy casts x to the weights' dtype (exact) itself, one call fewer than astype
+        acc = x.reshape(-1, in_units) @ wt
+        small = passes.get(acc.shape)  # folded.apply(acc) itself, once it has seen this shape
+        return [apply(acc) if small is None else small(acc)]
+    return bound
+
+
 # Batches: the rows of reshape(-1, in_units) are sample-major, so any input/output shape batches.
-register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc, batch=batch_always)
+register("FULLY_CONNECTED", prepare_fc, eval_fc, accumulate=accumulate_fc, batch=batch_always, eval_for=eval_fc_for)

@@ -336,7 +336,9 @@ def _dispatching(base: Kernel, prepare16, eval16, params16: type) -> Kernel:
                 raise QsimError(f"{base.opcode}: the int8 GEMM seam (accelerator model, qsim vectors) does not "
                                 "cover int16x8 layers yet.")
             return base.accumulate(p, inputs)
-    return Kernel(base.opcode, prepare, eval_, accumulate, base.batch, int16=True)
+    def eval_for(p):
+        return eval16 if type(p) is params16 else base.bound_eval(p)
+    return Kernel(base.opcode, prepare, eval_, accumulate, base.batch, int16=True, eval_for=eval_for)
 
 
 REGISTRY["CONV_2D"] = _dispatching(REGISTRY["CONV_2D"], prepare_conv16, eval_conv16, Conv16Params)

@@ -1,0 +1,70 @@
+"""The single-sample run loop (PreparedGraph.run with each op's eval bound once, Kernel.eval_for)
+against the kernels' own eval called op by op, and its guard against params changed after the
+plan was built."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import shared_model
+from qsim.interpreter import prepare_graph
+from qsim.kernels import with_requant_variant
+from qsim.loader import load_bytes
+
+
+def _ad01():
+    return load_bytes(shared_model("ad01_int8.tflite").read_bytes(), source="ad01_int8")
+
+
+def _samples(g, n: int, seed: int = 3) -> list[np.ndarray]:
+    t = g.tensors[g.inputs[0]]
+    rng = np.random.default_rng(seed)
+    xs = [rng.integers(-128, 128, size=t.shape).astype(t.dtype) for _ in range(n)]
+    xs[0][:] = -128  # the extremes of the input range
+    xs[1][:] = 127
+    return xs
+
+
+def _op_by_op(prep, x) -> dict[int, np.ndarray]:
+    """Every tensor, each op evaluated with its kernel's (unbound) eval in graph order."""
+    g = prep.graph
+    values = {g.inputs[0]: x}
+    for p in prep.ops:
+        ins = [None if i < 0 else values[i] if i in values else g.tensors[i].data for i in p.op.inputs]
+        for t, arr in zip(p.op.outputs, p.kernel.eval(p.params, ins)):
+            values[t] = np.asarray(arr).astype(g.tensors[t].dtype).reshape(g.tensors[t].shape)
+    return values
+
+
+def test_bound_run_equals_kernel_eval_op_by_op():
+    """Every FULLY_CONNECTED of ad01 (fused RELU and plain), repeated single runs (the per-shape
+    requant passes are built on the first and reused), keep_all and graph outputs only, list,
+    array and dict inputs: the same tensors as the kernels' eval op by op."""
+    g = _ad01()
+    prep = prepare_graph(g, "tflm")
+    out = g.outputs[0]
+    for x in _samples(g, 6):
+        want = _op_by_op(prep, x)
+        got_all = prep.run([x])
+        assert set(got_all) == set(want)
+        for t, a in want.items():
+            assert got_all[t].dtype == a.dtype and np.array_equal(got_all[t], a), g.tensors[t].name
+        for inputs in ([x], x, {g.inputs[0]: x}):
+            got = prep.run(inputs, keep_all=False)
+            assert list(got) == [out] and np.array_equal(got[out], want[out])
+
+
+def test_bound_run_follows_a_replaced_requant():
+    """Replacing an op's ``params.requant`` after runs (the plan's bound evals captured the old
+    one) is honoured: the outputs equal a fresh prepare with that requant variant, and differ
+    from the profile's own on some input (so the check can fail)."""
+    g = _ad01()
+    prep = prepare_graph(g, "tflm")
+    xs = _samples(g, 8)
+    before = [prep.run([x], keep_all=False)[g.outputs[0]] for x in xs]
+    for p in prep.ops:
+        p.params.requant = with_requant_variant(p.params.requant, "shift-only")
+    fresh = prepare_graph(g, "tflm", requant="shift-only")
+    after = [prep.run([x], keep_all=False)[g.outputs[0]] for x in xs]
+    for x, a in zip(xs, after):
+        assert np.array_equal(a, fresh.run([x], keep_all=False)[g.outputs[0]])
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before))
