@@ -337,11 +337,13 @@ class TensorStats:
             self.exact[f] = [ExactSum(v) for v in self.qd] if f == "qd" else ExactSum(getattr(self, f))
         return self.exact[f]
 
-    def absorb(self, o: "TensorStats") -> "TensorStats":
+    def absorb(self, o: "TensorStats", settle: bool = True) -> "TensorStats":
         """Add ``o``'s dataset to this one, in place; returns self.  Exact: counts add, min/max and
         level sets combine, float sums are kept as :class:`qsim.exactsum.ExactSum` (so ``o`` must be
         one :meth:`add` into fresh stats or itself built by absorb), per-sample levels are appended
-        (absorb in dataset order) and the histogram sample keeps the smallest keys, sorted by key."""
+        (absorb in dataset order) and the histogram sample keeps the smallest keys, sorted by key.
+        ``settle=False`` (many absorbs in a row): the histogram sample is only pooled (trimmed now and
+        then); :meth:`settle` once after the last gives the same sample as settling every time."""
         if self.n_samples == 0 and o.n_samples:  # the dataset's first sample is o's
             self.first, self.first_levels = o.first, o.first_levels
         for f in ("n_samples", "n", "clipped", "at_qmin", "at_qmax", "kl_rows"):
@@ -353,7 +355,19 @@ class TensorStats:
         self.levels.extend(o.levels)
         if o.level_set is not None:
             self.level_set = o.level_set.copy() if self.level_set is None else self.level_set | o.level_set
+        if not settle:
+            self.sample = np.concatenate([self.sample, o.sample])
+            self.sample_keys = np.concatenate([self.sample_keys, o.sample_keys])
+            if self.sample.size > 8 * SAMPLE_MAX:
+                self._keep(self.sample[:0], self.sample_keys[:0])
+            return self
         self._keep(o.sample, o.sample_keys)
+        return self.settle()
+
+    def settle(self) -> "TensorStats":
+        """The histogram sample trimmed to the SAMPLE_MAX smallest keys and sorted by (key, value), as
+        :meth:`absorb` leaves it (after absorbs with ``settle=False``); returns self."""
+        self._keep(self.sample[:0], self.sample_keys[:0])
         order = np.lexsort((self.sample, self.sample_keys))
         self.sample, self.sample_keys = self.sample[order], self.sample_keys[order]
         return self
@@ -748,7 +762,7 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
             offset = at * (vals[r.tensor_idx].size // nb)  # elements before this batch
             st = TensorStats(seed_offset=offset)  # this batch alone, absorbed exactly
             x2, e2 = st.add(vals[r.tensor_idx], xr, *args)
-            r.st.absorb(st)
+            r.st.absorb(st, settle=False)
             if r.tensor_idx in iso:
                 same = iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
                 it = TensorStats(seed_offset=offset)
@@ -771,7 +785,7 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
                 agg["top1_q"] += int((tq5[:, 0] == yy).sum())
                 agg["top5_f"] += int((tf5 == yy[:, None]).any(1).sum())
                 agg["top5_q"] += int((tq5 == yy[:, None]).any(1).sum())
-    return [(r.st, r.iso) for r in rows], agg, start - first
+    return [(r.st.settle(), r.iso) for r in rows], agg, start - first
 
 
 def write_csv(rows: list[dict], columns) -> str:
