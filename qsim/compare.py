@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,8 +205,8 @@ class TensorStats:
     # each value drawn gets a uniform random key, the SAMPLE_MAX smallest keys are kept
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger) and the
-    # number of distinct int8 values on it: the report's one-sample histogram
+    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger, taken by
+    # settle(): add() keeps them all) and the number of distinct int8 values on it: the one-sample histogram
     first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     first_levels: int = 0
     seed_offset: int = 0  # elements of the dataset before the first one added here (seeds the sample)
@@ -248,9 +249,11 @@ class TensorStats:
         qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
         rows = max(1, CHUNK // ne)
         m = min(rows, nb) * ne
-        dbuf, xbuf, ones = np.empty(m), np.empty(m), np.ones(ne)
+        dbuf, xbuf = _buffers(m)
+        ones = np.ones(ne)
         s_x2 = s_e2 = 0.0
-        per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
+        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        per, ext = [], []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations; x range
         for r0 in range(0, nb, rows):
             qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
             shape = qc.shape
@@ -261,6 +264,10 @@ class TensorStats:
                 np.copyto(X, xc)  # float64
                 fx = X.ravel()
                 s_x2 += float(fx @ fx)
+                if full:  # min, max and the values clipped (compared in float64), on the chunk in cache
+                    cmin, cmax = fx.min(), fx.max()
+                    clip = np.count_nonzero(fx < lo) + np.count_nonzero(fx > hi) if cmin < lo or cmax > hi else 0
+                    ext.append((cmin, cmax, clip))
                 np.subtract(D, X, out=E)  # diff
             else:
                 np.subtract(D, xc, out=E)  # diff (x converted to float64 on the fly)
@@ -284,11 +291,15 @@ class TensorStats:
         self.s_diff2 += s_e2
         self.s_diff += float(rs.sum())
         self.qd += [ne * nb, np.sqrt(dev2 / ne).sum(), (rs / ne).sum(), np.maximum(mx, -mn).sum(), (e2 / ne).sum()]
-        bmin, bmax = float(x32.min()), float(x32.max())
+        if ext:
+            cmin, cmax, clip = zip(*ext)
+            bmin, bmax = float(np.min(cmin)), float(np.max(cmax))  # NaN when any value is
+        else:  # x2 given: no float64 copy of x was made
+            bmin, bmax = float(x32.min()), float(x32.max())
+            clip = [((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum()]  # compared in float64
         self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
-        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-        if bmin < lo or bmax > hi:  # else nothing is clipped
-            self.clipped += int(((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum())  # compared in float64
+        if bmin < lo or bmax > hi:  # else nothing is clipped (nor with a NaN anywhere)
+            self.clipped += int(sum(clip))
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
         counts = _level_counts(qf, qmin, qmax)
@@ -301,11 +312,8 @@ class TensorStats:
         used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
-        if is_first:
-            v = x32[0].ravel().astype(np.float32)
-            if v.size > SAMPLE_MAX:
-                v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
-            self.first, self.first_levels = v, int(used[0].sum())
+        if is_first:  # all of them: settle() takes the subset (once, not per batch)
+            self.first, self.first_levels = x32[0].ravel().astype(np.float32), int(used[0].sum())
         fx = xf.ravel()
         rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
         pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
@@ -366,11 +374,27 @@ class TensorStats:
 
     def settle(self) -> "TensorStats":
         """The histogram sample trimmed to the SAMPLE_MAX smallest keys and sorted by (key, value), as
-        :meth:`absorb` leaves it (after absorbs with ``settle=False``); returns self."""
+        :meth:`absorb` leaves it (after absorbs with ``settle=False``), and the first sample's values cut
+        to their uniform subset of SAMPLE_MAX; returns self."""
         self._keep(self.sample[:0], self.sample_keys[:0])
         order = np.lexsort((self.sample, self.sample_keys))
         self.sample, self.sample_keys = self.sample[order], self.sample_keys[order]
+        if self.first.size > SAMPLE_MAX:
+            v = self.first
+            self.first = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
         return self
+
+
+_BUFS = threading.local()  # per thread (Dask workers run shards in threads)
+
+
+def _buffers(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two float64 work buffers of ``m`` values, kept per thread and reused: a fresh MiB-sized array
+    per call costs page faults and the kernel's zeroing of its pages."""
+    b = getattr(_BUFS, "b", None)
+    if b is None or b[0].size < m:
+        b = _BUFS.b = (np.empty(max(m, CHUNK)), np.empty(max(m, CHUNK)))
+    return b[0][:m], b[1][:m]
 
 
 def _row_dots(a: np.ndarray) -> np.ndarray:
