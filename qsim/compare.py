@@ -222,12 +222,14 @@ class TensorStats:
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True, x2: float | None = None,
-            e2: float | None = None) -> tuple[float, float]:
+            e2: float | None = None, iso: tuple | None = None) -> tuple[float, float]:
         """One batch: ``q`` int8 values and ``x`` float values (float32 or float64), both [N, ...].
         ``full=False`` keeps only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the
         isolated view reports.  Returns the batch's (Σx², Σdiff²), diff = d - x; ``x2``, ``e2``: those
         sums when the caller has them (what this method returned for the same ``x``, for the same
-        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.
+        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.  ``iso`` = (stats, q'): also
+        what ``stats.add(q', x, ..., full=False, x2=<Σx² of x>)`` would add, in the same pass over ``x``
+        (the isolated view: other integers, the same float values; with ``full`` only).
 
         All sums are float64.  The element-wise work runs in cache-sized chunks of whole samples
         (CHUNK elements), so its passes read cache, not memory.  The sums over the dequantized values
@@ -240,6 +242,9 @@ class TensorStats:
         is_first = self.n_samples == 0
         self.n_samples += nb
         self.n += q.size
+        if iso is not None:
+            iso[0].n_samples += nb
+            iso[0].n += q.size
         if not q.size:
             return 0.0, 0.0
         if not full and x2 is not None and e2 is not None:
@@ -251,7 +256,8 @@ class TensorStats:
         m = min(rows, nb) * ne
         dbuf, xbuf = _buffers(m)
         ones = np.ones(ne)
-        s_x2 = s_e2 = 0.0
+        s_x2 = s_e2 = si_e2 = 0.0
+        qi = None if iso is None else np.asarray(iso[1]).reshape(nb, ne)
         lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
         per, ext = [], []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations; x range
         for r0 in range(0, nb, rows):
@@ -281,8 +287,16 @@ class TensorStats:
             E -= (rs / ne)[:, None]
             dev2 = _row_dots(E)  # np.std(e, axis=1)**2 * ne
             per.append((rs, e2, mx, mn, dev2))
+            if qi is not None:  # the isolated view's diff on the same chunk of x (D is free again)
+                _dequant_into(qi[r0:r0 + rows], scale, zp, D)
+                np.subtract(D, X if x2 is None else xc, out=D)
+                fe = D.ravel()
+                si_e2 += float(fe @ fe)
         s_x2 = s_x2 if x2 is None else x2
         self.s_x2 += s_x2
+        if qi is not None:
+            iso[0].s_x2 += s_x2
+            iso[0].s_diff2 += si_e2
         if not full:
             self.s_diff2 += s_e2
             return s_x2, s_e2
@@ -785,12 +799,15 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
             xr = fq[r.tensor_idx]
             offset = at * (vals[r.tensor_idx].size // nb)  # elements before this batch
             st = TensorStats(seed_offset=offset)  # this batch alone, absorbed exactly
-            x2, e2 = st.add(vals[r.tensor_idx], xr, *args)
+            it = TensorStats(seed_offset=offset) if r.tensor_idx in iso else None
+            same = it is not None and iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
+            # the isolated view's sums in the same pass over the float values, unless it is the accumulated one
+            x2, e2 = st.add(vals[r.tensor_idx], xr, *args,
+                            iso=None if it is None or same else (it, iso[r.tensor_idx]))
             r.st.absorb(st, settle=False)
-            if r.tensor_idx in iso:
-                same = iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
-                it = TensorStats(seed_offset=offset)
-                it.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2 if same else None)
+            if it is not None:
+                if same:
+                    it.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2)
                 r.iso = (r.iso or TensorStats()).absorb(it)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
