@@ -259,6 +259,10 @@ class TensorStats:
         s_x2 = s_e2 = si_e2 = 0.0
         qi = None if iso is None else np.asarray(iso[1]).reshape(nb, ne)
         lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        if full:  # the histogram sample: SAMPLE_MAX positions drawn here, their values read chunk by chunk
+            rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
+            pick = rng.integers(0, q.size, min(SAMPLE_MAX, q.size))
+            picked = np.empty(pick.size) if x2 is None else xf.ravel()[pick]
         per, ext = [], []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations; x range
         for r0 in range(0, nb, rows):
             qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
@@ -274,6 +278,9 @@ class TensorStats:
                     cmin, cmax = fx.min(), fx.max()
                     clip = np.count_nonzero(fx < lo) + np.count_nonzero(fx > hi) if cmin < lo or cmax > hi else 0
                     ext.append((cmin, cmax, clip))
+                    a = r0 * ne
+                    sel = (pick >= a) & (pick < a + fx.size)
+                    picked[sel] = fx[pick[sel] - a]
                 np.subtract(D, X, out=E)  # diff
             else:
                 np.subtract(D, xc, out=E)  # diff (x converted to float64 on the fly)
@@ -328,10 +335,7 @@ class TensorStats:
         self.level_set |= used.any(0)
         if is_first:  # all of them: settle() takes the subset (once, not per batch)
             self.first, self.first_levels = x32[0].ravel().astype(np.float32), int(used[0].sum())
-        fx = xf.ravel()
-        rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
-        pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
-        self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
+        self._keep(picked.astype(np.float32), rng.random(pick.size))
         if probs:
             p = np.asarray(x32, np.float64).reshape(-1, x32.shape[-1])
             d = np.empty(q.shape)
@@ -403,11 +407,14 @@ _BUFS = threading.local()  # per thread (Dask workers run shards in threads)
 
 
 def _buffers(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two float64 work buffers of ``m`` values, kept per thread and reused: a fresh MiB-sized array
-    per call costs page faults and the kernel's zeroing of its pages."""
+    """Two float64 work buffers of ``m`` values, up to CHUNK kept per thread and reused (a fresh MiB-sized
+    array per call costs page faults and the kernel's zeroing of its pages); larger ones (one sample
+    above CHUNK values) are fresh."""
+    if m > CHUNK:
+        return np.empty(m), np.empty(m)
     b = getattr(_BUFS, "b", None)
-    if b is None or b[0].size < m:
-        b = _BUFS.b = (np.empty(max(m, CHUNK)), np.empty(max(m, CHUNK)))
+    if b is None:
+        b = _BUFS.b = (np.empty(CHUNK), np.empty(CHUNK))
     return b[0][:m], b[1][:m]
 
 
