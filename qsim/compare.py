@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,8 +205,8 @@ class TensorStats:
     # each value drawn gets a uniform random key, the SAMPLE_MAX smallest keys are kept
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger) and the
-    # number of distinct int8 values on it: the report's one-sample histogram
+    # the float values of the dataset's first sample (a uniform subset of SAMPLE_MAX when larger, taken by
+    # settle(): add() keeps them all) and the number of distinct int8 values on it: the one-sample histogram
     first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     first_levels: int = 0
     seed_offset: int = 0  # elements of the dataset before the first one added here (seeds the sample)
@@ -221,12 +222,14 @@ class TensorStats:
 
     def add(self, q: np.ndarray, x: np.ndarray, scale: float, zp: int, qmin: int, qmax: int,
             probs: bool, full: bool = True, x2: float | None = None,
-            e2: float | None = None) -> tuple[float, float]:
+            e2: float | None = None, iso: tuple | None = None) -> tuple[float, float]:
         """One batch: ``q`` int8 values and ``x`` float values (float32 or float64), both [N, ...].
         ``full=False`` keeps only the sums behind SQNR and RMSE (``n``, ``s_diff2``, ``s_x2``): what the
         isolated view reports.  Returns the batch's (Σx², Σdiff²), diff = d - x; ``x2``, ``e2``: those
         sums when the caller has them (what this method returned for the same ``x``, for the same
-        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.
+        ``q`` and ``x``; ``e2`` only with ``full=False``), else computed.  ``iso`` = (stats, q'): also
+        what ``stats.add(q', x, ..., full=False, x2=<Σx² of x>)`` would add, in the same pass over ``x``
+        (the isolated view: other integers, the same float values; with ``full`` only).
 
         All sums are float64.  The element-wise work runs in cache-sized chunks of whole samples
         (CHUNK elements), so its passes read cache, not memory.  The sums over the dequantized values
@@ -239,6 +242,9 @@ class TensorStats:
         is_first = self.n_samples == 0
         self.n_samples += nb
         self.n += q.size
+        if iso is not None:
+            iso[0].n_samples += nb
+            iso[0].n += q.size
         if not q.size:
             return 0.0, 0.0
         if not full and x2 is not None and e2 is not None:
@@ -248,9 +254,16 @@ class TensorStats:
         qf, xf = q.reshape(nb, ne), x32.reshape(nb, ne)
         rows = max(1, CHUNK // ne)
         m = min(rows, nb) * ne
-        dbuf, xbuf, ones = np.empty(m), np.empty(m), np.ones(ne)
-        s_x2 = s_e2 = 0.0
-        per = []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations
+        dbuf, xbuf = _buffers(m)
+        ones = np.ones(ne)
+        s_x2 = s_e2 = si_e2 = 0.0
+        qi = None if iso is None else np.asarray(iso[1]).reshape(nb, ne)
+        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
+        if full:  # the histogram sample: SAMPLE_MAX positions drawn here, their values read chunk by chunk
+            rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
+            pick = rng.integers(0, q.size, min(SAMPLE_MAX, q.size))
+            picked = np.empty(pick.size) if x2 is None else xf.ravel()[pick]
+        per, ext = [], []  # per chunk: row sums, sums of squares, max, min, sums of squared deviations; x range
         for r0 in range(0, nb, rows):
             qc, xc = qf[r0:r0 + rows], xf[r0:r0 + rows]
             shape = qc.shape
@@ -261,6 +274,13 @@ class TensorStats:
                 np.copyto(X, xc)  # float64
                 fx = X.ravel()
                 s_x2 += float(fx @ fx)
+                if full:  # min, max and the values clipped (compared in float64), on the chunk in cache
+                    cmin, cmax = fx.min(), fx.max()
+                    clip = np.count_nonzero(fx < lo) + np.count_nonzero(fx > hi) if cmin < lo or cmax > hi else 0
+                    ext.append((cmin, cmax, clip))
+                    a = r0 * ne
+                    sel = (pick >= a) & (pick < a + fx.size)
+                    picked[sel] = fx[pick[sel] - a]
                 np.subtract(D, X, out=E)  # diff
             else:
                 np.subtract(D, xc, out=E)  # diff (x converted to float64 on the fly)
@@ -274,8 +294,16 @@ class TensorStats:
             E -= (rs / ne)[:, None]
             dev2 = _row_dots(E)  # np.std(e, axis=1)**2 * ne
             per.append((rs, e2, mx, mn, dev2))
+            if qi is not None:  # the isolated view's diff on the same chunk of x (D is free again)
+                _dequant_into(qi[r0:r0 + rows], scale, zp, D)
+                np.subtract(D, X if x2 is None else xc, out=D)
+                fe = D.ravel()
+                si_e2 += float(fe @ fe)
         s_x2 = s_x2 if x2 is None else x2
         self.s_x2 += s_x2
+        if qi is not None:
+            iso[0].s_x2 += s_x2
+            iso[0].s_diff2 += si_e2
         if not full:
             self.s_diff2 += s_e2
             return s_x2, s_e2
@@ -284,11 +312,15 @@ class TensorStats:
         self.s_diff2 += s_e2
         self.s_diff += float(rs.sum())
         self.qd += [ne * nb, np.sqrt(dev2 / ne).sum(), (rs / ne).sum(), np.maximum(mx, -mn).sum(), (e2 / ne).sum()]
-        bmin, bmax = float(x32.min()), float(x32.max())
+        if ext:
+            cmin, cmax, clip = zip(*ext)
+            bmin, bmax = float(np.min(cmin)), float(np.max(cmax))  # NaN when any value is
+        else:  # x2 given: no float64 copy of x was made
+            bmin, bmax = float(x32.min()), float(x32.max())
+            clip = [((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum()]  # compared in float64
         self.x_min, self.x_max = min(self.x_min, bmin), max(self.x_max, bmax)
-        lo, hi = scale * (qmin - zp - 0.5), scale * (qmax - zp + 0.5)
-        if bmin < lo or bmax > hi:  # else nothing is clipped
-            self.clipped += int(((x32 < np.float64(lo)) | (x32 > np.float64(hi))).sum())  # compared in float64
+        if bmin < lo or bmax > hi:  # else nothing is clipped (nor with a NaN anywhere)
+            self.clipped += int(sum(clip))
         if self.level_set is None:
             self.level_set = np.zeros(qmax - qmin + 1, bool)
         counts = _level_counts(qf, qmin, qmax)
@@ -301,15 +333,9 @@ class TensorStats:
         used = counts > 0
         self.levels += used.sum(1).tolist()
         self.level_set |= used.any(0)
-        if is_first:
-            v = x32[0].ravel().astype(np.float32)
-            if v.size > SAMPLE_MAX:
-                v = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
-            self.first, self.first_levels = v, int(used[0].sum())
-        fx = xf.ravel()
-        rng = np.random.default_rng(self.seed_offset + self.n)  # deterministic: by the elements before
-        pick = rng.integers(0, fx.size, min(SAMPLE_MAX, fx.size))
-        self._keep(fx[pick].astype(np.float32), rng.random(pick.size))
+        if is_first:  # all of them: settle() takes the subset (once, not per batch)
+            self.first, self.first_levels = x32[0].ravel().astype(np.float32), int(used[0].sum())
+        self._keep(picked.astype(np.float32), rng.random(pick.size))
         if probs:
             p = np.asarray(x32, np.float64).reshape(-1, x32.shape[-1])
             d = np.empty(q.shape)
@@ -337,11 +363,13 @@ class TensorStats:
             self.exact[f] = [ExactSum(v) for v in self.qd] if f == "qd" else ExactSum(getattr(self, f))
         return self.exact[f]
 
-    def absorb(self, o: "TensorStats") -> "TensorStats":
+    def absorb(self, o: "TensorStats", settle: bool = True) -> "TensorStats":
         """Add ``o``'s dataset to this one, in place; returns self.  Exact: counts add, min/max and
         level sets combine, float sums are kept as :class:`qsim.exactsum.ExactSum` (so ``o`` must be
         one :meth:`add` into fresh stats or itself built by absorb), per-sample levels are appended
-        (absorb in dataset order) and the histogram sample keeps the smallest keys, sorted by key."""
+        (absorb in dataset order) and the histogram sample keeps the smallest keys, sorted by key.
+        ``settle=False`` (many absorbs in a row): the histogram sample is only pooled (trimmed now and
+        then); :meth:`settle` once after the last gives the same sample as settling every time."""
         if self.n_samples == 0 and o.n_samples:  # the dataset's first sample is o's
             self.first, self.first_levels = o.first, o.first_levels
         for f in ("n_samples", "n", "clipped", "at_qmin", "at_qmax", "kl_rows"):
@@ -353,10 +381,41 @@ class TensorStats:
         self.levels.extend(o.levels)
         if o.level_set is not None:
             self.level_set = o.level_set.copy() if self.level_set is None else self.level_set | o.level_set
+        if not settle:
+            self.sample = np.concatenate([self.sample, o.sample])
+            self.sample_keys = np.concatenate([self.sample_keys, o.sample_keys])
+            if self.sample.size > 8 * SAMPLE_MAX:
+                self._keep(self.sample[:0], self.sample_keys[:0])
+            return self
         self._keep(o.sample, o.sample_keys)
+        return self.settle()
+
+    def settle(self) -> "TensorStats":
+        """The histogram sample trimmed to the SAMPLE_MAX smallest keys and sorted by (key, value), as
+        :meth:`absorb` leaves it (after absorbs with ``settle=False``), and the first sample's values cut
+        to their uniform subset of SAMPLE_MAX; returns self."""
+        self._keep(self.sample[:0], self.sample_keys[:0])
         order = np.lexsort((self.sample, self.sample_keys))
         self.sample, self.sample_keys = self.sample[order], self.sample_keys[order]
+        if self.first.size > SAMPLE_MAX:
+            v = self.first
+            self.first = v[np.sort(np.random.default_rng(0).choice(v.size, SAMPLE_MAX, replace=False))]
         return self
+
+
+_BUFS = threading.local()  # per thread (Dask workers run shards in threads)
+
+
+def _buffers(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two float64 work buffers of ``m`` values, up to CHUNK kept per thread and reused (a fresh MiB-sized
+    array per call costs page faults and the kernel's zeroing of its pages); larger ones (one sample
+    above CHUNK values) are fresh."""
+    if m > CHUNK:
+        return np.empty(m), np.empty(m)
+    b = getattr(_BUFS, "b", None)
+    if b is None:
+        b = _BUFS.b = (np.empty(CHUNK), np.empty(CHUNK))
+    return b[0][:m], b[1][:m]
 
 
 def _row_dots(a: np.ndarray) -> np.ndarray:
@@ -747,12 +806,15 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
             xr = fq[r.tensor_idx]
             offset = at * (vals[r.tensor_idx].size // nb)  # elements before this batch
             st = TensorStats(seed_offset=offset)  # this batch alone, absorbed exactly
-            x2, e2 = st.add(vals[r.tensor_idx], xr, *args)
-            r.st.absorb(st)
-            if r.tensor_idx in iso:
-                same = iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
-                it = TensorStats(seed_offset=offset)
-                it.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2 if same else None)
+            it = TensorStats(seed_offset=offset) if r.tensor_idx in iso else None
+            same = it is not None and iso[r.tensor_idx] is vals[r.tensor_idx]  # the op's own inputs: its own output
+            # the isolated view's sums in the same pass over the float values, unless it is the accumulated one
+            x2, e2 = st.add(vals[r.tensor_idx], xr, *args,
+                            iso=None if it is None or same else (it, iso[r.tensor_idx]))
+            r.st.absorb(st, settle=False)
+            if it is not None:
+                if same:
+                    it.add(iso[r.tensor_idx], xr, *args, full=False, x2=x2, e2=e2)
                 r.iso = (r.iso or TensorStats()).absorb(it)
         # model level: first output, last axis = classes
         qo = vals[out_q].reshape(nb, -1)
@@ -771,7 +833,7 @@ def _compare_range(model, gf, fr, m: Matching, rows: list, ds, real, profile: st
                 agg["top1_q"] += int((tq5[:, 0] == yy).sum())
                 agg["top5_f"] += int((tf5 == yy[:, None]).any(1).sum())
                 agg["top5_q"] += int((tq5 == yy[:, None]).any(1).sum())
-    return [(r.st, r.iso) for r in rows], agg, start - first
+    return [(r.st.settle(), r.iso) for r in rows], agg, start - first
 
 
 def write_csv(rows: list[dict], columns) -> str:

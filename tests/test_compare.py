@@ -237,6 +237,41 @@ def test_tensor_stats_merge_equals_one_pass():
     assert TensorStats().merge(a).first.size == a.first.size  # an empty left part keeps the right's first sample
 
 
+def test_tensor_stats_one_pass_views_and_lazy_settle_equal_separate_adds():
+    """The isolated view's sums taken in the accumulated view's pass (``add(iso=...)``) equal a separate
+    ``full=False`` add, and absorbs that settle once at the end (``settle=False``, then ``settle()``)
+    leave every field as settling each time, bit for bit (rows above CHUNK values included)."""
+    from qsim.compare import CHUNK, SAMPLE_MAX, TensorStats
+    rng = np.random.default_rng(5)
+    for shape in ((3, CHUNK + 5), (40, 33), (9, 3000)):
+        x = (rng.normal(size=shape) * 2).astype(np.float32)
+        x[0, :2] = [50, -50]  # clipped at both ends
+        q = np.clip(np.round(x / 0.03) + 4, -128, 127).astype(np.int8)
+        q2 = np.clip(q.astype(int) + rng.integers(-1, 2, size=shape), -128, 127).astype(np.int8)
+        args = (0.03, 4, -128, 127, False)
+        eager, eager_iso, lazy, lazy_iso = TensorStats(), TensorStats(), TensorStats(), TensorStats()
+        for part in np.array_split(np.arange(shape[0]), 3):
+            if not part.size:
+                continue
+            off = int(part[0]) * shape[1]
+            a, ai, b, bi = (TensorStats(seed_offset=off) for _ in range(4))
+            x2, _ = a.add(q[part], x[part], *args)
+            ai.add(q2[part], x[part], *args, full=False, x2=x2)
+            b.add(q[part], x[part], *args, iso=(bi, q2[part]))
+            eager.absorb(a)
+            eager_iso.absorb(ai)
+            lazy.absorb(b, settle=False)
+            lazy_iso.absorb(bi, settle=False)
+        lazy.settle()
+        lazy_iso.settle()
+        assert eager.sample.size == min(SAMPLE_MAX, q.size) and eager.clipped >= 2
+        for want, got in ((eager, lazy), (eager_iso, lazy_iso)):
+            for f, v in vars(want).items():
+                if f != "exact":
+                    w = getattr(got, f)
+                    assert (np.array_equal(v, w) if isinstance(v, (np.ndarray, list)) else v == w), f
+
+
 def test_integer_data_isolated_view_shortcut(pair, tmp_path):
     """Integer data: the float model gets their dequantized values, which quantize back to them
     exactly, so the isolated view feeds the ops reading the graph input qsim's own values and
