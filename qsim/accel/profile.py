@@ -133,14 +133,21 @@ def map_layers(g: ir.Graph) -> list[tuple[mapping.LayerMap, tuple]]:
 
 
 def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
-    """Whole-model figures from the layers' mapping and timing (independent of the values)."""
-    cycles = sum(L.timing.cycles for L in layers)
-    macs = sum(L.map.macs for L in layers)
+    """Whole-model figures from the layers' mapping and timing (independent of the values).
+
+    One pass over the layers (a sweep calls this per machine); every sum adds the layers in
+    order from 0, as ``sum()`` would."""
+    cycles = array_cycles = stalls = macs = rd = wr = 0
+    for L in layers:
+        t = L.timing
+        cycles += t.cycles
+        array_cycles += t.array_cycles
+        stalls += t.stall_cycles
+        macs += L.map.macs
+        rd += t.dram_read_bytes
+        wr += t.dram_write_bytes
     seconds = cycles / (cfg.clock_mhz * 1e6)
-    rd = sum(L.timing.dram_read_bytes for L in layers)
-    wr = sum(L.timing.dram_write_bytes for L in layers)
-    return {"cycles": cycles, "array_cycles": sum(L.timing.array_cycles for L in layers),
-            "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
+    return {"cycles": cycles, "array_cycles": array_cycles, "stall_cycles": stalls, "macs": macs,
             "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
             "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
             "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr, **energy_totals(layers)}
@@ -148,10 +155,19 @@ def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
 
 def energy_totals(layers: list[LayerReport]) -> dict:
     """Energy per inference in picojoules, in total and by component (:mod:`qsim.accel.energy`)."""
-    es = [L.energy for L in layers if L.energy is not None]
-    return {"energy_pj": sum(e.total_pj for e in es), "energy_mac_pj": sum(e.mac_pj for e in es),
-            "energy_sram_pj": sum(e.sram_pj for e in es), "energy_dram_pj": sum(e.dram_pj for e in es),
-            "energy_requant_pj": sum(e.requant_pj for e in es), "sram_bytes": sum(e.sram_bytes for e in es)}
+    total = mac = sram = dram = requant = sram_bytes = 0
+    for L in layers:
+        e = L.energy
+        if e is None:
+            continue
+        total += e.total_pj
+        mac += e.mac_pj
+        sram += e.sram_pj
+        dram += e.dram_pj
+        requant += e.requant_pj
+        sram_bytes += e.sram_bytes
+    return {"energy_pj": total, "energy_mac_pj": mac, "energy_sram_pj": sram, "energy_dram_pj": dram,
+            "energy_requant_pj": requant, "sram_bytes": sram_bytes}
 
 
 def value_totals(vals: list[datapath.LayerValues]) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -233,6 +234,7 @@ class _Model:
     sha: str
     data: Any = None  # (x, y) for mode "data"
     data_id: str = ""
+    weight: float = 1.0  # a point's cost relative to other models' (task_sizes): the number of ops
 
 
 def _open_models(models: Sequence, mode: str, data, labels) -> list[_Model]:
@@ -244,7 +246,7 @@ def _open_models(models: Sequence, mode: str, data, labels) -> list[_Model]:
         m = load(spec)
         check_profilable(m.graph, values=mode != "timing")
         name = Path(m.path).name if m.path else m.source
-        mm = _Model(str(spec), name, m.blob, _sha(m.blob))
+        mm = _Model(str(spec), name, m.blob, _sha(m.blob), weight=max(1, len(m.graph.operators)))
         if mode == "data":
             ds = m.dataset(data, labels=labels).load()
             if len(ds) == 0:
@@ -318,7 +320,7 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     try:
         with (dask_client(scheduler, workers, client) if n_new else dask_client(workers=0)) as c:
             n_workers = 1 if c is None else max(1, sum(c.nthreads().values()))
-            sizes = task_sizes([len(t[0]) for t in todo], n_workers, points_per_task)
+            sizes = task_sizes([len(t[0]) for t in todo], n_workers, points_per_task, [m.weight for m in mods])
             tasks, weights = [], []
             for mi, m in enumerate(mods):
                 if not sizes[mi]:
@@ -375,25 +377,26 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     return res
 
 
-def task_sizes(points: Sequence[int], workers: int, per_task: int | None = None) -> list[list[int]]:
+def task_sizes(points: Sequence[int], workers: int, per_task: int | None = None,
+               weights: Sequence[float] | None = None) -> list[list[int]]:
     """Points per task for each model's ``points`` still to run (tasks hold points of one model).
 
     ``per_task`` given: tasks of that many points.  None: guided sizes -- each task takes
-    1/(2 x workers) of the points not yet handed out (all models together, models in order),
-    at least :data:`MIN_POINTS_PER_TASK`: big tasks first, so the scheduler sees few tasks
-    (about 2 x workers x ln(points / workers / MIN_POINTS_PER_TASK)), and ever smaller ones
-    at the end, so the workers finish together.
+    1/(2 x workers) of the work not yet handed out (all models together, in order; a model's
+    point weighs ``weights[m]``, default 1), at least :data:`MIN_POINTS_PER_TASK` points: big
+    tasks first, so the scheduler sees few tasks (about 2 x workers x ln(points / workers /
+    MIN_POINTS_PER_TASK)), and ever smaller ones at the end, so the workers finish together.
     """
-    left = sum(points)
+    w = list(weights) if weights is not None else [1.0] * len(points)
+    left = sum(n * wi for n, wi in zip(points, w))
     out = []
-    for n in points:
+    for n, wi in zip(points, w):
         sizes: list[int] = []
         while n > 0:
-            size = per_task or max(MIN_POINTS_PER_TASK, -(-left // (2 * workers)))
-            size = min(size, n)
+            size = min(n, per_task or max(MIN_POINTS_PER_TASK, math.ceil(left / (2 * workers) / wi)))
             sizes.append(size)
             n -= size
-            left -= size
+            left -= size * wi
         out.append(sizes)
     return out
 
