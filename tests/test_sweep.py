@@ -221,6 +221,19 @@ def test_schedule_reads_only_schedule_fields():
     for lm in vector:
         timing.time_layer(lm, Spy(cfg), events=True)
     assert read and read <= set(timing.VECTOR_SCHEDULE_FIELDS), read
+    # the tiles cache keys on tiling_key, the energy cache on the schedule key + ENERGY_FIELDS
+    from qsim.accel import energy
+    array = [lm for lm in mapping.map_graph(m.graph) if lm.unit == "array"]
+    for layers, tiling, sched in ((array, timing.ARRAY_TILING_FIELDS, timing.SCHEDULE_FIELDS),
+                                  (vector, timing.VECTOR_TILING_FIELDS, timing.VECTOR_SCHEDULE_FIELDS)):
+        read.clear()
+        for lm in layers:
+            timing.layer_tiles(lm, Spy(cfg))
+        assert read and read <= set(tiling), read
+        read.clear()
+        for lm in layers:
+            energy.layer_energy(lm, timing.time_layer(lm, cfg), Spy(cfg))
+        assert read and read <= set(sched) | set(energy.ENERGY_FIELDS), read
 
 
 # ----------------------------------------------------------------------------- plots

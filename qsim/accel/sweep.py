@@ -22,14 +22,19 @@ smaller than one tile -- is a row with its reason, not a failed sweep), ``pe_cou
 * ``values=None`` (``--no-values``): timing only; works for every model qsim can load (ops whose values qsim
   cannot compute are still timed), except float models.
 
-Points are cut into tasks of ``points_per_task`` points of one model; each task runs on a
-Dask worker (:mod:`qsim.cluster`), which loads and maps the model once (``worker_cache``) and
-caches per-layer schedules and datapath results across points.  Each finished task is
-written at once as a part file (``OUT.parts/``); at the end the parts are merged into
-``OUT`` in a deterministic order (models as given, grid order) and removed.  ``resume=True``
-keeps the rows of an earlier, interrupted or complete, run (``OUT`` and its parts) and runs
-only the points whose keys are missing: a sweep killed half way and resumed gives the same
-file as one run.
+Points are cut into tasks of one model (:func:`task_sizes`: guided by default -- big tasks
+first, ever smaller ones at the end, so the scheduler sees few tasks and the workers finish
+together; or ``points_per_task`` each).  A task is a plain argument tuple (the grid, the
+points' numbers and keys as numpy arrays); it runs on a Dask worker (:mod:`qsim.cluster`),
+which loads and maps the model once (``worker_cache``) and keeps per-layer schedules, SRAM
+tiles, energies and datapath results across points, and returns its rows as columns (a
+pyarrow Table built on the worker).  Finished tasks are written together as one part file
+(``OUT.parts/``) at most every :data:`PART_SECONDS` (and when the sweep stops); at the end
+the tables are merged into ``OUT`` in a deterministic order (models as given, grid order) and
+the parts removed.  ``resume=True`` keeps the rows of an earlier, interrupted or complete, run
+(``OUT`` and its parts) and runs only the points whose keys are missing: a sweep killed half
+way and resumed gives the same file as one run (a kill loses the tasks finished since the
+last part).
 """
 from __future__ import annotations
 
