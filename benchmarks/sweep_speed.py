@@ -15,7 +15,7 @@
 2. The scaling estimate for 16 and 64 workers from measured costs: per-point worker CPU (the
    cluster run's worker CPU / points), the parent's serial work (the same sweep resumed on its
    complete file: keys, reading, merging, writing), the client's CPU per task (the rest of its
-   CPU in the cluster run / tasks), per-worker start-up (model load + mapping), and the
+   main thread's CPU in the cluster run / tasks: submitting, collecting), per-worker start-up (model load + mapping), and the
    scheduler's per-task cost (a burst of no-op tasks on the same cluster); tasks as the sweep
    cuts them for that many workers (guided sizes, ``qsim.accel.sweep.task_sizes``).
 3. A sweep with values on kws (``--data``: ``--samples`` seeded random inputs, labels = qsim's
@@ -164,7 +164,7 @@ def main() -> int:
         assert again.ran == 0
         sched = scheduler_cost(client)
         tasks = n_tasks(a.workers)
-        client_task = max(0.0, cpu_client - parent) / tasks
+        client_task = max(0.0, cpu_main - parent) / tasks  # submit + collect; not the event loops' idle ticks
         out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu,
                        "client_scheduler_cpu_s": cpu_client, "client_main_thread_cpu_s": cpu_main,
                        "parent_serial_cpu_s": parent, "tasks": tasks, "points_per_s": n_points / t_dist,
@@ -183,11 +183,12 @@ def main() -> int:
               f"{startup:.2f} s, parent {parent:.2f} s, scheduler {1e3 * sched:.2f} + client {1e3 * client_task:.2f} "
               f"ms/task")
         out["estimate"] = []
-        for w in (a.workers, 16, 64):
-            e = estimate(n_points, per_point, startup, parent, per_task, w, sum(weights) / len(weights))
-            out["estimate"].append(e)
-            print(f"estimate {w:3d} workers: {e['points_per_s']:9.1f} points/s ({e['tasks']} tasks, the largest "
-                  f"{e['largest_task']} points, {e['seconds']:.2f} s)")
+        for n in (n_points, 10 * n_points):
+            for w in (a.workers, 16, 64):
+                e = estimate(n, per_point, startup, parent * n / n_points, per_task, w, sum(weights) / len(weights))
+                out["estimate"].append({"points": n, **e})
+                print(f"estimate {n:7d} points, {w:3d} workers: {e['points_per_s']:9.1f} points/s ({e['tasks']} "
+                      f"tasks, the largest {e['largest_task']} points, {e['seconds']:.2f} s)")
 
         if not a.skip_values:
             m = qsim.load(KWS)

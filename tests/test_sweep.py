@@ -365,6 +365,7 @@ def test_task_sizes_guided_and_fixed():
     assert all(a >= b for s in sizes for a, b in zip(s, s[1:]))  # ever smaller within a model
     assert len(flat) < 40  # few tasks for the scheduler
     assert task_sizes([7, 0, 3], 4, 5) == [[5, 2], [], [3]]
+    assert min(n for s in task_sizes([5000, 5000], 64, None, [66, 13]) for n in s[:-1]) == 256  # 4 per worker
 
 
 def test_point_key_is_the_hash_of_its_json_document():

@@ -55,7 +55,9 @@ from . import config, grid as gridmod
 from .profile import check_profilable, map_layers, prepare_profile
 
 DEFAULT_POINTS_PER_TASK = None  # None: guided task sizes (:func:`task_sizes`)
-MIN_POINTS_PER_TASK = 50  # guided tasks never smaller (a task costs a few ms of scheduler and client time)
+# guided tasks are never smaller than this, nor than 4 points per worker: a task costs a few ms of
+# scheduler and client time, and W workers finishing tiny tasks at once would queue at the scheduler
+MIN_POINTS_PER_TASK = 50
 PART_SECONDS = 5.0  # finished tasks are written as one part file at most this often (and at the end/stop)
 HEAD = ("model", "key")
 DERIVED = ("feasible", "error", "pe_count", "sram_kib")  # after the grid columns, before the totals
@@ -388,17 +390,18 @@ def task_sizes(points: Sequence[int], workers: int, per_task: int | None = None,
 
     ``per_task`` given: tasks of that many points.  None: guided sizes -- each task takes
     1/(2 x workers) of the work not yet handed out (all models together, in order; a model's
-    point weighs ``weights[m]``, default 1), at least :data:`MIN_POINTS_PER_TASK` points: big
-    tasks first, so the scheduler sees few tasks (about 2 x workers x ln(points / workers /
-    MIN_POINTS_PER_TASK)), and ever smaller ones at the end, so the workers finish together.
+    point weighs ``weights[m]``, default 1), at least :data:`MIN_POINTS_PER_TASK` and 4 x
+    workers points: big tasks first, so the scheduler sees few tasks, and ever smaller ones at
+    the end, so the workers finish together.
     """
     w = list(weights) if weights is not None else [1.0] * len(points)
+    least = max(MIN_POINTS_PER_TASK, 4 * workers)
     left = sum(n * wi for n, wi in zip(points, w))
     out = []
     for n, wi in zip(points, w):
         sizes: list[int] = []
         while n > 0:
-            size = min(n, per_task or max(MIN_POINTS_PER_TASK, math.ceil(left / (2 * workers) / wi)))
+            size = min(n, per_task or max(least, math.ceil(left / (2 * workers) / wi)))
             sizes.append(size)
             n -= size
             left -= size * wi
