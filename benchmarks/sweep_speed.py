@@ -8,15 +8,22 @@
    * on a LocalCluster of ``--workers`` (default 2) processes, timed from the first submit to
      the Parquet file written (cluster start-up printed separately).
    Both write the Parquet file; the two files are checked equal.
-2. The scaling estimate for 16 and 64 workers from measured costs: per-point cost (the
-   one-process run), per-worker start-up (model load + mapping, measured), and the scheduler's
-   per-task cost (a burst of no-op tasks on the same cluster).
+   Both write the Parquet file; the two files are checked equal.  CPU seconds are reported per
+   process: each worker, the client (this process: the sweep's parent work, the client and the
+   local scheduler's threads; its main thread separately) -- on a loaded machine wall times
+   say more about the load than about qsim, CPU seconds less so.
+2. The scaling estimate for 16 and 64 workers from measured costs: per-point worker CPU (the
+   cluster run's worker CPU / points), the parent's serial work (the same sweep resumed on its
+   complete file: keys, reading, merging, writing), the client's CPU per task (the rest of its
+   main thread's CPU in the cluster run / tasks: submitting, collecting), per-worker start-up (model load + mapping), and the
+   scheduler's per-task cost (a burst of no-op tasks on the same cluster); tasks as the sweep
+   cuts them for that many workers (guided sizes, ``qsim.accel.sweep.task_sizes``).
 3. A sweep with values on kws (``--data``: ``--samples`` seeded random inputs, labels = qsim's
    own top-1 so the exact machine scores 100%) over rows x cols x accumulator bits x overflow:
    points/s on the cluster, and the number of distinct datapath configurations (each runs every
    sample once per worker; points that differ only in timing fields reuse it).
 
-    python benchmarks/sweep_speed.py [--points 10000] [--workers 2] [--per-task 250] [--samples 64]
+    python benchmarks/sweep_speed.py [--points 10000] [--workers 2] [--per-task N] [--samples 64]
                                      [--skip-values] [--json]
 
 The speed-up goal (issue 11) is >= 1.7x on 2 cores; on a machine shared with other jobs the
@@ -46,7 +53,7 @@ import qsim  # noqa: E402
 from qsim import zoo  # noqa: E402
 from qsim.accel import config  # noqa: E402
 from qsim.accel.profile import map_layers  # noqa: E402
-from qsim.accel.sweep import sweep  # noqa: E402
+from qsim.accel.sweep import sweep, task_sizes  # noqa: E402
 from qsim.cluster import dask_client  # noqa: E402
 
 KWS = REPO.parent / "shared" / "models" / "kws_ref_model.tflite"
@@ -77,26 +84,24 @@ def scheduler_cost(client, n: int = 400) -> float:
     return (time.perf_counter() - t) / n
 
 
-def estimate(points: int, per_point: float, startup: float, sched: float, workers: int, per_task: int) -> dict:
-    """points/s on ``workers`` workers: ceil(tasks / workers) rounds of tasks of P points, plus
-    the start-up once per worker, plus the scheduler's serial cost per task; P (<= per_task)
-    chosen to minimize that wall time (few big tasks leave workers idle, many small ones cost
-    scheduler time)."""
-    best = None
-    for p in range(1, per_task + 1):
-        tasks = math.ceil(points / p)
-        wall = math.ceil(tasks / workers) * p * per_point + startup + tasks * sched
-        if best is None or wall < best["seconds"]:
-            best = {"workers": workers, "points_per_task": p, "tasks": tasks, "seconds": wall,
-                    "points_per_s": points / wall}
-    return best
+def estimate(points: int, per_point: float, startup: float, parent: float, per_task: float, workers: int,
+             weight: float = 1.0) -> dict:
+    """points/s on ``workers`` workers: the parent's serial work, the start-up once per worker,
+    then the larger of the workers' share of the points (plus the last, smallest task: the
+    imbalance guided sizes leave) and the per-task cost of the scheduler and client (which
+    overlaps the workers until it is the bottleneck)."""
+    sizes = task_sizes([points], workers, None, [weight])[0]
+    compute = points * per_point / workers + min(sizes) * per_point
+    wall = parent + startup + max(compute, len(sizes) * per_task)
+    return {"workers": workers, "tasks": len(sizes), "largest_task": max(sizes), "seconds": wall,
+            "points_per_s": points / wall}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=10_000, help="timing-only points, both models together")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--per-task", type=int, default=250)
+    ap.add_argument("--per-task", type=int, default=None, help="points per task (default: guided sizes)")
     ap.add_argument("--samples", type=int, default=64, help="kws samples for the sweep with values")
     ap.add_argument("--skip-values", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -112,25 +117,31 @@ def main() -> int:
     grid = timing_grid(math.ceil(a.points / len(models)))
     gpath = tmp / "grid.json"
     gpath.write_text(json.dumps(grid))
-    n_points = len(models) * math.prod(len(v) if isinstance(v, list) else v["stop"] for s in grid.values()
-                                       for v in s.values())
+    per_model = math.prod(len(v) if isinstance(v, list) else v["stop"] for s in grid.values() for v in s.values())
+    n_points = len(models) * per_model
     out["grid"], out["points"] = grid, n_points
 
-    # per-worker start-up: load + map each model once
+    # per-worker start-up: load + map each model once; a point's weight in task_sizes: the model's op count
     t = time.perf_counter()
+    weights = []
     for m in models:
-        map_layers(qsim.load(m).graph)
+        g = qsim.load(m).graph
+        map_layers(g)
+        weights.append(len(g.operators))
     startup = time.perf_counter() - t
+
+    def n_tasks(workers: int) -> int:
+        return sum(len(s) for s in task_sizes([per_model] * len(models), workers, a.per_task, weights))
 
     t, c = time.perf_counter(), time.process_time()
     one = sweep(models, grid, out=tmp / "one.parquet", values=None, workers=0, points_per_task=a.per_task,
                 progress=False)
     t_one, cpu_one = time.perf_counter() - t, time.process_time() - c
     out["one_process"] = {"seconds": t_one, "cpu_seconds": cpu_one, "points_per_s": n_points / t_one,
-                          "infeasible": one.infeasible}
+                          "infeasible": one.infeasible, "tasks": n_tasks(1)}
     print(f"load average {out['load_average']:.1f} on {out['cpus']} cores; {n_points} points "
-          f"({one.infeasible} infeasible), {math.ceil(n_points / len(models) / a.per_task) * len(models)} tasks "
-          f"of <= {a.per_task} points")
+          f"({one.infeasible} infeasible); tasks: {n_tasks(1)} in one process, {n_tasks(a.workers)} on "
+          f"{a.workers} workers ({'guided sizes' if a.per_task is None else f'{a.per_task} points each'})")
     print(f"one process:      {t_one:8.2f} s  {n_points / t_one:8.1f} points/s "
           f"({1e3 * t_one / n_points:.2f} ms/point wall, {1e3 * cpu_one / n_points:.2f} ms/point CPU)")
 
@@ -140,32 +151,44 @@ def main() -> int:
         client.run(importlib.import_module, "qsim.accel.sweep")  # each worker imports qsim once
         t_start = time.perf_counter() - t
         cpu0 = client.run(time.process_time)
-        t, c = time.perf_counter(), time.process_time()
+        t, c, th = time.perf_counter(), time.process_time(), time.thread_time()
         dist = sweep(models, grid, out=tmp / "dist.parquet", values=None, client=client, points_per_task=a.per_task,
                      progress=False)
-        t_dist, cpu_client = time.perf_counter() - t, time.process_time() - c
+        t_dist, cpu_client, cpu_main = time.perf_counter() - t, time.process_time() - c, time.thread_time() - th
         cpu = [v - cpu0[w] for w, v in client.run(time.process_time).items()]
         import pyarrow.parquet as pq
         same = pq.read_table(one.out).equals(pq.read_table(dist.out))
+        c = time.process_time()  # the parent's serial work alone: the same sweep resumed on its complete file
+        again = sweep(models, grid, out=tmp / "dist.parquet", values=None, client=client, resume=True, progress=False)
+        parent = time.process_time() - c
+        assert again.ran == 0
         sched = scheduler_cost(client)
-        out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu, "client_scheduler_cpu_s": cpu_client,
-                       "points_per_s": n_points / t_dist, "speedup": t_one / t_dist, "same_rows": same,
-                       "scheduler_s_per_task": sched}
+        tasks = n_tasks(a.workers)
+        client_task = max(0.0, cpu_main - parent) / tasks  # submit + collect; not the event loops' idle ticks
+        out["dask"] = {"workers": a.workers, "cluster_start_s": t_start, "seconds": t_dist, "worker_cpu_s": cpu,
+                       "client_scheduler_cpu_s": cpu_client, "client_main_thread_cpu_s": cpu_main,
+                       "parent_serial_cpu_s": parent, "tasks": tasks, "points_per_s": n_points / t_dist,
+                       "speedup": t_one / t_dist, "same_rows": same, "scheduler_s_per_task": sched}
         print(f"dask {a.workers} workers:   {t_dist:8.2f} s  {n_points / t_dist:8.1f} points/s  speed-up "
               f"{t_one / t_dist:.2f}x  (cluster start-up + qsim import {t_start:.1f} s, not counted; rows identical: {same})")
-        print(f"worker CPU {' + '.join(f'{v:.1f}' for v in cpu)} s = {sum(cpu):.1f} s, client + scheduler "
-              f"{cpu_client:.1f} s (one process: "
-              f"{cpu_one:.1f} s); on {a.workers} free cores the wall time would be ~{max(cpu):.1f} s, "
-              f"speed-up ~{cpu_one / max(max(cpu), 1e-9):.2f}x plus the scheduler's share")
-        per_point = cpu_one / n_points  # CPU, not wall: what a point costs on a core of its own
-        print(f"measured: {1e3 * per_point:.2f} ms/point, worker start-up (load + map both models) "
-              f"{startup:.2f} s, scheduler {1e3 * sched:.2f} ms/task")
+        print(f"CPU: workers {' + '.join(f'{v:.2f}' for v in cpu)} s = {sum(cpu):.2f} s; client + scheduler "
+              f"{cpu_client:.2f} s (main thread {cpu_main:.2f} s, of which the parent's serial work {parent:.2f} s); "
+              f"one process {cpu_one:.2f} s")
+        share = (sum(cpu) + cpu_client) / a.workers
+        print(f"on {a.workers} free cores the wall time would be ~{max(max(cpu), share):.2f} s (the busiest worker, "
+              f"or all CPU shared by {a.workers} cores), speed-up ~{cpu_one / max(max(cpu), share, 1e-9):.2f}x")
+        per_point = sum(cpu) / n_points  # worker CPU, not wall: what a point costs on a core of its own
+        per_task = sched + client_task
+        print(f"measured: {1e3 * per_point:.2f} ms/point in a worker, worker start-up (load + map both models) "
+              f"{startup:.2f} s, parent {parent:.2f} s, scheduler {1e3 * sched:.2f} + client {1e3 * client_task:.2f} "
+              f"ms/task")
         out["estimate"] = []
-        for w in (a.workers, 16, 64):
-            e = estimate(n_points, per_point, startup, sched, w, a.per_task)
-            out["estimate"].append(e)
-            print(f"estimate {w:3d} workers: {e['points_per_s']:9.1f} points/s ({e['tasks']} tasks of "
-                  f"{e['points_per_task']} points, {e['seconds']:.2f} s)")
+        for n in (n_points, 10 * n_points):
+            for w in (a.workers, 16, 64):
+                e = estimate(n, per_point, startup, parent * n / n_points, per_task, w, sum(weights) / len(weights))
+                out["estimate"].append({"points": n, **e})
+                print(f"estimate {n:7d} points, {w:3d} workers: {e['points_per_s']:9.1f} points/s ({e['tasks']} "
+                      f"tasks, the largest {e['largest_task']} points, {e['seconds']:.2f} s)")
 
         if not a.skip_values:
             m = qsim.load(KWS)

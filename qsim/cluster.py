@@ -34,11 +34,14 @@ _CONNECT_TIMEOUT_S = 20
 # about 2x slower in such a worker (vww_96, batch 64: 0.26 s vs 0.52 s; the zoo MobileNetV2 on 2
 # workers, 128 images: 16.4 s vs 27.6 s).  Local clusters unset it (NO_MALLOC_TRIM set to None);
 # for `dask worker` see the README.
+# worker-saturation 1.0: a worker (one thread) holds one queued task, not ceil(1.1) = 2, so the last
+# tasks go to whichever worker frees first (qsim sweep's guided task sizes balance the workers).
 NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 LOCAL_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "500ms",
                 "distributed.admin.system-monitor.interval": "5s",
                 "distributed.worker.memory.monitor-interval": "1s",
                 "distributed.scheduler.work-stealing-interval": "1s",
+                "distributed.scheduler.worker-saturation": 1.0,
                 NO_MALLOC_TRIM: None}
 
 

@@ -134,7 +134,8 @@ def test_resume_after_interrupted_sweep_equals_one_run(tmp_path, dask_client):
     out = tmp_path / "cut.parquet"
     cut = sweep([DEMO], GRID, out=out, max_tasks=3, **kw)  # stopped after 3 of 8 tasks, as a kill would
     assert not cut.complete and not out.exists() and 0 < cut.ran < 48
-    assert len(list((tmp_path / "cut.parquet.parts").glob("part-*.parquet"))) == 3
+    kept = [pq.read_table(f) for f in (tmp_path / "cut.parquet.parts").glob("part-*.parquet")]
+    assert 1 <= len(kept) <= 3 and sum(t.num_rows for t in kept) == cut.ran == 18  # finished tasks, written whole
     res = sweep([DEMO], GRID, out=out, resume=True, **{**kw, "points_per_task": 11})
     assert res.complete and res.reused == cut.ran and res.ran == 48 - cut.ran
     assert pq.read_table(out).equals(pq.read_table(full.out))
@@ -220,6 +221,19 @@ def test_schedule_reads_only_schedule_fields():
     for lm in vector:
         timing.time_layer(lm, Spy(cfg), events=True)
     assert read and read <= set(timing.VECTOR_SCHEDULE_FIELDS), read
+    # the tiles cache keys on tiling_key, the energy cache on the schedule key + ENERGY_FIELDS
+    from qsim.accel import energy
+    array = [lm for lm in mapping.map_graph(m.graph) if lm.unit == "array"]
+    for layers, tiling, sched in ((array, timing.ARRAY_TILING_FIELDS, timing.SCHEDULE_FIELDS),
+                                  (vector, timing.VECTOR_TILING_FIELDS, timing.VECTOR_SCHEDULE_FIELDS)):
+        read.clear()
+        for lm in layers:
+            timing.layer_tiles(lm, Spy(cfg))
+        assert read and read <= set(tiling), read
+        read.clear()
+        for lm in layers:
+            energy.layer_energy(lm, timing.time_layer(lm, cfg), Spy(cfg))
+        assert read and read <= set(sched) | set(energy.ENERGY_FIELDS), read
 
 
 # ----------------------------------------------------------------------------- plots
@@ -309,3 +323,60 @@ def test_timing_only_refuses_unmappable_gemm_shapes_cleanly(tensor, shape, words
     with pytest.raises(UnsupportedModelError, match=words) as e:
         mapping.map_graph(g)
     assert "op #0 CONV_2D" in str(e.value)
+
+
+def test_time_graph_cache_across_machines_equals_no_cache():
+    """A sweep keeps layer schedules, SRAM tiles and energies across machines (time_graph's
+    cache, keyed by the fields each reads): every layer's figures and the totals must equal
+    a run without any cache, on machines that share tiles (same array and SRAM, other DRAM,
+    requant, setup or energy figures) and machines that do not."""
+    import dataclasses
+    import itertools
+
+    from qsim import zoo
+    from qsim.accel.profile import map_layers, timing_totals
+    graphs = [qsim.load(DEMO).graph, qsim.load(zoo.mobilenet_v2_like(input_hw=64, alpha=0.35)).graph]
+    names = [f.name for f in dataclasses.fields(timing.LayerTiming) if f.name != "events"]
+    base = config.load_hw("edge16")
+    machines = [base.with_overrides(rows=r, cols=8, dram_bytes_per_cycle=bw, dram_latency_cycles=lat,
+                                    requant_lanes=lanes, energy_dram_byte_pj=e, layer_setup_cycles=setup)
+                for r, bw, lat, lanes, e, setup in itertools.product([8, 16], [1, 16], [0, 100], [1, 16],
+                                                                      [100.0, 162.5], [0, 64])]
+    for g in graphs:
+        maps, cache = map_layers(g), {}
+        for _ in range(2):  # the second pass is all cache hits
+            for cfg in machines:
+                fast = time_graph(g, cfg, events=False, maps=maps, cache=cache)
+                slow = time_graph(g, cfg, events=True)
+                for a, b in zip(fast, slow):
+                    assert [getattr(a.timing, f) for f in names] == [getattr(b.timing, f) for f in names]
+                    assert a.energy == b.energy and a.start_cycle == b.start_cycle
+                assert timing_totals(fast, cfg) == timing_totals(slow, cfg)
+        assert any(k[1][0] == "tiles" for k in cache if isinstance(k[1], tuple) and k[1])
+
+
+def test_task_sizes_guided_and_fixed():
+    from qsim.accel.sweep import MIN_POINTS_PER_TASK, task_sizes
+    sizes = task_sizes([5000, 5000], 2, None, [66, 13])
+    assert [sum(s) for s in sizes] == [5000, 5000]
+    flat = [n for s in sizes for n in s]
+    assert flat[0] == 1497  # a quarter of all the work (2 x 2 workers): 395,000 / 4 / 66 = 1496.2
+    assert all(n >= MIN_POINTS_PER_TASK for s in sizes for n in s[:-1])
+    assert all(a >= b for s in sizes for a, b in zip(s, s[1:]))  # ever smaller within a model
+    assert len(flat) < 40  # few tasks for the scheduler
+    assert task_sizes([7, 0, 3], 4, 5) == [[5, 2], [], [3]]
+    assert min(n for s in task_sizes([5000, 5000], 64, None, [66, 13]) for n in s[:-1]) == 256  # 4 per worker
+
+
+def test_point_key_is_the_hash_of_its_json_document():
+    """Keys are stored in files and matched on --resume: they must stay the documented hash."""
+    import hashlib
+    import json
+
+    from qsim.accel.sweep import point_key
+    base = config.load_hw("edge16")
+    paths, vals = ["sram.weight_kib", "array.rows", "array.dataflow"], (64.0, 8, "os")
+    doc = ["ab" * 32, base.as_dict(), [["array.dataflow", "os"], ["array.rows", 8], ["sram.weight_kib", 64.0]],
+           "timing"]
+    want = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    assert point_key("ab" * 32, base, paths, vals, "timing") == want

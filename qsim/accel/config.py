@@ -136,7 +136,7 @@ class HwConfig:
     def with_overrides(self, **changes) -> "HwConfig":
         """A copy with fields replaced (None values ignored), validated.  Keys are field names or
         dotted preset paths (``**{"requant.variant": "shift-only"}``)."""
-        known = {f.name for f in fields(self)}
+        known = _FIELD_TYPES  # every field name (built once, below the class)
         changes = {field_for_path(k) if "." in k else k: v for k, v in changes.items()}
         bad = sorted(k for k in changes if k not in known)
         if bad:

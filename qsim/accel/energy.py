@@ -32,6 +32,10 @@ from .mapping import LayerMap
 from .timing import LayerTiming
 
 
+# The HwConfig fields layer_energy reads besides the array's shape and dataflow (rows, cols, dataflow)
+ENERGY_FIELDS = ("energy_mac_pj", "energy_sram_byte_pj", "energy_dram_byte_pj", "energy_requant_pj")
+
+
 @dataclass
 class LayerEnergy:
     """Energy of one layer in picojoules, by component, and the SRAM bytes it was computed from."""

@@ -62,6 +62,13 @@ class Grid:
         """Each point's values, aligned with :attr:`axes` (last axis fastest)."""
         return itertools.product(*(a.values for a in self.axes))
 
+    def columns(self, index) -> list[list]:
+        """The values of the points numbered ``index`` (positions in :meth:`points`, an int
+        array), one list per axis: ``columns(i)[a][j]`` is axis ``a``'s value at point ``i[j]``."""
+        import numpy as np
+        digits = np.unravel_index(np.asarray(index, dtype=np.int64), [len(a.values) for a in self.axes])
+        return [[a.values[d] for d in ds.tolist()] for a, ds in zip(self.axes, digits)]
+
 
 def load_grid(spec: "str | Path | dict", base: config.HwConfig | None = None) -> Grid:
     """A grid file (or its already parsed dict) -> validated :class:`Grid` (on machine ``base``)."""

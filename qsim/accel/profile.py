@@ -89,20 +89,40 @@ def time_graph(g: ir.Graph, cfg: HwConfig, events: bool = True,
     the machine only (trace spans are relative to the layer's start).  ``maps``: the
     graph's ``(LayerMap, geometry_key)`` pairs when already computed (:func:`map_layers`;
     they do not depend on the machine, a sweep maps a graph once).  ``cache``: a dict kept
-    across calls (timing without events only): layer timings by geometry and
-    :func:`timing.schedule_key` of the layer's unit, so machines differing only in fields the
-    schedule does not read (clock, rounding, accumulator...; for vector layers also the array)
-    are scheduled once.
+    across calls (timing without events only), by geometry and the machine's fields each
+    result reads: layer timings by :func:`timing.schedule_key` of the layer's unit (machines
+    differing only in clock, rounding, accumulator...; for vector layers also the array, are
+    scheduled once), SRAM tiles by :func:`timing.tiling_key` (machines differing only in DRAM,
+    requant or setup figures share them), energies by the schedule key and the energy fields.
+    The cached timing and energy objects are shared by every result: read-only.
     """
     reports, clock = [], 0
-    known: dict = {} if cache is None or events else cache
-    skeys = {u: timing.schedule_key(cfg, u) for u in ("array", "vector", "free")} if known is cache else None
+    if cache is None or events:
+        known: dict = {}
+        for lm, key in (map_layers(g) if maps is None else maps):
+            lt = known.get(key)
+            lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
+            reports.append(LayerReport(lm, lt, start_cycle=clock, energy=energy.layer_energy(lm, lt, cfg)))
+            clock += lt.cycles
+        return reports
+    units = ("array", "vector", "free")
+    skeys = {u: timing.schedule_key(cfg, u) for u in units}
+    tkeys = {u: ("tiles", timing.tiling_key(cfg, u)) for u in units}
+    efields = ("energy", *(getattr(cfg, f) for f in energy.ENERGY_FIELDS))
     for lm, key in (map_layers(g) if maps is None else maps):
-        if skeys is not None:
-            key = (key, skeys[lm.unit])
-        lt = known.get(key)
-        lt = copy.copy(lt) if lt is not None else known.setdefault(key, timing.time_layer(lm, cfg, events))
-        reports.append(LayerReport(lm, lt, start_cycle=clock, energy=energy.layer_energy(lm, lt, cfg)))
+        skey = (key, skeys[lm.unit])
+        lt = cache.get(skey)
+        if lt is None:
+            tkey = (key, tkeys[lm.unit])
+            tiles = cache.get(tkey)
+            if tiles is None and lm.unit != "free":
+                tiles = cache[tkey] = timing.layer_tiles(lm, cfg)
+            lt = cache[skey] = timing.time_layer(lm, cfg, events, tiles)
+        ekey = (skey, efields)
+        le = cache.get(ekey)
+        if le is None:
+            le = cache[ekey] = energy.layer_energy(lm, lt, cfg)
+        reports.append(LayerReport(lm, lt, start_cycle=clock, energy=le))
         clock += lt.cycles
     return reports
 
@@ -113,14 +133,21 @@ def map_layers(g: ir.Graph) -> list[tuple[mapping.LayerMap, tuple]]:
 
 
 def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
-    """Whole-model figures from the layers' mapping and timing (independent of the values)."""
-    cycles = sum(L.timing.cycles for L in layers)
-    macs = sum(L.map.macs for L in layers)
+    """Whole-model figures from the layers' mapping and timing (independent of the values).
+
+    One pass over the layers (a sweep calls this per machine); every sum adds the layers in
+    order from 0, as ``sum()`` would."""
+    cycles = array_cycles = stalls = macs = rd = wr = 0
+    for L in layers:
+        t = L.timing
+        cycles += t.cycles
+        array_cycles += t.array_cycles
+        stalls += t.stall_cycles
+        macs += L.map.macs
+        rd += t.dram_read_bytes
+        wr += t.dram_write_bytes
     seconds = cycles / (cfg.clock_mhz * 1e6)
-    rd = sum(L.timing.dram_read_bytes for L in layers)
-    wr = sum(L.timing.dram_write_bytes for L in layers)
-    return {"cycles": cycles, "array_cycles": sum(L.timing.array_cycles for L in layers),
-            "stall_cycles": sum(L.timing.stall_cycles for L in layers), "macs": macs,
+    return {"cycles": cycles, "array_cycles": array_cycles, "stall_cycles": stalls, "macs": macs,
             "latency_ms": seconds * 1e3, "inferences_per_s": (1.0 / seconds) if seconds else 0.0,
             "mac_utilization_pct": 100.0 * macs / (cycles * cfg.macs_per_cycle) if cycles else 0.0,
             "dram_read_bytes": rd, "dram_write_bytes": wr, "dram_bytes": rd + wr, **energy_totals(layers)}
@@ -128,10 +155,19 @@ def timing_totals(layers: list[LayerReport], cfg: HwConfig) -> dict:
 
 def energy_totals(layers: list[LayerReport]) -> dict:
     """Energy per inference in picojoules, in total and by component (:mod:`qsim.accel.energy`)."""
-    es = [L.energy for L in layers if L.energy is not None]
-    return {"energy_pj": sum(e.total_pj for e in es), "energy_mac_pj": sum(e.mac_pj for e in es),
-            "energy_sram_pj": sum(e.sram_pj for e in es), "energy_dram_pj": sum(e.dram_pj for e in es),
-            "energy_requant_pj": sum(e.requant_pj for e in es), "sram_bytes": sum(e.sram_bytes for e in es)}
+    total = mac = sram = dram = requant = sram_bytes = 0
+    for L in layers:
+        e = L.energy
+        if e is None:
+            continue
+        total += e.total_pj
+        mac += e.mac_pj
+        sram += e.sram_pj
+        dram += e.dram_pj
+        requant += e.requant_pj
+        sram_bytes += e.sram_bytes
+    return {"energy_pj": total, "energy_mac_pj": mac, "energy_sram_pj": sram, "energy_dram_pj": dram,
+            "energy_requant_pj": requant, "sram_bytes": sram_bytes}
 
 
 def value_totals(vals: list[datapath.LayerValues]) -> dict:
@@ -239,16 +275,18 @@ def accumulator(cfg: HwConfig) -> datapath.Accumulator:
 def prepare_profile(g: ir.Graph, cfg: HwConfig, prepared: PreparedGraph | None = None,
                     events: bool = True, values: bool = True,
                     maps: list[tuple[mapping.LayerMap, tuple]] | None = None,
-                    cache: dict | None = None) -> PreparedProfile:
+                    cache: dict | None = None, checked: bool = False) -> PreparedProfile:
     """Validate, map and time ``g`` on ``cfg`` once; :meth:`PreparedProfile.run` then adds values.
 
     ``prepared``: an already prepared graph, reused when its profile is ``cfg.rounding_profile`` and
     its requant variant ``cfg.variant`` (else the kernels are prepared again on the first run with inputs).
     ``events``: record the per-tile spans a trace needs (off saves time when no trace is written).
     ``values`` False: timing only, so ops qsim cannot compute are accepted (a later ``run``
-    with inputs refuses them).  ``maps``, ``cache``: see :func:`time_graph`.
+    with inputs refuses them).  ``maps``, ``cache``: see :func:`time_graph`.  ``checked``: the
+    caller already ran :func:`check_profilable` on ``g`` (a sweep, once per model, not per machine).
     """
-    check_profilable(g, values)
+    if not checked:
+        check_profilable(g, values)
     layers = time_graph(g, cfg, events, maps, cache)
     if prepared is not None and (prepared.profile.name != cfg.rounding_profile or prepared.requant != cfg.variant):
         prepared = None

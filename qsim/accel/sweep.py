@@ -22,21 +22,28 @@ smaller than one tile -- is a row with its reason, not a failed sweep), ``pe_cou
 * ``values=None`` (``--no-values``): timing only; works for every model qsim can load (ops whose values qsim
   cannot compute are still timed), except float models.
 
-Points are cut into tasks of ``points_per_task`` points of one model; each task runs on a
-Dask worker (:mod:`qsim.cluster`), which loads and maps the model once (``worker_cache``) and
-caches per-layer schedules and datapath results across points.  Each finished task is
-written at once as a part file (``OUT.parts/``); at the end the parts are merged into
-``OUT`` in a deterministic order (models as given, grid order) and removed.  ``resume=True``
-keeps the rows of an earlier, interrupted or complete, run (``OUT`` and its parts) and runs
-only the points whose keys are missing: a sweep killed half way and resumed gives the same
-file as one run.
+Points are cut into tasks of one model (:func:`task_sizes`: guided by default -- big tasks
+first, ever smaller ones at the end, so the scheduler sees few tasks and the workers finish
+together; or ``points_per_task`` each).  A task is a plain argument tuple (the grid, the
+points' numbers and keys as numpy arrays); it runs on a Dask worker (:mod:`qsim.cluster`),
+which loads and maps the model once (``worker_cache``) and keeps per-layer schedules, SRAM
+tiles, energies and datapath results across points, and returns its rows as columns (a
+pyarrow Table built on the worker).  Finished tasks are written together as one part file
+(``OUT.parts/``) at most every :data:`PART_SECONDS` (and when the sweep stops); at the end
+the tables are merged into ``OUT`` in a deterministic order (models as given, grid order) and
+the parts removed.  ``resume=True`` keeps the rows of an earlier, interrupted or complete, run
+(``OUT`` and its parts) and runs only the points whose keys are missing: a sweep killed half
+way and resumed gives the same file as one run (a kill loses the tasks finished since the
+last part).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,10 +54,14 @@ from ..errors import QsimError
 from . import config, grid as gridmod
 from .profile import check_profilable, map_layers, prepare_profile
 
-DEFAULT_POINTS_PER_TASK = 250
+DEFAULT_POINTS_PER_TASK = None  # None: guided task sizes (:func:`task_sizes`)
+# guided tasks are never smaller than this, nor than 4 points per worker: a task costs a few ms of
+# scheduler and client time, and W workers finishing tiny tasks at once would queue at the scheduler
+MIN_POINTS_PER_TASK = 50
+PART_SECONDS = 5.0  # finished tasks are written as one part file at most this often (and at the end/stop)
 HEAD = ("model", "key")
 DERIVED = ("feasible", "error", "pe_count", "sram_kib")  # after the grid columns, before the totals
-SCHEDULE_CACHE_MAX = 5_000  # layer schedules kept per worker and model (a bigger dict measured no faster)
+SCHEDULE_CACHE_MAX = 20_000  # layer schedules, tiles and energies kept per worker and model
 VALUES_CACHE_MAX = 256  # datapath results kept per worker and model
 # HwConfig fields the datapath values never depend on (anything else -- rounding, accumulator,
 # requant variant -- is treated as value-relevant, so a new field is never wrongly cached)
@@ -98,37 +109,54 @@ class _ModelState:
         self.values: dict = {}
         self.reference: dict = {}
 
+    def profile(self, cfg: config.HwConfig):
+        """The model timed on ``cfg`` (a PreparedProfile; QsimError when it does not fit), with
+        the schedules, tiles and energies of earlier machines reused (:func:`time_graph`'s cache).
+        The parent checked the model once (``check_profilable``), so it is not checked per point."""
+        if len(self.schedules) > SCHEDULE_CACHE_MAX:
+            self.schedules.clear()
+        return prepare_profile(self.model.graph, cfg, events=False, values=False, maps=self.maps,
+                               cache=self.schedules, checked=True)
 
-def run_points(blob: bytes, model_sha: str, base: config.HwConfig, fields: tuple[str, ...],
-               points: list[tuple[str, tuple]], mode: str, data=None, data_id: str = "") -> list[dict]:
-    """One task: rows for ``points`` [(key, values aligned with ``fields``)] of one model.
+
+def run_points(blob: bytes, model_sha: str, name: str, base: config.HwConfig, grid: gridmod.Grid,
+               index: np.ndarray, keys: np.ndarray, mode: str, data=None, data_id: str = ""):
+    """One task: the points numbered ``index`` (positions in ``grid.points()``, an int array;
+    ``keys`` their :func:`point_key`) of one model, as a pyarrow Table in columns: ``model``
+    (``name``), ``key``, the grid fields, :data:`DERIVED`, then the totals (and values) in
+    first-seen order.  Built here from per-column lists (pyarrow infers the types as from rows),
+    so the parent only writes it.
 
     ``mode``: "timing", "random" or "data" (``data`` = (x, y or None), ``data_id`` its hash).
+    A combination of grid values that makes an impossible machine fails the task (QsimError).
     """
+    import pyarrow as pa
     from ..cluster import worker_cache
     st = worker_cache(("sweep", model_sha), lambda: _ModelState(blob))
-    g = st.model.graph
-    rows = []
-    for key, values in points:
-        row: dict[str, Any] = {"key": key}
-        changes = dict(zip(fields, values))
+    n = len(index)
+    axes = grid.columns(index)
+    paths, fields = grid.paths, grid.fields
+    cols: dict[str, list] = {"model": [name] * n, "key": [str(k) for k in keys], **dict(zip(paths, axes)),
+                             "feasible": [True] * n, "error": [None] * n, "pe_count": [None] * n,
+                             "sram_kib": [None] * n}
+    for i in range(n):
+        cfg = _point_cfg(base, paths, fields, [a[i] for a in axes])
         try:
-            cfg = base.with_overrides(**changes)
-            if len(st.schedules) > SCHEDULE_CACHE_MAX:
-                st.schedules.clear()
-            pp = prepare_profile(g, cfg, events=False, values=False, maps=st.maps, cache=st.schedules)
-            totals = pp.run(None).totals
+            pp = st.profile(cfg)
         except QsimError as e:
-            row.update(feasible=False, error=str(e))
-            rows.append(row)
+            cols["feasible"][i], cols["error"][i] = False, str(e)
             continue
-        row.update(feasible=True, error=None, pe_count=cfg.rows * cfg.cols,
-                   sram_kib=cfg.ifmap_sram_kib + cfg.weight_sram_kib + cfg.output_sram_kib)
-        row.update(_scalars(totals))
+        cols["pe_count"][i] = cfg.rows * cfg.cols
+        cols["sram_kib"][i] = cfg.ifmap_sram_kib + cfg.weight_sram_kib + cfg.output_sram_kib
+        row = _scalars(pp.base_totals)
         if mode != "timing":
             row.update(_point_values(st, pp, cfg, mode, data, data_id))
-        rows.append(row)
-    return rows
+        for k, v in row.items():
+            col = cols.get(k)
+            if col is None:
+                col = cols[k] = [None] * n
+            col[i] = v
+    return pa.table(cols)
 
 
 def _scalars(d: dict) -> dict:
@@ -186,8 +214,23 @@ def _sha(blob: bytes) -> str:
 
 def point_key(model_sha: str, base: config.HwConfig, paths: Sequence[str], values: Sequence, mode_id: str) -> str:
     """The stable identity of one point: model bytes, base machine, the point's values, values mode."""
-    doc = [model_sha, base.as_dict(), sorted(zip(paths, values)), mode_id]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return _keyer(model_sha, base, paths, mode_id)(values)
+
+
+def _keyer(model_sha: str, base: config.HwConfig, paths: Sequence[str], mode_id: str):
+    """``values -> point_key(model_sha, base, paths, values, mode_id)``: the hash of the JSON text of
+    ``[model_sha, base.as_dict(), sorted(zip(paths, values)), mode_id]`` (sorted keys), with the
+    parts that do not depend on the point encoded once."""
+    dumps = json.JSONEncoder(sort_keys=True, default=str).encode
+    head = (dumps([model_sha, base.as_dict()])[:-1] + ", ").encode()
+    tail = (", " + dumps(mode_id) + "]").encode()
+    perm = sorted(range(len(paths)), key=lambda i: paths[i])  # paths are distinct: sorting pairs sorts paths
+    spaths = [paths[i] for i in perm]
+
+    def key(values: Sequence) -> str:
+        pairs = dumps([[p, values[i]] for p, i in zip(spaths, perm)])
+        return hashlib.sha256(head + pairs.encode() + tail).hexdigest()[:24]
+    return key
 
 
 @dataclass
@@ -198,6 +241,7 @@ class _Model:
     sha: str
     data: Any = None  # (x, y) for mode "data"
     data_id: str = ""
+    weight: float = 1.0  # a point's cost relative to other models' (task_sizes): the number of ops
 
 
 def _open_models(models: Sequence, mode: str, data, labels) -> list[_Model]:
@@ -209,7 +253,7 @@ def _open_models(models: Sequence, mode: str, data, labels) -> list[_Model]:
         m = load(spec)
         check_profilable(m.graph, values=mode != "timing")
         name = Path(m.path).name if m.path else m.source
-        mm = _Model(str(spec), name, m.blob, _sha(m.blob))
+        mm = _Model(str(spec), name, m.blob, _sha(m.blob), weight=max(1, len(m.graph.operators)))
         if mode == "data":
             ds = m.dataset(data, labels=labels).load()
             if len(ds) == 0:
@@ -230,7 +274,7 @@ def _open_models(models: Sequence, mode: str, data, labels) -> list[_Model]:
 def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | Path" = "sweep.parquet",
           data: "str | Path | None" = None, labels: "str | Path | None" = None, values: str | None = "random",
           resume: bool = False, scheduler: str | None = None, workers: int | None = None, client=None,
-          points_per_task: int = DEFAULT_POINTS_PER_TASK, progress: bool = True, plot: "str | Path | None" = None,
+          points_per_task: int | None = DEFAULT_POINTS_PER_TASK, progress: bool = True, plot: "str | Path | None" = None,
           max_tasks: int | None = None) -> SweepResult:
     """Sweep ``models`` (paths or bytes) over ``grid`` (a grid file, its dict, or a Grid) on ``hw``.
 
@@ -250,7 +294,7 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
         raise QsimError("--data runs a dataset through the datapath; --no-values (timing only) contradicts it.")
     if labels is not None and data is None:
         raise QsimError("--labels needs --data.")
-    if not isinstance(points_per_task, int) or points_per_task < 1:
+    if points_per_task is not None and (not isinstance(points_per_task, int) or points_per_task < 1):
         raise QsimError(f"points per task must be a positive integer, got {points_per_task!r}.")
     mode = "data" if data is not None else ("random" if values == "random" else "timing")
     base = hw if isinstance(hw, config.HwConfig) else config.load_hw(hw)
@@ -260,67 +304,109 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     parts = out.with_name(out.name + ".parts")
     if not resume:
         shutil.rmtree(parts, ignore_errors=True)
-    done = _done_keys(out, parts) if resume else {}
+    kept = _read_tables(out, parts) if resume else []  # rows of an earlier run: the file first, then its parts
+    done = {k for t in kept for k in t.column("key").to_pylist()}
 
     paths, fields = g.paths, g.fields
     front = (*HEAD, *paths, *DERIVED)
     order: dict[str, tuple[int, int]] = {}
-    todo: list[list[tuple[str, tuple]]] = [[] for _ in mods]
-    grid_cols: dict[str, dict] = {}
-    vkeys = [repr(_value_key(_point_cfg(base, paths, fields, vals))) for vals in g.points()]
+    todo: list[tuple[np.ndarray, np.ndarray]] = []  # per model: (point numbers, keys) still to run
+    vkeys = None
+    if mode != "timing":  # a task's points share few datapath configurations (computed once per worker)
+        vkeys = [repr(_value_key(_point_cfg(base, paths, fields, vals))) for vals in g.points()]
     for mi, m in enumerate(mods):
-        mode_id = m.data_id or mode
-        for pi, vals in enumerate(g.points()):
-            key = point_key(m.sha, base, paths, vals, mode_id)
-            order[key] = (mi, pi)
-            grid_cols[key] = {"model": m.name, "key": key, **dict(zip(paths, vals))}
-            if key not in done:
-                todo[mi].append((key, vals))
-        if mode != "timing":  # a task's points share few datapath configurations (computed once per worker)
-            todo[mi].sort(key=lambda kv: vkeys[order[kv[0]][1]])
-    tasks, weights = [], []
-    n_new = sum(len(t) for t in todo)
+        key = _keyer(m.sha, base, paths, m.data_id or mode)
+        keys = [key(vals) for vals in g.points()]
+        order.update((k, (mi, pi)) for pi, k in enumerate(keys))
+        index = [pi for pi, k in enumerate(keys) if k not in done]
+        if vkeys is not None:
+            index.sort(key=vkeys.__getitem__)
+        todo.append((np.asarray(index, dtype=np.int64), np.asarray([keys[pi] for pi in index])))
+    n_new = sum(len(t[0]) for t in todo)
+    fresh: list = []  # the tables of this run's tasks
     try:
         with (dask_client(scheduler, workers, client) if n_new else dask_client(workers=0)) as c:
+            n_workers = 1 if c is None else max(1, sum(c.nthreads().values()))
+            sizes = task_sizes([len(t[0]) for t in todo], n_workers, points_per_task, [m.weight for m in mods])
+            tasks, weights = [], []
             for mi, m in enumerate(mods):
-                if not todo[mi]:
+                if not sizes[mi]:
                     continue
                 blob = m.blob if c is None else c.scatter(m.blob, broadcast=True)
                 dat = m.data if c is None or m.data is None else c.scatter(m.data, broadcast=True)
-                for s in range(0, len(todo[mi]), points_per_task):
-                    chunk = todo[mi][s:s + points_per_task]
-                    tasks.append((blob, m.sha, base, fields, chunk, mode, dat, m.data_id))
-                    weights.append(len(chunk))
+                index, keys = todo[mi]
+                s = 0
+                for size in sizes[mi]:
+                    tasks.append((blob, m.sha, m.name, base, g, index[s:s + size], keys[s:s + size], mode, dat,
+                                  m.data_id))
+                    weights.append(size)
+                    s += size
             try:
                 parts.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise QsimError(f"cannot create {parts} next to --out: {e.strerror or e}") from None
-            finished = points_done = 0
-            for _, rows in run_tasks(c, run_points, tasks, desc="sweep", unit="point", progress=progress,
-                                     weights=weights):
-                _write_part(parts, [{**grid_cols[r["key"]], **r} for r in rows], front)
-                finished += 1
-                points_done += len(rows)
-                if max_tasks is not None and finished >= max_tasks:
-                    return SweepResult(out, len(done) + points_done, points_done, len(done), 0, complete=False)
+            finished = points_done = written = 0
+            last_write = time.monotonic()
+            try:
+                for _, t in run_tasks(c, run_points, tasks, desc="sweep", unit="point", progress=progress,
+                                      weights=weights):
+                    fresh.append(t)
+                    finished += 1
+                    points_done += t.num_rows
+                    if max_tasks is not None and finished >= max_tasks:
+                        _write_part(parts, fresh[written:])
+                        return SweepResult(out, len(done) + points_done, points_done, len(done), 0, complete=False)
+                    if time.monotonic() - last_write >= PART_SECONDS and finished < len(tasks):
+                        _write_part(parts, fresh[written:])  # a killed run keeps whole parts only
+                        written, last_write = len(fresh), time.monotonic()
+            except KeyboardInterrupt:
+                _write_part(parts, fresh[written:])
+                raise
     except KeyboardInterrupt:
         raise QsimError(f"interrupted; the finished points are kept in {parts}: run again with --resume.") from None
-    rows = _read_rows(out if resume else None, parts)  # without --resume an old file is replaced, not merged
-    rows.sort(key=lambda r: (order.get(r["key"], (len(mods), 0)), r["model"], r["key"]))
-    table = _table(rows, front)
+    table = _merge(kept + fresh, front, lambda key, model: (order.get(key, (len(mods), 0)), model, key))
     tmp = out.with_name(out.name + ".tmp")
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, out)
     except OSError as e:
+        try:
+            _write_part(parts, fresh[written:])
+        except OSError:
+            pass
         raise QsimError(f"cannot write {out}: {e.strerror or e}; the points are kept in {parts} (--resume).") from None
     shutil.rmtree(parts, ignore_errors=True)
-    infeasible = sum(1 for r in rows if not r.get("feasible"))
-    res = SweepResult(out, len(rows), n_new, len(rows) - n_new, infeasible, True, table.column_names)
+    infeasible = table.num_rows - sum(bool(v) for v in table.column("feasible").to_pylist())
+    res = SweepResult(out, table.num_rows, n_new, table.num_rows - n_new, infeasible, True, table.column_names)
     if plot is not None:
         from .plots import pareto_report
         res.plots = pareto_report(table, plot)
     return res
+
+
+def task_sizes(points: Sequence[int], workers: int, per_task: int | None = None,
+               weights: Sequence[float] | None = None) -> list[list[int]]:
+    """Points per task for each model's ``points`` still to run (tasks hold points of one model).
+
+    ``per_task`` given: tasks of that many points.  None: guided sizes -- each task takes
+    1/(2 x workers) of the work not yet handed out (all models together, in order; a model's
+    point weighs ``weights[m]``, default 1), at least :data:`MIN_POINTS_PER_TASK` and 4 x
+    workers points: big tasks first, so the scheduler sees few tasks, and ever smaller ones at
+    the end, so the workers finish together.
+    """
+    w = list(weights) if weights is not None else [1.0] * len(points)
+    least = max(MIN_POINTS_PER_TASK, 4 * workers)
+    left = sum(n * wi for n, wi in zip(points, w))
+    out = []
+    for n, wi in zip(points, w):
+        sizes: list[int] = []
+        while n > 0:
+            size = min(n, per_task or max(least, math.ceil(left / (2 * workers) / wi)))
+            sizes.append(size)
+            n -= size
+            left -= size * wi
+        out.append(sizes)
+    return out
 
 
 def _point_cfg(base: config.HwConfig, paths, fields, vals) -> config.HwConfig:
@@ -332,19 +418,23 @@ def _point_cfg(base: config.HwConfig, paths, fields, vals) -> config.HwConfig:
         raise QsimError(f"grid point ({point}) is impossible: {e}") from None
 
 
-def _write_part(parts: Path, rows: list[dict], front: Sequence[str]) -> None:
+def _write_part(parts: Path, tables: list) -> None:
+    """Finished tasks' tables -> one part file, named by its keys (written whole, then renamed)."""
     import pyarrow.parquet as pq
-    name = hashlib.sha256("".join(r["key"] for r in rows).encode()).hexdigest()[:20]
+    if not tables:
+        return
+    t = _concat(tables)
+    name = hashlib.sha256("".join(t.column("key").to_pylist()).encode()).hexdigest()[:20]
     tmp = parts / f".{name}.tmp"
-    pq.write_table(_table(rows, front), tmp)
+    pq.write_table(t, tmp)
     os.replace(tmp, parts / f"part-{name}.parquet")  # a killed run leaves whole parts only
 
 
-def _read_rows(out: Path | None, parts: Path) -> list[dict]:
-    """Rows of ``out`` (when given) and of every readable part, one per key (None values dropped)."""
+def _read_tables(out: Path, parts: Path) -> list:
+    """``out`` (when it exists) and every readable part file, as tables (the file first)."""
     import pyarrow.parquet as pq
-    files = ([out] if out is not None and out.is_file() else []) + (sorted(parts.glob("part-*.parquet")) if parts.is_dir() else [])
-    rows: dict[str, dict] = {}
+    files = ([out] if out.is_file() else []) + (sorted(parts.glob("part-*.parquet")) if parts.is_dir() else [])
+    tables = []
     for f in files:
         try:
             t = pq.read_table(f)
@@ -354,21 +444,38 @@ def _read_rows(out: Path | None, parts: Path) -> list[dict]:
             continue
         if "key" not in t.column_names:
             raise QsimError(f"{f} is not a qsim sweep file (no 'key' column).")
-        for r in t.to_pylist():
-            rows.setdefault(r["key"], {k: v for k, v in r.items() if v is not None})
-    return list(rows.values())
+        tables.append(t)
+    return tables
 
 
-def _done_keys(out: Path, parts: Path) -> dict:
-    return {r["key"]: True for r in _read_rows(out, parts)}
-
-
-def _table(rows: list[dict], front: Sequence[str]):
-    """Rows -> a pyarrow Table: the ``front`` columns, then the others in first-seen order
-    (deterministic for sorted rows)."""
+def _concat(tables: list):
+    """Tables of the sweep's columns (some may lack some) -> one; a column typed int in one
+    and float in another becomes float, one of nulls only takes the other's type."""
     import pyarrow as pa
-    cols: dict[str, None] = dict.fromkeys(front)
-    for r in rows:
-        for k in r:
-            cols.setdefault(k, None)
-    return pa.Table.from_pylist([{k: r.get(k) for k in cols} for r in rows])
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+
+
+def _merge(tables: list, front: Sequence[str], sort_key):
+    """The sweep's tables -> the file's table: one row per key (the first one seen), rows sorted
+    by ``sort_key(key, model)``, the ``front`` columns, then the others ordered by the first row
+    that holds a value in them (ties: the tables' column order); columns without a value are
+    left out.  That is the table pyarrow builds from the sorted rows as dicts without their
+    None values (``Table.from_pylist``), without building the dicts."""
+    import pyarrow as pa
+    t = _concat(tables)
+    keys, models = t.column("key").to_pylist(), t.column("model").to_pylist()
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    rows = sorted(first.values(), key=lambda i: sort_key(keys[i], models[i]))
+    t = t.take(pa.array(rows, type=pa.int64()))
+    n = t.num_rows
+    where = {}
+    for pos, name in enumerate(t.column_names):
+        if name in front:
+            continue
+        valid = np.flatnonzero(t.column(name).is_valid().to_numpy(zero_copy_only=False)) if n else []
+        if len(valid):
+            where[name] = (int(valid[0]), pos)
+    names = list(front) + sorted(where, key=where.__getitem__)
+    return pa.table({c: t.column(c) if c in t.column_names else pa.nulls(n) for c in names}).combine_chunks()

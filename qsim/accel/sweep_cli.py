@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     where.add_argument("--workers", type=int, metavar="N",
                        help="local worker processes (default: this machine's cores; 0: in this process)")
     s.add_argument("--points-per-task", type=int, default=None, metavar="N",
-                   help="points per Dask task (default 250)")
+                   help="points per Dask task (default: guided, big tasks first, ever smaller ones at the end)")
     s.add_argument("--plot", metavar="DIR", help="also write Pareto plots (PNG) and sweep.html to DIR")
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=handler)

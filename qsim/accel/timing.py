@@ -59,6 +59,19 @@ VECTOR_SCHEDULE_FIELDS = ("ifmap_sram_kib", "output_sram_kib", "dram_bytes_per_c
                           "vector_lanes", "layer_setup_cycles")
 
 
+# ... and the fields a layer's SRAM tiles (array_tiles / vector_tiles) read: a subset of the above,
+# so machines differing only in DRAM, requant or setup figures share one tiling
+ARRAY_TILING_FIELDS = ("rows", "cols", "dataflow", "ifmap_sram_kib", "weight_sram_kib", "output_sram_kib")
+VECTOR_TILING_FIELDS = ("ifmap_sram_kib", "output_sram_kib", "vector_lanes")
+
+
+def tiling_key(cfg: HwConfig, unit: str = "array") -> tuple:
+    """Everything of ``cfg`` that :func:`layer_tiles` depends on for a layer on ``unit`` (a cache key)."""
+    if unit == "free":
+        return ()
+    return tuple(getattr(cfg, f) for f in (VECTOR_TILING_FIELDS if unit == "vector" else ARRAY_TILING_FIELDS))
+
+
 def schedule_key(cfg: HwConfig, unit: str = "array") -> tuple:
     """Everything of ``cfg`` that :func:`time_layer` depends on for a layer on ``unit`` (a cache key)."""
     if unit == "free":
@@ -271,7 +284,16 @@ def _uniform(state: tuple, last: tuple | None):
     return delta if all(x - y == delta for x, y in zip(state, last)) else None
 
 
-def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True) -> LayerTiming:
+def layer_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
+    """The tiles :func:`time_layer` schedules: ``(segments, output rows, output channels)`` per
+    tile (array layers, :func:`array_tiles`; rows/channels 0 on the vector unit).  A function of
+    the layer's geometry and :func:`tiling_key` only; QsimError when not one tile fits."""
+    if L.unit == "array":
+        return array_tiles(L, cfg)
+    return vector_tiles(L, cfg), 0, 0
+
+
+def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True, tiles: tuple | None = None) -> LayerTiming:
     """Schedule one layer; see the module docstring for the recurrence.
 
     ``events``: also record (lane, label, start, duration, details) spans for the trace.
@@ -280,18 +302,20 @@ def time_layer(L: LayerMap, cfg: HwConfig, events: bool = True) -> LayerTiming:
     of its state has moved by the same amount over one tile (or one repeated channel-chunk
     block), each further identical tile (block) moves the state by that amount again and
     adds the same stall, DRAM and requant cycles.  Exact, not an approximation
-    (tests/test_sweep.py compares it with the tile-by-tile schedule).
+    (tests/test_sweep.py compares it with the tile-by-tile schedule).  ``tiles``: the layer's
+    :func:`layer_tiles` on ``cfg`` when already computed (a sweep keeps them across machines
+    of one :func:`tiling_key`).
     """
     if L.unit == "free":
         return LayerTiming(bound="none")
     lt = LayerTiming(setup_cycles=cfg.layer_setup_cycles)
     is_array = L.unit == "array"
+    segments, lt.tile_rows, lt.tile_channels = layer_tiles(L, cfg) if tiles is None else tiles
     if is_array:
-        segments, lt.tile_rows, lt.tile_channels = array_tiles(L, cfg)
         depth = cfg.resolved_requant_depth()
         lanes = cfg.requant_lanes
     else:
-        segments, depth, lanes = vector_tiles(L, cfg), 0, 0
+        depth, lanes = 0, 0
     lat, bw = cfg.dram_latency_cycles, cfg.dram_bytes_per_cycle
     t0 = cfg.layer_setup_cycles
     ev = lt.events if events else None
