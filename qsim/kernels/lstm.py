@@ -66,9 +66,9 @@ class LSTMParams:
     int16: bool  # 16x8 form (int16 activations, int64 biases and accumulators; TFLM only)
     time_major: bool
     n_cell: int
-    w_x: np.ndarray  # float64 [I, 4S]: the four input weights, transposed (BLAS, exact: sums < 2**53)
+    w_x: np.ndarray  # float [I, 4S]: the four input weights, transposed, for BLAS (see _blas_weights)
     w_h: np.ndarray  # int64 [S, 4S]: the four recurrent weights, transposed
-    w_h_float: np.ndarray  # the same in float64 (BLAS, for batched runs)
+    w_h_float: np.ndarray  # the same as w_x's float type (BLAS, for batched runs)
     fc_x: fp.Int64RequantPlan  # x @ w_x -> sat16(FC rescale) (bias - zp_x * rowsum(W_x) folded in)
     fc_h: fp.Int64RequantPlan  # h @ w_h -> FC rescale (-zp_h * rowsum(W_h)); tflm: saturated to int16
     lut_offset: np.ndarray  # [4S] int64: 32768 + k * 65536, the gate's table in ``gate_lut``
@@ -265,14 +265,22 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                "cell": sigmoid if activation == "SIGMOID" else tanh}
     offset = np.repeat(32768 + 65536 * np.arange(4, dtype=np.int64), n)
     return LSTMParams(variant, int16, bool(opts.time_major) if opts is not None else False, n_cell,
-                      st["w_x"].T.astype(np.float64), np.ascontiguousarray(st["w_h"].T),
-                      st["w_h"].T.astype(np.float64), fc_x, fc_h, offset, offset - 32768, offset + 32767,
+                      _blas_weights(st["w_x"], act_bound), np.ascontiguousarray(st["w_h"].T),
+                      _blas_weights(st["w_h"], act_bound), fc_x, fc_h, offset, offset - 32768, offset + 32767,
                       np.concatenate([np.asarray(gate_fn[g], np.int64) for g in _ORDER]), products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
                       np.roll(np.asarray(cell_tanh, np.int64), 32768), hidden)
 
 
 _clip = fp.clip_ufunc
+
+
+def _blas_weights(w: np.ndarray, act_bound: int) -> np.ndarray:
+    """[N, K] int64 weights -> [K, N] float32 when every GEMM sum act * w (|act| <= act_bound)
+    is below 2**24 (float32 holds it exactly, and BLAS's sgemm is twice dgemm), else float64
+    (exact below 2**53: always, for int8 weights and int16 activations)."""
+    exact32 = act_bound * int(np.abs(w).sum(axis=1).max(initial=0)) < (1 << 24)
+    return np.ascontiguousarray(w.T.astype(np.float32 if exact32 else np.float64))
 
 
 def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
@@ -284,20 +292,24 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         h = out[t] = requant(o * tanh(c))
     """
     x = np.asarray(inputs[0])
-    seq = x if p.time_major else x.transpose(1, 0, 2)  # [T, B, I]
-    n_t, n_b = seq.shape[0], seq.shape[1]
+    n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
     s = p.n_cell
     h = _state(inputs[_HIDDEN], n_b, s)
     g = np.empty((n_b, 5 * s), np.int64)  # [i, f, o, g, c]: gates of this step, then the cell state
     g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
     cell = g[:, 4 * s:]
-    # The input FCs do not depend on the state: all time steps in one GEMM (exact in float64).
-    xw = p.fc_x.apply(np.matmul(seq, p.w_x).astype(np.int64))
+    # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
+    # in the input's own layout; step t reads xw[t] (time-major) or xw[:, t].
+    xw = np.matmul(x.reshape(-1, x.shape[2]), p.w_x).astype(np.int64)
+    xw = p.fc_x.apply(xw, out=xw)
     xw += p.lut_offset  # pre-activation + offset = index into gate_lut
+    xw = xw.reshape(x.shape[0], x.shape[1], 4 * s)
+    if not p.time_major:
+        xw = xw.transpose(1, 0, 2)
     hs = np.empty((n_t, n_b, s), np.int64)
     blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float64 (exact) pays off on a batch
     for t in range(n_t):
-        acc = np.matmul(h, p.w_h_float).astype(np.int64) if blas else np.matmul(h, p.w_h)
+        acc = np.matmul(h.astype(p.w_h_float.dtype), p.w_h_float).astype(np.int64) if blas else np.matmul(h, p.w_h)
         pre = p.fc_h.apply(acc, out=acc)
         pre += xw[t]
         _clip(pre, p.lut_lo, p.lut_hi, out=pre)  # sat16 of the sum (offset by lut_offset)
