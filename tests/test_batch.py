@@ -299,6 +299,11 @@ def one_op_models():
             b.add_op("STRIDED_SLICE", ins, [y], opts)
             return y
         model(f"STRIDED_SLICE {begin}:{end}:{strides} {opts}", [mode], [(1, 4, 5)], ss)
+    # Batch-major: N samples are N rows of one sequence run (float BLAS GEMMs from 4 rows on).
+    # Hidden zero point 5 and a cell clip exercise the folded constants.
+    from qsim import builder
+    models["UNIDIRECTIONAL_SEQUENCE_LSTM"] = (
+        builder.lstm_int8_model(n_time=3, n_input=4, n_cell=5, hidden_zp=5, cell_clip=0.5, seed=1), ["vector"])
     return models
 
 
