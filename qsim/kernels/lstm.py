@@ -71,14 +71,16 @@ class LSTMParams:
     w_h_float: np.ndarray  # the same as w_x's float type (BLAS, for batched runs)
     fc_x: fp.Int64RequantPlan  # x @ w_x -> sat16(FC rescale) (bias - zp_x * rowsum(W_x) folded in)
     fc_h: fp.Int64RequantPlan  # h @ w_h -> FC rescale (-zp_h * rowsum(W_h)); tflm: saturated to int16
-    lut_offset: np.ndarray  # [4S] int64: 32768 + k * 65536, the gate's table in ``gate_lut``
+    lut_offset: np.ndarray  # [4S] int64: 32768 (sigmoid gates) or 32768 + 65536 (cell gate): index base in gate_lut
     lut_lo: np.ndarray  # [4S] the int16 saturation of the pre-activations, offset like the index
     lut_hi: np.ndarray
-    gate_lut: np.ndarray  # int64 [4 * 65536]: per gate in _ORDER its non-linearity over every int16 input
+    gate_lut: np.ndarray  # int32 [2 * 65536]: sigmoid, then the cell gate's function, over every int16 input
+    # (int32 tables and gate values: half the cache footprint; every product of two Q0.15 / int16
+    # values fits int32, and the plans widen to int64 on their first operation)
     products: fp.Int64RequantPlan  # [i*g, f*c] (2S columns) -> sat16 of the scaled products
     cell_lo: int  # the cell state's saturation: +-cell_clip when set, else int16
     cell_hi: int
-    cell_tanh: np.ndarray  # int64 [65536]: tanh of the cell state c at index c mod 2**16
+    cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
 
 
@@ -261,15 +263,14 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         products = fp.plan_rounding_divide_by_pot([30 + power] * n + [15] * n, *sat16, 1 << 30)
     out_range = sat16 if int16 else (-128, 127)
     hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
-    gate_fn = {"input": sigmoid, "forget": sigmoid, "output": sigmoid,
-               "cell": sigmoid if activation == "SIGMOID" else tanh}
-    offset = np.repeat(32768 + 65536 * np.arange(4, dtype=np.int64), n)
+    offset = np.repeat(32768 + 65536 * np.array([g == "cell" for g in _ORDER], np.int64), n)
     return LSTMParams(variant, int16, bool(opts.time_major) if opts is not None else False, n_cell,
                       _blas_weights(st["w_x"], act_bound), np.ascontiguousarray(st["w_h"].T),
                       _blas_weights(st["w_h"], act_bound), fc_x, fc_h, offset, offset - 32768, offset + 32767,
-                      np.concatenate([np.asarray(gate_fn[g], np.int64) for g in _ORDER]), products,
+                      np.concatenate([sigmoid, sigmoid if activation == "SIGMOID" else tanh]).astype(np.int32),
+                      products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
-                      np.roll(np.asarray(cell_tanh, np.int64), 32768), hidden)
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden)
 
 
 _clip = fp.clip_ufunc
@@ -295,7 +296,7 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
     s = p.n_cell
     h = _state(inputs[_HIDDEN], n_b, s)
-    g = np.empty((n_b, 5 * s), np.int64)  # [i, f, o, g, c]: gates of this step, then the cell state
+    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
     g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
     cell = g[:, 4 * s:]
     # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
@@ -315,7 +316,7 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         _clip(pre, p.lut_lo, p.lut_hi, out=pre)  # sat16 of the sum (offset by lut_offset)
         p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")
         prod = np.multiply(g[:, :2 * s], g[:, 3 * s:])  # [i*g, f*c]
-        p.products.apply(prod, out=prod)
+        prod = p.products.apply(prod)  # int64
         np.add(prod[:, :s], prod[:, s:], out=cell)
         _clip(cell, p.cell_lo, p.cell_hi, out=cell)
         th = p.cell_tanh.take(cell, mode="wrap")  # index c mod 2**16
