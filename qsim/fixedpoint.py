@@ -1329,6 +1329,7 @@ class Int64RequantPlan:
     lo: int
     hi: int
     generic: Any = None  # x -> result, when the fast form is not proven exact
+    clip: bool = True  # False: the result provably lies in [lo, hi] (no saturation pass)
 
     def apply(self, x, out=None) -> np.ndarray:
         """int64 result (into ``out`` when given, an int64 array of x's shape)."""
@@ -1346,7 +1347,7 @@ class Int64RequantPlan:
         if self.below is not None:
             y -= np.less(y, self.threshold) * self.below
         y >>= self.total
-        return _clip(y, self.lo, self.hi, out=y)
+        return _clip(y, self.lo, self.hi, out=y) if self.clip else y
 
 
 def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero_point: int = 0,
@@ -1393,7 +1394,9 @@ def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero
             return slow
         consts.append((m, off, thr, below, total))
     m, off, thr, below, total = (_scalar_if_uniform(np.array(c, np.int64)) for c in zip(*consts))
-    return Int64RequantPlan(m, off, thr, below if np.any(below) else None, total, lo, hi)
+    # MBQM's result is an int32 (double rounding; single rounding: its saturation is proven unreachable)
+    clip = zp != 0 or lo > INT32_MIN or hi < INT32_MAX
+    return Int64RequantPlan(m, off, thr, below if np.any(below) else None, total, lo, hi, clip=clip)
 
 
 def plan_rounding_divide_by_pot(exponent, lo: int = INT32_MIN, hi: int = INT32_MAX,
@@ -1408,5 +1411,7 @@ def plan_rounding_divide_by_pot(exponent, lo: int = INT32_MIN, hi: int = INT32_M
                                 lambda x: saturate(rounding_divide_by_pot(x, e), lo, hi))
     off = (np.int64(1) << e) >> 1
     below = (e > 0).astype(np.int64)
+    reach = (int(x_bound) >> int(e.min())) + 1 if e.size else int(x_bound)  # bound on |result|
     return Int64RequantPlan(None, _scalar_if_uniform(off), _scalar_if_uniform(off),
-                            _scalar_if_uniform(below) if np.any(below) else None, _scalar_if_uniform(e), lo, hi)
+                            _scalar_if_uniform(below) if np.any(below) else None, _scalar_if_uniform(e), lo, hi,
+                            clip=-reach < lo or reach > hi)

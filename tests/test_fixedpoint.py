@@ -378,9 +378,12 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         assert np.array_equal(plan.apply(x), want), (m0, shift, rounding)
         assert np.array_equal(plan.apply(x, out=out), want) and np.array_equal(out, want)
     assert fast_seen >= 4  # the closed form is really exercised
-    for e in ([0], [1], [15], [31], [15, 21]):
-        plan = fp.plan_rounding_divide_by_pot(e, -32768, 32767, 1 << 40)
+    assert not fp.plan_multiply_by_quantized_multiplier(1 << 30, 0, rounding, 0, 0, x_bound=1 << 29).clip
+    for e, lo, hi in (([0], -32768, 32767), ([1], -32768, 32767), ([15], INT32_MIN, INT32_MAX), ([31], -5, 5),
+                      ([15, 21], -32768, 32767), ([9], INT32_MIN, INT32_MAX)):  # e = 9: int32 saturation reachable
+        plan = fp.plan_rounding_divide_by_pot(e, lo, hi, 1 << 40)
         x = _plan_inputs(1 << 40, rng)[:4000 // len(e) * len(e)].reshape(-1, len(e))
         x = np.concatenate([x, np.array([[3 << 14] * len(e), [-(3 << 14)] * len(e)])])  # ties
         assert plan.generic is None
-        assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), -32768, 32767)), e
+        assert plan.clip == (e != [15])
+        assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)), e
