@@ -1331,8 +1331,9 @@ class Int64RequantPlan:
     generic: Any = None  # x -> result, when the fast form is not proven exact
     clip: bool = True  # False: the result provably lies in [lo, hi] (no saturation pass)
 
-    def apply(self, x, out=None) -> np.ndarray:
-        """int64 result (into ``out`` when given, an int64 array of x's shape)."""
+    def apply(self, x, out=None, tmp=None) -> np.ndarray:
+        """int64 result (into ``out`` when given, an int64 array of x's shape; ``tmp``: an int64
+        work array of that shape, so that a loop allocates nothing)."""
         if self.generic is not None:
             r = self.generic(x)
             if out is None:
@@ -1345,7 +1346,12 @@ class Int64RequantPlan:
             y = np.multiply(x, self.m, out=out)
             y += self.offset
         if self.below is not None:
-            y -= np.less(y, self.threshold) * self.below
+            if tmp is None:
+                y -= np.less(y, self.threshold) * self.below
+            else:
+                np.less(y, self.threshold, out=tmp)
+                tmp *= self.below
+                y -= tmp
         y >>= self.total
         return _clip(y, self.lo, self.hi, out=y) if self.clip else y
 

@@ -308,20 +308,32 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     if not p.time_major:
         xw = xw.transpose(1, 0, 2)
     hs = np.empty((n_t, n_b, s), np.int64)
-    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float64 (exact) pays off on a batch
+    # work arrays, reused by every step (a fresh array per operation costs more than the operation)
+    acc, tmp4 = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int64)
+    prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
+                                                                                                    np.int64)
+    th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
+    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights) pays off on a batch
+    if blas:
+        h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
     for t in range(n_t):
-        acc = np.matmul(h.astype(p.w_h_float.dtype), p.w_h_float).astype(np.int64) if blas else np.matmul(h, p.w_h)
-        pre = p.fc_h.apply(acc, out=acc)
+        if blas:
+            np.copyto(h_f, h, casting="unsafe")  # exact: |h| <= 2**15
+            np.matmul(h_f, p.w_h_float, out=acc_f)
+            np.copyto(acc, acc_f, casting="unsafe")  # exact integers
+        else:
+            np.matmul(h, p.w_h, out=acc)
+        pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
         pre += xw[t]
         _clip(pre, p.lut_lo, p.lut_hi, out=pre)  # sat16 of the sum (offset by lut_offset)
         p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")
-        prod = np.multiply(g[:, :2 * s], g[:, 3 * s:])  # [i*g, f*c]
-        prod = p.products.apply(prod)  # int64
+        np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
+        p.products.apply(prod32, out=prod, tmp=tmp2)
         np.add(prod[:, :s], prod[:, s:], out=cell)
         _clip(cell, p.cell_lo, p.cell_hi, out=cell)
-        th = p.cell_tanh.take(cell, mode="wrap")  # index c mod 2**16
+        p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
         th *= g[:, 2 * s:3 * s]
-        h = p.hidden.apply(th, out=hs[t])
+        h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
     out = hs.astype(np.int16 if p.int16 else np.int8)
     return [out if p.time_major else out.transpose(1, 0, 2)]
 
