@@ -1035,6 +1035,7 @@ def requantize_double_fast(acc, bias, m0, shift, output_zero_point, act_min, act
 # numpy's clip ufunc (np.clip's Python wrapper costs more than the pass on a small array).
 _clip = getattr(getattr(np, "_core", None), "umath", None)
 _clip = getattr(_clip, "clip", None) or (lambda x, lo, hi, out: np.clip(x, lo, hi, out=out))
+clip_ufunc = _clip  # public name (kernels clipping in place in a loop)
 
 # Values per pass of DoubleRequantPlan.apply: 16K (128 KiB of int64/float64) keeps the few
 # in-place passes inside the L2 cache however large the batch is.
@@ -1458,3 +1459,127 @@ def requantize_variant(acc, bias, m0, shift, output_zero_point, act_min, act_max
         y = round_half_away((x.astype(np.float32) * mf).astype(np.float32))
         y = np.clip(y, INT32_MIN, INT32_MAX).astype(np.int64)
     return saturate(np.clip(y, INT32_MIN, INT32_MAX) + _i64(output_zero_point), act_min, act_max)
+
+
+# --------------------------------------------------------------------------- int64 requant plans (recurrent kernels)
+
+@dataclass
+class Int64RequantPlan:
+    """``saturate(MBQM(x + bias, M0, shift) + zp, lo, hi)`` (or ``saturate(RoundingDivideByPOT(x, e), lo, hi)``)
+    with fixed per-channel constants, for a kernel that applies it many times to small int64 arrays
+    (an LSTM's time steps).  Built by :func:`plan_multiply_by_quantized_multiplier` /
+    :func:`plan_rounding_divide_by_pot`; the channel axis is the last one.
+
+    Fast form (``m`` is not None or ``rdbp``), proven exact at plan time for every |x| <= the
+    caller's bound: the closed form of :func:`requantize_double_fast`, all in int64,
+    ``y = x*m + offset; y -= [y < threshold] * below; y >>= total; clip``, where for double
+    rounding (e = max(-shift, 0), m = M0 << max(shift, 0), no int32 wrap reachable)
+    ``offset = bias*m + 2**30 + (2**e >> 1) * 2**31 + zp * 2**(31+e)``, ``threshold = offset - bias*m -
+    2**30`` (y < threshold iff p = (x + bias)*m < -2**30), ``below = [e > 0] * 2**31``, ``total = 31 + e``; for single rounding
+    ``offset = bias*M0 + 2**(30-shift) + zp * 2**(31-shift)``, ``total = 31 - shift``, no correction
+    (the int32 saturation is unreachable); for RoundingDivideByPOT ``m = 1``,
+    ``offset = 2**e >> 1``, ``threshold = offset``, ``below = [e > 0]``, ``total = e``.
+    Otherwise (``generic`` set) the general functions of this module are called.
+    tests/test_fixedpoint.py checks equality with them on edge and random values.
+    """
+
+    m: Any  # int64 [C] or None (RoundingDivideByPOT)
+    offset: Any
+    threshold: Any
+    below: Any  # None: no tie correction
+    total: Any
+    lo: int
+    hi: int
+    generic: Any = None  # x -> result, when the fast form is not proven exact
+    clip: bool = True  # False: the result provably lies in [lo, hi] (no saturation pass)
+
+    def apply(self, x, out=None, tmp=None) -> np.ndarray:
+        """int64 result (into ``out`` when given, an int64 array of x's shape; ``tmp``: an int64
+        work array of that shape, so that a loop allocates nothing)."""
+        if self.generic is not None:
+            r = self.generic(x)
+            if out is None:
+                return r
+            out[...] = r
+            return out
+        if self.m is None:
+            y = np.add(x, self.offset, out=out)
+        else:
+            y = np.multiply(x, self.m, out=out)
+            y += self.offset
+        if self.below is not None:
+            if tmp is None:
+                y -= np.less(y, self.threshold) * self.below
+            else:
+                np.less(y, self.threshold, out=tmp)
+                tmp *= self.below
+                y -= tmp
+        y >>= self.total
+        return _clip(y, self.lo, self.hi, out=y) if self.clip else y
+
+
+def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero_point: int = 0,
+                                          lo: int = INT32_MIN, hi: int = INT32_MAX, x_bound=None,
+                                          int64_acc: bool = False) -> Int64RequantPlan:
+    """An :class:`Int64RequantPlan` for ``saturate(MBQM(x + bias, m0, shift, rounding) + zero_point, lo, hi)``
+    (the int32 MultiplyByQuantizedMultiplier; with ``int64_acc`` TFLite's int64 overload,
+    :func:`multiply_by_quantized_multiplier_int64`, always the general form).  ``m0``, ``shift``,
+    ``bias`` broadcast along the last axis; ``x_bound``: a proven bound on |x| (scalar or per
+    channel), without which the general form is used."""
+    m0, shift, bias = _i64(m0).reshape(-1), _i64(shift).reshape(-1), _i64(bias).reshape(-1)
+    zp = int(zero_point)
+    mbqm = multiply_by_quantized_multiplier_int64 if int64_acc else multiply_by_quantized_multiplier
+
+    def generic(x):
+        return saturate(mbqm(_i64(x) + bias, m0, shift, rounding) + zp, lo, hi)
+
+    slow = Int64RequantPlan(None, None, None, None, None, lo, hi, generic)
+    if int64_acc or x_bound is None or rounding not in ROUNDING_MODES or not m0.size:
+        return slow
+    check_shift_range(shift, rounding)
+    n = max(m0.size, shift.size, bias.size)
+    m0, shift, bias = (np.broadcast_to(v, (n,)) for v in (m0, shift, bias))
+    reach = np.broadcast_to(_i64(x_bound).reshape(-1), (n,)) + np.abs(bias)  # bound on |x + bias|
+    if np.any((m0 < 0) | (m0 > INT32_MAX)):
+        return slow
+    consts = []
+    for mc, sc, bc, rc in zip(m0.tolist(), shift.tolist(), bias.tolist(), reach.tolist()):
+        if rounding == "double":
+            left, e = max(sc, 0), max(-sc, 0)
+            if rc << left > INT32_MAX:  # an int32 wrap of the left shift would be reachable
+                return slow
+            m, total = mc << left, 31 + e
+            off = bc * m + (1 << 30) + (((1 << e) >> 1) << 31) + (zp << total)
+            thr, below = off - bc * m - (1 << 30), (1 << 31) if e > 0 else 0
+        else:
+            m, total = mc, 31 - sc
+            if (rc * m + (1 << (total - 1))) >> total > INT32_MAX \
+                    or (-rc * m + (1 << (total - 1))) >> total < INT32_MIN:
+                return slow  # the int32 saturation would be reachable
+            off = bc * m + (1 << (total - 1)) + (zp << total)
+            thr, below = 0, 0
+        if rc * m + abs(off) + below >= 1 << 62:  # int64 headroom (with margin)
+            return slow
+        consts.append((m, off, thr, below, total))
+    m, off, thr, below, total = (_scalar_if_uniform(np.array(c, np.int64)) for c in zip(*consts))
+    # MBQM's result is an int32 (double rounding; single rounding: its saturation is proven unreachable)
+    clip = zp != 0 or lo > INT32_MIN or hi < INT32_MAX
+    return Int64RequantPlan(m, off, thr, below if np.any(below) else None, total, lo, hi, clip=clip)
+
+
+def plan_rounding_divide_by_pot(exponent, lo: int = INT32_MIN, hi: int = INT32_MAX,
+                                x_bound: int = 1 << 62) -> Int64RequantPlan:
+    """An :class:`Int64RequantPlan` for ``saturate(rounding_divide_by_pot(x, exponent), lo, hi)``
+    (``exponent`` in [0, 31], per channel along the last axis; |x| <= ``x_bound``)."""
+    e = _i64(exponent).reshape(-1)
+    if np.any((e < 0) | (e > 31)):
+        raise ValueError("rounding_divide_by_pot exponent must be in [0, 31]")
+    if int(x_bound) + (1 << 31) >= 1 << 63:
+        return Int64RequantPlan(None, None, None, None, None, lo, hi,
+                                lambda x: saturate(rounding_divide_by_pot(x, e), lo, hi))
+    off = (np.int64(1) << e) >> 1
+    below = (e > 0).astype(np.int64)
+    reach = (int(x_bound) >> int(e.min())) + 1 if e.size else int(x_bound)  # bound on |result|
+    return Int64RequantPlan(None, _scalar_if_uniform(off), _scalar_if_uniform(off),
+                            _scalar_if_uniform(below) if np.any(below) else None, _scalar_if_uniform(e), lo, hi,
+                            clip=-reach < lo or reach > hi)

@@ -309,8 +309,11 @@ def one_op_models():
         b.add_op("SVDF", [x, wf, wt, bias, state], [y], ir.SVDFOptions(rank=2, activation="RELU"))
         return y
     model("SVDF rank 2", ["vector"], [(1, 5)], svdf)
-    from qsim.builder import lstm_int8_model  # the builder's own one-op LSTM (variables, intermediates)
-    models["UNIDIRECTIONAL_SEQUENCE_LSTM"] = (lstm_int8_model(n_time=3, seed=5), ["vector"])
+    # Batch-major: N samples are N rows of one sequence run (float BLAS GEMMs from 4 rows on).
+    # Hidden zero point 5 and a cell clip exercise the folded constants.
+    from qsim import builder
+    models["UNIDIRECTIONAL_SEQUENCE_LSTM"] = (
+        builder.lstm_int8_model(n_time=3, n_input=4, n_cell=5, hidden_zp=5, cell_clip=0.5, seed=1), ["vector"])
     return models
 
 

@@ -381,3 +381,43 @@ def test_quantize_affine_float32_path_equals_double_rounding():
                 want = np.clip(fp.round_half_away(np.clip(ratio, -2.0**40, 2.0**40)) + zp, qmin, qmax)
                 got = fp.quantize_affine(data, scale, zp, qmin, qmax)
                 assert got.dtype == np.int64 and np.array_equal(got, want.astype(np.int64)), (qmin, zp, scale)
+
+
+def _plan_inputs(bound, rng):
+    edge = np.array([0, 1, -1, 2, -2, bound, -bound, bound - 1, -bound + 1], np.int64)
+    return np.concatenate([edge, rng.integers(-bound, bound + 1, 4000)])
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_int64_requant_plan_equals_the_general_functions(rounding):
+    """The LSTM's prepared requant (closed form, constants folded at prepare) against
+    saturate(multiply_by_quantized_multiplier(x + bias) + zp) on edge and random values,
+    including ties, e = 0, left shifts, and a bound that forces the general form."""
+    rng = np.random.default_rng(5)
+    fast_seen = 0
+    for m0, shift, bias, zp, lo, hi, bound in [
+            (1 << 30, -14, 0, 3, -32768, 32767, 1 << 30),  # 2**-15: exact ties, zp folded
+            (1 << 30, 0, 0, 0, INT32_MIN, INT32_MAX, 1 << 29),  # e = 0
+            ([1 << 30, 1518500250], [-15, -30], 0, 0, -128, 127, 1 << 30),  # per channel
+            ([2147483647, 1073741824, 1288490189, 1717986918], [-1, 0, 2, -20], [7, -9, 100000, -5], -4,
+             -32768, 32767, 652800),
+            (1518500250, 3, 5, 0, INT32_MIN, INT32_MAX, 1 << 28),  # left shift: int32 wrap reachable
+            (1518500250, -31, -3, 1, -128, 127, 1 << 40)]:  # outside int32: general form
+        plan = fp.plan_multiply_by_quantized_multiplier(m0, shift, rounding, bias, zp, lo, hi, bound)
+        fast_seen += plan.generic is None
+        n = np.size(m0)
+        x = _plan_inputs(bound, rng)[: 4000 // n * n].reshape(-1, n) if n > 1 else _plan_inputs(bound, rng)
+        want = fp.saturate(fp.multiply_by_quantized_multiplier(x + np.asarray(bias), m0, shift, rounding) + zp, lo, hi)
+        out = np.empty_like(x)
+        assert np.array_equal(plan.apply(x), want), (m0, shift, rounding)
+        assert np.array_equal(plan.apply(x, out=out, tmp=np.empty_like(x)), want) and np.array_equal(out, want)
+    assert fast_seen >= 4  # the closed form is really exercised
+    assert not fp.plan_multiply_by_quantized_multiplier(1 << 30, 0, rounding, 0, 0, x_bound=1 << 29).clip
+    for e, lo, hi in (([0], -32768, 32767), ([1], -32768, 32767), ([15], INT32_MIN, INT32_MAX), ([31], -5, 5),
+                      ([15, 21], -32768, 32767), ([9], INT32_MIN, INT32_MAX)):  # e = 9: int32 saturation reachable
+        plan = fp.plan_rounding_divide_by_pot(e, lo, hi, 1 << 40)
+        x = _plan_inputs(1 << 40, rng)[:4000 // len(e) * len(e)].reshape(-1, len(e))
+        x = np.concatenate([x, np.array([[3 << 14] * len(e), [-(3 << 14)] * len(e)])])  # ties
+        assert plan.generic is None
+        assert plan.clip == (e != [15])
+        assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)), e

@@ -243,3 +243,20 @@ def test_variable_with_stored_buffer_is_ignored_like_tflm():
     out = g.outputs[0]
     assert np.array_equal(prepare_graph(with_data, "tflm").run([x])[out], prepare_graph(g, "tflm").run([x])[out])
     assert not unsupported_ops(with_data, int16=True)
+
+
+@pytest.mark.parametrize("reference", ["tflm", "litert"])
+def test_real_model_batched_run_bit_exact(reference):
+    """A batch of 9 samples in one pass (the recurrent GEMMs then run in float BLAS) against the
+    reference run sample by sample: the LSTM output and the probabilities."""
+    require_module("ai_edge_litert" if reference == "litert" else "tflite_micro", "reference interpreter")
+    from qsim import refrun
+
+    path = shared_model(MODEL)
+    runner = refrun.open_in_process(reference, path.read_bytes())
+    x = _inputs(9, seed=11)
+    ours = prepare_graph(loader.load(path), reference).run_batched(x.reshape(9, 28, 28), keep_all=True)
+    for i in range(9):
+        theirs = runner.run([x[i]], [LSTM_OUT, PROBS])
+        for t in (LSTM_OUT, PROBS):
+            np.testing.assert_array_equal(ours[t][i], theirs[t][0], err_msg=f"sample {i} tensor {t} vs {reference}")

@@ -51,42 +51,37 @@ _VARIANTS = ("tflm", "gemmlowp")
 GATE_SCALE = 2.0 ** -12  # Q3.12 gate pre-activations
 
 
-@dataclass
-class GateParams:
-    """The four gates' GEMMs stacked in GATES order (rows g*S .. g*S+S-1 are gate g): int64 weights
-    [4S, I] / [4S, S], biases with the input offset folded in (bias - zp_x * rowsum(W_x); recurrent:
-    -zp_h * rowsum(W_h)), per-row Q31 multipliers and shifts [4S]."""
-
-    w_x: np.ndarray
-    w_h: np.ndarray
-    bias_x: np.ndarray
-    bias_h: np.ndarray
-    m_x: np.ndarray
-    shift_x: np.ndarray
-    m_h: np.ndarray
-    shift_h: np.ndarray
+# Column order of the stacked gates inside the kernel (prepare reorders TFLite's i, f, c, o):
+# with the cell state kept right after them, [i, f] and [g, c] are two aligned column blocks,
+# so i*g and f*c are one multiply.
+_ORDER = ("input", "forget", "output", "cell")
 
 
 @dataclass
 class LSTMParams:
+    """Everything input-independent, prepared once.  Stacked gate columns in ``_ORDER`` (column
+    k*S + j is cell j of gate _ORDER[k]); all integer formulas are :mod:`qsim.fixedpoint` plans."""
+
     variant: str  # "tflm" | "gemmlowp"
     int16: bool  # 16x8 form (int16 activations, int64 biases and accumulators; TFLM only)
-    rounding: str
     time_major: bool
     n_cell: int
-    gates: GateParams
-    cell_activation: str  # "TANH" | "SIGMOID"
-    cell_power: int  # cell scale = 2**cell_power
-    cell_clip: int  # quantized, 0 = none
-    forget_mul: tuple[int, int]  # tflm: (M0, shift) of f*c; gemmlowp: unused
-    input_mul: tuple[int, int]  # tflm: (M0, shift) of i*g
-    hidden_mul: tuple[int, int]  # (M0, shift) of o*tanh(c) -> h
-    hidden_zp: int
-    # The non-linearities tabulated over every int16 input (index = value + 32768), int64 Q0.15:
-    # the same integer functions, evaluated once in prepare.
-    sigmoid: np.ndarray
-    cell_gate: np.ndarray  # tanh (or sigmoid) of a Q3.12 pre-activation
-    cell_tanh: np.ndarray  # tanh of the cell state (scale 2**cell_power)
+    w_x: np.ndarray  # float [I, 4S]: the four input weights, transposed, for BLAS (see _blas_weights)
+    w_h: np.ndarray  # int64 [S, 4S]: the four recurrent weights, transposed
+    w_h_float: np.ndarray  # the same as w_x's float type (BLAS, for batched runs)
+    fc_x: fp.Int64RequantPlan  # x @ w_x -> sat16(FC rescale) (bias - zp_x * rowsum(W_x) folded in)
+    fc_h: fp.Int64RequantPlan  # h @ w_h -> FC rescale (-zp_h * rowsum(W_h)); tflm: saturated to int16
+    lut_offset: np.ndarray  # [4S] int64: 32768 (sigmoid gates) or 32768 + 65536 (cell gate): index base in gate_lut
+    lut_lo: np.ndarray  # [4S] the int16 saturation of the pre-activations, offset like the index
+    lut_hi: np.ndarray
+    gate_lut: np.ndarray  # int32 [2 * 65536]: sigmoid, then the cell gate's function, over every int16 input
+    # (int32 tables and gate values: half the cache footprint; every product of two Q0.15 / int16
+    # values fits int32, and the plans widen to int64 on their first operation)
+    products: fp.Int64RequantPlan  # [i*g, f*c] (2S columns) -> sat16 of the scaled products
+    cell_lo: int  # the cell state's saturation: +-cell_clip when set, else int16
+    cell_hi: int
+    cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
+    hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
 
 
 def _scale(t) -> float:
@@ -200,8 +195,9 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     x, h, c = ins[0], ins[_HIDDEN], ins[_CELL]
     n_cell = ins[_IN_W["forget"]].shape[0]
     s_x, s_h = np.float32(_scale(x)), np.float32(_scale(h))
-    rows = {k: [] for k in ("w_x", "w_h", "bias_x", "bias_h", "m_x", "shift_x", "m_h", "shift_h")}
-    for g in GATES:
+    act_bound = 1 << 15 if int16 else 1 << 7  # |x|, |h| <= 2**15 / 2**7
+    cols = {k: [] for k in ("w_x", "w_h", "bias_x", "bias_h", "m_x", "shift_x", "m_h", "shift_h")}
+    for g in _ORDER:
         w_x = ins[_IN_W[g]].data.astype(np.int64)
         w_h = ins[_REC_W[g]].data.astype(np.int64)
         bias = ins[_BIAS[g]].data.astype(np.int64)
@@ -213,8 +209,15 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         for k, v in (("w_x", w_x), ("w_h", w_h), ("bias_x", bias - x.quant.zp0 * w_x.sum(axis=1)),
                      ("bias_h", -h.quant.zp0 * w_h.sum(axis=1)), ("m_x", [m_x] * n_cell),
                      ("shift_x", [sh_x] * n_cell), ("m_h", [m_h] * n_cell), ("shift_h", [sh_h] * n_cell)):
-            rows[k].append(np.asarray(v, np.int64))
-    gates = GateParams(**{k: np.concatenate(v) for k, v in rows.items()})
+            cols[k].append(np.asarray(v, np.int64))
+    st = {k: np.concatenate(v) for k, v in cols.items()}
+    sat16 = (-32768, 32767)
+    # |x @ W^T| <= act_bound * sum|W| per row: the bound the plans' closed forms are proven for
+    fc_x = fp.plan_multiply_by_quantized_multiplier(st["m_x"], st["shift_x"], rounding, st["bias_x"], 0, *sat16,
+                                                    act_bound * np.abs(st["w_x"]).sum(axis=1), int16)
+    fc_h = fp.plan_multiply_by_quantized_multiplier(st["m_h"], st["shift_h"], rounding, st["bias_h"], 0,
+                                                    *(sat16 if variant == "tflm" else (fp.INT32_MIN, fp.INT32_MAX)),
+                                                    act_bound * np.abs(st["w_h"]).sum(axis=1), int16)
     power, _ = fp.checked_log2(c.quant.scale0)
     s_c = c.quant.scale0
     clip_f = float(opts.cell_clip) if opts is not None else 0.0
@@ -250,61 +253,88 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     else:
         sigmoid, tanh = fp.fixed_logistic(q, 3, 16), fp.fixed_tanh(q, 3, 16)
         cell_tanh = fp.fixed_tanh(q, 15 + power, 16)
-    return LSTMParams(variant, int16, rounding, bool(opts.time_major) if opts is not None else False, n_cell, gates,
-                      activation, power, clip, forget_mul, input_mul, hidden_mul, hidden_zp, sigmoid,
-                      sigmoid if activation == "SIGMOID" else tanh, cell_tanh)
+    n = n_cell
+    # i*g and f*c (Q0.15 x Q0.15 / Q0.15 x cell): |product| <= 2**30
+    if variant == "tflm":  # MultiplyByQuantizedMultiplier, each saturated to int16
+        products = fp.plan_multiply_by_quantized_multiplier([input_mul[0]] * n + [forget_mul[0]] * n,
+                                                            [input_mul[1]] * n + [forget_mul[1]] * n, rounding,
+                                                            0, 0, *sat16, 1 << 30)
+    else:  # RoundingDivideByPOT by 30 + cell_power and by 15
+        products = fp.plan_rounding_divide_by_pot([30 + power] * n + [15] * n, *sat16, 1 << 30)
+    out_range = sat16 if int16 else (-128, 127)
+    hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
+    offset = np.repeat(32768 + 65536 * np.array([g == "cell" for g in _ORDER], np.int64), n)
+    return LSTMParams(variant, int16, bool(opts.time_major) if opts is not None else False, n_cell,
+                      _blas_weights(st["w_x"], act_bound), np.ascontiguousarray(st["w_h"].T),
+                      _blas_weights(st["w_h"], act_bound), fc_x, fc_h, offset, offset - 32768, offset + 32767,
+                      np.concatenate([sigmoid, sigmoid if activation == "SIGMOID" else tanh]).astype(np.int32),
+                      products,
+                      -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden)
 
 
-def _sat16(v) -> np.ndarray:
-    return np.clip(v, -32768, 32767)
+_clip = fp.clip_ufunc
 
 
-def _fc_rescale(p: LSTMParams, acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """A gate FC's accumulators -> its Q3.12 values (not yet saturated): the int32
-    MultiplyByQuantizedMultiplier, or for the 16x8 form TFLite's int64 overload."""
-    if p.int16:
-        return fp.multiply_by_quantized_multiplier_int64(acc, m0, shift, p.rounding)
-    return fp.multiply_by_quantized_multiplier(acc, m0, shift, p.rounding)
-
-
-def _step(p: LSTMParams, xw: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One time step on B rows (``xw`` [B, 4S]: the four input GEMMs of this step, rescaled):
-    (new h int64 [B, S], new c int64 [B, S])."""
-    g = p.gates
-    hw = _fc_rescale(p, h @ g.w_h.T + g.bias_h, g.m_h, g.shift_h)
-    if p.variant == "tflm":  # each FC saturates to int16, then a saturating add
-        pre = _sat16(_sat16(xw) + _sat16(hw))
-    else:  # the recurrent FC accumulates onto the input FC's int16, one saturation
-        pre = _sat16(_sat16(xw) + hw)
-    n = p.n_cell
-    i, f, o = (p.sigmoid[pre[:, k * n:(k + 1) * n] + 32768] for k in (0, 1, 3))
-    gc = p.cell_gate[pre[:, 2 * n:3 * n] + 32768]
-    if p.variant == "tflm":
-        fc = _sat16(fp.multiply_by_quantized_multiplier(f * c, *p.forget_mul, p.rounding))
-        ig = _sat16(fp.multiply_by_quantized_multiplier(i * gc, *p.input_mul, p.rounding))
-    else:
-        fc = _sat16(fp.rounding_divide_by_pot(f * c, 15))
-        ig = _sat16(fp.rounding_divide_by_pot(i * gc, 30 + p.cell_power))
-    c = _sat16(fc + ig)
-    if p.cell_clip > 0:
-        c = np.clip(c, -p.cell_clip, p.cell_clip)
-    t = p.cell_tanh[c + 32768]
-    hn = fp.multiply_by_quantized_multiplier(o * t, *p.hidden_mul, p.rounding) + p.hidden_zp
-    return (_sat16(hn) if p.int16 else np.clip(hn, -128, 127)), c
+def _blas_weights(w: np.ndarray, act_bound: int) -> np.ndarray:
+    """[N, K] int64 weights -> [K, N] float32 when every GEMM sum act * w (|act| <= act_bound)
+    is below 2**24 (float32 holds it exactly, and BLAS's sgemm is twice dgemm), else float64
+    (exact below 2**53: always, for int8 weights and int16 activations)."""
+    exact32 = act_bound * int(np.abs(w).sum(axis=1).max(initial=0)) < (1 << 24)
+    return np.ascontiguousarray(w.T.astype(np.float32 if exact32 else np.float64))
 
 
 def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
-    x = np.asarray(inputs[0]).astype(np.int64)
-    seq = x if p.time_major else x.transpose(1, 0, 2)  # [T, B, I]
-    n_t, n_b = seq.shape[0], seq.shape[1]
-    h, c = (_state(inputs[i], n_b, p.n_cell) for i in (_HIDDEN, _CELL))
-    # The input GEMMs do not depend on the state: all time steps at once.
-    g = p.gates
-    xw = _fc_rescale(p, seq @ g.w_x.T + g.bias_x, g.m_x, g.shift_x)
-    out = np.empty((n_t, n_b, p.n_cell), np.int16 if p.int16 else np.int8)
+    """Per time step t, on B rows with the stacked gate columns (``_ORDER``)::
+
+        pre = sat16(xw[t] + FC_h(h))          # xw: all steps' input FCs, computed up front
+        [i, f, o, g] = gate_lut[pre]          # one lookup for the four non-linearities
+        c = clip(sat16(i*g scaled) + sat16(f*c scaled))
+        h = out[t] = requant(o * tanh(c))
+    """
+    x = np.asarray(inputs[0])
+    n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
+    s = p.n_cell
+    h = _state(inputs[_HIDDEN], n_b, s)
+    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
+    g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
+    cell = g[:, 4 * s:]
+    # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
+    # in the input's own layout; step t reads xw[t] (time-major) or xw[:, t].
+    xw = np.matmul(x.reshape(-1, x.shape[2]), p.w_x).astype(np.int64)
+    xw = p.fc_x.apply(xw, out=xw)
+    xw += p.lut_offset  # pre-activation + offset = index into gate_lut
+    xw = xw.reshape(x.shape[0], x.shape[1], 4 * s)
+    if not p.time_major:
+        xw = xw.transpose(1, 0, 2)
+    hs = np.empty((n_t, n_b, s), np.int64)
+    # work arrays, reused by every step (a fresh array per operation costs more than the operation)
+    acc, tmp4 = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int64)
+    prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
+                                                                                                    np.int64)
+    th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
+    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights) pays off on a batch
+    if blas:
+        h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
     for t in range(n_t):
-        h, c = _step(p, xw[t], h, c)
-        out[t] = h
+        if blas:
+            np.copyto(h_f, h, casting="unsafe")  # exact: |h| <= 2**15
+            np.matmul(h_f, p.w_h_float, out=acc_f)
+            np.copyto(acc, acc_f, casting="unsafe")  # exact integers
+        else:
+            np.matmul(h, p.w_h, out=acc)
+        pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
+        pre += xw[t]
+        _clip(pre, p.lut_lo, p.lut_hi, out=pre)  # sat16 of the sum (offset by lut_offset)
+        p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")
+        np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
+        p.products.apply(prod32, out=prod, tmp=tmp2)
+        np.add(prod[:, :s], prod[:, s:], out=cell)
+        _clip(cell, p.cell_lo, p.cell_hi, out=cell)
+        p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
+        th *= g[:, 2 * s:3 * s]
+        h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
+    out = hs.astype(np.int16 if p.int16 else np.int8)
     return [out if p.time_major else out.transpose(1, 0, 2)]
 
 
