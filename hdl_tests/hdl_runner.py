@@ -81,9 +81,9 @@ def verilator_cmd(*args: str) -> list[str]:
 class RtlBuild:
     """One built configuration of requant_unit; ``run(testcase, **env)`` runs cocotb tests on it."""
 
-    def __init__(self, lanes: int, rounding: str):
-        self.lanes, self.rounding = lanes, rounding
-        self.name = f"requant_l{lanes}_{rounding}"
+    def __init__(self, lanes: int, rounding: str, scheme: str = "int8"):
+        self.lanes, self.rounding, self.scheme = lanes, rounding, scheme
+        self.name = f"requant_l{lanes}_{rounding}" + ("" if scheme == "int8" else f"_{scheme}")
         self.build_dir = build_root() / self.name
         setup_verilator_env()
         try:
@@ -94,7 +94,8 @@ class RtlBuild:
         self.runner.build(
             sources=SOURCES,
             hdl_toplevel=TOPLEVEL,
-            parameters={"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single")},
+            parameters={"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single"),
+                        "OUT16": int(scheme == "int16x8")},
             build_dir=self.build_dir,
             build_args=["-Wall", "-O2"],
             always=False,
@@ -102,7 +103,7 @@ class RtlBuild:
 
     def run(self, testcase: str, expected_tests: int = 1, **env) -> None:
         """Run the cocotb test(s) named ``testcase``; exactly ``expected_tests`` must run and pass."""
-        extra = {"RQ_LANES": str(self.lanes), "RQ_ROUNDING": self.rounding}
+        extra = {"RQ_LANES": str(self.lanes), "RQ_ROUNDING": self.rounding, "RQ_SCHEME": self.scheme}
         extra.update({k: str(v) for k, v in env.items()})
         results = self.build_dir / f"{testcase}.results.xml"
         try:
@@ -124,11 +125,11 @@ class RtlBuild:
                                          f"({n_skipped} skipped), expected {expected_tests}")
 
 
-_BUILDS: dict[tuple[int, str], RtlBuild] = {}
+_BUILDS: dict[tuple[int, str, str], RtlBuild] = {}
 
 
-def rtl_build(lanes: int, rounding: str) -> RtlBuild:
-    key = (lanes, rounding)
+def rtl_build(lanes: int, rounding: str, scheme: str = "int8") -> RtlBuild:
+    key = (lanes, rounding, scheme)
     if key not in _BUILDS:
-        _BUILDS[key] = RtlBuild(lanes, rounding)
+        _BUILDS[key] = RtlBuild(lanes, rounding, scheme)
     return _BUILDS[key]

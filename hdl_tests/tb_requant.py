@@ -5,7 +5,7 @@ scoreboard, beats and checks that ``qsim hdl-test`` runs on a user's unit, throu
 of qsim's own unit (:func:`qsim.hdl.ports.qsim_requant_ports`).
 
 Configuration comes from the environment set by the pytest runner:
-RQ_LANES, RQ_ROUNDING ("double" | "single"), RQ_SEED, RQ_VECTORS (random
+RQ_LANES, RQ_ROUNDING ("double" | "single"), RQ_SCHEME ("int8" | "int16x8": OUT16), RQ_SEED, RQ_VECTORS (random
 vectors = lanes x beats), RQ_REPLAY (a ``qsim vectors`` folder written by the runner).
 """
 from __future__ import annotations
@@ -22,9 +22,10 @@ from qsim.hdl.stream import Harness, check, run_stream
 
 LANES = int(os.environ.get("RQ_LANES", "4"))
 ROUNDING = os.environ.get("RQ_ROUNDING", "double")
+SCHEME = os.environ.get("RQ_SCHEME", "int8")
 SEED = int(os.environ.get("RQ_SEED", "1234"))
 LATENCY = rtl_info.requant_latency(ROUNDING)
-PORTS = qsim_requant_ports(LANES, ROUNDING)  # its latency is rtl_info's: every stream checks against it
+PORTS = qsim_requant_ports(LANES, ROUNDING, SCHEME)  # its latency is rtl_info's: every stream checks against it
 
 
 async def start(dut) -> Harness:
@@ -69,7 +70,7 @@ async def edge_cases(dut):
     of the shift range, acc + bias wrap, zero point next to int32's ends).  tests/test_edges.py runs
     the same rows through qsim.fixedpoint, a hand-derived golden and the generated C."""
     h = await start(dut)
-    vec = edge_beats(LANES, ROUNDING)
+    vec = edge_beats(LANES, ROUNDING, SCHEME)
     sb, mon, _ = await run_stream(h, vec, SEED, gap_prob=0.1, stall_prob=0.1)
     check(sb, mon, len(vec))
     dut._log.info("edges: %d beats, %d lane results equal qsim.fixedpoint", len(vec), len(vec) * LANES)
@@ -80,7 +81,7 @@ async def full_throughput(dut):
     """No gaps, no back-pressure: one beat (LANES results) accepted and delivered every cycle."""
     h = await start(dut)
     n = 1000
-    vec = random_beats(SEED + 11, n, LANES, ROUNDING)
+    vec = random_beats(SEED + 11, n, LANES, ROUNDING, SCHEME)
     sb, mon, drv = await run_stream(h, vec, SEED, gap_prob=0.0, stall_prob=0.0)
     check(sb, mon, n)
     acc = drv.accept_cycles

@@ -202,3 +202,31 @@ def test_generated_readmemh_testbench_runs_under_verilator(kws_vectors, tmp_path
     r = subprocess.run([str(exe)], cwd=bad, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "QSIM VECTORS FAIL 1" in r.stdout, r.stdout[-1000:]
     assert "mismatch at element 7" in r.stdout
+
+
+def test_hdl_test_int16x8_scheme_on_qsim_requant_unit(tmp_path):
+    """`scheme = "int16x8"` in a ports.toml: `qsim hdl-test` runs the standard regression on qsim's
+    own unit built with OUT16 = 1 (64-bit acc/bias, int16 out) and hits every int16x8 coverage bin;
+    the same unit built as int8 fails the width check before any build."""
+    import json
+    from qsim import rtl
+    setup_verilator_env()
+    text = ('lanes = 2\nrounding = "double"\nscheme = "int16x8"\nlatency = 5\n[parameters]\nLANES = 2\nOUT16 = 1\n'
+            '[clock]\nname = "clk"\n[reset]\nname = "rst"\n'
+            '[input]\nvalid = "s_valid"\nready = "s_ready"\nacc = "s_acc"\nbias = "s_bias"\nmultiplier = "s_mult"\n'
+            'shift = "s_shift"\nzero_point = "s_zp"\nact_min = "s_act_min"\nact_max = "s_act_max"\n'
+            '[output]\nvalid = "m_valid"\nready = "m_ready"\ndata = "m_data"\n')
+    ports = tmp_path / "p16.toml"
+    ports.write_text(text)
+    srcs = [str(p) for p in rtl.sources()]
+    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *srcs, "--ports", str(ports), "--random-beats", "1000",
+              "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["tests"]["directed_corners"] == "pass" and doc["tests"]["random_backpressure"] == "pass"
+    assert doc["coverage"]["missing"] == [] and doc["coverage"]["scheme"] == "int16x8", doc["coverage"]
+    int8 = tmp_path / "p8.toml"
+    int8.write_text(text.replace("OUT16 = 1", "OUT16 = 0"))
+    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *srcs, "--ports", str(int8), cwd=tmp_path)
+    assert r.returncode == 2 and "signal 's_acc' (input.acc) is 64 bits wide, the port map needs 128" in r.stderr, \
+        r.stderr

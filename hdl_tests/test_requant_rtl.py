@@ -25,12 +25,13 @@ def rtl():
     return rtl_build
 
 
+@pytest.mark.parametrize("out16", [0, 1], ids=["int8", "int16x8"])
 @pytest.mark.parametrize("lanes", [1, LANES])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_lint_wall_clean(rounding, lanes):
-    """verilator --lint-only -Wall reports nothing, in both rounding modes."""
+def test_lint_wall_clean(rounding, lanes, out16):
+    """verilator --lint-only -Wall reports nothing, in both rounding modes and both output modes."""
     cmd = verilator_cmd("--lint-only", "-Wall", "--top-module", "requant_unit",
-                        f"-GSINGLE_ROUNDING={int(rounding == 'single')}", f"-GLANES={lanes}",
+                        f"-GSINGLE_ROUNDING={int(rounding == 'single')}", f"-GLANES={lanes}", f"-GOUT16={out16}",
                         *map(str, SOURCES))
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "%Warning" not in r.stderr and "%Error" not in r.stderr, r.stderr
@@ -159,3 +160,43 @@ def test_directed_set_covers_every_shift_ties_and_srdhm_overflow(rounding):
         assert {1 << 30, -(1 << 30)} <= ys
     pairs = set(zip([(a + b + 2**31) % 2**32 - 2**31 for a, b in zip(acc, bias)], m0))
     assert (INT32_MIN, INT32_MIN) in pairs
+
+
+# ----------------------------------------------------------------------------- int16x8 output mode (OUT16)
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_int16x8_mode_directed_random_edges_latency_reset(rtl, rounding):
+    """OUT16 = 1 (int64 accumulator and bias, int16 output; golden qsim.fixedpoint.requantize_int64):
+    the directed ties at every shift in [-31, 7], 20,000 random results with gaps and back-pressure,
+    the int16x8 edges, the latency (the same 5 stages) and reset mid-stream, on one build."""
+    b = rtl(LANES, rounding, "int16x8")
+    b.run("directed_corners", RQ_SEED=SEED)
+    b.run("random_with_gaps_and_backpressure", RQ_SEED=SEED, RQ_VECTORS=20_000)
+    b.run("edge_cases", RQ_SEED=SEED)
+    b.run("latency_matches_rtl_info", RQ_SEED=SEED)
+    b.run("reset_mid_stream", RQ_SEED=SEED)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_int16x8_directed_set_covers_every_shift_ties(rounding):
+    """The int16x8 directed vectors contain exact ties of both signs at every shift in [-31, 7]
+    (exact rational arithmetic, the Q15 reduction written out by hand, not the model under test)."""
+    from fractions import Fraction
+
+    from qsim.hdl.beats import directed_beats
+    v = directed_beats(LANES, rounding, "int16x8")
+    acc, bias, m0, sh = (a.reshape(-1).tolist() for a in (v.acc, v.bias, v.mult, v.shift))
+    assert set(sh) >= set(range(-31, 8))
+    for s in range(-31, 8):
+        signs = set()
+        for x, b, m, k in zip(acc, bias, m0, sh):
+            if k != s or b != 0:
+                continue
+            if rounding == "double":
+                r = 0x7FFF if m >= 0x7FFF0000 else (m + 2**15) // 2**16
+                exact = Fraction(x * r, 2 ** (15 - s))
+            else:
+                exact = Fraction(x * m, 2 ** (31 - s))
+            if exact.denominator == 2:
+                signs.add(exact > 0)
+        assert signs == {True, False}, f"shift {s}: ties of signs {signs} only"

@@ -55,6 +55,8 @@ ROUNDING_MODES = ("double", "single")
 # does for a real multiplier >= 2**31, which no meaningful model has: that is refused at prepare
 # (:func:`quantize_multiplier` raises QsimError) instead of being given some arbitrary meaning.
 SHIFT_RANGE = {"double": (-31, 31), "single": (-31, 30)}
+SHIFT_RANGE_INT64 = (-31, 7)  # MultiplyByQuantizedMultiplier(int64 x, ...): TFLite's range (int16x8)
+INT64_ACC_LIMIT = 1 << 47  # ... which assumes |x| < 2**47 (larger x: double wraps in int64, single overflows)
 
 
 def _i64(x) -> np.ndarray:
@@ -279,7 +281,7 @@ def multiply_by_quantized_multiplier_int64(x, m0, shift, rounding: str = "double
     fits int32, hold for real layers).  ``m0`` >= 0, -31 <= shift <= 7.
     """
     x, m0, shift = _i64(x), _i64(m0), _i64(shift)
-    if np.any((shift < -31) | (shift > 7)):
+    if np.any((shift < SHIFT_RANGE_INT64[0]) | (shift > SHIFT_RANGE_INT64[1])):
         raise QsimError(f"an int64-accumulator requantization shift must be in [-31, 7] (TFLite's range), "
                         f"got {int(np.asarray(shift).ravel()[np.argmax(((shift < -31) | (shift > 7)).ravel())])}; "
                         "the layer's scales are too far apart.")

@@ -24,65 +24,94 @@
 //     multiplier needing more (>= 2^31), so no other value ever arrives here.
 //   * the zero-point add is 33 bits wide (never wraps); the clamp is
 //     max(., act_min) then min(., act_max), as TFLite does.
+//
+// OUT16 = 1: the int16x8 output mode (int16 activations x int8 weights: TFLite's int64
+// accumulator, MultiplyByQuantizedMultiplier(int64 x, M0, shift), int16 output;
+// qsim.fixedpoint.requantize_int64).  acc and bias are 64 bits (AW), zp/act_min/act_max/out
+// 16 bits (OW); valid shift [-31, 7]; TFLite assumes |acc + bias| < 2^47.
+//   * SINGLE_ROUNDING = 0: M0 reduced to Q15, r = (M0 + 2^15) >> 16 (0x7FFF when
+//       M0 >= 0x7FFF0000), then (x * r + 2^(14 - shift)) >>> (15 - shift), the product and the
+//       rounding add in 64 bits (wrapping like C int64).
+//   * SINGLE_ROUNDING = 1: (x * M0 + 2^(30 - shift)) >>> (31 - shift), exact (96-bit product).
+//   In both, acc + bias adds in 64 bits and the result's low 32 bits are kept (the references'
+//   static_cast<int32_t>), then the zero point and the clamp as in the int8 mode.
 module requant_lane #(
-    parameter bit SINGLE_ROUNDING = 1'b0
+    parameter bit SINGLE_ROUNDING = 1'b0,
+    parameter bit OUT16 = 1'b0,
+    localparam int AW = OUT16 ? 64 : 32,  // accumulator / bias width
+    localparam int OW = OUT16 ? 16 : 8    // output, zero point and activation range width
 ) (
-    input  logic               clk,
-    input  logic [4:0]         en,       // en[k]: stage k+1 register loads
-    input  logic signed [31:0] acc,
-    input  logic signed [31:0] bias,
-    input  logic signed [31:0] mult,     // Q31 M0
-    input  logic signed [5:0]  shift,    // TFLite sign convention: > 0 means left
-    input  logic signed [7:0]  zp,       // sideband aligned with stage 4
-    input  logic signed [7:0]  act_min,  // sideband aligned with stage 4
-    input  logic signed [7:0]  act_max,  // sideband aligned with stage 4
-    output logic signed [7:0]  out       // stage 5 register
+    input  logic                 clk,
+    input  logic [4:0]           en,       // en[k]: stage k+1 register loads
+    input  logic signed [AW-1:0] acc,
+    input  logic signed [AW-1:0] bias,
+    input  logic signed [31:0]   mult,     // Q31 M0
+    input  logic signed [5:0]    shift,    // TFLite sign convention: > 0 means left
+    input  logic signed [OW-1:0] zp,       // sideband aligned with stage 4
+    input  logic signed [OW-1:0] act_min,  // sideband aligned with stage 4
+    input  logic signed [OW-1:0] act_max,  // sideband aligned with stage 4
+    output logic signed [OW-1:0] out       // stage 5 register
 );
   localparam logic signed [31:0] I32_MIN = 32'sh8000_0000;
   localparam logic signed [31:0] I32_MAX = 32'sh7fff_ffff;
 
-  // Stage 4 result (int32), common to both rounding modes.
+  // Stage 4 result (int32), common to every mode.
   logic signed [31:0] s4_x;
 
-  if (SINGLE_ROUNDING) begin : g_single
-    // ---- stage 1: bias add, total right shift 31 - shift (1..62)
-    logic signed [31:0] s1_x, s1_m;
-    logic        [5:0]  s1_total;
+  if (OUT16 || SINGLE_ROUNDING) begin : g_one_rounding
+    // One rounding of one product, (x * f + 2^(total-1)) >>> total, PW bits wide:
+    //   int8, single:     x 32 bits, f = M0,             total 31 - shift, PW 64 (exact);
+    //                     a result outside int32 saturates
+    //   int16x8, double:  x 64 bits, f = M0 in Q15 (r), total 15 - shift, PW 64 (wraps like C int64)
+    //   int16x8, single:  x 64 bits, f = M0,             total 31 - shift, PW 96 (exact)
+    //   int16x8 keeps the low 32 bits of the result (the references' static_cast<int32_t>).
+    localparam bit REDUCE = OUT16 && !SINGLE_ROUNDING;
+    localparam int PW = (OUT16 && SINGLE_ROUNDING) ? 96 : 64;
+
+    // ---- stage 1: bias add (AW bits, wraps), factor, total right shift
+    logic signed [AW-1:0] s1_x;
+    logic signed [32:0]   s1_f;  // M0, or r = (M0 + 2^15) >>> 16 (0x7FFF from M0 >= 0x7FFF0000) in 17 bits
+    logic        [5:0]    s1_total;
     always_ff @(posedge clk) begin
       if (en[0]) begin
-        s1_x     <= acc + bias;
-        s1_m     <= mult;
-        s1_total <= 6'd31 - shift;
+        s1_x <= acc + bias;
+        if (REDUCE) begin
+          s1_f     <= (mult < 32'sh7fff_0000) ? ((33'(mult) + 33'sd32768) >>> 16) : 33'sh0_7fff;
+          s1_total <= 6'd15 - shift;
+        end else begin
+          s1_f     <= 33'(mult);
+          s1_total <= 6'd31 - shift;
+        end
       end
     end
 
-    // ---- stage 2: 32x32 -> 64-bit signed product
-    logic signed [63:0] s2_p;
-    logic        [5:0]  s2_total;
+    // ---- stage 2: the product, PW bits
+    logic signed [PW-1:0] s2_p;
+    logic        [5:0]    s2_total;
     always_ff @(posedge clk) begin
       if (en[1]) begin
-        s2_p     <= 64'(s1_x) * 64'(s1_m);
+        s2_p     <= PW'(s1_x) * PW'(s1_f);
         s2_total <= s1_total;
       end
     end
 
     // ---- stage 3: add the rounding constant 2^(total-1)
-    logic signed [63:0] s3_p;
-    logic        [5:0]  s3_total;
+    logic signed [PW-1:0] s3_p;
+    logic        [5:0]    s3_total;
     always_ff @(posedge clk) begin
       if (en[2]) begin
-        s3_p     <= s2_p + (64'sd1 <<< (s2_total - 6'd1));
+        s3_p     <= s2_p + (PW'(1) <<< (s2_total - 6'd1));
         s3_total <= s2_total;
       end
     end
 
-    // ---- stage 4: arithmetic right shift, saturate to int32
-    logic signed [63:0] q;
+    // ---- stage 4: arithmetic right shift; int8: saturate to int32, int16x8: keep the low 32 bits
+    logic signed [PW-1:0] q;
     assign q = s3_p >>> s3_total;
     always_ff @(posedge clk) begin
       if (en[3]) begin
-        if (q > 64'(I32_MAX)) s4_x <= I32_MAX;
-        else if (q < 64'(I32_MIN)) s4_x <= I32_MIN;
+        if (!OUT16 && q > PW'(I32_MAX)) s4_x <= I32_MAX;
+        else if (!OUT16 && q < PW'(I32_MIN)) s4_x <= I32_MIN;
         else s4_x <= q[31:0];
       end
     end
@@ -150,11 +179,11 @@ module requant_lane #(
   assign lo_clamped = (with_zp < 33'(act_min)) ? 33'(act_min) : with_zp;
   assign hi_clamped = (lo_clamped > 33'(act_max)) ? 33'(act_max) : lo_clamped;
   always_ff @(posedge clk) begin
-    if (en[4]) out <= hi_clamped[7:0];
+    if (en[4]) out <= hi_clamped[OW-1:0];
   end
 
   /* verilator lint_off UNUSEDSIGNAL */
-  logic unused_hi;  // hi_clamped is within [act_min, act_max]: int8
+  logic unused_hi;  // hi_clamped is within [act_min, act_max]: OW bits
   /* verilator lint_on UNUSEDSIGNAL */
-  assign unused_hi = ^hi_clamped[32:8];
+  assign unused_hi = ^hi_clamped[32:OW];
 endmodule

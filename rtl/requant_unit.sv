@@ -1,4 +1,5 @@
-// requant_unit.sv -- LANES-wide, TFLite-exact int32 -> int8 requantization unit.
+// requant_unit.sv -- LANES-wide, TFLite-exact int32 -> int8 requantization unit
+// (OUT16 = 1: int64 -> int16, the int16x8 scheme; see requant_lane.sv).
 //
 // Per lane and per beat:
 //   out = clamp(MultiplyByQuantizedMultiplier(acc + bias, M0, shift) + zp, act_min, act_max)
@@ -27,24 +28,27 @@
 // transfer at edge t + LATENCY.  qsim.rtl_info reads this line.
 module requant_unit #(
     parameter int LANES = 4,
-    parameter bit SINGLE_ROUNDING = 1'b0
+    parameter bit SINGLE_ROUNDING = 1'b0,
+    parameter bit OUT16 = 1'b0,           // 1: int16x8 mode (64-bit acc/bias, int16 out; requant_lane.sv)
+    localparam int AW = OUT16 ? 64 : 32,  // accumulator / bias width per lane
+    localparam int OW = OUT16 ? 16 : 8    // output / zero point / activation range width
 ) (
     input  logic                 clk,
     input  logic                 rst,
     // input stream
     input  logic                 s_valid,
     output logic                 s_ready,
-    input  logic [LANES*32-1:0]  s_acc,
-    input  logic [LANES*32-1:0]  s_bias,
+    input  logic [LANES*AW-1:0]  s_acc,
+    input  logic [LANES*AW-1:0]  s_bias,
     input  logic [LANES*32-1:0]  s_mult,
     input  logic [LANES*6-1:0]   s_shift,
-    input  logic [7:0]           s_zp,
-    input  logic [7:0]           s_act_min,
-    input  logic [7:0]           s_act_max,
+    input  logic [OW-1:0]        s_zp,
+    input  logic [OW-1:0]        s_act_min,
+    input  logic [OW-1:0]        s_act_max,
     // output stream
     output logic                 m_valid,
     input  logic                 m_ready,
-    output logic [LANES*8-1:0]   m_data
+    output logic [LANES*OW-1:0]  m_data
 );
   localparam int LATENCY = 5;
 
@@ -70,7 +74,7 @@ module requant_unit #(
 
   // ---- per-beat sideband {zp, act_min, act_max} travelling with stages 1..4
   // (a flat vector: side[k*24 +: 24] belongs to stage k+1)
-  localparam int SW = 24;
+  localparam int SW = 3 * OW;
   logic [(LATENCY-1)*SW-1:0] side;
   always_ff @(posedge clk) begin
     if (en[0]) side[0 +: SW] <= {s_zp, s_act_min, s_act_max};
@@ -83,17 +87,17 @@ module requant_unit #(
 
   // ---- lanes
   for (genvar i = 0; i < LANES; i++) begin : g_lane
-    requant_lane #(.SINGLE_ROUNDING(SINGLE_ROUNDING)) u_lane (
+    requant_lane #(.SINGLE_ROUNDING(SINGLE_ROUNDING), .OUT16(OUT16)) u_lane (
         .clk    (clk),
         .en     (en),
-        .acc    (s_acc[i*32 +: 32]),
-        .bias   (s_bias[i*32 +: 32]),
+        .acc    (s_acc[i*AW +: AW]),
+        .bias   (s_bias[i*AW +: AW]),
         .mult   (s_mult[i*32 +: 32]),
         .shift  (s_shift[i*6 +: 6]),
-        .zp     (side_s4[23:16]),
-        .act_min(side_s4[15:8]),
-        .act_max(side_s4[7:0]),
-        .out    (m_data[i*8 +: 8])
+        .zp     (side_s4[2*OW +: OW]),
+        .act_min(side_s4[OW +: OW]),
+        .act_max(side_s4[0 +: OW]),
+        .out    (m_data[i*OW +: OW])
     );
   end
 endmodule

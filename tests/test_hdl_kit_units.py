@@ -64,6 +64,35 @@ def test_directed_beats_hit_every_coverage_bin(rounding):
     assert "never hit: none" in cov.report()
 
 
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_int16x8_directed_and_edge_beats_hit_every_coverage_bin(rounding):
+    from qsim.hdl.beats import edge_beats
+    cov = RequantCoverage(rounding, "int16x8")
+    cov.sample(directed_beats(4, rounding, "int16x8"))
+    cov.sample(edge_beats(4, rounding, "int16x8"))
+    assert cov.missing() == [], cov.report()
+    assert {f"shift={k}" for k in range(-31, 8)} <= set(cov.bins) and "shift=8" not in cov.bins
+
+
+def test_int16x8_scheme_port_map_widths_and_golden():
+    """scheme = "int16x8": 64-bit acc/bias and 16-bit zp/range/data by default, the int64 golden."""
+    from qsim import fixedpoint as fp
+    from qsim.hdl.beats import random_beats
+    p = qsim_requant_ports(2, "double", "int16x8")
+    assert (p.scheme, p.widths["acc"], p.widths["bias"], p.widths["data"], p.widths["zero_point"]) == \
+        ("int16x8", 64, 64, 16, 16)
+    assert p.parameters["OUT16"] == 1 and qsim_requant_ports(2).parameters["OUT16"] == 0
+    with pytest.raises(QsimError, match="scheme must be one of"):
+        ports_from_dict({"scheme": "int4"}, "t.toml")
+    b = random_beats(5, 300, 2, "double", "int16x8")
+    assert np.all(np.abs(b.acc + b.bias) < fp.INT64_ACC_LIMIT) and b.expected.min() >= -32768
+    # a hand-derived row: acc 1000, bias 0, M0 = 2**30 (r = 2**14), shift -3: 1000 * 2**14 / 2**18 = 62.5 -> 63
+    one = np.array([[1000]])
+    row = Beats(one, one * 0, one * 0 + (1 << 30), one * 0 - 3, np.array([0]), np.array([-32768]),
+                np.array([32767]), "double", scheme="int16x8")
+    assert row.expected.tolist() == [[63]]
+
+
 def test_coverage_reports_what_was_not_hit():
     cov = RequantCoverage("double")
     one = np.array([[5]])
@@ -112,4 +141,4 @@ def test_replay_beats_pad_channels_to_lanes():
 def test_qsim_requant_ports_latency_is_rtl_info():
     from qsim import rtl_info
     p = qsim_requant_ports(4, "single")
-    assert p.latency == rtl_info.requant_latency("single") and p.parameters == {"LANES": 4, "SINGLE_ROUNDING": 1}
+    assert p.latency == rtl_info.requant_latency("single") and p.parameters == {"LANES": 4, "SINGLE_ROUNDING": 1, "OUT16": 0}

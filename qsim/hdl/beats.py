@@ -10,6 +10,11 @@ activation range.  :class:`Beats` holds a batch of them with their golden int8 o
 * :func:`random_beats`: seeded random beats mixing full-range, realistic and special values;
 * :func:`edge_rows` / :func:`edge_beats`: the arithmetic edges shared with tests/test_edges.py;
 * :func:`replay_beats`: a real layer's vectors (:mod:`qsim.vectors`) packed ``lanes`` per beat.
+
+Two schemes (``scheme``): ``"int8"`` (int32 accumulator, int8 output: :func:`qsim.fixedpoint.requantize`)
+and ``"int16x8"`` (int16 activations x int8 weights: int64 accumulator and bias, int16 output,
+:func:`qsim.fixedpoint.requantize_int64`; shifts in ``SHIFT_RANGE_INT64``; accumulators kept within
+TFLite's assumed ``|acc + bias| < 2**47``).
 """
 from __future__ import annotations
 
@@ -20,11 +25,14 @@ import numpy as np
 from .. import fixedpoint as fp
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
+SCHEMES = ("int8", "int16x8")
+OUT_RANGE = {"int8": (-128, 127), "int16x8": (-32768, 32767)}  # output / zero point / activation range
 
 @dataclass
 class Beats:
     """``acc``, ``bias``, ``mult``, ``shift``: int64 [beats, lanes]; ``zp``, ``act_min``,
-    ``act_max``: int64 [beats]; ``expected``: int64 [beats, lanes] (int8 values)."""
+    ``act_max``: int64 [beats]; ``expected``: int64 [beats, lanes] (int8 values; int16 for the
+    ``"int16x8"`` scheme, whose acc/bias are int64)."""
 
     acc: np.ndarray
     bias: np.ndarray
@@ -35,11 +43,13 @@ class Beats:
     act_max: np.ndarray
     rounding: str
     expected: np.ndarray | None = None
+    scheme: str = "int8"
 
     def __post_init__(self):
         if self.expected is None:
-            self.expected = fp.requantize(self.acc, self.bias, self.mult, self.shift, self.zp[:, None],
-                                          self.act_min[:, None], self.act_max[:, None], self.rounding)
+            rq = fp.requantize_int64 if self.scheme == "int16x8" else fp.requantize
+            self.expected = rq(self.acc, self.bias, self.mult, self.shift, self.zp[:, None],
+                               self.act_min[:, None], self.act_max[:, None], rounding=self.rounding)
 
     def __len__(self) -> int:
         return len(self.acc)
@@ -51,7 +61,7 @@ class Beats:
     def take(self, idx) -> "Beats":
         """The beats at ``idx`` (a slice or index array), with their expected values."""
         return Beats(self.acc[idx], self.bias[idx], self.mult[idx], self.shift[idx], self.zp[idx],
-                     self.act_min[idx], self.act_max[idx], self.rounding, self.expected[idx])
+                     self.act_min[idx], self.act_max[idx], self.rounding, self.expected[idx], self.scheme)
 
     def field(self, name: str) -> np.ndarray:
         """A port-map field's values: [beats, lanes] for acc/bias/multiplier/shift, [beats] for
@@ -80,9 +90,10 @@ def unpack_lanes(word: int, lanes: int, width: int = 8) -> list[int]:
     return out
 
 
-def shift_range(rounding: str) -> tuple[int, int]:
-    """Shift values the RTL supports: qsim.fixedpoint.SHIFT_RANGE (single rounding caps at 30)."""
-    return fp.SHIFT_RANGE[rounding]
+def shift_range(rounding: str, scheme: str = "int8") -> tuple[int, int]:
+    """Shift values the RTL supports: qsim.fixedpoint.SHIFT_RANGE (single rounding caps at 30);
+    the int16x8 scheme: SHIFT_RANGE_INT64 (TFLite's [-31, 7])."""
+    return fp.SHIFT_RANGE_INT64 if scheme == "int16x8" else fp.SHIFT_RANGE[rounding]
 
 
 def edge_rows(rounding: str) -> dict[str, np.ndarray]:
@@ -129,23 +140,66 @@ def edge_rows(rounding: str) -> dict[str, np.ndarray]:
             "bias_wrap": as_array(bias_wrap), "zero_point_no_wrap": as_array(no_wrap)}
 
 
-def edge_beats(lanes: int, rounding: str) -> Beats:
-    """All :func:`edge_rows` as beats of ``lanes`` lanes (golden: qsim.fixedpoint.requantize)."""
-    return _group_rows(np.concatenate(list(edge_rows(rounding).values())), lanes, rounding)
+def edge_rows_int16x8(rounding: str) -> dict[str, np.ndarray]:
+    """The int16x8 scheme's edges as rows (acc, bias, M0, shift, zp, act_min, act_max):
+
+    * ``reduced_multiplier``: double rounding reduces M0 to Q15 with ``(M0 + 2**15) >> 16``, saturated
+      to 0x7FFF from 0x7FFF0000 on: M0 around that boundary and around a Q15 rounding tie;
+    * ``shift_extremes``: shifts -31 and 7 with x at +-(2**47 - 1) and small odd values;
+    * ``beyond_int32``: results past int32, whose low 32 bits are kept (the references' cast);
+    * ``bias_64``: acc + bias carrying out of 32 bits (no int32 wrap: 64-bit add).
+    """
+    lo, hi = fp.SHIFT_RANGE_INT64
+    big = fp.INT64_ACC_LIMIT - 1
+    full = OUT_RANGE["int16x8"]
+    reduced = [(x, 0, m0, s, 0, *full)
+               for m0 in (0x7FFEFFFF, 0x7FFF0000, 0x7FFF0001, INT32_MAX, 0x7FFE8000, 0x7FFE7FFF, 0x40008000, 0x40007FFF)
+               for s in (-15, 0, 3)
+               for x in (1, -1, 3, -3, 12345, -12345, 1 << 20, -(1 << 20) - 1)]
+    extremes = [(x, 0, m0, s, 0, *full)
+                for s in (lo, lo + 1, hi - 1, hi)
+                for m0 in (1 << 30, INT32_MAX, 1, 0x7FFF0000)
+                for x in (1, -1, 3, -3, big, -big, 1 << 46, -(1 << 46), (1 << 40) + 1, -(1 << 40) - 1)]
+    beyond = [(x, 0, m0, s, zp, *act)
+              for s in (0, 4, 7)
+              for m0 in (1 << 30, INT32_MAX)
+              for x in (1 << 31, -(1 << 31) - 1, 1 << 40, -(1 << 40), big, -big)
+              for zp, act in ((0, full), (-7, (-100, 100)), (32767, full), (-32768, full))]
+    bias = [(a, b, m0, s, 0, *full)
+            for a, b in ((INT32_MAX, 1), (INT32_MIN, -1), (INT32_MAX, INT32_MAX), (1 << 46, (1 << 46) - 1),
+                         (-(1 << 46), -(1 << 46) + 1), (5, -(1 << 35)))
+            for m0, s in ((1 << 30, -20), (INT32_MAX, -31), (1 << 30, 0))]
+    as_array = lambda rows: np.array(rows, dtype=np.int64)  # noqa: E731
+    return {"reduced_multiplier": as_array(reduced), "shift_extremes": as_array(extremes),
+            "beyond_int32": as_array(beyond), "bias_64": as_array(bias)}
 
 
-def random_beats(seed: int, beats: int, lanes: int, rounding: str) -> Beats:
-    """Seeded random beats mixing full-range, realistic and special values."""
-    rng = np.random.default_rng(seed)
-    n = (beats, lanes)
-    specials = np.array([INT32_MIN, INT32_MIN + 1, -(1 << 30), -2, -1, 0, 1, 2, 1 << 30, INT32_MAX - 1, INT32_MAX])
+def edge_beats(lanes: int, rounding: str, scheme: str = "int8") -> Beats:
+    """All :func:`edge_rows` (int16x8: :func:`edge_rows_int16x8`) as beats of ``lanes`` lanes
+    (golden: qsim.fixedpoint)."""
+    rows = edge_rows_int16x8(rounding) if scheme == "int16x8" else edge_rows(rounding)
+    return _group_rows(np.concatenate(list(rows.values())), lanes, rounding, scheme)
 
+
+def _mixer(rng, n):
+    """``mix(choices, probs)``: per element of shape ``n``, the value of a randomly picked choice array."""
     def mix(choices, probs):
         pick = rng.choice(len(choices), size=n, p=probs)
         out = np.zeros(n, dtype=np.int64)
         for k, c in enumerate(choices):
             out[pick == k] = c[pick == k]
         return out
+    return mix
+
+
+def random_beats(seed: int, beats: int, lanes: int, rounding: str, scheme: str = "int8") -> Beats:
+    """Seeded random beats mixing full-range, realistic and special values."""
+    if scheme == "int16x8":
+        return _random_beats_int16x8(seed, beats, lanes, rounding)
+    rng = np.random.default_rng(seed)
+    n = (beats, lanes)
+    specials = np.array([INT32_MIN, INT32_MIN + 1, -(1 << 30), -2, -1, 0, 1, 2, 1 << 30, INT32_MAX - 1, INT32_MAX])
+    mix = _mixer(rng, n)
 
     full = lambda: rng.integers(INT32_MIN, INT32_MAX, size=n, endpoint=True)  # noqa: E731
     acc = mix([full(), rng.integers(-(1 << 16), 1 << 16, size=n), rng.choice(specials, size=n),
@@ -165,7 +219,64 @@ def random_beats(seed: int, beats: int, lanes: int, rounding: str) -> Beats:
     return Beats(acc, bias, mult, shift, zp, act_min, act_max, rounding)
 
 
-def directed_beats(lanes: int, rounding: str) -> Beats:
+def _random_beats_int16x8(seed: int, beats: int, lanes: int, rounding: str) -> Beats:
+    """Random int16x8 beats: |acc + bias| < 2**47 (TFLite's assumption), shifts in [-31, 7],
+    multipliers mostly in [2**30, 2**31) with the Q15-reduction boundary, int16 zero points/ranges."""
+    rng = np.random.default_rng(seed)
+    n = (beats, lanes)
+    half = fp.INT64_ACC_LIMIT // 2  # acc and bias each within +-2**46: their sum stays within 2**47
+    mix = _mixer(rng, n)
+
+    specials = np.array([-half + 1, -(1 << 31), -1, 0, 1, 1 << 31, half - 1])
+    acc = mix([rng.integers(-half + 1, half, size=n), rng.integers(-(1 << 24), 1 << 24, size=n),
+               rng.integers(-32768 * 127, 32768 * 127, size=n) * rng.integers(1, 64, size=n),
+               rng.choice(specials, size=n)], [0.3, 0.3, 0.3, 0.1])
+    bias = mix([rng.integers(-half + 1, half, size=n), rng.integers(-(1 << 20), 1 << 20, size=n),
+                np.zeros(n, np.int64)], [0.2, 0.6, 0.2])
+    mult = mix([rng.integers(1 << 30, 1 << 31, size=n), rng.integers(0x7FFE0000, 1 << 31, size=n),
+                rng.choice(np.array([0, 1, 1 << 30, 0x7FFF0000, 0x7FFEFFFF, INT32_MAX]), size=n)],
+               [0.7, 0.15, 0.15])
+    lo, hi = fp.SHIFT_RANGE_INT64
+    shift = mix([rng.integers(lo, hi, size=n, endpoint=True), rng.integers(-20, 0, size=n, endpoint=True)],
+                [0.6, 0.4])
+    qmin, qmax = OUT_RANGE["int16x8"]
+    zp = np.where(rng.random(beats) < 0.7, 0, rng.integers(qmin, qmax, size=beats, endpoint=True))
+    a, b = rng.integers(qmin, qmax, size=beats, endpoint=True), rng.integers(qmin, qmax, size=beats, endpoint=True)
+    full_range = rng.random(beats) < 0.6
+    act_min = np.where(full_range, qmin, np.minimum(a, b))
+    act_max = np.where(full_range, qmax, np.maximum(a, b))
+    return Beats(acc, bias, mult, shift, zp, act_min, act_max, rounding, scheme="int16x8")
+
+
+def _directed_rows_int16x8(rounding: str) -> list[tuple]:
+    """Exact ties of both signs at every shift in [-31, 7] at the one rounding step, clamps and
+    zero points at both int16 ends, M0 = 0 and the Q15-reduction boundary."""
+    lo, hi = fp.SHIFT_RANGE_INT64
+    qmin, qmax = OUT_RANGE["int16x8"]
+    full = (0, qmin, qmax)
+    rows = []
+    # double: x * r / 2**(15 - shift) with r = 2**14 (M0 = 2**30) is x * 2**(shift - 1): ties at x odd
+    # (shift 0), and x = +-(2k+1) * 2**j reach ties at every shift (single: M0 = 2**30, same numbers)
+    for shift in range(lo, hi + 1):
+        for m0 in (1 << 30, (1 << 30) + (1 << 15), INT32_MAX, 0x7FFF0000):
+            for j in range(0, 46):
+                for k in (0, 1):
+                    for sign in (1, -1):
+                        x = sign * (2 * k + 1) * (1 << j)
+                        if abs(x) < fp.INT64_ACC_LIMIT:
+                            rows.append((x, 0, m0, shift, *full))
+        for x in (-fp.INT64_ACC_LIMIT + 1, -3, -1, 0, 1, 3, fp.INT64_ACC_LIMIT - 1):
+            for zp in (5, qmin, qmax):
+                rows.append((x, 0, 1 << 30, shift, zp, qmin, qmax))
+        rows.append((777, 0, 0, shift, 17, qmin, qmax))  # M0 = 0 -> zp
+    for act in ((qmin, qmax), (0, qmax), (qmin, 0), (-10, 10), (6, 6), (qmin, qmin), (qmax, qmax)):
+        for x in (-100000, -32769, -32768, -1, 0, 1, 32767, 32768, 100000):
+            for zp in (qmin, -1, 0, 1, qmax):
+                rows.append((x, 0, 1 << 30, 1, zp, *act))  # M = 1: x itself, then zp and clamp
+    return rows
+
+
+def directed_beats(lanes: int, rounding: str, scheme: str = "int8") -> Beats:
     """Hand-picked corners, LANES per beat (rows sharing zp/act range grouped, zero-padded).
 
     * for every supported shift, x = +-(2k+1)*2^j (k in {0,1}, j in 0..30) with
@@ -177,7 +288,11 @@ def directed_beats(lanes: int, rounding: str) -> Beats:
     * int32 wrap of acc + bias, left shifts that wrap, M0 = 0 and 1
     * zero point / activation clamps at both ends, results far outside int32
       (single rounding with shift 30)
+
+    ``scheme`` "int16x8": :func:`_directed_rows_int16x8` instead.
     """
+    if scheme == "int16x8":
+        return _group_rows(np.array(_directed_rows_int16x8(rounding), dtype=np.int64), lanes, rounding, scheme)
     lo, hi = shift_range(rounding)
     rows = []  # (acc, bias, mult, shift, zp, act_min, act_max)
     full = (0, -128, 127)
@@ -219,7 +334,7 @@ def directed_beats(lanes: int, rounding: str) -> Beats:
     return _group_rows(np.array(rows, dtype=np.int64), lanes, rounding)
 
 
-def _group_rows(r: np.ndarray, lanes: int, rounding: str) -> Beats:
+def _group_rows(r: np.ndarray, lanes: int, rounding: str, scheme: str = "int8") -> Beats:
     """Rows (acc, bias, M0, shift, zp, act_min, act_max) -> beats; rows sharing the per-beat
     fields (zp, act_min, act_max) are packed LANES per beat, in order, zero-padded."""
     beats = []
@@ -231,7 +346,8 @@ def _group_rows(r: np.ndarray, lanes: int, rounding: str) -> Beats:
             rows.append([0, 0, 0, 0, *side])
         beats += [rows[i:i + lanes] for i in range(0, len(rows), lanes)]
     b = np.array(beats, dtype=np.int64)  # [beats, lanes, 7]
-    return Beats(b[:, :, 0], b[:, :, 1], b[:, :, 2], b[:, :, 3], b[:, 0, 4], b[:, 0, 5], b[:, 0, 6], rounding)
+    return Beats(b[:, :, 0], b[:, :, 1], b[:, :, 2], b[:, :, 3], b[:, 0, 4], b[:, 0, 5], b[:, 0, 6], rounding,
+                 scheme=scheme)
 
 
 def replay_beats(v, lanes: int) -> tuple[Beats, np.ndarray]:

@@ -17,7 +17,8 @@ async def directed_corners(h: Harness, seed: int, coverage=None, edges: bool = T
     """:func:`~qsim.hdl.beats.directed_beats` (+ :func:`~qsim.hdl.beats.edge_beats`), light gaps
     and stalls; returns the number of beats checked."""
     p = h.ports
-    sets = [directed_beats(p.lanes, p.rounding)] + ([edge_beats(p.lanes, p.rounding)] if edges else [])
+    sets = [directed_beats(p.lanes, p.rounding, p.scheme)] + ([edge_beats(p.lanes, p.rounding, p.scheme)]
+                                                              if edges else [])
     for k, beats in enumerate(sets):
         sb, mon, _ = await run_stream(h, beats, seed + k, gap_prob=0.1, stall_prob=0.1, coverage=coverage)
         check(sb, mon, len(beats))
@@ -29,7 +30,7 @@ async def random_stream(h: Harness, seed: int, beats: int, gap_prob: float = 0.3
     """Seeded random beats with valid gaps and ready stalls; no beat faster than the port map's
     latency (when it gives one).  Returns (scoreboard, monitor, driver)."""
     p = h.ports
-    b = random_beats(seed, beats, p.lanes, p.rounding)
+    b = random_beats(seed, beats, p.lanes, p.rounding, p.scheme)
     sb, mon, drv = await run_stream(h, b, seed, gap_prob=gap_prob, stall_prob=stall_prob, coverage=coverage)
     check(sb, mon, len(b))
     if p.latency is not None:
@@ -41,7 +42,7 @@ async def idle_latency(h: Harness, seed: int) -> int:
     """One beat into an idle unit, from three idle phases: the latency in cycles, the same every
     time and equal to the port map's ``latency`` when it gives one."""
     p = h.ports
-    beats = random_beats(seed + 7, 1, p.lanes, p.rounding)
+    beats = random_beats(seed + 7, 1, p.lanes, p.rounding, p.scheme)
     seen = []
     for gap in range(3):
         sb, mon, _ = await run_stream(h, beats, seed + gap, gap_prob=0.0, stall_prob=0.0)
@@ -65,7 +66,7 @@ async def reset_mid_stream(h: Harness, seed: int, trials: int = 3, coverage=None
         mon = StreamMonitor(h, sb, seed=seed + trial, stall_prob=1.0 if trial == 0 else 0.3)
         mon_task = cocotb.start_soon(mon.run())
         drv = StreamDriver(h, sb, seed=seed + trial, gap_prob=0.2)
-        send = cocotb.start_soon(drv.send(random_beats(seed + 100 + trial, 200, p.lanes, p.rounding)))
+        send = cocotb.start_soon(drv.send(random_beats(seed + 100 + trial, 200, p.lanes, p.rounding, p.scheme)))
         await ClockCycles(h.clk, 3 * lat if trial == 0 else rng.randrange(5, 60))
         drv.stop = True
         h.set_reset(True)
@@ -80,7 +81,7 @@ async def reset_mid_stream(h: Harness, seed: int, trials: int = 3, coverage=None
         h.sig(p.out_ready).value = 1
         h.sig(p.in_valid).value = 0
         await assert_silent(h, 2 * lat + 2)
-        beats = random_beats(seed + 200 + trial, 50, p.lanes, p.rounding)
+        beats = random_beats(seed + 200 + trial, 50, p.lanes, p.rounding, p.scheme)
         sb2, mon2, _ = await run_stream(h, beats, seed + trial, gap_prob=0.2, stall_prob=0.2, coverage=coverage)
         check(sb2, mon2, len(beats))
 

@@ -25,11 +25,15 @@ _WIDE = 1 << 40  # a clamp range no int32 result reaches: requantize() then retu
 class RequantCoverage:
     """Hit counts per bin for one rounding mode; :meth:`sample` beats, :meth:`report` at the end."""
 
-    def __init__(self, rounding: str = "double"):
-        lo, hi = fp.SHIFT_RANGE[rounding]
-        self.rounding = rounding
+    def __init__(self, rounding: str = "double", scheme: str = "int8"):
+        lo, hi = fp.SHIFT_RANGE_INT64 if scheme == "int16x8" else fp.SHIFT_RANGE[rounding]
+        self.rounding, self.scheme = rounding, scheme
         self.bins: dict[str, int] = {f"shift={k}": 0 for k in range(lo, hi + 1)}
-        for name in ("tie_positive", "tie_negative", "int32_min_x_int32_min", "saturate_low", "saturate_high",
+        # int16x8: the Q15 reduction's saturation (M0 >= 0x7FFF0000, double rounding only) takes the
+        # place of SRDHM's INT32_MIN * INT32_MIN (the int64 path has no SRDHM)
+        special = ("int32_min_x_int32_min",) if scheme == "int8" else \
+            ("reduced_multiplier_max",) if rounding == "double" else ()
+        for name in ("tie_positive", "tie_negative", *special, "saturate_low", "saturate_high",
                      "zero_point_min", "zero_point_max"):
             self.bins[name] = 0
 
@@ -38,6 +42,8 @@ class RequantCoverage:
         if len(beats) == 0:
             return
         m = np.ones(beats.acc.shape, bool) if valid is None else np.asarray(valid, bool)
+        if self.scheme == "int16x8":
+            return self._sample_int16x8(beats, m)
         x = fp.wrap_int32(beats.acc + beats.bias)
         m0, shift = beats.mult, beats.shift
         zp = np.broadcast_to(beats.zp[:, None], x.shape)
@@ -56,6 +62,34 @@ class RequantCoverage:
         self.bins["saturate_high"] += int(np.sum(m & (raw > hi)))
         self.bins["zero_point_min"] += int(np.sum(m & (zp == -128)))
         self.bins["zero_point_max"] += int(np.sum(m & (zp == 127)))
+
+    def _sample_int16x8(self, beats, m) -> None:
+        """The int16x8 scheme: one rounding step, (x * r) / 2**(15 - shift) with the Q15-reduced r
+        (double) or (x * M0) / 2**(31 - shift) (single), in exact Python integers."""
+        x = beats.acc + beats.bias
+        m0, shift = beats.mult, beats.shift
+        qmin, qmax = -32768, 32767
+        zp = np.broadcast_to(beats.zp[:, None], x.shape)
+        for k in np.unique(shift[m]).tolist():
+            key = f"shift={k}"
+            if key in self.bins:
+                self.bins[key] += int(np.sum(m & (shift == k)))
+        if self.rounding == "single":
+            factor, total = m0, 31 - shift
+        else:
+            factor, total = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF), 15 - shift
+            self.bins["reduced_multiplier_max"] += int(np.sum(m & (m0 >= 0x7FFF0000)))
+        p = x.astype(object) * factor.astype(object)  # exact: |x| < 2**47, |factor| < 2**31
+        mod = np.vectorize(lambda v, t: v % (1 << t) == 1 << (t - 1), otypes=[bool])(p, total)
+        self.bins["tie_positive"] += int(np.sum(m & mod & (p > 0).astype(bool)))
+        self.bins["tie_negative"] += int(np.sum(m & mod & (p < 0).astype(bool)))
+        raw = fp.requantize_int64(beats.acc, beats.bias, m0, shift, zp, -_WIDE, _WIDE, self.rounding)
+        lo = np.broadcast_to(beats.act_min[:, None], x.shape)
+        hi = np.broadcast_to(beats.act_max[:, None], x.shape)
+        self.bins["saturate_low"] += int(np.sum(m & (raw < lo)))
+        self.bins["saturate_high"] += int(np.sum(m & (raw > hi)))
+        self.bins["zero_point_min"] += int(np.sum(m & (zp == qmin)))
+        self.bins["zero_point_max"] += int(np.sum(m & (zp == qmax)))
 
     def _ties(self, x, m0, shift):
         """(positive tie, negative tie, INT32_MIN*INT32_MIN) masks at the rounding step(s)."""
@@ -84,13 +118,13 @@ class RequantCoverage:
         return [k for k, v in self.bins.items() if v == 0]
 
     def to_dict(self) -> dict:
-        return {"rounding": self.rounding, "bins": dict(self.bins), "missing": self.missing(),
+        return {"rounding": self.rounding, "scheme": self.scheme, "bins": dict(self.bins), "missing": self.missing(),
                 "hit": len(self.bins) - len(self.missing()), "total": len(self.bins)}
 
     def report(self) -> str:
         """A text table: hits per bin, then the bins never hit."""
         shifts = {k: v for k, v in self.bins.items() if k.startswith("shift=")}
-        lines = [f"requant coverage ({self.rounding} rounding): {len(self.bins) - len(self.missing())} of "
+        lines = [f"requant coverage ({self.scheme}, {self.rounding} rounding): {len(self.bins) - len(self.missing())} of "
                  f"{len(self.bins)} bins hit",
                  "  shifts hit: " + " ".join(f"{k[6:]}:{v}" for k, v in shifts.items())]
         lines += [f"  {k:<24} {v}" for k, v in self.bins.items() if k not in shifts]

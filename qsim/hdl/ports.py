@@ -6,6 +6,7 @@ any signal names, lane count, field widths, reset polarity and latency work.  Ex
 
     lanes = 2              # results per beat
     rounding = "double"    # "double" (TFLite default) | "single" (TFLITE_SINGLE_ROUNDING)
+    scheme = "int8"        # optional: "int8" (int32 acc -> int8) | "int16x8" (int64 acc -> int16)
     latency = 3            # optional: cycles from input transfer to output transfer, checked exactly
     [parameters]           # optional HDL parameters for the build
     [clock]
@@ -31,7 +32,8 @@ any signal names, lane count, field widths, reset polarity and latency work.  Ex
     shift = 6
 
 Default widths (:data:`DEFAULT_WIDTHS`): acc/bias/multiplier 32, shift 6, zero_point/act_min/
-act_max 8, data 8.  Widths are checked against the DUT when the simulation starts
+act_max 8, data 8; scheme "int16x8" (:data:`SCHEME_WIDTHS`): acc/bias 64, zero_point/act_min/
+act_max/data 16, and the golden model is :func:`qsim.fixedpoint.requantize_int64`.  Widths are checked against the DUT when the simulation starts
 (:meth:`PortMap.check`): a missing signal or a wrong width is a :class:`qsim.errors.QsimError`
 naming the signal.
 """
@@ -54,7 +56,10 @@ LANE_FIELDS = ("acc", "bias", "multiplier", "shift")
 BEAT_FIELDS = ("zero_point", "act_min", "act_max")
 DEFAULT_WIDTHS = {"acc": 32, "bias": 32, "multiplier": 32, "shift": 6, "zero_point": 8, "act_min": 8,
                   "act_max": 8, "data": 8}
-_TOP_KEYS = {"lanes", "rounding", "latency", "parameters", "clock", "reset", "input", "output", "widths"}
+SCHEME_WIDTHS = {"int8": DEFAULT_WIDTHS,
+                 "int16x8": {**DEFAULT_WIDTHS, "acc": 64, "bias": 64, "zero_point": 16, "act_min": 16,
+                             "act_max": 16, "data": 16}}
+_TOP_KEYS = {"lanes", "rounding", "scheme", "latency", "parameters", "clock", "reset", "input", "output", "widths"}
 
 
 @dataclass
@@ -76,6 +81,7 @@ class PortMap:
     widths: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WIDTHS))
     parameters: dict = field(default_factory=dict)
     source: str = "<port map>"
+    scheme: str = "int8"  # "int8" | "int16x8" (qsim.hdl.beats.SCHEMES)
 
     def width(self, name: str) -> int:
         return self.widths[name]
@@ -158,6 +164,9 @@ def ports_from_dict(data: dict, source: str = "<port map>") -> PortMap:
     rounding = data.get("rounding", "double")
     if rounding not in ROUNDING_MODES:
         raise QsimError(f"port map {source}: rounding must be one of {list(ROUNDING_MODES)}, got {rounding!r}.")
+    scheme = data.get("scheme", "int8")
+    if scheme not in SCHEME_WIDTHS:
+        raise QsimError(f"port map {source}: scheme must be one of {list(SCHEME_WIDTHS)}, got {scheme!r}.")
     latency = data.get("latency")
     if latency is not None and (not isinstance(latency, int) or isinstance(latency, bool) or latency < 1):
         raise QsimError(f"port map {source}: latency must be a positive integer (cycles), got {latency!r}.")
@@ -169,7 +178,7 @@ def ports_from_dict(data: dict, source: str = "<port map>") -> PortMap:
     fields_ = {f: need("input", f) for f in LANE_FIELDS + BEAT_FIELDS if f != "bias"}
     if "bias" in inp:
         fields_["bias"] = need("input", "bias")
-    widths = dict(DEFAULT_WIDTHS)
+    widths = dict(SCHEME_WIDTHS[scheme])
     for k, w in data.get("widths", {}).items():
         if k not in DEFAULT_WIDTHS:
             raise QsimError(f"port map {source}: [widths] {k} is not a field; expected {sorted(DEFAULT_WIDTHS)}.")
@@ -184,15 +193,17 @@ def ports_from_dict(data: dict, source: str = "<port map>") -> PortMap:
                    in_valid=need("input", "valid"), in_ready=need("input", "ready"),
                    out_valid=need("output", "valid"), out_ready=need("output", "ready"),
                    data=need("output", "data"), fields=fields_, reset_active_low=bool(low), rounding=rounding,
-                   latency=latency, widths=widths, parameters=params, source=source)
+                   latency=latency, widths=widths, parameters=params, source=source, scheme=scheme)
 
 
-def qsim_requant_ports(lanes: int = 4, rounding: str = "double") -> PortMap:
-    """The port map of qsim's own ``rtl/requant_unit.sv`` (parameters LANES, SINGLE_ROUNDING)."""
+def qsim_requant_ports(lanes: int = 4, rounding: str = "double", scheme: str = "int8") -> PortMap:
+    """The port map of qsim's own ``rtl/requant_unit.sv`` (parameters LANES, SINGLE_ROUNDING,
+    OUT16 = the int16x8 scheme)."""
     from .. import rtl_info
     return ports_from_dict({
-        "lanes": lanes, "rounding": rounding, "latency": rtl_info.requant_latency(rounding),
-        "parameters": {"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single")},
+        "lanes": lanes, "rounding": rounding, "scheme": scheme, "latency": rtl_info.requant_latency(rounding),
+        "parameters": {"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single"),
+                       "OUT16": int(scheme == "int16x8")},
         "clock": {"name": "clk"}, "reset": {"name": "rst"},
         "input": {"valid": "s_valid", "ready": "s_ready", "acc": "s_acc", "bias": "s_bias", "multiplier": "s_mult",
                   "shift": "s_shift", "zero_point": "s_zp", "act_min": "s_act_min", "act_max": "s_act_max"},

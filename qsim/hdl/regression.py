@@ -46,7 +46,7 @@ CFG = _config()
 PORTS = PortMap.from_json(json.dumps(CFG["ports"]))
 SEED = int(CFG.get("seed", 1))
 OUT = Path(CFG["out_dir"])
-COVERAGE = RequantCoverage(PORTS.rounding)
+COVERAGE = RequantCoverage(PORTS.rounding, PORTS.scheme)
 
 
 async def _start(dut) -> Harness:

@@ -121,7 +121,8 @@ class StreamDriver:
     """Input stream driver: beats in order, idle cycles with probability ``gap_prob``.
 
     Without a bias port in the port map, acc + bias (wrapped to int32 by
-    :func:`qsim.fixedpoint.wrap_int32`, as the unit would) is driven on the acc field."""
+    :func:`qsim.fixedpoint.wrap_int32`, as the unit would; the int16x8 scheme's 64-bit sum as it
+    is) is driven on the acc field."""
 
     def __init__(self, h: Harness, scoreboard: Scoreboard | None = None, seed: int = 0, gap_prob: float = 0.0):
         self.h, self.sb = h, scoreboard
@@ -141,7 +142,7 @@ class StreamDriver:
             if f in LANE_FIELDS:
                 vals = beats.field(f)
                 if f == "acc" and "bias" not in p.fields:
-                    vals = fp.wrap_int32(beats.acc + beats.bias)
+                    vals = beats.acc + beats.bias if beats.scheme == "int16x8" else fp.wrap_int32(beats.acc + beats.bias)
                 cols.append((h, [pack_lanes(r, w) for r in np.asarray(vals).tolist()]))
             else:
                 copies = p.beat_field_lanes(f, len(h))
