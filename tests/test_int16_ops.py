@@ -126,3 +126,64 @@ def test_maximum_minimum_int16(opcode):
     assert_both(blob, sets)
     f = np.maximum if opcode == "MAXIMUM" else np.minimum
     assert np.array_equal(output_of(blob, sets[0]), f(*sets[0]))
+
+
+# ------------------------------------------------------------------ LOGISTIC / TANH
+
+ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16).reshape(1, 256, 256)
+
+
+def check_both(blob: bytes, sets: list) -> None:
+    """``qsim.load(blob).check`` against both references: each must run and agree bit for bit."""
+    import qsim
+    report = qsim.load(blob).check(inputs=sets, reference="both")
+    assert all(c.refused is None for c in report.comparisons), [c.summary() for c in report.comparisons]
+    assert report.ok, [c.summary() for c in report.comparisons]
+
+
+@pytest.mark.parametrize("opcode", ["LOGISTIC", "TANH"])
+@pytest.mark.parametrize("s_in", [2.0 ** -12, 2.0 ** -11, 2.0 ** -10, 0.0003, 0.00071, 0.01])
+def test_logistic_tanh_int16_every_input(opcode, s_in):
+    """All 65536 int16 inputs, power-of-two scales (2**-12 the table's own; 2**-11 a second power-of-two
+    case for TANH, a multiplier for LOGISTIC) and non-power-of-two ones."""
+    blob = single_op(opcode, [ALL_INT16.shape], ALL_INT16.shape, scales=[s_in], out_scale=2.0 ** -15)
+    check_both(blob, [[ALL_INT16]])
+    y = output_of(blob, [ALL_INT16]).astype(np.int64).ravel()
+    x = ALL_INT16.astype(np.float64).ravel() * s_in
+    want = 1 / (1 + np.exp(-x)) if opcode == "LOGISTIC" else np.tanh(x)
+    assert np.abs(y / 32768.0 - want).max() < 2e-3  # the table's accuracy: the math is the function
+    assert np.all(np.diff(y) >= 0)  # monotone
+
+
+@pytest.mark.parametrize("opcode", ["LOGISTIC", "TANH"])
+@pytest.mark.parametrize("out_scale,out_zp", [(1.0 / 256, 0), (2.0 ** -15, 5), (0.0001, 0)])
+def test_logistic_tanh_int16_bad_output_refused(opcode, out_scale, out_zp):
+    b = ModelBuilder(description="bad int16 sigmoid output")
+    x = b.add_input("x", (1, 8), np.int16, scale=2.0 ** -12, zero_point=0)
+    y = b.add_tensor("y", (1, 8), np.int16, scale=out_scale, zero_point=out_zp)
+    b.add_op(opcode, [x], [y])
+    b.mark_output(y)
+    blob = b.build()
+    for profile in ("tflm", "litert"):
+        with pytest.raises(QsimError, match="'y'"):
+            prepare_graph(load_bytes(blob), profile)
+    sets = [[np.arange(-4, 4, dtype=np.int16).reshape(1, 8) * 1000]]
+    for reference in ("tflm", "litert"):  # the references refuse it too
+        assert compare(blob, sets, reference=reference).refused is not None
+
+
+@pytest.mark.parametrize("opcode", ["LOGISTIC", "TANH"])
+def test_logistic_tanh_int16_near_power_of_two_output(opcode):
+    """Output scale 2**-15 * 1.0004: within CheckedLog2's tolerance, so TFLite Micro runs it (and TANH in
+    LiteRT); LiteRT's LOGISTIC demands exactly 1/32768 and refuses it, as qsim does under that profile."""
+    blob = single_op(opcode, [(1, 64)], (1, 64), scales=[0.0005], out_scale=2.0 ** -15 * 1.0004)
+    sets = random_sets(blob, 2, 12)
+    cmp = compare(blob, sets, reference="tflm")
+    assert cmp.refused is None and cmp.ok, cmp.summary()
+    cmp = compare(blob, sets, reference="litert")
+    if opcode == "TANH":
+        assert cmp.refused is None and cmp.ok, cmp.summary()
+    else:
+        assert cmp.refused is not None
+        with pytest.raises(QsimError, match="exactly 1/32768"):
+            prepare_graph(load_bytes(blob), "litert")
