@@ -208,3 +208,15 @@ def test_mean_int16_to_int8_refused():
                      consts=[np.array([1], np.int32)], out_dtype=np.int8)
     with pytest.raises(QsimError, match="'y'"):
         prepare_graph(load_bytes(blob), "tflm")
+
+
+def test_hard_swish_int16_is_refused_as_undefined_in_both_references():
+    blob = single_op("HARD_SWISH", [(1, 8)], (1, 8), scales=[0.001], out_scale=0.001)
+    with pytest.raises(QsimError, match="neither TFLite Micro nor LiteRT"):
+        prepare_graph(load_bytes(blob), "tflm")
+    from qsim.reference import make_runner
+    from qsim.refrun import ReferenceRefused
+    g = load_bytes(blob)
+    for reference in ("tflm", "litert"):  # the reason stated: each reference refuses it
+        with pytest.raises(ReferenceRefused):
+            make_runner(reference, blob).run([np.zeros((1, 8), np.int16)], g.outputs)
