@@ -91,7 +91,10 @@ PROFILES: dict[str, Profile] = {
                         # int8 state/weights_time are read as int16 (no defined answer: refused).
                         "SVDF": "shift_after", "SVDF_SCALE": "float32", "SVDF_INT8_STATE": "undefined",
                         # SOFTMAX int16 -> int16: LUTPopulate tables in double (qsim/kernels/activations.py)
-                        "SOFTMAX_INT16": "double"},
+                        "SOFTMAX_INT16": "double",
+                        # int16 LOGISTIC: the output scale must be exactly 1/32768 (measured: LiteRT's
+                        # Prepare refuses 2**-15 * 1.0004, which TFLM's CheckedLog2 test accepts).
+                        "LOGISTIC_INT16_OUT_SCALE": "exact"},
     ),
     # CMSIS-NN (codegen --kernels cmsis-nn), read from its sources (arm_nnsupportfunctions.h,
     # arm_nn_softmax_common_s8.c, arm_avgpool_s8.c, arm_elementwise_*_s8.c, README "CMSIS-NN"): in its

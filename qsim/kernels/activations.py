@@ -275,7 +275,67 @@ class SigmoidParams:
     rounding: str
 
 
-def prepare_sigmoid(op, graph, profile) -> SigmoidParams:
+@dataclass
+class Sigmoid16Params:
+    """Prepared int16 LOGISTIC or TANH (reference_integer_ops::Logistic / Tanh, int16 overload, in
+    TFLite Micro and LiteRT BUILTIN_REF alike): the input is rescaled to table steps of 1/(3 * 4096)
+    (Q3.12 times 3) and looked up with interpolation in TFLite's sigmoid table
+    (:func:`qsim.fixedpoint.logistic_int16_lut` / :func:`qsim.fixedpoint.tanh_int16_lut`); output
+    Q0.15 (scale 2**-15, zero point 0).  ``input_multiplier`` 0: power-of-two input scale, the
+    rescale is ``x * (3 << input_left_shift)``; otherwise ``(x * M + round) >> input_left_shift``."""
+
+    kind: str  # "logistic" | "tanh"
+    input_multiplier: int  # 0 (power-of-two scale) or an integer <= 32767
+    input_left_shift: int  # >= 0
+
+
+def prepare_sigmoid16(op, graph, profile) -> Sigmoid16Params:
+    """The int16 Prepare of both references: zero points 0; a power-of-two input scale of 2**-12 (tanh
+    also 2**-11) uses multiplier 0 and the shift ``12 + log2(s_in)``; any other scale gets
+    ``M = int(s_in * 3 * 4096 * 2**k)`` with the smallest k (<= 31) bringing M above 32767 / 2;
+    the output scale must be 2**-15 to within CheckedLog2's tolerance (LiteRT's LOGISTIC: exactly,
+    profile variant "LOGISTIC_INT16_OUT_SCALE" "exact")."""
+    x, out = _unary_tensors(op, graph, int16=True)
+    kind = "logistic" if op.opcode == "LOGISTIC" else "tanh"
+    for t, what in ((x, "input"), (out, "output")):
+        if t.quant.zp0 != 0:
+            raise QsimError(f"{op.opcode}: int16 {what} '{t.name}' must have zero point 0 (TFLite requires it), "
+                            f"got {t.quant.zp0}.")
+    s_out = float(_f32(out.quant.scale0))
+    if kind == "logistic" and s_out != 2.0 ** -15 and profile.variant("LOGISTIC_INT16_OUT_SCALE", "log2") == "exact":
+        raise QsimError(f"LOGISTIC: int16 output '{out.name}' must have scale exactly 1/32768 (the '{profile.name}' "
+                        f"reference, LiteRT, requires it), got {out.quant.scale0:.9g}.")
+    power, exact = fp.checked_log2(s_out)
+    if not exact or power != -15:
+        raise QsimError(f"{op.opcode}: int16 output '{out.name}' must have scale 1/32768 (TFLite requires a power of "
+                        f"two, 2**-15), got {out.quant.scale0:.9g}.")
+    s_in = float(_f32(x.quant.scale0))
+    power, exact = fp.checked_log2(s_in)
+    left = 12 + power
+    if exact and (left == 0 or (kind == "tanh" and left == 1)):
+        return Sigmoid16Params(kind, 0, left)
+    m, left = s_in * 4096.0 * 3.0, 0
+    while m <= 32767.0 / 2.0 and left <= 30:
+        left += 1
+        m *= 2.0
+    if int(m) < 1:
+        raise QsimError(f"{op.opcode}: int16 input scale {x.quant.scale0:.9g} is too small for TFLite's table "
+                        "rescaling (its multiplier rounds to 0).")
+    if int(m) > 32767:
+        raise QsimError(f"{op.opcode}: int16 input scale {x.quant.scale0:.9g} needs a table multiplier of {int(m):,}, "
+                        "above the 32767 TFLite allows (its int32 product could overflow); use an input scale "
+                        "below 2.67.")
+    return Sigmoid16Params(kind, int(m), left)
+
+
+def eval_sigmoid16(p: Sigmoid16Params, inputs) -> list[np.ndarray]:
+    f = fp.logistic_int16_lut if p.kind == "logistic" else fp.tanh_int16_lut
+    return [f(np.asarray(inputs[0]), p.input_multiplier, p.input_left_shift).astype(np.int16)]
+
+
+def prepare_sigmoid(op, graph, profile) -> SigmoidParams | Sigmoid16Params:
+    if is_int16_op(op, graph):
+        return prepare_sigmoid16(op, graph, profile)
     x, out = _unary_tensors(op, graph)
     kind = "logistic" if op.opcode == "LOGISTIC" else "tanh"
     variant = profile.variant(op.opcode, "fixed")
@@ -296,7 +356,9 @@ def prepare_sigmoid(op, graph, profile) -> SigmoidParams:
     return SigmoidParams(kind, variant, None, x.quant.zp0, radius, m, left, profile.rounding(op.opcode))
 
 
-def eval_sigmoid(p: SigmoidParams, inputs) -> list[np.ndarray]:
+def eval_sigmoid(p: SigmoidParams | Sigmoid16Params, inputs) -> list[np.ndarray]:
+    if type(p) is Sigmoid16Params:
+        return eval_sigmoid16(p, inputs)
     q = np.asarray(inputs[0], np.int64)
     if p.variant == "lut":
         return [p.lut[q + 128].astype(np.int8)]
@@ -478,8 +540,8 @@ def batch_softmax(p: SoftmaxParams, op, graph, batched) -> bool:
 
 
 register("SOFTMAX", prepare_softmax, eval_softmax, batch=batch_softmax, int16=True)
-register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always)
-register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always)
+register("LOGISTIC", prepare_sigmoid, eval_sigmoid, batch=batch_always, int16=True)
+register("TANH", prepare_sigmoid, eval_sigmoid, batch=batch_always, int16=True)
 register("RELU", prepare_relu, eval_relu, batch=batch_always, int16=True)
 register("RELU6", prepare_relu, eval_relu, batch=batch_always, int16=True)
 register("LEAKY_RELU", prepare_leaky_relu, eval_leaky_relu, batch=batch_always, int16=True)

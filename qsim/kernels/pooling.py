@@ -1,4 +1,4 @@
-"""AVERAGE_POOL_2D, MAX_POOL_2D (int8 and int16x8) and MEAN (int8), bit-exact with TFLite's reference kernels.
+"""AVERAGE_POOL_2D, MAX_POOL_2D and MEAN (int8 and int16x8), bit-exact with TFLite's reference kernels.
 
 Pooling (NHWC, reference_integer_ops::AveragePool / MaxPool): each output
 element looks at the filter window clipped to the input (padding cells are
@@ -18,7 +18,8 @@ into the multiplier M from in_scale / out_scale:
 ``s = min(floor(log2(count)), 32, 31 + shift)``, ``M' = (M << s) // count``,
 ``shift' = shift - s``, then
 ``out = clamp(MBQM(sum(x) - in_zp * count, M', shift') + out_zp, -128, 127)``.
-An empty axis list copies the input.
+An empty axis list copies the input.  int16 MEAN (zero points 0) runs the same
+QuantizedMeanOrSum in both references with the int16 clamp (tests/test_int16_ops.py).
 """
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def eval_max_pool(p: PoolParams, inputs) -> list[np.ndarray]:
 
 @dataclass
 class MeanParams:
-    """Prepared int8 MEAN.  ``axes``: sorted unique non-negative reduced axes."""
+    """Prepared int8 (or int16, zero points 0) MEAN.  ``axes``: sorted unique non-negative reduced axes."""
 
     axes: tuple[int, ...]
     path: str  # "general" | "copy"
@@ -187,6 +188,7 @@ class MeanParams:
     multiplier: int  # Q31 from in_scale / out_scale, folded with 1/count
     shift: int
     rounding: str
+    dtype: np.dtype = np.dtype(np.int8)  # int8, or int16 (int16x8: the same formula, int16 clamp)
 
 
 def prepare_mean(op, graph, profile) -> MeanParams:
@@ -194,8 +196,13 @@ def prepare_mean(op, graph, profile) -> MeanParams:
     x = ins[0]
     axis_t = ins[1] if len(ins) > 1 else None
     out = graph.op_outputs(op)[0]
-    require_int8(x, "input")
-    require_int8(out, "output")
+    int16 = is_int16_op(op, graph)
+    if int16:
+        require_int16_tensor(x, "input", op.opcode)
+        require_int16_tensor(out, "output", op.opcode)
+    else:
+        require_int8(x, "input")
+        require_int8(out, "output")
     if axis_t is None or not axis_t.is_const:
         raise QsimError("MEAN needs a constant axis tensor (dynamic axes are not simulated).")
     rank = len(x.shape)
@@ -218,7 +225,7 @@ def prepare_mean(op, graph, profile) -> MeanParams:
                                        single_rounding=(rounding == "single"))
     if path == "general":
         m0, shift = fp.fold_divisor_into_multiplier(m0, shift, count)
-    return MeanParams(axes, path, count, x.quant.zp0, out.quant.zp0, m0, shift, rounding)
+    return MeanParams(axes, path, count, x.quant.zp0, out.quant.zp0, m0, shift, rounding, np.dtype(x.dtype))
 
 
 def eval_mean(p: MeanParams, inputs) -> list[np.ndarray]:
@@ -228,7 +235,8 @@ def eval_mean(p: MeanParams, inputs) -> list[np.ndarray]:
     total = x.astype(np.int64).sum(axis=p.axes)
     shifted = fp.wrap_int32(total - p.input_zero_point * p.count)
     q = fp.multiply_by_quantized_multiplier(shifted, p.multiplier, p.shift, p.rounding) + p.output_zero_point
-    return [np.clip(q, -128, 127).astype(np.int8)]
+    info = np.iinfo(p.dtype)
+    return [np.clip(q, info.min, info.max).astype(p.dtype)]
 
 
 def batch_mean(p: MeanParams, op, graph, batched) -> bool:
@@ -238,4 +246,4 @@ def batch_mean(p: MeanParams, op, graph, batched) -> bool:
 
 register("AVERAGE_POOL_2D", prepare_pool, eval_average_pool, batch=batch_always, int16=True)
 register("MAX_POOL_2D", prepare_pool, eval_max_pool, batch=batch_always, int16=True)
-register("MEAN", prepare_mean, eval_mean, batch=batch_mean)
+register("MEAN", prepare_mean, eval_mean, batch=batch_mean, int16=True)
