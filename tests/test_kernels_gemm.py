@@ -579,6 +579,33 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
         np.testing.assert_array_equal(k.eval(params, ins)[0], want.astype(np.int8), err_msg=opcode)
 
 
+@pytest.mark.parametrize("chunk", [5, 40, 1 << 16])
+@pytest.mark.parametrize("profile", ["tflm", "single"])
+def test_pointwise_conv_blocks_equal_whole_layer(monkeypatch, chunk, profile):
+    """A 1x1 stride-1 CONV_2D on a batch as one pixel matrix cut in blocks across samples
+    (conv.eval_pointwise; "tflm": the folded requant plan, "single": the centred input and
+    single rounding) == fixedpoint.requantize of the direct loop's accumulators, on a batch of 3."""
+    from qsim import fixedpoint as fp
+    from qsim.kernels import conv
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(9)
+    p = dict(padding="VALID", kh=1, kw=1, dh=1, dw=1, sh=1, sw=1, h=5, w=7, n=1, cin=6, cout=9,
+             per_channel=True, bias=True, act="RELU")
+    g = load_bytes(conv_model(p, rng))
+    op = g.operators[0]
+    x = rng.integers(-128, 128, size=(3, 5, 7, 6)).astype(np.int8)
+    k = REGISTRY["CONV_2D"]
+    params = k.prepare(op, g, get_profile(profile))
+    assert (conv.folded_requant(params) is not None) == (profile == "tflm")
+    acc = _naive_conv_acc(x, g.tensors[op.inputs[1]].data, g.tensors[op.inputs[0]].quant.zp0, 1, 1, 0)
+    rq = params.requant
+    want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
+                         rq.rounding)
+    got = k.eval(params, [x, g.tensors[op.inputs[1]].data, g.tensors[op.inputs[2]].data])[0]
+    assert got.shape == (3, 5, 7, 9)
+    np.testing.assert_array_equal(got, want.astype(np.int8))
+
+
 # ------------------------------------------------------------------ real models, op by op
 
 def _per_op_check(path, reference, kinds=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",

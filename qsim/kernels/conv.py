@@ -226,7 +226,7 @@ class ConvParams:
     # sum of each output channel's weights and the bound on the uncentred input's accumulators
     # (see the module docstring and folded_requant)
     colsum: np.ndarray | None = field(default=None, repr=False, compare=False)
-    raw_bound: int | None = field(default=None, repr=False, compare=False)
+    raw_bound: np.ndarray | None = field(default=None, repr=False, compare=False)  # int64 [C]
 
 
 def _conv_operands(op, graph):
@@ -266,12 +266,14 @@ def prepare_conv(op, graph, profile) -> ConvParams:
                       colsum=colsum, raw_bound=raw_bound)
 
 
-def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, int]:
+def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, np.ndarray]:
     """(colsum, raw_bound): each output channel's weight sum over ``reduce_axes`` (int64 [C]) and
-    the bound on the uncentred input's accumulators (|x| <= 128: accumulator_bound with zero
-    point 0), for :func:`folded_requant`."""
-    colsum = np.asarray(w_int, dtype=np.int64).sum(axis=reduce_axes).reshape(-1)
-    return colsum, accumulator_bound(w_int, 0, reduce_axes)
+    each channel's bound on the uncentred input's accumulators (|x| <= 128: 128 * sum|w| of the
+    channel, int64 [C]; :func:`accumulator_bound` with zero point 0 is their maximum), for
+    :func:`folded_requant` (fixedpoint's plan checks its precision conditions channel by channel)."""
+    w = np.asarray(w_int, dtype=np.int64)
+    colsum = w.sum(axis=reduce_axes).reshape(-1)
+    return colsum, 128 * np.abs(w).sum(axis=reduce_axes).reshape(-1)
 
 
 def folded_requant(p):
@@ -398,8 +400,31 @@ def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows,
     return out
 
 
+def eval_pointwise(p: ConvParams, x: np.ndarray, requant, raw: bool) -> np.ndarray:
+    """A 1x1 stride-1 CONV_2D (:func:`_is_pointwise`) on the batch as one [N*H*W, IC] matrix,
+    in blocks of pixels (across samples) whose input and output hold about CHUNK_ELEMENTS
+    values: per block, the int8 pixels as the weights' float dtype (``raw``: uncentred, for a
+    folded ``requant``; else minus the input zero point) @ weights, then ``requant``.  The
+    same integers as :func:`eval_in_chunks` (each output its own dot product), fewer passes
+    over memory: no whole-sample float copy of the input."""
+    n, h, w, ic = x.shape
+    flat = x.reshape(n * h * w, ic)
+    step = max(1, CHUNK_ELEMENTS // max(ic, p.out_channels, 1))
+    dt = p.weights.dtype
+    out = np.empty((flat.shape[0], p.out_channels), np.int8)
+    for r in range(0, flat.shape[0], step):
+        xs = flat[r:r + step].astype(dt)
+        if not raw:
+            xs -= p.input_zero_point
+        out[r:r + step] = requant(xs @ p.weights)
+    return out.reshape(n, h, w, p.out_channels)
+
+
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
     folded = folded_requant(p)
+    x = np.asarray(inputs[0])
+    if _is_pointwise(p, x.shape):
+        return [eval_pointwise(p, x, folded.apply if folded is not None else p.requant.apply, folded is not None)]
     if folded is not None:
         return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input_raw, _conv_rows, folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input, _conv_rows)]
