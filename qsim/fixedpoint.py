@@ -919,6 +919,22 @@ class DoubleRequantPlan:
             self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), dtype, out[r:r + k])
         return out.reshape(acc.shape)
 
+    def relu_affine(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(A, B), float64 [channels]: a "float_relu" plan's value before the floor, z - act_min =
+        acc * A + B (A = M0 * 2**left / 2**(31+e), B = (bias * M0 * 2**left + 2**30) / 2**(31+e) + [e > 0]/2
+        + zp - act_min; every term a multiple of 2**-(31+e) whose numerator, for |acc| within the
+        plan's bound, stays below 2**53: see the class docstring), for a caller that computes z
+        itself and then calls :meth:`finish`; None for the other kinds."""
+        if self.kind != "float_relu":
+            return None
+        a, b = (np.broadcast_to(np.asarray(v, np.float64), (channels,)) for v in self.constants[:2])
+        return a, b
+
+    def finish(self, z: np.ndarray, dtype=np.int8, out: np.ndarray | None = None) -> np.ndarray:
+        """The outputs from exact values z - act_min = acc * A + B (:meth:`relu_affine`), float64,
+        overwritten: clamp, floor, add act_min (the last passes of :meth:`apply`)."""
+        return self._finish(z, dtype, out)
+
     def _finish(self, h: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
         """Clamp the chunk result ``h`` (see :meth:`_chunk`) and convert it to ``dtype``, into
         ``out`` when given (else a new array, fewer calls for a small chunk); returns it.
