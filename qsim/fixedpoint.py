@@ -1192,6 +1192,22 @@ class DoubleRequantPlan:
             self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), dtype, out[r:r + k])
         return out.reshape(acc.shape)
 
+    def relu_affine(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(A, B), float64 [channels]: a "float_relu" plan's value before the floor, z - act_min =
+        acc * A + B (A = M0 * 2**left / 2**(31+e), B = (bias * M0 * 2**left + 2**30) / 2**(31+e) + [e > 0]/2
+        + zp - act_min; every term a multiple of 2**-(31+e) whose numerator, for |acc| within the
+        plan's bound, stays below 2**53: see the class docstring), for a caller that computes z
+        itself and then calls :meth:`finish`; None for the other kinds."""
+        if self.kind != "float_relu":
+            return None
+        a, b = (np.broadcast_to(np.asarray(v, np.float64), (channels,)) for v in self.constants[:2])
+        return a, b
+
+    def finish(self, z: np.ndarray, dtype=np.int8, out: np.ndarray | None = None) -> np.ndarray:
+        """The outputs from exact values z - act_min = acc * A + B (:meth:`relu_affine`), float64,
+        overwritten: clamp, floor, add act_min (the last passes of :meth:`apply`)."""
+        return self._finish(z, dtype, out)
+
     def _finish(self, h: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
         """Clamp the chunk result ``h`` (see :meth:`_chunk`) and convert it to ``dtype``, into
         ``out`` when given (else a new array, fewer calls for a small chunk); returns it.
@@ -1297,38 +1313,77 @@ def _scalar_if_uniform(v):
 def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
                            acc_bound: int | None) -> DoubleRequantPlan | None:
     """A :class:`DoubleRequantPlan` equal to ``requantize(acc, bias, m0, shift, zp, lo, hi, "double")``
-    for every |acc| <= ``acc_bound``, or None when that cannot be proven here."""
+    for every |acc| <= ``acc_bound``, or None when that cannot be proven here.  ``acc_bound``: one
+    bound for every channel, or one per channel (int [C], channel c's accumulators bounded by
+    ``acc_bound[c]``: the precision conditions below are per channel anyway).
+
+    Constant channels: without int32 wrap (checked below) :func:`requantize` is monotone
+    non-decreasing in acc (x = acc + bias, x << left, SRDHM = floor((x*M0 + 2**30) / 2**31) with
+    M0 >= 0, RoundingDivideByPOT and the clamp all are), so a channel whose outputs at acc =
+    -acc_bound and +acc_bound agree outputs that value v for every |acc| <= acc_bound (a pruned
+    channel: huge bias, tiny multiplier).  The float kinds compute such a channel as
+    0 * acc + (v + 1/2 in the kind's units) -- floor and clamp give v exactly -- and leave it
+    out of the precision conditions, which would otherwise fail on its huge bias or shift."""
     m0, shift, b = _i64(m0).reshape(-1), _i64(shift).reshape(-1), _i64(bias).reshape(-1)
     zp = int(output_zero_point)
     if acc_bound is None or not m0.size or np.any((m0 < 0) | (m0 > INT32_MAX)) or np.any(shift < -31) \
             or np.any(shift > 30) or abs(zp) > (1 << 20):
         return None
     n = max(m0.size, shift.size, b.size)
-    m0, shift, b = (np.broadcast_to(v, (n,)) for v in (m0, shift, b))
+    bound = _i64(acc_bound).reshape(-1)
+    if bound.size not in (1, n) or np.any(bound < 0):
+        return None
+    m0, shift, b, bound = (np.broadcast_to(v, (n,)) for v in (m0, shift, b, bound))
     left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    reach = (int(acc_bound) + np.abs(b)) << left  # bound on |(acc + bias) << left|
+    reach = (bound + np.abs(b)) << left  # bound on |(acc + bias) << left|
     if np.any(reach > INT32_MAX):
         return None
-    m = m0 << left
     lo, hi = int(act_min), int(act_max)
+    ends = requantize(np.stack([-bound, bound]), b, m0, shift, zp, lo, hi, "double")
+    const = ends[0] == ends[1]  # monotone, no wrap: these channels output ends[1] for every |acc| <= bound
+    if np.any(const):
+        keep = ~const
+        plan = _plan_double(np.where(keep, b, 0), np.where(keep, m0, 0), np.where(keep, shift, 0), zp, lo, hi,
+                            bound, const, ends[1])
+        if plan is not None:
+            return plan
+    return _plan_double(b, m0, shift, zp, lo, hi, bound, None, None)
+
+
+def _plan_double(b, m0, shift, zp, lo, hi, acc_bound, const, value) -> DoubleRequantPlan:
+    """plan_requantize_double's kinds for checked [C] tables; ``const`` (bool [C]) channels, whose
+    table entries are zeros, output ``value`` (int [C]) in the float kinds; None when a constant
+    channel is given and the split kinds would be needed (the caller retries without)."""
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    m = m0 << left
     relu = lo >= zp  # the sign-free rounding of the class docstring applies
     scale, zpf = 2.0 ** -right.astype(np.float64), float(zp)
     round_add = np.where(right > 0, 0.5, 0.0) + zpf  # (2**e >> 1) / 2**e + zp
     relu_add = round_add - lo  # the "*_relu" kinds compute z - act_min (see DoubleRequantPlan._finish)
-    reach = (int(acc_bound) + np.abs(b)) * m + (1 << 30)  # bound on |x*m + 2**30|
+    reach = (acc_bound + np.abs(b)) * m + (1 << 30)  # bound on |x*m + 2**30| (acc_bound: int64 [C])
+    kept = np.zeros(b.shape, bool) if const is None else const
+    vals = np.zeros(b.shape, np.int64) if value is None else np.asarray(value, np.int64)
+
+    def fixed(v, c):  # the constant channels' entry c in place of v
+        return np.where(kept, c, v)
+
     if int(reach.max()) < (1 << 53):
         m_real = m.astype(np.float64) * 2.0 ** -31  # exact: m < 2**53
         offset = b.astype(np.float64) * m_real + 0.5
         # one floor: (x*m + 2**30 + (relu_add << 31+e)) / 2**(31+e), numerator < 2**53
         if relu and all(int(r) + ((abs(zp - lo) + 1) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
-            consts = (m_real * scale, offset * scale + relu_add)
+            consts = (m_real * scale, fixed(offset * scale + relu_add, vals - lo + 0.5))
             return _plan("float_relu", consts, zp, lo, hi)
         # one floor: (x*m + 2**30 + (round_add << 31+e) - 2**31) / 2**(31+e), numerator < 2**53
         if all(int(r) + ((abs(zp) + 2) << (31 + int(e))) < (1 << 53) for r, e in zip(reach, right)):
             below = np.where(right > 0, scale, 0.0)  # [e > 0] / 2**e
-            return _plan("float_signed", (m_real * scale, offset * scale + round_add, round_add, below), zp, lo, hi)
-        return _plan("float", (m_real, offset, scale, zpf), zp, lo, hi)
+            return _plan("float_signed", (m_real * scale, fixed(offset * scale + round_add, vals + 0.5),
+                                          round_add, below), zp, lo, hi)
+        # constant channels: floor(v - zp + 1/2) * 1, then +-1/2 truncated, + zp
+        return _plan("float", (m_real, fixed(offset, vals - zp + 0.5), scale, zpf), zp, lo, hi)
+    if const is not None:
+        return None
     high = (m >> 15).astype(np.float64) * 2.0 ** -16
     low = (m & 0x7FFF).astype(np.float64) * 2.0 ** -15
     b = b.astype(np.float64)

@@ -330,6 +330,52 @@ def test_double_requant_plan_small_shapes_equal_requantize():
     assert {"float_relu", "float_signed"} <= seen, seen
 
 
+def test_double_requant_plan_constant_channels_and_per_channel_bounds():
+    """plan_requantize_double with per-channel accumulator bounds and constant channels (a pruned
+    channel: huge bias, tiny multiplier, one output for every acc in its bound, as in vww_96_int8's
+    pointwise layers) == requantize("double") on every acc within each channel's bound, ends
+    included; such layers take a one-product float kind (the split kinds without the constant
+    channels' precision needs), and channels one step from constant are not treated as constant."""
+    rng = np.random.default_rng(23)
+    kinds: dict[str, int] = {}
+    for trial in range(200):
+        c = int(rng.integers(2, 24))
+        bound = rng.integers(1 << 10, 1 << 20, c)
+        m0 = rng.integers(1 << 30, 1 << 31, c)
+        shift = rng.integers(-10, -4, c)
+        bias = rng.integers(-(1 << 16), 1 << 16, c)
+        dead = rng.random(c) < 0.4
+        dead[0] = True
+        # |bias| * M >= 2**29 * 2**-21 > 255: saturated whatever the acc (|acc| * M < 1)
+        bias[dead] = rng.choice([-1, 1], int(dead.sum())) * rng.integers(1 << 29, 1 << 30, int(dead.sum()))
+        shift[dead] = -20
+        zp = int(rng.integers(-128, 128))
+        lo, hi = (zp, 127) if trial % 2 else (-128, 127)
+        if trial % 5 == 4:  # a channel whose ends differ: not constant, though nearly so
+            x_end = int(bias[1]) + int(bound[1])
+            m0[1], shift[1] = 1 << 30, -int(np.clip(np.ceil(np.log2(abs(x_end) + 1)), 1, 31))
+        rows = int(rng.integers(1, 2000))
+        acc = rng.integers(-bound, bound + 1, (rows, c))
+        acc[0], acc[-1] = bound, -bound
+        if trial % 3 == 1:
+            acc = acc.astype(np.float32)
+        plan = fp.plan_requantize_double(bias, m0, shift, zp, lo, hi, bound)
+        assert plan is not None
+        if trial % 5 != 4:  # (the nearly constant channel may need the split kinds)
+            kinds[plan.kind] = kinds.get(plan.kind, 0) + 1
+        want = fp.requantize(np.asarray(acc, np.int64), bias, m0, shift, zp, lo, hi, "double")
+        np.testing.assert_array_equal(plan.apply(acc, np.int64), want, err_msg=f"{plan.kind} {trial}")
+        np.testing.assert_array_equal(plan.apply(acc), want.astype(np.int8), err_msg=f"{plan.kind} {trial}")
+    assert set(kinds) == {"float_relu", "float_signed"} and min(kinds.values()) >= 50, kinds
+    # the same tables without the constant-channel proof would need the split kinds
+    bias, m0, shift = np.array([1 << 30, 5000]), np.array([1 << 30, 1 << 30]), np.array([-31, -7])
+    plan = fp.plan_requantize_double(bias, m0, shift, -128, -128, 127, 1 << 18)
+    assert plan.kind == "float_relu"
+    acc = np.arange(-(1 << 18), (1 << 18) + 1, 7)[:, None].repeat(2, axis=1)
+    want = fp.requantize(acc, bias, m0, shift, -128, -128, 127, "double")
+    assert np.array_equal(plan.apply(acc, np.int64), want) and np.all(want[:, 0] == want[0, 0])
+
+
 def test_round_half_away_f32_equals_round_half_away_on_float32():
     """The float32 fast path (QUANTIZE's rounding) is bit-identical to round_half_away: random bit
     patterns of every exponent, every tie k + 0.5 and its float32 neighbours, the boundaries."""

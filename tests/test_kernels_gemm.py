@@ -579,6 +579,74 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
         np.testing.assert_array_equal(k.eval(params, ins)[0], want.astype(np.int8), err_msg=opcode)
 
 
+@pytest.mark.parametrize("chunk", [5, 40, 1 << 16])
+@pytest.mark.parametrize("profile", ["tflm", "single"])
+def test_pointwise_conv_blocks_equal_whole_layer(monkeypatch, chunk, profile):
+    """A 1x1 stride-1 CONV_2D on a batch as one pixel matrix cut in blocks across samples
+    (conv.eval_pointwise; "tflm": the folded requant plan's affine map inside the float64 GEMM,
+    "single": the centred input and single rounding) == fixedpoint.requantize of the direct loop's accumulators, on a batch of 3."""
+    from qsim import fixedpoint as fp
+    from qsim.kernels import conv
+    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(9)
+    p = dict(padding="VALID", kh=1, kw=1, dh=1, dw=1, sh=1, sw=1, h=5, w=7, n=1, cin=6, cout=9,
+             per_channel=True, bias=True, act="RELU")
+    g = load_bytes(conv_model(p, rng))
+    op = g.operators[0]
+    x = rng.integers(-128, 128, size=(3, 5, 7, 6)).astype(np.int8)
+    k = REGISTRY["CONV_2D"]
+    params = k.prepare(op, g, get_profile(profile))
+    assert (conv.folded_requant(params) is not None) == (profile == "tflm")
+    if profile == "tflm":  # 6 input channels, a fused RELU: the requant folded into the GEMM
+        assert conv._affine_gemm(params, conv.folded_requant(params).apply) is not None
+    acc = _naive_conv_acc(x, g.tensors[op.inputs[1]].data, g.tensors[op.inputs[0]].quant.zp0, 1, 1, 0)
+    rq = params.requant
+    want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
+                         rq.rounding)
+    got = k.eval(params, [x, g.tensors[op.inputs[1]].data, g.tensors[op.inputs[2]].data])[0]
+    assert got.shape == (3, 5, 7, 9)
+    np.testing.assert_array_equal(got, want.astype(np.int8))
+
+
+def test_pointwise_affine_gemm_exact_on_extremes():
+    """The pointwise GEMM with the requant folded in (conv.eval_pointwise) on the largest
+    accumulators int8 allows (every input -128 or 127, every weight +-127, 32 input channels) and
+    a bias: == fixedpoint.requantize of the int64 definition, for output scales that put those
+    extremes inside, at and beyond the clamp (multipliers from 2**-12 to about 1)."""
+    from qsim import fixedpoint as fp
+    from qsim.kernels import conv
+    rng = np.random.default_rng(12)
+    c_in, c_out = 32, 5
+    wq = np.where(rng.random((c_out, 1, 1, c_in)) < 0.8, 127, -127).astype(np.int8)
+    wq[0] = 127
+    for out_scale in (0.001, 0.3, 40.0):
+        b = ModelBuilder(description="pointwise extremes")
+        x = b.add_input("x", (1, 2, 3, c_in), np.int8, scale=0.02, zero_point=-128)
+        ws = np.full(c_out, 0.01)
+        w = b.add_const("w", wq, scale=ws, zero_point=np.zeros(c_out, np.int64), axis=0)
+        bias = b.add_const("b", rng.integers(-20000, 20000, c_out).astype(np.int32), scale=ws * 0.02,
+                           zero_point=np.zeros(c_out, np.int64), axis=0)
+        y = b.add_tensor("y", (1, 2, 3, c_out), np.int8, scale=out_scale, zero_point=-128)
+        b.add_op("CONV_2D", [x, w, bias], [y], ir.Conv2DOptions(padding="VALID", activation="RELU"))
+        b.mark_output(y)
+        g = load_bytes(b.build())
+        op = g.operators[0]
+        xv = np.where(rng.random((50, 2, 3, c_in)) < 0.5, -128, 127).astype(np.int8)
+        xv[0], xv[1] = -128, 127
+        # and many random pixels: outputs within float32-sized errors of a rounding step occur
+        xv = np.concatenate([xv, rng.integers(-128, 128, (10000, 2, 3, c_in)).astype(np.int8)])
+        k = REGISTRY["CONV_2D"]
+        params = k.prepare(op, g, get_profile("tflm"))
+        assert conv._affine_gemm(params, conv.folded_requant(params).apply) is not None
+        acc = np.einsum("nhwc,oc->nhwo", xv.astype(np.int64) + 128, wq[:, 0, 0].astype(np.int64))
+        rq = params.requant
+        want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min,
+                             rq.act_max, rq.rounding)
+        assert len(np.unique(want)) > 2 or out_scale != 40.0
+        got = k.eval(params, [xv, None, None])[0]
+        np.testing.assert_array_equal(got, want.astype(np.int8), err_msg=str(out_scale))
+
+
 # ------------------------------------------------------------------ real models, op by op
 
 def _per_op_check(path, reference, kinds=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",

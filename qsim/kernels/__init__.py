@@ -96,7 +96,7 @@ class RequantParams:
                                          self.output_zero_point, self.act_min, self.act_max,
                                          self.acc_bound if acc_bound is None else acc_bound)
 
-    def folded_plan(self, input_zero_point: int, colsum: np.ndarray, raw_bound: int):
+    def folded_plan(self, input_zero_point: int, colsum: np.ndarray, raw_bound):
         """:meth:`double_plan` for the accumulators of the *uncentred* input: raw = acc +
         input_zero_point * colsum (``colsum[c]`` the sum of output channel c's weights), |raw| <=
         ``raw_bound``, requantized with bias - input_zero_point * colsum (the same integers

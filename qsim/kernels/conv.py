@@ -16,7 +16,10 @@ matmul runs in float32 when that bound is below 2**24 and in float64 (exact
 below 2**53) otherwise, exact whatever order BLAS adds in; the result
 converts to int64 without rounding.  Depthwise vectorizes over the kernel taps (or one einsum,
 or a block-diagonal GEMM for few channels: see _depthwise_rows).  Large layers
-are evaluated in blocks of output rows (see eval_in_chunks) so the passes stay in cache.
+are evaluated in blocks of output rows (see eval_in_chunks) so the passes stay in cache; a 1x1
+stride-1 CONV_2D runs on the batch as one pixel matrix in blocks across samples, with the
+requant's affine map inside a float64 GEMM when the dot products are short (eval_pointwise,
+whose docstring has the exactness argument).
 
 Input offset folded into the bias (CMSIS-NN's kernel sum), as in fully_connected.py: with
 the input padded by its zero point instead of centred and zero-padded, every window holds
@@ -187,7 +190,11 @@ def padded_centered(x: np.ndarray, zero_point: int, pad_h: int, pad_w: int, need
     if raw:
         if shape == x.shape:
             return x.astype(dtype)
-        xs = np.full(shape, zero_point, dtype=dtype)
+        xs = np.empty(shape, dtype=dtype)  # the border is filled below: one write per element
+        xs[:, :pad_h] = zero_point
+        xs[:, pad_h + h:] = zero_point
+        xs[:, pad_h:pad_h + h, :pad_w] = zero_point
+        xs[:, pad_h:pad_h + h, pad_w + w:] = zero_point
     else:
         xs = np.zeros(shape, dtype=dtype)
     core = xs[:, pad_h:pad_h + h, pad_w:pad_w + w, :]
@@ -226,7 +233,10 @@ class ConvParams:
     # sum of each output channel's weights and the bound on the uncentred input's accumulators
     # (see the module docstring and folded_requant)
     colsum: np.ndarray | None = field(default=None, repr=False, compare=False)
-    raw_bound: int | None = field(default=None, repr=False, compare=False)
+    raw_bound: np.ndarray | None = field(default=None, repr=False, compare=False)  # int64 [C]
+    # (plan, float64 [IC + 1, OC]): the requant's affine map folded into a pointwise layer's GEMM
+    # (see eval_pointwise), cached with the plan it was built from
+    affine_gemm: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -266,12 +276,14 @@ def prepare_conv(op, graph, profile) -> ConvParams:
                       colsum=colsum, raw_bound=raw_bound)
 
 
-def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, int]:
+def fold_terms(w_int: np.ndarray, reduce_axes) -> tuple[np.ndarray, np.ndarray]:
     """(colsum, raw_bound): each output channel's weight sum over ``reduce_axes`` (int64 [C]) and
-    the bound on the uncentred input's accumulators (|x| <= 128: accumulator_bound with zero
-    point 0), for :func:`folded_requant`."""
-    colsum = np.asarray(w_int, dtype=np.int64).sum(axis=reduce_axes).reshape(-1)
-    return colsum, accumulator_bound(w_int, 0, reduce_axes)
+    each channel's bound on the uncentred input's accumulators (|x| <= 128: 128 * sum|w| of the
+    channel, int64 [C]; :func:`accumulator_bound` with zero point 0 is their maximum), for
+    :func:`folded_requant` (fixedpoint's plan checks its precision conditions channel by channel)."""
+    w = np.asarray(w_int, dtype=np.int64)
+    colsum = w.sum(axis=reduce_axes).reshape(-1)
+    return colsum, 128 * np.abs(w).sum(axis=reduce_axes).reshape(-1)
 
 
 def folded_requant(p):
@@ -398,8 +410,71 @@ def eval_in_chunks(p: ConvParams, x: np.ndarray, prepare_input, accumulate_rows,
     return out
 
 
+# Pointwise layers with at most this many input channels fold the requant's affine map into a
+# float64 GEMM (see eval_pointwise): the extra BLAS cost of float64 and a bias row is smaller
+# than the three requant passes it saves when the dot products are short.
+AFFINE_GEMM_MAX_INPUTS = 32
+
+
+def eval_pointwise(p: ConvParams, x: np.ndarray, requant, raw: bool) -> np.ndarray:
+    """A 1x1 stride-1 CONV_2D (:func:`_is_pointwise`) on the batch as one [N*H*W, IC] matrix,
+    in blocks of pixels (across samples) whose input and output hold about CHUNK_ELEMENTS
+    values: per block, the int8 pixels as the weights' float dtype (``raw``: uncentred, for a
+    folded ``requant``; else minus the input zero point) @ weights, then ``requant``.  The
+    same integers as :func:`eval_in_chunks` (each output its own dot product), fewer passes
+    over memory: no whole-sample float copy of the input.
+
+    Few input channels and a "float_relu" folded plan: the GEMM computes the plan's pre-floor
+    value directly, [x, 1] @ [[w * A], [B]] in float64 (A, B: the plan's
+    :meth:`~qsim.fixedpoint.DoubleRequantPlan.relu_affine`), then the plan's ``finish``.  Exact:
+    w * A = (w * M0 * 2**left) / 2**(31+e) is exact (|w * M0 * 2**left| < 2**53); every term
+    of the dot product, and B, is a multiple of 2**-(31+e), and any partial sum, in whatever
+    order BLAS adds, is bounded by raw_bound * M0 * 2**left + |B| * 2**(31+e) in those units
+    (raw_bound = 128 * sum|w| of the channel bounds every sub-sum of x * w), which is the
+    numerator the plan proved below 2**53 for its one-product form: every partial sum is
+    representable, so the GEMM returns acc * A + B exactly."""
+    n, h, w, ic = x.shape
+    flat = x.reshape(n * h * w, ic)
+    step = max(1, CHUNK_ELEMENTS // max(ic, p.out_channels, 1))
+    out = np.empty((flat.shape[0], p.out_channels), np.int8)
+    fused = _affine_gemm(p, requant) if raw and ic <= AFFINE_GEMM_MAX_INPUTS else None
+    if fused is not None:
+        plan, wf = fused
+        buf = np.empty((min(step, flat.shape[0]), ic + 1))
+        buf[:, ic] = 1.0
+        for r in range(0, flat.shape[0], step):
+            a = buf[:min(step, flat.shape[0] - r)]
+            a[:, :ic] = flat[r:r + step]
+            plan.finish(a @ wf, np.int8, out[r:r + step])
+        return out.reshape(n, h, w, p.out_channels)
+    dt = p.weights.dtype
+    for r in range(0, flat.shape[0], step):
+        xs = flat[r:r + step].astype(dt)
+        if not raw:
+            xs -= p.input_zero_point
+        out[r:r + step] = requant(xs @ p.weights)
+    return out.reshape(n, h, w, p.out_channels)
+
+
+def _affine_gemm(p: ConvParams, requant):
+    """(plan, [[w * A], [B]]) for eval_pointwise's fused GEMM, or None (not a "float_relu" plan)."""
+    plan = getattr(requant, "__self__", None)
+    if p.affine_gemm is not None and p.affine_gemm[0] is plan:
+        return p.affine_gemm
+    got = plan.relu_affine(p.out_channels) if isinstance(plan, fp.DoubleRequantPlan) else None
+    if got is None:
+        return None
+    a, b = got
+    wf = np.vstack([np.asarray(p.weights, np.float64) * a, b[None, :]])
+    p.affine_gemm = (plan, np.ascontiguousarray(wf))
+    return p.affine_gemm
+
+
 def eval_conv(p: ConvParams, inputs) -> list[np.ndarray]:
     folded = folded_requant(p)
+    x = np.asarray(inputs[0])
+    if _is_pointwise(p, x.shape):
+        return [eval_pointwise(p, x, folded.apply if folded is not None else p.requant.apply, folded is not None)]
     if folded is not None:
         return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input_raw, _conv_rows, folded.apply)]
     return [eval_in_chunks(p, np.asarray(inputs[0]), _conv_input, _conv_rows)]
