@@ -93,8 +93,12 @@ def _requant_arrays(prefix: str, rq, channels: int, opcode: str) -> list[CArray]
     def per_channel(a):
         a = np.asarray(a, dtype=np.int64).reshape(-1)
         return np.broadcast_to(a, (channels,)).copy() if a.size == 1 else a
+    mult = _i32(per_channel(rq.multiplier))
+    if mult.size and mult.min() < 0:  # qkernels.c's fast requantization (qk_mbqm_right2) relies on M0 >= 0
+        raise QsimError(f"{opcode}: a negative requantization multiplier ({int(mult.min())}); "
+                        "QuantizeMultiplier gives M0 in [0, 2^31) for every valid (non-negative) scale.")
     return [CArray(prefix + "_bias", "int32_t", _i32(per_channel(rq.bias))),
-            CArray(prefix + "_mult", "int32_t", _i32(per_channel(rq.multiplier))),
+            CArray(prefix + "_mult", "int32_t", mult),
             CArray(prefix + "_shift", "int8_t", _mbqm_shifts(per_channel(rq.shift), rq.rounding, opcode))]
 
 

@@ -81,6 +81,30 @@ def _pool_pad(rng) -> bytes:
     return b.build()
 
 
+def _mixed_shifts(rng) -> bytes:
+    """CONV_2D 1x1 -> DEPTHWISE_CONV_2D 3x3 whose per-channel weight scales span 100x, so the
+    requantization shifts run from -4 to +3: channels on qkernels.c's one-multiply path (shift <= -2)
+    next to channels on the general three-stage path, in the same 2x2 tile and depthwise group."""
+    b = builder.ModelBuilder(description="mixed requant shifts")
+    x = b.add_input("x", (1, 5, 6, 8), np.int8, scale=0.05, zero_point=-7)
+    ws = np.geomspace(0.0005, 0.05, 6)
+    wt = b.add_const("w1", rng.integers(-127, 128, size=(6, 1, 1, 8), dtype=np.int8), scale=ws,
+                     zero_point=np.zeros(6, np.int64), axis=0)
+    bt = b.add_const("b1", rng.integers(-300, 300, size=6).astype(np.int32), scale=0.05 * ws,
+                     zero_point=np.zeros(6, np.int64), axis=0)
+    y = b.add_tensor("y", (1, 5, 6, 6), np.int8, scale=0.05 * 0.004, zero_point=3)
+    b.add_op("CONV_2D", [x, wt, bt], [y], ir.Conv2DOptions(padding="SAME", activation="NONE"))
+    ws2 = np.geomspace(0.0005, 0.05, 6)[::-1].copy()
+    wt2 = b.add_const("w2", rng.integers(-127, 128, size=(1, 3, 3, 6), dtype=np.int8), scale=ws2,
+                      zero_point=np.zeros(6, np.int64), axis=3)
+    bt2 = b.add_const("b2", rng.integers(-300, 300, size=6).astype(np.int32), scale=0.05 * 0.004 * ws2,
+                      zero_point=np.zeros(6, np.int64), axis=0)
+    z = b.add_tensor("z", (1, 5, 6, 6), np.int8, scale=0.05 * 0.004 * 0.01, zero_point=-5)
+    b.add_op("DEPTHWISE_CONV_2D", [y, wt2, bt2], [z], ir.DepthwiseConv2DOptions(padding="SAME", depth_multiplier=1))
+    b.mark_output(z)
+    return b.build()
+
+
 def _cases():
     rng = np.random.default_rng(2026)
     return {
@@ -98,6 +122,7 @@ def _cases():
         "fc_batch1": _fc(rng, 1, 37, 9),
         "fc_batch3": _fc(rng, 3, 20, 4),
         "pool_pad": _pool_pad(rng),
+        "mixed_shifts": _mixed_shifts(rng),
     }
 
 
@@ -107,7 +132,7 @@ CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_
              "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3", "dw_3x3_s2": "dw_3x3",
              "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
-             "fc_batch3": "fc_folded", "pool_pad": ""}
+             "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1"}
 
 
 def test_fold_input_offset_hand_derived():
