@@ -36,6 +36,8 @@ def expected_path(g: ir.Graph, op) -> str:
         w = g.tensors[op.inputs[1]]
         o = op.options
         out_c = int(w.shape[3])
+        if out_c == o.depth_multiplier:  # one input channel
+            return "dw_as_conv"
         if o.depth_multiplier == 1 and (o.dilation_h, o.dilation_w) == (1, 1) and out_c >= 4:
             return "dw_3x3" if tuple(w.shape[1:3]) == (3, 3) else "dw_dm1"
         return "dw_channel_major" if out_c <= tables.DW_FEW_CHANNELS else "dw_generic"
@@ -123,6 +125,8 @@ def _cases():
         "fc_batch3": _fc(rng, 3, 20, 4),
         "pool_pad": _pool_pad(rng),
         "mixed_shifts": _mixed_shifts(rng),
+        "dw_one_channel_s2": _single(rng, (1, 9, 8, 1), 0, 3, stride=2, depthwise=True, mult=8),  # person_detect's #0
+        "dw_one_channel_dil2": _single(rng, (1, 9, 9, 1), 0, 3, dil=2, depthwise=True, mult=3),
     }
 
 
@@ -132,7 +136,8 @@ CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_
              "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3", "dw_3x3_s2": "dw_3x3",
              "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
-             "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1"}
+             "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
+             "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv"}
 
 
 def test_fold_input_offset_hand_derived():
@@ -144,6 +149,14 @@ def test_fold_input_offset_hand_derived():
     b = tables.CArray("b", "int32_t", np.array([2**31 - 1], np.int64))
     tables.fold_input_offset(b, np.array([[1]]), 1)
     assert b.values.tolist() == [-2**31]
+
+
+def test_dw_group_major_hand_derived():
+    """2 taps x 6 channels [[0..5], [10..15]]: the group of channels 0-3 tap by tap (0 1 2 3, 10 11 12 13),
+    then the 2 remaining channels tap by tap (4 5, 14 15)."""
+    w = np.array([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])
+    assert tables.dw_group_major(w.reshape(-1), 2, 6).tolist() == [0, 1, 2, 3, 10, 11, 12, 13, 4, 5, 14, 15]
+    assert tables.dw_group_major(np.arange(8), 1, 8).tolist() == list(range(8))  # one tap: unchanged
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -168,7 +181,7 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     used = set(report.values())
     want = {"kws_ref_model": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
             "vww_96_int8": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
-            "person_detect": {"conv_1x1", "dw_3x3", "dw_channel_major"},
+            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # its first layer: one input channel
             "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
             "ad01_int8": {"fc_folded"}}[model]
     assert want <= used, used

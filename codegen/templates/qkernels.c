@@ -560,17 +560,77 @@ static QK_ALWAYS_INLINE void qk_dw_tap4(const int8_t *s, const int8_t *f, int32_
 #endif
 }
 
-/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined): four
- * channels at a time with their accumulators in registers, over the taps inside the image
- * (TFLM skips the others; the input offset is added per tap); a window wholly inside the image
- * runs the tap loop with constant trip counts.  Writes each group of four outputs once the group's reads
- * are done: the output of channel c never lands on an input byte still to be read (channel
- * order is monotone), so the window overlap contract holds. */
+/* n (2 or 3, a constant at each call) taps of one filter row for four channels:
+ * acc[j] += sum_{kx < n} fw[4 kx + j] * (s[kx ch + j] + off) (fw: the group's weights of these taps,
+ * one word per tap).  DSP: in assembly, as qk_dw_tap4 n times with the loads addressed off one base
+ * (GCC's schedule of the unrolled C keeps more values live than the registers and spills). */
+static QK_ALWAYS_INLINE void qk_dw_row(const int8_t *s, int32_t ch, const int8_t *fw, int32_t off, int32_t off2,
+                                       int32_t acc[4], const int n)
+{
+#if QK_USE_DSP
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], x, w, xl, wl;
+    (void)off;
+#define QK_DW_TAP_ASM \
+    "sxtab16 %[xl], %[off2], %[x]\n\t" \
+    "sxtab16 %[x], %[off2], %[x], ror #8\n\t" \
+    "sxtb16  %[wl], %[w]\n\t" \
+    "sxtb16  %[w], %[w], ror #8\n\t" \
+    "smlabb  %[a0], %[wl], %[xl], %[a0]\n\t" \
+    "smlatt  %[a2], %[wl], %[xl], %[a2]\n\t" \
+    "smlabb  %[a1], %[w], %[x], %[a1]\n\t" \
+    "smlatt  %[a3], %[w], %[x], %[a3]\n\t"
+#define QK_DW_TAPS_OUT [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "=&r"(x), [w] "=&r"(w), \
+                       [xl] "=&r"(xl), [wl] "=&r"(wl)
+#define QK_DW_TAPS_IN [s] "r"(s), [ch] "r"(ch), [fw] "r"(fw), [off2] "r"(off2)
+#define QK_DW_TAPS_01 /* taps 0 and 1: s[0..3] and s[ch..ch+3] */ \
+    "ldr     %[x], [%[s]]\n\t" \
+    "ldr     %[w], [%[fw]]\n\t" \
+    QK_DW_TAP_ASM \
+    "ldr     %[x], [%[s], %[ch]]\n\t" \
+    "ldr     %[w], [%[fw], #4]\n\t" \
+    QK_DW_TAP_ASM
+    if (n == 3) {
+        __asm__(QK_DW_TAPS_01
+                "ldr     %[x], [%[s], %[ch], lsl #1]\n\t"
+                "ldr     %[w], [%[fw], #8]\n\t"
+                QK_DW_TAP_ASM
+                : QK_DW_TAPS_OUT : QK_DW_TAPS_IN : "memory");
+    } else {
+        __asm__(QK_DW_TAPS_01 : QK_DW_TAPS_OUT : QK_DW_TAPS_IN : "memory");
+    }
+#undef QK_DW_TAPS_01
+#undef QK_DW_TAPS_IN
+#undef QK_DW_TAP_ASM
+#undef QK_DW_TAPS_OUT
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+#else
+    int32_t kx;
+    for (kx = 0; kx < n; ++kx) {
+        qk_dw_tap4(s + (size_t)kx * ch, fw + 4 * kx, off, off2, acc);
+    }
+#endif
+}
+
+/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined; is3x3: they
+ * are 3 and 3, and rows of 3 or 2 taps inside the image run qk_dw_row).  The filter
+ * is stored group-major at generation time (codegen/tables.py ``dw_group_major``): for each group
+ * of four channels its k_h * k_w taps of four weights ([in_c / 4][kh][kw][4]: one word per tap,
+ * the group's taps contiguous), then the in_c % 4 remaining channels as [kh][kw][in_c % 4] (the
+ * same bytes in another order).  Four channels at a time with their accumulators in registers,
+ * over the taps inside the image (TFLM skips the others; the input offset is added per tap); a
+ * window wholly inside the image runs the tap loop with constant trip counts.  Writes each group
+ * of four outputs once the group's reads are done: the output of channel c never lands on an
+ * input byte still to be read (channel order is monotone), so the window overlap contract holds. */
 static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                       int8_t *output, const int32_t k_h, const int32_t k_w)
+                                       int8_t *output, const int32_t k_h, const int32_t k_w, const int is3x3)
 {
     const int32_t ch = p->in_c, off = p->input_offset, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t ch4 = ch & ~3, rem = ch - ch4, taps = k_h * k_w;
+    const int8_t *const ftail = filter + (size_t)ch4 * taps;
     const size_t row = (size_t)p->in_w * ch;
     const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
     int32_t b, oy, ox, ky, kx, c;
@@ -583,24 +643,36 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < k_w ? p->in_w - ix0 : k_w;
                 const int interior = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
-                for (c = 0; c + 4 <= ch; c += 4) {
+                const int8_t *f = filter;
+                for (c = 0; c < ch4; c += 4, f += 4 * taps) {
                     int32_t acc[4] = {0, 0, 0, 0};
-                    if (interior) { /* constant trip counts: the taps unroll */
+                    if (is3x3 && kx1 - kx0 >= 2) { /* 3 or 2 taps of each filter row inside the image */
+                        const int8_t *src = image + (size_t)(iy0 + ky0) * row + (size_t)(ix0 + kx0) * ch + c;
+                        const int8_t *fw = f + 12 * ky0 + 4 * kx0;
+                        if (kx1 - kx0 == 3) {
+                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
+                                qk_dw_row(src, ch, fw, off, off2, acc, 3);
+                            }
+                        } else {
+                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
+                                qk_dw_row(src, ch, fw, off, off2, acc, 2);
+                            }
+                        }
+                    } else if (interior && !is3x3) { /* constant trip counts: the taps unroll */
                         const int8_t *src = image + (size_t)iy0 * row + (size_t)ix0 * ch + c;
-                        const int8_t *f = filter + c;
+                        const int8_t *fw = f;
                         for (ky = 0; ky < k_h; ++ky, src += row) {
-                            const int8_t *s = src;
                             QK_UNROLL
-                            for (kx = 0; kx < k_w; ++kx, s += ch, f += ch) {
-                                qk_dw_tap4(s, f, off, off2, acc);
+                            for (kx = 0; kx < k_w; ++kx, fw += 4) {
+                                qk_dw_tap4(src + (size_t)kx * ch, fw, off, off2, acc);
                             }
                         }
                     } else {
                         for (ky = ky0; ky < ky1; ++ky) {
                             const int8_t *src = image + (size_t)(iy0 + ky) * row + c;
+                            const int8_t *fw = f + (size_t)ky * k_w * 4;
                             for (kx = kx0; kx < kx1; ++kx) {
-                                qk_dw_tap4(src + (size_t)(ix0 + kx) * ch, filter + (size_t)(ky * k_w + kx) * ch + c,
-                                           off, off2, acc);
+                                qk_dw_tap4(src + (size_t)(ix0 + kx) * ch, fw + (size_t)kx * 4, off, off2, acc);
                             }
                         }
                     }
@@ -613,7 +685,7 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                     int32_t acc = 0;
                     for (ky = ky0; ky < ky1; ++ky) {
                         for (kx = kx0; kx < kx1; ++kx) {
-                            acc += filter[((size_t)ky * k_w + kx) * ch + c]
+                            acc += ftail[((size_t)ky * k_w + kx) * rem + (c - ch4)]
                                    * (image[(size_t)(iy0 + ky) * row + (size_t)(ix0 + kx) * ch + c] + off);
                         }
                     }
@@ -629,7 +701,7 @@ void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, con
                              int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w);
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w, 0);
 }
 
 void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
@@ -637,7 +709,7 @@ void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const 
                           int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3);
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3, 1);
 }
 
 /* ---------------------------------------------------------- FULLY_CONNECTED */
