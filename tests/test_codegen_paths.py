@@ -16,6 +16,7 @@ from conftest import require_module, shared_model
 from qsim import ir
 from qsim.interpreter import prepare_graph
 from qsim.loader import load, load_bytes
+from qsim.errors import QsimError
 
 from qsim.codegen import generate, tables
 from test_codegen import assert_equal, build_sanitized, make, need_tool, random_samples, run_host, tflm_outputs, \
@@ -149,6 +150,18 @@ def test_fold_input_offset_hand_derived():
     b = tables.CArray("b", "int32_t", np.array([2**31 - 1], np.int64))
     tables.fold_input_offset(b, np.array([[1]]), 1)
     assert b.values.tolist() == [-2**31]
+
+
+def test_negative_multiplier_refused():
+    """The GEMM kernels' one-multiply requantization assumes M0 >= 0 (QuantizeMultiplier's range):
+    a table with a negative M0 is refused at generation, with a message, instead of miscomputed."""
+    from types import SimpleNamespace
+    rq = SimpleNamespace(bias=[0, 0], multiplier=[1 << 30, -5], shift=[-3, -3], rounding="double")
+    with pytest.raises(QsimError, match="negative requantization multiplier"):
+        tables._requant_arrays("op0", rq, 2, "CONV_2D")
+    ok = tables._requant_arrays("op0", SimpleNamespace(bias=[0], multiplier=[0], shift=[-3], rounding="double"),
+                                2, "CONV_2D")
+    assert ok[1].values.tolist() == [0, 0]
 
 
 def test_dw_group_major_hand_derived():
