@@ -93,8 +93,12 @@ def _requant_arrays(prefix: str, rq, channels: int, opcode: str) -> list[CArray]
     def per_channel(a):
         a = np.asarray(a, dtype=np.int64).reshape(-1)
         return np.broadcast_to(a, (channels,)).copy() if a.size == 1 else a
+    mult = _i32(per_channel(rq.multiplier))
+    if mult.size and mult.min() < 0:  # qkernels.c's fast requantization (qk_mbqm_right2) relies on M0 >= 0
+        raise QsimError(f"{opcode}: a negative requantization multiplier ({int(mult.min())}); "
+                        "QuantizeMultiplier gives M0 in [0, 2^31) for every valid (non-negative) scale.")
     return [CArray(prefix + "_bias", "int32_t", _i32(per_channel(rq.bias))),
-            CArray(prefix + "_mult", "int32_t", _i32(per_channel(rq.multiplier))),
+            CArray(prefix + "_mult", "int32_t", mult),
             CArray(prefix + "_shift", "int8_t", _mbqm_shifts(per_channel(rq.shift), rq.rounding, opcode))]
 
 
@@ -133,6 +137,7 @@ def _conv_window_fields(x: ir.Tensor, p, rq) -> dict:
 KERNEL_PATHS = {
     "conv_1x1": "qk_conv2d_1x1",  # 1x1, stride 1, no padding: GEMM over the channel vectors
     "conv_im2col": "qk_conv2d",  # any other CONV_2D: int8 patches (zero-point padded)
+    "dw_as_conv": "qk_conv2d",  # one input channel (any depth multiplier): a CONV_2D with in_c = 1
     "dw_3x3": "qk_depthwise_conv3x3",  # depth multiplier 1, 3x3, no dilation (any stride)
     "dw_dm1": "qk_depthwise_conv2d_dm1",  # depth multiplier 1, no dilation, other filter sizes
     "dw_channel_major": "qk_depthwise_conv2d",  # few output channels: one dot product per output
@@ -174,8 +179,21 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     fields = _conv_window_fields(x, p, rq)
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    if c == 1:
+        # One input channel: output channel m is sum_taps w[m][tap] * x[tap], a CONV_2D with one input
+        # channel and out_c = depth_multiplier filters [out_c][kh][kw][1] (the filter transposed), run
+        # by the conv GEMM path (zero-point padded patches, input offset folded into the bias: TFLM's
+        # skipped taps contribute nothing either way).
+        kernel = "dw_as_conv"
+        weights.values = np.ascontiguousarray(weights.values.reshape(-1, p.out_channels).T).reshape(-1)
+        fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+        return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} "
+                      f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"),
+                      "qk_conv_params", fields, arrays, scratch_bytes=CONV_TILE * p.kernel_h * p.kernel_w,
+                      kernel=kernel)
     if p.depth_multiplier == 1 and p.dilation_h == p.dilation_w == 1 and p.out_channels >= 4:
         kernel = "dw_3x3" if (p.kernel_h, p.kernel_w) == (3, 3) else "dw_dm1"
+        weights.values = dw_group_major(weights.values, p.kernel_h * p.kernel_w, p.out_channels)
         scratch = 0
     elif p.out_channels <= DW_FEW_CHANNELS:
         # Few output channels: store the filter [out_c][kh][kw] so each output is one contiguous dot.
@@ -192,6 +210,17 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
 
 
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
+
+
+def dw_group_major(values: np.ndarray, taps: int, channels: int) -> np.ndarray:
+    """A depthwise filter [taps][channels] (TFLite's [1][kh][kw][c], depth multiplier 1) in the order
+    qkernels.c's depth-multiplier-1 paths read it: for each group of four channels its taps of four
+    weights ([c // 4][taps][4]: one word per tap, a group's taps contiguous), then the c % 4 remaining
+    channels as [taps][c % 4].  A permutation: the same bytes, so the same flash."""
+    w = np.asarray(values).reshape(taps, channels)
+    c4 = channels - channels % 4
+    groups = w[:, :c4].reshape(taps, c4 // 4, 4).transpose(1, 0, 2).reshape(-1)
+    return np.concatenate([groups, w[:, c4:].reshape(-1)])
 
 
 def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:

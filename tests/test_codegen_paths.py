@@ -16,6 +16,7 @@ from conftest import require_module, shared_model
 from qsim import ir
 from qsim.interpreter import prepare_graph
 from qsim.loader import load, load_bytes
+from qsim.errors import QsimError
 
 from qsim.codegen import generate, tables
 from test_codegen import assert_equal, build_sanitized, make, need_tool, random_samples, run_host, tflm_outputs, \
@@ -36,6 +37,8 @@ def expected_path(g: ir.Graph, op) -> str:
         w = g.tensors[op.inputs[1]]
         o = op.options
         out_c = int(w.shape[3])
+        if out_c == o.depth_multiplier:  # one input channel
+            return "dw_as_conv"
         if o.depth_multiplier == 1 and (o.dilation_h, o.dilation_w) == (1, 1) and out_c >= 4:
             return "dw_3x3" if tuple(w.shape[1:3]) == (3, 3) else "dw_dm1"
         return "dw_channel_major" if out_c <= tables.DW_FEW_CHANNELS else "dw_generic"
@@ -81,6 +84,30 @@ def _pool_pad(rng) -> bytes:
     return b.build()
 
 
+def _mixed_shifts(rng) -> bytes:
+    """CONV_2D 1x1 -> DEPTHWISE_CONV_2D 3x3 whose per-channel weight scales span 100x, so the
+    requantization shifts run from -4 to +3: channels on qkernels.c's one-multiply path (shift <= -2)
+    next to channels on the general three-stage path, in the same 2x2 tile and depthwise group."""
+    b = builder.ModelBuilder(description="mixed requant shifts")
+    x = b.add_input("x", (1, 5, 6, 8), np.int8, scale=0.05, zero_point=-7)
+    ws = np.geomspace(0.0005, 0.05, 6)
+    wt = b.add_const("w1", rng.integers(-127, 128, size=(6, 1, 1, 8), dtype=np.int8), scale=ws,
+                     zero_point=np.zeros(6, np.int64), axis=0)
+    bt = b.add_const("b1", rng.integers(-300, 300, size=6).astype(np.int32), scale=0.05 * ws,
+                     zero_point=np.zeros(6, np.int64), axis=0)
+    y = b.add_tensor("y", (1, 5, 6, 6), np.int8, scale=0.05 * 0.004, zero_point=3)
+    b.add_op("CONV_2D", [x, wt, bt], [y], ir.Conv2DOptions(padding="SAME", activation="NONE"))
+    ws2 = np.geomspace(0.0005, 0.05, 6)[::-1].copy()
+    wt2 = b.add_const("w2", rng.integers(-127, 128, size=(1, 3, 3, 6), dtype=np.int8), scale=ws2,
+                      zero_point=np.zeros(6, np.int64), axis=3)
+    bt2 = b.add_const("b2", rng.integers(-300, 300, size=6).astype(np.int32), scale=0.05 * 0.004 * ws2,
+                      zero_point=np.zeros(6, np.int64), axis=0)
+    z = b.add_tensor("z", (1, 5, 6, 6), np.int8, scale=0.05 * 0.004 * 0.01, zero_point=-5)
+    b.add_op("DEPTHWISE_CONV_2D", [y, wt2, bt2], [z], ir.DepthwiseConv2DOptions(padding="SAME", depth_multiplier=1))
+    b.mark_output(z)
+    return b.build()
+
+
 def _cases():
     rng = np.random.default_rng(2026)
     return {
@@ -98,6 +125,9 @@ def _cases():
         "fc_batch1": _fc(rng, 1, 37, 9),
         "fc_batch3": _fc(rng, 3, 20, 4),
         "pool_pad": _pool_pad(rng),
+        "mixed_shifts": _mixed_shifts(rng),
+        "dw_one_channel_s2": _single(rng, (1, 9, 8, 1), 0, 3, stride=2, depthwise=True, mult=8),  # person_detect's #0
+        "dw_one_channel_dil2": _single(rng, (1, 9, 9, 1), 0, 3, dil=2, depthwise=True, mult=3),
     }
 
 
@@ -107,7 +137,8 @@ CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_
              "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3", "dw_3x3_s2": "dw_3x3",
              "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
-             "fc_batch3": "fc_folded", "pool_pad": ""}
+             "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
+             "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv"}
 
 
 def test_fold_input_offset_hand_derived():
@@ -119,6 +150,26 @@ def test_fold_input_offset_hand_derived():
     b = tables.CArray("b", "int32_t", np.array([2**31 - 1], np.int64))
     tables.fold_input_offset(b, np.array([[1]]), 1)
     assert b.values.tolist() == [-2**31]
+
+
+def test_negative_multiplier_refused():
+    """The GEMM kernels' one-multiply requantization assumes M0 >= 0 (QuantizeMultiplier's range):
+    a table with a negative M0 is refused at generation, with a message, instead of miscomputed."""
+    from types import SimpleNamespace
+    rq = SimpleNamespace(bias=[0, 0], multiplier=[1 << 30, -5], shift=[-3, -3], rounding="double")
+    with pytest.raises(QsimError, match="negative requantization multiplier"):
+        tables._requant_arrays("op0", rq, 2, "CONV_2D")
+    ok = tables._requant_arrays("op0", SimpleNamespace(bias=[0], multiplier=[0], shift=[-3], rounding="double"),
+                                2, "CONV_2D")
+    assert ok[1].values.tolist() == [0, 0]
+
+
+def test_dw_group_major_hand_derived():
+    """2 taps x 6 channels [[0..5], [10..15]]: the group of channels 0-3 tap by tap (0 1 2 3, 10 11 12 13),
+    then the 2 remaining channels tap by tap (4 5, 14 15)."""
+    w = np.array([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])
+    assert tables.dw_group_major(w.reshape(-1), 2, 6).tolist() == [0, 1, 2, 3, 10, 11, 12, 13, 4, 5, 14, 15]
+    assert tables.dw_group_major(np.arange(8), 1, 8).tolist() == list(range(8))  # one tap: unchanged
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -143,7 +194,7 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     used = set(report.values())
     want = {"kws_ref_model": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
             "vww_96_int8": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
-            "person_detect": {"conv_1x1", "dw_3x3", "dw_channel_major"},
+            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # its first layer: one input channel
             "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
             "ad01_int8": {"fc_folded"}}[model]
     assert want <= used, used

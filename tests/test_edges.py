@@ -288,3 +288,46 @@ def test_softmax_longest_row_same_bits_in_python_c_and_tflm(rounding, profile, c
         from test_codegen import tflm_outputs
         ref = tflm_outputs(blob, [[r[None]] for r in rows]).astype(np.int64)
         assert np.array_equal(py, ref), np.argwhere(py != ref)[:5]
+
+
+# ------------------------------------------------------------------ the GEMM kernels' one-multiply requantization
+
+def fast_path_rows(rounding: str) -> np.ndarray:
+    """Rows (acc, bias, M0, shift, zp, act_min, act_max) for qkernels.c's qk_mbqm_right2 (shift <= -2,
+    M0 >= 0: the fast requantization of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED): for every
+    right shift, accumulators whose SRDHM lands on and next to a RoundingDivideByPOT tie (both signs,
+    so the int8 result is in range and the rounding is visible), the int32 extremes, and the x < 0,
+    SRDHM = 0 case the derivation singles out (x = -1, M0 = 2^30)."""
+    rng = np.random.default_rng(13)
+    lo_shift = fp.SHIFT_RANGE[rounding][0]
+    rows = []
+    for shift in range(lo_shift, -1):
+        e = -shift
+        for m0 in (0, 1, 1 << 30, (1 << 30) + 1, INT32_MAX, int(rng.integers(1 << 30, 1 << 31))):
+            xs = {INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, -1, 0, 1, -2, 2}
+            if m0:
+                for k in (-3, -1, 0, 1, 2):
+                    target = k * (1 << e) + (1 << (e - 1))  # a tie of the division by 2^e
+                    centre = target * (1 << 31) // m0
+                    xs |= {c for c in range(centre - 3, centre + 4) if INT32_MIN <= c <= INT32_MAX}
+            for x in sorted(xs):
+                for zp, lo, hi in ((0, -128, 127), (-7, -128, 127), (5, -20, 30)):
+                    rows.append((x, 0, m0, shift, zp, lo, hi))
+    # bias wrap feeding the fast path
+    rows += [(INT32_MAX, 5, 1 << 30, -3, 0, -128, 127), (INT32_MIN, -5, INT32_MAX, -2, 0, -128, 127)]
+    return np.array(rows, dtype=np.int64)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_fast_requant_path_equals_the_hand_derived_golden(rounding, c_harness):
+    rows = fast_path_rows(rounding)
+    acc, bias, m0, shift, zp, lo, hi = rows.T
+    want = np.array([golden_requant(*row, rounding) for row in rows.tolist()])
+    raw = np.array([golden_mbqm(wrap32(a + b), m, s, rounding) for a, b, m, s in rows[:, :4].tolist()])
+    assert np.count_nonzero(np.abs(raw) <= 100) > 1000  # most rows' results are in int8 range, not clamped
+    py = fp.requantize(acc, bias, m0, shift, zp, lo, hi, rounding)
+    _, c_out = c_requant(c_harness(rounding), rows)  # qk_requantize takes the fast path for these rows
+    for name, got in (("python requant", py), ("C qk_requantize (fast path)", c_out)):
+        bad = np.flatnonzero(np.asarray(got) != want)
+        assert bad.size == 0, f"{rounding} {name}: {bad.size} rows differ, first {rows[bad[0]].tolist()}: " \
+                              f"got {np.asarray(got)[bad[0]]}, golden {want[bad[0]]}"

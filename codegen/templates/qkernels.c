@@ -22,6 +22,11 @@
 #else
 #define QK_ALWAYS_INLINE inline
 #endif
+#if defined(__GNUC__)
+#define QK_LIKELY(c) __builtin_expect(!!(c), 1)
+#else
+#define QK_LIKELY(c) (c)
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define QK_UNROLL _Pragma("GCC unroll 8")
 #else
@@ -129,29 +134,89 @@ static QK_ALWAYS_INLINE int8_t qk_requant_inline(int32_t acc, int32_t bias, int3
                            act_min, act_max);
 }
 
+/* The same result for a right shift of at least 2 (shift <= -2, e = -shift) and a multiplier >= 0
+ * (every table qsim generates: QuantizeMultiplier's M0 is in [0, 2^31)), in one SMLAL and a few
+ * ALU instructions instead of the three stages.  Derivation (double rounding), for x = acc + bias:
+ * s = SRDHM(x, m) = floor((x*m + 2^30) / 2^31) and RoundingDivideByPOT(s, e) =
+ * floor((s + 2^(e-1) - [s < 0]) / 2^e).  With m >= 0, s < 0 only when x < 0, and x < 0 with s >= 0
+ * means s = 0, which rounds to 0 with either correction; so [s < 0] may be read as [x < 0].
+ * Folding the two floors (floor((floor(a / b) + c) / d) = floor((a + c*b) / (b*d)) for integer c):
+ *   result = floor((z + 2^(30+e)) / 2^(31+e)),  z = x*m + 2^30 - [x < 0]*2^31 = x*m + (x < 0 ? -2^30 : 2^30),
+ *          = (hi + 2^(e-2)) >> (e-1),           hi = floor(z / 2^32), the SMLAL's high word (e >= 2).
+ * Single rounding (TFLITE_SINGLE_ROUNDING) is floor((x*m + 2^(30+e)) / 2^(31+e)): the same with z = x*m
+ * (|x*m| < 2^62, so it never saturates).  |hi| <= 2^30 + 1: no add here overflows. */
+static QK_ALWAYS_INLINE int32_t qk_mbqm_right2(int32_t x, int32_t multiplier, int e)
+{
+#if defined(QK_SINGLE_ROUNDING)
+    const int64_t z = (int64_t)x * multiplier;
+#else
+    /* x < 0 ? -2^30 : 2^30 without a branch: the sign bit over 2^30 (one ORR, shifted operand) */
+    const int32_t nudge = (int32_t)(((uint32_t)x & 0x80000000u) | 0x40000000u);
+    const int64_t z = (int64_t)nudge + (int64_t)x * multiplier;
+#endif
+    const int32_t hi = (int32_t)(z >> 32);
+    return (hi + (((int32_t)1 << (e - 1)) >> 1)) >> (e - 1); /* 2^(e-2) as (1 << (e-1)) >> 1: one shift count */
+}
+
+#define QK_FAST_SHIFT (-2) /* qk_mbqm_right2 applies to shifts <= this (with a multiplier >= 0) */
+
+/* qk_requant_inline for shift <= QK_FAST_SHIFT and multiplier >= 0. */
+static QK_ALWAYS_INLINE int8_t qk_requant_fast(int32_t acc, int32_t bias, int32_t multiplier, int shift,
+                                               int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    return qk_offset_clamp(qk_mbqm_right2(qk_add_wrap(acc, bias), multiplier, -shift), output_offset, act_min,
+                           act_max);
+}
+
 int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, int32_t output_offset,
                      int32_t act_min, int32_t act_max)
 {
+    if (multiplier >= 0 && shift <= QK_FAST_SHIFT) {
+        return qk_requant_fast(acc, bias, multiplier, shift, output_offset, act_min, act_max);
+    }
     return qk_requant_inline(acc, bias, multiplier, shift, output_offset, act_min, act_max);
 }
 
-/* Output channel ch of a GEMM op: add its bias, requantize with its table entries (inlined). */
-static QK_ALWAYS_INLINE int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t *multiplier,
-                                 const int8_t *shift, int32_t ch, int32_t output_offset,
-                                 int32_t act_min, int32_t act_max)
-{
-    return qk_requant_inline(acc, bias[ch], multiplier[ch], shift[ch], output_offset, act_min, act_max);
-}
-
-/* The same out of line, for the general paths and the tails of the fast ones (keeps the code
- * small; the hot loops inline qk_requant_channel). */
+/* Output channel ch of a GEMM op, out of line and in the three stages (any shift): for the general
+ * paths, the tails of the fast ones and the rare shifts > QK_FAST_SHIFT (keeps the code small). */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
 static int8_t qk_requant_cold(int32_t acc, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                               int32_t ch, int32_t output_offset, int32_t act_min, int32_t act_max)
 {
-    return qk_requant_channel(acc, bias, multiplier, shift, ch, output_offset, act_min, act_max);
+    return qk_requant_inline(acc, bias[ch], multiplier[ch], shift[ch], output_offset, act_min, act_max);
+}
+
+/* The same inlined for the hot loops, with the one-multiply path for shifts <= QK_FAST_SHIFT (the GEMM
+ * tables' multipliers are >= 0: codegen refuses others, so no sign test here); the rest through
+ * qk_requant_cold. */
+static QK_ALWAYS_INLINE int8_t qk_requant_channel(int32_t acc, const int32_t *bias, const int32_t *multiplier,
+                                 const int8_t *shift, int32_t ch, int32_t output_offset,
+                                 int32_t act_min, int32_t act_max)
+{
+    const int s = shift[ch];
+    if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+        return qk_requant_fast(acc, bias[ch], multiplier[ch], s, output_offset, act_min, act_max);
+    }
+    return qk_requant_cold(acc, bias, multiplier, shift, ch, output_offset, act_min, act_max);
+}
+
+/* Channel ch for two pixels (one load of its table entries): *out0 and *out1 from acc0 and acc1. */
+static QK_ALWAYS_INLINE void qk_requant_channel2(int32_t acc0, int32_t acc1, const int32_t *bias,
+                                                 const int32_t *multiplier, const int8_t *shift, int32_t ch,
+                                                 int32_t output_offset, int32_t act_min, int32_t act_max,
+                                                 int8_t *out0, int8_t *out1)
+{
+    const int s = shift[ch];
+    if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+        const int32_t b = bias[ch], m = multiplier[ch];
+        *out0 = qk_requant_fast(acc0, b, m, s, output_offset, act_min, act_max);
+        *out1 = qk_requant_fast(acc1, b, m, s, output_offset, act_min, act_max);
+    } else {
+        *out0 = qk_requant_cold(acc0, bias, multiplier, shift, ch, output_offset, act_min, act_max);
+        *out1 = qk_requant_cold(acc1, bias, multiplier, shift, ch, output_offset, act_min, act_max);
+    }
 }
 
 /* ------------------------------------------------- DSP extension (Cortex-M4/M7/M33)
@@ -231,33 +296,53 @@ static void qk_dot_2rows(const int8_t *w0, const int8_t *w1, const int8_t *x, in
     acc[1] = a1;
 }
 
-#if QK_USE_DSP
-/* acc0 += w.x0 and acc1 += w.x1 over four int8 lanes (xl/xh: x's SXTB16 halves). */
-#define QK_MAC4x2(w, x0l, x0h, x1l, x1h, acc0, acc1) do { \
-        const int32_t wl_ = __sxtb16(w), wh_ = qk_sxtb16_ror8(w); \
-        acc0 = __smlad(wl_, x0l, acc0); \
-        acc0 = __smlad(wh_, x0h, acc0); \
-        acc1 = __smlad(wl_, x1l, acc1); \
-        acc1 = __smlad(wh_, x1h, acc1); \
-    } while (0)
-#endif
-
-/* Two rows against two vectors (the GEMM micro-kernel): acc = {w0.x0, w1.x0, w0.x1, w1.x1}. */
-static void qk_dot_2x2(const int8_t *w0, const int8_t *w1, const int8_t *x0, const int8_t *x1, int32_t n,
-                       int32_t acc[4])
+/* Two rows against two vectors (the GEMM micro-kernel): rows w[0..n) and w[n..2n), vectors
+ * x[0..n) and x[n..2n); acc = {w0.x0, w1.x0, w0.x1, w1.x1}. */
+static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[4])
 {
     int32_t a00 = 0, a10 = 0, a01 = 0, a11 = 0, k = n;
 #if QK_USE_DSP
-    for (; k >= 4; k -= 4, w0 += 4, w1 += 4, x0 += 4, x1 += 4) {
-        const int32_t xa = qk_word(x0), xb = qk_word(x1);
-        const int32_t xal = __sxtb16(xa), xah = qk_sxtb16_ror8(xa);
-        const int32_t xbl = __sxtb16(xb), xbh = qk_sxtb16_ror8(xb);
-        QK_MAC4x2(qk_word(w0), xal, xah, xbl, xbh, a00, a01);
-        QK_MAC4x2(qk_word(w1), xal, xah, xbl, xbh, a10, a11);
+    if (k >= 4) {
+        /* Four lanes per pass, in assembly: GCC's schedule of the same C keeps more values live
+         * than the 14 allocatable registers and spills inside the loop.  Each pass loads the two
+         * rows' words (w[0..3], w[n..n+3]), expands them to int16 pairs (SXTB16: bytes 0/2; ROR 8:
+         * bytes 1/3), then streams x1's and x0's words through the same expansion into 8 SMLADs:
+         * every byte of each row meets the same byte of each vector once. */
+        int32_t t0, t1, t2, t3, t4, t5, passes = k >> 2;
+        k &= 3;
+        __asm__(
+            "1:\n\t"
+            "ldr    %[t0], [%[w], %[n]]\n\t"
+            "ldr    %[t1], [%[w]], #4\n\t"
+            "sxtb16 %[t3], %[t0]\n\t"
+            "sxtb16 %[t0], %[t0], ror #8\n\t"
+            "sxtb16 %[t2], %[t1]\n\t"
+            "sxtb16 %[t1], %[t1], ror #8\n\t"
+            "ldr    %[t4], [%[x], %[n]]\n\t"
+            "sxtb16 %[t5], %[t4]\n\t"
+            "sxtb16 %[t4], %[t4], ror #8\n\t"
+            "smlad  %[a01], %[t2], %[t5], %[a01]\n\t"
+            "smlad  %[a11], %[t3], %[t5], %[a11]\n\t"
+            "smlad  %[a01], %[t1], %[t4], %[a01]\n\t"
+            "smlad  %[a11], %[t0], %[t4], %[a11]\n\t"
+            "ldr    %[t4], [%[x]], #4\n\t"
+            "sxtb16 %[t5], %[t4]\n\t"
+            "sxtb16 %[t4], %[t4], ror #8\n\t"
+            "smlad  %[a00], %[t2], %[t5], %[a00]\n\t"
+            "smlad  %[a10], %[t3], %[t5], %[a10]\n\t"
+            "smlad  %[a00], %[t1], %[t4], %[a00]\n\t"
+            "smlad  %[a10], %[t0], %[t4], %[a10]\n\t"
+            "subs   %[p], %[p], #1\n\t"
+            "bne    1b\n\t"
+            : [a00] "+r"(a00), [a10] "+r"(a10), [a01] "+r"(a01), [a11] "+r"(a11), [w] "+r"(w), [x] "+r"(x),
+              [p] "+r"(passes), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
+              [t4] "=&r"(t4), [t5] "=&r"(t5)
+            : [n] "r"(n)
+            : "cc", "memory");
     }
 #endif
-    for (; k > 0; --k) {
-        const int32_t xa = *x0++, xb = *x1++, wa = *w0++, wb = *w1++;
+    for (; k > 0; --k, ++w, ++x) {
+        const int32_t xa = x[0], xb = x[n], wa = w[0], wb = w[n];
         a00 += wa * xa;
         a01 += wa * xb;
         a10 += wb * xa;
@@ -312,12 +397,11 @@ static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filte
     if (n == QK_CONV_TILE) {
         for (; oc + 2 <= out_c; oc += 2) {
             int32_t acc[4];
-            qk_dot_2x2(filter + (size_t)oc * depth, filter + (size_t)(oc + 1) * depth, patches, patches + depth,
-                       depth, acc);
-            out[oc] = qk_requant_channel(acc[0], bias, multiplier, shift, oc, oo, lo, hi);
-            out[oc + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, oc + 1, oo, lo, hi);
-            out[out_c + oc] = qk_requant_channel(acc[2], bias, multiplier, shift, oc, oo, lo, hi);
-            out[out_c + oc + 1] = qk_requant_channel(acc[3], bias, multiplier, shift, oc + 1, oo, lo, hi);
+            qk_dot_2x2(filter + (size_t)oc * depth, patches, depth, acc);
+            qk_requant_channel2(acc[0], acc[2], bias, multiplier, shift, oc, oo, lo, hi, out + oc,
+                                out + out_c + oc);
+            qk_requant_channel2(acc[1], acc[3], bias, multiplier, shift, oc + 1, oo, lo, hi, out + oc + 1,
+                                out + out_c + oc + 1);
         }
     }
     for (; oc < out_c; ++oc) {
@@ -476,17 +560,77 @@ static QK_ALWAYS_INLINE void qk_dw_tap4(const int8_t *s, const int8_t *f, int32_
 #endif
 }
 
-/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined): four
- * channels at a time with their accumulators in registers, over the taps inside the image
- * (TFLM skips the others; the input offset is added per tap); a window wholly inside the image
- * runs the tap loop with constant trip counts.  Writes each group of four outputs once the group's reads
- * are done: the output of channel c never lands on an input byte still to be read (channel
- * order is monotone), so the window overlap contract holds. */
+/* n (2 or 3, a constant at each call) taps of one filter row for four channels:
+ * acc[j] += sum_{kx < n} fw[4 kx + j] * (s[kx ch + j] + off) (fw: the group's weights of these taps,
+ * one word per tap).  DSP: in assembly, as qk_dw_tap4 n times with the loads addressed off one base
+ * (GCC's schedule of the unrolled C keeps more values live than the registers and spills). */
+static QK_ALWAYS_INLINE void qk_dw_row(const int8_t *s, int32_t ch, const int8_t *fw, int32_t off, int32_t off2,
+                                       int32_t acc[4], const int n)
+{
+#if QK_USE_DSP
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], x, w, xl, wl;
+    (void)off;
+#define QK_DW_TAP_ASM \
+    "sxtab16 %[xl], %[off2], %[x]\n\t" \
+    "sxtab16 %[x], %[off2], %[x], ror #8\n\t" \
+    "sxtb16  %[wl], %[w]\n\t" \
+    "sxtb16  %[w], %[w], ror #8\n\t" \
+    "smlabb  %[a0], %[wl], %[xl], %[a0]\n\t" \
+    "smlatt  %[a2], %[wl], %[xl], %[a2]\n\t" \
+    "smlabb  %[a1], %[w], %[x], %[a1]\n\t" \
+    "smlatt  %[a3], %[w], %[x], %[a3]\n\t"
+#define QK_DW_TAPS_OUT [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "=&r"(x), [w] "=&r"(w), \
+                       [xl] "=&r"(xl), [wl] "=&r"(wl)
+#define QK_DW_TAPS_IN [s] "r"(s), [ch] "r"(ch), [fw] "r"(fw), [off2] "r"(off2)
+#define QK_DW_TAPS_01 /* taps 0 and 1: s[0..3] and s[ch..ch+3] */ \
+    "ldr     %[x], [%[s]]\n\t" \
+    "ldr     %[w], [%[fw]]\n\t" \
+    QK_DW_TAP_ASM \
+    "ldr     %[x], [%[s], %[ch]]\n\t" \
+    "ldr     %[w], [%[fw], #4]\n\t" \
+    QK_DW_TAP_ASM
+    if (n == 3) {
+        __asm__(QK_DW_TAPS_01
+                "ldr     %[x], [%[s], %[ch], lsl #1]\n\t"
+                "ldr     %[w], [%[fw], #8]\n\t"
+                QK_DW_TAP_ASM
+                : QK_DW_TAPS_OUT : QK_DW_TAPS_IN : "memory");
+    } else {
+        __asm__(QK_DW_TAPS_01 : QK_DW_TAPS_OUT : QK_DW_TAPS_IN : "memory");
+    }
+#undef QK_DW_TAPS_01
+#undef QK_DW_TAPS_IN
+#undef QK_DW_TAP_ASM
+#undef QK_DW_TAPS_OUT
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+#else
+    int32_t kx;
+    for (kx = 0; kx < n; ++kx) {
+        qk_dw_tap4(s + (size_t)kx * ch, fw + 4 * kx, off, off2, acc);
+    }
+#endif
+}
+
+/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined; is3x3: they
+ * are 3 and 3, and rows of 3 or 2 taps inside the image run qk_dw_row).  The filter
+ * is stored group-major at generation time (codegen/tables.py ``dw_group_major``): for each group
+ * of four channels its k_h * k_w taps of four weights ([in_c / 4][kh][kw][4]: one word per tap,
+ * the group's taps contiguous), then the in_c % 4 remaining channels as [kh][kw][in_c % 4] (the
+ * same bytes in another order).  Four channels at a time with their accumulators in registers,
+ * over the taps inside the image (TFLM skips the others; the input offset is added per tap); a
+ * window wholly inside the image runs the tap loop with constant trip counts.  Writes each group
+ * of four outputs once the group's reads are done: the output of channel c never lands on an
+ * input byte still to be read (channel order is monotone), so the window overlap contract holds. */
 static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                       int8_t *output, const int32_t k_h, const int32_t k_w)
+                                       int8_t *output, const int32_t k_h, const int32_t k_w, const int is3x3)
 {
     const int32_t ch = p->in_c, off = p->input_offset, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t ch4 = ch & ~3, rem = ch - ch4, taps = k_h * k_w;
+    const int8_t *const ftail = filter + (size_t)ch4 * taps;
     const size_t row = (size_t)p->in_w * ch;
     const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
     int32_t b, oy, ox, ky, kx, c;
@@ -499,24 +643,36 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < k_w ? p->in_w - ix0 : k_w;
                 const int interior = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
-                for (c = 0; c + 4 <= ch; c += 4) {
+                const int8_t *f = filter;
+                for (c = 0; c < ch4; c += 4, f += 4 * taps) {
                     int32_t acc[4] = {0, 0, 0, 0};
-                    if (interior) { /* constant trip counts: the taps unroll */
+                    if (is3x3 && kx1 - kx0 >= 2) { /* 3 or 2 taps of each filter row inside the image */
+                        const int8_t *src = image + (size_t)(iy0 + ky0) * row + (size_t)(ix0 + kx0) * ch + c;
+                        const int8_t *fw = f + 12 * ky0 + 4 * kx0;
+                        if (kx1 - kx0 == 3) {
+                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
+                                qk_dw_row(src, ch, fw, off, off2, acc, 3);
+                            }
+                        } else {
+                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
+                                qk_dw_row(src, ch, fw, off, off2, acc, 2);
+                            }
+                        }
+                    } else if (interior && !is3x3) { /* constant trip counts: the taps unroll */
                         const int8_t *src = image + (size_t)iy0 * row + (size_t)ix0 * ch + c;
-                        const int8_t *f = filter + c;
+                        const int8_t *fw = f;
                         for (ky = 0; ky < k_h; ++ky, src += row) {
-                            const int8_t *s = src;
                             QK_UNROLL
-                            for (kx = 0; kx < k_w; ++kx, s += ch, f += ch) {
-                                qk_dw_tap4(s, f, off, off2, acc);
+                            for (kx = 0; kx < k_w; ++kx, fw += 4) {
+                                qk_dw_tap4(src + (size_t)kx * ch, fw, off, off2, acc);
                             }
                         }
                     } else {
                         for (ky = ky0; ky < ky1; ++ky) {
                             const int8_t *src = image + (size_t)(iy0 + ky) * row + c;
+                            const int8_t *fw = f + (size_t)ky * k_w * 4;
                             for (kx = kx0; kx < kx1; ++kx) {
-                                qk_dw_tap4(src + (size_t)(ix0 + kx) * ch, filter + (size_t)(ky * k_w + kx) * ch + c,
-                                           off, off2, acc);
+                                qk_dw_tap4(src + (size_t)(ix0 + kx) * ch, fw + (size_t)kx * 4, off, off2, acc);
                             }
                         }
                     }
@@ -529,7 +685,7 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                     int32_t acc = 0;
                     for (ky = ky0; ky < ky1; ++ky) {
                         for (kx = kx0; kx < kx1; ++kx) {
-                            acc += filter[((size_t)ky * k_w + kx) * ch + c]
+                            acc += ftail[((size_t)ky * k_w + kx) * rem + (c - ch4)]
                                    * (image[(size_t)(iy0 + ky) * row + (size_t)(ix0 + kx) * ch + c] + off);
                         }
                     }
@@ -545,7 +701,7 @@ void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, con
                              int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w);
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w, 0);
 }
 
 void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
@@ -553,7 +709,7 @@ void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const 
                           int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3);
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3, 1);
 }
 
 /* ---------------------------------------------------------- FULLY_CONNECTED */
