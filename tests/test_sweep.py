@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ import qsim
 from qsim.accel import config, grid as gridmod, timing
 from qsim.accel.profile import time_graph
 from qsim.accel.sweep import sweep
+from qsim.builder import ModelBuilder
 from qsim.errors import QsimError
 
 from conftest import REPO, shared_model
@@ -174,19 +176,26 @@ def test_sweep_with_data_accuracy_and_outputs_changed(tmp_path):
 # ----------------------------------------------------------------------------- timing-only on any model
 
 def test_no_values_on_a_model_with_an_op_qsim_cannot_compute(tmp_path, capsys):
-    lstm = str(shared_model("trained_lstm_int8.tflite"))  # UNIDIRECTIONAL_SEQUENCE_LSTM: no kernel in qsim
-    rc, cap = _cli(["profile", lstm], capsys)
-    assert rc == 2 and "LSTM" in cap.err and "--no-values" not in cap.out
-    rc, cap = _cli(["profile", lstm, "--no-values", "--json"], capsys)
+    b = ModelBuilder(description="rnn")  # RNN: no kernel in qsim (timed on the vector unit)
+    x = b.add_input("x", (1, 4), np.int8, scale=0.05, zero_point=0)
+    w = b.add_const("w", np.ones((3, 4), np.int8), scale=0.02, zero_point=0)
+    y = b.add_tensor("y", (1, 3), np.int8, scale=0.05, zero_point=0)
+    b.add_op("RNN", [x, w], [y])
+    b.mark_output(y)
+    rnn = str(tmp_path / "rnn.tflite")
+    Path(rnn).write_bytes(b.build())
+    rc, cap = _cli(["profile", rnn], capsys)
+    assert rc == 2 and "RNN" in cap.err and "--no-values" not in cap.out
+    rc, cap = _cli(["profile", rnn, "--no-values", "--json"], capsys)
     assert rc == 0, cap.err
     g = _write_grid(tmp_path / "g.toml", "[array]\nrows = [8, 16]\n")
-    rc, cap = _cli(["sweep", lstm, "--grid", g, "--no-values", "--workers", "0", "--out", str(tmp_path / "s.parquet")],
+    rc, cap = _cli(["sweep", rnn, "--grid", g, "--no-values", "--workers", "0", "--out", str(tmp_path / "s.parquet")],
                    capsys)
     assert rc == 0, cap.err
     rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
     assert [r["array.rows"] for r in rows] == [8, 16] and all(r["feasible"] and r["cycles"] > 0 for r in rows)
-    rc, cap = _cli(["sweep", lstm, "--grid", g, "--workers", "0", "--out", str(tmp_path / "v.parquet")], capsys)
-    assert rc == 2 and "LSTM" in cap.err
+    rc, cap = _cli(["sweep", rnn, "--grid", g, "--workers", "0", "--out", str(tmp_path / "v.parquet")], capsys)
+    assert rc == 2 and "RNN" in cap.err
 
 
 def test_schedule_reads_only_schedule_fields():

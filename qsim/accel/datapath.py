@@ -28,7 +28,8 @@ For every GEMM op (a kernel with ``accumulate`` and ``params.requant``):
 With the default 32-bit wrapping accumulator and no variant this is exactly the kernel's
 ``eval`` (requantize wraps acc + bias to int32 the same way), so the profiled run stays
 bit-exact with the functional run and the references.
-Other ops run their kernel's ``eval`` unchanged.
+Other ops (element-wise, pooling, ..., and UNIDIRECTIONAL_SEQUENCE_LSTM and SVDF, whose
+internal accumulators are not modelled) run their kernel's ``eval`` unchanged.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
-from ..interpreter import PreparedGraph, check_inputs
+from ..interpreter import PreparedGraph, check_inputs, variable_start_values
 from ..kernels import RequantParams
 
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # whole-array reductions, less call overhead than .min()
@@ -270,9 +271,11 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
     sides = gemm_sides(prepared) if sides is None else sides
     exact_rq = {} if reference is None else {p.op.index: getattr(p.params, "requant", None) for p in reference.ops}
     values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
+    start = variable_start_values(g)  # state (SVDF, LSTM) starts from its reset value every run
     stats: dict[int, LayerValues] = {}
     for p in prepared.ops:
-        ins = [None if i < 0 else (values[i] if i in values else g.tensors[i].data) for i in p.op.inputs]
+        ins = [None if i < 0 else values[i] if i in values else start[i] if i in start else g.tensors[i].data
+               for i in p.op.inputs]
         rq = getattr(p.params, "requant", None)
         if p.kernel.accumulate is not None and isinstance(rq, RequantParams):
             acc = p.kernel.accumulate(p.params, ins)

@@ -8,7 +8,7 @@ Horowitz ISSCC 2014 at 45 nm, in ``qsim/presets/*.toml``).  Four components:
   energy and a 64-bit accumulate);
 * ``sram``: bytes moved through the on-chip buffers x ``energy_sram_byte_pj``:
   - DMA: every DRAM byte read is written into a buffer, every byte written is read from one;
-  - array, per GEMM (x ``groups``), folds as in :mod:`qsim.accel.timing`: the input operand is
+  - array, per GEMM (x ``groups``, x ``steps`` of a recurrent GEMM), folds as in :mod:`qsim.accel.timing`: the input operand is
     streamed once per column fold (``M*K*ceil(N/cols)``); weights are read once per fold
     (weight-stationary: ``K*N``) or once per row fold (output-stationary: ``K*N*ceil(M/rows)``);
     weight-stationary partial sums go through the output buffer as accumulator words (4 bytes;
@@ -66,10 +66,15 @@ def sram_bytes(lm: LayerMap, lt: LayerTiming, cfg: HwConfig) -> int:
                      + m * n * lm.out_elem_bytes)
     else:
         per_group = m * k * col_folds * lm.in_elem_bytes + k * n * math.ceil(m / cfg.rows) + m * n * lm.out_elem_bytes
-    return dma + lm.groups * per_group
+    return dma + lm.groups * lm.steps * per_group
 
 
 def output_elements(lm: LayerMap) -> int:
+    """Values through the requant unit (array) or the vector unit's rescale: the op's output
+    elements, or for a part of a multi-part op (LSTM, SVDF) the part's own outputs (an array
+    part: M x N per step)."""
+    if lm.part and lm.unit == "array":
+        return lm.m * lm.n * lm.steps
     return math.prod(lm.out_shape) if lm.out_shape else 1
 
 

@@ -10,6 +10,8 @@
   channels block-diagonally where the array is tall enough (weight-stationary)
   and otherwise shows the poor utilization as it is.
 * Shape-only ops (RESHAPE, SQUEEZE, ...) are free: metadata, no data moves.
+* UNIDIRECTIONAL_SEQUENCE_LSTM and SVDF map to several LayerMaps (same ``index``, their
+  ``part`` naming each), run back to back -- see :func:`_map_lstm` and :func:`_map_svdf`.
 * Everything else (ADD/SUB/MUL, pooling, softmax/logistic, pad/transpose/
   concat, quantize) runs on the vector unit; ``vector_ops`` counts its
   element operations (``VECTOR_COST`` per output element, as data).
@@ -61,7 +63,11 @@ class LayerMap:
     name: str  # output tensor name
     unit: str  # "array" | "vector" | "free"
     out_shape: tuple[int, ...]
-    macs: int = 0
+    macs: int = 0  # every step's
+    part: str = ""  # which part of a multi-part op (LSTM, SVDF) this is; "" for a one-part op
+    # a recurrent GEMM: the M x K x N GEMM below runs `steps` times in sequence (each step needs the
+    # previous one's result); the byte counts below are then per step
+    steps: int = 1
     # GEMM view (array ops); depthwise: per-channel GEMM repeated `groups` times
     m: int = 0
     k: int = 0
@@ -101,8 +107,15 @@ def _nbytes(t: ir.Tensor) -> int:
 
 
 def map_graph(g: ir.Graph) -> list[LayerMap]:
-    """One LayerMap per operator, in execution order."""
-    return [map_op(g, op) for op in g.operators]
+    """The LayerMaps of every operator, in execution order: one per op, several (its parts, in
+    order) for UNIDIRECTIONAL_SEQUENCE_LSTM and SVDF."""
+    out: list[LayerMap] = []
+    for op in g.operators:
+        if op.opcode in MULTI_PART_OPS and op.outputs:
+            out.extend(MULTI_PART_OPS[op.opcode](g, op))
+        else:
+            out.append(map_op(g, op))
+    return out
 
 
 def map_op(g: ir.Graph, op: ir.Operator) -> LayerMap:
@@ -209,6 +222,98 @@ def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
                     in_rows=m, in_row_bytes=k * wd["in_elem_bytes"], row_stride=1, window_rows=1,
                     ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
                     table_bytes=table * n, scalesim=sim, **wd, **base)
+
+
+# LSTM (integer 8x8->16 form, qsim/kernels/lstm.py): vector-unit element operations per cell,
+# per batch row and time step, after the two GEMMs' requant units have produced the int16
+# gate pre-activations of the step:
+LSTM_STEP_COST = {
+    "gate pre-activation add + int16 saturation (4 gates)": 4,
+    "gate non-linearities, LUT load + lookup (3 sigmoids, 1 tanh)": 8,
+    "i*g and f*c: multiply + rescale": 4,
+    "cell state: add + clip": 2,
+    "tanh(cell), LUT load + lookup": 2,
+    "hidden state: o*tanh(c) multiply + requant to int8": 2,
+}
+# SVDF (qsim/kernels/svdf.py) on the vector unit, per batch row: per filter, its new state column
+# written (1) and its memory_size time-weight taps (1 fused multiply-accumulate each) and one
+# rank-reduction add (1); per output unit, the bias add and the requant (2).
+SVDF_FILTER_COST = 2  # + memory_size: state column write + rank-reduction add
+SVDF_UNIT_COST = 2
+
+
+def _gemm_part(base: dict, part: str, m: int, k: int, n: int, steps: int, in_bytes: int, acc: int,
+               out_bytes: int) -> LayerMap:
+    """An FC-like GEMM part of an LSTM / SVDF (int8 weights [N, K]; bytes per step)."""
+    return LayerMap(unit="array", part=part, steps=steps, macs=steps * m * k * n, m=m, k=k, n=n,
+                    out_rows=m, pixels_per_row=1, in_rows=m, in_row_bytes=k * in_bytes,
+                    ifmap_bytes=m * k * in_bytes, weight_bytes=k * n, output_bytes=m * n * out_bytes,
+                    table_bytes=TABLE_BYTES_PER_CHANNEL * n, in_elem_bytes=in_bytes, out_elem_bytes=out_bytes,
+                    acc_bytes=acc, **base)
+
+
+def _map_lstm(g: ir.Graph, op: ir.Operator) -> list[LayerMap]:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM, input x [B, T, I] (time-major: [T, B, I]), S cells, 4 gates:
+
+    1. "input GEMM": every time step's input FCs at once, M = B*T, K = I, N = 4S (int8 weights;
+       outputs: int16 Q3.12 pre-activations through the requant unit);
+    2. "recurrent GEMM": per step, M = B, K = S, N = 4S, ``steps`` = T dependent GEMMs (each
+       needs the previous step's hidden state);
+    3. "cell update": the vector unit's :data:`LSTM_STEP_COST` per cell, batch row and step.
+
+    The parts run one after the other (the per-step vector work is summed into part 3, not
+    interleaved with the steps: a machine without overlap between array and vector unit takes
+    the same time).  int16x8 LSTMs: int16 activations, 64-bit accumulators."""
+    x = g.tensors[op.inputs[0]]
+    out = g.tensors[op.outputs[0]]
+    w_rec = g.tensors[op.inputs[6]] if len(op.inputs) > 6 and op.inputs[6] >= 0 else None
+    if len(x.shape) != 3 or w_rec is None or len(w_rec.shape) != 2:
+        raise UnsupportedModelError(f"op #{op.index} {op.opcode} ('{out.name}') cannot be mapped: input "
+                                    f"{list(x.shape)} is not [batch, time, features] or has no recurrent weights.")
+    time_major = bool(getattr(op.options, "time_major", False))
+    t_steps, batch = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
+    n_in, s = x.shape[2], w_rec.shape[0]
+    el = np.dtype(x.dtype).itemsize
+    acc = ACC_BYTES_INT16 if el > 1 else ACC_BYTES_INT8
+    base = dict(index=op.index, opcode=op.opcode, name=out.name, out_shape=tuple(out.shape))
+    cost = sum(LSTM_STEP_COST.values())
+    cell = LayerMap(unit="vector", part="cell update", vector_ops=cost * batch * t_steps * s,
+                    ifmap_bytes=2 * 4 * s * batch * t_steps * 2 + batch * s * 2,  # both GEMMs' int16 gates, c
+                    output_bytes=_nbytes(out), **base)
+    return [_gemm_part(base, "input GEMM", batch * t_steps, n_in, 4 * s, 1, el, acc, 2),
+            _gemm_part(base, "recurrent GEMM", batch, s, 4 * s, t_steps, el, acc, 2), cell]
+
+
+def _map_svdf(g: ir.Graph, op: ir.Operator) -> list[LayerMap]:
+    """SVDF, input [B, I], F filters of memory M, U = F / rank units, state [B, F*M]:
+
+    1. "feature GEMM": M = B, K = I, N = F on the array (int8 weights; outputs: state-type
+       values through the requant unit);
+    2. "time filter": the vector unit's time-weight dot products over each filter's memory, the
+       rank reduction, bias and requant (:data:`SVDF_FILTER_COST`, :data:`SVDF_UNIT_COST`).
+       The memory is a ring buffer: only the new column is written."""
+    x, wf, wt = (g.tensors[op.inputs[i]] for i in range(3))
+    out = g.tensors[op.outputs[0]]
+    if len(x.shape) != 2 or len(wf.shape) != 2 or len(wt.shape) != 2:
+        raise UnsupportedModelError(f"op #{op.index} {op.opcode} ('{out.name}') cannot be mapped: input "
+                                    f"{list(x.shape)}, weights_feature {list(wf.shape)} and weights_time "
+                                    f"{list(wt.shape)} must be 2-D.")
+    batch, n_in = x.shape
+    filters, memory = wt.shape
+    units = _size(out) // batch if batch else 0
+    st = np.dtype(wt.dtype).itemsize  # the state has the time weights' type
+    base = dict(index=op.index, opcode=op.opcode, name=out.name, out_shape=tuple(out.shape))
+    bias = g.tensors[op.inputs[3]] if len(op.inputs) > 3 and op.inputs[3] >= 0 else None
+    time = LayerMap(unit="vector", part="time filter",
+                    vector_ops=batch * filters * (memory + SVDF_FILTER_COST) + batch * units * SVDF_UNIT_COST,
+                    ifmap_bytes=batch * filters * memory * st,
+                    weight_bytes=_nbytes(wt) + (_nbytes(bias) if bias is not None else 0),
+                    output_bytes=_nbytes(out) + batch * filters * st, **base)
+    return [_gemm_part(base, "feature GEMM", batch, n_in, filters, 1, np.dtype(x.dtype).itemsize,
+                       ACC_BYTES_INT8, st), time]
+
+
+MULTI_PART_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": _map_lstm, "SVDF": _map_svdf}
 
 
 def _map_vector(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import UnsupportedModelError
-from ..interpreter import SIMULATOR_ONLY, PreparedGraph, check_quantized, op_label, prepare_graph, unsupported_ops
+from ..interpreter import PreparedGraph, check_quantized, op_label, prepare_graph, unsupported_ops
 from . import datapath, energy, mapping, timing
 from .config import HwConfig
 
@@ -33,9 +33,9 @@ class LayerReport:
 
     def as_dict(self) -> dict:
         m, t = self.map, self.timing
-        d = {"index": m.index, "op": m.opcode, "name": m.name, "unit": m.unit, "shape": list(m.out_shape),
+        d = {"index": m.index, "op": m.opcode, "part": m.part, "name": m.name, "unit": m.unit, "shape": list(m.out_shape),
              "macs": m.macs, "gemm_mkn": [m.m, m.k, m.n] if m.unit == "array" else None,
-             "groups": m.groups, "start_cycle": self.start_cycle, "cycles": t.cycles,
+             "groups": m.groups, "steps": m.steps, "start_cycle": self.start_cycle, "cycles": t.cycles,
              "array_cycles": t.array_cycles, "stream_cycles": t.stream_cycles,
              "fill_drain_cycles": t.fill_drain_cycles, "requant_cycles": t.requant_cycles,
              "vector_cycles": t.vector_cycles, "dram_cycles": t.dram_cycles, "setup_cycles": t.setup_cycles,
@@ -71,7 +71,7 @@ class ProfileResult:
 
 
 # LayerMap fields the schedule depends on (all but the op's identity)
-_GEOMETRY = tuple(f.name for f in dataclasses.fields(mapping.LayerMap) if f.name not in ("index", "name", "scalesim"))
+_GEOMETRY = tuple(f.name for f in dataclasses.fields(mapping.LayerMap) if f.name not in ("index", "name", "part", "scalesim"))
 
 
 def geometry_key(lm: mapping.LayerMap) -> tuple:
@@ -194,18 +194,20 @@ def check_profilable(g: ir.Graph, values: bool = True) -> None:
     """QsimError unless ``g`` is an int8 model whose every op qsim can run (``values``).
 
     Timing only (``values`` False) needs the mapping alone: an op qsim cannot compute
-    (LSTM, an int16 op without an int16x8 kernel, an unknown op) is timed (on the vector unit
+    (an int16 op without an int16x8 kernel, an unknown op) is timed (on the vector unit
     when it is not a GEMM); a float model is still refused (an integer machine).  int16x8
     layers get their values from the int16x8 kernels (64-bit accumulators, TFLite's int64
-    requant); the accumulator register model and its statistics cover the int8 GEMMs.
+    requant); the accumulator register model and its statistics cover the int8 GEMM layers
+    (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) only.  UNIDIRECTIONAL_SEQUENCE_LSTM and SVDF
+    are timed as their GEMM + vector parts (:mod:`qsim.accel.mapping`) and get their values from
+    their simulator kernels: their internal accumulators are not modelled (no statistics).
     """
     check_quantized(g)  # an integer machine: a float model is refused even for timing only
     if not values:
         return
-    # values need every op's kernel and a GEMM datapath for it: int16x8 layers run on the array,
-    # the recurrent/stateful ops (LSTM, SVDF) are the simulator's only
-    problems = unsupported_ops(g, int16=True, uint8=False) + [f"{op_label(g, op)}: {SIMULATOR_ONLY[op.opcode]}"
-                                                 for op in g.operators if op.opcode in SIMULATOR_ONLY]
+    # values need every op's kernel (int16x8 layers run on the array; LSTM and SVDF through
+    # their kernels' eval, datapath.run_values)
+    problems = unsupported_ops(g, int16=True, uint8=False)
     if problems:
         raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) whose values the "
                                     "accelerator model cannot compute (--no-values times the layers without "

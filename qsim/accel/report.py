@@ -6,7 +6,7 @@ import io
 
 from .profile import ProfileResult
 
-CSV_FIELDS = ("index", "op", "name", "unit", "shape", "macs", "cycles", "array_cycles", "requant_cycles",
+CSV_FIELDS = ("index", "op", "part", "name", "unit", "shape", "macs", "cycles", "array_cycles", "requant_cycles",
               "vector_cycles", "dram_cycles", "stall_cycles", "utilization_pct", "dram_read_bytes",
               "dram_write_bytes", "bound", "tiles", "energy_pj", "energy_mac_pj", "energy_sram_pj",
               "energy_dram_pj", "energy_requant_pj", "sram_bytes", "acc_min", "acc_max", "acc_nobias_min",
@@ -36,7 +36,8 @@ def table(result: ProfileResult) -> str:
             vals = (str(v.overflow_count), str(v.int8_saturations), str(v.activation_clamps), str(v.outputs_changed),
                     f"[{v.acc_nobias_min}, {v.acc_nobias_max}]", f"[{v.acc_min}, {v.acc_max}]")
         nj = f"{d['energy_pj'] / 1e3:9.2f}" if "energy_pj" in d else f"{'':>9}"
-        lines.append(f"{d['index']:>3} {d['op'][:18]:<18} {shape[:16]:<16} {d['macs']:>10} {d['cycles']:>9} "
+        op = d["op"].replace("UNIDIRECTIONAL_SEQUENCE_", "") + (f" {d['part']}" if d["part"] else "")
+        lines.append(f"{d['index']:>3} {op[:18]:<18} {shape[:16]:<16} {d['macs']:>10} {d['cycles']:>9} "
                      f"{d['utilization_pct']:>6.1f} {d['dram_read_bytes']:>9} {d['dram_write_bytes']:>8} "
                      f"{d['bound']:<8} {d['stall_cycles']:>7} {nj} {vals[0]:>5} {vals[1]:>5} {vals[2]:>6} "
                      f"{vals[3]:>5} {vals[4]:>24} {vals[5]:>24}")

@@ -31,7 +31,8 @@ move events earlier, and fewer requant lanes only later):
   requant unit (``lanes`` outputs/cycle) consumes outputs as the array drains;
 * store(t) starts ``requant_depth`` cycles after compute(t) ends.
 
-Vector-unit layers use the same recurrence with ``ceil(ops / vector_lanes)``
+A recurrent GEMM (LSTM, ``LayerMap.steps``) is its per-step GEMM's tiles once per step, in
+sequence (:func:`array_tiles`).  Vector-unit layers use the same recurrence with ``ceil(ops / vector_lanes)``
 compute per tile.  Every array/vector layer starts with ``layer_setup_cycles``
 (descriptor decode) before its first DMA.  Layers run back to back.
 """
@@ -207,6 +208,8 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
     Order: ``for channel chunk: for row chunk``.  A channel chunk is a block of runs: its
     first row tile also loads the weights, then the other full row tiles, then a shorter
     last row tile; the chunks after the first repeat one block (the last may be narrower).
+    A recurrent GEMM (``L.steps`` > 1) repeats that ``for step:``, loading each step's input
+    anew; its weights are loaded once when one channel chunk holds them all, else every step.
     """
     r, nc = choose_tile(L, cfg)
     passes = array_passes(L, cfg)
@@ -215,12 +218,12 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
     whole_input = r >= L.out_rows and not L.depthwise
     memo: dict = {}
 
-    def tile(rn: int, cn: int, first_row: bool, reuse_input: bool) -> Tile:
-        key = (rn, cn, first_row, reuse_input)
+    def tile(rn: int, cn: int, load_weights: bool, reuse_input: bool) -> Tile:
+        key = (rn, cn, load_weights, reuse_input)
         t = memo.get(key)
         if t is None:
             m = rn * L.pixels_per_row
-            load = L.k * cn if first_row else 0
+            load = L.k * cn if load_weights else 0
             if not reuse_input:
                 ch_frac = cn / cout if L.depthwise else 1.0
                 load += math.ceil(_input_rows(L, rn) * L.in_row_bytes * ch_frac * density)
@@ -234,10 +237,10 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
     full_rows, last_rows = divmod(L.out_rows, r)
     full_ch, last_ch = divmod(cout, nc)
 
-    def block(cn: int, later: bool) -> Runs:
+    def block(cn: int, later: bool, weights: bool = True) -> Runs:
         reuse = whole_input and later  # the whole input is already on chip from the first chunk
         runs: Runs = []
-        for t, k in ((tile(r, cn, True, reuse), 1), (tile(r, cn, False, reuse), full_rows - 1),
+        for t, k in ((tile(r, cn, weights, reuse), 1), (tile(r, cn, False, reuse), full_rows - 1),
                      (tile(last_rows, cn, False, reuse), 1 if last_rows else 0)):
             if k > 0:
                 if runs and runs[-1][0] is t:
@@ -251,6 +254,11 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
         segments.append((block(nc, True), full_ch - 1))
     if last_ch:
         segments.append((block(last_ch, True), 1))
+    if L.steps > 1:  # a recurrent GEMM: each step's input is new (the previous step's result)
+        if len(segments) == 1:  # one channel chunk: the weights stay on chip after the first step
+            segments.append((block(nc, False, weights=False), L.steps - 1))
+        else:
+            segments = segments * L.steps
     return segments, r, nc
 
 

@@ -27,7 +27,7 @@ def trace_events(result: ProfileResult) -> list[dict]:
         if L.timing.cycles == 0:
             continue
         base = L.start_cycle
-        label = f"#{L.map.index} {L.map.opcode}"
+        label = f"#{L.map.index} {L.map.opcode}" + (f" {L.map.part}" if L.map.part else "")
         ev.append({"name": label, "cat": "layer", "ph": "X", "pid": 1, "tid": tid["layers"],
                    "ts": base * us, "dur": L.timing.cycles * us,
                    "args": {"cycles": L.timing.cycles, "bound": L.timing.bound, "macs": L.map.macs,
