@@ -26,14 +26,14 @@ OUT_OF_SCOPE = {
 # zero point -32768 by TFLite's rule; QUANTIZE / DEQUANTIZE subtract the input's): the generic
 # "int16 means zero point 0" check of unsupported_ops does not apply to them.
 INT16_ZERO_POINT_OPS = {"SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
-# Ops the Python simulator runs but the C generator and the accelerator model do not (their reason).
-# Ops the simulator runs but the C generator and the accelerator model (int8 GEMM datapaths) do not.
+# Ops the Python simulator runs but the C generator does not (their reason).  The accelerator model
+# times them as GEMM + vector parts and computes their values with these simulator kernels.
 SIMULATOR_ONLY = {
     "SVDF": "SVDF runs in the Python simulator only (stateful: an activation_state variable tensor); "
-            "the C generator and the accelerator model do not cover it",
+            "the C generator does not cover it",
     "UNIDIRECTIONAL_SEQUENCE_LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM (recurrent, int16 cell state) runs in the "
-                                    "simulator only (qsim run/check/compare/eval); the C generator and the "
-                                    "accelerator model do not implement it",
+                                    "simulator only (qsim run/check/compare/eval/profile); the C generator "
+                                    "does not implement it",
 }
 
 

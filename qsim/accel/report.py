@@ -6,7 +6,7 @@ import io
 
 from .profile import ProfileResult
 
-CSV_FIELDS = ("index", "op", "part", "name", "unit", "shape", "macs", "cycles", "array_cycles", "requant_cycles",
+CSV_FIELDS = ("index", "op", "name", "part", "unit", "shape", "macs", "cycles", "array_cycles", "requant_cycles",
               "vector_cycles", "dram_cycles", "stall_cycles", "utilization_pct", "dram_read_bytes",
               "dram_write_bytes", "bound", "tiles", "energy_pj", "energy_mac_pj", "energy_sram_pj",
               "energy_dram_pj", "energy_requant_pj", "sram_bytes", "acc_min", "acc_max", "acc_nobias_min",
