@@ -142,3 +142,32 @@ def test_real_models_profile_with_and_without_values(name):
     ref = m.run(x[0], profile=TINY.rounding_profile)
     for t in m.graph.outputs:
         np.testing.assert_array_equal(res.values[t], ref.values[t])
+
+
+def test_sweep_cache_times_the_recurrent_parts_like_a_plain_profile():
+    """The sweep's schedule/tiling caches (keyed on geometry incl. ``steps``) give each machine the
+    timing a fresh profile gives it."""
+    from qsim.accel.profile import map_layers, time_graph
+    g = _lstm().graph
+    maps, cache = map_layers(g), {}
+    for cfg in (TINY, TINY.with_overrides(rows=16), TINY.with_overrides(dram_bytes_per_cycle=1), TINY):
+        cached = time_graph(g, cfg, events=False, maps=maps, cache=cache)
+        fresh = time_graph(g, cfg)
+        assert [L.timing.cycles for L in cached] == [L.timing.cycles for L in fresh]
+        assert [L.timing.dram_read_bytes for L in cached] == [L.timing.dram_read_bytes for L in fresh]
+
+
+@pytest.mark.parametrize("values", [False, True])
+def test_cli_sweep_on_the_real_lstm(tmp_path, capsys, values):
+    import pyarrow.parquet as pq
+
+    from qsim.cli import main
+    lstm = str(shared_model("trained_lstm_int8.tflite"))
+    grid = tmp_path / "g.toml"
+    grid.write_text("[array]\nrows = [8, 16]\n", encoding="utf-8")
+    rc = main(["sweep", lstm, "--grid", str(grid), "--workers", "0", "--out", str(tmp_path / "s.parquet")]
+              + ([] if values else ["--no-values"]))
+    assert rc == 0, capsys.readouterr().err
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [r["array.rows"] for r in rows] == [8, 16] and all(r["feasible"] and r["cycles"] > 0 for r in rows)
+    assert rows[0]["cycles"] > rows[1]["cycles"]  # K = 20: 2 row folds per step instead of 3

@@ -3,7 +3,8 @@
 A Vela-like pipeline, one module per stage, plain dataclasses in between:
 
     config.HwConfig (presets in qsim/presets/*.toml)
-    graph --mapping.map_graph--> [LayerMap] --timing.time_layer--> [LayerTiming]
+    graph --mapping.map_graph--> [LayerMap] (one per op; LSTM / SVDF: one per GEMM or vector part)
+          --timing.time_layer--> [LayerTiming]
           --energy.layer_energy--> [LayerEnergy] (pJ: MACs, SRAM, DRAM, requant)
           --datapath.run_values--> values + [LayerValues]      (profile.profile_graph ties them;
           profile.prepare_profile times a graph once, then .run(inputs) adds values per input)
