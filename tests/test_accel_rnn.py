@@ -171,3 +171,17 @@ def test_cli_sweep_on_the_real_lstm(tmp_path, capsys, values):
     rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
     assert [r["array.rows"] for r in rows] == [8, 16] and all(r["feasible"] and r["cycles"] > 0 for r in rows)
     assert rows[0]["cycles"] > rows[1]["cycles"]  # K = 20: 2 row folds per step instead of 3
+
+
+def test_int16x8_lstm_takes_two_array_passes_and_keeps_the_simulator_values():
+    """TFLite Micro's 16x8 LSTM: int16 activations (64-bit accumulators), so on tiny8's 8x8-bit
+    array (int16 two-pass) every GEMM runs twice."""
+    m = qsim.load(lstm_int8_model(n_batch=1, n_time=3, n_input=4, n_cell=5, activations=np.int16, input_zp=0,
+                                  hidden_zp=0))
+    x = _random_inputs(m.graph, seed=2)
+    res = profile_graph(m.graph, TINY, x)
+    inp, rec, _ = res.layers
+    assert (inp.map.in_elem_bytes, inp.map.acc_bytes, rec.map.acc_bytes) == (2, 8, 8)
+    # ws: input GEMM M=3, K=4, N=20: 3 folds of 3 + 22; recurrent M=1, K=5, N=20: 3 steps of 3 folds of 1 + 22
+    assert (inp.timing.array_cycles, rec.timing.array_cycles) == (2 * 3 * 25, 2 * 3 * 3 * 23)
+    np.testing.assert_array_equal(res.values[m.graph.outputs[0]], m.run(x[0]).values[m.graph.outputs[0]])
