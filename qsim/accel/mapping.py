@@ -120,6 +120,7 @@ def map_graph(g: ir.Graph) -> list[LayerMap]:
 
 def map_op(g: ir.Graph, op: ir.Operator) -> LayerMap:
     """The op's LayerMap; a GEMM op whose operand shapes cannot be mapped is an UnsupportedModelError.
+    (A multi-part op, LSTM or SVDF, gets one generic vector LayerMap here: :func:`map_graph` maps its parts.)
 
     (Shapes are checked here, not only in the kernels' ``prepare``: timing alone maps ops whose
     kernels never run.)
