@@ -268,6 +268,19 @@ def requantize(acc, bias, m0, shift, output_zero_point, act_min, act_max, roundi
 
 # --------------------------------------------------------------------------- int16x8: int64 accumulators
 
+def int64_rescale_factor(m0, shift, rounding: str = "double") -> tuple[np.ndarray, np.ndarray]:
+    """(factor, total right shift) of the int64-accumulator rescale's one rounding,
+    ``(x * factor + 2**(total - 1)) >> total`` (:func:`multiply_by_quantized_multiplier_int64`):
+    "double": ``m0`` reduced to Q15, ``(m0 + 2**15) >> 16`` (0x7FFF when m0 >= 0x7FFF0000), and
+    ``15 - shift``; "single": ``m0`` itself and ``31 - shift``."""
+    m0, shift = _i64(m0), _i64(shift)
+    if rounding == "double":
+        return np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF), 15 - shift
+    if rounding == "single":
+        return m0, 31 - shift
+    raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+
+
 def multiply_by_quantized_multiplier_int64(x, m0, shift, rounding: str = "double") -> np.ndarray:
     """TFLite's MultiplyByQuantizedMultiplier overload for int64 accumulators (int16x8 CONV_2D,
     DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV).
@@ -285,14 +298,11 @@ def multiply_by_quantized_multiplier_int64(x, m0, shift, rounding: str = "double
         raise QsimError(f"an int64-accumulator requantization shift must be in [-31, 7] (TFLite's range), "
                         f"got {int(np.asarray(shift).ravel()[np.argmax(((shift < -31) | (shift > 7)).ravel())])}; "
                         "the layer's scales are too far apart.")
+    factor, total = int64_rescale_factor(m0, shift, rounding)
     if rounding == "double":
-        reduced = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF)
-        total = 15 - shift
-        return wrap_int32((x * reduced + (np.int64(1) << (total - 1))) >> total)
-    if rounding == "single":
-        res = _SINGLE_ROUNDING_64(x, m0, 31 - shift)  # x * m0 may pass 2**63: Python integers
-        return wrap_int32(np.asarray(res, dtype=object).astype(np.int64))
-    raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+        return wrap_int32((x * factor + (np.int64(1) << (total - 1))) >> total)
+    res = _SINGLE_ROUNDING_64(x, factor, total)  # x * m0 may pass 2**63: Python integers
+    return wrap_int32(np.asarray(res, dtype=object).astype(np.int64))
 
 
 _SINGLE_ROUNDING_64 = np.frompyfunc(lambda x, m, t: (int(x) * int(m) + (1 << (int(t) - 1))) >> int(t), 3, 1)

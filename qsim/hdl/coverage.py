@@ -74,10 +74,8 @@ class RequantCoverage:
             key = f"shift={k}"
             if key in self.bins:
                 self.bins[key] += int(np.sum(m & (shift == k)))
-        if self.rounding == "single":
-            factor, total = m0, 31 - shift
-        else:
-            factor, total = np.where(m0 < 0x7FFF0000, (m0 + (1 << 15)) >> 16, 0x7FFF), 15 - shift
+        factor, total = fp.int64_rescale_factor(m0, shift, self.rounding)
+        if self.rounding == "double":  # the Q15 reduction saturated (factor 0x7FFF from M0 0x7FFF0000 on)
             self.bins["reduced_multiplier_max"] += int(np.sum(m & (m0 >= 0x7FFF0000)))
         p = x.astype(object) * factor.astype(object)  # exact: |x| < 2**47, |factor| < 2**31
         mod = np.vectorize(lambda v, t: v % (1 << t) == 1 << (t - 1), otypes=[bool])(p, total)
