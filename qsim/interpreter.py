@@ -75,6 +75,14 @@ class PreparedGraph:
     _batch_plan: list | None = field(default=None, init=False, repr=False)
     _fast: tuple | None = field(default=None, init=False, repr=False)  # the single-sample loop's steps, see run
     _input_specs: tuple | None = field(default=None, init=False, repr=False)  # see _exact_inputs
+    _state_start: dict | None = field(default=None, init=False, repr=False)  # see state_start
+
+    @property
+    def state_start(self) -> dict[int, np.ndarray]:
+        """:func:`variable_start_values` of the graph (read-only arrays), computed once."""
+        if self._state_start is None:
+            self._state_start = variable_start_values(self.graph)
+        return self._state_start
 
     def run(self, inputs, keep_all: bool = True,
             on_op: Callable[[PreparedOp, list, list], None] | None = None) -> dict[int, np.ndarray]:
@@ -194,7 +202,7 @@ class PreparedGraph:
         """The run plan, built once: constant inputs resolved, output dtypes/shapes and the
         last reader of every tensor known, so that run() does no per-op lookups."""
         if self._plan is None:
-            self._plan = _build_plan(self.graph, self.ops)
+            self._plan = _build_plan(self.graph, self.ops, self.state_start)
             self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
                                 tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
                                 tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
@@ -315,9 +323,8 @@ def variable_start_values(g: ir.Graph) -> dict[int, np.ndarray]:
     return out
 
 
-def _build_plan(g: ir.Graph, ops: list[PreparedOp]) -> list[_Step]:
+def _build_plan(g: ir.Graph, ops: list[PreparedOp], start: dict[int, np.ndarray]) -> list[_Step]:
     produced = set(g.inputs)
-    start = variable_start_values(g)
     steps = []
     for p in ops:
         ins = []

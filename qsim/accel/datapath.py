@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
-from ..interpreter import PreparedGraph, check_inputs, variable_start_values
+from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
 
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # whole-array reductions, less call overhead than .min()
@@ -271,7 +271,7 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
     sides = gemm_sides(prepared) if sides is None else sides
     exact_rq = {} if reference is None else {p.op.index: getattr(p.params, "requant", None) for p in reference.ops}
     values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
-    start = variable_start_values(g)  # state (SVDF, LSTM) starts from its reset value every run
+    start = prepared.state_start  # state (SVDF, LSTM) starts from its reset value every run
     stats: dict[int, LayerValues] = {}
     for p in prepared.ops:
         ins = [None if i < 0 else values[i] if i in values else start[i] if i in start else g.tensors[i].data
