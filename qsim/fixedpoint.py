@@ -1625,7 +1625,8 @@ def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero
                 return slow  # the int32 saturation would be reachable
             off = bc * m + (1 << (total - 1)) + (zp << total)
             thr, below = 0, 0
-        if rc * m + abs(off) + below >= 1 << 62:  # int64 headroom (with margin)
+        # int64 headroom: |x*m + off - [..]*below| <= |x + bias|*m + |off - bias*m| + below
+        if rc * m + abs(off - bc * m) + below >= 1 << 63:
             return slow
         consts.append((m, off, thr, below, total))
     m, off, thr, below, total = (_scalar_if_uniform(np.array(c, np.int64)) for c in zip(*consts))

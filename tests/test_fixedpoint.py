@@ -447,6 +447,7 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
             ([1 << 30, 1518500250], [-15, -30], 0, 0, -128, 127, 1 << 30),  # per channel
             ([2147483647, 1073741824, 1288490189, 1717986918], [-1, 0, 2, -20], [7, -9, 100000, -5], -4,
              -32768, 32767, 652800),
+            ([1754508184, 2147483647], -4, [2138352891, -2147000000], -50, -128, 127, 400000),  # |x+b|*m ~ 2**62
             (1518500250, 3, 5, 0, INT32_MIN, INT32_MAX, 1 << 28),  # left shift: int32 wrap reachable
             (1518500250, -31, -3, 1, -128, 127, 1 << 40)]:  # outside int32: general form
         plan = fp.plan_multiply_by_quantized_multiplier(m0, shift, rounding, bias, zp, lo, hi, bound)
@@ -457,7 +458,7 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         out = np.empty_like(x)
         assert np.array_equal(plan.apply(x), want), (m0, shift, rounding)
         assert np.array_equal(plan.apply(x, out=out, tmp=np.empty_like(x)), want) and np.array_equal(out, want)
-    assert fast_seen >= 4  # the closed form is really exercised
+    assert fast_seen >= 5  # the closed form is really exercised
     assert not fp.plan_multiply_by_quantized_multiplier(1 << 30, 0, rounding, 0, 0, x_bound=1 << 29).clip
     for e, lo, hi in (([0], -32768, 32767), ([1], -32768, 32767), ([15], INT32_MIN, INT32_MAX), ([31], -5, 5),
                       ([15, 21], -32768, 32767), ([9], INT32_MIN, INT32_MAX)):  # e = 9: int32 saturation reachable

@@ -63,6 +63,44 @@ class SVDFParams:
     shift_first: bool  # TFLite Micro's memory (see the module docstring); False: LiteRT's
     state_dtype: np.dtype
     zero_point_after_clamp: bool = True  # step 1's order (profile variant "SVDF_STATE_ZP")
+    # Prepared for eval (everything input-independent; None: built by __post_init__):
+    feature: fp.Int64RequantPlan | None = None  # x @ wf -> step 1's clamped value (zp_in folded into its bias)
+    output: fp.Int64RequantPlan | None = None  # rank sum -> step 5's int8 value (bias, zp_out folded in)
+    time_zp: np.ndarray | None = None  # int64 [F]: zp_state * sum_m wt[f, m] (step 3's zero point, factored out)
+    wraps: bool = True  # False: every int32 sum of steps 1, 3, 4 is proven inside int32 (no wrap pass)
+    kept_cache: tuple | None = None  # (read-only state array, its _kept_part): the start state's part, once
+
+    def __post_init__(self):
+        if self.feature is None:
+            self._plan()
+
+    def _plan(self) -> None:
+        """Step 1: ``dot = x @ wf - zp_in * sum(wf)``, |x| <= 128, so |x @ wf| <= 128 * sum|wf|;
+        steps 3-4: |mem - zp_state| <= span = max(state_max - zp, zp - state_min), so |acc - bias| <= rank * span *
+        max_f sum|wt[f]|.  When both sums (with the biases) stay inside int32 the int32 wraps
+        are the identity and the plans get these bounds (their closed forms are proven for them);
+        otherwise the wraps are applied and the plans take their general form."""
+        wf = self.weights_feature  # [I, F] float64 (exact integers)
+        abs_wf = np.abs(wf).sum(axis=0).astype(np.int64)
+        dot_bias = -self.input_zero_point * wf.sum(axis=0).astype(np.int64)
+        span = max(self.state_max - self.state_zero_point, self.state_zero_point - self.state_min)  # |mem - zp|
+        t_bound = self.rank * span * int(np.abs(self.weights_time).sum(axis=1).max(initial=0))
+        self.wraps = (int((128 * abs_wf + np.abs(dot_bias)).max(initial=0)) > fp.INT32_MAX
+                      or t_bound + int(np.abs(self.bias).max(initial=0)) > fp.INT32_MAX)
+        if self.zero_point_after_clamp:  # clamp, then + zp wrapped (eval)
+            zp, lo, hi = 0, self.state_min, self.state_max
+        else:
+            zp, lo, hi = self.state_zero_point, self.state_min, self.state_max
+        if self.wraps:  # the sums are wrapped in eval; the plans take the wrapped int32 as is
+            self.feature = fp.plan_multiply_by_quantized_multiplier(self.m1, self.s1, self.rounding, 0, zp, lo, hi)
+            self.output = fp.plan_multiply_by_quantized_multiplier(self.m2, self.s2, self.rounding, 0,
+                                                                   self.output_zero_point, -128, 127)
+        else:
+            self.feature = fp.plan_multiply_by_quantized_multiplier(self.m1, self.s1, self.rounding, dot_bias, zp,
+                                                                    lo, hi, 128 * abs_wf)
+            self.output = fp.plan_multiply_by_quantized_multiplier(self.m2, self.s2, self.rounding, self.bias,
+                                                                   self.output_zero_point, -128, 127, t_bound)
+        self.time_zp = self.state_zero_point * self.weights_time.sum(axis=1)
 
     @property
     def state_bits(self) -> int:
@@ -152,25 +190,45 @@ def prepare_svdf(op, graph, profile) -> SVDFParams:
 
 def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
     """Integer-only; inputs (x [N, I], ..., state [B, F*M]); a batch N of samples whose model
-    batch is 1 shares the one start state (never written)."""
-    x = np.asarray(inputs[0]).astype(np.float64)
+    batch is 1 shares the one start state (never written).
+
+    Step 3 is split by linearity: ``t = sum_m<M-1 wt[:, m] * kept[m] + wt[:, -1] * newest -
+    zp_state * sum_m wt`` (int64, exact), the kept columns' part computed on the state's own
+    rows (one row for a whole batch)."""
+    x = np.asarray(inputs[0])
     n = x.shape[0]
-    filters = p.weights_time.shape[0]
-    state = np.asarray(inputs[4]).astype(np.int64).reshape(-1, filters, p.memory)
-    if state.shape[0] != n:
-        state = np.broadcast_to(state, (n, filters, p.memory))
-    dot = ((x - p.input_zero_point) @ p.weights_feature).astype(np.int64)  # [N, F]; |dot| < 2**31
-    newest = fp.multiply_by_quantized_multiplier(fp.wrap_int32(dot), p.m1, p.s1, p.rounding)
-    if p.zero_point_after_clamp:
-        newest = fp.wrap_bits(np.clip(newest, p.state_min, p.state_max) + p.state_zero_point, p.state_bits)
-    else:
-        newest = np.clip(newest + p.state_zero_point, p.state_min, p.state_max)
-    kept = state[:, :, 1:] if p.shift_first else state[:, :, :-1]
-    mem = np.concatenate([kept, newest[:, :, None]], axis=2) - p.state_zero_point
-    t = fp.wrap_int32(np.einsum("nfm,fm->nf", mem, p.weights_time))
-    acc = fp.wrap_int32(t.reshape(n, p.units, p.rank).sum(axis=2) + p.bias)
-    y = fp.multiply_by_quantized_multiplier(acc, p.m2, p.s2, p.rounding) + p.output_zero_point
-    return [np.clip(y, -128, 127).astype(np.int8)]
+    filters, memory = p.weights_time.shape
+    dot = np.empty((n, filters), np.int64)
+    np.copyto(dot, x.astype(np.float64) @ p.weights_feature, casting="unsafe")  # exact: |dot| < 2**53
+    if p.wraps:
+        dot = fp.wrap_int32(dot - p.input_zero_point * p.weights_feature.sum(axis=0).astype(np.int64))
+    newest = p.feature.apply(dot, out=dot)
+    if p.zero_point_after_clamp and p.state_zero_point:
+        newest = fp.wrap_bits(newest + p.state_zero_point, p.state_bits)
+    t = newest * p.weights_time[:, -1]
+    t -= p.time_zp
+    if memory > 1:
+        t += _kept_part(p, np.asarray(inputs[4]))  # [B or 1, F]
+    if p.rank > 1:
+        t = t.reshape(n, p.units, p.rank).sum(axis=2)
+    if p.wraps:
+        t = fp.wrap_int32(t + p.bias)  # = the int32 wraps of each sum (wrapping is modular)
+    y = p.output.apply(t, out=t)
+    return [y.astype(np.int8)]
+
+
+def _kept_part(p: SVDFParams, state: np.ndarray) -> np.ndarray:
+    """``sum_m<M-1 wt[f, m] * kept[b, f, m]`` [B, F] (int64) of the state's kept columns; a
+    read-only state (the run's start value, the same array every run) is computed once."""
+    cached = p.kept_cache
+    if cached is not None and cached[0] is state:
+        return cached[1]
+    filters, memory = p.weights_time.shape
+    mem = state.reshape(-1, filters, memory)
+    part = np.einsum("bfm,fm->bf", mem[:, :, 1:] if p.shift_first else mem[:, :, :-1], p.weights_time[:, :-1])
+    if not state.flags.writeable:
+        p.kept_cache = (state, part)
+    return part
 
 
 def _batch(params, op, graph, batched) -> bool:
