@@ -55,6 +55,13 @@ GATE_SCALE = 2.0 ** -12  # Q3.12 gate pre-activations
 # with the cell state kept right after them, [i, f] and [g, c] are two aligned column blocks,
 # so i*g and f*c are one multiply.
 _ORDER = ("input", "forget", "output", "cell")
+# The gate table's domain: xw (int16) + fc_h (int16, or clipped to [-2**16, 2**16 - 1]) lies in
+# [-_LUT_HALF, _LUT_HALF); entry v + _LUT_HALF holds the function of sat16(v).
+_LUT_HALF = 3 << 15
+_LUT_SPAN = 2 * _LUT_HALF
+# Single-sample runs look fc_h up in a table over every reachable accumulator (fewer numpy calls
+# per time step) when it has at most this many entries (int32); larger LSTMs use the plan.
+_FC_H_TABLE_MAX = 1 << 21
 
 
 @dataclass
@@ -70,11 +77,12 @@ class LSTMParams:
     w_h: np.ndarray  # int64 [S, 4S]: the four recurrent weights, transposed
     w_h_float: np.ndarray  # the same as w_x's float type (BLAS, for batched runs)
     fc_x: fp.Int64RequantPlan  # x @ w_x -> sat16(FC rescale) (bias - zp_x * rowsum(W_x) folded in)
-    fc_h: fp.Int64RequantPlan  # h @ w_h -> FC rescale (-zp_h * rowsum(W_h)); tflm: saturated to int16
-    lut_offset: np.ndarray  # [4S] int64: 32768 (sigmoid gates) or 32768 + 65536 (cell gate): index base in gate_lut
-    lut_lo: np.ndarray  # [4S] the int16 saturation of the pre-activations, offset like the index
-    lut_hi: np.ndarray
-    gate_lut: np.ndarray  # int32 [2 * 65536]: sigmoid, then the cell gate's function, over every int16 input
+    fc_h: fp.Int64RequantPlan  # h @ w_h -> FC rescale (-zp_h * rowsum(W_h)); tflm: saturated to int16,
+    # gemmlowp: to [-2**16, 2**16 - 1] (sat16(a + b) == sat16(a + clip(b, -2**16, 2**16 - 1)) for an int16 a)
+    fc_h_table: tuple | None  # (m0, shift, bias, bound) per column: the single-sample table's inputs (_fc_h_table)
+    lut_offset: np.ndarray  # [4S] int64: _LUT_HALF (sigmoid gates) or _LUT_HALF + _LUT_SPAN (cell gate)
+    gate_lut: np.ndarray  # int32 [2 * _LUT_SPAN]: sigmoid, then the cell gate's function, of sat16(v) for every
+    # v = xw + fc_h in [-_LUT_HALF, _LUT_HALF) (the sum's int16 saturation built in: no clip pass)
     # (int32 tables and gate values: half the cache footprint; every product of two Q0.15 / int16
     # values fits int32, and the plans widen to int64 on their first operation)
     products: fp.Int64RequantPlan  # [i*g, f*c] (2S columns) -> sat16 of the scaled products
@@ -82,6 +90,7 @@ class LSTMParams:
     cell_hi: int
     cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
+    fc_h_lookup: tuple | None = None  # (int32 table, float64 [4S] index base): built by _fc_h_table on first use
 
 
 def _scale(t) -> float:
@@ -215,9 +224,11 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     # |x @ W^T| <= act_bound * sum|W| per row: the bound the plans' closed forms are proven for
     fc_x = fp.plan_multiply_by_quantized_multiplier(st["m_x"], st["shift_x"], rounding, st["bias_x"], 0, *sat16,
                                                     act_bound * np.abs(st["w_x"]).sum(axis=1), int16)
+    fc_h_range = sat16 if variant == "tflm" else (-(1 << 16), (1 << 16) - 1)
+    h_bound = act_bound * np.abs(st["w_h"]).sum(axis=1)
     fc_h = fp.plan_multiply_by_quantized_multiplier(st["m_h"], st["shift_h"], rounding, st["bias_h"], 0,
-                                                    *(sat16 if variant == "tflm" else (fp.INT32_MIN, fp.INT32_MAX)),
-                                                    act_bound * np.abs(st["w_h"]).sum(axis=1), int16)
+                                                    *fc_h_range, h_bound, int16)
+    fc_h_table = None if int16 else (st["m_h"], st["shift_h"], st["bias_h"], h_bound, rounding, fc_h_range)
     power, _ = fp.checked_log2(c.quant.scale0)
     s_c = c.quant.scale0
     clip_f = float(opts.cell_clip) if opts is not None else 0.0
@@ -263,11 +274,13 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         products = fp.plan_rounding_divide_by_pot([30 + power] * n + [15] * n, *sat16, 1 << 30)
     out_range = sat16 if int16 else (-128, 127)
     hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
-    offset = np.repeat(32768 + 65536 * np.array([g == "cell" for g in _ORDER], np.int64), n)
+    offset = np.repeat(_LUT_HALF + _LUT_SPAN * np.array([g == "cell" for g in _ORDER], np.int64), n)
+    sat = np.clip(np.arange(-_LUT_HALF, _LUT_HALF), -32768, 32767) + 32768  # entry v: the table value of sat16(v)
     return LSTMParams(variant, int16, bool(opts.time_major) if opts is not None else False, n_cell,
                       _blas_weights(st["w_x"], act_bound), np.ascontiguousarray(st["w_h"].T),
-                      _blas_weights(st["w_h"], act_bound), fc_x, fc_h, offset, offset - 32768, offset + 32767,
-                      np.concatenate([sigmoid, sigmoid if activation == "SIGMOID" else tanh]).astype(np.int32),
+                      _blas_weights(st["w_h"], act_bound), fc_x, fc_h, fc_h_table, offset,
+                      np.concatenate([np.asarray(sigmoid)[sat],
+                                      np.asarray(sigmoid if activation == "SIGMOID" else tanh)[sat]]).astype(np.int32),
                       products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
                       np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden)
@@ -287,15 +300,18 @@ def _blas_weights(w: np.ndarray, act_bound: int) -> np.ndarray:
 def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     """Per time step t, on B rows with the stacked gate columns (``_ORDER``)::
 
-        pre = sat16(xw[t] + FC_h(h))          # xw: all steps' input FCs, computed up front
-        [i, f, o, g] = gate_lut[pre]          # one lookup for the four non-linearities
+        pre = xw[t] + FC_h(h)                 # xw: all steps' input FCs, computed up front
+        [i, f, o, g] = gate_lut[pre]          # one lookup for the four non-linearities (and sat16)
         c = clip(sat16(i*g scaled) + sat16(f*c scaled))
         h = out[t] = requant(o * tanh(c))
+
+    FC_h: B < 4 rows (a single sample) look it up in a table of every reachable accumulator
+    (:func:`_fc_h_table`, when small enough); else the plan, on the exact BLAS float product
+    (B >= 4) or an int64 matmul.
     """
     x = np.asarray(inputs[0])
     n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
     s = p.n_cell
-    h = _state(inputs[_HIDDEN], n_b, s)
     g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
     g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
     cell = g[:, 4 * s:]
@@ -313,20 +329,29 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
                                                                                                     np.int64)
     th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
-    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights) pays off on a batch
+    lookup = _fc_h_table(p) if n_b < 4 else None
+    if lookup is not None:
+        pre32 = np.empty((n_b, 4 * s), np.int32)
+    blas = n_b >= 4 or lookup is not None  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
     if blas:
         h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
+        np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s), casting="unsafe")  # exact: |h| <= 2**15
+    else:
+        h = _state(inputs[_HIDDEN], n_b, s)
     for t in range(n_t):
-        if blas:
-            np.copyto(h_f, h, casting="unsafe")  # exact: |h| <= 2**15
+        if lookup is not None:
             np.matmul(h_f, p.w_h_float, out=acc_f)
-            np.copyto(acc, acc_f, casting="unsafe")  # exact integers
+            np.add(acc_f, lookup[1], out=acc, casting="unsafe")  # exact integers: the table index
+            pre = lookup[0].take(acc, out=pre32, mode="clip")  # in range: clip mode is the fast path
         else:
-            np.matmul(h, p.w_h, out=acc)
-        pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
+            if blas:
+                np.matmul(h_f, p.w_h_float, out=acc_f)
+                np.copyto(acc, acc_f, casting="unsafe")  # exact integers
+            else:
+                np.matmul(h, p.w_h, out=acc)
+            pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
         pre += xw[t]
-        _clip(pre, p.lut_lo, p.lut_hi, out=pre)  # sat16 of the sum (offset by lut_offset)
-        p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")
+        p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")  # in range (see _LUT_HALF)
         np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
         p.products.apply(prod32, out=prod, tmp=tmp2)
         np.add(prod[:, :s], prod[:, s:], out=cell)
@@ -334,8 +359,40 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
         th *= g[:, 2 * s:3 * s]
         h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
+        if blas:
+            np.copyto(h_f, h, casting="unsafe")
     out = hs.astype(np.int16 if p.int16 else np.int8)
     return [out if p.time_major else out.transpose(1, 0, 2)]
+
+
+def _fc_h_table(p: LSTMParams) -> tuple | None:
+    """(table int32, base float64 [4S]) with ``table[acc + base[k]] == FC_h(acc)[k]`` for every
+    reachable accumulator |acc| <= bound[k] of column k, or None when the table would exceed
+    _FC_H_TABLE_MAX entries.  One segment per distinct (M0, shift) (a gate), over
+    u = acc + bias in [-r, r], r = max(bound + |bias|) of its columns, filled by the plan
+    (:func:`qsim.fixedpoint.plan_multiply_by_quantized_multiplier`) applied to every u; built on
+    first use and kept in ``p.fc_h_lookup``."""
+    if p.fc_h_lookup is not None or p.fc_h_table is None:
+        return p.fc_h_lookup
+    m0, shift, bias, bound, rounding, (lo, hi) = p.fc_h_table
+    keys = sorted(set(zip(m0.tolist(), shift.tolist())))
+    reach = {k: 0 for k in keys}
+    for mk, sk, b, r in zip(m0.tolist(), shift.tolist(), bias.tolist(), np.asarray(bound).tolist()):
+        reach[(mk, sk)] = max(reach[(mk, sk)], int(r) + abs(int(b)))
+    if sum(2 * r + 1 for r in reach.values()) > _FC_H_TABLE_MAX:
+        p.fc_h_table = None  # too large: the plan it is, and no second look
+        return None
+    parts, start = [], {}
+    n = 0
+    for k in keys:
+        r = reach[k]
+        u = np.arange(-r, r + 1, dtype=np.int64)
+        parts.append(fp.plan_multiply_by_quantized_multiplier(k[0], k[1], rounding, 0, 0, lo, hi, r).apply(u))
+        start[k] = n + r  # index of u = 0
+        n += 2 * r + 1
+    base = np.array([start[(mk, sk)] + b for mk, sk, b in zip(m0.tolist(), shift.tolist(), bias.tolist())], np.float64)
+    p.fc_h_lookup = (np.concatenate(parts).astype(np.int32), base)
+    return p.fc_h_lookup
 
 
 def _state(a, n_b: int, n_cell: int) -> np.ndarray:
