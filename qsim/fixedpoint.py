@@ -669,14 +669,10 @@ def fixed_tanh(a, integer_bits: int, bits: int = 32) -> np.ndarray:
 
 
 def count_leading_zeros_u32(x) -> np.ndarray:
-    """Leading zero bits of x viewed as uint32 (32 for 0)."""
+    """Leading zero bits of x viewed as uint32 (32 for 0): 32 - bit_length(u), the bit length
+    being frexp's exponent of u (exact: u < 2**32 is a float64; frexp(0) gives 0)."""
     u = _i64(x) & 0xFFFFFFFF
-    n = np.zeros_like(u)
-    for shift in (16, 8, 4, 2, 1):
-        small = u < (np.int64(1) << (32 - shift))
-        n = np.where(small, n + shift, n)
-        u = np.where(small, u << shift, u)
-    return np.where(_i64(x) & 0xFFFFFFFF == 0, 32, n)
+    return 32 - np.frexp(u.astype(np.float64))[1].astype(np.int64)
 
 
 def get_reciprocal(x, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:

@@ -148,6 +148,13 @@ def test_count_leading_zeros_u32(u):
     assert int(fp.count_leading_zeros_u32(signed)) == 32 - u.bit_length()
 
 
+def test_count_leading_zeros_u32_edges():
+    """0, every power of two and every 2**k - 1 (the bit-length boundaries), as one array."""
+    u = [0] + [1 << k for k in range(32)] + [(1 << k) - 1 for k in range(1, 33)]
+    signed = np.array([v - 2 ** 32 if v >= 2 ** 31 else v for v in u], np.int64)
+    assert fp.count_leading_zeros_u32(signed).tolist() == [32 - v.bit_length() for v in u]
+
+
 @pytest.mark.parametrize("integer_bits", [0, 4, 5, 6])
 def test_exp_on_negative_values_accuracy(integer_bits):
     """exp(a) for a <= 0 within 3e-7 of the real exponential (gemmlowp's 4th-order Taylor kernel is
