@@ -79,3 +79,26 @@ def test_run_plan_binds_the_fully_connected_closure():
     for s in prep._steps():
         assert s.eval is not s.prepared.kernel.eval
         assert s.eval.__qualname__.startswith("eval_fc_for."), s.eval.__qualname__
+
+
+def test_lean_loop_on_two_input_ops_equals_tflm():
+    """run(keep_all=False) without on_op takes the lean loop (_run_lean), whose general branch
+    serves the ops reading more than one produced tensor (pretrainedResnet_quant's residual
+    ADDs): its outputs equal TFLite Micro's and the keep_all loop's."""
+    from qsim import reference as ref
+    from qsim.inputs import random_inputs
+    from conftest import require_module
+    require_module("tflite_micro", "TFLite Micro reference runtime")
+    m = ref.Model.open(shared_model("pretrainedResnet_quant.tflite"))
+    g = m.graph
+    prep = prepare_graph(g, "tflm")
+    prep._steps()  # builds the lean plan
+    assert any(s[3] < 0 for s in prep._lean) and any(s[3] >= 0 for s in prep._lean)  # both branches run
+    tflm = ref.TFLMRunner(m.blob)
+    for x in random_inputs(g, 2, seed=11):
+        got = prep.run(x, keep_all=False)
+        full = prep.run(x)
+        want = tflm.run(x, g.outputs)
+        assert list(got) == list(g.outputs)
+        for t in g.outputs:
+            assert np.array_equal(got[t], want[t]) and np.array_equal(got[t], full[t])
