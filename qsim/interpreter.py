@@ -222,9 +222,10 @@ class PreparedGraph:
             self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
                                 tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
                                 tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
-            self._lean = tuple((ev, params, template) + ((live[0][0], live[0][1]) + outputs[0] if len(live) == 1 and
-                                                         len(outputs) == 1 else (-1, (live, outputs), None, None, None))
-                               + (frees,) for ev, params, template, live, outputs, frees, _ in self._fast)
+            lean = [(ev, params, template) + ((live[0][0], live[0][1]) + outputs[0] if len(live) == 1 and
+                                              len(outputs) == 1 else (-1, (live, outputs), None, None, None))
+                    + (frees,) for ev, params, template, live, outputs, frees, _ in self._fast]
+            self._lean = _fuse_fc_chains(lean, self._plan, set(self.graph.outputs))
         return self._plan
 
     def _batch_steps(self) -> list[_Step]:
@@ -266,6 +267,39 @@ class PreparedGraph:
         return {t: a if t in batched else
                 np.broadcast_to(a[None], (n,) + a.shape).reshape(batch_shape(g.tensors[t].shape, n))
                 for t, a in keep.items()}
+
+
+def _fuse_fc_chains(lean: list, plan: list[_Step], outputs: set) -> tuple:
+    """``lean`` (the lean loop's steps, see _steps) with each run of FULLY_CONNECTED steps that
+    read only the previous step's output -- a tensor no other op reads and not a graph output --
+    replaced by one step evaluating them together (:func:`qsim.kernels.fully_connected.fc_chain`,
+    where it proves the chain: the intermediate int8 tensors are never built)."""
+    from .kernels.fully_connected import fc_chain
+
+    def fc(m: int) -> bool:
+        return plan[m].prepared.op.opcode == "FULLY_CONNECTED" and lean[m][3] == 0
+
+    def links(m: int) -> bool:  # step m reads step m-1's output, and only it does
+        a, b = lean[m - 1], lean[m]
+        return fc(m) and b[4] == a[5] and a[5] in b[8] and a[5] not in outputs
+    out, j = [], 0
+    while j < len(lean):
+        end = j + 1
+        while fc(j) and end < len(lean) and links(end):
+            end += 1
+        got = fc_chain([plan[m].prepared.params for m in range(j, end)]) if end - j > 1 else None
+        if got is None:
+            out.append(lean[j])
+            j += 1
+            continue
+        ps, ev, count = got
+        members = lean[j:j + count]
+        inner = {m[5] for m in members[:-1]}  # never stored in the run's values
+        first, last = members[0], members[-1]
+        out.append((ev, ps, first[2], first[3], first[4], last[5], last[6], last[7],
+                    tuple(f for m in members for f in m[8] if f not in inner)))
+        j += count
+    return tuple(out)
 
 
 def _run_step(ev, params, template: list, live: tuple, outputs: tuple, values: dict) -> list:
