@@ -1143,19 +1143,14 @@ class DoubleRequantPlan:
             return generic
 
         def full(v, dtype=np.float64):
-            return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype).reshape(-1) if np.ndim(v) else
-                                                        np.asarray(v, dtype), (size,)).reshape(shape))
+            return _filled(v, size, shape, dtype)
         mult, offset = full(tiles[0]), full(tiles[1])
         clip, multiply, add, f64, u8, i8 = _clip, np.multiply, np.add, np.float64, np.uint8, np.int8
         if kind == "float_relu":
-            zero, span, lo_byte = full(0.0), full(self._span), full(self._lo_byte, np.uint8)
+            clipped, lo_byte = self._relu_clipped(shape, tiles), full(self._lo_byte, np.uint8)
 
             def relu_bytes(acc):
-                h = acc.astype(f64)  # exact (acc: integers below 2**53)
-                multiply(h, mult, out=h)
-                add(h, offset, out=h)
-                clip(h, zero, span, out=h)
-                u = h.astype(u8)  # truncation of h in [0, span]: floor (see _finish)
+                u = clipped(acc).astype(u8)  # truncation of h in [0, span]: floor (see _finish)
                 add(u, lo_byte, out=u)
                 return u.view(i8)
             return relu_bytes
@@ -1172,6 +1167,47 @@ class DoubleRequantPlan:
             clip(h, lo, hi, out=h)
             return h.astype(i8)
         return signed
+
+    def _relu_clipped(self, shape: tuple, tiles: tuple):
+        """A "float_relu" plan's closure acc -> h = clamp(z - act_min, 0, act_max - act_min), float64
+        of ``shape`` (not yet floored; see _finish), every constant an array of ``shape`` (see
+        _small_pass); ``tiles``: self._tiles of that many values."""
+        size = int(np.prod(shape, dtype=np.int64))
+        mult, offset, zero, span = (_filled(v, size, shape) for v in (tiles[0], tiles[1], 0.0, self._span))
+        clip, multiply, add, f64 = _clip, np.multiply, np.add, np.float64
+
+        def clipped(acc):
+            h = acc.astype(f64)  # exact (acc: integers below 2**53)
+            multiply(h, mult, out=h)
+            add(h, offset, out=h)
+            clip(h, zero, span, out=h)
+            return h
+        return clipped
+
+    @property
+    def int8_relu(self) -> bool:
+        """A "float_relu" plan whose outputs fit int8 (-128 <= act_min, act_max - act_min <= 255):
+        :meth:`relu_offset_pass` applies."""
+        return self.kind == "float_relu" and self._byte_ok
+
+    def relu_offset_pass(self, shape: tuple, dtype=np.float32):
+        """For a "float_relu" plan with int8 outputs: a closure acc -> ``apply(acc, np.int8) -
+        act_min`` as ``dtype`` (float32: integers 0..255, exact), for accumulators of one small
+        ``shape`` (channel last): the passes of apply's small-shape closure up to the clamp,
+        then the floor (see _finish) and the conversion, without adding act_min back -- for a
+        following GEMM that takes its input minus act_min and folds act_min into its own bias
+        (qsim.kernels.fully_connected.fc_chain).  None for the other kinds or outputs."""
+        if not self.int8_relu:
+            return None
+        size = int(np.prod(shape, dtype=np.int64))
+        clipped = self._relu_clipped(shape, self._tiles(size, shape[-1] if len(shape) else 1))
+        floor = np.floor
+
+        def offset_values(acc):
+            h = clipped(acc)
+            floor(h, out=h)
+            return h.astype(dtype)
+        return offset_values
 
     def apply(self, acc, dtype=np.int8) -> np.ndarray:
         acc = np.asarray(acc)
@@ -1309,6 +1345,12 @@ class DoubleRequantPlan:
             got = cache[length] = tuple(v if v is None or np.ndim(v) == 0 else np.tile(np.asarray(v), reps)[:length]
                                         for v in self.constants)
         return got
+
+
+def _filled(v, size: int, shape: tuple, dtype=np.float64) -> np.ndarray:
+    """``v`` (a scalar, or ``size`` values flat) as a contiguous ``dtype`` array of ``shape``."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype).reshape(-1) if np.ndim(v) else
+                                                np.asarray(v, dtype), (size,)).reshape(shape))
 
 
 def _scalar_if_uniform(v):

@@ -74,6 +74,7 @@ class PreparedGraph:
     _plan: list | None = field(default=None, init=False, repr=False)
     _batch_plan: list | None = field(default=None, init=False, repr=False)
     _fast: tuple | None = field(default=None, init=False, repr=False)  # the single-sample loop's steps, see run
+    _lean: tuple | None = field(default=None, init=False, repr=False)  # the same for _run_lean
     _input_specs: tuple | None = field(default=None, init=False, repr=False)  # see _exact_inputs
     _state_start: dict | None = field(default=None, init=False, repr=False)  # see state_start
 
@@ -114,18 +115,12 @@ class PreparedGraph:
         if fast is None:
             self._steps()
             fast = self._fast
-        ndarray = np.ndarray
+        if on_op is None and not keep_all:
+            return self._run_lean(values)
         # The run loop: per op, its bound eval and params, where its inputs come from, the
         # model dtype/shape of each output, and the tensors to drop after it (see _build_plan).
         for ev, params, template, live, outputs, frees, prepared in fast:
-            ins = template.copy()  # the constant inputs in place, None where a produced tensor goes
-            for k, i in live:
-                ins[k] = values[i]
-            outs = ev(params, ins)
-            for (t, dtype, shape), arr in zip(outputs, outs):
-                if arr.__class__ is not ndarray or arr.dtype != dtype or arr.shape != shape:
-                    arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
-                values[t] = arr
+            ins = _run_step(ev, params, template, live, outputs, values)
             if on_op is not None:
                 on_op(prepared, ins, [values[t] for t, _, _ in outputs])
             if not keep_all:
@@ -133,6 +128,27 @@ class PreparedGraph:
                     del values[t]
         if keep_all:
             return values
+        return {t: values[t] for t in self.graph.outputs}
+
+    def _run_lean(self, values: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """run(..., keep_all=False, on_op=None) on one sample (``values``: the graph inputs): the
+        same steps as run's loop, with the common op -- one input read from the run's values,
+        one output -- unpacked from a flat tuple (see _steps).  A single run of a small model
+        is dominated by such per-op Python work."""
+        ndarray = np.ndarray
+        for ev, params, template, k, i, t, dtype, shape, frees in self._lean:
+            if k < 0:  # the general step: ``i`` holds run's (live, outputs) of it
+                _run_step(ev, params, template, i[0], i[1], values)
+            else:
+                ins = template.copy()
+                ins[k] = values[i]
+                arr = ev(params, ins)[0]
+                if arr.__class__ is not ndarray or (arr.dtype is not dtype and arr.dtype != dtype) or \
+                        arr.shape != shape:
+                    arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
+                values[t] = arr
+            for t in frees:
+                del values[t]
         return {t: values[t] for t in self.graph.outputs}
 
     def _exact_inputs(self, inputs) -> dict[int, np.ndarray] | None:
@@ -206,6 +222,10 @@ class PreparedGraph:
             self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
                                 tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
                                 tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
+            lean = [(ev, params, template) + ((live[0][0], live[0][1]) + outputs[0] if len(live) == 1 and
+                                              len(outputs) == 1 else (-1, (live, outputs), None, None, None))
+                    + (frees,) for ev, params, template, live, outputs, frees, _ in self._fast]
+            self._lean = _fuse_fc_chains(lean, self._plan, set(self.graph.outputs))
         return self._plan
 
     def _batch_steps(self) -> list[_Step]:
@@ -247,6 +267,55 @@ class PreparedGraph:
         return {t: a if t in batched else
                 np.broadcast_to(a[None], (n,) + a.shape).reshape(batch_shape(g.tensors[t].shape, n))
                 for t, a in keep.items()}
+
+
+def _fuse_fc_chains(lean: list, plan: list[_Step], outputs: set) -> tuple:
+    """``lean`` (the lean loop's steps, see _steps) with each run of FULLY_CONNECTED steps that
+    read only the previous step's output -- a tensor no other op reads and not a graph output --
+    replaced by one step evaluating them together (:func:`qsim.kernels.fully_connected.fc_chain`,
+    where it proves the chain: the intermediate int8 tensors are never built)."""
+    from .kernels.fully_connected import fc_chain
+
+    def fc(m: int) -> bool:
+        return plan[m].prepared.op.opcode == "FULLY_CONNECTED" and lean[m][3] == 0
+
+    def links(m: int) -> bool:  # step m reads step m-1's output, and only it does
+        a, b = lean[m - 1], lean[m]
+        return fc(m) and b[4] == a[5] and a[5] in b[8] and a[5] not in outputs
+    out, j = [], 0
+    while j < len(lean):
+        end = j + 1
+        while fc(j) and end < len(lean) and links(end):
+            end += 1
+        got = fc_chain([plan[m].prepared.params for m in range(j, end)]) if end - j > 1 else None
+        if got is None:
+            out.append(lean[j])
+            j += 1
+            continue
+        ps, ev, count = got
+        members = lean[j:j + count]
+        inner = {m[5] for m in members[:-1]}  # never stored in the run's values
+        first, last = members[0], members[-1]
+        out.append((ev, ps, first[2], first[3], first[4], last[5], last[6], last[7],
+                    tuple(f for m in members for f in m[8] if f not in inner)))
+        j += count
+    return tuple(out)
+
+
+def _run_step(ev, params, template: list, live: tuple, outputs: tuple, values: dict) -> list:
+    """One op of a single-sample run: its inputs (``template``, the constant inputs in place,
+    with the produced tensors ``live`` = ((position, tensor index), ...) read from ``values``),
+    ``ev``, and its outputs stored in ``values`` with their model dtype/shape; returns the inputs."""
+    ins = template.copy()
+    for k, i in live:
+        ins[k] = values[i]
+    outs = ev(params, ins)
+    ndarray = np.ndarray
+    for (t, dtype, shape), arr in zip(outputs, outs):
+        if arr.__class__ is not ndarray or arr.dtype != dtype or arr.shape != shape:
+            arr = np.asarray(arr).astype(dtype, copy=False).reshape(shape)
+        values[t] = arr
+    return ins
 
 
 def has_batch1(t: ir.Tensor) -> bool:

@@ -20,9 +20,15 @@ weights' float dtype stays exact), and |raw + folded bias| = |acc + bias| (no in
 where the centred form has none).  Only where fixedpoint.plan_requantize_double proves its
 double-rounding plan for (folded bias, raw bound) (conv.folded_requant, from the layer's
 current ``requant``); otherwise eval centres the input.
+
+Chains (single-sample runs, :func:`fc_chain`): consecutive layers whose intermediate tensors
+nobody else reads run as one step; a fused-RELU layer hands the next GEMM its outputs minus
+act_min as floats (no int8 tensor built), the next layer's bias absorbing act_min
+(:func:`chain_plan`, proven by fixedpoint like the fold above).
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,16 +148,89 @@ def eval_fc_for(p: FullyConnectedParams):
         return eval_fc
     rq, wt, in_units, apply, passes, ndarray = (p.requant, p.weights_t, p.in_units, folded.apply,
                                                 folded.int8_passes, np.ndarray)
+    dt, dot = wt.dtype, np.dot
 
     def bound(q, inputs):
         x = inputs[0]
         if q is not p or q.requant is not rq or x.__class__ is not ndarray:
             return eval_fc(q, inputs)
-        # int8 @ float: numpy casts x to the weights' dtype (exact) itself, one call fewer than astype
-        acc = x.reshape(-1, in_units) @ wt
+        # x as the weights' float dtype (exact), then np.dot: BLAS directly, less per-call work
+        # than the matmul ufunc (whose own int8 -> float cast is slower still on one sample)
+        acc = dot(x.reshape(-1, in_units).astype(dt), wt)
         small = passes.get(acc.shape)  # folded.apply(acc) itself, once it has seen this shape
         return [apply(acc) if small is None else small(acc)]
     return bound
+
+
+def chain_plan(prev_plan, p: FullyConnectedParams):
+    """The requant plan of int8 FULLY_CONNECTED ``p`` fed by a layer whose own plan ``prev_plan``
+    is a "float_relu" :class:`~qsim.fixedpoint.DoubleRequantPlan` with int8 outputs, taking that
+    layer's outputs minus its act_min, ``xf = x - a`` (integers 0..span, span = act_max - a;
+    :meth:`~qsim.fixedpoint.DoubleRequantPlan.relu_offset_pass`), or None.
+
+    With x = xf + a: sum_i (x_i - x_zp) w_i + bias = sum_i xf_i w_i + bias + (a - x_zp) * colsum,
+    the same integers, so requantize(acc, bias) (a function of acc + bias) equals the plan for the
+    accumulators sum_i xf_i w_i with the bias bias + (a - x_zp) * colsum, whose every partial sum
+    is bounded by span * sum_i |w_i| per channel (= span * raw_bound / 128, see conv.fold_terms):
+    fixedpoint.plan_requantize_double proves its plan for that bound (else None), and the float
+    weights stay exact when that bound is below 2**24 (float32) or 2**53 (float64)."""
+    if type(p) is not FullyConnectedParams or p.colsum is None or not isinstance(prev_plan, fp.DoubleRequantPlan) \
+            or not prev_plan.int8_relu:
+        return None
+    span, a = prev_plan.act_max - prev_plan.act_min, prev_plan.act_min
+    bound = np.asarray(p.raw_bound, np.int64) // 128 * span
+    if bound.max(initial=0) >= (1 << (24 if p.weights_t.dtype == np.float32 else 53)):
+        return None
+    return p.requant.double_plan(p.requant.bias + (a - int(p.input_zero_point)) * np.asarray(p.colsum, np.int64),
+                                 bound)
+
+
+def fc_chain(ps: list):
+    """One eval for a chain of int8 FULLY_CONNECTED layers, each reading only the previous one's
+    output (a single-sample run's lean loop: the intermediate tensors are not kept), or None when
+    fewer than two of ``ps`` (from the first) chain: ``(params tuple, eval, count)``, the eval
+    covering ``ps[:count]``.  Between chained layers the int8 output is never built: each layer
+    hands ``x - act_min`` as the next GEMM's float input (:func:`chain_plan`: the same integers),
+    three numpy passes fewer per layer.  Params whose ``requant`` was replaced after this was
+    built take each layer's own eval."""
+    first = folded_requant(ps[0]) if type(ps[0]) is FullyConnectedParams else None
+    if first is None:
+        return None
+    plans = [first]
+    for prev, p in zip(ps, ps[1:]):
+        got = chain_plan(plans[-1], p) if p.in_units == getattr(prev, "out_units", None) else None
+        if got is None:
+            break
+        plans.append(got)
+    if len(plans) < 2:
+        return None
+    ps = tuple(ps[:len(plans)])
+    rqs = tuple(p.requant for p in ps)
+    layers = [(p.in_units, p.weights_t, p.weights_t.dtype, plan) for p, plan in zip(ps, plans)]
+    passes: dict = {}  # row count -> [(weights, pass)] (the per-shape closures)
+    dot, ndarray, requant_of = np.dot, np.ndarray, operator.attrgetter("requant")
+
+    def build(rows: int):
+        """Per layer (weights, pass) for ``rows`` rows (each layer's in_units is the previous
+        one's out_units: the rows stay); the last layer's pass is its int8 apply."""
+        got = [(wt, plan.relu_offset_pass((rows, wt.shape[1]), nxt[2]))
+               for (_, wt, _, plan), nxt in zip(layers, layers[1:])]
+        return got + [(layers[-1][1], layers[-1][3].apply)]
+
+    def chain(qs, inputs):
+        x = inputs[0]
+        if x.__class__ is not ndarray or len(qs) != len(ps) or any(map(operator.is_not, map(requant_of, qs), rqs)):
+            for q in qs:  # each layer's own eval (see eval_fc_for)
+                x = eval_fc(q, [x])[0]
+            return [x]
+        xf = x.reshape(-1, layers[0][0]).astype(layers[0][2])
+        steps = passes.get(xf.shape[0])
+        if steps is None:
+            steps = passes[xf.shape[0]] = build(xf.shape[0])
+        for wt, step in steps:
+            xf = step(dot(xf, wt))
+        return [xf]
+    return ps, chain, len(ps)
 
 
 # Batches: the rows of reshape(-1, in_units) are sample-major, so any input/output shape batches.

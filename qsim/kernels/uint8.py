@@ -228,7 +228,10 @@ def _dispatching(base: Kernel) -> Kernel:
                 raise QsimError(f"{base.opcode}: the accumulator seam (accelerator model, RTL vectors) covers "
                                 "int8 layers only; this layer is uint8.")
             return base.accumulate(p, inputs)
-    return Kernel(base.opcode, prepare, eval_, accumulate, batch, base.int16)
+
+    def eval_for(p):  # the base kernel's bound eval (run plans) kept for int8 params
+        return eval_uint8 if isinstance(p, Uint8Params) else base.bound_eval(p)
+    return Kernel(base.opcode, prepare, eval_, accumulate, batch, base.int16, eval_for)
 
 
 for _name in WRAPPED:
