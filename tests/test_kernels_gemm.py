@@ -264,6 +264,45 @@ def test_depthwise_conv2d_matches_references(p, s):
     assert_bitexact(depthwise_model(p, rng), rng)
 
 
+@st.composite
+def flat_depthwise_params(draw):
+    """Stride-1 depthwise layers that conv.eval_depthwise_flat evaluates (at most 3x3 taps, so
+    no block-diagonal GEMM), a batch of 1..5 and that path's block / tile / requant choices."""
+    p = _window(draw, max_hw=9)
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    p.update(kh=kh, kw=kw, sh=1, sw=1, h=max(p["h"], (kh - 1) * p["dh"] + 1), w=max(p["w"], (kw - 1) * p["dw"] + 1),
+             n=draw(st.integers(1, 5)), cin=draw(st.integers(1, 6)), mult=draw(st.integers(1, 3)),
+             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
+             gain=draw(GAINS))
+    knobs = dict(chunk=draw(st.sampled_from([5, 40, 100, 1 << 16])), tile=draw(st.sampled_from([1, 8, 4096])),
+                 grid=draw(st.sampled_from([0.0, 100.0])))
+    return p, knobs
+
+
+@seed(20261130)
+@settings(PROPERTY, max_examples=60)
+@given(flat_depthwise_params(), st.integers(0, 2**32 - 1))
+def test_flat_depthwise_matches_references(pk, s):
+    """conv.eval_depthwise_flat (stride 1 on the padded input's flat layout, padding rows and
+    columns computed and dropped) == LiteRT BUILTIN_REF and TFLM on a batch of 1..5 samples, in
+    blocks of several samples, one sample or a few output rows (conv.CHUNK_ELEMENTS), einsum rows
+    of one or many channel groups (conv.FLAT_TILE), requantizing the whole grid or only the outputs
+    (conv.GRID_REQUANT_MAX); depth multipliers 1..3, dilations, SAME / VALID."""
+    from qsim.kernels import conv
+    p, knobs = pk
+    rng = np.random.default_rng(s)
+    blob = depthwise_model(p, rng)
+    g = load_bytes(blob)
+    op = g.operators[0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv, "CHUNK_ELEMENTS", knobs["chunk"])
+        mp.setattr(conv, "FLAT_TILE", knobs["tile"])
+        mp.setattr(conv, "GRID_REQUANT_MAX", knobs["grid"])
+        params = REGISTRY["DEPTHWISE_CONV_2D"].prepare(op, g, get_profile("tflm"))
+        assert conv._flat_depthwise(params)
+        assert_bitexact(blob, rng)
+
+
 @seed(20261124)
 @PROPERTY
 @given(fc_params(), st.integers(0, 2**32 - 1))
