@@ -579,16 +579,18 @@ def test_accumulate_seam_conv_dw_fc():
 
 
 @pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
-@pytest.mark.parametrize("dense_max,einsum", [(0, False), (16, False), (0, True)])
-def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
+@pytest.mark.parametrize("dense_max,einsum,flat_max", [(0, False, 0), (16, False, 0), (0, True, 0), (0, False, 64)])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum, flat_max):
     """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
     rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps, as a
-    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) or as one einsum (params.einsum)
+    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS), as one einsum (params.einsum) or
+    on the flat layout (conv.FLAT_DEPTHWISE_MAX_CHANNELS, conv.eval_depthwise_flat)
     == fixedpoint.requantize of the whole layer's accumulators from the direct loop (the plain
     definition), on a batch of 3."""
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(conv, "FLAT_DEPTHWISE_MAX_CHANNELS", flat_max)
     rng = np.random.default_rng(8)
     p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=1, h=9, w=7, n=1, cin=3, cout=4,
              per_channel=True, bias=True, act="RELU6")
@@ -602,6 +604,8 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
         k = REGISTRY[opcode]
         params = k.prepare(op, g, get_profile("tflm"))
         assert (params.dense_weights is not None) == (opcode == "DEPTHWISE_CONV_2D" and dense_max > 0)
+        if opcode == "DEPTHWISE_CONV_2D":
+            assert conv._flat_depthwise(params) == (flat_max > 0)
         params.einsum = einsum and opcode == "DEPTHWISE_CONV_2D"
         w = g.tensors[op.inputs[1]].data
         if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2

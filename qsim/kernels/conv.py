@@ -536,10 +536,11 @@ DENSE_DEPTHWISE_MAX_CHANNELS = 16
 # outputs with few channels (measured on every depthwise layer of vww, person_detect, kws and
 # the zoo MobileNetV2: 3x3 at 6x6/7x7/14x14 with 128-960 channels, strided 56x56 with 96).
 EINSUM_DEPTHWISE_MIN_CHANNELS = 64
-# Stride-1 depthwise layers with at most this many channels that would run tap by tap run on
-# the flat layout instead (eval_depthwise_flat): 1.3-2x faster on vww's 8- and 32-channel and
-# the zoo's 32-channel 112x112 layers, no faster with 144-256 channels, where the tap passes'
-# OW * C long rows already suit numpy (measured on vww, person_detect and the zoo MobileNetV2).
+# Stride-1 depthwise layers with at most this many channels (and no block-diagonal GEMM) run on
+# the flat layout (eval_depthwise_flat): 1.2-2x faster than the tap passes or the window
+# einsum on vww's and person_detect's 8-, 32- and 64-channel layers, kws's 64-channel 25x5
+# ones and the zoo's 32-channel 112x112 one; no faster with 144-960 channels, where the tap
+# passes' OW * C long rows or the window einsum's C long rows already suit numpy.
 FLAT_DEPTHWISE_MAX_CHANNELS = 64
 # ... with einsum rows holding about this many values
 FLAT_TILE = 4096
@@ -549,9 +550,8 @@ GRID_REQUANT_MAX = 1.25
 
 
 def _flat_depthwise(p: ConvParams) -> bool:
-    """Whether eval runs :func:`eval_depthwise_flat`: stride 1, neither the GEMM nor the einsum
-    over the window view, few channels."""
-    return p.stride_h == 1 and p.stride_w == 1 and p.dense_weights is None and not p.einsum and \
+    """Whether eval runs :func:`eval_depthwise_flat`: stride 1, no block-diagonal GEMM, few channels."""
+    return p.stride_h == 1 and p.stride_w == 1 and p.dense_weights is None and \
         p.out_channels <= FLAT_DEPTHWISE_MAX_CHANNELS
 
 
