@@ -627,7 +627,9 @@ def eval_depthwise_flat(p: ConvParams, x: np.ndarray, requant, raw: bool) -> np.
     numpy's multiply-add loop on rows of T values, where the tap passes of
     :func:`_depthwise_rows` take two passes per tap on rows of OW * C.  Grid positions with r >=
     OH or c >= OW (the padding's rows and columns) are computed too and dropped: they read
-    other values of the buffer (finite: it starts zeroed), never an output's.  Each output is
+    other values of the buffer, never an output's -- padded input values or the buffer's initial
+    zeros, so their sums stay within the same accumulator bound as the outputs' (the requant may
+    see them, see below).  Each output is
     the same sum of the same exact products as on the other paths, exact in any order
     (exact_float_dtype bounded every partial sum), then ``requant`` -- of the grid's
     computed part when it is at most GRID_REQUANT_MAX times the outputs (one copy fewer), else
@@ -637,7 +639,7 @@ def eval_depthwise_flat(p: ConvParams, x: np.ndarray, requant, raw: bool) -> np.
     C, OH, OW = p.out_channels, p.out_h, p.out_w
     need_h = (OH - 1) + (p.kernel_h - 1) * p.dilation_h + 1
     need_w = (OW - 1) + (p.kernel_w - 1) * p.dilation_w + 1
-    _, HP, WP, _ = padded_shape(x.shape[:3] + (x.shape[3],), p.pad_h, p.pad_w, need_h, need_w)
+    _, HP, WP, _ = padded_shape(x.shape, p.pad_h, p.pad_w, need_h, need_w)
     row = WP * C  # values per grid row
     per = HP * row  # values per sample
     wt = _flat_weights(p)
