@@ -264,6 +264,45 @@ def test_depthwise_conv2d_matches_references(p, s):
     assert_bitexact(depthwise_model(p, rng), rng)
 
 
+@st.composite
+def flat_depthwise_params(draw):
+    """Stride-1 depthwise layers that conv.eval_depthwise_flat evaluates (at most 3x3 taps, so
+    no block-diagonal GEMM), a batch of 1..5 and that path's block / tile / requant choices."""
+    p = _window(draw, max_hw=9)
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    p.update(kh=kh, kw=kw, sh=1, sw=1, h=max(p["h"], (kh - 1) * p["dh"] + 1), w=max(p["w"], (kw - 1) * p["dw"] + 1),
+             n=draw(st.integers(1, 5)), cin=draw(st.integers(1, 6)), mult=draw(st.integers(1, 3)),
+             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
+             gain=draw(GAINS))
+    knobs = dict(chunk=draw(st.sampled_from([5, 40, 100, 1 << 16])), tile=draw(st.sampled_from([1, 8, 4096])),
+                 grid=draw(st.sampled_from([0.0, 100.0])))
+    return p, knobs
+
+
+@seed(20261130)
+@settings(PROPERTY, max_examples=60)
+@given(flat_depthwise_params(), st.integers(0, 2**32 - 1))
+def test_flat_depthwise_matches_references(pk, s):
+    """conv.eval_depthwise_flat (stride 1 on the padded input's flat layout, padding rows and
+    columns computed and dropped) == LiteRT BUILTIN_REF and TFLM on a batch of 1..5 samples, in
+    blocks of several samples, one sample or a few output rows (conv.CHUNK_ELEMENTS), einsum rows
+    of one or many channel groups (conv.FLAT_TILE), requantizing the whole grid or only the outputs
+    (conv.GRID_REQUANT_MAX); depth multipliers 1..3, dilations, SAME / VALID."""
+    from qsim.kernels import conv
+    p, knobs = pk
+    rng = np.random.default_rng(s)
+    blob = depthwise_model(p, rng)
+    g = load_bytes(blob)
+    op = g.operators[0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv, "CHUNK_ELEMENTS", knobs["chunk"])
+        mp.setattr(conv, "FLAT_TILE", knobs["tile"])
+        mp.setattr(conv, "GRID_REQUANT_MAX", knobs["grid"])
+        params = REGISTRY["DEPTHWISE_CONV_2D"].prepare(op, g, get_profile("tflm"))
+        assert conv._flat_depthwise(params)
+        assert_bitexact(blob, rng)
+
+
 @seed(20261124)
 @PROPERTY
 @given(fc_params(), st.integers(0, 2**32 - 1))
@@ -540,16 +579,18 @@ def test_accumulate_seam_conv_dw_fc():
 
 
 @pytest.mark.parametrize("chunk", [5, 40, 100, 1 << 16])
-@pytest.mark.parametrize("dense_max,einsum", [(0, False), (16, False), (0, True)])
-def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
+@pytest.mark.parametrize("dense_max,einsum,flat_max", [(0, False, 0), (16, False, 0), (0, True, 0), (0, False, 64)])
+def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum, flat_max):
     """CONV_2D / DEPTHWISE_CONV_2D eval in blocks (several samples, one sample, or a few output
     rows of one sample per block, by conv.CHUNK_ELEMENTS), depthwise by taps, as a
-    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS) or as one einsum (params.einsum)
+    block-diagonal GEMM (conv.DENSE_DEPTHWISE_MAX_CHANNELS), as one einsum (params.einsum) or
+    on the flat layout (conv.FLAT_DEPTHWISE_MAX_CHANNELS, conv.eval_depthwise_flat)
     == fixedpoint.requantize of the whole layer's accumulators from the direct loop (the plain
     definition), on a batch of 3."""
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     monkeypatch.setattr(conv, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(conv, "FLAT_DEPTHWISE_MAX_CHANNELS", flat_max)
     rng = np.random.default_rng(8)
     p = dict(padding="SAME", kh=3, kw=3, dh=1, dw=1, sh=1, sw=1, h=9, w=7, n=1, cin=3, cout=4,
              per_channel=True, bias=True, act="RELU6")
@@ -563,6 +604,8 @@ def test_conv_blocks_equal_whole_layer(monkeypatch, chunk, dense_max, einsum):
         k = REGISTRY[opcode]
         params = k.prepare(op, g, get_profile("tflm"))
         assert (params.dense_weights is not None) == (opcode == "DEPTHWISE_CONV_2D" and dense_max > 0)
+        if opcode == "DEPTHWISE_CONV_2D":
+            assert conv._flat_depthwise(params) == (flat_max > 0)
         params.einsum = einsum and opcode == "DEPTHWISE_CONV_2D"
         w = g.tensors[op.inputs[1]].data
         if opcode == "DEPTHWISE_CONV_2D":  # as a conv whose output channel c reads input channel c // 2
