@@ -95,7 +95,7 @@ class RtlBuild:
             sources=SOURCES,
             hdl_toplevel=TOPLEVEL,
             parameters={"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single"),
-                        "OUT16": int(scheme == "int16x8")},
+                        "OUT16": int(scheme == "int16x8"), "OUT_UNSIGNED": int(scheme == "uint8")},
             build_dir=self.build_dir,
             build_args=["-Wall", "-O2"],
             always=False,

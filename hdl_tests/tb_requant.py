@@ -5,7 +5,7 @@ scoreboard, beats and checks that ``qsim hdl-test`` runs on a user's unit, throu
 of qsim's own unit (:func:`qsim.hdl.ports.qsim_requant_ports`).
 
 Configuration comes from the environment set by the pytest runner:
-RQ_LANES, RQ_ROUNDING ("double" | "single"), RQ_SCHEME ("int8" | "int16x8": OUT16), RQ_SEED, RQ_VECTORS (random
+RQ_LANES, RQ_ROUNDING ("double" | "single"), RQ_SCHEME ("int8" | "int16x8": OUT16 | "uint8": OUT_UNSIGNED), RQ_SEED, RQ_VECTORS (random
 vectors = lanes x beats), RQ_REPLAY (a ``qsim vectors`` folder written by the runner).
 """
 from __future__ import annotations

@@ -204,29 +204,54 @@ def test_generated_readmemh_testbench_runs_under_verilator(kws_vectors, tmp_path
     assert "mismatch at element 7" in r.stdout
 
 
+def _own_unit_scheme_passes(tmp_path, scheme: str, param: str) -> str:
+    """Run `qsim hdl-test` on qsim's own unit built with ``param`` = 1 under a ports.toml of
+    ``scheme``: it must pass and hit every coverage bin of the scheme.  Returns the ports.toml text."""
+    import json
+    setup_verilator_env()
+    text = (f'lanes = 2\nrounding = "double"\nscheme = "{scheme}"\nlatency = 5\n[parameters]\nLANES = 2\n'
+            f'{param} = 1\n[clock]\nname = "clk"\n[reset]\nname = "rst"\n'
+            '[input]\nvalid = "s_valid"\nready = "s_ready"\nacc = "s_acc"\nbias = "s_bias"\nmultiplier = "s_mult"\n'
+            'shift = "s_shift"\nzero_point = "s_zp"\nact_min = "s_act_min"\nact_max = "s_act_max"\n'
+            '[output]\nvalid = "m_valid"\nready = "m_ready"\ndata = "m_data"\n')
+    ports = tmp_path / f"p_{scheme}.toml"
+    ports.write_text(text)
+    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *_own_sources(), "--ports", str(ports),
+              "--random-beats", "1000", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["tests"]["directed_corners"] == "pass" and doc["tests"]["random_backpressure"] == "pass"
+    assert doc["coverage"]["missing"] == [] and doc["coverage"]["scheme"] == scheme, doc["coverage"]
+    return text
+
+
+def _own_sources() -> list[str]:
+    from qsim import rtl
+    return [str(p) for p in rtl.sources()]
+
+
 def test_hdl_test_int16x8_scheme_on_qsim_requant_unit(tmp_path):
     """`scheme = "int16x8"` in a ports.toml: `qsim hdl-test` runs the standard regression on qsim's
     own unit built with OUT16 = 1 (64-bit acc/bias, int16 out) and hits every int16x8 coverage bin;
     the same unit built as int8 fails the width check before any build."""
-    import json
-    from qsim import rtl
-    setup_verilator_env()
-    text = ('lanes = 2\nrounding = "double"\nscheme = "int16x8"\nlatency = 5\n[parameters]\nLANES = 2\nOUT16 = 1\n'
-            '[clock]\nname = "clk"\n[reset]\nname = "rst"\n'
-            '[input]\nvalid = "s_valid"\nready = "s_ready"\nacc = "s_acc"\nbias = "s_bias"\nmultiplier = "s_mult"\n'
-            'shift = "s_shift"\nzero_point = "s_zp"\nact_min = "s_act_min"\nact_max = "s_act_max"\n'
-            '[output]\nvalid = "m_valid"\nready = "m_ready"\ndata = "m_data"\n')
-    ports = tmp_path / "p16.toml"
-    ports.write_text(text)
-    srcs = [str(p) for p in rtl.sources()]
-    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *srcs, "--ports", str(ports), "--random-beats", "1000",
-              "--json", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    doc = json.loads(r.stdout)
-    assert doc["ok"] and doc["tests"]["directed_corners"] == "pass" and doc["tests"]["random_backpressure"] == "pass"
-    assert doc["coverage"]["missing"] == [] and doc["coverage"]["scheme"] == "int16x8", doc["coverage"]
+    text = _own_unit_scheme_passes(tmp_path, "int16x8", "OUT16")
     int8 = tmp_path / "p8.toml"
     int8.write_text(text.replace("OUT16 = 1", "OUT16 = 0"))
-    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *srcs, "--ports", str(int8), cwd=tmp_path)
+    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *_own_sources(), "--ports", str(int8), cwd=tmp_path)
     assert r.returncode == 2 and "signal 's_acc' (input.acc) is 64 bits wide, the port map needs 128" in r.stderr, \
         r.stderr
+
+
+def test_hdl_test_uint8_scheme_on_qsim_requant_unit(tmp_path):
+    """`scheme = "uint8"` in a ports.toml: `qsim hdl-test` passes qsim's own unit built with
+    OUT_UNSIGNED = 1 and hits every uint8 coverage bin; the same unit built signed (OUT_UNSIGNED = 0,
+    the sideband sign-extended) fails the uint8 regression (exit 1): the uint8 beats catch it."""
+    import json
+    text = _own_unit_scheme_passes(tmp_path, "uint8", "OUT_UNSIGNED")
+    signed = tmp_path / "ps.toml"
+    signed.write_text(text.replace("OUT_UNSIGNED = 1", "OUT_UNSIGNED = 0"))
+    r = _qsim("hdl-test", "--top", "requant_unit", "--sources", *_own_sources(), "--ports", str(signed),
+              "--random-beats", "300", "--json", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["tests"]["directed_corners"] == "fail" and doc["tests"]["random_backpressure"] == "fail", doc["tests"]

@@ -25,14 +25,14 @@ def rtl():
     return rtl_build
 
 
-@pytest.mark.parametrize("out16", [0, 1], ids=["int8", "int16x8"])
+@pytest.mark.parametrize("out16,unsigned", [(0, 0), (1, 0), (0, 1)], ids=["int8", "int16x8", "uint8"])
 @pytest.mark.parametrize("lanes", [1, LANES])
 @pytest.mark.parametrize("rounding", ROUNDINGS)
-def test_lint_wall_clean(rounding, lanes, out16):
-    """verilator --lint-only -Wall reports nothing, in both rounding modes and both output modes."""
+def test_lint_wall_clean(rounding, lanes, out16, unsigned):
+    """verilator --lint-only -Wall reports nothing, in both rounding modes and every output mode."""
     cmd = verilator_cmd("--lint-only", "-Wall", "--top-module", "requant_unit",
                         f"-GSINGLE_ROUNDING={int(rounding == 'single')}", f"-GLANES={lanes}", f"-GOUT16={out16}",
-                        *map(str, SOURCES))
+                        f"-GOUT_UNSIGNED={unsigned}", *map(str, SOURCES))
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "%Warning" not in r.stderr and "%Error" not in r.stderr, r.stderr
 
@@ -169,7 +169,12 @@ def test_int16x8_mode_directed_random_edges_latency_reset(rtl, rounding):
     """OUT16 = 1 (int64 accumulator and bias, int16 output; golden qsim.fixedpoint.requantize_int64):
     the directed ties at every shift in [-31, 7], 20,000 random results with gaps and back-pressure,
     the int16x8 edges, the latency (the same 5 stages) and reset mid-stream, on one build."""
-    b = rtl(LANES, rounding, "int16x8")
+    _mode_suite(rtl(LANES, rounding, "int16x8"))
+
+
+def _mode_suite(b) -> None:
+    """An output mode's checks on one build: directed corners, 20,000 random results with gaps and
+    back-pressure, the mode's edges, the latency and reset mid-stream."""
     b.run("directed_corners", RQ_SEED=SEED)
     b.run("random_with_gaps_and_backpressure", RQ_SEED=SEED, RQ_VECTORS=20_000)
     b.run("edge_cases", RQ_SEED=SEED)
@@ -200,3 +205,14 @@ def test_int16x8_directed_set_covers_every_shift_ties(rounding):
             if exact.denominator == 2:
                 signs.add(exact > 0)
         assert signs == {True, False}, f"shift {s}: ties of signs {signs} only"
+
+
+# ----------------------------------------------------------------------------- uint8 output mode (OUT_UNSIGNED)
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_uint8_mode_directed_random_edges_latency_reset(rtl, rounding):
+    """OUT_UNSIGNED = 1 (int32 accumulator, uint8 zero point / bounds / output, 0..255; golden
+    qsim.fixedpoint.requantize): the int8 directed corners and edges moved to uint8 zero points
+    and bounds (0, 255 and bounds >= 128 among them), 20,000 random results with gaps and
+    back-pressure, the latency (the same 5 stages) and reset mid-stream, on one build."""
+    _mode_suite(rtl(LANES, rounding, "uint8"))

@@ -15,6 +15,7 @@ import numpy as np
 from . import fixedpoint as fp, ir
 from .errors import QsimError, UndefinedInReferenceError, UnsupportedModelError
 from .kernels import REGISTRY, Kernel, RequantParams, with_requant_variant
+from .kernels.uint8 import Uint8Params
 from .profiles import Profile, get_profile
 from .validate import op_label, raise_if_invalid, tensor_label
 
@@ -529,14 +530,16 @@ def prepare_graph(g: ir.Graph, profile: str | Profile = "tflm", requant=None) ->
                 problems.append(f"{op_label(g, op)}: {e}")
                 undefined += isinstance(e, UndefinedInReferenceError)
                 continue
-            rq = getattr(params, "requant", None)
+            twin = params.inner if isinstance(params, Uint8Params) else params  # a uint8 layer's int8 twin
+            rq = getattr(twin, "requant", None)
             if variant is not None and k.accumulate is not None and not isinstance(rq, RequantParams):
-                problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 GEMM layers only; "
-                                "this layer is not int8 (int16x8: int64 accumulators, or uint8)")
+                problems.append(f"{op_label(g, op)}: requant variants ({variant}) cover int8 (and uint8) GEMM "
+                                "layers only; this layer is int16x8 (int64 accumulators)")
                 continue
             if variant is not None and k.accumulate is not None and isinstance(rq, RequantParams):
                 try:
-                    params = dataclasses.replace(params, requant=with_requant_variant(rq, variant))
+                    twin_v = dataclasses.replace(twin, requant=with_requant_variant(rq, variant))
+                    params = dataclasses.replace(params, inner=twin_v) if twin is not params else twin_v
                 except QsimError as e:
                     raise QsimError(f"{op_label(g, op)}: {e}") from None
             prepared.append(PreparedOp(op, k, params))

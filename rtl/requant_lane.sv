@@ -35,9 +35,15 @@
 //   * SINGLE_ROUNDING = 1: (x * M0 + 2^(30 - shift)) >>> (31 - shift), exact (96-bit product).
 //   In both, acc + bias adds in 64 bits and the result's low 32 bits are kept (the references'
 //   static_cast<int32_t>), then the zero point and the clamp as in the int8 mode.
+//
+// OUT_UNSIGNED = 1: unsigned output (uint8 with OUT16 = 0, the old converter's QUANTIZED_UINT8
+// layers): zp, act_min, act_max and out are unsigned OW-bit values (uint8: 0..255), zero-extended
+// into the 33-bit zero-point add and clamp; the arithmetic before it is the signed mode's (the
+// golden is the same qsim.fixedpoint.requantize with zp and bounds in [0, 255]).
 module requant_lane #(
     parameter bit SINGLE_ROUNDING = 1'b0,
     parameter bit OUT16 = 1'b0,
+    parameter bit OUT_UNSIGNED = 1'b0,
     localparam int AW = OUT16 ? 64 : 32,  // accumulator / bias width
     localparam int OW = OUT16 ? 16 : 8    // output, zero point and activation range width
 ) (
@@ -174,10 +180,15 @@ module requant_lane #(
   end
 
   // ---- stage 5: zero point (33-bit, no wrap), clamp to [act_min, act_max]
+  // (sideband widened to 33 bits: sign-extended, or zero-extended when OUT_UNSIGNED)
+  logic signed [32:0] zp_w, min_w, max_w;
+  assign zp_w  = OUT_UNSIGNED ? $signed({{(33 - OW){1'b0}}, zp})      : 33'(zp);
+  assign min_w = OUT_UNSIGNED ? $signed({{(33 - OW){1'b0}}, act_min}) : 33'(act_min);
+  assign max_w = OUT_UNSIGNED ? $signed({{(33 - OW){1'b0}}, act_max}) : 33'(act_max);
   logic signed [32:0] with_zp, lo_clamped, hi_clamped;
-  assign with_zp    = 33'(s4_x) + 33'(zp);
-  assign lo_clamped = (with_zp < 33'(act_min)) ? 33'(act_min) : with_zp;
-  assign hi_clamped = (lo_clamped > 33'(act_max)) ? 33'(act_max) : lo_clamped;
+  assign with_zp    = 33'(s4_x) + zp_w;
+  assign lo_clamped = (with_zp < min_w) ? min_w : with_zp;
+  assign hi_clamped = (lo_clamped > max_w) ? max_w : lo_clamped;
   always_ff @(posedge clk) begin
     if (en[4]) out <= hi_clamped[OW-1:0];
   end

@@ -1,5 +1,6 @@
 // requant_unit.sv -- LANES-wide, TFLite-exact int32 -> int8 requantization unit
-// (OUT16 = 1: int64 -> int16, the int16x8 scheme; see requant_lane.sv).
+// (OUT16 = 1: int64 -> int16, the int16x8 scheme; OUT_UNSIGNED = 1: int32 -> uint8, the old
+// converter's uint8 layers, zp/act_min/act_max/m_data unsigned; see requant_lane.sv).
 //
 // Per lane and per beat:
 //   out = clamp(MultiplyByQuantizedMultiplier(acc + bias, M0, shift) + zp, act_min, act_max)
@@ -13,7 +14,8 @@
 //                           valid range [-31, 31] double, [-31, 30] single
 //   s_zp, s_act_min/max   : int8 output zero point and activation range,
 //                           shared by the lanes, carried along with the beat
-//   m_data                : int8 results
+//                           (OUT_UNSIGNED: uint8, 0..255)
+//   m_data                : int8 results (OUT_UNSIGNED: uint8)
 //
 // Streaming valid/ready (AXI-stream rules): a beat transfers on a rising edge
 // where valid and ready are both high.  Every stage holds at most one beat and
@@ -30,6 +32,7 @@ module requant_unit #(
     parameter int LANES = 4,
     parameter bit SINGLE_ROUNDING = 1'b0,
     parameter bit OUT16 = 1'b0,           // 1: int16x8 mode (64-bit acc/bias, int16 out; requant_lane.sv)
+    parameter bit OUT_UNSIGNED = 1'b0,    // 1: unsigned zp/act range/out (OUT16 = 0: uint8, 0..255)
     localparam int AW = OUT16 ? 64 : 32,  // accumulator / bias width per lane
     localparam int OW = OUT16 ? 16 : 8    // output / zero point / activation range width
 ) (
@@ -87,7 +90,7 @@ module requant_unit #(
 
   // ---- lanes
   for (genvar i = 0; i < LANES; i++) begin : g_lane
-    requant_lane #(.SINGLE_ROUNDING(SINGLE_ROUNDING), .OUT16(OUT16)) u_lane (
+    requant_lane #(.SINGLE_ROUNDING(SINGLE_ROUNDING), .OUT16(OUT16), .OUT_UNSIGNED(OUT_UNSIGNED)) u_lane (
         .clk    (clk),
         .en     (en),
         .acc    (s_acc[i*AW +: AW]),

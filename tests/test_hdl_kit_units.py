@@ -142,3 +142,46 @@ def test_qsim_requant_ports_latency_is_rtl_info():
     from qsim import rtl_info
     p = qsim_requant_ports(4, "single")
     assert p.latency == rtl_info.requant_latency("single") and p.parameters == {"LANES": 4, "SINGLE_ROUNDING": 1, "OUT16": 0}
+
+
+# ----------------------------------------------------------------------------- uint8 scheme (OUT_UNSIGNED)
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_uint8_scheme_beats_coverage_and_port_map(rounding):
+    """scheme = "uint8": the int8 widths, OUT_UNSIGNED = 1 on qsim's unit, zero points and bounds in
+    [0, 255] (0 and 255 and bounds >= 128 among the directed ones: what a sign-extending unit gets
+    wrong), goldens in [0, 255], every coverage bin hit by the directed + edge beats."""
+    from qsim.hdl.beats import edge_beats, random_beats
+    p = qsim_requant_ports(4, rounding, "uint8")
+    assert (p.scheme, p.widths["data"], p.widths["zero_point"], p.widths["acc"]) == ("uint8", 8, 8, 32)
+    assert p.parameters["OUT_UNSIGNED"] == 1 and "OUT_UNSIGNED" not in qsim_requant_ports(4, rounding).parameters
+    d, e, r = directed_beats(4, rounding, "uint8"), edge_beats(4, rounding, "uint8"), random_beats(3, 500, 4, rounding, "uint8")
+    for b in (d, e, r):
+        assert b.scheme == "uint8" and b.expected.min() >= 0 and b.expected.max() <= 255
+        assert b.zp.min() >= 0 and b.zp.max() <= 255 and b.act_min.min() >= 0 and b.act_max.max() <= 255
+    assert {0, 255} <= set(d.zp.tolist()) and (d.act_min >= 128).any() and (d.expected >= 128).any()
+    cov = RequantCoverage(rounding, "uint8")
+    cov.sample(d)
+    cov.sample(e)
+    assert cov.missing() == [], cov.report()
+    assert cov.bins["zero_point_min"] > 0 and cov.bins["zero_point_max"] > 0
+
+
+def test_uint8_golden_hand_derived():
+    """acc 1000, bias 0, M0 = 2**30 (x 0.5), shift -3: 1000 / 16 = 62.5 -> 63 (double and single
+    round this tie away from zero / up alike), + zero point 200 = 263 -> clamped to 255; with
+    zero point 100: 163 (above int8's range: the uint8 bus reads it unsigned)."""
+    one = np.array([[1000]])
+    for zp, want in ((200, 255), (100, 163)):
+        for rounding in ("double", "single"):
+            b = Beats(one, one * 0, one * 0 + (1 << 30), one * 0 - 3, np.array([zp]), np.array([0]), np.array([255]),
+                      rounding, scheme="uint8")
+            assert b.expected.tolist() == [[want]]
+    assert unpack_lanes(pack_lanes([163, 5], 8), 2, 8, signed=False) == [163, 5]
+    assert unpack_lanes(pack_lanes([163, 5], 8), 2, 8) == [163 - 256, 5]
+
+
+def test_uint8_scheme_refuses_int8_vectors(tmp_path):
+    from qsim.hdl.runner import check_vectors
+    with pytest.raises(QsimError, match="writes int8 layers.*scheme is uint8"):
+        check_vectors(tmp_path, qsim_requant_ports(2, "double", "uint8"))

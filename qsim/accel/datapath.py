@@ -42,6 +42,7 @@ import numpy as np
 from .. import fixedpoint as fp
 from ..interpreter import PreparedGraph, check_inputs
 from ..kernels import RequantParams
+from ..kernels.uint8 import Uint8Params, twin_inputs
 
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # whole-array reductions, less call overhead than .min()
 
@@ -220,12 +221,13 @@ def _through_folds(start, folds, unit: Accumulator, shape):
     return running, mask
 
 
-def fold_partials(p, ins, fold: int):
+def fold_partials(p, ins, fold: int, params=None):
     """Partial accumulators of each K fold of ``fold`` reduction elements (K order: the weights'
     rows, kh, kw, in-channel), computed by the kernel's ``accumulate`` on weights zeroed outside
     the fold (exact: the products are the same integers).  CONV_2D ([K, OC] weights),
-    DEPTHWISE_CONV_2D ([kh, kw, OC]: K = kh*kw per channel) and FULLY_CONNECTED ([K, N])."""
-    params = p.params
+    DEPTHWISE_CONV_2D ([kh, kw, OC]: K = kh*kw per channel) and FULLY_CONNECTED ([K, N]).
+    ``params``: the kernel params to use (a uint8 layer's int8 twin), default ``p.params``."""
+    params = p.params if params is None else params
     name = "weights_t" if hasattr(params, "weights_t") else "weights"
     w = getattr(params, name)
     flat = w.reshape(-1, w.shape[-1])
@@ -269,22 +271,27 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
     unit = unit or Accumulator(acc_bits, overflow)
     g = prepared.graph
     sides = gemm_sides(prepared) if sides is None else sides
-    exact_rq = {} if reference is None else {p.op.index: getattr(p.params, "requant", None) for p in reference.ops}
+    exact_rq = {} if reference is None else {p.op.index: getattr(_twin(p.params), "requant", None)
+                                             for p in reference.ops}
     values: dict[int, np.ndarray] = dict(check_inputs(g, inputs))
     start = prepared.state_start  # state (SVDF, LSTM) starts from its reset value every run
     stats: dict[int, LayerValues] = {}
     for p in prepared.ops:
         ins = [None if i < 0 else values[i] if i in values else start[i] if i in start else g.tensors[i].data
                for i in p.op.inputs]
-        rq = getattr(p.params, "requant", None)
+        params = _twin(p.params)
+        rq = getattr(params, "requant", None)
         if p.kernel.accumulate is not None and isinstance(rq, RequantParams):
-            acc = p.kernel.accumulate(p.params, ins)
-            fold = unit.check == "fold" and _fold_needed(rq, unit, _reduction_size(p))
-            folds = fold_partials(p, ins, unit.fold) if fold else None
+            u8 = params is not p.params
+            if u8:  # a uint8 layer: its int8 twin (activations q - 128, weights centred w - zp_w)
+                ins = twin_inputs(p.params, ins)
+            acc = p.kernel.accumulate(params, ins)
+            fold = unit.check == "fold" and _fold_needed(rq, unit, _reduction_size(params))
+            folds = fold_partials(p, ins, unit.fold, params) if fold else None
             out, st = requant_unit(acc, rq, reuse_acc=True, unit=unit, folds=folds,
                                    exact=exact_rq.get(p.op.index), sides=sides[p.op.index])
             stats[p.op.index] = st
-            outs = [out]
+            outs = [fp.int8_to_uint8(out) if u8 else out]
         else:
             outs = p.kernel.eval(p.params, ins)
         for t, arr in zip(p.op.outputs, outs):
@@ -293,9 +300,16 @@ def run_values(prepared: PreparedGraph, inputs, acc_bits: int = 32, overflow: st
     return values, stats
 
 
-def _reduction_size(p) -> int:
-    """K of a GEMM op: the rows of its weight matrix (depthwise: kh*kw)."""
-    w = getattr(p.params, "weights_t", None)
+def _reduction_size(params) -> int:
+    """K of a GEMM op (its kernel params): the rows of its weight matrix (depthwise: kh*kw)."""
+    w = getattr(params, "weights_t", None)
     if w is None:
-        w = p.params.weights
+        w = params.weights
     return int(np.prod(w.shape[:-1]))
+
+
+def _twin(params):
+    """A uint8 layer's int8-twin params (:class:`qsim.kernels.uint8.Uint8Params`: the machine runs
+    uint8 activations as ``q - 128``, free, and weights centred offline, ``w - zp_w``, 9-bit
+    signed); any other op's params unchanged."""
+    return params.inner if isinstance(params, Uint8Params) else params

@@ -5,7 +5,8 @@ Horowitz ISSCC 2014 at 45 nm, in ``qsim/presets/*.toml``).  Four components:
 
 * ``mac``: every multiply-accumulate of an array layer (``LayerMap.macs``) x ``energy_mac_pj``; an
   int16x8 MAC counts twice (two 8x8 passes, or a 16x8 multiplier of about twice the 8x8 one's
-  energy and a 64-bit accumulate);
+  energy and a 64-bit accumulate); a uint8 MAC 9/8 (an 8x9-bit multiplier: the weights centred
+  to 9 bits, :mod:`qsim.accel.mapping`), its weights 9 bits in the buffers;
 * ``sram``: bytes moved through the on-chip buffers x ``energy_sram_byte_pj``:
   - DMA: every DRAM byte read is written into a buffer, every byte written is read from one;
   - array, per GEMM (x ``groups``, x ``steps`` of a recurrent GEMM), folds as in :mod:`qsim.accel.timing`: the input operand is
@@ -62,10 +63,11 @@ def sram_bytes(lm: LayerMap, lt: LayerTiming, cfg: HwConfig) -> int:
     col_folds = math.ceil(n / cfg.cols)
     if cfg.dataflow == "ws":
         k_folds = math.ceil(k / cfg.rows)
-        per_group = (m * k * col_folds * lm.in_elem_bytes + k * n + lm.acc_bytes * m * n * (2 * k_folds - 1)
+        per_group = (m * k * col_folds * lm.in_elem_bytes + lm.weight_stream_bytes(k * n) + lm.acc_bytes * m * n * (2 * k_folds - 1)
                      + m * n * lm.out_elem_bytes)
     else:
-        per_group = m * k * col_folds * lm.in_elem_bytes + k * n * math.ceil(m / cfg.rows) + m * n * lm.out_elem_bytes
+        per_group = (m * k * col_folds * lm.in_elem_bytes + lm.weight_stream_bytes(k * n) * math.ceil(m / cfg.rows)
+                     + m * n * lm.out_elem_bytes)
     return dma + lm.groups * lm.steps * per_group
 
 
@@ -78,12 +80,18 @@ def output_elements(lm: LayerMap) -> int:
     return math.prod(lm.out_shape) if lm.out_shape else 1
 
 
+def mac_energy_factor(lm: LayerMap) -> float:
+    """An array op's MAC energy in units of ``mac_pj`` (one 8x8-bit MAC): 2 for int16x8 layers
+    (two passes, or a 16x8 multiplier), 9/8 for uint8 layers (8x9-bit: the centred 9-bit weights)."""
+    return (2.0 if lm.in_elem_bytes == 2 else 1.0) * lm.weight_bits / 8
+
+
 def layer_energy(lm: LayerMap, lt: LayerTiming, cfg: HwConfig) -> LayerEnergy:
     """The layer's energy by component (module doc)."""
     if lm.unit == "free":
         return LayerEnergy()
     sb = sram_bytes(lm, lt, cfg)
-    mac_pj = lm.macs * cfg.energy_mac_pj * (2 if lm.in_elem_bytes == 2 else 1) if lm.unit == "array" else 0.0
+    mac_pj = lm.macs * cfg.energy_mac_pj * mac_energy_factor(lm) if lm.unit == "array" else 0.0
     return LayerEnergy(mac_pj=mac_pj,
                        sram_pj=sb * cfg.energy_sram_byte_pj,
                        dram_pj=(lt.dram_read_bytes + lt.dram_write_bytes) * cfg.energy_dram_byte_pj,

@@ -21,6 +21,15 @@ int16 activations of int16x8 layers: 2); ``table_bytes`` are the per-channel req
 tables (bias + multiplier int32 + shift int8: 9 bytes per output channel with an int32
 bias, 13 with the int64 bias of int16x8 layers) loaded at layer setup.
 
+uint8 GEMM layers (the old converter's QUANTIZED_UINT8: uint8 activations, uint8 weights with
+a zero point ``zp_w`` that is often not 128) run the way Arm's Ethos-U does (its compiler's weight codec takes zero-point-corrected
+weights, -255..255): the weights are
+centred offline, ``w - zp_w``, into 9-bit signed values (-255..255) stored packed at 9 bits
+(``weight_bits`` = 9: weight DRAM/SRAM bytes are ``ceil(9 * count / 8)``, :meth:`LayerMap.weight_stream_bytes`)
+and multiplied by 8x9-bit PEs; the activations enter as ``q - 128`` (the top bit flipped: free),
+and the input zero point folds into the int32 bias offline (``zp_x * sum(w - zp_w)``), as for int8.
+No extra MACs, no row-sum unit: the cost is the 9th weight bit (bytes, and the MAC energy x 9/8).
+
 int16x8 GEMM layers (int16 activations, int8 weights) carry ``in_elem_bytes`` /
 ``out_elem_bytes`` = 2 and 64-bit accumulators (``acc_bytes`` = 8, TFLite's int64); how the
 array multiplies them (two 8-bit passes or native 16x8) is the machine's choice
@@ -39,6 +48,7 @@ from ..errors import UnsupportedModelError
 ARRAY_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 FREE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 TABLE_BYTES_PER_CHANNEL = 9  # int32 bias + int32 multiplier + int8 shift
+UINT8_WEIGHT_BITS = 9  # uint8 weights centred offline, w - zp_w in -255..255 (module doc)
 ACC_BYTES_INT8 = 4  # int8 GEMMs: 32-bit accumulator words in the output SRAM
 ACC_BYTES_INT16 = 8  # int16x8 GEMMs: 64-bit accumulators (TFLite's int64 acc)
 
@@ -90,12 +100,22 @@ class LayerMap:
     in_elem_bytes: int = 1
     out_elem_bytes: int = 1
     acc_bytes: int = ACC_BYTES_INT8
+    weight_bits: int = 8  # stored bits per weight of an array op (uint8 layers: 9, centred; module doc)
     # what SCALE-Sim needs to run the same layer (padded input, one stride); None for non-GEMM
     scalesim: dict | None = None
 
     @property
     def depthwise(self) -> bool:
         return self.opcode == "DEPTHWISE_CONV_2D"
+
+    def weight_stream_bytes(self, count: int) -> int:
+        """Bytes of ``count`` weights as stored (packed at ``weight_bits`` bits each)."""
+        return packed_bytes(count, self.weight_bits)
+
+
+def packed_bytes(count: int, bits: int) -> int:
+    """Bytes of ``count`` values packed at ``bits`` bits each (rounded up to whole bytes)."""
+    return -(-count * bits // 8)
 
 
 def _size(t: ir.Tensor) -> int:
@@ -169,13 +189,19 @@ def _gemm_shape_problem(g: ir.Graph, op: ir.Operator) -> str:
 def _widths(g: ir.Graph, op: ir.Operator) -> dict:
     """Element widths of a GEMM op: int16 activations make it an int16x8 layer (64-bit accumulators,
     an int64 bias in its tables)."""
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    x, w, out = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
     bias = g.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     wide = np.dtype(x.dtype).itemsize > 1
     bias_bytes = max(4, np.dtype(bias.dtype).itemsize) if bias is not None else 4
+    bits = UINT8_WEIGHT_BITS if np.dtype(w.dtype) == np.uint8 else 8
     return dict(in_elem_bytes=np.dtype(x.dtype).itemsize, out_elem_bytes=np.dtype(out.dtype).itemsize,
-                acc_bytes=ACC_BYTES_INT16 if wide else ACC_BYTES_INT8,
+                acc_bytes=ACC_BYTES_INT16 if wide else ACC_BYTES_INT8, weight_bits=bits,
                 _table=TABLE_BYTES_PER_CHANNEL - 4 + bias_bytes)
+
+
+def _weight_bytes(w: ir.Tensor, widths: dict) -> int:
+    """Stored bytes of the weight tensor at the layer's ``weight_bits``."""
+    return packed_bytes(_size(w), widths["weight_bits"])
 
 
 def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
@@ -206,7 +232,7 @@ def _map_conv(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     return LayerMap(unit="array", macs=macs, m=m, k=k, n=n, groups=groups,
                     out_rows=batch * oh, pixels_per_row=ow, in_rows=batch * pad_h,
                     in_row_bytes=min(wid, pad_w) * cin * wd["in_elem_bytes"], row_stride=o.stride_h, window_rows=ekh,
-                    ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
+                    ifmap_bytes=_nbytes(x), weight_bytes=_weight_bytes(w, wd), output_bytes=_nbytes(out),
                     table_bytes=table * cout, scalesim=sim, **wd, **base)
 
 
@@ -221,7 +247,7 @@ def _map_fc(g: ir.Graph, op: ir.Operator, base: dict) -> LayerMap:
     table = wd.pop("_table")
     return LayerMap(unit="array", macs=m * k * n, m=m, k=k, n=n, out_rows=m, pixels_per_row=1,
                     in_rows=m, in_row_bytes=k * wd["in_elem_bytes"], row_stride=1, window_rows=1,
-                    ifmap_bytes=_nbytes(x), weight_bytes=_nbytes(w), output_bytes=_nbytes(out),
+                    ifmap_bytes=_nbytes(x), weight_bytes=_weight_bytes(w, wd), output_bytes=_nbytes(out),
                     table_bytes=table * n, scalesim=sim, **wd, **base)
 
 

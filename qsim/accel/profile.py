@@ -201,17 +201,36 @@ def check_profilable(g: ir.Graph, values: bool = True) -> None:
     (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) only.  UNIDIRECTIONAL_SEQUENCE_LSTM and SVDF
     are timed as their GEMM + vector parts (:mod:`qsim.accel.mapping`) and get their values from
     their simulator kernels: their internal accumulators are not modelled (no statistics).
+    uint8 (old converter) layers run as their int8 twins with weights centred offline to 9-bit
+    signed (:func:`qsim.accel.datapath.run_values`, :mod:`qsim.accel.mapping`); their values are
+    defined by LiteRT BUILTIN_REF only (:func:`check_uint8_profile`).
     """
     check_quantized(g)  # an integer machine: a float model is refused even for timing only
     if not values:
         return
     # values need every op's kernel (int16x8 layers run on the array; LSTM and SVDF through
     # their kernels' eval, datapath.run_values)
-    problems = unsupported_ops(g, int16=True, uint8=False)
+    problems = unsupported_ops(g, int16=True, uint8=True)
     if problems:
         raise UnsupportedModelError(f"{g.source or 'the model'} uses {len(problems)} op(s) whose values the "
                                     "accelerator model cannot compute (--no-values times the layers without "
                                     "them):\n  - " + "\n  - ".join(problems))
+
+
+def check_uint8_profile(g: ir.Graph, rounding_profile: str) -> None:
+    """UnsupportedModelError when ``g`` has uint8 ops whose values the rounding profile leaves
+    undefined: TFLite Micro (profiles ``tflm``, ``cmsis-nn``) has no uint8 kernels for them, so
+    only LiteRT BUILTIN_REF (``litert``) or a what-if rounding (``single``) defines them."""
+    from ..kernels.uint8 import tflm_uint8_refusals
+    if rounding_profile not in ("tflm", "cmsis-nn"):
+        return
+    refused = tflm_uint8_refusals(g)
+    if refused:
+        raise UnsupportedModelError(
+            f"{g.source or 'the model'} has {len(refused)} uint8 op(s) (the old converter's QUANTIZED_UINT8) that "
+            f"TFLite Micro has no kernel for, so the '{rounding_profile}' rounding profile defines no values for "
+            "them; profile it with LiteRT BUILTIN_REF's arithmetic: --rounding-profile litert (preset "
+            "requant.profile = \"litert\"), or --no-values for timing only:\n  - " + "\n  - ".join(refused))
 
 
 @dataclass
@@ -241,6 +260,7 @@ class PreparedProfile:
             return ProfileResult(cfg, layers, None, g.source, dict(self.base_totals))
         if self.prepared is None:
             check_profilable(g)
+            check_uint8_profile(g, cfg.rounding_profile)
             self.prepared = prepare_graph(g, cfg.rounding_profile, cfg.variant)
         if cfg.variant is not None and self.reference is None:
             self.reference = prepare_graph(g, cfg.rounding_profile)

@@ -172,7 +172,7 @@ def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
     if_half = cfg.sram_bytes("ifmap") // 2
     w_half = cfg.sram_bytes("weight") // 2
     o_half = cfg.sram_bytes("output") // 2
-    need_w = L.k * unit
+    need_w = L.weight_stream_bytes(L.k * unit)
     need_o = L.pixels_per_row * unit * L.acc_bytes
     ch_frac = unit / cout if L.depthwise else 1.0
     need_i = math.ceil(_input_rows(L, 1) * L.in_row_bytes * ch_frac)
@@ -188,7 +188,7 @@ def choose_tile(L: LayerMap, cfg: HwConfig) -> tuple[int, int]:
         raise QsimError(f"SRAM smaller than one tile for op #{L.index} {L.opcode} ('{L.name}'): "
                         + "; ".join(short) + ". Increase the SRAM sizes (--sram-kib / --ifmap-sram-kib / "
                         "--weight-sram-kib / --output-sram-kib) or use a smaller array.")
-    nc = min(cout, (w_half // L.k) // unit * unit)
+    nc = min(cout, (w_half * 8 // (L.k * L.weight_bits)) // unit * unit)
     nc = min(nc, max(unit, (o_half // (L.pixels_per_row * L.acc_bytes)) // unit * unit))
     ch_frac = nc / cout if L.depthwise else 1.0
     per_row_in = L.in_row_bytes * ch_frac
@@ -223,7 +223,7 @@ def array_tiles(L: LayerMap, cfg: HwConfig) -> tuple[Segments, int, int]:
         t = memo.get(key)
         if t is None:
             m = rn * L.pixels_per_row
-            load = L.k * cn if load_weights else 0
+            load = L.weight_stream_bytes(L.k * cn) if load_weights else 0
             if not reuse_input:
                 ch_frac = cn / cout if L.depthwise else 1.0
                 load += math.ceil(_input_rows(L, rn) * L.in_row_bytes * ch_frac * density)

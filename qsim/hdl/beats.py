@@ -14,7 +14,12 @@ activation range.  :class:`Beats` holds a batch of them with their golden int8 o
 Two schemes (``scheme``): ``"int8"`` (int32 accumulator, int8 output: :func:`qsim.fixedpoint.requantize`)
 and ``"int16x8"`` (int16 activations x int8 weights: int64 accumulator and bias, int16 output,
 :func:`qsim.fixedpoint.requantize_int64`; shifts in ``SHIFT_RANGE_INT64``; accumulators kept within
-TFLite's assumed ``|acc + bias| < 2**47``).
+TFLite's assumed ``|acc + bias| < 2**47``), and ``"uint8"`` (the old converter's QUANTIZED_UINT8
+layers: int32 accumulator, uint8 output, zero point and activation range in [0, 255]; golden the same
+:func:`qsim.fixedpoint.requantize`, whose zero-point add and clamp follow the rounding).  The uint8
+directed, edge and random stimulus is the int8 scheme's with the zero point and both bounds moved
+by +128 (:func:`_as_uint8_rows`): every int8 corner lands on its uint8 twin, the zero points 0 and
+255 and bounds >= 128 included (what a sign-extending unit gets wrong).
 """
 from __future__ import annotations
 
@@ -25,14 +30,14 @@ import numpy as np
 from .. import fixedpoint as fp
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
-SCHEMES = ("int8", "int16x8")
-OUT_RANGE = {"int8": (-128, 127), "int16x8": (-32768, 32767)}  # output / zero point / activation range
+SCHEMES = ("int8", "int16x8", "uint8")
+OUT_RANGE = {"int8": (-128, 127), "int16x8": (-32768, 32767), "uint8": (0, 255)}  # output / zero point / act range
 
 @dataclass
 class Beats:
     """``acc``, ``bias``, ``mult``, ``shift``: int64 [beats, lanes]; ``zp``, ``act_min``,
     ``act_max``: int64 [beats]; ``expected``: int64 [beats, lanes] (int8 values; int16 for the
-    ``"int16x8"`` scheme, whose acc/bias are int64)."""
+    ``"int16x8"`` scheme, whose acc/bias are int64; uint8 for ``"uint8"``)."""
 
     acc: np.ndarray
     bias: np.ndarray
@@ -47,7 +52,7 @@ class Beats:
 
     def __post_init__(self):
         if self.expected is None:
-            rq = fp.requantize_int64 if self.scheme == "int16x8" else fp.requantize
+            rq = fp.requantize_int64 if self.scheme == "int16x8" else fp.requantize  # int8, uint8
             self.expected = rq(self.acc, self.bias, self.mult, self.shift, self.zp[:, None],
                                self.act_min[:, None], self.act_max[:, None], rounding=self.rounding)
 
@@ -80,13 +85,22 @@ def pack_lanes(values, width: int) -> int:
     return sum((int(v) & mask) << (i * width) for i, v in enumerate(values))
 
 
-def unpack_lanes(word: int, lanes: int, width: int = 8) -> list[int]:
-    """One unsigned bus value -> ``lanes`` signed values of ``width`` bits (lane i at [i*width +: width])."""
-    mask, sign = (1 << width) - 1, 1 << (width - 1)
+def unpack_lanes(word: int, lanes: int, width: int = 8, signed: bool = True) -> list[int]:
+    """One unsigned bus value -> ``lanes`` values of ``width`` bits (lane i at [i*width +: width]),
+    two's complement (``signed``) or unsigned (the uint8 scheme)."""
+    mask, sign = (1 << width) - 1, (1 << (width - 1)) if signed else 0
     out = []
     for i in range(lanes):
         v = (word >> (width * i)) & mask
         out.append(v - (1 << width) if v & sign else v)
+    return out
+
+
+def _as_uint8_rows(rows: np.ndarray) -> np.ndarray:
+    """int8-scheme rows (acc, bias, M0, shift, zp, act_min, act_max) as uint8 stimulus: zero point
+    and bounds + 128 (the uint8 twin of every int8 row; the golden is recomputed, not shifted)."""
+    out = np.array(rows, dtype=np.int64, copy=True)
+    out[:, 4:7] += 128
     return out
 
 
@@ -175,10 +189,11 @@ def edge_rows_int16x8(rounding: str) -> dict[str, np.ndarray]:
 
 
 def edge_beats(lanes: int, rounding: str, scheme: str = "int8") -> Beats:
-    """All :func:`edge_rows` (int16x8: :func:`edge_rows_int16x8`) as beats of ``lanes`` lanes
-    (golden: qsim.fixedpoint)."""
+    """All :func:`edge_rows` (int16x8: :func:`edge_rows_int16x8`; uint8: the int8 rows moved by
+    :func:`_as_uint8_rows`) as beats of ``lanes`` lanes (golden: qsim.fixedpoint)."""
     rows = edge_rows_int16x8(rounding) if scheme == "int16x8" else edge_rows(rounding)
-    return _group_rows(np.concatenate(list(rows.values())), lanes, rounding, scheme)
+    r = np.concatenate(list(rows.values()))
+    return _group_rows(_as_uint8_rows(r) if scheme == "uint8" else r, lanes, rounding, scheme)
 
 
 def _mixer(rng, n):
@@ -211,12 +226,13 @@ def random_beats(seed: int, beats: int, lanes: int, rounding: str, scheme: str =
     lo, hi = shift_range(rounding)
     shift = mix([rng.integers(lo, hi, size=n, endpoint=True), rng.integers(-12, 2, size=n, endpoint=True)],
                 [0.6, 0.4])
-    zp = rng.integers(-128, 127, size=beats, endpoint=True)
-    a, b = rng.integers(-128, 127, size=beats, endpoint=True), rng.integers(-128, 127, size=beats, endpoint=True)
+    qmin, qmax = OUT_RANGE[scheme]  # int8, or uint8
+    zp = rng.integers(qmin, qmax, size=beats, endpoint=True)
+    a, b = rng.integers(qmin, qmax, size=beats, endpoint=True), rng.integers(qmin, qmax, size=beats, endpoint=True)
     full_range = rng.random(beats) < 0.6
-    act_min = np.where(full_range, -128, np.minimum(a, b))
-    act_max = np.where(full_range, 127, np.maximum(a, b))
-    return Beats(acc, bias, mult, shift, zp, act_min, act_max, rounding)
+    act_min = np.where(full_range, qmin, np.minimum(a, b))
+    act_max = np.where(full_range, qmax, np.maximum(a, b))
+    return Beats(acc, bias, mult, shift, zp, act_min, act_max, rounding, scheme=scheme)
 
 
 def _random_beats_int16x8(seed: int, beats: int, lanes: int, rounding: str) -> Beats:
@@ -289,7 +305,8 @@ def directed_beats(lanes: int, rounding: str, scheme: str = "int8") -> Beats:
     * zero point / activation clamps at both ends, results far outside int32
       (single rounding with shift 30)
 
-    ``scheme`` "int16x8": :func:`_directed_rows_int16x8` instead.
+    ``scheme`` "int16x8": :func:`_directed_rows_int16x8` instead; "uint8": these rows moved by
+    :func:`_as_uint8_rows`.
     """
     if scheme == "int16x8":
         return _group_rows(np.array(_directed_rows_int16x8(rounding), dtype=np.int64), lanes, rounding, scheme)
@@ -331,7 +348,8 @@ def directed_beats(lanes: int, rounding: str, scheme: str = "int8") -> Beats:
         for x in (-1000, -129, -128, -1, 0, 1, 127, 128, 1000, INT32_MIN, INT32_MAX):
             for zp in (-128, -1, 0, 1, 127):
                 rows.append((x, 0, INT32_MAX, 0, zp, *act))
-    return _group_rows(np.array(rows, dtype=np.int64), lanes, rounding)
+    r = np.array(rows, dtype=np.int64)
+    return _group_rows(_as_uint8_rows(r) if scheme == "uint8" else r, lanes, rounding, scheme)
 
 
 def _group_rows(r: np.ndarray, lanes: int, rounding: str, scheme: str = "int8") -> Beats:

@@ -8,7 +8,8 @@ Bins (each counts lane results that the DUT accepted):
   single: the one 64-bit rounding);
 * ``int32_min_x_int32_min``: SRDHM's only overflow, INT32_MIN * INT32_MIN;
 * ``saturate_low`` / ``saturate_high``: the value before the clamp is below act_min / above act_max;
-* ``zero_point_min`` / ``zero_point_max``: zero point -128 / 127.
+* ``zero_point_min`` / ``zero_point_max``: zero point -128 / 127 (scheme "uint8": 0 / 255,
+  "int16x8": -32768 / 32767).
 
 Classification calls :mod:`qsim.fixedpoint` (wrap, SRDHM, requantize); nothing is re-derived.
 :meth:`RequantCoverage.report` prints hits per bin and the bins never hit.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import fixedpoint as fp
+from .beats import OUT_RANGE
 
 _WIDE = 1 << 40  # a clamp range no int32 result reaches: requantize() then returns the unclamped value
 
@@ -31,7 +33,7 @@ class RequantCoverage:
         self.bins: dict[str, int] = {f"shift={k}": 0 for k in range(lo, hi + 1)}
         # int16x8: the Q15 reduction's saturation (M0 >= 0x7FFF0000, double rounding only) takes the
         # place of SRDHM's INT32_MIN * INT32_MIN (the int64 path has no SRDHM)
-        special = ("int32_min_x_int32_min",) if scheme == "int8" else \
+        special = ("int32_min_x_int32_min",) if scheme != "int16x8" else \
             ("reduced_multiplier_max",) if rounding == "double" else ()
         for name in ("tie_positive", "tie_negative", *special, "saturate_low", "saturate_high",
                      "zero_point_min", "zero_point_max"):
@@ -60,15 +62,16 @@ class RequantCoverage:
         raw = fp.requantize(beats.acc, beats.bias, m0, shift, zp, -_WIDE, _WIDE, self.rounding)
         self.bins["saturate_low"] += int(np.sum(m & (raw < lo)))
         self.bins["saturate_high"] += int(np.sum(m & (raw > hi)))
-        self.bins["zero_point_min"] += int(np.sum(m & (zp == -128)))
-        self.bins["zero_point_max"] += int(np.sum(m & (zp == 127)))
+        qmin, qmax = OUT_RANGE[self.scheme]
+        self.bins["zero_point_min"] += int(np.sum(m & (zp == qmin)))
+        self.bins["zero_point_max"] += int(np.sum(m & (zp == qmax)))
 
     def _sample_int16x8(self, beats, m) -> None:
         """The int16x8 scheme: one rounding step, (x * r) / 2**(15 - shift) with the Q15-reduced r
         (double) or (x * M0) / 2**(31 - shift) (single), in exact Python integers."""
         x = beats.acc + beats.bias
         m0, shift = beats.mult, beats.shift
-        qmin, qmax = -32768, 32767
+        qmin, qmax = OUT_RANGE["int16x8"]
         zp = np.broadcast_to(beats.zp[:, None], x.shape)
         for k in np.unique(shift[m]).tolist():
             key = f"shift={k}"

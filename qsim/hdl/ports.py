@@ -6,7 +6,7 @@ any signal names, lane count, field widths, reset polarity and latency work.  Ex
 
     lanes = 2              # results per beat
     rounding = "double"    # "double" (TFLite default) | "single" (TFLITE_SINGLE_ROUNDING)
-    scheme = "int8"        # optional: "int8" (int32 acc -> int8) | "int16x8" (int64 acc -> int16)
+    scheme = "int8"        # optional: "int8" (int32 acc -> int8) | "int16x8" (int64 acc -> int16) | "uint8" (int32 acc -> uint8)
     latency = 3            # optional: cycles from input transfer to output transfer, checked exactly
     [parameters]           # optional HDL parameters for the build
     [clock]
@@ -33,7 +33,9 @@ any signal names, lane count, field widths, reset polarity and latency work.  Ex
 
 Default widths (:data:`DEFAULT_WIDTHS`): acc/bias/multiplier 32, shift 6, zero_point/act_min/
 act_max 8, data 8; scheme "int16x8" (:data:`SCHEME_WIDTHS`): acc/bias 64, zero_point/act_min/
-act_max/data 16, and the golden model is :func:`qsim.fixedpoint.requantize_int64`.  Widths are checked against the DUT when the simulation starts
+act_max/data 16, and the golden model is :func:`qsim.fixedpoint.requantize_int64`; scheme "uint8"
+(the old converter's uint8 layers): the int8 widths, zero_point/act_min/act_max/data unsigned
+(0..255), golden :func:`qsim.fixedpoint.requantize`.  Widths are checked against the DUT when the simulation starts
 (:meth:`PortMap.check`): a missing signal or a wrong width is a :class:`qsim.errors.QsimError`
 naming the signal.
 """
@@ -58,7 +60,8 @@ DEFAULT_WIDTHS = {"acc": 32, "bias": 32, "multiplier": 32, "shift": 6, "zero_poi
                   "act_max": 8, "data": 8}
 SCHEME_WIDTHS = {"int8": DEFAULT_WIDTHS,
                  "int16x8": {**DEFAULT_WIDTHS, "acc": 64, "bias": 64, "zero_point": 16, "act_min": 16,
-                             "act_max": 16, "data": 16}}
+                             "act_max": 16, "data": 16},
+                 "uint8": DEFAULT_WIDTHS}
 _TOP_KEYS = {"lanes", "rounding", "scheme", "latency", "parameters", "clock", "reset", "input", "output", "widths"}
 
 
@@ -81,7 +84,7 @@ class PortMap:
     widths: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WIDTHS))
     parameters: dict = field(default_factory=dict)
     source: str = "<port map>"
-    scheme: str = "int8"  # "int8" | "int16x8" (qsim.hdl.beats.SCHEMES)
+    scheme: str = "int8"  # "int8" | "int16x8" | "uint8" (qsim.hdl.beats.SCHEMES)
 
     def width(self, name: str) -> int:
         return self.widths[name]
@@ -198,12 +201,12 @@ def ports_from_dict(data: dict, source: str = "<port map>") -> PortMap:
 
 def qsim_requant_ports(lanes: int = 4, rounding: str = "double", scheme: str = "int8") -> PortMap:
     """The port map of qsim's own ``rtl/requant_unit.sv`` (parameters LANES, SINGLE_ROUNDING,
-    OUT16 = the int16x8 scheme)."""
+    OUT16 = the int16x8 scheme, OUT_UNSIGNED = the uint8 scheme)."""
     from .. import rtl_info
     return ports_from_dict({
         "lanes": lanes, "rounding": rounding, "scheme": scheme, "latency": rtl_info.requant_latency(rounding),
         "parameters": {"LANES": lanes, "SINGLE_ROUNDING": int(rounding == "single"),
-                       "OUT16": int(scheme == "int16x8")},
+                       "OUT16": int(scheme == "int16x8"), **({"OUT_UNSIGNED": 1} if scheme == "uint8" else {})},
         "clock": {"name": "clk"}, "reset": {"name": "rst"},
         "input": {"valid": "s_valid", "ready": "s_ready", "acc": "s_acc", "bias": "s_bias", "multiplier": "s_mult",
                   "shift": "s_shift", "zero_point": "s_zp", "act_min": "s_act_min", "act_max": "s_act_max"},

@@ -173,6 +173,10 @@ def top_ports(top: str, sources: list[Path], parameters: dict) -> dict[str, int]
 def check_vectors(vectors, ports: PortMap) -> str:
     """The absolute path of a ``qsim vectors`` folder whose rounding is the port map's (else QsimError)."""
     from ..vectors import load_vectors
+    if ports.scheme == "uint8":
+        raise QsimError(f"--vectors {vectors}: `qsim vectors` writes int8 layers (signed zero points and "
+                        "outputs) and the port map's scheme is uint8; run the regression without --vectors "
+                        "(directed, edge and random uint8 beats).")
     v = load_vectors(vectors)  # QsimError when it is not a vectors folder
     if v.rounding != ports.rounding:
         raise QsimError(f"the vectors in {vectors} use {v.rounding} rounding but the port map says "

@@ -215,7 +215,7 @@ class StreamMonitor:
             if held is not None and word != held:
                 self.protocol_errors.append(f"cycle {h.cycle}: {p.data} changed while stalled")
             if ready.value:
-                self.sb.observe(unpack_lanes(word, p.lanes, p.width("data")), h.cycle)
+                self.sb.observe(unpack_lanes(word, p.lanes, p.width("data"), signed=p.scheme != "uint8"), h.cycle)
                 held = None
             else:
                 held = word

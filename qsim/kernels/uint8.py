@@ -200,10 +200,15 @@ def _eval_average_pool_u8(p, inputs) -> list[np.ndarray]:
     return [average_pool(p, np.asarray(inputs[0]), max_abs=255).astype(np.uint8)]
 
 
+def twin_inputs(p: Uint8Params, inputs) -> list:
+    """The op's inputs in its int8 twin's domain: uint8 activations as ``q - 128``, the GEMM
+    weights replaced by the centred ``w - zp_w`` (what ``p.inner`` was prepared for)."""
+    return [p.replace[k] if k in p.replace else fp.uint8_to_int8(a) if s and a is not None else a
+            for k, (a, s) in enumerate(zip(inputs, p.shift_in))]
+
+
 def eval_uint8(p: Uint8Params, inputs) -> list[np.ndarray]:
-    xs = [p.replace[k] if k in p.replace else fp.uint8_to_int8(a) if s and a is not None else a
-          for k, (a, s) in enumerate(zip(inputs, p.shift_in))]
-    outs = p.inner_eval(p.inner, xs)
+    outs = p.inner_eval(p.inner, twin_inputs(p, inputs))
     return [fp.int8_to_uint8(o) if s else o for o, s in zip(outs, p.shift_out)]
 
 
@@ -225,8 +230,9 @@ def _dispatching(base: Kernel) -> Kernel:
     if base.accumulate is not None:
         def accumulate(p, inputs):
             if isinstance(p, Uint8Params):
-                raise QsimError(f"{base.opcode}: the accumulator seam (accelerator model, RTL vectors) covers "
-                                "int8 layers only; this layer is uint8.")
+                raise QsimError(f"{base.opcode}: the accumulator seam of the RTL vectors covers int8 layers "
+                                "only; this layer is uint8 (the accelerator model runs it as its int8 twin: "
+                                "qsim.accel.datapath.run_values).")
             return base.accumulate(p, inputs)
 
     def eval_for(p):  # the base kernel's bound eval (run plans) kept for int8 params
