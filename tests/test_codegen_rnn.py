@@ -327,3 +327,23 @@ def test_make_check_resets_the_state_per_sample(tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert carried.returncode == 0
     assert (tmp_path / "carried.bin").read_bytes() != (tmp_path / "expected.bin").read_bytes()
+
+
+@pytest.mark.parametrize("which", ["svdf8", "svdf16", "lstm"])
+def test_single_rounding_matches_qsim_single_profile(which, tmp_path):
+    """--rounding single (TFLITE_SINGLE_ROUNDING): the C with a reset before each sample equals qsim's
+    "single" profile (which starts every sample from the reset state)."""
+    from qsim.interpreter import prepare_graph
+    need_tool("gcc")
+    need_tool("make")
+    blob = {"svdf8": lambda: svdf_model(5, rank=2, state_dtype=np.int8),
+            "svdf16": lambda: svdf_model(6, rank=1, state_dtype=np.int16),
+            "lstm": lambda: lstm_int8_model(n_batch=2, seed=8)}[which]()
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m", rounding="single", force=True)
+    make(tmp_path, "host")
+    samples = random_samples(g, 5, seed=12)
+    got = run_exe(tmp_path, "m_run", samples, g, "1", "1")
+    pg = prepare_graph(g, "single")
+    want = [[pg.run(s)[t] for t in g.outputs] for s in samples]
+    assert_rows_equal(got, want, f"{which}: C --rounding single vs qsim single")
