@@ -347,3 +347,13 @@ def test_single_rounding_matches_qsim_single_profile(which, tmp_path):
     pg = prepare_graph(g, "single")
     want = [[pg.run(s)[t] for t in g.outputs] for s in samples]
     assert_rows_equal(got, want, f"{which}: C --rounding single vs qsim single")
+
+
+def test_lstm_16x8_refused_by_name(tmp_path):
+    """TFLite Micro's 16x8 LSTM (int16 input/hidden/output) has no C kernel: refused at generation
+    time, naming the op and an int16 tensor, before anything is written."""
+    from qsim.errors import QsimError
+    g = load_bytes(lstm_int8_model(activations=np.int16, input_zp=0, hidden_zp=0))
+    with pytest.raises(QsimError, match=r"(?s)op #0 UNIDIRECTIONAL_SEQUENCE_LSTM.*int16 tensor .* has no C kernel"):
+        generate(g, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
