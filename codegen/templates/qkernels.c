@@ -1104,17 +1104,13 @@ void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights
              const int32_t *bias, void *state, int8_t *output, int32_t *scratch)
 {
     const int32_t row_len = p->filters * p->memory;
-    int32_t b, f, i, m, u, r;
+    int32_t b, f, m, u, r;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->n_in;
         for (f = 0; f < p->filters; ++f) {
             const int8_t *w = weights_feature + (size_t)f * p->n_in;
             const size_t base = (size_t)b * row_len + (size_t)f * p->memory;
-            int32_t dot = 0, newest;
-            for (i = 0; i < p->n_in; ++i) {
-                dot += (int32_t)w[i] * x[i];
-            }
-            newest = qk_mbqm(qk_add_wrap(dot, feature_bias[f]), p->m1, p->s1);
+            int32_t newest = qk_mbqm(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
             if (p->zp_after_clamp) {
                 newest = qk_wrap_bits(qk_clamp(newest, p->state_min, p->state_max) + p->state_zp, p->state_bits);
             } else {
@@ -1200,7 +1196,7 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
              int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
 {
     const int32_t S = p->cells, I = p->n_in;
-    int32_t t, b, k, j, i;
+    int32_t t, b, k, j;
     for (t = 0; t < p->steps; ++t) {
         for (b = 0; b < p->batches; ++b) {
             const size_t row = p->time_major ? (size_t)t * p->batches + b : (size_t)b * p->steps + t;
@@ -1210,18 +1206,11 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
             for (k = 0; k < 4; ++k) {
                 for (j = 0; j < S; ++j) {
                     const int8_t *wx = w_x + ((size_t)k * S + j) * I, *wh = w_h + ((size_t)k * S + j) * S;
-                    int32_t ax = 0, ah = 0, fx, fh, pre;
-                    for (i = 0; i < I; ++i) {
-                        ax += (int32_t)wx[i] * x[i];
-                    }
-                    for (i = 0; i < S; ++i) {
-                        ah += (int32_t)wh[i] * h[i];
-                    }
-                    fx = qk_clamp(qk_mbqm(qk_add_wrap(ax, bias_x[k * S + j]), p->mult_x[k], p->shift_x[k]),
-                                  -32768, 32767);
-                    fh = qk_clamp(qk_mbqm(qk_add_wrap(ah, bias_h[k * S + j]), p->mult_h[k], p->shift_h[k]),
-                                  -32768, 32767);
-                    pre = qk_clamp(fx + fh, -32768, 32767);
+                    const int32_t fx = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wx, x, I), bias_x[k * S + j]),
+                                                        p->mult_x[k], p->shift_x[k]), -32768, 32767);
+                    const int32_t fh = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wh, h, S), bias_h[k * S + j]),
+                                                        p->mult_h[k], p->shift_h[k]), -32768, 32767);
+                    const int32_t pre = qk_clamp(fx + fh, -32768, 32767);
                     scratch[k * S + j] = (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
                                                                           : qk_logistic_int16(pre, 0, 0, sigmoid_table);
                 }
