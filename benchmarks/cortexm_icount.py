@@ -48,6 +48,9 @@ MODELS = {  # name -> model file
     "pretrainedResnet_quant": MODELS_DIR / "pretrainedResnet_quant.tflite",
     "person_detect": MODELS_DIR / "person_detect.tflite",
     "demo": REPO / "examples" / "models" / "demo_cnn_int8.tflite",
+    # stateful (SVDF / LSTM; int16 input and int32 output for keyword_scrambled): one invocation from the reset state
+    "keyword_scrambled_8bit": MODELS_DIR / "keyword_scrambled_8bit.tflite",
+    "trained_lstm_int8": MODELS_DIR / "trained_lstm_int8.tflite",
 }
 # MLPerf Tiny v1.0 closed division, STM32 Nucleo-L4R5ZI (Cortex-M4 @ 120 MHz), X-CUBE-AI: latency in ms
 # as quoted in issue #13 (AD / KWS / VWW / IC), as cycles = ms * 120e3.  The issue gives no TFLM figures.
@@ -78,8 +81,8 @@ BENCH_MAIN = r"""/* bench_main.c: SysTick instruction count of one {name}_invoke
 static const int8_t input_data[{in_total}] = {{
 {input_text}
 }};
-static int8_t in_buf[{in_total}];
-static int8_t out_buf[{out_total}];
+static int8_t in_buf[{in_total}] QK_ALIGN(16);
+static int8_t out_buf[{out_total}] QK_ALIGN(16);
 
 #if defined(QK_PROFILE)
 static uint32_t prof_ticks[{n_ops}];
@@ -137,9 +140,10 @@ def tools_missing() -> list[str]:
 
 
 def bench_input(g) -> np.ndarray:
-    """The benchmark's input bytes: seeded random int8 over every graph input, concatenated."""
+    """The benchmark's input bytes: seeded random bytes over every graph input (int8: random int8
+    values; int16 / int32 inputs: their native bytes), concatenated."""
     rng = np.random.default_rng(7)
-    return np.concatenate([rng.integers(-128, 128, size=g.tensors[t].size, dtype=np.int8) for t in g.inputs])
+    return np.concatenate([rng.integers(-128, 128, size=g.tensors[t].nbytes, dtype=np.int8) for t in g.inputs])
 
 
 def _sizes(elf: Path) -> dict[str, int]:
@@ -195,10 +199,13 @@ def measure(model, build: Path, target: str = "cortex-m4", kernels: str = "qsim"
     res = generate(model, build, name=name, target=CODEGEN_TARGET.get(target, target), force=True, kernels=kernels)
     libs = _cmsis_lib(build, mcpu) if kernels == "cmsis-nn" else []
     x = bench_input(g)
-    in_sizes = [g.tensors[t].size for t in g.inputs]
-    out_sizes = [g.tensors[t].size for t in g.outputs]
-    call_args = ", ".join([f"in_buf + {sum(in_sizes[:k])}" for k in range(len(in_sizes))]
-                          + [f"out_buf + {sum(out_sizes[:k])}" for k in range(len(out_sizes))])
+    from qsim.codegen.tables import c_cast
+    in_sizes = [g.tensors[t].nbytes for t in g.inputs]  # bytes
+    out_sizes = [g.tensors[t].nbytes for t in g.outputs]
+    call_args = ", ".join([c_cast(f"in_buf + {sum(in_sizes[:k])}", g.tensors[t].dtype, const=True)
+                           for k, t in enumerate(g.inputs)]
+                          + [c_cast(f"out_buf + {sum(out_sizes[:k])}", g.tensors[t].dtype)
+                             for k, t in enumerate(g.outputs)])
     rows = [", ".join(str(int(v)) for v in x[i:i + 24]) for i in range(0, x.size, 24)]
     (build / "bench_main.c").write_text(BENCH_MAIN.format(
         name=name, in_total=x.size, out_total=sum(out_sizes), input_text=",\n".join("    " + r for r in rows),

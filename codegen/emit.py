@@ -21,7 +21,7 @@ import numpy as np
 
 from qsim import ir
 from qsim.errors import QsimError, UnsupportedModelError
-from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
+from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops, variable_start_values
 from qsim.kernels.activations import softmax_abort_message, softmax_abort_row_length
 from qsim.loader import load
 from qsim.validate import raise_if_invalid
@@ -68,11 +68,14 @@ class GenerateResult:
     layers: list[LayerReport] = field(default_factory=list)
     check_samples: int = 0  # samples in input.bin / expected.bin (Model.codegen(inputs=...)), 0 = none
     kernels: str = "qsim"  # "qsim" | "cmsis-nn" (generate(kernels=...))
+    state_bytes: int = 0  # NAME_state: variable tensors persisting across NAME_invoke calls
 
     def report_text(self) -> str:
         lines = [f"qsim codegen: {self.name} -> {self.out_dir}",
                  f"  arena:   {self.arena_bytes} bytes (static, planned greedy-by-size; I/O in caller buffers)",
                  f"  weights: {self.weights_bytes} bytes (const tables, flash)",
+                 *([f"  state:   {self.state_bytes} bytes (variable tensors, persist across invocations; "
+                    f"{self.name}_reset() restores them)"] if self.state_bytes else []),
                  f"  MACs:    {self.total_macs} per inference",
                  *([f"  kernels: CMSIS-NN where it has the op, qsim's elsewhere (= qsim run --profile cmsis-nn)"]
                    if self.kernels == "cmsis-nn" else []),
@@ -145,8 +148,15 @@ def check_supported(g: ir.Graph) -> None:
     """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O
     (a float model gets qsim's own explanation first)."""
     check_quantized(g)
-    problems = list(unsupported_ops(g))
+    problems = list(unsupported_ops(g, int16=True, uint8=False))  # the simulator's view; int16 forms below
     flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
+    for op in g.operators:
+        if op.index not in flagged and op.opcode in tables.C_SUPPORTED:
+            t16 = tables.int16_without_c_kernel(op, g)
+            if t16 is not None:
+                problems.append(f"op #{op.index} {op.opcode} (output '{g.tensors[op.outputs[0]].name}'): int16 "
+                                f"tensor '{t16.name}' has no C kernel (C int16 forms: {tables.C_INT16_FORMS})")
+                flagged.add(op.index)
     for op in g.operators:
         if op.opcode not in tables.C_SUPPORTED and op.index not in flagged:
             out = g.tensors[op.outputs[0]].name if op.outputs else "?"
@@ -168,9 +178,9 @@ def check_supported(g: ir.Graph) -> None:
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]
-            if np.dtype(tensor.dtype) != np.int8:
+            if np.dtype(tensor.dtype) not in (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32)):
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; "
-                                "the generated API takes int8 tensors only")
+                                "the generated API takes int8, int16 or int32 tensors only")
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)
@@ -233,16 +243,47 @@ def _io_info(g: ir.Graph, idxs) -> list[dict]:
         tensor = g.tensors[t]
         q = tensor.quant
         out.append(dict(comment=c_comment(tensor.name), shape=list(tensor.shape), size=tensor.size,
+                        nbytes=tensor.nbytes, ctype=tables.c_type(tensor.dtype),
                         scale=f"{q.scale0:.9g}f" if q is not None else "1.0f",
                         zero_point=q.zp0 if q is not None else 0))
     return out
 
 
+@dataclass
+class StateSlot:
+    """One variable tensor in NAME_state: byte offset (16-aligned), bytes, reset byte value."""
+
+    tensor: int
+    offset: int
+    nbytes: int
+    fill: int  # the byte memset writes: the reset value (int8 zero point, else 0)
+    comment: str
+
+
+def plan_state(g: ir.Graph) -> tuple[list[StateSlot], int]:
+    """Lay out every variable tensor (qsim.interpreter.variable_start_values) in the persistent
+    NAME_state buffer; returns (slots, bytes).  Reset values are the quantized zero."""
+    slots, off = [], 0
+    for t, value in sorted(variable_start_values(g).items()):
+        tensor = g.tensors[t]
+        v = int(np.asarray(value).reshape(-1)[0]) if value.size else 0
+        if np.dtype(tensor.dtype).itemsize != 1 and v != 0:
+            raise QsimError(f"variable tensor '{tensor.name}' resets to {v}; only 0 (or an int8 zero point) "
+                            "has a C reset.")
+        slots.append(StateSlot(t, off, tensor.nbytes, v & 0xFF,
+                               c_comment(f"'{tensor.name}' {np.dtype(tensor.dtype).name} {list(tensor.shape)}, "
+                                         f"reset to {v}")))
+        off += (tensor.nbytes + planner.ALIGN - 1) // planner.ALIGN * planner.ALIGN
+    return slots, off
+
+
 def _pointer(g: ir.Graph, plan: planner.MemoryPlan, t: int, name: str, in_names, out_names,
-             const_arrays: dict[int, str]) -> str:
+             const_arrays: dict[int, str], state: dict[int, int] | None = None) -> str:
     tensor = g.tensors[t]
     if tensor.is_const:
         return const_arrays.get(t, "0")  # weights are passed by name, not as operands
+    if state is not None and t in state:
+        return f"({name}_state + {state[t]})"
     b = plan.placement(t)
     if b.kind == "input":
         return in_names[b.io_index]
@@ -319,12 +360,18 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     single_out = len(g.outputs) == 1
     in_names = ["input"] if single_in else [f"input{k}" for k in range(len(g.inputs))]
     out_names = ["output"] if single_out else [f"output{k}" for k in range(len(g.outputs))]
-    signature = ", ".join([f"const int8_t *{n}" for n in in_names] + [f"int8_t *{n}" for n in out_names])
+    in_types = [tables.c_type(g.tensors[t].dtype) for t in g.inputs]
+    out_types = [tables.c_type(g.tensors[t].dtype) for t in g.outputs]
+    signature = ", ".join([f"const {c} *{n}" for c, n in zip(in_types, in_names)]
+                          + [f"{c} *{n}" for c, n in zip(out_types, out_names)])
+    state_slots, state_bytes = plan_state(g)
+    state_at = {s.tensor: s.offset for s in state_slots}
 
     ops_ctx = []
     for e, p in zip(emits, prepared.ops):
-        ptr = lambda t: _pointer(g, plan, t, name, in_names, out_names, const_arrays)  # noqa: E731
+        ptr = lambda t: _pointer(g, plan, t, name, in_names, out_names, const_arrays, state_at)  # noqa: E731
         subs = {f"in{k}": ptr(t) for k, t in enumerate(t for t in p.op.inputs if t >= 0)}
+        subs.update({f"at{k}": ptr(t) for k, t in enumerate(p.op.inputs) if t >= 0})  # by operand position
         subs["out0"] = ptr(p.op.outputs[0])
         subs["scratch"] = (f"({name}_arena + {plan.buffers[plan.scratch_buffer[e.position]].offset})"
                            if e.position in plan.scratch_buffer else "0")
@@ -341,16 +388,19 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         b = plan.placement(t)
         if not (b.kind == "output" and b.io_index == k):
             src = _pointer(g, plan, t, name, in_names, out_names, const_arrays)
-            final_copies.append(f"qk_copy({src}, {out_names[k]}, {g.tensors[t].nbytes});")
+            final_copies.append(f"qk_copy((const int8_t *)(const void *)({src}), (int8_t *)(void *){out_names[k]}, "
+                                f"{g.tensors[t].nbytes});")
 
     weights_bytes = sum(a.nbytes for a in arrays)
     total_macs = sum(e.macs for e in emits)
     in_info, out_info = _io_info(g, g.inputs), _io_info(g, g.outputs)
-    in_total = sum(i["size"] for i in in_info)
-    out_total = sum(o["size"] for o in out_info)
+    in_total = sum(i["nbytes"] for i in in_info)  # bytes
+    out_total = sum(o["nbytes"] for o in out_info)
     call_args = ", ".join(
-        [f"in_buf + {sum(i['size'] for i in in_info[:k])}" for k in range(len(in_info))]
-        + [f"out_buf + {sum(o['size'] for o in out_info[:k])}" for k in range(len(out_info))])
+        [tables.c_cast(f"in_buf + {sum(i['nbytes'] for i in in_info[:k])}", g.tensors[t].dtype, const=True)
+         for k, t in enumerate(g.inputs)]
+        + [tables.c_cast(f"out_buf + {sum(o['nbytes'] for o in out_info[:k])}", g.tensors[t].dtype)
+           for k, t in enumerate(g.outputs)])
     mcpu, machine, goal, flash_origin, ram_origin = TARGETS[target]
     ctx = dict(name=name, NAME=name.upper(), source=c_comment(Path(source).name), rounding=rounding,
                rounding_doc=ROUNDING_DOC[rounding], inputs=in_info, outputs=out_info,
@@ -360,7 +410,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                        for a in arrays],
                ops=ops_ctx, final_copies=final_copies, kernels=kernels,
                cmsis=cmsis_nn.make_context(dirs) if dirs else None, in_total=in_total, out_total=out_total,
-               call_args=call_args, target=target, mcpu=mcpu, qemu_machine=machine, default_goal=goal,
+               call_args=call_args, target=target, state=[vars(x) for x in state_slots],
+               state_size=state_bytes, state_alloc=max(state_bytes, 16), mcpu=mcpu, qemu_machine=machine, default_goal=goal,
                flash_origin=flash_origin, ram_origin=ram_origin,
                check_outputs=[dict(label=c_string(f"output {k} '{g.tensors[t].name}'"), nbytes=g.tensors[t].nbytes)
                               for k, t in enumerate(g.outputs)],
@@ -389,9 +440,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     layers = [LayerReport(e.position, e.opcode, g.tensors[p.op.outputs[0]].name, e.macs, e.scratch_bytes,
                           e.kernel) for e, p in zip(emits, prepared.ops)]
     result = GenerateResult(out_dir, name, files, plan.arena_size, weights_bytes, total_macs, layers,
-                            kernels=kernels)
+                            kernels=kernels, state_bytes=state_bytes)
     report = dict(name=name, source=source, rounding=rounding, kernels=kernels, profile=profile, target=target,
-                  arena_bytes=plan.arena_size,
+                  arena_bytes=plan.arena_size, state_bytes=state_bytes,
                   weights_bytes=weights_bytes, total_macs=total_macs,
                   layers=[vars(l) for l in layers])
     (out_dir / f"{name}_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -6,6 +6,9 @@ Every non-constant tensor lives in one of three places:
 * ``output``: the caller's output pointer (graph outputs are written in place),
 * ``arena``:  a byte offset into one static ``int8_t`` arena.
 
+Variable tensors (SVDF / LSTM state) are not planned here: they persist across invocations
+in the generated ``NAME_state`` buffer (:func:`qsim.codegen.emit.plan_state`).
+
 Alias ops (RESHAPE, SQUEEZE, EXPAND_DIMS: same bytes, new shape) are planned
 in place: their output joins their input's buffer, unless that would make a
 graph output share storage with something else (then the C code copies).
@@ -72,7 +75,7 @@ def _find(parent: dict[int, int], t: int) -> int:
 
 def _alias_groups(g: ir.Graph) -> tuple[dict[int, int], set[int]]:
     """Union tensors joined by alias ops; returns (tensor -> root, op positions aliased)."""
-    parent = {t.index: t.index for t in g.tensors if not t.is_const}
+    parent = {t.index: t.index for t in g.tensors if not t.is_const and not t.is_variable}  # state: NAME_state
     aliased = set()
     outputs = set(g.outputs)
     for pos, op in enumerate(g.operators):

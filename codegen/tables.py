@@ -25,9 +25,30 @@ from qsim.errors import QsimError
 # element's value alone, so generation evaluates qsim's own kernel on all 256 int8
 # values and the C code is one table lookup (bit-exact by construction, no run-time math).
 UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH", "QUANTIZE")
-C_SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
+STATE_OPS = ("SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM")  # ops that read and update variable tensors
+C_SUPPORTED = STATE_OPS + ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
                "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE") + UNARY_LUT_OPS
+
+C_INT16_FORMS = ("SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16, "
+                 "QUANTIZE int16 -> int8/int16/int32")
+
+
+def int16_without_c_kernel(op: ir.Operator, g: ir.Graph):
+    """The first non-constant int16 tensor of ``op`` outside the C kernels' int16 forms
+    (C_INT16_FORMS), or None."""
+    ins = [g.tensors[t] if t >= 0 else None for t in op.inputs]
+    outs = [g.tensors[t] for t in op.outputs]
+    for k, t in [(k, t) for k, t in enumerate(ins)] + [(-1, t) for t in outs]:
+        if t is None or t.is_const or np.dtype(t.dtype) != np.int16:
+            continue
+        ok = ((op.opcode == "SVDF" and k == 4) or (op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" and k == 19)
+              or (op.opcode == "SOFTMAX" and k == -1 and np.dtype(ins[0].dtype) == np.int8)
+              or (op.opcode == "QUANTIZE" and k == 0))
+        if not ok:
+            return t
+    return None
+
 
 # Operand positions a C call reads as int8 data ({inK}) that may be model constants; those become
 # flash arrays (None: every operand).  Other constant operands are only read at generation time.
@@ -36,17 +57,41 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
                      "PADV2": (0,)}
 
 
+# The one mapping from tensor / table element types to C types (graph I/O, arena pointers, tables).
+C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t", np.dtype(np.int32): "int32_t",
+           np.dtype(np.uint16): "uint16_t"}
+C_TYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
+
+
+def c_type(dtype) -> str:
+    """The C element type of a numpy dtype ("int8_t", "int16_t", "int32_t", "uint16_t")."""
+    d = np.dtype(dtype)
+    if d not in C_TYPES:
+        raise QsimError(f"{d.name} tensors have no C type in qsim codegen (int8, int16, int32 only).")
+    return C_TYPES[d]
+
+
+def c_cast(expr: str, dtype, const: bool = False) -> str:
+    """``expr`` (an int8_t pointer expression: arena, state or I/O) as a pointer to ``dtype``
+    elements (unchanged for int8; through void * otherwise)."""
+    ct = c_type(dtype)
+    if ct == "int8_t":
+        return expr
+    q = "const " if const else ""
+    return f"(({q}{ct} *)({q}void *)({expr}))"
+
+
 @dataclass
 class CArray:
     """A const table for NAME_weights.c (lives in flash)."""
 
     name: str
-    ctype: str  # "int8_t" | "int32_t"
+    ctype: str  # a C_TYPES value
     values: np.ndarray
 
     @property
     def nbytes(self) -> int:
-        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+        return int(self.values.size) * C_TYPE_BYTES[self.ctype]
 
 
 @dataclass
@@ -401,13 +446,102 @@ def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
 
 
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
-    op, p, x, out = _int8_io(prepared, g)
+    """int8 -> int8, or int8 -> int16 (qk_softmax_s16: the same algorithm, 16-bit output)."""
+    op = prepared.op
+    out = g.tensors[op.outputs[0]]
+    s16 = np.dtype(out.dtype) == np.int16
+    if s16:
+        _require_int8(op, g.tensors[op.inputs[0]])
+        x, p = g.tensors[op.inputs[0]], prepared.params
+    else:
+        op, p, x, out = _int8_io(prepared, g)
     depth = int(x.shape[-1]) if x.shape else 1
     fields = dict(outer=x.size // max(depth, 1), depth=depth,
                   **_param_ints(p, op.opcode, "input_multiplier", "input_left_shift", "diff_min"))
     _mbqm_shifts([fields["input_left_shift"]], p.rounding, op.opcode)
-    return OpEmit(pos, op.opcode, f"SOFTMAX -> '{out.name}'",
-                  _params_call("qk_softmax", prefix, "{in0}", "{out0}"), "qk_softmax_params", fields)
+    fn, dst = ("qk_softmax_s16", c_cast("{out0}", np.int16)) if s16 else ("qk_softmax", "{out0}")
+    return OpEmit(pos, op.opcode, f"SOFTMAX{' (int16 output)' if s16 else ''} -> '{out.name}'",
+                  _params_call(fn, prefix, "{in0}", dst), "qk_softmax_params", fields)
+
+
+def emit_quantize(pos, prepared, g, prefix) -> OpEmit:
+    """int8 -> int8: a 256-entry table (emit_unary_lut); int16 -> int8/int16/int32: TFLite's
+    Requantize (qk_requantize_from_s16) with the prepared multiplier and the output type's clamp."""
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if np.dtype(x.dtype) != np.int16:
+        return emit_unary_lut(pos, prepared, g, prefix)
+    if p.mode != "requant":
+        raise QsimError(f"QUANTIZE int16 -> {np.dtype(out.dtype).name}: only the integer requantization has a C kernel.")
+    _check_rounding(p, op.opcode)
+    fields = dict(size=out.size, input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
+                  multiplier=int(_i32([p.multiplier])[0]),
+                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]),
+                  out_min=p.out_min, out_max=p.out_max, out_bits=8 * np.dtype(out.dtype).itemsize)
+    return OpEmit(pos, op.opcode, f"QUANTIZE int16 -> {np.dtype(out.dtype).name} -> '{out.name}'",
+                  _params_call("qk_requantize_from_s16", prefix, c_cast("{in0}", np.int16, const=True),
+                               "(void *)({out0})"), "qk_requant_s16_params", fields)
+
+
+def emit_svdf(pos, prepared, g, prefix) -> OpEmit:
+    """SVDF (qk_svdf): TFLite Micro's memory (shift first), int8 or int16 state in NAME_state
+    ({at4}); the input and state zero points folded into per-filter int32 biases here."""
+    op, p = prepared.op, prepared.params
+    _check_rounding(p, op.opcode)
+    if not p.shift_first:
+        raise QsimError("SVDF: only TFLite Micro's state memory (shift first) has a C kernel.")
+    x, wf, wt = (g.tensors[op.inputs[k]] for k in range(3))
+    out = g.tensors[op.outputs[0]]
+    filters = int(wt.shape[0])
+    wf_rows = np.asarray(wf.data, np.int64).reshape(filters, -1)
+    wt_rows = np.asarray(wt.data, np.int64).reshape(filters, -1)
+    shifts = _mbqm_shifts([p.s1, p.s2], p.rounding, op.opcode)
+    fields = dict(batches=int(x.shape[0]), n_in=int(x.shape[1]), filters=filters, memory=p.memory, rank=p.rank,
+                  units=p.units, m1=int(_i32([p.m1])[0]), s1=int(shifts[0]), m2=int(_i32([p.m2])[0]),
+                  s2=int(shifts[1]), state_min=p.state_min, state_max=p.state_max, state_zp=p.state_zero_point,
+                  output_offset=p.output_zero_point, zp_after_clamp=int(p.zero_point_after_clamp),
+                  state_bits=p.state_bits)
+    arrays = [CArray(prefix + "_wf", "int8_t", wf_rows.reshape(-1)),
+              CArray(prefix + "_fb", "int32_t", _i32(-p.input_zero_point * wf_rows.sum(axis=1))),
+              CArray(prefix + "_wt", c_type(p.state_dtype), wt_rows.reshape(-1)),
+              CArray(prefix + "_tb", "int32_t", fp.wrap_int32(-p.state_zero_point * wt_rows.sum(axis=1))),
+              CArray(prefix + "_bias", "int32_t", _i32(p.bias))]
+    call = (f"qk_svdf(&{prefix}_params, {{in0}}, {prefix}_wf, {prefix}_fb, {prefix}_wt, {prefix}_tb, "
+            f"{prefix}_bias, (void *)({{at4}}), {{out0}}, (int32_t *){{scratch}});")
+    return OpEmit(pos, op.opcode, f"SVDF rank {p.rank}, memory {p.memory}, {np.dtype(p.state_dtype).name} state "
+                  f"-> '{out.name}'", call, "qk_svdf_params", fields, arrays, scratch_bytes=4 * filters)
+
+
+def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM (qk_lstm), TFLite Micro's integer 8x8->16 form: the prepared
+    constants (qsim.kernels.lstm.LSTMConsts) as tables, hidden ({at18}) and cell ({at19}) state in
+    NAME_state, the sigmoid table from qsim.fixedpoint.SIGMOID_TABLE_UINT16."""
+    op, p = prepared.op, prepared.params
+    if p.variant != "tflm" or p.int16 or p.consts is None:
+        raise QsimError("UNIDIRECTIONAL_SEQUENCE_LSTM: only TFLite Micro's integer 8x8->16 form (int8 activations) "
+                        "has a C kernel.")
+    k = p.consts
+    s = p.n_cell
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    steps, batches = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
+    per_gate = lambda a: [int(v) for v in np.asarray(a, np.int64)[::s]]  # noqa: E731 (one value per gate)
+    _mbqm_shifts([k.input_mul[1], k.forget_mul[1], k.hidden_mul[1], *k.shift_x, *k.shift_h], k.rounding, op.opcode)
+    fields = dict(batches=int(batches), steps=int(steps), n_in=int(x.shape[2]), cells=s,
+                  time_major=int(p.time_major), cell_gate_sigmoid=int(k.activation == "SIGMOID"),
+                  mult_x=per_gate(_i32(k.mult_x)), shift_x=per_gate(k.shift_x), mult_h=per_gate(_i32(k.mult_h)),
+                  shift_h=per_gate(k.shift_h), input_mul=k.input_mul[0], input_shift=k.input_mul[1],
+                  forget_mul=k.forget_mul[0], forget_shift=k.forget_mul[1], hidden_mul=k.hidden_mul[0],
+                  hidden_shift=k.hidden_mul[1], hidden_zp=k.hidden_zp, cell_min=p.cell_lo, cell_max=p.cell_hi,
+                  cell_tanh_multiplier=k.cell_tanh_input[0], cell_tanh_left_shift=k.cell_tanh_input[1])
+    arrays = [CArray(prefix + "_wx", "int8_t", np.asarray(p.w_x, np.float64).T.astype(np.int64).reshape(-1)),
+              CArray(prefix + "_wh", "int8_t", np.asarray(p.w_h, np.int64).T.reshape(-1)),
+              CArray(prefix + "_bx", "int32_t", _i32(k.bias_x)),
+              CArray(prefix + "_bh", "int32_t", _i32(k.bias_h)),
+              CArray(prefix + "_sigmoid", "uint16_t", np.asarray(fp.SIGMOID_TABLE_UINT16, np.int64))]
+    call = (f"qk_lstm(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
+            f"{prefix}_sigmoid, {{at18}}, {c_cast('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
+    return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {s} cells, {steps} steps -> '{out.name}'", call,
+                  "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
 
 
 def _pad4(shape) -> list[int]:
@@ -503,6 +637,8 @@ EMITTERS = {
     "SUB": emit_add,
     "MUL": emit_mul,
     "SOFTMAX": emit_softmax,
+    "SVDF": emit_svdf,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": emit_lstm,
     "MEAN": emit_mean,
     "PAD": emit_pad,
     "PADV2": emit_pad,
@@ -512,6 +648,7 @@ EMITTERS = {
     "TRANSPOSE": emit_transpose,
     "STRIDED_SLICE": emit_strided_slice,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
+    "QUANTIZE": emit_quantize,
 }
 
 

@@ -27,17 +27,6 @@ OUT_OF_SCOPE = {
 # zero point -32768 by TFLite's rule; QUANTIZE / DEQUANTIZE subtract the input's): the generic
 # "int16 means zero point 0" check of unsupported_ops does not apply to them.
 INT16_ZERO_POINT_OPS = {"SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
-# Ops the Python simulator runs but the C generator does not (their reason).  The accelerator model
-# times them as GEMM + vector parts and computes their values with these simulator kernels.
-SIMULATOR_ONLY = {
-    "SVDF": "SVDF runs in the Python simulator only (stateful: an activation_state variable tensor); "
-            "the C generator does not cover it",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "UNIDIRECTIONAL_SEQUENCE_LSTM (recurrent, int16 cell state) runs in the "
-                                    "simulator only (qsim run/check/compare/eval/profile); the C generator "
-                                    "does not implement it",
-}
-
-
 @dataclass
 class PreparedOp:
     op: ir.Operator
@@ -440,9 +429,9 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
     """One line per op qsim cannot run, with its index, output tensor and reason.
 
     ``int16``: accept int16 activations (zero point 0) in the ops whose kernels have an int16x8
-    path (the simulator: :func:`prepare_graph`, ``qsim inspect``).  False (the default, for the
-    C generator and the accelerator model, which are int8 only) lists every op touching an int16
-    activation and every op of :data:`SIMULATOR_ONLY` (SVDF, LSTM), by name.  ``uint8`` (default: as
+    path (the simulator: :func:`prepare_graph`, ``qsim inspect``; the C generator asks so too and
+    checks its own int16 forms, :func:`qsim.codegen.tables.int16_without_c_kernel`).  False (the
+    default) lists every op touching an int16 activation, by name.  ``uint8`` (default: as
     ``int16``): accept the old converter's uint8 ops (:mod:`qsim.kernels.uint8`); False lists every
     op with a uint8 tensor except the QUANTIZE / DEQUANTIZE of a uint8 model interface (int8 body;
     the accelerator model runs their kernels, the C generator refuses uint8 graph inputs/outputs itself)."""
@@ -454,8 +443,6 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
         u8 = uint8_tensors(op, g) if op.opcode in REGISTRY else []
         if op.opcode in OUT_OF_SCOPE:
             problems.append(f"{where}: {OUT_OF_SCOPE[op.opcode]}")
-        elif not int16 and op.opcode in SIMULATOR_ONLY:
-            problems.append(f"{where}: {SIMULATOR_ONLY[op.opcode]}")
         elif op.opcode not in REGISTRY:
             problems.append(f"{where}: op not implemented by qsim")
         elif u8 and not uint8 and op.opcode not in ("QUANTIZE", "DEQUANTIZE"):

@@ -1013,12 +1013,16 @@ static int qk_clz32(uint32_t x)
     return n;
 }
 
-void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
+/* The int8 softmax with a 16-bit (y16 set) or 8-bit (y8 set) output: out_bits in the final shift
+ * and the output range [-2^(bits-1), 2^(bits-1) - 1] (the output zero point is its minimum). */
+static void qk_softmax_rows(const qk_softmax_params *p, const int8_t *input, int8_t *y8, int16_t *y16)
 {
+    const int bits = y16 != NULL ? 16 : 8;
+    const int32_t lo = y16 != NULL ? -32768 : -128, hi = y16 != NULL ? 32767 : 127;
     int32_t i, c;
     for (i = 0; i < p->outer; ++i) {
         const int8_t *x = input + (size_t)i * p->depth;
-        int8_t *y = output + (size_t)i * p->depth;
+        const size_t row = (size_t)i * p->depth;
         int32_t max_in_row = -128, sum_of_exps = 0, shifted_scale;
         int headroom_plus_one, num_bits_over_unit;
         for (c = 0; c < p->depth; ++c) {
@@ -1037,14 +1041,194 @@ void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
             (int32_t)(((uint32_t)sum_of_exps << headroom_plus_one) - 0x80000000u));
         for (c = 0; c < p->depth; ++c) {
             const int32_t diff = x[c] - max_in_row;
+            int32_t v = lo;
             if (diff >= p->diff_min) {
                 const int32_t scaled = qk_mbqm(diff, p->input_multiplier, p->input_left_shift);
                 const int32_t e = qk_exp_on_negative_values(scaled);
                 const int32_t unsat = qk_rounding_divide_by_pot(qk_srdhm(shifted_scale, e),
-                                                                num_bits_over_unit + 31 - 8);
-                y[c] = (int8_t)qk_clamp(unsat - 128, -128, 127);
+                                                                num_bits_over_unit + 31 - bits);
+                v = qk_clamp(unsat + lo, lo, hi);
+            }
+            if (y16 != NULL) {
+                y16[row + (size_t)c] = (int16_t)v;
             } else {
-                y[c] = -128;
+                y8[row + (size_t)c] = (int8_t)v;
+            }
+        }
+    }
+}
+
+void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
+{
+    qk_softmax_rows(p, input, output, NULL);
+}
+
+void qk_softmax_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output)
+{
+    qk_softmax_rows(p, input, NULL, output);
+}
+
+/* clamp(v + offset, lo, hi) with the add in 64 bits (v may be near INT32_MAX). */
+static int32_t qk_clamp_offset64(int32_t v, int32_t offset, int32_t lo, int32_t hi)
+{
+    const int64_t s = (int64_t)v + offset;
+    return (int32_t)(s < lo ? lo : (s > hi ? hi : s));
+}
+
+void qk_requantize_from_s16(const qk_requant_s16_params *p, const int16_t *input, void *output)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        const int32_t v = qk_clamp_offset64(qk_mbqm((int32_t)input[i] - p->input_zero_point, p->multiplier, p->shift),
+                                            p->output_zero_point, p->out_min, p->out_max);
+        if (p->out_bits == 8) {
+            ((int8_t *)output)[i] = (int8_t)v;
+        } else if (p->out_bits == 16) {
+            ((int16_t *)output)[i] = (int16_t)v;
+        } else {
+            ((int32_t *)output)[i] = v;
+        }
+    }
+}
+
+/* v wrapped to a signed `bits`-bit integer (8 or 16), without implementation-defined conversions. */
+static int32_t qk_wrap_bits(int32_t v, int bits)
+{
+    const uint32_t mask = (1u << bits) - 1u, sign = 1u << (bits - 1);
+    const uint32_t u = ((uint32_t)v + sign) & mask;
+    return (int32_t)u - (int32_t)sign;
+}
+
+void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights_feature,
+             const int32_t *feature_bias, const void *weights_time, const int32_t *time_bias,
+             const int32_t *bias, void *state, int8_t *output, int32_t *scratch)
+{
+    const int32_t row_len = p->filters * p->memory;
+    int32_t b, f, m, u, r;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = input + (size_t)b * p->n_in;
+        for (f = 0; f < p->filters; ++f) {
+            const int8_t *w = weights_feature + (size_t)f * p->n_in;
+            const size_t base = (size_t)b * row_len + (size_t)f * p->memory;
+            int32_t newest = qk_mbqm(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
+            if (p->zp_after_clamp) {
+                newest = qk_wrap_bits(qk_clamp(newest, p->state_min, p->state_max) + p->state_zp, p->state_bits);
+            } else {
+                newest = qk_clamp_offset64(newest, p->state_zp, p->state_min, p->state_max);
+            }
+            /* TFLite Micro's memory: shift the filter's row left by one, the newest entry last */
+            if (p->state_bits == 8) {
+                int8_t *s = (int8_t *)state + base;
+                memmove(s, s + 1, (size_t)(p->memory - 1));
+                s[p->memory - 1] = (int8_t)newest;
+            } else {
+                int16_t *s = (int16_t *)state + base;
+                memmove(s, s + 1, (size_t)(p->memory - 1) * sizeof(int16_t));
+                s[p->memory - 1] = (int16_t)newest;
+            }
+        }
+        for (f = 0; f < p->filters; ++f) {
+            const size_t base = (size_t)b * row_len + (size_t)f * p->memory;
+            uint32_t t = (uint32_t)time_bias[f];
+            if (p->state_bits == 8) {
+                const int8_t *s = (const int8_t *)state + base;
+                const int8_t *w = (const int8_t *)weights_time + (size_t)f * p->memory;
+                for (m = 0; m < p->memory; ++m) {
+                    t += (uint32_t)((int32_t)w[m] * s[m]);
+                }
+            } else {
+                const int16_t *s = (const int16_t *)state + base;
+                const int16_t *w = (const int16_t *)weights_time + (size_t)f * p->memory;
+                for (m = 0; m < p->memory; ++m) {
+                    t += (uint32_t)((int32_t)w[m] * s[m]);
+                }
+            }
+            scratch[f] = (int32_t)t;
+        }
+        for (u = 0; u < p->units; ++u) {
+            uint32_t acc = (uint32_t)bias[u];
+            for (r = 0; r < p->rank; ++r) {
+                acc += (uint32_t)scratch[u * p->rank + r];
+            }
+            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm((int32_t)acc, p->m2, p->s2),
+                                                                         p->output_offset, -128, 127);
+        }
+    }
+}
+
+/* TFLite's int16 table input: x * (3 << left_shift) (multiplier 0) or (x * multiplier + round) >> left_shift. */
+static int32_t qk_lut_input(int32_t x, int32_t multiplier, int32_t left_shift)
+{
+    if (multiplier == 0) {
+        return (int32_t)((int64_t)x * (3 << left_shift));
+    }
+    return (int32_t)(((int64_t)x * multiplier + (left_shift > 0 ? (int64_t)1 << (left_shift - 1) : 0)) >> left_shift);
+}
+
+/* Linear interpolation in the sigmoid table at |v| / 2^frac_bits, or `saturated` when |v| is 255
+ * table steps or more. */
+static int32_t qk_lut_interp(int32_t v, int frac_bits, const uint16_t *table, int32_t saturated)
+{
+    const int32_t abs_v = v < 0 ? -v : v;
+    const int32_t hi = abs_v >> frac_bits;
+    const int32_t idx = hi < 254 ? hi : 254;
+    const int32_t ua = table[idx], ub = table[idx + 1];
+    return hi >= 255 ? saturated : ua * (1 << frac_bits) + (abs_v & ((1 << frac_bits) - 1)) * (ub - ua);
+}
+
+/* arithmetic right shifts of possibly negative values, as TFLite (and qsim.fixedpoint) compute them */
+int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+{
+    const int32_t v = qk_lut_input(x, multiplier, left_shift);
+    const int32_t r = qk_lut_interp(v, 9, table, 0x7FFF << 10);
+    return v >= 0 ? (r + (1 << 9)) >> 10 : ((1 << 25) - r + (1 << 9) - 1) >> 10;
+}
+
+int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+{
+    const int32_t v = qk_lut_input(x, multiplier, left_shift);
+    const int32_t r = qk_lut_interp(v, 8, table, 0xFFFF << 8);
+    return v >= 0 ? (r - (1 << 23) + (1 << 7)) >> 8 : (-r + (1 << 23) + (1 << 7) - 1) >> 8;
+}
+
+void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, const int8_t *w_h,
+             const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
+             int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
+{
+    const int32_t S = p->cells, I = p->n_in;
+    int32_t t, b, k, j;
+    for (t = 0; t < p->steps; ++t) {
+        for (b = 0; b < p->batches; ++b) {
+            const size_t row = p->time_major ? (size_t)t * p->batches + b : (size_t)b * p->steps + t;
+            const int8_t *x = input + row * I;
+            int8_t *h = hidden + (size_t)b * S;
+            int16_t *c = cell + (size_t)b * S;
+            for (k = 0; k < 4; ++k) {
+                for (j = 0; j < S; ++j) {
+                    const int8_t *wx = w_x + ((size_t)k * S + j) * I, *wh = w_h + ((size_t)k * S + j) * S;
+                    const int32_t fx = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wx, x, I), bias_x[k * S + j]),
+                                                        p->mult_x[k], p->shift_x[k]), -32768, 32767);
+                    const int32_t fh = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wh, h, S), bias_h[k * S + j]),
+                                                        p->mult_h[k], p->shift_h[k]), -32768, 32767);
+                    const int32_t pre = qk_clamp(fx + fh, -32768, 32767);
+                    scratch[k * S + j] = (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
+                                                                          : qk_logistic_int16(pre, 0, 0, sigmoid_table);
+                }
+            }
+            for (j = 0; j < S; ++j) {
+                const int32_t ig = qk_clamp(qk_mbqm(scratch[j] * scratch[3 * S + j], p->input_mul, p->input_shift),
+                                            -32768, 32767);
+                const int32_t fc = qk_clamp(qk_mbqm(scratch[S + j] * c[j], p->forget_mul, p->forget_shift),
+                                            -32768, 32767);
+                const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
+                const int32_t th = qk_tanh_int16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
+                c[j] = (int16_t)cn;
+                scratch[2 * S + j] = qk_clamp_offset64(qk_mbqm(scratch[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
+                                                       p->hidden_zp, -128, 127);
+            }
+            for (j = 0; j < S; ++j) {
+                h[j] = (int8_t)scratch[2 * S + j];
+                output[row * S + j] = h[j];
             }
         }
     }

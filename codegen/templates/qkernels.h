@@ -178,6 +178,68 @@ typedef struct {
 
 void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output);
 
+/* ---- SOFTMAX int8 -> int16 (the same algorithm, 16-bit output: scale 1/65536, zero point -32768) ---- */
+void qk_softmax_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output);
+
+/* ---- QUANTIZE from int16 (reference_ops::Requantize): out = clamp(MBQM(x - input_zero_point,
+ * multiplier, shift) + output_zero_point, out_min, out_max), the offset add in 64 bits; the output
+ * element is out_bits (8, 16 or 32) wide. ---- */
+typedef struct {
+    int32_t size, input_zero_point, output_zero_point, multiplier, shift, out_min, out_max, out_bits;
+} qk_requant_s16_params;
+
+void qk_requantize_from_s16(const qk_requant_s16_params *p, const int16_t *input, void *output);
+
+/* ---- state models ----
+ * Variable tensors (SVDF activation_state, LSTM hidden and cell state) live in the generated
+ * NAME_state buffer and persist across NAME_invoke calls; the kernels below read and update
+ * them in place. */
+
+/* ---- SVDF, TFLite Micro's integer form (int8 input/output, int8 or int16 state and
+ * weights_time).  Per batch row: the state's rows (one per filter, memory entries, newest
+ * last) shift left by one; the newest entry is MBQM(sum wf * (x - zp_in), m1, s1), clamped
+ * to the state type, then + state_zp wrapped to the state type (zp_after_clamp; else + zp
+ * before the clamp); t[f] = sum wt[f] * (state[f] - state_zp) wrapping like int32;
+ * out[u] = clamp(MBQM(bias[u] + sum_r t[u*rank + r], m2, s2) + output_offset, -128, 127).
+ * feature_bias[f] = -zp_in * sum(wf[f]) and time_bias[f] = -state_zp * sum(wt[f]) (int32,
+ * folded at generation time).  scratch: filters int32. ---- */
+typedef struct {
+    int32_t batches, n_in, filters, memory, rank, units;
+    int32_t m1, s1, m2, s2;
+    int32_t state_min, state_max, state_zp, output_offset, zp_after_clamp, state_bits;
+} qk_svdf_params;
+
+void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights_feature,
+             const int32_t *feature_bias, const void *weights_time, const int32_t *time_bias,
+             const int32_t *bias, void *state, int8_t *output, int32_t *scratch);
+
+/* ---- int16 sigmoid / tanh by TFLite's 256-entry table (reference_integer_ops::Logistic / Tanh
+ * int16, = qsim.fixedpoint.logistic_int16_lut / tanh_int16_lut): input x scaled to x * (3 <<
+ * left_shift) when multiplier == 0, else (x * multiplier + 2^(left_shift-1)) >> left_shift;
+ * table: qsim.fixedpoint.SIGMOID_TABLE_UINT16; result in Q0.15. ---- */
+int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table);
+int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table);
+
+/* ---- UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite Micro's integer 8x8->16 form (no CIFG, peephole,
+ * projection or layer norm).  Gates in the order input, forget, output, cell (qsim's stacked
+ * order): w_x [4][cells][n_in], w_h [4][cells][cells] int8; bias_x = bias - zp_x * rowsum(w_x),
+ * bias_h = -zp_h * rowsum(w_h) (int32 [4][cells]); per gate multipliers/shifts.  Per step:
+ * pre = sat16(sat16(FC_x) + sat16(FC_h)); i, f, o = sigmoid(pre); g = tanh (or sigmoid);
+ * c = clamp(sat16(MBQM(i*g, input_mul)) + sat16(MBQM(f*c, forget_mul)), cell_min, cell_max);
+ * h = out = clamp(MBQM(o * tanh(c), hidden_mul) + hidden_zp, -128, 127).
+ * hidden [batches][cells] int8 and cell [batches][cells] int16 are updated in place.
+ * scratch: 4 * cells int32. ---- */
+typedef struct {
+    int32_t batches, steps, n_in, cells, time_major, cell_gate_sigmoid;
+    int32_t mult_x[4], shift_x[4], mult_h[4], shift_h[4];
+    int32_t input_mul, input_shift, forget_mul, forget_shift, hidden_mul, hidden_shift, hidden_zp;
+    int32_t cell_min, cell_max, cell_tanh_multiplier, cell_tanh_left_shift;
+} qk_lstm_params;
+
+void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, const int8_t *w_h,
+             const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
+             int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch);
+
 /* ---- MEAN over any of 4 (NHWC-padded) axes: TFLite's int8 QuantizedMeanOrSum.
  * multiplier/shift already fold in 1/count; scratch: out_size int32 sums. ---- */
 typedef struct {

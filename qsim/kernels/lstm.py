@@ -91,6 +91,28 @@ class LSTMParams:
     cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
     fc_h_lookup: tuple | None = None  # (int32 table, float64 [4S] index base): built by _fc_h_table on first use
+    consts: "LSTMConsts | None" = None  # the plans' raw constants (qsim codegen's C kernel reads them)
+
+
+@dataclass
+class LSTMConsts:
+    """The integer constants behind the plans of :class:`LSTMParams`, for code generators: stacked
+    gate columns in ``_ORDER`` (column k*S + j is cell j of gate _ORDER[k]).  Multipliers are Q31
+    M0, shifts TFLite's sign convention (> 0 left); (multiplier, shift) pairs for the products."""
+
+    bias_x: np.ndarray  # int64 [4S]: bias - zp_x * rowsum(W_x)
+    bias_h: np.ndarray  # int64 [4S]: -zp_h * rowsum(W_h)
+    mult_x: np.ndarray  # int64 [4S] (one value per gate, repeated)
+    shift_x: np.ndarray
+    mult_h: np.ndarray
+    shift_h: np.ndarray
+    input_mul: tuple  # i*g -> cell (tflm: MBQM), (0, 0) for gemmlowp
+    forget_mul: tuple  # f*c -> cell
+    hidden_mul: tuple  # o*tanh(c) -> h
+    hidden_zp: int
+    cell_tanh_input: tuple  # (multiplier, left_shift) of tanh_int16_lut(c, ...) (tflm)
+    activation: str  # the cell gate's function: "TANH" | "SIGMOID"
+    rounding: str  # "double" | "single": the MultiplyByQuantizedMultiplier of every plan
 
 
 def _scale(t) -> float:
@@ -260,7 +282,8 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     if variant == "tflm":
         sigmoid, tanh = fp.logistic_int16_lut(q), fp.tanh_int16_lut(q)
         shift = 12 + power  # (15 + power) - 3 integer bits of the table input
-        cell_tanh = fp.tanh_int16_lut(q, 3, -shift) if shift < 0 else fp.tanh_int16_lut(q, 0, shift)
+        cell_tanh_input = (3, -shift) if shift < 0 else (0, shift)
+        cell_tanh = fp.tanh_int16_lut(q, *cell_tanh_input)
     else:
         sigmoid, tanh = fp.fixed_logistic(q, 3, 16), fp.fixed_tanh(q, 3, 16)
         cell_tanh = fp.fixed_tanh(q, 15 + power, 16)
@@ -276,6 +299,9 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
     hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
     offset = np.repeat(_LUT_HALF + _LUT_SPAN * np.array([g == "cell" for g in _ORDER], np.int64), n)
     sat = np.clip(np.arange(-_LUT_HALF, _LUT_HALF), -32768, 32767) + 32768  # entry v: the table value of sat16(v)
+    consts = LSTMConsts(st["bias_x"], st["bias_h"], st["m_x"], st["shift_x"], st["m_h"], st["shift_h"],
+                        tuple(input_mul), tuple(forget_mul), tuple(hidden_mul), int(hidden_zp),
+                        cell_tanh_input if variant == "tflm" else (0, 0), activation, rounding)
     return LSTMParams(variant, int16, bool(opts.time_major) if opts is not None else False, n_cell,
                       _blas_weights(st["w_x"], act_bound), np.ascontiguousarray(st["w_h"].T),
                       _blas_weights(st["w_h"], act_bound), fc_x, fc_h, fc_h_table, offset,
@@ -283,7 +309,7 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                                       np.asarray(sigmoid if activation == "SIGMOID" else tanh)[sat]]).astype(np.int32),
                       products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
-                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden)
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, consts=consts)
 
 
 _clip = fp.clip_ufunc
