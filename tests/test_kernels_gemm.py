@@ -274,8 +274,8 @@ def flat_depthwise_params(draw):
              n=draw(st.integers(1, 5)), cin=draw(st.integers(1, 6)), mult=draw(st.integers(1, 3)),
              per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
              gain=draw(GAINS))
-    knobs = dict(chunk=draw(st.sampled_from([5, 40, 100, 1 << 16])), tile=draw(st.sampled_from([1, 8, 4096])),
-                 grid=draw(st.sampled_from([0.0, 100.0])))
+    knobs = dict(CHUNK_ELEMENTS=draw(st.sampled_from([5, 40, 100, 1 << 16])),
+                 FLAT_TILE=draw(st.sampled_from([1, 8, 4096])), GRID_REQUANT_MAX=draw(st.sampled_from([0.0, 100.0])))
     return p, knobs
 
 
@@ -289,18 +289,52 @@ def test_flat_depthwise_matches_references(pk, s):
     of one or many channel groups (conv.FLAT_TILE), requantizing the whole grid or only the outputs
     (conv.GRID_REQUANT_MAX); depth multipliers 1..3, dilations, SAME / VALID."""
     from qsim.kernels import conv
+    _depthwise_bitexact_on_path(pk, s, conv._flat_depthwise)
+
+
+def _depthwise_bitexact_on_path(pk, s, on_path) -> None:
+    """assert_bitexact on the depthwise model of ``pk`` = (params, {conv module constant: value}),
+    with those constants set, after checking that ``on_path(prepared params)`` holds."""
+    from qsim.kernels import conv
     p, knobs = pk
     rng = np.random.default_rng(s)
     blob = depthwise_model(p, rng)
     g = load_bytes(blob)
     op = g.operators[0]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv, "CHUNK_ELEMENTS", knobs["chunk"])
-        mp.setattr(conv, "FLAT_TILE", knobs["tile"])
-        mp.setattr(conv, "GRID_REQUANT_MAX", knobs["grid"])
+        for name, value in knobs.items():
+            mp.setattr(conv, name, value)
         params = REGISTRY["DEPTHWISE_CONV_2D"].prepare(op, g, get_profile("tflm"))
-        assert conv._flat_depthwise(params)
+        assert on_path(params)
         assert_bitexact(blob, rng)
+
+
+@st.composite
+def phased_depthwise_params(draw):
+    """Strided depthwise layers that conv.eval_depthwise_phased evaluates (no dilation, depth
+    multiplier 1, a batch of 2..5), with its block and tile choices."""
+    p = _window(draw, max_hw=9)
+    sh, sw = draw(st.sampled_from([(2, 2), (2, 1), (1, 2), (3, 3), (3, 2)]))
+    p.update(dh=1, dw=1, sh=sh, sw=sw, h=max(p["h"], p["kh"]), w=max(p["w"], p["kw"]),
+             n=draw(st.integers(2, 5)), cin=draw(st.integers(1, 6)), mult=1,
+             per_channel=draw(st.booleans()), bias=draw(st.booleans()), act=draw(st.sampled_from(ACTS)),
+             gain=draw(GAINS))
+    knobs = dict(CHUNK_ELEMENTS=draw(st.sampled_from([5, 40, 100, 1 << 16])), FLAT_TILE=draw(st.sampled_from([1, 8, 4096])))
+    return p, knobs
+
+
+@seed(20261201)
+@settings(PROPERTY, max_examples=50)
+@given(phased_depthwise_params(), st.integers(0, 2**32 - 1))
+def test_phased_depthwise_matches_references(pk, s):
+    """conv.eval_depthwise_phased (strides 1..3 per axis, one above 1; the padded input split
+    into phase images, taps past the kernel as zero weights, grid positions past the output
+    computed and dropped) == LiteRT BUILTIN_REF and TFLM on a batch of 2..5 samples, in blocks
+    of one or several samples (conv.CHUNK_ELEMENTS), einsum rows of one or many channel groups
+    (conv.FLAT_TILE); kernels 1..4 x 1..4, SAME / VALID."""
+    from qsim.kernels import conv
+    n = pk[0]["n"]
+    _depthwise_bitexact_on_path(pk, s, lambda q: conv._phased_depthwise(q, n) and not conv._flat_depthwise(q))
 
 
 @seed(20261124)
