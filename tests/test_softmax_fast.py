@@ -127,3 +127,23 @@ def test_softmax_models_match_both_references(shape, scale, beta):
     for out_dtype, q_out in ((np.int8, (1 / 256, -128)), (np.int16, (1 / 65536, -32768))):
         blob = unary_model("SOFTMAX", shape, (scale, 3), q_out, ir.SoftmaxOptions(beta=beta), out_dtype=out_dtype)
         assert_bitexact(blob, [x])
+
+
+@pytest.mark.parametrize("profile", ["tflm", "litert"])
+@pytest.mark.parametrize("scale,beta", [(0.0005, 1.0), (0.00003, 1.0), (0.01, 2.0)])
+def test_int16_diff_table_equals_the_arithmetic(profile, scale, beta):
+    """int16 -> int16: the prepared exp-by-difference table (every diff -65535..0) == the rescale and
+    interpolating lookup eval runs on a non-int16 array of the same values."""
+    from qsim.interpreter import prepare_graph
+    from qsim.loader import load_bytes
+    from test_svdf import softmax_int16_model
+    p = prepare_graph(load_bytes(softmax_int16_model(4, 256, scale, beta)), profile).ops[0].params
+    assert p.exp_by_diff is not None and p.exp_by_diff.shape == (65536,)
+    x = np.random.default_rng(2).integers(-32768, 32768, (4, 256)).astype(np.int16)
+    x[0, :2] = (-32768, 32767)  # diff -65535
+    x[1] = np.linspace(-32768, 32767, 256).astype(np.int16)
+    x[2] = 0
+    looked_up = act.eval_softmax(p, [x])[0]
+    np.testing.assert_array_equal(looked_up, act.eval_softmax(p, [x.astype(np.int32)])[0])
+    np.testing.assert_array_equal(p.exp_by_diff, act.softmax16_exps(p, np.arange(-65535, 1)))
+    assert len(np.unique(looked_up)) > 3

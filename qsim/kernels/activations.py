@@ -177,6 +177,16 @@ class Softmax16Params:
     rounding: str
     exp_lut: np.ndarray  # int64 [513]
     reciprocal_lut: np.ndarray  # int64 [513]
+    # softmax16_exps of every int16 difference -65535..0 (index diff + 65535), built by prepare from
+    # the fields above (rebuild it with softmax16_exps if you change them)
+    exp_by_diff: Any = field(default=None, repr=False, compare=False)
+
+
+def softmax16_exps(p: Softmax16Params, diff) -> np.ndarray:
+    """exp LUT value of int64 differences ``x - max(row)``: rescaled by (input_multiplier,
+    input_shift), recentred (+ 32767, int16 saturation), looked up with interpolation."""
+    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
+    return fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
 
 
 def softmax16_luts(variant: str) -> tuple[np.ndarray, np.ndarray]:
@@ -213,14 +223,19 @@ def prepare_softmax16(op, graph, profile) -> Softmax16Params:
     rounding = profile.rounding("SOFTMAX")
     m, shift = fp.quantize_multiplier(product / (10.0 / 65535.0), single_rounding=rounding == "single")
     exp_lut, rec_lut = softmax16_luts(variant)
-    return Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+    p = Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+    p.exp_by_diff = softmax16_exps(p, np.arange(-65535, 1, dtype=np.int64))
+    return p
 
 
 def eval_softmax16(p: Softmax16Params, inputs) -> list[np.ndarray]:
-    q = np.asarray(inputs[0]).astype(np.int64)
+    x = np.asarray(inputs[0])
+    q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
-    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
-    exps = fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
+    if x.dtype == np.int16 and p.exp_by_diff is not None:  # int16: diff in [-65535, 0]
+        exps = p.exp_by_diff.take(diff + 65535)
+    else:
+        exps = softmax16_exps(p, diff)
     total = fp.wrap_int32(exps.sum(axis=-1, keepdims=True))
     clz = fp.count_leading_zeros_u32(total)
     shifted = ((total << (clz - 1)) + (1 << 13)) >> 14
