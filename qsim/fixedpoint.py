@@ -16,7 +16,12 @@ Conventions (identical to TFLite / gemmlowp):
     ``(x * M0 + 2**(30 - shift)) >> (31 - shift)`` in 64 bits (round half up).
 
 All functions are vectorized over numpy integer arrays (computed in int64)
-and also accept Python ints; results are int64 arrays holding int32 values.
+and also accept Python ints; results are int64 arrays holding int32 values,
+except that the gemmlowp reciprocal chain (:func:`get_reciprocal` and what it
+calls: wrap_int32, saturating_rounding_doubling_high_mul, rounding_divide_by_pot,
+rounding_half_sum, saturating_rounding_multiply_by_pot, count_leading_zeros_u32)
+returns Python ints for Python int arguments: the same code on exact ints,
+for one value without numpy's per-call cost.
 
 Arithmetic edges: one behaviour each, shared by this module, the generated C
 (codegen/templates/qkernels.c) and the requant RTL (rtl/requant_lane.sv);
