@@ -233,7 +233,7 @@ def eval_softmax16(p: Softmax16Params, inputs) -> list[np.ndarray]:
     q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
     if x.dtype == np.int16 and p.exp_by_diff is not None:  # int16: diff in [-65535, 0]
-        exps = p.exp_by_diff.take(diff + 65535)
+        exps = p.exp_by_diff[diff + 65535]
     else:
         exps = softmax16_exps(p, diff)
     total = fp.wrap_int32(exps.sum(axis=-1, keepdims=True))
@@ -288,7 +288,7 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
     if x.dtype == np.int8:
         table_q0, table_acc = softmax_exp_tables(p)
         index = q + (255 - q.max(axis=-1, keepdims=True))  # diff + 255; int8: diff in [-255, 0]
-        exp_q0, exp_acc = table_q0.take(index), table_acc.take(index)
+        exp_q0, exp_acc = table_q0[index], table_acc[index]
     else:
         exp_q0, exp_acc = softmax_live_exps(p, q - q.max(axis=-1, keepdims=True))
     recip, num_bits_over_unit, most_bits = softmax_row_reciprocals(exp_acc.sum(axis=-1, keepdims=True))
