@@ -129,7 +129,7 @@ def softmax_row_reciprocals(sum_of_exps: np.ndarray) -> tuple[Any, Any, int]:
         return pairs[0] + (pairs[0][1],)
     recip = np.array([r for r, _ in pairs], dtype=np.int64).reshape(sum_of_exps.shape)
     bits_over = [n for _, n in pairs]
-    return recip, np.array(bits_over, dtype=np.int64).reshape(sum_of_exps.shape), max(bits_over)
+    return recip, np.array(bits_over, dtype=np.int64).reshape(sum_of_exps.shape), max(bits_over, default=0)
 
 
 # The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
