@@ -16,7 +16,12 @@ Conventions (identical to TFLite / gemmlowp):
     ``(x * M0 + 2**(30 - shift)) >> (31 - shift)`` in 64 bits (round half up).
 
 All functions are vectorized over numpy integer arrays (computed in int64)
-and also accept Python ints; results are int64 arrays holding int32 values.
+and also accept Python ints; results are int64 arrays holding int32 values,
+except that the gemmlowp reciprocal chain (:func:`get_reciprocal` and what it
+calls: wrap_int32, saturating_rounding_doubling_high_mul, rounding_divide_by_pot,
+rounding_half_sum, saturating_rounding_multiply_by_pot, count_leading_zeros_u32)
+returns Python ints for Python int arguments: the same code on exact ints,
+for one value without numpy's per-call cost.
 
 Arithmetic edges: one behaviour each, shared by this module, the generated C
 (codegen/templates/qkernels.c) and the requant RTL (rtl/requant_lane.sv);
@@ -63,9 +68,25 @@ def _i64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.int64)
 
 
+def _int_or_i64(x):
+    """A Python int as itself, anything else as an int64 array: the functions that use it are
+    generic over one exact Python int (arbitrary precision, ``>>`` floors and ``&`` is two's
+    complement like int64) and int64 arrays, so a single value (e.g. one SOFTMAX row's sum) runs
+    the same code without numpy's per-call overhead (see :func:`get_reciprocal`)."""
+    return x if type(x) is int else np.asarray(x, dtype=np.int64)
+
+
+def _select(cond, a, b):
+    """``np.where(cond, a, b)``; for a Python bool ``cond`` (the Python int path) ``a if cond else b``."""
+    if type(cond) is bool:
+        return a if cond else b
+    return np.where(cond, a, b)
+
+
 def wrap_int32(x) -> np.ndarray:
-    """Two's-complement wrap of int64 values to int32 range (C's int32 overflow)."""
-    x = _i64(x)
+    """Two's-complement wrap of int64 values to int32 range (C's int32 overflow); a Python int
+    gives a Python int."""
+    x = _int_or_i64(x)
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
@@ -191,17 +212,18 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     q*2**31 + r: trunc((q-1)*2**31 + r + 1) / 2**31 = q), computed here.
     The product 2**62 arises only from INT32_MIN * INT32_MIN.
     """
-    ab = _i64(a) * _i64(b)  # |a*b| <= 2**62: exact in int64
+    ab = _int_or_i64(a) * _int_or_i64(b)  # |a*b| <= 2**62: exact in int64
     high = (ab + (1 << 30)) >> 31
-    return np.where(ab == 1 << 62, INT32_MAX, high)
+    return _select(ab == 1 << 62, INT32_MAX, high)
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: x / 2**exponent, ties away from zero. 0 <= exponent <= 31."""
-    x, e = _i64(x), _i64(exponent)
-    if np.any((e < 0) | (e > 31)):
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent, ties away from zero. 0 <= exponent <= 31.
+    Python ints x and exponent give a Python int."""
+    x, e = _int_or_i64(x), _int_or_i64(exponent)
+    if (not 0 <= e <= 31) if type(e) is int else np.any((e < 0) | (e > 31)):
         raise ValueError("rounding_divide_by_pot exponent must be in [0, 31]")
-    mask = (np.int64(1) << e) - 1
+    mask = ((1 if type(e) is int else np.int64(1)) << e) - 1
     remainder = x & mask
     threshold = (mask >> 1) + (x < 0)
     return (x >> e) + (remainder > threshold)
@@ -512,9 +534,9 @@ def requantize_float_rescale(acc, bias, real_scale, output_zero_point, act_min, 
 
 def rounding_half_sum(a, b) -> np.ndarray:
     """gemmlowp RoundingHalfSum on int32: (a + b) / 2 rounded half away from zero (exact in 64 bits)."""
-    s = _i64(a) + _i64(b)
-    num = s + np.where(s >= 0, 1, -1)
-    return np.where(num >= 0, num // 2, -((-num) // 2))  # C division truncates toward zero
+    s = _int_or_i64(a) + _int_or_i64(b)
+    num = s + _select(s >= 0, 1, -1)
+    return _select(num >= 0, num // 2, -((-num) // 2))  # C division truncates toward zero
 
 
 def saturating_rounding_multiply_by_pot(x, exponent: int, bits: int = 32) -> np.ndarray:
@@ -524,14 +546,14 @@ def saturating_rounding_multiply_by_pot(x, exponent: int, bits: int = 32) -> np.
     |x| > 2**(bits-1-exponent) - 1); exponent < 0: RoundingDivideByPOT(x, -exponent)
     (ties away from zero); exponent == 0: identity.
     """
-    x = _i64(x)
+    x = _int_or_i64(x)
     if exponent == 0:
         return x
     if exponent < 0:
         return rounding_divide_by_pot(x, -exponent)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     threshold = (1 << (bits - 1 - exponent)) - 1
-    return np.where(x > threshold, hi, np.where(x < -threshold, lo, x << exponent))
+    return _select(x > threshold, hi, _select(x < -threshold, lo, x << exponent))
 
 
 def rescale_fixed(x, src_integer_bits: int, dst_integer_bits: int, bits: int = 32) -> np.ndarray:
@@ -670,8 +692,11 @@ def fixed_tanh(a, integer_bits: int, bits: int = 32) -> np.ndarray:
 
 def count_leading_zeros_u32(x) -> np.ndarray:
     """Leading zero bits of x viewed as uint32 (32 for 0): 32 - bit_length(u), the bit length
-    being frexp's exponent of u (exact: u < 2**32 is a float64; frexp(0) gives 0)."""
-    u = _i64(x) & 0xFFFFFFFF
+    being frexp's exponent of u (exact: u < 2**32 is a float64; frexp(0) gives 0); a Python int
+    uses int.bit_length."""
+    u = _int_or_i64(x) & 0xFFFFFFFF
+    if type(u) is int:
+        return 32 - u.bit_length()
     return 32 - np.frexp(u.astype(np.float64))[1].astype(np.int64)
 
 
@@ -681,9 +706,10 @@ def get_reciprocal(x, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
     x is normalised to 1 + s with s in [0, 1) by a left shift of its leading zeros;
     the reciprocal is 1 / (1 + s) (one_over_one_plus_x_for_x_in_0_1) and
     1 / x = raw / 2**31 * 2**-num_bits_over_unit, num_bits_over_unit =
-    x_integer_digits - leading_zeros.
+    x_integer_digits - leading_zeros.  A Python int x gives Python ints (the same code; cheaper
+    than numpy for one value, e.g. a single SOFTMAX row's sum).
     """
-    x = _i64(x)
+    x = _int_or_i64(x)
     headroom_plus_one = count_leading_zeros_u32(x)
     num_bits_over_unit = x_integer_digits - headroom_plus_one
     shifted = ((x & 0xFFFFFFFF) << headroom_plus_one) & 0xFFFFFFFF

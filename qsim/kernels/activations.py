@@ -78,8 +78,8 @@ class SoftmaxParams:
     diff_min: int  # most negative q - max(q) still exp'd (others -> -128)
     rounding: str  # rounding of MultiplyByQuantizedMultiplierGreaterThanOne
     output_bits: int = 8  # 8: int8 output (1/256, -128); 16: int16 output (1/65536, -32768)
-    # (fields they were built from, exp in Q0.31, its Q12.19 rescale) for every int8 difference
-    # diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
+    # (fields they were built from, exp in Q0.31, its Q12.19 rescale; 0 below diff_min) for every
+    # int8 difference diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
     _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
 
 
@@ -91,15 +91,45 @@ def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
     return exp_q0, fp.rescale_fixed(exp_q0, 0, SOFTMAX_ACCUMULATION_INTEGER_BITS)  # Q12.19
 
 
+def softmax_live_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_exps` with 0 wherever ``diff < diff_min``: TFLite skips those entries in the
+    row sum and outputs the minimum for them, and a 0 exponential does both (SRDHM(recip, 0) = 0,
+    RoundingDivideByPOT(0, .) = 0, so the output is 0 + minimum)."""
+    diff = np.asarray(diff, dtype=np.int64)
+    live = diff >= p.diff_min
+    exp_q0, exp_acc = softmax_exps(p, diff)
+    return np.where(live, exp_q0, 0), np.where(live, exp_acc, 0)
+
+
 def softmax_exp_tables(p: SoftmaxParams) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`softmax_exps` of all 256 int8 differences -255..0 (index diff + 255): an int8 row's
-    difference to its maximum takes no other value, so eval looks the exponentials up (the
+    """:func:`softmax_live_exps` of all 256 int8 differences -255..0 (index diff + 255): an int8
+    row's difference to its maximum takes no other value, so eval looks the exponentials up (the
     tables are the same arithmetic, tabulated once per parameter set, like the ADD/MUL pair
-    tables; rebuilt if the multiplier, shift or rounding fields change)."""
-    key = (p.input_multiplier, p.input_left_shift, p.rounding)
+    tables; rebuilt if the multiplier, shift, diff_min or rounding fields change)."""
+    key = (p.input_multiplier, p.input_left_shift, p.diff_min, p.rounding)
     if p._exp_tables is None or p._exp_tables[0] != key:
-        p._exp_tables = (key,) + softmax_exps(p, np.arange(-255, 1, dtype=np.int64))
+        p._exp_tables = (key,) + softmax_live_exps(p, np.arange(-255, 1, dtype=np.int64))
     return p._exp_tables[1:]
+
+
+# Up to this many rows the sums' reciprocals run row by row on Python ints (fixedpoint's scalar
+# path, ~15x cheaper than numpy for one value); more rows run as one int64 array.
+SOFTMAX_SCALAR_ROWS = 16
+
+
+def softmax_row_reciprocals(sum_of_exps: np.ndarray) -> tuple[Any, Any, int]:
+    """:func:`qsim.fixedpoint.get_reciprocal` of each row's Q12.19 sum (int64, any shape; int32
+    wrap applied here) -> (recip Q0.31, num_bits_over_unit, the largest num_bits_over_unit): arrays
+    of the sums' shape, or Python ints for a single row (they broadcast alike)."""
+    if sum_of_exps.size > SOFTMAX_SCALAR_ROWS:
+        recip, bits_over = fp.get_reciprocal(fp.wrap_int32(sum_of_exps), SOFTMAX_ACCUMULATION_INTEGER_BITS)
+        return recip, bits_over, int(bits_over.max())
+    pairs = [fp.get_reciprocal(fp.wrap_int32(int(s)), SOFTMAX_ACCUMULATION_INTEGER_BITS) for s in sum_of_exps.flat]
+    if len(pairs) == 1:
+        return pairs[0] + (pairs[0][1],)
+    recip = np.array([r for r, _ in pairs], dtype=np.int64).reshape(sum_of_exps.shape)
+    bits_over = [n for _, n in pairs]
+    return recip, np.array(bits_over, dtype=np.int64).reshape(sum_of_exps.shape), max(bits_over, default=0)
 
 
 # The last step of TFLite's int8 softmax is RoundingDivideByPOT(., num_bits_over_unit + 31 - 8),
@@ -147,6 +177,16 @@ class Softmax16Params:
     rounding: str
     exp_lut: np.ndarray  # int64 [513]
     reciprocal_lut: np.ndarray  # int64 [513]
+    # softmax16_exps of every int16 difference -65535..0 (index diff + 65535), built by prepare from
+    # the fields above (rebuild it with softmax16_exps if you change them)
+    exp_by_diff: Any = field(default=None, repr=False, compare=False)
+
+
+def softmax16_exps(p: Softmax16Params, diff) -> np.ndarray:
+    """exp LUT value of int64 differences ``x - max(row)``: rescaled by (input_multiplier,
+    input_shift), recentred (+ 32767, int16 saturation), looked up with interpolation."""
+    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
+    return fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
 
 
 def softmax16_luts(variant: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,14 +223,19 @@ def prepare_softmax16(op, graph, profile) -> Softmax16Params:
     rounding = profile.rounding("SOFTMAX")
     m, shift = fp.quantize_multiplier(product / (10.0 / 65535.0), single_rounding=rounding == "single")
     exp_lut, rec_lut = softmax16_luts(variant)
-    return Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+    p = Softmax16Params(m, shift, rounding, exp_lut, rec_lut)
+    p.exp_by_diff = softmax16_exps(p, np.arange(-65535, 1, dtype=np.int64))
+    return p
 
 
 def eval_softmax16(p: Softmax16Params, inputs) -> list[np.ndarray]:
-    q = np.asarray(inputs[0]).astype(np.int64)
+    x = np.asarray(inputs[0])
+    q = x.astype(np.int64)
     diff = q - q.max(axis=-1, keepdims=True)
-    scaled = fp.multiply_by_quantized_multiplier(diff, p.input_multiplier, p.input_shift, p.rounding)
-    exps = fp.int16_lut_lookup(np.clip(scaled + 32767, -32768, 32767), p.exp_lut)
+    if x.dtype == np.int16 and p.exp_by_diff is not None:  # int16: diff in [-65535, 0]
+        exps = p.exp_by_diff[diff + 65535]
+    else:
+        exps = softmax16_exps(p, diff)
     total = fp.wrap_int32(exps.sum(axis=-1, keepdims=True))
     clz = fp.count_leading_zeros_u32(total)
     shifted = ((total << (clz - 1)) + (1 << 13)) >> 14
@@ -240,23 +285,21 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
         return eval_softmax16(p, inputs)
     x = np.asarray(inputs[0])
     q = x.astype(np.int64)
-    diff = q - q.max(axis=-1, keepdims=True)
-    live = diff >= p.diff_min
     if x.dtype == np.int8:
         table_q0, table_acc = softmax_exp_tables(p)
-        exp_q0, exp_acc = table_q0[diff + 255], table_acc[diff + 255]  # int8: diff in [-255, 0]
+        index = q + (255 - q.max(axis=-1, keepdims=True))  # diff + 255; int8: diff in [-255, 0]
+        exp_q0, exp_acc = table_q0[index], table_acc[index]
     else:
-        exp_q0, exp_acc = softmax_exps(p, diff)
-    sum_of_exps = fp.wrap_int32(np.where(live, exp_acc, 0).sum(axis=-1, keepdims=True))
-    recip, num_bits_over_unit = fp.get_reciprocal(sum_of_exps, SOFTMAX_ACCUMULATION_INTEGER_BITS)
+        exp_q0, exp_acc = softmax_live_exps(p, q - q.max(axis=-1, keepdims=True))
+    recip, num_bits_over_unit, most_bits = softmax_row_reciprocals(exp_acc.sum(axis=-1, keepdims=True))
     bits = p.output_bits
-    if np.any(num_bits_over_unit > bits):  # RoundingDivideByPOT by more than 31: the references abort
+    if most_bits > bits:  # RoundingDivideByPOT by more than 31: the references abort
         raise QsimError(softmax_abort_message(q.shape[-1]) + " This input has such a row.")
     prod = fp.saturating_rounding_doubling_high_mul(recip, exp_q0)
     unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - bits)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    outv = np.clip(unsat + lo, lo, hi)
-    return [np.where(live, outv, lo).astype(np.int8 if bits == 8 else np.int16)]
+    # a 0 exponential (below diff_min) outputs lo
+    return [np.minimum(np.maximum(unsat + lo, lo), hi).astype(np.int8 if bits == 8 else np.int16)]
 
 
 # --------------------------------------------------------------------------- LOGISTIC / TANH

@@ -26,7 +26,8 @@ dequantizes every element with the first channel's scale and zero point
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,32 @@ class QuantizeParams:
     rounding: str
     out_min: int = -128  # ("requant") clamp range of the output type
     out_max: int = 127
+    # ("requant" from int8 / int16) (input dtype, output of every input value from its type's
+    # minimum up): eval looks the values up (see _integer_table)
+    table: Any = field(default=None, repr=False, compare=False)
+
+
+# Input types whose every value gets its result tabulated in prepare (256 or 65,536 entries): eval
+# is then one lookup, the cheapest single-sample path; the table holds the very arithmetic of eval.
+_TABULATED = (np.dtype(np.int8), np.dtype(np.int16))
+
+
+def _integer_table(dtype, values_of) -> tuple[np.dtype, np.ndarray] | None:
+    """(dtype, ``values_of`` applied to every value of ``dtype`` in increasing order), for int8 and
+    int16 inputs; None otherwise.  Looked up by :func:`_lookup`."""
+    dtype = np.dtype(dtype)
+    if dtype not in _TABULATED:
+        return None
+    info = np.iinfo(dtype)
+    return dtype, values_of(np.arange(info.min, info.max + 1, dtype=dtype))
+
+
+def _lookup(table, x: np.ndarray) -> np.ndarray | None:
+    """The tabulated values at ``x``, or None when ``x`` is not of the table's input type (or 0-d:
+    ``take`` would give a scalar, not an array)."""
+    if table is None or x.dtype != table[0] or x.ndim == 0:
+        return None
+    return table[1].take(x.astype(np.intp) - int(np.iinfo(x.dtype).min))
 
 
 # (input, output) integer types TFLite's QUANTIZE requantizes between in int16x8 models
@@ -89,8 +116,14 @@ def _prepare_requant_int16(x, out, rounding) -> QuantizeParams:
     real = float(np.float32(x.quant.scale0)) / float(np.float32(out.quant.scale0))
     m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
     info = np.iinfo(out.dtype)
-    return QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
-                          x.quant.zp0, out.quant.zp0, m, shift, rounding, int(info.min), int(info.max))
+    return _tabulated(QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
+                                     x.quant.zp0, out.quant.zp0, m, shift, rounding, int(info.min), int(info.max)),
+                      x.dtype)
+
+
+def _tabulated(p: QuantizeParams, in_dtype) -> QuantizeParams:
+    p.table = _integer_table(in_dtype, lambda v: _requantize(p, v))
+    return p
 
 
 def prepare_quantize(op, graph, profile) -> QuantizeParams:
@@ -124,16 +157,22 @@ def prepare_quantize(op, graph, profile) -> QuantizeParams:
     require_int8_tensor(out, "output", "QUANTIZE")
     real = float(np.float32(x.quant.scale0)) / float(np.float32(out.quant.scale0))
     m, shift = fp.quantize_multiplier(real, single_rounding=rounding == "single")
-    return QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
-                          x.quant.zp0, out.quant.zp0, m, shift, rounding)
+    return _tabulated(QuantizeParams("requant", np.zeros(0, np.float32), np.zeros(0, np.int64), 0,
+                                     x.quant.zp0, out.quant.zp0, m, shift, rounding), x.dtype)
+
+
+def _requantize(p: QuantizeParams, x: np.ndarray) -> np.ndarray:
+    """Requantize (mode "requant"): clamp(MBQM(x - zp_in, M, shift) + zp_out) in the output type."""
+    y = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift,
+                                            p.rounding) + p.output_zero_point
+    return np.clip(y, p.out_min, p.out_max).astype(_out_dtype(p))
 
 
 def eval_quantize(p: QuantizeParams, inputs) -> list[np.ndarray]:
     x = np.asarray(inputs[0])
     if p.mode == "requant":
-        y = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift,
-                                                p.rounding) + p.output_zero_point
-        return [np.clip(y, p.out_min, p.out_max).astype(_out_dtype(p))]
+        y = _lookup(p.table, x)
+        return [_requantize(p, x) if y is None else y]
     shape = [1] * x.ndim
     if p.scale.size > 1:
         shape[p.axis] = p.scale.size
@@ -156,6 +195,8 @@ class DequantizeParams:
     scale: np.ndarray  # float64 holding the float32 scales [C]
     zero_point: np.ndarray  # int64 [C]
     axis: int
+    # per tensor, int8 / int16 input: (input dtype, float32 of every input value), see _integer_table
+    table: Any = field(default=None, repr=False, compare=False)
 
 
 def prepare_dequantize(op, graph, profile) -> DequantizeParams:
@@ -172,21 +213,32 @@ def prepare_dequantize(op, graph, profile) -> DequantizeParams:
     axis = x.quant.axis if x.quant.per_channel else 0
     if x.quant.per_channel and profile.variant("DEQUANTIZE", "per_channel") == "first_scale":
         # TFLite Micro reads only scale[0] / zero_point[0] and applies them to every element.
-        return DequantizeParams(scale[:1], zero_point[:1], 0)
-    if x.quant.per_channel and (axis >= len(x.shape) or x.shape[axis] != scale.size):
+        p = DequantizeParams(scale[:1], zero_point[:1], 0)
+    elif x.quant.per_channel and (axis >= len(x.shape) or x.shape[axis] != scale.size):
         raise QsimError(f"DEQUANTIZE: {scale.size} per-channel scales do not match dimension {axis} of "
                         f"{list(x.shape)}.")
-    return DequantizeParams(scale, zero_point, axis)
+    else:
+        p = DequantizeParams(scale, zero_point, axis)
+    if p.scale.size == 1:
+        p.table = _integer_table(x.dtype, lambda v: _dequantize(p, v))
+    return p
 
 
 def eval_dequantize(p: DequantizeParams, inputs) -> list[np.ndarray]:
-    q = np.asarray(inputs[0]).astype(np.int64)
+    x = np.asarray(inputs[0])
+    y = _lookup(p.table, x)
+    return [_dequantize(p, x) if y is None else y]
+
+
+def _dequantize(p: DequantizeParams, x: np.ndarray) -> np.ndarray:
+    """float32(double(scale) * (q - zp)), per channel along ``axis`` when there are several scales."""
+    q = x.astype(np.int64)
     shape = [1] * q.ndim
     if p.scale.size > 1:
         shape[p.axis] = p.scale.size
     scale = p.scale.reshape(shape) if q.ndim else p.scale[0]
     zp = p.zero_point.reshape(shape) if q.ndim else p.zero_point[0]
-    return [(scale * (q - zp).astype(np.float64)).astype(np.float32)]
+    return (scale * (q - zp).astype(np.float64)).astype(np.float32)
 
 
 # Batches: element-wise; a per-channel axis is never 0 when the batched input has dim 0 == 1.
