@@ -862,14 +862,20 @@ static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, co
     }
 }
 
-static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+/* ADD/SUB before the output offset: both inputs shifted left and rescaled, summed, rescaled
+ * (shared by the int8 and int16 kernels; int16: left_shift 15). */
+int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b)
 {
     const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
     const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
     const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
-    return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
+    return qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+}
+
+static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+{
+    return qk_offset_clamp(qk_add_raw(p, a, b), p->output_offset, p->act_min, p->act_max);
 }
 
 static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
@@ -887,15 +893,19 @@ void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t
     qk_broadcast4(&p->shape, in1, in2, output, qk_add_row, p);
 }
 
+/* MUL before the output offset: (a + offset1) * (b + offset2) rescaled (int8 and int16 kernels). */
+int32_t qk_mul_raw(const qk_mul_params *p, int32_t a, int32_t b)
+{
+    return qk_mbqm_inline((p->input1_offset + a) * (p->input2_offset + b), p->output_multiplier, p->output_shift);
+}
+
 static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
                        int8_t *out, int32_t n)
 {
     const qk_mul_params *p = (const qk_mul_params *)params;
     int32_t i;
     for (i = 0; i < n; ++i) {
-        const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
-        const int32_t raw = qk_mbqm_inline(prod, p->output_multiplier, p->output_shift);
-        out[i] = qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
+        out[i] = qk_offset_clamp(qk_mul_raw(p, a[i * sa], b[i * sb]), p->output_offset, p->act_min, p->act_max);
     }
 }
 

@@ -139,6 +139,8 @@ typedef struct {
 } qk_add_params;
 
 void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+/* One ADD/SUB element before the output offset and clamp (the int8 and int16 kernels share it). */
+int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b);
 
 typedef struct {
     qk_broadcast_shape shape;
@@ -148,6 +150,8 @@ typedef struct {
 } qk_mul_params;
 
 void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+/* One MUL element before the output offset and clamp (the int8 and int16 kernels share it). */
+int32_t qk_mul_raw(const qk_mul_params *p, int32_t a, int32_t b);
 
 /* MAXIMUM (take_max = 1) / MINIMUM of the raw int8 values (same quantization). */
 typedef struct {
