@@ -69,12 +69,11 @@ def emit_conv16(pos, prepared, g, prefix) -> OpEmit:
 def emit_depthwise16(pos, prepared, g, prefix) -> OpEmit:
     op, c = prepared.op, prepared.params.conv
     x, w, out = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
-    fields = tables._conv_window_fields(x, c, c.requant)
-    fields.update(depth_multiplier=c.depth_multiplier, channel_major=0)
+    fields = tables._conv_window_fields(x, c, c.requant)  # qk_conv_params; the multiplier is an argument
     arrays = [tables._weights(prefix, w)] + _requant64_arrays(prefix, c.requant, c.out_channels, op.opcode)
     return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D int16x8 {c.kernel_h}x{c.kernel_w} x{c.depth_multiplier} "
-                  f"-> '{out.name}'", _gemm_call("qk_depthwise_conv2d_s16", prefix), "qk_dwconv_params", fields,
-                  arrays)
+                  f"-> '{out.name}'", _gemm_call("qk_depthwise_conv2d_s16", prefix, data=f"{c.depth_multiplier}, {{in0}}"),
+                  "qk_conv_params", fields, arrays)
 
 
 def emit_fc16(pos, prepared, g, prefix) -> OpEmit:

@@ -140,18 +140,26 @@ def test_c_int64_fixed_point_equals_fixedpoint_py(rounding, tmp_path):
 
 # ------------------------------------------------------------------ SEANet goldens
 
-@pytest.fixture(scope="module")
-def kernel_objects(tmp_path_factory):
-    """qkernels.c / qkernels_int16.c compiled once (double rounding), linked into every SEANet build."""
+SANITIZE = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+
+
+def _kernel_objects(d: Path, flags) -> list[str]:
+    """qkernels.c / qkernels_int16.c compiled once with ``flags`` (double rounding) into ``d``."""
     need_tool("gcc")
-    d = tmp_path_factory.mktemp("qk_objs")
     for f in ("qkernels.h", "qkernels.c", "qkernels_int16.h", "qkernels_int16.c"):
         (d / f).write_text((TEMPLATES / f).read_text())
     (d / "qk_config.h").write_text("\n")
     for src in ("qkernels.c", "qkernels_int16.c"):
-        r = subprocess.run(["gcc", *WARN, "-O1", "-c", src], cwd=d, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(["gcc", *WARN, *flags, "-c", src], cwd=d, capture_output=True, text=True, timeout=600)
+        sanitizer_build_failed(r)
         assert r.returncode == 0, r.stderr
     return [str(d / "qkernels.o"), str(d / "qkernels_int16.o")]
+
+
+@pytest.fixture(scope="module")
+def sanitized_objects(tmp_path_factory):
+    """The kernels under ASan/UBSan, linked into every SEANet and single-op build."""
+    return _kernel_objects(tmp_path_factory.mktemp("qk_asan"), SANITIZE)
 
 
 def _csv_inputs(model: Path) -> list[np.ndarray]:
@@ -172,16 +180,16 @@ def _seanet_models(op: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("op", SEANET_OPS)
-def test_seanet_goldens_in_c(op, kernel_objects, tmp_path):
-    """Each model of the op folder: generated C on its golden input == the golden file (TFLM where
+def test_seanet_goldens_in_c(op, sanitized_objects, tmp_path):
+    """Each model of the op folder, built with ASan/UBSan: generated C on its golden input == the golden file (TFLM where
     TFLM differs from it, checked against TFLite Micro itself) and == qsim's tflm profile."""
     for model in _seanet_models(op):
         d = tmp_path / model.stem
         g = load(model)
         res = generate(model, d, name=model.stem)
         assert res.layers[0].opcode == g.operators[0].opcode
-        srcs = ["main.c", f"{model.stem}.c", f"{model.stem}_weights.c", *kernel_objects]
-        r = _gcc(d, "run", srcs, "-O1")
+        srcs = ["main.c", f"{model.stem}.c", f"{model.stem}_weights.c", *sanitized_objects]
+        r = _gcc(d, "run", srcs, *SANITIZE)
         assert r.returncode == 0, f"{model.name}: {r.stderr}"
         x = _csv_inputs(model)
         out_dtype = g.tensors[g.outputs[0]].dtype
@@ -231,14 +239,13 @@ SINGLE_OPS = _single_op_models()
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE_OPS))
-def test_single_op_int16_vs_tflm_sanitized(name, tmp_path):
+def test_single_op_int16_vs_tflm_sanitized(name, sanitized_objects, tmp_path):
     """Generated C (gcc -O1 -fsanitize=address,undefined) == TFLite Micro == qsim tflm on random inputs."""
-    need_tool("gcc")
     blob = SINGLE_OPS[name]
     g = load_bytes(blob)
     generate(g, tmp_path, name="m")
-    srcs = ["main.c", "m.c", "m_weights.c", "qkernels.c", "qkernels_int16.c"]
-    r = _gcc(tmp_path, "m_asan", srcs, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+    srcs = ["main.c", "m.c", "m_weights.c", *sanitized_objects]
+    r = _gcc(tmp_path, "m_asan", srcs, *SANITIZE)
     sanitizer_build_failed(r)
     assert r.returncode == 0, r.stderr
     sets = random_sets(blob, 3, 5) + random_sets(blob, 1, 6, -3000, 3000)

@@ -932,20 +932,7 @@ void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, 
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s = p->in_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                /* signed offsets: a reversed slice walks backwards (every index formed is in bounds) */
-                const int8_t *src = input + p->in_offset + (ptrdiff_t)i0 * s[0] + (ptrdiff_t)i1 * s[1]
-                                    + (ptrdiff_t)i2 * s[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    *output++ = src[(ptrdiff_t)i3 * s[3]];
-                }
-            }
-        }
-    }
+    QK_GATHER4(p, input, output);
 }
 
 /* ------------------------------------------------------------------ SOFTMAX

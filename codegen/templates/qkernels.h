@@ -173,6 +173,24 @@ typedef struct {
 } qk_gather_params;
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output);
+/* The gather's body for any element type (qk_gather: int8, qk_gather_s16: int16); signed offsets,
+ * so a reversed slice walks backwards (every index formed is in bounds). */
+#define QK_GATHER4(p, input, output)                                                                       \
+    do {                                                                                                   \
+        const int32_t *d_ = (p)->out_dims, *s_ = (p)->in_strides;                                          \
+        int32_t i0_, i1_, i2_, i3_;                                                                        \
+        for (i0_ = 0; i0_ < d_[0]; ++i0_) {                                                                \
+            for (i1_ = 0; i1_ < d_[1]; ++i1_) {                                                            \
+                for (i2_ = 0; i2_ < d_[2]; ++i2_) {                                                        \
+                    const ptrdiff_t base_ = (ptrdiff_t)(p)->in_offset + (ptrdiff_t)i0_ * s_[0]             \
+                                            + (ptrdiff_t)i1_ * s_[1] + (ptrdiff_t)i2_ * s_[2];             \
+                    for (i3_ = 0; i3_ < d_[3]; ++i3_) {                                                    \
+                        *(output)++ = (input)[base_ + (ptrdiff_t)i3_ * s_[3]];                             \
+                    }                                                                                      \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    } while (0)
 
 /* ---- SOFTMAX int8 -> int8 (gemmlowp fixed point, kScaledDiffIntegerBits = 5) ---- */
 typedef struct {

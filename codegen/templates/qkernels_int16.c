@@ -84,30 +84,43 @@ static int64_t qk_dot_s16_s8(const int16_t *x, const int8_t *w, int32_t n)
 
 /* ------------------------------------------------------------------ GEMMs */
 
-void qk_conv2d_s16(const qk_conv_params *p, const int16_t *input, const int8_t *filter, const int64_t *bias,
-                   const int32_t *multiplier, const int8_t *shift, int16_t *output)
+/* Taps t in [*lo, *hi) of a window along one axis whose input index o * stride - pad + t * dil is
+ * inside [0, in) (TFLite skips the others: padding contributes nothing). */
+static void qk_taps(int32_t o, int32_t stride, int32_t pad, int32_t dil, int32_t k, int32_t in, int32_t *lo,
+                    int32_t *hi)
+{
+    const int32_t start = o * stride - pad;
+    const int32_t t0 = start < 0 ? (-start + dil - 1) / dil : 0;
+    const int32_t t1 = in - start <= 0 ? 0 : (in - start + dil - 1) / dil;
+    *lo = t0 < k ? t0 : k;
+    *hi = t1 < k ? (t1 > *lo ? t1 : *lo) : k;
+}
+
+/* CONV_2D (depth_multiplier 0: filter [out_c][kh][kw][in_c], every input channel) or DEPTHWISE_CONV_2D
+ * (depth_multiplier >= 1: filter [kh][kw][out_c], output channel oc reads input channel oc / multiplier). */
+static void qk_window_s16(const qk_conv_params *p, int32_t depth_multiplier, const int16_t *input,
+                          const int8_t *filter, const int64_t *bias, const int32_t *multiplier, const int8_t *shift,
+                          int16_t *output)
 {
     const int32_t in_c = p->in_c;
-    int32_t b, oy, ox, oc, ky, kx;
+    int32_t b, oy, ox, oc, ky, kx, ky0, ky1, kx0, kx1;
     for (b = 0; b < p->batches; ++b) {
         const int16_t *image = input + (size_t)b * p->in_h * p->in_w * in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
+            qk_taps(oy, p->stride_h, p->pad_h, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
             for (ox = 0; ox < p->out_w; ++ox) {
+                qk_taps(ox, p->stride_w, p->pad_w, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
                 for (oc = 0; oc < p->out_c; ++oc) {
-                    const int8_t *w = filter + (size_t)oc * p->k_h * p->k_w * in_c;
                     int64_t acc = 0;
-                    for (ky = 0; ky < p->k_h; ++ky) {
+                    for (ky = ky0; ky < ky1; ++ky) {
                         const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-                        if (iy < 0 || iy >= p->in_h) {
-                            continue;
-                        }
-                        for (kx = 0; kx < p->k_w; ++kx) {
+                        for (kx = kx0; kx < kx1; ++kx) {
                             const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
-                            if (ix < 0 || ix >= p->in_w) {
-                                continue;
-                            }
-                            acc += qk_dot_s16_s8(image + ((size_t)iy * p->in_w + ix) * in_c,
-                                                 w + ((size_t)ky * p->k_w + kx) * in_c, in_c);
+                            const int16_t *x = image + ((size_t)iy * p->in_w + ix) * in_c;
+                            const size_t tap = (size_t)ky * p->k_w + kx;
+                            acc += depth_multiplier == 0
+                                       ? qk_dot_s16_s8(x, filter + ((size_t)oc * p->k_h * p->k_w + tap) * in_c, in_c)
+                                       : (int32_t)x[oc / depth_multiplier] * filter[tap * p->out_c + oc];
                         }
                     }
                     *output++ = qk_requant_ch(acc, bias, multiplier, shift, oc, p->output_offset, p->act_min,
@@ -118,37 +131,17 @@ void qk_conv2d_s16(const qk_conv_params *p, const int16_t *input, const int8_t *
     }
 }
 
-void qk_depthwise_conv2d_s16(const qk_dwconv_params *p, const int16_t *input, const int8_t *filter,
-                             const int64_t *bias, const int32_t *multiplier, const int8_t *shift, int16_t *output)
+void qk_conv2d_s16(const qk_conv_params *p, const int16_t *input, const int8_t *filter, const int64_t *bias,
+                   const int32_t *multiplier, const int8_t *shift, int16_t *output)
 {
-    int32_t b, oy, ox, oc, ky, kx;
-    for (b = 0; b < p->batches; ++b) {
-        const int16_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
-        for (oy = 0; oy < p->out_h; ++oy) {
-            for (ox = 0; ox < p->out_w; ++ox) {
-                for (oc = 0; oc < p->out_c; ++oc) {
-                    const int32_t ic = oc / p->depth_multiplier;
-                    int64_t acc = 0;
-                    for (ky = 0; ky < p->k_h; ++ky) {
-                        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-                        if (iy < 0 || iy >= p->in_h) {
-                            continue;
-                        }
-                        for (kx = 0; kx < p->k_w; ++kx) {
-                            const int32_t ix = ox * p->stride_w - p->pad_w + kx * p->dil_w;
-                            if (ix < 0 || ix >= p->in_w) {
-                                continue;
-                            }
-                            acc += (int32_t)image[((size_t)iy * p->in_w + ix) * p->in_c + ic]
-                                   * filter[((size_t)ky * p->k_w + kx) * p->out_c + oc];
-                        }
-                    }
-                    *output++ = qk_requant_ch(acc, bias, multiplier, shift, oc, p->output_offset, p->act_min,
-                                              p->act_max);
-                }
-            }
-        }
-    }
+    qk_window_s16(p, 0, input, filter, bias, multiplier, shift, output);
+}
+
+void qk_depthwise_conv2d_s16(const qk_conv_params *p, int32_t depth_multiplier, const int16_t *input,
+                             const int8_t *filter, const int64_t *bias, const int32_t *multiplier,
+                             const int8_t *shift, int16_t *output)
+{
+    qk_window_s16(p, depth_multiplier, input, filter, bias, multiplier, shift, output);
 }
 
 void qk_fully_connected_s16(const qk_fc_params *p, const int16_t *input, const int8_t *filter, const int64_t *bias,
@@ -299,19 +292,7 @@ void qk_requant_elems(const qk_requant_params *p, const void *input, void *outpu
 
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s = p->in_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                const int16_t *src = input + p->in_offset + (ptrdiff_t)i0 * s[0] + (ptrdiff_t)i1 * s[1]
-                                     + (ptrdiff_t)i2 * s[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    *output++ = src[(ptrdiff_t)i3 * s[3]];
-                }
-            }
-        }
-    }
+    QK_GATHER4(p, input, output);
 }
 
 void qk_pad_s16(const qk_pad_params *p, const int16_t *input, int16_t *output)

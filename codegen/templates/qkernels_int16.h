@@ -27,11 +27,13 @@ int32_t qk_mbqm64(int64_t x, int32_t multiplier, int shift);
 int32_t qk_requantize64(int64_t acc, int64_t bias, int32_t multiplier, int shift, int32_t output_offset,
                         int32_t act_min, int32_t act_max);
 
-/* ---- CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (params as for int8; offsets are 0) ---- */
+/* ---- CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (int8's param structs; offsets are 0) ---- */
 void qk_conv2d_s16(const qk_conv_params *p, const int16_t *input, const int8_t *filter, const int64_t *bias,
                    const int32_t *multiplier, const int8_t *shift, int16_t *output);
-void qk_depthwise_conv2d_s16(const qk_dwconv_params *p, const int16_t *input, const int8_t *filter,
-                             const int64_t *bias, const int32_t *multiplier, const int8_t *shift, int16_t *output);
+/* DEPTHWISE_CONV_2D takes CONV_2D's params (out_c = in_c * depth_multiplier) and filter [kh][kw][out_c]. */
+void qk_depthwise_conv2d_s16(const qk_conv_params *p, int32_t depth_multiplier, const int16_t *input,
+                             const int8_t *filter, const int64_t *bias, const int32_t *multiplier,
+                             const int8_t *shift, int16_t *output);
 void qk_fully_connected_s16(const qk_fc_params *p, const int16_t *input, const int8_t *filter, const int64_t *bias,
                             const int32_t *multiplier, const int8_t *shift, int16_t *output);
 
