@@ -21,10 +21,10 @@ import numpy as np
 
 from qsim import ir
 from qsim.errors import QsimError, UnsupportedModelError
-from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops
+from qsim.interpreter import SIMULATOR_ONLY, check_quantized, prepare_graph, unsupported_ops
 from qsim.kernels.activations import softmax_abort_message, softmax_abort_row_length
 from qsim.loader import load
-from qsim.validate import raise_if_invalid
+from qsim.validate import op_label, raise_if_invalid
 from qsim.report import op_macs
 
 from . import cmsis_nn, int16, planner, tables
@@ -150,6 +150,7 @@ def check_supported(g: ir.Graph) -> None:
     (a float model gets qsim's own explanation first)."""
     check_quantized(g)
     problems = list(unsupported_ops(g, int16=True, uint8=False))  # int16x8: qsim's own rules; C kernels below
+    problems += [f"{op_label(g, op)}: {SIMULATOR_ONLY[op.opcode]}" for op in g.operators if op.opcode in SIMULATOR_ONLY]
     flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
     for op in g.operators:
         out = g.tensors[op.outputs[0]].name if op.outputs else "?"
