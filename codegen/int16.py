@@ -197,6 +197,7 @@ EMITTERS = {
     "SQUEEZE": tables.emit_alias,
     "EXPAND_DIMS": tables.emit_alias,
     "CONCATENATION": tables.emit_concat,
+    "MEAN": tables.emit_mean,  # qk_mean reads int8 or int16 (qk_mean_params.elem_bytes)
 }
 # Ops with an int16x8 C kernel (anything else touching int16 is refused by name at generation time).
 C_SUPPORTED_INT16 = tuple(EMITTERS)

@@ -476,7 +476,11 @@ def emit_mean(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(in_dims=in_dims, reduce=reduce, out_size=out.size, count=p.count,
                   input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
                   multiplier=int(_i32([p.multiplier])[0]),
-                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]))
+                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]),
+                  elem_bytes=np.dtype(out.dtype).itemsize)
+    if np.dtype(x.dtype) != np.dtype(out.dtype) or fields["elem_bytes"] not in (1, 2):
+        raise QsimError(f"MEAN from {np.dtype(x.dtype).name} to {np.dtype(out.dtype).name} has no C kernel "
+                        "(int8 -> int8 and int16 -> int16).")
     return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
                   _params_call("qk_mean", prefix, "{in0}", "{out0}", "(int32_t *){scratch}"), "qk_mean_params",
                   fields, scratch_bytes=4 * out.size)

@@ -227,6 +227,8 @@ def _single_op_models() -> dict[str, bytes]:
     m["CONCATENATION"] = single_op("CONCATENATION", [(1, 2, 3), (1, 2, 5)], (1, 2, 8),
                                    ir.ConcatenationOptions(axis=2), scales=[0.01, 0.01], out_scale=0.01)
     m["TRANSPOSE"] = single_op("TRANSPOSE", [(1, 3, 4, 5)], (1, 5, 3, 4), consts=[np.array([0, 3, 1, 2], np.int32)])
+    m["MEAN"] = single_op("MEAN", [(1, 4, 6, 3)], (1, 1, 1, 3), ir.ReducerOptions(True), scales=[0.001],
+                          out_scale=0.0007, consts=[np.array([1, 2], np.int32)])
     m["RELU6"] = single_op("RELU6", [(1, 8, 8)], (1, 8, 8), scales=[0.0007], out_scale=0.0003)
     m["LOGISTIC"] = single_op("LOGISTIC", [(1, 16, 64)], (1, 16, 64), scales=[0.0003], out_scale=2.0 ** -15)
     m["TANH"] = single_op("TANH", [(1, 16, 64)], (1, 16, 64), scales=[2.0 ** -12], out_scale=2.0 ** -15)
@@ -318,7 +320,8 @@ def test_seanet_cortex_m4_qemu_vs_tflm(model, tmp_path):
 # ------------------------------------------------------------------ refusals
 
 def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
-    """int16 MEAN and SOFTMAX have no C kernel: one error names both ops (index, opcode, output)."""
+    """int16 SOFTMAX and DEQUANTIZE have no C kernel (the MEAN before them has): one error names both
+    ops (index, opcode, output) and the float32 graph output, and nothing is written."""
     from qsim.builder import ModelBuilder
     b = ModelBuilder(description="int16 refusals")
     x = b.add_input("x", (1, 4, 8), np.int16, scale=0.001, zero_point=0)
@@ -326,11 +329,15 @@ def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
     b.add_op("MEAN", [x, b.add_const("axes", np.array([1], np.int32))], [y], ir.ReducerOptions(False))
     z = b.add_tensor("z", (1, 8), np.int16, scale=1 / 32768, zero_point=0)
     b.add_op("SOFTMAX", [y], [z], ir.SoftmaxOptions(1.0))
-    b.mark_output(z)
+    f = b.add_tensor("f", (1, 8), np.float32)
+    b.add_op("DEQUANTIZE", [z], [f])
+    b.mark_output(f)
     g = load_bytes(b.build())
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("2 problem(s)", "op #0 MEAN (output 'y')", "op #1 SOFTMAX (output 'z')", "no int16x8 C kernel"):
+    for needle in ("3 problem(s)", "op #1 SOFTMAX (output 'z')", "op #2 DEQUANTIZE (output 'f')",
+                   "no int16x8 C kernel", "graph output 'f' is float32"):
         assert needle in msg, msg
+    assert "MEAN" not in msg.split("int16x8 supported:")[0]
     assert not (tmp_path / "out").exists()

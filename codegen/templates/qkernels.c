@@ -1047,10 +1047,12 @@ void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
     }
 }
 
-void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch)
+void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)
 {
     const int32_t *d = p->in_dims, *r = p->reduce;
     const int32_t od1 = r[1] ? 1 : d[1], od2 = r[2] ? 1 : d[2], od3 = r[3] ? 1 : d[3];
+    const int32_t zp = p->output_zero_point;
+    const int32_t lo = p->elem_bytes == 2 ? -32768 : -128, hi = p->elem_bytes == 2 ? 32767 : 127;
     int32_t i0, i1, i2, i3, o;
     size_t idx = 0;
     for (o = 0; o < p->out_size; ++o) {
@@ -1060,17 +1062,24 @@ void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32
         for (i1 = 0; i1 < d[1]; ++i1) {
             for (i2 = 0; i2 < d[2]; ++i2) {
                 const int32_t base = (((r[0] ? 0 : i0) * od1 + (r[1] ? 0 : i1)) * od2 + (r[2] ? 0 : i2)) * od3;
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    scratch[base + (r[3] ? 0 : i3)] += input[idx++];
+                for (i3 = 0; i3 < d[3]; ++i3, ++idx) {
+                    const int32_t x = p->elem_bytes == 2 ? ((const int16_t *)input)[idx] : ((const int8_t *)input)[idx];
+                    int32_t *acc = &scratch[base + (r[3] ? 0 : i3)];
+                    *acc = (int32_t)((uint32_t)*acc + (uint32_t)x); /* the int32 sum wraps, as qsim's wrap_int32 */
                 }
             }
         }
     }
     for (o = 0; o < p->out_size; ++o) {
-        /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does */
+        /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does; the output
+         * offset is added after clamping to [lo - zp, hi - zp] (no int32 overflow) */
         const int32_t shifted = (int32_t)((uint32_t)scratch[o] - (uint32_t)p->input_zero_point * (uint32_t)p->count);
-        output[o] = qk_offset_clamp(qk_mbqm_inline(shifted, p->multiplier, p->shift), p->output_zero_point,
-                                    -128, 127);
+        const int32_t v = qk_clamp(qk_mbqm_inline(shifted, p->multiplier, p->shift), lo - zp, hi - zp) + zp;
+        if (p->elem_bytes == 2) {
+            ((int16_t *)output)[o] = (int16_t)v;
+        } else {
+            ((int8_t *)output)[o] = (int8_t)v;
+        }
     }
 }
 

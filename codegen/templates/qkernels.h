@@ -207,9 +207,11 @@ typedef struct {
     int32_t reduce[4]; /* 1 = axis reduced */
     int32_t out_size, count;
     int32_t input_zero_point, output_zero_point, multiplier, shift;
+    int32_t elem_bytes; /* 1: int8, 2: int16 */
 } qk_mean_params;
 
-void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+/* input and output: elem_bytes 1 (int8) or 2 (int16, the int16x8 MEAN), clamped to that type. */
+void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch);
 
 /* ---- PAD / PADV2 (4-D, raw fill value) ---- */
 typedef struct {
