@@ -164,6 +164,21 @@ def emit_sigmoid16(pos, prepared, g, prefix) -> OpEmit:
                   "qk_sigmoid16_params", fields, [lut])
 
 
+def emit_softmax16(pos, prepared, g, prefix) -> OpEmit:
+    op, p, x, out = tables._int8_io(prepared, g, np.int16)
+    tables._mbqm_shifts([p.input_shift], p.rounding, op.opcode)
+    depth = int(x.shape[-1])
+    fields = dict(outer=x.size // depth, depth=depth, input_multiplier=p.input_multiplier, input_shift=p.input_shift)
+    luts = [CArray(prefix + "_exp", "int16_t", np.asarray(p.exp_lut, np.int64)),
+            CArray(prefix + "_recip", "int16_t", np.asarray(p.reciprocal_lut, np.int64))]
+    for a in luts:
+        if a.values.size != 513 or a.values.min() < -32768 or a.values.max() > 32767:
+            raise QsimError("SOFTMAX int16: the prepared tables are not 513 int16 entries; codegen cannot emit it.")
+    return OpEmit(pos, op.opcode, f"SOFTMAX int16 -> '{out.name}'",
+                  tables._params_call("qk_softmax_s16", prefix, f"{prefix}_exp", f"{prefix}_recip", "{in0}", "{out0}"),
+                  "qk_softmax16_params", fields, luts)
+
+
 def _typed(emitter):
     """An int8 emitter of :mod:`tables` bound to its int16 twin kernel (``dtype=np.int16``)."""
     def emit(pos, prepared, g, prefix):
@@ -197,7 +212,8 @@ EMITTERS = {
     "SQUEEZE": tables.emit_alias,
     "EXPAND_DIMS": tables.emit_alias,
     "CONCATENATION": tables.emit_concat,
-    "MEAN": tables.emit_mean,  # qk_mean reads int8 or int16 (qk_mean_params.elem_bytes)
+    "MEAN": tables.emit_mean,
+    "SOFTMAX": emit_softmax16,  # qk_mean reads int8 or int16 (qk_mean_params.elem_bytes)
 }
 # Ops with an int16x8 C kernel (anything else touching int16 is refused by name at generation time).
 C_SUPPORTED_INT16 = tuple(EMITTERS)

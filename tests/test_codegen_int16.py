@@ -229,6 +229,8 @@ def _single_op_models() -> dict[str, bytes]:
     m["TRANSPOSE"] = single_op("TRANSPOSE", [(1, 3, 4, 5)], (1, 5, 3, 4), consts=[np.array([0, 3, 1, 2], np.int32)])
     m["MEAN"] = single_op("MEAN", [(1, 4, 6, 3)], (1, 1, 1, 3), ir.ReducerOptions(True), scales=[0.001],
                           out_scale=0.0007, consts=[np.array([1, 2], np.int32)])
+    m["SOFTMAX"] = single_op("SOFTMAX", [(1, 6, 40)], (1, 6, 40), ir.SoftmaxOptions(1.0), scales=[0.0004],
+                             out_scale=1 / 32768)
     m["RELU6"] = single_op("RELU6", [(1, 8, 8)], (1, 8, 8), scales=[0.0007], out_scale=0.0003)
     m["LOGISTIC"] = single_op("LOGISTIC", [(1, 16, 64)], (1, 16, 64), scales=[0.0003], out_scale=2.0 ** -15)
     m["TANH"] = single_op("TANH", [(1, 16, 64)], (1, 16, 64), scales=[2.0 ** -12], out_scale=2.0 ** -15)
@@ -320,8 +322,8 @@ def test_seanet_cortex_m4_qemu_vs_tflm(model, tmp_path):
 # ------------------------------------------------------------------ refusals
 
 def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
-    """int16 SOFTMAX and DEQUANTIZE have no C kernel (the MEAN before them has): one error names both
-    ops (index, opcode, output) and the float32 graph output, and nothing is written."""
+    """int16 DEQUANTIZE has no C kernel (float output; the MEAN and SOFTMAX before it have one): one
+    error names both DEQUANTIZE ops (index, opcode, output) and the float32 graph outputs; nothing is written."""
     from qsim.builder import ModelBuilder
     b = ModelBuilder(description="int16 refusals")
     x = b.add_input("x", (1, 4, 8), np.int16, scale=0.001, zero_point=0)
@@ -329,15 +331,16 @@ def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
     b.add_op("MEAN", [x, b.add_const("axes", np.array([1], np.int32))], [y], ir.ReducerOptions(False))
     z = b.add_tensor("z", (1, 8), np.int16, scale=1 / 32768, zero_point=0)
     b.add_op("SOFTMAX", [y], [z], ir.SoftmaxOptions(1.0))
-    f = b.add_tensor("f", (1, 8), np.float32)
-    b.add_op("DEQUANTIZE", [z], [f])
-    b.mark_output(f)
+    for k, src in enumerate((y, z)):
+        f = b.add_tensor(f"f{k}", (1, 8), np.float32)
+        b.add_op("DEQUANTIZE", [src], [f])
+        b.mark_output(f)
     g = load_bytes(b.build())
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("3 problem(s)", "op #1 SOFTMAX (output 'z')", "op #2 DEQUANTIZE (output 'f')",
-                   "no int16x8 C kernel", "graph output 'f' is float32"):
+    for needle in ("4 problem(s)", "op #2 DEQUANTIZE (output 'f0')", "op #3 DEQUANTIZE (output 'f1')",
+                   "no int16x8 C kernel", "graph output 'f0' is float32", "graph output 'f1' is float32"):
         assert needle in msg, msg
-    assert "MEAN" not in msg.split("int16x8 supported:")[0]
+    assert "op #0" not in msg and "op #1" not in msg
     assert not (tmp_path / "out").exists()

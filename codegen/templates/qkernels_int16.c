@@ -399,3 +399,47 @@ void qk_sigmoid_s16(const qk_sigmoid16_params *p, const uint16_t *lut, const int
         }
     }
 }
+
+/* ------------------------------------------------------------ SOFTMAX int16
+ * qsim.kernels.activations.eval_softmax16 / fixedpoint.int16_lut_lookup. */
+
+/* TFLite's interpolating int16 table lookup: entry 256 + (v >> 7) plus (slope * (v & 127) + 64) >> 7,
+ * the sum wrapped to int16. */
+static int32_t qk_lut16_lookup(const int16_t *lut, int32_t v)
+{
+    const int32_t index = (v + 32768) >> 7; /* = 256 + floor(v / 128), v in int16 */
+    const int32_t base = lut[index];
+    const int32_t delta = (int32_t)qk_asr64((int64_t)(lut[index + 1] - base) * (int32_t)((uint32_t)v & 0x7Fu) + 64, 7);
+    return (int16_t)(uint16_t)(uint32_t)(base + delta);
+}
+
+void qk_softmax_s16(const qk_softmax16_params *p, const int16_t *exp_lut, const int16_t *reciprocal_lut,
+                    const int16_t *input, int16_t *output)
+{
+    int32_t o, i;
+    for (o = 0; o < p->outer; ++o, input += p->depth, output += p->depth) {
+        int32_t max = QK_S16_MIN, clz = 0, right, recip;
+        uint32_t total = 0;
+        int64_t shifted;
+        for (i = 0; i < p->depth; ++i) {
+            max = input[i] > max ? input[i] : max;
+        }
+        for (i = 0; i < p->depth; ++i) {
+            const int32_t scaled = qk_mbqm(input[i] - max, p->input_multiplier, p->input_shift);
+            const int32_t e = qk_lut16_lookup(exp_lut, qk_clamp64((int64_t)scaled + 32767, QK_S16_MIN, QK_S16_MAX));
+            output[i] = (int16_t)e; /* the row's exps, kept in the output until the sum is known */
+            total += (uint32_t)e;
+        }
+        /* the sum is in [1, 2^31): the maximum's exp alone is positive and rows are short enough (prepare) */
+        while (clz < 32 && (total & (0x80000000u >> clz)) == 0) {
+            ++clz;
+        }
+        shifted = (((int64_t)total << (clz - 1)) + (1 << 13)) >> 14;
+        recip = qk_lut16_lookup(reciprocal_lut, qk_clamp64(shifted - (1 << 15) - (1 << 16), QK_S16_MIN, QK_S16_MAX));
+        right = 31 - clz;
+        for (i = 0; i < p->depth; ++i) {
+            const int64_t y = qk_asr64((int64_t)output[i] * recip + ((int64_t)1 << (right - 1)), right);
+            output[i] = (int16_t)qk_clamp64(y, 0, QK_S16_MAX);
+        }
+    }
+}

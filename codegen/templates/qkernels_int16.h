@@ -100,4 +100,13 @@ typedef struct {
 
 void qk_sigmoid_s16(const qk_sigmoid16_params *p, const uint16_t *lut, const int16_t *input, int16_t *output);
 
+/* ---- SOFTMAX int16 -> int16 (reference_ops::SoftmaxInt16), last axis: exp_lut / reciprocal_lut are
+ * TFLite's 513-entry interpolated tables built at generation time (qsim's prepare). ---- */
+typedef struct {
+    int32_t outer, depth, input_multiplier, input_shift;
+} qk_softmax16_params;
+
+void qk_softmax_s16(const qk_softmax16_params *p, const int16_t *exp_lut, const int16_t *reciprocal_lut,
+                    const int16_t *input, int16_t *output);
+
 #endif /* QKERNELS_INT16_H */
