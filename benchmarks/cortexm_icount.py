@@ -199,12 +199,12 @@ def measure(model, build: Path, target: str = "cortex-m4", kernels: str = "qsim"
     res = generate(model, build, name=name, target=CODEGEN_TARGET.get(target, target), force=True, kernels=kernels)
     libs = _cmsis_lib(build, mcpu) if kernels == "cmsis-nn" else []
     x = bench_input(g)
-    from qsim.codegen.tables import c_cast
+    from qsim.codegen.tables import c_pointer
     in_sizes = [g.tensors[t].nbytes for t in g.inputs]  # bytes
     out_sizes = [g.tensors[t].nbytes for t in g.outputs]
-    call_args = ", ".join([c_cast(f"in_buf + {sum(in_sizes[:k])}", g.tensors[t].dtype, const=True)
+    call_args = ", ".join([c_pointer(f"in_buf + {sum(in_sizes[:k])}", g.tensors[t].dtype, const=True)
                            for k, t in enumerate(g.inputs)]
-                          + [c_cast(f"out_buf + {sum(out_sizes[:k])}", g.tensors[t].dtype)
+                          + [c_pointer(f"out_buf + {sum(out_sizes[:k])}", g.tensors[t].dtype)
                              for k, t in enumerate(g.outputs)])
     rows = [", ".join(str(int(v)) for v in x[i:i + 24]) for i in range(0, x.size, 24)]
     (build / "bench_main.c").write_text(BENCH_MAIN.format(

@@ -24,13 +24,13 @@ from qsim.errors import QsimError, UnsupportedModelError
 from qsim.interpreter import check_quantized, prepare_graph, unsupported_ops, variable_start_values
 from qsim.kernels.activations import softmax_abort_message, softmax_abort_row_length
 from qsim.loader import load
-from qsim.validate import raise_if_invalid
+from qsim.validate import op_label, raise_if_invalid
 from qsim.report import op_macs
 
-from . import cmsis_nn, planner, tables
+from . import cmsis_nn, int16, planner, tables
 
 TEMPLATES = Path(str(files("qsim.codegen") / "templates"))  # package data: .j2/.c/.h, startup, linker
-STATIC_FILES = ("qkernels.c", "qkernels.h", "startup_cm.c")
+STATIC_FILES = ("qkernels.c", "qkernels.h", "qkernels_int16.c", "qkernels_int16.h", "startup_cm.c")
 ROUNDING_PROFILES = {"double": "tflm", "single": "single"}
 ROUNDING_DOC = {"double": "TFLite's classic SRDHM + RoundingDivideByPOT, as TFLite Micro by default",
                 "single": "TFLITE_SINGLE_ROUNDING: one rounding, half up"}
@@ -42,6 +42,8 @@ TARGETS = {
     "cortex-m7": ("cortex-m7", "mps2-an500", "cortex-m", "0x00000000", "0x20000000"),
     "cortex-m33": ("cortex-m33", "mps2-an505", "cortex-m", "0x10000000", "0x38000000"),
 }
+# Graph input/output element types the generated API passes (int16/int32: int16x8 models).
+GRAPH_IO_DTYPES = (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32))
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto
 if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned
 void volatile while _Bool _Complex _Imaginary main""".split())
@@ -124,6 +126,8 @@ def c_comment(text: str) -> str:
 
 def _c_int(v: int) -> str:
     v = int(v)
+    if v == -(1 << 63):
+        return "(-9223372036854775807LL - 1)"
     return "(-2147483647 - 1)" if v == -(1 << 31) else str(v)
 
 
@@ -148,18 +152,18 @@ def check_supported(g: ir.Graph) -> None:
     """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O
     (a float model gets qsim's own explanation first)."""
     check_quantized(g)
-    problems = list(unsupported_ops(g, int16=True, uint8=False))  # the simulator's view; int16 forms below
+    problems = list(unsupported_ops(g, int16=True, uint8=False))  # int16x8: qsim's own rules; C kernels below
     flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
     for op in g.operators:
-        if op.index not in flagged and op.opcode in tables.C_SUPPORTED:
-            t16 = tables.int16_without_c_kernel(op, g)
-            if t16 is not None:
-                problems.append(f"op #{op.index} {op.opcode} (output '{g.tensors[op.outputs[0]].name}'): int16 "
-                                f"tensor '{t16.name}' has no C kernel (C int16 forms: {tables.C_INT16_FORMS})")
-                flagged.add(op.index)
-    for op in g.operators:
-        if op.opcode not in tables.C_SUPPORTED and op.index not in flagged:
-            out = g.tensors[op.outputs[0]].name if op.outputs else "?"
+        out = g.tensors[op.outputs[0]].name if op.outputs else "?"
+        if op.index in flagged:
+            continue
+        if int16.is_int16_op(op, g):
+            if op.opcode not in int16.C_SUPPORTED_INT16:
+                problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no int16 C kernel in qsim codegen "
+                                f"(int16x8 supported: {', '.join(int16.C_SUPPORTED_INT16)}; other int16 forms: "
+                                f"{tables.C_INT16_FORMS})")
+        elif op.opcode not in tables.C_SUPPORTED:
             problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no C kernel in qsim codegen "
                             f"(supported: {', '.join(tables.C_SUPPORTED)})")
     for op in g.operators:
@@ -170,7 +174,8 @@ def check_supported(g: ir.Graph) -> None:
                 break
     abort_row = softmax_abort_row_length()
     for op in g.operators:  # the C kernel cannot refuse a row at run time: refuse the shape here
-        if op.opcode == "SOFTMAX" and op.inputs and op.inputs[0] >= 0 and op.index not in flagged:
+        if op.opcode == "SOFTMAX" and op.inputs and op.inputs[0] >= 0 and op.index not in flagged \
+                and not int16.is_int16_op(op, g):  # int16 rows: prepare_softmax16 bounds them
             shape = g.tensors[op.inputs[0]].shape
             if len(shape) and int(shape[-1]) >= abort_row:
                 problems.append(f"op #{op.index} SOFTMAX (output '{g.tensors[op.outputs[0]].name}'): "
@@ -178,9 +183,9 @@ def check_supported(g: ir.Graph) -> None:
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]
-            if np.dtype(tensor.dtype) not in (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32)):
-                problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; "
-                                "the generated API takes int8, int16 or int32 tensors only")
+            if np.dtype(tensor.dtype) not in GRAPH_IO_DTYPES:
+                problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; the generated "
+                                f"API takes {', '.join(d.name for d in GRAPH_IO_DTYPES)} tensors only")
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)
@@ -243,7 +248,7 @@ def _io_info(g: ir.Graph, idxs) -> list[dict]:
         tensor = g.tensors[t]
         q = tensor.quant
         out.append(dict(comment=c_comment(tensor.name), shape=list(tensor.shape), size=tensor.size,
-                        nbytes=tensor.nbytes, ctype=tables.c_type(tensor.dtype),
+                        nbytes=tensor.nbytes, dtype=np.dtype(tensor.dtype).name, ctype=tables.c_type(tensor.dtype),
                         scale=f"{q.scale0:.9g}f" if q is not None else "1.0f",
                         zero_point=q.zp0 if q is not None else 0))
     return out
@@ -289,7 +294,8 @@ def _pointer(g: ir.Graph, plan: planner.MemoryPlan, t: int, name: str, in_names,
         return in_names[b.io_index]
     if b.kind == "output":
         return out_names[b.io_index]
-    return f"({name}_arena + {b.offset})"
+    return tables.c_pointer(f"{name}_arena + {b.offset}" if np.dtype(tensor.dtype) != np.int8
+                            else f"({name}_arena + {b.offset})", tensor.dtype)
 
 
 def profile_name(rounding: str, kernels: str = "qsim") -> str:
@@ -328,12 +334,13 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     prepared = prepare_graph(g, profile)
     emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):
-        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs else None
+        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs and not int16.has_int16_tensor(p.op, g) else None
         if c is not None:
             cmsis_ops[pos], e = c, c.emit
         else:  # qsim's own kernel
-            _check_op_rounding(p, rounding)
-            e = tables.EMITTERS[p.op.opcode](pos, p, g, f"{name}_op{pos}")
+            _check_op_rounding(p, rounding, g)
+            emitters = int16.EMITTERS if int16.is_int16_op(p.op, g) else tables.EMITTERS
+            e = emitters[p.op.opcode](pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)
         emits.append(e)
@@ -351,10 +358,11 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
             for t in (i for k, i in enumerate(p.op.inputs) if i >= 0 and (positions is None or k in positions)):
                 tensor = g.tensors[t]
                 if tensor.is_const and t not in const_arrays:
-                    if np.dtype(tensor.dtype) != np.int8:
-                        raise QsimError(f"constant operand '{tensor.name}' of {p.op.opcode} must be int8.")
+                    if np.dtype(tensor.dtype) != np.dtype(g.tensors[p.op.outputs[0]].dtype):
+                        raise QsimError(f"constant operand '{tensor.name}' of {p.op.opcode} must have the "
+                                        "output's element type.")
                     const_arrays[t] = f"{name}_const{t}"
-                    arrays.append(tables.CArray(const_arrays[t], "int8_t",
+                    arrays.append(tables.CArray(const_arrays[t], tables.c_type(tensor.dtype),
                                                 np.asarray(tensor.data, np.int64).reshape(-1)))
     single_in = len(g.inputs) == 1
     single_out = len(g.outputs) == 1
@@ -388,19 +396,18 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         b = plan.placement(t)
         if not (b.kind == "output" and b.io_index == k):
             src = _pointer(g, plan, t, name, in_names, out_names, const_arrays)
-            final_copies.append(f"qk_copy((const int8_t *)(const void *)({src}), (int8_t *)(void *){out_names[k]}, "
-                                f"{g.tensors[t].nbytes});")
+            final_copies.append(tables.byte_copy(src, out_names[k], g.tensors[t].nbytes))
 
     weights_bytes = sum(a.nbytes for a in arrays)
     total_macs = sum(e.macs for e in emits)
     in_info, out_info = _io_info(g, g.inputs), _io_info(g, g.outputs)
-    in_total = sum(i["nbytes"] for i in in_info)  # bytes
+    in_total = sum(i["nbytes"] for i in in_info)  # bytes of one sample (main.c's byte buffers)
     out_total = sum(o["nbytes"] for o in out_info)
     call_args = ", ".join(
-        [tables.c_cast(f"in_buf + {sum(i['nbytes'] for i in in_info[:k])}", g.tensors[t].dtype, const=True)
-         for k, t in enumerate(g.inputs)]
-        + [tables.c_cast(f"out_buf + {sum(o['nbytes'] for o in out_info[:k])}", g.tensors[t].dtype)
-           for k, t in enumerate(g.outputs)])
+        [tables.c_pointer(f"in_buf + {sum(i['nbytes'] for i in in_info[:k])}", in_info[k]["dtype"], const=True)
+         for k in range(len(in_info))]
+        + [tables.c_pointer(f"out_buf + {sum(o['nbytes'] for o in out_info[:k])}", out_info[k]["dtype"])
+           for k in range(len(out_info))])
     mcpu, machine, goal, flash_origin, ram_origin = TARGETS[target]
     ctx = dict(name=name, NAME=name.upper(), source=c_comment(Path(source).name), rounding=rounding,
                rounding_doc=ROUNDING_DOC[rounding], inputs=in_info, outputs=out_info,
@@ -450,12 +457,12 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     return result
 
 
-def _check_op_rounding(prepared, rounding: str) -> None:
+def _check_op_rounding(prepared, rounding: str, g: ir.Graph) -> None:
     """The C kernels use one rounding for the whole build: every op's prepared rounding must match."""
-    if prepared.op.opcode in tables.UNARY_LUT_OPS:
+    if prepared.op.opcode in tables.UNARY_LUT_OPS and not int16.is_int16_op(prepared.op, g):
         return  # tabulated from the Python kernel itself: no C rounding involved
     params = prepared.params
-    rq = getattr(params, "requant", None) or params
+    rq = getattr(params, "requant", None) or getattr(getattr(params, "conv", None), "requant", None) or params
     op_rounding = getattr(rq, "rounding", None)
     if op_rounding is not None and op_rounding != rounding:
         raise QsimError(f"op #{prepared.op.index} {prepared.op.opcode} was prepared with '{op_rounding}' "

@@ -57,23 +57,25 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
                      "PADV2": (0,)}
 
 
-# The one mapping from tensor / table element types to C types (graph I/O, arena pointers, tables).
-C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t", np.dtype(np.int32): "int32_t",
-           np.dtype(np.uint16): "uint16_t"}
-C_TYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
+# The one place the generator maps element types to C: numpy dtype -> C type of the tensor's
+# elements (graph I/O pointers, arena pointers, constant tables).  Element bytes come from numpy.
+C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
+           np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
+CTYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
 
 
 def c_type(dtype) -> str:
-    """The C element type of a numpy dtype ("int8_t", "int16_t", "int32_t", "uint16_t")."""
-    d = np.dtype(dtype)
-    if d not in C_TYPES:
-        raise QsimError(f"{d.name} tensors have no C type in qsim codegen (int8, int16, int32 only).")
-    return C_TYPES[d]
+    """The C element type of a numpy dtype (``int16`` -> ``"int16_t"``); QsimError when C has none here."""
+    dt = np.dtype(dtype)
+    if dt not in C_TYPES:
+        raise QsimError(f"{dt.name} tensors have no C element type in qsim codegen "
+                        f"(supported: {', '.join(d.name for d in C_TYPES)}).")
+    return C_TYPES[dt]
 
 
-def c_cast(expr: str, dtype, const: bool = False) -> str:
-    """``expr`` (an int8_t pointer expression: arena, state or I/O) as a pointer to ``dtype``
-    elements (unchanged for int8; through void * otherwise)."""
+def c_pointer(expr: str, dtype, const: bool = False) -> str:
+    """``expr`` (a byte pointer, e.g. into the int8 arena) as a pointer to ``dtype`` elements;
+    int8 pointers stay as they are."""
     ct = c_type(dtype)
     if ct == "int8_t":
         return expr
@@ -86,12 +88,12 @@ class CArray:
     """A const table for NAME_weights.c (lives in flash)."""
 
     name: str
-    ctype: str  # a C_TYPES value
+    ctype: str  # a C_TYPES value: "int8_t" | "int16_t" | "uint16_t" | "int32_t" | "int64_t"
     values: np.ndarray
 
     @property
     def nbytes(self) -> int:
-        return int(self.values.size) * C_TYPE_BYTES[self.ctype]
+        return int(self.values.size) * CTYPE_BYTES[self.ctype]
 
 
 @dataclass
@@ -299,31 +301,47 @@ def _require_int8(op, *tensors: ir.Tensor) -> None:
                             "(int8 only).")
 
 
-def _int8_io(prepared, g):
-    """(op, params, input 0, output 0) of an op whose C kernel reads and writes int8 only."""
+def _int8_io(prepared, g, dtype=np.int8):
+    """(op, params, input 0, output 0) of an op whose C kernel reads and writes ``dtype`` (int8, or
+    int16 for the qkernels_int16.c twin: :func:`kernel_fn`) only."""
     op = prepared.op
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    _require_int8(op, x, out)
+    if np.dtype(dtype) == np.int8:
+        _require_int8(op, x, out)
+    else:
+        for t in (x, out):
+            if np.dtype(t.dtype) != np.dtype(dtype):
+                raise QsimError(f"{op.opcode} on {np.dtype(t.dtype).name} data ('{t.name}') has no C kernel "
+                                f"({np.dtype(dtype).name} only).")
     return op, prepared.params, x, out
 
 
-def emit_pool(pos, prepared, g, prefix) -> OpEmit:
-    op, p = prepared.op, prepared.params
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+def kernel_fn(name: str, dtype=np.int8) -> str:
+    """The C kernel for ``dtype`` elements: qkernels.c's ``name`` (int8) or its int16 twin
+    ``name_s16`` in qkernels_int16.c (same params struct)."""
+    return name if np.dtype(dtype) == np.int8 else f"{name}_s16"
+
+
+def emit_pool(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    op, p, x, out = _int8_io(prepared, g, dtype)
     n, h, wd, c = x.shape
     fields = dict(batches=n, in_h=h, in_w=wd, channels=c, out_h=p.out_h, out_w=p.out_w,
                   filter_h=p.filter_h, filter_w=p.filter_w, stride_h=p.stride_h, stride_w=p.stride_w,
                   pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
-    fn = "qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d"
+    fn = kernel_fn("qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d", dtype)
     return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
                   _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields)
+
+
+def byte_copy(src: str, dst: str, nbytes: int) -> str:
+    """A qk_copy statement over ``nbytes`` bytes between pointers of any element type."""
+    return f"qk_copy((const int8_t *){src}, (int8_t *){dst}, {nbytes});"
 
 
 def emit_alias(pos, prepared, g, prefix) -> OpEmit:
     op = prepared.op
     out = g.tensors[op.outputs[0]]
-    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
-                  f"qk_copy({{in0}}, {{out0}}, {out.nbytes});")
+    return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'", byte_copy("{in0}", "{out0}", out.nbytes))
 
 
 def _attr(p, names, opcode):
@@ -368,37 +386,37 @@ def _emit_binary(pos, prepared, g, prefix, fn: str, struct_type: str, fields: di
                   _params_call(fn, prefix, "{in0}", "{in1}", "{out0}"), struct_type, {"shape": shape, **fields})
 
 
-def emit_add(pos, prepared, g, prefix) -> OpEmit:
+def emit_add(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
     fields = _param_ints(prepared.params, prepared.op.opcode, "sign", "left_shift",
                          "input1_offset", "input1_multiplier", "input1_shift",
                          "input2_offset", "input2_multiplier", "input2_shift",
                          "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
     _mbqm_shifts([fields["input1_shift"], fields["input2_shift"], fields["output_shift"]],
                  prepared.params.rounding, prepared.op.opcode)
-    return _emit_binary(pos, prepared, g, prefix, "qk_add", "qk_add_params", fields)
+    return _emit_binary(pos, prepared, g, prefix, kernel_fn("qk_add", dtype), "qk_add_params", fields)
 
 
-def emit_mul(pos, prepared, g, prefix) -> OpEmit:
+def emit_mul(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
     fields = _param_ints(prepared.params, prepared.op.opcode, "input1_offset", "input2_offset",
                          "output_offset", "output_multiplier", "output_shift", *ACT_RANGE)
     _mbqm_shifts([fields["output_shift"]], prepared.params.rounding, prepared.op.opcode)
-    return _emit_binary(pos, prepared, g, prefix, "qk_mul", "qk_mul_params", fields)
+    return _emit_binary(pos, prepared, g, prefix, kernel_fn("qk_mul", dtype), "qk_mul_params", fields)
 
 
-def emit_minmax(pos, prepared, g, prefix) -> OpEmit:
-    return _emit_binary(pos, prepared, g, prefix, "qk_minmax", "qk_minmax_params",
+def emit_minmax(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    return _emit_binary(pos, prepared, g, prefix, kernel_fn("qk_minmax", dtype), "qk_minmax_params",
                         dict(take_max=int(bool(prepared.params.take_max))))
 
 
-def emit_transpose(pos, prepared, g, prefix) -> OpEmit:
-    op, p, x, out = _int8_io(prepared, g)
+def emit_transpose(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    op, p, x, out = _int8_io(prepared, g, dtype)
     in_dims = _dims4(x.shape, op.opcode)
     strides = _row_major_strides(in_dims)
     lead = 4 - len(x.shape)
     perm4 = list(range(lead)) + [lead + a for a in p.perm]
     fields = dict(out_dims=[in_dims[a] for a in perm4], in_strides=[strides[a] for a in perm4], in_offset=0)
     return OpEmit(pos, op.opcode, f"TRANSPOSE {list(p.perm)} -> '{out.name}'",
-                  _params_call("qk_gather", prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
+                  _params_call(kernel_fn("qk_gather", dtype), prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
 
 
 def slice_axes(params) -> list[tuple[int, int, int, int]]:
@@ -422,12 +440,12 @@ def slice_axes(params) -> list[tuple[int, int, int, int]]:
     return axes
 
 
-def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
+def emit_strided_slice(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
     """STRIDED_SLICE as a 4-D strided gather: axes taking one element fold into the start
     offset (shrunk and new axes included), at most 4 others remain."""
     op, p = prepared.op, prepared.params
     out = g.tensors[op.outputs[0]]
-    _require_int8(op, out)
+    _int8_io(prepared, g, dtype)
     axes = slice_axes(p)
     in_strides = _row_major_strides(p.effective_shape)
     offset = sum(start * st for (_, start, _, _), st in zip(axes, in_strides))
@@ -442,7 +460,7 @@ def emit_strided_slice(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(out_dims=[c for c, _ in loops], in_strides=[s for _, s in loops], in_offset=offset)
     desc = ", ".join(f"{start}:{step}x{count}" for _, start, step, count in axes)
     return OpEmit(pos, op.opcode, f"STRIDED_SLICE [{desc}] -> '{out.name}'",
-                  _params_call("qk_gather", prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
+                  _params_call(kernel_fn("qk_gather", dtype), prefix, "{in0}", "{out0}"), "qk_gather_params", fields)
 
 
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
@@ -459,7 +477,7 @@ def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(outer=x.size // max(depth, 1), depth=depth,
                   **_param_ints(p, op.opcode, "input_multiplier", "input_left_shift", "diff_min"))
     _mbqm_shifts([fields["input_left_shift"]], p.rounding, op.opcode)
-    fn, dst = ("qk_softmax_s16", c_cast("{out0}", np.int16)) if s16 else ("qk_softmax", "{out0}")
+    fn, dst = ("qk_softmax_s16", c_pointer("{out0}", np.int16)) if s16 else ("qk_softmax", "{out0}")
     return OpEmit(pos, op.opcode, f"SOFTMAX{' (int16 output)' if s16 else ''} -> '{out.name}'",
                   _params_call(fn, prefix, "{in0}", dst), "qk_softmax_params", fields)
 
@@ -479,7 +497,7 @@ def emit_quantize(pos, prepared, g, prefix) -> OpEmit:
                   shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]),
                   out_min=p.out_min, out_max=p.out_max, out_bits=8 * np.dtype(out.dtype).itemsize)
     return OpEmit(pos, op.opcode, f"QUANTIZE int16 -> {np.dtype(out.dtype).name} -> '{out.name}'",
-                  _params_call("qk_requantize_from_s16", prefix, c_cast("{in0}", np.int16, const=True),
+                  _params_call("qk_requantize_from_s16", prefix, c_pointer("{in0}", np.int16, const=True),
                                "(void *)({out0})"), "qk_requant_s16_params", fields)
 
 
@@ -539,7 +557,7 @@ def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
               CArray(prefix + "_bh", "int32_t", _i32(k.bias_h)),
               CArray(prefix + "_sigmoid", "uint16_t", np.asarray(fp.SIGMOID_TABLE_UINT16, np.int64))]
     call = (f"qk_lstm(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
-            f"{prefix}_sigmoid, {{at18}}, {c_cast('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
+            f"{prefix}_sigmoid, {{at18}}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
     return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {s} cells, {steps} steps -> '{out.name}'", call,
                   "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
 
@@ -565,37 +583,46 @@ def emit_mean(pos, prepared, g, prefix) -> OpEmit:
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     if p.path == "copy":
         return OpEmit(pos, op.opcode, f"MEAN (no axes: copy) -> '{out.name}'",
-                      f"qk_copy({{in0}}, {{out0}}, {out.nbytes});")
+                      byte_copy("{in0}", "{out0}", out.nbytes))
     in_dims = _dims4(x.shape, op.opcode)
     reduce = [0] * (4 - len(x.shape)) + [1 if a in p.axes else 0 for a in range(len(x.shape))]
     fields = dict(in_dims=in_dims, reduce=reduce, out_size=out.size, count=p.count,
                   input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
                   multiplier=int(_i32([p.multiplier])[0]),
-                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]))
+                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]),
+                  elem_bytes=np.dtype(out.dtype).itemsize)
+    if np.dtype(x.dtype) != np.dtype(out.dtype) or fields["elem_bytes"] not in (1, 2):
+        raise QsimError(f"MEAN from {np.dtype(x.dtype).name} to {np.dtype(out.dtype).name} has no C kernel "
+                        "(int8 -> int8 and int16 -> int16).")
     return OpEmit(pos, op.opcode, f"MEAN over axes {list(p.axes)} -> '{out.name}'",
                   _params_call("qk_mean", prefix, "{in0}", "{out0}", "(int32_t *){scratch}"), "qk_mean_params",
                   fields, scratch_bytes=4 * out.size)
 
 
-def emit_pad(pos, prepared, g, prefix) -> OpEmit:
-    op, p, x, out = _int8_io(prepared, g)
+def emit_pad(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    op, p, x, out = _int8_io(prepared, g, dtype)
     lead = 4 - len(x.shape)
     fields = dict(in_dims=_dims4(x.shape, op.opcode), out_dims=_dims4(out.shape, op.opcode),
                   before=[0] * lead + [int(v) for v in np.asarray(p.pads)[:, 0]], value=int(p.value))
     return OpEmit(pos, op.opcode, f"{op.opcode} -> '{out.name}'",
-                  _params_call("qk_pad", prefix, "{in0}", "{out0}"), "qk_pad_params", fields)
+                  _params_call(kernel_fn("qk_pad", dtype), prefix, "{in0}", "{out0}"), "qk_pad_params", fields)
 
 
 def emit_concat(pos, prepared, g, prefix) -> OpEmit:
     op, p = prepared.op, prepared.params
     out = g.tensors[op.outputs[0]]
-    _require_int8(op, out)
+    c_type(out.dtype)
+    esize = np.dtype(out.dtype).itemsize  # a byte copy: any element type (inputs share the output's)
     outer = int(np.prod(out.shape[:p.axis], dtype=np.int64))
-    out_inner = int(np.prod(out.shape[p.axis:], dtype=np.int64))
+    out_inner = esize * int(np.prod(out.shape[p.axis:], dtype=np.int64))
     calls, offset = [], 0
     for k, t in enumerate(i for i in op.inputs if i >= 0):
-        inner = int(np.prod(g.tensors[t].shape[p.axis:], dtype=np.int64))
-        calls.append(f"qk_concat_part({{in{k}}}, {{out0}} + {offset}, {outer}, {inner}, {out_inner});")
+        if np.dtype(g.tensors[t].dtype) != np.dtype(out.dtype):
+            raise QsimError(f"CONCATENATION: input '{g.tensors[t].name}' is {np.dtype(g.tensors[t].dtype).name} "
+                            f"and the output {np.dtype(out.dtype).name}; codegen needs one element type.")
+        inner = esize * int(np.prod(g.tensors[t].shape[p.axis:], dtype=np.int64))
+        calls.append(f"qk_concat_part((const int8_t *){{in{k}}}, (int8_t *){{out0}} + {offset}, {outer}, {inner}, "
+                     f"{out_inner});")
         offset += inner
     return OpEmit(pos, op.opcode, f"CONCATENATION axis {p.axis} -> '{out.name}'", "\n    ".join(calls))
 
@@ -698,8 +725,8 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     op, p = prepared.op, prepared.params
     x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
     out = g.tensors[op.outputs[0]]
-    if x is None or x.is_const or np.dtype(out.dtype) != np.int8:
-        return []
+    if x is None or x.is_const or np.dtype(out.dtype) != np.int8 or np.dtype(x.dtype) != np.int8:
+        return []  # int16 kernels (qkernels_int16.c) never run in place
     if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(x.shape) == 4 and x.shape[0] == 1:
         return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
                                              False))]

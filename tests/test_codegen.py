@@ -322,24 +322,27 @@ def _tiny_model(opcodes, with_int16=False) -> bytes:
         y = b.add_tensor(f"y{k}", (1, 4), np.int8, scale=0.1, zero_point=0)
         b.add_op(opc, [prev] + [b.add_const(f"c{k}_{j}", a) for j, a in enumerate(extra)], [y], opts)
         prev = y
-    if with_int16:
+    if with_int16:  # int8 -> int16 QUANTIZE (has an int16x8 C kernel), then an int16 DEQUANTIZE (has none)
         z = b.add_tensor("z16", (1, 4), np.int16, scale=1 / 32768, zero_point=0)
         b.add_op("QUANTIZE", [prev], [z])
-        prev = z
+        f = b.add_tensor("f32", (1, 4), np.float32)
+        b.add_op("DEQUANTIZE", [z], [f])
+        prev = f
     b.mark_output(prev)
     return b.build()
 
 
 def test_unsupported_ops_all_named_at_generation_time(tmp_path):
     """EXP / NEG: qsim has no kernel; DEQUANTIZE: qsim runs it but the C generator does not;
-    QUANTIZE to int16: int16 activations.  One error names all four."""
+    int16 DEQUANTIZE: no int16x8 C kernel (and a float32 graph output).  One error names them all."""
     from qsim.loader import load_bytes
     g = load_bytes(_tiny_model([("EXP", None, []), ("NEG", None, []), ("DEQUANTIZE", None, [])],
                                with_int16=True))
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("op #0 EXP", "op #1 NEG", "op #2 DEQUANTIZE", "op #3 QUANTIZE", "int16", "no C kernel"):
+    for needle in ("op #0 EXP", "op #1 NEG", "op #2 DEQUANTIZE", "op #4 DEQUANTIZE", "no int16x8 C kernel",
+                   "no C kernel", "graph output 'f32' is float32", "5 problem(s)"):
         assert needle in msg, msg
     assert not (tmp_path / "out").exists()  # nothing written
 

@@ -189,14 +189,14 @@ def test_int16_conv_with_int16_weights_refused():
     prepare_graph(load_bytes(_conv16_model()), "tflm")  # the int8-weight twin runs
 
 
-def test_codegen_still_refuses_int16_profile_runs_it(tmp_path):
-    """The C generator is int8 only: an int16x8 conv stays refused there; the accelerator model runs it
-    (tests/test_accel_int16.py checks its figures)."""
+def test_codegen_and_profile_run_int16_vectors_refuse(tmp_path):
+    """An int16x8 conv: the C generator emits it (tests/test_codegen_int16.py checks the C), the
+    accelerator model runs it (tests/test_accel_int16.py checks its figures); vectors stay int8."""
     m = qsim.load(_conv16_model())
     assert m.run(np.zeros((1, 3, 3, 2), np.int16)).outputs  # the simulator runs it
     assert m.profile().totals["cycles"] > 0
-    with pytest.raises(QsimError, match="int16"):
-        m.codegen(tmp_path / "fw", name="n")
+    res = m.codegen(tmp_path / "fw", name="n")
+    assert [l.opcode for l in res.layers] == ["CONV_2D"]
     with pytest.raises(QsimError, match="int16x8"):  # int8 requant vectors (int32 accumulators) only
         m.vectors(0, inputs=1, out_dir=tmp_path / "vec")
     with pytest.raises(QsimError, match="requant variants .* int8 GEMM layers only"):

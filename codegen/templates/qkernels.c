@@ -862,14 +862,20 @@ static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, co
     }
 }
 
-static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+/* ADD/SUB before the output offset: both inputs shifted left and rescaled, summed, rescaled
+ * (shared by the int8 and int16 kernels; int16: left_shift 15). */
+int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b)
 {
     const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
     const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
     const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
     const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
-    return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
+    return qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+}
+
+static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+{
+    return qk_offset_clamp(qk_add_raw(p, a, b), p->output_offset, p->act_min, p->act_max);
 }
 
 static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
@@ -887,15 +893,19 @@ void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t
     qk_broadcast4(&p->shape, in1, in2, output, qk_add_row, p);
 }
 
+/* MUL before the output offset: (a + offset1) * (b + offset2) rescaled (int8 and int16 kernels). */
+int32_t qk_mul_raw(const qk_mul_params *p, int32_t a, int32_t b)
+{
+    return qk_mbqm_inline((p->input1_offset + a) * (p->input2_offset + b), p->output_multiplier, p->output_shift);
+}
+
 static void qk_mul_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
                        int8_t *out, int32_t n)
 {
     const qk_mul_params *p = (const qk_mul_params *)params;
     int32_t i;
     for (i = 0; i < n; ++i) {
-        const int32_t prod = (p->input1_offset + a[i * sa]) * (p->input2_offset + b[i * sb]);
-        const int32_t raw = qk_mbqm_inline(prod, p->output_multiplier, p->output_shift);
-        out[i] = qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
+        out[i] = qk_offset_clamp(qk_mul_raw(p, a[i * sa], b[i * sb]), p->output_offset, p->act_min, p->act_max);
     }
 }
 
@@ -922,20 +932,7 @@ void qk_minmax(const qk_minmax_params *p, const int8_t *in1, const int8_t *in2, 
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output)
 {
-    int32_t i0, i1, i2, i3;
-    const int32_t *d = p->out_dims, *s = p->in_strides;
-    for (i0 = 0; i0 < d[0]; ++i0) {
-        for (i1 = 0; i1 < d[1]; ++i1) {
-            for (i2 = 0; i2 < d[2]; ++i2) {
-                /* signed offsets: a reversed slice walks backwards (every index formed is in bounds) */
-                const int8_t *src = input + p->in_offset + (ptrdiff_t)i0 * s[0] + (ptrdiff_t)i1 * s[1]
-                                    + (ptrdiff_t)i2 * s[2];
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    *output++ = src[(ptrdiff_t)i3 * s[3]];
-                }
-            }
-        }
-    }
+    QK_GATHER4(p, input, output);
 }
 
 /* ------------------------------------------------------------------ SOFTMAX
@@ -1234,10 +1231,12 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
     }
 }
 
-void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch)
+void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)
 {
     const int32_t *d = p->in_dims, *r = p->reduce;
     const int32_t od1 = r[1] ? 1 : d[1], od2 = r[2] ? 1 : d[2], od3 = r[3] ? 1 : d[3];
+    const int32_t zp = p->output_zero_point;
+    const int32_t lo = p->elem_bytes == 2 ? -32768 : -128, hi = p->elem_bytes == 2 ? 32767 : 127;
     int32_t i0, i1, i2, i3, o;
     size_t idx = 0;
     for (o = 0; o < p->out_size; ++o) {
@@ -1247,17 +1246,24 @@ void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32
         for (i1 = 0; i1 < d[1]; ++i1) {
             for (i2 = 0; i2 < d[2]; ++i2) {
                 const int32_t base = (((r[0] ? 0 : i0) * od1 + (r[1] ? 0 : i1)) * od2 + (r[2] ? 0 : i2)) * od3;
-                for (i3 = 0; i3 < d[3]; ++i3) {
-                    scratch[base + (r[3] ? 0 : i3)] += input[idx++];
+                for (i3 = 0; i3 < d[3]; ++i3, ++idx) {
+                    const int32_t x = p->elem_bytes == 2 ? ((const int16_t *)input)[idx] : ((const int8_t *)input)[idx];
+                    int32_t *acc = &scratch[base + (r[3] ? 0 : i3)];
+                    *acc = (int32_t)((uint32_t)*acc + (uint32_t)x); /* the int32 sum wraps, as qsim's wrap_int32 */
                 }
             }
         }
     }
     for (o = 0; o < p->out_size; ++o) {
-        /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does */
+        /* sum - zp * count wraps like int32, as the reference's int32 arithmetic does; the output
+         * offset is added after clamping to [lo - zp, hi - zp] (no int32 overflow) */
         const int32_t shifted = (int32_t)((uint32_t)scratch[o] - (uint32_t)p->input_zero_point * (uint32_t)p->count);
-        output[o] = qk_offset_clamp(qk_mbqm_inline(shifted, p->multiplier, p->shift), p->output_zero_point,
-                                    -128, 127);
+        const int32_t v = qk_clamp(qk_mbqm_inline(shifted, p->multiplier, p->shift), lo - zp, hi - zp) + zp;
+        if (p->elem_bytes == 2) {
+            ((int16_t *)output)[o] = (int16_t)v;
+        } else {
+            ((int8_t *)output)[o] = (int8_t)v;
+        }
     }
 }
 

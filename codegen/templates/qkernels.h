@@ -139,6 +139,8 @@ typedef struct {
 } qk_add_params;
 
 void qk_add(const qk_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+/* One ADD/SUB element before the output offset and clamp (the int8 and int16 kernels share it). */
+int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b);
 
 typedef struct {
     qk_broadcast_shape shape;
@@ -148,6 +150,8 @@ typedef struct {
 } qk_mul_params;
 
 void qk_mul(const qk_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *output);
+/* One MUL element before the output offset and clamp (the int8 and int16 kernels share it). */
+int32_t qk_mul_raw(const qk_mul_params *p, int32_t a, int32_t b);
 
 /* MAXIMUM (take_max = 1) / MINIMUM of the raw int8 values (same quantization). */
 typedef struct {
@@ -169,6 +173,24 @@ typedef struct {
 } qk_gather_params;
 
 void qk_gather(const qk_gather_params *p, const int8_t *input, int8_t *output);
+/* The gather's body for any element type (qk_gather: int8, qk_gather_s16: int16); signed offsets,
+ * so a reversed slice walks backwards (every index formed is in bounds). */
+#define QK_GATHER4(p, input, output)                                                                       \
+    do {                                                                                                   \
+        const int32_t *d_ = (p)->out_dims, *s_ = (p)->in_strides;                                          \
+        int32_t i0_, i1_, i2_, i3_;                                                                        \
+        for (i0_ = 0; i0_ < d_[0]; ++i0_) {                                                                \
+            for (i1_ = 0; i1_ < d_[1]; ++i1_) {                                                            \
+                for (i2_ = 0; i2_ < d_[2]; ++i2_) {                                                        \
+                    const ptrdiff_t base_ = (ptrdiff_t)(p)->in_offset + (ptrdiff_t)i0_ * s_[0]             \
+                                            + (ptrdiff_t)i1_ * s_[1] + (ptrdiff_t)i2_ * s_[2];             \
+                    for (i3_ = 0; i3_ < d_[3]; ++i3_) {                                                    \
+                        *(output)++ = (input)[base_ + (ptrdiff_t)i3_ * s_[3]];                             \
+                    }                                                                                      \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    } while (0)
 
 /* ---- SOFTMAX int8 -> int8 (gemmlowp fixed point, kScaledDiffIntegerBits = 5) ---- */
 typedef struct {
@@ -247,9 +269,11 @@ typedef struct {
     int32_t reduce[4]; /* 1 = axis reduced */
     int32_t out_size, count;
     int32_t input_zero_point, output_zero_point, multiplier, shift;
+    int32_t elem_bytes; /* 1: int8, 2: int16 */
 } qk_mean_params;
 
-void qk_mean(const qk_mean_params *p, const int8_t *input, int8_t *output, int32_t *scratch);
+/* input and output: elem_bytes 1 (int8) or 2 (int16, the int16x8 MEAN), clamped to that type. */
+void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch);
 
 /* ---- PAD / PADV2 (4-D, raw fill value) ---- */
 typedef struct {
