@@ -160,8 +160,10 @@ def check_supported(g: ir.Graph) -> None:
             continue
         if int16.is_int16_op(op, g):
             if op.opcode not in int16.C_SUPPORTED_INT16:
-                problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no int16 C kernel in qsim codegen "
-                                f"(int16x8 supported: {', '.join(int16.C_SUPPORTED_INT16)}; other int16 forms: "
+                t16 = tables.int16_without_c_kernel(op, g)
+                problems.append(f"op #{op.index} {op.opcode} (output '{out}'): int16 tensor '{t16.name}' has no C "
+                                f"kernel (no int16x8 C kernel in qsim codegen for {op.opcode}; "
+                                f"int16x8 supported: {', '.join(int16.C_SUPPORTED_INT16)}; other int16 forms: "
                                 f"{tables.C_INT16_FORMS})")
         elif op.opcode not in tables.C_SUPPORTED:
             problems.append(f"op #{op.index} {op.opcode} (output '{out}'): no C kernel in qsim codegen "

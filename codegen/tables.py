@@ -464,7 +464,7 @@ def emit_strided_slice(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
 
 
 def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
-    """int8 -> int8, or int8 -> int16 (qk_softmax_s16: the same algorithm, 16-bit output)."""
+    """int8 -> int8, or int8 -> int16 (qk_softmax_s8_s16: the same algorithm, 16-bit output)."""
     op = prepared.op
     out = g.tensors[op.outputs[0]]
     s16 = np.dtype(out.dtype) == np.int16
@@ -477,7 +477,7 @@ def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
     fields = dict(outer=x.size // max(depth, 1), depth=depth,
                   **_param_ints(p, op.opcode, "input_multiplier", "input_left_shift", "diff_min"))
     _mbqm_shifts([fields["input_left_shift"]], p.rounding, op.opcode)
-    fn, dst = ("qk_softmax_s16", c_pointer("{out0}", np.int16)) if s16 else ("qk_softmax", "{out0}")
+    fn, dst = ("qk_softmax_s8_s16", c_pointer("{out0}", np.int16)) if s16 else ("qk_softmax", "{out0}")
     return OpEmit(pos, op.opcode, f"SOFTMAX{' (int16 output)' if s16 else ''} -> '{out.name}'",
                   _params_call(fn, prefix, "{in0}", dst), "qk_softmax_params", fields)
 

@@ -1060,7 +1060,7 @@ void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
     qk_softmax_rows(p, input, output, NULL);
 }
 
-void qk_softmax_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output)
+void qk_softmax_s8_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output)
 {
     qk_softmax_rows(p, input, NULL, output);
 }

@@ -201,7 +201,7 @@ typedef struct {
 void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output);
 
 /* ---- SOFTMAX int8 -> int16 (the same algorithm, 16-bit output: scale 1/65536, zero point -32768) ---- */
-void qk_softmax_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output);
+void qk_softmax_s8_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output);
 
 /* ---- QUANTIZE from int16 (reference_ops::Requantize): out = clamp(MBQM(x - input_zero_point,
  * multiplier, shift) + output_zero_point, out_min, out_max), the offset add in 64 bits; the output
