@@ -199,7 +199,7 @@ def test_codegen_and_profile_run_int16_vectors_refuse(tmp_path):
     assert [l.opcode for l in res.layers] == ["CONV_2D"]
     with pytest.raises(QsimError, match="int16x8"):  # int8 requant vectors (int32 accumulators) only
         m.vectors(0, inputs=1, out_dir=tmp_path / "vec")
-    with pytest.raises(QsimError, match="requant variants .* int8 GEMM layers only"):
+    with pytest.raises(QsimError, match=r"requant variants .* int8 \(and uint8\) GEMM layers only"):
         m.run(np.zeros((1, 3, 3, 2), np.int16), requant="shift-only")
 
 
