@@ -296,51 +296,12 @@ static void qk_dot_2rows(const int8_t *w0, const int8_t *w1, const int8_t *x, in
     acc[1] = a1;
 }
 
-/* Two rows against two vectors (the GEMM micro-kernel): rows w[0..n) and w[n..2n), vectors
+#if !QK_USE_DSP
+/* Two rows against two vectors (the portable GEMM micro-kernel): rows w[0..n) and w[n..2n), vectors
  * x[0..n) and x[n..2n); acc = {w0.x0, w1.x0, w0.x1, w1.x1}. */
 static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[4])
 {
     int32_t a00 = 0, a10 = 0, a01 = 0, a11 = 0, k = n;
-#if QK_USE_DSP
-    if (k >= 4) {
-        /* Four lanes per pass, in assembly: GCC's schedule of the same C keeps more values live
-         * than the 14 allocatable registers and spills inside the loop.  Each pass loads the two
-         * rows' words (w[0..3], w[n..n+3]), expands them to int16 pairs (SXTB16: bytes 0/2; ROR 8:
-         * bytes 1/3), then streams x1's and x0's words through the same expansion into 8 SMLADs:
-         * every byte of each row meets the same byte of each vector once. */
-        int32_t t0, t1, t2, t3, t4, t5, passes = k >> 2;
-        k &= 3;
-        __asm__(
-            "1:\n\t"
-            "ldr    %[t0], [%[w], %[n]]\n\t"
-            "ldr    %[t1], [%[w]], #4\n\t"
-            "sxtb16 %[t3], %[t0]\n\t"
-            "sxtb16 %[t0], %[t0], ror #8\n\t"
-            "sxtb16 %[t2], %[t1]\n\t"
-            "sxtb16 %[t1], %[t1], ror #8\n\t"
-            "ldr    %[t4], [%[x], %[n]]\n\t"
-            "sxtb16 %[t5], %[t4]\n\t"
-            "sxtb16 %[t4], %[t4], ror #8\n\t"
-            "smlad  %[a01], %[t2], %[t5], %[a01]\n\t"
-            "smlad  %[a11], %[t3], %[t5], %[a11]\n\t"
-            "smlad  %[a01], %[t1], %[t4], %[a01]\n\t"
-            "smlad  %[a11], %[t0], %[t4], %[a11]\n\t"
-            "ldr    %[t4], [%[x]], #4\n\t"
-            "sxtb16 %[t5], %[t4]\n\t"
-            "sxtb16 %[t4], %[t4], ror #8\n\t"
-            "smlad  %[a00], %[t2], %[t5], %[a00]\n\t"
-            "smlad  %[a10], %[t3], %[t5], %[a10]\n\t"
-            "smlad  %[a00], %[t1], %[t4], %[a00]\n\t"
-            "smlad  %[a10], %[t0], %[t4], %[a10]\n\t"
-            "subs   %[p], %[p], #1\n\t"
-            "bne    1b\n\t"
-            : [a00] "+r"(a00), [a10] "+r"(a10), [a01] "+r"(a01), [a11] "+r"(a11), [w] "+r"(w), [x] "+r"(x),
-              [p] "+r"(passes), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
-              [t4] "=&r"(t4), [t5] "=&r"(t5)
-            : [n] "r"(n)
-            : "cc", "memory");
-    }
-#endif
     for (; k > 0; --k, ++w, ++x) {
         const int32_t xa = x[0], xb = x[n], wa = w[0], wb = w[n];
         a00 += wa * xa;
@@ -353,6 +314,7 @@ static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[
     acc[2] = a01;
     acc[3] = a11;
 }
+#endif
 
 /* ------------------------------------------------------------------ CONV_2D
  * The input offset is folded into the bias at generation time (bias[oc] + input_offset *
@@ -387,6 +349,196 @@ static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t 
     }
 }
 
+#if QK_USE_DSP
+/* ------------------------------------------- CONV_2D GEMM with the DSP extension
+ * QK_CONV_COLS pixel columns per tile, each expanded once to int16 (SXTB16) into the scratch, then
+ * every output channel's filter row is streamed against all four: a row word is expanded once per
+ * tile, the columns' words arrive ready (one LDM per two columns).  Layout of the expanded columns:
+ * for each group of four taps g and column j, the two words (x[4g], x[4g+2]) and (x[4g+1], x[4g+3])
+ * as int16 pairs (SXTB16 and SXTB16 ROR 8), the pairing of the expanded row word, so each SMLAD
+ * meets matching taps.  When depth % 4 = r != 0 (and depth >= 4) a last group holds the column's
+ * last four taps with the 4 - r already counted ones zeroed, and the row's last four bytes (inside
+ * the row) meet it; with depth < 4 the one group holds taps 0..depth-1 and the rest zeros. */
+
+/* cols[j] (depth int8 values each) -> xs (ceil(depth / 4) * QK_CONV_COLS * 2 words). */
+static void qk_cols_expand(const int8_t *const cols[QK_CONV_COLS], int32_t depth, int32_t *xs)
+{
+    const int32_t full = depth >> 2, rest = depth & 3;
+    int32_t j, g;
+    for (j = 0; j < QK_CONV_COLS; ++j) {
+        const int8_t *c = cols[j];
+        int32_t *o = xs + 2 * j;
+        for (g = 0; g < full; ++g, c += 4, o += 2 * QK_CONV_COLS) {
+            const int32_t v = qk_word(c);
+            o[0] = __sxtb16(v);
+            o[1] = qk_sxtb16_ror8(v);
+        }
+        if (rest > 0) {
+            uint32_t v = 0;
+            if (full > 0) {
+                v = (uint32_t)qk_word(c + rest - 4) & (0xFFFFFFFFu << (8 * (4 - rest)));
+            } else {
+                memcpy(&v, c, (size_t)rest);
+            }
+            o[0] = __sxtb16((int32_t)v);
+            o[1] = qk_sxtb16_ror8((int32_t)v);
+        }
+    }
+}
+
+/* One group of four taps of one row against the four columns. */
+#define QK_DOT_1X4_GROUP                                  \
+    "ldr    %[wv], [%[w]], #4\n\t"                         \
+    "sxtb16 %[wl], %[wv]\n\t"                              \
+    "sxtb16 %[wv], %[wv], ror #8\n\t"                      \
+    "ldm    %[x]!, {%[c0], %[c1], %[c2], %[c3]}\n\t"       \
+    "smlad  %[a0], %[wl], %[c0], %[a0]\n\t"                \
+    "smlad  %[a0], %[wv], %[c1], %[a0]\n\t"                \
+    "smlad  %[a1], %[wl], %[c2], %[a1]\n\t"                \
+    "smlad  %[a1], %[wv], %[c3], %[a1]\n\t"                \
+    "ldm    %[x]!, {%[c0], %[c1], %[c2], %[c3]}\n\t"       \
+    "smlad  %[a2], %[wl], %[c0], %[a2]\n\t"                \
+    "smlad  %[a2], %[wv], %[c1], %[a2]\n\t"                \
+    "smlad  %[a3], %[wl], %[c2], %[a3]\n\t"                \
+    "smlad  %[a3], %[wv], %[c3], %[a3]\n\t"
+#define QK_DOT_1X4_OPERANDS                                                                                    \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(xs), [wv] "=&r"(wv), \
+        [wl] "=&r"(wl), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2), [c3] "=&r"(c3)
+
+/* acc[j] += sum over the depth taps of row w against column j (expanded in xs), SMLAD wrapping like
+ * int32; returns w + depth.  In assembly: GCC spills the same C.  The LDM register list must ascend,
+ * so c0..c3 are pinned (r7 is left to a frame pointer). */
+static QK_ALWAYS_INLINE const int8_t *qk_dot_1x4(const int8_t *w, const int32_t *xs, int32_t depth,
+                                                 int32_t acc[QK_CONV_COLS])
+{
+    register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
+    const int32_t full = depth >> 2, rest = depth & 3;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], wv, wl, pairs = full >> 1;
+    if (pairs > 0) {
+        __asm__("1:\n\t" QK_DOT_1X4_GROUP QK_DOT_1X4_GROUP
+                "subs   %[p], %[p], #1\n\t"
+                "bne    1b\n\t"
+                : QK_DOT_1X4_OPERANDS, [p] "+r"(pairs)
+                :
+                : "cc", "memory");
+    }
+    if (full & 1) {
+        __asm__(QK_DOT_1X4_GROUP : QK_DOT_1X4_OPERANDS : : "memory");
+    }
+    if (rest > 0) {
+        if (full > 0) {
+            w -= 4 - rest; /* the row's last four bytes against the zero-masked last group */
+            __asm__(QK_DOT_1X4_GROUP : QK_DOT_1X4_OPERANDS : : "memory");
+        } else {
+            int32_t k;
+            for (k = 0; k < rest; ++k, ++w) { /* tap k: byte k of the column word, halves (k&1, k>>1) */
+                const int32_t sh = 16 * (k >> 1);
+                const int32_t *col = xs + (k & 1);
+                a0 = qk_add_wrap(a0, *w * (int16_t)(uint16_t)((uint32_t)col[0] >> sh));
+                a1 = qk_add_wrap(a1, *w * (int16_t)(uint16_t)((uint32_t)col[2] >> sh));
+                a2 = qk_add_wrap(a2, *w * (int16_t)(uint16_t)((uint32_t)col[4] >> sh));
+                a3 = qk_add_wrap(a3, *w * (int16_t)(uint16_t)((uint32_t)col[6] >> sh));
+            }
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    return w;
+}
+
+/* Requantization of an accumulator that already holds the bias, for shift <= QK_FAST_SHIFT and the
+ * full int8 activation range: qk_mbqm_right2's |result| <= 2^30 + 1, so the zero-point add cannot wrap
+ * and clamping to [-128, 127] is one SSAT. */
+static QK_ALWAYS_INLINE int8_t qk_requant_sat8(int32_t acc, int32_t multiplier, int e, int32_t output_offset)
+{
+    return (int8_t)__ssat(qk_mbqm_right2(acc, multiplier, e) + output_offset, 8);
+}
+
+/* The same for any shift and activation range, out of line (tail tiles, narrow ranges). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t qk_requant_biased_cold(int32_t acc, int32_t multiplier, int shift, const qk_conv_params *p)
+{
+    return qk_requant_inline(acc, 0, multiplier, shift, p->output_offset, p->act_min, p->act_max);
+}
+
+/* QK_CONV_COLS output pixels (out, out + out_c, ...) of the expanded columns, full int8 activation
+ * range (the common case: one SSAT per output; other shifts through qk_requant_biased_cold).  The
+ * accumulators start at the bias (the folded one: acc + bias wraps like int32 either way). */
+static void qk_conv_cols4(const qk_conv_params *p, int32_t depth, const int8_t *filter, const int32_t *bias,
+                          const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
+{
+    const int32_t out_c = p->out_c, oo = p->output_offset;
+    int32_t oc;
+    for (oc = 0; oc < out_c; ++oc) {
+        int32_t acc[QK_CONV_COLS];
+        const int s = shift[oc];
+        acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+        filter = qk_dot_1x4(filter, xs, depth, acc);
+        if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+            const int32_t m = multiplier[oc];
+            out[oc] = qk_requant_sat8(acc[0], m, -s, oo);
+            out[out_c + oc] = qk_requant_sat8(acc[1], m, -s, oo);
+            out[2 * out_c + oc] = qk_requant_sat8(acc[2], m, -s, oo);
+            out[3 * out_c + oc] = qk_requant_sat8(acc[3], m, -s, oo);
+        } else {
+            out[oc] = qk_requant_biased_cold(acc[0], multiplier[oc], s, p);
+            out[out_c + oc] = qk_requant_biased_cold(acc[1], multiplier[oc], s, p);
+            out[2 * out_c + oc] = qk_requant_biased_cold(acc[2], multiplier[oc], s, p);
+            out[3 * out_c + oc] = qk_requant_biased_cold(acc[3], multiplier[oc], s, p);
+        }
+    }
+}
+
+/* Any n (1..QK_CONV_COLS) and activation range: the last tile, narrow ranges. */
+static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
+                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
+                         const int32_t *xs)
+{
+    int32_t oc, j;
+    for (oc = 0; oc < p->out_c; ++oc) {
+        int32_t acc[QK_CONV_COLS];
+        acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+        filter = qk_dot_1x4(filter, xs, depth, acc);
+        for (j = 0; j < n; ++j) {
+            out[j * p->out_c + oc] = qk_requant_biased_cold(acc[j], multiplier[oc], shift[oc], p);
+        }
+    }
+}
+
+/* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth (missing ones repeat column 0) into
+ * scratch (word aligned: the arena's buffers are 16-byte aligned) and computes their output pixels
+ * at out. */
+static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
+                          const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
+                          const int8_t *shift, int8_t *out, int8_t *scratch)
+{
+    const int8_t *cols[QK_CONV_COLS];
+    int32_t *xs = (int32_t *)(void *)scratch;
+    int32_t j;
+    for (j = 0; j < QK_CONV_COLS; ++j) {
+        cols[j] = cols0 + (j < n ? (size_t)j * depth : 0);
+    }
+    qk_cols_expand(cols, depth, xs);
+    if (n == QK_CONV_COLS && p->act_min == -128 && p->act_max == 127) {
+        qk_conv_cols4(p, depth, filter, bias, multiplier, shift, out, xs);
+    } else {
+        qk_conv_cols(p, n, depth, filter, bias, multiplier, shift, out, xs);
+    }
+}
+
+#define QK_TILE_PIXELS QK_CONV_COLS
+
+/* The int8 patches of qk_conv2d, after the expanded columns. */
+static int8_t *qk_patch_area(int8_t *scratch, int32_t depth)
+{
+    return scratch + (size_t)((depth + 3) >> 2) * 8 * QK_CONV_COLS;
+}
+#else
+
 /* n (1 or 2) output pixels from their patches (depth bytes each) in scratch. */
 static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filter, const int32_t *bias,
                          const int32_t *multiplier, const int8_t *shift, int8_t *out, const int8_t *patches)
@@ -413,27 +565,49 @@ static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filte
     }
 }
 
+#define QK_TILE_PIXELS QK_CONV_TILE
+
+static int8_t *qk_patch_area(int8_t *scratch, int32_t depth)
+{
+    (void)depth;
+    return scratch;
+}
+
+/* The n pixels' depth-long columns at cols0 + j * depth (copied to scratch unless they are the
+ * patches there: so the op may run in place) -> their output pixels at out. */
+static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
+                          const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
+                          const int8_t *shift, int8_t *out, int8_t *scratch)
+{
+    if (cols0 != scratch) {
+        memcpy(scratch, cols0, (size_t)(n * depth));
+    }
+    qk_conv_tile(p, n, filter, bias, multiplier, shift, out, scratch);
+}
+#endif
+
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int8_t *scratch)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
+    int8_t *patches = qk_patch_area(scratch, depth);
     int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 /* All reads of a tile happen before its writes (in-place planning relies on it). */
-                qk_conv_patch(p, image, oy, ox, scratch + (size_t)j * depth);
-                if (++j == QK_CONV_TILE) {
-                    qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+                qk_conv_patch(p, image, oy, ox, patches + (size_t)j * depth);
+                if (++j == QK_TILE_PIXELS) {
+                    qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch);
                     output += j * p->out_c;
                     j = 0;
                 }
             }
         }
         if (j > 0) {
-            qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+            qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch);
             output += j * p->out_c;
             j = 0;
         }
@@ -446,11 +620,11 @@ void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *f
 {
     const int32_t npix = p->batches * p->in_h * p->in_w, in_c = p->in_c;
     int32_t p0;
-    for (p0 = 0; p0 < npix; p0 += QK_CONV_TILE) {
-        const int32_t n = npix - p0 < QK_CONV_TILE ? npix - p0 : QK_CONV_TILE;
-        /* the tile's input rows, copied as they are (no patch), so the op may run in place */
-        memcpy(scratch, input + (size_t)p0 * in_c, (size_t)(n * in_c));
-        qk_conv_tile(p, n, filter, bias, multiplier, shift, output + (size_t)p0 * p->out_c, scratch);
+    for (p0 = 0; p0 < npix; p0 += QK_TILE_PIXELS) {
+        const int32_t n = npix - p0 < QK_TILE_PIXELS ? npix - p0 : QK_TILE_PIXELS;
+        /* every read of the tile's input rows precedes its writes (in place) */
+        qk_conv_flush(p, n, in_c, input + (size_t)p0 * in_c, filter, bias, multiplier, shift,
+                      output + (size_t)p0 * p->out_c, scratch);
     }
 }
 
