@@ -405,47 +405,49 @@ static void qk_cols_expand(const int8_t *const cols[QK_CONV_COLS], int32_t depth
     [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(xs), [wv] "=&r"(wv), \
         [wl] "=&r"(wl), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2), [c3] "=&r"(c3)
 
-/* acc[j] += sum over the depth taps of row w against column j (expanded in xs), SMLAD wrapping like
- * int32; returns w + depth.  In assembly: GCC spills the same C.  The LDM register list must ascend,
- * so c0..c3 are pinned (r7 is left to a frame pointer). */
-static QK_ALWAYS_INLINE const int8_t *qk_dot_1x4(const int8_t *w, const int32_t *xs, int32_t depth,
-                                                 int32_t acc[QK_CONV_COLS])
+/* acc[j] += the taps of `groups` groups of row w against the expanded columns from xs (SMLAD wraps
+ * like int32).  In assembly: GCC spills the same C.  The LDM register list must ascend, so c0..c3 are
+ * pinned (r7 is left to a frame pointer).  groups >= 1. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_dot_1x4_groups(const int8_t *w, const int32_t *xs, int32_t groups, int32_t acc[QK_CONV_COLS])
 {
     register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
-    const int32_t full = depth >> 2, rest = depth & 3;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], wv, wl, pairs = full >> 1;
-    if (pairs > 0) {
-        __asm__("1:\n\t" QK_DOT_1X4_GROUP QK_DOT_1X4_GROUP
-                "subs   %[p], %[p], #1\n\t"
-                "bne    1b\n\t"
-                : QK_DOT_1X4_OPERANDS, [p] "+r"(pairs)
-                :
-                : "cc", "memory");
-    }
-    if (full & 1) {
-        __asm__(QK_DOT_1X4_GROUP : QK_DOT_1X4_OPERANDS : : "memory");
-    }
-    if (rest > 0) {
-        if (full > 0) {
-            w -= 4 - rest; /* the row's last four bytes against the zero-masked last group */
-            __asm__(QK_DOT_1X4_GROUP : QK_DOT_1X4_OPERANDS : : "memory");
-        } else {
-            int32_t k;
-            for (k = 0; k < rest; ++k, ++w) { /* tap k: byte k of the column word, halves (k&1, k>>1) */
-                const int32_t sh = 16 * (k >> 1);
-                const int32_t *col = xs + (k & 1);
-                a0 = qk_add_wrap(a0, *w * (int16_t)(uint16_t)((uint32_t)col[0] >> sh));
-                a1 = qk_add_wrap(a1, *w * (int16_t)(uint16_t)((uint32_t)col[2] >> sh));
-                a2 = qk_add_wrap(a2, *w * (int16_t)(uint16_t)((uint32_t)col[4] >> sh));
-                a3 = qk_add_wrap(a3, *w * (int16_t)(uint16_t)((uint32_t)col[6] >> sh));
-            }
-        }
-    }
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], wv, wl;
+    __asm__("1:\n\t" QK_DOT_1X4_GROUP
+            "subs   %[g], %[g], #1\n\t"
+            "bne    1b\n\t"
+            : QK_DOT_1X4_OPERANDS, [g] "+r"(groups)
+            :
+            : "cc", "memory");
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
-    return w;
+}
+
+/* acc[j] += sum over the depth taps of row w against column j (expanded in xs); returns w + depth.
+ * With depth % 4 = r != 0 the row's last four bytes (inside the row) meet the zero-masked last group. */
+static const int8_t *qk_dot_1x4(const int8_t *w, const int32_t *xs, int32_t depth, int32_t acc[QK_CONV_COLS])
+{
+    const int32_t full = depth >> 2, rest = depth & 3;
+    if (full > 0) {
+        qk_dot_1x4_groups(w, xs, full, acc);
+        if (rest > 0) {
+            qk_dot_1x4_groups(w + depth - 4, xs + 2 * QK_CONV_COLS * full, 1, acc);
+        }
+    } else {
+        int32_t k, j;
+        for (k = 0; k < rest; ++k) { /* tap k: byte k of the column word, halves (k & 1, k >> 1) */
+            const int32_t sh = 16 * (k >> 1);
+            for (j = 0; j < QK_CONV_COLS; ++j) {
+                const int32_t x = (int16_t)(uint16_t)((uint32_t)xs[2 * j + (k & 1)] >> sh);
+                acc[j] = qk_add_wrap(acc[j], w[k] * x);
+            }
+        }
+    }
+    return w + depth;
 }
 
 /* Requantization of an accumulator that already holds the bias, for shift <= QK_FAST_SHIFT and the
@@ -456,57 +458,161 @@ static QK_ALWAYS_INLINE int8_t qk_requant_sat8(int32_t acc, int32_t multiplier, 
     return (int8_t)__ssat(qk_mbqm_right2(acc, multiplier, e) + output_offset, 8);
 }
 
-/* The same for any shift and activation range, out of line (tail tiles, narrow ranges). */
+/* Output channel oc of n (1..QK_CONV_COLS) pixels (out[oc], out[out_c + oc], ...) from accumulators
+ * that hold the bias (the folded one: acc + bias wraps like int32 either way), out of line:
+ * qk_requant_cold adds the bias back (wrapping like int32 too). */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static int8_t qk_requant_biased_cold(int32_t acc, int32_t multiplier, int shift, const qk_conv_params *p)
+static void qk_cols_requant_cold(const qk_conv_params *p, int32_t n, const int32_t acc[QK_CONV_COLS],
+                                 const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int32_t oc,
+                                 int8_t *out)
 {
-    return qk_requant_inline(acc, 0, multiplier, shift, p->output_offset, p->act_min, p->act_max);
+    int32_t j;
+    for (j = 0; j < n; ++j, out += p->out_c) {
+        out[oc] = qk_requant_cold((int32_t)((uint32_t)acc[j] - (uint32_t)bias[oc]), bias, multiplier, shift, oc,
+                                  p->output_offset, p->act_min, p->act_max);
+    }
 }
 
-/* QK_CONV_COLS output pixels (out, out + out_c, ...) of the expanded columns, full int8 activation
- * range (the common case: one SSAT per output; other shifts through qk_requant_biased_cold).  The
- * accumulators start at the bias (the folded one: acc + bias wraps like int32 either way). */
-static void qk_conv_cols4(const qk_conv_params *p, int32_t depth, const int8_t *filter, const int32_t *bias,
-                          const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
+/* n (1..QK_CONV_COLS) output pixels (out, out + out_c, ...) of the expanded columns: on the full int8
+ * activation range one SSAT per output (shifts <= QK_FAST_SHIFT), otherwise qk_cols_requant_cold.
+ * The accumulators start at the bias. */
+static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
+                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
+                         const int32_t *xs)
 {
     const int32_t out_c = p->out_c, oo = p->output_offset;
+    const int full_range = n == QK_CONV_COLS && p->act_min == -128 && p->act_max == 127;
     int32_t oc;
     for (oc = 0; oc < out_c; ++oc) {
         int32_t acc[QK_CONV_COLS];
         const int s = shift[oc];
         acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
         filter = qk_dot_1x4(filter, xs, depth, acc);
-        if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+        if (full_range && s <= QK_FAST_SHIFT) {
             const int32_t m = multiplier[oc];
             out[oc] = qk_requant_sat8(acc[0], m, -s, oo);
             out[out_c + oc] = qk_requant_sat8(acc[1], m, -s, oo);
             out[2 * out_c + oc] = qk_requant_sat8(acc[2], m, -s, oo);
             out[3 * out_c + oc] = qk_requant_sat8(acc[3], m, -s, oo);
         } else {
-            out[oc] = qk_requant_biased_cold(acc[0], multiplier[oc], s, p);
-            out[out_c + oc] = qk_requant_biased_cold(acc[1], multiplier[oc], s, p);
-            out[2 * out_c + oc] = qk_requant_biased_cold(acc[2], multiplier[oc], s, p);
-            out[3 * out_c + oc] = qk_requant_biased_cold(acc[3], multiplier[oc], s, p);
+            qk_cols_requant_cold(p, n, acc, bias, multiplier, shift, oc, out);
         }
     }
 }
 
-/* Any n (1..QK_CONV_COLS) and activation range: the last tile, narrow ranges. */
-static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
-                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
-                         const int32_t *xs)
+/* One accumulator's requantization in qk_conv_cols4_asm (fixed registers: wl lo, c0 hi, c1 the
+ * multiplier, c2 e - 1, c3 the rounding constant 2^(e-2), st the output zero point), result in c0. */
+#define QK_REQ_SAT8(a)                                  \
+    "and    %[wl], %[" a "], #0x80000000\n\t"           \
+    "orr    %[wl], %[wl], #0x40000000\n\t"              \
+    "add    %[c0], %[c3], %[" a "], asr #31\n\t"        \
+    "smlal  %[wl], %[c0], %[" a "], %[c1]\n\t"          \
+    "asr    %[c0], %[c0], %[c2]\n\t"                    \
+    "add    %[c0], %[c0], %[st]\n\t"                    \
+    "ssat   %[c0], #8, %[c0]\n\t"
+
+/* qk_conv_cols4 in one assembly loop over the output channels, when depth % 8 == 0 and the activation
+ * range is the full int8 range; the loop stops before a channel whose shift is above QK_FAST_SHIFT (its
+ * outputs through qk_cols_requant_cold, then it resumes).  The requantization is qk_requant_sat8's
+ * (qk_mbqm_right2, + output_offset, SSAT), with hi's start value (x < 0 ? -1 : 0) and the rounding
+ * add 2^(e-2) in one ADD of the constant to the sign (both go to the high word: the same 64-bit sum).
+ * The loop state lives in st[] (the asm keeps its address at [sp] while it needs every register). */
+static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8_t *filter, const int32_t *bias,
+                              const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
 {
-    int32_t oc, j;
-    for (oc = 0; oc < p->out_c; ++oc) {
-        int32_t acc[QK_CONV_COLS];
-        acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
-        filter = qk_dot_1x4(filter, xs, depth, acc);
-        for (j = 0; j < n; ++j) {
-            out[j * p->out_c + oc] = qk_requant_biased_cold(acc[j], multiplier[oc], shift[oc], p);
+    register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
+    /* st: 0 bias, 4 multiplier, 8 shift, 12 out, 16 out_c, 20 output_offset, 24 xs, 28 pairs,
+     * 32 end of out */
+    intptr_t st[9];
+    intptr_t *stp = st;
+    int32_t a0, a1, a2, a3, wv, wl, x;
+    st[0] = (intptr_t)bias;
+    st[1] = (intptr_t)multiplier;
+    st[2] = (intptr_t)shift;
+    st[3] = (intptr_t)out;
+    st[4] = p->out_c;
+    st[5] = p->output_offset;
+    st[6] = (intptr_t)xs;
+    st[7] = depth >> 3;
+    st[8] = (intptr_t)(out + p->out_c);
+    for (;;) {
+    __asm__ volatile(
+        "str    %[st], [sp, #-8]!\n\t"
+        "3:\n\t"
+        "ldr    %[c0], [%[st], #0]\n\t"
+        "ldr    %[a0], [%[c0]], #4\n\t"
+        "str    %[c0], [%[st], #0]\n\t"
+        "mov    %[a1], %[a0]\n\t"
+        "mov    %[a2], %[a0]\n\t"
+        "mov    %[a3], %[a0]\n\t"
+        "ldr    %[x], [%[st], #24]\n\t"
+        "ldr    %[st], [%[st], #28]\n\t"
+        "4:\n\t" QK_DOT_1X4_GROUP QK_DOT_1X4_GROUP
+        "subs   %[st], %[st], #1\n\t"
+        "bne    4b\n\t"
+        "ldr    %[st], [sp]\n\t"
+        "ldr    %[c0], [%[st], #8]\n\t"
+        "ldrsb  %[c2], [%[c0]]\n\t"
+        "add    %[c1], %[c2], #31\n\t" /* shift in [-31, QK_FAST_SHIFT] */
+        "cmp    %[c1], #29\n\t"
+        "bhi    5f\n\t"
+        "add    %[c0], %[c0], #1\n\t"
+        "str    %[c0], [%[st], #8]\n\t"
+        "ldr    %[c0], [%[st], #4]\n\t"
+        "ldr    %[c1], [%[c0]], #4\n\t"
+        "str    %[c0], [%[st], #4]\n\t"
+        "mvn    %[c2], %[c2]\n\t"
+        "mov    %[c3], #1\n\t"
+        "lsl    %[c3], %[c3], %[c2]\n\t"
+        "asr    %[c3], %[c3], #1\n\t"
+        "ldr    %[x], [%[st], #12]\n\t"
+        "ldr    %[wv], [%[st], #16]\n\t"
+        "ldr    %[st], [%[st], #20]\n\t"
+        QK_REQ_SAT8("a0") "strb   %[c0], [%[x]]\n\t"
+        QK_REQ_SAT8("a1") "strb   %[c0], [%[x], %[wv]]\n\t"
+        "add    %[x], %[x], %[wv], lsl #1\n\t"
+        QK_REQ_SAT8("a2") "strb   %[c0], [%[x]]\n\t"
+        QK_REQ_SAT8("a3") "strb   %[c0], [%[x], %[wv]]\n\t"
+        "sub    %[x], %[x], %[wv], lsl #1\n\t"
+        "ldr    %[st], [sp]\n\t"
+        "add    %[x], %[x], #1\n\t"
+        "str    %[x], [%[st], #12]\n\t"
+        "ldr    %[c0], [%[st], #32]\n\t"
+        "cmp    %[x], %[c0]\n\t"
+        "bne    3b\n\t"
+        "5:\n\t"
+        "add    sp, sp, #8\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "+r"(filter), [x] "=&r"(x),
+          [st] "+r"(stp), [wv] "=&r"(wv), [wl] "=&r"(wl), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2),
+          [c3] "=&r"(c3)
+        :
+        : "cc", "memory");
+        if (st[3] == st[8]) {
+            return;
+        }
+        /* stopped before requantizing a channel with another shift: its four outputs here */
+        {
+            const int32_t oc = (int32_t)((const int8_t *)st[2] - shift);
+            const int32_t acc[QK_CONV_COLS] = {a0, a1, a2, a3};
+            qk_cols_requant_cold(p, QK_CONV_COLS, acc, bias, multiplier, shift, oc, out);
+            st[1] += 4;
+            st[2] += 1;
+            st[3] += 1;
+            if (st[3] == st[8]) {
+                return;
+            }
+            stp = st;
         }
     }
+}
+
+/* Whether qk_conv_cols4_asm applies to this layer (depth taps per row). */
+static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *shift)
+{
+    (void)shift;
+    return depth % 8 == 0 && p->act_min == -128 && p->act_max == 127;
 }
 
 /* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth (missing ones repeat column 0) into
@@ -514,7 +620,7 @@ static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, cons
  * at out. */
 static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
                           const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
-                          const int8_t *shift, int8_t *out, int8_t *scratch)
+                          const int8_t *shift, int8_t *out, int8_t *scratch, int use_asm)
 {
     const int8_t *cols[QK_CONV_COLS];
     int32_t *xs = (int32_t *)(void *)scratch;
@@ -523,8 +629,8 @@ static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, con
         cols[j] = cols0 + (j < n ? (size_t)j * depth : 0);
     }
     qk_cols_expand(cols, depth, xs);
-    if (n == QK_CONV_COLS && p->act_min == -128 && p->act_max == 127) {
-        qk_conv_cols4(p, depth, filter, bias, multiplier, shift, out, xs);
+    if (n == QK_CONV_COLS && use_asm) {
+        qk_conv_cols4_asm(p, depth, filter, bias, multiplier, shift, out, xs);
     } else {
         qk_conv_cols(p, n, depth, filter, bias, multiplier, shift, out, xs);
     }
@@ -573,12 +679,21 @@ static int8_t *qk_patch_area(int8_t *scratch, int32_t depth)
     return scratch;
 }
 
+static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *shift)
+{
+    (void)p;
+    (void)depth;
+    (void)shift;
+    return 0;
+}
+
 /* The n pixels' depth-long columns at cols0 + j * depth (copied to scratch unless they are the
  * patches there: so the op may run in place) -> their output pixels at out. */
 static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
                           const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
-                          const int8_t *shift, int8_t *out, int8_t *scratch)
+                          const int8_t *shift, int8_t *out, int8_t *scratch, int use_asm)
 {
+    (void)use_asm;
     if (cols0 != scratch) {
         memcpy(scratch, cols0, (size_t)(n * depth));
     }
@@ -591,6 +706,7 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
                int8_t *output, int8_t *scratch)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int use_asm = qk_conv_asm_ok(p, depth, shift);
     int8_t *patches = qk_patch_area(scratch, depth);
     int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
@@ -600,14 +716,14 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
                 /* All reads of a tile happen before its writes (in-place planning relies on it). */
                 qk_conv_patch(p, image, oy, ox, patches + (size_t)j * depth);
                 if (++j == QK_TILE_PIXELS) {
-                    qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch);
+                    qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
                     output += j * p->out_c;
                     j = 0;
                 }
             }
         }
         if (j > 0) {
-            qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch);
+            qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
             output += j * p->out_c;
             j = 0;
         }
@@ -619,12 +735,13 @@ void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *f
                    int8_t *output, int8_t *scratch)
 {
     const int32_t npix = p->batches * p->in_h * p->in_w, in_c = p->in_c;
+    const int use_asm = qk_conv_asm_ok(p, in_c, shift);
     int32_t p0;
     for (p0 = 0; p0 < npix; p0 += QK_TILE_PIXELS) {
         const int32_t n = npix - p0 < QK_TILE_PIXELS ? npix - p0 : QK_TILE_PIXELS;
         /* every read of the tile's input rows precedes its writes (in place) */
         qk_conv_flush(p, n, in_c, input + (size_t)p0 * in_c, filter, bias, multiplier, shift,
-                      output + (size_t)p0 * p->out_c, scratch);
+                      output + (size_t)p0 * p->out_c, scratch, use_asm);
     }
 }
 
