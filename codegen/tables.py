@@ -153,8 +153,8 @@ def conv_scratch_bytes(depth: int, pointwise: bool) -> int:
     """Scratch bytes of qk_conv2d (im2col) / qk_conv2d_1x1 for filter rows of ``depth`` taps: the larger
     of the portable path's QK_CONV_TILE int8 patches and the DSP path's QK_CONV_COLS columns expanded
     to int16 (8 bytes per column and group of four taps, the last group zero padded), plus (im2col)
-    the int8 patches."""
-    dsp = 8 * CONV_COLS * -(-depth // 4) + (0 if pointwise else CONV_COLS * depth)
+    one int8 patch."""
+    dsp = 8 * CONV_COLS * -(-depth // 4) + (0 if pointwise else depth)
     return max(CONV_TILE * depth, dsp)
 
 

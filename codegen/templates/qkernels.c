@@ -360,29 +360,25 @@ static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t 
  * last four taps with the 4 - r already counted ones zeroed, and the row's last four bytes (inside
  * the row) meet it; with depth < 4 the one group holds taps 0..depth-1 and the rest zeros. */
 
-/* cols[j] (depth int8 values each) -> xs (ceil(depth / 4) * QK_CONV_COLS * 2 words). */
-static void qk_cols_expand(const int8_t *const cols[QK_CONV_COLS], int32_t depth, int32_t *xs)
+/* One column c (depth int8 values) -> its words in the expanded tile (o = xs + 2 * column). */
+static void qk_col_expand(const int8_t *c, int32_t depth, int32_t *o)
 {
     const int32_t full = depth >> 2, rest = depth & 3;
-    int32_t j, g;
-    for (j = 0; j < QK_CONV_COLS; ++j) {
-        const int8_t *c = cols[j];
-        int32_t *o = xs + 2 * j;
-        for (g = 0; g < full; ++g, c += 4, o += 2 * QK_CONV_COLS) {
-            const int32_t v = qk_word(c);
-            o[0] = __sxtb16(v);
-            o[1] = qk_sxtb16_ror8(v);
+    int32_t g;
+    for (g = 0; g < full; ++g, c += 4, o += 2 * QK_CONV_COLS) {
+        const int32_t v = qk_word(c);
+        o[0] = __sxtb16(v);
+        o[1] = qk_sxtb16_ror8(v);
+    }
+    if (rest > 0) {
+        uint32_t v = 0;
+        if (full > 0) {
+            v = (uint32_t)qk_word(c + rest - 4) & (0xFFFFFFFFu << (8 * (4 - rest)));
+        } else {
+            memcpy(&v, c, (size_t)rest);
         }
-        if (rest > 0) {
-            uint32_t v = 0;
-            if (full > 0) {
-                v = (uint32_t)qk_word(c + rest - 4) & (0xFFFFFFFFu << (8 * (4 - rest)));
-            } else {
-                memcpy(&v, c, (size_t)rest);
-            }
-            o[0] = __sxtb16((int32_t)v);
-            o[1] = qk_sxtb16_ror8((int32_t)v);
-        }
+        o[0] = __sxtb16((int32_t)v);
+        o[1] = qk_sxtb16_ror8((int32_t)v);
     }
 }
 
@@ -615,20 +611,18 @@ static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *
     return depth % 8 == 0 && p->act_min == -128 && p->act_max == 127;
 }
 
-/* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth (missing ones repeat column 0) into
- * scratch (word aligned: the arena's buffers are 16-byte aligned) and computes their output pixels
- * at out. */
+/* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth into scratch (word aligned: the arena's
+ * buffers are 16-byte aligned; cols0 NULL: expanded already, qk_patch_done) and computes their output
+ * pixels at out (the columns past n hold stale values: their results are dropped). */
 static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
                           const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
                           const int8_t *shift, int8_t *out, int8_t *scratch, int use_asm)
 {
-    const int8_t *cols[QK_CONV_COLS];
     int32_t *xs = (int32_t *)(void *)scratch;
     int32_t j;
-    for (j = 0; j < QK_CONV_COLS; ++j) {
-        cols[j] = cols0 + (j < n ? (size_t)j * depth : 0);
+    for (j = 0; j < n && cols0 != NULL; ++j) {
+        qk_col_expand(cols0 + (size_t)j * depth, depth, xs + 2 * j);
     }
-    qk_cols_expand(cols, depth, xs);
     if (n == QK_CONV_COLS && use_asm) {
         qk_conv_cols4_asm(p, depth, filter, bias, multiplier, shift, out, xs);
     } else {
@@ -638,10 +632,23 @@ static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, con
 
 #define QK_TILE_PIXELS QK_CONV_COLS
 
-/* The int8 patches of qk_conv2d, after the expanded columns. */
-static int8_t *qk_patch_area(int8_t *scratch, int32_t depth)
+/* qk_conv2d's patch of pixel j of a tile (one int8 patch after the expanded columns), expanded into
+ * its column once made (qk_patch_done); the tile then needs no expansion (qk_tile_patches NULL). */
+static int8_t *qk_patch_slot(int8_t *scratch, int32_t depth, int32_t j)
 {
+    (void)j;
     return scratch + (size_t)((depth + 3) >> 2) * 8 * QK_CONV_COLS;
+}
+
+static void qk_patch_done(int8_t *scratch, int32_t depth, int32_t j)
+{
+    qk_col_expand(qk_patch_slot(scratch, depth, j), depth, (int32_t *)(void *)scratch + 2 * j);
+}
+
+static const int8_t *qk_tile_patches(const int8_t *scratch)
+{
+    (void)scratch;
+    return NULL;
 }
 #else
 
@@ -673,9 +680,21 @@ static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filte
 
 #define QK_TILE_PIXELS QK_CONV_TILE
 
-static int8_t *qk_patch_area(int8_t *scratch, int32_t depth)
+/* qk_conv2d's int8 patches, j after j in scratch. */
+static int8_t *qk_patch_slot(int8_t *scratch, int32_t depth, int32_t j)
 {
+    return scratch + (size_t)j * depth;
+}
+
+static void qk_patch_done(int8_t *scratch, int32_t depth, int32_t j)
+{
+    (void)scratch;
     (void)depth;
+    (void)j;
+}
+
+static const int8_t *qk_tile_patches(const int8_t *scratch)
+{
     return scratch;
 }
 
@@ -707,14 +726,15 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int use_asm = qk_conv_asm_ok(p, depth, shift);
-    int8_t *patches = qk_patch_area(scratch, depth);
+    const int8_t *patches = qk_tile_patches(scratch);
     int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 /* All reads of a tile happen before its writes (in-place planning relies on it). */
-                qk_conv_patch(p, image, oy, ox, patches + (size_t)j * depth);
+                qk_conv_patch(p, image, oy, ox, qk_patch_slot(scratch, depth, j));
+                qk_patch_done(scratch, depth, j);
                 if (++j == QK_TILE_PIXELS) {
                     qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
                     output += j * p->out_c;

@@ -59,8 +59,8 @@ typedef struct {
  * at generation time), and the kernels multiply raw int8 values.
  * qk_conv2d: any geometry; int8 patches, taps outside the image hold the input zero point.
  * scratch (depth = k_h * k_w * in_c): the larger of QK_CONV_TILE * depth bytes (portable C) and, with
- * the DSP extension, 8 * QK_CONV_COLS * ceil(depth / 4) + QK_CONV_COLS * depth bytes (the expanded
- * columns, the int8 patches); word aligned.  qsim.codegen.tables.conv_scratch_bytes. */
+ * the DSP extension, 8 * QK_CONV_COLS * ceil(depth / 4) + depth bytes (the expanded columns, one
+ * int8 patch); word aligned.  qsim.codegen.tables.conv_scratch_bytes. */
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int8_t *scratch);
