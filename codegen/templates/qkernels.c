@@ -509,8 +509,8 @@ static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, cons
     "add    %[c0], %[c0], %[st]\n\t"                    \
     "ssat   %[c0], #8, %[c0]\n\t"
 
-/* qk_conv_cols4 in one assembly loop over the output channels, when depth % 8 == 0 and the activation
- * range is the full int8 range; the loop stops before a channel whose shift is above QK_FAST_SHIFT (its
+/* qk_conv_cols in one assembly loop over the output channels, when the depth has an even number (>= 2)
+ * of full groups of four taps (and maybe a partial one) and the activation range is the full int8 range; the loop stops before a channel whose shift is above QK_FAST_SHIFT (its
  * outputs through qk_cols_requant_cold, then it resumes).  The requantization is qk_requant_sat8's
  * (qk_mbqm_right2, + output_offset, SSAT), with hi's start value (x < 0 ? -1 : 0) and the rounding
  * add 2^(e-2) in one ADD of the constant to the sign (both go to the high word: the same 64-bit sum).
@@ -519,9 +519,9 @@ static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8
                               const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
 {
     register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
-    /* st: 0 bias, 4 multiplier, 8 shift, 12 out, 16 out_c, 20 output_offset, 24 xs, 28 pairs,
-     * 32 end of out */
-    intptr_t st[9];
+    /* st: 0 bias, 4 multiplier, 8 shift, 12 out, 16 out_c, 20 output_offset, 24 xs, 28 pairs of full
+     * groups, 32 end of out, 36 4 - depth % 4 (0: no partial group) */
+    intptr_t st[10];
     intptr_t *stp = st;
     int32_t a0, a1, a2, a3, wv, wl, x;
     st[0] = (intptr_t)bias;
@@ -533,6 +533,7 @@ static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8
     st[6] = (intptr_t)xs;
     st[7] = depth >> 3;
     st[8] = (intptr_t)(out + p->out_c);
+    st[9] = (4 - (depth & 3)) & 3;
     for (;;) {
     __asm__ volatile(
         "str    %[st], [sp, #-8]!\n\t"
@@ -549,6 +550,11 @@ static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8
         "subs   %[st], %[st], #1\n\t"
         "bne    4b\n\t"
         "ldr    %[st], [sp]\n\t"
+        "ldr    %[c0], [%[st], #36]\n\t" /* a partial last group: the row's last four bytes */
+        "cbz    %[c0], 6f\n\t"
+        "sub    %[w], %[w], %[c0]\n\t"
+        QK_DOT_1X4_GROUP
+        "6:\n\t"
         "ldr    %[c0], [%[st], #8]\n\t"
         "ldrsb  %[c2], [%[c0]]\n\t"
         "add    %[c1], %[c2], #31\n\t" /* shift in [-31, QK_FAST_SHIFT] */
@@ -608,7 +614,7 @@ static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8
 static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *shift)
 {
     (void)shift;
-    return depth % 8 == 0 && p->act_min == -128 && p->act_max == 127;
+    return depth >= 8 && (depth & 4) == 0 && p->act_min == -128 && p->act_max == 127; /* even full groups */
 }
 
 /* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth into scratch (word aligned: the arena's
