@@ -193,6 +193,16 @@ KERNEL_PATHS = {
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
+CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
+
+
+def conv_scratch_bytes(depth: int, pointwise: bool) -> int:
+    """Scratch bytes of qk_conv2d (im2col) / qk_conv2d_1x1 for filter rows of ``depth`` taps: the larger
+    of the portable path's QK_CONV_TILE int8 patches and the DSP path's QK_CONV_COLS columns expanded
+    to int16 (8 bytes per column and group of four taps, the last group zero padded), plus (im2col)
+    one int8 patch."""
+    dsp = 8 * CONV_COLS * -(-depth // 4) + (0 if pointwise else depth)
+    return max(CONV_TILE * depth, dsp)
 
 
 def fold_input_offset(bias: CArray, rows: np.ndarray, input_offset: int) -> None:
@@ -217,7 +227,8 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     fold_input_offset(arrays[1], weights.values, fields["input_offset"])
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
-                  scratch_bytes=CONV_TILE * (c if pointwise else p.kernel_h * p.kernel_w * c), kernel=kernel)
+                  scratch_bytes=conv_scratch_bytes(c if pointwise else p.kernel_h * p.kernel_w * c, pointwise),
+                  kernel=kernel)
 
 
 def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
@@ -236,7 +247,7 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
         fold_input_offset(arrays[1], weights.values, fields["input_offset"])
         return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} "
                       f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"),
-                      "qk_conv_params", fields, arrays, scratch_bytes=CONV_TILE * p.kernel_h * p.kernel_w,
+                      "qk_conv_params", fields, arrays, scratch_bytes=conv_scratch_bytes(p.kernel_h * p.kernel_w, False),
                       kernel=kernel)
     if p.depth_multiplier == 1 and p.dilation_h == p.dilation_w == 1 and p.out_channels >= 4:
         kernel = "dw_3x3" if (p.kernel_h, p.kernel_w) == (3, 3) else "dw_dm1"

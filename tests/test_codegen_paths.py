@@ -108,6 +108,25 @@ def _mixed_shifts(rng) -> bytes:
     return b.build()
 
 
+def _conv_full_range(rng, shape, oc, k, stride=1) -> bytes:
+    """CONV_2D with no activation and a nonzero output zero point: the full int8 range, so qkernels.c's
+    DSP paths requantize with SSAT (the RELU cases above clamp at the zero point: the general path)."""
+    b = builder.ModelBuilder(description="full-range conv path case")
+    _, h, w, ic = shape
+    x = b.add_input("x", shape, np.int8, scale=0.05, zero_point=-7)
+    ws = rng.uniform(0.005, 0.02, size=oc)
+    wt = b.add_const("w", rng.integers(-127, 128, size=(oc, k, k, ic), dtype=np.int8), scale=ws,
+                     zero_point=np.zeros(oc, np.int64), axis=0)
+    bt = b.add_const("b", rng.integers(-2000, 2000, size=oc).astype(np.int32), scale=0.05 * ws,
+                     zero_point=np.zeros(oc, np.int64), axis=0)
+    out_scale = float(np.sqrt(k * k * ic) * 40 * 73 * 0.05 * ws.mean() / 128)
+    y = b.add_tensor("y", (1, -(-h // stride), -(-w // stride), oc), np.int8, scale=out_scale, zero_point=5)
+    b.add_op("CONV_2D", [x, wt, bt], [y], ir.Conv2DOptions(padding="SAME", stride_h=stride, stride_w=stride,
+                                                           activation="NONE"))
+    b.mark_output(y)
+    return b.build()
+
+
 def _cases():
     rng = np.random.default_rng(2026)
     return {
@@ -128,6 +147,11 @@ def _cases():
         "mixed_shifts": _mixed_shifts(rng),
         "dw_one_channel_s2": _single(rng, (1, 9, 8, 1), 0, 3, stride=2, depthwise=True, mult=8),  # person_detect's #0
         "dw_one_channel_dil2": _single(rng, (1, 9, 9, 1), 0, 3, dil=2, depthwise=True, mult=3),
+        # full int8 range: the DSP 4-pixel tiles' SSAT requantization; 15 pixels: a last tile of 3
+        "conv_1x1_full_c16": _conv_full_range(rng, (1, 3, 5, 16), 7, 1),  # depth % 8 == 0: the assembly loop
+        "conv_1x1_full_c12": _conv_full_range(rng, (1, 3, 5, 12), 6, 1),  # an odd group of four taps
+        "conv_1x1_full_c2": _conv_full_range(rng, (1, 3, 5, 2), 4, 1),  # depth < 4
+        "conv_3x3_full_c3_s2": _conv_full_range(rng, (1, 7, 6, 3), 5, 3, stride=2),  # depth 27: a partial group
     }
 
 
@@ -138,7 +162,9 @@ CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_
              "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
              "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
-             "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv"}
+             "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv",
+             "conv_1x1_full_c16": "conv_1x1", "conv_1x1_full_c12": "conv_1x1", "conv_1x1_full_c2": "conv_1x1",
+             "conv_3x3_full_c3_s2": "conv_im2col"}
 
 
 def test_fold_input_offset_hand_derived():

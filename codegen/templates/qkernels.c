@@ -296,51 +296,12 @@ static void qk_dot_2rows(const int8_t *w0, const int8_t *w1, const int8_t *x, in
     acc[1] = a1;
 }
 
-/* Two rows against two vectors (the GEMM micro-kernel): rows w[0..n) and w[n..2n), vectors
+#if !QK_USE_DSP
+/* Two rows against two vectors (the portable GEMM micro-kernel): rows w[0..n) and w[n..2n), vectors
  * x[0..n) and x[n..2n); acc = {w0.x0, w1.x0, w0.x1, w1.x1}. */
 static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[4])
 {
     int32_t a00 = 0, a10 = 0, a01 = 0, a11 = 0, k = n;
-#if QK_USE_DSP
-    if (k >= 4) {
-        /* Four lanes per pass, in assembly: GCC's schedule of the same C keeps more values live
-         * than the 14 allocatable registers and spills inside the loop.  Each pass loads the two
-         * rows' words (w[0..3], w[n..n+3]), expands them to int16 pairs (SXTB16: bytes 0/2; ROR 8:
-         * bytes 1/3), then streams x1's and x0's words through the same expansion into 8 SMLADs:
-         * every byte of each row meets the same byte of each vector once. */
-        int32_t t0, t1, t2, t3, t4, t5, passes = k >> 2;
-        k &= 3;
-        __asm__(
-            "1:\n\t"
-            "ldr    %[t0], [%[w], %[n]]\n\t"
-            "ldr    %[t1], [%[w]], #4\n\t"
-            "sxtb16 %[t3], %[t0]\n\t"
-            "sxtb16 %[t0], %[t0], ror #8\n\t"
-            "sxtb16 %[t2], %[t1]\n\t"
-            "sxtb16 %[t1], %[t1], ror #8\n\t"
-            "ldr    %[t4], [%[x], %[n]]\n\t"
-            "sxtb16 %[t5], %[t4]\n\t"
-            "sxtb16 %[t4], %[t4], ror #8\n\t"
-            "smlad  %[a01], %[t2], %[t5], %[a01]\n\t"
-            "smlad  %[a11], %[t3], %[t5], %[a11]\n\t"
-            "smlad  %[a01], %[t1], %[t4], %[a01]\n\t"
-            "smlad  %[a11], %[t0], %[t4], %[a11]\n\t"
-            "ldr    %[t4], [%[x]], #4\n\t"
-            "sxtb16 %[t5], %[t4]\n\t"
-            "sxtb16 %[t4], %[t4], ror #8\n\t"
-            "smlad  %[a00], %[t2], %[t5], %[a00]\n\t"
-            "smlad  %[a10], %[t3], %[t5], %[a10]\n\t"
-            "smlad  %[a00], %[t1], %[t4], %[a00]\n\t"
-            "smlad  %[a10], %[t0], %[t4], %[a10]\n\t"
-            "subs   %[p], %[p], #1\n\t"
-            "bne    1b\n\t"
-            : [a00] "+r"(a00), [a10] "+r"(a10), [a01] "+r"(a01), [a11] "+r"(a11), [w] "+r"(w), [x] "+r"(x),
-              [p] "+r"(passes), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3),
-              [t4] "=&r"(t4), [t5] "=&r"(t5)
-            : [n] "r"(n)
-            : "cc", "memory");
-    }
-#endif
     for (; k > 0; --k, ++w, ++x) {
         const int32_t xa = x[0], xb = x[n], wa = w[0], wb = w[n];
         a00 += wa * xa;
@@ -353,6 +314,7 @@ static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[
     acc[2] = a01;
     acc[3] = a11;
 }
+#endif
 
 /* ------------------------------------------------------------------ CONV_2D
  * The input offset is folded into the bias at generation time (bias[oc] + input_offset *
@@ -387,6 +349,315 @@ static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t 
     }
 }
 
+#if QK_USE_DSP
+/* ------------------------------------------- CONV_2D GEMM with the DSP extension
+ * QK_CONV_COLS pixel columns per tile, each expanded once to int16 (SXTB16) into the scratch, then
+ * every output channel's filter row is streamed against all four: a row word is expanded once per
+ * tile, the columns' words arrive ready (one LDM per two columns).  Layout of the expanded columns:
+ * for each group of four taps g and column j, the two words (x[4g], x[4g+2]) and (x[4g+1], x[4g+3])
+ * as int16 pairs (SXTB16 and SXTB16 ROR 8), the pairing of the expanded row word, so each SMLAD
+ * meets matching taps.  When depth % 4 = r != 0 (and depth >= 4) a last group holds the column's
+ * last four taps with the 4 - r already counted ones zeroed, and the row's last four bytes (inside
+ * the row) meet it; with depth < 4 the one group holds taps 0..depth-1 and the rest zeros. */
+
+/* One column c (depth int8 values) -> its words in the expanded tile (o = xs + 2 * column). */
+static void qk_col_expand(const int8_t *c, int32_t depth, int32_t *o)
+{
+    const int32_t full = depth >> 2, rest = depth & 3;
+    int32_t g;
+    for (g = 0; g < full; ++g, c += 4, o += 2 * QK_CONV_COLS) {
+        const int32_t v = qk_word(c);
+        o[0] = __sxtb16(v);
+        o[1] = qk_sxtb16_ror8(v);
+    }
+    if (rest > 0) {
+        uint32_t v = 0;
+        if (full > 0) {
+            v = (uint32_t)qk_word(c + rest - 4) & (0xFFFFFFFFu << (8 * (4 - rest)));
+        } else {
+            memcpy(&v, c, (size_t)rest);
+        }
+        o[0] = __sxtb16((int32_t)v);
+        o[1] = qk_sxtb16_ror8((int32_t)v);
+    }
+}
+
+/* One group of four taps of one row against the four columns. */
+#define QK_DOT_1X4_GROUP                                  \
+    "ldr    %[wv], [%[w]], #4\n\t"                         \
+    "sxtb16 %[wl], %[wv]\n\t"                              \
+    "sxtb16 %[wv], %[wv], ror #8\n\t"                      \
+    "ldm    %[x]!, {%[c0], %[c1], %[c2], %[c3]}\n\t"       \
+    "smlad  %[a0], %[wl], %[c0], %[a0]\n\t"                \
+    "smlad  %[a0], %[wv], %[c1], %[a0]\n\t"                \
+    "smlad  %[a1], %[wl], %[c2], %[a1]\n\t"                \
+    "smlad  %[a1], %[wv], %[c3], %[a1]\n\t"                \
+    "ldm    %[x]!, {%[c0], %[c1], %[c2], %[c3]}\n\t"       \
+    "smlad  %[a2], %[wl], %[c0], %[a2]\n\t"                \
+    "smlad  %[a2], %[wv], %[c1], %[a2]\n\t"                \
+    "smlad  %[a3], %[wl], %[c2], %[a3]\n\t"                \
+    "smlad  %[a3], %[wv], %[c3], %[a3]\n\t"
+#define QK_DOT_1X4_OPERANDS                                                                                    \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(xs), [wv] "=&r"(wv), \
+        [wl] "=&r"(wl), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2), [c3] "=&r"(c3)
+
+/* acc[j] += the taps of `groups` groups of row w against the expanded columns from xs (SMLAD wraps
+ * like int32).  In assembly: GCC spills the same C.  The LDM register list must ascend, so c0..c3 are
+ * pinned (r7 is left to a frame pointer).  groups >= 1. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_dot_1x4_groups(const int8_t *w, const int32_t *xs, int32_t groups, int32_t acc[QK_CONV_COLS])
+{
+    register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], wv, wl;
+    __asm__("1:\n\t" QK_DOT_1X4_GROUP
+            "subs   %[g], %[g], #1\n\t"
+            "bne    1b\n\t"
+            : QK_DOT_1X4_OPERANDS, [g] "+r"(groups)
+            :
+            : "cc", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* acc[j] += sum over the depth taps of row w against column j (expanded in xs); returns w + depth.
+ * With depth % 4 = r != 0 the row's last four bytes (inside the row) meet the zero-masked last group. */
+static const int8_t *qk_dot_1x4(const int8_t *w, const int32_t *xs, int32_t depth, int32_t acc[QK_CONV_COLS])
+{
+    const int32_t full = depth >> 2, rest = depth & 3;
+    if (full > 0) {
+        qk_dot_1x4_groups(w, xs, full, acc);
+        if (rest > 0) {
+            qk_dot_1x4_groups(w + depth - 4, xs + 2 * QK_CONV_COLS * full, 1, acc);
+        }
+    } else {
+        int32_t k, j;
+        for (k = 0; k < rest; ++k) { /* tap k: byte k of the column word, halves (k & 1, k >> 1) */
+            const int32_t sh = 16 * (k >> 1);
+            for (j = 0; j < QK_CONV_COLS; ++j) {
+                const int32_t x = (int16_t)(uint16_t)((uint32_t)xs[2 * j + (k & 1)] >> sh);
+                acc[j] = qk_add_wrap(acc[j], w[k] * x);
+            }
+        }
+    }
+    return w + depth;
+}
+
+/* Requantization of an accumulator that already holds the bias, for shift <= QK_FAST_SHIFT and the
+ * full int8 activation range: qk_mbqm_right2's |result| <= 2^30 + 1, so the zero-point add cannot wrap
+ * and clamping to [-128, 127] is one SSAT. */
+static QK_ALWAYS_INLINE int8_t qk_requant_sat8(int32_t acc, int32_t multiplier, int e, int32_t output_offset)
+{
+    return (int8_t)__ssat(qk_mbqm_right2(acc, multiplier, e) + output_offset, 8);
+}
+
+/* Output channel oc of n (1..QK_CONV_COLS) pixels (out[oc], out[out_c + oc], ...) from accumulators
+ * that hold the bias (the folded one: acc + bias wraps like int32 either way), out of line:
+ * qk_requant_cold adds the bias back (wrapping like int32 too). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_cols_requant_cold(const qk_conv_params *p, int32_t n, const int32_t acc[QK_CONV_COLS],
+                                 const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int32_t oc,
+                                 int8_t *out)
+{
+    int32_t j;
+    for (j = 0; j < n; ++j, out += p->out_c) {
+        out[oc] = qk_requant_cold((int32_t)((uint32_t)acc[j] - (uint32_t)bias[oc]), bias, multiplier, shift, oc,
+                                  p->output_offset, p->act_min, p->act_max);
+    }
+}
+
+/* n (1..QK_CONV_COLS) output pixels (out, out + out_c, ...) of the expanded columns: on the full int8
+ * activation range one SSAT per output (shifts <= QK_FAST_SHIFT), otherwise qk_cols_requant_cold.
+ * The accumulators start at the bias. */
+static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
+                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
+                         const int32_t *xs)
+{
+    const int32_t out_c = p->out_c, oo = p->output_offset;
+    const int full_range = n == QK_CONV_COLS && p->act_min == -128 && p->act_max == 127;
+    int32_t oc;
+    for (oc = 0; oc < out_c; ++oc) {
+        int32_t acc[QK_CONV_COLS];
+        const int s = shift[oc];
+        acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+        filter = qk_dot_1x4(filter, xs, depth, acc);
+        if (full_range && s <= QK_FAST_SHIFT) {
+            const int32_t m = multiplier[oc];
+            out[oc] = qk_requant_sat8(acc[0], m, -s, oo);
+            out[out_c + oc] = qk_requant_sat8(acc[1], m, -s, oo);
+            out[2 * out_c + oc] = qk_requant_sat8(acc[2], m, -s, oo);
+            out[3 * out_c + oc] = qk_requant_sat8(acc[3], m, -s, oo);
+        } else {
+            qk_cols_requant_cold(p, n, acc, bias, multiplier, shift, oc, out);
+        }
+    }
+}
+
+/* One accumulator's requantization in qk_conv_cols4_asm (fixed registers: wl lo, c0 hi, c1 the
+ * multiplier, c2 e - 1, c3 the rounding constant 2^(e-2), st the output zero point), result in c0. */
+#define QK_REQ_SAT8(a)                                  \
+    "and    %[wl], %[" a "], #0x80000000\n\t"           \
+    "orr    %[wl], %[wl], #0x40000000\n\t"              \
+    "add    %[c0], %[c3], %[" a "], asr #31\n\t"        \
+    "smlal  %[wl], %[c0], %[" a "], %[c1]\n\t"          \
+    "asr    %[c0], %[c0], %[c2]\n\t"                    \
+    "add    %[c0], %[c0], %[st]\n\t"                    \
+    "ssat   %[c0], #8, %[c0]\n\t"
+
+/* qk_conv_cols in one assembly loop over the output channels, when the depth has an even number (>= 2)
+ * of full groups of four taps (and maybe a partial one) and the activation range is the full int8 range; the loop stops before a channel whose shift is above QK_FAST_SHIFT (its
+ * outputs through qk_cols_requant_cold, then it resumes).  The requantization is qk_requant_sat8's
+ * (qk_mbqm_right2, + output_offset, SSAT), with hi's start value (x < 0 ? -1 : 0) and the rounding
+ * add 2^(e-2) in one ADD of the constant to the sign (both go to the high word: the same 64-bit sum).
+ * The loop state lives in st[] (the asm keeps its address at [sp] while it needs every register). */
+static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8_t *filter, const int32_t *bias,
+                              const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
+{
+    register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
+    /* st: 0 bias, 4 multiplier, 8 shift, 12 out, 16 out_c, 20 output_offset, 24 xs, 28 pairs of full
+     * groups, 32 end of out, 36 4 - depth % 4 (0: no partial group) */
+    intptr_t st[10];
+    intptr_t *stp = st;
+    int32_t a0, a1, a2, a3, wv, wl, x;
+    st[0] = (intptr_t)bias;
+    st[1] = (intptr_t)multiplier;
+    st[2] = (intptr_t)shift;
+    st[3] = (intptr_t)out;
+    st[4] = p->out_c;
+    st[5] = p->output_offset;
+    st[6] = (intptr_t)xs;
+    st[7] = depth >> 3;
+    st[8] = (intptr_t)(out + p->out_c);
+    st[9] = (4 - (depth & 3)) & 3;
+    for (;;) {
+    __asm__ volatile(
+        "str    %[st], [sp, #-8]!\n\t"
+        "3:\n\t"
+        "ldr    %[c0], [%[st], #0]\n\t"
+        "ldr    %[a0], [%[c0]], #4\n\t"
+        "str    %[c0], [%[st], #0]\n\t"
+        "mov    %[a1], %[a0]\n\t"
+        "mov    %[a2], %[a0]\n\t"
+        "mov    %[a3], %[a0]\n\t"
+        "ldr    %[x], [%[st], #24]\n\t"
+        "ldr    %[st], [%[st], #28]\n\t"
+        "4:\n\t" QK_DOT_1X4_GROUP QK_DOT_1X4_GROUP
+        "subs   %[st], %[st], #1\n\t"
+        "bne    4b\n\t"
+        "ldr    %[st], [sp]\n\t"
+        "ldr    %[c0], [%[st], #36]\n\t" /* a partial last group: the row's last four bytes */
+        "cbz    %[c0], 6f\n\t"
+        "sub    %[w], %[w], %[c0]\n\t"
+        QK_DOT_1X4_GROUP
+        "6:\n\t"
+        "ldr    %[c0], [%[st], #8]\n\t"
+        "ldrsb  %[c2], [%[c0]]\n\t"
+        "add    %[c1], %[c2], #31\n\t" /* shift in [-31, QK_FAST_SHIFT] */
+        "cmp    %[c1], #29\n\t"
+        "bhi    5f\n\t"
+        "add    %[c0], %[c0], #1\n\t"
+        "str    %[c0], [%[st], #8]\n\t"
+        "ldr    %[c0], [%[st], #4]\n\t"
+        "ldr    %[c1], [%[c0]], #4\n\t"
+        "str    %[c0], [%[st], #4]\n\t"
+        "mvn    %[c2], %[c2]\n\t"
+        "mov    %[c3], #1\n\t"
+        "lsl    %[c3], %[c3], %[c2]\n\t"
+        "asr    %[c3], %[c3], #1\n\t"
+        "ldr    %[x], [%[st], #12]\n\t"
+        "ldr    %[wv], [%[st], #16]\n\t"
+        "ldr    %[st], [%[st], #20]\n\t"
+        QK_REQ_SAT8("a0") "strb   %[c0], [%[x]]\n\t"
+        QK_REQ_SAT8("a1") "strb   %[c0], [%[x], %[wv]]\n\t"
+        "add    %[x], %[x], %[wv], lsl #1\n\t"
+        QK_REQ_SAT8("a2") "strb   %[c0], [%[x]]\n\t"
+        QK_REQ_SAT8("a3") "strb   %[c0], [%[x], %[wv]]\n\t"
+        "sub    %[x], %[x], %[wv], lsl #1\n\t"
+        "ldr    %[st], [sp]\n\t"
+        "add    %[x], %[x], #1\n\t"
+        "str    %[x], [%[st], #12]\n\t"
+        "ldr    %[c0], [%[st], #32]\n\t"
+        "cmp    %[x], %[c0]\n\t"
+        "bne    3b\n\t"
+        "5:\n\t"
+        "add    sp, sp, #8\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "+r"(filter), [x] "=&r"(x),
+          [st] "+r"(stp), [wv] "=&r"(wv), [wl] "=&r"(wl), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2),
+          [c3] "=&r"(c3)
+        :
+        : "cc", "memory");
+        if (st[3] == st[8]) {
+            return;
+        }
+        /* stopped before requantizing a channel with another shift: its four outputs here */
+        {
+            const int32_t oc = (int32_t)((const int8_t *)st[2] - shift);
+            const int32_t acc[QK_CONV_COLS] = {a0, a1, a2, a3};
+            qk_cols_requant_cold(p, QK_CONV_COLS, acc, bias, multiplier, shift, oc, out);
+            st[1] += 4;
+            st[2] += 1;
+            st[3] += 1;
+            if (st[3] == st[8]) {
+                return;
+            }
+            stp = st;
+        }
+    }
+}
+
+/* Whether qk_conv_cols4_asm applies to this layer (depth taps per row). */
+static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *shift)
+{
+    (void)shift;
+    return depth >= 8 && (depth & 4) == 0 && p->act_min == -128 && p->act_max == 127; /* even full groups */
+}
+
+/* Expands the n (1..QK_CONV_COLS) columns at cols0 + j * depth into scratch (word aligned: the arena's
+ * buffers are 16-byte aligned; cols0 NULL: expanded already, qk_patch_done) and computes their output
+ * pixels at out (the columns past n hold stale values: their results are dropped). */
+static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
+                          const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
+                          const int8_t *shift, int8_t *out, int8_t *scratch, int use_asm)
+{
+    int32_t *xs = (int32_t *)(void *)scratch;
+    int32_t j;
+    for (j = 0; j < n && cols0 != NULL; ++j) {
+        qk_col_expand(cols0 + (size_t)j * depth, depth, xs + 2 * j);
+    }
+    if (n == QK_CONV_COLS && use_asm) {
+        qk_conv_cols4_asm(p, depth, filter, bias, multiplier, shift, out, xs);
+    } else {
+        qk_conv_cols(p, n, depth, filter, bias, multiplier, shift, out, xs);
+    }
+}
+
+#define QK_TILE_PIXELS QK_CONV_COLS
+
+/* qk_conv2d's patch of pixel j of a tile (one int8 patch after the expanded columns), expanded into
+ * its column once made (qk_patch_done); the tile then needs no expansion (qk_tile_patches NULL). */
+static int8_t *qk_patch_slot(int8_t *scratch, int32_t depth, int32_t j)
+{
+    (void)j;
+    return scratch + (size_t)((depth + 3) >> 2) * 8 * QK_CONV_COLS;
+}
+
+static void qk_patch_done(int8_t *scratch, int32_t depth, int32_t j)
+{
+    qk_col_expand(qk_patch_slot(scratch, depth, j), depth, (int32_t *)(void *)scratch + 2 * j);
+}
+
+static const int8_t *qk_tile_patches(const int8_t *scratch)
+{
+    (void)scratch;
+    return NULL;
+}
+#else
+
 /* n (1 or 2) output pixels from their patches (depth bytes each) in scratch. */
 static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filter, const int32_t *bias,
                          const int32_t *multiplier, const int8_t *shift, int8_t *out, const int8_t *patches)
@@ -413,27 +684,72 @@ static void qk_conv_tile(const qk_conv_params *p, int32_t n, const int8_t *filte
     }
 }
 
+#define QK_TILE_PIXELS QK_CONV_TILE
+
+/* qk_conv2d's int8 patches, j after j in scratch. */
+static int8_t *qk_patch_slot(int8_t *scratch, int32_t depth, int32_t j)
+{
+    return scratch + (size_t)j * depth;
+}
+
+static void qk_patch_done(int8_t *scratch, int32_t depth, int32_t j)
+{
+    (void)scratch;
+    (void)depth;
+    (void)j;
+}
+
+static const int8_t *qk_tile_patches(const int8_t *scratch)
+{
+    return scratch;
+}
+
+static int qk_conv_asm_ok(const qk_conv_params *p, int32_t depth, const int8_t *shift)
+{
+    (void)p;
+    (void)depth;
+    (void)shift;
+    return 0;
+}
+
+/* The n pixels' depth-long columns at cols0 + j * depth (copied to scratch unless they are the
+ * patches there: so the op may run in place) -> their output pixels at out. */
+static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *cols0,
+                          const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
+                          const int8_t *shift, int8_t *out, int8_t *scratch, int use_asm)
+{
+    (void)use_asm;
+    if (cols0 != scratch) {
+        memcpy(scratch, cols0, (size_t)(n * depth));
+    }
+    qk_conv_tile(p, n, filter, bias, multiplier, shift, out, scratch);
+}
+#endif
+
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int8_t *scratch)
 {
     const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int use_asm = qk_conv_asm_ok(p, depth, shift);
+    const int8_t *patches = qk_tile_patches(scratch);
     int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 /* All reads of a tile happen before its writes (in-place planning relies on it). */
-                qk_conv_patch(p, image, oy, ox, scratch + (size_t)j * depth);
-                if (++j == QK_CONV_TILE) {
-                    qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+                qk_conv_patch(p, image, oy, ox, qk_patch_slot(scratch, depth, j));
+                qk_patch_done(scratch, depth, j);
+                if (++j == QK_TILE_PIXELS) {
+                    qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
                     output += j * p->out_c;
                     j = 0;
                 }
             }
         }
         if (j > 0) {
-            qk_conv_tile(p, j, filter, bias, multiplier, shift, output, scratch);
+            qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
             output += j * p->out_c;
             j = 0;
         }
@@ -445,12 +761,13 @@ void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *f
                    int8_t *output, int8_t *scratch)
 {
     const int32_t npix = p->batches * p->in_h * p->in_w, in_c = p->in_c;
+    const int use_asm = qk_conv_asm_ok(p, in_c, shift);
     int32_t p0;
-    for (p0 = 0; p0 < npix; p0 += QK_CONV_TILE) {
-        const int32_t n = npix - p0 < QK_CONV_TILE ? npix - p0 : QK_CONV_TILE;
-        /* the tile's input rows, copied as they are (no patch), so the op may run in place */
-        memcpy(scratch, input + (size_t)p0 * in_c, (size_t)(n * in_c));
-        qk_conv_tile(p, n, filter, bias, multiplier, shift, output + (size_t)p0 * p->out_c, scratch);
+    for (p0 = 0; p0 < npix; p0 += QK_TILE_PIXELS) {
+        const int32_t n = npix - p0 < QK_TILE_PIXELS ? npix - p0 : QK_TILE_PIXELS;
+        /* every read of the tile's input rows precedes its writes (in place) */
+        qk_conv_flush(p, n, in_c, input + (size_t)p0 * in_c, filter, bias, multiplier, shift,
+                      output + (size_t)p0 * p->out_c, scratch, use_asm);
     }
 }
 

@@ -48,20 +48,25 @@ typedef struct {
     int32_t input_offset, output_offset, act_min, act_max;
 } qk_conv_params;
 
-/* Output pixels computed per tile (one int8 patch each). */
+/* Output pixels computed per tile: QK_CONV_TILE int8 patches (portable C), QK_CONV_COLS columns
+ * expanded to int16 (with the DSP extension). */
 #define QK_CONV_TILE 2
+#define QK_CONV_COLS 4
 
 /* The kernels choose no path at run time: `qsim codegen` picks one per layer (tables.py,
  * recorded as the layer's "kernel" in NAME_report.json).  CONV_2D: the bias table holds
  * bias + input_offset * (sum of the filter row), wrapped to int32 (the input offset folded in
  * at generation time), and the kernels multiply raw int8 values.
  * qk_conv2d: any geometry; int8 patches, taps outside the image hold the input zero point.
- * scratch: QK_CONV_TILE * k_h * k_w * in_c bytes. */
+ * scratch (depth = k_h * k_w * in_c): the larger of QK_CONV_TILE * depth bytes (portable C) and, with
+ * the DSP extension, 8 * QK_CONV_COLS * ceil(depth / 4) + depth bytes (the expanded columns, one
+ * int8 patch); word aligned.  qsim.codegen.tables.conv_scratch_bytes. */
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int8_t *scratch);
 /* qk_conv2d_1x1: 1x1 filter, stride 1, no padding: a GEMM over the pixels' channel vectors
- * (no patches).  scratch: QK_CONV_TILE * in_c bytes (each tile's rows, so it may run in place). */
+ * (no patches).  scratch: the larger of QK_CONV_TILE * in_c (each tile's rows) and, with the DSP
+ * extension, 8 * QK_CONV_COLS * ceil(in_c / 4) bytes; every read of a tile precedes its writes (in place). */
 void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                    const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                    int8_t *output, int8_t *scratch);
