@@ -212,6 +212,17 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
                   fields, arrays, scratch_bytes=scratch, kernel=kernel)
 
 
+def unify_dw_3x3(emits: list) -> None:
+    """One 3x3 depthwise kernel per image: when some layer needs the general dw_3x3, the layers that
+    chose dw_3x3_sat run dw_3x3 too (the same results; linking both copies would cost flash).  In place."""
+    if any(e.kernel == "dw_3x3" for e in emits):
+        for e in emits:
+            if e.kernel == "dw_3x3_sat":
+                e.kernel = "dw_3x3"
+                e.call = e.call.replace(KERNEL_PATHS["dw_3x3_sat"] + "(", KERNEL_PATHS["dw_3x3"] + "(")
+                e.comment = e.comment.replace("(dw_3x3_sat)", "(dw_3x3)")
+
+
 DW_FAST_SHIFT = -2  # QK_FAST_SHIFT in qkernels.c: dw_3x3_sat requires every shift <= this
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
 

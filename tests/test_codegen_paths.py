@@ -203,6 +203,23 @@ def test_negative_multiplier_refused():
     assert ok[1].values.tolist() == [0, 0]
 
 
+def test_dw_3x3_one_kernel_per_image(tmp_path):
+    """A model with a full-range 3x3 depthwise (dw_3x3_sat alone) and a RELU one with its zero point
+    at -20 (a narrower range: dw_3x3): both layers run qk_depthwise_conv3x3, the other is not called."""
+    net = _Net(np.random.default_rng(7))
+    shape = (1, 6, 5, 8)
+    x = net.b.add_input("x", shape, np.int8, scale=0.05, zero_point=-7)
+    y, ys, _ = net.conv(x, 0.05, shape, 0, 3, depthwise=True)
+    z, _, _ = net.conv(y, ys, shape, 0, 3, depthwise=True, dw_activation="RELU", out_zp=-20)
+    net.b.mark_output(z)
+    g = load_bytes(net.b.build())
+    assert [expected_path(g, op) for op in g.operators] == ["dw_3x3_sat", "dw_3x3"]
+    res = generate(g, tmp_path, name="m")
+    assert [l.kernel for l in res.layers] == ["dw_3x3", "dw_3x3"]
+    src = (tmp_path / "m.c").read_text()
+    assert "qk_depthwise_conv3x3(" in src and "qk_depthwise_conv3x3_sat(" not in src
+
+
 def test_dw_group_major_hand_derived():
     """2 taps x 6 channels [[0..5], [10..15]]: the group of channels 0-3 tap by tap (0 1 2 3, 10 11 12 13),
     then the 2 remaining channels tap by tap (4 5, 14 15)."""
@@ -228,12 +245,15 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     g = load(path)
     res = generate(path, tmp_path, name="m")
     report = {l.position: l.kernel for l in res.layers}
+    want_paths = [expected_path(g, op) for op in g.operators]
+    if "dw_3x3" in want_paths:  # one 3x3 depthwise kernel per image (tables.unify_dw_3x3)
+        want_paths = ["dw_3x3" if k == "dw_3x3_sat" else k for k in want_paths]
     for pos, op in enumerate(g.operators):
-        assert report[pos] == expected_path(g, op), f"op #{pos} {op.opcode}"
+        assert report[pos] == want_paths[pos], f"op #{pos} {op.opcode}"
     used = set(report.values())
     want = {"kws_ref_model": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
             "vww_96_int8": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
-            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # its first layer: one input channel
+            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # op 1 has a shift of -1: dw_3x3 throughout  # its first layer: one input channel
             "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
             "ad01_int8": {"fc_folded"}}[model]
     assert want <= used, used

@@ -703,23 +703,14 @@ static QK_ALWAYS_INLINE int32_t qk_sat_s8(int32_t v)
 #endif
 }
 
-/* qk_requant_channel for channel j of a depthwise group.  The fast path's value before the zero
- * point is within +-2^29 (qk_mbqm_right2 with e >= 2), so adding the output offset cannot wrap and
- * clamp(v + oo, lo, hi) = clamp(sat8(v + oo), lo, hi) for [lo, hi] within int8.  fast: the layer's
- * activation range is all of int8 and every shift is <= QK_FAST_SHIFT (checked at generation time:
- * the saturation alone, no test of the shift). */
-static QK_ALWAYS_INLINE int8_t qk_dw_requant1(int32_t acc, const int32_t *bias, const int32_t *multiplier,
-                                              const int8_t *shift, int32_t j, int32_t oo, int32_t lo, int32_t hi,
-                                              const int fast)
+/* Channel j of a depthwise group in one multiply (qk_mbqm_right2) for a layer whose activation range
+ * is all of int8 and whose four shifts are <= QK_FAST_SHIFT (see qk_dw3x3_pixel): the
+ * value before the zero point is within +-2^29 (e >= 2), so adding the output offset cannot wrap and
+ * the clamp to [-128, 127] is one saturation. */
+static QK_ALWAYS_INLINE int8_t qk_dw_requant_sat(int32_t acc, const int32_t *bias, const int32_t *multiplier,
+                                                 const int8_t *shift, int32_t j, int32_t oo)
 {
-    const int s = shift[j];
-    if (fast) {
-        return (int8_t)qk_sat_s8(qk_mbqm_right2(qk_add_wrap(acc, bias[j]), multiplier[j], -s) + oo);
-    }
-    if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
-        return (int8_t)qk_clamp(qk_sat_s8(qk_mbqm_right2(qk_add_wrap(acc, bias[j]), multiplier[j], -s) + oo), lo, hi);
-    }
-    return qk_requant_cold(acc, bias, multiplier, shift, j, oo, lo, hi);
+    return (int8_t)qk_sat_s8(qk_mbqm_right2(qk_add_wrap(acc, bias[j]), multiplier[j], -shift[j]) + oo);
 }
 
 /* Channels [c0, ch) of one 3x3 output pixel one at a time (the ch % 4 tail channels, and windows of one
@@ -748,19 +739,51 @@ static void qk_dw3x3_scalar(const qk_dwconv_params *p, const int8_t *src, const 
     }
 }
 
+/* Whether the four shifts at sh are all <= QK_FAST_SHIFT (-2).  Shifts are within [-31, 31], so
+ * s + 1 fits an int8 and s <= -2 exactly when s + 1 is negative: one SADD8 and a mask with DSP. */
+static QK_ALWAYS_INLINE int qk_shift4_fast(const int8_t *sh)
+{
+#if QK_USE_DSP
+    return ((uint32_t)__sadd8(qk_word(sh), 0x01010101) & 0x80808080u) == 0x80808080u;
+#else
+    return (sh[0] <= QK_FAST_SHIFT) & (sh[1] <= QK_FAST_SHIFT) & (sh[2] <= QK_FAST_SHIFT) & (sh[3] <= QK_FAST_SHIFT);
+#endif
+}
+
+/* The four outputs of a group (channels at bias, multiplier, shift, out) in the three stages (any
+ * shift, any activation range); the accumulators by value, so the caller's stay in registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_dw_group_cold(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const qk_dwconv_params *p,
+                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out)
+{
+    const int32_t acc[4] = {a0, a1, a2, a3};
+    int32_t k;
+    for (k = 0; k < 4; ++k) {
+        out[k] = qk_requant_cold(acc[k], bias, multiplier, shift, k, p->output_offset, p->act_min, p->act_max);
+    }
+}
+
 /* One output pixel of a 3x3 depth-multiplier-1 depthwise: the window's rows [ky0, ky1) and columns
  * [kx0, kx1) inside the image (TFLM skips the others), src = the input at (ky0, kx0), channel 0.
- * Filter group-major (as qk_dw_dm1).  Out of line (two copies: fast as in qk_dw_requant1) with few live values, so the group loop keeps its pointers and the accumulators in
- * registers; the rows of 3 (or 2) taps run qk_dw_row (rows of 3 unrolled).  Every window has at least
- * one row inside the image (the output size and padding rules guarantee it). */
+ * Filter group-major (as qk_dw_dm1).  Out of line with few live values, so the group loop keeps its
+ * pointers and the accumulators in registers; rows of 3 (or 2) taps run qk_dw_row.  sat (a constant:
+ * qk_depthwise_conv3x3_sat, whose layers have the activation range all of int8 and every shift
+ * <= QK_FAST_SHIFT, checked at generation time): rows of 3 unrolled, every group through
+ * qk_dw_requant_sat.  Otherwise (qk_depthwise_conv3x3, any layer; smaller code) a group takes
+ * qk_dw_requant_sat when the range is all of int8 and its four shifts are <= QK_FAST_SHIFT, else
+ * qk_dw_group_cold.  Every window has at least one row inside the image (the output size and
+ * padding rules guarantee it). */
 static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
                                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                             int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
-                                            const int fast)
+                                            const int sat)
 {
     const int32_t ch = p->in_c, ch4 = ch & ~3, nrows = ky1 - ky0, ncols = kx1 - kx0, off = p->input_offset;
     const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
-    const int32_t oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t oo = p->output_offset;
+    const int full = sat || (p->act_min == -128 && p->act_max == 127);
     const size_t row = (size_t)p->in_w * ch;
     const int8_t *f = filter + 12 * ky0 + 4 * kx0;
     const int32_t groups_end = ncols >= 2 ? ch4 : 0;
@@ -768,7 +791,7 @@ static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int
     for (c = 0; c < groups_end; c += 4, src += 4, f += 36) {
         int32_t acc[4] = {0, 0, 0, 0};
         const int8_t *s = src, *fw = f;
-        if (ncols == 3) { /* rows nrows - 1 down to 0, unrolled */
+        if (ncols == 3 && sat) { /* rows nrows - 1 down to 0, unrolled */
             switch (nrows) {
             case 3:
                 qk_dw_row(s + 2 * row, ch, fw + 24, off, off2, acc, 3);
@@ -782,15 +805,23 @@ static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int
             default:
                 break;
             }
+        } else if (ncols == 3) {
+            for (k = 0; k < nrows; ++k, s += row, fw += 12) {
+                qk_dw_row(s, ch, fw, off, off2, acc, 3);
+            }
         } else {
             for (k = 0; k < nrows; ++k, s += row, fw += 12) {
                 qk_dw_row(s, ch, fw, off, off2, acc, 2);
             }
         }
-        out[c] = qk_dw_requant1(acc[0], bias, multiplier, shift, c, oo, lo, hi, fast);
-        out[c + 1] = qk_dw_requant1(acc[1], bias, multiplier, shift, c + 1, oo, lo, hi, fast);
-        out[c + 2] = qk_dw_requant1(acc[2], bias, multiplier, shift, c + 2, oo, lo, hi, fast);
-        out[c + 3] = qk_dw_requant1(acc[3], bias, multiplier, shift, c + 3, oo, lo, hi, fast);
+        if (sat || QK_LIKELY(full && qk_shift4_fast(shift + c))) {
+            out[c] = qk_dw_requant_sat(acc[0], bias, multiplier, shift, c, oo);
+            out[c + 1] = qk_dw_requant_sat(acc[1], bias, multiplier, shift, c + 1, oo);
+            out[c + 2] = qk_dw_requant_sat(acc[2], bias, multiplier, shift, c + 2, oo);
+            out[c + 3] = qk_dw_requant_sat(acc[3], bias, multiplier, shift, c + 3, oo);
+        } else { /* any other group: the three stages, out of line */
+            qk_dw_group_cold(acc[0], acc[1], acc[2], acc[3], p, bias + c, multiplier + c, shift + c, out + c);
+        }
     }
     if (c < ch) { /* the ch % 4 tail channels (or all of them: a window of one column) */
         qk_dw3x3_scalar(p, src - c, filter, bias, multiplier, shift, out, ky0, ky1, kx0, kx1, c);
@@ -802,14 +833,14 @@ static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int
 #else
 #define QK_NOINLINE
 #endif
-static QK_NOINLINE void qk_dw3x3_pixel_fast(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
-                                            const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                            int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
+static QK_NOINLINE void qk_dw3x3_pixel_sat(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
+                                           const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                           int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
 {
     qk_dw3x3_pixel(p, src, filter, bias, multiplier, shift, out, ky0, ky1, kx0, kx1, 1);
 }
 
-static QK_NOINLINE void qk_dw3x3_pixel_act(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
+static QK_NOINLINE void qk_dw3x3_pixel_any(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
                                            const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                            int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
 {
@@ -821,7 +852,7 @@ static QK_NOINLINE void qk_dw3x3_pixel_act(const qk_dwconv_params *p, const int8
  * pixel's outputs are written after its reads, channel group by group (in-place contract as qk_dw_dm1). */
 static QK_ALWAYS_INLINE void qk_dw3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                      int8_t *output, const int fast)
+                                      int8_t *output, const int sat)
 {
     const int32_t ch = p->in_c;
     const size_t row = (size_t)p->in_w * ch;
@@ -835,8 +866,8 @@ static QK_ALWAYS_INLINE void qk_dw3x3(const qk_dwconv_params *p, const int8_t *i
             int32_t ix0 = -p->pad_w;
             for (ox = 0; ox < p->out_w; ++ox, ix0 += p->stride_w, output += ch) {
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < 3 ? p->in_w - ix0 : 3;
-                (fast ? qk_dw3x3_pixel_fast : qk_dw3x3_pixel_act)(p, rows + (size_t)(ix0 + kx0) * ch, filter, bias,
-                                                                  multiplier, shift, output, ky0, ky1, kx0, kx1);
+                (sat ? qk_dw3x3_pixel_sat : qk_dw3x3_pixel_any)(p, rows + (size_t)(ix0 + kx0) * ch, filter, bias,
+                                                                multiplier, shift, output, ky0, ky1, kx0, kx1);
             }
         }
     }
