@@ -1039,23 +1039,38 @@ static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, co
     }
 }
 
-static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+/* qk_mbqm_inline in one multiply where it can: a multiplier >= 0 (TFLite's ADD tables: every
+ * multiplier below one) with a shift <= QK_FAST_SHIFT (qk_mbqm_right2) or 0: for shift 0 both
+ * roundings are floor((x*m + 2^30) / 2^31) (SRDHM without its INT32_MIN * INT32_MIN case, m >= 0;
+ * single rounding cannot saturate: |x*m| <= 2^31 * (2^31 - 1)).  Any other pair through qk_mbqm. */
+static QK_ALWAYS_INLINE int32_t qk_mbqm_add(int32_t x, int32_t multiplier, int shift)
 {
-    const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
-    const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
-    const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
-    const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
-    const int32_t raw = qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
-    return qk_offset_clamp(raw, p->output_offset, p->act_min, p->act_max);
+    if (QK_LIKELY(multiplier >= 0)) {
+        if (shift <= QK_FAST_SHIFT) {
+            return qk_mbqm_right2(x, multiplier, -shift);
+        }
+        if (shift == 0) {
+            return (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31);
+        }
+    }
+    return qk_mbqm(x, multiplier, shift);
 }
 
+/* TFLite's quantized ADD / SUB of one element pair: both inputs offset, shifted left, rescaled to the
+ * common scale, added (or subtracted), rescaled to the output and clamped. */
 static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
                        int8_t *out, int32_t n)
 {
     const qk_add_params *p = (const qk_add_params *)params;
+    const int32_t o1 = p->input1_offset, o2 = p->input2_offset, m1 = p->input1_multiplier;
+    const int32_t m2 = p->input2_multiplier, mo = p->output_multiplier, sign = p->sign;
+    const int ls = p->left_shift, e1 = p->input1_shift, e2 = p->input2_shift, eo = p->output_shift;
     int32_t i;
     for (i = 0; i < n; ++i) {
-        out[i] = qk_add_one(p, a[i * sa], b[i * sb]);
+        const int32_t s1 = qk_mbqm_add(qk_shl_wrap(o1 + a[i * sa], ls), m1, e1);
+        const int32_t s2 = qk_mbqm_add(qk_shl_wrap(o2 + b[i * sb], ls), m2, e2);
+        out[i] = qk_offset_clamp(qk_mbqm_add(sign >= 0 ? s1 + s2 : s1 - s2, mo, eo), p->output_offset,
+                                 p->act_min, p->act_max);
     }
 }
 
