@@ -346,6 +346,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)
         emits.append(e)
+    tables.unify_dw_3x3(emits)
     if dirs:
         cmsis_nn.finish(list(cmsis_ops.values()), dirs)
     plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},

@@ -186,6 +186,7 @@ KERNEL_PATHS = {
     "conv_im2col": "qk_conv2d",  # any other CONV_2D: int8 patches (zero-point padded)
     "dw_as_conv": "qk_conv2d",  # one input channel (any depth multiplier): a CONV_2D with in_c = 1
     "dw_3x3": "qk_depthwise_conv3x3",  # depth multiplier 1, 3x3, no dilation (any stride)
+    "dw_3x3_sat": "qk_depthwise_conv3x3_sat",  # the same, activation range all of int8, every shift <= -2
     "dw_dm1": "qk_depthwise_conv2d_dm1",  # depth multiplier 1, no dilation, other filter sizes
     "dw_channel_major": "qk_depthwise_conv2d",  # few output channels: one dot product per output
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
@@ -251,6 +252,8 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
                       kernel=kernel)
     if p.depth_multiplier == 1 and p.dilation_h == p.dilation_w == 1 and p.out_channels >= 4:
         kernel = "dw_3x3" if (p.kernel_h, p.kernel_w) == (3, 3) else "dw_dm1"
+        if kernel == "dw_3x3" and (rq.act_min, rq.act_max) == (-128, 127) and max(arrays[3].values) <= DW_FAST_SHIFT:
+            kernel = "dw_3x3_sat"
         weights.values = dw_group_major(weights.values, p.kernel_h * p.kernel_w, p.out_channels)
         scratch = 0
     elif p.out_channels <= DW_FEW_CHANNELS:
@@ -267,6 +270,18 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
                   fields, arrays, scratch_bytes=scratch, kernel=kernel)
 
 
+def unify_dw_3x3(emits: list) -> None:
+    """One 3x3 depthwise kernel per image: when some layer needs the general dw_3x3, the layers that
+    chose dw_3x3_sat run dw_3x3 too (the same results; linking both copies would cost flash).  In place."""
+    if any(e.kernel == "dw_3x3" for e in emits):
+        for e in emits:
+            if e.kernel == "dw_3x3_sat":
+                e.kernel = "dw_3x3"
+                e.call = e.call.replace(KERNEL_PATHS["dw_3x3_sat"] + "(", KERNEL_PATHS["dw_3x3"] + "(")
+                e.comment = e.comment.replace("(dw_3x3_sat)", "(dw_3x3)")
+
+
+DW_FAST_SHIFT = -2  # QK_FAST_SHIFT in qkernels.c: dw_3x3_sat requires every shift <= this
 DW_FEW_CHANNELS = 8  # depthwise ops with at most this many output channels use the channel-major path
 
 

@@ -224,7 +224,8 @@ class _Net:
         self.n += 1
         return self.b.add_tensor(f"t{self.n}/act", shape, np.int8, scale=scale, zero_point=zp)
 
-    def conv(self, x, x_scale, shape_in, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1):
+    def conv(self, x, x_scale, shape_in, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1,
+             dw_activation="NONE", out_zp=0):
         _, h, w, ic = shape_in
         eff = (k - 1) * dil + 1
         oh, ow = ((-(-h // stride), -(-w // stride)) if padding == "SAME"
@@ -238,11 +239,11 @@ class _Net:
                               scale=x_scale * ws, zero_point=np.zeros(oc, np.int64), axis=0)
         depth = k * k * (1 if depthwise else ic)
         out_scale = float(np.sqrt(depth) * 40 * 73 * x_scale * ws.mean() / 128)
-        y = self.tensor((1, oh, ow, oc), out_scale, 0)
+        y = self.tensor((1, oh, ow, oc), out_scale, out_zp)
         if depthwise:
             self.b.add_op("DEPTHWISE_CONV_2D", [x, wt, bt], [y], ir.DepthwiseConv2DOptions(
                 padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil, dilation_w=dil,
-                depth_multiplier=mult, activation="NONE"))
+                depth_multiplier=mult, activation=dw_activation))
         else:
             self.b.add_op("CONV_2D", [x, wt, bt], [y], ir.Conv2DOptions(
                 padding=padding, stride_h=stride, stride_w=stride, dilation_h=dil, dilation_w=dil,

@@ -40,7 +40,9 @@ def expected_path(g: ir.Graph, op) -> str:
         if out_c == o.depth_multiplier:  # one input channel
             return "dw_as_conv"
         if o.depth_multiplier == 1 and (o.dilation_h, o.dilation_w) == (1, 1) and out_c >= 4:
-            return "dw_3x3" if tuple(w.shape[1:3]) == (3, 3) else "dw_dm1"
+            if tuple(w.shape[1:3]) != (3, 3):
+                return "dw_dm1"
+            return "dw_3x3_sat" if _act_range_all_int8(g, op) and _right_shifts_at_least_2(g, op) else "dw_3x3"
         return "dw_channel_major" if out_c <= tables.DW_FEW_CHANNELS else "dw_generic"
     if op.opcode == "FULLY_CONNECTED":
         w = g.tensors[op.inputs[1]]
@@ -49,10 +51,38 @@ def expected_path(g: ir.Graph, op) -> str:
     return ""
 
 
-def _single(rng, shape, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1) -> bytes:
+def _act_range_all_int8(g: ir.Graph, op) -> bool:
+    """Whether the op's fused activation clamps its int8 output to all of [-128, 127] (TFLite's
+    CalculateActivationRangeQuantized: RELU from the zero point up, RELU6 up to zp + round(6 / scale),
+    RELU_N1_TO_1 from zp + round(-1 / scale) to zp + round(1 / scale), each within int8)."""
+    y = g.tensors[op.outputs[0]]
+    zp, scale = y.quant.zp0, float(np.asarray(y.quant.scale).reshape(-1)[0])
+    act = op.options.activation
+    lo = {"NONE": -128, "RELU": zp, "RELU6": zp, "RELU_N1_TO_1": zp + round(-1 / scale)}[act]
+    hi = {"NONE": 127, "RELU": 127, "RELU6": zp + round(6 / scale), "RELU_N1_TO_1": zp + round(1 / scale)}[act]
+    return lo <= -128 and hi >= 127
+
+
+def _right_shifts_at_least_2(g: ir.Graph, op) -> bool:
+    """Whether every channel's requantization shift is <= -2 (TFLite's QuantizeMultiplier: the real
+    scale in_scale * w_scale / out_scale = q * 2^shift with q in [0.5, 1), shift + 1 when q rounds
+    to 2^31 / 2^31), i.e. every effective scale below 1/4 once rounded."""
+    x, w, y = (g.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    scales = float(np.asarray(x.quant.scale).reshape(-1)[0]) * np.asarray(w.quant.scale, np.float64).reshape(-1) \
+        / float(np.asarray(y.quant.scale).reshape(-1)[0])
+    shifts = []
+    for sc in scales:
+        q, e = np.frexp(sc)
+        shifts.append(int(e) + (1 if round(float(q) * 2**31) == 2**31 else 0))
+    return max(shifts) <= -2
+
+
+def _single(rng, shape, oc, k, stride=1, dil=1, padding="SAME", depthwise=False, mult=1, dw_activation="NONE",
+            out_zp=0) -> bytes:
     net = _Net(rng)
     x = net.b.add_input("x", shape, np.int8, scale=0.05, zero_point=-7)
-    y, _, _ = net.conv(x, 0.05, shape, oc, k, stride=stride, dil=dil, padding=padding, depthwise=depthwise, mult=mult)
+    y, _, _ = net.conv(x, 0.05, shape, oc, k, stride=stride, dil=dil, padding=padding, depthwise=depthwise, mult=mult,
+                       dw_activation=dw_activation, out_zp=out_zp)
     net.b.mark_output(y)
     return net.b.build()
 
@@ -137,6 +167,14 @@ def _cases():
         "dw_3x3_s1": _single(rng, (1, 6, 7, 10), 0, 3, depthwise=True),  # 10 channels: groups of 4 + tail
         "dw_3x3_s2": _single(rng, (1, 9, 8, 8), 0, 3, stride=2, depthwise=True),
         "dw_3x3_s2_valid": _single(rng, (1, 9, 8, 4), 0, 3, stride=2, padding="VALID", depthwise=True),
+        # a narrower activation range (the clamp after the saturation): RELU from zp -20, RELU6;
+        # odd sizes, one-pixel-wide image (windows of one column), channels 4k + 1..3
+        "dw_3x3_relu": _single(rng, (1, 5, 7, 7), 0, 3, depthwise=True, dw_activation="RELU", out_zp=-20),
+        "dw_3x3_relu6_s2": _single(rng, (1, 7, 5, 13), 0, 3, stride=2, depthwise=True, dw_activation="RELU6",
+                                   out_zp=-128),
+        "dw_3x3_narrow": _single(rng, (1, 5, 1, 6), 0, 3, depthwise=True),
+        "dw_3x3_s2_odd_relu": _single(rng, (1, 3, 9, 5), 0, 3, stride=2, depthwise=True, dw_activation="RELU",
+                                      out_zp=-128),
         "dw_5x5_dm1": _single(rng, (1, 8, 8, 6), 0, 5, depthwise=True),
         "dw_channel_major": _single(rng, (1, 6, 6, 2), 0, 3, depthwise=True, mult=3),
         "dw_generic_dm2": _single(rng, (1, 6, 6, 6), 0, 3, depthwise=True, mult=2),
@@ -158,8 +196,9 @@ def _cases():
 CASES = _cases()
 # case -> the path its first layer must take
 CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_3x3_same_im2col": "conv_im2col",
-             "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3", "dw_3x3_s2": "dw_3x3",
-             "dw_3x3_s2_valid": "dw_3x3", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
+             "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3_sat", "dw_3x3_s2": "dw_3x3_sat",
+             "dw_3x3_s2_valid": "dw_3x3_sat", "dw_3x3_relu": "dw_3x3", "dw_3x3_relu6_s2": "dw_3x3",
+             "dw_3x3_narrow": "dw_3x3_sat", "dw_3x3_s2_odd_relu": "dw_3x3_sat", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
              "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
              "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv",
@@ -190,6 +229,23 @@ def test_negative_multiplier_refused():
     assert ok[1].values.tolist() == [0, 0]
 
 
+def test_dw_3x3_one_kernel_per_image(tmp_path):
+    """A model with a full-range 3x3 depthwise (dw_3x3_sat alone) and a RELU one with its zero point
+    at -20 (a narrower range: dw_3x3): both layers run qk_depthwise_conv3x3, the other is not called."""
+    net = _Net(np.random.default_rng(7))
+    shape = (1, 6, 5, 8)
+    x = net.b.add_input("x", shape, np.int8, scale=0.05, zero_point=-7)
+    y, ys, _ = net.conv(x, 0.05, shape, 0, 3, depthwise=True)
+    z, _, _ = net.conv(y, ys, shape, 0, 3, depthwise=True, dw_activation="RELU", out_zp=-20)
+    net.b.mark_output(z)
+    g = load_bytes(net.b.build())
+    assert [expected_path(g, op) for op in g.operators] == ["dw_3x3_sat", "dw_3x3"]
+    res = generate(g, tmp_path, name="m")
+    assert [l.kernel for l in res.layers] == ["dw_3x3", "dw_3x3"]
+    src = (tmp_path / "m.c").read_text()
+    assert "qk_depthwise_conv3x3(" in src and "qk_depthwise_conv3x3_sat(" not in src
+
+
 def test_dw_group_major_hand_derived():
     """2 taps x 6 channels [[0..5], [10..15]]: the group of channels 0-3 tap by tap (0 1 2 3, 10 11 12 13),
     then the 2 remaining channels tap by tap (4 5, 14 15)."""
@@ -215,12 +271,15 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     g = load(path)
     res = generate(path, tmp_path, name="m")
     report = {l.position: l.kernel for l in res.layers}
+    want_paths = [expected_path(g, op) for op in g.operators]
+    if "dw_3x3" in want_paths:  # one 3x3 depthwise kernel per image (tables.unify_dw_3x3)
+        want_paths = ["dw_3x3" if k == "dw_3x3_sat" else k for k in want_paths]
     for pos, op in enumerate(g.operators):
-        assert report[pos] == expected_path(g, op), f"op #{pos} {op.opcode}"
+        assert report[pos] == want_paths[pos], f"op #{pos} {op.opcode}"
     used = set(report.values())
-    want = {"kws_ref_model": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
-            "vww_96_int8": {"conv_1x1", "dw_3x3", "conv_im2col", "fc_folded"},
-            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # its first layer: one input channel
+    want = {"kws_ref_model": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
+            "vww_96_int8": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
+            "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # op 1 has a shift of -1: dw_3x3 throughout  # its first layer: one input channel
             "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
             "ad01_int8": {"fc_folded"}}[model]
     assert want <= used, used

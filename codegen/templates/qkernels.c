@@ -931,8 +931,7 @@ static QK_ALWAYS_INLINE void qk_dw_row(const int8_t *s, int32_t ch, const int8_t
 #endif
 }
 
-/* Depth multiplier 1, no dilation, k_h x k_w taps (k_h, k_w constants when inlined; is3x3: they
- * are 3 and 3, and rows of 3 or 2 taps inside the image run qk_dw_row).  The filter
+/* Depth multiplier 1, no dilation, k_h x k_w taps (3x3 has its own path: qk_depthwise_conv3x3).  The filter
  * is stored group-major at generation time (codegen/tables.py ``dw_group_major``): for each group
  * of four channels its k_h * k_w taps of four weights ([in_c / 4][kh][kw][4]: one word per tap,
  * the group's taps contiguous), then the in_c % 4 remaining channels as [kh][kw][in_c % 4] (the
@@ -943,7 +942,7 @@ static QK_ALWAYS_INLINE void qk_dw_row(const int8_t *s, int32_t ch, const int8_t
  * input byte still to be read (channel order is monotone), so the window overlap contract holds. */
 static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                       int8_t *output, const int32_t k_h, const int32_t k_w, const int is3x3)
+                                       int8_t *output, const int32_t k_h, const int32_t k_w)
 {
     const int32_t ch = p->in_c, off = p->input_offset, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
     const int32_t ch4 = ch & ~3, rem = ch - ch4, taps = k_h * k_w;
@@ -963,19 +962,7 @@ static QK_ALWAYS_INLINE void qk_dw_dm1(const qk_dwconv_params *p, const int8_t *
                 const int8_t *f = filter;
                 for (c = 0; c < ch4; c += 4, f += 4 * taps) {
                     int32_t acc[4] = {0, 0, 0, 0};
-                    if (is3x3 && kx1 - kx0 >= 2) { /* 3 or 2 taps of each filter row inside the image */
-                        const int8_t *src = image + (size_t)(iy0 + ky0) * row + (size_t)(ix0 + kx0) * ch + c;
-                        const int8_t *fw = f + 12 * ky0 + 4 * kx0;
-                        if (kx1 - kx0 == 3) {
-                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
-                                qk_dw_row(src, ch, fw, off, off2, acc, 3);
-                            }
-                        } else {
-                            for (ky = ky0; ky < ky1; ++ky, src += row, fw += 12) {
-                                qk_dw_row(src, ch, fw, off, off2, acc, 2);
-                            }
-                        }
-                    } else if (interior && !is3x3) { /* constant trip counts: the taps unroll */
+                    if (interior) { /* constant trip counts: the taps unroll */
                         const int8_t *src = image + (size_t)iy0 * row + (size_t)ix0 * ch + c;
                         const int8_t *fw = f;
                         for (ky = 0; ky < k_h; ++ky, src += row) {
@@ -1018,7 +1005,189 @@ void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, con
                              int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w, 0);
+    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, p->k_h, p->k_w);
+}
+
+/* int8 saturation of v (SSAT on cores with the saturation instructions). */
+static QK_ALWAYS_INLINE int32_t qk_sat_s8(int32_t v)
+{
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT && !defined(QK_NO_DSP)
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+    return r;
+#else
+    return qk_clamp(v, -128, 127);
+#endif
+}
+
+/* Channel j of a depthwise group in one multiply (qk_mbqm_right2) for a layer whose activation range
+ * is all of int8 and whose four shifts are <= QK_FAST_SHIFT (see qk_dw3x3_pixel): the
+ * value before the zero point is within +-2^29 (e >= 2), so adding the output offset cannot wrap and
+ * the clamp to [-128, 127] is one saturation. */
+static QK_ALWAYS_INLINE int8_t qk_dw_requant_sat(int32_t acc, const int32_t *bias, const int32_t *multiplier,
+                                                 const int8_t *shift, int32_t j, int32_t oo)
+{
+    return (int8_t)qk_sat_s8(qk_mbqm_right2(qk_add_wrap(acc, bias[j]), multiplier[j], -shift[j]) + oo);
+}
+
+/* Channels [c0, ch) of one 3x3 output pixel one at a time (the ch % 4 tail channels, and windows of one
+ * column), arguments as qk_dw3x3_pixel; the group-major filter read at its channel's place. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_dw3x3_scalar(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter, const int32_t *bias,
+                            const int32_t *multiplier, const int8_t *shift, int8_t *out, int32_t ky0, int32_t ky1,
+                            int32_t kx0, int32_t kx1, int32_t c0)
+{
+    const int32_t ch = p->in_c, ch4 = ch & ~3, rem = ch - ch4, off = p->input_offset;
+    const size_t row = (size_t)p->in_w * ch;
+    int32_t c, ky, kx;
+    for (c = c0; c < ch; ++c) {
+        /* channel c's weight of tap t: filter[base + t * step] */
+        const int32_t base = c < ch4 ? (c & ~3) * 9 + (c & 3) : ch4 * 9 + (c - ch4), step = c < ch4 ? 4 : rem;
+        int32_t acc = 0;
+        for (ky = ky0; ky < ky1; ++ky) {
+            for (kx = kx0; kx < kx1; ++kx) {
+                acc += filter[base + (ky * 3 + kx) * step]
+                       * (src[(size_t)(ky - ky0) * row + (size_t)(kx - kx0) * ch + c] + off);
+            }
+        }
+        out[c] = qk_requant_cold(acc, bias, multiplier, shift, c, p->output_offset, p->act_min, p->act_max);
+    }
+}
+
+/* Whether the four shifts at sh are all <= QK_FAST_SHIFT (-2).  Shifts are within [-31, 31], so
+ * s + 1 fits an int8 and s <= -2 exactly when s + 1 is negative: one SADD8 and a mask with DSP. */
+static QK_ALWAYS_INLINE int qk_shift4_fast(const int8_t *sh)
+{
+#if QK_USE_DSP
+    return ((uint32_t)__sadd8(qk_word(sh), 0x01010101) & 0x80808080u) == 0x80808080u;
+#else
+    return (sh[0] <= QK_FAST_SHIFT) & (sh[1] <= QK_FAST_SHIFT) & (sh[2] <= QK_FAST_SHIFT) & (sh[3] <= QK_FAST_SHIFT);
+#endif
+}
+
+/* The four outputs of a group (channels at bias, multiplier, shift, out) in the three stages (any
+ * shift, any activation range); the accumulators by value, so the caller's stay in registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_dw_group_cold(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const qk_dwconv_params *p,
+                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out)
+{
+    const int32_t acc[4] = {a0, a1, a2, a3};
+    int32_t k;
+    for (k = 0; k < 4; ++k) {
+        out[k] = qk_requant_cold(acc[k], bias, multiplier, shift, k, p->output_offset, p->act_min, p->act_max);
+    }
+}
+
+/* One output pixel of a 3x3 depth-multiplier-1 depthwise: the window's rows [ky0, ky1) and columns
+ * [kx0, kx1) inside the image (TFLM skips the others), src = the input at (ky0, kx0), channel 0.
+ * Filter group-major (as qk_dw_dm1).  Out of line with few live values, so the group loop keeps its
+ * pointers and the accumulators in registers; rows of 3 (or 2) taps run qk_dw_row.  sat (a constant:
+ * qk_depthwise_conv3x3_sat, whose layers have the activation range all of int8 and every shift
+ * <= QK_FAST_SHIFT, checked at generation time): rows of 3 unrolled, every group through
+ * qk_dw_requant_sat.  Otherwise (qk_depthwise_conv3x3, any layer; smaller code) a group takes
+ * qk_dw_requant_sat when the range is all of int8 and its four shifts are <= QK_FAST_SHIFT, else
+ * qk_dw_group_cold.  Every window has at least one row inside the image (the output size and
+ * padding rules guarantee it). */
+static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
+                                            const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                            int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
+                                            const int sat)
+{
+    const int32_t ch = p->in_c, ch4 = ch & ~3, nrows = ky1 - ky0, ncols = kx1 - kx0, off = p->input_offset;
+    const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
+    const int32_t oo = p->output_offset;
+    const int full = sat || (p->act_min == -128 && p->act_max == 127);
+    const size_t row = (size_t)p->in_w * ch;
+    const int8_t *f = filter + 12 * ky0 + 4 * kx0;
+    const int32_t groups_end = ncols >= 2 ? ch4 : 0;
+    int32_t c, k;
+    for (c = 0; c < groups_end; c += 4, src += 4, f += 36) {
+        int32_t acc[4] = {0, 0, 0, 0};
+        const int8_t *s = src, *fw = f;
+        if (ncols == 3 && sat) { /* rows nrows - 1 down to 0, unrolled */
+            switch (nrows) {
+            case 3:
+                qk_dw_row(s + 2 * row, ch, fw + 24, off, off2, acc, 3);
+                /* fall through */
+            case 2:
+                qk_dw_row(s + row, ch, fw + 12, off, off2, acc, 3);
+                /* fall through */
+            case 1:
+                qk_dw_row(s, ch, fw, off, off2, acc, 3);
+                break;
+            default:
+                break;
+            }
+        } else if (ncols == 3) {
+            for (k = 0; k < nrows; ++k, s += row, fw += 12) {
+                qk_dw_row(s, ch, fw, off, off2, acc, 3);
+            }
+        } else {
+            for (k = 0; k < nrows; ++k, s += row, fw += 12) {
+                qk_dw_row(s, ch, fw, off, off2, acc, 2);
+            }
+        }
+        if (sat || QK_LIKELY(full && qk_shift4_fast(shift + c))) {
+            out[c] = qk_dw_requant_sat(acc[0], bias, multiplier, shift, c, oo);
+            out[c + 1] = qk_dw_requant_sat(acc[1], bias, multiplier, shift, c + 1, oo);
+            out[c + 2] = qk_dw_requant_sat(acc[2], bias, multiplier, shift, c + 2, oo);
+            out[c + 3] = qk_dw_requant_sat(acc[3], bias, multiplier, shift, c + 3, oo);
+        } else { /* any other group: the three stages, out of line */
+            qk_dw_group_cold(acc[0], acc[1], acc[2], acc[3], p, bias + c, multiplier + c, shift + c, out + c);
+        }
+    }
+    if (c < ch) { /* the ch % 4 tail channels (or all of them: a window of one column) */
+        qk_dw3x3_scalar(p, src - c, filter, bias, multiplier, shift, out, ky0, ky1, kx0, kx1, c);
+    }
+}
+
+#if defined(__GNUC__)
+#define QK_NOINLINE __attribute__((noinline))
+#else
+#define QK_NOINLINE
+#endif
+static QK_NOINLINE void qk_dw3x3_pixel_sat(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
+                                           const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                           int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
+{
+    qk_dw3x3_pixel(p, src, filter, bias, multiplier, shift, out, ky0, ky1, kx0, kx1, 1);
+}
+
+static QK_NOINLINE void qk_dw3x3_pixel_any(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
+                                           const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                           int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
+{
+    qk_dw3x3_pixel(p, src, filter, bias, multiplier, shift, out, ky0, ky1, kx0, kx1, 0);
+}
+
+/* 3x3, depth multiplier 1, no dilation, any stride and padding: per output row the window's rows
+ * inside the image once, per pixel its columns, then qk_dw3x3_pixel over the channel groups.  Each
+ * pixel's outputs are written after its reads, channel group by group (in-place contract as qk_dw_dm1). */
+static QK_ALWAYS_INLINE void qk_dw3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                                      const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                      int8_t *output, const int sat)
+{
+    const int32_t ch = p->in_c;
+    const size_t row = (size_t)p->in_w * ch;
+    int32_t b, oy, ox;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + (size_t)b * p->in_h * row;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_h;
+            const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = p->in_h - iy0 < 3 ? p->in_h - iy0 : 3;
+            const int8_t *rows = image + (size_t)(iy0 + ky0) * row;
+            int32_t ix0 = -p->pad_w;
+            for (ox = 0; ox < p->out_w; ++ox, ix0 += p->stride_w, output += ch) {
+                const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < 3 ? p->in_w - ix0 : 3;
+                (sat ? qk_dw3x3_pixel_sat : qk_dw3x3_pixel_any)(p, rows + (size_t)(ix0 + kx0) * ch, filter, bias,
+                                                                multiplier, shift, output, ky0, ky1, kx0, kx1);
+            }
+        }
+    }
 }
 
 void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
@@ -1026,7 +1195,15 @@ void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const 
                           int8_t *output, int32_t *scratch)
 {
     (void)scratch;
-    qk_dw_dm1(p, input, filter, bias, multiplier, shift, output, 3, 3, 1);
+    qk_dw3x3(p, input, filter, bias, multiplier, shift, output, 0);
+}
+
+void qk_depthwise_conv3x3_sat(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                              const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                              int8_t *output, int32_t *scratch)
+{
+    (void)scratch;
+    qk_dw3x3(p, input, filter, bias, multiplier, shift, output, 1);
 }
 
 /* ---------------------------------------------------------- FULLY_CONNECTED */
@@ -1179,29 +1356,47 @@ static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, co
     }
 }
 
-/* ADD/SUB before the output offset: both inputs shifted left and rescaled, summed, rescaled
- * (shared by the int8 and int16 kernels; int16: left_shift 15). */
-int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b)
+/* qk_mbqm_inline in one multiply where it can: a multiplier >= 0 (TFLite's ADD tables: every
+ * multiplier below one) with a shift <= QK_FAST_SHIFT (qk_mbqm_right2) or 0: for shift 0 both
+ * roundings are floor((x*m + 2^30) / 2^31) (SRDHM without its INT32_MIN * INT32_MIN case, m >= 0;
+ * single rounding cannot saturate: |x*m| <= 2^31 * (2^31 - 1)).  Any other pair through qk_mbqm. */
+static QK_ALWAYS_INLINE int32_t qk_mbqm_add(int32_t x, int32_t multiplier, int shift)
 {
-    const int32_t x1 = qk_shl_wrap(p->input1_offset + a, p->left_shift);
-    const int32_t x2 = qk_shl_wrap(p->input2_offset + b, p->left_shift);
-    const int32_t s1 = qk_mbqm_inline(x1, p->input1_multiplier, p->input1_shift);
-    const int32_t s2 = qk_mbqm_inline(x2, p->input2_multiplier, p->input2_shift);
-    return qk_mbqm_inline(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+    if (QK_LIKELY(multiplier >= 0)) {
+        if (shift <= QK_FAST_SHIFT) {
+            return qk_mbqm_right2(x, multiplier, -shift);
+        }
+        if (shift == 0) {
+            return (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31);
+        }
+    }
+    return qk_mbqm(x, multiplier, shift);
 }
 
-static int8_t qk_add_one(const qk_add_params *p, int32_t a, int32_t b)
+/* TFLite's quantized ADD / SUB of one element pair before the output offset: both inputs offset,
+ * shifted left, rescaled to the common scale, added (or subtracted), rescaled to the output
+ * (the int8 and int16 kernels; int16: left_shift 15). */
+static QK_ALWAYS_INLINE int32_t qk_add_inline(const qk_add_params *p, int32_t a, int32_t b)
 {
-    return qk_offset_clamp(qk_add_raw(p, a, b), p->output_offset, p->act_min, p->act_max);
+    const int32_t s1 = qk_mbqm_add(qk_shl_wrap(p->input1_offset + a, p->left_shift), p->input1_multiplier,
+                                   p->input1_shift);
+    const int32_t s2 = qk_mbqm_add(qk_shl_wrap(p->input2_offset + b, p->left_shift), p->input2_multiplier,
+                                   p->input2_shift);
+    return qk_mbqm_add(p->sign >= 0 ? s1 + s2 : s1 - s2, p->output_multiplier, p->output_shift);
+}
+
+int32_t qk_add_raw(const qk_add_params *p, int32_t a, int32_t b)
+{
+    return qk_add_inline(p, a, b);
 }
 
 static void qk_add_row(const void *params, const int8_t *a, int32_t sa, const int8_t *b, int32_t sb,
                        int8_t *out, int32_t n)
 {
-    const qk_add_params *p = (const qk_add_params *)params;
+    const qk_add_params q = *(const qk_add_params *)params; /* a local copy: int8 stores cannot alias it */
     int32_t i;
     for (i = 0; i < n; ++i) {
-        out[i] = qk_add_one(p, a[i * sa], b[i * sb]);
+        out[i] = qk_offset_clamp(qk_add_inline(&q, a[i * sa], b[i * sb]), q.output_offset, q.act_min, q.act_max);
     }
 }
 

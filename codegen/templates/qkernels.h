@@ -96,6 +96,12 @@ void qk_depthwise_conv2d_dm1(const qk_dwconv_params *p, const int8_t *input, con
 void qk_depthwise_conv3x3(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
                           const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                           int8_t *output, int32_t *scratch);
+/* The same for an activation range of all of int8 (act_min -128, act_max 127) and every shift <= -2
+ * (a right shift of at least 2): the requantization in one multiply and the clamp one saturation
+ * (chosen at generation time; a layer outside these conditions must not call it). */
+void qk_depthwise_conv3x3_sat(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
+                              const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                              int8_t *output, int32_t *scratch);
 
 /* ---- FULLY_CONNECTED (per-tensor tables repeated, or per-channel) ---- */
 typedef struct {
