@@ -322,24 +322,58 @@ static void qk_dot_2x2(const int8_t *w, const int8_t *x, int32_t n, int32_t acc[
  * the image hold the input zero point (= -input_offset): w * zp + input_offset * w = 0, exactly
  * what TFLM's skipped tap contributes. */
 
+/* n bytes from s to d (any alignment), inline: word copies (memcpy of 4: one LDR/STR where unaligned
+ * access exists, bytes elsewhere) then the tail bytes.  For the short rows of the patches (a 3x3
+ * filter row on few channels), where a call to memcpy costs more than the copy. */
+static QK_ALWAYS_INLINE void qk_copy_short(int8_t *d, const int8_t *s, int32_t n)
+{
+    for (; n >= 4; n -= 4, d += 4, s += 4) {
+        uint32_t v;
+        memcpy(&v, s, 4);
+        memcpy(d, &v, 4);
+    }
+    for (; n > 0; --n) {
+        *d++ = *s++;
+    }
+}
+
+/* Patch rows shorter than this are copied inline (qk_copy_short), longer ones with memcpy. */
+#define QK_SHORT_ROW 32
+
 /* The int8 patch of output pixel (oy, ox) of one image, [kh][kw][in_c] like the filter rows. */
 static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int8_t *patch)
 {
-    const int32_t in_c = p->in_c, row_bytes = p->k_w * in_c;
+    /* the fields in locals: the int8 stores below may alias *p, so GCC would reload them */
+    const int32_t in_c = p->in_c, k_h = p->k_h, k_w = p->k_w, row_bytes = k_w * in_c;
+    const int32_t in_h = p->in_h, in_w = p->in_w, dil_h = p->dil_h, dil_w = p->dil_w;
+    const size_t in_row = (size_t)in_w * in_c;
     const int zp = -p->input_offset;
-    const int32_t ix0 = ox * p->stride_w - p->pad_w;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w, iy0 = oy * p->stride_h - p->pad_h;
+    const int row_inside = dil_w == 1 && ix0 >= 0 && ix0 + k_w <= in_w;
     int32_t ky, kx;
-    for (ky = 0; ky < p->k_h; ++ky, patch += row_bytes) {
-        const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-        const int8_t *row = image + (size_t)iy * p->in_w * in_c;
-        if (iy < 0 || iy >= p->in_h) {
+    if (row_inside && row_bytes < QK_SHORT_ROW && iy0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h) {
+        /* the whole window inside the image, short rows: inline copies */
+        const int8_t *src = image + (size_t)iy0 * in_row + (size_t)ix0 * in_c;
+        for (ky = 0; ky < k_h; ++ky, patch += row_bytes, src += (size_t)dil_h * in_row) {
+            qk_copy_short(patch, src, row_bytes);
+        }
+        return;
+    }
+    for (ky = 0; ky < k_h; ++ky, patch += row_bytes) {
+        const int32_t iy = iy0 + ky * dil_h;
+        const int8_t *row = image + (size_t)iy * in_row;
+        if (iy < 0 || iy >= in_h) {
             memset(patch, zp, (size_t)row_bytes);
-        } else if (p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
-            memcpy(patch, row + (size_t)ix0 * in_c, (size_t)row_bytes); /* whole filter row inside */
+        } else if (row_inside) { /* whole filter row inside */
+            if (row_bytes < QK_SHORT_ROW) {
+                qk_copy_short(patch, row + (size_t)ix0 * in_c, row_bytes);
+            } else {
+                memcpy(patch, row + (size_t)ix0 * in_c, (size_t)row_bytes);
+            }
         } else {
-            for (kx = 0; kx < p->k_w; ++kx) {
-                const int32_t ix = ix0 + kx * p->dil_w;
-                if (ix < 0 || ix >= p->in_w) {
+            for (kx = 0; kx < k_w; ++kx) {
+                const int32_t ix = ix0 + kx * dil_w;
+                if (ix < 0 || ix >= in_w) {
                     memset(patch + kx * in_c, zp, (size_t)in_c);
                 } else {
                     memcpy(patch + kx * in_c, row + (size_t)ix * in_c, (size_t)in_c);
@@ -361,7 +395,7 @@ static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t 
  * the row) meet it; with depth < 4 the one group holds taps 0..depth-1 and the rest zeros. */
 
 /* One column c (depth int8 values) -> its words in the expanded tile (o = xs + 2 * column). */
-static void qk_col_expand(const int8_t *c, int32_t depth, int32_t *o)
+static QK_ALWAYS_INLINE void qk_col_expand(const int8_t *c, int32_t depth, int32_t *o)
 {
     const int32_t full = depth >> 2, rest = depth & 3;
     int32_t g;
