@@ -416,6 +416,16 @@ static QK_ALWAYS_INLINE void qk_col_expand(const int8_t *c, int32_t depth, int32
     }
 }
 
+/* qk_col_expand out of line: for long columns (im2col patches of many taps), where the inline copy
+ * costs the caller's loop registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void qk_col_expand_call(const int8_t *c, int32_t depth, int32_t *o)
+{
+    qk_col_expand(c, depth, o);
+}
+
 /* One group of four taps of one row against the four columns. */
 #define QK_DOT_1X4_GROUP                                  \
     "ldr    %[wv], [%[w]], #4\n\t"                         \
@@ -682,7 +692,11 @@ static int8_t *qk_patch_slot(int8_t *scratch, int32_t depth, int32_t j)
 
 static void qk_patch_done(int8_t *scratch, int32_t depth, int32_t j)
 {
-    qk_col_expand(qk_patch_slot(scratch, depth, j), depth, (int32_t *)(void *)scratch + 2 * j);
+    if (depth < QK_SHORT_ROW) {
+        qk_col_expand(qk_patch_slot(scratch, depth, j), depth, (int32_t *)(void *)scratch + 2 * j);
+    } else {
+        qk_col_expand_call(qk_patch_slot(scratch, depth, j), depth, (int32_t *)(void *)scratch + 2 * j);
+    }
 }
 
 static const int8_t *qk_tile_patches(const int8_t *scratch)
