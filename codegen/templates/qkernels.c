@@ -341,7 +341,7 @@ static QK_ALWAYS_INLINE void qk_copy_short(int8_t *d, const int8_t *s, int32_t n
 #define QK_SHORT_ROW 32
 
 /* The int8 patch of output pixel (oy, ox) of one image, [kh][kw][in_c] like the filter rows. */
-static void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int8_t *patch)
+static QK_ALWAYS_INLINE void qk_conv_patch(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int8_t *patch)
 {
     /* the fields in locals: the int8 stores below may alias *p, so GCC would reload them */
     const int32_t in_c = p->in_c, k_h = p->k_h, k_w = p->k_w, row_bytes = k_w * in_c;
@@ -781,13 +781,14 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
     const int32_t depth = p->k_h * p->k_w * p->in_c;
     const int use_asm = qk_conv_asm_ok(p, depth, shift);
     const int8_t *patches = qk_tile_patches(scratch);
+    const qk_conv_params geo = *p; /* a copy no call sees: the patch stores cannot alias it */
     int32_t b, oy, ox, j = 0;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 /* All reads of a tile happen before its writes (in-place planning relies on it). */
-                qk_conv_patch(p, image, oy, ox, qk_patch_slot(scratch, depth, j));
+                qk_conv_patch(&geo, image, oy, ox, qk_patch_slot(scratch, depth, j));
                 qk_patch_done(scratch, depth, j);
                 if (++j == QK_TILE_PIXELS) {
                     qk_conv_flush(p, j, depth, patches, filter, bias, multiplier, shift, output, scratch, use_asm);
