@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qsim.codegen import generate  # noqa: E402
+from qsim.codegen.emit import KERNEL_SOURCES  # noqa: E402
 from qsim.loader import load  # noqa: E402
 
 MODELS_DIR = REPO.parent / "shared" / "models"
@@ -149,7 +150,7 @@ def bench_c(path: Path, name: str, build: Path, g, samples, repeats: int):
     harness_us = float(re.search(r"([\d.]+) us per inference", r.stdout).group(1))
     harness_out = np.fromfile(outp, dtype=np.int8).reshape(len(samples), -1)
 
-    lib = _shared_lib(build, name, [f"{name}.c", f"{name}_weights.c", "qkernels.c"])
+    lib = _shared_lib(build, name, [f"{name}.c", f"{name}_weights.c", *KERNEL_SOURCES])
     ins = [np.zeros(g.tensors[t].shape, g.tensors[t].dtype) for t in g.inputs]
     outs = [np.zeros(g.tensors[t].shape, g.tensors[t].dtype) for t in g.outputs]
     invoke = getattr(lib, f"{name}_invoke")

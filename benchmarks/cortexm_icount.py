@@ -165,7 +165,8 @@ def _cmsis_lib(build: Path, mcpu: str) -> list[str]:
 
 def _link(build: Path, name: str, mcpu: str, out: str, extra: list[str], dsp: bool,
           libs: list[str] | None = None) -> Path:
-    srcs = ["bench_main.c", f"{name}.c", f"{name}_weights.c", "qkernels.c", "startup_cm.c", *(libs or [])]
+    from qsim.codegen.emit import KERNEL_SOURCES
+    srcs = ["bench_main.c", f"{name}.c", f"{name}_weights.c", *KERNEL_SOURCES, "startup_cm.c", *(libs or [])]
     flags = ["-O2", f"-mcpu={mcpu}", "-mthumb", "-ffunction-sections", "-fdata-sections"]
     if not dsp:
         flags.append("-DQK_NO_DSP")

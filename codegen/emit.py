@@ -30,6 +30,7 @@ from qsim.report import op_macs
 from . import cmsis_nn, int16, planner, tables
 
 TEMPLATES = Path(str(files("qsim.codegen") / "templates"))  # package data: .j2/.c/.h, startup, linker
+KERNEL_SOURCES = ("qkernels.c", "qkernels_int16.c")  # the C files a generated model links (Makefile SRCS)
 STATIC_FILES = ("qkernels.c", "qkernels.h", "qkernels_int16.c", "qkernels_int16.h", "startup_cm.c")
 ROUNDING_PROFILES = {"double": "tflm", "single": "single"}
 ROUNDING_DOC = {"double": "TFLite's classic SRDHM + RoundingDivideByPOT, as TFLite Micro by default",

@@ -29,7 +29,7 @@ def has_int16_tensor(op: ir.Operator, g: ir.Graph) -> bool:
 def is_int16_op(op: ir.Operator, g: ir.Graph) -> bool:
     """True when the int16x8 kernels (qkernels_int16.c, :data:`EMITTERS`) run ``op``: it has an int16
     tensor outside the int16 forms of the int8 kernels (``tables.C_INT16_FORMS``: SVDF/LSTM state,
-    SOFTMAX int8 -> int16, QUANTIZE from int16), which qkernels.c runs."""
+    SOFTMAX int8 -> int16), which qkernels.c runs."""
     return has_int16_tensor(op, g) and tables.int16_without_c_kernel(op, g) is not None
 
 

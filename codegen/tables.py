@@ -30,8 +30,7 @@ C_SUPPORTED = STATE_OPS + ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "A
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
                "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE") + UNARY_LUT_OPS
 
-C_INT16_FORMS = ("SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16, "
-                 "QUANTIZE int16 -> int8/int16/int32")
+C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"
 
 
 def int16_without_c_kernel(op: ir.Operator, g: ir.Graph):
@@ -43,8 +42,7 @@ def int16_without_c_kernel(op: ir.Operator, g: ir.Graph):
         if t is None or t.is_const or np.dtype(t.dtype) != np.int16:
             continue
         ok = ((op.opcode == "SVDF" and k == 4) or (op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" and k == 19)
-              or (op.opcode == "SOFTMAX" and k == -1 and np.dtype(ins[0].dtype) == np.int8)
-              or (op.opcode == "QUANTIZE" and k == 0))
+              or (op.opcode == "SOFTMAX" and k == -1 and np.dtype(ins[0].dtype) == np.int8))
         if not ok:
             return t
     return None
@@ -508,25 +506,6 @@ def emit_softmax(pos, prepared, g, prefix) -> OpEmit:
                   _params_call(fn, prefix, "{in0}", dst), "qk_softmax_params", fields)
 
 
-def emit_quantize(pos, prepared, g, prefix) -> OpEmit:
-    """int8 -> int8: a 256-entry table (emit_unary_lut); int16 -> int8/int16/int32: TFLite's
-    Requantize (qk_requantize_from_s16) with the prepared multiplier and the output type's clamp."""
-    op, p = prepared.op, prepared.params
-    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    if np.dtype(x.dtype) != np.int16:
-        return emit_unary_lut(pos, prepared, g, prefix)
-    if p.mode != "requant":
-        raise QsimError(f"QUANTIZE int16 -> {np.dtype(out.dtype).name}: only the integer requantization has a C kernel.")
-    _check_rounding(p, op.opcode)
-    fields = dict(size=out.size, input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
-                  multiplier=int(_i32([p.multiplier])[0]),
-                  shift=int(_mbqm_shifts([p.shift], p.rounding, op.opcode)[0]),
-                  out_min=p.out_min, out_max=p.out_max, out_bits=8 * np.dtype(out.dtype).itemsize)
-    return OpEmit(pos, op.opcode, f"QUANTIZE int16 -> {np.dtype(out.dtype).name} -> '{out.name}'",
-                  _params_call("qk_requantize_from_s16", prefix, c_pointer("{in0}", np.int16, const=True),
-                               "(void *)({out0})"), "qk_requant_s16_params", fields)
-
-
 def emit_svdf(pos, prepared, g, prefix) -> OpEmit:
     """SVDF (qk_svdf): TFLite Micro's memory (shift first), int8 or int16 state in NAME_state
     ({at4}); the input and state zero points folded into per-filter int32 biases here."""
@@ -701,7 +680,6 @@ EMITTERS = {
     "TRANSPOSE": emit_transpose,
     "STRIDED_SLICE": emit_strided_slice,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
-    "QUANTIZE": emit_quantize,
 }
 
 

@@ -24,6 +24,7 @@ from qsim.loader import load
 
 from qsim.codegen import c_identifier, generate
 from qsim.codegen import planner
+from qsim.codegen.emit import KERNEL_SOURCES
 
 # Shared int8 models: (file, number of seeded random inputs).
 MODELS = {
@@ -138,7 +139,7 @@ def tflm_all_tensors(model, samples, tensor_indices) -> list[dict[int, np.ndarra
 
 def check_trace(build_dir: Path, name: str, g: ir.Graph, model, samples) -> None:
     """Build with -DQK_TRACE and compare EVERY op output (in-place buffers included) with TFLM and qsim."""
-    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", "qkernels.c"]
+    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", *KERNEL_SOURCES]
     r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-DQK_TRACE",
                         "-o", "trace_run", *srcs], cwd=build_dir, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -163,7 +164,7 @@ def check_trace(build_dir: Path, name: str, g: ir.Graph, model, samples) -> None
 def build_sanitized(build_dir: Path, name: str) -> str:
     """Build the harness with -fsanitize=address,undefined (any report aborts the run); returns the exe name."""
     exe = f"{name}_asan"
-    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", "qkernels.c"]
+    srcs = ["main.c", f"{name}.c", f"{name}_weights.c", *KERNEL_SOURCES]
     r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g",
                         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", exe, *srcs],
                        cwd=build_dir, capture_output=True, text=True, timeout=600)

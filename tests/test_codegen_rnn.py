@@ -18,6 +18,7 @@ from conftest import require_module, shared_model
 from qsim import fixedpoint as fp
 from qsim.builder import lstm_int8_model
 from qsim.codegen import generate
+from qsim.codegen.emit import KERNEL_SOURCES
 from qsim.loader import load, load_bytes
 from test_codegen import build_sanitized, make, need_tool
 from test_codegen_cortexm import run_qemu
@@ -165,7 +166,7 @@ def test_real_model_every_op_output_across_invocations(model, real_builds):
     move; the builder SVDF models below check the carried state where it shows.)"""
     from test_codegen import tflm_all_tensors
     path, d, g, _ = real_builds(model)
-    srcs = ["main.c", f"{model}.c", f"{model}_weights.c", "qkernels.c"]
+    srcs = ["main.c", f"{model}.c", f"{model}_weights.c", *KERNEL_SOURCES]
     r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-DQK_TRACE",
                         "-o", "trace_run", *srcs], cwd=d, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr

@@ -1633,22 +1633,6 @@ static int32_t qk_clamp_offset64(int32_t v, int32_t offset, int32_t lo, int32_t 
     return (int32_t)(s < lo ? lo : (s > hi ? hi : s));
 }
 
-void qk_requantize_from_s16(const qk_requant_s16_params *p, const int16_t *input, void *output)
-{
-    int32_t i;
-    for (i = 0; i < p->size; ++i) {
-        const int32_t v = qk_clamp_offset64(qk_mbqm((int32_t)input[i] - p->input_zero_point, p->multiplier, p->shift),
-                                            p->output_zero_point, p->out_min, p->out_max);
-        if (p->out_bits == 8) {
-            ((int8_t *)output)[i] = (int8_t)v;
-        } else if (p->out_bits == 16) {
-            ((int16_t *)output)[i] = (int16_t)v;
-        } else {
-            ((int32_t *)output)[i] = v;
-        }
-    }
-}
-
 /* v wrapped to a signed `bits`-bit integer (8 or 16), without implementation-defined conversions. */
 static int32_t qk_wrap_bits(int32_t v, int bits)
 {

@@ -214,15 +214,6 @@ void qk_softmax(const qk_softmax_params *p, const int8_t *input, int8_t *output)
 /* ---- SOFTMAX int8 -> int16 (the same algorithm, 16-bit output: scale 1/65536, zero point -32768) ---- */
 void qk_softmax_s8_s16(const qk_softmax_params *p, const int8_t *input, int16_t *output);
 
-/* ---- QUANTIZE from int16 (reference_ops::Requantize): out = clamp(MBQM(x - input_zero_point,
- * multiplier, shift) + output_zero_point, out_min, out_max), the offset add in 64 bits; the output
- * element is out_bits (8, 16 or 32) wide. ---- */
-typedef struct {
-    int32_t size, input_zero_point, output_zero_point, multiplier, shift, out_min, out_max, out_bits;
-} qk_requant_s16_params;
-
-void qk_requantize_from_s16(const qk_requant_s16_params *p, const int16_t *input, void *output);
-
 /* ---- state models ----
  * Variable tensors (SVDF activation_state, LSTM hidden and cell state) live in the generated
  * NAME_state buffer and persist across NAME_invoke calls; the kernels below read and update
