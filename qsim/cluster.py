@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .errors import QsimError
 
-__all__ = ["dask_client", "run_tasks", "worker_cache"]
+__all__ = ["dask_client", "run_tasks", "share", "worker_cache"]
 
 _CONNECT_TIMEOUT_S = 20
 # A local cluster's background work, slowed down: the worker's statistical profiler (a stack
@@ -100,6 +100,17 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, client
         finally:
             c.close()
             cluster.close()
+
+
+def share(client, value):
+    """``value`` (bytes, an array) copied once to every worker of ``client``; a future tasks take as an argument.
+
+    Each call gets a fresh key (``hash=False``).  With Dask's default content-hash key, sharing the
+    same bytes again while the scheduler is still releasing the previous copy (two sweeps of one
+    model in a row on one client) reuses a key that is being deleted: tasks then fail with "lost
+    dependencies" or wait forever ("Could not find data"), 60 of 60 repeats in a row hung here.
+    """
+    return client.scatter(value, broadcast=True, hash=False)
 
 
 def run_tasks(client, fn: Callable, tasks: Sequence[tuple], *, desc: str = "tasks", unit: str = "task",

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cluster import run_tasks, worker_cache
+from .cluster import run_tasks, share, worker_cache
 from .errors import QsimError
 
 __all__ = ["SHARDS_PER_WORKER", "shard_ranges", "worker_threads", "model_ref", "worker_blob", "worker_model",
@@ -56,7 +56,7 @@ def model_ref(client, blob: bytes, path: str | None = None) -> tuple:
     key = _digest(blob)
     if path is not None and os.path.isfile(path):
         return key, os.path.abspath(path), None
-    return key, None, client.scatter(bytes(blob), broadcast=True)
+    return key, None, share(client, bytes(blob))
 
 
 def worker_blob(ref: tuple) -> bytes:

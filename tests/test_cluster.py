@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qsim.cluster import dask_client, run_tasks, worker_cache
+from qsim.cluster import dask_client, run_tasks, share, worker_cache
 from qsim.errors import QsimError
 
 
@@ -55,6 +55,22 @@ def test_worker_cache_builds_once_per_process(dask_client):
     for builds, pid in got:
         per_pid.setdefault(pid, set()).add(builds)
     assert all(s == {1} for s in per_pid.values())  # first and only build in each worker
+
+
+def _length(b: bytes) -> int:
+    return len(b)
+
+
+def test_sharing_the_same_bytes_again_right_after_release_never_loses_them(dask_client):
+    # Two sweeps of one model in a row share the same bytes twice.  With a content-hash key the second
+    # copy reuses a key the scheduler is still deleting: tasks failed with "lost dependencies" (CI,
+    # tests/test_sweep.py) or waited forever.  Each repeat here releases its copy and shares it again.
+    blob = bytes(range(256)) * 400
+    for _ in range(30):
+        ref = share(dask_client, blob)
+        futures = [dask_client.submit(_length, ref, pure=False) for _ in range(4)]
+        assert [f.result(timeout=30) for f in futures] == [len(blob)] * 4
+        del ref, futures
 
 
 def test_unreachable_scheduler_is_a_clear_error():

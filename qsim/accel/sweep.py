@@ -286,7 +286,7 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
     written), as an interrupted run would.
     """
     import pyarrow.parquet as pq
-    from ..cluster import dask_client, run_tasks
+    from ..cluster import dask_client, run_tasks, share
 
     if values not in (None, "random"):
         raise QsimError(f"values must be None (timing only) or 'random', got {values!r}.")
@@ -332,8 +332,8 @@ def sweep(models: Sequence, grid, hw: Any = config.DEFAULT_PRESET, out: "str | P
             for mi, m in enumerate(mods):
                 if not sizes[mi]:
                     continue
-                blob = m.blob if c is None else c.scatter(m.blob, broadcast=True)
-                dat = m.data if c is None or m.data is None else c.scatter(m.data, broadcast=True)
+                blob = m.blob if c is None else share(c, m.blob)
+                dat = m.data if c is None or m.data is None else share(c, m.data)
                 index, keys = todo[mi]
                 s = 0
                 for size in sizes[mi]:
