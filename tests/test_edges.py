@@ -74,6 +74,73 @@ def golden_requant(acc, bias, m0, shift, zp, lo, hi, rounding) -> int:
     return max(lo, min(hi, golden_mbqm(wrap32(acc + bias), m0, shift, rounding) + zp))
 
 
+# ------------------------------------------------------------------ ADD / SUB: qk_add_raw's rescales (qk_mbqm_add)
+
+def add_rows(rounding: str) -> list[tuple]:
+    """Rows (sign, left_shift, off1, m1, s1, off2, m2, s2, m_out, s_out, a, b) reaching each branch of
+    qkernels.c's qk_mbqm_add (the one-multiply path for shifts <= -2, the shift-0 path, the general
+    qk_mbqm for shift -1, left shifts and negative multipliers) on int8 (left shift 20, offsets
+    -128..127) and int16 (left shift 15, offsets 0) operands at their extremes and at random.  Rows
+    whose scaled sum leaves int32 (undefined in C, never produced by TFLite's prepare) are dropped."""
+    rng = np.random.default_rng(21)
+    lo, hi = fp.SHIFT_RANGE[rounding]
+    mults = [0, 1, 1 << 30, (1 << 30) + 1, INT32_MAX, -(1 << 30), *rng.integers(1 << 30, 1 << 31, 3).tolist()]
+    in_shifts = [lo, -30, -20, -12, -3, -2, -1, 0]
+    out_shifts = [lo, -25, -19, -18, -11, -4, -2, -1, 0, 1, 3, min(hi, 12)]
+    rows = []
+    for ls, vals, offs in ((20, [-128, -127, -1, 0, 1, 126, 127], [-128, -5, 0, 1, 127]),
+                           (15, [-32768, -32767, -1, 0, 1, 32766, 32767], [0])):
+        for _ in range(1500):
+            sign = int(rng.choice([1, -1]))
+            o1, o2 = (int(rng.choice(offs)) for _ in range(2))
+            m1, m2, mo = (int(rng.choice(mults)) for _ in range(3))
+            s1, s2 = (int(rng.choice(in_shifts)) for _ in range(2))
+            so = int(rng.choice(out_shifts))
+            a, b = (int(rng.choice(vals)) if rng.random() < 0.5 else int(rng.integers(vals[0], vals[-1] + 1))
+                    for _ in range(2))
+            rows.append((sign, ls, o1, m1, s1, o2, m2, s2, mo, so, a, b))
+    return rows
+
+
+def golden_add_raw(row, rounding: str):
+    """TFLite's ADD/SUB element before the output offset, from golden_mbqm; None when the scaled
+    sum overflows int32."""
+    sign, ls, o1, m1, s1, o2, m2, s2, mo, so, a, b = row
+    y1 = golden_mbqm(wrap32((a + o1) << ls), m1, s1, rounding)
+    y2 = golden_mbqm(wrap32((b + o2) << ls), m2, s2, rounding)
+    raw = y1 + sign * y2
+    if not INT32_MIN <= raw <= INT32_MAX or not INT32_MIN <= y1 <= INT32_MAX or not INT32_MIN <= y2 <= INT32_MAX:
+        return None
+    out = golden_mbqm(raw, mo, so, rounding)
+    return out if INT32_MIN <= out <= INT32_MAX else None
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_add_rescale_in_c_equals_the_hand_derived_golden_and_python(rounding, c_harness):
+    from qsim.kernels.elementwise import AddSubParams, add_sub_arithmetic
+
+    rows, want = [], []
+    for row in add_rows(rounding):
+        g = golden_add_raw(row, rounding)
+        if g is not None:
+            rows.append(row)
+            want.append(g)
+    assert len(rows) > 2000
+    shifts = {r[4] for r in rows} | {r[7] for r in rows} | {r[9] for r in rows}
+    assert {-2, -1, 0} <= shifts and min(shifts) == fp.SHIFT_RANGE[rounding][0] and max(shifts) > 0
+    c_out = [int(v) for v in run_c(c_harness(rounding), "".join("A " + " ".join(map(str, r)) + "\n" for r in rows))]
+    r = np.array(rows, dtype=np.int64).T  # every parameter as a column: one vectorized call
+    py = add_sub_arithmetic(AddSubParams(sign=r[0], left_shift=r[1], input1_offset=r[2], input1_multiplier=r[3],
+                                         input1_shift=r[4], input2_offset=r[5], input2_multiplier=r[6],
+                                         input2_shift=r[7], output_offset=0, output_multiplier=r[8],
+                                         output_shift=r[9], act_min=INT32_MIN, act_max=INT32_MAX,
+                                         rounding=rounding, out_shape=()), r[10], r[11]).tolist()
+    for name, got in (("C qk_add_raw", c_out), ("python add_sub_arithmetic", py)):
+        bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+        assert not bad, f"{rounding} {name}: {len(bad)} rows differ, first {rows[bad[0]]}: got {got[bad[0]]}, " \
+                        f"golden {want[bad[0]]}"
+
+
 # ------------------------------------------------------------------ the C side: qkernels.c + a tiny harness
 
 HARNESS = r"""
@@ -81,7 +148,8 @@ HARNESS = r"""
 #include <stdlib.h>
 #include "qkernels.h"
 /* stdin lines: "R acc bias m0 shift zp act_min act_max" -> "mbqm int8"
- *              "S outer depth multiplier left_shift diff_min v..." -> the int8 outputs */
+ *              "S outer depth multiplier left_shift diff_min v..." -> the int8 outputs
+ *              "A sign left_shift off1 m1 s1 off2 m2 s2 m_out s_out a b" -> qk_add_raw (ADD/SUB, no offset) */
 int main(void)
 {
     char kind;
@@ -93,6 +161,19 @@ int main(void)
             printf("%ld %d\n", (long)qk_mbqm((int32_t)(acc + bias), (int32_t)m0, shift),
                    (int)qk_requantize((int32_t)acc, (int32_t)bias, (int32_t)m0, shift, (int32_t)zp,
                                       (int32_t)lo, (int32_t)hi));
+        } else if (kind == 'A') {
+            qk_add_params p;
+            long v[12];
+            int k;
+            for (k = 0; k < 12; ++k) {
+                if (scanf("%ld", &v[k]) != 1) return 2;
+            }
+            p.sign = (int32_t)v[0]; p.left_shift = (int32_t)v[1];
+            p.input1_offset = (int32_t)v[2]; p.input1_multiplier = (int32_t)v[3]; p.input1_shift = (int32_t)v[4];
+            p.input2_offset = (int32_t)v[5]; p.input2_multiplier = (int32_t)v[6]; p.input2_shift = (int32_t)v[7];
+            p.output_multiplier = (int32_t)v[8]; p.output_shift = (int32_t)v[9];
+            p.output_offset = 0; p.act_min = INT32_MIN; p.act_max = INT32_MAX;
+            printf("%ld\n", (long)qk_add_raw(&p, (int32_t)v[10], (int32_t)v[11]));
         } else if (kind == 'S') {
             qk_softmax_params p;
             long outer, depth, mult, left, dmin, i, v;
