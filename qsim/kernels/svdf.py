@@ -232,10 +232,9 @@ def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
         out = _output_table(p, np.asarray(inputs[4]))
         if out is not None:
             y_table, offsets = out
-            v = x.astype(np.float64) @ p.weights_feature
-            v += p.feature_shift
-            j = np.add(p.feature_table.take(v.astype(np.intp), mode="clip"), offsets)
-            return [y_table.take(j)]
+            v = np.dot(x.astype(np.float64), p.weights_feature)  # np.dot: less per-call work than matmul
+            index = np.add(v, p.feature_shift, out=np.empty(v.shape, np.intp), casting="unsafe")  # exact integers
+            return [y_table.take(np.add(p.feature_table.take(index, mode="clip"), offsets))]
     n = x.shape[0]
     filters, memory = p.weights_time.shape
     dot = np.empty((n, filters), np.int64)
