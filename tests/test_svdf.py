@@ -186,6 +186,23 @@ def test_batched_run_equals_single_runs():
     assert np.array_equal(batched, single)
 
 
+@pytest.mark.parametrize("n_in,dtype", [(6, np.float32), (2500, np.float64)])
+def test_table_path_matches_tflm_with_float32_and_float64_gemm(n_in, dtype):
+    """The table path's x @ wf runs in float32 while its sums stay below 2**24 and in float64
+    past it (2500 int8 inputs): both bit-exact with TFLite Micro, one sample and a batch."""
+    blob = svdf_model(30 + n_in, n_in=n_in, state_dtype=np.int8)
+    g = load_bytes(blob)
+    inputs = random_inputs(blob, 4, 30)
+    cmp = compare(blob, inputs, reference="tflm")
+    assert cmp.ok, cmp.summary()
+    prep = prepare_graph(g, "tflm")
+    p = prep.ops[0].params
+    single = np.concatenate([prep.run(x)[g.outputs[0]] for x in inputs])
+    assert p.feature_weights.dtype == dtype and p.kept_cache[2] is not None  # the table path ran
+    assert np.array_equal(prep.run(np.concatenate([x[0] for x in inputs]))[g.outputs[0]], single)
+    assert len(np.unique(single)) > 3
+
+
 def test_int16_weights_feature_refused_naming_the_tensor():
     g = load_bytes(svdf_model(1, wf_dtype=np.int16))
     with pytest.raises(QsimError, match=r"weights_feature \(tensor 1 'weights_feature'\) is int16"):

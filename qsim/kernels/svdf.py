@@ -72,7 +72,8 @@ class SVDFParams:
     # The table path (rank 1, no wraps; see eval_svdf): step 1 as a table of v = x @ wf + dot_bias
     # (monotone in v), giving j = clamped value - its least reachable value; None: not built
     feature_table: np.ndarray | None = None  # [window] (smallest unsigned type): j at v = window start + index
-    feature_shift: np.ndarray | None = None  # float64 [F]: dot_bias - window start (x @ wf + it = the index)
+    feature_weights: np.ndarray | None = None  # [I, F] wf as float32 where exact (see _plan_table), else float64
+    feature_shift: np.ndarray | None = None  # [F] (its dtype): dot_bias - window start (x @ wf + it = the index)
     feature_values: np.ndarray | None = None  # int64 [W]: the clamped values j = 0 .. W - 1 stand for
 
     def __post_init__(self):
@@ -122,7 +123,12 @@ class SVDFParams:
         width = int(win.table[-1]) - k_min + 1
         self.feature_table = (win.table - k_min).astype(np.uint8 if width <= 256 else np.uint16 if width <= 65536
                                                          else np.int64)  # small: cache-friendly
-        self.feature_shift = (dot_bias - win.start).astype(np.float64)
+        shift = dot_bias - win.start
+        # float32 when every partial sum of x @ wf and the index sum stay below 2**24 (exact integers)
+        f32 = int(dot_bound.max(initial=0)) + int(np.abs(shift).max(initial=0)) < 1 << 24
+        dtype = np.float32 if f32 else np.float64
+        self.feature_weights = self.weights_feature.astype(dtype)
+        self.feature_shift = shift.astype(dtype)
         self.feature_values = np.arange(k_min, int(win.table[-1]) + 1, dtype=np.int64)
 
     @property
@@ -223,16 +229,17 @@ def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
     rows (one row for a whole batch).
 
     Table path (rank 1, no int32 wrap reachable, a read-only start state): step 1 is a table of
-    ``v = x @ wf + dot_bias`` (exact in float64: |v| < 2**53) giving the newest column's index j
-    among its W reachable values, and steps 2-5 per filter a function of that one value: a table
-    [B, F, W] of their results for every j, built once per start state by the general
-    steps below.  Output = ``table[b, f, j]``: a handful of numpy calls per op."""
+    ``v = x @ wf + dot_bias`` (exact integers: float32 below 2**24, else float64; see
+    _plan_table) giving the newest column's index j among its W reachable values, and steps 2-5
+    per filter a function of that one value: a table [B, F, W] of their results for every j,
+    built once per start state by the general steps below.  Output = ``table[b, f, j]``: a
+    handful of numpy calls per op."""
     x = np.asarray(inputs[0])
     if p.feature_table is not None:
         out = _output_table(p, np.asarray(inputs[4]))
         if out is not None:
             y_table, offsets = out
-            v = np.dot(x.astype(np.float64), p.weights_feature)  # np.dot: less per-call work than matmul
+            v = np.dot(x.astype(p.feature_weights.dtype), p.feature_weights)  # np.dot: less per-call work than matmul
             index = np.add(v, p.feature_shift, out=np.empty(v.shape, np.intp), casting="unsafe")  # exact integers
             return [y_table.take(np.add(p.feature_table.take(index, mode="clip"), offsets))]
     n = x.shape[0]
