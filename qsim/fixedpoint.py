@@ -1715,3 +1715,58 @@ def plan_rounding_divide_by_pot(exponent, lo: int = INT32_MIN, hi: int = INT32_M
     return Int64RequantPlan(None, _scalar_if_uniform(off), _scalar_if_uniform(off),
                             _scalar_if_uniform(below) if np.any(below) else None, _scalar_if_uniform(e), lo, hi,
                             clip=-reach < lo or reach > hi)
+
+
+# --------------------------------------------------------------------------- monotone functions by table (SVDF)
+
+@dataclass
+class WindowTable:
+    """A monotone non-decreasing integer function ``f`` on ``[v_min, v_max]`` as a table over the
+    window ``[start, start + len(table) - 1]`` outside which ``f`` is constant:
+    ``f(v) = table[clip(v - start, 0, len(table) - 1)]`` for every integer v in ``[v_min, v_max]``
+    (``table.take(v - start, mode="clip")``).  The window runs from the last v of the bottom
+    plateau (``f(v) = f(v_min)``) to the first v of the top one (``f(v) = f(v_max)``), so its
+    size is about the output span over f's slope (a requantization's (hi - lo) / scale)."""
+
+    start: int
+    table: np.ndarray  # int64, f over the window
+
+    def lookup(self, v) -> np.ndarray:
+        """f(v) for integer (or integer-valued float) v inside [v_min, v_max] of the build."""
+        return self.table.take(np.asarray(v).astype(np.intp) - self.start, mode="clip")
+
+
+def monotone_window_table(f, v_min: int, v_max: int, max_size: int = 1 << 20) -> WindowTable | None:
+    """:class:`WindowTable` of ``f`` (int64 array -> int64 array, element-wise, monotone
+    non-decreasing on ``[v_min, v_max]``, e.g. a requantization ``saturate(MBQM(v) + zp, lo, hi)``
+    with a non-negative multiplier: each of its steps -- the rounding doubling high multiply, the
+    rounding shift, the zero point, the clamp -- is non-decreasing) evaluated by ``f`` itself on
+    every v of the window; None when the window is wider than ``max_size``.  The plateau ends are
+    found by bisection on ``f``."""
+    v_min, v_max = int(v_min), int(v_max)
+    if v_min > v_max:
+        raise ValueError("monotone_window_table: v_min > v_max")
+
+    def at(v: int) -> int:
+        return int(np.asarray(f(np.array([v], np.int64))).reshape(-1)[0])
+
+    bottom, top = at(v_min), at(v_max)
+    lo_v, hi_v = v_min, v_max  # last v with f(v) == bottom: in [v_min, v_max]
+    while lo_v < hi_v:
+        mid = (lo_v + hi_v + 1) >> 1
+        if at(mid) == bottom:
+            lo_v = mid
+        else:
+            hi_v = mid - 1
+    start = lo_v
+    lo_v, hi_v = start, v_max  # first v with f(v) == top
+    while lo_v < hi_v:
+        mid = (lo_v + hi_v) >> 1
+        if at(mid) == top:
+            hi_v = mid
+        else:
+            lo_v = mid + 1
+    if lo_v - start + 1 > max_size:
+        return None
+    table = np.asarray(f(np.arange(start, lo_v + 1, dtype=np.int64)), np.int64).reshape(-1)
+    return WindowTable(start, table)

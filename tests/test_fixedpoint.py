@@ -469,3 +469,31 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         assert plan.generic is None
         assert plan.clip == (e != [15])
         assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)), e
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_monotone_window_table_equals_the_requant_definition(rounding):
+    """SVDF's step-1 table: ``saturate(MBQM(v) + zp, lo, hi)`` as a window table against the
+    definition, on the window's edges (its plateau ends, ties inside) and random v over the whole
+    range; the premise (non-decreasing in v) is checked on the window too."""
+    rng = np.random.default_rng(12)
+    for m0, shift, zp, lo, hi, v_min, v_max in [
+            (1479101707, -10, 0, -128, 127, -1099264, 1099264),  # keyword_scrambled's first SVDF
+            (1 << 30, -6, -50, -128, 127, -300000, 20000),  # 2**-7: exact ties; zp inside the clamp
+            (1518500250, -3, 7, -32768, 32767, -400000, 400000),  # int16 state
+            (2147483647, 0, 0, -128, 127, -5, 3),  # window reaches neither plateau
+            (1 << 30, -20, 0, -128, 127, -1000, 1000)]:  # constant (0) over the range
+        def f(v):
+            return fp.saturate(fp.multiply_by_quantized_multiplier(v, m0, shift, rounding) + zp, lo, hi)
+        win = fp.monotone_window_table(f, v_min, v_max)
+        end = win.start + win.table.size - 1
+        assert v_min <= win.start <= end <= v_max
+        assert np.all(np.diff(win.table) >= 0)
+        edge = np.array([v_min, v_max, win.start - 1, win.start, win.start + 1, end - 1, end, end + 1], np.int64)
+        v = np.concatenate([edge.clip(v_min, v_max), rng.integers(v_min, v_max + 1, 20000)])
+        assert np.array_equal(win.lookup(v), f(v)), (m0, shift)
+        assert np.array_equal(win.lookup(v.astype(np.float64)), f(v))  # integer-valued floats too
+        if win.table.size > 1:  # the plateau ends are tight: f changes right inside the window
+            assert f(np.array([win.start + 1]))[0] != f(np.array([win.start]))[0]
+            assert f(np.array([end - 1]))[0] != f(np.array([end]))[0]
+    assert fp.monotone_window_table(lambda v: v // 2, -100, 100, max_size=50) is None  # too wide

@@ -73,6 +73,25 @@ def test_table_path_equals_written_out_softmax(scale, beta, output_bits, roundin
     np.testing.assert_array_equal(act.eval_softmax(p, [x])[0], written_out_softmax(x, p))
 
 
+@pytest.mark.parametrize("output_bits", [8, 16])
+@pytest.mark.parametrize("scale,beta", SCALES_BETAS[::2] + [(1.0, 100.0)])
+def test_pair_table_equals_written_out_softmax(scale, beta, output_bits):
+    """Rows of two entries (a table of the entries' difference): every difference -255..255, the
+    int8 extremes, equal entries and random pairs, against the loop-by-loop softmax."""
+    m, left = fp.preprocess_softmax_scaling(beta, scale, act.SOFTMAX_SCALED_DIFF_INTEGER_BITS)
+    p = act.SoftmaxParams(m, left, -fp.calculate_input_radius(act.SOFTMAX_SCALED_DIFF_INTEGER_BITS, left), "double",
+                          output_bits)
+    e = np.arange(-255, 256)
+    rng = np.random.default_rng(output_bits)
+    pairs = np.concatenate([np.stack([np.maximum(e, 0) - 128, np.maximum(-e, 0) - 128], 1)[::-1],
+                            np.stack([127 - np.maximum(-e, 0), 127 - np.maximum(e, 0)], 1),
+                            [[-128, 127], [127, -128], [0, 0], [127, 127], [-128, -128]],
+                            rng.integers(-128, 128, (300, 2))]).astype(np.int8)
+    got = act.eval_softmax(p, [pairs.reshape(-1, 1, 2)])[0]
+    assert got.dtype == (np.int8 if output_bits == 8 else np.int16) and got.shape == (len(pairs), 1, 2)
+    np.testing.assert_array_equal(got.reshape(-1, 2), written_out_softmax(pairs, p))
+
+
 def test_cutoff_cases_are_exercised():
     """SCALES_BETAS covers diff_min inside [-255, 0] (entries cut off) and beyond it (none cut)."""
     mins = [-fp.calculate_input_radius(act.SOFTMAX_SCALED_DIFF_INTEGER_BITS,
@@ -118,7 +137,7 @@ def test_scalar_fixedpoint_primitives_equal_arrays():
 
 
 @pytest.mark.parametrize("shape", [(1, 10), (act.SOFTMAX_SCALAR_ROWS, 10), (1, act.SOFTMAX_SCALAR_ROWS + 1, 7),
-                                   (3, 256)])
+                                   (3, 256), (1, 2), (5, 2)])
 @pytest.mark.parametrize("scale,beta", [(0.05, 1.0), (1.0, 4.0), (0.0004, 1.0)])
 def test_softmax_models_match_both_references(shape, scale, beta):
     rng = np.random.default_rng(shape[-1])

@@ -186,6 +186,23 @@ def test_batched_run_equals_single_runs():
     assert np.array_equal(batched, single)
 
 
+@pytest.mark.parametrize("n_in,dtype", [(6, np.float32), (2500, np.float64)])
+def test_table_path_matches_tflm_with_float32_and_float64_gemm(n_in, dtype):
+    """The table path's x @ wf runs in float32 while its sums stay below 2**24 and in float64
+    past it (2500 int8 inputs): both bit-exact with TFLite Micro, one sample and a batch."""
+    blob = svdf_model(30 + n_in, n_in=n_in, state_dtype=np.int8)
+    g = load_bytes(blob)
+    inputs = random_inputs(blob, 4, 30)
+    cmp = compare(blob, inputs, reference="tflm")
+    assert cmp.ok, cmp.summary()
+    prep = prepare_graph(g, "tflm")
+    p = prep.ops[0].params
+    single = np.concatenate([prep.run(x)[g.outputs[0]] for x in inputs])
+    assert p.feature_weights.dtype == dtype and p.kept_cache[2] is not None  # the table path ran
+    assert np.array_equal(prep.run(np.concatenate([x[0] for x in inputs]))[g.outputs[0]], single)
+    assert len(np.unique(single)) > 3
+
+
 def test_int16_weights_feature_refused_naming_the_tensor():
     g = load_bytes(svdf_model(1, wf_dtype=np.int16))
     with pytest.raises(QsimError, match=r"weights_feature \(tensor 1 'weights_feature'\) is int16"):
@@ -345,33 +362,44 @@ def test_cli_codegen_generates_an_int8_svdf(tmp_path):
         assert r.returncode == 0, (cmd, r.stderr)
 
 
+@pytest.mark.parametrize("rank", [1, 2])
 @pytest.mark.parametrize("state_dtype,profile", [(np.int16, "tflm"), (np.int16, "litert"), (np.int8, "tflm")])
-def test_eval_on_a_nonzero_state_equals_the_definition(state_dtype, profile):
+def test_eval_on_a_nonzero_state_equals_the_definition(state_dtype, profile, rank):
     """Every run starts from the reset state, so the references never see a non-trivial kept
     part; the kernel's split of step 3 (kept columns apart, cached for a read-only state) is checked
-    against the module docstring's steps 1-5 written out with the general fixedpoint functions."""
+    against the module docstring's steps 1-5 written out with the general fixedpoint functions;
+    rank 1 with a read-only state runs the table path (tables built from the general steps)."""
     from qsim import fixedpoint as fp
     from qsim.kernels.svdf import eval_svdf
-    g = load_bytes(svdf_model(7, rank=2, memory=4, batch=2, state_dtype=state_dtype))
+    g = load_bytes(svdf_model(7, rank=rank, memory=4, batch=2, state_dtype=state_dtype))
     prep = prepare_graph(g, profile)
     p = prep.ops[0].params
     info = np.iinfo(state_dtype)
     rng = np.random.default_rng(4)
     x = rng.integers(-128, 128, (2, 6)).astype(np.int8)
-    state = rng.integers(info.min, info.max + 1, (2, 8 * 4)).astype(state_dtype)
+    x[0, :] = 127  # a saturated feature value (both clamp bounds reached somewhere)
+    x[1, :] = -128
+    filters = 4 * rank
+    state = rng.integers(info.min, info.max + 1, (2, filters * 4)).astype(state_dtype)
     ins = [x] + [t.data if t is not None else None for t in g.op_inputs(g.operators[0])[1:4]] + [state]
     wf, wt = ins[1].astype(np.int64), ins[2].astype(np.int64)
     dot = (x.astype(np.int64) - p.input_zero_point) @ wf.T
     a = fp.multiply_by_quantized_multiplier(fp.wrap_int32(dot), p.m1, p.s1, p.rounding)
     zp = p.state_zero_point
     a = fp.wrap_bits(np.clip(a, info.min, info.max) + zp, 8 * np.dtype(state_dtype).itemsize)
-    mem = state.astype(np.int64).reshape(2, 8, 4)
+    mem = state.astype(np.int64).reshape(2, filters, 4)
     mem = np.concatenate([mem[:, :, 1:] if profile == "tflm" else mem[:, :, :-1], a[:, :, None]], axis=2)
     t = fp.wrap_int32(((mem - zp) * wt).sum(axis=2))
-    acc = fp.wrap_int32(t.reshape(2, 4, 2).sum(axis=2) + ins[3].astype(np.int64))
+    acc = fp.wrap_int32(t.reshape(2, 4, rank).sum(axis=2) + ins[3].astype(np.int64))
     want = np.clip(fp.multiply_by_quantized_multiplier(acc, p.m2, p.s2, p.rounding) + p.output_zero_point, -128, 127)
     assert np.array_equal(eval_svdf(p, ins)[0], want)
     state.flags.writeable = False  # cached kept part: the same answer twice, and a new array is not confused with it
     assert np.array_equal(eval_svdf(p, ins)[0], want) and np.array_equal(eval_svdf(p, ins)[0], want)
     other = np.roll(state, 1, axis=1)
     assert not np.array_equal(eval_svdf(p, ins[:4] + [other])[0], want)
+    if rank == 1:  # the table path ran (and stays off for the writable state above)
+        assert p.feature_table is not None and p.kept_cache[2] is not None
+        many = rng.integers(-128, 128, (200, 6)).astype(np.int8)  # state rows broadcast: 2 x 100 samples
+        for k in range(0, 200, 2):
+            assert np.array_equal(eval_svdf(p, [many[k:k + 2]] + ins[1:])[0],
+                                  eval_svdf(p, [many[k:k + 2]] + ins[1:4] + [state.copy()])[0])

@@ -81,6 +81,8 @@ class SoftmaxParams:
     # (fields they were built from, exp in Q0.31, its Q12.19 rescale; 0 below diff_min) for every
     # int8 difference diff = q - max(q) in [-255, 0], index diff + 255: see softmax_exp_tables
     _exp_tables: Any = field(default=None, init=False, repr=False, compare=False)
+    # (the same fields, the output of an int8 row of two entries by their difference): see softmax_pair_table
+    _pair_table: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 def softmax_exps(p: SoftmaxParams, diff) -> tuple[np.ndarray, np.ndarray]:
@@ -280,10 +282,35 @@ def prepare_softmax(op, graph, profile) -> SoftmaxParams | Softmax16Params:
     return p
 
 
+def softmax_pair_table(p: SoftmaxParams) -> np.ndarray:
+    """The output (output dtype) of an entry of an int8 row of two entries, by ``e + 255`` where
+    e (in [-255, 255]) is the entry minus the other one: a two-entry row's softmax depends on that
+    difference only (each entry's difference to the row maximum is min(e, 0), the other's
+    min(-e, 0)).  Tabulated by :func:`softmax_int8_rows` on one row per e, once per parameter set
+    (rebuilt if the fields change, like :func:`softmax_exp_tables`)."""
+    key = (p.input_multiplier, p.input_left_shift, p.diff_min, p.rounding, p.output_bits)
+    if p._pair_table is None or p._pair_table[0] != key:
+        e = np.arange(-255, 256, dtype=np.int64)
+        rows = np.stack([np.maximum(e, 0), np.maximum(-e, 0)], axis=1) - 128  # entry 0 minus entry 1 = e
+        p._pair_table = (key, softmax_int8_rows(p, rows.astype(np.int8))[:, 0].copy())
+    return p._pair_table[1]
+
+
 def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
     if type(p) is Softmax16Params:
         return eval_softmax16(p, inputs)
     x = np.asarray(inputs[0])
+    if x.dtype == np.int8 and x.shape[-1] == 2:  # rows of two: a table of the entries' difference
+        q = x.astype(np.intp)
+        e = q - q[..., ::-1]
+        e += 255
+        return [softmax_pair_table(p).take(e)]
+    return [softmax_int8_rows(p, x)]
+
+
+def softmax_int8_rows(p: SoftmaxParams, x: np.ndarray) -> np.ndarray:
+    """TFLite's int8-input softmax over the last axis of ``x`` (int8, or any integer type the
+    exponentials are computed for), output int8 or int16 (``p.output_bits``)."""
     q = x.astype(np.int64)
     if x.dtype == np.int8:
         table_q0, table_acc = softmax_exp_tables(p)
@@ -299,7 +326,7 @@ def eval_softmax(p: SoftmaxParams, inputs) -> list[np.ndarray]:
     unsat = fp.rounding_divide_by_pot(prod, num_bits_over_unit + 31 - bits)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     # a 0 exponential (below diff_min) outputs lo
-    return [np.minimum(np.maximum(unsat + lo, lo), hi).astype(np.int8 if bits == 8 else np.int16)]
+    return np.minimum(np.maximum(unsat + lo, lo), hi).astype(np.int8 if bits == 8 else np.int16)
 
 
 # --------------------------------------------------------------------------- LOGISTIC / TANH

@@ -97,7 +97,9 @@ def _lookup(table, x: np.ndarray) -> np.ndarray | None:
     ``take`` would give a scalar, not an array)."""
     if table is None or x.dtype != table[0] or x.ndim == 0:
         return None
-    return table[1].take(x.astype(np.intp) - int(np.iinfo(x.dtype).min))
+    index = x.astype(np.intp)
+    index += 1 << (8 * x.itemsize - 1)  # - the type's minimum (int8 / int16: no iinfo per call)
+    return table[1].take(index)
 
 
 # (input, output) integer types TFLite's QUANTIZE requantizes between in int16x8 models

@@ -68,7 +68,13 @@ class SVDFParams:
     output: fp.Int64RequantPlan | None = None  # rank sum -> step 5's int8 value (bias, zp_out folded in)
     time_zp: np.ndarray | None = None  # int64 [F]: zp_state * sum_m wt[f, m] (step 3's zero point, factored out)
     wraps: bool = True  # False: every int32 sum of steps 1, 3, 4 is proven inside int32 (no wrap pass)
-    kept_cache: tuple | None = None  # (read-only state array, its _kept_part): the start state's part, once
+    kept_cache: tuple | None = None  # (read-only state array, its _kept_part, its _output_table): once per start state
+    # The table path (rank 1, no wraps; see eval_svdf): step 1 as a table of v = x @ wf + dot_bias
+    # (monotone in v), giving j = clamped value - its least reachable value; None: not built
+    feature_table: np.ndarray | None = None  # [window] (smallest unsigned type): j at v = window start + index
+    feature_weights: np.ndarray | None = None  # [I, F] wf as float32 where exact (see _plan_table), else float64
+    feature_shift: np.ndarray | None = None  # [F] (its dtype): dot_bias - window start (x @ wf + it = the index)
+    feature_values: np.ndarray | None = None  # int64 [W]: the clamped values j = 0 .. W - 1 stand for
 
     def __post_init__(self):
         if self.feature is None:
@@ -101,10 +107,36 @@ class SVDFParams:
             self.output = fp.plan_multiply_by_quantized_multiplier(self.m2, self.s2, self.rounding, self.bias,
                                                                    self.output_zero_point, -128, 127, t_bound)
         self.time_zp = self.state_zero_point * self.weights_time.sum(axis=1)
+        if not self.wraps and self.rank == 1:
+            self._plan_table(zp, lo, hi, dot_bias, 128 * abs_wf)
+
+    def _plan_table(self, zp: int, lo: int, hi: int, dot_bias: np.ndarray, dot_bound: np.ndarray) -> None:
+        """Step 1 as a table over ``v = x @ wf + dot_bias`` (per-tensor multiplier: one function of v,
+        monotone non-decreasing, see :func:`qsim.fixedpoint.monotone_window_table`), built from
+        the requantization's definition; skipped when the window is too wide."""
+        step1 = fp.plan_multiply_by_quantized_multiplier(self.m1, self.s1, self.rounding, 0, zp, lo, hi)
+        win = fp.monotone_window_table(step1.apply, int((dot_bias - dot_bound).min(initial=0)),
+                                       int((dot_bias + dot_bound).max(initial=0)), _TABLE_MAX)
+        if win is None:
+            return
+        k_min = int(win.table[0])
+        width = int(win.table[-1]) - k_min + 1
+        self.feature_table = (win.table - k_min).astype(np.uint8 if width <= 256 else np.uint16 if width <= 65536
+                                                         else np.int64)  # small: cache-friendly
+        shift = dot_bias - win.start
+        # float32 when every partial sum of x @ wf and the index sum stay below 2**24 (exact integers)
+        f32 = int(dot_bound.max(initial=0)) + int(np.abs(shift).max(initial=0)) < 1 << 24
+        dtype = np.float32 if f32 else np.float64
+        self.feature_weights = self.weights_feature.astype(dtype)
+        self.feature_shift = shift.astype(dtype)
+        self.feature_values = np.arange(k_min, int(win.table[-1]) + 1, dtype=np.int64)
 
     @property
     def state_bits(self) -> int:
         return 8 * self.state_dtype.itemsize
+
+
+_TABLE_MAX = 1 << 20  # entries of a step-1 window or an output table (larger: the general path)
 
 
 def _name(t) -> str:
@@ -194,27 +226,53 @@ def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
 
     Step 3 is split by linearity: ``t = sum_m<M-1 wt[:, m] * kept[m] + wt[:, -1] * newest -
     zp_state * sum_m wt`` (int64, exact), the kept columns' part computed on the state's own
-    rows (one row for a whole batch)."""
+    rows (one row for a whole batch).
+
+    Table path (rank 1, no int32 wrap reachable, a read-only start state): step 1 is a table of
+    ``v = x @ wf + dot_bias`` (exact integers: float32 below 2**24, else float64; see
+    _plan_table) giving the newest column's index j among its W reachable values, and steps 2-5
+    per filter a function of that one value: a table [B, F, W] of their results for every j,
+    built once per start state by the general steps below.  Output = ``table[b, f, j]``: a
+    handful of numpy calls per op."""
     x = np.asarray(inputs[0])
+    if p.feature_table is not None:
+        cached = p.kept_cache  # (the lookup of _output_table, inline: the common case of every run)
+        out = cached[2] if cached is not None and cached[0] is inputs[4] else _output_table(p, np.asarray(inputs[4]))
+        if out is not None:
+            y_table, offsets = out
+            v = np.dot(x.astype(p.feature_weights.dtype), p.feature_weights)  # np.dot: less per-call work than matmul
+            index = np.add(v, p.feature_shift, out=np.empty(v.shape, np.intp), casting="unsafe")  # exact integers
+            return [y_table.take(np.add(p.feature_table.take(index, mode="clip"), offsets))]
     n = x.shape[0]
     filters, memory = p.weights_time.shape
     dot = np.empty((n, filters), np.int64)
     np.copyto(dot, x.astype(np.float64) @ p.weights_feature, casting="unsafe")  # exact: |dot| < 2**53
     if p.wraps:
         dot = fp.wrap_int32(dot - p.input_zero_point * p.weights_feature.sum(axis=0).astype(np.int64))
-    newest = p.feature.apply(dot, out=dot)
+    newest = _stored(p, p.feature.apply(dot, out=dot))
+    t = _steps_3_to_5(p, newest, _kept_part(p, np.asarray(inputs[4])) if memory > 1 else None)
+    return [t.astype(np.int8)]
+
+
+def _stored(p: SVDFParams, clamped: np.ndarray) -> np.ndarray:
+    """Step 1's stored value from its clamped one (the zero point added after the clamp, wrapped)."""
     if p.zero_point_after_clamp and p.state_zero_point:
-        newest = fp.wrap_bits(newest + p.state_zero_point, p.state_bits)
+        return fp.wrap_bits(clamped + p.state_zero_point, p.state_bits)
+    return clamped
+
+
+def _steps_3_to_5(p: SVDFParams, newest: np.ndarray, kept) -> np.ndarray:
+    """Steps 3-5 (int64 result) from the newest column ``newest`` [..., F] (stored values, int64)
+    and the kept columns' part ``kept`` ([B or 1, F], broadcasting against it; None for memory 1)."""
     t = newest * p.weights_time[:, -1]
     t -= p.time_zp
-    if memory > 1:
-        t += _kept_part(p, np.asarray(inputs[4]))  # [B or 1, F]
+    if kept is not None:
+        t += kept
     if p.rank > 1:
-        t = t.reshape(n, p.units, p.rank).sum(axis=2)
+        t = t.reshape(t.shape[:-1] + (p.units, p.rank)).sum(axis=-1)
     if p.wraps:
         t = fp.wrap_int32(t + p.bias)  # = the int32 wraps of each sum (wrapping is modular)
-    y = p.output.apply(t, out=t)
-    return [y.astype(np.int8)]
+    return p.output.apply(t, out=t)
 
 
 def _kept_part(p: SVDFParams, state: np.ndarray) -> np.ndarray:
@@ -227,8 +285,31 @@ def _kept_part(p: SVDFParams, state: np.ndarray) -> np.ndarray:
     mem = state.reshape(-1, filters, memory)
     part = np.einsum("bfm,fm->bf", mem[:, :, 1:] if p.shift_first else mem[:, :, :-1], p.weights_time[:, :-1])
     if not state.flags.writeable:
-        p.kept_cache = (state, part)
+        p.kept_cache = (state, part, None)
     return part
+
+
+def _output_table(p: SVDFParams, state: np.ndarray) -> tuple | None:
+    """The table path's (output table int8 [B * F * W], index offsets int64 [B, F]) for a read-only
+    start state, built once from :func:`_steps_3_to_5` on every reachable newest value; None for
+    a writable state or a table over ``_TABLE_MAX`` entries (then the general path runs)."""
+    cached = p.kept_cache
+    if cached is not None and cached[0] is state and cached[2] is not None:
+        return cached[2]
+    if state.flags.writeable:
+        return None
+    filters, memory = p.weights_time.shape
+    rows = state.size // (filters * memory)
+    width = p.feature_values.size
+    if rows * filters * width > _TABLE_MAX:
+        return None
+    kept = _kept_part(p, state) if memory > 1 else None
+    newest = np.broadcast_to(_stored(p, p.feature_values)[:, None, None], (width, rows, filters))
+    y = _steps_3_to_5(p, newest, kept)  # [W, B, F]
+    table = np.ascontiguousarray(y.transpose(1, 2, 0)).astype(np.int8).reshape(-1)
+    offsets = np.arange(rows * filters, dtype=np.int64).reshape(rows, filters) * width
+    p.kept_cache = (state, kept, (table, offsets))
+    return p.kept_cache[2]
 
 
 def _batch(params, op, graph, batched) -> bool:
