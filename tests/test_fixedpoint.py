@@ -468,3 +468,33 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         assert plan.generic is None
         assert plan.clip == (e != [15])
         assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)), e
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_monotone_thresholds_equal_the_plan(rounding):
+    """A requant plan as a threshold array (the LSTM's single-sample path): f(x) == y_lo +
+    searchsorted(thr, x, 'right') on the domain's ends, every threshold and its neighbours, and
+    random values; for the LSTM's products (MBQM by 2**-15 / 2**-19 to int16, RoundingDivideByPOT)
+    and its hidden requant (to int8 with a zero point)."""
+    rng = np.random.default_rng(7)
+    x_hi = 1 << 30
+    for plan, y_lo, y_hi in [
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -14, rounding, 0, 0, -32768, 32767, x_hi), -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -18, rounding, 0, 0, -32768, 32767, x_hi), -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1518500250, -20, rounding, 0, 5, -128, 127, x_hi), -128, 127),
+            (fp.plan_multiply_by_quantized_multiplier(1753870272, -23, rounding, 0, -3, -128, 127, x_hi), -128, 127),
+            (fp.plan_rounding_divide_by_pot([19], -32768, 32767, x_hi), -32768, 32767),
+            (fp.plan_rounding_divide_by_pot([15], -32768, 32767, x_hi), -32768, 32767)]:
+        assert plan.generic is None
+
+        def f(x, plan=plan):
+            return plan.apply(np.asarray(x, np.int64).reshape(-1, 1)).reshape(-1)
+        thr = fp.monotone_thresholds(f, -x_hi, x_hi, y_lo, y_hi)
+        assert thr.shape == (y_hi - y_lo,) and np.all(np.diff(thr) >= 0)
+        x = np.concatenate([[-x_hi, x_hi, 0, 1, -1], thr, thr - 1, thr + 1, rng.integers(-x_hi, x_hi + 1, 20000)])
+        x = np.clip(x, -x_hi, x_hi)
+        np.testing.assert_array_equal(y_lo + np.searchsorted(thr, x, side="right"), f(x))
+    with pytest.raises(ValueError, match="not non-decreasing"):
+        fp.monotone_thresholds(lambda x: -np.sign(x), -5, 5, -1, 1)
+    with pytest.raises(ValueError, match="outside"):
+        fp.monotone_thresholds(lambda x: x, -5, 5, -1, 1)

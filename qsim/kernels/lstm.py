@@ -91,7 +91,34 @@ class LSTMParams:
     cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
     fc_h_lookup: tuple | None = None  # (int32 table, float64 [4S] index base): built by _fc_h_table on first use
+    product_halves: tuple = ()  # (i*g plan, f*c plan): ``products``' two column blocks as scalar plans
+    single: "SingleStepTables | None" = None  # built by _single_tables on first single-sample use
     consts: "LSTMConsts | None" = None  # the plans' raw constants (qsim codegen's C kernel reads them)
+
+
+@dataclass
+class SingleStepTables:
+    """The single-sample time step's tables (:func:`_single_tables`): each requant of the state
+    update is one table lookup or one searchsorted in a threshold array
+    (:func:`qsim.fixedpoint.monotone_thresholds` of the plan), and no pass adds a constant:
+
+    * the hidden state is carried as u = h - h_base (its threshold count), with a last sentinel
+      column that is always 1 and selects ``w_h``'s last row, the fc_h table's index base;
+    * the cell state is carried negated, q = -c: the f*c column block of the products is then
+      z = f*q = -(f*c), whose requant v = -g(z) with g(z) = -F(-z) non-decreasing, so that with
+      n_ig = count(ig_thr <= i*g) and n_fc = count(fc_thr <= z) (each array starting with one
+      INT32_MIN sentinel or not, see _single_tables) the new state is q = clip(n_fc - n_ig)."""
+
+    w_h: np.ndarray  # int64 [S + 1, 4S]: the recurrent weights, then the fc_h table's index base
+    # (bias, table segment, h_base * colsum(W_h)): u @ w_h is the fc_h table's index
+    fc_h: np.ndarray  # int32: the fc_h table (:func:`_fc_h_table`)
+    ig_thr: np.ndarray  # int32: thresholds of the i*g requant: F_ig(x) = -32768 + count
+    fc_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of g(z) = -F_fc(-z): F_fc(f*c) = 32768 - count
+    q_lo: np.int32  # the negated cell state's clip: [-cell_hi, -cell_lo]
+    q_hi: np.int32
+    tanh_neg: np.ndarray  # int32 [65536]: tanh of the cell state c = -q at index q mod 2**16
+    hidden_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of the hidden requant (the sentinel's 1)
+    h_base: int  # h = u + h_base
 
 
 @dataclass
@@ -293,8 +320,11 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         products = fp.plan_multiply_by_quantized_multiplier([input_mul[0]] * n + [forget_mul[0]] * n,
                                                             [input_mul[1]] * n + [forget_mul[1]] * n, rounding,
                                                             0, 0, *sat16, 1 << 30)
+        halves = tuple(fp.plan_multiply_by_quantized_multiplier(*mul, rounding, 0, 0, *sat16, 1 << 30)
+                       for mul in (input_mul, forget_mul))
     else:  # RoundingDivideByPOT by 30 + cell_power and by 15
         products = fp.plan_rounding_divide_by_pot([30 + power] * n + [15] * n, *sat16, 1 << 30)
+        halves = tuple(fp.plan_rounding_divide_by_pot([e], *sat16, 1 << 30) for e in (30 + power, 15))
     out_range = sat16 if int16 else (-128, 127)
     hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
     offset = np.repeat(_LUT_HALF + _LUT_SPAN * np.array([g == "cell" for g in _ORDER], np.int64), n)
@@ -309,7 +339,7 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                                       np.asarray(sigmoid if activation == "SIGMOID" else tanh)[sat]]).astype(np.int32),
                       products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
-                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, consts=consts)
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, product_halves=halves, consts=consts)
 
 
 _clip = fp.clip_ufunc
@@ -355,6 +385,10 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
                                                                                                     np.int64)
     th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
+    if n_b < 4:
+        single = _single_tables(p)
+        if single is not None:
+            return [_eval_single(p, single, xw, inputs, n_t, n_b)]
     lookup = _fc_h_table(p) if n_b < 4 else None
     if lookup is not None:
         pre32 = np.empty((n_b, 4 * s), np.int32)
@@ -389,6 +423,82 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
             np.copyto(h_f, h, casting="unsafe")
     out = hs.astype(np.int16 if p.int16 else np.int8)
     return [out if p.time_major else out.transpose(1, 0, 2)]
+
+
+def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
+    """The time steps of a run of B < 4 rows, 12 numpy calls each (see :class:`SingleStepTables`)::
+
+        pre = fc_h[u @ w_h] + xw[t];  [i, f, o, g] = gate_lut[pre]
+        q = clip(count(fc_thr <= f*q) - count(ig_thr <= i*g), q_lo, q_hi)     # q = -c
+        u = count(hidden_thr <= [o * tanh_neg[q], INT32_MIN])                 # h = u + h_base
+    """
+    s = p.n_cell
+    xw32 = xw.astype(np.int32)  # [T, B, 4S]: indices into gate_lut (< 2 * _LUT_SPAN)
+    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, q]
+    np.negative(_state(inputs[_CELL], n_b, s), out=g[:, 4 * s:], casting="unsafe")
+    g4, g_o, q = g[:, :4 * s], g[:, 2 * s:3 * s], g[:, 4 * s:]
+    prod = np.empty((n_b, 2 * s), np.int32)
+    prod_ig, prod_fc = prod[:, :s], prod[:, s:]
+    g_if, g_gq = g[:, :2 * s], g[:, 3 * s:]
+    th = np.empty((n_b, s + 1), np.int32)
+    th[:, s] = fp.INT32_MIN  # the sentinel column: count 1
+    th_s = th[:, :s]
+    u = np.empty((n_b, s + 1), np.int64)
+    np.subtract(_state(inputs[_HIDDEN], n_b, s), k.h_base, out=u[:, :s])
+    u[:, s] = 1
+    acc, pre = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int32)
+    matmul, add, multiply, subtract, clip = np.matmul, np.add, np.multiply, np.subtract, _clip
+    w_h, fc_h, gate_lut, tanh_neg = k.w_h, k.fc_h, p.gate_lut, k.tanh_neg
+    ig_thr, fc_thr, hidden_thr, q_lo, q_hi = k.ig_thr, k.fc_thr, k.hidden_thr, k.q_lo, k.q_hi
+    hs = []
+    for t in range(n_t):
+        matmul(u, w_h, out=acc)
+        fc_h.take(acc, out=pre, mode="clip")  # in range: clip mode is the fast path
+        add(pre, xw32[t], out=pre)
+        gate_lut.take(pre, out=g4, mode="clip")
+        multiply(g_if, g_gq, out=prod)  # [i*g, f*q], |.| <= 2**30
+        subtract(fc_thr.searchsorted(prod_fc, side="right"), ig_thr.searchsorted(prod_ig, side="right"), out=q,
+                 casting="unsafe")
+        clip(q, q_lo, q_hi, out=q)
+        tanh_neg.take(q, out=th_s, mode="wrap")  # index q mod 2**16
+        multiply(th_s, g_o, out=th_s)  # |o * tanh(c)| <= 2**30
+        u = hidden_thr.searchsorted(th, side="right")
+        hs.append(u)
+    h = np.stack(hs)[:, :, :s]
+    out = np.add(h, k.h_base, out=np.empty(h.shape, np.int16 if p.int16 else np.int8), casting="unsafe")
+    return out if p.time_major else out.transpose(1, 0, 2)
+
+
+def _single_tables(p: LSTMParams) -> SingleStepTables | None:
+    """:class:`SingleStepTables` of ``p`` (built on first use, kept in ``p.single``), or None when
+    the fc_h table does not exist (16x8, or too large) or a plan is not in its closed form (the
+    thresholds need a monotone requant: no reachable int32 wrap)."""
+    if p.single is not None:
+        return p.single
+    lookup = _fc_h_table(p)
+    if lookup is None or p.hidden.generic is not None or len(p.product_halves) != 2 \
+            or any(h.generic is not None for h in p.product_halves):
+        return None
+    dom = 1 << 30  # |i*g|, |f*c|, |o*tanh(c)| <= 2**15 * 2**15
+    sentinel = np.array([fp.INT32_MIN], np.int64)
+
+    def thresholds(f, lo, hi):
+        return fp.monotone_thresholds(lambda x: f(x.reshape(-1, 1)).reshape(-1), -dom, dom, lo, hi)
+    ig_plan, fc_plan = p.product_halves
+    ig_thr = thresholds(ig_plan.apply, -32768, 32767)  # F_ig(x) = -32768 + count
+    # g(z) = -F_fc(-z) in [-32767, 32768]: g = -32767 + count = -32768 + count with the sentinel
+    fc_thr = np.concatenate([sentinel, thresholds(lambda z: -fc_plan.apply(-z), -32767, 32768)])
+    # so F_ig + F_fc = count_ig - count_fc = c, and q = -c = count_fc - count_ig
+    out_lo, out_hi = (-32768, 32767) if p.int16 else (-128, 127)
+    hidden_thr = np.concatenate([sentinel, thresholds(p.hidden.apply, out_lo, out_hi)])
+    h_base = out_lo - 1  # u = 1 + count: h = out_lo + count = u + h_base
+    base = lookup[1].astype(np.int64) + h_base * p.w_h.sum(axis=0)
+    q = np.arange(65536, dtype=np.int64)  # index q mod 2**16 of q in [-32767, 32768]: c = -q
+    c = -np.where(q > 32768, q - 65536, q)
+    p.single = SingleStepTables(np.ascontiguousarray(np.vstack([p.w_h, base[None]])), lookup[0],
+                                ig_thr.astype(np.int32), fc_thr.astype(np.int32), np.int32(-p.cell_hi),
+                                np.int32(-p.cell_lo), p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
+    return p.single
 
 
 def _fc_h_table(p: LSTMParams) -> tuple | None:
