@@ -114,8 +114,8 @@ class SingleStepTables:
     fc_h: np.ndarray  # int32: the fc_h table (:func:`_fc_h_table`)
     ig_thr: np.ndarray  # int32: thresholds of the i*g requant: F_ig(x) = -32768 + count
     fc_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of g(z) = -F_fc(-z): F_fc(f*c) = 32768 - count
-    q_lo: np.int32  # the negated cell state's clip: [-cell_hi, -cell_lo]
-    q_hi: np.int32
+    q_lo: np.ndarray  # int32 0-d: the negated cell state's clip [-cell_hi, -cell_lo] (0-d arrays: the
+    q_hi: np.ndarray  # clip ufunc converts a numpy scalar at every call)
     tanh_neg: np.ndarray  # int32 [65536]: tanh of the cell state c = -q at index q mod 2**16
     hidden_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of the hidden requant (the sentinel's 1)
     h_base: int  # h = u + h_base
@@ -361,55 +361,55 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         c = clip(sat16(i*g scaled) + sat16(f*c scaled))
         h = out[t] = requant(o * tanh(c))
 
-    FC_h: B < 4 rows (a single sample) look it up in a table of every reachable accumulator
-    (:func:`_fc_h_table`, when small enough); else the plan, on the exact BLAS float product
-    (B >= 4) or an int64 matmul.
+    B < 4 rows (a single sample) run :func:`_eval_single` (every requant a lookup) when its tables
+    exist (int8 activations, a small enough FC_h table); else, and for batches, every requant is
+    its plan (:func:`_eval_plans`: on many rows a pass is cheaper than a lookup in a large table).
     """
     x = np.asarray(inputs[0])
     n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
-    s = p.n_cell
-    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
-    g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
-    cell = g[:, 4 * s:]
+    tables = _single_tables(p) if n_b < 4 else None
     # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
     # in the input's own layout; step t reads xw[t] (time-major) or xw[:, t].
     xw = np.matmul(x.reshape(-1, x.shape[2]), p.w_x).astype(np.int64)
     xw = p.fc_x.apply(xw, out=xw)
-    xw += p.lut_offset  # pre-activation + offset = index into gate_lut
-    xw = xw.reshape(x.shape[0], x.shape[1], 4 * s)
+    if tables is None:
+        xw += p.lut_offset  # pre-activation + offset = index into gate_lut (the fc_h table holds it)
+        run = _eval_plans
+    else:
+        xw = xw.astype(np.int32)
+        run = _eval_single
+    xw = xw.reshape(x.shape[0], x.shape[1], 4 * p.n_cell)
     if not p.time_major:
         xw = xw.transpose(1, 0, 2)
+    out = run(p, tables, xw, inputs, n_t, n_b)
+    return [out if p.time_major else out.transpose(1, 0, 2)]
+
+
+def _eval_plans(p: LSTMParams, _, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
+    """The time steps with every requant by its plan (batches, 16x8, no fc_h table): output [T, B, S]."""
+    s = p.n_cell
+    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
+    g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
+    cell = g[:, 4 * s:]
     hs = np.empty((n_t, n_b, s), np.int64)
     # work arrays, reused by every step (a fresh array per operation costs more than the operation)
     acc, tmp4 = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int64)
     prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
                                                                                                     np.int64)
     th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
-    if n_b < 4:
-        single = _single_tables(p)
-        if single is not None:
-            return [_eval_single(p, single, xw, inputs, n_t, n_b)]
-    lookup = _fc_h_table(p) if n_b < 4 else None
-    if lookup is not None:
-        pre32 = np.empty((n_b, 4 * s), np.int32)
-    blas = n_b >= 4 or lookup is not None  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
+    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
     if blas:
         h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
         np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s), casting="unsafe")  # exact: |h| <= 2**15
     else:
         h = _state(inputs[_HIDDEN], n_b, s)
     for t in range(n_t):
-        if lookup is not None:
+        if blas:
             np.matmul(h_f, p.w_h_float, out=acc_f)
-            np.add(acc_f, lookup[1], out=acc, casting="unsafe")  # exact integers: the table index
-            pre = lookup[0].take(acc, out=pre32, mode="clip")  # in range: clip mode is the fast path
+            np.copyto(acc, acc_f, casting="unsafe")  # exact integers
         else:
-            if blas:
-                np.matmul(h_f, p.w_h_float, out=acc_f)
-                np.copyto(acc, acc_f, casting="unsafe")  # exact integers
-            else:
-                np.matmul(h, p.w_h, out=acc)
-            pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
+            np.matmul(h, p.w_h, out=acc)
+        pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
         pre += xw[t]
         p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")  # in range (see _LUT_HALF)
         np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
@@ -421,8 +421,7 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
         if blas:
             np.copyto(h_f, h, casting="unsafe")
-    out = hs.astype(np.int16 if p.int16 else np.int8)
-    return [out if p.time_major else out.transpose(1, 0, 2)]
+    return hs.astype(np.int16 if p.int16 else np.int8)
 
 
 def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
@@ -433,7 +432,7 @@ def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: 
         u = count(hidden_thr <= [o * tanh_neg[q], INT32_MIN])                 # h = u + h_base
     """
     s = p.n_cell
-    xw32 = xw.astype(np.int32)  # [T, B, 4S]: indices into gate_lut (< 2 * _LUT_SPAN)
+    xw32 = xw  # [T, B, 4S] int32: + fc_h = indices into gate_lut (< 2 * _LUT_SPAN)
     g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, q]
     np.negative(_state(inputs[_CELL], n_b, s), out=g[:, 4 * s:], casting="unsafe")
     g4, g_o, q = g[:, :4 * s], g[:, 2 * s:3 * s], g[:, 4 * s:]
@@ -447,26 +446,25 @@ def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: 
     np.subtract(_state(inputs[_HIDDEN], n_b, s), k.h_base, out=u[:, :s])
     u[:, s] = 1
     acc, pre = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int32)
-    matmul, add, multiply, subtract, clip = np.matmul, np.add, np.multiply, np.subtract, _clip
+    dot, add, multiply, subtract, clip = np.dot, np.add, np.multiply, np.subtract, _clip
     w_h, fc_h, gate_lut, tanh_neg = k.w_h, k.fc_h, p.gate_lut, k.tanh_neg
     ig_thr, fc_thr, hidden_thr, q_lo, q_hi = k.ig_thr, k.fc_thr, k.hidden_thr, k.q_lo, k.q_hi
     hs = []
+    # positional arguments throughout: keyword parsing costs as much as a pass over 80 values
     for t in range(n_t):
-        matmul(u, w_h, out=acc)
-        fc_h.take(acc, out=pre, mode="clip")  # in range: clip mode is the fast path
-        add(pre, xw32[t], out=pre)
-        gate_lut.take(pre, out=g4, mode="clip")
-        multiply(g_if, g_gq, out=prod)  # [i*g, f*q], |.| <= 2**30
-        subtract(fc_thr.searchsorted(prod_fc, side="right"), ig_thr.searchsorted(prod_ig, side="right"), out=q,
-                 casting="unsafe")
-        clip(q, q_lo, q_hi, out=q)
-        tanh_neg.take(q, out=th_s, mode="wrap")  # index q mod 2**16
-        multiply(th_s, g_o, out=th_s)  # |o * tanh(c)| <= 2**30
-        u = hidden_thr.searchsorted(th, side="right")
+        dot(u, w_h, acc)
+        fc_h.take(acc, None, pre, "clip")  # in range: clip mode is the fast path
+        add(pre, xw32[t], pre)
+        gate_lut.take(pre, None, g4, "clip")
+        multiply(g_if, g_gq, prod)  # [i*g, f*q], |.| <= 2**30
+        subtract(fc_thr.searchsorted(prod_fc, "right"), ig_thr.searchsorted(prod_ig, "right"), q)
+        clip(q, q_lo, q_hi, q)
+        tanh_neg.take(q, None, th_s, "wrap")  # index q mod 2**16
+        multiply(th_s, g_o, th_s)  # |o * tanh(c)| <= 2**30
+        u = hidden_thr.searchsorted(th, "right")
         hs.append(u)
     h = np.stack(hs)[:, :, :s]
-    out = np.add(h, k.h_base, out=np.empty(h.shape, np.int16 if p.int16 else np.int8), casting="unsafe")
-    return out if p.time_major else out.transpose(1, 0, 2)
+    return np.add(h, k.h_base, out=np.empty(h.shape, np.int16 if p.int16 else np.int8), casting="unsafe")
 
 
 def _single_tables(p: LSTMParams) -> SingleStepTables | None:
@@ -496,25 +494,26 @@ def _single_tables(p: LSTMParams) -> SingleStepTables | None:
     q = np.arange(65536, dtype=np.int64)  # index q mod 2**16 of q in [-32767, 32768]: c = -q
     c = -np.where(q > 32768, q - 65536, q)
     p.single = SingleStepTables(np.ascontiguousarray(np.vstack([p.w_h, base[None]])), lookup[0],
-                                ig_thr.astype(np.int32), fc_thr.astype(np.int32), np.int32(-p.cell_hi),
-                                np.int32(-p.cell_lo), p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
+                                ig_thr.astype(np.int32), fc_thr.astype(np.int32),
+                                np.array(-p.cell_hi, np.int32), np.array(-p.cell_lo, np.int32), p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
     return p.single
 
 
 def _fc_h_table(p: LSTMParams) -> tuple | None:
-    """(table int32, base float64 [4S]) with ``table[acc + base[k]] == FC_h(acc)[k]`` for every
-    reachable accumulator |acc| <= bound[k] of column k, or None when the table would exceed
-    _FC_H_TABLE_MAX entries.  One segment per distinct (M0, shift) (a gate), over
-    u = acc + bias in [-r, r], r = max(bound + |bias|) of its columns, filled by the plan
-    (:func:`qsim.fixedpoint.plan_multiply_by_quantized_multiplier`) applied to every u; built on
-    first use and kept in ``p.fc_h_lookup``."""
+    """(table int32, base float64 [4S]) with ``table[acc + base[k]] == FC_h(acc)[k] + lut_offset[k]``
+    (the gate table's offset folded in) for every reachable accumulator |acc| <= bound[k] of
+    column k, or None when the table would exceed _FC_H_TABLE_MAX entries.  One segment per
+    distinct (M0, shift, offset) (a gate), over u = acc + bias in [-r, r], r = max(bound + |bias|)
+    of its columns, filled by the plan (:func:`qsim.fixedpoint.plan_multiply_by_quantized_multiplier`)
+    applied to every u; built on first use and kept in ``p.fc_h_lookup``."""
     if p.fc_h_lookup is not None or p.fc_h_table is None:
         return p.fc_h_lookup
     m0, shift, bias, bound, rounding, (lo, hi) = p.fc_h_table
-    keys = sorted(set(zip(m0.tolist(), shift.tolist())))
+    cols = list(zip(m0.tolist(), shift.tolist(), p.lut_offset.tolist()))
+    keys = sorted(set(cols))
     reach = {k: 0 for k in keys}
-    for mk, sk, b, r in zip(m0.tolist(), shift.tolist(), bias.tolist(), np.asarray(bound).tolist()):
-        reach[(mk, sk)] = max(reach[(mk, sk)], int(r) + abs(int(b)))
+    for key, b, r in zip(cols, bias.tolist(), np.asarray(bound).tolist()):
+        reach[key] = max(reach[key], int(r) + abs(int(b)))
     if sum(2 * r + 1 for r in reach.values()) > _FC_H_TABLE_MAX:
         p.fc_h_table = None  # too large: the plan it is, and no second look
         return None
@@ -523,10 +522,10 @@ def _fc_h_table(p: LSTMParams) -> tuple | None:
     for k in keys:
         r = reach[k]
         u = np.arange(-r, r + 1, dtype=np.int64)
-        parts.append(fp.plan_multiply_by_quantized_multiplier(k[0], k[1], rounding, 0, 0, lo, hi, r).apply(u))
+        parts.append(fp.plan_multiply_by_quantized_multiplier(k[0], k[1], rounding, 0, 0, lo, hi, r).apply(u) + k[2])
         start[k] = n + r  # index of u = 0
         n += 2 * r + 1
-    base = np.array([start[(mk, sk)] + b for mk, sk, b in zip(m0.tolist(), shift.tolist(), bias.tolist())], np.float64)
+    base = np.array([start[key] + b for key, b in zip(cols, bias.tolist())], np.float64)
     p.fc_h_lookup = (np.concatenate(parts).astype(np.int32), base)
     return p.fc_h_lookup
 
