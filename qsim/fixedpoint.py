@@ -1648,6 +1648,19 @@ class Int64RequantPlan:
         y >>= self.total
         return _clip(y, self.lo, self.hi, out=y) if self.clip else y
 
+    def channels_first(self) -> "Int64RequantPlan":
+        """The same plan with the channel axis first: for x of shape [C, ...] (the per-channel
+        constants shaped [C, 1]); ``channels_first().apply(x.T) == apply(x).T`` for 2-D x.  On a
+        [C, B] array a per-channel constant is one value per row (a faster pass than one per column)."""
+        if self.generic is not None:
+            generic = self.generic
+            return Int64RequantPlan(None, None, None, None, None, self.lo, self.hi, lambda x: generic(x.T).T)
+
+        def col(v):
+            return v.reshape(-1, 1) if isinstance(v, np.ndarray) and v.ndim == 1 else v
+        return Int64RequantPlan(col(self.m), col(self.offset), col(self.threshold), col(self.below), col(self.total),
+                                self.lo, self.hi, clip=self.clip)
+
 
 def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero_point: int = 0,
                                           lo: int = INT32_MIN, hi: int = INT32_MAX, x_bound=None,

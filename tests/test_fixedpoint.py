@@ -458,6 +458,9 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         out = np.empty_like(x)
         assert np.array_equal(plan.apply(x), want), (m0, shift, rounding)
         assert np.array_equal(plan.apply(x, out=out, tmp=np.empty_like(x)), want) and np.array_equal(out, want)
+        if x.ndim == 2:  # the channels-first twin on the transposed values
+            xt = np.ascontiguousarray(x.T)
+            assert np.array_equal(plan.channels_first().apply(xt, out=np.empty_like(xt), tmp=np.empty_like(xt)), want.T)
     assert fast_seen >= 5  # the closed form is really exercised
     assert not fp.plan_multiply_by_quantized_multiplier(1 << 30, 0, rounding, 0, 0, x_bound=1 << 29).clip
     for e, lo, hi in (([0], -32768, 32767), ([1], -32768, 32767), ([15], INT32_MIN, INT32_MAX), ([31], -5, 5),
@@ -467,7 +470,9 @@ def test_int64_requant_plan_equals_the_general_functions(rounding):
         x = np.concatenate([x, np.array([[3 << 14] * len(e), [-(3 << 14)] * len(e)])])  # ties
         assert plan.generic is None
         assert plan.clip == (e != [15])
-        assert np.array_equal(plan.apply(x), fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)), e
+        want = fp.saturate(fp.rounding_divide_by_pot(x, e), lo, hi)
+        assert np.array_equal(plan.apply(x), want), e
+        assert np.array_equal(plan.channels_first().apply(np.ascontiguousarray(x.T)), want.T), e
 
 
 @pytest.mark.parametrize("rounding", ["double", "single"])

@@ -92,6 +92,7 @@ class LSTMParams:
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
     fc_h_lookup: tuple | None = None  # (int32 table, float64 [4S] index base): built by _fc_h_table on first use
     product_halves: tuple = ()  # (i*g plan, f*c plan): ``products``' two column blocks as scalar plans
+    plans_cf: tuple = ()  # (fc_x, fc_h, products).channels_first(): _eval_plans' [C, B] layout
     single: "SingleStepTables | None" = None  # built by _single_tables on first single-sample use
     consts: "LSTMConsts | None" = None  # the plans' raw constants (qsim codegen's C kernel reads them)
 
@@ -339,7 +340,8 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                                       np.asarray(sigmoid if activation == "SIGMOID" else tanh)[sat]]).astype(np.int32),
                       products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
-                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, product_halves=halves, consts=consts)
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, product_halves=halves,
+                      plans_cf=tuple(plan.channels_first() for plan in (fc_x, fc_h, products)), consts=consts)
 
 
 _clip = fp.clip_ufunc
@@ -364,64 +366,67 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
     B < 4 rows (a single sample) run :func:`_eval_single` (every requant a lookup) when its tables
     exist (int8 activations, a small enough FC_h table); else, and for batches, every requant is
     its plan (:func:`_eval_plans`: on many rows a pass is cheaper than a lookup in a large table).
+    The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float).
     """
     x = np.asarray(inputs[0])
     n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
+    x2 = x.reshape(-1, x.shape[2])  # rows in the input's own layout
     tables = _single_tables(p) if n_b < 4 else None
-    # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
-    # in the input's own layout; step t reads xw[t] (time-major) or xw[:, t].
-    xw = np.matmul(x.reshape(-1, x.shape[2]), p.w_x).astype(np.int64)
-    xw = p.fc_x.apply(xw, out=xw)
     if tables is None:
-        xw += p.lut_offset  # pre-activation + offset = index into gate_lut (the fc_h table holds it)
-        run = _eval_plans
+        out = _eval_plans(p, x2, inputs, n_t, n_b)
     else:
-        xw = xw.astype(np.int32)
-        run = _eval_single
-    xw = xw.reshape(x.shape[0], x.shape[1], 4 * p.n_cell)
-    if not p.time_major:
-        xw = xw.transpose(1, 0, 2)
-    out = run(p, tables, xw, inputs, n_t, n_b)
+        xw = np.matmul(x2, p.w_x).astype(np.int64)
+        xw = p.fc_x.apply(xw, out=xw).astype(np.int32).reshape(x.shape[0], x.shape[1], 4 * p.n_cell)
+        out = _eval_single(p, tables, xw if p.time_major else xw.transpose(1, 0, 2), inputs, n_t, n_b)
     return [out if p.time_major else out.transpose(1, 0, 2)]
 
 
-def _eval_plans(p: LSTMParams, _, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
-    """The time steps with every requant by its plan (batches, 16x8, no fc_h table): output [T, B, S]."""
+def _eval_plans(p: LSTMParams, x2, inputs, n_t: int, n_b: int) -> np.ndarray:
+    """The time steps with every requant by its plan (batches, 16x8, no fc_h table), channels
+    first: every array is [C, B] (gate columns as rows, one value of each per-channel constant per
+    row: faster passes than one per column, see ``Int64RequantPlan.channels_first``).  ``x2``: the
+    input's rows [rows, I] in its own layout; output [T, B, S]."""
     s = p.n_cell
-    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
-    g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
-    cell = g[:, 4 * s:]
-    hs = np.empty((n_t, n_b, s), np.int64)
+    fc_x, fc_h, products = p.plans_cf
+    xw = np.matmul(p.w_x.T, x2.T).astype(np.int64)  # [4S, rows]
+    xw = fc_x.apply(xw, out=xw)
+    xw += p.lut_offset[:, None]  # pre-activation + offset = index into gate_lut
+    xw = xw.reshape(4 * s, n_t, n_b) if p.time_major else xw.reshape(4 * s, n_b, n_t).transpose(0, 2, 1)
+    g = np.empty((5 * s, n_b), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
+    g[4 * s:] = _state(inputs[_CELL], n_b, s).T
+    g4, g_if, g_gc, g_o, cell = g[:4 * s], g[:2 * s], g[3 * s:], g[2 * s:3 * s], g[4 * s:]
+    hs = np.empty((n_t, s, n_b), np.int64)
     # work arrays, reused by every step (a fresh array per operation costs more than the operation)
-    acc, tmp4 = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int64)
-    prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
+    acc, tmp4 = np.empty((4 * s, n_b), np.int64), np.empty((4 * s, n_b), np.int64)
+    prod32, prod, tmp2 = np.empty((2 * s, n_b), np.int32), np.empty((2 * s, n_b), np.int64), np.empty((2 * s, n_b),
                                                                                                     np.int64)
-    th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
+    th, tmp1 = np.empty((s, n_b), np.int32), np.empty((s, n_b), np.int64)
     blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
     if blas:
-        h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
-        np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s), casting="unsafe")  # exact: |h| <= 2**15
+        w = p.w_h_float.T
+        h_f, acc_f = np.empty((s, n_b), w.dtype), np.empty((4 * s, n_b), w.dtype)
+        np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s).T, casting="unsafe")  # exact: |h| <= 2**15
     else:
-        h = _state(inputs[_HIDDEN], n_b, s)
+        w, h = p.w_h.T, np.ascontiguousarray(_state(inputs[_HIDDEN], n_b, s).T)
     for t in range(n_t):
         if blas:
-            np.matmul(h_f, p.w_h_float, out=acc_f)
+            np.matmul(w, h_f, out=acc_f)
             np.copyto(acc, acc_f, casting="unsafe")  # exact integers
         else:
-            np.matmul(h, p.w_h, out=acc)
-        pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
-        pre += xw[t]
-        p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")  # in range (see _LUT_HALF)
-        np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
-        p.products.apply(prod32, out=prod, tmp=tmp2)
-        np.add(prod[:, :s], prod[:, s:], out=cell)
+            np.matmul(w, h, out=acc)
+        pre = fc_h.apply(acc, out=acc, tmp=tmp4)
+        pre += xw[:, t]
+        p.gate_lut.take(pre, out=g4, mode="clip")  # in range (see _LUT_HALF)
+        np.multiply(g_if, g_gc, out=prod32)  # [i*g, f*c]
+        products.apply(prod32, out=prod, tmp=tmp2)
+        np.add(prod[:s], prod[s:], out=cell)
         _clip(cell, p.cell_lo, p.cell_hi, out=cell)
         p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
-        th *= g[:, 2 * s:3 * s]
+        th *= g_o
         h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
         if blas:
             np.copyto(h_f, h, casting="unsafe")
-    return hs.astype(np.int16 if p.int16 else np.int8)
+    return hs.transpose(0, 2, 1).astype(np.int16 if p.int16 else np.int8)
 
 
 def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
@@ -432,7 +437,7 @@ def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: 
         u = count(hidden_thr <= [o * tanh_neg[q], INT32_MIN])                 # h = u + h_base
     """
     s = p.n_cell
-    xw32 = xw  # [T, B, 4S] int32: + fc_h = indices into gate_lut (< 2 * _LUT_SPAN)
+    xw32 = xw  # [T, B, 4S] int32 (fc_x): + fc_h table value = index into gate_lut
     g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, q]
     np.negative(_state(inputs[_CELL], n_b, s), out=g[:, 4 * s:], casting="unsafe")
     g4, g_o, q = g[:, :4 * s], g[:, 2 * s:3 * s], g[:, 4 * s:]
