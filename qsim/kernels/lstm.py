@@ -407,7 +407,8 @@ def _eval_plans(p: LSTMParams, x2, inputs, n_t: int, n_b: int) -> np.ndarray:
         h_f, acc_f = np.empty((s, n_b), w.dtype), np.empty((4 * s, n_b), w.dtype)
         np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s).T, casting="unsafe")  # exact: |h| <= 2**15
     else:
-        w, h = p.w_h.T, np.ascontiguousarray(_state(inputs[_HIDDEN], n_b, s).T)
+        w, h = p.w_h.T, np.empty((s, n_b), np.int64)
+        h[...] = _state(inputs[_HIDDEN], n_b, s).T
     for t in range(n_t):
         if blas:
             np.matmul(w, h_f, out=acc_f)
@@ -468,7 +469,7 @@ def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: 
         multiply(th_s, g_o, th_s)  # |o * tanh(c)| <= 2**30
         u = hidden_thr.searchsorted(th, "right")
         hs.append(u)
-    h = np.stack(hs)[:, :, :s]
+    h = np.array(hs)[:, :, :s]  # [T, B, S]
     return np.add(h, k.h_base, out=np.empty(h.shape, np.int16 if p.int16 else np.int8), casting="unsafe")
 
 
@@ -536,9 +537,10 @@ def _fc_h_table(p: LSTMParams) -> tuple | None:
 
 
 def _state(a, n_b: int, n_cell: int) -> np.ndarray:
-    """Initial state [B, S]; a one-row state is shared by every row of a batched run."""
+    """Initial state, int64 [B, S] or [1, S]: a one-row state is shared by every row of a batched
+    run (the callers write it into their [B, S] / [S, B] buffers, which broadcasts it)."""
     a = np.asarray(a).astype(np.int64)
-    return np.broadcast_to(a.reshape(1, n_cell), (n_b, n_cell)) if a.size == n_cell else a.reshape(n_b, n_cell)
+    return a.reshape(1, n_cell) if a.size == n_cell else a.reshape(n_b, n_cell)
 
 
 def batch_lstm(p: LSTMParams, op, graph, batched) -> bool:
