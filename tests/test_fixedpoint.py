@@ -438,8 +438,10 @@ def test_monotone_thresholds_equal_the_plan(rounding):
     rng = np.random.default_rng(7)
     x_hi = 1 << 30
     for plan, y_lo, y_hi in [
-            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -14, rounding, 0, 0, -32768, 32767, x_hi), -32768, 32767),
-            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -18, rounding, 0, 0, -32768, 32767, x_hi), -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -14, rounding, 0, 0, -32768, 32767, x_hi),
+             -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -18, rounding, 0, 0, -32768, 32767, x_hi),
+             -32768, 32767),
             (fp.plan_multiply_by_quantized_multiplier(1518500250, -20, rounding, 0, 5, -128, 127, x_hi), -128, 127),
             (fp.plan_multiply_by_quantized_multiplier(1753870272, -23, rounding, 0, -3, -128, 127, x_hi), -128, 127),
             (fp.plan_rounding_divide_by_pot([19], -32768, 32767, x_hi), -32768, 32767),

@@ -501,7 +501,8 @@ def _single_tables(p: LSTMParams) -> SingleStepTables | None:
     c = -np.where(q > 32768, q - 65536, q)
     p.single = SingleStepTables(np.ascontiguousarray(np.vstack([p.w_h, base[None]])), lookup[0],
                                 ig_thr.astype(np.int32), fc_thr.astype(np.int32),
-                                np.array(-p.cell_hi, np.int32), np.array(-p.cell_lo, np.int32), p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
+                                np.array(-p.cell_hi, np.int32), np.array(-p.cell_lo, np.int32),
+                                p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
     return p.single
 
 
