@@ -1592,6 +1592,45 @@ def requantize_variant(acc, bias, m0, shift, output_zero_point, act_min, act_max
     return saturate(np.clip(y, INT32_MIN, INT32_MAX) + _i64(output_zero_point), act_min, act_max)
 
 
+def monotone_thresholds(f, x_lo: int, x_hi: int, y_lo: int, y_hi: int) -> np.ndarray:
+    """A non-decreasing integer function as a sorted threshold array: ``thr`` (int64, y_hi - y_lo
+    entries) with ``f(x) == y_lo + np.searchsorted(thr, x, side="right")`` for every integer x in
+    [x_lo, x_hi].  ``thr[k]`` is the smallest x in [x_lo, x_hi] with ``f(x) >= y_lo + 1 + k``
+    (x_hi + 1 when there is none), found by a vectorized bisection over all levels at once.
+
+    ``f``: int64 array -> int64 array, non-decreasing on [x_lo, x_hi] with values in [y_lo, y_hi]:
+    every requant of this module with a non-negative multiplier, no reachable int32 wrap and a
+    saturation is (each rounding step is monotone), e.g. an :class:`Int64RequantPlan` in its
+    closed form.  One searchsorted then replaces the plan's passes, for a kernel that requantizes
+    a few values many times (an LSTM time step).  Monotonicity is the caller's proof; checked here
+    (ValueError else): the range, sorted thresholds, and the searchsorted form equal to f at both
+    ends and at every threshold and the value below it."""
+    x_lo, x_hi, y_lo, y_hi = int(x_lo), int(x_hi), int(y_lo), int(y_hi)
+    if x_hi < x_lo or y_hi < y_lo or abs(x_lo) >= 1 << 62 or abs(x_hi) >= 1 << 62:
+        raise ValueError("monotone_thresholds needs x_lo <= x_hi (|x| < 2**62) and y_lo <= y_hi")
+    ends = np.asarray(f(np.array([x_lo, x_hi], np.int64)), np.int64)
+    if ends[0] < y_lo or ends[1] > y_hi:
+        raise ValueError(f"f spans [{ends[0]}, {ends[1]}] on [{x_lo}, {x_hi}], outside [{y_lo}, {y_hi}]")
+    levels = np.arange(y_lo + 1, y_hi + 1, dtype=np.int64)
+    lo = np.full(levels.shape, x_lo, np.int64)
+    hi = np.full(levels.shape, x_hi + 1, np.int64)
+    while True:  # invariant: f(x) < level for x < lo; f(x) >= level for x >= hi (within the domain)
+        open_ = lo < hi
+        if not open_.any():
+            break
+        mid = (lo + hi) >> 1  # < hi <= x_hi + 1: inside the domain where open
+        ge = np.asarray(f(np.where(open_, mid, x_lo)), np.int64) >= levels
+        hi = np.where(open_ & ge, mid, hi)
+        lo = np.where(open_ & ~ge, mid + 1, lo)
+    thr = lo
+    # the searchsorted form must reproduce f at both ends and on both sides of every threshold
+    x = np.clip(np.concatenate([[x_lo, x_hi], thr, thr - 1]), x_lo, x_hi)
+    if np.any(np.diff(thr) < 0) or not np.array_equal(y_lo + np.searchsorted(thr, x, side="right"),
+                                                      np.asarray(f(x), np.int64)):
+        raise ValueError("monotone_thresholds: f is not non-decreasing on the domain")
+    return thr
+
+
 # --------------------------------------------------------------------------- int64 requant plans (recurrent kernels)
 
 @dataclass
@@ -1647,6 +1686,19 @@ class Int64RequantPlan:
                 y -= tmp
         y >>= self.total
         return _clip(y, self.lo, self.hi, out=y) if self.clip else y
+
+    def channels_first(self) -> "Int64RequantPlan":
+        """The same plan with the channel axis first: for x of shape [C, ...] (the per-channel
+        constants shaped [C, 1]); ``channels_first().apply(x.T) == apply(x).T`` for 2-D x.  On a
+        [C, B] array a per-channel constant is one value per row (a faster pass than one per column)."""
+        if self.generic is not None:
+            generic = self.generic
+            return Int64RequantPlan(None, None, None, None, None, self.lo, self.hi, lambda x: generic(x.T).T)
+
+        def col(v):
+            return v.reshape(-1, 1) if isinstance(v, np.ndarray) and v.ndim == 1 else v
+        return Int64RequantPlan(col(self.m), col(self.offset), col(self.threshold), col(self.below), col(self.total),
+                                self.lo, self.hi, clip=self.clip)
 
 
 def plan_multiply_by_quantized_multiplier(m0, shift, rounding: str, bias=0, zero_point: int = 0,

@@ -430,6 +430,60 @@ def test_quantize_affine_float32_path_equals_double_rounding():
                 assert got.dtype == np.int64 and np.array_equal(got, want.astype(np.int64)), (qmin, zp, scale)
 
 
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_monotone_thresholds_equal_the_plan(rounding):
+    """A requant plan as a threshold array (the LSTM's single-sample path): f(x) == y_lo +
+    searchsorted(thr, x, 'right') on the domain's ends, every threshold and its neighbours, and
+    random values; for the LSTM's products (MBQM by 2**-15 / 2**-19 to int16, RoundingDivideByPOT)
+    and its hidden requant (to int8 with a zero point)."""
+    rng = np.random.default_rng(7)
+    x_hi = 1 << 30
+    for plan, y_lo, y_hi in [
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -14, rounding, 0, 0, -32768, 32767, x_hi),
+             -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1 << 30, -18, rounding, 0, 0, -32768, 32767, x_hi),
+             -32768, 32767),
+            (fp.plan_multiply_by_quantized_multiplier(1518500250, -20, rounding, 0, 5, -128, 127, x_hi), -128, 127),
+            (fp.plan_multiply_by_quantized_multiplier(1753870272, -23, rounding, 0, -3, -128, 127, x_hi), -128, 127),
+            (fp.plan_rounding_divide_by_pot([19], -32768, 32767, x_hi), -32768, 32767),
+            (fp.plan_rounding_divide_by_pot([15], -32768, 32767, x_hi), -32768, 32767)]:
+        assert plan.generic is None
+
+        def f(x, plan=plan):
+            return plan.apply(np.asarray(x, np.int64).reshape(-1, 1)).reshape(-1)
+        thr = fp.monotone_thresholds(f, -x_hi, x_hi, y_lo, y_hi)
+        assert thr.shape == (y_hi - y_lo,) and np.all(np.diff(thr) >= 0)
+        x = np.concatenate([[-x_hi, x_hi, 0, 1, -1], thr, thr - 1, thr + 1, rng.integers(-x_hi, x_hi + 1, 20000)])
+        x = np.clip(x, -x_hi, x_hi)
+        np.testing.assert_array_equal(y_lo + np.searchsorted(thr, x, side="right"), f(x))
+    with pytest.raises(ValueError, match="not non-decreasing"):
+        fp.monotone_thresholds(lambda x: -np.sign(x), -5, 5, -1, 1)
+    with pytest.raises(ValueError, match="outside"):
+        fp.monotone_thresholds(lambda x: x, -5, 5, -1, 1)
+
+
+def test_plan_channels_first_equals_the_plan():
+    """Int64RequantPlan.channels_first (the LSTM's batched [C, B] layout) on the transposed values
+    equals the plan: per-channel closed forms (ties, left shifts, per-channel bias), a general-form
+    plan and RoundingDivideByPOT per channel."""
+    rng = np.random.default_rng(6)
+    for plan, n in [
+            (fp.plan_multiply_by_quantized_multiplier([1 << 30, 1518500250], [-15, -30], "double", 0, 0, -128, 127,
+                                                      1 << 30), 2),
+            (fp.plan_multiply_by_quantized_multiplier([2147483647, 1073741824, 1288490189, 1717986918], [-1, 0, 2, -20],
+                                                      "single", [7, -9, 100000, -5], -4, -32768, 32767, 652800), 4),
+            (fp.plan_multiply_by_quantized_multiplier([1518500250, 1 << 30], -31, "double", -3, 1, -128, 127, 1 << 40),
+             2),  # general form
+            (fp.plan_rounding_divide_by_pot([15, 21, 0], -32768, 32767, 1 << 40), 3)]:
+        x = rng.integers(-(1 << 28), 1 << 28, size=(300, n))
+        x[:3] = [[3 << 14] * n, [-(3 << 14)] * n, [0] * n]  # ties
+        xt = np.ascontiguousarray(x.T)
+        want = plan.apply(x)
+        assert np.array_equal(plan.channels_first().apply(xt), want.T)
+        assert np.array_equal(plan.channels_first().apply(xt.copy(), out=np.empty_like(xt), tmp=np.empty_like(xt)),
+                              want.T)
+
+
 def _plan_inputs(bound, rng):
     edge = np.array([0, 1, -1, 2, -2, bound, -bound, bound - 1, -bound + 1], np.int64)
     return np.concatenate([edge, rng.integers(-bound, bound + 1, 4000)])

@@ -264,19 +264,21 @@ def test_real_model_batched_run_bit_exact(reference):
 @pytest.mark.parametrize("reference", ["tflm", "litert"])
 def test_single_sample_fc_h_table_equals_the_plan(reference):
     """Single-sample runs look the recurrent FC's requant up in a table (filled by the plan over every
-    reachable accumulator); with the table disabled the same run takes the plan path (int64 matmul).
-    Both give the same every-tensor values on the real model (the table path is also the one the
-    reference comparisons above run)."""
+    reachable accumulator) and the products' and hidden requants up by searchsorted in threshold
+    arrays (lstm.SingleStepTables); with the table disabled the same run takes the plan path (int64
+    matmul, every requant by its plan).  Both give the same every-tensor values on the real model
+    (the table path is also the one the reference comparisons above run)."""
     g = _graph()
     prep = prepare_graph(g, reference)
     p = prep.ops[0].params
     x = _inputs(3, seed=5)
     with_table = [prep.run([x[i]]) for i in range(3)]
     assert p.fc_h_lookup is not None and p.fc_h_lookup[0].size > 1000  # the table path ran
+    assert p.single is not None and p.single.ig_thr.size == 65535  # and the threshold arrays
     plain = prepare_graph(g, reference)
     plain.ops[0].params.fc_h_table = None  # no table: the plan
     for i in range(3):
         got = plain.run([x[i]])
-        assert plain.ops[0].params.fc_h_lookup is None
+        assert plain.ops[0].params.fc_h_lookup is None and plain.ops[0].params.single is None
         for t in (LSTM_OUT, PROBS):
             np.testing.assert_array_equal(got[t], with_table[i][t])

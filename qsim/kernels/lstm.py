@@ -91,7 +91,35 @@ class LSTMParams:
     cell_tanh: np.ndarray  # int32 [65536]: tanh of the cell state c at index c mod 2**16
     hidden: fp.Int64RequantPlan  # o * tanh(c) -> h (zero point added, saturated to int8/int16)
     fc_h_lookup: tuple | None = None  # (int32 table, float64 [4S] index base): built by _fc_h_table on first use
+    product_halves: tuple = ()  # (i*g plan, f*c plan): ``products``' two column blocks as scalar plans
+    plans_cf: tuple = ()  # (fc_x, fc_h, products).channels_first(): _eval_plans' [C, B] layout
+    single: "SingleStepTables | None" = None  # built by _single_tables on first single-sample use
     consts: "LSTMConsts | None" = None  # the plans' raw constants (qsim codegen's C kernel reads them)
+
+
+@dataclass
+class SingleStepTables:
+    """The single-sample time step's tables (:func:`_single_tables`): each requant of the state
+    update is one table lookup or one searchsorted in a threshold array
+    (:func:`qsim.fixedpoint.monotone_thresholds` of the plan), and no pass adds a constant:
+
+    * the hidden state is carried as u = h - h_base (its threshold count), with a last sentinel
+      column that is always 1 and selects ``w_h``'s last row, the fc_h table's index base;
+    * the cell state is carried negated, q = -c: the f*c column block of the products is then
+      z = f*q = -(f*c), whose requant v = -g(z) with g(z) = -F(-z) non-decreasing, so that with
+      n_ig = count(ig_thr <= i*g) and n_fc = count(fc_thr <= z) (each array starting with one
+      INT32_MIN sentinel or not, see _single_tables) the new state is q = clip(n_fc - n_ig)."""
+
+    w_h: np.ndarray  # int64 [S + 1, 4S]: the recurrent weights, then the fc_h table's index base
+    # (bias, table segment, h_base * colsum(W_h)): u @ w_h is the fc_h table's index
+    fc_h: np.ndarray  # int32: the fc_h table (:func:`_fc_h_table`)
+    ig_thr: np.ndarray  # int32: thresholds of the i*g requant: F_ig(x) = -32768 + count
+    fc_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of g(z) = -F_fc(-z): F_fc(f*c) = 32768 - count
+    q_lo: np.ndarray  # int32 0-d: the negated cell state's clip [-cell_hi, -cell_lo] (0-d arrays: the
+    q_hi: np.ndarray  # clip ufunc converts a numpy scalar at every call)
+    tanh_neg: np.ndarray  # int32 [65536]: tanh of the cell state c = -q at index q mod 2**16
+    hidden_thr: np.ndarray  # int32: [INT32_MIN] + thresholds of the hidden requant (the sentinel's 1)
+    h_base: int  # h = u + h_base
 
 
 @dataclass
@@ -293,8 +321,11 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
         products = fp.plan_multiply_by_quantized_multiplier([input_mul[0]] * n + [forget_mul[0]] * n,
                                                             [input_mul[1]] * n + [forget_mul[1]] * n, rounding,
                                                             0, 0, *sat16, 1 << 30)
+        halves = tuple(fp.plan_multiply_by_quantized_multiplier(*mul, rounding, 0, 0, *sat16, 1 << 30)
+                       for mul in (input_mul, forget_mul))
     else:  # RoundingDivideByPOT by 30 + cell_power and by 15
         products = fp.plan_rounding_divide_by_pot([30 + power] * n + [15] * n, *sat16, 1 << 30)
+        halves = tuple(fp.plan_rounding_divide_by_pot([e], *sat16, 1 << 30) for e in (30 + power, 15))
     out_range = sat16 if int16 else (-128, 127)
     hidden = fp.plan_multiply_by_quantized_multiplier(*hidden_mul, rounding, 0, hidden_zp, *out_range, 1 << 30)
     offset = np.repeat(_LUT_HALF + _LUT_SPAN * np.array([g == "cell" for g in _ORDER], np.int64), n)
@@ -309,7 +340,8 @@ def prepare_lstm(op, graph, profile) -> LSTMParams:
                                       np.asarray(sigmoid if activation == "SIGMOID" else tanh)[sat]]).astype(np.int32),
                       products,
                       -clip if clip > 0 else -32768, clip if clip > 0 else 32767,
-                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, consts=consts)
+                      np.roll(np.asarray(cell_tanh, np.int32), 32768), hidden, product_halves=halves,
+                      plans_cf=tuple(plan.channels_first() for plan in (fc_x, fc_h, products)), consts=consts)
 
 
 _clip = fp.clip_ufunc
@@ -331,80 +363,164 @@ def eval_lstm(p: LSTMParams, inputs) -> list[np.ndarray]:
         c = clip(sat16(i*g scaled) + sat16(f*c scaled))
         h = out[t] = requant(o * tanh(c))
 
-    FC_h: B < 4 rows (a single sample) look it up in a table of every reachable accumulator
-    (:func:`_fc_h_table`, when small enough); else the plan, on the exact BLAS float product
-    (B >= 4) or an int64 matmul.
+    B < 4 rows (a single sample) run :func:`_eval_single` (every requant a lookup) when its tables
+    exist (int8 activations, a small enough FC_h table); else, and for batches, every requant is
+    its plan (:func:`_eval_plans`: on many rows a pass is cheaper than a lookup in a large table).
+    The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float).
     """
     x = np.asarray(inputs[0])
     n_t, n_b = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
-    s = p.n_cell
-    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
-    g[:, 4 * s:] = _state(inputs[_CELL], n_b, s)
-    cell = g[:, 4 * s:]
-    # The input FCs do not depend on the state: all time steps in one 2-D GEMM (exact in float),
-    # in the input's own layout; step t reads xw[t] (time-major) or xw[:, t].
-    xw = np.matmul(x.reshape(-1, x.shape[2]), p.w_x).astype(np.int64)
-    xw = p.fc_x.apply(xw, out=xw)
-    xw += p.lut_offset  # pre-activation + offset = index into gate_lut
-    xw = xw.reshape(x.shape[0], x.shape[1], 4 * s)
-    if not p.time_major:
-        xw = xw.transpose(1, 0, 2)
-    hs = np.empty((n_t, n_b, s), np.int64)
-    # work arrays, reused by every step (a fresh array per operation costs more than the operation)
-    acc, tmp4 = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int64)
-    prod32, prod, tmp2 = np.empty((n_b, 2 * s), np.int32), np.empty((n_b, 2 * s), np.int64), np.empty((n_b, 2 * s),
-                                                                                                    np.int64)
-    th, tmp1 = np.empty((n_b, s), np.int32), np.empty((n_b, s), np.int64)
-    lookup = _fc_h_table(p) if n_b < 4 else None
-    if lookup is not None:
-        pre32 = np.empty((n_b, 4 * s), np.int32)
-    blas = n_b >= 4 or lookup is not None  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
-    if blas:
-        h_f, acc_f = np.empty((n_b, s), p.w_h_float.dtype), np.empty((n_b, 4 * s), p.w_h_float.dtype)
-        np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s), casting="unsafe")  # exact: |h| <= 2**15
+    x2 = x.reshape(-1, x.shape[2])  # rows in the input's own layout
+    tables = _single_tables(p) if n_b < 4 else None
+    if tables is None:
+        out = _eval_plans(p, x2, inputs, n_t, n_b)
     else:
-        h = _state(inputs[_HIDDEN], n_b, s)
-    for t in range(n_t):
-        if lookup is not None:
-            np.matmul(h_f, p.w_h_float, out=acc_f)
-            np.add(acc_f, lookup[1], out=acc, casting="unsafe")  # exact integers: the table index
-            pre = lookup[0].take(acc, out=pre32, mode="clip")  # in range: clip mode is the fast path
-        else:
-            if blas:
-                np.matmul(h_f, p.w_h_float, out=acc_f)
-                np.copyto(acc, acc_f, casting="unsafe")  # exact integers
-            else:
-                np.matmul(h, p.w_h, out=acc)
-            pre = p.fc_h.apply(acc, out=acc, tmp=tmp4)
-        pre += xw[t]
-        p.gate_lut.take(pre, out=g[:, :4 * s], mode="clip")  # in range (see _LUT_HALF)
-        np.multiply(g[:, :2 * s], g[:, 3 * s:], out=prod32)  # [i*g, f*c]
-        p.products.apply(prod32, out=prod, tmp=tmp2)
-        np.add(prod[:, :s], prod[:, s:], out=cell)
-        _clip(cell, p.cell_lo, p.cell_hi, out=cell)
-        p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
-        th *= g[:, 2 * s:3 * s]
-        h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
-        if blas:
-            np.copyto(h_f, h, casting="unsafe")
-    out = hs.astype(np.int16 if p.int16 else np.int8)
+        xw = np.matmul(x2, p.w_x).astype(np.int64)
+        xw = p.fc_x.apply(xw, out=xw).astype(np.int32).reshape(x.shape[0], x.shape[1], 4 * p.n_cell)
+        out = _eval_single(p, tables, xw if p.time_major else xw.transpose(1, 0, 2), inputs, n_t, n_b)
     return [out if p.time_major else out.transpose(1, 0, 2)]
 
 
+def _eval_plans(p: LSTMParams, x2, inputs, n_t: int, n_b: int) -> np.ndarray:
+    """The time steps with every requant by its plan (batches, 16x8, no fc_h table), channels
+    first: every array is [C, B] (gate columns as rows, one value of each per-channel constant per
+    row: faster passes than one per column, see ``Int64RequantPlan.channels_first``).  ``x2``: the
+    input's rows [rows, I] in its own layout; output [T, B, S]."""
+    s = p.n_cell
+    fc_x, fc_h, products = p.plans_cf
+    xw = np.matmul(p.w_x.T, x2.T).astype(np.int64)  # [4S, rows]
+    xw = fc_x.apply(xw, out=xw)
+    xw += p.lut_offset[:, None]  # pre-activation + offset = index into gate_lut
+    xw = xw.reshape(4 * s, n_t, n_b) if p.time_major else xw.reshape(4 * s, n_b, n_t).transpose(0, 2, 1)
+    g = np.empty((5 * s, n_b), np.int32)  # [i, f, o, g, c]: gates of this step, then the cell state
+    g[4 * s:] = _state(inputs[_CELL], n_b, s).T
+    g4, g_if, g_gc, g_o, cell = g[:4 * s], g[:2 * s], g[3 * s:], g[2 * s:3 * s], g[4 * s:]
+    hs = np.empty((n_t, s, n_b), np.int64)
+    # work arrays, reused by every step (a fresh array per operation costs more than the operation)
+    acc, tmp4 = np.empty((4 * s, n_b), np.int64), np.empty((4 * s, n_b), np.int64)
+    prod32, prod, tmp2 = np.empty((2 * s, n_b), np.int32), np.empty((2 * s, n_b), np.int64), np.empty((2 * s, n_b),
+                                                                                                    np.int64)
+    th, tmp1 = np.empty((s, n_b), np.int32), np.empty((s, n_b), np.int64)
+    blas = n_b >= 4  # int64 matmul is a plain loop: BLAS in float (exact, see _blas_weights)
+    if blas:
+        w = p.w_h_float.T
+        h_f, acc_f = np.empty((s, n_b), w.dtype), np.empty((4 * s, n_b), w.dtype)
+        np.copyto(h_f, _state(inputs[_HIDDEN], n_b, s).T, casting="unsafe")  # exact: |h| <= 2**15
+    else:
+        w, h = p.w_h.T, np.empty((s, n_b), np.int64)
+        h[...] = _state(inputs[_HIDDEN], n_b, s).T
+    for t in range(n_t):
+        if blas:
+            np.matmul(w, h_f, out=acc_f)
+            np.copyto(acc, acc_f, casting="unsafe")  # exact integers
+        else:
+            np.matmul(w, h, out=acc)
+        pre = fc_h.apply(acc, out=acc, tmp=tmp4)
+        pre += xw[:, t]
+        p.gate_lut.take(pre, out=g4, mode="clip")  # in range (see _LUT_HALF)
+        np.multiply(g_if, g_gc, out=prod32)  # [i*g, f*c]
+        products.apply(prod32, out=prod, tmp=tmp2)
+        np.add(prod[:s], prod[s:], out=cell)
+        _clip(cell, p.cell_lo, p.cell_hi, out=cell)
+        p.cell_tanh.take(cell, out=th, mode="wrap")  # index c mod 2**16
+        th *= g_o
+        h = p.hidden.apply(th, out=hs[t], tmp=tmp1)
+        if blas:
+            np.copyto(h_f, h, casting="unsafe")
+    return hs.transpose(0, 2, 1).astype(np.int16 if p.int16 else np.int8)
+
+
+def _eval_single(p: LSTMParams, k: SingleStepTables, xw, inputs, n_t: int, n_b: int) -> np.ndarray:
+    """The time steps of a run of B < 4 rows, 12 numpy calls each (see :class:`SingleStepTables`)::
+
+        pre = fc_h[u @ w_h] + xw[t];  [i, f, o, g] = gate_lut[pre]
+        q = clip(count(fc_thr <= f*q) - count(ig_thr <= i*g), q_lo, q_hi)     # q = -c
+        u = count(hidden_thr <= [o * tanh_neg[q], INT32_MIN])                 # h = u + h_base
+    """
+    s = p.n_cell
+    xw32 = xw  # [T, B, 4S] int32 (fc_x): + fc_h table value = index into gate_lut
+    g = np.empty((n_b, 5 * s), np.int32)  # [i, f, o, g, q]
+    np.negative(_state(inputs[_CELL], n_b, s), out=g[:, 4 * s:], casting="unsafe")
+    g4, g_o, q = g[:, :4 * s], g[:, 2 * s:3 * s], g[:, 4 * s:]
+    prod = np.empty((n_b, 2 * s), np.int32)
+    prod_ig, prod_fc = prod[:, :s], prod[:, s:]
+    g_if, g_gq = g[:, :2 * s], g[:, 3 * s:]
+    th = np.empty((n_b, s + 1), np.int32)
+    th[:, s] = fp.INT32_MIN  # the sentinel column: count 1
+    th_s = th[:, :s]
+    u = np.empty((n_b, s + 1), np.int64)
+    np.subtract(_state(inputs[_HIDDEN], n_b, s), k.h_base, out=u[:, :s])
+    u[:, s] = 1
+    acc, pre = np.empty((n_b, 4 * s), np.int64), np.empty((n_b, 4 * s), np.int32)
+    dot, add, multiply, subtract, clip = np.dot, np.add, np.multiply, np.subtract, _clip
+    w_h, fc_h, gate_lut, tanh_neg = k.w_h, k.fc_h, p.gate_lut, k.tanh_neg
+    ig_thr, fc_thr, hidden_thr, q_lo, q_hi = k.ig_thr, k.fc_thr, k.hidden_thr, k.q_lo, k.q_hi
+    hs = []
+    # positional arguments throughout: keyword parsing costs as much as a pass over 80 values
+    for t in range(n_t):
+        dot(u, w_h, acc)
+        fc_h.take(acc, None, pre, "clip")  # in range: clip mode is the fast path
+        add(pre, xw32[t], pre)
+        gate_lut.take(pre, None, g4, "clip")
+        multiply(g_if, g_gq, prod)  # [i*g, f*q], |.| <= 2**30
+        subtract(fc_thr.searchsorted(prod_fc, "right"), ig_thr.searchsorted(prod_ig, "right"), q)
+        clip(q, q_lo, q_hi, q)
+        tanh_neg.take(q, None, th_s, "wrap")  # index q mod 2**16
+        multiply(th_s, g_o, th_s)  # |o * tanh(c)| <= 2**30
+        u = hidden_thr.searchsorted(th, "right")
+        hs.append(u)
+    h = np.array(hs)[:, :, :s]  # [T, B, S]
+    return np.add(h, k.h_base, out=np.empty(h.shape, np.int16 if p.int16 else np.int8), casting="unsafe")
+
+
+def _single_tables(p: LSTMParams) -> SingleStepTables | None:
+    """:class:`SingleStepTables` of ``p`` (built on first use, kept in ``p.single``), or None when
+    the fc_h table does not exist (16x8, or too large) or a plan is not in its closed form (the
+    thresholds need a monotone requant: no reachable int32 wrap)."""
+    if p.single is not None:
+        return p.single
+    lookup = _fc_h_table(p)
+    if lookup is None or p.hidden.generic is not None or len(p.product_halves) != 2 \
+            or any(h.generic is not None for h in p.product_halves):
+        return None
+    dom = 1 << 30  # |i*g|, |f*c|, |o*tanh(c)| <= 2**15 * 2**15
+    sentinel = np.array([fp.INT32_MIN], np.int64)
+
+    def thresholds(f, lo, hi):
+        return fp.monotone_thresholds(lambda x: f(x.reshape(-1, 1)).reshape(-1), -dom, dom, lo, hi)
+    ig_plan, fc_plan = p.product_halves
+    ig_thr = thresholds(ig_plan.apply, -32768, 32767)  # F_ig(x) = -32768 + count
+    # g(z) = -F_fc(-z) in [-32767, 32768]: g = -32767 + count = -32768 + count with the sentinel
+    fc_thr = np.concatenate([sentinel, thresholds(lambda z: -fc_plan.apply(-z), -32767, 32768)])
+    # so F_ig + F_fc = count_ig - count_fc = c, and q = -c = count_fc - count_ig
+    out_lo, out_hi = (-32768, 32767) if p.int16 else (-128, 127)
+    hidden_thr = np.concatenate([sentinel, thresholds(p.hidden.apply, out_lo, out_hi)])
+    h_base = out_lo - 1  # u = 1 + count: h = out_lo + count = u + h_base
+    base = lookup[1].astype(np.int64) + h_base * p.w_h.sum(axis=0)
+    q = np.arange(65536, dtype=np.int64)  # index q mod 2**16 of q in [-32767, 32768]: c = -q
+    c = -np.where(q > 32768, q - 65536, q)
+    p.single = SingleStepTables(np.ascontiguousarray(np.vstack([p.w_h, base[None]])), lookup[0],
+                                ig_thr.astype(np.int32), fc_thr.astype(np.int32),
+                                np.array(-p.cell_hi, np.int32), np.array(-p.cell_lo, np.int32),
+                                p.cell_tanh[c & 0xFFFF], hidden_thr.astype(np.int32), h_base)
+    return p.single
+
+
 def _fc_h_table(p: LSTMParams) -> tuple | None:
-    """(table int32, base float64 [4S]) with ``table[acc + base[k]] == FC_h(acc)[k]`` for every
-    reachable accumulator |acc| <= bound[k] of column k, or None when the table would exceed
-    _FC_H_TABLE_MAX entries.  One segment per distinct (M0, shift) (a gate), over
-    u = acc + bias in [-r, r], r = max(bound + |bias|) of its columns, filled by the plan
-    (:func:`qsim.fixedpoint.plan_multiply_by_quantized_multiplier`) applied to every u; built on
-    first use and kept in ``p.fc_h_lookup``."""
+    """(table int32, base float64 [4S]) with ``table[acc + base[k]] == FC_h(acc)[k] + lut_offset[k]``
+    (the gate table's offset folded in) for every reachable accumulator |acc| <= bound[k] of
+    column k, or None when the table would exceed _FC_H_TABLE_MAX entries.  One segment per
+    distinct (M0, shift, offset) (a gate), over u = acc + bias in [-r, r], r = max(bound + |bias|)
+    of its columns, filled by the plan (:func:`qsim.fixedpoint.plan_multiply_by_quantized_multiplier`)
+    applied to every u; built on first use and kept in ``p.fc_h_lookup``."""
     if p.fc_h_lookup is not None or p.fc_h_table is None:
         return p.fc_h_lookup
     m0, shift, bias, bound, rounding, (lo, hi) = p.fc_h_table
-    keys = sorted(set(zip(m0.tolist(), shift.tolist())))
+    cols = list(zip(m0.tolist(), shift.tolist(), p.lut_offset.tolist()))
+    keys = sorted(set(cols))
     reach = {k: 0 for k in keys}
-    for mk, sk, b, r in zip(m0.tolist(), shift.tolist(), bias.tolist(), np.asarray(bound).tolist()):
-        reach[(mk, sk)] = max(reach[(mk, sk)], int(r) + abs(int(b)))
+    for key, b, r in zip(cols, bias.tolist(), np.asarray(bound).tolist()):
+        reach[key] = max(reach[key], int(r) + abs(int(b)))
     if sum(2 * r + 1 for r in reach.values()) > _FC_H_TABLE_MAX:
         p.fc_h_table = None  # too large: the plan it is, and no second look
         return None
@@ -413,18 +529,19 @@ def _fc_h_table(p: LSTMParams) -> tuple | None:
     for k in keys:
         r = reach[k]
         u = np.arange(-r, r + 1, dtype=np.int64)
-        parts.append(fp.plan_multiply_by_quantized_multiplier(k[0], k[1], rounding, 0, 0, lo, hi, r).apply(u))
+        parts.append(fp.plan_multiply_by_quantized_multiplier(k[0], k[1], rounding, 0, 0, lo, hi, r).apply(u) + k[2])
         start[k] = n + r  # index of u = 0
         n += 2 * r + 1
-    base = np.array([start[(mk, sk)] + b for mk, sk, b in zip(m0.tolist(), shift.tolist(), bias.tolist())], np.float64)
+    base = np.array([start[key] + b for key, b in zip(cols, bias.tolist())], np.float64)
     p.fc_h_lookup = (np.concatenate(parts).astype(np.int32), base)
     return p.fc_h_lookup
 
 
 def _state(a, n_b: int, n_cell: int) -> np.ndarray:
-    """Initial state [B, S]; a one-row state is shared by every row of a batched run."""
+    """Initial state, int64 [B, S] or [1, S]: a one-row state is shared by every row of a batched
+    run (the callers write it into their [B, S] / [S, B] buffers, which broadcasts it)."""
     a = np.asarray(a).astype(np.int64)
-    return np.broadcast_to(a.reshape(1, n_cell), (n_b, n_cell)) if a.size == n_cell else a.reshape(n_b, n_cell)
+    return a.reshape(1, n_cell) if a.size == n_cell else a.reshape(n_b, n_cell)
 
 
 def batch_lstm(p: LSTMParams, op, graph, batched) -> bool:
