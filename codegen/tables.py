@@ -28,7 +28,7 @@ UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH"
 STATE_OPS = ("SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM")  # ops that read and update variable tensors
 C_SUPPORTED = STATE_OPS + ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
-               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE") + UNARY_LUT_OPS
+               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE", "DEQUANTIZE") + UNARY_LUT_OPS
 
 C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"
 
@@ -58,7 +58,8 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
 # The one place the generator maps element types to C: numpy dtype -> C type of the tensor's
 # elements (graph I/O pointers, arena pointers, constant tables).  Element bytes come from numpy.
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
-           np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
+           np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t",
+           np.dtype(np.float32): "float"}  # float: DEQUANTIZE's output only (graph outputs, emit.check_supported)
 CTYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
 
 
@@ -567,6 +568,24 @@ def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
                   "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
 
 
+def emit_dequantize(pos, prepared, g, prefix) -> OpEmit:
+    """DEQUANTIZE int8 / int16 -> float32 (qk_dequantize, the one float kernel): TFLite's
+    float32(double(scale) * (q - zp)).  The double product is exact (a 24-bit float32 scale times
+    |q - zp| < 2**17), so one float32 multiply of the two exact float32 operands rounds the same
+    exact product once: the same bits.  The scale is the prepared float32 value as a hex literal
+    (exact); one scale per tensor (TFLite Micro's first_scale reading of a per-channel tensor)."""
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    scale = np.asarray(p.scale, np.float64).reshape(-1)
+    if scale.size != 1:
+        raise QsimError(f"DEQUANTIZE: per-channel input '{x.name}' under a per-channel profile has no C kernel "
+                        "(TFLite Micro reads the first scale: generate with --rounding double or single).")
+    fields = dict(size=out.size, in_bytes=np.dtype(x.dtype).itemsize,
+                  zero_point=int(np.asarray(p.zero_point).reshape(-1)[0]), scale=float(np.float32(scale[0])))
+    return OpEmit(pos, op.opcode, f"DEQUANTIZE {np.dtype(x.dtype).name} -> float32 -> '{out.name}'",
+                  _params_call("qk_dequantize", prefix, "{in0}", "{out0}"), "qk_dequantize_params", fields)
+
+
 def _pad4(shape) -> list[int]:
     """A shape of rank <= 4 as 4-D, leading 1s (TFLite's 4-D kernel convention)."""
     return [1] * (4 - len(shape)) + [int(d) for d in shape]
@@ -671,6 +690,7 @@ EMITTERS = {
     "SOFTMAX": emit_softmax,
     "SVDF": emit_svdf,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": emit_lstm,
+    "DEQUANTIZE": emit_dequantize,
     "MEAN": emit_mean,
     "PAD": emit_pad,
     "PADV2": emit_pad,

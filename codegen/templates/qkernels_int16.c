@@ -288,6 +288,14 @@ void qk_requant_elems(const qk_requant_params *p, const void *input, void *outpu
     }
 }
 
+void qk_dequantize(const qk_dequantize_params *p, const void *input, float *output)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        output[i] = (float)(int32_t)(qk_load_elem(input, p->in_bytes, i) - p->zero_point) * p->scale;
+    }
+}
+
 /* --------------------------------------------------------- data movement */
 
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output)

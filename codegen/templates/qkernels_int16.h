@@ -83,6 +83,17 @@ typedef struct {
 
 void qk_requant_elems(const qk_requant_params *p, const void *input, void *output);
 
+/* ---- DEQUANTIZE int8 / int16 (in_bytes 1 or 2) -> float32: output = (float)(x - zero_point) * scale,
+ * the generator's only float arithmetic.  TFLite computes float32(double(scale) * (x - zero_point)): that
+ * double product is exact (24-bit scale, |x - zero_point| < 2^17), and the float32 product of the two exact
+ * float32 operands is that exact product rounded once (IEEE 754, round to nearest): the same bits. ---- */
+typedef struct {
+    int32_t size, in_bytes, zero_point;
+    float scale;
+} qk_dequantize_params;
+
+void qk_dequantize(const qk_dequantize_params *p, const void *input, float *output);
+
 /* ---- TRANSPOSE / STRIDED_SLICE and PAD / PADV2 on int16 elements (params as in qkernels.h) ---- */
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output);
 void qk_pad_s16(const qk_pad_params *p, const int16_t *input, int16_t *output);
