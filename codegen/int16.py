@@ -220,7 +220,8 @@ EMITTERS = {
     "EXPAND_DIMS": tables.emit_alias,
     "CONCATENATION": tables.emit_concat,
     "MEAN": tables.emit_mean,
-    "DEQUANTIZE": tables.emit_dequantize,  # int8 or int16 -> float32 (qk_dequantize)
+    "DEQUANTIZE": tables.emit_dequantize,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _typed(tables.emit_lstm),  # the 16x8 form (qk_lstm_s16)  # int8 or int16 -> float32 (qk_dequantize)
     "SOFTMAX": emit_softmax16,  # qk_mean reads int8 or int16 (qk_mean_params.elem_bytes)
 }
 # Ops with an int16x8 C kernel (anything else touching int16 is refused by name at generation time).

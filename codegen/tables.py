@@ -30,7 +30,7 @@ C_SUPPORTED = STATE_OPS + ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "A
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
                "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE", "DEQUANTIZE") + UNARY_LUT_OPS
 
-C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"
+C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"  # the 16x8 LSTM: int16.py
 
 
 def int16_without_c_kernel(op: ir.Operator, g: ir.Graph):
@@ -536,20 +536,28 @@ def emit_svdf(pos, prepared, g, prefix) -> OpEmit:
                   f"-> '{out.name}'", call, "qk_svdf_params", fields, arrays, scratch_bytes=4 * filters)
 
 
-def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
-    """UNIDIRECTIONAL_SEQUENCE_LSTM (qk_lstm), TFLite Micro's integer 8x8->16 form: the prepared
-    constants (qsim.kernels.lstm.LSTMConsts) as tables, hidden ({at18}) and cell ({at19}) state in
-    NAME_state, the sigmoid table from qsim.fixedpoint.SIGMOID_TABLE_UINT16."""
+def emit_lstm(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite Micro's integer 8x8->16 form (qk_lstm; ``dtype`` int8) or
+    16x8 form (qk_lstm_s16; ``dtype`` int16: int16 activations, int64 biases and FC accumulators, the
+    int64 requantization): the prepared constants (qsim.kernels.lstm.LSTMConsts) as tables, hidden
+    ({at18}) and cell ({at19}) state in NAME_state, the sigmoid table from qsim.fixedpoint.SIGMOID_TABLE_UINT16."""
     op, p = prepared.op, prepared.params
-    if p.variant != "tflm" or p.int16 or p.consts is None:
-        raise QsimError("UNIDIRECTIONAL_SEQUENCE_LSTM: only TFLite Micro's integer 8x8->16 form (int8 activations) "
-                        "has a C kernel.")
+    s16 = np.dtype(dtype) == np.int16
+    if p.variant != "tflm" or p.int16 != s16 or p.consts is None:
+        raise QsimError("UNIDIRECTIONAL_SEQUENCE_LSTM: only TFLite Micro's integer forms (8x8->16 and 16x8) have a C "
+                        "kernel.")
     k = p.consts
     s = p.n_cell
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     steps, batches = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
     per_gate = lambda a: [int(v) for v in np.asarray(a, np.int64)[::s]]  # noqa: E731 (one value per gate)
-    _mbqm_shifts([k.input_mul[1], k.forget_mul[1], k.hidden_mul[1], *k.shift_x, *k.shift_h], k.rounding, op.opcode)
+    _check_rounding(k, op.opcode)
+    _mbqm_shifts([k.input_mul[1], k.forget_mul[1], k.hidden_mul[1]], k.rounding, op.opcode)
+    if s16:  # the FCs: int64 MultiplyByQuantizedMultiplier (qk_mbqm64's shift range)
+        from .int16 import _shifts64
+        _shifts64([*k.shift_x, *k.shift_h], op.opcode)
+    else:
+        _mbqm_shifts([*k.shift_x, *k.shift_h], k.rounding, op.opcode)
     fields = dict(batches=int(batches), steps=int(steps), n_in=int(x.shape[2]), cells=s,
                   time_major=int(p.time_major), cell_gate_sigmoid=int(k.activation == "SIGMOID"),
                   mult_x=per_gate(_i32(k.mult_x)), shift_x=per_gate(k.shift_x), mult_h=per_gate(_i32(k.mult_h)),
@@ -557,15 +565,17 @@ def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
                   forget_mul=k.forget_mul[0], forget_shift=k.forget_mul[1], hidden_mul=k.hidden_mul[0],
                   hidden_shift=k.hidden_mul[1], hidden_zp=k.hidden_zp, cell_min=p.cell_lo, cell_max=p.cell_hi,
                   cell_tanh_multiplier=k.cell_tanh_input[0], cell_tanh_left_shift=k.cell_tanh_input[1])
+    bias_type, bias = ("int64_t", lambda a: np.asarray(a, np.int64)) if s16 else ("int32_t", _i32)
     arrays = [CArray(prefix + "_wx", "int8_t", np.asarray(p.w_x, np.float64).T.astype(np.int64).reshape(-1)),
               CArray(prefix + "_wh", "int8_t", np.asarray(p.w_h, np.int64).T.reshape(-1)),
-              CArray(prefix + "_bx", "int32_t", _i32(k.bias_x)),
-              CArray(prefix + "_bh", "int32_t", _i32(k.bias_h)),
+              CArray(prefix + "_bx", bias_type, bias(k.bias_x)),
+              CArray(prefix + "_bh", bias_type, bias(k.bias_h)),
               CArray(prefix + "_sigmoid", "uint16_t", np.asarray(fp.SIGMOID_TABLE_UINT16, np.int64))]
-    call = (f"qk_lstm(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
-            f"{prefix}_sigmoid, {{at18}}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
-    return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {s} cells, {steps} steps -> '{out.name}'", call,
-                  "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
+    fn, hidden = ("qk_lstm_s16", c_pointer("{at18}", np.int16)) if s16 else ("qk_lstm", "{at18}")
+    call = (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
+            f"{prefix}_sigmoid, {hidden}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
+    return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {'16x8 ' if s16 else ''}{s} cells, {steps} steps "
+                  f"-> '{out.name}'", call, "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
 
 
 def emit_dequantize(pos, prepared, g, prefix) -> OpEmit:

@@ -296,6 +296,19 @@ void qk_dequantize(const qk_dequantize_params *p, const void *input, float *outp
     }
 }
 
+/* --------------------------------------------------------- recurrent */
+
+void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,
+                 const int64_t *bias_x, const int64_t *bias_h, const uint16_t *sigmoid_table,
+                 int16_t *hidden, int16_t *cell, int16_t *output, int32_t *scratch)
+{
+    QK_LSTM_STEPS(p, int16_t, input, hidden, cell, output, scratch, sigmoid_table, QK_S16_MIN, QK_S16_MAX,
+                  qk_requantize64(qk_dot_s16_s8(x_, w_x + n_ * I_, I_), bias_x[n_], p->mult_x[k_], p->shift_x[k_], 0,
+                                  QK_S16_MIN, QK_S16_MAX),
+                  qk_requantize64(qk_dot_s16_s8(h_, w_h + n_ * S_, S_), bias_h[n_], p->mult_h[k_], p->shift_h[k_], 0,
+                                  QK_S16_MIN, QK_S16_MAX));
+}
+
 /* --------------------------------------------------------- data movement */
 
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output)

@@ -120,4 +120,13 @@ typedef struct {
 void qk_softmax_s16(const qk_softmax16_params *p, const int16_t *exp_lut, const int16_t *reciprocal_lut,
                     const int16_t *input, int16_t *output);
 
+/* ---- UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite Micro's 16x8 form: int16 input / hidden state / output (zero
+ * point 0), int8 weights, int64 biases; qk_lstm's params, layouts and step (qkernels.h) except that each FC
+ * accumulates in int64 and requantizes with qk_requantize64 (per-gate shifts in [-31, 7]) to int16, and h is
+ * clamped to int16.  hidden [batches][cells] int16 and cell [batches][cells] int16 updated in place.
+ * scratch: 4 * cells int32. ---- */
+void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,
+                 const int64_t *bias_x, const int64_t *bias_h, const uint16_t *sigmoid_table,
+                 int16_t *hidden, int16_t *cell, int16_t *output, int32_t *scratch);
+
 #endif /* QKERNELS_INT16_H */
