@@ -198,15 +198,25 @@ def check_supported(g: ir.Graph) -> None:
         for t in (t for t in op.inputs if t in dequantized):
             problems.append(f"op #{op.index} {op.opcode}: reads the float32 output '{g.tensors[t].name}' of a "
                             "DEQUANTIZE; the generated C computes float32 only as a graph output")
+    quantized = set()  # float32 graph inputs read by QUANTIZE ops only (qk_quantize_float)
+    for t in g.inputs:
+        if np.dtype(g.tensors[t].dtype) == np.float32 and t not in g.outputs:
+            readers = [op for op in g.operators if t in op.inputs]
+            if readers and all(op.opcode == "QUANTIZE" for op in readers):
+                quantized.add(t)
+            else:
+                problems.extend(f"op #{op.index} {op.opcode}: reads the float32 graph input '{g.tensors[t].name}'; "
+                                "the generated C reads a float32 input only through QUANTIZE"
+                                for op in readers if op.opcode != "QUANTIZE" and op.index not in flagged)
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]
-            if role == "output" and t in dequantized:
+            if (role == "output" and t in dequantized) or (role == "input" and t in quantized):
                 continue
             if np.dtype(tensor.dtype) not in GRAPH_IO_DTYPES:
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; the generated "
                                 f"API takes {', '.join(d.name for d in GRAPH_IO_DTYPES)} tensors only (and float32 "
-                                "outputs of DEQUANTIZE)")
+                                "outputs of DEQUANTIZE, float32 inputs read by QUANTIZE)")
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)

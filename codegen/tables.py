@@ -596,6 +596,28 @@ def emit_dequantize(pos, prepared, g, prefix) -> OpEmit:
                   _params_call("qk_dequantize", prefix, "{in0}", "{out0}"), "qk_dequantize_params", fields)
 
 
+def emit_quantize_float(pos, prepared, g, prefix) -> OpEmit:
+    """QUANTIZE float32 -> int8 / int16 (qk_quantize_float, a float graph input's edge): TFLite's AffineQuantize
+    clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point), the float32 division and the
+    x86 int cast of the references (qsim.fixedpoint.quantize_affine, overflow "x86": INT32_MIN for
+    |ratio| >= 2**31, inf, NaN; the zero-point add wraps like int32).  One scale (per tensor)."""
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if p.mode != "float" or p.scale.size != 1:
+        raise QsimError(f"QUANTIZE float32 -> '{out.name}': only a per-tensor float QUANTIZE has a C kernel.")
+    fields = dict(size=out.size, out_bytes=np.dtype(out.dtype).itemsize, zero_point=int(p.zero_point[0]),
+                  out_min=p.out_min, out_max=p.out_max, scale=float(np.float32(p.scale[0])))
+    return OpEmit(pos, op.opcode, f"QUANTIZE float32 -> {np.dtype(out.dtype).name} -> '{out.name}'",
+                  _params_call("qk_quantize_float", prefix, "{in0}", "{out0}"), "qk_quantize_float_params", fields)
+
+
+def emit_quantize(pos, prepared, g, prefix) -> OpEmit:
+    """int8 QUANTIZE: from float32 (emit_quantize_float), else int8 -> int8 (a 256-entry table)."""
+    if np.dtype(g.tensors[prepared.op.inputs[0]].dtype) == np.float32:
+        return emit_quantize_float(pos, prepared, g, prefix)
+    return emit_unary_lut(pos, prepared, g, prefix)
+
+
 def _pad4(shape) -> list[int]:
     """A shape of rank <= 4 as 4-D, leading 1s (TFLite's 4-D kernel convention)."""
     return [1] * (4 - len(shape)) + [int(d) for d in shape]
@@ -710,6 +732,7 @@ EMITTERS = {
     "TRANSPOSE": emit_transpose,
     "STRIDED_SLICE": emit_strided_slice,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
+    "QUANTIZE": emit_quantize,
 }
 
 

@@ -296,6 +296,34 @@ void qk_dequantize(const qk_dequantize_params *p, const void *input, float *outp
     }
 }
 
+/* round half away from zero, then x86's float -> int32 cast (INT32_MIN out of range or NaN): r - trunc(r) is
+ * exact in float, and |r| >= 0.5 from an integer only below 2^23, so the +-1 cannot overflow. */
+static int32_t qk_round_to_int32(float r)
+{
+    int32_t t;
+    float frac;
+    if (!(r >= -2147483648.0f && r < 2147483648.0f)) {
+        return (int32_t)(-2147483647 - 1);
+    }
+    t = (int32_t)r;
+    frac = r - (float)t;
+    return frac >= 0.5f ? t + 1 : (frac <= -0.5f ? t - 1 : t);
+}
+
+void qk_quantize_float(const qk_quantize_float_params *p, const float *input, void *output)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        const int32_t q = (int32_t)((uint32_t)qk_round_to_int32(input[i] / p->scale) + (uint32_t)p->zero_point);
+        const int32_t v = q < p->out_min ? p->out_min : (q > p->out_max ? p->out_max : q);
+        if (p->out_bytes == 1) {
+            ((int8_t *)output)[i] = (int8_t)v;
+        } else {
+            ((int16_t *)output)[i] = (int16_t)v;
+        }
+    }
+}
+
 /* --------------------------------------------------------- recurrent */
 
 void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,

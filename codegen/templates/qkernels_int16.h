@@ -94,6 +94,17 @@ typedef struct {
 
 void qk_dequantize(const qk_dequantize_params *p, const void *input, float *output);
 
+/* ---- QUANTIZE float32 -> int8 / int16 (out_bytes 1 or 2): TFLite's AffineQuantize,
+ * clamp(int32(round_half_away(x / scale)) + zero_point, out_min, out_max) with a float32 division, exact
+ * ties-away rounding, and the references' x86 int cast: |x / scale| >= 2^31, inf and NaN give INT32_MIN; the
+ * zero-point add wraps like int32 (qsim.fixedpoint.quantize_affine, overflow "x86"). ---- */
+typedef struct {
+    int32_t size, out_bytes, zero_point, out_min, out_max;
+    float scale;
+} qk_quantize_float_params;
+
+void qk_quantize_float(const qk_quantize_float_params *p, const float *input, void *output);
+
 /* ---- TRANSPOSE / STRIDED_SLICE and PAD / PADV2 on int16 elements (params as in qkernels.h) ---- */
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output);
 void qk_pad_s16(const qk_pad_params *p, const int16_t *input, int16_t *output);
