@@ -1719,11 +1719,17 @@ static int32_t qk_lut_interp(int32_t v, int frac_bits, const uint16_t *table, in
 }
 
 /* arithmetic right shifts of possibly negative values, as TFLite (and qsim.fixedpoint) compute them */
-int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+static QK_ALWAYS_INLINE int32_t qk_logistic16(int32_t x, int32_t multiplier, int32_t left_shift,
+                                              const uint16_t *table)
 {
     const int32_t v = qk_lut_input(x, multiplier, left_shift);
     const int32_t r = qk_lut_interp(v, 9, table, 0x7FFF << 10);
     return v >= 0 ? (r + (1 << 9)) >> 10 : ((1 << 25) - r + (1 << 9) - 1) >> 10;
+}
+
+int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+{
+    return qk_logistic16(x, multiplier, left_shift, table);
 }
 
 int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
@@ -1733,11 +1739,13 @@ int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const u
     return v >= 0 ? (r - (1 << 23) + (1 << 7)) >> 8 : (-r + (1 << 23) + (1 << 7) - 1) >> 8;
 }
 
-int32_t qk_lstm_gate(const qk_lstm_params *p, int32_t k, int32_t fc_x, int32_t fc_h, const uint16_t *sigmoid_table)
+/* inlined into qk_lstm's gate loop (the sigmoid too: three of the four gates) */
+QK_ALWAYS_INLINE int32_t qk_lstm_gate(const qk_lstm_params *p, int32_t k, int32_t fc_x, int32_t fc_h,
+                                      const uint16_t *sigmoid_table)
 {
     const int32_t pre = qk_clamp(fc_x + fc_h, -32768, 32767);
     return (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
-                                             : qk_logistic_int16(pre, 0, 0, sigmoid_table);
+                                             : qk_logistic16(pre, 0, 0, sigmoid_table);
 }
 
 void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int32_t *gates, int16_t *cell,
