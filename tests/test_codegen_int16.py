@@ -442,7 +442,7 @@ def _float_edge_rows(model, x) -> list:
 def test_float_quantize_and_dequantize_vs_tflm_sanitized(dtype, scale, zp, sanitized_objects, tmp_path):
     """A float32 graph input through QUANTIZE (int8 / int16: ties, out-of-range, inf, NaN, subnormals; the
     references' x86 int cast and wrapping zero-point add) and back through DEQUANTIZE: the C's integer output
-    and float32 bits (ASan/UBSan) == TFLite Micro's == qsim tflm."""
+    and float32 bits (ASan/UBSan) == TFLite Micro's == qsim tflm (== LiteRT's, where it runs the model)."""
     from test_codegen_rnn import read_outputs, write_samples
     n = 512
     blob = _float_edge_model(dtype, scale, zp, n)
@@ -463,6 +463,15 @@ def test_float_quantize_and_dequantize_vs_tflm_sanitized(dtype, scale, zp, sanit
     _assert_equal(_bits(f), _bits(tf), "DEQUANTIZE: C vs TFLite Micro")
     mine = prepare_graph(g, "tflm").run([x])
     _assert_equal(q, mine[g.outputs[0]], "QUANTIZE: C vs qsim")
+    from qsim import refrun
+    require_module("ai_edge_litert", "LiteRT reference")
+    try:  # LiteRT BUILTIN_REF, where it runs the model: the same answers (per-tensor edges)
+        lt = refrun.open_in_process("litert", blob).run([x], list(g.outputs))
+    except refrun.ReferenceRefused as e:  # LiteRT's int16 DEQUANTIZE takes zero point 0 only
+        assert dtype == np.int16 and zp != 0 and "zero_point" in str(e)
+    else:
+        _assert_equal(q, lt[g.outputs[0]], "QUANTIZE: C vs LiteRT")
+        _assert_equal(_bits(f), _bits(lt[g.outputs[1]]), "DEQUANTIZE: C vs LiteRT")
     info = np.iinfo(dtype)
     assert q.min() == info.min and q.max() == info.max and len(np.unique(q)) > 30
 
