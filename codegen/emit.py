@@ -144,6 +144,8 @@ def _field_text(v) -> str:
         return "{" + ", ".join(f".{k} = {_field_text(x)}" for k, x in v.items()) + "}"
     if isinstance(v, (list, tuple, np.ndarray)):
         return "{" + ", ".join(_c_int(x) for x in v) + "}"
+    if isinstance(v, float):  # a float32 value: C99 hex literal, exact
+        return float(np.float32(v)).hex() + "f"
     return _c_int(v)
 
 
@@ -183,12 +185,38 @@ def check_supported(g: ir.Graph) -> None:
             if len(shape) and int(shape[-1]) >= abort_row:
                 problems.append(f"op #{op.index} SOFTMAX (output '{g.tensors[op.outputs[0]].name}'): "
                                 + softmax_abort_message(int(shape[-1])))
+    dequantized = set()  # float32 tensors the C computes: DEQUANTIZE outputs (graph outputs only)
+    for op in g.operators:
+        if op.opcode == "DEQUANTIZE" and op.index not in flagged:
+            out = g.tensors[op.outputs[0]]
+            if np.dtype(out.dtype) != np.float32:
+                problems.append(f"op #{op.index} DEQUANTIZE (output '{out.name}'): the output is "
+                                f"{np.dtype(out.dtype).name}; DEQUANTIZE produces float32")
+            else:
+                dequantized.add(op.outputs[0])
+    for op in g.operators:
+        for t in (t for t in op.inputs if t in dequantized):
+            problems.append(f"op #{op.index} {op.opcode}: reads the float32 output '{g.tensors[t].name}' of a "
+                            "DEQUANTIZE; the generated C computes float32 only as a graph output")
+    quantized = set()  # float32 graph inputs read by QUANTIZE ops only (qk_quantize_float)
+    for t in g.inputs:
+        if np.dtype(g.tensors[t].dtype) == np.float32 and t not in g.outputs:
+            readers = [op for op in g.operators if t in op.inputs]
+            if readers and all(op.opcode == "QUANTIZE" for op in readers):
+                quantized.add(t)
+            else:
+                problems.extend(f"op #{op.index} {op.opcode}: reads the float32 graph input '{g.tensors[t].name}'; "
+                                "the generated C reads a float32 input only through QUANTIZE"
+                                for op in readers if op.opcode != "QUANTIZE" and op.index not in flagged)
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]
+            if (role == "output" and t in dequantized) or (role == "input" and t in quantized):
+                continue
             if np.dtype(tensor.dtype) not in GRAPH_IO_DTYPES:
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; the generated "
-                                f"API takes {', '.join(d.name for d in GRAPH_IO_DTYPES)} tensors only")
+                                f"API takes {', '.join(d.name for d in GRAPH_IO_DTYPES)} tensors only (and float32 "
+                                "outputs of DEQUANTIZE, float32 inputs read by QUANTIZE)")
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)

@@ -145,11 +145,11 @@ def emit_relu16(pos, prepared, g, prefix) -> OpEmit:
 
 
 def emit_quantize16(pos, prepared, g, prefix) -> OpEmit:
-    """QUANTIZE between integer types with an int16 side (TFLite's Requantize)."""
+    """QUANTIZE between integer types with an int16 side (TFLite's Requantize), or float32 -> int16."""
     op, p = prepared.op, prepared.params
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    if p.mode != "requant":
-        raise QsimError(f"QUANTIZE from {np.dtype(x.dtype).name} has no C kernel (the generated C is integer only).")
+    if p.mode == "float":
+        return tables.emit_quantize_float(pos, prepared, g, prefix)
     if np.dtype(x.dtype).itemsize == 4 and p.input_zero_point != 0:
         raise QsimError(f"QUANTIZE: int32 input '{x.name}' with zero point {p.input_zero_point} has no C kernel "
                         "(x - zero point may leave int32).")
@@ -220,6 +220,8 @@ EMITTERS = {
     "EXPAND_DIMS": tables.emit_alias,
     "CONCATENATION": tables.emit_concat,
     "MEAN": tables.emit_mean,
+    "DEQUANTIZE": tables.emit_dequantize,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": _typed(tables.emit_lstm),  # the 16x8 form (qk_lstm_s16)  # int8 or int16 -> float32 (qk_dequantize)
     "SOFTMAX": emit_softmax16,  # qk_mean reads int8 or int16 (qk_mean_params.elem_bytes)
 }
 # Ops with an int16x8 C kernel (anything else touching int16 is refused by name at generation time).

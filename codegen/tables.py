@@ -28,9 +28,9 @@ UNARY_LUT_OPS = ("LOGISTIC", "TANH", "RELU", "RELU6", "LEAKY_RELU", "HARD_SWISH"
 STATE_OPS = ("SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM")  # ops that read and update variable tensors
 C_SUPPORTED = STATE_OPS + ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D",
                "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "ADD", "SUB", "MUL", "MEAN", "PAD", "PADV2",
-               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE") + UNARY_LUT_OPS
+               "CONCATENATION", "MAXIMUM", "MINIMUM", "TRANSPOSE", "STRIDED_SLICE", "DEQUANTIZE") + UNARY_LUT_OPS
 
-C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"
+C_INT16_FORMS = "SVDF int16 state, LSTM int16 cell state, SOFTMAX int8 -> int16"  # the 16x8 LSTM: int16.py
 
 
 def int16_without_c_kernel(op: ir.Operator, g: ir.Graph):
@@ -58,7 +58,8 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
 # The one place the generator maps element types to C: numpy dtype -> C type of the tensor's
 # elements (graph I/O pointers, arena pointers, constant tables).  Element bytes come from numpy.
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
-           np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
+           np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t",
+           np.dtype(np.float32): "float"}  # float: DEQUANTIZE's output only (graph outputs, emit.check_supported)
 CTYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
 
 
@@ -535,20 +536,28 @@ def emit_svdf(pos, prepared, g, prefix) -> OpEmit:
                   f"-> '{out.name}'", call, "qk_svdf_params", fields, arrays, scratch_bytes=4 * filters)
 
 
-def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
-    """UNIDIRECTIONAL_SEQUENCE_LSTM (qk_lstm), TFLite Micro's integer 8x8->16 form: the prepared
-    constants (qsim.kernels.lstm.LSTMConsts) as tables, hidden ({at18}) and cell ({at19}) state in
-    NAME_state, the sigmoid table from qsim.fixedpoint.SIGMOID_TABLE_UINT16."""
+def emit_lstm(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite Micro's integer 8x8->16 form (qk_lstm; ``dtype`` int8) or
+    16x8 form (qk_lstm_s16; ``dtype`` int16: int16 activations, int64 biases and FC accumulators, the
+    int64 requantization): the prepared constants (qsim.kernels.lstm.LSTMConsts) as tables, hidden
+    ({at18}) and cell ({at19}) state in NAME_state, the sigmoid table from qsim.fixedpoint.SIGMOID_TABLE_UINT16."""
     op, p = prepared.op, prepared.params
-    if p.variant != "tflm" or p.int16 or p.consts is None:
-        raise QsimError("UNIDIRECTIONAL_SEQUENCE_LSTM: only TFLite Micro's integer 8x8->16 form (int8 activations) "
-                        "has a C kernel.")
+    s16 = np.dtype(dtype) == np.int16
+    if p.variant != "tflm" or p.int16 != s16 or p.consts is None:
+        raise QsimError("UNIDIRECTIONAL_SEQUENCE_LSTM: only TFLite Micro's integer forms (8x8->16 and 16x8) have a C "
+                        "kernel.")
     k = p.consts
     s = p.n_cell
     x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     steps, batches = (x.shape[0], x.shape[1]) if p.time_major else (x.shape[1], x.shape[0])
     per_gate = lambda a: [int(v) for v in np.asarray(a, np.int64)[::s]]  # noqa: E731 (one value per gate)
-    _mbqm_shifts([k.input_mul[1], k.forget_mul[1], k.hidden_mul[1], *k.shift_x, *k.shift_h], k.rounding, op.opcode)
+    _check_rounding(k, op.opcode)
+    _mbqm_shifts([k.input_mul[1], k.forget_mul[1], k.hidden_mul[1]], k.rounding, op.opcode)
+    if s16:  # the FCs: int64 MultiplyByQuantizedMultiplier (qk_mbqm64's shift range)
+        from .int16 import _shifts64
+        _shifts64([*k.shift_x, *k.shift_h], op.opcode)
+    else:
+        _mbqm_shifts([*k.shift_x, *k.shift_h], k.rounding, op.opcode)
     fields = dict(batches=int(batches), steps=int(steps), n_in=int(x.shape[2]), cells=s,
                   time_major=int(p.time_major), cell_gate_sigmoid=int(k.activation == "SIGMOID"),
                   mult_x=per_gate(_i32(k.mult_x)), shift_x=per_gate(k.shift_x), mult_h=per_gate(_i32(k.mult_h)),
@@ -556,15 +565,57 @@ def emit_lstm(pos, prepared, g, prefix) -> OpEmit:
                   forget_mul=k.forget_mul[0], forget_shift=k.forget_mul[1], hidden_mul=k.hidden_mul[0],
                   hidden_shift=k.hidden_mul[1], hidden_zp=k.hidden_zp, cell_min=p.cell_lo, cell_max=p.cell_hi,
                   cell_tanh_multiplier=k.cell_tanh_input[0], cell_tanh_left_shift=k.cell_tanh_input[1])
+    bias_type, bias = ("int64_t", lambda a: np.asarray(a, np.int64)) if s16 else ("int32_t", _i32)
     arrays = [CArray(prefix + "_wx", "int8_t", np.asarray(p.w_x, np.float64).T.astype(np.int64).reshape(-1)),
               CArray(prefix + "_wh", "int8_t", np.asarray(p.w_h, np.int64).T.reshape(-1)),
-              CArray(prefix + "_bx", "int32_t", _i32(k.bias_x)),
-              CArray(prefix + "_bh", "int32_t", _i32(k.bias_h)),
+              CArray(prefix + "_bx", bias_type, bias(k.bias_x)),
+              CArray(prefix + "_bh", bias_type, bias(k.bias_h)),
               CArray(prefix + "_sigmoid", "uint16_t", np.asarray(fp.SIGMOID_TABLE_UINT16, np.int64))]
-    call = (f"qk_lstm(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
-            f"{prefix}_sigmoid, {{at18}}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
-    return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {s} cells, {steps} steps -> '{out.name}'", call,
-                  "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
+    fn, hidden = ("qk_lstm_s16", c_pointer("{at18}", np.int16)) if s16 else ("qk_lstm", "{at18}")
+    call = (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
+            f"{prefix}_sigmoid, {hidden}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
+    return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {'16x8 ' if s16 else ''}{s} cells, {steps} steps "
+                  f"-> '{out.name}'", call, "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
+
+
+def emit_dequantize(pos, prepared, g, prefix) -> OpEmit:
+    """DEQUANTIZE int8 / int16 -> float32 (qk_dequantize, the one float kernel): TFLite's
+    float32(double(scale) * (q - zp)).  The double product is exact (a 24-bit float32 scale times
+    |q - zp| < 2**17), so one float32 multiply of the two exact float32 operands rounds the same
+    exact product once: the same bits.  The scale is the prepared float32 value as a hex literal
+    (exact); one scale per tensor (TFLite Micro's first_scale reading of a per-channel tensor)."""
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    scale = np.asarray(p.scale, np.float64).reshape(-1)
+    if scale.size != 1:
+        raise QsimError(f"DEQUANTIZE: per-channel input '{x.name}' under a per-channel profile has no C kernel "
+                        "(TFLite Micro reads the first scale: generate with --rounding double or single).")
+    fields = dict(size=out.size, in_bytes=np.dtype(x.dtype).itemsize,
+                  zero_point=int(np.asarray(p.zero_point).reshape(-1)[0]), scale=float(np.float32(scale[0])))
+    return OpEmit(pos, op.opcode, f"DEQUANTIZE {np.dtype(x.dtype).name} -> float32 -> '{out.name}'",
+                  _params_call("qk_dequantize", prefix, "{in0}", "{out0}"), "qk_dequantize_params", fields)
+
+
+def emit_quantize_float(pos, prepared, g, prefix) -> OpEmit:
+    """QUANTIZE float32 -> int8 / int16 (qk_quantize_float, a float graph input's edge): TFLite's AffineQuantize
+    clamp(int32(round_half_away(float32(x) / float32(scale))) + zero_point), the float32 division and the
+    x86 int cast of the references (qsim.fixedpoint.quantize_affine, overflow "x86": INT32_MIN for
+    |ratio| >= 2**31, inf, NaN; the zero-point add wraps like int32).  One scale (per tensor)."""
+    op, p = prepared.op, prepared.params
+    x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if p.mode != "float" or p.scale.size != 1:
+        raise QsimError(f"QUANTIZE float32 -> '{out.name}': only a per-tensor float QUANTIZE has a C kernel.")
+    fields = dict(size=out.size, out_bytes=np.dtype(out.dtype).itemsize, zero_point=int(p.zero_point[0]),
+                  out_min=p.out_min, out_max=p.out_max, scale=float(np.float32(p.scale[0])))
+    return OpEmit(pos, op.opcode, f"QUANTIZE float32 -> {np.dtype(out.dtype).name} -> '{out.name}'",
+                  _params_call("qk_quantize_float", prefix, "{in0}", "{out0}"), "qk_quantize_float_params", fields)
+
+
+def emit_quantize(pos, prepared, g, prefix) -> OpEmit:
+    """int8 QUANTIZE: from float32 (emit_quantize_float), else int8 -> int8 (a 256-entry table)."""
+    if np.dtype(g.tensors[prepared.op.inputs[0]].dtype) == np.float32:
+        return emit_quantize_float(pos, prepared, g, prefix)
+    return emit_unary_lut(pos, prepared, g, prefix)
 
 
 def _pad4(shape) -> list[int]:
@@ -671,6 +722,7 @@ EMITTERS = {
     "SOFTMAX": emit_softmax,
     "SVDF": emit_svdf,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": emit_lstm,
+    "DEQUANTIZE": emit_dequantize,
     "MEAN": emit_mean,
     "PAD": emit_pad,
     "PADV2": emit_pad,
@@ -680,6 +732,7 @@ EMITTERS = {
     "TRANSPOSE": emit_transpose,
     "STRIDED_SLICE": emit_strided_slice,
     **{opc: emit_unary_lut for opc in UNARY_LUT_OPS},
+    "QUANTIZE": emit_quantize,
 }
 
 

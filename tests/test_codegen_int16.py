@@ -321,11 +321,10 @@ def test_seanet_cortex_m4_qemu_vs_tflm(model, tmp_path):
 
 # ------------------------------------------------------------------ refusals
 
-def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
-    """int16 DEQUANTIZE has no C kernel (float output; the MEAN and SOFTMAX before it have one): one
-    error names both DEQUANTIZE ops (index, opcode, output) and the float32 graph outputs; nothing is written."""
+def _dequantize_chain() -> bytes:
+    """int16 MEAN -> SOFTMAX, each DEQUANTIZEd to a float32 graph output."""
     from qsim.builder import ModelBuilder
-    b = ModelBuilder(description="int16 refusals")
+    b = ModelBuilder(description="int16 dequantize")
     x = b.add_input("x", (1, 4, 8), np.int16, scale=0.001, zero_point=0)
     y = b.add_tensor("y", (1, 8), np.int16, scale=0.001, zero_point=0)
     b.add_op("MEAN", [x, b.add_const("axes", np.array([1], np.int32))], [y], ir.ReducerOptions(False))
@@ -335,12 +334,193 @@ def test_unsupported_int16_ops_refused_by_name_all_at_once(tmp_path):
         f = b.add_tensor(f"f{k}", (1, 8), np.float32)
         b.add_op("DEQUANTIZE", [src], [f])
         b.mark_output(f)
+    return b.build()
+
+
+def _dequantize_all_values(dtype) -> tuple[bytes, np.ndarray]:
+    """DEQUANTIZE of every value of ``dtype`` (one sample), a scale with a full 24-bit mantissa and a
+    zero point; and that sample."""
+    from qsim.builder import ModelBuilder
+    info = np.iinfo(dtype)
+    values = np.arange(info.min, info.max + 1).astype(dtype).reshape(1, -1)
+    b = ModelBuilder(description="dequantize all")
+    x = b.add_input("x", values.shape, dtype, scale=0.0123456789, zero_point=17 if dtype == np.int16 else -5)
+    f = b.add_tensor("f", values.shape, np.float32)
+    b.add_op("DEQUANTIZE", [x], [f])
+    b.mark_output(f)
+    return b.build(), values
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).reshape(-1)
+
+
+def test_dequantize_to_float_outputs_vs_tflm_sanitized(sanitized_objects, tmp_path):
+    """DEQUANTIZE int16 (after int16 MEAN / SOFTMAX) and int8 / int16 over every input value -> float32
+    graph outputs: the C's float32 bits (ASan/UBSan build) == TFLite Micro's == qsim tflm."""
+    blob = _dequantize_chain()
+    g = load_bytes(blob)
+    generate(g, tmp_path / "chain", name="m")
+    assert "const int16_t *input, float *output0, float *output1" in (tmp_path / "chain" / "m.h").read_text()
+    r = _gcc(tmp_path / "chain", "m_asan", ["main.c", "m.c", "m_weights.c", *sanitized_objects], *SANITIZE)
+    assert r.returncode == 0, r.stderr
+    sets = random_sets(blob, 3, 5) + random_sets(blob, 1, 6, -3000, 3000)
+    got = _run(tmp_path / "chain", "m_asan", sets, np.float32)  # [sample][f0 | f1]
+    runtime = require_module("tflite_micro.python.tflite_micro.runtime", "TFLM reference")
+    it = runtime.Interpreter.from_bytes(blob)
+    pg = prepare_graph(g, "tflm")
+    for k, s in enumerate(sets):
+        it.set_input(s[0], 0)
+        it.invoke()
+        want = np.concatenate([np.asarray(it.get_output(j)).reshape(-1) for j in range(2)])
+        mine = pg.run(s)
+        _assert_equal(_bits(got[k]), _bits(want), f"sample {k}: C vs TFLite Micro")
+        _assert_equal(_bits(got[k]), _bits(np.concatenate([mine[t].reshape(-1) for t in g.outputs])),
+                      f"sample {k}: C vs qsim")
+    for dtype in (np.int8, np.int16):
+        blob, values = _dequantize_all_values(dtype)
+        d = tmp_path / np.dtype(dtype).name
+        generate(load_bytes(blob), d, name="m")
+        r = _gcc(d, "m_asan", ["main.c", "m.c", "m_weights.c", *sanitized_objects], *SANITIZE)
+        assert r.returncode == 0, r.stderr
+        got = _run(d, "m_asan", [[values]], np.float32)
+        _assert_equal(_bits(got), _bits(_tflm(blob, [[values]])), f"{np.dtype(dtype).name} every value: C vs TFLM")
+        assert len(np.unique(got)) == values.size  # every input value its own float
+
+
+def test_dequantize_cortex_m4_qemu(tmp_path):
+    """int16 DEQUANTIZE of every int16 value on Cortex-M4 (soft-float multiply) in QEMU == TFLite Micro, bit for bit."""
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
+    blob, values = _dequantize_all_values(np.int16)
+    generate(load_bytes(blob), tmp_path, name="dq", target="cortex-m4")
+    make(tmp_path)
+    (tmp_path / "input.bin").write_bytes(values.tobytes())
+    run_qemu(tmp_path, "dq.elf")
+    got = np.fromfile(tmp_path / "output.bin", dtype=np.float32)
+    _assert_equal(_bits(got), _bits(_tflm(blob, [[values]])), "int16 DEQUANTIZE on Cortex-M4/QEMU vs TFLite Micro")
+
+
+def _float_edge_model(out_dtype, scale: float, zp: int, n: int) -> bytes:
+    """float32 input -> QUANTIZE -> q (graph output) -> DEQUANTIZE -> float32 graph output."""
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder(description="float edges")
+    x = b.add_input("x", (1, n), np.float32)
+    q = b.add_tensor("q", (1, n), out_dtype, scale=scale, zero_point=zp)
+    b.add_op("QUANTIZE", [x], [q])
+    f = b.add_tensor("f", (1, n), np.float32)
+    b.add_op("DEQUANTIZE", [q], [f])
+    b.mark_output(q)
+    b.mark_output(f)
+    return b.build()
+
+
+def _hostile_floats(scale: float, n: int, seed: int) -> np.ndarray:
+    """Exact ties (k + 1/2) * scale, their float neighbours, values past the output range and past 2^31 * scale,
+    +-inf, NaN, -0.0, subnormals, random; n of them (float32)."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(-40, 40, dtype=np.float64)
+    ties = ((k + 0.5) * scale).astype(np.float32)
+    special = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 1e-45, -1e-45, 1e-40, 3e38, -3e38,
+                        2.0 ** 31 * scale, -(2.0 ** 31) * scale, 2.0 ** 32 * scale, 1e9, -1e9, 70000 * scale,
+                        -70000 * scale, 0.49999997 * scale, -0.49999997 * scale], np.float32)
+    rand = rng.uniform(-40000 * scale, 40000 * scale, n).astype(np.float32)
+    v = np.concatenate([special, ties, np.nextafter(ties, np.float32(np.inf)),
+                        np.nextafter(ties, np.float32(-np.inf)), rand])[:n]
+    return v.reshape(1, n)
+
+
+FLOAT_EDGES = [(np.int16, 0.25, -3), (np.int16, 0.0123456789, 0), (np.int8, 0.0123456789, 5), (np.int8, 0.5, -128)]
+
+
+def _float_edge_rows(model, x) -> list:
+    from test_codegen_rnn import tflm_sequence
+    return tflm_sequence(model, [[x]], 2)
+
+
+@pytest.mark.parametrize("dtype, scale, zp", FLOAT_EDGES)
+def test_float_quantize_and_dequantize_vs_tflm_sanitized(dtype, scale, zp, sanitized_objects, tmp_path):
+    """A float32 graph input through QUANTIZE (int8 / int16: ties, out-of-range, inf, NaN, subnormals; the
+    references' x86 int cast and wrapping zero-point add) and back through DEQUANTIZE: the C's integer output
+    and float32 bits (ASan/UBSan) == TFLite Micro's == qsim tflm (== LiteRT's, where it runs the model)."""
+    from test_codegen_rnn import read_outputs, write_samples
+    n = 512
+    blob = _float_edge_model(dtype, scale, zp, n)
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="m")
+    assert f"const float *input, {'int16_t' if dtype == np.int16 else 'int8_t'} *output0, float *output1" in \
+        (tmp_path / "m.h").read_text()
+    r = _gcc(tmp_path, "m_asan", ["main.c", "m.c", "m_weights.c", *sanitized_objects], *SANITIZE)
+    assert r.returncode == 0, r.stderr
+    x = _hostile_floats(scale, n, 3)
+    write_samples(tmp_path / "input.bin", [[x]])
+    r = subprocess.run(["./m_asan", "input.bin", "output.bin"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (q, f), = read_outputs(tmp_path / "output.bin", g, 1)
+    (tq, tf), = _float_edge_rows(blob, x)
+    _assert_equal(q, tq, "QUANTIZE: C vs TFLite Micro")
+    _assert_equal(_bits(f), _bits(tf), "DEQUANTIZE: C vs TFLite Micro")
+    mine = prepare_graph(g, "tflm").run([x])
+    _assert_equal(q, mine[g.outputs[0]], "QUANTIZE: C vs qsim")
+    from qsim import refrun
+    require_module("ai_edge_litert", "LiteRT reference")
+    try:  # LiteRT BUILTIN_REF, where it runs the model: the same answers (per-tensor edges)
+        lt = refrun.open_in_process("litert", blob).run([x], list(g.outputs))
+    except refrun.ReferenceRefused as e:  # LiteRT's int16 DEQUANTIZE takes zero point 0 only
+        assert dtype == np.int16 and zp != 0 and "zero_point" in str(e)
+    else:
+        _assert_equal(q, lt[g.outputs[0]], "QUANTIZE: C vs LiteRT")
+        _assert_equal(_bits(f), _bits(lt[g.outputs[1]]), "DEQUANTIZE: C vs LiteRT")
+    info = np.iinfo(dtype)
+    assert q.min() == info.min and q.max() == info.max and len(np.unique(q)) > 30
+
+
+def test_float_edges_cortex_m4_qemu(tmp_path):
+    """The same float edges on Cortex-M4 (soft-float division and multiply) in QEMU == TFLite Micro on x86."""
+    from test_codegen_rnn import read_outputs, write_samples
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
+    dtype, scale, zp = FLOAT_EDGES[0]
+    blob = _float_edge_model(dtype, scale, zp, 512)
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="fe", target="cortex-m4")
+    make(tmp_path)
+    x = _hostile_floats(scale, 512, 4)
+    write_samples(tmp_path / "input.bin", [[x]])
+    run_qemu(tmp_path, "fe.elf")
+    (q, f), = read_outputs(tmp_path / "output.bin", g, 1)
+    (tq, tf), = _float_edge_rows(blob, x)
+    _assert_equal(q, tq, "QUANTIZE on Cortex-M4 vs TFLite Micro")
+    _assert_equal(_bits(f), _bits(tf), "DEQUANTIZE on Cortex-M4 vs TFLite Micro")
+
+
+def test_float_consumers_refused_by_name(tmp_path):
+    """The C computes float32 only at the graph's edges: a float32 input read by QUANTIZE, a DEQUANTIZE's
+    float32 graph output.  An op reading a DEQUANTIZE's output or a float32 input otherwise is named, with
+    the float32 graph I/O that leaves, all at once; nothing is written."""
+    from qsim.builder import ModelBuilder
+    b = ModelBuilder(description="float refusals")
+    x = b.add_input("x", (1, 8), np.float32)
+    q = b.add_tensor("q", (1, 8), np.int16, scale=0.001, zero_point=0)
+    b.add_op("QUANTIZE", [x], [q])
+    q2 = b.add_tensor("q2", (1, 8), np.int16, scale=0.001, zero_point=0)
+    b.add_op("RELU", [q], [q2])
+    f = b.add_tensor("f", (1, 8), np.float32)
+    b.add_op("DEQUANTIZE", [q2], [f])
+    r = b.add_tensor("r", (1, 8), np.float32)
+    b.add_op("RESHAPE", [f, b.add_const("shape", np.array([1, 8], np.int32))], [r], ir.ReshapeOptions((1, 8)))
+    b.mark_output(r)
+    x2 = b.add_tensor("x2", (1, 8), np.float32)
+    b.add_op("RESHAPE", [x, b.add_const("shape2", np.array([1, 8], np.int32))], [x2], ir.ReshapeOptions((1, 8)))
+    b.mark_output(x2)
     g = load_bytes(b.build())
     with pytest.raises(QsimError) as e:
         generate(g, tmp_path / "out")
     msg = str(e.value)
-    for needle in ("4 problem(s)", "op #2 DEQUANTIZE (output 'f0')", "op #3 DEQUANTIZE (output 'f1')",
-                   "no int16x8 C kernel", "graph output 'f0' is float32", "graph output 'f1' is float32"):
+    for needle in ("5 problem(s)", "op #3 RESHAPE: reads the float32 output 'f' of a DEQUANTIZE",
+                   "op #4 RESHAPE: reads the float32 graph input 'x'", "graph input 'x' is float32",
+                   "graph output 'r' is float32", "graph output 'x2' is float32"):
         assert needle in msg, msg
-    assert "op #0" not in msg and "op #1" not in msg
+    assert "op #0" not in msg and "op #2" not in msg
     assert not (tmp_path / "out").exists()

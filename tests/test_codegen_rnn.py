@@ -350,11 +350,71 @@ def test_single_rounding_matches_qsim_single_profile(which, tmp_path):
     assert_rows_equal(got, want, f"{which}: C --rounding single vs qsim single")
 
 
-def test_lstm_16x8_refused_by_name(tmp_path):
-    """TFLite Micro's 16x8 LSTM (int16 input/hidden/output) has no C kernel: refused at generation
-    time, naming the op and an int16 tensor, before anything is written."""
-    from qsim.errors import QsimError
-    g = load_bytes(lstm_int8_model(activations=np.int16, input_zp=0, hidden_zp=0))
-    with pytest.raises(QsimError, match=r"(?s)op #0 UNIDIRECTIONAL_SEQUENCE_LSTM.*int16 tensor .* has no C kernel"):
-        generate(g, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+# ------------------------------------------------------------------ the 16x8 LSTM (int16 activations)
+
+# TFLite Micro's 16x8 form: int16 input / hidden / output (zero point 0), int64 biases; LiteRT has no such kernel
+# (it refuses the int64 bias: tests/test_lstm.py), so TFLite Micro is the reference.
+LSTM16 = dict(activations=np.int16, input_zp=0, hidden_zp=0, input_scale=2 ** -12, hidden_scale=2 ** -14)
+LSTM16_CASES = [dict(), dict(n_batch=2, time_major=True, cell_power=-15, seed=3),
+                dict(n_batch=3, cell_clip=1.0, weight_scale=0.08, seed=9),
+                dict(n_time=3, n_input=4, n_cell=6, seed=5, hidden_scale=2 ** -12, cell_power=-9),
+                dict(n_batch=2, seed=7, hidden_scale=2 ** -16)]  # |o * tanh(c)| up to 2**16: h saturates at int16
+
+
+def lstm16_samples(g, seed: int) -> list[list[np.ndarray]]:
+    """Full-range int16 inputs (saturating gates) and moderate ones (|x| < 6000: gates off their ends)."""
+    return random_samples(g, 3, seed) + random_samples(g, 3, seed + 100, (-6000, 6000))
+
+
+@pytest.mark.parametrize("kw", LSTM16_CASES)
+def test_builder_lstm_16x8_bit_exact_with_tflm(kw, tmp_path):
+    """qk_lstm_s16 (int16 activations, int64 FC accumulators and biases): every output equals TFLite Micro's
+    over consecutive invocations (state carried), and after NAME_reset() a fresh interpreter's; int16 API."""
+    blob = lstm_int8_model(**{**LSTM16, **kw})
+    g = load_bytes(blob)
+    res = build_host(blob, tmp_path, "lstm")
+    assert res.state_bytes >= 2 * 2 * g.tensors[g.operators[0].inputs[18]].size  # int16 hidden + cell
+    header = (tmp_path / "lstm.h").read_text()
+    assert "const int16_t *input, int16_t *output" in header and "void lstm_reset(void);" in header
+    assert "qk_lstm_s16(" in (tmp_path / "lstm.c").read_text()
+    samples = lstm16_samples(g, 9 + kw.get("seed", 0))
+    check_persistent_and_reset(blob, tmp_path, "lstm", g, samples)
+    if kw.get("hidden_scale") == 2 ** -16:  # the int16 clamp of h is reached, both ends
+        out = np.concatenate([r[0].reshape(-1) for r in run_exe(tmp_path, "lstm_run", samples, g, "1", "1")])
+        assert out.min() == -32768 and out.max() == 32767
+
+
+def test_builder_lstm_16x8_sanitizers_clean(tmp_path):
+    from test_codegen import build_sanitized
+    blob = lstm_int8_model(**LSTM16, **LSTM16_CASES[2])
+    g = load_bytes(blob)
+    build_host(blob, tmp_path, "lstm")
+    check_persistent_and_reset(blob, tmp_path, "lstm", g, lstm16_samples(g, 31), exe=build_sanitized(tmp_path, "lstm"))
+
+
+def test_builder_lstm_16x8_cortex_m4_qemu(tmp_path):
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        need_tool(tool)
+    blob = lstm_int8_model(**LSTM16, **LSTM16_CASES[1])
+    g = load_bytes(blob)
+    generate(g, tmp_path, name="lstm", target="cortex-m4", force=True)
+    make(tmp_path)
+    samples = lstm16_samples(g, 17)
+    write_samples(tmp_path / "input.bin", samples)
+    run_qemu(tmp_path, "lstm.elf")
+    got = read_outputs(tmp_path / "output.bin", g, len(samples))
+    assert_rows_equal(got, tflm_sequence(blob, samples, 1), "16x8 LSTM on Cortex-M4/QEMU (state carried)")
+
+
+def test_builder_lstm_16x8_single_rounding_matches_qsim(tmp_path):
+    """--rounding single: the 16x8 LSTM (reset before each sample) equals qsim's "single" profile."""
+    from qsim.interpreter import prepare_graph
+    need_tool("gcc")
+    need_tool("make")
+    g = load_bytes(lstm_int8_model(**LSTM16, **LSTM16_CASES[2]))
+    generate(g, tmp_path, name="m", rounding="single", force=True)
+    make(tmp_path, "host")
+    samples = lstm16_samples(g, 12)
+    got = run_exe(tmp_path, "m_run", samples, g, "1", "1")
+    pg = prepare_graph(g, "single")
+    assert_rows_equal(got, [[pg.run(s)[t] for t in g.outputs] for s in samples], "16x8 LSTM: C single vs qsim single")

@@ -1719,11 +1719,17 @@ static int32_t qk_lut_interp(int32_t v, int frac_bits, const uint16_t *table, in
 }
 
 /* arithmetic right shifts of possibly negative values, as TFLite (and qsim.fixedpoint) compute them */
-int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+static QK_ALWAYS_INLINE int32_t qk_logistic16(int32_t x, int32_t multiplier, int32_t left_shift,
+                                              const uint16_t *table)
 {
     const int32_t v = qk_lut_input(x, multiplier, left_shift);
     const int32_t r = qk_lut_interp(v, 9, table, 0x7FFF << 10);
     return v >= 0 ? (r + (1 << 9)) >> 10 : ((1 << 25) - r + (1 << 9) - 1) >> 10;
+}
+
+int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+{
+    return qk_logistic16(x, multiplier, left_shift, table);
 }
 
 int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
@@ -1733,47 +1739,42 @@ int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const u
     return v >= 0 ? (r - (1 << 23) + (1 << 7)) >> 8 : (-r + (1 << 23) + (1 << 7) - 1) >> 8;
 }
 
+/* inlined into qk_lstm's gate loop (the sigmoid too: three of the four gates) */
+QK_ALWAYS_INLINE int32_t qk_lstm_gate(const qk_lstm_params *p, int32_t k, int32_t fc_x, int32_t fc_h,
+                                      const uint16_t *sigmoid_table)
+{
+    const int32_t pre = qk_clamp(fc_x + fc_h, -32768, 32767);
+    return (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
+                                             : qk_logistic16(pre, 0, 0, sigmoid_table);
+}
+
+void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int32_t *gates, int16_t *cell,
+                    int32_t hidden_min, int32_t hidden_max)
+{
+    const int32_t S = p->cells;
+    int32_t j;
+    for (j = 0; j < S; ++j) {
+        const int32_t ig = qk_clamp(qk_mbqm(gates[j] * gates[3 * S + j], p->input_mul, p->input_shift),
+                                    -32768, 32767);
+        const int32_t fc = qk_clamp(qk_mbqm(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
+                                    -32768, 32767);
+        const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
+        const int32_t th = qk_tanh_int16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
+        cell[j] = (int16_t)cn;
+        gates[2 * S + j] = qk_clamp_offset64(qk_mbqm(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
+                                             p->hidden_zp, hidden_min, hidden_max);
+    }
+}
+
 void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, const int8_t *w_h,
              const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
              int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
 {
-    const int32_t S = p->cells, I = p->n_in;
-    int32_t t, b, k, j;
-    for (t = 0; t < p->steps; ++t) {
-        for (b = 0; b < p->batches; ++b) {
-            const size_t row = p->time_major ? (size_t)t * p->batches + b : (size_t)b * p->steps + t;
-            const int8_t *x = input + row * I;
-            int8_t *h = hidden + (size_t)b * S;
-            int16_t *c = cell + (size_t)b * S;
-            for (k = 0; k < 4; ++k) {
-                for (j = 0; j < S; ++j) {
-                    const int8_t *wx = w_x + ((size_t)k * S + j) * I, *wh = w_h + ((size_t)k * S + j) * S;
-                    const int32_t fx = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wx, x, I), bias_x[k * S + j]),
-                                                        p->mult_x[k], p->shift_x[k]), -32768, 32767);
-                    const int32_t fh = qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(wh, h, S), bias_h[k * S + j]),
-                                                        p->mult_h[k], p->shift_h[k]), -32768, 32767);
-                    const int32_t pre = qk_clamp(fx + fh, -32768, 32767);
-                    scratch[k * S + j] = (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
-                                                                          : qk_logistic_int16(pre, 0, 0, sigmoid_table);
-                }
-            }
-            for (j = 0; j < S; ++j) {
-                const int32_t ig = qk_clamp(qk_mbqm(scratch[j] * scratch[3 * S + j], p->input_mul, p->input_shift),
-                                            -32768, 32767);
-                const int32_t fc = qk_clamp(qk_mbqm(scratch[S + j] * c[j], p->forget_mul, p->forget_shift),
-                                            -32768, 32767);
-                const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
-                const int32_t th = qk_tanh_int16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
-                c[j] = (int16_t)cn;
-                scratch[2 * S + j] = qk_clamp_offset64(qk_mbqm(scratch[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
-                                                       p->hidden_zp, -128, 127);
-            }
-            for (j = 0; j < S; ++j) {
-                h[j] = (int8_t)scratch[2 * S + j];
-                output[row * S + j] = h[j];
-            }
-        }
-    }
+    QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
+                  qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(w_x + n_ * I_, x_, I_), bias_x[n_]), p->mult_x[k_],
+                                   p->shift_x[k_]), -32768, 32767),
+                  qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(w_h + n_ * S_, h_, S_), bias_h[n_]), p->mult_h[k_],
+                                   p->shift_h[k_]), -32768, 32767));
 }
 
 void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)

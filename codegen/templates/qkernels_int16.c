@@ -288,6 +288,55 @@ void qk_requant_elems(const qk_requant_params *p, const void *input, void *outpu
     }
 }
 
+void qk_dequantize(const qk_dequantize_params *p, const void *input, float *output)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        output[i] = (float)(int32_t)(qk_load_elem(input, p->in_bytes, i) - p->zero_point) * p->scale;
+    }
+}
+
+/* round half away from zero, then x86's float -> int32 cast (INT32_MIN out of range or NaN): r - trunc(r) is
+ * exact in float, and |r| >= 0.5 from an integer only below 2^23, so the +-1 cannot overflow. */
+static int32_t qk_round_to_int32(float r)
+{
+    int32_t t;
+    float frac;
+    if (!(r >= -2147483648.0f && r < 2147483648.0f)) {
+        return (int32_t)(-2147483647 - 1);
+    }
+    t = (int32_t)r;
+    frac = r - (float)t;
+    return frac >= 0.5f ? t + 1 : (frac <= -0.5f ? t - 1 : t);
+}
+
+void qk_quantize_float(const qk_quantize_float_params *p, const float *input, void *output)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        const int32_t q = (int32_t)((uint32_t)qk_round_to_int32(input[i] / p->scale) + (uint32_t)p->zero_point);
+        const int32_t v = q < p->out_min ? p->out_min : (q > p->out_max ? p->out_max : q);
+        if (p->out_bytes == 1) {
+            ((int8_t *)output)[i] = (int8_t)v;
+        } else {
+            ((int16_t *)output)[i] = (int16_t)v;
+        }
+    }
+}
+
+/* --------------------------------------------------------- recurrent */
+
+void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,
+                 const int64_t *bias_x, const int64_t *bias_h, const uint16_t *sigmoid_table,
+                 int16_t *hidden, int16_t *cell, int16_t *output, int32_t *scratch)
+{
+    QK_LSTM_STEPS(p, int16_t, input, hidden, cell, output, scratch, sigmoid_table, QK_S16_MIN, QK_S16_MAX,
+                  qk_requantize64(qk_dot_s16_s8(x_, w_x + n_ * I_, I_), bias_x[n_], p->mult_x[k_], p->shift_x[k_], 0,
+                                  QK_S16_MIN, QK_S16_MAX),
+                  qk_requantize64(qk_dot_s16_s8(h_, w_h + n_ * S_, S_), bias_h[n_], p->mult_h[k_], p->shift_h[k_], 0,
+                                  QK_S16_MIN, QK_S16_MAX));
+}
+
 /* --------------------------------------------------------- data movement */
 
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output)

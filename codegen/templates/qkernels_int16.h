@@ -83,6 +83,28 @@ typedef struct {
 
 void qk_requant_elems(const qk_requant_params *p, const void *input, void *output);
 
+/* ---- DEQUANTIZE int8 / int16 (in_bytes 1 or 2) -> float32: output = (float)(x - zero_point) * scale,
+ * the generator's only float arithmetic.  TFLite computes float32(double(scale) * (x - zero_point)): that
+ * double product is exact (24-bit scale, |x - zero_point| < 2^17), and the float32 product of the two exact
+ * float32 operands is that exact product rounded once (IEEE 754, round to nearest): the same bits. ---- */
+typedef struct {
+    int32_t size, in_bytes, zero_point;
+    float scale;
+} qk_dequantize_params;
+
+void qk_dequantize(const qk_dequantize_params *p, const void *input, float *output);
+
+/* ---- QUANTIZE float32 -> int8 / int16 (out_bytes 1 or 2): TFLite's AffineQuantize,
+ * clamp(int32(round_half_away(x / scale)) + zero_point, out_min, out_max) with a float32 division, exact
+ * ties-away rounding, and the references' x86 int cast: |x / scale| >= 2^31, inf and NaN give INT32_MIN; the
+ * zero-point add wraps like int32 (qsim.fixedpoint.quantize_affine, overflow "x86"). ---- */
+typedef struct {
+    int32_t size, out_bytes, zero_point, out_min, out_max;
+    float scale;
+} qk_quantize_float_params;
+
+void qk_quantize_float(const qk_quantize_float_params *p, const float *input, void *output);
+
 /* ---- TRANSPOSE / STRIDED_SLICE and PAD / PADV2 on int16 elements (params as in qkernels.h) ---- */
 void qk_gather_s16(const qk_gather_params *p, const int16_t *input, int16_t *output);
 void qk_pad_s16(const qk_pad_params *p, const int16_t *input, int16_t *output);
@@ -108,5 +130,14 @@ typedef struct {
 
 void qk_softmax_s16(const qk_softmax16_params *p, const int16_t *exp_lut, const int16_t *reciprocal_lut,
                     const int16_t *input, int16_t *output);
+
+/* ---- UNIDIRECTIONAL_SEQUENCE_LSTM, TFLite Micro's 16x8 form: int16 input / hidden state / output (zero
+ * point 0), int8 weights, int64 biases; qk_lstm's params, layouts and step (qkernels.h) except that each FC
+ * accumulates in int64 and requantizes with qk_requantize64 (per-gate shifts in [-31, 7]) to int16, and h is
+ * clamped to int16.  hidden [batches][cells] int16 and cell [batches][cells] int16 updated in place.
+ * scratch: 4 * cells int32. ---- */
+void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,
+                 const int64_t *bias_x, const int64_t *bias_h, const uint16_t *sigmoid_table,
+                 int16_t *hidden, int16_t *cell, int16_t *output, int32_t *scratch);
 
 #endif /* QKERNELS_INT16_H */
