@@ -1,6 +1,6 @@
 """A/B of the batched run between a git revision and the working tree, in one process.
 
-    python benchmarks/ab_inprocess.py [--base HEAD~1] [--models vww_96_int8,zoo] [--rounds 9]
+    python benchmarks/ab_inprocess.py [--base HEAD~1] [--models vww_96_int8,zoo] [--rounds 15]
                                       [--batch 64] [--zoo-batch 16] [--clock cpu|wall]
 
 The simulator package of ``--base`` (``git archive <rev> qsim``) is unpacked into a temporary
@@ -12,7 +12,9 @@ speed change never changes a result), then ``--rounds`` rounds each time one bat
 Printed per model: the fastest run of each version (ms per sample) and the median over the
 rounds of the paired ratio new / base -- the figure to read on a shared, loaded machine, where
 two separate processes (or two ``sim_speed.py`` runs) see different loads and a few per cent
-of change drowns in the noise.  Model names are files in ../shared/models (without .tflite) or
+of change drowns in the noise.  Its own noise, from A/A runs (``--base HEAD`` on a clean tree) at
+load average 7 on 2 CPUs: 0.89-1.31 with 5 rounds, 0.96-1.01 with 15 -- so use 15 or more
+rounds and read a ratio within about 0.95-1.05 as no change.  Model names are files in ../shared/models (without .tflite) or
 ``zoo`` (qsim.zoo.mobilenet_v2_like(), batch ``--zoo-batch``).  Not a test: it prints figures.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD", help="git revision to compare with (default HEAD)")
     ap.add_argument("--models", default=DEFAULT_MODELS)
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--zoo-batch", type=int, default=16)
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
