@@ -1280,6 +1280,10 @@ class DoubleRequantPlan:
         self._native = got
         return got
 
+    def native_available(self) -> bool:
+        """Whether :meth:`apply` hands large int8 blocks to the native requantization."""
+        return (self._native if self._native is not None else self._native_block()) is not False
+
     def relu_affine(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(A, B), float64 [channels]: a "float_relu" plan's value before the floor, z - act_min =
         acc * A + B (A = M0 * 2**left / 2**(31+e), B = (bias * M0 * 2**left + 2**30) / 2**(31+e) + [e > 0]/2
