@@ -1245,12 +1245,13 @@ class DoubleRequantPlan:
             small = self.int8_passes.get(acc.shape)
             if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
                 return small(acc)
+            if acc.size >= native_min_values():
+                native = self._native if self._native is not None else self._native_block()
+                if native is not False:
+                    return native(acc)
             if acc.size <= _SMALL_PASS and len(self.int8_passes) < 8:
                 small = self.int8_passes[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
                 return small(acc)
-            native = self._native if self._native is not None else self._native_block()
-            if native is not False and acc.size >= native_min_values():
-                return native(acc)
         flat = acc.reshape(-1)
         consts = self._tile_cache.get(flat.size) if self._tile_cache is not None else None
         if consts is not None:  # a size seen before that fits one pass (e.g. every single-sample run)
