@@ -11,7 +11,10 @@ over ``--repeat`` runs (after one warm-up run); printed: the total per sample, t
 type, and the ``--top`` slowest ops with their input / output shapes (filter shape and stride
 for convolutions).  ``--clock cpu`` (default) is the process CPU time, steadier on a loaded
 machine than ``wall``.  Model names are files in ../shared/models (without .tflite) or ``zoo``
-(qsim.zoo.mobilenet_v2_like()).  Not a test: it prints figures.
+(qsim.zoo.mobilenet_v2_like()).  ``--requant`` also times the requantization inside the
+kernels (every ``DoubleRequantPlan.apply`` / ``finish`` call, wrapped for the timed runs) and
+prints its share of the run per plan kind, with the time per output value.  Not a test: it
+prints figures.
 """
 from __future__ import annotations
 
@@ -44,6 +47,44 @@ def model_bytes(name: str) -> bytes:
     return (SHARED / f"{name}.tflite").read_bytes()
 
 
+def _time_requant(clock) -> list:
+    """Wrap fixedpoint.DoubleRequantPlan.apply / finish to add each call's time and output count
+    to the last Counter of the returned list (keys (kind, "s") and (kind, "n"))."""
+    from qsim import fixedpoint as fp
+    runs: list = []
+    apply, finish = fp.DoubleRequantPlan.apply, fp.DoubleRequantPlan.finish
+
+    def note(kind, t0, size):
+        if runs:
+            runs[-1][(kind, "s")] += clock() - t0
+            runs[-1][(kind, "n")] += size
+
+    def timed_apply(self, acc, *a, **k):
+        t0 = clock()
+        got = apply(self, acc, *a, **k)
+        note(self.kind, t0, np.size(acc))
+        return got
+
+    def timed_finish(self, z, *a, **k):
+        t0 = clock()
+        got = finish(self, z, *a, **k)
+        note(self.kind + " (finish of a fused GEMM)", t0, np.size(z))
+        return got
+    fp.DoubleRequantPlan.apply, fp.DoubleRequantPlan.finish = timed_apply, timed_finish
+    return runs
+
+
+def _print_requant(runs: list, totals: list) -> None:
+    """The requantization's share of the run (the run with the median total), per plan kind."""
+    k = int(np.argsort(totals)[len(totals) // 2])
+    got, total = runs[k], totals[k]
+    spent = sum(v for (_, what), v in got.items() if what == "s")
+    print(f"requantization: {spent * 1e3:.2f} ms, {100 * spent / total:.1f}% of the run")
+    for kind in sorted({kd for kd, _ in got}, key=lambda kd: -got[(kd, "s")]):
+        s, n = got[(kind, "s")], got[(kind, "n")]
+        print(f"  {kind:38s} {s * 1e3:8.2f} ms  {n:>11,d} values  {s / max(n, 1) * 1e9:6.2f} ns/value")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -51,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    ap.add_argument("--requant", action="store_true", help="also time the requantization plans' calls")
     args = ap.parse_args(argv)
     clock = CLOCKS[args.clock]
     pg = prepare_graph(load_bytes(model_bytes(args.model)))
@@ -58,6 +100,7 @@ def main(argv=None) -> int:
     shape = tuple(g.tensors[g.inputs[0]].shape[1:])
     xs = np.random.default_rng(0).integers(-128, 128, size=(args.batch,) + shape, dtype=np.int8)
     pg.run([xs], keep_all=False)
+    requant = _time_requant(clock) if args.requant else None
     per_op: dict[int, list] = collections.defaultdict(list)
     totals = []
     for _ in range(args.repeat):
@@ -69,6 +112,8 @@ def main(argv=None) -> int:
             seen.append((prepared, ins, outs, t - last[0]))
             last[0] = t
 
+        if requant is not None:
+            requant.append(collections.Counter())
         t0 = clock()
         pg.run([xs], keep_all=False, on_op=hook)
         totals.append(clock() - t0)
@@ -91,6 +136,8 @@ def main(argv=None) -> int:
     ops_total = sum(by_type.values()) or 1.0
     for opcode, t in sorted(by_type.items(), key=lambda kv: -kv[1]):
         print(f"  {opcode:24s} {t * 1e3:9.2f} ms  {100 * t / ops_total:5.1f}%")
+    if requant is not None:
+        _print_requant(requant, totals)
     print(f"slowest {args.top} ops:")
     for dt, k, opcode, s_in, s_out, desc in sorted(rows, reverse=True)[:args.top]:
         print(f"  {dt * 1e3:8.2f} ms  op {k:3d} {opcode:20s} {str(s_in):22s} -> {str(s_out):22s} {desc}")

@@ -1138,6 +1138,10 @@ class DoubleRequantPlan:
     # {accumulator shape: closure acc -> int8 outputs}, the per-shape passes apply() builds for
     # small int8 outputs (see _small_pass); a caller may look its shape up to skip apply's dispatch.
     int8_passes: dict | None = field(default=None, init=False, repr=False, compare=False)
+    # (bias, M0, shift, acc_bound): the layer's own tables (plan_requantize_double's checked [C]
+    # arrays), for the native requantization of large int8 blocks (see apply); None: numpy only
+    tables: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _native: Any = field(default=None, init=False, repr=False, compare=False)  # see _native_block
 
     def __post_init__(self):
         # Everything _finish needs besides the chunk, computed once (a small layer's requant is
@@ -1241,6 +1245,10 @@ class DoubleRequantPlan:
             small = self.int8_passes.get(acc.shape)
             if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
                 return small(acc)
+            if acc.size >= native_min_values():
+                native = self._native if self._native is not None else self._native_block()
+                if native is not False:
+                    return native(acc)
             if acc.size <= _SMALL_PASS and len(self.int8_passes) < 8:
                 small = self.int8_passes[acc.shape] = self._small_pass(acc.shape, acc.shape[-1] if acc.ndim else 1)
                 return small(acc)
@@ -1259,6 +1267,23 @@ class DoubleRequantPlan:
             k = a.size
             self._finish(self._chunk(a, self._tiles(k, channels), h[:k], t[:k]), dtype, out[r:r + k])
         return out.reshape(acc.shape)
+
+    def _native_block(self):
+        """The native requantization of this plan's layer (:func:`qsim.native.block_requantizer`
+        on :attr:`tables`, "double" rounding: the same integers as the plan), built on the first
+        large int8 block and kept; False when unavailable (then apply's numpy passes run)."""
+        got = False
+        if self.tables is not None:
+            from . import native
+            bias, m0, shift, bound = self.tables
+            got = native.block_requantizer(bias, m0, shift, self.zero_point, self.act_min, self.act_max,
+                                           "double", int(np.max(bound))) or False
+        self._native = got
+        return got
+
+    def native_available(self) -> bool:
+        """Whether :meth:`apply` hands large int8 blocks to the native requantization."""
+        return (self._native if self._native is not None else self._native_block()) is not False
 
     def relu_affine(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(A, B), float64 [channels]: a "float_relu" plan's value before the floor, z - act_min =
@@ -1379,6 +1404,12 @@ def _filled(v, size: int, shape: tuple, dtype=np.float64) -> np.ndarray:
                                                 np.asarray(v, dtype), (size,)).reshape(shape))
 
 
+def native_min_values() -> int:
+    """The smallest block (values) handed to the native requantization (qsim.native.MIN_VALUES)."""
+    from .native import MIN_VALUES
+    return MIN_VALUES
+
+
 def _scalar_if_uniform(v):
     v = np.asarray(v)
     return v.reshape(-1)[0] if v.size and np.all(v == v.reshape(-1)[0]) else v
@@ -1415,13 +1446,15 @@ def plan_requantize_double(bias, m0, shift, output_zero_point, act_min, act_max,
     lo, hi = int(act_min), int(act_max)
     ends = requantize(np.stack([-bound, bound]), b, m0, shift, zp, lo, hi, "double")
     const = ends[0] == ends[1]  # monotone, no wrap: these channels output ends[1] for every |acc| <= bound
+    plan = None
     if np.any(const):
         keep = ~const
         plan = _plan_double(np.where(keep, b, 0), np.where(keep, m0, 0), np.where(keep, shift, 0), zp, lo, hi,
                             bound, const, ends[1])
-        if plan is not None:
-            return plan
-    return _plan_double(b, m0, shift, zp, lo, hi, bound, None, None)
+    if plan is None:
+        plan = _plan_double(b, m0, shift, zp, lo, hi, bound, None, None)
+    plan.tables = (b, m0, shift, bound)
+    return plan
 
 
 def _plan_double(b, m0, shift, zp, lo, hi, acc_bound, const, value) -> DoubleRequantPlan:

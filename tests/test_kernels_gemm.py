@@ -685,11 +685,15 @@ def test_pointwise_conv_blocks_equal_whole_layer(monkeypatch, chunk, profile):
     np.testing.assert_array_equal(got, want.astype(np.int8))
 
 
-def test_pointwise_affine_gemm_exact_on_extremes():
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_pointwise_affine_gemm_exact_on_extremes(native, monkeypatch):
     """The pointwise GEMM with the requant folded in (conv.eval_pointwise) on the largest
     accumulators int8 allows (every input -128 or 127, every weight +-127, 32 input channels) and
     a bias: == fixedpoint.requantize of the int64 definition, for output scales that put those
-    extremes inside, at and beyond the clamp (multipliers from 2**-12 to about 1)."""
+    extremes inside, at and beyond the clamp (multipliers from 2**-12 to about 1).  With
+    QSIM_NATIVE=0 the fused GEMM runs; with the native requantization (where gcc builds it) these
+    large blocks take the plain float32 GEMM and the native requantization instead."""
+    monkeypatch.setenv("QSIM_NATIVE", native)
     from qsim import fixedpoint as fp
     from qsim.kernels import conv
     rng = np.random.default_rng(12)
@@ -715,6 +719,8 @@ def test_pointwise_affine_gemm_exact_on_extremes():
         k = REGISTRY["CONV_2D"]
         params = k.prepare(op, g, get_profile("tflm"))
         assert conv._affine_gemm(params, conv.folded_requant(params).apply) is not None
+        if native == "0":
+            assert not conv.folded_requant(params).native_available()  # the fused path runs
         acc = np.einsum("nhwc,oc->nhwo", xv.astype(np.int64) + 128, wq[:, 0, 0].astype(np.int64))
         rq = params.requant
         want = fp.requantize(acc, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min,

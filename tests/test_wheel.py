@@ -66,8 +66,17 @@ def probe():
         top_codegen = True
     except ImportError:
         top_codegen = False
+    import os
+    import tempfile
+    import numpy as np
+    import qsim.native
+    from qsim import fixedpoint as fp
+    os.environ["QSIM_CACHE_DIR"] = tempfile.mkdtemp()  # the native requantization built from the wheel's C
+    f = qsim.native.block_requantizer([5], [1 << 30], [-3], 1, -128, 127)
+    acc = np.arange(-5000, 5000).reshape(-1, 1)
+    native_ok = f is not None and bool(np.array_equal(f(acc), fp.requantize(acc, 5, 1 << 30, -3, 1, -128, 127)))
     print(json.dumps({"qsim": qsim.__file__, "qsim.codegen": qsim.codegen.__file__,
-                      "top_level_codegen": top_codegen,
+                      "top_level_codegen": top_codegen, "native": native_ok,
                       "rtl": [str(p) for p in qsim.rtl.sources()],
                       "latency": qsim.rtl_info.REQUANT_LATENCY,
                       "presets": qsim.accel.config.preset_names(),
@@ -218,7 +227,7 @@ def test_wheel_and_sdist_carry_the_runtime_files_and_pass_twine_check(dist):
     rtl = sorted(p.name for p in (REPO / "rtl").glob("*.sv"))
     assert rtl and {f"qsim/rtl_src/{n}" for n in rtl} <= names
     assert {"qsim/presets/edge16.toml", "qsim/codegen/__init__.py", "qsim/codegen/templates/qkernels.c",
-            "qsim/codegen/templates/startup_cm.c", "qsim/codegen/templates/cortex_m.ld.j2"} <= names
+            "qsim/codegen/templates/qk_host.c", "qsim/codegen/templates/startup_cm.c", "qsim/codegen/templates/cortex_m.ld.j2"} <= names
     hdl = {f"qsim/hdl/{p.name}" for p in (REPO / "qsim" / "hdl").glob("*.py")}  # the cocotb kit (qsim.hdl)
     assert {"qsim/hdl/regression.py", "qsim/hdl/stream.py", "qsim/vectors.py"} <= hdl | names and hdl <= names
     assert not any(n.startswith(("codegen/", "rtl/", "tests/")) for n in names), sorted(names)[:20]
@@ -241,6 +250,7 @@ def test_installed_package_is_the_venvs_copy_and_has_no_top_level_codegen(fresh)
     for key in ("qsim", "qsim.codegen"):
         assert Path(info[key]).resolve().is_relative_to(fresh.site), info[key]
     assert info["top_level_codegen"] is False
+    assert info["native"] is True  # qk_host.c + qkernels.c from the wheel, built by gcc, equal to fixedpoint
     assert [Path(p).name for p in info["rtl"]] == sorted(p.name for p in (REPO / "rtl").glob("*.sv"))
     assert all(Path(p).read_bytes() == (REPO / "rtl" / Path(p).name).read_bytes() for p in info["rtl"])
     assert info["latency"] == _rtl_latency()

@@ -49,6 +49,7 @@ class RequantParams:
     variant: Any = None  # fp.RequantVariant whose arithmetic is neither double nor single (with_requant_variant)
     _plan: Any = field(default=None, init=False, repr=False, compare=False)  # see apply()
     _folded: Any = field(default=None, init=False, repr=False, compare=False)  # see folded_plan()
+    _native: Any = field(default=None, init=False, repr=False, compare=False)  # see _native_block()
 
     def requantize(self, acc: np.ndarray, bias=None, act_min: int | None = None, act_max: int | None = None,
                    acc_bound: int | None = None) -> np.ndarray:
@@ -82,7 +83,23 @@ class RequantParams:
             self._plan = plan if plan is not None else False
         if self._plan is not False:
             return self._plan.apply(acc, dtype)
+        if dtype is np.int8 and np.size(acc) >= fp.native_min_values():
+            native = self._native if self._native is not None else self._native_block()
+            if native is not False:
+                return native(acc)
         return self.requantize(acc).astype(dtype)
+
+    def _native_block(self):
+        """:func:`qsim.native.block_requantizer` for this layer when no plan applies (single
+        rounding, or no proven bound): the same integers as :meth:`requantize` (int8 outputs);
+        False when unavailable or when a subclass / variant has its own arithmetic."""
+        got = False
+        if self.variant is None and type(self).requantize is RequantParams.requantize:
+            from .. import native
+            got = native.block_requantizer(self.bias, self.multiplier, self.shift, self.output_zero_point,
+                                           self.act_min, self.act_max, self.rounding, self.acc_bound) or False
+        self._native = got
+        return got
 
     def double_plan(self, bias=None, acc_bound: int | None = None):
         """The :class:`~qsim.fixedpoint.DoubleRequantPlan` equal to :meth:`requantize` for every

@@ -1,0 +1,183 @@
+"""Optional native block requantization: the firmware's own C (qkernels.c's ``qk_requantize``)
+compiled for the host and called through ctypes.
+
+``codegen/templates/qk_host.c`` includes qkernels.c and loops ``qk_requantize`` over a
+``[rows, channels]`` block (channel = last axis, per-channel bias / Q31 M0 / shift, int8 zero
+point and activation range, int8 outputs).  The formula is written once, in C, and checked
+equal to :func:`qsim.fixedpoint.requantize` (tests/test_edges.py, tests/test_native.py), so
+using it changes no output bit; it only replaces the numpy passes of a large block.
+
+The library is built with the system ``gcc -O3 -shared -fPIC`` (x86-64: with an AVX2 clone of
+each loop, chosen at load time) (``$CC`` overrides the
+compiler) once per (sources, rounding, compiler version) into ``$QSIM_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/qsim`` or ``~/.cache/qsim``); the build writes a temporary file and renames
+it into place, so parallel processes (Dask workers) may race safely.  ``QSIM_NATIVE=0`` turns
+it off; without a compiler, or when the build fails, :func:`block_requantizer` returns None
+and callers keep their numpy path.  Results are identical either way.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .fixedpoint import INT32_MAX, INT32_MIN, SHIFT_RANGE
+
+# Below this many values a block stays on numpy: the ctypes call (two pointer look-ups and the
+# argument conversions: ~6 us on a loaded machine) costs about as much as the numpy passes of a
+# small layer (fixedpoint.DoubleRequantPlan's per-shape closures; measured at load 7, 64
+# channels: 2048 values 7.9 us native vs 8.2 (fused RELU) / 12.9 us (no RELU) numpy, 1024 values
+# 6.9 vs 6.1 / 9.1 us).
+MIN_VALUES = 2048
+
+_ACC_KINDS = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64",
+              np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_libs: dict = {}  # rounding -> {acc kind: ctypes function} | None (build failed / no compiler)
+
+
+def enabled() -> bool:
+    """False when the environment says ``QSIM_NATIVE=0`` (read at each call)."""
+    return os.environ.get("QSIM_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    got = os.environ.get("QSIM_CACHE_DIR")
+    if got:
+        return Path(got)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qsim"
+
+
+def _templates() -> Path:
+    spec = importlib.util.find_spec("qsim.codegen")  # the folder only: no jinja2 import
+    return Path(list(spec.submodule_search_locations)[0]) / "templates"
+
+
+def _compiler() -> tuple[str, str] | None:
+    """(compiler path, its version text) or None."""
+    cc = shutil.which(os.environ.get("CC") or "gcc")
+    if cc is None:
+        return None
+    try:
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (cc, r.stdout) if r.returncode == 0 else None
+
+
+def _build(rounding: str) -> Path | None:
+    """The shared library for ``rounding``, built into the cache unless already there; None on failure."""
+    try:
+        from .codegen.emit import _config_header  # the one qk_config.h generator (codegen's)
+        tdir = _templates()
+    except (ImportError, AttributeError, TypeError, IndexError):  # a copy of qsim without qsim.codegen
+        return None
+    cc = _compiler()
+    if cc is None:
+        return None
+    config = _config_header(rounding)
+    digest = hashlib.sha256()
+    for part in (config, cc[0], cc[1]):
+        digest.update(part.encode() + b"\0")
+    for name in ("qk_host.c", "qkernels.c", "qkernels.h"):
+        digest.update((tdir / name).read_bytes() + b"\0")
+    target = cache_dir() / f"qk_host_{rounding}_{digest.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as d:
+            (Path(d) / "qk_config.h").write_text(config)
+            tmp = Path(d) / target.name
+            r = subprocess.run([cc[0], "-std=c99", "-O3", "-shared", "-fPIC", "-I", d, "-I", str(tdir),
+                                "-o", str(tmp), str(tdir / "qk_host.c")],
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0 or not tmp.exists():
+                return None
+            os.replace(tmp, target)  # atomic: a racing process renames an identical file
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return target
+
+
+def _functions(rounding: str):
+    if rounding not in _libs:
+        path = _build(rounding)
+        funcs = None
+        if path is not None:
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError:
+                lib = None
+            if lib is not None:
+                funcs = {}
+                for kind in _ACC_KINDS.values():
+                    f = getattr(lib, f"qk_host_requant_{kind}")
+                    f.restype = None
+                    f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                  ctypes.c_int32, ctypes.c_void_p]
+                    funcs[kind] = f
+        _libs[rounding] = funcs
+    return _libs[rounding]
+
+
+def available(rounding: str = "double") -> bool:
+    """Whether the native requantization runs here (enabled, compiled and loaded) for ``rounding``."""
+    return rounding in SHIFT_RANGE and enabled() and _functions(rounding) is not None
+
+
+def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act_max: int,
+                      rounding: str = "double", acc_bound: int | None = None):
+    """A function ``acc -> int8 array`` equal to ``fixedpoint.requantize(acc, bias, m0, shift,
+    output_zero_point, act_min, act_max, rounding).astype(np.int8)`` for accumulators of dtype
+    int32/int64 (wrapping like int32, as requantize does) or float32/float64 holding integers,
+    channel = last axis (``bias``/``m0``/``shift``: [C] or scalars; ``bias`` may
+    be None).  None when the native path is off or unavailable, or the tables are outside what
+    qk_requantize takes (M0 not int32, a shift outside ``SHIFT_RANGE[rounding]``, a zero point or
+    activation range outside int8): then the caller keeps its numpy path.  Float accumulators
+    go to C as they are only when ``acc_bound`` (a proven bound on |acc|) is within int32, else
+    they are converted to int64 first (one numpy pass; the C float->int32 conversion is
+    undefined beyond int32)."""
+    zp, lo, hi = int(output_zero_point), int(act_min), int(act_max)
+    if not (-128 <= zp <= 127 and -128 <= lo <= hi <= 127) or not available(rounding):
+        return None
+    tables = [np.asarray(v, np.int64).reshape(-1) for v in (0 if bias is None else bias, m0, shift)]
+    smin, smax = SHIFT_RANGE[rounding]
+    if any(t.size == 0 for t in tables) or np.any(tables[1] < INT32_MIN) or np.any(tables[1] > INT32_MAX) \
+            or np.any(tables[2] < smin) or np.any(tables[2] > smax) or np.any(tables[0] < INT32_MIN) \
+            or np.any(tables[0] > INT32_MAX):
+        return None
+    n = max(t.size for t in tables)
+    if any(t.size not in (1, n) for t in tables):
+        return None
+    uniform = all(np.all(t == t[0]) for t in tables)
+    width = 1 if uniform else n
+    b, m, s = (np.ascontiguousarray(np.broadcast_to(t[:width] if t.size > 1 else t, (width,)), np.int32)
+               for t in tables)
+    pointers = tuple(a.ctypes.data for a in (b, m, s))
+    funcs = _functions(rounding)
+    kinds = {dt: funcs[k] for dt, k in _ACC_KINDS.items()
+             if k[0] == "i" or (acc_bound is not None and int(acc_bound) <= INT32_MAX)}
+
+    def requant(acc: np.ndarray) -> np.ndarray:
+        acc = np.ascontiguousarray(acc)
+        f = kinds.get(acc.dtype)
+        if f is None:
+            acc = acc.astype(np.int64)
+            f = kinds[acc.dtype]
+        channels = width if width > 1 else 1
+        if width > 1 and (acc.ndim == 0 or acc.shape[-1] != width):
+            raise ValueError(f"native requantization: {width} channels, accumulator shape {acc.shape}")
+        out = np.empty(acc.shape, np.int8)
+        f(acc.ctypes.data, acc.size // channels, channels, pointers[0], pointers[1], pointers[2], zp, lo, hi,
+          out.ctypes.data)
+        return out
+    requant.tables = (b, m, s)  # keeps the tables alive with the closure (pointers above)
+    return requant
