@@ -59,7 +59,7 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
 # elements (graph I/O pointers, arena pointers, constant tables).  Element bytes come from numpy.
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
            np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
-CTYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
+CTYPE_BYTES = {**{c: d.itemsize for d, c in C_TYPES.items()}, "double": 8}  # double: LiteRT's real scales
 
 
 def c_type(dtype) -> str:
@@ -86,7 +86,7 @@ class CArray:
     """A const table for NAME_weights.c (lives in flash)."""
 
     name: str
-    ctype: str  # a C_TYPES value: "int8_t" | "int16_t" | "uint16_t" | "int32_t" | "int64_t"
+    ctype: str  # a C_TYPES value: "int8_t" | "int16_t" | "uint16_t" | "int32_t" | "int64_t", or "double"
     values: np.ndarray
 
     @property
@@ -159,10 +159,12 @@ def _gemm_call(fn: str, prefix: str, scratch_type: str | None) -> str:
             f"{prefix}_shift, {{out0}}{scratch});")
 
 
-def _gemm_operands(prepared, g):
-    """(op, params, requant, input, weights, output) of a GEMM op whose rounding has a C kernel."""
+def _gemm_operands(prepared, g, real_ok: bool = False):
+    """(op, params, requant, input, weights, output) of a GEMM op whose rounding has a C kernel
+    (``real_ok``: also LiteRT's double real-scale requantization, FULLY_CONNECTED's "float")."""
     op, p = prepared.op, prepared.params
-    _check_rounding(p.requant, op.opcode)
+    if not (real_ok and p.requant.rounding == "float"):
+        _check_rounding(p.requant, op.opcode)
     return (op, p, p.requant, g.tensors[op.inputs[0]], g.tensors[op.inputs[1]],
             g.tensors[op.outputs[0]])
 
@@ -190,6 +192,7 @@ KERNEL_PATHS = {
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
+    "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
 CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
@@ -295,7 +298,7 @@ def dw_group_major(values: np.ndarray, taps: int, channels: int) -> np.ndarray:
 
 
 def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
-    op, p, rq, x, w, out = _gemm_operands(prepared, g)
+    op, p, rq, x, w, out = _gemm_operands(prepared, g, real_ok=True)
     batches = x.size // p.in_units
     # The Python kernel folds the weight zero point into its float weights; the C
     # kernel reads the raw int8 weights, so it gets TFLite's filter_offset = -w_zp.
@@ -304,6 +307,13 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
     weights = _weights(prefix, w)
+    if rq.rounding == "float":  # LiteRT BUILTIN_REF (the litert profile): double real scale, std::round
+        real = np.broadcast_to(np.asarray(rq.real_scale, np.float64).reshape(-1), (p.out_units,)).copy()
+        arrays = [weights, CArray(prefix + "_bias", "int32_t", _i32(np.broadcast_to(
+            np.asarray(rq.bias, np.int64).reshape(-1), (p.out_units,)))), CArray(prefix + "_real", "double", real)]
+        return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} (fc_real) -> '{out.name}'",
+                      f"qk_fully_connected_real(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, "
+                      f"{prefix}_real, {{out0}});", "qk_fc_params", fields, arrays, kernel="fc_real")
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_units, op.opcode)
     kernel = "fc_folded" if w_zp == 0 else "fc_offsets"
     if kernel == "fc_folded":
@@ -351,7 +361,7 @@ def emit_pool(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
     n, h, wd, c = x.shape
     fields = dict(batches=n, in_h=h, in_w=wd, channels=c, out_h=p.out_h, out_w=p.out_w,
                   filter_h=p.filter_h, filter_w=p.filter_w, stride_h=p.stride_h, stride_w=p.stride_w,
-                  pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
+                  pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max, tap_offset=0)
     fn = kernel_fn("qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d", dtype)
     return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
                   _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields)

@@ -119,6 +119,12 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
 void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                int8_t *output);
+/* LiteRT BUILTIN_REF's FULLY_CONNECTED (its int8 and legacy uint8 forms): the same sums as
+ * qk_fully_connected, requantized by the double real scale instead of a Q31 multiplier:
+ * clamp(round_half_away(double(int32(acc + bias[o])) * real_scale[o]) + output_offset, act_min, act_max)
+ * (qsim.fixedpoint.requantize_float_rescale; IEEE double, no libm). */
+void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, const double *real_scale, int8_t *output);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
@@ -126,6 +132,10 @@ typedef struct {
     int32_t out_h, out_w;
     int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
     int32_t act_min, act_max;
+    /* AVERAGE_POOL_2D of a uint8 model run as its int8 twin (q - 128): each tap adds tap_offset (128)
+     * so the window sums are the raw uint8 ones (>= 0: half away from zero = uint8's ties up), and
+     * tap_offset is subtracted from the average before the clamp.  0 for int8 / int16. */
+    int32_t tap_offset;
 } qk_pool_params;
 
 void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
