@@ -153,6 +153,20 @@ def _weights(prefix: str, t: ir.Tensor) -> CArray:
     return CArray(prefix + "_w", "int8_t", np.asarray(t.data, dtype=np.int64).reshape(-1))
 
 
+def offset_weights(values) -> tuple[np.ndarray, int]:
+    """GEMM weights as int8 bytes and a filter offset (the C multiplies ``w + filter_offset``):
+    ``(values, 0)`` when they fit int8, else ``(values - fo, fo)`` with ``fo = min + 128`` -- a
+    uint8 model's centred weights ``w - zp_w`` span at most 256 values (codegen/uint8.py)."""
+    v = np.asarray(values, dtype=np.int64)
+    if v.size == 0 or (v.min() >= -128 and v.max() <= 127):
+        return v, 0
+    fo = int(v.min()) + 128
+    if v.max() - fo > 127:
+        raise QsimError(f"GEMM weights span {int(v.min())}..{int(v.max())}: more than 256 values, no int8 bytes "
+                        "with one filter offset hold them.")
+    return v - fo, fo
+
+
 def _gemm_call(fn: str, prefix: str, scratch_type: str | None) -> str:
     scratch = f", ({scratch_type} *){{scratch}}" if scratch_type else ""
     return (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
@@ -192,6 +206,8 @@ KERNEL_PATHS = {
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
+    "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): reference loops
+    "dw_offsets": "qk_depthwise_conv2d_offsets",  # the same for DEPTHWISE_CONV_2D
     "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
@@ -226,6 +242,11 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     kernel = "conv_1x1" if pointwise else "conv_im2col"
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    weights.values, fields["filter_offset"] = offset_weights(weights.values)
+    if fields["filter_offset"]:  # uint8 weights whose centred values leave int8
+        kernel = "conv_offsets"
+        return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
+                      _gemm_call(KERNEL_PATHS[kernel], prefix, None), "qk_conv_params", fields, arrays, kernel=kernel)
     fold_input_offset(arrays[1], weights.values, fields["input_offset"])
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
@@ -239,6 +260,13 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     fields = _conv_window_fields(x, p, rq)
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    weights.values, filter_offset = offset_weights(weights.values)
+    if filter_offset:  # uint8 weights whose centred values leave int8: TFLite's layout, reference loops
+        kernel = "dw_offsets"
+        fields.update(depth_multiplier=p.depth_multiplier, channel_major=0, filter_offset=filter_offset)
+        return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} "
+                      f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, None),
+                      "qk_dwconv_params", fields, arrays, kernel=kernel)
     if c == 1:
         # One input channel: output channel m is sum_taps w[m][tap] * x[tap], a CONV_2D with one input
         # channel and out_c = depth_multiplier filters [out_c][kh][kw][1] (the filter transposed), run
@@ -303,10 +331,12 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
     # The Python kernel folds the weight zero point into its float weights; the C
     # kernel reads the raw int8 weights, so it gets TFLite's filter_offset = -w_zp.
     w_zp = 0 if w.quant is None or w.quant.per_channel else w.quant.zp0
+    weights = _weights(prefix, w)
+    weights.values, fo = offset_weights(weights.values)  # fo != 0: a uint8 model's wide centred weights
+    w_zp -= fo
     fields = dict(batches=batches, in_units=p.in_units, out_units=p.out_units,
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
-    weights = _weights(prefix, w)
     if rq.rounding == "float":  # LiteRT BUILTIN_REF (the litert profile): double real scale, std::round
         real = np.broadcast_to(np.asarray(rq.real_scale, np.float64).reshape(-1), (p.out_units,)).copy()
         arrays = [weights, CArray(prefix + "_bias", "int32_t", _i32(np.broadcast_to(

@@ -9,13 +9,13 @@ generator does the same once, for the whole graph, before anything is prepared o
 * a uint8 graph input / output keeps its uint8 type in the generated API: one QUANTIZE op per
   input (uint8 -> twin) and per output (twin -> uint8) is added at the graph's boundary, a
   256-entry table computed by qsim's own QUANTIZE kernel (the byte XOR 0x80);
-* uint8 weights (per tensor, zero point ``zp_w``) are centred at generation time:
-  when every ``w - zp_w`` fits int8 they become symmetric int8 weights (zero point 0), which
-  every int8 GEMM kernel takes (the input offset folded into the bias as for int8 models);
-  otherwise a FULLY_CONNECTED keeps them as the int8 bytes ``w - 128`` with zero point
-  ``zp_w - 128`` (TFLite's two-offset form, ``qk_fully_connected*``: (w + filter_offset) spans
-  -255..255 in an int32 product), and a CONV_2D / DEPTHWISE_CONV_2D is refused naming the filter
-  (the conv kernels multiply int8 weights, SXTB16 on the DSP path, with no filter offset);
+* uint8 weights (per tensor, zero point ``zp_w``) are centred at generation time, ``w - zp_w``
+  (:func:`qsim.kernels.uint8.centred_weights`, zero point 0): when they fit int8 every int8 GEMM
+  path takes them as they are (the input offset folded into the bias as for int8 models); when
+  they do not (they span at most 256 values), :func:`qsim.codegen.tables.offset_weights` stores
+  them as int8 bytes ``w - zp_w - fo`` with a filter offset ``fo``, run by TFLite's two-offset form
+  (``qk_fully_connected*``, ``qk_conv2d_offsets``, ``qk_depthwise_conv2d_offsets``): the fast conv
+  paths multiply int8 weights only (SXTB16 on the DSP path);
 * AVERAGE_POOL_2D rounds ties up in uint8 but away from zero in int8: its C pool adds 128 per
   tap (``qk_pool_params.tap_offset``), averaging the raw uint8 sums as qsim's uint8 kernel does.
 
@@ -96,14 +96,6 @@ def problems(g: ir.Graph, prepared) -> list[str]:
             out.append(f"{op_label(g, op)}: uint8 input '{g.tensors[op.inputs[0]].name}' is quantized unlike the "
                        "output, which LiteRT rescales in float32 (ConcatenationWithScaling); the C concatenation "
                        "copies bytes only")
-        elif op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and np.dtype(g.tensors[op.inputs[1]].dtype) == _U8:
-            w = g.tensors[op.inputs[1]]
-            c = np.asarray(centred_weights(op, w).data, np.int64)
-            if c.min() < -128 or c.max() > 127:
-                out.append(f"{op_label(g, op)}: uint8 filter '{w.name}' (zero point {w.quant.zp0}) has centred "
-                           f"values w - {w.quant.zp0} in [{int(c.min())}, {int(c.max())}], outside int8: the C "
-                           "conv kernels multiply int8 weights without a filter offset (a FULLY_CONNECTED takes "
-                           "any uint8 weights)")
     return out
 
 
@@ -114,10 +106,7 @@ def twin_graph(g: ir.Graph) -> Twin:
         if op.opcode in GEMM and len(op.inputs) > 1 and op.inputs[1] >= 0:
             w = g.tensors[op.inputs[1]]
             if np.dtype(w.dtype) == _U8:
-                c = centred_weights(op, w)
-                fits = np.asarray(c.data).min() >= -128 and np.asarray(c.data).max() <= 127
-                tensors[w.index] = dataclasses.replace(c, data=np.asarray(c.data).astype(np.int8)) if fits \
-                    else int8_twin(w)  # FULLY_CONNECTED: w - 128, zero point zp_w - 128
+                tensors[w.index] = centred_weights(op, w)  # w - zp_w (int16 values), zero point 0
     for i, t in enumerate(g.tensors):
         if np.dtype(t.dtype) == _U8 and tensors[i] is t:
             tensors[i] = int8_twin(t)
