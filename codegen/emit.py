@@ -335,7 +335,6 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     ``kernels``: "qsim" (the portable qkernels) or "cmsis-nn" (calls into the user's CMSIS-NN at
     ``cmsis_nn_dir``, default $CMSIS_NN_DIR, where it has the op; :mod:`qsim.codegen.cmsis_nn`)."""
     profile = profile_name(rounding, kernels)
-    dirs = cmsis_nn.find_dirs(cmsis_nn_dir, cmsis_core_dir) if kernels == "cmsis-nn" else None
     if target not in TARGETS:
         raise QsimError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
     if rounding not in ROUNDING_PROFILES:
@@ -355,6 +354,7 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         g = twin.graph
     else:
         check_supported(g)
+    dirs = cmsis_nn.find_dirs(cmsis_nn_dir, cmsis_core_dir) if kernels == "cmsis-nn" else None
     prepared = prepare_graph(g, profile)
     emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):

@@ -764,13 +764,16 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     Valid because every kernel here finishes a step's reads before writing that
     step's output (conv: per tile of output pixels; depthwise: per output pixel;
     softmax: per row; ADD/SUB/MUL: per element).  FULLY_CONNECTED writes outputs
-    while still reading its input row, so it never runs in place.
+    while still reading its input row, so it never runs in place; nor do the conv_offsets /
+    dw_offsets paths (uint8 weights with a filter offset: each channel re-reads the window).
     """
     op, p = prepared.op, prepared.params
     x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
     out = g.tensors[op.outputs[0]]
     if x is None or x.is_const or np.dtype(out.dtype) != np.int8 or np.dtype(x.dtype) != np.int8:
         return []  # int16 kernels (qkernels_int16.c) never run in place
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and offset_weights(g.tensors[op.inputs[1]].data)[1]:
+        return []  # qk_conv2d_offsets / qk_depthwise_conv2d_offsets re-read the window for every channel
     if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(x.shape) == 4 and x.shape[0] == 1:
         return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
                                              False))]

@@ -93,7 +93,9 @@ def problems(g: ir.Graph, prepared) -> list[str]:
             out.append(f"{op_label(g, op)}: no C kernel computes LiteRT BUILTIN_REF's {op.opcode} (this model "
                        f"needs LiteRT's rounding for its uint8 ops; C kernels for: {', '.join(LITERT_C_OPS)})")
         elif isinstance(p.params, ConcatRescale):
-            out.append(f"{op_label(g, op)}: uint8 input '{g.tensors[op.inputs[0]].name}' is quantized unlike the "
+            k = next(k for k, r in enumerate(p.params.rescale) if r is not None)
+            name = [t for t in g.op_inputs(op) if t is not None][k].name
+            out.append(f"{op_label(g, op)}: uint8 input '{name}' is quantized unlike the "
                        "output, which LiteRT rescales in float32 (ConcatenationWithScaling); the C concatenation "
                        "copies bytes only")
     return out

@@ -133,8 +133,7 @@ void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const i
  * requantized per channel like the other paths; filters in TFLite's layouts ([out_c][kh][kw][in_c],
  * [kh][kw][out_c]), bias not folded.  For uint8 models whose centred weights w - zp_w leave int8
  * (stored as int8 bytes w - zp_w - filter_offset): the fast paths multiply int8 weights only
- * (SXTB16 on the DSP path).  No scratch; outputs written after their pixel's reads (in place ok
- * as for qk_depthwise_conv2d). */
+ * (SXTB16 on the DSP path).  No scratch; never in place (each channel re-reads the window). */
 void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                        const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output);
 void qk_depthwise_conv2d_offsets(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
