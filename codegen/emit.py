@@ -195,7 +195,7 @@ def check_supported(g: ir.Graph, uint8_profile: str | None = None) -> None:
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; the generated "
                                 f"API takes {', '.join(d.name for d in io_dtypes)} tensors only")
     if u8 and not problems:  # qsim's uint8 checks (prepare names the tensor), then the C's own limits
-        problems += uint8.problems(g, prepare_graph(g, uint8_profile))
+        problems += uint8.problems(g, prepare_graph(g, uint8_profile), uint8_profile)
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)
@@ -358,13 +358,14 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     prepared = prepare_graph(g, profile)
     emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):
-        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs and not int16.has_int16_tensor(p.op, g) else None
+        boundary = twin is not None and twin.source[pos] is None  # a uint8 graph input/output table
+        c = (cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs and not boundary
+             and not int16.has_int16_tensor(p.op, g) else None)
         if c is not None:
             cmsis_ops[pos], e = c, c.emit
         else:  # qsim's own kernel
             _check_op_rounding(p, rounding, g)
             emitters = int16.EMITTERS if int16.is_int16_op(p.op, g) else tables.EMITTERS
-            boundary = twin is not None and twin.source[pos] is None
             e = (uint8.emit_boundary if boundary else emitters[p.op.opcode])(pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)

@@ -84,12 +84,12 @@ def check_profile(g: ir.Graph, rounding: str, kernels: str) -> None:
                         "no uint8 kernels): generate it with --rounding double --kernels qsim.")
 
 
-def problems(g: ir.Graph, prepared) -> list[str]:
-    """What the C cannot run of a uint8 model prepared (original graph) under ``litert``, per op."""
+def problems(g: ir.Graph, prepared, profile: str) -> list[str]:
+    """What the C cannot run of a uint8 model prepared (original graph) under ``profile``, per op."""
     out = []
     for p in prepared.ops:
         op = p.op
-        if op.opcode not in LITERT_C_OPS:
+        if profile == PROFILE and op.opcode not in LITERT_C_OPS:
             out.append(f"{op_label(g, op)}: no C kernel computes LiteRT BUILTIN_REF's {op.opcode} (this model "
                        f"needs LiteRT's rounding for its uint8 ops; C kernels for: {', '.join(LITERT_C_OPS)})")
         elif isinstance(p.params, ConcatRescale):
