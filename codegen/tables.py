@@ -206,8 +206,8 @@ KERNEL_PATHS = {
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
-    "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): reference loops
-    "dw_offsets": "qk_depthwise_conv2d_offsets",  # the same for DEPTHWISE_CONV_2D
+    "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): patch sum * offset
+    "dw_offsets": "qk_depthwise_conv2d",  # the same on the channel-major depthwise path (filter_offset set)
     "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
@@ -242,12 +242,13 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     kernel = "conv_1x1" if pointwise else "conv_im2col"
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    fold_input_offset(arrays[1], weights.values, fields["input_offset"])  # the centred rows (uint8: w - zp_w)
     weights.values, fields["filter_offset"] = offset_weights(weights.values)
-    if fields["filter_offset"]:  # uint8 weights whose centred values leave int8
+    if fields["filter_offset"]:  # uint8 weights whose centred values leave int8: patch sum * filter offset
         kernel = "conv_offsets"
         return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
-                      _gemm_call(KERNEL_PATHS[kernel], prefix, None), "qk_conv_params", fields, arrays, kernel=kernel)
-    fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+                      _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
+                      scratch_bytes=p.kernel_h * p.kernel_w * c, kernel=kernel)
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
                   scratch_bytes=conv_scratch_bytes(c if pointwise else p.kernel_h * p.kernel_w * c, pointwise),
@@ -260,13 +261,18 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     fields = _conv_window_fields(x, p, rq)
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
-    weights.values, filter_offset = offset_weights(weights.values)
-    if filter_offset:  # uint8 weights whose centred values leave int8: TFLite's layout, reference loops
+    if offset_weights(weights.values)[1]:
+        # uint8 weights whose centred values leave int8: the channel-major path (filter [out_c][kh][kw],
+        # bias + input_offset * sum of the centred row), weights stored w - fo, plus fo * (window sum)
         kernel = "dw_offsets"
-        fields.update(depth_multiplier=p.depth_multiplier, channel_major=0, filter_offset=filter_offset)
+        weights.values = np.ascontiguousarray(weights.values.reshape(-1, p.out_channels).T).reshape(-1)
+        fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+        weights.values, filter_offset = offset_weights(weights.values)
+        fields.update(depth_multiplier=p.depth_multiplier, channel_major=1, filter_offset=filter_offset)
         return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} "
-                      f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, None),
-                      "qk_dwconv_params", fields, arrays, kernel=kernel)
+                      f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, "int32_t"),
+                      "qk_dwconv_params", fields, arrays, scratch_bytes=4 * p.out_channels + p.kernel_h * p.kernel_w * c,
+                      kernel=kernel)
     if c == 1:
         # One input channel: output channel m is sum_taps w[m][tap] * x[tap], a CONV_2D with one input
         # channel and out_c = depth_multiplier filters [out_c][kh][kw][1] (the filter transposed), run
@@ -764,16 +770,14 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     Valid because every kernel here finishes a step's reads before writing that
     step's output (conv: per tile of output pixels; depthwise: per output pixel;
     softmax: per row; ADD/SUB/MUL: per element).  FULLY_CONNECTED writes outputs
-    while still reading its input row, so it never runs in place; nor do the conv_offsets /
-    dw_offsets paths (uint8 weights with a filter offset: each channel re-reads the window).
+    while still reading its input row, so it never runs in place.  (conv_offsets, uint8 models:
+    per output pixel, its patch is read before its outputs are written.)
     """
     op, p = prepared.op, prepared.params
     x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
     out = g.tensors[op.outputs[0]]
     if x is None or x.is_const or np.dtype(out.dtype) != np.int8 or np.dtype(x.dtype) != np.int8:
         return []  # int16 kernels (qkernels_int16.c) never run in place
-    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and offset_weights(g.tensors[op.inputs[1]].data)[1]:
-        return []  # qk_conv2d_offsets / qk_depthwise_conv2d_offsets re-read the window for every channel
     if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(x.shape) == 4 and x.shape[0] == 1:
         return [(op.inputs[0], _window_delta(x.shape, out.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
                                              False))]

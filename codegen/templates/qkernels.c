@@ -856,8 +856,16 @@ static void qk_dw_few_channels(const qk_dwconv_params *p, const int8_t *input, c
                     input[(((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c + c];
             }
         }
+        int32_t corr = 0; /* filter_offset * (sum of the padded window): uint8 weights stored w - fo */
+        if (p->filter_offset != 0) {
+            int32_t t;
+            for (t = 0; t < taps; ++t) {
+                corr += pc[t];
+            }
+            corr *= p->filter_offset;
+        }
         for (m = 0; m < p->depth_multiplier; ++m, ++oc) {
-            acc[oc] = qk_dot_s8(filter + (size_t)oc * taps, pc, taps);
+            acc[oc] = qk_dot_s8(filter + (size_t)oc * taps, pc, taps) + corr;
         }
     }
 }
@@ -1284,79 +1292,30 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
     }
 }
 
-/* One output pixel's window: the taps (ky, kx) whose input row / column lie inside the image
- * ([*ky0, *ky1) x [*kx0, *kx1) in dilated steps) and the top-left input position. */
-static void qk_window(int32_t oy, int32_t ox, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t ph,
-                      int32_t pw, int32_t kh, int32_t kw, int32_t in_h, int32_t in_w, int32_t *y0, int32_t *x0,
-                      int32_t *ky0, int32_t *ky1, int32_t *kx0, int32_t *kx1)
+void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output,
+                       int8_t *scratch)
 {
-    *y0 = oy * sh - ph;
-    *x0 = ox * sw - pw;
-    for (*ky0 = 0; *ky0 < kh && *y0 + *ky0 * dh < 0; ++*ky0) {
-    }
-    for (*ky1 = kh; *ky1 > *ky0 && *y0 + (*ky1 - 1) * dh >= in_h; --*ky1) {
-    }
-    for (*kx0 = 0; *kx0 < kw && *x0 + *kx0 * dw < 0; ++*kx0) {
-    }
-    for (*kx1 = kw; *kx1 > *kx0 && *x0 + (*kx1 - 1) * dw >= in_w; --*kx1) {
-    }
-}
-
-/* The two-offset window loops shared by qk_conv2d_offsets (depth_multiplier 0: every input
- * channel, filter [out_c][kh][kw][in_c]) and qk_depthwise_conv2d_offsets (input channel
- * oc / depth_multiplier, filter [kh][kw][out_c]); `p` is the conv geometry either way. */
-static void qk_offsets_window_loops(const qk_conv_params *p, int32_t depth_multiplier, const int8_t *input,
-                                    const int8_t *filter, const int32_t *bias, const int32_t *multiplier,
-                                    const int8_t *shift, int8_t *output)
-{
-    const int32_t ic = p->in_c, fo = p->filter_offset, io = p->input_offset;
-    const int32_t n_c = depth_multiplier ? 1 : ic; /* channels summed per tap */
-    const size_t tap_stride = depth_multiplier ? (size_t)p->out_c : (size_t)ic;
-    int32_t b, oy, ox, oc, ky, kx, c, y0, x0, ky0, ky1, kx0, kx1;
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    int32_t b, oy, ox, oc, k;
     for (b = 0; b < p->batches; ++b) {
-        const int8_t *image = input + (size_t)b * p->in_h * p->in_w * ic;
+        const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
-                qk_window(oy, ox, p->stride_h, p->stride_w, p->dil_h, p->dil_w, p->pad_h, p->pad_w, p->k_h, p->k_w,
-                          p->in_h, p->in_w, &y0, &x0, &ky0, &ky1, &kx0, &kx1);
+                int32_t corr = 0;
+                qk_conv_patch(p, image, oy, ox, scratch);
+                for (k = 0; k < depth; ++k) {
+                    corr += scratch[k];
+                }
+                corr *= p->filter_offset;
                 for (oc = 0; oc < p->out_c; ++oc) {
-                    const int8_t *w0 = depth_multiplier ? filter + oc : filter + (size_t)oc * p->k_h * p->k_w * ic;
-                    const int32_t c0 = depth_multiplier ? oc / depth_multiplier : 0;
-                    int32_t acc = 0;
-                    for (ky = ky0; ky < ky1; ++ky) {
-                        for (kx = kx0; kx < kx1; ++kx) {
-                            const int8_t *x = image + ((size_t)(y0 + ky * p->dil_h) * p->in_w + (x0 + kx * p->dil_w)) * ic + c0;
-                            const int8_t *w = w0 + ((size_t)ky * p->k_w + kx) * tap_stride;
-                            for (c = 0; c < n_c; ++c) {
-                                acc += (w[c] + fo) * (x[c] + io);
-                            }
-                        }
-                    }
-                    *output++ = qk_requant_cold(acc, bias, multiplier, shift, oc, p->output_offset, p->act_min,
-                                                p->act_max);
+                    *output++ = qk_requant_channel(qk_dot_s8(filter + (size_t)oc * depth, scratch, depth) + corr,
+                                                   bias, multiplier, shift, oc, p->output_offset, p->act_min,
+                                                   p->act_max);
                 }
             }
         }
     }
-}
-
-void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
-                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output)
-{
-    qk_offsets_window_loops(p, 0, input, filter, bias, multiplier, shift, output);
-}
-
-void qk_depthwise_conv2d_offsets(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
-                                 const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                 int8_t *output)
-{
-    qk_conv_params g;
-    g.batches = p->batches, g.in_h = p->in_h, g.in_w = p->in_w, g.in_c = p->in_c;
-    g.out_h = p->out_h, g.out_w = p->out_w, g.out_c = p->out_c, g.k_h = p->k_h, g.k_w = p->k_w;
-    g.stride_h = p->stride_h, g.stride_w = p->stride_w, g.dil_h = p->dil_h, g.dil_w = p->dil_w;
-    g.pad_h = p->pad_h, g.pad_w = p->pad_w, g.input_offset = p->input_offset, g.output_offset = p->output_offset;
-    g.act_min = p->act_min, g.act_max = p->act_max, g.filter_offset = p->filter_offset;
-    qk_offsets_window_loops(&g, p->depth_multiplier, input, filter, bias, multiplier, shift, output);
 }
 
 /* std::round of a double in [-2^62, 2^62]: nearest integer, ties away from zero (r - trunc(r) is exact). */

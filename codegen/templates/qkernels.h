@@ -81,7 +81,7 @@ typedef struct {
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t input_offset, output_offset, act_min, act_max;
     int32_t channel_major; /* 1: filter stored [out_c][kh][kw] (few output channels) */
-    int32_t filter_offset; /* qk_depthwise_conv2d_offsets only (0 elsewhere) */
+    int32_t filter_offset; /* channel_major only: weights stored w - filter_offset (uint8 models; 0 elsewhere) */
 } qk_dwconv_params;
 
 /* Any geometry.  scratch: out_c int32 accumulators, then (channel_major) k_h * k_w * in_c int8
@@ -128,17 +128,15 @@ void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const
 void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                              const int32_t *bias, const double *real_scale, int8_t *output);
 
-/* CONV_2D / DEPTHWISE_CONV_2D with a filter offset, TFLite's reference loops: the sum of
- * (w + filter_offset) * (x + input_offset) over the taps inside the image (padded taps add 0),
- * requantized per channel like the other paths; filters in TFLite's layouts ([out_c][kh][kw][in_c],
- * [kh][kw][out_c]), bias not folded.  For uint8 models whose centred weights w - zp_w leave int8
- * (stored as int8 bytes w - zp_w - filter_offset): the fast paths multiply int8 weights only
- * (SXTB16 on the DSP path).  No scratch; never in place (each channel re-reads the window). */
+/* CONV_2D with a filter offset (uint8 models whose centred weights w - zp_w leave int8, stored as
+ * the int8 bytes w - zp_w - filter_offset; the fast paths multiply int8 weights only, SXTB16 on the
+ * DSP path): per output pixel the zero-point-padded int8 patch (as qk_conv2d, in scratch: k_h * k_w *
+ * in_c bytes), then per channel the raw dot product plus filter_offset * (sum of the patch); the bias
+ * table holds bias + input_offset * (sum of the centred filter row), wrapped to int32.  The patch is
+ * read before the pixel's outputs are written (in place as the depthwise kernels). */
 void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
-                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output);
-void qk_depthwise_conv2d_offsets(const qk_dwconv_params *p, const int8_t *input, const int8_t *filter,
-                                 const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                 int8_t *output);
+                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output,
+                       int8_t *scratch);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
