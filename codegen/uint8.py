@@ -13,9 +13,11 @@ generator does the same once, for the whole graph, before anything is prepared o
   (:func:`qsim.kernels.uint8.centred_weights`, zero point 0): when they fit int8 every int8 GEMM
   path takes them as they are (the input offset folded into the bias as for int8 models); when
   they do not (they span at most 256 values), :func:`qsim.codegen.tables.offset_weights` stores
-  them as int8 bytes ``w - zp_w - fo`` with a filter offset ``fo``, run by TFLite's two-offset form
-  (``qk_fully_connected*``, ``qk_conv2d_offsets``, ``qk_depthwise_conv2d_offsets``): the fast conv
-  paths multiply int8 weights only (SXTB16 on the DSP path);
+  them as int8 bytes ``w - zp_w - fo`` with a filter offset ``fo``: sum (w' + fo)(x + io) =
+  sum w' x + fo * (sum of the zero-point-padded window) + io * (sum of the centred row, folded into
+  the bias) -- FULLY_CONNECTED in TFLite's two-offset form (``qk_fully_connected*``), CONV_2D as
+  ``qk_conv2d_offsets`` (the int8 patch and dot product of qk_conv2d plus the patch sum times
+  ``fo``), DEPTHWISE_CONV_2D on the channel-major depthwise path with ``filter_offset`` set;
 * AVERAGE_POOL_2D rounds ties up in uint8 but away from zero in int8: its C pool adds 128 per
   tap (``qk_pool_params.tap_offset``), averaging the raw uint8 sums as qsim's uint8 kernel does.
 
