@@ -210,7 +210,7 @@ def measure(model, build: Path, target: str = "cortex-m4", kernels: str = "qsim"
     rows = [", ".join(str(int(v)) for v in x[i:i + 24]) for i in range(0, x.size, 24)]
     (build / "bench_main.c").write_text(BENCH_MAIN.format(
         name=name, in_total=x.size, out_total=sum(out_sizes), input_text=",\n".join("    " + r for r in rows),
-        n_ops=len(g.operators), call_args=call_args))
+        n_ops=len(res.layers), call_args=call_args))  # layers: the generated ops (uint8 models: + boundary tables)
     elf = _link(build, name, mcpu, "bench.elf", [], dsp, libs)
     empty = _link(build, name, mcpu, "bench_empty.elf", ["-DQK_BENCH_EMPTY"], dsp, libs)
     outs = [_qemu(build, elf, machine) for _ in range(runs)]
@@ -227,8 +227,7 @@ def measure(model, build: Path, target: str = "cortex-m4", kernels: str = "qsim"
         prof = _link(build, name, mcpu, "bench_prof.elf", ["-DQK_PROFILE"], dsp, libs)
         text = _qemu(build, prof, machine)
         ticks_per_op = {int(a): int(b) for a, b in re.findall(r"^op (\d+) (\d+)$", text, re.M)}
-        result["layers"] = [(pos, op.opcode, ticks_per_op.get(pos, 0) * TICK_INSNS)
-                            for pos, op in enumerate(g.operators)]
+        result["layers"] = [(l.position, l.opcode, ticks_per_op.get(l.position, 0) * TICK_INSNS) for l in res.layers]
         layer_info = getattr(res, "layers", [])
         result["kernel_paths"] = {l.position: getattr(l, "kernel", "") for l in layer_info}
     return result

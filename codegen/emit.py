@@ -27,7 +27,7 @@ from qsim.loader import load
 from qsim.validate import op_label, raise_if_invalid
 from qsim.report import op_macs
 
-from . import cmsis_nn, int16, planner, tables
+from . import cmsis_nn, int16, planner, tables, uint8
 
 TEMPLATES = Path(str(files("qsim.codegen") / "templates"))  # package data: .j2/.c/.h, startup, linker
 KERNEL_SOURCES = ("qkernels.c", "qkernels_int16.c")  # the C files a generated model links (Makefile SRCS)
@@ -133,7 +133,9 @@ def _c_int(v: int) -> str:
 
 
 def _array_text(values: np.ndarray, per_line: int = 16) -> str:
-    vals = [_c_int(v) for v in np.asarray(values).reshape(-1)]
+    """C initializers: integers, or (float arrays: the double tables) C99 hex floats, exact."""
+    a = np.asarray(values).reshape(-1)
+    vals = [float(v).hex() for v in a] if a.dtype.kind == "f" else [_c_int(v) for v in a]
     rows = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
     return ",\n".join("    " + r for r in rows) if rows else "    0"
 
@@ -151,11 +153,13 @@ def _field_text(v) -> str:
 
 # ------------------------------------------------------------------ validation
 
-def check_supported(g: ir.Graph) -> None:
+def check_supported(g: ir.Graph, uint8_profile: str | None = None) -> None:
     """Every problem at once: qsim's unsupported ops, ops without a C kernel, non-int8 graph I/O
-    (a float model gets qsim's own explanation first)."""
+    (a float model gets qsim's own explanation first).  ``uint8_profile``: the model has uint8
+    tensors, generated under that profile (:mod:`qsim.codegen.uint8`); None: uint8 ops refused."""
     check_quantized(g)
-    problems = list(unsupported_ops(g, int16=True, uint8=False))  # int16x8: qsim's own rules; C kernels below
+    u8 = uint8_profile is not None
+    problems = list(unsupported_ops(g, int16=True, uint8=u8))  # int16x8: qsim's own rules; C kernels below
     flagged = {int(m.group(1)) for m in (re.match(r"op #(\d+)", p) for p in problems) if m}
     for op in g.operators:
         out = g.tensors[op.outputs[0]].name if op.outputs else "?"
@@ -208,15 +212,18 @@ def check_supported(g: ir.Graph) -> None:
                 problems.extend(f"op #{op.index} {op.opcode}: reads the float32 graph input '{g.tensors[t].name}'; "
                                 "the generated C reads a float32 input only through QUANTIZE"
                                 for op in readers if op.opcode != "QUANTIZE" and op.index not in flagged)
+    io_dtypes = GRAPH_IO_DTYPES + ((np.dtype(np.uint8),) if u8 else ())
     for role, idxs in (("input", g.inputs), ("output", g.outputs)):
         for t in idxs:
             tensor = g.tensors[t]
             if (role == "output" and t in dequantized) or (role == "input" and t in quantized):
                 continue
-            if np.dtype(tensor.dtype) not in GRAPH_IO_DTYPES:
+            if np.dtype(tensor.dtype) not in io_dtypes:
                 problems.append(f"graph {role} '{tensor.name}' is {np.dtype(tensor.dtype).name}; the generated "
-                                f"API takes {', '.join(d.name for d in GRAPH_IO_DTYPES)} tensors only (and float32 "
+                                f"API takes {', '.join(d.name for d in io_dtypes)} tensors only (and float32 "
                                 "outputs of DEQUANTIZE, float32 inputs read by QUANTIZE)")
+    if u8 and not problems:  # qsim's uint8 checks (prepare names the tensor), then the C's own limits
+        problems += uint8.problems(g, prepare_graph(g, uint8_profile), uint8_profile)
     def order(line: str):
         m = re.match(r"op #(\d+)", line)
         return (0, int(m.group(1))) if m else (1, 0)
@@ -343,6 +350,12 @@ def profile_name(rounding: str, kernels: str = "qsim") -> str:
     return cmsis_nn.PROFILE if kernels == "cmsis-nn" else ROUNDING_PROFILES[rounding]
 
 
+def model_profile(g: ir.Graph, rounding: str, kernels: str = "qsim") -> str:
+    """The `qsim run --profile` the C generated for ``g`` reproduces: :func:`profile_name`'s, or
+    ``litert`` for a model with uint8 ops TFLite Micro does not run (:mod:`qsim.codegen.uint8`)."""
+    return uint8.profile_for(g, profile_name(rounding, kernels))
+
+
 def generate(model, out_dir, name: str | None = None, target: str = "host", rounding: str = "double",
              force: bool = False, kernels: str = "qsim", cmsis_nn_dir=None, cmsis_core_dir=None) -> GenerateResult:
     """Generate the C sources for ``model`` (path or ir.Graph) into ``out_dir``.
@@ -350,7 +363,6 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     ``kernels``: "qsim" (the portable qkernels) or "cmsis-nn" (calls into the user's CMSIS-NN at
     ``cmsis_nn_dir``, default $CMSIS_NN_DIR, where it has the op; :mod:`qsim.codegen.cmsis_nn`)."""
     profile = profile_name(rounding, kernels)
-    dirs = cmsis_nn.find_dirs(cmsis_nn_dir, cmsis_core_dir) if kernels == "cmsis-nn" else None
     if target not in TARGETS:
         raise QsimError(f"unknown target '{target}'; choose one of: {', '.join(TARGETS)}.")
     if rounding not in ROUNDING_PROFILES:
@@ -361,21 +373,34 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
     source = g.source or "model"
     name = c_identifier(name or Path(source).stem or "model")
     out_dir = Path(out_dir)
-    check_supported(g)
+    twin, source_graph = None, g  # source_graph: the model's own ops (trace and check labels)
+    if uint8.has_uint8(g):  # run as the int8 twin graph (codegen/uint8.py)
+        uint8.check_profile(g, rounding, kernels)
+        profile = model_profile(g, rounding, kernels)
+        check_supported(g, profile)
+        twin = uint8.twin_graph(g)
+        g = twin.graph
+    else:
+        check_supported(g)
+    dirs = cmsis_nn.find_dirs(cmsis_nn_dir, cmsis_core_dir) if kernels == "cmsis-nn" else None
     prepared = prepare_graph(g, profile)
     emits, cmsis_ops = [], {}  # op position -> cmsis_nn.CmsisOp
     for pos, p in enumerate(prepared.ops):
-        c = cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs and not int16.has_int16_tensor(p.op, g) else None
+        boundary = twin is not None and twin.source[pos] is None  # a uint8 graph input/output table
+        c = (cmsis_nn.emit_op(pos, p, g, f"{name}_op{pos}") if dirs and not boundary
+             and not int16.has_int16_tensor(p.op, g) else None)
         if c is not None:
             cmsis_ops[pos], e = c, c.emit
         else:  # qsim's own kernel
             _check_op_rounding(p, rounding, g)
             emitters = int16.EMITTERS if int16.is_int16_op(p.op, g) else tables.EMITTERS
-            e = emitters[p.op.opcode](pos, p, g, f"{name}_op{pos}")
+            e = (uint8.emit_boundary if boundary else emitters[p.op.opcode])(pos, p, g, f"{name}_op{pos}")
         e.prefix = f"{name}_op{pos}"
         e.macs = op_macs(g, p.op)
         emits.append(e)
     tables.unify_dw_3x3(emits)
+    if twin is not None:
+        uint8.finish_emit(twin, emits)
     if dirs:
         cmsis_nn.finish(list(cmsis_ops.values()), dirs)
     plan = planner.plan_memory(g, {e.position: e.scratch_bytes for e in emits},
@@ -419,9 +444,11 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
             call = "/* planned in place: same bytes, new shape */"
         else:
             call = e.call.format(**subs)
+        trace = ("" if twin is not None and twin.source[e.position] is None  # uint8 boundary: not a model op
+                 else "qk_trace_uint8" if twin is not None and e.position in twin.u8_outputs else "qk_trace")
         ops_ctx.append(dict(position=e.position, comment=c_comment(e.comment), struct_type=e.struct_type,
                             prefix=e.prefix, fields=[(k, _field_text(v)) for k, v in e.struct_fields.items()],
-                            macs=e.macs, c_call=call, out_ptr=subs["out0"],
+                            macs=e.macs, c_call=call, out_ptr=subs["out0"], trace=trace,
                             out_bytes=g.tensors[p.op.outputs[0]].nbytes))
     final_copies = []
     for k, t in enumerate(g.outputs):
@@ -454,8 +481,9 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
                flash_origin=flash_origin, ram_origin=ram_origin,
                check_outputs=[dict(label=c_string(f"output {k} '{g.tensors[t].name}'"), nbytes=g.tensors[t].nbytes)
                               for k, t in enumerate(g.outputs)],
-               check_ops=[dict(label=c_string(f"op #{p.op.index} {p.op.opcode} -> '{g.tensors[p.op.outputs[0]].name}'"),
-                               nbytes=g.tensors[p.op.outputs[0]].nbytes) for p in prepared.ops])
+               trace_uint8_bytes=max([o["out_bytes"] for o in ops_ctx if o["trace"] == "qk_trace_uint8"], default=0),
+               check_ops=[dict(label=c_string(f"op #{op.index} {op.opcode} -> '{source_graph.tensors[op.outputs[0]].name}'"),
+                               nbytes=source_graph.tensors[op.outputs[0]].nbytes) for op in source_graph.operators])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     rendered = {
@@ -493,6 +521,8 @@ def _check_op_rounding(prepared, rounding: str, g: ir.Graph) -> None:
     """The C kernels use one rounding for the whole build: every op's prepared rounding must match."""
     if prepared.op.opcode in tables.UNARY_LUT_OPS and not int16.is_int16_op(prepared.op, g):
         return  # tabulated from the Python kernel itself: no C rounding involved
+    if getattr(getattr(prepared.params, "requant", None), "rounding", None) == "float":
+        return  # LiteRT's real-scale FULLY_CONNECTED (uint8 models): qk_fully_connected_real
     params = prepared.params
     rq = getattr(params, "requant", None) or getattr(getattr(params, "conv", None), "requant", None) or params
     op_rounding = getattr(rq, "rounding", None)

@@ -60,7 +60,7 @@ CONST_DATA_INPUTS = {"ADD": None, "SUB": None, "MUL": None, "MAXIMUM": None, "MI
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
            np.dtype(np.uint16): "uint16_t", np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t",
            np.dtype(np.float32): "float"}  # float: DEQUANTIZE's output only (graph outputs, emit.check_supported)
-CTYPE_BYTES = {c: d.itemsize for d, c in C_TYPES.items()}
+CTYPE_BYTES = {**{c: d.itemsize for d, c in C_TYPES.items()}, "double": 8}  # double: LiteRT's real scales
 
 
 def c_type(dtype) -> str:
@@ -87,7 +87,7 @@ class CArray:
     """A const table for NAME_weights.c (lives in flash)."""
 
     name: str
-    ctype: str  # a C_TYPES value: "int8_t" | "int16_t" | "uint16_t" | "int32_t" | "int64_t"
+    ctype: str  # a C_TYPES value: "int8_t" | "int16_t" | "uint16_t" | "int32_t" | "int64_t", or "double"
     values: np.ndarray
 
     @property
@@ -154,16 +154,32 @@ def _weights(prefix: str, t: ir.Tensor) -> CArray:
     return CArray(prefix + "_w", "int8_t", np.asarray(t.data, dtype=np.int64).reshape(-1))
 
 
+def offset_weights(values) -> tuple[np.ndarray, int]:
+    """GEMM weights as int8 bytes and a filter offset (the C multiplies ``w + filter_offset``):
+    ``(values, 0)`` when they fit int8, else ``(values - fo, fo)`` with ``fo = min + 128`` -- a
+    uint8 model's centred weights ``w - zp_w`` span at most 256 values (codegen/uint8.py)."""
+    v = np.asarray(values, dtype=np.int64)
+    if v.size == 0 or (v.min() >= -128 and v.max() <= 127):
+        return v, 0
+    fo = int(v.min()) + 128
+    if v.max() - fo > 127:
+        raise QsimError(f"GEMM weights span {int(v.min())}..{int(v.max())}: more than 256 values, no int8 bytes "
+                        "with one filter offset hold them.")
+    return v - fo, fo
+
+
 def _gemm_call(fn: str, prefix: str, scratch_type: str | None) -> str:
     scratch = f", ({scratch_type} *){{scratch}}" if scratch_type else ""
     return (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, {prefix}_mult, "
             f"{prefix}_shift, {{out0}}{scratch});")
 
 
-def _gemm_operands(prepared, g):
-    """(op, params, requant, input, weights, output) of a GEMM op whose rounding has a C kernel."""
+def _gemm_operands(prepared, g, real_ok: bool = False):
+    """(op, params, requant, input, weights, output) of a GEMM op whose rounding has a C kernel
+    (``real_ok``: also LiteRT's double real-scale requantization, FULLY_CONNECTED's "float")."""
     op, p = prepared.op, prepared.params
-    _check_rounding(p.requant, op.opcode)
+    if not (real_ok and p.requant.rounding == "float"):
+        _check_rounding(p.requant, op.opcode)
     return (op, p, p.requant, g.tensors[op.inputs[0]], g.tensors[op.inputs[1]],
             g.tensors[op.outputs[0]])
 
@@ -191,6 +207,9 @@ KERNEL_PATHS = {
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
+    "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): patch sum * offset
+    "dw_offsets": "qk_depthwise_conv2d",  # the same on the channel-major depthwise path (filter_offset set)
+    "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
 CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
@@ -224,7 +243,13 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     kernel = "conv_1x1" if pointwise else "conv_im2col"
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
-    fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+    fold_input_offset(arrays[1], weights.values, fields["input_offset"])  # the centred rows (uint8: w - zp_w)
+    weights.values, fields["filter_offset"] = offset_weights(weights.values)
+    if fields["filter_offset"]:  # uint8 weights whose centred values leave int8: patch sum * filter offset
+        kernel = "conv_offsets"
+        return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
+                      _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
+                      scratch_bytes=p.kernel_h * p.kernel_w * c, kernel=kernel)
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
                   scratch_bytes=conv_scratch_bytes(c if pointwise else p.kernel_h * p.kernel_w * c, pointwise),
@@ -237,6 +262,18 @@ def emit_depthwise(pos, prepared, g, prefix) -> OpEmit:
     fields = _conv_window_fields(x, p, rq)
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
+    if offset_weights(weights.values)[1]:
+        # uint8 weights whose centred values leave int8: the channel-major path (filter [out_c][kh][kw],
+        # bias + input_offset * sum of the centred row), weights stored w - fo, plus fo * (window sum)
+        kernel = "dw_offsets"
+        weights.values = np.ascontiguousarray(weights.values.reshape(-1, p.out_channels).T).reshape(-1)
+        fold_input_offset(arrays[1], weights.values, fields["input_offset"])
+        weights.values, filter_offset = offset_weights(weights.values)
+        fields.update(depth_multiplier=p.depth_multiplier, channel_major=1, filter_offset=filter_offset)
+        return OpEmit(pos, op.opcode, f"DEPTHWISE_CONV_2D {p.kernel_h}x{p.kernel_w} x{p.depth_multiplier} "
+                      f"({kernel}) -> '{out.name}'", _gemm_call(KERNEL_PATHS[kernel], prefix, "int32_t"),
+                      "qk_dwconv_params", fields, arrays, scratch_bytes=4 * p.out_channels + p.kernel_h * p.kernel_w * c,
+                      kernel=kernel)
     if c == 1:
         # One input channel: output channel m is sum_taps w[m][tap] * x[tap], a CONV_2D with one input
         # channel and out_c = depth_multiplier filters [out_c][kh][kw][1] (the filter transposed), run
@@ -296,15 +333,24 @@ def dw_group_major(values: np.ndarray, taps: int, channels: int) -> np.ndarray:
 
 
 def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
-    op, p, rq, x, w, out = _gemm_operands(prepared, g)
+    op, p, rq, x, w, out = _gemm_operands(prepared, g, real_ok=True)
     batches = x.size // p.in_units
     # The Python kernel folds the weight zero point into its float weights; the C
     # kernel reads the raw int8 weights, so it gets TFLite's filter_offset = -w_zp.
     w_zp = 0 if w.quant is None or w.quant.per_channel else w.quant.zp0
+    weights = _weights(prefix, w)
+    weights.values, fo = offset_weights(weights.values)  # fo != 0: a uint8 model's wide centred weights
+    w_zp -= fo
     fields = dict(batches=batches, in_units=p.in_units, out_units=p.out_units,
                   input_offset=-p.input_zero_point, filter_offset=-w_zp,
                   output_offset=rq.output_zero_point, act_min=rq.act_min, act_max=rq.act_max)
-    weights = _weights(prefix, w)
+    if rq.rounding == "float":  # LiteRT BUILTIN_REF (the litert profile): double real scale, std::round
+        real = np.broadcast_to(np.asarray(rq.real_scale, np.float64).reshape(-1), (p.out_units,)).copy()
+        arrays = [weights, CArray(prefix + "_bias", "int32_t", _i32(np.broadcast_to(
+            np.asarray(rq.bias, np.int64).reshape(-1), (p.out_units,)))), CArray(prefix + "_real", "double", real)]
+        return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} (fc_real) -> '{out.name}'",
+                      f"qk_fully_connected_real(&{prefix}_params, {{in0}}, {prefix}_w, {prefix}_bias, "
+                      f"{prefix}_real, {{out0}});", "qk_fc_params", fields, arrays, kernel="fc_real")
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_units, op.opcode)
     kernel = "fc_folded" if w_zp == 0 else "fc_offsets"
     if kernel == "fc_folded":
@@ -352,7 +398,7 @@ def emit_pool(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
     n, h, wd, c = x.shape
     fields = dict(batches=n, in_h=h, in_w=wd, channels=c, out_h=p.out_h, out_w=p.out_w,
                   filter_h=p.filter_h, filter_w=p.filter_w, stride_h=p.stride_h, stride_w=p.stride_w,
-                  pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max)
+                  pad_h=p.pad_h, pad_w=p.pad_w, act_min=p.act_min, act_max=p.act_max, tap_offset=0)
     fn = kernel_fn("qk_average_pool2d" if op.opcode == "AVERAGE_POOL_2D" else "qk_max_pool2d", dtype)
     return OpEmit(pos, op.opcode, f"{op.opcode} {p.filter_h}x{p.filter_w} -> '{out.name}'",
                   _params_call(fn, prefix, "{in0}", "{out0}"), "qk_pool_params", fields)
@@ -777,7 +823,8 @@ def overlap_delta(prepared, g) -> list[tuple[int, int]]:
     Valid because every kernel here finishes a step's reads before writing that
     step's output (conv: per tile of output pixels; depthwise: per output pixel;
     softmax: per row; ADD/SUB/MUL: per element).  FULLY_CONNECTED writes outputs
-    while still reading its input row, so it never runs in place.
+    while still reading its input row, so it never runs in place.  (conv_offsets, uint8 models:
+    per output pixel, its patch is read before its outputs are written.)
     """
     op, p = prepared.op, prepared.params
     x = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None

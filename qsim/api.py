@@ -819,7 +819,7 @@ class Model:
         """
         from .codegen import emit  # the one import of the generator package
         batch = None
-        profile = emit.profile_name(rounding, kernels)
+        profile = emit.model_profile(self.graph, rounding, kernels)
         if inputs is not None:
             batch, _ = self._batch(inputs)
         result = emit.generate(self.graph, out_dir, name=name, target=target, rounding=rounding, force=force,

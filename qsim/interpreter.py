@@ -434,7 +434,8 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
     default) lists every op touching an int16 activation, by name.  ``uint8`` (default: as
     ``int16``): accept the old converter's uint8 ops (:mod:`qsim.kernels.uint8`); False lists every
     op with a uint8 tensor except the QUANTIZE / DEQUANTIZE of a uint8 model interface (int8 body;
-    the accelerator model runs their kernels, the C generator refuses uint8 graph inputs/outputs itself)."""
+    the accelerator model runs their kernels).  The C generator passes ``uint8=True`` for uint8
+    models and runs them as their int8 twin graph (:mod:`qsim.codegen.uint8`)."""
     from .kernels.uint8 import UINT8_OPS, uint8_tensors
     uint8 = int16 if uint8 is None else uint8
     problems, uint8_ops = [], []
@@ -471,9 +472,9 @@ def unsupported_ops(g: ir.Graph, int16: bool = False, uint8: bool | None = None)
                     break
     if uint8_ops:
         problems.append(f"this is an old-converter uint8 (QUANTIZED_UINT8) model: {len(uint8_ops)} op(s) have uint8 "
-                        f"tensors ({'; '.join(uint8_ops[:3])}{'; ...' if len(uint8_ops) > 3 else ''}). The C generator, "
-                        "the accelerator datapath's values and the RTL vectors are int8 only; the simulator runs it "
-                        "(qsim run/check --profile litert) and `qsim profile --no-values` times it (the array's cost "
+                        f"tensors ({'; '.join(uint8_ops[:3])}{'; ...' if len(uint8_ops) > 3 else ''}). The accelerator "
+                        "datapath's values and the RTL vectors are int8 only; the simulator runs it (qsim run/check "
+                        "--profile litert), `qsim codegen` generates it and `qsim profile --no-values` times it (the array's cost "
                         "is int8's: the offsets fold into the bias). For the rest, re-convert the model with "
                         "full-integer int8 quantization")
     return problems

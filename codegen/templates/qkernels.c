@@ -856,8 +856,16 @@ static void qk_dw_few_channels(const qk_dwconv_params *p, const int8_t *input, c
                     input[(((size_t)b * p->in_h + iy) * p->in_w + ix) * p->in_c + c];
             }
         }
+        int32_t corr = 0; /* filter_offset * (sum of the padded window): uint8 weights stored w - fo */
+        if (p->filter_offset != 0) {
+            int32_t t;
+            for (t = 0; t < taps; ++t) {
+                corr += pc[t];
+            }
+            corr *= p->filter_offset;
+        }
         for (m = 0; m < p->depth_multiplier; ++m, ++oc) {
-            acc[oc] = qk_dot_s8(filter + (size_t)oc * taps, pc, taps);
+            acc[oc] = qk_dot_s8(filter + (size_t)oc * taps, pc, taps) + corr;
         }
     }
 }
@@ -1259,21 +1267,85 @@ void qk_depthwise_conv3x3_sat(const qk_dwconv_params *p, const int8_t *input, co
 
 /* TFLite's general form: sum (w + filter_offset) * (x + input_offset), the bias as given
  * (used only when the weights have a zero point). */
+/* sum (w[i] + filter_offset) * (x[i] + input_offset) over one weight row: TFLite's two-offset form. */
+static int32_t qk_fc_offsets_dot(const qk_fc_params *p, const int8_t *w, const int8_t *x)
+{
+    int32_t acc = 0, i;
+    for (i = 0; i < p->in_units; ++i) {
+        acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
+    }
+    return acc;
+}
+
 void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                         int8_t *output)
 {
-    int32_t b, o, i;
+    int32_t b, o;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->in_units;
         for (o = 0; o < p->out_units; ++o) {
-            const int8_t *w = filter + (size_t)o * p->in_units;
-            int32_t acc = 0;
-            for (i = 0; i < p->in_units; ++i) {
-                acc += (w[i] + p->filter_offset) * (x[i] + p->input_offset);
-            }
+            const int32_t acc = qk_fc_offsets_dot(p, filter + (size_t)o * p->in_units, x);
             output[(size_t)b * p->out_units + o] =
                 qk_requant_cold(acc, bias, multiplier, shift, o, p->output_offset, p->act_min, p->act_max);
+        }
+    }
+}
+
+void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output,
+                       int8_t *scratch)
+{
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    int32_t b, oy, ox, oc, k;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                int32_t corr = 0;
+                qk_conv_patch(p, image, oy, ox, scratch);
+                for (k = 0; k < depth; ++k) {
+                    corr += scratch[k];
+                }
+                corr *= p->filter_offset;
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    *output++ = qk_requant_channel(qk_dot_s8(filter + (size_t)oc * depth, scratch, depth) + corr,
+                                                   bias, multiplier, shift, oc, p->output_offset, p->act_min,
+                                                   p->act_max);
+                }
+            }
+        }
+    }
+}
+
+/* std::round of a double in [-2^62, 2^62]: nearest integer, ties away from zero (r - trunc(r) is exact). */
+static int64_t qk_round_half_away(double r)
+{
+    int64_t t = (int64_t)r;
+    const double frac = r - (double)t;
+    if (frac >= 0.5) {
+        ++t;
+    } else if (frac <= -0.5) {
+        --t;
+    }
+    return t;
+}
+
+void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, const double *real_scale, int8_t *output)
+{
+    int32_t b, o;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = input + (size_t)b * p->in_units;
+        for (o = 0; o < p->out_units; ++o) {
+            const int32_t acc = qk_fc_offsets_dot(p, filter + (size_t)o * p->in_units, x);
+            const int32_t sum = (int32_t)(uint32_t)((uint32_t)acc + (uint32_t)bias[o]); /* int32 wrap */
+            double r = (double)sum * real_scale[o];
+            int64_t v;
+            r = r > 4611686018427387904.0 ? 4611686018427387904.0 : r < -4611686018427387904.0 ? -4611686018427387904.0 : r;
+            v = qk_round_half_away(r);
+            v = (v > QK_INT32_MAX ? QK_INT32_MAX : v < QK_INT32_MIN ? QK_INT32_MIN : v) + p->output_offset;
+            output[(size_t)b * p->out_units + o] = (int8_t)(v < p->act_min ? p->act_min : v > p->act_max ? p->act_max : v);
         }
     }
 }
@@ -1340,7 +1412,7 @@ static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output
                 for (c0 = 0; c0 < ch; c0 += QK_POOL_CHUNK) {
                     const int32_t n = ch - c0 < QK_POOL_CHUNK ? ch - c0 : QK_POOL_CHUNK;
                     for (c = 0; c < n; ++c) {
-                        acc[c] = is_max ? -128 : 0;
+                        acc[c] = is_max ? -128 : count * p->tap_offset;
                     }
                     for (fy = fy0; fy < fy1; ++fy) {
                         const int8_t *src = image + (size_t)(y0 + fy) * row + (size_t)(x0 + fx0) * ch + c0;
@@ -1360,7 +1432,7 @@ static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output
                         int32_t v = acc[c];
                         if (!is_max && count > 0) {
                             /* TFLite's rounding average: half away from zero (one division per output). */
-                            v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+                            v = (v > 0 ? (v + count / 2) / count : (v - count / 2) / count) - p->tap_offset;
                         }
                         output[c0 + c] = (int8_t)qk_clamp(v, p->act_min, p->act_max);
                     }

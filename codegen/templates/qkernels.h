@@ -46,6 +46,7 @@ typedef struct {
     int32_t k_h, k_w;
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t input_offset, output_offset, act_min, act_max;
+    int32_t filter_offset; /* qk_conv2d_offsets only (0 elsewhere) */
 } qk_conv_params;
 
 /* Output pixels computed per tile: QK_CONV_TILE int8 patches (portable C), QK_CONV_COLS columns
@@ -80,6 +81,7 @@ typedef struct {
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
     int32_t input_offset, output_offset, act_min, act_max;
     int32_t channel_major; /* 1: filter stored [out_c][kh][kw] (few output channels) */
+    int32_t filter_offset; /* channel_major only: weights stored w - filter_offset (uint8 models; 0 elsewhere) */
 } qk_dwconv_params;
 
 /* Any geometry.  scratch: out_c int32 accumulators, then (channel_major) k_h * k_w * in_c int8
@@ -119,6 +121,22 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
 void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                int8_t *output);
+/* LiteRT BUILTIN_REF's FULLY_CONNECTED (its int8 and legacy uint8 forms): the same sums as
+ * qk_fully_connected, requantized by the double real scale instead of a Q31 multiplier:
+ * clamp(round_half_away(double(int32(acc + bias[o])) * real_scale[o]) + output_offset, act_min, act_max)
+ * (qsim.fixedpoint.requantize_float_rescale; IEEE double, no libm). */
+void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, const double *real_scale, int8_t *output);
+
+/* CONV_2D with a filter offset (uint8 models whose centred weights w - zp_w leave int8, stored as
+ * the int8 bytes w - zp_w - filter_offset; the fast paths multiply int8 weights only, SXTB16 on the
+ * DSP path): per output pixel the zero-point-padded int8 patch (as qk_conv2d, in scratch: k_h * k_w *
+ * in_c bytes), then per channel the raw dot product plus filter_offset * (sum of the patch); the bias
+ * table holds bias + input_offset * (sum of the centred filter row), wrapped to int32.  The patch is
+ * read before the pixel's outputs are written (in place as the depthwise kernels). */
+void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                       const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *output,
+                       int8_t *scratch);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
@@ -126,6 +144,10 @@ typedef struct {
     int32_t out_h, out_w;
     int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
     int32_t act_min, act_max;
+    /* AVERAGE_POOL_2D of a uint8 model run as its int8 twin (q - 128): each tap adds tap_offset (128)
+     * so the window sums are the raw uint8 ones (>= 0: half away from zero = uint8's ties up), and
+     * tap_offset is subtracted from the average before the clamp.  0 for int8 / int16. */
+    int32_t tap_offset;
 } qk_pool_params;
 
 void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);

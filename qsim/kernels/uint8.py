@@ -82,7 +82,7 @@ def tflm_uint8_refusals(graph: ir.Graph) -> list[str]:
             if uint8_tensors(op, graph) and not tflm_has_uint8_kernel(op, graph)]
 
 
-def _int8_twin(t: ir.Tensor) -> ir.Tensor:
+def int8_twin(t: ir.Tensor) -> ir.Tensor:
     """The int8 tensor with ``t``'s real values: q - 128, zero point - 128 (constants shifted too)."""
     q = t.quant
     quant = None if q is None else ir.Quant(q.scale, q.zero_point - fp.UINT8_OFFSET, q.axis)
@@ -90,7 +90,7 @@ def _int8_twin(t: ir.Tensor) -> ir.Tensor:
     return dataclasses.replace(t, dtype=np.dtype(np.int8), quant=quant, data=data)
 
 
-def _centred_weights(op: ir.Operator, w: ir.Tensor) -> ir.Tensor:
+def centred_weights(op: ir.Operator, w: ir.Tensor) -> ir.Tensor:
     """uint8 weights as the zero-point-0 "int8" weights ``w - zp_w`` (int16 values, |v| <= 255)."""
     if not w.is_const:
         raise QsimError(f"{op.opcode}: the filter '{w.name}' must be a constant tensor.")
@@ -159,12 +159,12 @@ def _twin_graph(op: ir.Operator, graph: ir.Graph) -> ir.Graph:
         if i < 0 or np.dtype(tensors[i].dtype) != _U8:
             continue
         if op.opcode in GEMM and pos == 1:
-            tensors[i] = _centred_weights(op, tensors[i])
+            tensors[i] = centred_weights(op, tensors[i])
         else:
-            tensors[i] = _int8_twin(tensors[i])
+            tensors[i] = int8_twin(tensors[i])
     for i in op.outputs:
         if np.dtype(tensors[i].dtype) == _U8:
-            tensors[i] = _int8_twin(tensors[i])
+            tensors[i] = int8_twin(tensors[i])
     return dataclasses.replace(graph, tensors=tensors)
 
 
