@@ -191,7 +191,11 @@ def check_supported(g: ir.Graph, uint8_profile: str | None = None) -> None:
                                 + softmax_abort_message(int(shape[-1])))
     dequantized = set()  # float32 tensors the C computes: DEQUANTIZE outputs (graph outputs only)
     for op in g.operators:
-        if op.opcode == "DEQUANTIZE" and op.index not in flagged:
+        if u8 and op.opcode in ("DEQUANTIZE", "QUANTIZE") and op.index not in flagged and any(
+                np.dtype(g.tensors[t].dtype) == np.float32 for t in op.inputs + op.outputs if t >= 0):
+            problems.append(f"op #{op.index} {op.opcode} (output '{g.tensors[op.outputs[0]].name}'): float32 "
+                            "graph edges are generated for int8/int16 models only, not for uint8 models")
+        elif op.opcode == "DEQUANTIZE" and op.index not in flagged:
             out = g.tensors[op.outputs[0]]
             if np.dtype(out.dtype) != np.float32:
                 problems.append(f"op #{op.index} DEQUANTIZE (output '{out.name}'): the output is "
@@ -206,7 +210,7 @@ def check_supported(g: ir.Graph, uint8_profile: str | None = None) -> None:
     for t in g.inputs:
         if np.dtype(g.tensors[t].dtype) == np.float32 and t not in g.outputs:
             readers = [op for op in g.operators if t in op.inputs]
-            if readers and all(op.opcode == "QUANTIZE" for op in readers):
+            if readers and all(op.opcode == "QUANTIZE" for op in readers) and not u8:
                 quantized.add(t)
             else:
                 problems.extend(f"op #{op.index} {op.opcode}: reads the float32 graph input '{g.tensors[t].name}'; "
