@@ -189,6 +189,7 @@ KERNEL_PATHS = {
     "dw_channel_major": "qk_depthwise_conv2d",  # few output channels: one dot product per output
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
+    "fc_folded_pt": "qk_fully_connected_folded_pt",  # the same, one multiplier and shift for all units
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
@@ -306,7 +307,11 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_units, op.opcode)
     kernel = "fc_folded" if w_zp == 0 else "fc_offsets"
-    if kernel == "fc_folded":
+    if kernel == "fc_folded" and all(np.unique(a.values).size == 1 for a in arrays[2:]):
+        kernel = "fc_folded_pt"  # one multiplier and shift for every unit: one table entry each
+        for a in arrays[2:]:
+            a.values = a.values[:1]
+    if kernel != "fc_offsets":
         fold_input_offset(arrays[1], weights.values, fields["input_offset"])
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, None), "qk_fc_params", fields, arrays, kernel=kernel)

@@ -1280,12 +1280,14 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
 
 /* Symmetric weights (filter_offset 0): the input offset is folded into the bias at generation
  * time (bias[o] + input_offset * sum_i w[o][i]), so each output is a raw int8 dot product;
- * two output rows share each load of the input. */
-void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
-                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                               int8_t *output)
+ * two output rows share each load of the input.  shared (a constant): multiplier[0] and shift[0]
+ * serve every unit (per-tensor weights; the tables hold one entry), else entry o is unit o's. */
+static QK_ALWAYS_INLINE void qk_fc_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                          int8_t *output, const int shared)
 {
     const int32_t n = p->in_units, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t m = multiplier[0], s = shift[0];
     int32_t b, o;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * n;
@@ -1293,14 +1295,38 @@ void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const
         for (o = 0; o + 2 <= p->out_units; o += 2) {
             int32_t acc[2];
             qk_dot_2rows(filter + (size_t)o * n, filter + (size_t)(o + 1) * n, x, n, acc);
-            y[o] = qk_requant_channel(acc[0], bias, multiplier, shift, o, oo, lo, hi);
-            y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
+            if (shared) {
+                if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+                    y[o] = qk_requant_fast(acc[0], bias[o], m, s, oo, lo, hi);
+                    y[o + 1] = qk_requant_fast(acc[1], bias[o + 1], m, s, oo, lo, hi);
+                } else {
+                    y[o] = qk_requant_cold(acc[0], bias + o, multiplier, shift, 0, oo, lo, hi);
+                    y[o + 1] = qk_requant_cold(acc[1], bias + o + 1, multiplier, shift, 0, oo, lo, hi);
+                }
+            } else {
+                y[o] = qk_requant_channel(acc[0], bias, multiplier, shift, o, oo, lo, hi);
+                y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
+            }
         }
         if (o < p->out_units) {
-            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias, multiplier, shift, o, oo,
-                                      lo, hi);
+            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias + o, multiplier + (shared ? 0 : o),
+                                   shift + (shared ? 0 : o), 0, oo, lo, hi);
         }
     }
+}
+
+void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                               int8_t *output)
+{
+    qk_fc_folded(p, input, filter, bias, multiplier, shift, output, 0);
+}
+
+void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                  int8_t *output)
+{
+    qk_fc_folded(p, input, filter, bias, multiplier, shift, output, 1);
 }
 
 /* ----------------------------------------------------------------- POOLING */

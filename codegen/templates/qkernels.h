@@ -119,6 +119,10 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
 void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                int8_t *output);
+/* The same for per-tensor weights: multiplier and shift hold one entry, for every output unit. */
+void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                  int8_t *output);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
