@@ -32,7 +32,9 @@ def expected_path(g: ir.Graph, op) -> str:
         w = g.tensors[op.inputs[1]]
         o = op.options
         pointwise = w.shape[1:3] == (1, 1) and (o.stride_h, o.stride_w) == (1, 1)
-        return "conv_1x1" if pointwise else "conv_im2col"
+        if pointwise:
+            return "conv_1x1"
+        return "conv_direct" if int(w.shape[3]) % 4 == 0 else "conv_im2col"  # in_c % 4 == 0: no int8 patches
     if op.opcode == "DEPTHWISE_CONV_2D":
         w = g.tensors[op.inputs[1]]
         o = op.options
@@ -202,8 +204,8 @@ def _cases():
 
 CASES = _cases()
 # case -> the path its first layer must take
-CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_3x3_same_im2col": "conv_im2col",
-             "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3_sat", "dw_3x3_s2": "dw_3x3_sat",
+CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_direct", "conv_3x3_same_im2col": "conv_im2col",
+             "conv_3x3_dil2_valid": "conv_direct", "dw_3x3_s1": "dw_3x3_sat", "dw_3x3_s2": "dw_3x3_sat",
              "dw_3x3_s2_valid": "dw_3x3_sat", "dw_3x3_relu": "dw_3x3", "dw_3x3_relu6_s2": "dw_3x3",
              "dw_3x3_narrow": "dw_3x3_sat", "dw_3x3_s2_odd_relu": "dw_3x3_sat", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
              "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded_pt",
@@ -287,7 +289,7 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     want = {"kws_ref_model": {"conv_1x1", "dw_3x3_sat", "conv_im2col"},
             "vww_96_int8": {"conv_1x1", "dw_3x3_sat", "conv_im2col"},
             "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # op 1 has a shift of -1: dw_3x3 throughout  # its first layer: one input channel
-            "pretrainedResnet_quant": {"conv_im2col"},  # its 1x1 convs have stride 2
+            "pretrainedResnet_quant": {"conv_im2col", "conv_direct"},  # its 1x1 convs have stride 2
             "ad01_int8": {"fc_folded_pt"}}[model]
     assert want <= used, used
 
