@@ -118,7 +118,7 @@ static QK_ALWAYS_INLINE int32_t qk_mbqm_inline(int32_t x, int32_t multiplier, in
 }
 #endif
 
-QK_COLD int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
+int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift)
 {
     return qk_mbqm_inline(x, multiplier, shift);
 }
