@@ -39,21 +39,13 @@ int32_t qk_mbqm(int32_t x, int32_t multiplier, int shift);
 int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, int32_t output_offset,
                      int32_t act_min, int32_t act_max);
 
-/* The geometry, offset and range fields of the CONV_2D and pooling parameter structs: int16_t when qk_config.h defines QK_PARAMS_16 (`qsim codegen` does when every such value
- * of the model fits: half the flash of these const structs), else int32_t. */
-#if defined(QK_PARAMS_16)
-typedef int16_t qk_field;
-#else
-typedef int32_t qk_field;
-#endif
-
 /* ---- CONV_2D (per-channel requantization) ---- */
 typedef struct {
-    qk_field batches, in_h, in_w, in_c;
-    qk_field out_h, out_w, out_c;
-    qk_field k_h, k_w;
-    qk_field stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
-    qk_field input_offset, output_offset, act_min, act_max;
+    int32_t batches, in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
+    int32_t input_offset, output_offset, act_min, act_max;
 } qk_conv_params;
 
 /* Output pixels computed per tile: QK_CONV_TILE int8 patches (portable C), QK_CONV_COLS columns
@@ -140,10 +132,10 @@ void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, co
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ---- */
 typedef struct {
-    qk_field batches, in_h, in_w, channels;
-    qk_field out_h, out_w;
-    qk_field filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
-    qk_field act_min, act_max;
+    int32_t batches, in_h, in_w, channels;
+    int32_t out_h, out_w;
+    int32_t filter_h, filter_w, stride_h, stride_w, pad_h, pad_w;
+    int32_t act_min, act_max;
 } qk_pool_params;
 
 void qk_average_pool2d(const qk_pool_params *p, const int8_t *input, int8_t *output);
