@@ -199,6 +199,7 @@ def _conv_window_fields(x: ir.Tensor, p, rq) -> dict:
 KERNEL_PATHS = {
     "conv_1x1": "qk_conv2d_1x1",  # 1x1, stride 1, no padding: GEMM over the channel vectors
     "conv_im2col": "qk_conv2d",  # any other CONV_2D: int8 patches (zero-point padded)
+    "conv_direct": "qk_conv2d_direct",  # the same with in_c % 4 == 0: columns expanded from the image
     "dw_as_conv": "qk_conv2d",  # one input channel (any depth multiplier): a CONV_2D with in_c = 1
     "dw_3x3": "qk_depthwise_conv3x3",  # depth multiplier 1, 3x3, no dilation (any stride)
     "dw_3x3_sat": "qk_depthwise_conv3x3_sat",  # the same, activation range all of int8, every shift <= -2
@@ -206,6 +207,7 @@ KERNEL_PATHS = {
     "dw_channel_major": "qk_depthwise_conv2d",  # few output channels: one dot product per output
     "dw_generic": "qk_depthwise_conv2d",  # depth multiplier > 1 or dilation, many channels
     "fc_folded": "qk_fully_connected_folded",  # symmetric weights: input offset folded into the bias
+    "fc_folded_pt": "qk_fully_connected_folded_pt",  # the same, one multiplier and shift for all units
     "fc_offsets": "qk_fully_connected",  # weights with a zero point: TFLite's two-offset form
     "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): patch sum * offset
     "dw_offsets": "qk_depthwise_conv2d",  # the same on the channel-major depthwise path (filter_offset set)
@@ -215,12 +217,13 @@ CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
 CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
 
 
-def conv_scratch_bytes(depth: int, pointwise: bool) -> int:
-    """Scratch bytes of qk_conv2d (im2col) / qk_conv2d_1x1 for filter rows of ``depth`` taps: the larger
-    of the portable path's QK_CONV_TILE int8 patches and the DSP path's QK_CONV_COLS columns expanded
-    to int16 (8 bytes per column and group of four taps, the last group zero padded), plus (im2col)
-    one int8 patch."""
-    dsp = 8 * CONV_COLS * -(-depth // 4) + (0 if pointwise else depth)
+def conv_scratch_bytes(depth: int, pointwise: bool, in_c: int = 1) -> int:
+    """Scratch bytes of qk_conv2d (im2col) / qk_conv2d_1x1 for filter rows of ``depth`` taps over
+    ``in_c`` input channels: the larger of the portable path's QK_CONV_TILE int8 patches and the DSP
+    path's QK_CONV_COLS columns expanded to int16 (8 bytes per column and group of four taps, the last
+    group zero padded), plus (im2col with in_c % 4 != 0) one int8 patch; qk_conv2d_direct (in_c % 4
+    == 0) expands its columns straight from the image."""
+    dsp = 8 * CONV_COLS * -(-depth // 4) + (0 if pointwise or in_c % 4 == 0 else depth)
     return max(CONV_TILE * depth, dsp)
 
 
@@ -240,7 +243,7 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
     n, _, _, c = x.shape
     fields = _conv_window_fields(x, p, rq)
     pointwise = (p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w) == (1, 1, 1, 1, 0, 0)
-    kernel = "conv_1x1" if pointwise else "conv_im2col"
+    kernel = "conv_1x1" if pointwise else "conv_direct" if c % 4 == 0 else "conv_im2col"
     weights = _weights(prefix, w)
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_channels, op.opcode)
     fold_input_offset(arrays[1], weights.values, fields["input_offset"])  # the centred rows (uint8: w - zp_w)
@@ -252,7 +255,7 @@ def emit_conv(pos, prepared, g, prefix) -> OpEmit:
                       scratch_bytes=p.kernel_h * p.kernel_w * c, kernel=kernel)
     return OpEmit(pos, op.opcode, f"CONV_2D {p.kernel_h}x{p.kernel_w} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, "int8_t"), "qk_conv_params", fields, arrays,
-                  scratch_bytes=conv_scratch_bytes(c if pointwise else p.kernel_h * p.kernel_w * c, pointwise),
+                  scratch_bytes=conv_scratch_bytes(c if pointwise else p.kernel_h * p.kernel_w * c, pointwise, c),
                   kernel=kernel)
 
 
@@ -353,7 +356,11 @@ def emit_fully_connected(pos, prepared, g, prefix) -> OpEmit:
                       f"{prefix}_real, {{out0}});", "qk_fc_params", fields, arrays, kernel="fc_real")
     arrays = [weights] + _requant_arrays(prefix, rq, p.out_units, op.opcode)
     kernel = "fc_folded" if w_zp == 0 else "fc_offsets"
-    if kernel == "fc_folded":
+    if kernel == "fc_folded" and all(np.unique(a.values).size == 1 for a in arrays[2:]):
+        kernel = "fc_folded_pt"  # one multiplier and shift for every unit: one table entry each
+        for a in arrays[2:]:
+            a.values = a.values[:1]
+    if kernel != "fc_offsets":
         fold_input_offset(arrays[1], weights.values, fields["input_offset"])
     return OpEmit(pos, op.opcode, f"FULLY_CONNECTED {p.in_units}->{p.out_units} ({kernel}) -> '{out.name}'",
                   _gemm_call(KERNEL_PATHS[kernel], prefix, None), "qk_fc_params", fields, arrays, kernel=kernel)

@@ -32,7 +32,9 @@ def expected_path(g: ir.Graph, op) -> str:
         w = g.tensors[op.inputs[1]]
         o = op.options
         pointwise = w.shape[1:3] == (1, 1) and (o.stride_h, o.stride_w) == (1, 1)
-        return "conv_1x1" if pointwise else "conv_im2col"
+        if pointwise:
+            return "conv_1x1"
+        return "conv_direct" if int(w.shape[3]) % 4 == 0 else "conv_im2col"  # in_c % 4 == 0: no int8 patches
     if op.opcode == "DEPTHWISE_CONV_2D":
         w = g.tensors[op.inputs[1]]
         o = op.options
@@ -47,7 +49,10 @@ def expected_path(g: ir.Graph, op) -> str:
     if op.opcode == "FULLY_CONNECTED":
         w = g.tensors[op.inputs[1]]
         zp = 0 if w.quant is None or w.quant.per_channel else w.quant.zp0
-        return "fc_folded" if zp == 0 else "fc_offsets"
+        if zp != 0:
+            return "fc_offsets"
+        scales = np.asarray(w.quant.scale).reshape(-1)  # one scale: one multiplier and shift for every unit
+        return "fc_folded" if np.unique(scales).size > 1 else "fc_folded_pt"
     return ""
 
 
@@ -87,11 +92,14 @@ def _single(rng, shape, oc, k, stride=1, dil=1, padding="SAME", depthwise=False,
     return net.b.build()
 
 
-def _fc(rng, batches, n_in, n_out) -> bytes:
+def _fc(rng, batches, n_in, n_out, per_channel=False) -> bytes:
     b = builder.ModelBuilder(description="fc path case")
     x = b.add_input("x", (batches, n_in), np.int8, scale=0.05, zero_point=11)
-    wt = b.add_const("w", rng.integers(-127, 128, size=(n_out, n_in), dtype=np.int8), scale=0.01)
-    bt = b.add_const("b", rng.integers(-900, 900, size=n_out).astype(np.int32), scale=0.0005)
+    w_scale = 0.01 * (1 + np.arange(n_out) / n_out) if per_channel else 0.01
+    wt = b.add_const("w", rng.integers(-127, 128, size=(n_out, n_in), dtype=np.int8), scale=w_scale,
+                     zero_point=np.zeros(n_out, np.int64) if per_channel else None)
+    bt = b.add_const("b", rng.integers(-900, 900, size=n_out).astype(np.int32),
+                     scale=0.05 * w_scale, zero_point=np.zeros(n_out, np.int64) if per_channel else None)
     y = b.add_tensor("y", (batches, n_out), np.int8, scale=0.08, zero_point=-3)
     b.add_op("FULLY_CONNECTED", [x, wt, bt], [y], ir.FullyConnectedOptions(activation="RELU"))
     b.mark_output(y)
@@ -181,6 +189,7 @@ def _cases():
         "dw_generic_dil2": _single(rng, (1, 9, 9, 12), 0, 3, dil=2, depthwise=True),
         "fc_batch1": _fc(rng, 1, 37, 9),
         "fc_batch3": _fc(rng, 3, 20, 4),
+        "fc_per_channel": _fc(rng, 2, 21, 7, per_channel=True),
         "pool_pad": _pool_pad(rng),
         "mixed_shifts": _mixed_shifts(rng),
         "dw_one_channel_s2": _single(rng, (1, 9, 8, 1), 0, 3, stride=2, depthwise=True, mult=8),  # person_detect's #0
@@ -195,12 +204,12 @@ def _cases():
 
 CASES = _cases()
 # case -> the path its first layer must take
-CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_im2col", "conv_3x3_same_im2col": "conv_im2col",
-             "conv_3x3_dil2_valid": "conv_im2col", "dw_3x3_s1": "dw_3x3_sat", "dw_3x3_s2": "dw_3x3_sat",
+CASE_PATH = {"conv_1x1": "conv_1x1", "conv_1x1_s2_im2col": "conv_direct", "conv_3x3_same_im2col": "conv_im2col",
+             "conv_3x3_dil2_valid": "conv_direct", "dw_3x3_s1": "dw_3x3_sat", "dw_3x3_s2": "dw_3x3_sat",
              "dw_3x3_s2_valid": "dw_3x3_sat", "dw_3x3_relu": "dw_3x3", "dw_3x3_relu6_s2": "dw_3x3",
              "dw_3x3_narrow": "dw_3x3_sat", "dw_3x3_s2_odd_relu": "dw_3x3_sat", "dw_5x5_dm1": "dw_dm1", "dw_channel_major": "dw_channel_major",
-             "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded",
-             "fc_batch3": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
+             "dw_generic_dm2": "dw_generic", "dw_generic_dil2": "dw_generic", "fc_batch1": "fc_folded_pt",
+             "fc_batch3": "fc_folded_pt", "fc_per_channel": "fc_folded", "pool_pad": "", "mixed_shifts": "conv_1x1",
              "dw_one_channel_s2": "dw_as_conv", "dw_one_channel_dil2": "dw_as_conv",
              "conv_1x1_full_c16": "conv_1x1", "conv_1x1_full_c12": "conv_1x1", "conv_1x1_full_c2": "conv_1x1",
              "conv_3x3_full_c3_s2": "conv_im2col"}
@@ -277,11 +286,11 @@ def test_shared_models_layers_take_their_paths(model, tmp_path):
     for pos, op in enumerate(g.operators):
         assert report[pos] == want_paths[pos], f"op #{pos} {op.opcode}"
     used = set(report.values())
-    want = {"kws_ref_model": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
-            "vww_96_int8": {"conv_1x1", "dw_3x3_sat", "conv_im2col", "fc_folded"},
+    want = {"kws_ref_model": {"conv_1x1", "dw_3x3_sat", "conv_im2col"},
+            "vww_96_int8": {"conv_1x1", "dw_3x3_sat", "conv_im2col"},
             "person_detect": {"conv_1x1", "dw_3x3", "dw_as_conv"},  # op 1 has a shift of -1: dw_3x3 throughout  # its first layer: one input channel
-            "pretrainedResnet_quant": {"conv_im2col", "fc_folded"},  # its 1x1 convs have stride 2
-            "ad01_int8": {"fc_folded"}}[model]
+            "pretrainedResnet_quant": {"conv_im2col", "conv_direct"},  # its 1x1 convs have stride 2
+            "ad01_int8": {"fc_folded_pt"}}[model]
     assert want <= used, used
 
 

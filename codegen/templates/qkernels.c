@@ -33,6 +33,19 @@
 #define QK_UNROLL
 #endif
 
+#if defined(__GNUC__)
+#define QK_NOINLINE __attribute__((noinline))
+#else
+#define QK_NOINLINE
+#endif
+
+/* QK_COLD: run rarely (once per inference, edge pixels, rare shifts): optimized for size. */
+#if defined(__GNUC__)
+#define QK_COLD __attribute__((cold))
+#else
+#define QK_COLD
+#endif
+
 #define QK_INT32_MIN (-2147483647 - 1)
 #define QK_INT32_MAX 2147483647
 
@@ -182,7 +195,7 @@ int8_t qk_requantize(int32_t acc, int32_t bias, int32_t multiplier, int shift, i
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static int8_t qk_requant_cold(int32_t acc, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+QK_COLD static int8_t qk_requant_cold(int32_t acc, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                               int32_t ch, int32_t output_offset, int32_t act_min, int32_t act_max)
 {
     return qk_requant_inline(acc, bias[ch], multiplier[ch], shift[ch], output_offset, act_min, act_max);
@@ -504,7 +517,7 @@ static QK_ALWAYS_INLINE int8_t qk_requant_sat8(int32_t acc, int32_t multiplier, 
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void qk_cols_requant_cold(const qk_conv_params *p, int32_t n, const int32_t acc[QK_CONV_COLS],
+QK_COLD static void qk_cols_requant_cold(const qk_conv_params *p, int32_t n, const int32_t acc[QK_CONV_COLS],
                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int32_t oc,
                                  int8_t *out)
 {
@@ -704,6 +717,43 @@ static const int8_t *qk_tile_patches(const int8_t *scratch)
     (void)scratch;
     return NULL;
 }
+
+/* Column j of a qk_conv2d tile (o = the expanded tile + 2 * j) for output pixel (oy, ox), straight
+ * from the image (in_c % 4 == 0): the taps' channels word by word (SXTB16 and SXTB16 ROR 8), a run of
+ * adjacent taps inside the image (dilation 1) in one loop, a tap outside the image the input zero
+ * point's expansion. */
+static QK_ALWAYS_INLINE void qk_col_direct(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int32_t *o)
+{
+    const int32_t words = p->in_c >> 2, k_w = p->k_w, in_h = p->in_h, in_w = p->in_w, dil_w = p->dil_w;
+    const int32_t ix0 = ox * p->stride_w - p->pad_w, iy0 = oy * p->stride_h - p->pad_h;
+    const int32_t zp4 = (int32_t)((uint32_t)(uint8_t)(-p->input_offset) * 0x01010101u);
+    const int32_t zl = __sxtb16(zp4), zh = qk_sxtb16_ror8(zp4);
+    int32_t ky, kx, i;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = iy0 + ky * p->dil_h;
+        for (kx = 0; kx < k_w;) {
+            const int32_t ix = ix0 + kx * dil_w;
+            int32_t taps = 1;
+            if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
+                for (i = 0; i < words; ++i, o += 2 * QK_CONV_COLS) {
+                    o[0] = zl;
+                    o[1] = zh;
+                }
+            } else {
+                const int8_t *s = image + ((size_t)iy * in_w + ix) * (size_t)p->in_c;
+                if (dil_w == 1) { /* the taps up to the row's end or the image's */
+                    taps = k_w - kx < in_w - ix ? k_w - kx : in_w - ix;
+                }
+                for (i = taps * words; i > 0; --i, s += 4, o += 2 * QK_CONV_COLS) {
+                    const int32_t v = qk_word(s);
+                    o[0] = __sxtb16(v);
+                    o[1] = qk_sxtb16_ror8(v);
+                }
+            }
+            kx += taps;
+        }
+    }
+}
 #else
 
 /* n (1 or 2) output pixels from their patches (depth bytes each) in scratch. */
@@ -803,6 +853,34 @@ void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filte
             j = 0;
         }
     }
+}
+
+/* in_c % 4 == 0 with the DSP extension: each tile's columns expanded straight from the image
+ * (qk_col_direct; no int8 patches).  Without it, qk_conv2d. */
+void qk_conv2d_direct(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                      const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                      int8_t *output, int8_t *scratch)
+{
+#if QK_USE_DSP
+    const int32_t depth = p->k_h * p->k_w * p->in_c;
+    const int use_asm = qk_conv_asm_ok(p, depth, shift);
+    int32_t b, oy, ox, j = 0;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + (size_t)b * p->in_h * p->in_w * p->in_c;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                qk_col_direct(p, image, oy, ox, (int32_t *)(void *)scratch + 2 * j);
+                if (++j == QK_TILE_PIXELS || (b == p->batches - 1 && oy == p->out_h - 1 && ox == p->out_w - 1)) {
+                    qk_conv_flush(p, j, depth, NULL, filter, bias, multiplier, shift, output, scratch, use_asm);
+                    output += j * p->out_c;
+                    j = 0;
+                }
+            }
+        }
+    }
+#else
+    qk_conv2d(p, input, filter, bias, multiplier, shift, output, scratch);
+#endif
 }
 
 void qk_conv2d_1x1(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
@@ -1092,7 +1170,7 @@ static QK_ALWAYS_INLINE int8_t qk_dw_requant_sat(int32_t acc, const int32_t *bia
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void qk_dw3x3_scalar(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter, const int32_t *bias,
+QK_COLD static void qk_dw3x3_scalar(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter, const int32_t *bias,
                             const int32_t *multiplier, const int8_t *shift, int8_t *out, int32_t ky0, int32_t ky1,
                             int32_t kx0, int32_t kx1, int32_t c0)
 {
@@ -1129,7 +1207,7 @@ static QK_ALWAYS_INLINE int qk_shift4_fast(const int8_t *sh)
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static void qk_dw_group_cold(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const qk_dwconv_params *p,
+QK_COLD static void qk_dw_group_cold(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const qk_dwconv_params *p,
                              const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out)
 {
     const int32_t acc[4] = {a0, a1, a2, a3};
@@ -1202,11 +1280,6 @@ static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int
     }
 }
 
-#if defined(__GNUC__)
-#define QK_NOINLINE __attribute__((noinline))
-#else
-#define QK_NOINLINE
-#endif
 static QK_NOINLINE void qk_dw3x3_pixel_sat(const qk_dwconv_params *p, const int8_t *src, const int8_t *filter,
                                            const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                            int8_t *out, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
@@ -1352,12 +1425,14 @@ void qk_fully_connected_real(const qk_fc_params *p, const int8_t *input, const i
 
 /* Symmetric weights (filter_offset 0): the input offset is folded into the bias at generation
  * time (bias[o] + input_offset * sum_i w[o][i]), so each output is a raw int8 dot product;
- * two output rows share each load of the input. */
-void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
-                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                               int8_t *output)
+ * two output rows share each load of the input.  shared (a constant): multiplier[0] and shift[0]
+ * serve every unit (per-tensor weights; the tables hold one entry), else entry o is unit o's. */
+static QK_ALWAYS_INLINE void qk_fc_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                          int8_t *output, const int shared)
 {
     const int32_t n = p->in_units, oo = p->output_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t m = multiplier[0], s = shift[0];
     int32_t b, o;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * n;
@@ -1365,14 +1440,38 @@ void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const
         for (o = 0; o + 2 <= p->out_units; o += 2) {
             int32_t acc[2];
             qk_dot_2rows(filter + (size_t)o * n, filter + (size_t)(o + 1) * n, x, n, acc);
-            y[o] = qk_requant_channel(acc[0], bias, multiplier, shift, o, oo, lo, hi);
-            y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
+            if (shared) {
+                if (QK_LIKELY(s <= QK_FAST_SHIFT)) {
+                    y[o] = qk_requant_fast(acc[0], bias[o], m, s, oo, lo, hi);
+                    y[o + 1] = qk_requant_fast(acc[1], bias[o + 1], m, s, oo, lo, hi);
+                } else {
+                    y[o] = qk_requant_cold(acc[0], bias + o, multiplier, shift, 0, oo, lo, hi);
+                    y[o + 1] = qk_requant_cold(acc[1], bias + o + 1, multiplier, shift, 0, oo, lo, hi);
+                }
+            } else {
+                y[o] = qk_requant_channel(acc[0], bias, multiplier, shift, o, oo, lo, hi);
+                y[o + 1] = qk_requant_channel(acc[1], bias, multiplier, shift, o + 1, oo, lo, hi);
+            }
         }
         if (o < p->out_units) {
-            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias, multiplier, shift, o, oo,
-                                      lo, hi);
+            y[o] = qk_requant_cold(qk_dot_s8(filter + (size_t)o * n, x, n), bias + o, multiplier + (shared ? 0 : o),
+                                   shift + (shared ? 0 : o), 0, oo, lo, hi);
         }
     }
+}
+
+void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                               const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                               int8_t *output)
+{
+    qk_fc_folded(p, input, filter, bias, multiplier, shift, output, 0);
+}
+
+void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                  int8_t *output)
+{
+    qk_fc_folded(p, input, filter, bias, multiplier, shift, output, 1);
 }
 
 /* ----------------------------------------------------------------- POOLING */
@@ -1392,7 +1491,7 @@ static int32_t qk_min_i32(int32_t a, int32_t b)
 /* Channel-innermost pooling: for each output pixel and chunk of channels, the window's taps are
  * walked once, each tap reading the chunk's contiguous channels (no strided loads).  Each chunk's
  * outputs are written after its reads (the pooling overlap contract: same_step). */
-static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output, int is_max)
+QK_COLD static void qk_pool(const qk_pool_params *p, const int8_t *input, int8_t *output, int is_max)
 {
     const int32_t ch = p->channels;
     const size_t row = (size_t)p->in_w * ch;
@@ -1599,7 +1698,7 @@ static int32_t qk_exp_quarter(int32_t a)
 }
 
 /* exp(a) for a <= 0: a is F5 (26 fractional bits), result F0. */
-static int32_t qk_exp_on_negative_values(int32_t a)
+QK_COLD static int32_t qk_exp_on_negative_values(int32_t a)
 {
     static const int32_t barrel[7] = {1672461947, 1302514674, 790015084, 290630308,
                                       39332535, 720401, 242};
@@ -1617,7 +1716,7 @@ static int32_t qk_exp_on_negative_values(int32_t a)
 }
 
 /* 1 / (1 + a) for a in [0, 1): F0 in, F0 out (Newton-Raphson, 3 steps). */
-static int32_t qk_one_over_one_plus_x(int32_t a)
+QK_COLD static int32_t qk_one_over_one_plus_x(int32_t a)
 {
     const int64_t sum = (int64_t)a + QK_INT32_MAX;
     const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
@@ -1645,7 +1744,7 @@ static int qk_clz32(uint32_t x)
 
 /* The int8 softmax with a 16-bit (y16 set) or 8-bit (y8 set) output: out_bits in the final shift
  * and the output range [-2^(bits-1), 2^(bits-1) - 1] (the output zero point is its minimum). */
-static void qk_softmax_rows(const qk_softmax_params *p, const int8_t *input, int8_t *y8, int16_t *y16)
+QK_COLD static void qk_softmax_rows(const qk_softmax_params *p, const int8_t *input, int8_t *y8, int16_t *y16)
 {
     const int bits = y16 != NULL ? 16 : 8;
     const int32_t lo = y16 != NULL ? -32768 : -128, hi = y16 != NULL ? 32767 : 127;

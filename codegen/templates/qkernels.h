@@ -61,10 +61,16 @@ typedef struct {
  * qk_conv2d: any geometry; int8 patches, taps outside the image hold the input zero point.
  * scratch (depth = k_h * k_w * in_c): the larger of QK_CONV_TILE * depth bytes (portable C) and, with
  * the DSP extension, 8 * QK_CONV_COLS * ceil(depth / 4) + depth bytes (the expanded columns, one
- * int8 patch); word aligned.  qsim.codegen.tables.conv_scratch_bytes. */
+ * int8 patch; qk_conv2d_direct: no patch); word aligned.  qsim.codegen.tables.conv_scratch_bytes. */
 void qk_conv2d(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                int8_t *output, int8_t *scratch);
+/* qk_conv2d_direct: the same for in_c % 4 == 0 (every group of four taps four channels of one pixel):
+ * with the DSP extension the columns are expanded straight from the image (scratch: the expanded
+ * columns only); without it, qk_conv2d. */
+void qk_conv2d_direct(const qk_conv_params *p, const int8_t *input, const int8_t *filter,
+                      const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                      int8_t *output, int8_t *scratch);
 /* qk_conv2d_1x1: 1x1 filter, stride 1, no padding: a GEMM over the pixels' channel vectors
  * (no patches).  scratch: the larger of QK_CONV_TILE * in_c (each tile's rows) and, with the DSP
  * extension, 8 * QK_CONV_COLS * ceil(in_c / 4) bytes; every read of a tile precedes its writes (in place). */
@@ -121,6 +127,10 @@ void qk_fully_connected(const qk_fc_params *p, const int8_t *input, const int8_t
 void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                                const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                int8_t *output);
+/* The same for per-tensor weights: multiplier and shift hold one entry, for every output unit. */
+void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
+                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                                  int8_t *output);
 /* LiteRT BUILTIN_REF's FULLY_CONNECTED (its int8 and legacy uint8 forms): the same sums as
  * qk_fully_connected, requantized by the double real scale instead of a Q31 multiplier:
  * clamp(round_half_away(double(int32(acc + bias[o])) * real_scale[o]) + output_offset, act_min, act_max)
