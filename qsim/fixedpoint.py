@@ -1826,32 +1826,16 @@ def monotone_window_table(f, v_min: int, v_max: int, max_size: int = 1 << 20) ->
     non-decreasing on ``[v_min, v_max]``, e.g. a requantization ``saturate(MBQM(v) + zp, lo, hi)``
     with a non-negative multiplier: each of its steps -- the rounding doubling high multiply, the
     rounding shift, the zero point, the clamp -- is non-decreasing) evaluated by ``f`` itself on
-    every v of the window; None when the window is wider than ``max_size``.  The plateau ends are
-    found by bisection on ``f``."""
+    every v of the window; None when the window is wider than ``max_size``.  The plateau ends come
+    from :func:`monotone_thresholds` (its bisection and its monotonicity check): the window starts
+    one below the first threshold and ends on the last one."""
     v_min, v_max = int(v_min), int(v_max)
     if v_min > v_max:
         raise ValueError("monotone_window_table: v_min > v_max")
-
-    def at(v: int) -> int:
-        return int(np.asarray(f(np.array([v], np.int64))).reshape(-1)[0])
-
-    bottom, top = at(v_min), at(v_max)
-    lo_v, hi_v = v_min, v_max  # last v with f(v) == bottom: in [v_min, v_max]
-    while lo_v < hi_v:
-        mid = (lo_v + hi_v + 1) >> 1
-        if at(mid) == bottom:
-            lo_v = mid
-        else:
-            hi_v = mid - 1
-    start = lo_v
-    lo_v, hi_v = start, v_max  # first v with f(v) == top
-    while lo_v < hi_v:
-        mid = (lo_v + hi_v) >> 1
-        if at(mid) == top:
-            hi_v = mid
-        else:
-            lo_v = mid + 1
-    if lo_v - start + 1 > max_size:
+    bottom, top = (int(y) for y in np.asarray(f(np.array([v_min, v_max], np.int64))).reshape(-1))
+    thr = monotone_thresholds(f, v_min, v_max, bottom, top)
+    start, end = (int(thr[0]) - 1, int(thr[-1])) if thr.size else (v_max, v_max)
+    if end - start + 1 > max_size:
         return None
-    table = np.asarray(f(np.arange(start, lo_v + 1, dtype=np.int64)), np.int64).reshape(-1)
+    table = np.asarray(f(np.arange(start, end + 1, dtype=np.int64)), np.int64).reshape(-1)
     return WindowTable(start, table)

@@ -172,11 +172,10 @@ def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act
         if f is None:
             acc = acc.astype(np.int64)
             f = kinds[acc.dtype]
-        channels = width if width > 1 else 1
         if width > 1 and (acc.ndim == 0 or acc.shape[-1] != width):
             raise ValueError(f"native requantization: {width} channels, accumulator shape {acc.shape}")
         out = np.empty(acc.shape, np.int8)
-        f(acc.ctypes.data, acc.size // channels, channels, pointers[0], pointers[1], pointers[2], zp, lo, hi,
+        f(acc.ctypes.data, acc.size // width, width, pointers[0], pointers[1], pointers[2], zp, lo, hi,
           out.ctypes.data)
         return out
     requant.tables = (b, m, s)  # keeps the tables alive with the closure (pointers above)
