@@ -1246,7 +1246,7 @@ class DoubleRequantPlan:
             if small is not None:  # an int8 shape seen before (e.g. every single-sample run)
                 return small(acc)
             if acc.size >= native_min_values():
-                native = self._native if self._native is not None else self._native_block()
+                native = self._native_block()
                 if native is not False:
                     return native(acc)
             if acc.size <= _SMALL_PASS and len(self.int8_passes) < 8:
@@ -1272,18 +1272,18 @@ class DoubleRequantPlan:
         """The native requantization of this plan's layer (:func:`qsim.native.block_requantizer`
         on :attr:`tables`, "double" rounding: the same integers as the plan), built on the first
         large int8 block and kept; False when unavailable (then apply's numpy passes run)."""
-        got = False
-        if self.tables is not None:
-            from . import native
-            bias, m0, shift, bound = self.tables
-            got = native.block_requantizer(bias, m0, shift, self.zero_point, self.act_min, self.act_max,
-                                           "double", int(np.max(bound))) or False
-        self._native = got
-        return got
+        if self._native is None:
+            self._native = False
+            if self.tables is not None:
+                from . import native
+                bias, m0, shift, bound = self.tables
+                self._native = native.block_requantizer(bias, m0, shift, self.zero_point, self.act_min,
+                                                        self.act_max, "double", int(np.max(bound))) or False
+        return self._native
 
     def native_available(self) -> bool:
         """Whether :meth:`apply` hands large int8 blocks to the native requantization."""
-        return (self._native if self._native is not None else self._native_block()) is not False
+        return self._native_block() is not False
 
     def relu_affine(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(A, B), float64 [channels]: a "float_relu" plan's value before the floor, z - act_min =

@@ -84,7 +84,7 @@ class RequantParams:
         if self._plan is not False:
             return self._plan.apply(acc, dtype)
         if dtype is np.int8 and np.size(acc) >= fp.native_min_values():
-            native = self._native if self._native is not None else self._native_block()
+            native = self._native_block()
             if native is not False:
                 return native(acc)
         return self.requantize(acc).astype(dtype)
@@ -92,14 +92,15 @@ class RequantParams:
     def _native_block(self):
         """:func:`qsim.native.block_requantizer` for this layer when no plan applies (single
         rounding, or no proven bound): the same integers as :meth:`requantize` (int8 outputs);
-        False when unavailable or when a subclass / variant has its own arithmetic."""
-        got = False
-        if self.variant is None and type(self).requantize is RequantParams.requantize:
-            from .. import native
-            got = native.block_requantizer(self.bias, self.multiplier, self.shift, self.output_zero_point,
-                                           self.act_min, self.act_max, self.rounding, self.acc_bound) or False
-        self._native = got
-        return got
+        False when unavailable or when a subclass / variant has its own arithmetic.  Built once, kept."""
+        if self._native is None:
+            self._native = False
+            if self.variant is None and type(self).requantize is RequantParams.requantize:
+                from .. import native
+                self._native = native.block_requantizer(self.bias, self.multiplier, self.shift,
+                                                        self.output_zero_point, self.act_min, self.act_max,
+                                                        self.rounding, self.acc_bound) or False
+        return self._native
 
     def double_plan(self, bias=None, acc_bound: int | None = None):
         """The :class:`~qsim.fixedpoint.DoubleRequantPlan` equal to :meth:`requantize` for every
