@@ -1392,7 +1392,7 @@ void qk_conv2d_offsets(const qk_conv_params *p, const int8_t *input, const int8_
 }
 
 /* std::round of a double in [-2^62, 2^62]: nearest integer, ties away from zero (r - trunc(r) is exact). */
-static int64_t qk_round_half_away(double r)
+int64_t qk_round_half_away(double r)
 {
     int64_t t = (int64_t)r;
     const double frac = r - (double)t;

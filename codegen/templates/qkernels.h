@@ -131,6 +131,10 @@ void qk_fully_connected_folded(const qk_fc_params *p, const int8_t *input, const
 void qk_fully_connected_folded_pt(const qk_fc_params *p, const int8_t *input, const int8_t *filter,
                                   const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
                                   int8_t *output);
+/* std::round of a double in [-2^62, 2^62]: nearest integer, ties away from zero (LiteRT's real-scale
+ * FULLY_CONNECTED, the float QUANTIZE of qkernels_int16.c). */
+int64_t qk_round_half_away(double r);
+
 /* LiteRT BUILTIN_REF's FULLY_CONNECTED (its int8 and legacy uint8 forms): the same sums as
  * qk_fully_connected, requantized by the double real scale instead of a Q31 multiplier:
  * clamp(round_half_away(double(int32(acc + bias[o])) * real_scale[o]) + output_offset, act_min, act_max)

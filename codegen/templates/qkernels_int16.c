@@ -296,18 +296,14 @@ void qk_dequantize(const qk_dequantize_params *p, const void *input, float *outp
     }
 }
 
-/* round half away from zero, then x86's float -> int32 cast (INT32_MIN out of range or NaN): r - trunc(r) is
- * exact in float, and |r| >= 0.5 from an integer only below 2^23, so the +-1 cannot overflow. */
+/* round half away from zero (qk_round_half_away: a float is exact as a double), then x86's float -> int32
+ * cast (INT32_MIN out of range or NaN). */
 static int32_t qk_round_to_int32(float r)
 {
-    int32_t t;
-    float frac;
     if (!(r >= -2147483648.0f && r < 2147483648.0f)) {
         return (int32_t)(-2147483647 - 1);
     }
-    t = (int32_t)r;
-    frac = r - (float)t;
-    return frac >= 0.5f ? t + 1 : (frac <= -0.5f ? t - 1 : t);
+    return (int32_t)qk_round_half_away((double)r);
 }
 
 void qk_quantize_float(const qk_quantize_float_params *p, const float *input, void *output)
