@@ -1,5 +1,9 @@
-"""Optional native block requantization: the firmware's own C (qkernels.c's ``qk_requantize``)
-compiled for the host and called through ctypes.
+"""Optional native block requantization and DEPTHWISE_CONV_2D: the firmware's own C (qkernels.c's
+``qk_requantize`` and depthwise tap ``qk_dw_tap``) compiled for the host and called through ctypes.
+
+:func:`depthwise_runner` runs a whole batch of an int8 depthwise layer in C (qk_host.c's
+``qk_host_depthwise``: qk_depthwise_conv2d's sums, a few output rows at a time, then the block
+requantization below), used by qsim/kernels/conv.py's eval for large layers.
 
 ``codegen/templates/qk_host.c`` includes qkernels.c and loops ``qk_requantize`` over a
 ``[rows, channels]`` block (channel = last axis, per-channel bias / Q31 M0 / shift, int8 zero
@@ -124,6 +128,10 @@ def _functions(rounding: str):
                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                                   ctypes.c_int32, ctypes.c_void_p]
                     funcs[kind] = f
+                f = lib.qk_host_depthwise
+                f.restype = None
+                f.argtypes = [ctypes.c_int32] * 19 + [ctypes.c_void_p] * 7 + [ctypes.c_int32]
+                funcs["depthwise"] = f
         _libs[rounding] = funcs
     return _libs[rounding]
 
@@ -131,6 +139,26 @@ def _functions(rounding: str):
 def available(rounding: str = "double") -> bool:
     """Whether the native requantization runs here (enabled, compiled and loaded) for ``rounding``."""
     return rounding in SHIFT_RANGE and enabled() and _functions(rounding) is not None
+
+
+def _requant_tables(bias, m0, shift, output_zero_point: int, act_min: int, act_max: int, rounding: str):
+    """(bias, M0, shift) as int64 vectors of one common length (1 or the channel count), or None
+    when qk_requantize does not take them (M0 / bias not int32, a shift outside
+    ``SHIFT_RANGE[rounding]``, a zero point or activation range outside int8, lengths that do not
+    broadcast) or the native path is off or unavailable."""
+    zp, lo, hi = int(output_zero_point), int(act_min), int(act_max)
+    if not (-128 <= zp <= 127 and -128 <= lo <= hi <= 127) or not available(rounding):
+        return None
+    tables = [np.asarray(v, np.int64).reshape(-1) for v in (0 if bias is None else bias, m0, shift)]
+    smin, smax = SHIFT_RANGE[rounding]
+    if any(t.size == 0 for t in tables) or np.any(tables[1] < INT32_MIN) or np.any(tables[1] > INT32_MAX) \
+            or np.any(tables[2] < smin) or np.any(tables[2] > smax) or np.any(tables[0] < INT32_MIN) \
+            or np.any(tables[0] > INT32_MAX):
+        return None
+    n = max(t.size for t in tables)
+    if any(t.size not in (1, n) for t in tables):
+        return None
+    return tuple(np.broadcast_to(t, (n,)) for t in tables)
 
 
 def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act_max: int,
@@ -145,22 +173,13 @@ def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act
     go to C as they are only when ``acc_bound`` (a proven bound on |acc|) is within int32, else
     they are converted to int64 first (one numpy pass; the C float->int32 conversion is
     undefined beyond int32)."""
+    tables = _requant_tables(bias, m0, shift, output_zero_point, act_min, act_max, rounding)
+    if tables is None:
+        return None
     zp, lo, hi = int(output_zero_point), int(act_min), int(act_max)
-    if not (-128 <= zp <= 127 and -128 <= lo <= hi <= 127) or not available(rounding):
-        return None
-    tables = [np.asarray(v, np.int64).reshape(-1) for v in (0 if bias is None else bias, m0, shift)]
-    smin, smax = SHIFT_RANGE[rounding]
-    if any(t.size == 0 for t in tables) or np.any(tables[1] < INT32_MIN) or np.any(tables[1] > INT32_MAX) \
-            or np.any(tables[2] < smin) or np.any(tables[2] > smax) or np.any(tables[0] < INT32_MIN) \
-            or np.any(tables[0] > INT32_MAX):
-        return None
-    n = max(t.size for t in tables)
-    if any(t.size not in (1, n) for t in tables):
-        return None
     uniform = all(np.all(t == t[0]) for t in tables)
-    width = 1 if uniform else n
-    b, m, s = (np.ascontiguousarray(np.broadcast_to(t[:width] if t.size > 1 else t, (width,)), np.int32)
-               for t in tables)
+    width = 1 if uniform else tables[0].size
+    b, m, s = (np.ascontiguousarray(t[:width], np.int32) for t in tables)
     pointers = tuple(a.ctypes.data for a in (b, m, s))
     funcs = _functions(rounding)
     kinds = {dt: funcs[k] for dt, k in _ACC_KINDS.items()
@@ -180,3 +199,58 @@ def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act
         return out
     requant.tables = (b, m, s)  # keeps the tables alive with the closure (pointers above)
     return requant
+
+
+# Output values per block of the native depthwise (int32 sums in scratch, then requantized): a few
+# output rows at a time, so the sums are still in cache when the block is requantized.
+DEPTHWISE_BLOCK = 1 << 14
+
+
+def depthwise_runner(filter_values, bias, m0, shift, output_zero_point: int, act_min: int, act_max: int,
+                     input_zero_point: int, geometry: tuple, rounding: str = "double",
+                     acc_bound: int | None = None):
+    """A function ``x -> int8 [N, OH, OW, C*M]`` running DEPTHWISE_CONV_2D on an int8 NHWC batch
+    ``x`` [N, H, W, C] in C (qk_host.c's ``qk_host_depthwise``: the firmware's generic depthwise
+    sums, qk_dw_tap, over the taps inside the image as TFLM does, then qk_requantize per channel),
+    equal to TFLite's reference kernel and so to the numpy kernel (qsim/kernels/conv.py).
+
+    ``filter_values``: the filter [KH, KW, C*M] (output channel ``c * M + m``), integers within
+    int8; ``bias``/``m0``/``shift``: per output channel or scalars, as :func:`block_requantizer`;
+    ``geometry``: (in_h, in_w, in_c, out_h, out_w, depth_multiplier, stride_h, stride_w, dilation_h,
+    dilation_w, pad_h, pad_w), pads leading (top/left).  ``acc_bound``: a proven bound on |sum|
+    (no bias), which must be within int32 (the C sums in int32).  None when the native path is
+    off or unavailable or the layer is outside what the C takes (see :func:`block_requantizer`;
+    weights or input zero point outside int8, no bound within int32)."""
+    w = np.asarray(filter_values)
+    ih, iw, ic, oh, ow, dm, sh, sw, dh, dw, ph, pw = (int(v) for v in geometry)
+    oc = ic * dm
+    if acc_bound is None or int(acc_bound) > INT32_MAX or not -128 <= int(input_zero_point) <= 127 \
+            or w.ndim != 3 or w.shape[2] != oc or w.size == 0 or np.any(w < -128) or np.any(w > 127) \
+            or min(ih, iw, ic, oh, ow, dm, sh, sw, dh, dw) < 1 or ph < 0 or pw < 0:
+        return None
+    tables = _requant_tables(bias, m0, shift, output_zero_point, act_min, act_max, rounding)
+    if tables is None or tables[0].size not in (1, oc):
+        return None
+    b, m, s = (np.ascontiguousarray(np.broadcast_to(t, (oc,)), np.int32) for t in tables)
+    kh, kw = w.shape[:2]
+    filt = np.ascontiguousarray(w, np.int8)
+    block_rows = max(1, DEPTHWISE_BLOCK // (ow * oc))
+    fixed = (kh, kw, sh, sw, dh, dw, ph, pw, -int(input_zero_point), int(output_zero_point), int(act_min),
+             int(act_max))
+    f = _functions(rounding)["depthwise"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.int8)
+        if x.ndim != 4 or x.shape[1:] != (ih, iw, ic):
+            raise ValueError(f"native depthwise: input shape {x.shape}, expected [N, {ih}, {iw}, {ic}]")
+        n = x.shape[0]
+        out = np.empty((n, oh, ow, oc), np.int8)
+        if n == 0:
+            return out
+        rows = min(block_rows, n * oh)
+        scratch = np.empty(rows * ow * oc, np.int32)
+        f(n, ih, iw, ic, oh, ow, dm, *fixed, x.ctypes.data, filt.ctypes.data, b.ctypes.data, m.ctypes.data,
+          s.ctypes.data, out.ctypes.data, scratch.ctypes.data, rows)
+        return out
+    run.tables = (filt, b, m, s)
+    return run

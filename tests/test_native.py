@@ -8,6 +8,10 @@ host by gcc, both roundings) must equal it on: every edge row, qk_requantize's f
 SHIFT_RANGE per channel over many rows, and each accumulator dtype.  Then whole shared models,
 batched, give identical tensors with QSIM_NATIVE unset and QSIM_NATIVE=0, and the test checks
 the native code really ran in the first case and really did not in the second.
+
+The native DEPTHWISE_CONV_2D (qsim.native.depthwise_runner, forced on every layer size) equals the
+numpy kernel (QSIM_NATIVE=0) on a table of geometries, TFLite Micro and LiteRT on random layers,
+and hand-summed accumulators requantized by fixedpoint on extreme tables.
 """
 from __future__ import annotations
 
@@ -71,16 +75,23 @@ def test_native_equals_fixedpoint_on_every_edge_row(rounding):
     assert checked > 3000 and fast_blocks >= 3  # the hoisted fast loop ran on whole blocks too
 
 
+def _every_shift_tables(rng, rounding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, M0), one channel per shift of SHIFT_RANGE[rounding], with M0's extremes (and, double
+    rounding, negative multipliers: qk_requantize's general form)."""
+    lo_s, hi_s = fp.SHIFT_RANGE[rounding]
+    shift = np.arange(lo_s, hi_s + 1)
+    m0 = rng.integers(0, 1 << 31, shift.size)
+    m0[:4] = (INT32_MAX, 1 << 30, 0, 1)
+    if rounding == "double":
+        m0[5:7] = (INT32_MIN, -12345)
+    return shift, m0
+
+
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_native_every_shift_per_channel_many_rows_every_dtype(rounding):
     rng = np.random.default_rng(7)
-    lo_s, hi_s = fp.SHIFT_RANGE[rounding]
-    shift = np.arange(lo_s, hi_s + 1)
+    shift, m0 = _every_shift_tables(rng, rounding)
     c = shift.size
-    m0 = rng.integers(0, 1 << 31, c)
-    m0[:4] = (INT32_MAX, 1 << 30, 0, 1)
-    if rounding == "double":
-        m0[5:7] = (INT32_MIN, -12345)  # negative multipliers: qk_requantize's general form
     bias = rng.integers(INT32_MIN, INT32_MAX, c, endpoint=True)
     bias[::3] = 0
     acc = rng.integers(INT32_MIN, INT32_MAX, (301, c), endpoint=True)  # rows left over after k-row groups
@@ -160,3 +171,132 @@ def test_models_same_tensors_with_native_on_and_off(name, profile, monkeypatch):
     assert set(on) == set(off)
     for t in on:
         np.testing.assert_array_equal(on[t], off[t], err_msg=f"{name} tensor {g.tensors[t].name}")
+
+
+# ------------------------------------------------------------------ native DEPTHWISE_CONV_2D
+
+# (name, depthwise_model params): strides 1-2, SAME/VALID, depth multiplier 1 and > 1 (one input
+# channel too), dilation, 3x3 and other filters, per-tensor and per-channel, every fused activation,
+# left shifts (gain 3000), batches 1 and N.
+_DW_BASE = dict(n=1, h=9, w=8, cin=16, mult=1, kh=3, kw=3, sh=1, sw=1, dh=1, dw=1, padding="SAME",
+                per_channel=True, bias=True, act="NONE", gain=1)
+DW_CASES = {
+    "3x3 s1 same per-channel": {},
+    "3x3 s2 valid per-tensor relu6 batch": dict(sh=2, sw=2, padding="VALID", per_channel=False, act="RELU6", n=5),
+    "3x3 s2x1 same relu": dict(sh=2, act="RELU", n=3),
+    "5x3 s1 valid no bias": dict(kh=5, kw=3, padding="VALID", bias=False),
+    "1x4 s1x2 same n1_to_1": dict(kh=1, kw=4, sw=2, act="RELU_N1_TO_1", n=2),
+    "3x3 dilation 2 same": dict(dh=2, dw=2, h=11, w=10, n=2),
+    "2x3 dilation 3x1 s2 valid": dict(kh=2, kw=3, dh=3, sh=2, h=12, w=9, padding="VALID"),
+    "3x3 x2 multiplier relu6 batch": dict(cin=6, mult=2, act="RELU6", n=4),
+    "4x4 x3 multiplier s2 same": dict(cin=5, mult=3, kh=4, kw=4, sh=2, sw=2, h=11, w=11),
+    "one input channel x8": dict(cin=1, mult=8, sh=2, sw=2, n=3),
+    "odd channels left shift": dict(cin=19, gain=3000, n=2),
+    "3x3 s3 same per-tensor left shift": dict(sh=3, sw=3, h=13, w=10, per_channel=False, gain=3000, n=2),
+}
+
+
+def _force_native_depthwise(monkeypatch):
+    from qsim.kernels import conv
+    monkeypatch.setattr(conv, "NATIVE_DEPTHWISE_MIN_VALUES", 0)
+    monkeypatch.setattr(conv, "NATIVE_DEPTHWISE_MIN_CHANNELS", 0)
+
+
+def _dw_run(blob: bytes, profile: str, x: np.ndarray):
+    """(output, whether the native depthwise ran) of a one-op depthwise model."""
+    from qsim.loader import load_bytes
+    g = load_bytes(blob)
+    prepared = prepare_graph(g, profile)
+    out = prepared.run([x], keep_all=False)[g.outputs[0]]
+    params = prepared.ops[0].params
+    return out, bool(params.native_dw and params.native_dw[2])
+
+
+@pytest.mark.parametrize("name", DW_CASES)
+def test_native_depthwise_equals_numpy_and_tflm(name, monkeypatch):
+    """Native depthwise (forced on every size) == the numpy kernel (QSIM_NATIVE=0) bit for bit,
+    both roundings, and == TFLite Micro itself (the reference interpreter's output)."""
+    from test_kernels_gemm import depthwise_model, reference_outputs
+    _force_native_depthwise(monkeypatch)
+    p = dict(_DW_BASE, **DW_CASES[name])
+    rng = np.random.default_rng(abs(hash(name)) % (1 << 32))
+    blob = depthwise_model(p, rng)
+    x = rng.integers(-128, 128, (p["n"], p["h"], p["w"], p["cin"])).astype(np.int8)
+    for profile in ("tflm", "single"):
+        on, ran = _dw_run(blob, profile, x)
+        assert ran, f"{name} {profile}: the native depthwise did not run"
+        monkeypatch.setenv("QSIM_NATIVE", "0")
+        off, ran_off = _dw_run(blob, profile, x)
+        monkeypatch.delenv("QSIM_NATIVE")
+        assert not ran_off, "QSIM_NATIVE=0 still ran the native depthwise"
+        np.testing.assert_array_equal(on, off, err_msg=f"{name} {profile}")
+        if profile == "tflm":
+            from qsim.loader import load_bytes
+            g = load_bytes(blob)
+            y = g.operators[0].outputs[0]
+            ref = np.asarray(reference_outputs(blob, "tflm", x, [y])[y]).reshape(on.shape)
+            np.testing.assert_array_equal(on, ref, err_msg=f"{name}: native vs TFLite Micro")
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_native_depthwise_extreme_tables(rounding):
+    """depthwise_runner with every shift of SHIFT_RANGE, extreme M0 (0, 1, 2^30, INT32_MAX, negative) and bias
+    (int32 ends: acc + bias wraps) == hand-summed int64 accumulators requantized by fixedpoint."""
+    rng = np.random.default_rng(11)
+    shift, m0 = _every_shift_tables(rng, rounding)
+    c = shift.size
+    bias = rng.integers(-3000, 3000, c)
+    bias[4:8] = (INT32_MIN, INT32_MAX, INT32_MAX - 100, INT32_MIN + 100)
+    n, h, wd, kh, kw, zp = 3, 7, 6, 3, 2, -37
+    w = rng.integers(-128, 128, (kh, kw, c))
+    x = rng.integers(-128, 128, (n, h, wd, c)).astype(np.int8)
+    # stride 2, SAME-like padding 1/0, dilation (1, 2): out 4 x 3
+    sh, sw, dh, dwl, ph, pw = 2, 2, 1, 2, 1, 0
+    oh, ow = 4, 3
+    xp = np.zeros((n, h + 2 * ph + kh, wd + 2 * pw + kw * dwl, c), np.int64)
+    xp[:, ph:ph + h, pw:pw + wd] = x.astype(np.int64) - zp  # taps outside the image: 0 (TFLM skips them)
+    acc = np.zeros((n, oh, ow, c), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            acc += xp[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dwl:j * dwl + (ow - 1) * sw + 1:sw] * w[i, j]
+    for zp_out, lo, hi in ((0, -128, 127), (-7, -128, 127), (5, 5, 30)):
+        want = fp.requantize(acc, bias, m0, shift, zp_out, lo, hi, rounding)
+        run = native.depthwise_runner(w, bias, m0, shift, zp_out, lo, hi, zp,
+                                      (h, wd, c, oh, ow, 1, sh, sw, dh, dwl, ph, pw), rounding,
+                                      acc_bound=int(np.abs(w).sum(axis=(0, 1)).max()) * 256)
+        assert run is not None
+        np.testing.assert_array_equal(run(x), want, err_msg=f"{rounding} {zp_out} {lo} {hi}")
+        np.testing.assert_array_equal(run(x[1:2]), want[1:2])
+
+
+def test_native_depthwise_refuses_what_it_does_not_take(monkeypatch):
+    ok = dict(filter_values=np.ones((3, 3, 4)), bias=[0] * 4, m0=[1 << 30] * 4, shift=[-3] * 4, output_zero_point=0,
+              act_min=-128, act_max=127, input_zero_point=3, geometry=(5, 5, 4, 5, 5, 1, 1, 1, 1, 1, 1, 1),
+              acc_bound=10000)
+    assert native.depthwise_runner(**ok) is not None
+    for bad in (dict(filter_values=np.full((3, 3, 4), 200)), dict(input_zero_point=128), dict(acc_bound=None),
+                dict(acc_bound=1 << 31), dict(shift=[-3, -3, -3, 40]), dict(output_zero_point=300),
+                dict(geometry=(5, 5, 3, 5, 5, 1, 1, 1, 1, 1, 1, 1)), dict(bias=[0] * 3)):
+        assert native.depthwise_runner(**dict(ok, **bad)) is None, bad
+    monkeypatch.setenv("QSIM_NATIVE", "0")
+    assert native.depthwise_runner(**ok) is None
+
+
+def test_native_depthwise_random_layers_match_references(monkeypatch):
+    """Random depthwise layers (test_kernels_gemm's strategy: any window, stride, dilation, padding,
+    depth multiplier, activation, left shifts, batch 1-2) with the native depthwise forced on every
+    size == LiteRT BUILTIN_REF and TFLite Micro, each under its own profile."""
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+    from test_kernels_gemm import assert_bitexact, depthwise_model, depthwise_params
+    _force_native_depthwise(monkeypatch)
+
+    @seed(20261130)
+    @settings(derandomize=True, max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.function_scoped_fixture])
+    @given(depthwise_params(), st.integers(0, 2**32 - 1))
+    def check(p, s):
+        rng = np.random.default_rng(s)
+        assert_bitexact(depthwise_model(p, rng), rng)
+    check()

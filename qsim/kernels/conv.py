@@ -242,6 +242,8 @@ class ConvParams:
     affine_gemm: tuple | None = field(default=None, repr=False, compare=False)
     # stride-1 depthwise: each tap's weights repeated along a flat pass's rows (see eval_depthwise_flat)
     flat_weights: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # depthwise: (requant, input [H, W, C], qsim.native.depthwise_runner or False), see _native_depthwise
+    native_dw: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def _conv_operands(op, graph):
@@ -781,9 +783,45 @@ def _depthwise_input_raw(p: ConvParams, x: np.ndarray) -> np.ndarray:
     return _depthwise_input(p, x, raw=True)
 
 
+# Depthwise batches with at least this many output values run in C (_native_depthwise) when it is
+# available; smaller ones stay on numpy, where the ctypes call would cost as much as it saves.
+# Measured (load ~2, tflm, vww / person_detect / kws / zoo, batch 1 and 64): C 1.5-6x faster
+# from 2304 outputs up (about 3x on the zoo at batch 64), except with depth multiplier 1 and fewer
+# than NATIVE_DEPTHWISE_MIN_CHANNELS channels (vww's 8-channel 48x48 layer: C 1.0-1.25x slower
+# than the flat einsum: too few channels for qk_dw_tap's vectorized channel loop).
+NATIVE_DEPTHWISE_MIN_VALUES = 1024
+NATIVE_DEPTHWISE_MIN_CHANNELS = 16
+
+
+def _native_depthwise(p: ConvParams, x: np.ndarray):
+    """:func:`qsim.native.depthwise_runner` for this layer (built once per requant object and input
+    shape, kept),
+    or None: int8 input below NATIVE_DEPTHWISE_MIN_VALUES outputs or NATIVE_DEPTHWISE_MIN_CHANNELS
+    channels (depth multiplier 1), native off, or a layer or
+    requant it does not take (a requant variant or subclass with its own arithmetic: numpy)."""
+    if x.dtype != np.int8 or x.ndim != 4 or x.shape[0] * p.out_h * p.out_w * p.out_channels \
+            < NATIVE_DEPTHWISE_MIN_VALUES or (p.depth_multiplier == 1 and p.out_channels < NATIVE_DEPTHWISE_MIN_CHANNELS):
+        return None
+    rq = p.requant
+    if p.native_dw is None or p.native_dw[0] is not rq or p.native_dw[1] != x.shape[1:]:
+        run = None
+        if isinstance(rq, RequantParams) and rq.variant is None and type(rq).requantize is RequantParams.requantize:
+            from .. import native
+            run = native.depthwise_runner(
+                p.weights, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
+                p.input_zero_point, (x.shape[1], x.shape[2], x.shape[3], p.out_h, p.out_w, p.depth_multiplier,
+                                     p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_h, p.pad_w),
+                rq.rounding, rq.acc_bound)
+        p.native_dw = (rq, x.shape[1:], run or False)
+    return p.native_dw[2] or None
+
+
 def eval_depthwise(p: ConvParams, inputs) -> list[np.ndarray]:
-    folded = folded_requant(p)
     x = np.asarray(inputs[0])
+    run = _native_depthwise(p, x)
+    if run is not None:
+        return [run(x)]
+    folded = folded_requant(p)
     if _flat_depthwise(p):
         return [eval_depthwise_flat(p, x, p.requant.apply if folded is None else folded.apply, folded is not None)]
     if _phased_depthwise(p, x.shape[0]):
