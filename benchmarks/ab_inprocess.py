@@ -3,9 +3,12 @@
     python benchmarks/ab_inprocess.py [--base HEAD~1] [--models vww_96_int8,zoo] [--rounds 15]
                                       [--batch 64] [--zoo-batch 16] [--clock cpu|wall]
 
-The simulator package of ``--base`` (``git archive <rev> qsim``) is unpacked into a temporary
+The simulator package of ``--base`` (``git archive <rev> qsim codegen``) is unpacked into a temporary
 directory as the package ``qsim_base`` (qsim's modules import each other relatively, so the
-copy is self-contained) and imported next to the working tree's ``qsim``.  Per model, both
+copy is self-contained; codegen/ as qsim_base/codegen, for the native C) and imported next to
+the working tree's ``qsim``.  A base whose qsim/native.py looks its C templates up as
+``qsim.codegen`` (before 2026-11-30) gets that lookup pointed at ``qsim_base.codegen``, so
+each version compiles its own qk_host.c.  Per model, both
 prepare the graph, the batched outputs of the two are compared (they must be identical: a
 speed change never changes a result), then ``--rounds`` rounds each time one batched
 ``PreparedGraph.run([xs], keep_all=False)`` per version, the order alternating round by round.
@@ -37,15 +40,21 @@ DEFAULT_MODELS = "pretrainedResnet_quant,vww_96_int8,kws_ref_model,person_detect
 
 
 def unpack_base(rev: str, into: Path) -> None:
-    """``git archive`` of ``rev``'s qsim/ unpacked as ``into``/qsim_base."""
-    blob = subprocess.run(["git", "-C", str(REPO), "archive", rev, "qsim"], check=True, capture_output=True).stdout
+    """``git archive`` of ``rev``'s qsim/ unpacked as ``into``/qsim_base, and its codegen/ as
+    qsim_base/codegen (installed as ``qsim.codegen``: the native C, qsim/native.py, is built from
+    its templates; without it the base would run with no native code at all)."""
+    blob = subprocess.run(["git", "-C", str(REPO), "archive", rev, "qsim", "codegen"], check=True,
+                          capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         for m in tar.getmembers():
-            m.name = "qsim_base" + m.name[len("qsim"):]
+            m.name = "qsim_base" + m.name[len("qsim"):] if m.name.startswith("qsim") else "qsim_base/" + m.name
             if sys.version_info >= (3, 12):
                 tar.extract(m, into, filter="data")
             else:
                 tar.extract(m, into)
+    native = into / "qsim_base" / "native.py"  # an older base looks its templates up as "qsim.codegen": its own
+    if native.is_file():
+        native.write_text(native.read_text().replace('find_spec("qsim.codegen")', 'find_spec("qsim_base.codegen")'))
 
 
 def main(argv=None) -> int:

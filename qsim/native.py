@@ -59,7 +59,7 @@ def cache_dir() -> Path:
 
 
 def _templates() -> Path:
-    spec = importlib.util.find_spec("qsim.codegen")  # the folder only: no jinja2 import
+    spec = importlib.util.find_spec(f"{__package__}.codegen")  # the folder only: no jinja2 import
     return Path(list(spec.submodule_search_locations)[0]) / "templates"
 
 
