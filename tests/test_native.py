@@ -138,8 +138,9 @@ def test_native_refuses_what_it_does_not_implement(monkeypatch):
 # ------------------------------------------------------------------ whole models: native on == off
 
 def _native_states(prepared) -> list:
-    """Every requant plan's native function (None: never asked, False: unavailable) in the graph."""
-    got = []
+    """Every requant plan's native function and every native depthwise runner (None: never asked,
+    False: unavailable) in the graph."""
+    got = _native_depthwise_states(prepared)
     for op in prepared.ops:
         rq = getattr(op.params, "requant", None)
         if not isinstance(rq, RequantParams):
@@ -151,9 +152,16 @@ def _native_states(prepared) -> list:
     return got
 
 
-def _batched_tensors(name: str, profile: str, xs) -> tuple[dict, list]:
+def _native_depthwise_states(prepared) -> list:
+    """Every depthwise layer's native runner (False: unavailable; None: never asked)."""
+    return [op.params.native_dw[2] if op.params.native_dw else None for op in prepared.ops
+            if op.op.opcode == "DEPTHWISE_CONV_2D"]
+
+
+def _batched_tensors(name: str, profile: str, xs) -> tuple[dict, list, list]:
+    """(every tensor, the native requantization states, the native depthwise states) of a batched run."""
     prepared = prepare_graph(load(shared_model(f"{name}.tflite")), profile)
-    return prepared.run(xs, keep_all=True), _native_states(prepared)
+    return prepared.run(xs, keep_all=True), _native_states(prepared), _native_depthwise_states(prepared)
 
 
 @pytest.mark.parametrize("name,profile", [("vww_96_int8", "litert"), ("pretrainedResnet_quant", "litert"),
@@ -163,10 +171,12 @@ def test_models_same_tensors_with_native_on_and_off(name, profile, monkeypatch):
     rng = np.random.default_rng(3)
     xs = [rng.integers(-128, 128, (8,) + tuple(g.tensors[t].shape[1:])).astype(g.tensors[t].dtype)
           for t in g.inputs]
-    on, on_states = _batched_tensors(name, profile, xs)
+    on, on_states, on_dw = _batched_tensors(name, profile, xs)
     monkeypatch.setenv("QSIM_NATIVE", "0")
-    off, off_states = _batched_tensors(name, profile, xs)
+    off, off_states, _ = _batched_tensors(name, profile, xs)
     assert any(callable(s) for s in on_states), "the native requantization never ran"
+    if name == "vww_96_int8":  # its 16- to 256-channel depthwise layers run in C at batch 8
+        assert sum(callable(s) for s in on_dw) >= 10, on_dw
     assert not any(callable(s) for s in off_states), "QSIM_NATIVE=0 still ran the native requantization"
     assert set(on) == set(off)
     for t in on:
