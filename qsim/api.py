@@ -42,6 +42,11 @@ __all__ = ["load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "P
 
 Key = Union[str, int]
 KEEP = ("outputs", "all")
+ENGINES = ("auto", "python", "native")
+# engine="auto" runs single samples natively from the HOT_RUNS-th single-sample run of a Model
+# (per profile) on: the one-time build (generation + gcc: measured 3-7 s cold, 0.1-0.5 s from the
+# cache, under load) is then amortized, and a model run a few times never pays it.
+HOT_RUNS = 32
 
 
 # ------------------------------------------------------------------ tensors
@@ -178,6 +183,7 @@ class RunResult:
     profile: str
     batch: int | None = None
     requant: Any = None  # run(requant=...): qsim.evaluate.VariantDiff against the profile's own arithmetic
+    engine: str = "python"  # the engine that ran it: "python" or "native" (Model.run's engine=)
 
     def __getitem__(self, key: Key) -> np.ndarray:
         t = self.model.tensor(key)
@@ -425,6 +431,8 @@ class Model:
         self._by_key = {t.key: t for t in self.tensors}
         self._dup = {n for n, c in counts.items() if c > 1}
         self._prepared: dict[str, PreparedGraph] = {}
+        self._native: dict[str, Any] = {}  # profile -> native_model.NativeModel | QsimError (why not)
+        self._single_runs: dict[str, int] = {}  # profile -> single-sample runs so far (engine="auto")
 
     def __repr__(self) -> str:
         return (f"<qsim.Model {self.source}: {len(self.graph.operators)} ops, inputs "
@@ -600,7 +608,7 @@ class Model:
     # -------------------------------------------------------------- run
 
     def run(self, x, profile: str = "tflm", keep: str = "outputs", batch_size: int | None = None,
-            requant=None) -> RunResult:
+            requant=None, engine: str = "auto") -> RunResult:
         """Run the integer graph under a rounding ``profile`` ("tflm", "litert", "single").
 
         ``x``: one sample, a list of samples, or arrays with a leading batch axis (module doc);
@@ -610,12 +618,41 @@ class Model:
         ``requant``: a requant arithmetic variant for the GEMM ops (:meth:`prepared`); the run is
         then repeated under the profile's own arithmetic and ``RunResult.requant`` says how many
         kept elements differ and by how much (:class:`qsim.evaluate.VariantDiff`).
+
+        ``engine``: "python" (qsim's numpy kernels), "native" (the model's generated C compiled
+        for the host, :mod:`qsim.native_model`: same bits, no per-op Python overhead) or "auto".
+        "native" needs ``keep="outputs"``, no ``requant``, a profile the C reproduces (tflm;
+        single; litert for uint8 models), a model the C generator accepts, a C compiler and
+        ``QSIM_NATIVE`` not 0; otherwise it raises QsimError saying which is missing.  "auto"
+        runs natively when "native" could, the run holds one sample, and this Model has already
+        run :data:`HOT_RUNS` (32) single samples under the profile (or :meth:`native` was
+        called); else in Python.  Measured (ms per sample, CPU clock, load ~1.5 on 2 cores,
+        python / native): one sample: trained_lstm_int8 1.0 / 0.09-0.15, keyword_scrambled_8bit
+        0.32 / 0.02-0.035, ad01_int8 0.25 / 0.05-0.07, hello_world_int8 0.10 / 0.02, seanet
+        conv13 (int16x8) 0.28 / 0.13, kws_ref_model 1.6 / 1.2, vww_96_int8 4.7 / 3.5; batches
+        of 64 are numpy's (vectorized over the batch, BLAS): kws_ref_model 0.54 / 1.1,
+        vww_96_int8 1.4 / 2.6, keyword_scrambled_8bit 0.010 / 0.018, conv13 0.04 / 0.15,
+        trained_lstm_int8 0.09 / 0.08.  Both engines give the same bits (tests/test_native_model.py).
         """
         if keep not in KEEP:
             raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
+        if engine not in ENGINES:
+            raise QsimError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}.")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise QsimError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
         batch, batched = self._batch(x)
+        n = next(iter(batch.values())).shape[0]
+        name = get_profile(profile).name
+        if engine != "python":
+            native = self._engine(engine, name, keep, requant, n)
+            values = None if native is None else native.run(batch, n)
+            if values is not None:
+                if not batched:
+                    values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
+                return RunResult(self, values, name, n if batched else None, engine="native")
+            if engine == "native":
+                raise QsimError("engine='native': the inputs' dtypes or sizes are not the model's; "
+                                "run with engine='python' for the full input checks.")
         prep = self.prepared(profile, requant)
         values = self._run_prepared(prep, batch, batched, keep, batch_size)
         res = RunResult(self, values, prep.profile.name, next(iter(batch.values())).shape[0] if batched else None)
@@ -628,6 +665,48 @@ class Model:
                 if t not in self.graph.inputs:
                     res.requant.add(values[t], theirs[t])
         return res
+
+    def native(self, profile: str = "tflm"):
+        """The model's C compiled for the host under ``profile`` (:class:`qsim.native_model.NativeModel`,
+        ``.build_seconds``: the one-time generation + compilation, or cache look-up), built on the
+        first call and kept; QsimError (kept too) saying why when the native engine cannot run it.
+        After this call ``run(engine="auto")`` runs single samples natively at once."""
+        name = get_profile(profile).name
+        if name not in self._native:
+            from . import native_model
+            try:
+                self._native[name] = native_model.build(self.graph, name)
+            except QsimError as e:
+                self._native[name] = e
+        got = self._native[name]
+        if isinstance(got, QsimError):
+            from . import native as qnative
+            if not qnative.enabled():  # QSIM_NATIVE is read at each call: a later =1 may build
+                del self._native[name]
+            raise QsimError(str(got))
+        return got
+
+    def _engine(self, engine: str, profile: str, keep: str, requant, n: int):
+        """The NativeModel ``run`` uses, or None (Python); QsimError when ``engine="native"`` cannot be."""
+        from . import native as qnative
+        if engine == "native":
+            if keep != "outputs":
+                raise QsimError("engine='native' returns the graph outputs only (the C keeps no other "
+                                "tensor); use keep='outputs', or engine='python' for keep='all'.")
+            if requant is not None:
+                raise QsimError("engine='native' runs the profile's own arithmetic; a requant variant "
+                                "needs engine='python'.")
+            return self.native(profile)
+        if keep != "outputs" or requant is not None or n != 1 or not qnative.enabled():
+            return None
+        if profile not in self._native:
+            runs = self._single_runs[profile] = self._single_runs.get(profile, 0) + 1
+            if runs < HOT_RUNS:
+                return None
+        try:
+            return self.native(profile)
+        except QsimError:
+            return None
 
     def _run_prepared(self, prep: PreparedGraph, batch: dict, batched: bool, keep: str,
                       batch_size: int | None) -> dict[int, np.ndarray]:
