@@ -81,18 +81,19 @@ class NativeModel:
     def _one(self, batch: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
         """One sample through fixed staging buffers whose addresses are taken once (numpy's
         ``.ctypes.data`` costs microseconds per array, as much as a small model's whole run)."""
-        if self._stage is None:
-            ins = [np.empty(nbytes // dtype.itemsize, dtype) for _, dtype, _, nbytes in self.inputs]
-            outs = [np.empty(batch_shape(shape, 1), dtype) for _, dtype, shape, _ in self.outputs]
-            io = (ctypes.c_void_p * (len(ins) + len(outs)))(*(a.ctypes.data for a in ins + outs))
-            self._stage = (ins, outs, io, ctypes.addressof(io))
-        ins, outs, _, address = self._stage
-        for (t, dtype, _, _), buf in zip(self.inputs, ins):
+        for t, dtype, _, nbytes in self.inputs:
             a = batch[t]
-            if a.dtype != dtype or a.size != buf.size:
+            if a.dtype != dtype or a.nbytes != nbytes:
                 return None
-            buf[:] = a.reshape(-1)
-        with self._lock:
+        with self._lock:  # the staging buffers are shared: fill, call and read under the lock
+            if self._stage is None:
+                ins = [np.empty(nbytes // dtype.itemsize, dtype) for _, dtype, _, nbytes in self.inputs]
+                outs = [np.empty(batch_shape(shape, 1), dtype) for _, dtype, shape, _ in self.outputs]
+                io = (ctypes.c_void_p * (len(ins) + len(outs)))(*(a.ctypes.data for a in ins + outs))
+                self._stage = (ins, outs, io, ctypes.addressof(io))
+            ins, outs, _, address = self._stage
+            for (t, _, _, _), buf in zip(self.inputs, ins):
+                buf[:] = batch[t].reshape(-1)
             self._fn(1, address)
             return {t: o.copy() for (t, _, _, _), o in zip(self.outputs, outs)}
 
@@ -155,6 +156,9 @@ def build(g: ir.Graph, profile: str) -> NativeModel:
         except QsimError as e:
             raise QsimError(f"the native engine runs the generated C, and the C generator refuses this "
                             f"model: {e}") from None
+        except Exception as e:  # a generator failure must not break a run the Python engine can do
+            raise QsimError(f"the native engine runs the generated C, and the C generator failed on this "
+                            f"model ({type(e).__name__}: {e}); use engine='python'.") from None
         files = {n: (Path(d) / n).read_bytes() for n in _SOURCES[:-1] + _HEADERS}
     files["qsim_batch.c"] = _entry_point(g)
     headers = {n: files[n] for n in _HEADERS if n != f"{NAME}.h"}

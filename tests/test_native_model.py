@@ -176,3 +176,17 @@ def test_generator_refusal_is_a_qsim_error_and_auto_stays_python():
     with pytest.raises(QsimError, match="(?s)C generator refuses.*TRANSPOSE_CONV"):
         m.run(x, engine="native")
     assert all(m.run(x).engine == "python" for _ in range(api.HOT_RUNS + 1))
+
+
+def test_threads_share_one_library_safely():
+    """NAME_invoke is not reentrant (one static arena and state): calls from threads are serialized."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = qsim.load(builder.lstm_int8_model(n_batch=1, n_time=6, n_input=3, n_cell=5, seed=5))
+    xs = _inputs(m, 16, 3, "tflm")
+    want = [m.run(x, engine="python").outputs for x in xs]
+    m.native()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: m.run(x, engine="native").outputs, xs * 24))  # 3/5 runs fail unlocked
+    for k, g in enumerate(got):
+        for key in g:
+            np.testing.assert_array_equal(g[key], want[k % len(xs)][key])
