@@ -14,9 +14,10 @@ Per model, on the same seeded random int8 input, the median time of:
   references' construction and allocation; ``--cold-build`` builds into a fresh temporary
   cache, so the figure is the full gcc build, else a cached library is reused).
 * ``qsim batch/sample``: ``PreparedGraph.run([xs], keep_all=False)`` on a ``(--batch,) +
-  shape[1:]`` array (one vectorized pass: auto runs batches in Python), divided by the batch
-  size.  Same inclusions.  The native engine's time on the same batch (N resets + invokes in one
-  call) is printed below the table for comparison.
+  shape[1:]`` array (one vectorized pass), divided by the batch size, or, for the models whose
+  batches auto runs natively (an LSTM: ``qsim.api.AUTO_NATIVE_BATCH_OPS``), ``NativeModel.run``
+  on it (N resets + invokes in one call).  Same inclusions.  Where auto runs the batch in Python,
+  the native engine's time on it is printed below the table for comparison.
 * ``LiteRT REF``: LiteRT with ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels),
   normal memory plan (no preserve-all-tensors): ``set_tensor`` + ``invoke``; the output
   is not read back.  Interpreter construction and ``allocate_tensors`` excluded.
@@ -67,7 +68,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qsim.api import Model  # noqa: E402
+from qsim.api import AUTO_NATIVE_BATCH_OPS, Model  # noqa: E402
 from qsim.errors import QsimError  # noqa: E402
 from qsim.interpreter import prepare_graph  # noqa: E402
 from qsim.loader import load_bytes  # noqa: E402
@@ -208,7 +209,7 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
     try:
         prep = prepare_graph(g, profile)
         fns["qsim"] = lambda: prep.run(one, keep_all=False)
-        row["engine"], row["native_build_s"] = "python", None
+        row["engine"], row["batch_engine"], row["native_build_s"] = "python", "python", None
         try:
             model = Model(blob, g)
             native = model.native(profile)
@@ -218,7 +219,11 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
                 raise QsimError("the benchmark's one-sample input is not the model's input size")
             fns["qsim"] = lambda: native.run(batch1, 1)
             batch_all = dict(zip(g.inputs, xs))
-            fns["native_batch"] = lambda: native.run(batch_all, batch)
+            if any(op.opcode in AUTO_NATIVE_BATCH_OPS for op in g.operators):  # auto: batches native too
+                row["batch_engine"] = "native"
+                fns["qsim_batch"] = lambda: native.run(batch_all, batch)
+            else:
+                fns["native_batch"] = lambda: native.run(batch_all, batch)
         except QsimError as e:
             row["native_note"] = " ".join(str(e).split())[:160]
         fns["qsim_batch"] = lambda: prep.run(xs, keep_all=False)
@@ -299,14 +304,14 @@ def main(argv=None) -> int:
     for r in rows:
         base = r.get(r["batch_base"])
         mark = "*" if r["batch_base"] == "tflm" else ""
-        body.append([r["model"], f"{r['macs']:,}", r.get("engine", "-"), fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
+        body.append([r["model"], f"{r['macs']:,}", f"{r.get('engine', '-')}/{r.get('batch_engine', '-')}", fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
                      fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]), fmt_ms(r["tflm"]),
                      ratio(r["qsim"], base) + mark, ratio(r["qsim_batch_per_sample"], base) + mark,
                      ratio(r["qsim"], r["tflm"]), r["goal"], r["goal_met"]])
     print(f"median ms per inference, clock={args.clock} (qsim profile tflm; batch = {args.batch} samples in one run, "
           f"per sample; ratios = qsim time / other; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           f"load average {load_before:.1f} before, {load_after:.1f} after on {os.cpu_count()} CPUs)")
-    print(table(["model", "MACs", "engine", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
+    print(table(["model", "MACs", "engine 1/batch", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
                  "batch/REF", "qsim/TFLM", "goal (issues 9, 12)", "met"], body, align="lrlrrrrrrrrll"))
     if any(r["batch_base"] == "tflm" for r in rows):
         print("* LiteRT refuses this model (or is not given it, see NO_LITERT): qsim/REF and batch/REF compare with "
@@ -314,8 +319,9 @@ def main(argv=None) -> int:
     for r in rows:
         if r.get("native_build_s") is not None:
             print(f"native build of {r['model']}: {r['native_build_s']:.2f} s, one-time, excluded from the figures "
-                  f"(C generation + {'gcc' if args.cold_build else 'gcc or a cached library'}); the native engine "
-                  f"on the batch: {fmt_ms(r.get('native_batch_per_sample'))} ms/sample (auto runs batches in Python)")
+                  f"(C generation + {'gcc' if args.cold_build else 'gcc or a cached library'})"
+                  + (f"; the native engine on the batch: {fmt_ms(r['native_batch_per_sample'])} ms/sample (auto "
+                     "runs this model's batches in Python)" if r.get("native_batch_per_sample") is not None else ""))
         if r.get("native_note"):
             print(f"note: {r['model']}: qsim single sample in Python: {r['native_note']}")
         if r.get("peak_bytes_batch") is not None:

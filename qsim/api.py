@@ -43,10 +43,15 @@ __all__ = ["load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "P
 Key = Union[str, int]
 KEEP = ("outputs", "all")
 ENGINES = ("auto", "python", "native")
-# engine="auto" runs single samples natively from the HOT_RUNS-th single-sample run of a Model
-# (per profile) on: the one-time build (generation + gcc: measured 3-7 s cold, 0.1-0.5 s from the
-# cache, under load) is then amortized, and a model run a few times never pays it.
+# engine="auto" runs natively from the HOT_RUNS-th run of a Model (per profile) it would run
+# natively on: the one-time build (C generation + gcc: measured ~5 s for the first model, which
+# also compiles the qkernels objects, 0.3-1.5 s per further model, 0.1-0.5 s from the cache, at load
+# ~3.7 on 2 CPUs) is then amortized, and a model run a few times never pays it.
 HOT_RUNS = 32
+# Batches run natively under auto only for models with these ops: the LSTM's numpy kernel steps
+# through time in Python even batched (batch-64 per sample, python / native: trained_lstm_int8
+# 0.102 / 0.078 ms); every other measured model is faster on numpy's batch (see Model.run).
+AUTO_NATIVE_BATCH_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM",)
 
 
 # ------------------------------------------------------------------ tensors
@@ -432,7 +437,7 @@ class Model:
         self._dup = {n for n, c in counts.items() if c > 1}
         self._prepared: dict[str, PreparedGraph] = {}
         self._native: dict[str, Any] = {}  # profile -> native_model.NativeModel | QsimError (why not)
-        self._single_runs: dict[str, int] = {}  # profile -> single-sample runs so far (engine="auto")
+        self._auto_runs: dict[str, int] = {}  # profile -> runs auto would give native so far (see _engine)
 
     def __repr__(self) -> str:
         return (f"<qsim.Model {self.source}: {len(self.graph.operators)} ops, inputs "
@@ -624,15 +629,17 @@ class Model:
         "native" needs ``keep="outputs"``, no ``requant``, a profile the C reproduces (tflm;
         single; litert for uint8 models), a model the C generator accepts, a C compiler and
         ``QSIM_NATIVE`` not 0; otherwise it raises QsimError saying which is missing.  "auto"
-        runs natively when "native" could, the run holds one sample, and this Model has already
-        run :data:`HOT_RUNS` (32) single samples under the profile (or :meth:`native` was
-        called); else in Python.  Measured (ms per sample, CPU clock, load ~1.5 on 2 cores,
-        python / native): one sample: trained_lstm_int8 1.0 / 0.09-0.15, keyword_scrambled_8bit
-        0.32 / 0.02-0.035, ad01_int8 0.25 / 0.05-0.07, hello_world_int8 0.10 / 0.02, seanet
-        conv13 (int16x8) 0.28 / 0.13, kws_ref_model 1.6 / 1.2, vww_96_int8 4.7 / 3.5; batches
-        of 64 are numpy's (vectorized over the batch, BLAS): kws_ref_model 0.54 / 1.1,
-        vww_96_int8 1.4 / 2.6, keyword_scrambled_8bit 0.010 / 0.018, conv13 0.04 / 0.15,
-        trained_lstm_int8 0.09 / 0.08.  Both engines give the same bits (tests/test_native_model.py).
+        runs natively when "native" could, the run holds one sample (or the model has an LSTM,
+        :data:`AUTO_NATIVE_BATCH_OPS`), and this Model has already made :data:`HOT_RUNS` (32)
+        such runs under the profile (or :meth:`native` was called: then at once); else in
+        Python.  Measured (ms per sample, CPU clock, load ~3.9 on 2 CPUs, python / native, -O3):
+        one sample: trained_lstm_int8 1.41 / 0.12, keyword_scrambled_8bit 0.24 / 0.028, ad01_int8
+        0.21 / 0.045, hello_world_int8 0.098 / 0.009, seanet conv13 (int16x8) 0.29 / 0.16,
+        kws_ref_model 1.9 / 0.93, vww_96_int8 5.3 / 3.2; batches of 64 (numpy vectorizes over the
+        batch, BLAS): kws_ref_model 0.50 / 0.86, vww_96_int8 1.74 / 3.04, keyword_scrambled_8bit
+        0.011 / 0.019, conv13 0.051 / 0.138, ad01_int8 0.024 / 0.057, trained_lstm_int8
+        0.102 / 0.078 (its numpy kernel steps through time in Python).  Both engines give the same
+        bits (tests/test_native_model.py); ``RunResult.engine`` says which ran.
         """
         if keep not in KEEP:
             raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
@@ -697,10 +704,12 @@ class Model:
                 raise QsimError("engine='native' runs the profile's own arithmetic; a requant variant "
                                 "needs engine='python'.")
             return self.native(profile)
-        if keep != "outputs" or requant is not None or n != 1 or not qnative.enabled():
+        if keep != "outputs" or requant is not None or not qnative.enabled():
+            return None
+        if n != 1 and not any(op.opcode in AUTO_NATIVE_BATCH_OPS for op in self.graph.operators):
             return None
         if profile not in self._native:
-            runs = self._single_runs[profile] = self._single_runs.get(profile, 0) + 1
+            runs = self._auto_runs[profile] = self._auto_runs.get(profile, 0) + 1
             if runs < HOT_RUNS:
                 return None
         try:
