@@ -657,10 +657,11 @@ class Model:
                 if not batched:
                     values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
                 return RunResult(self, values, name, n if batched else None, engine="native")
-            if engine == "native":
-                raise QsimError("engine='native': the inputs' dtypes or sizes are not the model's; "
-                                "run with engine='python' for the full input checks.")
         prep = self.prepared(profile, requant)
+        if engine == "native":  # the native engine declined these inputs: the Python engine's checks say why
+            self._run_prepared(prep, batch, batched, keep, batch_size)
+            raise QsimError("engine='native': the inputs' dtypes or sizes are not the model's "
+                            "(the Python engine accepts them: use engine='python').")
         values = self._run_prepared(prep, batch, batched, keep, batch_size)
         res = RunResult(self, values, prep.profile.name, next(iter(batch.values())).shape[0] if batched else None)
         if prep.requant is not None:

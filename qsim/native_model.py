@@ -57,13 +57,18 @@ class NativeModel:
     outputs: list
     build_seconds: float
     _fn: object = field(repr=False, default=None)
+    guards: list = field(default_factory=list)  # (graph input index, the value it must hold), see _guards
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _stage: tuple | None = field(repr=False, default=None)  # one sample's buffers, see _one
 
     def run(self, batch: dict[int, np.ndarray], n: int) -> dict[int, np.ndarray] | None:
         """``batch``: {input tensor index: (N, ...) array} as :meth:`qsim.Model.run` holds it ->
         {output tensor index: array in :func:`qsim.interpreter.batch_shape` layout}; None when an
-        input's dtype or size is not the model's (the Python path then checks and reports it)."""
+        input's dtype or size is not the model's, or an input the C takes as a constant holds
+        another value (the Python path then checks and reports it)."""
+        for t, want in self.guards:
+            if not np.array_equal(np.asarray(batch[t]).reshape(n, -1), np.broadcast_to(want, (n, want.size))):
+                return None
         if n == 1:
             return self._one(batch)
         ins = []
@@ -121,6 +126,23 @@ def _entry_point(g: ir.Graph) -> str:
             "    }\n    return 0;\n}\n")
 
 
+def _guards(g: ir.Graph) -> list:
+    """(graph input, value) for inputs the C reads as the constant the model stores: a
+    TRANSPOSE_CONV's output_shape given as a graph input (SEANet's) is ignored by the C kernel, which
+    computes the stored output shape, while the Python kernel refuses any other value; the native
+    engine leaves such a sample to Python.  QsimError for an output_shape computed by another op."""
+    out = []
+    for op in g.operators:
+        if op.opcode == "TRANSPOSE_CONV" and op.inputs and op.inputs[0] >= 0 and not g.tensors[op.inputs[0]].is_const:
+            t = op.inputs[0]
+            if t not in g.inputs:
+                raise QsimError(f"op #{op.index} TRANSPOSE_CONV reads its output_shape from '{g.tensors[t].name}', "
+                                "computed at run time; the C takes the stored output shape, so the native engine "
+                                "cannot check it. Use engine='python'.")
+            out.append((t, np.asarray(g.tensors[op.outputs[0]].shape, np.int64)))
+    return out
+
+
 def rounding_for(g: ir.Graph, profile: str) -> str:
     """The codegen rounding whose C reproduces ``profile`` for ``g``; QsimError when none does."""
     from .codegen import emit
@@ -150,6 +172,7 @@ def build(g: ir.Graph, profile: str) -> NativeModel:
         raise QsimError(f"the native engine needs qsim.codegen (jinja2): {e}; use engine='python'.") from None
     start = time.perf_counter()
     rounding = rounding_for(g, profile)
+    guards = _guards(g)
     with tempfile.TemporaryDirectory() as d:
         try:
             emit.generate(g, d, name=NAME, target="host", rounding=rounding, force=True)
@@ -180,4 +203,4 @@ def build(g: ir.Graph, profile: str) -> NativeModel:
     fn.argtypes = [ctypes.c_int64, ctypes.c_void_p]
     io = [[(t, np.dtype(g.tensors[t].dtype), tuple(g.tensors[t].shape), g.tensors[t].nbytes) for t in idxs]
           for idxs in (g.inputs, g.outputs)]
-    return NativeModel(path, profile, rounding, io[0], io[1], time.perf_counter() - start, fn)
+    return NativeModel(path, profile, rounding, io[0], io[1], time.perf_counter() - start, fn, guards)

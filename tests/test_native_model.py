@@ -197,3 +197,17 @@ def test_threads_share_one_library_safely():
     for k, g in enumerate(got):
         for key in g:
             np.testing.assert_array_equal(g[key], want[k % len(xs)][key])
+
+
+def test_transpose_conv_output_shape_input_is_checked():
+    """SEANet's TRANSPOSE_CONV takes output_shape from a graph input, which the C ignores: a sample
+    with another value is refused as the Python engine refuses it (tests/test_int16x8.py), never
+    computed into the stored shape."""
+    m = qsim.load(shared_model("seanet/transpose_conv/transpose_conv0.tflite"))
+    shape_in, x = m.random_inputs(1, seed=3)[0]
+    _same(m.run([shape_in, x], engine="native"), m.run([shape_in, x], engine="python"))
+    with pytest.raises(QsimError, match=r"output_shape input holds \[1, 3, 24, 64\]"):
+        m.run([np.array([1, 3, 24, 64], np.int32), x], engine="native")
+    bad = [[shape_in, x], [np.array([1, 3, 24, 64], np.int32), x]]
+    with pytest.raises(QsimError, match=r"output_shape input holds"):
+        m.run(bad, engine="native")
