@@ -679,18 +679,16 @@ class Model:
         ``.build_seconds``: the one-time generation + compilation, or cache look-up), built on the
         first call and kept; QsimError (kept too) saying why when the native engine cannot run it.
         After this call ``run(engine="auto")`` runs single samples natively at once."""
+        from . import native_model
         name = get_profile(profile).name
+        native_model.check_enabled()  # QSIM_NATIVE is read at each call
         if name not in self._native:
-            from . import native_model
             try:
                 self._native[name] = native_model.build(self.graph, name)
             except QsimError as e:
                 self._native[name] = e
         got = self._native[name]
         if isinstance(got, QsimError):
-            from . import native as qnative
-            if not qnative.enabled():  # QSIM_NATIVE is read at each call: a later =1 may build
-                del self._native[name]
             raise QsimError(str(got))
         return got
 

@@ -157,12 +157,17 @@ def rounding_for(g: ir.Graph, profile: str) -> str:
                     f"not '{profile}' for this model; use engine='python'.")
 
 
+def check_enabled() -> None:
+    """QsimError when the environment turns the native engine off (``QSIM_NATIVE=0``)."""
+    if not native.enabled():
+        raise QsimError("the native engine is turned off (QSIM_NATIVE=0); use engine='python'.")
+
+
 def build(g: ir.Graph, profile: str) -> NativeModel:
     """Generate, compile (or find in the cache) and load ``g``'s C for ``profile``; QsimError with
     the reason when the native engine cannot run it (turned off, no compiler, a profile or an op
     the C generator does not support, a failed build)."""
-    if not native.enabled():
-        raise QsimError("the native engine is turned off (QSIM_NATIVE=0); use engine='python'.")
+    check_enabled()
     if native._compiler() is None:
         raise QsimError("the native engine needs a C compiler (gcc, or $CC) and none was found; "
                         "use engine='python'.")

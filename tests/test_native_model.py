@@ -145,12 +145,15 @@ def test_auto_keeps_batches_of_other_models_on_numpy():
 
 
 def test_qsim_native_0_keeps_python(monkeypatch):
-    monkeypatch.setenv("QSIM_NATIVE", "0")
     m = qsim.load(shared_model("hello_world_int8.tflite"))
     x = m.random_inputs(1)[0]
+    m.native()  # built while on: QSIM_NATIVE=0 still wins (read at each run)
+    monkeypatch.setenv("QSIM_NATIVE", "0")
     assert all(m.run(x).engine == "python" for _ in range(api.HOT_RUNS + 1))
     with pytest.raises(QsimError, match="QSIM_NATIVE=0"):
         m.run(x, engine="native")
+    monkeypatch.setenv("QSIM_NATIVE", "1")
+    assert m.run(x).engine == "native"
 
 
 def test_native_refusals_are_clear():
