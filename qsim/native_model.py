@@ -18,7 +18,7 @@ compiler version (:func:`qsim.native.build_shared`); the qkernels (model-indepen
 compiled once per rounding into cached object files that every model's library links, so a new
 model compiles only its own generated files.  ``QSIM_NATIVE=0`` turns it off.  The
 library keeps one static arena and state buffer (``NAME_invoke`` is not reentrant): calls on
-one library are serialized by a lock.
+one library (one file, however many Model objects loaded it) are serialized by its lock.
 """
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ FLAGS = ["-std=c99", "-O3", "-fvisibility=hidden"]  # -O3: measured 1.5-2.5x fas
 _SOURCES = [f"{NAME}.c", f"{NAME}_weights.c", "qkernels.c", "qkernels_int16.c", "qsim_batch.c"]
 _HEADERS = [f"{NAME}.h", "qkernels.h", "qkernels_int16.h", "qk_config.h"]
 _KERNELS = ("qkernels.c", "qkernels_int16.c")  # model-independent: cached object files
+# One lock per library file: loading the same path twice (two Model objects of one model) gives
+# the same handle, so the same static arena and state.
+_LOCKS: dict[str, threading.Lock] = {}
 
 
 @dataclass
@@ -58,7 +61,7 @@ class NativeModel:
     build_seconds: float
     _fn: object = field(repr=False, default=None)
     guards: list = field(default_factory=list)  # (graph input index, the value it must hold), see _guards
-    _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)  # the library's (_LOCKS)
     _stage: tuple | None = field(repr=False, default=None)  # one sample's buffers, see _one
 
     def run(self, batch: dict[int, np.ndarray], n: int) -> dict[int, np.ndarray] | None:
@@ -208,4 +211,5 @@ def build(g: ir.Graph, profile: str) -> NativeModel:
     fn.argtypes = [ctypes.c_int64, ctypes.c_void_p]
     io = [[(t, np.dtype(g.tensors[t].dtype), tuple(g.tensors[t].shape), g.tensors[t].nbytes) for t in idxs]
           for idxs in (g.inputs, g.outputs)]
-    return NativeModel(path, profile, rounding, io[0], io[1], time.perf_counter() - start, fn, guards)
+    lock = _LOCKS.setdefault(str(path), threading.Lock())
+    return NativeModel(path, profile, rounding, io[0], io[1], time.perf_counter() - start, fn, guards, lock)
