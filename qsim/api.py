@@ -23,6 +23,7 @@ such duplicates.  Every bad input raises :class:`qsim.errors.QsimError`.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +49,7 @@ ENGINES = ("auto", "python", "native")
 # also compiles the qkernels objects, 0.3-1.5 s per further model, 0.1-0.5 s from the cache, at load
 # ~3.7 on 2 CPUs) is then amortized, and a model run a few times never pays it.
 HOT_RUNS = 32
-# Batches run natively under auto only for models with these ops: the LSTM's numpy kernel steps
-# through time in Python even batched (batch-64 per sample, python / native: trained_lstm_int8
-# 0.102 / 0.078 ms); every other measured model is faster on numpy's batch (see Model.run).
-AUTO_NATIVE_BATCH_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM",)
+
 
 
 # ------------------------------------------------------------------ tensors
@@ -437,7 +435,8 @@ class Model:
         self._dup = {n for n, c in counts.items() if c > 1}
         self._prepared: dict[str, PreparedGraph] = {}
         self._native: dict[str, Any] = {}  # profile -> native_model.NativeModel | QsimError (why not)
-        self._auto_runs: dict[str, int] = {}  # profile -> runs auto would give native so far (see _engine)
+        self._auto_runs: dict[str, int] = {}  # profile -> runs auto could give native so far (see _engine)
+        self._batch_native: dict[tuple, bool] = {}  # (profile, N.bit_length()) -> native measured faster
 
     def __repr__(self) -> str:
         return (f"<qsim.Model {self.source}: {len(self.graph.operators)} ops, inputs "
@@ -629,17 +628,19 @@ class Model:
         "native" needs ``keep="outputs"``, no ``requant``, a profile the C reproduces (tflm;
         single; litert for uint8 models), a model the C generator accepts, a C compiler and
         ``QSIM_NATIVE`` not 0; otherwise it raises QsimError saying which is missing.  "auto"
-        runs natively when "native" could, the run holds one sample (or the model has an LSTM,
-        :data:`AUTO_NATIVE_BATCH_OPS`), and this Model has already made :data:`HOT_RUNS` (32)
-        such runs under the profile (or :meth:`native` was called: then at once); else in
-        Python.  Measured (ms per sample, CPU clock, load ~3.9 on 2 CPUs, python / native, -O3):
-        one sample: trained_lstm_int8 1.41 / 0.12, keyword_scrambled_8bit 0.24 / 0.028, ad01_int8
+        runs natively when "native" could and this Model has already made :data:`HOT_RUNS` (32)
+        such runs under the profile (or :meth:`native` was called: then at once), else in
+        Python; a batch of N > 1 samples goes to whichever engine was faster on the first such
+        batch of its size class (N.bit_length(): that batch runs on both engines and is timed).
+        Measured (ms per sample, CPU clock, load ~3.9 on 2 CPUs, python / native, -O3): one
+        sample: trained_lstm_int8 1.41 / 0.12, keyword_scrambled_8bit 0.24 / 0.028, ad01_int8
         0.21 / 0.045, hello_world_int8 0.098 / 0.009, seanet conv13 (int16x8) 0.29 / 0.16,
-        kws_ref_model 1.9 / 0.93, vww_96_int8 5.3 / 3.2; batches of 64 (numpy vectorizes over the
-        batch, BLAS): kws_ref_model 0.50 / 0.86, vww_96_int8 1.74 / 3.04, keyword_scrambled_8bit
-        0.011 / 0.019, conv13 0.051 / 0.138, ad01_int8 0.024 / 0.057, trained_lstm_int8
-        0.102 / 0.078 (its numpy kernel steps through time in Python).  Both engines give the same
-        bits (tests/test_native_model.py); ``RunResult.engine`` says which ran.
+        kws_ref_model 1.9 / 0.93, vww_96_int8 5.3 / 3.2 (native wins every one); batches of 64
+        (numpy vectorizes over the batch, BLAS): kws_ref_model 0.50 / 0.86, vww_96_int8 1.74 /
+        3.04, keyword_scrambled_8bit 0.011 / 0.019, conv13 0.051 / 0.138, ad01_int8 0.024 / 0.057
+        (numpy wins), trained_lstm_int8 0.102 / 0.078 (its numpy kernel steps through time in
+        Python), micro_speech_quantized 0.69 / 0.13 (numpy's depthwise path) (native wins).  Both
+        engines give the same bits (tests/test_native_model.py); ``RunResult.engine`` says which ran.
         """
         if keep not in KEEP:
             raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
@@ -652,7 +653,19 @@ class Model:
         name = get_profile(profile).name
         if engine != "python":
             native = self._engine(engine, name, keep, requant, n)
+            key = (name, n.bit_length())  # batches of similar size: one measured choice
+            measure = engine == "auto" and n > 1 and native is not None and key not in self._batch_native
+            if engine == "auto" and n > 1 and not measure and not self._batch_native.get(key, False):
+                native = None
+            start = time.perf_counter()
             values = None if native is None else native.run(batch, n)
+            if measure and values is not None:  # time the Python engine once on the same batch
+                took = time.perf_counter() - start
+                prep = self.prepared(profile)
+                prep._batch_steps()  # its one-time batch plan is not part of the comparison
+                start = time.perf_counter()
+                self._run_prepared(prep, batch, batched, keep, batch_size)
+                self._batch_native[key] = took < time.perf_counter() - start
             if values is not None:
                 if not batched:
                     values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
@@ -704,8 +717,6 @@ class Model:
                                 "needs engine='python'.")
             return self.native(profile)
         if keep != "outputs" or requant is not None or not qnative.enabled():
-            return None
-        if n != 1 and not any(op.opcode in AUTO_NATIVE_BATCH_OPS for op in self.graph.operators):
             return None
         if profile not in self._native:
             runs = self._auto_runs[profile] = self._auto_runs.get(profile, 0) + 1

@@ -131,17 +131,23 @@ def test_auto_picks_native_for_the_lstm_once_hot():
     x = m.random_inputs(1, seed=0)[0]
     engines = [m.run(x).engine for _ in range(api.HOT_RUNS + 1)]
     assert engines[0] == "python" and engines[-1] == "native"
-    assert m.run(m.random_inputs(4)).engine == "native"  # an LSTM: batches too (AUTO_NATIVE_BATCH_OPS)
     m2 = qsim.load(shared_model("trained_lstm_int8.tflite"))
     assert m2.native().build_seconds >= 0
     assert m2.run(x).engine == "native"  # built explicitly: auto uses it from the first run
 
 
-def test_auto_keeps_batches_of_other_models_on_numpy():
+def test_auto_batches_go_to_the_engine_measured_faster():
+    """The first batch of a size class runs on both engines (timed); later ones on the faster."""
     m = qsim.load(shared_model("keyword_scrambled_8bit.tflite"))
     m.native()
+    xs = m.random_inputs(8, seed=1)
+    first = m.run(xs)
+    assert first.engine == "native" and list(m._batch_native) == [("tflm", 4)]
+    want = "native" if m._batch_native[("tflm", 4)] else "python"
+    again = m.run(m.random_inputs(12, seed=2))  # 12: the same size class as 8 (bit_length 4)
+    assert again.engine == want
+    _same(first, m.run(xs, engine="python"))
     assert m.run(m.random_inputs(1)[0]).engine == "native"
-    assert m.run(m.random_inputs(4)).engine == "python"
 
 
 def test_qsim_native_0_keeps_python(monkeypatch):
