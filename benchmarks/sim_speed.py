@@ -1,14 +1,23 @@
 """Functional-simulation speed: qsim next to the reference interpreters, measured in one run.
 
-    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--repeat 5] [--batch 64] [--clock wall|cpu] [--json]
+    python benchmarks/sim_speed.py [--models a,b] [--min-time 1.0] [--repeat 5] [--batch 64] [--clock wall|cpu]
+                                   [--cold-build] [--json]
 
 Per model, on the same seeded random int8 input, the median time of:
 
-* ``qsim``: one sample, ``PreparedGraph.run([x], keep_all=False)`` (profile "tflm").
-  Included: input validation (shape/dtype checks) and every kernel; excluded: load and
-  ``prepare_graph`` (one-time, like the references' construction).
-* ``qsim batch/sample``: ``PreparedGraph.run([xs], keep_all=False)`` on a ``(--batch,) +
-  shape[1:]`` array (one vectorized pass), divided by the batch size.  Same inclusions.
+* ``qsim``: one sample (profile "tflm") on the engine ``Model.run(engine="auto")`` uses for one
+  sample once the model is hot: "native" (the model's generated C compiled for the host,
+  :mod:`qsim.native_model`: ``NativeModel.run``) when the model is eligible, else "python"
+  (``PreparedGraph.run([x], keep_all=False)``); the "engine" column says which.  Included: input
+  checks (shape/dtype) and every kernel; excluded: load, ``prepare_graph`` and the native
+  engine's one-time C generation + compilation (printed per model as "native build", like the
+  references' construction and allocation; ``--cold-build`` builds into a fresh temporary
+  cache, so the figure is the full gcc build, else a cached library is reused).
+* ``qsim batch/sample``: the batch of ``(--batch,) + shape[1:]`` on both engines,
+  ``PreparedGraph.run([xs], keep_all=False)`` (one vectorized pass) and ``NativeModel.run`` (N
+  resets + invokes in one call), divided by the batch size; the table shows the faster, the
+  engine ``Model.run(engine="auto")`` picks for a batch (it times both on the first batch of a
+  size class), and the other is printed below it.  Same inclusions.
 * ``LiteRT REF``: LiteRT with ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels),
   normal memory plan (no preserve-all-tensors): ``set_tensor`` + ``invoke``; the output
   is not read back.  Interpreter construction and ``allocate_tensors`` excluded.
@@ -59,6 +68,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qsim.api import Model  # noqa: E402
 from qsim.errors import QsimError  # noqa: E402
 from qsim.interpreter import prepare_graph  # noqa: E402
 from qsim.loader import load_bytes  # noqa: E402
@@ -199,6 +209,19 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
     try:
         prep = prepare_graph(g, profile)
         fns["qsim"] = lambda: prep.run(one, keep_all=False)
+        row["engine"], row["batch_engine"], row["native_build_s"] = "python", "python", None
+        try:
+            model = Model(blob, g)
+            native = model.native(profile)
+            row["engine"], row["native_build_s"] = "native", native.build_seconds
+            batch1 = dict(zip(g.inputs, one))
+            if native.run(batch1, 1) is None:
+                raise QsimError("the benchmark's one-sample input is not the model's input size")
+            fns["qsim"] = lambda: native.run(batch1, 1)
+            batch_all = dict(zip(g.inputs, xs))
+            fns["native_batch"] = lambda: native.run(batch_all, batch)
+        except QsimError as e:
+            row["native_note"] = " ".join(str(e).split())[:160]
         fns["qsim_batch"] = lambda: prep.run(xs, keep_all=False)
         if memory:
             row["peak_bytes_batch"] = peak_memory(prep, xs)
@@ -222,6 +245,11 @@ def bench_model(name: str, blob: bytes, min_time: float, batch: int, clock, memo
     row.update(median_times(fns, min_time, clock, min_reps=repeat))
     if "qsim_batch" in row:
         row["qsim_batch_per_sample"] = row.pop("qsim_batch") / batch
+    if "native_batch" in row:  # auto runs a batch on the engine measured faster on it
+        row["python_batch_per_sample"] = row["qsim_batch_per_sample"]
+        row["native_batch_per_sample"] = row.pop("native_batch") / batch
+        if row["native_batch_per_sample"] < row["python_batch_per_sample"]:
+            row["batch_engine"], row["qsim_batch_per_sample"] = "native", row["native_batch_per_sample"]
     base_key = "litert_ref" if row.get("litert_ref") else "tflm"
     row["batch_base"] = base_key
     return row
@@ -242,8 +270,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="at least this many interleaved rounds (default 5)")
     ap.add_argument("--batch", type=int, default=64, help="batch size of the batched qsim run (default 64)")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall (default) or process CPU time")
+    ap.add_argument("--cold-build", action="store_true",
+                    help="build the native engine into a fresh temporary cache (full gcc build time)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.cold_build:
+        import atexit
+        import shutil
+        import tempfile
+        os.environ["QSIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="qsim_sim_speed_cache_")
+        atexit.register(shutil.rmtree, os.environ["QSIM_CACHE_DIR"], True)
     wanted = args.models.split(",") if args.models else MODELS + ["zoo"]
     jobs = [(n, (SHARED / f"{n}.tflite").read_bytes()) for n in wanted
             if n in MODELS and (SHARED / f"{n}.tflite").is_file()]
@@ -267,19 +303,27 @@ def main(argv=None) -> int:
     for r in rows:
         base = r.get(r["batch_base"])
         mark = "*" if r["batch_base"] == "tflm" else ""
-        body.append([r["model"], f"{r['macs']:,}", fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
+        body.append([r["model"], f"{r['macs']:,}", f"{r.get('engine', '-')}/{r.get('batch_engine', '-')}", fmt_ms(r["qsim"]), fmt_ms(r["qsim_batch_per_sample"]),
                      fmt_ms(r["litert_ref"]), fmt_ms(r["xnnpack"]), fmt_ms(r["tflm"]),
                      ratio(r["qsim"], base) + mark, ratio(r["qsim_batch_per_sample"], base) + mark,
                      ratio(r["qsim"], r["tflm"]), r["goal"], r["goal_met"]])
     print(f"median ms per inference, clock={args.clock} (qsim profile tflm; batch = {args.batch} samples in one run, "
           f"per sample; ratios = qsim time / other; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           f"load average {load_before:.1f} before, {load_after:.1f} after on {os.cpu_count()} CPUs)")
-    print(table(["model", "MACs", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
-                 "batch/REF", "qsim/TFLM", "goal (issues 9, 12)", "met"], body, align="lrrrrrrrrrll"))
+    print(table(["model", "MACs", "engine 1/batch", "qsim", f"qsim batch/sample", "LiteRT REF", "XNNPACK", "TFLM", "qsim/REF",
+                 "batch/REF", "qsim/TFLM", "goal (issues 9, 12)", "met"], body, align="lrlrrrrrrrrll"))
     if any(r["batch_base"] == "tflm" for r in rows):
         print("* LiteRT refuses this model (or is not given it, see NO_LITERT): qsim/REF and batch/REF compare with "
               "TFLM instead.")
     for r in rows:
+        if r.get("native_build_s") is not None:
+            print(f"native build of {r['model']}: {r['native_build_s']:.2f} s, one-time, excluded from the figures "
+                  f"(C generation + {'gcc' if args.cold_build else 'gcc or a cached library'})"
+                  + (f"; batch per sample: python {fmt_ms(r['python_batch_per_sample'])} ms, native "
+                     f"{fmt_ms(r['native_batch_per_sample'])} ms" if r.get("native_batch_per_sample") is not None
+                     else ""))
+        if r.get("native_note"):
+            print(f"note: {r['model']}: qsim single sample in Python: {r['native_note']}")
         if r.get("peak_bytes_batch") is not None:
             print(f"peak memory of one batch-{args.batch} run of {r['model']}: "
                   f"{r['peak_bytes_batch'] / 2**20:.1f} MiB (tracemalloc peak above the prepared model)")

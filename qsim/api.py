@@ -23,6 +23,7 @@ such duplicates.  Every bad input raises :class:`qsim.errors.QsimError`.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,13 @@ __all__ = ["load", "Model", "TensorInfo", "RunResult", "TopK", "CheckReport", "P
 
 Key = Union[str, int]
 KEEP = ("outputs", "all")
+ENGINES = ("auto", "python", "native")
+# engine="auto" runs natively from the HOT_RUNS-th run of a Model (per profile) it would run
+# natively on: the one-time build (C generation + gcc: measured ~5 s for the first model, which
+# also compiles the qkernels objects, 0.3-1.5 s per further model, 0.1-0.5 s from the cache, at load
+# ~3.7 on 2 CPUs) is then amortized, and a model run a few times never pays it.
+HOT_RUNS = 32
+
 
 
 # ------------------------------------------------------------------ tensors
@@ -178,6 +186,7 @@ class RunResult:
     profile: str
     batch: int | None = None
     requant: Any = None  # run(requant=...): qsim.evaluate.VariantDiff against the profile's own arithmetic
+    engine: str = "python"  # the engine that ran it: "python" or "native" (Model.run's engine=)
 
     def __getitem__(self, key: Key) -> np.ndarray:
         t = self.model.tensor(key)
@@ -425,6 +434,9 @@ class Model:
         self._by_key = {t.key: t for t in self.tensors}
         self._dup = {n for n, c in counts.items() if c > 1}
         self._prepared: dict[str, PreparedGraph] = {}
+        self._native: dict[str, Any] = {}  # profile -> native_model.NativeModel | QsimError (why not)
+        self._auto_runs: dict[str, int] = {}  # profile -> runs auto could give native so far (see _engine)
+        self._batch_native: dict[tuple, bool] = {}  # (profile, N.bit_length()) -> native measured faster
 
     def __repr__(self) -> str:
         return (f"<qsim.Model {self.source}: {len(self.graph.operators)} ops, inputs "
@@ -600,7 +612,7 @@ class Model:
     # -------------------------------------------------------------- run
 
     def run(self, x, profile: str = "tflm", keep: str = "outputs", batch_size: int | None = None,
-            requant=None) -> RunResult:
+            requant=None, engine: str = "auto") -> RunResult:
         """Run the integer graph under a rounding ``profile`` ("tflm", "litert", "single").
 
         ``x``: one sample, a list of samples, or arrays with a leading batch axis (module doc);
@@ -610,13 +622,59 @@ class Model:
         ``requant``: a requant arithmetic variant for the GEMM ops (:meth:`prepared`); the run is
         then repeated under the profile's own arithmetic and ``RunResult.requant`` says how many
         kept elements differ and by how much (:class:`qsim.evaluate.VariantDiff`).
+
+        ``engine``: "python" (qsim's numpy kernels), "native" (the model's generated C compiled
+        for the host, :mod:`qsim.native_model`: same bits, no per-op Python overhead) or "auto".
+        "native" needs ``keep="outputs"``, no ``requant``, a profile the C reproduces (tflm;
+        single; litert for uint8 models), a model the C generator accepts, a C compiler and
+        ``QSIM_NATIVE`` not 0; otherwise it raises QsimError saying which is missing.  "auto"
+        runs natively when "native" could and this Model has already made :data:`HOT_RUNS` (32)
+        such runs under the profile (or :meth:`native` was called: then at once), else in
+        Python; a batch of N > 1 samples goes to whichever engine was faster on the first such
+        batch of its size class (N.bit_length(): that batch runs on both engines and is timed).
+        Measured (ms per sample, CPU clock, load ~3.9 on 2 CPUs, python / native, -O3): one
+        sample: trained_lstm_int8 1.41 / 0.12, keyword_scrambled_8bit 0.24 / 0.028, ad01_int8
+        0.21 / 0.045, hello_world_int8 0.098 / 0.009, seanet conv13 (int16x8) 0.29 / 0.16,
+        kws_ref_model 1.9 / 0.93, vww_96_int8 5.3 / 3.2 (native wins every one); batches of 64
+        (numpy vectorizes over the batch, BLAS): kws_ref_model 0.50 / 0.86, vww_96_int8 1.74 /
+        3.04, keyword_scrambled_8bit 0.011 / 0.019, conv13 0.051 / 0.138, ad01_int8 0.024 / 0.057
+        (numpy wins), trained_lstm_int8 0.102 / 0.078 (its numpy kernel steps through time in
+        Python), micro_speech_quantized 0.69 / 0.13 (numpy's depthwise path) (native wins).  Both
+        engines give the same bits (tests/test_native_model.py); ``RunResult.engine`` says which ran.
         """
         if keep not in KEEP:
             raise QsimError(f"keep must be 'outputs' or 'all', got {keep!r}.")
+        if engine not in ENGINES:
+            raise QsimError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}.")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise QsimError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
         batch, batched = self._batch(x)
+        n = next(iter(batch.values())).shape[0]
+        name = get_profile(profile).name
+        if engine != "python":
+            native = self._engine(engine, name, keep, requant, n)
+            key = (name, n.bit_length())  # batches of similar size: one measured choice
+            measure = engine == "auto" and n > 1 and native is not None and key not in self._batch_native
+            if engine == "auto" and n > 1 and not measure and not self._batch_native.get(key, False):
+                native = None
+            start = time.perf_counter()
+            values = None if native is None else native.run(batch, n)
+            if measure and values is not None:  # time the Python engine once on the same batch
+                took = time.perf_counter() - start
+                prep = self.prepared(profile)
+                prep._batch_steps()  # its one-time batch plan is not part of the comparison
+                start = time.perf_counter()
+                self._run_prepared(prep, batch, batched, keep, batch_size)
+                self._batch_native[key] = took < time.perf_counter() - start
+            if values is not None:
+                if not batched:
+                    values = {t: v.reshape(self.graph.tensors[t].shape) for t, v in values.items()}
+                return RunResult(self, values, name, n if batched else None, engine="native")
         prep = self.prepared(profile, requant)
+        if engine == "native":  # the native engine declined these inputs: the Python engine's checks say why
+            self._run_prepared(prep, batch, batched, keep, batch_size)
+            raise QsimError("engine='native': the inputs' dtypes or sizes are not the model's "
+                            "(the Python engine accepts them: use engine='python').")
         values = self._run_prepared(prep, batch, batched, keep, batch_size)
         res = RunResult(self, values, prep.profile.name, next(iter(batch.values())).shape[0] if batched else None)
         if prep.requant is not None:
@@ -628,6 +686,46 @@ class Model:
                 if t not in self.graph.inputs:
                     res.requant.add(values[t], theirs[t])
         return res
+
+    def native(self, profile: str = "tflm"):
+        """The model's C compiled for the host under ``profile`` (:class:`qsim.native_model.NativeModel`,
+        ``.build_seconds``: the one-time generation + compilation, or cache look-up), built on the
+        first call and kept; QsimError (kept too) saying why when the native engine cannot run it.
+        After this call ``run(engine="auto")`` runs single samples natively at once."""
+        from . import native_model
+        name = get_profile(profile).name
+        native_model.check_enabled()  # QSIM_NATIVE is read at each call
+        if name not in self._native:
+            try:
+                self._native[name] = native_model.build(self.graph, name)
+            except QsimError as e:
+                self._native[name] = e
+        got = self._native[name]
+        if isinstance(got, QsimError):
+            raise QsimError(str(got))
+        return got
+
+    def _engine(self, engine: str, profile: str, keep: str, requant, n: int):
+        """The NativeModel ``run`` uses, or None (Python); QsimError when ``engine="native"`` cannot be."""
+        from . import native as qnative
+        if engine == "native":
+            if keep != "outputs":
+                raise QsimError("engine='native' returns the graph outputs only (the C keeps no other "
+                                "tensor); use keep='outputs', or engine='python' for keep='all'.")
+            if requant is not None:
+                raise QsimError("engine='native' runs the profile's own arithmetic; a requant variant "
+                                "needs engine='python'.")
+            return self.native(profile)
+        if keep != "outputs" or requant is not None or not qnative.enabled():
+            return None
+        if profile not in self._native:
+            runs = self._auto_runs[profile] = self._auto_runs.get(profile, 0) + 1
+            if runs < HOT_RUNS:
+                return None
+        try:
+            return self.native(profile)
+        except QsimError:
+            return None
 
     def _run_prepared(self, prep: PreparedGraph, batch: dict, batched: bool, keep: str,
                       batch_size: int | None) -> dict[int, np.ndarray]:

@@ -75,6 +75,46 @@ def _compiler() -> tuple[str, str] | None:
     return (cc, r.stdout) if r.returncode == 0 else None
 
 
+def build_shared(stem: str, files: dict[str, bytes | str], sources: list[str], flags: list[str],
+                 objects: tuple[Path, ...] = (), compile_only: bool = False) -> Path | None:
+    """A shared library compiled from ``files`` ({file name: text}, written side by side into one
+    directory; ``sources``: the names among them given to the compiler) and linked with the
+    ``objects`` (paths of earlier ``compile_only`` builds) by ``CC <flags> -shared -fPIC``, or
+    (``compile_only``: one source) an object file ``CC <flags> -fPIC -c``.  Cached as
+    ``cache_dir()/<stem>_<hash>.so`` (``.o``), the hash over every file's name and text, the
+    flags, the objects' paths (which hold their own hashes) and the compiler's path and version.
+    An existing file is reused; a new one is written to a temporary file and renamed into place
+    (atomic, so parallel processes may race).  None without a compiler or when the build fails."""
+    cc = _compiler()
+    if cc is None:
+        return None
+    blobs = {n: (t.encode() if isinstance(t, str) else bytes(t)) for n, t in files.items()}
+    digest = hashlib.sha256()
+    for part in (cc[0], cc[1], *flags, *sources, *map(str, objects)):
+        digest.update(part.encode() + b"\0")
+    for n in sorted(blobs):
+        digest.update(n.encode() + b"\0" + blobs[n] + b"\0")
+    target = cache_dir() / f"{stem}_{digest.hexdigest()[:16]}{'.o' if compile_only else '.so'}"
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as d:
+            for n, b in blobs.items():
+                (Path(d) / n).write_bytes(b)
+            tmp = Path(d) / target.name
+            kind = ["-c"] if compile_only else ["-shared"]
+            r = subprocess.run([cc[0], *flags, *kind, "-fPIC", "-I", d, "-o", str(tmp),
+                                *(str(Path(d) / n) for n in sources), *map(str, objects)],
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0 or not tmp.exists():
+                return None
+            os.replace(tmp, target)  # atomic: a racing process renames an identical file
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return target
+
+
 def _build(rounding: str) -> Path | None:
     """The shared library for ``rounding``, built into the cache unless already there; None on failure."""
     try:
@@ -82,32 +122,9 @@ def _build(rounding: str) -> Path | None:
         tdir = _templates()
     except (ImportError, AttributeError, TypeError, IndexError):  # a copy of qsim without qsim.codegen
         return None
-    cc = _compiler()
-    if cc is None:
-        return None
-    config = _config_header(rounding)
-    digest = hashlib.sha256()
-    for part in (config, cc[0], cc[1]):
-        digest.update(part.encode() + b"\0")
-    for name in ("qk_host.c", "qkernels.c", "qkernels.h"):
-        digest.update((tdir / name).read_bytes() + b"\0")
-    target = cache_dir() / f"qk_host_{rounding}_{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as d:
-            (Path(d) / "qk_config.h").write_text(config)
-            tmp = Path(d) / target.name
-            r = subprocess.run([cc[0], "-std=c99", "-O3", "-shared", "-fPIC", "-I", d, "-I", str(tdir),
-                                "-o", str(tmp), str(tdir / "qk_host.c")],
-                               capture_output=True, text=True, timeout=300)
-            if r.returncode != 0 or not tmp.exists():
-                return None
-            os.replace(tmp, target)  # atomic: a racing process renames an identical file
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return target
+    files = {name: (tdir / name).read_bytes() for name in ("qk_host.c", "qkernels.c", "qkernels.h")}
+    files["qk_config.h"] = _config_header(rounding)
+    return build_shared(f"qk_host_{rounding}", files, ["qk_host.c"], ["-std=c99", "-O3"])
 
 
 def _functions(rounding: str):
