@@ -13,6 +13,10 @@ Instructions are not cycles: a Cortex-M4 takes 1 cycle for most ALU/MAC instruct
 load (1 when pipelined), 2-4 for a taken branch.  The published MLPerf Tiny figures are cycles
 (ms at 120 MHz x 120e6); the comparison is indicative, not like for like.
 
+Every build compiles and links in one step with ``-O2 -flto`` (the generated Makefile's
+ARM_CFLAGS): link-time optimization specializes the kernels to the constant parameters of the
+layers that call them and drops the code paths no layer takes.
+
 Flash and RAM are what the model adds to the image: the same bench linked without the
 ``NAME_invoke`` call (``-DQK_BENCH_EMPTY``: --gc-sections drops the model) is subtracted.  Flash =
 .text + .rodata + .data (code, kernels, weights, tables); RAM = .data + .bss (the arena and
@@ -167,7 +171,7 @@ def _link(build: Path, name: str, mcpu: str, out: str, extra: list[str], dsp: bo
           libs: list[str] | None = None) -> Path:
     from qsim.codegen.emit import KERNEL_SOURCES
     srcs = ["bench_main.c", f"{name}.c", f"{name}_weights.c", *KERNEL_SOURCES, "startup_cm.c", *(libs or [])]
-    flags = ["-O2", f"-mcpu={mcpu}", "-mthumb", "-ffunction-sections", "-fdata-sections"]
+    flags = ["-O2", "-flto", f"-mcpu={mcpu}", "-mthumb", "-ffunction-sections", "-fdata-sections"]
     if not dsp:
         flags.append("-DQK_NO_DSP")
     r = subprocess.run(["arm-none-eabi-gcc", *WARN, *flags, *extra, "-o", out, *srcs, "--specs=rdimon.specs",

@@ -6,7 +6,9 @@ Guarded here (a few seconds each): ad01_int8 (FULLY_CONNECTED), kws_ref_model (1
 depthwise 3x3 convs, pooling, softmax) and the demo CNN.  vww_96_int8, pretrainedResnet_quant and
 person_detect are in the baseline too; `python benchmarks/cortexm_icount.py` measures them.
 The count is deterministic: measure() runs each build twice and raises when the counts differ.
-The benchmark's outputs are also checked against TFLite Micro (a fast wrong kernel must not pass).
+The benchmark's outputs are also checked against TFLite Micro (a fast wrong kernel must not pass),
+and the flash and RAM the model adds to the image against issue 13's limits: no larger than with the
+generic kernels at the time of the issue (ISSUE_TIME, bytes, from the issue's table).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import cortexm_icount as bench  # noqa: E402
 
 GUARDED = ("ad01_int8", "kws_ref_model", "demo")
 TOLERANCE = 1.02
+ISSUE_TIME = {"ad01_int8": (281112, 1556), "kws_ref_model": (33656, 10052), "demo": (7488, 1172)}  # flash, RAM
 
 
 @pytest.mark.parametrize("model", GUARDED)
@@ -44,3 +47,7 @@ def test_instruction_count_not_regressed(model, tmp_path):
     assert r["instructions"] <= baseline * TOLERANCE, (
         f"{model}: {r['instructions']} instructions per inference, more than 2% above the baseline {baseline} "
         "(benchmarks/cortexm_icount_baseline.json); if intended, rerun the benchmark with --write-baseline")
+    flash, ram = ISSUE_TIME[model]
+    assert r["flash"] <= flash and r["ram"] <= ram, (
+        f"{model}: flash {r['flash']} B / RAM {r['ram']} B, above issue 13's limit {flash} B / {ram} B "
+        "(the generic kernels' at issue time)")

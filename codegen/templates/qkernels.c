@@ -364,14 +364,6 @@ static QK_ALWAYS_INLINE void qk_conv_patch(const qk_conv_params *p, const int8_t
     const int32_t ix0 = ox * p->stride_w - p->pad_w, iy0 = oy * p->stride_h - p->pad_h;
     const int row_inside = dil_w == 1 && ix0 >= 0 && ix0 + k_w <= in_w;
     int32_t ky, kx;
-    if (row_inside && row_bytes < QK_SHORT_ROW && iy0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h) {
-        /* the whole window inside the image, short rows: inline copies */
-        const int8_t *src = image + (size_t)iy0 * in_row + (size_t)ix0 * in_c;
-        for (ky = 0; ky < k_h; ++ky, patch += row_bytes, src += (size_t)dil_h * in_row) {
-            qk_copy_short(patch, src, row_bytes);
-        }
-        return;
-    }
     for (ky = 0; ky < k_h; ++ky, patch += row_bytes) {
         const int32_t iy = iy0 + ky * dil_h;
         const int8_t *row = image + (size_t)iy * in_row;
@@ -503,14 +495,6 @@ static const int8_t *qk_dot_1x4(const int8_t *w, const int32_t *xs, int32_t dept
     return w + depth;
 }
 
-/* Requantization of an accumulator that already holds the bias, for shift <= QK_FAST_SHIFT and the
- * full int8 activation range: qk_mbqm_right2's |result| <= 2^30 + 1, so the zero-point add cannot wrap
- * and clamping to [-128, 127] is one SSAT. */
-static QK_ALWAYS_INLINE int8_t qk_requant_sat8(int32_t acc, int32_t multiplier, int e, int32_t output_offset)
-{
-    return (int8_t)__ssat(qk_mbqm_right2(acc, multiplier, e) + output_offset, 8);
-}
-
 /* Output channel oc of n (1..QK_CONV_COLS) pixels (out[oc], out[out_c + oc], ...) from accumulators
  * that hold the bias (the folded one: acc + bias wraps like int32 either way), out of line:
  * qk_requant_cold adds the bias back (wrapping like int32 too). */
@@ -528,30 +512,20 @@ QK_COLD static void qk_cols_requant_cold(const qk_conv_params *p, int32_t n, con
     }
 }
 
-/* n (1..QK_CONV_COLS) output pixels (out, out + out_c, ...) of the expanded columns: on the full int8
- * activation range one SSAT per output (shifts <= QK_FAST_SHIFT), otherwise qk_cols_requant_cold.
- * The accumulators start at the bias. */
+/* n (1..QK_CONV_COLS) output pixels (out, out + out_c, ...) of the expanded columns, requantized by
+ * qk_cols_requant_cold: the tiles qk_conv_cols4_asm does not take (a last tile of fewer pixels, a
+ * layer whose depth or activation range it does not handle), so small code before speed.  The
+ * accumulators start at the bias. */
 static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
                          const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
                          const int32_t *xs)
 {
-    const int32_t out_c = p->out_c, oo = p->output_offset;
-    const int full_range = n == QK_CONV_COLS && p->act_min == -128 && p->act_max == 127;
     int32_t oc;
-    for (oc = 0; oc < out_c; ++oc) {
+    for (oc = 0; oc < p->out_c; ++oc) {
         int32_t acc[QK_CONV_COLS];
-        const int s = shift[oc];
         acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
         filter = qk_dot_1x4(filter, xs, depth, acc);
-        if (full_range && s <= QK_FAST_SHIFT) {
-            const int32_t m = multiplier[oc];
-            out[oc] = qk_requant_sat8(acc[0], m, -s, oo);
-            out[out_c + oc] = qk_requant_sat8(acc[1], m, -s, oo);
-            out[2 * out_c + oc] = qk_requant_sat8(acc[2], m, -s, oo);
-            out[3 * out_c + oc] = qk_requant_sat8(acc[3], m, -s, oo);
-        } else {
-            qk_cols_requant_cold(p, n, acc, bias, multiplier, shift, oc, out);
-        }
+        qk_cols_requant_cold(p, n, acc, bias, multiplier, shift, oc, out);
     }
 }
 
@@ -567,13 +541,17 @@ static void qk_conv_cols(const qk_conv_params *p, int32_t n, int32_t depth, cons
     "ssat   %[c0], #8, %[c0]\n\t"
 
 /* qk_conv_cols in one assembly loop over the output channels, when the depth has an even number (>= 2)
- * of full groups of four taps (and maybe a partial one) and the activation range is the full int8 range; the loop stops before a channel whose shift is above QK_FAST_SHIFT (its
- * outputs through qk_cols_requant_cold, then it resumes).  The requantization is qk_requant_sat8's
- * (qk_mbqm_right2, + output_offset, SSAT), with hi's start value (x < 0 ? -1 : 0) and the rounding
- * add 2^(e-2) in one ADD of the constant to the sign (both go to the high word: the same 64-bit sum).
- * The loop state lives in st[] (the asm keeps its address at [sp] while it needs every register). */
-static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8_t *filter, const int32_t *bias,
-                              const int32_t *multiplier, const int8_t *shift, int8_t *out, const int32_t *xs)
+ * of full groups of four taps (and maybe a partial one) and the activation range is the full int8
+ * range (n = QK_CONV_COLS: qk_conv_cols's arguments, so qk_conv_flush sets them up for one call); the
+ * loop stops before a channel whose shift is above QK_FAST_SHIFT (its outputs through
+ * qk_cols_requant_cold, then it resumes).  The requantization is qk_mbqm_right2, + output_offset,
+ * SSAT to int8 (|qk_mbqm_right2| <= 2^30 + 1: the add cannot wrap), with hi's start value
+ * (x < 0 ? -1 : 0) and the rounding add 2^(e-2) in one ADD of the constant to the sign (both go to
+ * the high word: the same 64-bit sum).  The loop state lives in st[] (the asm keeps its address at
+ * [sp] while it needs every register). */
+static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t n, int32_t depth, const int8_t *filter,
+                              const int32_t *bias, const int32_t *multiplier, const int8_t *shift, int8_t *out,
+                              const int32_t *xs)
 {
     register int32_t c0 __asm__("r4"), c1 __asm__("r5"), c2 __asm__("r6"), c3 __asm__("r8");
     /* st: 0 bias, 4 multiplier, 8 shift, 12 out, 16 out_c, 20 output_offset, 24 xs, 28 pairs of full
@@ -581,6 +559,7 @@ static void qk_conv_cols4_asm(const qk_conv_params *p, int32_t depth, const int8
     intptr_t st[10];
     intptr_t *stp = st;
     int32_t a0, a1, a2, a3, wv, wl, x;
+    (void)n; /* QK_CONV_COLS */
     st[0] = (intptr_t)bias;
     st[1] = (intptr_t)multiplier;
     st[2] = (intptr_t)shift;
@@ -686,11 +665,9 @@ static void qk_conv_flush(const qk_conv_params *p, int32_t n, int32_t depth, con
     for (j = 0; j < n && cols0 != NULL; ++j) {
         qk_col_expand(cols0 + (size_t)j * depth, depth, xs + 2 * j);
     }
-    if (n == QK_CONV_COLS && use_asm) {
-        qk_conv_cols4_asm(p, depth, filter, bias, multiplier, shift, out, xs);
-    } else {
-        qk_conv_cols(p, n, depth, filter, bias, multiplier, shift, out, xs);
-    }
+    /* one call (its arguments set up once): a full tile on the assembly loop when it applies */
+    (n == QK_CONV_COLS && use_asm ? qk_conv_cols4_asm : qk_conv_cols)(p, n, depth, filter, bias, multiplier, shift,
+                                                                      out, xs);
 }
 
 #define QK_TILE_PIXELS QK_CONV_COLS
@@ -721,34 +698,30 @@ static const int8_t *qk_tile_patches(const int8_t *scratch)
 /* Column j of a qk_conv2d tile (o = the expanded tile + 2 * j) for output pixel (oy, ox), straight
  * from the image (in_c % 4 == 0): the taps' channels word by word (SXTB16 and SXTB16 ROR 8), a run of
  * adjacent taps inside the image (dilation 1) in one loop, a tap outside the image the input zero
- * point's expansion. */
+ * point's word (zp4, read in place: step 0) in the same loop. */
 static QK_ALWAYS_INLINE void qk_col_direct(const qk_conv_params *p, const int8_t *image, int32_t oy, int32_t ox, int32_t *o)
 {
     const int32_t words = p->in_c >> 2, k_w = p->k_w, in_h = p->in_h, in_w = p->in_w, dil_w = p->dil_w;
     const int32_t ix0 = ox * p->stride_w - p->pad_w, iy0 = oy * p->stride_h - p->pad_h;
-    const int32_t zp4 = (int32_t)((uint32_t)(uint8_t)(-p->input_offset) * 0x01010101u);
-    const int32_t zl = __sxtb16(zp4), zh = qk_sxtb16_ror8(zp4);
+    const uint32_t zp4 = (uint32_t)(uint8_t)(-p->input_offset) * 0x01010101u;
     int32_t ky, kx, i;
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = iy0 + ky * p->dil_h;
         for (kx = 0; kx < k_w;) {
             const int32_t ix = ix0 + kx * dil_w;
-            int32_t taps = 1;
-            if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
-                for (i = 0; i < words; ++i, o += 2 * QK_CONV_COLS) {
-                    o[0] = zl;
-                    o[1] = zh;
-                }
-            } else {
-                const int8_t *s = image + ((size_t)iy * in_w + ix) * (size_t)p->in_c;
+            int32_t taps = 1, step = 0;
+            const int8_t *s = (const int8_t *)(const void *)&zp4;
+            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
+                s = image + ((size_t)iy * in_w + ix) * (size_t)p->in_c;
+                step = 4;
                 if (dil_w == 1) { /* the taps up to the row's end or the image's */
                     taps = k_w - kx < in_w - ix ? k_w - kx : in_w - ix;
                 }
-                for (i = taps * words; i > 0; --i, s += 4, o += 2 * QK_CONV_COLS) {
-                    const int32_t v = qk_word(s);
-                    o[0] = __sxtb16(v);
-                    o[1] = qk_sxtb16_ror8(v);
-                }
+            }
+            for (i = taps * words; i > 0; --i, s += step, o += 2 * QK_CONV_COLS) {
+                const int32_t v = qk_word(s);
+                o[0] = __sxtb16(v);
+                o[1] = qk_sxtb16_ror8(v);
             }
             kx += taps;
         }
@@ -1222,8 +1195,9 @@ QK_COLD static void qk_dw_group_cold(int32_t a0, int32_t a1, int32_t a2, int32_t
  * Filter group-major (as qk_dw_dm1).  Out of line with few live values, so the group loop keeps its
  * pointers and the accumulators in registers; rows of 3 (or 2) taps run qk_dw_row.  sat (a constant:
  * qk_depthwise_conv3x3_sat, whose layers have the activation range all of int8 and every shift
- * <= QK_FAST_SHIFT, checked at generation time): rows of 3 unrolled, every group through
- * qk_dw_requant_sat.  Otherwise (qk_depthwise_conv3x3, any layer; smaller code) a group takes
+ * <= QK_FAST_SHIFT, checked at generation time): every group through qk_dw_requant_sat (the row
+ * loop is not unrolled: 256 B less code for 0.4% more instructions on vww).  Otherwise
+ * (qk_depthwise_conv3x3, any layer; smaller code) a group takes
  * qk_dw_requant_sat when the range is all of int8 and its four shifts are <= QK_FAST_SHIFT, else
  * qk_dw_group_cold.  Every window has at least one row inside the image (the output size and
  * padding rules guarantee it). */
@@ -1243,21 +1217,7 @@ static QK_ALWAYS_INLINE void qk_dw3x3_pixel(const qk_dwconv_params *p, const int
     for (c = 0; c < groups_end; c += 4, src += 4, f += 36) {
         int32_t acc[4] = {0, 0, 0, 0};
         const int8_t *s = src, *fw = f;
-        if (ncols == 3 && sat) { /* rows nrows - 1 down to 0, unrolled */
-            switch (nrows) {
-            case 3:
-                qk_dw_row(s + 2 * row, ch, fw + 24, off, off2, acc, 3);
-                /* fall through */
-            case 2:
-                qk_dw_row(s + row, ch, fw + 12, off, off2, acc, 3);
-                /* fall through */
-            case 1:
-                qk_dw_row(s, ch, fw, off, off2, acc, 3);
-                break;
-            default:
-                break;
-            }
-        } else if (ncols == 3) {
+        if (ncols == 3) {
             for (k = 0; k < nrows; ++k, s += row, fw += 12) {
                 qk_dw_row(s, ch, fw, off, off2, acc, 3);
             }
@@ -1579,8 +1539,9 @@ static void qk_broadcast4(const qk_broadcast_shape *shape, const int8_t *in1, co
 /* qk_mbqm_inline in one multiply where it can: a multiplier >= 0 (TFLite's ADD tables: every
  * multiplier below one) with a shift <= QK_FAST_SHIFT (qk_mbqm_right2) or 0: for shift 0 both
  * roundings are floor((x*m + 2^30) / 2^31) (SRDHM without its INT32_MIN * INT32_MIN case, m >= 0;
- * single rounding cannot saturate: |x*m| <= 2^31 * (2^31 - 1)).  Any other pair through qk_mbqm. */
-static QK_ALWAYS_INLINE int32_t qk_mbqm_add(int32_t x, int32_t multiplier, int shift)
+ * single rounding cannot saturate: |x*m| <= 2^31 * (2^31 - 1)).  Any other pair through qk_mbqm.
+ * Out of line: one copy for ADD's three rescales (smaller, and no slower on Cortex-M4). */
+static QK_NOINLINE int32_t qk_mbqm_add(int32_t x, int32_t multiplier, int shift)
 {
     if (QK_LIKELY(multiplier >= 0)) {
         if (shift <= QK_FAST_SHIFT) {
