@@ -1812,6 +1812,14 @@ static int32_t qk_wrap_bits(int32_t v, int bits)
     return (int32_t)u - (int32_t)sign;
 }
 
+/* MBQM (qk_mbqm) of the recurrent kernels, whose multipliers and shifts are per tensor or per gate (the
+ * same branch for a whole loop): qk_mbqm_right2 where it applies, else the three stages. */
+static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int shift)
+{
+    return (multiplier >= 0 && shift <= QK_FAST_SHIFT) ? qk_mbqm_right2(x, multiplier, -shift)
+                                                       : qk_mbqm_inline(x, multiplier, shift);
+}
+
 /* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
  * row's state s [filters][memory], into t[filters]; T: the state / weights_time type. */
 #define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t)                                               \
@@ -1853,7 +1861,7 @@ void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights
         const int8_t *w = weights_feature;
         /* the newest state entries, in scratch[filters] */
         for (f = 0; f < p->filters; ++f, w += p->n_in) {
-            scratch[f] = qk_mbqm_inline(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
+            scratch[f] = qk_mbqm_rnn(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
         }
         if (p->zp_after_clamp) {
             for (f = 0; f < p->filters; ++f) {
@@ -1879,7 +1887,7 @@ void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights
             for (r = 0; r < p->rank; ++r) {
                 acc += (uint32_t)scratch[u * p->rank + r];
             }
-            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm_inline((int32_t)acc, p->m2, p->s2),
+            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2),
                                                                          p->output_offset, -128, 127);
         }
     }
@@ -1954,14 +1962,14 @@ void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int3
     const int32_t S = p->cells;
     int32_t j;
     for (j = 0; j < S; ++j) {
-        const int32_t ig = qk_clamp(qk_mbqm_inline(gates[j] * gates[3 * S + j], p->input_mul, p->input_shift),
+        const int32_t ig = qk_clamp(qk_mbqm_rnn(gates[j] * gates[3 * S + j], p->input_mul, p->input_shift),
                                     -32768, 32767);
-        const int32_t fc = qk_clamp(qk_mbqm_inline(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
+        const int32_t fc = qk_clamp(qk_mbqm_rnn(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
                                     -32768, 32767);
         const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
         const int32_t th = qk_tanh16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
         cell[j] = (int16_t)cn;
-        gates[2 * S + j] = qk_clamp_offset64(qk_mbqm_inline(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
+        gates[2 * S + j] = qk_clamp_offset64(qk_mbqm_rnn(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
                                              p->hidden_zp, hidden_min, hidden_max);
     }
 }
@@ -1969,7 +1977,7 @@ void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int3
 /* sat16 of an FC result: MBQM(acc + bias) clamped to int16. */
 static QK_ALWAYS_INLINE int32_t qk_lstm_fc16(int32_t acc, int32_t bias, int32_t multiplier, int shift)
 {
-    return qk_clamp(qk_mbqm_inline(qk_add_wrap(acc, bias), multiplier, shift), -32768, 32767);
+    return qk_clamp(qk_mbqm_rnn(qk_add_wrap(acc, bias), multiplier, shift), -32768, 32767);
 }
 
 /* Gate k's pre-activations pre[j] = sat16(FC_x[j] + FC_h[j]) for the step's input row x and hidden state h:
@@ -1977,12 +1985,7 @@ static QK_ALWAYS_INLINE int32_t qk_lstm_fc16(int32_t acc, int32_t bias, int32_t 
 static void qk_lstm_pre(const qk_lstm_params *p, int32_t k, const int8_t *x, const int8_t *h, const int8_t *w_x,
                         const int8_t *w_h, const int32_t *bias_x, const int32_t *bias_h, int32_t *pre)
 {
-    const int32_t S = p->cells, I = p->n_in;
-    const int32_t mx = p->mult_x[k], sx = p->shift_x[k], mh = p->mult_h[k], sh = p->shift_h[k];
-    const int8_t *wx = w_x + (size_t)k * S * I, *wh = w_h + (size_t)k * S * S;
-    int32_t j = 0;
-    bias_x += (size_t)k * S;
-    bias_h += (size_t)k * S;
+    QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h);
     for (; j + 1 < S; j += 2, wx += 2 * I, wh += 2 * S) {
         int32_t ax[2], ah[2], r;
         qk_dot_2rows(wx, wx + I, x, I, ax);

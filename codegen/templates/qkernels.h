@@ -308,6 +308,17 @@ void qk_lstm_activate(const qk_lstm_params *p, int32_t k, int32_t *v, const uint
 void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int32_t *gates, int16_t *cell,
                     int32_t hidden_min, int32_t hidden_max);
 
+/* The start of a GATE_PRE function (qk_lstm's, qk_lstm_s16's) for gate k: S = cells, I = n_in, the gate's
+ * multipliers / shifts mx, sx (input FC), mh, sh (recurrent FC), its first weight rows wx [S][I] and
+ * wh [S][S], bias_x / bias_h advanced to its rows, and the row counter j = 0. */
+#define QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h)                                                     \
+    const int32_t S = (p)->cells, I = (p)->n_in;                                                               \
+    const int32_t mx = (p)->mult_x[k], sx = (p)->shift_x[k], mh = (p)->mult_h[k], sh = (p)->shift_h[k];        \
+    const int8_t *wx = (w_x) + (size_t)(k) * S * I, *wh = (w_h) + (size_t)(k) * S * S;                         \
+    int32_t j = 0;                                                                                             \
+    (bias_x) += (size_t)(k) * S;                                                                               \
+    (bias_h) += (size_t)(k) * S
+
 /* The LSTM's loop over steps and batch rows for either activation type (qk_lstm: int8, qk_lstm_s16: int16):
  * per gate k_ the statement GATE_PRE (of k_, x_: the step's input row, h_: the row's hidden state, pre_:
  * scratch + k_ * cells) leaves pre_[j] = sat16(FC_x[j] + FC_h[j]) (the gate's two int16 FC results for

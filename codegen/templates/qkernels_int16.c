@@ -349,12 +349,7 @@ static int32_t qk_lstm_pre16(int64_t ax, int64_t ah, int64_t bx, int64_t bh, int
 static void qk_lstm_pre_s16(const qk_lstm_params *p, int32_t k, const int16_t *x, const int16_t *h, const int8_t *w_x,
                             const int8_t *w_h, const int64_t *bias_x, const int64_t *bias_h, int32_t *pre)
 {
-    const int32_t S = p->cells, I = p->n_in;
-    const int32_t mx = p->mult_x[k], sx = p->shift_x[k], mh = p->mult_h[k], sh = p->shift_h[k];
-    const int8_t *wx = w_x + (size_t)k * S * I, *wh = w_h + (size_t)k * S * S;
-    int32_t j = 0;
-    bias_x += (size_t)k * S;
-    bias_h += (size_t)k * S;
+    QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h);
     for (; j + 1 < S; j += 2, wx += 2 * I, wh += 2 * S) {
         int64_t ax[2], ah[2];
         qk_dot2_s16_s8(x, wx, wx + I, I, ax);
