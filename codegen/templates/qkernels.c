@@ -1813,11 +1813,12 @@ static int32_t qk_wrap_bits(int32_t v, int bits)
 }
 
 /* MBQM (qk_mbqm) of the recurrent kernels, whose multipliers and shifts are per tensor or per gate (the
- * same branch for a whole loop): qk_mbqm_right2 where it applies, else the three stages. */
+ * same branch for a whole loop): qk_mbqm_right2 where it applies, else the three stages out of line
+ * (keeps the code small). */
 static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int shift)
 {
     return (multiplier >= 0 && shift <= QK_FAST_SHIFT) ? qk_mbqm_right2(x, multiplier, -shift)
-                                                       : qk_mbqm_inline(x, multiplier, shift);
+                                                       : qk_mbqm(x, multiplier, shift);
 }
 
 /* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
@@ -1967,7 +1968,7 @@ void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int3
         const int32_t fc = qk_clamp(qk_mbqm_rnn(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
                                     -32768, 32767);
         const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
-        const int32_t th = qk_tanh16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
+        const int32_t th = qk_tanh_int16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
         cell[j] = (int16_t)cn;
         gates[2 * S + j] = qk_clamp_offset64(qk_mbqm_rnn(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
                                              p->hidden_zp, hidden_min, hidden_max);
