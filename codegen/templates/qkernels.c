@@ -1773,58 +1773,83 @@ static int32_t qk_wrap_bits(int32_t v, int bits)
     return (int32_t)u - (int32_t)sign;
 }
 
+/* MBQM (qk_mbqm) of the recurrent kernels, whose multipliers and shifts are per tensor or per gate (the
+ * same branch for a whole loop): qk_mbqm_right2 where it applies, else the three stages out of line
+ * (keeps the code small). */
+static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int shift)
+{
+    return (multiplier >= 0 && shift <= QK_FAST_SHIFT) ? qk_mbqm_right2(x, multiplier, -shift)
+                                                       : qk_mbqm(x, multiplier, shift);
+}
+
+/* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
+ * row's state s [filters][memory], into t[filters]; T: the state / weights_time type. */
+#define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t)                                               \
+    do {                                                                                                       \
+        const T *s_ = (const T *)(state_row);                                                                  \
+        const T *w_ = (const T *)(weights_time);                                                               \
+        int32_t f_, m_;                                                                                        \
+        for (f_ = 0; f_ < (p)->filters; ++f_, s_ += (p)->memory, w_ += (p)->memory) {                          \
+            uint32_t acc_ = (uint32_t)(time_bias)[f_];                                                         \
+            for (m_ = 0; m_ < (p)->memory; ++m_) {                                                             \
+                acc_ += (uint32_t)((int32_t)w_[m_] * s_[m_]);                                                  \
+            }                                                                                                  \
+            (t)[f_] = (int32_t)acc_;                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+/* One batch row's state [filters][memory] shifted left by one entry (TFLite Micro's memory: each filter's
+ * row loses its oldest entry), the newest entries new[filters] last in each row: one move of the whole
+ * block (each row's last slot takes the next row's first entry, then its newest value). */
+#define QK_SVDF_PUSH(T, p, state_row, newest)                                                                  \
+    do {                                                                                                       \
+        T *s_ = (T *)(state_row);                                                                              \
+        const int32_t len_ = (p)->filters * (p)->memory;                                                       \
+        int32_t f_;                                                                                            \
+        memmove(s_, s_ + 1, (size_t)(len_ - 1) * sizeof(T));                                                   \
+        for (f_ = 0; f_ < (p)->filters; ++f_) {                                                                \
+            s_[(size_t)f_ * (p)->memory + (p)->memory - 1] = (T)(newest)[f_];                                  \
+        }                                                                                                      \
+    } while (0)
+
 void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights_feature,
              const int32_t *feature_bias, const void *weights_time, const int32_t *time_bias,
              const int32_t *bias, void *state, int8_t *output, int32_t *scratch)
 {
     const int32_t row_len = p->filters * p->memory;
-    int32_t b, f, m, u, r;
+    int32_t b, f, u, r;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->n_in;
-        for (f = 0; f < p->filters; ++f) {
-            const int8_t *w = weights_feature + (size_t)f * p->n_in;
-            const size_t base = (size_t)b * row_len + (size_t)f * p->memory;
-            int32_t newest = qk_mbqm(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
-            if (p->zp_after_clamp) {
-                newest = qk_wrap_bits(qk_clamp(newest, p->state_min, p->state_max) + p->state_zp, p->state_bits);
-            } else {
-                newest = qk_clamp_offset64(newest, p->state_zp, p->state_min, p->state_max);
+        const int8_t *w = weights_feature;
+        /* the newest state entries, in scratch[filters] */
+        for (f = 0; f < p->filters; ++f, w += p->n_in) {
+            scratch[f] = qk_mbqm_rnn(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
+        }
+        if (p->zp_after_clamp) {
+            for (f = 0; f < p->filters; ++f) {
+                scratch[f] = qk_wrap_bits(qk_clamp(scratch[f], p->state_min, p->state_max) + p->state_zp,
+                                          p->state_bits);
             }
-            /* TFLite Micro's memory: shift the filter's row left by one, the newest entry last */
-            if (p->state_bits == 8) {
-                int8_t *s = (int8_t *)state + base;
-                memmove(s, s + 1, (size_t)(p->memory - 1));
-                s[p->memory - 1] = (int8_t)newest;
-            } else {
-                int16_t *s = (int16_t *)state + base;
-                memmove(s, s + 1, (size_t)(p->memory - 1) * sizeof(int16_t));
-                s[p->memory - 1] = (int16_t)newest;
+        } else {
+            for (f = 0; f < p->filters; ++f) {
+                scratch[f] = qk_clamp_offset64(scratch[f], p->state_zp, p->state_min, p->state_max);
             }
         }
-        for (f = 0; f < p->filters; ++f) {
-            const size_t base = (size_t)b * row_len + (size_t)f * p->memory;
-            uint32_t t = (uint32_t)time_bias[f];
-            if (p->state_bits == 8) {
-                const int8_t *s = (const int8_t *)state + base;
-                const int8_t *w = (const int8_t *)weights_time + (size_t)f * p->memory;
-                for (m = 0; m < p->memory; ++m) {
-                    t += (uint32_t)((int32_t)w[m] * s[m]);
-                }
-            } else {
-                const int16_t *s = (const int16_t *)state + base;
-                const int16_t *w = (const int16_t *)weights_time + (size_t)f * p->memory;
-                for (m = 0; m < p->memory; ++m) {
-                    t += (uint32_t)((int32_t)w[m] * s[m]);
-                }
-            }
-            scratch[f] = (int32_t)t;
+        if (p->state_bits == 8) {
+            int8_t *s = (int8_t *)state + (size_t)b * row_len;
+            QK_SVDF_PUSH(int8_t, p, s, scratch);
+            QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch);
+        } else {
+            int16_t *s = (int16_t *)state + (size_t)b * row_len;
+            QK_SVDF_PUSH(int16_t, p, s, scratch);
+            QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch);
         }
         for (u = 0; u < p->units; ++u) {
             uint32_t acc = (uint32_t)bias[u];
             for (r = 0; r < p->rank; ++r) {
                 acc += (uint32_t)scratch[u * p->rank + r];
             }
-            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm((int32_t)acc, p->m2, p->s2),
+            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2),
                                                                          p->output_offset, -128, 127);
         }
     }
@@ -1864,20 +1889,33 @@ int32_t qk_logistic_int16(int32_t x, int32_t multiplier, int32_t left_shift, con
     return qk_logistic16(x, multiplier, left_shift, table);
 }
 
-int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
+static QK_ALWAYS_INLINE int32_t qk_tanh16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
 {
     const int32_t v = qk_lut_input(x, multiplier, left_shift);
     const int32_t r = qk_lut_interp(v, 8, table, 0xFFFF << 8);
     return v >= 0 ? (r - (1 << 23) + (1 << 7)) >> 8 : (-r + (1 << 23) + (1 << 7) - 1) >> 8;
 }
 
-/* inlined into qk_lstm's gate loop (the sigmoid too: three of the four gates) */
-QK_ALWAYS_INLINE int32_t qk_lstm_gate(const qk_lstm_params *p, int32_t k, int32_t fc_x, int32_t fc_h,
-                                      const uint16_t *sigmoid_table)
+int32_t qk_tanh_int16(int32_t x, int32_t multiplier, int32_t left_shift, const uint16_t *table)
 {
-    const int32_t pre = qk_clamp(fc_x + fc_h, -32768, 32767);
-    return (k == 3 && !p->cell_gate_sigmoid) ? qk_tanh_int16(pre, 0, 0, sigmoid_table)
-                                             : qk_logistic16(pre, 0, 0, sigmoid_table);
+    return qk_tanh16(x, multiplier, left_shift, table);
+}
+
+/* One gate's activations in place, the gate's test hoisted out of the loop (the pre-activations are
+ * int16 values: the table inputs are x * 3, multiplier 0, no shift). */
+void qk_lstm_activate(const qk_lstm_params *p, int32_t k, int32_t *v, const uint16_t *sigmoid_table)
+{
+    const int32_t S = p->cells;
+    int32_t j;
+    if (k == 3 && !p->cell_gate_sigmoid) {
+        for (j = 0; j < S; ++j) {
+            v[j] = qk_tanh16(v[j], 0, 0, sigmoid_table);
+        }
+    } else {
+        for (j = 0; j < S; ++j) {
+            v[j] = qk_logistic16(v[j], 0, 0, sigmoid_table);
+        }
+    }
 }
 
 void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int32_t *gates, int16_t *cell,
@@ -1886,15 +1924,43 @@ void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int3
     const int32_t S = p->cells;
     int32_t j;
     for (j = 0; j < S; ++j) {
-        const int32_t ig = qk_clamp(qk_mbqm(gates[j] * gates[3 * S + j], p->input_mul, p->input_shift),
+        const int32_t ig = qk_clamp(qk_mbqm_rnn(gates[j] * gates[3 * S + j], p->input_mul, p->input_shift),
                                     -32768, 32767);
-        const int32_t fc = qk_clamp(qk_mbqm(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
+        const int32_t fc = qk_clamp(qk_mbqm_rnn(gates[S + j] * cell[j], p->forget_mul, p->forget_shift),
                                     -32768, 32767);
         const int32_t cn = qk_clamp(ig + fc, p->cell_min, p->cell_max);
         const int32_t th = qk_tanh_int16(cn, p->cell_tanh_multiplier, p->cell_tanh_left_shift, sigmoid_table);
         cell[j] = (int16_t)cn;
-        gates[2 * S + j] = qk_clamp_offset64(qk_mbqm(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
+        gates[2 * S + j] = qk_clamp_offset64(qk_mbqm_rnn(gates[2 * S + j] * th, p->hidden_mul, p->hidden_shift),
                                              p->hidden_zp, hidden_min, hidden_max);
+    }
+}
+
+/* sat16 of an FC result: MBQM(acc + bias) clamped to int16. */
+static QK_ALWAYS_INLINE int32_t qk_lstm_fc16(int32_t acc, int32_t bias, int32_t multiplier, int shift)
+{
+    return qk_clamp(qk_mbqm_rnn(qk_add_wrap(acc, bias), multiplier, shift), -32768, 32767);
+}
+
+/* Gate k's pre-activations pre[j] = sat16(FC_x[j] + FC_h[j]) for the step's input row x and hidden state h:
+ * two weight rows per pass (one load of x / h serves both). */
+static void qk_lstm_pre(const qk_lstm_params *p, int32_t k, const int8_t *x, const int8_t *h, const int8_t *w_x,
+                        const int8_t *w_h, const int32_t *bias_x, const int32_t *bias_h, int32_t *pre)
+{
+    QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h);
+    for (; j + 1 < S; j += 2, wx += 2 * I, wh += 2 * S) {
+        int32_t ax[2], ah[2], r;
+        qk_dot_2rows(wx, wx + I, x, I, ax);
+        qk_dot_2rows(wh, wh + S, h, S, ah);
+        for (r = 0; r < 2; ++r) {
+            pre[j + r] = qk_clamp(qk_lstm_fc16(ax[r], bias_x[j + r], mx, sx) + qk_lstm_fc16(ah[r], bias_h[j + r], mh, sh),
+                                  -32768, 32767);
+        }
+    }
+    if (j < S) {
+        pre[j] = qk_clamp(qk_lstm_fc16(qk_dot_s8(wx, x, I), bias_x[j], mx, sx) +
+                              qk_lstm_fc16(qk_dot_s8(wh, h, S), bias_h[j], mh, sh),
+                          -32768, 32767);
     }
 }
 
@@ -1903,10 +1969,7 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
              int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
 {
     QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
-                  qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(w_x + n_ * I_, x_, I_), bias_x[n_]), p->mult_x[k_],
-                                   p->shift_x[k_]), -32768, 32767),
-                  qk_clamp(qk_mbqm(qk_add_wrap(qk_dot_s8(w_h + n_ * S_, h_, S_), bias_h[n_]), p->mult_h[k_],
-                                   p->shift_h[k_]), -32768, 32767));
+                  qk_lstm_pre(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
 
 void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)

@@ -299,19 +299,32 @@ typedef struct {
 void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, const int8_t *w_h,
              const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
              int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch);
-/* The step's parts shared with the 16x8 form (qk_lstm_s16, qkernels_int16.h): qk_lstm_gate is gate k's
- * activation of sat16(fc_x + fc_h) (two int16 FC results); qk_lstm_update takes the four gates' activations
+/* The step's parts shared with the 16x8 form (qk_lstm_s16, qkernels_int16.h): qk_lstm_activate replaces
+ * gate k's cells v[cells] (each sat16(fc_x + fc_h) of two int16 FC results) by their activations (tanh for
+ * the cell gate unless cell_gate_sigmoid, else sigmoid; Q0.15); qk_lstm_update takes the four gates' activations
  * in gates[4][cells], updates cell[cells] and leaves h = clamp(MBQM(o * tanh(c), hidden_mul) + hidden_zp,
  * hidden_min, hidden_max) in gates[2][cells] (the output gate's row). */
-int32_t qk_lstm_gate(const qk_lstm_params *p, int32_t k, int32_t fc_x, int32_t fc_h, const uint16_t *sigmoid_table);
+void qk_lstm_activate(const qk_lstm_params *p, int32_t k, int32_t *v, const uint16_t *sigmoid_table);
 void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int32_t *gates, int16_t *cell,
                     int32_t hidden_min, int32_t hidden_max);
 
+/* The start of a GATE_PRE function (qk_lstm's, qk_lstm_s16's) for gate k: S = cells, I = n_in, the gate's
+ * multipliers / shifts mx, sx (input FC), mh, sh (recurrent FC), its first weight rows wx [S][I] and
+ * wh [S][S], bias_x / bias_h advanced to its rows, and the row counter j = 0. */
+#define QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h)                                                     \
+    const int32_t S = (p)->cells, I = (p)->n_in;                                                               \
+    const int32_t mx = (p)->mult_x[k], sx = (p)->shift_x[k], mh = (p)->mult_h[k], sh = (p)->shift_h[k];        \
+    const int8_t *wx = (w_x) + (size_t)(k) * S * I, *wh = (w_h) + (size_t)(k) * S * S;                         \
+    int32_t j = 0;                                                                                             \
+    (bias_x) += (size_t)(k) * S;                                                                               \
+    (bias_h) += (size_t)(k) * S
+
 /* The LSTM's loop over steps and batch rows for either activation type (qk_lstm: int8, qk_lstm_s16: int16):
- * gate k_'s cell j_ (n_ = k_ * cells + j_) gets qk_lstm_gate of the int16 FC results FC_X and FC_H
- * (expressions of x_: the step's input row, h_: the row's hidden state, n_, k_, I_ = n_in, S_ = cells),
- * then qk_lstm_update; its h is the new hidden state and the step's output row. */
-#define QK_LSTM_STEPS(p, type, input, hidden, cell, output, scratch, table, h_min, h_max, FC_X, FC_H)           \
+ * per gate k_ the statement GATE_PRE (of k_, x_: the step's input row, h_: the row's hidden state, pre_:
+ * scratch + k_ * cells) leaves pre_[j] = sat16(FC_x[j] + FC_h[j]) (the gate's two int16 FC results for
+ * cell j), then qk_lstm_activate; then qk_lstm_update; its h is the new hidden state and the step's output
+ * row. */
+#define QK_LSTM_STEPS(p, type, input, hidden, cell, output, scratch, table, h_min, h_max, GATE_PRE)             \
     do {                                                                                                       \
         const int32_t S_ = (p)->cells, I_ = (p)->n_in;                                                         \
         int32_t t_, b_, k_, j_;                                                                                \
@@ -322,10 +335,9 @@ void qk_lstm_update(const qk_lstm_params *p, const uint16_t *sigmoid_table, int3
                 const type *x_ = (input) + row_ * I_;                                                          \
                 type *h_ = (hidden) + (size_t)b_ * S_;                                                         \
                 for (k_ = 0; k_ < 4; ++k_) {                                                                   \
-                    for (j_ = 0; j_ < S_; ++j_) {                                                              \
-                        const size_t n_ = (size_t)k_ * S_ + j_;                                                \
-                        (scratch)[n_] = qk_lstm_gate((p), k_, (FC_X), (FC_H), (table));                        \
-                    }                                                                                          \
+                    int32_t *pre_ = (scratch) + (size_t)k_ * S_;                                               \
+                    GATE_PRE;                                                                                  \
+                    qk_lstm_activate((p), k_, pre_, (table));                                                  \
                 }                                                                                              \
                 qk_lstm_update((p), (table), (scratch), (cell) + (size_t)b_ * S_, (h_min), (h_max));           \
                 for (j_ = 0; j_ < S_; ++j_) {                                                                  \

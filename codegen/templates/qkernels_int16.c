@@ -322,15 +322,52 @@ void qk_quantize_float(const qk_quantize_float_params *p, const float *input, vo
 
 /* --------------------------------------------------------- recurrent */
 
+/* Two weight rows against one int16 vector: acc[r] = sum x[i] * wr[i] in int64 (one load of x serves both). */
+static void qk_dot2_s16_s8(const int16_t *x, const int8_t *w0, const int8_t *w1, int32_t n, int64_t acc[2])
+{
+    int64_t a0 = 0, a1 = 0;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t xi = x[i];
+        a0 += xi * w0[i];
+        a1 += xi * w1[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* sat16(FC_x + FC_h) of one cell of the 16x8 form, from the two int64 accumulators. */
+static int32_t qk_lstm_pre16(int64_t ax, int64_t ah, int64_t bx, int64_t bh, int32_t mx, int32_t sx, int32_t mh,
+                             int32_t sh)
+{
+    const int32_t fx = qk_requantize64(ax, bx, mx, sx, 0, QK_S16_MIN, QK_S16_MAX);
+    const int32_t fh = qk_requantize64(ah, bh, mh, sh, 0, QK_S16_MIN, QK_S16_MAX);
+    return qk_clamp64((int64_t)fx + fh, QK_S16_MIN, QK_S16_MAX);
+}
+
+/* Gate k's pre-activations of the 16x8 form: pre[j] = sat16(FC_x[j] + FC_h[j]), two weight rows per pass. */
+static void qk_lstm_pre_s16(const qk_lstm_params *p, int32_t k, const int16_t *x, const int16_t *h, const int8_t *w_x,
+                            const int8_t *w_h, const int64_t *bias_x, const int64_t *bias_h, int32_t *pre)
+{
+    QK_LSTM_GATE_START(p, k, w_x, w_h, bias_x, bias_h);
+    for (; j + 1 < S; j += 2, wx += 2 * I, wh += 2 * S) {
+        int64_t ax[2], ah[2];
+        qk_dot2_s16_s8(x, wx, wx + I, I, ax);
+        qk_dot2_s16_s8(h, wh, wh + S, S, ah);
+        pre[j] = qk_lstm_pre16(ax[0], ah[0], bias_x[j], bias_h[j], mx, sx, mh, sh);
+        pre[j + 1] = qk_lstm_pre16(ax[1], ah[1], bias_x[j + 1], bias_h[j + 1], mx, sx, mh, sh);
+    }
+    if (j < S) {
+        pre[j] = qk_lstm_pre16(qk_dot_s16_s8(x, wx, I), qk_dot_s16_s8(h, wh, S), bias_x[j], bias_h[j], mx, sx, mh, sh);
+    }
+}
+
 void qk_lstm_s16(const qk_lstm_params *p, const int16_t *input, const int8_t *w_x, const int8_t *w_h,
                  const int64_t *bias_x, const int64_t *bias_h, const uint16_t *sigmoid_table,
                  int16_t *hidden, int16_t *cell, int16_t *output, int32_t *scratch)
 {
     QK_LSTM_STEPS(p, int16_t, input, hidden, cell, output, scratch, sigmoid_table, QK_S16_MIN, QK_S16_MAX,
-                  qk_requantize64(qk_dot_s16_s8(x_, w_x + n_ * I_, I_), bias_x[n_], p->mult_x[k_], p->shift_x[k_], 0,
-                                  QK_S16_MIN, QK_S16_MAX),
-                  qk_requantize64(qk_dot_s16_s8(h_, w_h + n_ * S_, S_), bias_h[n_], p->mult_h[k_], p->shift_h[k_], 0,
-                                  QK_S16_MIN, QK_S16_MAX));
+                  qk_lstm_pre_s16(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
 
 /* --------------------------------------------------------- data movement */
