@@ -1972,6 +1972,52 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
                   qk_lstm_pre(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
 
+/* acc[r] = sum_k wt[k][r] * x[k] for the R rows of a weight matrix stored transposed (wt [n][R]): the
+ * inner loop runs over contiguous rows, so a vectorizing compiler needs no horizontal sums and no scalar
+ * tail per row (qk_lstm_t, the host form). */
+static void qk_gemv_t(const int8_t *restrict wt, const int8_t *restrict x, int32_t n, int32_t R,
+                      int32_t *restrict acc)
+{
+    int32_t k, r;
+    for (r = 0; r < R; ++r) {
+        acc[r] = 0;
+    }
+    for (k = 0; k < n; ++k, wt += R) {
+        const int32_t xk = x[k];
+        for (r = 0; r < R; ++r) {
+            acc[r] += wt[r] * xk;
+        }
+    }
+}
+
+/* All four gates' pre-activations pre[4][cells] = sat16(FC_x + FC_h) of one step at once (qk_lstm_t's
+ * GATE_PRE): the same sums and roundings as qk_lstm_pre; acc: 4 * cells int32. */
+static void qk_lstm_pre_t(const qk_lstm_params *p, const int8_t *x, const int8_t *h, const int8_t *wt_x,
+                          const int8_t *wt_h, const int32_t *bias_x, const int32_t *bias_h, int32_t *pre,
+                          int32_t *acc)
+{
+    const int32_t S = p->cells, R = 4 * S;
+    int32_t k, j;
+    qk_gemv_t(wt_x, x, p->n_in, R, pre);
+    qk_gemv_t(wt_h, h, S, R, acc);
+    for (k = 0; k < 4; ++k) {
+        const int32_t mx = p->mult_x[k], sx = p->shift_x[k], mh = p->mult_h[k], sh = p->shift_h[k];
+        for (j = k * S; j < (k + 1) * S; ++j) {
+            pre[j] = qk_clamp(qk_lstm_fc16(pre[j], bias_x[j], mx, sx) + qk_lstm_fc16(acc[j], bias_h[j], mh, sh),
+                              -32768, 32767);
+        }
+    }
+}
+
+void qk_lstm_t(const qk_lstm_params *p, const int8_t *input, const int8_t *wt_x, const int8_t *wt_h,
+               const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
+               int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
+{
+    int32_t *acc = scratch + 4 * (size_t)p->cells;
+    QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
+                  if (k_ == 0) qk_lstm_pre_t(p, x_, h_, wt_x, wt_h, bias_x, bias_h, scratch, acc));
+}
+
 void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)
 {
     const int32_t *d = p->in_dims, *r = p->reduce;
