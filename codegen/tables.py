@@ -213,7 +213,7 @@ KERNEL_PATHS = {
     "dw_offsets": "qk_depthwise_conv2d",  # the same on the channel-major depthwise path (filter_offset set)
     "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
     "lstm": "qk_lstm",  # the 8x8 LSTM, weights [4 * cells][n] (firmware targets)
-    "lstm_t": "qk_lstm_t",  # the same with the weights transposed, [n][4 * cells] (target "host": lstm_host_form)
+    "lstm_t": "qk_lstm_t",  # the same, weights as column pairs [n / 2][4 * cells][2] (target "host": lstm_host_form)
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
 CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
@@ -635,15 +635,17 @@ def emit_lstm(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
 
 
 def lstm_host_form(emits: list) -> None:
-    """Target "host": the 8x8 LSTMs run qk_lstm_t, their weight tables transposed to [n][4 * cells] (one
-    column of all four gates' rows contiguous, which host compilers vectorize without per-row tails; the
-    same integer sums, so the same results), scratch 8 * cells int32.  In place."""
+    """Target "host": the 8x8 LSTMs run qk_lstm_t, their weight tables [4 * cells][n] stored as column pairs
+    [ceil(n / 2)][4 * cells][2] (a zero column pads an odd n; qk_gemv_pairs: row-contiguous loops that host
+    compilers vectorize without per-row tails, the same integer sums, so the same results), scratch
+    8 * cells int32.  In place."""
     for e in emits:
         if e.kernel == "lstm":
-            s, n_in = e.struct_fields["cells"], e.struct_fields["n_in"]
-            wx, wh = e.arrays[0], e.arrays[1]
-            wx.values = wx.values.reshape(4 * s, n_in).T.reshape(-1)
-            wh.values = wh.values.reshape(4 * s, s).T.reshape(-1)
+            s = e.struct_fields["cells"]
+            for a, n in ((e.arrays[0], e.struct_fields["n_in"]), (e.arrays[1], s)):
+                w = np.zeros((4 * s, n + n % 2), np.int64)
+                w[:, :n] = a.values.reshape(4 * s, n)
+                a.values = w.reshape(4 * s, -1, 2).transpose(1, 0, 2).reshape(-1)
             e.kernel, e.scratch_bytes = "lstm_t", 32 * s
             e.call = e.call.replace(KERNEL_PATHS["lstm"] + "(", KERNEL_PATHS["lstm_t"] + "(")
 
