@@ -403,6 +403,8 @@ def generate(model, out_dir, name: str | None = None, target: str = "host", roun
         e.macs = op_macs(g, p.op)
         emits.append(e)
     tables.unify_dw_3x3(emits)
+    if target == "host":
+        tables.lstm_host_form(emits)
     if twin is not None:
         uint8.finish_emit(twin, emits)
     if dirs:

@@ -212,6 +212,8 @@ KERNEL_PATHS = {
     "conv_offsets": "qk_conv2d_offsets",  # weights with a filter offset (uint8 models): patch sum * offset
     "dw_offsets": "qk_depthwise_conv2d",  # the same on the channel-major depthwise path (filter_offset set)
     "fc_real": "qk_fully_connected_real",  # LiteRT's FULLY_CONNECTED: two offsets, double real-scale requant
+    "lstm": "qk_lstm",  # the 8x8 LSTM, weights [4 * cells][n] (firmware targets)
+    "lstm_t": "qk_lstm_t",  # the same, weights as column pairs [n / 2][4 * cells][2] (target "host": lstm_host_form)
 }
 CONV_TILE = 2  # QK_CONV_TILE in qkernels.h
 CONV_COLS = 4  # QK_CONV_COLS in qkernels.h
@@ -624,11 +626,28 @@ def emit_lstm(pos, prepared, g, prefix, dtype=np.int8) -> OpEmit:
               CArray(prefix + "_bx", bias_type, bias(k.bias_x)),
               CArray(prefix + "_bh", bias_type, bias(k.bias_h)),
               CArray(prefix + "_sigmoid", "uint16_t", np.asarray(fp.SIGMOID_TABLE_UINT16, np.int64))]
-    fn, hidden = ("qk_lstm_s16", c_pointer("{at18}", np.int16)) if s16 else ("qk_lstm", "{at18}")
+    fn, hidden = ("qk_lstm_s16", c_pointer("{at18}", np.int16)) if s16 else (KERNEL_PATHS["lstm"], "{at18}")
     call = (f"{fn}(&{prefix}_params, {{in0}}, {prefix}_wx, {prefix}_wh, {prefix}_bx, {prefix}_bh, "
             f"{prefix}_sigmoid, {hidden}, {c_pointer('{at19}', np.int16)}, {{out0}}, (int32_t *){{scratch}});")
     return OpEmit(pos, op.opcode, f"UNIDIRECTIONAL_SEQUENCE_LSTM {'16x8 ' if s16 else ''}{s} cells, {steps} steps "
-                  f"-> '{out.name}'", call, "qk_lstm_params", fields, arrays, scratch_bytes=16 * s)
+                  f"-> '{out.name}'", call, "qk_lstm_params", fields, arrays, scratch_bytes=16 * s,
+                  kernel="" if s16 else "lstm")
+
+
+def lstm_host_form(emits: list) -> None:
+    """Target "host": the 8x8 LSTMs run qk_lstm_t, their weight tables [4 * cells][n] stored as column pairs
+    [ceil(n / 2)][4 * cells][2] (a zero column pads an odd n; qk_gemv_pairs: row-contiguous loops that host
+    compilers vectorize without per-row tails, the same integer sums, so the same results), scratch
+    8 * cells int32.  In place."""
+    for e in emits:
+        if e.kernel == "lstm":
+            s = e.struct_fields["cells"]
+            for a, n in ((e.arrays[0], e.struct_fields["n_in"]), (e.arrays[1], s)):
+                w = np.zeros((4 * s, n + n % 2), np.int64)
+                w[:, :n] = a.values.reshape(4 * s, n)
+                a.values = w.reshape(4 * s, -1, 2).transpose(1, 0, 2).reshape(-1)
+            e.kernel, e.scratch_bytes = "lstm_t", 32 * s
+            e.call = e.call.replace(KERNEL_PATHS["lstm"] + "(", KERNEL_PATHS["lstm_t"] + "(")
 
 
 def emit_dequantize(pos, prepared, g, prefix) -> OpEmit:

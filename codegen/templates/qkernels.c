@@ -1972,6 +1972,72 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
                   qk_lstm_pre(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* acc[r] = sum_k w[r][k] * x[k] for the R rows of a weight matrix stored as column pairs, wt [n / 2][R][2]
+ * (wt[k / 2][r][k % 2] = w[r][k]; n odd: a last pair padded with a zero weight): the loops run over
+ * contiguous rows, without horizontal sums or per-row tails; with SSE2 (x86-64 hosts) one pmaddwd sums
+ * four rows' two products (int8 weights sign-extended to int16; the sums are exact, so the same as the
+ * portable loop's). */
+static void qk_gemv_pairs(const int8_t *restrict wt, const int8_t *restrict x, int32_t n, int32_t R,
+                          int32_t *restrict acc)
+{
+    int32_t k, r;
+    for (r = 0; r < R; ++r) {
+        acc[r] = 0;
+    }
+    for (k = 0; k < n; k += 2, wt += 2 * R) {
+        const int32_t x0 = x[k], x1 = k + 1 < n ? x[k + 1] : 0;
+        r = 0;
+#if defined(__SSE2__)
+        {
+            const __m128i xv = _mm_set1_epi32((int32_t)(((uint32_t)x1 << 16) | (uint16_t)x0));
+            for (; r + 8 <= R; r += 8) {
+                const __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(wt + 2 * r));
+                const __m128i lo = _mm_srai_epi16(_mm_unpacklo_epi8(w, w), 8);
+                const __m128i hi = _mm_srai_epi16(_mm_unpackhi_epi8(w, w), 8);
+                __m128i *a = (__m128i *)(void *)(acc + r);
+                _mm_storeu_si128(a, _mm_add_epi32(_mm_loadu_si128(a), _mm_madd_epi16(lo, xv)));
+                _mm_storeu_si128(a + 1, _mm_add_epi32(_mm_loadu_si128(a + 1), _mm_madd_epi16(hi, xv)));
+            }
+        }
+#endif
+        for (; r < R; ++r) {
+            acc[r] += wt[2 * r] * x0 + wt[2 * r + 1] * x1;
+        }
+    }
+}
+
+/* All four gates' pre-activations pre[4][cells] = sat16(FC_x + FC_h) of one step at once (qk_lstm_t's
+ * GATE_PRE): the same sums and roundings as qk_lstm_pre; acc: 4 * cells int32. */
+static void qk_lstm_pre_t(const qk_lstm_params *p, const int8_t *x, const int8_t *h, const int8_t *wt_x,
+                          const int8_t *wt_h, const int32_t *bias_x, const int32_t *bias_h, int32_t *pre,
+                          int32_t *acc)
+{
+    const int32_t S = p->cells, R = 4 * S;
+    int32_t k, j;
+    qk_gemv_pairs(wt_x, x, p->n_in, R, pre);
+    qk_gemv_pairs(wt_h, h, S, R, acc);
+    for (k = 0; k < 4; ++k) {
+        const int32_t mx = p->mult_x[k], sx = p->shift_x[k], mh = p->mult_h[k], sh = p->shift_h[k];
+        for (j = k * S; j < (k + 1) * S; ++j) {
+            pre[j] = qk_clamp(qk_lstm_fc16(pre[j], bias_x[j], mx, sx) + qk_lstm_fc16(acc[j], bias_h[j], mh, sh),
+                              -32768, 32767);
+        }
+    }
+}
+
+void qk_lstm_t(const qk_lstm_params *p, const int8_t *input, const int8_t *wt_x, const int8_t *wt_h,
+               const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
+               int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch)
+{
+    int32_t *acc = scratch + 4 * (size_t)p->cells;
+    QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
+                  if (k_ == 0) qk_lstm_pre_t(p, x_, h_, wt_x, wt_h, bias_x, bias_h, scratch, acc));
+}
+
 void qk_mean(const qk_mean_params *p, const void *input, void *output, int32_t *scratch)
 {
     const int32_t *d = p->in_dims, *r = p->reduce;

@@ -299,6 +299,13 @@ typedef struct {
 void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, const int8_t *w_h,
              const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
              int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch);
+/* The same LSTM with the weights stored as column pairs of all four gates' rows, wt_x [n_in / 2][4 * cells][2]
+ * and wt_h [cells / 2][4 * cells][2] (element [k / 2][r][k % 2] = row r's weight k; an odd count ends with a
+ * pair padded with a zero weight): the host form (the generator's target "host"), whose row-contiguous
+ * loops run without per-row tails (SSE2: pmaddwd); bit-identical results.  scratch: 8 * cells int32. */
+void qk_lstm_t(const qk_lstm_params *p, const int8_t *input, const int8_t *wt_x, const int8_t *wt_h,
+               const int32_t *bias_x, const int32_t *bias_h, const uint16_t *sigmoid_table,
+               int8_t *hidden, int16_t *cell, int8_t *output, int32_t *scratch);
 /* The step's parts shared with the 16x8 form (qk_lstm_s16, qkernels_int16.h): qk_lstm_activate replaces
  * gate k's cells v[cells] (each sat16(fc_x + fc_h) of two int16 FC results) by their activations (tanh for
  * the cell gate unless cell_gate_sigmoid, else sigmoid; Q0.15); qk_lstm_update takes the four gates' activations
