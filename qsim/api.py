@@ -676,7 +676,7 @@ class Model:
             raise QsimError("engine='native': the inputs' dtypes or sizes are not the model's "
                             "(the Python engine accepts them: use engine='python').")
         values = self._run_prepared(prep, batch, batched, keep, batch_size)
-        res = RunResult(self, values, prep.profile.name, next(iter(batch.values())).shape[0] if batched else None)
+        res = RunResult(self, values, prep.profile.name, n if batched else None)
         if prep.requant is not None:
             from .evaluate import VariantDiff, reference_label
             base = self.prepared(profile)

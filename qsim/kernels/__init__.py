@@ -89,13 +89,18 @@ class RequantParams:
                 return native(acc)
         return self.requantize(acc).astype(dtype)
 
+    def plain_arithmetic(self) -> bool:
+        """True when this is the profile's own requantization (no variant, no subclass with its own
+        ``requantize``): the arithmetic the native C (qsim.native) reproduces."""
+        return self.variant is None and type(self).requantize is RequantParams.requantize
+
     def _native_block(self):
         """:func:`qsim.native.block_requantizer` for this layer when no plan applies (single
         rounding, or no proven bound): the same integers as :meth:`requantize` (int8 outputs);
         False when unavailable or when a subclass / variant has its own arithmetic.  Built once, kept."""
         if self._native is None:
             self._native = False
-            if self.variant is None and type(self).requantize is RequantParams.requantize:
+            if self.plain_arithmetic():
                 from .. import native
                 self._native = native.block_requantizer(self.bias, self.multiplier, self.shift,
                                                         self.output_zero_point, self.act_min, self.act_max,

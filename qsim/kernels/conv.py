@@ -805,7 +805,7 @@ def _native_depthwise(p: ConvParams, x: np.ndarray):
     rq = p.requant
     if p.native_dw is None or p.native_dw[0] is not rq or p.native_dw[1] != x.shape[1:]:
         run = None
-        if isinstance(rq, RequantParams) and rq.variant is None and type(rq).requantize is RequantParams.requantize:
+        if isinstance(rq, RequantParams) and rq.plain_arithmetic():
             from .. import native
             run = native.depthwise_runner(
                 p.weights, rq.bias, rq.multiplier, rq.shift, rq.output_zero_point, rq.act_min, rq.act_max,
