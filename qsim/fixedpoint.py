@@ -1281,6 +1281,11 @@ class DoubleRequantPlan:
                                                         self.act_max, "double", int(np.max(bound))) or False
         return self._native
 
+    def native_requantizer(self):
+        """This plan's :func:`qsim.native.block_requantizer` (built on first use), or None when
+        unavailable."""
+        return self._native_block() or None
+
     def native_available(self) -> bool:
         """Whether :meth:`apply` hands large int8 blocks to the native requantization."""
         return self._native_block() is not False

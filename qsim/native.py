@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,12 @@ def _functions(rounding: str):
                 f.restype = None
                 f.argtypes = [ctypes.c_int32] * 19 + [ctypes.c_void_p] * 7 + [ctypes.c_int32]
                 funcs["depthwise"] = f
+                for kind in ("u8", "u16"):
+                    f = getattr(lib, f"qk_host_svdf_lookup_{kind}")
+                    f.restype = None
+                    f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p]
+                    funcs[f"svdf_{kind}"] = f
         _libs[rounding] = funcs
     return _libs[rounding]
 
@@ -214,8 +221,117 @@ def block_requantizer(bias, m0, shift, output_zero_point: int, act_min: int, act
         f(acc.ctypes.data, acc.size // width, width, pointers[0], pointers[1], pointers[2], zp, lo, hi,
           out.ctypes.data)
         return out
+
+    def into(acc_address: int, dtype: np.dtype, values: int, out_address: int) -> None:
+        """The same between buffers the caller keeps, given by address (no per-call pointer
+        look-ups): ``values`` accumulators of ``dtype`` (one of ``requant.takes``), a whole
+        number of rows of ``width`` channels, into as many int8 outputs."""
+        kinds[dtype](acc_address, values // width, width, pointers[0], pointers[1], pointers[2], zp, lo, hi,
+                     out_address)
     requant.tables = (b, m, s)  # keeps the tables alive with the closure (pointers above)
+    requant.into, requant.takes, requant.width = into, frozenset(kinds), width
     return requant
+
+
+STAGED_SIZES = 4  # batch sizes a staged runner keeps buffers for (the most recent ones)
+STAGED_MAX_VALUES = 1 << 16  # a batch whose input has more values runs unstaged (memory kept small)
+
+
+def _staged(make):
+    """``get(n)``: the staging buffers of batch size ``n``, made once by ``make(n)`` (the last
+    STAGED_SIZES sizes kept).  A staged runner reads and writes fixed buffers whose addresses it
+    took once (numpy's ``.ctypes.data`` costs microseconds per array, as much as the C call's
+    work on a small block); it holds its lock from filling them to copying the result out."""
+    stages: dict = {}
+
+    def get(n: int):
+        got = stages.get(n)
+        if got is None:
+            if len(stages) >= STAGED_SIZES:
+                stages.pop(next(iter(stages)))
+            got = stages[n] = make(n)
+        return got
+    return get
+
+
+def gemm_requant_runner(weights_t: np.ndarray, requant):
+    """A function ``x -> int8 [N, O]`` equal to ``requant(x @ weights_t)`` for an int8 batch ``x``
+    [N, I] (None for an ``x`` of over STAGED_MAX_VALUES values): FULLY_CONNECTED with the input offset folded into the requantization's bias.
+    ``weights_t``: [I, O] float32/float64 holding integers, exact for every sum (the caller's
+    bound); ``requant``: a :func:`block_requantizer` of O channels (or one) that takes that float
+    dtype.  Per call: x copied into a staging buffer as floats, one BLAS call into another, one C
+    call requantizing it into a third, and one copy out, where numpy's requantization of a small
+    block takes about ten passes.  None when ``requant`` does not take the GEMM's dtype."""
+    wt = np.ascontiguousarray(weights_t)
+    if wt.ndim != 2 or wt.dtype not in (np.float32, np.float64) or requant is None \
+            or wt.dtype not in requant.takes or requant.width not in (1, wt.shape[1]):
+        return None
+    in_units, out_units = wt.shape
+    lock = threading.Lock()
+    copyto, dot, into, dtype = np.copyto, np.dot, requant.into, wt.dtype
+
+    def make(n: int):
+        xs, acc, out = np.empty((n, in_units), dtype), np.empty((n, out_units), dtype), np.empty((n, out_units), np.int8)
+        return xs, acc, out, acc.ctypes.data, out.ctypes.data
+
+    stage = _staged(make)
+
+    def run(x: np.ndarray) -> np.ndarray | None:
+        if x.size > STAGED_MAX_VALUES:
+            return None
+        x = x.reshape(-1, in_units)
+        n = x.shape[0]
+        with lock:
+            xs, acc, out, acc_address, out_address = stage(n)
+            copyto(xs, x, casting="unsafe")  # int8 -> float: exact
+            dot(xs, wt, out=acc)
+            into(acc_address, dtype, acc.size, out_address)
+            return out.copy()
+    run.tables = (wt, requant)
+    return run
+
+
+def svdf_lookup_runner(weights: np.ndarray, shift: np.ndarray, table: np.ndarray, y_table: np.ndarray,
+                       width: int, rows: int):
+    """A function ``x -> int8 [N, F]`` (None for an ``x`` of over STAGED_MAX_VALUES values, or whose
+    batch N is not ``rows`` when ``rows > 1``) running the SVDF table path of :func:`qsim.kernels.svdf.eval_svdf`:
+    ``v = x @ weights`` by BLAS into a staging buffer, then ``qk_host_svdf_lookup``:
+    ``y_table[row, f, table[clip(v + shift[f])]]`` (row 0 when ``rows == 1``, else the sample's
+    row).  ``weights`` [I, F] and ``shift`` [F] float32 with every sum an exact integer below
+    2**24 (svdf._plan_table's bound); ``table``: uint8/uint16 [L]; ``y_table``: int8 [rows * F *
+    width].  None when the native path is off or unavailable or the operands are outside that."""
+    funcs = _functions("double") if available("double") else None  # no rounding here: any build
+    table = np.asarray(table)
+    kind = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}.get(table.dtype)
+    if funcs is None or kind is None or np.asarray(weights).dtype != np.float32 \
+            or np.asarray(shift).dtype != np.float32 or np.asarray(y_table).dtype != np.int8:
+        return None
+    wf, sh, tab, yt = (np.ascontiguousarray(a) for a in (weights, shift, table, y_table))
+    in_units, filters = wf.shape
+    if sh.shape != (filters,) or yt.size != rows * filters * width or tab.size == 0:
+        return None
+    f, lock = funcs[f"svdf_{kind}"], threading.Lock()
+    fixed = (filters, rows, sh.ctypes.data, tab.ctypes.data, tab.size, yt.ctypes.data, width)
+    copyto, dot = np.copyto, np.dot
+
+    def make(n: int):
+        xs, v, out = np.empty((n, in_units), np.float32), np.empty((n, filters), np.float32), np.empty((n, filters), np.int8)
+        return xs, v, out, v.ctypes.data, out.ctypes.data
+
+    stage = _staged(make)
+
+    def run(x: np.ndarray) -> np.ndarray | None:
+        n = x.shape[0]
+        if (rows != 1 and n != rows) or x.size > STAGED_MAX_VALUES:
+            return None
+        with lock:
+            xs, v, out, v_address, out_address = stage(n)
+            copyto(xs, x, casting="unsafe")  # int8 -> float32: exact
+            dot(xs, wf, out=v)
+            f(v_address, n, *fixed, out_address)
+            return out.copy()
+    run.tables = (wf, sh, tab, yt)
+    return run
 
 
 # Output values per block of the native depthwise (int32 sums in scratch, then requantized): a few

@@ -310,3 +310,157 @@ def test_native_depthwise_random_layers_match_references(monkeypatch):
         rng = np.random.default_rng(s)
         assert_bitexact(depthwise_model(p, rng), rng)
     check()
+
+
+# ------------------------------------------------------------------ staged runners: SVDF lookups, FC GEMM
+
+def _svdf_lookup_want(x, wf, shift, table, y_table, width, rows) -> np.ndarray:
+    """numpy's table path (qsim/kernels/svdf.py eval_svdf): float32 GEMM, float32 index sum cast to
+    intp, take(mode="clip"), per-(row, filter) offsets, take."""
+    n, filters = x.shape[0], wf.shape[1]
+    v = np.dot(x.astype(np.float32), wf)
+    index = np.add(v, shift, out=np.empty(v.shape, np.intp), casting="unsafe")
+    offsets = np.arange(rows * filters, dtype=np.int64).reshape(rows, filters) * width
+    return y_table.take(np.add(table.take(index, mode="clip"), offsets))
+
+
+@pytest.mark.parametrize("table_dtype,width", [(np.uint8, 256), (np.uint16, 3000)])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_svdf_lookup_runner_equals_numpy_take_with_clip(table_dtype, width, rows):
+    """qk_host_svdf_lookup == numpy's lookups, including indices clipped at both ends of the window,
+    one start-state row shared by every sample or one per sample; batch sizes cycling through
+    more than STAGED_SIZES staging buffers never alter an array returned before."""
+    rng = np.random.default_rng(11)
+    n_in, filters, length = 9, 7, 5000
+    wf = rng.integers(-127, 128, (n_in, filters)).astype(np.float32)
+    shift = rng.integers(-1000, length + 1000, filters).astype(np.float32)  # some sums fall outside [0, length)
+    table = np.sort(rng.integers(0, width, length)).astype(table_dtype)
+    y_table = rng.integers(-128, 128, rows * filters * width).astype(np.int8)
+    run = native.svdf_lookup_runner(wf, shift, table, y_table, width, rows)
+    assert run is not None
+    kept = []
+    sizes = [rows] if rows > 1 else [1, 64, 3, 5, 2, 7, 64, 1]
+    for k, n in enumerate(sizes * 2):
+        x = rng.integers(-128, 128, (n, n_in)).astype(np.int8)
+        x[0] = 127 * np.sign(wf[:, k % filters])  # the largest sum of one filter: past the window's end
+        want = _svdf_lookup_want(x, wf, shift, table, y_table, width, rows)
+        v = x.astype(np.float32) @ wf + shift
+        clipped = (v < 0).any(), (v >= length).any()
+        got = run(x)
+        np.testing.assert_array_equal(got, want, err_msg=f"n={n} clipped low/high {clipped}")
+        kept.append((got, want))
+    for got, want in kept:
+        np.testing.assert_array_equal(got, want)
+    if rows > 1:
+        assert run(np.zeros((rows + 1, n_in), np.int8)) is None  # a batch that is not the state's rows
+    assert native.svdf_lookup_runner(wf, shift, table.astype(np.int64), y_table, width, rows) is None
+    assert native.svdf_lookup_runner(wf.astype(np.float64), shift, table, y_table, width, rows) is None
+    big = np.zeros((native.STAGED_MAX_VALUES // n_in + 1, n_in), np.int8)
+    assert rows > 1 or run(big) is None  # over the staging limit: the caller's numpy path
+
+
+def test_svdf_lookup_runner_clips_like_numpy_at_both_ends():
+    """Every index below 0 takes the window's first entry and every one past it the last, as
+    numpy's take(mode="clip") does."""
+    wf = np.array([[1.0, -1.0]], np.float32)
+    shift = np.array([2.0, 2.0], np.float32)
+    table = np.array([0, 1, 2, 3], np.uint8)
+    y_table = np.arange(8, dtype=np.int8) * 3  # filter f, index j -> 3 * (4f + j)
+    run = native.svdf_lookup_runner(wf, shift, table, y_table, 4, 1)
+    x = np.array([[-128], [-3], [-2], [-1], [0], [1], [2], [127]], np.int8)
+    got = run(x)
+    want = _svdf_lookup_want(x, wf, shift, table, y_table, 4, 1)
+    np.testing.assert_array_equal(got, want)
+    # hand-derived: v = x + 2 (filter 0) and -x + 2 (filter 1), clipped to [0, 3]
+    hand = np.stack([np.clip(x[:, 0].astype(int) + 2, 0, 3) * 3, (4 + np.clip(-x[:, 0].astype(int) + 2, 0, 3)) * 3],
+                    axis=1)
+    np.testing.assert_array_equal(got, hand)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_gemm_requant_runner_equals_fixedpoint(rounding):
+    """gemm_requant_runner(x) == fixedpoint.requantize(x @ w) (int64 sums) for per-channel tables over
+    every shift of SHIFT_RANGE and one shared table; contiguous or strided x; batch sizes cycling
+    through more than STAGED_SIZES buffers; larger than STAGED_MAX_VALUES: None."""
+    rng = np.random.default_rng(5)
+    shift, m0 = _every_shift_tables(rng, rounding)
+    out_units, in_units = shift.size, 40
+    w = rng.integers(-127, 128, (in_units, out_units))
+    w[:, 0] = 127  # the largest sums
+    bias = rng.integers(-(1 << 20), 1 << 20, out_units)
+    bound = int(128 * np.abs(w).sum(axis=0).max())
+    for tables in ((bias, m0, shift), (17, 1 << 30, -9)):
+        for zp, lo, hi in ((0, -128, 127), (-7, -128, 127), (5, 5, 30)):
+            requant = native.block_requantizer(*tables, zp, lo, hi, rounding, acc_bound=bound)
+            run = native.gemm_requant_runner(w.astype(np.float32), requant)
+            assert run is not None
+            kept = []
+            for n in (1, 64, 3, 2, 5, 9, 1):
+                x = rng.integers(-128, 128, (n, 2 * in_units)).astype(np.int8)[:, ::2]  # strided
+                x[0] = 127 * np.sign(w[:, 0])
+                want = fp.requantize(x.astype(np.int64) @ w, *tables, zp, lo, hi, rounding)
+                got = run(x)
+                np.testing.assert_array_equal(got, want, err_msg=f"{rounding} n={n} zp={zp}")
+                kept.append((got, want))
+            for got, want in kept:
+                np.testing.assert_array_equal(got, want)
+            assert run(np.zeros((native.STAGED_MAX_VALUES // in_units + 1, in_units), np.int8)) is None
+    unbounded = native.block_requantizer(bias, m0, shift, 0, -128, 127, rounding)  # takes no float sums
+    assert native.gemm_requant_runner(w.astype(np.float32), unbounded) is None
+
+
+def test_staged_runners_from_threads():
+    """Two threads on one staged runner: each call's result is its own input's."""
+    import threading
+    rng = np.random.default_rng(9)
+    w = rng.integers(-127, 128, (16, 8))
+    run = native.gemm_requant_runner(w.astype(np.float32),
+                                     native.block_requantizer(0, 1 << 30, -10, 0, -128, 127, acc_bound=1 << 20))
+    errors = []
+
+    def work(seed):
+        r = np.random.default_rng(seed)
+        for _ in range(300):
+            x = r.integers(-128, 128, (int(r.integers(1, 6)), 16)).astype(np.int8)
+            if not np.array_equal(run(x), fp.requantize(x.astype(np.int64) @ w, 0, 1 << 30, -10, 0, -128, 127)):
+                errors.append(seed)
+    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def _svdf_runners(prepared) -> list:
+    """Each SVDF layer's native lookup runner (None: none built)."""
+    return [op.params.kept_cache[2][2] if op.params.kept_cache and op.params.kept_cache[2] else None
+            for op in prepared.ops if op.op.opcode == "SVDF"]
+
+
+def test_keyword_model_same_tensors_with_native_on_and_off(monkeypatch):
+    """TFLM's keyword benchmark (7 SVDF layers, 5 FULLY_CONNECTED), batched: every tensor identical
+    with the staged native runners and with QSIM_NATIVE=0 (numpy), and both really ran."""
+    g = load(shared_model("keyword_scrambled_8bit.tflite"))
+    rng = np.random.default_rng(4)
+    xs = [rng.integers(-32768, 32768, (16, 96)).astype(np.int16)]
+    runs = []
+    real = native.gemm_requant_runner
+
+    def counting(*a):
+        got = real(*a)
+        runs.append(got)
+        return got
+    monkeypatch.setattr(native, "gemm_requant_runner", counting)
+    on = prepare_graph(g, "tflm")
+    on_tensors = on.run(xs, keep_all=True)
+    assert all(callable(r) for r in _svdf_runners(on)) and len(_svdf_runners(on)) == 7
+    assert len(runs) == 5 and all(callable(r) for r in runs)  # every FULLY_CONNECTED staged
+    monkeypatch.setenv("QSIM_NATIVE", "0")
+    runs.clear()
+    off = prepare_graph(g, "tflm")
+    off_tensors = off.run(xs, keep_all=True)
+    assert not any(_svdf_runners(off)) and not any(runs)
+    assert set(on_tensors) == set(off_tensors)
+    for t in on_tensors:
+        np.testing.assert_array_equal(on_tensors[t], off_tensors[t], err_msg=g.tensors[t].name)

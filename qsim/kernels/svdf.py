@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
+from .. import native
 from ..errors import QsimError, UndefinedInReferenceError
 from . import register
 from .elementwise import mul_real_multiplier
@@ -233,13 +234,18 @@ def eval_svdf(p: SVDFParams, inputs) -> list[np.ndarray]:
     _plan_table) giving the newest column's index j among its W reachable values, and steps 2-5
     per filter a function of that one value: a table [B, F, W] of their results for every j,
     built once per start state by the general steps below.  Output = ``table[b, f, j]``: a
-    handful of numpy calls per op."""
+    handful of numpy calls per op, or (float32 GEMM, W small enough for a uint8/uint16 window,
+    the native path available) the GEMM by BLAS and the lookups in one C call
+    (:func:`qsim.native.svdf_lookup_runner`: the same index arithmetic and clip)."""
     x = np.asarray(inputs[0])
     if p.feature_table is not None:
         cached = p.kept_cache  # (the lookup of _output_table, inline: the common case of every run)
         out = cached[2] if cached is not None and cached[0] is inputs[4] else _output_table(p, np.asarray(inputs[4]))
         if out is not None:
-            y_table, offsets = out
+            y_table, offsets, run = out
+            y = run(x) if run is not None else None  # the lookups in C (qsim.native.svdf_lookup_runner)
+            if y is not None:
+                return [y]
             v = np.dot(x.astype(p.feature_weights.dtype), p.feature_weights)  # np.dot: less per-call work than matmul
             index = np.add(v, p.feature_shift, out=np.empty(v.shape, np.intp), casting="unsafe")  # exact integers
             return [y_table.take(np.add(p.feature_table.take(index, mode="clip"), offsets))]
@@ -290,7 +296,8 @@ def _kept_part(p: SVDFParams, state: np.ndarray) -> np.ndarray:
 
 
 def _output_table(p: SVDFParams, state: np.ndarray) -> tuple | None:
-    """The table path's (output table int8 [B * F * W], index offsets int64 [B, F]) for a read-only
+    """The table path's (output table int8 [B * F * W], index offsets int64 [B, F], its native runner
+    or None) for a read-only
     start state, built once from :func:`_steps_3_to_5` on every reachable newest value; None for
     a writable state or a table over ``_TABLE_MAX`` entries (then the general path runs)."""
     cached = p.kept_cache
@@ -308,7 +315,8 @@ def _output_table(p: SVDFParams, state: np.ndarray) -> tuple | None:
     y = _steps_3_to_5(p, newest, kept)  # [W, B, F]
     table = np.ascontiguousarray(y.transpose(1, 2, 0)).astype(np.int8).reshape(-1)
     offsets = np.arange(rows * filters, dtype=np.int64).reshape(rows, filters) * width
-    p.kept_cache = (state, kept, (table, offsets))
+    run = native.svdf_lookup_runner(p.feature_weights, p.feature_shift, p.feature_table, table, width, rows)
+    p.kept_cache = (state, kept, (table, offsets, run))
     return p.kept_cache[2]
 
 
