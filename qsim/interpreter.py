@@ -65,6 +65,7 @@ class PreparedGraph:
     _batch_plan: list | None = field(default=None, init=False, repr=False)
     _fast: tuple | None = field(default=None, init=False, repr=False)  # the single-sample loop's steps, see run
     _lean: tuple | None = field(default=None, init=False, repr=False)  # the same for _run_lean
+    _lean_batches: dict | None = field(default=None, init=False, repr=False)  # batch size -> steps, see _batch_lean
     _input_specs: tuple | None = field(default=None, init=False, repr=False)  # see _exact_inputs
     _state_start: dict | None = field(default=None, init=False, repr=False)  # see state_start
 
@@ -120,13 +121,14 @@ class PreparedGraph:
             return values
         return {t: values[t] for t in self.graph.outputs}
 
-    def _run_lean(self, values: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    def _run_lean(self, values: dict[int, np.ndarray], lean: tuple | None = None) -> dict[int, np.ndarray]:
         """run(..., keep_all=False, on_op=None) on one sample (``values``: the graph inputs): the
         same steps as run's loop, with the common op -- one input read from the run's values,
         one output -- unpacked from a flat tuple (see _steps).  A single run of a small model
-        is dominated by such per-op Python work."""
+        is dominated by such per-op Python work.  ``lean``: the steps of a batch instead (see
+        _batch_lean)."""
         ndarray = np.ndarray
-        for ev, params, template, k, i, t, dtype, shape, frees in self._lean:
+        for ev, params, template, k, i, t, dtype, shape, frees in self._lean if lean is None else lean:
             if k < 0:  # the general step: ``i`` holds run's (live, outputs) of it
                 _run_step(ev, params, template, i[0], i[1], values)
             else:
@@ -218,6 +220,34 @@ class PreparedGraph:
             self._lean = _fuse_fc_chains(lean, self._plan, set(self.graph.outputs))
         return self._plan
 
+    def _batch_lean(self, n: int) -> tuple | None:
+        """_run_lean's flat steps for a batch of ``n`` (output shapes :func:`batch_shape`), built once
+        per n (the last few kept), when every op runs "vector" (one pass over the batch); None
+        otherwise (then _run_batch's general loop runs)."""
+        cache = self._lean_batches
+        if cache is None:
+            cache = self._lean_batches = {}
+        got = cache.get(n)
+        if got is None:
+            steps = self._batch_steps()
+            if any(s.mode != "vector" for s in steps):
+                got = False
+            else:
+                flat = []
+                for s in steps:
+                    template = [None if live else c for _, c, live in s.inputs]
+                    live = tuple((k, i) for k, (i, _, on) in enumerate(s.inputs) if on)
+                    outputs = tuple((t, dtype, batch_shape(shape, n)) for t, dtype, shape in s.outputs)
+                    one = len(live) == 1 and len(outputs) == 1
+                    flat.append((s.eval, s.prepared.params, template)
+                                + ((live[0][0], live[0][1]) + outputs[0] if one else (-1, (live, outputs), None, None,
+                                                                                      None)) + (s.frees,))
+                got = tuple(flat)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[n] = got
+        return got or None
+
     def _batch_steps(self) -> list[_Step]:
         if self._batch_plan is None:
             g = self.graph
@@ -233,6 +263,10 @@ class PreparedGraph:
     def _run_batch(self, arrays: dict[int, np.ndarray], n: int, keep_all: bool, on_op) -> dict[int, np.ndarray]:
         """N samples at once; ``arrays`` hold ``(n,) + shape[1:]`` per graph input."""
         g = self.graph
+        if on_op is None and not keep_all:
+            lean = self._batch_lean(n)
+            if lean is not None:
+                return self._run_lean(dict(arrays), lean)
         values: dict[int, np.ndarray] = dict(arrays)
         batched = set(arrays)
         for s in self._batch_steps():
