@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__
 from . import inputs as qin
 from . import report
-from .api import Model, load
+from .api import ENGINES, Model, load
 from .errors import MismatchError, QsimError
 from .profiles import PROFILES
 
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounding profile (default: tflm)")
     requant_arg(s)
     s.add_argument("--top-k", type=int, default=5, metavar="K", help="top-k classes per output (default 5)")
+    s.add_argument("--engine", default="auto", choices=list(ENGINES),
+                   help="python: qsim's numpy kernels; native: the model's generated C compiled for this "
+                        "machine (built once, cached; outputs only, the profile's own arithmetic); auto "
+                        "(default): Python for a one-off run (see Model.run)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
 
@@ -286,10 +290,11 @@ def cmd_run(args) -> int:
     warn(warnings)
     if args.top_k < 0:
         raise QsimError(f"--top-k must be >= 0, got {args.top_k}.")
-    res = m.run(x, profile=args.profile, requant=args.requant)
+    res = m.run(x, profile=args.profile, requant=args.requant, engine=args.engine)
     docs = [res.output_docs(args.top_k)] if res.batch is None else res.output_docs(args.top_k)
     if args.json:
-        doc = {"model": args.model, "input": source, "profile": args.profile, "warnings": warnings}
+        doc = {"model": args.model, "input": source, "profile": args.profile, "engine": res.engine,
+               "warnings": warnings}
         if res.requant is not None:
             doc["requant"] = res.requant.to_dict()
         if res.batch is None:
@@ -298,7 +303,7 @@ def cmd_run(args) -> int:
             doc["samples"] = [{"sample": i, "outputs": d} for i, d in enumerate(docs)]
         emit_json(doc)
         return 0
-    print(f"model: {args.model}  input: {source}  profile: {args.profile}")
+    print(f"model: {args.model}  input: {source}  profile: {args.profile}  engine: {res.engine}")
     if res.requant is not None:
         print(res.requant.render())
     for i, outs in enumerate(docs):

@@ -258,3 +258,25 @@ def test_run_image_through_cli():
     assert [t["index"] for t in top] == [1, 0] and top[0]["real"] > 0.5
     r = qsim("run", m, "--input", shared_model("person.bmp"), "--float-input")
     assert_input_error(r, "--float-input applies to .npy/.npz")
+
+
+def test_run_engine_native_equals_python_and_refusals_exit_2(tmp_path):
+    """`qsim run --engine native` runs the model's C and prints the same outputs as --engine python
+    (a batch of 5 keyword-model samples); a native run that cannot be (a requant variant) exits 2
+    naming the reason."""
+    m = shared_model("keyword_scrambled_8bit.tflite")
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(2).integers(-32768, 32768, (5, 96)).astype(np.int16))
+    docs = {}
+    for engine in ("python", "native"):
+        r = qsim("run", m, "--input", x, "--engine", engine, "--json")
+        assert r.returncode == 0, r.stderr
+        docs[engine] = json.loads(r.stdout)
+        assert docs[engine]["engine"] == engine
+    assert [s["outputs"] for s in docs["native"]["samples"]] == [s["outputs"] for s in docs["python"]["samples"]]
+    assert len(docs["native"]["samples"]) == 5
+    r = qsim("run", m, "--input", x, "--engine", "native")
+    assert r.returncode == 0 and "engine: native" in r.stdout, r.stderr
+    assert_input_error(qsim("run", m, "--input", x, "--engine", "native", "--requant", "shift=8"), "engine='native'",
+                       "requant")
+    assert_input_error(qsim("run", m, "--input", x, "--engine", "gpu"), "invalid choice")
