@@ -82,24 +82,26 @@ class QuantizeParams:
 _TABULATED = (np.dtype(np.int8), np.dtype(np.int16))
 
 
-def _integer_table(dtype, values_of) -> tuple[np.dtype, np.ndarray] | None:
-    """(dtype, ``values_of`` applied to every value of ``dtype`` in increasing order), for int8 and
-    int16 inputs; None otherwise.  Looked up by :func:`_lookup`."""
+def _integer_table(dtype, values_of) -> tuple[np.dtype, np.ndarray, np.ndarray] | None:
+    """(dtype, ``values_of`` applied to every value of ``dtype`` in increasing order, the same
+    values in the order of the inputs' bit patterns read as unsigned), for int8 and int16 inputs;
+    None otherwise.  Looked up by :func:`_lookup`."""
     dtype = np.dtype(dtype)
     if dtype not in _TABULATED:
         return None
     info = np.iinfo(dtype)
-    return dtype, values_of(np.arange(info.min, info.max + 1, dtype=dtype))
+    values = values_of(np.arange(info.min, info.max + 1, dtype=dtype))
+    half = values.shape[0] // 2  # bit patterns 0 .. 2^(b-1) - 1 are the values 0 .. max, the rest min .. -1
+    return dtype, values, np.ascontiguousarray(np.concatenate([values[half:], values[:half]]))
 
 
 def _lookup(table, x: np.ndarray) -> np.ndarray | None:
     """The tabulated values at ``x``, or None when ``x`` is not of the table's input type (or 0-d:
-    ``take`` would give a scalar, not an array)."""
+    ``take`` would give a scalar, not an array).  Indexed by x's bits read as unsigned (one pass:
+    no widening and offset of the index)."""
     if table is None or x.dtype != table[0] or x.ndim == 0:
         return None
-    index = x.astype(np.intp)
-    index += 1 << (8 * x.itemsize - 1)  # - the type's minimum (int8 / int16: no iinfo per call)
-    return table[1].take(index)
+    return table[2].take(x.view(np.uint8 if x.itemsize == 1 else np.uint16))
 
 
 # (input, output) integer types TFLite's QUANTIZE requantizes between in int16x8 models
