@@ -10,6 +10,12 @@
 
 #include <string.h>
 
+/* x86-64 hosts (SSE2 is part of the x86-64 base): a few hot loops (SVDF, the LSTM host form) use its
+ * 128-bit integer instructions; every other target compiles the portable (or Cortex-M DSP) loops. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* GCC at -O2 only vectorizes loops whose trip count is a known multiple of the
  * vector width; these kernels' channel loops are not, so allow the dynamic
  * cost model here (GCC only; other compilers ignore this block). */
@@ -1782,14 +1788,130 @@ static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int s
                                                        : qk_mbqm(x, multiplier, shift);
 }
 
-/* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
- * row's state s [filters][memory], into t[filters]; T: the state / weights_time type. */
-#define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t)                                               \
+#if defined(__SSE2__)
+/* Four rows' dot products at a time for SVDF on x86-64 (SSE2), the same wrapped int32 sums as the scalar
+ * loops: the values are sign-extended to int16 (unpack with itself, arithmetic shift right by 8: SSE2 has no
+ * pmovsx) and multiplied by pmaddwd, which adds two int16 x int16 products into one int32 lane.  For int8
+ * values each product is within [-16256, 16384], so the pair sums are exact; for int16 the one pair that does
+ * not fit, (-32768)^2 * 2 = 2^31, comes out as -2^31, the same value mod 2^32.  The lanes are then summed
+ * with wrapping adds (paddd) and the four rows' lanes folded by qk_hsum4: every step is exact mod 2^32, and
+ * the scalar loops' sums (uint32, or int32 far below overflow for int8 x int8) are the same values mod 2^32,
+ * so the int32 results are identical. */
+
+/* int8 lanes 0..7 (lo) and 8..15 (hi) of v sign-extended to int16 */
+static QK_ALWAYS_INLINE __m128i qk_s8lo(__m128i v)
+{
+    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_s8hi(__m128i v)
+{
+    return _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_load16(const void *p)
+{
+    return _mm_loadu_si128((const __m128i *)p);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_load8(const void *p)
+{
+    return _mm_loadl_epi64((const __m128i *)p);
+}
+
+/* {sum of a0's lanes, ... a3's lanes} (wrapping): a 4 x 4 transpose folded into adds. */
+static QK_ALWAYS_INLINE __m128i qk_hsum4(__m128i a0, __m128i a1, __m128i a2, __m128i a3)
+{
+    const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(a0, a1), _mm_unpackhi_epi32(a0, a1));
+    const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(a2, a3), _mm_unpackhi_epi32(a2, a3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+}
+
+/* acc += the pmaddwd pair sums of 16 (ROW16) or 8 (ROW8) int8 values of wr and xr from k on. */
+#define QK_DOT_S8_ROW16(acc, wr, xr, k)                                                                        \
     do {                                                                                                       \
-        const T *s_ = (const T *)(state_row);                                                                  \
-        const T *w_ = (const T *)(weights_time);                                                               \
+        const __m128i wv_ = qk_load16((wr) + (k)), xv_ = qk_load16((xr) + (k));                                \
+        acc = _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(qk_s8lo(wv_), qk_s8lo(xv_)),                     \
+                                               _mm_madd_epi16(qk_s8hi(wv_), qk_s8hi(xv_))));                   \
+    } while (0)
+#define QK_DOT_S8_ROW8(acc, wr, xr, k)                                                                         \
+    do {                                                                                                       \
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(qk_s8lo(qk_load8((wr) + (k))), qk_s8lo(qk_load8((xr) + (k))))); \
+    } while (0)
+
+/* out[r] = sum_k w[r * n + k] * x[r * xs + k] (k < n, r < 4; int8 w and x, sums wrapping like int32).
+ * xs = 0: one x for all four rows (SVDF's feature stage: the x loads and extensions are shared once
+ * inlined); xs = n: a row of x per row (the time stage). */
+static QK_ALWAYS_INLINE void qk_dot4_s8(const int8_t *w, const int8_t *x, size_t xs, int32_t n, int32_t out[4])
+{
+    const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n, *x1 = x + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+    int32_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        QK_DOT_S8_ROW16(a0, w, x, k);
+        QK_DOT_S8_ROW16(a1, w1, x1, k);
+        QK_DOT_S8_ROW16(a2, w2, x2, k);
+        QK_DOT_S8_ROW16(a3, w3, x3, k);
+    }
+    if (k + 8 <= n) {
+        QK_DOT_S8_ROW8(a0, w, x, k);
+        QK_DOT_S8_ROW8(a1, w1, x1, k);
+        QK_DOT_S8_ROW8(a2, w2, x2, k);
+        QK_DOT_S8_ROW8(a3, w3, x3, k);
+        k += 8;
+    }
+    _mm_storeu_si128((__m128i *)(void *)out, qk_hsum4(a0, a1, a2, a3));
+    for (; k < n; ++k) {
+        out[0] = qk_add_wrap(out[0], w[k] * x[k]);
+        out[1] = qk_add_wrap(out[1], w1[k] * x1[k]);
+        out[2] = qk_add_wrap(out[2], w2[k] * x2[k]);
+        out[3] = qk_add_wrap(out[3], w3[k] * x3[k]);
+    }
+}
+#undef QK_DOT_S8_ROW16
+#undef QK_DOT_S8_ROW8
+
+/* t[0..4) += b[0..4), wrapping like int32 */
+static QK_ALWAYS_INLINE void qk_svdf_add4(int32_t *t, const int32_t *b)
+{
+    _mm_storeu_si128((__m128i *)(void *)t, _mm_add_epi32(qk_load16(t), qk_load16(b)));
+}
+
+/* out[r] = sum_k w[r * n + k] * x[r * n + k] (k < n, r < 4) for int16 w and x (SVDF's int16 time stage),
+ * wrapping like int32. */
+static QK_ALWAYS_INLINE void qk_dot4_s16(const int16_t *w, const int16_t *x, int32_t n, int32_t out[4])
+{
+    __m128i a[4];
+    int32_t k, r;
+    for (r = 0; r < 4; ++r) {
+        const int16_t *wr = w + (size_t)r * n, *xr = x + (size_t)r * n;
+        a[r] = _mm_setzero_si128();
+        for (k = 0; k + 8 <= n; k += 8) {
+            a[r] = _mm_add_epi32(a[r], _mm_madd_epi16(qk_load16(wr + k), qk_load16(xr + k)));
+        }
+        if (k + 4 <= n) {
+            a[r] = _mm_add_epi32(a[r], _mm_madd_epi16(qk_load8(wr + k), qk_load8(xr + k)));
+        }
+    }
+    _mm_storeu_si128((__m128i *)(void *)out, qk_hsum4(a[0], a[1], a[2], a[3]));
+    for (r = 0; r < 4; ++r) {
+        const int16_t *wr = w + (size_t)r * n, *xr = x + (size_t)r * n;
+        for (k = n & ~3; k < n; ++k) {
+            out[r] = qk_add_wrap(out[r], (int32_t)wr[k] * xr[k]);
+        }
+    }
+}
+#endif
+
+/* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
+ * row's state s [filters][memory], into t[filters], from filter `first` on; T: the state / weights_time
+ * type. */
+#define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t, first)                                        \
+    do {                                                                                                       \
+        const T *s_ = (const T *)(state_row) + (size_t)(first) * (p)->memory;                                  \
+        const T *w_ = (const T *)(weights_time) + (size_t)(first) * (p)->memory;                               \
         int32_t f_, m_;                                                                                        \
-        for (f_ = 0; f_ < (p)->filters; ++f_, s_ += (p)->memory, w_ += (p)->memory) {                          \
+        for (f_ = (first); f_ < (p)->filters; ++f_, s_ += (p)->memory, w_ += (p)->memory) {                    \
             uint32_t acc_ = (uint32_t)(time_bias)[f_];                                                         \
             for (m_ = 0; m_ < (p)->memory; ++m_) {                                                             \
                 acc_ += (uint32_t)((int32_t)w_[m_] * s_[m_]);                                                  \
@@ -1812,37 +1934,65 @@ static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int s
         }                                                                                                      \
     } while (0)
 
-void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights_feature,
+/* The newest state entry of a filter from its feature sum acc (= dot + feature_bias): MBQM(acc, m1, s1),
+ * clamped to the state type, + state_zp wrapped to it (zp_after_clamp; else + state_zp before the clamp). */
+static QK_ALWAYS_INLINE int32_t qk_svdf_newest(const qk_svdf_params *p, int32_t acc)
+{
+    const int32_t v = qk_mbqm_rnn(acc, p->m1, p->s1);
+    return p->zp_after_clamp ? qk_wrap_bits(qk_clamp(v, p->state_min, p->state_max) + p->state_zp, p->state_bits)
+                             : qk_clamp_offset64(v, p->state_zp, p->state_min, p->state_max);
+}
+
+void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *weights_feature,
              const int32_t *feature_bias, const void *weights_time, const int32_t *time_bias,
              const int32_t *bias, void *state, int8_t *output, int32_t *scratch)
 {
+    /* a local copy: the compiler then knows the stores to output and state leave the parameters alone */
+    const qk_svdf_params q = *params, *p = &q;
     const int32_t row_len = p->filters * p->memory;
-    int32_t b, f, u, r;
+    int32_t b, f, u, r, f4 = 0;
+#if defined(__SSE2__)
+    f4 = p->filters & ~3; /* filters [0, f4): four at a time */
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->n_in;
         const int8_t *w = weights_feature;
         /* the newest state entries, in scratch[filters] */
-        for (f = 0; f < p->filters; ++f, w += p->n_in) {
-            scratch[f] = qk_mbqm_rnn(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
+        f = 0;
+#if defined(__SSE2__)
+        for (; f < f4; f += 4, w += 4 * (size_t)p->n_in) {
+            int32_t d[4], i;
+            qk_dot4_s8(w, x, 0, p->n_in, d);
+            for (i = 0; i < 4; ++i) {
+                scratch[f + i] = qk_svdf_newest(p, qk_add_wrap(d[i], feature_bias[f + i]));
+            }
         }
-        if (p->zp_after_clamp) {
-            for (f = 0; f < p->filters; ++f) {
-                scratch[f] = qk_wrap_bits(qk_clamp(scratch[f], p->state_min, p->state_max) + p->state_zp,
-                                          p->state_bits);
-            }
-        } else {
-            for (f = 0; f < p->filters; ++f) {
-                scratch[f] = qk_clamp_offset64(scratch[f], p->state_zp, p->state_min, p->state_max);
-            }
+#endif
+        for (; f < p->filters; ++f, w += p->n_in) {
+            scratch[f] = qk_svdf_newest(p, qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]));
         }
         if (p->state_bits == 8) {
             int8_t *s = (int8_t *)state + (size_t)b * row_len;
             QK_SVDF_PUSH(int8_t, p, s, scratch);
-            QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch);
+#if defined(__SSE2__)
+            for (f = 0; f < f4; f += 4) {
+                const size_t o = (size_t)f * p->memory;
+                qk_dot4_s8((const int8_t *)weights_time + o, s + o, (size_t)p->memory, p->memory, scratch + f);
+                qk_svdf_add4(scratch + f, time_bias + f);
+            }
+#endif
+            QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch, f4);
         } else {
             int16_t *s = (int16_t *)state + (size_t)b * row_len;
             QK_SVDF_PUSH(int16_t, p, s, scratch);
-            QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch);
+#if defined(__SSE2__)
+            for (f = 0; f < f4; f += 4) {
+                const size_t o = (size_t)f * p->memory;
+                qk_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
+                qk_svdf_add4(scratch + f, time_bias + f);
+            }
+#endif
+            QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch, f4);
         }
         for (u = 0; u < p->units; ++u) {
             uint32_t acc = (uint32_t)bias[u];
@@ -1971,10 +2121,6 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
     QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
                   qk_lstm_pre(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 /* acc[r] = sum_k w[r][k] * x[k] for the R rows of a weight matrix stored as column pairs, wt [n / 2][R][2]
  * (wt[k / 2][r][k % 2] = w[r][k]; n odd: a last pair padded with a zero weight): the loops run over
