@@ -1839,10 +1839,10 @@ static QK_ALWAYS_INLINE __m128i qk_hsum4(__m128i a0, __m128i a1, __m128i a2, __m
         acc = _mm_add_epi32(acc, _mm_madd_epi16(qk_s8lo(qk_load8((wr) + (k))), qk_s8lo(qk_load8((xr) + (k))))); \
     } while (0)
 
-/* out[r] = sum_k w[r * n + k] * x[r * xs + k] (k < n, r < 4; int8 w and x, sums wrapping like int32).
- * xs = 0: one x for all four rows (SVDF's feature stage: the x loads and extensions are shared once
- * inlined); xs = n: a row of x per row (the time stage). */
-static QK_ALWAYS_INLINE void qk_dot4_s8(const int8_t *w, const int8_t *x, size_t xs, int32_t n, int32_t out[4])
+/* {sum_k w[r * n + k] * x[r * xs + k] : r < 4} (k < n; int8 w and x, sums wrapping like int32).  xs = 0: one
+ * x for all four rows (SVDF's feature stage: the x loads and extensions are shared once inlined); xs = n: a
+ * row of x per row (the time stage). */
+static QK_ALWAYS_INLINE __m128i qk_dot4_s8(const int8_t *w, const int8_t *x, size_t xs, int32_t n)
 {
     const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n, *x1 = x + xs, *x2 = x1 + xs, *x3 = x2 + xs;
     __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
@@ -1860,29 +1860,29 @@ static QK_ALWAYS_INLINE void qk_dot4_s8(const int8_t *w, const int8_t *x, size_t
         QK_DOT_S8_ROW8(a3, w3, x3, k);
         k += 8;
     }
-    _mm_storeu_si128((__m128i *)(void *)out, qk_hsum4(a0, a1, a2, a3));
-    for (; k < n; ++k) {
-        out[0] = qk_add_wrap(out[0], w[k] * x[k]);
-        out[1] = qk_add_wrap(out[1], w1[k] * x1[k]);
-        out[2] = qk_add_wrap(out[2], w2[k] * x2[k]);
-        out[3] = qk_add_wrap(out[3], w3[k] * x3[k]);
+    a0 = qk_hsum4(a0, a1, a2, a3);
+    if (k < n) {
+        int32_t t[4] = {0, 0, 0, 0};
+        for (; k < n; ++k) {
+            t[0] += w[k] * x[k];
+            t[1] += w1[k] * x1[k];
+            t[2] += w2[k] * x2[k];
+            t[3] += w3[k] * x3[k];
+        }
+        a0 = _mm_add_epi32(a0, qk_load16(t));
     }
+    return a0;
 }
 #undef QK_DOT_S8_ROW16
 #undef QK_DOT_S8_ROW8
 
-/* t[0..4) += b[0..4), wrapping like int32 */
-static QK_ALWAYS_INLINE void qk_svdf_add4(int32_t *t, const int32_t *b)
-{
-    _mm_storeu_si128((__m128i *)(void *)t, _mm_add_epi32(qk_load16(t), qk_load16(b)));
-}
-
-/* out[r] = sum_k w[r * n + k] * x[r * n + k] (k < n, r < 4) for int16 w and x (SVDF's int16 time stage),
- * wrapping like int32. */
-static QK_ALWAYS_INLINE void qk_dot4_s16(const int16_t *w, const int16_t *x, int32_t n, int32_t out[4])
+/* {sum_k w[r * n + k] * x[r * n + k] : r < 4} (k < n; int16 w and x: SVDF's int16 time stage), wrapping like
+ * int32. */
+static QK_ALWAYS_INLINE __m128i qk_dot4_s16(const int16_t *w, const int16_t *x, int32_t n)
 {
     __m128i a[4];
     int32_t k, r;
+    uint32_t t[4] = {0, 0, 0, 0};
     for (r = 0; r < 4; ++r) {
         const int16_t *wr = w + (size_t)r * n, *xr = x + (size_t)r * n;
         a[r] = _mm_setzero_si128();
@@ -1892,15 +1892,46 @@ static QK_ALWAYS_INLINE void qk_dot4_s16(const int16_t *w, const int16_t *x, int
         if (k + 4 <= n) {
             a[r] = _mm_add_epi32(a[r], _mm_madd_epi16(qk_load8(wr + k), qk_load8(xr + k)));
         }
-    }
-    _mm_storeu_si128((__m128i *)(void *)out, qk_hsum4(a[0], a[1], a[2], a[3]));
-    for (r = 0; r < 4; ++r) {
-        const int16_t *wr = w + (size_t)r * n, *xr = x + (size_t)r * n;
         for (k = n & ~3; k < n; ++k) {
-            out[r] = qk_add_wrap(out[r], (int32_t)wr[k] * xr[k]);
+            t[r] += (uint32_t)(wr[k] * xr[k]);
         }
     }
+    return _mm_add_epi32(qk_hsum4(a[0], a[1], a[2], a[3]), qk_load16(t));
 }
+
+/* qk_mbqm_right2 on four lanes (a multiplier >= 0, e = -shift >= 2): round = 2^(e-2), count = e - 1.  SSE2
+ * multiplies unsigned 32 x 32 -> 64 bits only (pmuludq, lanes 0 and 2), so with xu = x mod 2^32 (= x + 2^32
+ * when x < 0) and the nudge's bits read unsigned (nu = 2^30, or 3 * 2^30 = -2^30 + 2^32 when x < 0):
+ * z = x*m + nudge = (xu*m + nu) - [x < 0] * (m + 1) * 2^32, where P = xu*m + nu < 2^63 + 2^32 is exact in 64
+ * unsigned bits; hence hi = floor(z / 2^32) = (P >> 32) - [x < 0] * (m + 1), computed mod 2^32 and exact
+ * since |hi| <= 2^30 + 1.  Single rounding: z = x*m, the same with nu = 0 and m for m + 1.  The last step,
+ * (hi + round) >> count, is qk_mbqm_right2's. */
+static QK_ALWAYS_INLINE __m128i qk_mbqm_right2_x4(__m128i x, __m128i m, __m128i round, __m128i count)
+{
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1), neg = _mm_srai_epi32(x, 31);
+#if defined(QK_SINGLE_ROUNDING)
+    const __m128i pe = _mm_mul_epu32(x, m), po = _mm_mul_epu32(_mm_srli_epi64(x, 32), m);
+    const __m128i corr = _mm_and_si128(neg, m);
+#else
+    const __m128i nu = _mm_or_si128(_mm_and_si128(x, _mm_set1_epi32(QK_INT32_MIN)), _mm_set1_epi32(0x40000000));
+    const __m128i pe = _mm_add_epi64(_mm_mul_epu32(x, m), _mm_and_si128(nu, even));
+    const __m128i po = _mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(x, 32), m), _mm_srli_epi64(nu, 32));
+    const __m128i corr = _mm_and_si128(neg, _mm_add_epi32(m, _mm_set1_epi32(1)));
+#endif
+    const __m128i hi = _mm_or_si128(_mm_srli_epi64(pe, 32), _mm_andnot_si128(even, po));
+    return _mm_sra_epi32(_mm_add_epi32(_mm_sub_epi32(hi, corr), round), count);
+}
+
+/* clamp(v, lo, hi) on four int32 lanes (SSE2 has no pminsd / pmaxsd) */
+static QK_ALWAYS_INLINE __m128i qk_clamp_x4(__m128i v, __m128i lo, __m128i hi)
+{
+    const __m128i above = _mm_cmpgt_epi32(v, hi);
+    __m128i below;
+    v = _mm_or_si128(_mm_and_si128(above, hi), _mm_andnot_si128(above, v));
+    below = _mm_cmpgt_epi32(lo, v);
+    return _mm_or_si128(_mm_and_si128(below, lo), _mm_andnot_si128(below, v));
+}
+
 #endif
 
 /* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
@@ -1952,19 +1983,41 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
     const int32_t row_len = p->filters * p->memory;
     int32_t b, f, u, r, f4 = 0;
 #if defined(__SSE2__)
-    f4 = p->filters & ~3; /* filters [0, f4): four at a time */
+    /* Four filters (units) at a time, the MBQMs too where qk_mbqm_rnn takes qk_mbqm_right2 (fast1, fast2).
+     * The newest entries (TFLite Micro's order, the zero point after the clamp: the only one codegen emits;
+     * the other goes through qk_svdf_newest): wrap(clamp(v, lo, hi) + state_zp), the wrap to the state's bits
+     * as a shift left then arithmetic right by 32 - bits (= qk_wrap_bits). */
+    const int fast1 = p->zp_after_clamp && p->m1 >= 0 && p->s1 <= QK_FAST_SHIFT;
+    const int fast2 = p->m2 >= 0 && p->s2 <= QK_FAST_SHIFT;
+    const __m128i m1 = _mm_set1_epi32(p->m1), round1 = _mm_set1_epi32(fast1 ? ((int32_t)1 << (-p->s1 - 1)) >> 1 : 0);
+    const __m128i count1 = _mm_cvtsi32_si128(fast1 ? -p->s1 - 1 : 0);
+    const __m128i clo = _mm_set1_epi32(p->state_min), chi = _mm_set1_epi32(p->state_max);
+    const __m128i zp = _mm_set1_epi32(p->state_zp), wrap = _mm_cvtsi32_si128(32 - p->state_bits);
+    const __m128i m2 = _mm_set1_epi32(p->m2), round2 = _mm_set1_epi32(fast2 ? ((int32_t)1 << (-p->s2 - 1)) >> 1 : 0);
+    const __m128i count2 = _mm_cvtsi32_si128(fast2 ? -p->s2 - 1 : 0);
+    const __m128i olo = _mm_set1_epi32(-128 - p->output_offset), ohi = _mm_set1_epi32(127 - p->output_offset);
+    const __m128i off = _mm_set1_epi32(p->output_offset);
+    const int32_t u4 = fast2 ? p->units & ~3 : 0;
+    f4 = p->filters & ~3;
 #endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->n_in;
         const int8_t *w = weights_feature;
+        int8_t *out = output + (size_t)b * p->units;
         /* the newest state entries, in scratch[filters] */
         f = 0;
 #if defined(__SSE2__)
         for (; f < f4; f += 4, w += 4 * (size_t)p->n_in) {
-            int32_t d[4], i;
-            qk_dot4_s8(w, x, 0, p->n_in, d);
-            for (i = 0; i < 4; ++i) {
-                scratch[f + i] = qk_svdf_newest(p, qk_add_wrap(d[i], feature_bias[f + i]));
+            const __m128i acc = _mm_add_epi32(qk_dot4_s8(w, x, 0, p->n_in), qk_load16(feature_bias + f));
+            if (fast1) {
+                const __m128i v = _mm_add_epi32(qk_clamp_x4(qk_mbqm_right2_x4(acc, m1, round1, count1), clo, chi), zp);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_sra_epi32(_mm_sll_epi32(v, wrap), wrap));
+            } else {
+                int32_t i;
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), acc);
+                for (i = f; i < f + 4; ++i) {
+                    scratch[i] = qk_svdf_newest(p, scratch[i]);
+                }
             }
         }
 #endif
@@ -1977,8 +2030,8 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                qk_dot4_s8((const int8_t *)weights_time + o, s + o, (size_t)p->memory, p->memory, scratch + f);
-                qk_svdf_add4(scratch + f, time_bias + f);
+                const __m128i t = qk_dot4_s8((const int8_t *)weights_time + o, s + o, (size_t)p->memory, p->memory);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
 #endif
             QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch, f4);
@@ -1988,19 +2041,37 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                qk_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
-                qk_svdf_add4(scratch + f, time_bias + f);
+                const __m128i t = qk_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
 #endif
             QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch, f4);
         }
-        for (u = 0; u < p->units; ++u) {
+        u = 0;
+#if defined(__SSE2__)
+        if (p->rank > 1) { /* the rank sums in place: unit u < u4 reads entries >= u and writes entry u */
+            for (u = 0; u < u4; ++u) {
+                uint32_t acc = (uint32_t)scratch[u * p->rank];
+                for (r = 1; r < p->rank; ++r) {
+                    acc += (uint32_t)scratch[u * p->rank + r];
+                }
+                scratch[u] = (int32_t)acc;
+            }
+        }
+        for (u = 0; u < u4; u += 4) {
+            const __m128i acc = _mm_add_epi32(qk_load16(bias + u), qk_load16(scratch + u));
+            const __m128i v = _mm_add_epi32(qk_clamp_x4(qk_mbqm_right2_x4(acc, m2, round2, count2), olo, ohi), off);
+            const __m128i v8 = _mm_packs_epi16(_mm_packs_epi32(v, v), v); /* int8 values: the packs are exact */
+            const int32_t bytes = _mm_cvtsi128_si32(v8);
+            memcpy(out + u, &bytes, 4);
+        }
+#endif
+        for (; u < p->units; ++u) {
             uint32_t acc = (uint32_t)bias[u];
             for (r = 0; r < p->rank; ++r) {
                 acc += (uint32_t)scratch[u * p->rank + r];
             }
-            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2),
-                                                                         p->output_offset, -128, 127);
+            out[u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2), p->output_offset, -128, 127);
         }
     }
 }
