@@ -231,13 +231,17 @@ def test_builder_svdf_bit_exact_with_tflm(rank, state, batch, seed, tmp_path):
 
 
 # (n_in, memory, units, rank, state, batch): the x86-64 SSE2 path of qk_svdf takes four filters (and units) at a
-# time with chunks of 16 and 8 bytes and a scalar tail; these hit every chunk / tail mix of the feature dot (n_in
-# 1 .. 96) and of the time dot (memory 1 .. 33, int8: chunks of 16 and 8 values, int16: of 8 and 4), filter and
-# unit counts with and without a remainder of four, rank 1 and 2, batch 2.
-SVDF_EDGES = [(1, 1, 1, 1, np.int8, 1), (7, 2, 3, 1, np.int16, 2), (8, 8, 5, 1, np.int8, 2),
+# time with chunks of 16 and 8 bytes and a scalar tail.  These hit every chunk / tail mix of the feature dot (n_in
+# 1 .. 96) and of the time stage (memory 1 .. 33; int8 chunks of 16 and 8 values, int16 of 8 and 4, each ending
+# before the row's newest entry or at it), filter and unit counts with and without a remainder of four (filters
+# 1 .. 10), rank 1 and 2, batch 2.
+SVDF_EDGES = [(1, 1, 1, 1, np.int8, 1), (7, 2, 2, 2, np.int16, 2), (8, 8, 5, 1, np.int8, 2),
               (15, 9, 3, 2, np.int8, 1), (16, 32, 5, 2, np.int16, 2), (17, 4, 4, 1, np.int16, 1),
               (33, 16, 8, 1, np.int8, 2), (96, 32, 4, 2, np.int8, 1), (24, 5, 7, 1, np.int16, 2),
-              (9, 12, 3, 2, np.int16, 1), (31, 17, 6, 1, np.int8, 1), (40, 33, 2, 2, np.int8, 2)]
+              (9, 12, 3, 2, np.int16, 1), (31, 17, 6, 1, np.int8, 1), (40, 33, 2, 2, np.int8, 2),
+              (12, 24, 4, 1, np.int8, 1), (20, 27, 5, 1, np.int8, 2), (5, 5, 2, 2, np.int8, 1),
+              (10, 15, 4, 1, np.int16, 1), (3, 3, 4, 1, np.int16, 2), (11, 1, 4, 1, np.int8, 1),
+              (6, 1, 2, 2, np.int16, 1)]
 
 
 def svdf_edges_model() -> bytes:

@@ -1827,77 +1827,131 @@ static QK_ALWAYS_INLINE __m128i qk_hsum4(__m128i a0, __m128i a1, __m128i a2, __m
     return _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
 }
 
-/* acc += the pmaddwd pair sums of 16 (ROW16) or 8 (ROW8) int8 values of wr and xr from k on. */
-#define QK_DOT_S8_ROW16(acc, wr, xr, k)                                                                        \
-    do {                                                                                                       \
-        const __m128i wv_ = qk_load16((wr) + (k)), xv_ = qk_load16((xr) + (k));                                \
-        acc = _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(qk_s8lo(wv_), qk_s8lo(xv_)),                     \
-                                               _mm_madd_epi16(qk_s8hi(wv_), qk_s8hi(xv_))));                   \
-    } while (0)
-#define QK_DOT_S8_ROW8(acc, wr, xr, k)                                                                         \
-    do {                                                                                                       \
-        acc = _mm_add_epi32(acc, _mm_madd_epi16(qk_s8lo(qk_load8((wr) + (k))), qk_s8lo(qk_load8((xr) + (k))))); \
-    } while (0)
-
-/* {sum_k w[r * n + k] * x[r * xs + k] : r < 4} (k < n; int8 w and x, sums wrapping like int32).  xs = 0: one
- * x for all four rows (SVDF's feature stage: the x loads and extensions are shared once inlined); xs = n: a
- * row of x per row (the time stage). */
-static QK_ALWAYS_INLINE __m128i qk_dot4_s8(const int8_t *w, const int8_t *x, size_t xs, int32_t n)
+/* acc + the pmaddwd pair sums of w and x: 16 int8 values (qk_madd16_s8), the 8 in the low half (qk_madd8_s8), int16
+ * values (qk_madd_s16; 4 in the low half: the high half zero). */
+static QK_ALWAYS_INLINE __m128i qk_madd16_s8(__m128i acc, __m128i w, __m128i x)
 {
-    const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n, *x1 = x + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+    return _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)), _mm_madd_epi16(qk_s8hi(w), qk_s8hi(x))));
+}
+
+static QK_ALWAYS_INLINE __m128i qk_madd8_s8(__m128i acc, __m128i w, __m128i x)
+{
+    return _mm_add_epi32(acc, _mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)));
+}
+
+static QK_ALWAYS_INLINE __m128i qk_madd_s16(__m128i acc, __m128i w, __m128i x)
+{
+    return _mm_add_epi32(acc, _mm_madd_epi16(w, x));
+}
+
+/* {sum_k w[r * n + k] * x[k] : r < 4} (k < n; int8 w and x, sums wrapping like int32): SVDF's feature stage, the
+ * x loads and extensions shared by the four rows. */
+static QK_ALWAYS_INLINE __m128i qk_dot4_s8(const int8_t *w, const int8_t *x, int32_t n)
+{
+    const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n;
     __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
     int32_t k = 0;
     for (; k + 16 <= n; k += 16) {
-        QK_DOT_S8_ROW16(a0, w, x, k);
-        QK_DOT_S8_ROW16(a1, w1, x1, k);
-        QK_DOT_S8_ROW16(a2, w2, x2, k);
-        QK_DOT_S8_ROW16(a3, w3, x3, k);
+        const __m128i xv = qk_load16(x + k);
+        a0 = qk_madd16_s8(a0, qk_load16(w + k), xv);
+        a1 = qk_madd16_s8(a1, qk_load16(w1 + k), xv);
+        a2 = qk_madd16_s8(a2, qk_load16(w2 + k), xv);
+        a3 = qk_madd16_s8(a3, qk_load16(w3 + k), xv);
     }
     if (k + 8 <= n) {
-        QK_DOT_S8_ROW8(a0, w, x, k);
-        QK_DOT_S8_ROW8(a1, w1, x1, k);
-        QK_DOT_S8_ROW8(a2, w2, x2, k);
-        QK_DOT_S8_ROW8(a3, w3, x3, k);
+        const __m128i xv = qk_load8(x + k);
+        a0 = qk_madd8_s8(a0, qk_load8(w + k), xv);
+        a1 = qk_madd8_s8(a1, qk_load8(w1 + k), xv);
+        a2 = qk_madd8_s8(a2, qk_load8(w2 + k), xv);
+        a3 = qk_madd8_s8(a3, qk_load8(w3 + k), xv);
         k += 8;
     }
-    a0 = qk_hsum4(a0, a1, a2, a3);
-    if (k < n) {
-        int32_t t[4] = {0, 0, 0, 0};
+    if (k < n) { /* the tail's sums in lane 0 (not through memory: a wide load of narrow stores stalls) */
+        int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
         for (; k < n; ++k) {
-            t[0] += w[k] * x[k];
-            t[1] += w1[k] * x1[k];
-            t[2] += w2[k] * x2[k];
-            t[3] += w3[k] * x3[k];
+            t0 += w[k] * x[k];
+            t1 += w1[k] * x[k];
+            t2 += w2[k] * x[k];
+            t3 += w3[k] * x[k];
         }
-        a0 = _mm_add_epi32(a0, qk_load16(t));
+        a0 = _mm_add_epi32(a0, _mm_cvtsi32_si128(t0));
+        a1 = _mm_add_epi32(a1, _mm_cvtsi32_si128(t1));
+        a2 = _mm_add_epi32(a2, _mm_cvtsi32_si128(t2));
+        a3 = _mm_add_epi32(a3, _mm_cvtsi32_si128(t3));
     }
-    return a0;
+    return qk_hsum4(a0, a1, a2, a3);
 }
-#undef QK_DOT_S8_ROW16
-#undef QK_DOT_S8_ROW8
 
-/* {sum_k w[r * n + k] * x[r * n + k] : r < 4} (k < n; int16 w and x: SVDF's int16 time stage), wrapping like
- * int32. */
-static QK_ALWAYS_INLINE __m128i qk_dot4_s16(const int16_t *w, const int16_t *x, int32_t n)
-{
-    __m128i a[4];
-    int32_t k, r;
-    uint32_t t[4] = {0, 0, 0, 0};
-    for (r = 0; r < 4; ++r) {
-        const int16_t *wr = w + (size_t)r * n, *xr = x + (size_t)r * n;
-        a[r] = _mm_setzero_si128();
-        for (k = 0; k + 8 <= n; k += 8) {
-            a[r] = _mm_add_epi32(a[r], _mm_madd_epi16(qk_load16(wr + k), qk_load16(xr + k)));
-        }
-        if (k + 4 <= n) {
-            a[r] = _mm_add_epi32(a[r], _mm_madd_epi16(qk_load8(wr + k), qk_load8(xr + k)));
-        }
-        for (k = n & ~3; k < n; ++k) {
-            t[r] += (uint32_t)(wr[k] * xr[k]);
-        }
+/* SVDF's push and time stage for four filters' state rows s [4][M] in one pass (the memmove of QK_SVDF_PUSH
+ * followed by wide loads of what it just stored would stall on store forwarding): each row shifts left by one
+ * entry in place, its newest entry (newest[r], a value of type T) last, and the result is {wt[r] . (new row r)}
+ * (weights_time wt [4][M], wrapping like int32).  Chunks of 16 bytes, then one of 8, then single entries, the
+ * four rows side by side: a chunk ending before the row's last entry is the row read one entry further on; the
+ * chunk ending at it is read in place, moved down one entry in the register and given the newest entry on top,
+ * so every load stays in its row and sees only entries not yet written. */
+#define QK_SVDF_SHIFT_DOT4(NAME, T, MASK, MADD16, MADD8)                                                       \
+    static QK_ALWAYS_INLINE __m128i NAME(const T *wt, T *s, int32_t M, const int32_t *newest)                  \
+    {                                                                                                          \
+        const int32_t n16 = 16 / (int32_t)sizeof(T), n8 = 8 / (int32_t)sizeof(T);                              \
+        __m128i a[4], v;                                                                                       \
+        int32_t k = 0, r;                                                                                      \
+        for (r = 0; r < 4; ++r) {                                                                              \
+            a[r] = _mm_setzero_si128();                                                                        \
+        }                                                                                                      \
+        for (; k + n16 < M; k += n16) {                                                                        \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = qk_load16(sr + 1);                                                                         \
+                _mm_storeu_si128((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD16(a[r], qk_load16(wt + (size_t)r * M + k), v);                                     \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (k + n16 == M) {                                                                                    \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = _mm_or_si128(_mm_srli_si128(qk_load16(sr), sizeof(T)),                                     \
+                                 _mm_slli_si128(_mm_cvtsi32_si128(newest[r] & (MASK)), 16 - sizeof(T)));       \
+                _mm_storeu_si128((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD16(a[r], qk_load16(wt + (size_t)r * M + k), v);                                     \
+            }                                                                                                  \
+            k = M;                                                                                             \
+        } else if (k + n8 < M) {                                                                               \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = qk_load8(sr + 1);                                                                          \
+                _mm_storel_epi64((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD8(a[r], qk_load8(wt + (size_t)r * M + k), v);                                       \
+            }                                                                                                  \
+            k += n8;                                                                                           \
+        } else if (k + n8 == M) {                                                                              \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = _mm_or_si128(_mm_srli_epi64(qk_load8(sr), 8 * sizeof(T)),                                  \
+                                 _mm_slli_epi64(_mm_cvtsi32_si128(newest[r] & (MASK)), 64 - 8 * sizeof(T)));   \
+                _mm_storel_epi64((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD8(a[r], qk_load8(wt + (size_t)r * M + k), v);                                       \
+            }                                                                                                  \
+            k = M;                                                                                             \
+        }                                                                                                      \
+        if (k < M) { /* the tail's sums into lane 0 (not through memory: a wide load of narrow stores stalls) */ \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M;                                                                     \
+                const T *wr = wt + (size_t)r * M;                                                              \
+                uint32_t tail = 0;                                                                             \
+                int32_t j;                                                                                     \
+                for (j = k; j < M; ++j) {                                                                      \
+                    const int32_t e = j + 1 < M ? sr[j + 1] : newest[r];                                       \
+                    sr[j] = (T)e;                                                                              \
+                    tail += (uint32_t)(wr[j] * e);                                                             \
+                }                                                                                              \
+                a[r] = _mm_add_epi32(a[r], _mm_cvtsi32_si128((int32_t)tail));                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+        return qk_hsum4(a[0], a[1], a[2], a[3]);                                                               \
     }
-    return _mm_add_epi32(qk_hsum4(a[0], a[1], a[2], a[3]), qk_load16(t));
-}
+QK_SVDF_SHIFT_DOT4(qk_svdf_shift_dot4_s8, int8_t, 0xff, qk_madd16_s8, qk_madd8_s8)
+QK_SVDF_SHIFT_DOT4(qk_svdf_shift_dot4_s16, int16_t, 0xffff, qk_madd_s16, qk_madd_s16)
+#undef QK_SVDF_SHIFT_DOT4
 
 /* qk_mbqm_right2 on four lanes (a multiplier >= 0, e = -shift >= 2): round = 2^(e-2), count = e - 1.  SSE2
  * multiplies unsigned 32 x 32 -> 64 bits only (pmuludq, lanes 0 and 2), so with xu = x mod 2^32 (= x + 2^32
@@ -1952,16 +2006,16 @@ static QK_ALWAYS_INLINE __m128i qk_clamp_x4(__m128i v, __m128i lo, __m128i hi)
     } while (0)
 
 /* One batch row's state [filters][memory] shifted left by one entry (TFLite Micro's memory: each filter's
- * row loses its oldest entry), the newest entries new[filters] last in each row: one move of the whole
- * block (each row's last slot takes the next row's first entry, then its newest value). */
-#define QK_SVDF_PUSH(T, p, state_row, newest)                                                                  \
+ * row loses its oldest entry), the newest entries new[filters] last in each row, from filter `first` on: one
+ * move of the whole block (each row's last slot takes the next row's first entry, then its newest value). */
+#define QK_SVDF_PUSH(T, p, state_row, newest, first)                                                           \
     do {                                                                                                       \
-        T *s_ = (T *)(state_row);                                                                              \
-        const int32_t len_ = (p)->filters * (p)->memory;                                                       \
+        T *s_ = (T *)(state_row) + (size_t)(first) * (p)->memory;                                              \
+        const int32_t len_ = ((p)->filters - (first)) * (p)->memory;                                           \
         int32_t f_;                                                                                            \
         memmove(s_, s_ + 1, (size_t)(len_ - 1) * sizeof(T));                                                   \
-        for (f_ = 0; f_ < (p)->filters; ++f_) {                                                                \
-            s_[(size_t)f_ * (p)->memory + (p)->memory - 1] = (T)(newest)[f_];                                  \
+        for (f_ = (first); f_ < (p)->filters; ++f_) {                                                          \
+            s_[(size_t)(f_ - (first)) * (p)->memory + (p)->memory - 1] = (T)(newest)[f_];                      \
         }                                                                                                      \
     } while (0)
 
@@ -1995,7 +2049,6 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
     const __m128i zp = _mm_set1_epi32(p->state_zp), wrap = _mm_cvtsi32_si128(32 - p->state_bits);
     const __m128i m2 = _mm_set1_epi32(p->m2), round2 = _mm_set1_epi32(fast2 ? ((int32_t)1 << (-p->s2 - 1)) >> 1 : 0);
     const __m128i count2 = _mm_cvtsi32_si128(fast2 ? -p->s2 - 1 : 0);
-    const __m128i olo = _mm_set1_epi32(-128 - p->output_offset), ohi = _mm_set1_epi32(127 - p->output_offset);
     const __m128i off = _mm_set1_epi32(p->output_offset);
     const int32_t u4 = fast2 ? p->units & ~3 : 0;
     f4 = p->filters & ~3;
@@ -2008,7 +2061,7 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
         f = 0;
 #if defined(__SSE2__)
         for (; f < f4; f += 4, w += 4 * (size_t)p->n_in) {
-            const __m128i acc = _mm_add_epi32(qk_dot4_s8(w, x, 0, p->n_in), qk_load16(feature_bias + f));
+            const __m128i acc = _mm_add_epi32(qk_dot4_s8(w, x, p->n_in), qk_load16(feature_bias + f));
             if (fast1) {
                 const __m128i v = _mm_add_epi32(qk_clamp_x4(qk_mbqm_right2_x4(acc, m1, round1, count1), clo, chi), zp);
                 _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_sra_epi32(_mm_sll_epi32(v, wrap), wrap));
@@ -2026,25 +2079,27 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
         }
         if (p->state_bits == 8) {
             int8_t *s = (int8_t *)state + (size_t)b * row_len;
-            QK_SVDF_PUSH(int8_t, p, s, scratch);
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                const __m128i t = qk_dot4_s8((const int8_t *)weights_time + o, s + o, (size_t)p->memory, p->memory);
+                const __m128i t = qk_svdf_shift_dot4_s8((const int8_t *)weights_time + o, s + o, p->memory, scratch + f);
                 _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
+            if (f4 < p->filters) /* the rest as below */
 #endif
+            QK_SVDF_PUSH(int8_t, p, s, scratch, f4);
             QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch, f4);
         } else {
             int16_t *s = (int16_t *)state + (size_t)b * row_len;
-            QK_SVDF_PUSH(int16_t, p, s, scratch);
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                const __m128i t = qk_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory);
+                const __m128i t = qk_svdf_shift_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
                 _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
+            if (f4 < p->filters)
 #endif
+            QK_SVDF_PUSH(int16_t, p, s, scratch, f4);
             QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch, f4);
         }
         u = 0;
@@ -2060,8 +2115,10 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
         }
         for (u = 0; u < u4; u += 4) {
             const __m128i acc = _mm_add_epi32(qk_load16(bias + u), qk_load16(scratch + u));
-            const __m128i v = _mm_add_epi32(qk_clamp_x4(qk_mbqm_right2_x4(acc, m2, round2, count2), olo, ohi), off);
-            const __m128i v8 = _mm_packs_epi16(_mm_packs_epi32(v, v), v); /* int8 values: the packs are exact */
+            /* |qk_mbqm_right2| <= 2^30 + 1, so + output_offset does not wrap, and the two saturating packs
+             * (to int16, then int8) are the clamp to [-128, 127] */
+            const __m128i v = _mm_add_epi32(qk_mbqm_right2_x4(acc, m2, round2, count2), off);
+            const __m128i v16 = _mm_packs_epi32(v, v), v8 = _mm_packs_epi16(v16, v16);
             const int32_t bytes = _mm_cvtsi128_si32(v8);
             memcpy(out + u, &bytes, 4);
         }
