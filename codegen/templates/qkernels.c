@@ -1831,7 +1831,8 @@ static QK_ALWAYS_INLINE __m128i qk_hsum4(__m128i a0, __m128i a1, __m128i a2, __m
  * values (qk_madd_s16; 4 in the low half: the high half zero). */
 static QK_ALWAYS_INLINE __m128i qk_madd16_s8(__m128i acc, __m128i w, __m128i x)
 {
-    return _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)), _mm_madd_epi16(qk_s8hi(w), qk_s8hi(x))));
+    const __m128i lo = _mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)), hi = _mm_madd_epi16(qk_s8hi(w), qk_s8hi(x));
+    return _mm_add_epi32(acc, _mm_add_epi32(lo, hi));
 }
 
 static QK_ALWAYS_INLINE __m128i qk_madd8_s8(__m128i acc, __m128i w, __m128i x)
@@ -2082,7 +2083,8 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                const __m128i t = qk_svdf_shift_dot4_s8((const int8_t *)weights_time + o, s + o, p->memory, scratch + f);
+                const __m128i t =
+                    qk_svdf_shift_dot4_s8((const int8_t *)weights_time + o, s + o, p->memory, scratch + f);
                 _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
             if (f4 < p->filters) /* the rest as below */
@@ -2094,7 +2096,8 @@ void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *we
 #if defined(__SSE2__)
             for (f = 0; f < f4; f += 4) {
                 const size_t o = (size_t)f * p->memory;
-                const __m128i t = qk_svdf_shift_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
+                const __m128i t =
+                    qk_svdf_shift_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
                 _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
             }
             if (f4 < p->filters)
