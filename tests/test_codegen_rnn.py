@@ -16,13 +16,13 @@ import pytest
 
 from conftest import require_module, shared_model
 from qsim import fixedpoint as fp
-from qsim.builder import lstm_int8_model
+from qsim.builder import ModelBuilder, lstm_int8_model
 from qsim.codegen import generate
 from qsim.codegen.emit import KERNEL_SOURCES
 from qsim.loader import load, load_bytes
 from test_codegen import build_sanitized, make, need_tool
 from test_codegen_cortexm import run_qemu
-from test_svdf import svdf_model
+from test_svdf import add_svdf, svdf_model
 
 KEYWORD = "keyword_scrambled_8bit"
 LSTM = "trained_lstm_int8"
@@ -230,6 +230,49 @@ def test_builder_svdf_bit_exact_with_tflm(rank, state, batch, seed, tmp_path):
     check_persistent_and_reset(blob, tmp_path, "svdf", g, random_samples(g, 6, seed=seed))
 
 
+# (n_in, memory, units, rank, state, batch): the x86-64 SSE2 path of qk_svdf takes four filters (and units) at a
+# time with chunks of 16 and 8 bytes and a scalar tail.  These hit every chunk / tail mix of the feature dot (n_in
+# 1 .. 96) and of the time stage (memory 1 .. 33; int8 chunks of 16 and 8 values, int16 of 8 and 4, each ending
+# before the row's newest entry or at it), filter and unit counts with and without a remainder of four (filters
+# 1 .. 10), rank 1 and 2, batch 2.
+SVDF_EDGES = [(1, 1, 1, 1, np.int8, 1), (7, 2, 2, 2, np.int16, 2), (8, 8, 5, 1, np.int8, 2),
+              (15, 9, 3, 2, np.int8, 1), (16, 32, 5, 2, np.int16, 2), (17, 4, 4, 1, np.int16, 1),
+              (33, 16, 8, 1, np.int8, 2), (96, 32, 4, 2, np.int8, 1), (24, 5, 7, 1, np.int16, 2),
+              (9, 12, 3, 2, np.int16, 1), (31, 17, 6, 1, np.int8, 1), (40, 33, 2, 2, np.int8, 2),
+              (12, 24, 4, 1, np.int8, 1), (20, 27, 5, 1, np.int8, 2), (5, 5, 2, 2, np.int8, 1),
+              (10, 15, 4, 1, np.int16, 1), (3, 3, 4, 1, np.int16, 2), (11, 1, 4, 1, np.int8, 1),
+              (6, 1, 2, 2, np.int16, 1)]
+
+
+def svdf_edges_model() -> bytes:
+    """The SVDF_EDGES layers side by side in one graph (one input and one output each), about half of
+    every layer's weights at their type's ends."""
+    b = ModelBuilder(description="svdf edges")
+    for k, (n_in, memory, units, rank, state, batch) in enumerate(SVDF_EDGES):
+        add_svdf(b, 100 + k, rank=rank, units=units, memory=memory, n_in=n_in, batch=batch, state_dtype=state,
+                 prefix=f"l{k}_", extreme=True)
+    return b.build()
+
+
+def edge_samples(g, seed: int) -> list[list[np.ndarray]]:
+    """Random full-range inputs, then inputs all at the int8 ends (-128 / 127)."""
+    rng = np.random.default_rng([seed, 2])
+    ends = [[rng.choice(np.array([-128, 127], np.int8), g.tensors[i].shape) for i in g.inputs] for _ in range(3)]
+    return random_samples(g, 5, seed) + ends
+
+
+def test_builder_svdf_chunk_edges_bit_exact_with_tflm(tmp_path):
+    """Every chunk / tail / remainder combination of qk_svdf's vector path, large sums: the C (state carried
+    across invocations, and with a reset before each) equals TFLM, also under ASan/UBSan."""
+    blob = svdf_edges_model()
+    g = load_bytes(blob)
+    build_host(blob, tmp_path, "svdf")
+    samples = edge_samples(g, 21)
+    check_persistent_and_reset(blob, tmp_path, "svdf", g, samples)
+    check_persistent_and_reset(blob, tmp_path, "svdf", g, samples[:3] + samples[-2:],
+                               exe=build_sanitized(tmp_path, "svdf"))
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(n_batch=2, time_major=True, seed=3),
                                 dict(n_batch=2, cell_clip=0.5, hidden_zp=5, seed=4, cell_power=-10),
                                 dict(n_time=3, n_input=4, n_cell=6, seed=5, hidden_scale=2 ** -6)])
@@ -330,7 +373,7 @@ def test_make_check_resets_the_state_per_sample(tmp_path):
     assert (tmp_path / "carried.bin").read_bytes() != (tmp_path / "expected.bin").read_bytes()
 
 
-@pytest.mark.parametrize("which", ["svdf8", "svdf16", "lstm"])
+@pytest.mark.parametrize("which", ["svdf8", "svdf16", "svdf_edges", "lstm"])
 def test_single_rounding_matches_qsim_single_profile(which, tmp_path):
     """--rounding single (TFLITE_SINGLE_ROUNDING): the C with a reset before each sample equals qsim's
     "single" profile (which starts every sample from the reset state)."""
@@ -339,6 +382,7 @@ def test_single_rounding_matches_qsim_single_profile(which, tmp_path):
     need_tool("make")
     blob = {"svdf8": lambda: svdf_model(5, rank=2, state_dtype=np.int8),
             "svdf16": lambda: svdf_model(6, rank=1, state_dtype=np.int16),
+            "svdf_edges": svdf_edges_model,
             "lstm": lambda: lstm_int8_model(n_batch=2, seed=8)}[which]()
     g = load_bytes(blob)
     generate(g, tmp_path, name="m", rounding="single", force=True)

@@ -21,6 +21,20 @@ KEYWORD = "keyword_scrambled_8bit.tflite"
 def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: int = 6, batch: int = 1,
                state_dtype=np.int16, wf_dtype=np.int8, bias: bool = True, state_data: bool = False) -> bytes:
     """One SVDF layer (activation RELU, which LiteRT requires) with random weights: input -> output."""
+    b = ModelBuilder(description="svdf")
+    add_svdf(b, seed, rank=rank, units=units, memory=memory, n_in=n_in, batch=batch, state_dtype=state_dtype,
+             wf_dtype=wf_dtype, bias=bias, state_data=state_data)
+    return b.build()
+
+
+def add_svdf(b: ModelBuilder, seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: int = 6,
+             batch: int = 1, state_dtype=np.int16, wf_dtype=np.int8, bias: bool = True, state_data: bool = False,
+             prefix: str = "", extreme: bool = False) -> None:
+    """Adds one SVDF layer to ``b``: a graph input [batch, n_in] -> a graph output [batch, units], random
+    weights, tensor names prefixed by ``prefix``.  ``extreme``: about half the weights (feature and time)
+    at their type's ends (-128 / 127, -32768 / 32767) and an int16 state's scale 50 times finer (its
+    entries saturate often), so the sums are large (the int16 time sums wrap) and int16 products
+    reach (-32768)^2."""
     rng = np.random.default_rng(seed)
     filters = units * rank
     s_in, s_wf, s_wt = 0.05, 0.01 + 0.01 * rng.random(), 0.002 + 0.002 * rng.random()
@@ -30,24 +44,31 @@ def svdf_model(seed: int, rank: int = 1, units: int = 4, memory: int = 5, n_in: 
     else:  # int8 state: feature values around the int8 range, some saturating
         s_state = s_in * s_wf * (60.0 + 60.0 * rng.random())
         s_out = s_state * s_wt * (100 + 200 * rng.random())
-    b = ModelBuilder(description="svdf")
-    x = b.add_input("x", (batch, n_in), np.int8, scale=s_in, zero_point=int(rng.integers(-20, 20)))
+    if extreme and np.dtype(state_dtype) == np.int16:
+        s_state *= 0.02
+
+    def weights(shape, lim, dtype):
+        w = rng.integers(-lim, lim + 1, shape)
+        if extreme:
+            info = np.iinfo(dtype)
+            w = np.where(rng.random(shape) < 0.5, rng.choice([info.min, info.max], shape), w)
+        return w.astype(dtype)
+
+    x = b.add_input(prefix + "x", (batch, n_in), np.int8, scale=s_in, zero_point=int(rng.integers(-20, 20)))
     wlim = 127 if np.dtype(wf_dtype) == np.int8 else 2000
-    wf = b.add_const("weights_feature", rng.integers(-wlim, wlim + 1, (filters, n_in)).astype(wf_dtype),
-                     scale=s_wf, zero_point=0)
+    wf = b.add_const(prefix + "weights_feature", weights((filters, n_in), wlim, wf_dtype), scale=s_wf, zero_point=0)
     tlim = 20000 if np.dtype(state_dtype) == np.int16 else 127
-    wt = b.add_const("weights_time", rng.integers(-tlim, tlim + 1, (filters, memory)).astype(state_dtype),
-                     scale=s_wt, zero_point=0)
-    bb = b.add_const("bias", rng.integers(-5000, 5000, units).astype(np.int32), scale=s_state * s_wt,
+    wt = b.add_const(prefix + "weights_time", weights((filters, memory), tlim, state_dtype), scale=s_wt,
+                     zero_point=0)
+    bb = b.add_const(prefix + "bias", rng.integers(-5000, 5000, units).astype(np.int32), scale=s_state * s_wt,
                      zero_point=0) if bias else -1
     zp_state = 0 if np.dtype(state_dtype) == np.int16 else -7
     data = np.random.default_rng([seed, 1]).integers(-99, 99, (batch, filters * memory)) if state_data else None
-    state = b.add_variable("state", (batch, filters * memory), state_dtype, scale=s_state, zero_point=zp_state,
-                           data=data)
-    y = b.add_tensor("y", (batch, units), np.int8, scale=s_out, zero_point=int(rng.integers(-10, 10)))
+    state = b.add_variable(prefix + "state", (batch, filters * memory), state_dtype, scale=s_state,
+                           zero_point=zp_state, data=data)
+    y = b.add_tensor(prefix + "y", (batch, units), np.int8, scale=s_out, zero_point=int(rng.integers(-10, 10)))
     b.add_op("SVDF", [x, wf, wt, bb, state], [y], ir.SVDFOptions(rank=rank, activation="RELU"))
     b.mark_output(y)
-    return b.build()
 
 
 def random_inputs(blob: bytes, n: int, seed: int) -> list:

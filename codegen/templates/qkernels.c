@@ -10,6 +10,12 @@
 
 #include <string.h>
 
+/* x86-64 hosts (SSE2 is part of the x86-64 base): a few hot loops (SVDF, the LSTM host form) use its
+ * 128-bit integer instructions; every other target compiles the portable (or Cortex-M DSP) loops. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* GCC at -O2 only vectorizes loops whose trip count is a known multiple of the
  * vector width; these kernels' channel loops are not, so allow the dynamic
  * cost model here (GCC only; other compilers ignore this block). */
@@ -1782,14 +1788,216 @@ static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int s
                                                        : qk_mbqm(x, multiplier, shift);
 }
 
+#if defined(__SSE2__)
+/* Four rows' dot products at a time for SVDF on x86-64 (SSE2), the same wrapped int32 sums as the scalar
+ * loops: the values are sign-extended to int16 (unpack with itself, arithmetic shift right by 8: SSE2 has no
+ * pmovsx) and multiplied by pmaddwd, which adds two int16 x int16 products into one int32 lane.  For int8
+ * values each product is within [-16256, 16384], so the pair sums are exact; for int16 the one pair that does
+ * not fit, (-32768)^2 * 2 = 2^31, comes out as -2^31, the same value mod 2^32.  The lanes are then summed
+ * with wrapping adds (paddd) and the four rows' lanes folded by qk_hsum4: every step is exact mod 2^32, and
+ * the scalar loops' sums (uint32, or int32 far below overflow for int8 x int8) are the same values mod 2^32,
+ * so the int32 results are identical. */
+
+/* int8 lanes 0..7 (lo) and 8..15 (hi) of v sign-extended to int16 */
+static QK_ALWAYS_INLINE __m128i qk_s8lo(__m128i v)
+{
+    return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_s8hi(__m128i v)
+{
+    return _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_load16(const void *p)
+{
+    return _mm_loadu_si128((const __m128i *)p);
+}
+
+static QK_ALWAYS_INLINE __m128i qk_load8(const void *p)
+{
+    return _mm_loadl_epi64((const __m128i *)p);
+}
+
+/* {sum of a0's lanes, ... a3's lanes} (wrapping): a 4 x 4 transpose folded into adds. */
+static QK_ALWAYS_INLINE __m128i qk_hsum4(__m128i a0, __m128i a1, __m128i a2, __m128i a3)
+{
+    const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(a0, a1), _mm_unpackhi_epi32(a0, a1));
+    const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(a2, a3), _mm_unpackhi_epi32(a2, a3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+}
+
+/* acc + the pmaddwd pair sums of w and x: 16 int8 values (qk_madd16_s8), the 8 in the low half (qk_madd8_s8), int16
+ * values (qk_madd_s16; 4 in the low half: the high half zero). */
+static QK_ALWAYS_INLINE __m128i qk_madd16_s8(__m128i acc, __m128i w, __m128i x)
+{
+    const __m128i lo = _mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)), hi = _mm_madd_epi16(qk_s8hi(w), qk_s8hi(x));
+    return _mm_add_epi32(acc, _mm_add_epi32(lo, hi));
+}
+
+static QK_ALWAYS_INLINE __m128i qk_madd8_s8(__m128i acc, __m128i w, __m128i x)
+{
+    return _mm_add_epi32(acc, _mm_madd_epi16(qk_s8lo(w), qk_s8lo(x)));
+}
+
+static QK_ALWAYS_INLINE __m128i qk_madd_s16(__m128i acc, __m128i w, __m128i x)
+{
+    return _mm_add_epi32(acc, _mm_madd_epi16(w, x));
+}
+
+/* {sum_k w[r * n + k] * x[k] : r < 4} (k < n; int8 w and x, sums wrapping like int32): SVDF's feature stage, the
+ * x loads and extensions shared by the four rows. */
+static QK_ALWAYS_INLINE __m128i qk_dot4_s8(const int8_t *w, const int8_t *x, int32_t n)
+{
+    const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n;
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+    int32_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m128i xv = qk_load16(x + k);
+        a0 = qk_madd16_s8(a0, qk_load16(w + k), xv);
+        a1 = qk_madd16_s8(a1, qk_load16(w1 + k), xv);
+        a2 = qk_madd16_s8(a2, qk_load16(w2 + k), xv);
+        a3 = qk_madd16_s8(a3, qk_load16(w3 + k), xv);
+    }
+    if (k + 8 <= n) {
+        const __m128i xv = qk_load8(x + k);
+        a0 = qk_madd8_s8(a0, qk_load8(w + k), xv);
+        a1 = qk_madd8_s8(a1, qk_load8(w1 + k), xv);
+        a2 = qk_madd8_s8(a2, qk_load8(w2 + k), xv);
+        a3 = qk_madd8_s8(a3, qk_load8(w3 + k), xv);
+        k += 8;
+    }
+    if (k < n) { /* the tail's sums in lane 0 (not through memory: a wide load of narrow stores stalls) */
+        int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        for (; k < n; ++k) {
+            t0 += w[k] * x[k];
+            t1 += w1[k] * x[k];
+            t2 += w2[k] * x[k];
+            t3 += w3[k] * x[k];
+        }
+        a0 = _mm_add_epi32(a0, _mm_cvtsi32_si128(t0));
+        a1 = _mm_add_epi32(a1, _mm_cvtsi32_si128(t1));
+        a2 = _mm_add_epi32(a2, _mm_cvtsi32_si128(t2));
+        a3 = _mm_add_epi32(a3, _mm_cvtsi32_si128(t3));
+    }
+    return qk_hsum4(a0, a1, a2, a3);
+}
+
+/* SVDF's push and time stage for four filters' state rows s [4][M] in one pass (the memmove of QK_SVDF_PUSH
+ * followed by wide loads of what it just stored would stall on store forwarding): each row shifts left by one
+ * entry in place, its newest entry (newest[r], a value of type T) last, and the result is {wt[r] . (new row r)}
+ * (weights_time wt [4][M], wrapping like int32).  Chunks of 16 bytes, then one of 8, then single entries, the
+ * four rows side by side: a chunk ending before the row's last entry is the row read one entry further on; the
+ * chunk ending at it is read in place, moved down one entry in the register and given the newest entry on top,
+ * so every load stays in its row and sees only entries not yet written. */
+#define QK_SVDF_SHIFT_DOT4(NAME, T, MASK, MADD16, MADD8)                                                       \
+    static QK_ALWAYS_INLINE __m128i NAME(const T *wt, T *s, int32_t M, const int32_t *newest)                  \
+    {                                                                                                          \
+        const int32_t n16 = 16 / (int32_t)sizeof(T), n8 = 8 / (int32_t)sizeof(T);                              \
+        __m128i a[4], v;                                                                                       \
+        int32_t k = 0, r;                                                                                      \
+        for (r = 0; r < 4; ++r) {                                                                              \
+            a[r] = _mm_setzero_si128();                                                                        \
+        }                                                                                                      \
+        for (; k + n16 < M; k += n16) {                                                                        \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = qk_load16(sr + 1);                                                                         \
+                _mm_storeu_si128((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD16(a[r], qk_load16(wt + (size_t)r * M + k), v);                                     \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (k + n16 == M) {                                                                                    \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = _mm_or_si128(_mm_srli_si128(qk_load16(sr), sizeof(T)),                                     \
+                                 _mm_slli_si128(_mm_cvtsi32_si128(newest[r] & (MASK)), 16 - sizeof(T)));       \
+                _mm_storeu_si128((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD16(a[r], qk_load16(wt + (size_t)r * M + k), v);                                     \
+            }                                                                                                  \
+            k = M;                                                                                             \
+        } else if (k + n8 < M) {                                                                               \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = qk_load8(sr + 1);                                                                          \
+                _mm_storel_epi64((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD8(a[r], qk_load8(wt + (size_t)r * M + k), v);                                       \
+            }                                                                                                  \
+            k += n8;                                                                                           \
+        } else if (k + n8 == M) {                                                                              \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M + k;                                                                 \
+                v = _mm_or_si128(_mm_srli_epi64(qk_load8(sr), 8 * sizeof(T)),                                  \
+                                 _mm_slli_epi64(_mm_cvtsi32_si128(newest[r] & (MASK)), 64 - 8 * sizeof(T)));   \
+                _mm_storel_epi64((__m128i *)(void *)sr, v);                                                    \
+                a[r] = MADD8(a[r], qk_load8(wt + (size_t)r * M + k), v);                                       \
+            }                                                                                                  \
+            k = M;                                                                                             \
+        }                                                                                                      \
+        if (k < M) { /* the tail's sums into lane 0 (not through memory: a wide load of narrow stores stalls) */ \
+            for (r = 0; r < 4; ++r) {                                                                          \
+                T *sr = s + (size_t)r * M;                                                                     \
+                const T *wr = wt + (size_t)r * M;                                                              \
+                uint32_t tail = 0;                                                                             \
+                int32_t j;                                                                                     \
+                for (j = k; j < M; ++j) {                                                                      \
+                    const int32_t e = j + 1 < M ? sr[j + 1] : newest[r];                                       \
+                    sr[j] = (T)e;                                                                              \
+                    tail += (uint32_t)(wr[j] * e);                                                             \
+                }                                                                                              \
+                a[r] = _mm_add_epi32(a[r], _mm_cvtsi32_si128((int32_t)tail));                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+        return qk_hsum4(a[0], a[1], a[2], a[3]);                                                               \
+    }
+QK_SVDF_SHIFT_DOT4(qk_svdf_shift_dot4_s8, int8_t, 0xff, qk_madd16_s8, qk_madd8_s8)
+QK_SVDF_SHIFT_DOT4(qk_svdf_shift_dot4_s16, int16_t, 0xffff, qk_madd_s16, qk_madd_s16)
+#undef QK_SVDF_SHIFT_DOT4
+
+/* qk_mbqm_right2 on four lanes (a multiplier >= 0, e = -shift >= 2): round = 2^(e-2), count = e - 1.  SSE2
+ * multiplies unsigned 32 x 32 -> 64 bits only (pmuludq, lanes 0 and 2), so with xu = x mod 2^32 (= x + 2^32
+ * when x < 0) and the nudge's bits read unsigned (nu = 2^30, or 3 * 2^30 = -2^30 + 2^32 when x < 0):
+ * z = x*m + nudge = (xu*m + nu) - [x < 0] * (m + 1) * 2^32, where P = xu*m + nu < 2^63 + 2^32 is exact in 64
+ * unsigned bits; hence hi = floor(z / 2^32) = (P >> 32) - [x < 0] * (m + 1), computed mod 2^32 and exact
+ * since |hi| <= 2^30 + 1.  Single rounding: z = x*m, the same with nu = 0 and m for m + 1.  The last step,
+ * (hi + round) >> count, is qk_mbqm_right2's. */
+static QK_ALWAYS_INLINE __m128i qk_mbqm_right2_x4(__m128i x, __m128i m, __m128i round, __m128i count)
+{
+    const __m128i even = _mm_set_epi32(0, -1, 0, -1), neg = _mm_srai_epi32(x, 31);
+#if defined(QK_SINGLE_ROUNDING)
+    const __m128i pe = _mm_mul_epu32(x, m), po = _mm_mul_epu32(_mm_srli_epi64(x, 32), m);
+    const __m128i corr = _mm_and_si128(neg, m);
+#else
+    const __m128i nu = _mm_or_si128(_mm_and_si128(x, _mm_set1_epi32(QK_INT32_MIN)), _mm_set1_epi32(0x40000000));
+    const __m128i pe = _mm_add_epi64(_mm_mul_epu32(x, m), _mm_and_si128(nu, even));
+    const __m128i po = _mm_add_epi64(_mm_mul_epu32(_mm_srli_epi64(x, 32), m), _mm_srli_epi64(nu, 32));
+    const __m128i corr = _mm_and_si128(neg, _mm_add_epi32(m, _mm_set1_epi32(1)));
+#endif
+    const __m128i hi = _mm_or_si128(_mm_srli_epi64(pe, 32), _mm_andnot_si128(even, po));
+    return _mm_sra_epi32(_mm_add_epi32(_mm_sub_epi32(hi, corr), round), count);
+}
+
+/* clamp(v, lo, hi) on four int32 lanes (SSE2 has no pminsd / pmaxsd) */
+static QK_ALWAYS_INLINE __m128i qk_clamp_x4(__m128i v, __m128i lo, __m128i hi)
+{
+    const __m128i above = _mm_cmpgt_epi32(v, hi);
+    __m128i below;
+    v = _mm_or_si128(_mm_and_si128(above, hi), _mm_andnot_si128(above, v));
+    below = _mm_cmpgt_epi32(lo, v);
+    return _mm_or_si128(_mm_and_si128(below, lo), _mm_andnot_si128(below, v));
+}
+
+#endif
+
 /* The time dot products t[f] = time_bias[f] + sum_m wt[f][m] * s[f][m] (wrapping like int32) of one batch
- * row's state s [filters][memory], into t[filters]; T: the state / weights_time type. */
-#define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t)                                               \
+ * row's state s [filters][memory], into t[filters], from filter `first` on; T: the state / weights_time
+ * type. */
+#define QK_SVDF_TIME(T, p, state_row, weights_time, time_bias, t, first)                                        \
     do {                                                                                                       \
-        const T *s_ = (const T *)(state_row);                                                                  \
-        const T *w_ = (const T *)(weights_time);                                                               \
+        const T *s_ = (const T *)(state_row) + (size_t)(first) * (p)->memory;                                  \
+        const T *w_ = (const T *)(weights_time) + (size_t)(first) * (p)->memory;                               \
         int32_t f_, m_;                                                                                        \
-        for (f_ = 0; f_ < (p)->filters; ++f_, s_ += (p)->memory, w_ += (p)->memory) {                          \
+        for (f_ = (first); f_ < (p)->filters; ++f_, s_ += (p)->memory, w_ += (p)->memory) {                    \
             uint32_t acc_ = (uint32_t)(time_bias)[f_];                                                         \
             for (m_ = 0; m_ < (p)->memory; ++m_) {                                                             \
                 acc_ += (uint32_t)((int32_t)w_[m_] * s_[m_]);                                                  \
@@ -1799,58 +2007,131 @@ static QK_ALWAYS_INLINE int32_t qk_mbqm_rnn(int32_t x, int32_t multiplier, int s
     } while (0)
 
 /* One batch row's state [filters][memory] shifted left by one entry (TFLite Micro's memory: each filter's
- * row loses its oldest entry), the newest entries new[filters] last in each row: one move of the whole
- * block (each row's last slot takes the next row's first entry, then its newest value). */
-#define QK_SVDF_PUSH(T, p, state_row, newest)                                                                  \
+ * row loses its oldest entry), the newest entries new[filters] last in each row, from filter `first` on: one
+ * move of the whole block (each row's last slot takes the next row's first entry, then its newest value). */
+#define QK_SVDF_PUSH(T, p, state_row, newest, first)                                                           \
     do {                                                                                                       \
-        T *s_ = (T *)(state_row);                                                                              \
-        const int32_t len_ = (p)->filters * (p)->memory;                                                       \
+        T *s_ = (T *)(state_row) + (size_t)(first) * (p)->memory;                                              \
+        const int32_t len_ = ((p)->filters - (first)) * (p)->memory;                                           \
         int32_t f_;                                                                                            \
         memmove(s_, s_ + 1, (size_t)(len_ - 1) * sizeof(T));                                                   \
-        for (f_ = 0; f_ < (p)->filters; ++f_) {                                                                \
-            s_[(size_t)f_ * (p)->memory + (p)->memory - 1] = (T)(newest)[f_];                                  \
+        for (f_ = (first); f_ < (p)->filters; ++f_) {                                                          \
+            s_[(size_t)(f_ - (first)) * (p)->memory + (p)->memory - 1] = (T)(newest)[f_];                      \
         }                                                                                                      \
     } while (0)
 
-void qk_svdf(const qk_svdf_params *p, const int8_t *input, const int8_t *weights_feature,
+/* The newest state entry of a filter from its feature sum acc (= dot + feature_bias): MBQM(acc, m1, s1),
+ * clamped to the state type, + state_zp wrapped to it (zp_after_clamp; else + state_zp before the clamp). */
+static QK_ALWAYS_INLINE int32_t qk_svdf_newest(const qk_svdf_params *p, int32_t acc)
+{
+    const int32_t v = qk_mbqm_rnn(acc, p->m1, p->s1);
+    return p->zp_after_clamp ? qk_wrap_bits(qk_clamp(v, p->state_min, p->state_max) + p->state_zp, p->state_bits)
+                             : qk_clamp_offset64(v, p->state_zp, p->state_min, p->state_max);
+}
+
+void qk_svdf(const qk_svdf_params *params, const int8_t *input, const int8_t *weights_feature,
              const int32_t *feature_bias, const void *weights_time, const int32_t *time_bias,
              const int32_t *bias, void *state, int8_t *output, int32_t *scratch)
 {
+    /* a local copy: the compiler then knows the stores to output and state leave the parameters alone */
+    const qk_svdf_params q = *params, *p = &q;
     const int32_t row_len = p->filters * p->memory;
-    int32_t b, f, u, r;
+    int32_t b, f, u, r, f4 = 0;
+#if defined(__SSE2__)
+    /* Four filters (units) at a time, the MBQMs too where qk_mbqm_rnn takes qk_mbqm_right2 (fast1, fast2).
+     * The newest entries (TFLite Micro's order, the zero point after the clamp: the only one codegen emits;
+     * the other goes through qk_svdf_newest): wrap(clamp(v, lo, hi) + state_zp), the wrap to the state's bits
+     * as a shift left then arithmetic right by 32 - bits (= qk_wrap_bits). */
+    const int fast1 = p->zp_after_clamp && p->m1 >= 0 && p->s1 <= QK_FAST_SHIFT;
+    const int fast2 = p->m2 >= 0 && p->s2 <= QK_FAST_SHIFT;
+    const __m128i m1 = _mm_set1_epi32(p->m1), round1 = _mm_set1_epi32(fast1 ? ((int32_t)1 << (-p->s1 - 1)) >> 1 : 0);
+    const __m128i count1 = _mm_cvtsi32_si128(fast1 ? -p->s1 - 1 : 0);
+    const __m128i clo = _mm_set1_epi32(p->state_min), chi = _mm_set1_epi32(p->state_max);
+    const __m128i zp = _mm_set1_epi32(p->state_zp), wrap = _mm_cvtsi32_si128(32 - p->state_bits);
+    const __m128i m2 = _mm_set1_epi32(p->m2), round2 = _mm_set1_epi32(fast2 ? ((int32_t)1 << (-p->s2 - 1)) >> 1 : 0);
+    const __m128i count2 = _mm_cvtsi32_si128(fast2 ? -p->s2 - 1 : 0);
+    const __m128i off = _mm_set1_epi32(p->output_offset);
+    const int32_t u4 = fast2 ? p->units & ~3 : 0;
+    f4 = p->filters & ~3;
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = input + (size_t)b * p->n_in;
         const int8_t *w = weights_feature;
+        int8_t *out = output + (size_t)b * p->units;
         /* the newest state entries, in scratch[filters] */
-        for (f = 0; f < p->filters; ++f, w += p->n_in) {
-            scratch[f] = qk_mbqm_rnn(qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]), p->m1, p->s1);
+        f = 0;
+#if defined(__SSE2__)
+        for (; f < f4; f += 4, w += 4 * (size_t)p->n_in) {
+            const __m128i acc = _mm_add_epi32(qk_dot4_s8(w, x, p->n_in), qk_load16(feature_bias + f));
+            if (fast1) {
+                const __m128i v = _mm_add_epi32(qk_clamp_x4(qk_mbqm_right2_x4(acc, m1, round1, count1), clo, chi), zp);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_sra_epi32(_mm_sll_epi32(v, wrap), wrap));
+            } else {
+                int32_t i;
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), acc);
+                for (i = f; i < f + 4; ++i) {
+                    scratch[i] = qk_svdf_newest(p, scratch[i]);
+                }
+            }
         }
-        if (p->zp_after_clamp) {
-            for (f = 0; f < p->filters; ++f) {
-                scratch[f] = qk_wrap_bits(qk_clamp(scratch[f], p->state_min, p->state_max) + p->state_zp,
-                                          p->state_bits);
-            }
-        } else {
-            for (f = 0; f < p->filters; ++f) {
-                scratch[f] = qk_clamp_offset64(scratch[f], p->state_zp, p->state_min, p->state_max);
-            }
+#endif
+        for (; f < p->filters; ++f, w += p->n_in) {
+            scratch[f] = qk_svdf_newest(p, qk_add_wrap(qk_dot_s8(w, x, p->n_in), feature_bias[f]));
         }
         if (p->state_bits == 8) {
             int8_t *s = (int8_t *)state + (size_t)b * row_len;
-            QK_SVDF_PUSH(int8_t, p, s, scratch);
-            QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch);
+#if defined(__SSE2__)
+            for (f = 0; f < f4; f += 4) {
+                const size_t o = (size_t)f * p->memory;
+                const __m128i t =
+                    qk_svdf_shift_dot4_s8((const int8_t *)weights_time + o, s + o, p->memory, scratch + f);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
+            }
+            if (f4 < p->filters) /* the rest as below */
+#endif
+            QK_SVDF_PUSH(int8_t, p, s, scratch, f4);
+            QK_SVDF_TIME(int8_t, p, s, weights_time, time_bias, scratch, f4);
         } else {
             int16_t *s = (int16_t *)state + (size_t)b * row_len;
-            QK_SVDF_PUSH(int16_t, p, s, scratch);
-            QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch);
+#if defined(__SSE2__)
+            for (f = 0; f < f4; f += 4) {
+                const size_t o = (size_t)f * p->memory;
+                const __m128i t =
+                    qk_svdf_shift_dot4_s16((const int16_t *)weights_time + o, s + o, p->memory, scratch + f);
+                _mm_storeu_si128((__m128i *)(void *)(scratch + f), _mm_add_epi32(t, qk_load16(time_bias + f)));
+            }
+            if (f4 < p->filters)
+#endif
+            QK_SVDF_PUSH(int16_t, p, s, scratch, f4);
+            QK_SVDF_TIME(int16_t, p, s, weights_time, time_bias, scratch, f4);
         }
-        for (u = 0; u < p->units; ++u) {
+        u = 0;
+#if defined(__SSE2__)
+        if (p->rank > 1) { /* the rank sums in place: unit u < u4 reads entries >= u and writes entry u */
+            for (u = 0; u < u4; ++u) {
+                uint32_t acc = (uint32_t)scratch[u * p->rank];
+                for (r = 1; r < p->rank; ++r) {
+                    acc += (uint32_t)scratch[u * p->rank + r];
+                }
+                scratch[u] = (int32_t)acc;
+            }
+        }
+        for (u = 0; u < u4; u += 4) {
+            const __m128i acc = _mm_add_epi32(qk_load16(bias + u), qk_load16(scratch + u));
+            /* |qk_mbqm_right2| <= 2^30 + 1, so + output_offset does not wrap, and the two saturating packs
+             * (to int16, then int8) are the clamp to [-128, 127] */
+            const __m128i v = _mm_add_epi32(qk_mbqm_right2_x4(acc, m2, round2, count2), off);
+            const __m128i v16 = _mm_packs_epi32(v, v), v8 = _mm_packs_epi16(v16, v16);
+            const int32_t bytes = _mm_cvtsi128_si32(v8);
+            memcpy(out + u, &bytes, 4);
+        }
+#endif
+        for (; u < p->units; ++u) {
             uint32_t acc = (uint32_t)bias[u];
             for (r = 0; r < p->rank; ++r) {
                 acc += (uint32_t)scratch[u * p->rank + r];
             }
-            output[(size_t)b * p->units + u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2),
-                                                                         p->output_offset, -128, 127);
+            out[u] = (int8_t)qk_clamp_offset64(qk_mbqm_rnn((int32_t)acc, p->m2, p->s2), p->output_offset, -128, 127);
         }
     }
 }
@@ -1971,10 +2252,6 @@ void qk_lstm(const qk_lstm_params *p, const int8_t *input, const int8_t *w_x, co
     QK_LSTM_STEPS(p, int8_t, input, hidden, cell, output, scratch, sigmoid_table, -128, 127,
                   qk_lstm_pre(p, k_, x_, h_, w_x, w_h, bias_x, bias_h, pre_));
 }
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 /* acc[r] = sum_k w[r][k] * x[k] for the R rows of a weight matrix stored as column pairs, wt [n / 2][R][2]
  * (wt[k / 2][r][k % 2] = w[r][k]; n odd: a last pair padded with a zero weight): the loops run over
