@@ -1960,7 +1960,8 @@ QK_SVDF_SHIFT_DOT4(qk_svdf_shift_dot4_s16, int16_t, 0xffff, qk_madd_s16, qk_madd
  * z = x*m + nudge = (xu*m + nu) - [x < 0] * (m + 1) * 2^32, where P = xu*m + nu < 2^63 + 2^32 is exact in 64
  * unsigned bits; hence hi = floor(z / 2^32) = (P >> 32) - [x < 0] * (m + 1), computed mod 2^32 and exact
  * since |hi| <= 2^30 + 1.  Single rounding: z = x*m, the same with nu = 0 and m for m + 1.  The last step,
- * (hi + round) >> count, is qk_mbqm_right2's. */
+ * (hi + round) >> count, is qk_mbqm_right2's.  m, round and count must be the same in every lane (pmuludq
+ * reads m's lanes 0 and 2 for all four products; SVDF's multipliers are per tensor). */
 static QK_ALWAYS_INLINE __m128i qk_mbqm_right2_x4(__m128i x, __m128i m, __m128i round, __m128i count)
 {
     const __m128i even = _mm_set_epi32(0, -1, 0, -1), neg = _mm_srai_epi32(x, 31);
