@@ -80,8 +80,10 @@ def main(argv=None) -> int:
             blob = model_bytes(name)
             graphs = {pkg: interp.prepare_graph(loader.load_bytes(blob)) for pkg, (interp, loader) in versions.items()}
             g = graphs["qsim"].graph
-            shape = tuple(g.tensors[g.inputs[0]].shape[1:])
-            xs = np.random.default_rng(0).integers(-128, 128, size=(n,) + shape, dtype=np.int8)
+            t = g.tensors[g.inputs[0]]
+            info = np.iinfo(t.dtype)  # the model's input type over its whole range (int8, int16 for keyword_scrambled)
+            xs = np.random.default_rng(0).integers(info.min, int(info.max) + 1, size=(n,) + tuple(t.shape[1:])) \
+                .astype(t.dtype)
             outs = {pkg: pg.run([xs], keep_all=False) for pkg, pg in graphs.items()}  # also the warm-up run
             same = all(np.array_equal(outs["qsim_base"][t], outs["qsim"][t]) for t in outs["qsim"])
             times: dict[str, list] = {pkg: [] for pkg in graphs}
