@@ -211,12 +211,8 @@ class PreparedGraph:
         last reader of every tensor known, so that run() does no per-op lookups."""
         if self._plan is None:
             self._plan = _build_plan(self.graph, self.ops, self.state_start)
-            self._fast = tuple((s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
-                                tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live),
-                                tuple(s.outputs), s.frees, s.prepared) for s in self._plan)
-            lean = [(ev, params, template) + ((live[0][0], live[0][1]) + outputs[0] if len(live) == 1 and
-                                              len(outputs) == 1 else (-1, (live, outputs), None, None, None))
-                    + (frees,) for ev, params, template, live, outputs, frees, _ in self._fast]
+            self._fast = tuple(_fast_step(s, tuple(s.outputs)) for s in self._plan)
+            lean = [_lean_step(*f[:6]) for f in self._fast]
             self._lean = _fuse_fc_chains(lean, self._plan, set(self.graph.outputs))
         return self._plan
 
@@ -233,16 +229,8 @@ class PreparedGraph:
             if any(s.mode != "vector" for s in steps):
                 got = False
             else:
-                flat = []
-                for s in steps:
-                    template = [None if live else c for _, c, live in s.inputs]
-                    live = tuple((k, i) for k, (i, _, on) in enumerate(s.inputs) if on)
-                    outputs = tuple((t, dtype, batch_shape(shape, n)) for t, dtype, shape in s.outputs)
-                    one = len(live) == 1 and len(outputs) == 1
-                    flat.append((s.eval, s.prepared.params, template)
-                                + ((live[0][0], live[0][1]) + outputs[0] if one else (-1, (live, outputs), None, None,
-                                                                                      None)) + (s.frees,))
-                got = tuple(flat)
+                got = tuple(_lean_step(*_fast_step(s, tuple((t, dtype, batch_shape(shape, n))
+                                                            for t, dtype, shape in s.outputs))[:6]) for s in steps)
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
             cache[n] = got
@@ -291,6 +279,23 @@ class PreparedGraph:
         return {t: a if t in batched else
                 np.broadcast_to(a[None], (n,) + a.shape).reshape(batch_shape(g.tensors[t].shape, n))
                 for t, a in keep.items()}
+
+
+def _fast_step(s: _Step, outputs: tuple) -> tuple:
+    """run's loop entry of step ``s``: (eval, params, input template with the constants in place,
+    live inputs ((position, tensor index), ...), ``outputs`` ((tensor, dtype, shape), ...), tensors
+    freed after it, the PreparedOp)."""
+    return (s.eval, s.prepared.params, [None if live else c for _, c, live in s.inputs],
+            tuple((k, i) for k, (i, _, live) in enumerate(s.inputs) if live), outputs, s.frees, s.prepared)
+
+
+def _lean_step(ev, params, template: list, live: tuple, outputs: tuple, frees) -> tuple:
+    """_run_lean's flat entry of a step: the common op (one live input, one output) unpacked as
+    (ev, params, template, position, input tensor, output tensor, dtype, shape, frees), any other
+    with position -1 and (live, outputs) in the input tensor's place."""
+    if len(live) == 1 and len(outputs) == 1:
+        return (ev, params, template, live[0][0], live[0][1]) + outputs[0] + (frees,)
+    return ev, params, template, -1, (live, outputs), None, None, None, frees
 
 
 def _fuse_fc_chains(lean: list, plan: list[_Step], outputs: set) -> tuple:

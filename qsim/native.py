@@ -237,21 +237,36 @@ STAGED_SIZES = 4  # batch sizes a staged runner keeps buffers for (the most rece
 STAGED_MAX_VALUES = 1 << 16  # a batch whose input has more values runs unstaged (memory kept small)
 
 
-def _staged(make):
-    """``get(n)``: the staging buffers of batch size ``n``, made once by ``make(n)`` (the last
-    STAGED_SIZES sizes kept).  A staged runner reads and writes fixed buffers whose addresses it
-    took once (numpy's ``.ctypes.data`` costs microseconds per array, as much as the C call's
-    work on a small block); it holds its lock from filling them to copying the result out."""
-    stages: dict = {}
+def _staged_gemm(weights: np.ndarray, finish):
+    """A function ``x -> int8 [N, O]`` (None for an ``x`` of over STAGED_MAX_VALUES values): the int8
+    batch ``x`` [N, I] copied into a staging buffer as ``weights``' float dtype (exact), ``x @
+    weights`` [I, O] by one BLAS call into a second one, then ``finish(n, acc_address,
+    out_address)`` (a C call writing the int8 [N, O] outputs) and the outputs copied out.  The
+    buffers of the last STAGED_SIZES batch sizes are kept with their addresses, taken once (numpy's
+    ``.ctypes.data`` costs microseconds per array, as much as the C call's work on a small block);
+    a lock is held from filling them to copying the result out."""
+    in_units, out_units = weights.shape
+    dtype, stages, lock, copyto, dot = weights.dtype, {}, threading.Lock(), np.copyto, np.dot
 
-    def get(n: int):
-        got = stages.get(n)
-        if got is None:
-            if len(stages) >= STAGED_SIZES:
-                stages.pop(next(iter(stages)))
-            got = stages[n] = make(n)
-        return got
-    return get
+    def run(x: np.ndarray) -> np.ndarray | None:
+        if x.size > STAGED_MAX_VALUES:
+            return None
+        x = x.reshape(-1, in_units)
+        n = x.shape[0]
+        with lock:
+            stage = stages.get(n)
+            if stage is None:
+                if len(stages) >= STAGED_SIZES:
+                    stages.pop(next(iter(stages)))
+                xs, acc, out = np.empty((n, in_units), dtype), np.empty((n, out_units), dtype), \
+                    np.empty((n, out_units), np.int8)
+                stage = stages[n] = (xs, acc, out, acc.ctypes.data, out.ctypes.data)
+            xs, acc, out, acc_address, out_address = stage
+            copyto(xs, x, casting="unsafe")  # int8 -> float: exact
+            dot(xs, weights, out=acc)
+            finish(n, acc_address, out_address)
+            return out.copy()
+    return run
 
 
 def gemm_requant_runner(weights_t: np.ndarray, requant):
@@ -266,27 +281,8 @@ def gemm_requant_runner(weights_t: np.ndarray, requant):
     if wt.ndim != 2 or wt.dtype not in (np.float32, np.float64) or requant is None \
             or wt.dtype not in requant.takes or requant.width not in (1, wt.shape[1]):
         return None
-    in_units, out_units = wt.shape
-    lock = threading.Lock()
-    copyto, dot, into, dtype = np.copyto, np.dot, requant.into, wt.dtype
-
-    def make(n: int):
-        xs, acc, out = np.empty((n, in_units), dtype), np.empty((n, out_units), dtype), np.empty((n, out_units), np.int8)
-        return xs, acc, out, acc.ctypes.data, out.ctypes.data
-
-    stage = _staged(make)
-
-    def run(x: np.ndarray) -> np.ndarray | None:
-        if x.size > STAGED_MAX_VALUES:
-            return None
-        x = x.reshape(-1, in_units)
-        n = x.shape[0]
-        with lock:
-            xs, acc, out, acc_address, out_address = stage(n)
-            copyto(xs, x, casting="unsafe")  # int8 -> float: exact
-            dot(xs, wt, out=acc)
-            into(acc_address, dtype, acc.size, out_address)
-            return out.copy()
+    into, dtype, values = requant.into, wt.dtype, wt.shape[1]
+    run = _staged_gemm(wt, lambda n, acc_address, out_address: into(acc_address, dtype, n * values, out_address))
     run.tables = (wt, requant)
     return run
 
@@ -307,29 +303,15 @@ def svdf_lookup_runner(weights: np.ndarray, shift: np.ndarray, table: np.ndarray
             or np.asarray(shift).dtype != np.float32 or np.asarray(y_table).dtype != np.int8:
         return None
     wf, sh, tab, yt = (np.ascontiguousarray(a) for a in (weights, shift, table, y_table))
-    in_units, filters = wf.shape
+    filters = wf.shape[1]
     if sh.shape != (filters,) or yt.size != rows * filters * width or tab.size == 0:
         return None
-    f, lock = funcs[f"svdf_{kind}"], threading.Lock()
+    f = funcs[f"svdf_{kind}"]
     fixed = (filters, rows, sh.ctypes.data, tab.ctypes.data, tab.size, yt.ctypes.data, width)
-    copyto, dot = np.copyto, np.dot
-
-    def make(n: int):
-        xs, v, out = np.empty((n, in_units), np.float32), np.empty((n, filters), np.float32), np.empty((n, filters), np.int8)
-        return xs, v, out, v.ctypes.data, out.ctypes.data
-
-    stage = _staged(make)
+    gemm = _staged_gemm(wf, lambda n, v_address, out_address: f(v_address, n, *fixed, out_address))
 
     def run(x: np.ndarray) -> np.ndarray | None:
-        n = x.shape[0]
-        if (rows != 1 and n != rows) or x.size > STAGED_MAX_VALUES:
-            return None
-        with lock:
-            xs, v, out, v_address, out_address = stage(n)
-            copyto(xs, x, casting="unsafe")  # int8 -> float32: exact
-            dot(xs, wf, out=v)
-            f(v_address, n, *fixed, out_address)
-            return out.copy()
+        return None if rows != 1 and x.shape[0] != rows else gemm(x)
     run.tables = (wf, sh, tab, yt)
     return run
 

@@ -82,17 +82,17 @@ class QuantizeParams:
 _TABULATED = (np.dtype(np.int8), np.dtype(np.int16))
 
 
-def _integer_table(dtype, values_of) -> tuple[np.dtype, np.ndarray, np.ndarray] | None:
-    """(dtype, ``values_of`` applied to every value of ``dtype`` in increasing order, the same
-    values in the order of the inputs' bit patterns read as unsigned), for int8 and int16 inputs;
-    None otherwise.  Looked up by :func:`_lookup`."""
+def _integer_table(dtype, values_of) -> tuple[np.dtype, np.ndarray] | None:
+    """(dtype, ``values_of`` applied to every value of ``dtype``, in the order of the values' bit
+    patterns read as unsigned), for int8 and int16 inputs; None otherwise.  Looked up by
+    :func:`_lookup`."""
     dtype = np.dtype(dtype)
     if dtype not in _TABULATED:
         return None
     info = np.iinfo(dtype)
     values = values_of(np.arange(info.min, info.max + 1, dtype=dtype))
     half = values.shape[0] // 2  # bit patterns 0 .. 2^(b-1) - 1 are the values 0 .. max, the rest min .. -1
-    return dtype, values, np.ascontiguousarray(np.concatenate([values[half:], values[:half]]))
+    return dtype, np.ascontiguousarray(np.concatenate([values[half:], values[:half]]))
 
 
 def _lookup(table, x: np.ndarray) -> np.ndarray | None:
@@ -101,7 +101,7 @@ def _lookup(table, x: np.ndarray) -> np.ndarray | None:
     no widening and offset of the index)."""
     if table is None or x.dtype != table[0] or x.ndim == 0:
         return None
-    return table[2].take(x.view(np.uint8 if x.itemsize == 1 else np.uint16))
+    return table[1].take(x.view(np.uint8 if x.itemsize == 1 else np.uint16))
 
 
 # (input, output) integer types TFLite's QUANTIZE requantizes between in int16x8 models
