@@ -464,3 +464,36 @@ def test_keyword_model_same_tensors_with_native_on_and_off(monkeypatch):
     assert set(on_tensors) == set(off_tensors)
     for t in on_tensors:
         np.testing.assert_array_equal(on_tensors[t], off_tensors[t], err_msg=g.tensors[t].name)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_svdf_four_lane_mbqm_equals_fixedpoint_on_edges(rounding):
+    """qkernels.c's qk_mbqm_right2_x4 (qk_svdf's SSE2 path: MBQM through an unsigned 32x32->64
+    multiply and a sign correction) == fixedpoint.multiply_by_quantized_multiplier for every shift
+    it takes (QK_FAST_SHIFT = -2 down to SHIFT_RANGE's end), the edge rows' accumulators and
+    multipliers, int32's ends and the rounding ties of each shift."""
+    import ctypes
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("qk_mbqm_right2_x4 is the x86-64 (SSE2) path")
+    f = ctypes.CDLL(str(native._build(rounding))).qk_host_mbqm_x4
+    f.restype = None
+    f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p]
+    rows = np.concatenate(list(edge_rows(rounding).values()))
+    rng = np.random.default_rng(13)
+    xs = np.concatenate([fp.wrap_int32(rows[:, 0]), [INT32_MIN, INT32_MAX, INT32_MIN + 1, -1, 0, 1],
+                         rng.integers(INT32_MIN, INT32_MAX, 200, endpoint=True)]).astype(np.int64)
+    m0s = np.unique(np.concatenate([rows[:, 2][(rows[:, 2] >= 0) & (rows[:, 2] <= INT32_MAX)],
+                                    [0, 1, 1 << 30, INT32_MAX, 1518500250]]))
+    checked = 0
+    for shift in range(fp.SHIFT_RANGE[rounding][0], -1):
+        for m0 in m0s:
+            ties = ((np.arange(-6, 6) * 2 + 1) * (2.0 ** (30 - shift)) / max(int(m0), 1)).round()
+            x = np.concatenate([xs, np.clip(ties, INT32_MIN, INT32_MAX)]).astype(np.int32)
+            x = np.concatenate([x, np.zeros(-x.size % 4, np.int32)])
+            out = np.empty_like(x)
+            f(x.ctypes.data, x.size, int(m0), shift, out.ctypes.data)
+            want = fp.multiply_by_quantized_multiplier(x.astype(np.int64), int(m0), shift, rounding)
+            np.testing.assert_array_equal(out, want, err_msg=f"{rounding} shift {shift} M0 {m0}")
+            checked += x.size
+    assert checked > 50_000

@@ -226,3 +226,18 @@ void qk_host_depthwise(int32_t batches, int32_t in_h, int32_t in_w, int32_t in_c
 
 QK_HOST_SVDF_LOOKUP(qk_host_svdf_lookup_u8, uint8_t)
 QK_HOST_SVDF_LOOKUP(qk_host_svdf_lookup_u16, uint16_t)
+
+#if defined(__SSE2__)
+/* Test hook (tests/test_native.py): qk_svdf's four-lane MBQM, qk_mbqm_right2_x4, on x[0..n) (n a
+ * multiple of 4) with one multiplier >= 0 and shift <= QK_FAST_SHIFT, the constants formed as
+ * qk_svdf forms them, so that it is held to qsim.fixedpoint on the same edge values as qk_mbqm. */
+void qk_host_mbqm_x4(const int32_t *x, int64_t n, int32_t multiplier, int32_t shift, int32_t *out)
+{
+    const __m128i m = _mm_set1_epi32(multiplier), round = _mm_set1_epi32(((int32_t)1 << (-shift - 1)) >> 1);
+    const __m128i count = _mm_cvtsi32_si128(-shift - 1);
+    for (int64_t i = 0; i + 4 <= n; i += 4) {
+        _mm_storeu_si128((__m128i *)(void *)(out + i),
+                         qk_mbqm_right2_x4(_mm_loadu_si128((const __m128i *)(const void *)(x + i)), m, round, count));
+    }
+}
+#endif
